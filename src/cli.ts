@@ -1,0 +1,204 @@
+#!/usr/bin/env node
+// The `reconcile` command: parses arguments and dispatches; all work happens in reconcile/.
+import { readFileSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { applyPlan } from './reconcile/apply.js';
+import { loadDesiredState } from './reconcile/config.js';
+import { makePlan, movedSince, planWithObservations } from './reconcile/engine.js';
+import { ConfigErrors, EXIT, UserError } from './reconcile/errors.js';
+import { DEFAULT_STATE_DIR, FileObservationCache } from './reconcile/inventory.js';
+import { acquireLock } from './reconcile/lock.js';
+import { hasChanges, type Plan } from './reconcile/plan.js';
+import { renderPlan, renderSummary } from './render.js';
+import { imageStatuses, renderShow } from './show.js';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+const USAGE = `Usage: reconcile <command> [options]
+
+Commands:
+  validate             check the YAML (schema, references, units); touches nothing
+  plan                 show what apply would change
+  apply [PLAN.json]    make the host match the YAML, or execute a saved plan exactly
+  show                 list declared objects, what exists, and whether it is in sync
+
+Options:
+  -f, --file PATH          YAML file or directory (repeatable; default ./storage.yaml)
+  -o, --output text|json   output format (default text)
+      --connect URI        libvirt URI (default: YAML connection, LIBVIRT_DEFAULT_URI, qemu:///system)
+      --state-dir DIR      inventory and lock (default ${DEFAULT_STATE_DIR})
+      --allow-replace      allow rebuilding images whose format/options/source changed (data is lost)
+      --prune              delete objects reconcile created that left the YAML
+      --parallelism N      independent actions at once (default 4)
+      --lock-timeout SECS  wait this long for another apply (default 300; 0 fails at once)
+      --detailed-exitcode  plan: exit 0 no changes, 2 changes, 1 error
+      --out FILE           plan: also save the plan as JSON for \`apply FILE\`
+  -h, --help, --version
+
+Exit codes: 0 success (no changes), 1 error or refused change, 2 changes present
+(plan --detailed-exitcode), 64 usage error.`;
+
+interface Args {
+  verb: string;
+  rest: string[];
+  files: string[];
+  output: 'text' | 'json';
+  connect?: string;
+  stateDir: string;
+  allowReplace: boolean;
+  prune: boolean;
+  parallelism: number;
+  lockTimeout: number;
+  detailedExitcode: boolean;
+  out?: string;
+}
+
+function parse(argv: string[]): Args | 'help' | 'version' {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      file: { type: 'string', short: 'f', multiple: true },
+      output: { type: 'string', short: 'o', default: 'text' },
+      connect: { type: 'string' },
+      'state-dir': { type: 'string' },
+      'allow-replace': { type: 'boolean', default: false },
+      prune: { type: 'boolean', default: false },
+      parallelism: { type: 'string', default: '4' },
+      'lock-timeout': { type: 'string', default: '300' },
+      'detailed-exitcode': { type: 'boolean', default: false },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean' },
+    },
+  });
+  if (values.help) return 'help';
+  if (values.version) return 'version';
+  const [verb, ...rest] = positionals;
+  if (!verb) throw new UserError('missing command (validate, plan, apply, show)', EXIT.usage);
+  if (values.output !== 'text' && values.output !== 'json') throw new UserError(`--output must be text or json (got ${values.output})`, EXIT.usage);
+  const int = (name: string, v: string, min: number) => {
+    if (!/^\d+$/.test(v) || Number(v) < min) throw new UserError(`--${name} must be a whole number >= ${min} (got ${v})`, EXIT.usage);
+    return Number(v);
+  };
+  return {
+    verb,
+    rest,
+    files: values.file?.length ? values.file : ['./storage.yaml'],
+    output: values.output,
+    connect: values.connect,
+    stateDir: values['state-dir'] ?? process.env.VIRT_RECONCILE_STATE_DIR ?? DEFAULT_STATE_DIR,
+    allowReplace: values['allow-replace'] ?? false,
+    prune: values.prune ?? false,
+    parallelism: int('parallelism', values.parallelism!, 1),
+    lockTimeout: int('lock-timeout', values['lock-timeout']!, 0),
+    detailedExitcode: values['detailed-exitcode'] ?? false,
+    out: values.out,
+  };
+}
+
+const print = (s: string) => process.stdout.write(`${s}\n`);
+
+async function cmdValidate(a: Args): Promise<number> {
+  const state = await loadDesiredState(a.files);
+  const n = (k: keyof typeof state) => Object.keys(state[k] as object).length;
+  if (a.output === 'json') print(JSON.stringify({ valid: true, files: state.files, pools: n('pools'), images: n('images'), vms: n('vms'), backups: n('backups') }));
+  else print(`valid: ${state.files.length} file(s); ${n('pools')} pool(s), ${n('images')} image(s), ${n('vms')} vm(s), ${n('backups')} backup schedule(s)`);
+  return EXIT.ok;
+}
+
+async function cmdPlan(a: Args): Promise<number> {
+  const state = await loadDesiredState(a.files);
+  const cache = await FileObservationCache.open(a.stateDir);
+  const plan = await makePlan(state, { stateDir: a.stateDir, allowReplace: a.allowReplace, prune: a.prune, cache });
+  if (a.out) {
+    if (plan.refusals.length) throw new UserError(`${renderPlan(plan)}\n\nnot saving ${a.out}: a plan with refused changes cannot be applied`);
+    await writeFile(a.out, `${JSON.stringify(plan, null, 2)}\n`, { mode: 0o600 });
+  }
+  print(a.output === 'json' ? JSON.stringify(plan, null, 2) : renderPlan(plan));
+  if (plan.refusals.length) return EXIT.error;
+  return a.detailedExitcode && hasChanges(plan) ? EXIT.changes : EXIT.ok;
+}
+
+async function cmdApply(a: Args): Promise<number> {
+  const planFile = a.rest[0];
+  const log = a.output === 'json' ? (l: string) => process.stderr.write(`${l}\n`) : print;
+  let plan: Plan | undefined;
+  if (planFile) {
+    plan = JSON.parse(await readFile(planFile, 'utf8')) as Plan;
+    if (plan.formatVersion !== 1 || !Array.isArray(plan.actions)) throw new UserError(`${planFile} is not a plan saved by \`reconcile plan --out\``);
+  }
+  const stateDir = plan?.stateDir ?? a.stateDir;
+  const lock = await acquireLock(stateDir, { timeoutSeconds: a.lockTimeout, command: `apply${planFile ? ` ${planFile}` : ''}`, log: (m) => process.stderr.write(`${m}\n`) });
+  try {
+    const cache = await FileObservationCache.open(stateDir);
+    if (plan) {
+      const moved = await movedSince(plan, cache);
+      if (moved.length) {
+        throw new UserError(`the host changed since ${planFile} was made (${moved.join(', ')}); nothing was applied. Run \`reconcile plan\` again`);
+      }
+    } else {
+      const state = await loadDesiredState(a.files);
+      plan = await makePlan(state, { stateDir, allowReplace: a.allowReplace, prune: a.prune, cache });
+    }
+    if (plan.refusals.length) {
+      throw new UserError(`${renderPlan(plan)}\n\nnothing was applied`);
+    }
+    if (!hasChanges(plan)) {
+      if (a.output === 'json') print(JSON.stringify({ results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0 } }));
+      else print(renderPlan(plan));
+      return EXIT.ok;
+    }
+    const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log });
+    print(a.output === 'json' ? JSON.stringify(result, null, 2) : renderSummary(result));
+    return result.counts.failed ? EXIT.error : EXIT.ok;
+  } finally {
+    await lock.release();
+  }
+}
+
+async function cmdShow(a: Args): Promise<number> {
+  const state = await loadDesiredState(a.files);
+  const cache = await FileObservationCache.open(a.stateDir);
+  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache });
+  const images = imageStatuses(state, p);
+  print(a.output === 'json' ? JSON.stringify({ images, notes: p.plan.notes }, null, 2) : renderShow(images, p.plan.notes));
+  return EXIT.ok;
+}
+
+const COMMANDS: Record<string, (a: Args) => Promise<number>> = { validate: cmdValidate, plan: cmdPlan, apply: cmdApply, show: cmdShow };
+
+async function main(): Promise<number> {
+  let args: ReturnType<typeof parse>;
+  try {
+    args = parse(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`reconcile: ${(e as Error).message}\n\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  if (args === 'help') return print(USAGE), EXIT.ok;
+  if (args === 'version') return print(VERSION), EXIT.ok;
+  const cmd = COMMANDS[args.verb];
+  if (!cmd) {
+    process.stderr.write(`reconcile: unknown command ${JSON.stringify(args.verb)}\n\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  try {
+    return await cmd(args);
+  } catch (e) {
+    if (e instanceof ConfigErrors) {
+      if (args.output === 'json') print(JSON.stringify({ valid: false, errors: e.errors }, null, 2));
+      process.stderr.write(`${e.message}\n${e.errors.length} error(s); nothing was changed.\n`);
+      return EXIT.error;
+    }
+    if (e instanceof UserError) {
+      process.stderr.write(`reconcile: ${e.message}\n`);
+      return e.exitCode;
+    }
+    process.stderr.write(`reconcile: ${(e as Error).message}\n`);
+    return EXIT.error;
+  }
+}
+
+process.exitCode = await main();

@@ -1,0 +1,55 @@
+// The one place processes are spawned: argument arrays, LC_ALL=C, and an optional
+// trace (VIRT_RECONCILE_TRACE=FILE) that tests and the benchmark read to count spawns.
+import { appendFileSync } from 'node:fs';
+import { execa } from 'execa';
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+export class CommandError extends Error {
+  constructor(readonly command: string[], readonly stderr: string, readonly exitCode: number | undefined) {
+    super(`${command[0]} ${command[1] ?? ''} failed${exitCode !== undefined ? ` (exit ${exitCode})` : ''}: ${firstLines(stderr) || 'no error output'}`);
+    this.name = 'CommandError';
+  }
+}
+
+function firstLines(text: string): string {
+  return text.trim().split('\n').slice(0, 3).join(' / ');
+}
+
+let spawned = 0;
+/** Processes spawned by this process so far (for the benchmark and for idempotence checks). */
+export function spawnCount(): number {
+  return spawned;
+}
+
+function trace(argv: string[]): void {
+  spawned++;
+  const file = process.env.VIRT_RECONCILE_TRACE;
+  if (file) appendFileSync(file, `${JSON.stringify(argv)}\n`);
+}
+
+// qemu's LUKS key derivation benchmarks the CPU and, on some virtual machines, cannot
+// read CPU time reliably. The failure is transient; this exact message is safe to retry.
+const TRANSIENT = ['Unable to get accurate CPU usage'];
+
+export async function run(cmd: string, args: string[], opts: { input?: string; retries?: number } = {}): Promise<RunResult> {
+  const argv = [cmd, ...args];
+  const retries = opts.retries ?? 4;
+  for (let attempt = 0; ; attempt++) {
+    trace(argv);
+    const r = await execa(cmd, args, {
+      env: { LC_ALL: 'C' },
+      reject: false,
+      stdin: opts.input === undefined ? 'ignore' : 'pipe',
+      input: opts.input,
+      stripFinalNewline: false,
+    });
+    if (r.exitCode === 0 && !r.failed) return { stdout: String(r.stdout), stderr: String(r.stderr) };
+    const stderr = String(r.stderr || r.message);
+    if (attempt < retries && TRANSIENT.some((t) => stderr.includes(t))) continue;
+    throw new CommandError(argv, stderr, r.exitCode);
+  }
+}

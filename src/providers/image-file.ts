@@ -1,0 +1,370 @@
+// Image files on a filesystem, reached through qemu-img. Observe / create / update / delete
+// for one kind of object: a disk image at an absolute path.
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { chmod, chown, lstat, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import pLimit from 'p-limit';
+import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
+import { CommandError, run } from './exec.js';
+
+/** What qemu-img (and the file's own header) says about an image file. */
+export interface ObservedImage {
+  path: string;
+  /** qemu driver name: raw, qcow2, vpc, vhdx, vmdk, luks */
+  driver: string;
+  virtualSize: number;
+  actualSize: number;
+  clusterSize?: number;
+  backing?: string;
+  backingFormat?: string;
+  encrypted?: 'luks' | 'aes';
+  qcow2?: { compat?: string; lazyRefcounts?: boolean; compressionType?: string; refcountBits?: number; extendedL2?: boolean };
+  vmdk?: { createType?: string; adapterType?: string; extents: string[] };
+  vhdSubformat?: 'fixed' | 'dynamic';
+  file: { uid: number; gid: number; mode: number; ino: number; dev: number };
+}
+
+export interface ObservationCache {
+  get(path: string, signature: string): ObservedImage | undefined;
+  set(path: string, signature: string, value: ObservedImage): void;
+}
+
+/** The image as this provider builds it: the model's spec with references resolved to paths. */
+export interface ImageBuild {
+  path: string;
+  format: Format;
+  size?: number;
+  qcow2?: Qcow2Options;
+  vmdk?: { adapterType?: string; subformat?: string };
+  vhd?: { subformat?: string };
+  vhdx?: { subformat?: string };
+  encryption?: { passphraseFile: string };
+  permissions?: Permissions;
+  source:
+    | { kind: 'blank' }
+    | { kind: 'convert'; path: string; driver?: string; encryption?: { passphraseFile: string } }
+    | { kind: 'backing'; path: string; driver: string };
+}
+
+export const DRIVER: Record<Format, string> = { raw: 'raw', qcow2: 'qcow2', vhd: 'vpc', vhdx: 'vhdx', vmdk: 'vmdk' };
+
+/** The qemu driver a declared format and encryption produce (raw + LUKS is qemu's "luks"). */
+export function driverFor(format: Format, encrypted: boolean): string {
+  return format === 'raw' && encrypted ? 'luks' : DRIVER[format];
+}
+
+/** Formats whose qemu driver can grow an image in place. */
+export function canResize(format: Format, encrypted: boolean): boolean {
+  return (format === 'qcow2' || format === 'raw') && !(format === 'raw' && encrypted);
+}
+
+/**
+ * How far above the requested size a format may round: qemu rounds every size up to
+ * 512-byte sectors, and VHD images made by other tools round up to a CHS geometry
+ * (16 heads × 255 sectors). Within this tolerance an image is in sync.
+ */
+export function sizeTolerance(format: Format): number {
+  return format === 'vhd' ? 16 * 255 * 512 + 512 : 1024;
+}
+
+const limit = pLimit(4);
+
+async function signature(p: string): Promise<string | undefined> {
+  try {
+    const s = await stat(p, { bigint: true });
+    if (!s.isFile() && !s.isBlockDevice()) return `notfile:${s.mode}`;
+    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+/** Reads a file's first bytes without a process: VMDK descriptors and VHD cookies live there. */
+async function head(p: string, bytes: number): Promise<Buffer> {
+  const fh = await open(p, constants.O_RDONLY);
+  try {
+    const buf = Buffer.alloc(bytes);
+    const { bytesRead } = await fh.read(buf, 0, bytes, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A fixed VHD is raw data plus a 512-byte footer at the end, so qemu's probe calls it raw. */
+async function hasVhdFooter(p: string, size: number): Promise<boolean> {
+  if (size < 1024) return false;
+  const fh = await open(p, constants.O_RDONLY);
+  try {
+    const buf = Buffer.alloc(8);
+    await fh.read(buf, 0, 8, size - 512);
+    return buf.toString('latin1') === 'conectix';
+  } finally {
+    await fh.close();
+  }
+}
+
+async function infoOf(p: string): Promise<ObservedImage> {
+  const st = await stat(p);
+  let { stdout } = await run('qemu-img', ['info', '--force-share', '--output=json', p]);
+  if ((JSON.parse(stdout) as { format: string }).format === 'raw' && st.isFile() && (await hasVhdFooter(p, st.size))) {
+    ({ stdout } = await run('qemu-img', ['info', '--force-share', '--output=json', '-f', 'vpc', p]));
+  }
+  const j = JSON.parse(stdout) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const fs = j['format-specific']?.data ?? {};
+  const obs: ObservedImage = {
+    path: p,
+    driver: j.format,
+    virtualSize: j['virtual-size'],
+    actualSize: j['actual-size'] ?? 0,
+    clusterSize: j['cluster-size'],
+    backing: j['full-backing-filename'] ?? j['backing-filename'],
+    backingFormat: j['backing-filename-format'],
+    file: { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, ino: st.ino, dev: st.dev },
+  };
+  if (j.format === 'qcow2') {
+    obs.qcow2 = {
+      compat: fs.compat,
+      lazyRefcounts: fs['lazy-refcounts'],
+      compressionType: fs['compression-type'],
+      refcountBits: fs['refcount-bits'],
+      extendedL2: fs['extended-l2'],
+    };
+    if (fs.encrypt?.format) obs.encrypted = fs.encrypt.format;
+  }
+  if (j.format === 'luks') obs.encrypted = 'luks';
+  if (j.format === 'vmdk') {
+    const text = (await head(p, 65536)).toString('latin1');
+    obs.vmdk = {
+      createType: fs['create-type'],
+      adapterType: /ddb\.adapterType\s*=\s*"([^"]+)"/.exec(text)?.[1],
+      extents: ((fs.extents ?? []) as { filename: string }[])
+        .map((e) => path.resolve(path.dirname(p), e.filename))
+        .filter((f) => f !== p),
+    };
+  }
+  if (j.format === 'vpc') {
+    // A dynamic VHD starts with a copy of its footer ("conectix"); a fixed one starts with data.
+    obs.vhdSubformat = (await head(p, 8)).toString('latin1') === 'conectix' ? 'dynamic' : 'fixed';
+  }
+  return obs;
+}
+
+/**
+ * Observes many image files. qemu-img has no multi-file mode, so files whose
+ * (device, inode, size, mtime, ctime) match the cache are answered from it: a no-op
+ * plan spawns no process at all. The rest run at most four at a time.
+ */
+export async function observeImages(paths: string[], cache?: ObservationCache): Promise<Map<string, ObservedImage | null>> {
+  const out = new Map<string, ObservedImage | null>();
+  await Promise.all(
+    paths.map((p) =>
+      limit(async () => {
+        const sig = await signature(p);
+        if (sig === undefined) return void out.set(p, null);
+        if (sig.startsWith('notfile:')) throw new Error(`${p} exists but is not a regular file or block device`);
+        const hit = cache?.get(p, sig);
+        if (hit) return void out.set(p, hit);
+        const obs = await infoOf(p);
+        // Re-read the signature: an image written while qemu-img read it must not be cached.
+        if ((await signature(p)) === sig) cache?.set(p, sig, obs);
+        out.set(p, obs);
+      }),
+    ),
+  );
+  return out;
+}
+
+function secretArgs(passphraseFile: string, id: string): string[] {
+  return ['--object', `secret,id=${id},file=${passphraseFile}`];
+}
+
+function createOptions(b: ImageBuild): string[] {
+  const o: string[] = [];
+  if (b.format === 'qcow2') {
+    const q = b.qcow2 ?? {};
+    o.push(`compat=${q.compat ?? '1.1'}`);
+    if (q.clusterSize) o.push(`cluster_size=${q.clusterSize}`);
+    if (q.compression) o.push(`compression_type=${q.compression}`);
+    if (q.preallocation) o.push(`preallocation=${q.preallocation}`);
+    if (q.lazyRefcounts !== undefined) o.push(`lazy_refcounts=${q.lazyRefcounts ? 'on' : 'off'}`);
+    if (q.refcountBits) o.push(`refcount_bits=${q.refcountBits}`);
+    if (q.extendedL2 !== undefined) o.push(`extended_l2=${q.extendedL2 ? 'on' : 'off'}`);
+    if (b.encryption) o.push('encrypt.format=luks', 'encrypt.key-secret=sec0');
+  } else if (b.format === 'raw' && b.encryption) {
+    o.push('key-secret=sec0');
+  } else if (b.format === 'vmdk') {
+    if (b.vmdk?.adapterType) o.push(`adapter_type=${b.vmdk.adapterType}`);
+    if (b.vmdk?.subformat) o.push(`subformat=${b.vmdk.subformat}`);
+  } else if (b.format === 'vhd') {
+    // force_size keeps the exact requested size instead of rounding to a CHS geometry.
+    o.push(`subformat=${b.vhd?.subformat ?? 'dynamic'}`, 'force_size=on');
+  } else if (b.format === 'vhdx') {
+    if (b.vhdx?.subformat) o.push(`subformat=${b.vhdx.subformat}`);
+  }
+  return o;
+}
+
+/** qemu's --image-opts form: needed whenever an encrypted image is opened. */
+function imageOpts(p: string, driver: string, secretId?: string): string {
+  const esc = p.replace(/,/g, ',,');
+  if (!secretId) return `driver=${driver},file.filename=${esc}`;
+  const key = driver === 'luks' ? 'key-secret' : 'encrypt.key-secret';
+  return `driver=${driver},file.filename=${esc},${key}=${secretId}`;
+}
+
+/** The virtual size of a source file (for imports), with its driver. */
+export async function probeSource(p: string): Promise<{ driver: string; virtualSize: number }> {
+  const { stdout } = await run('qemu-img', ['info', '--force-share', '--output=json', p]);
+  const j = JSON.parse(stdout) as { format: string; 'virtual-size': number };
+  return { driver: j.format, virtualSize: j['virtual-size'] };
+}
+
+const TMP_MARK = '.reconcile-';
+
+function tempDirFor(p: string): string {
+  return path.join(path.dirname(p), `.${path.basename(p)}${TMP_MARK}${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/** Removes build directories an interrupted apply left next to `p` (their process is gone). */
+export async function removeStaleBuilds(p: string): Promise<string[]> {
+  const dir = path.dirname(p);
+  const prefix = `.${path.basename(p)}${TMP_MARK}`;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const n of names) {
+    if (!n.startsWith(prefix)) continue;
+    const pid = Number(n.slice(prefix.length).split('-')[0]);
+    if (pid && isAlive(pid)) continue;
+    await rm(path.join(dir, n), { recursive: true, force: true });
+    removed.push(path.join(dir, n));
+  }
+  return removed;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function fsyncPath(p: string, flags = constants.O_RDONLY): Promise<void> {
+  const fh = await open(p, flags);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function applyPermissions(files: string[], perm?: Permissions): Promise<void> {
+  if (!perm) return;
+  for (const f of files) {
+    if (perm.owner !== undefined || perm.group !== undefined) {
+      const st = await lstat(f);
+      await chown(f, perm.owner ?? st.uid, perm.group ?? st.gid);
+    }
+    if (perm.mode !== undefined) await chmod(f, perm.mode);
+  }
+}
+
+/**
+ * Builds the image in a private directory beside its final path and renames it into
+ * place only when complete, so a killed apply never leaves a half image under the
+ * declared name. Replacing works the same way: the old file stays until the rename.
+ */
+export async function createImage(b: ImageBuild): Promise<void> {
+  await mkdir(path.dirname(b.path), { recursive: true });
+  const tmpDir = tempDirFor(b.path);
+  await mkdir(tmpDir, { mode: 0o700 });
+  const tmp = path.join(tmpDir, path.basename(b.path));
+  const driver = driverFor(b.format, !!b.encryption);
+  const secret = b.encryption ? secretArgs(b.encryption.passphraseFile, 'sec0') : [];
+  try {
+    const opts = createOptions(b);
+    const o = opts.length ? ['-o', opts.join(',')] : [];
+    const src = b.source;
+    if (src.kind === 'backing') {
+      const args = ['create', '-q', '-f', driver, ...secret, ...o, '-b', src.path, '-F', src.driver, tmp];
+      await run('qemu-img', b.size !== undefined ? [...args, String(b.size)] : args);
+    } else if (src.kind === 'blank') {
+      await run('qemu-img', ['create', '-q', '-f', driver, ...secret, ...o, tmp, String(b.size)]);
+    } else {
+      // Import: create the target at its final size, then convert into it (-n). This grows
+      // an import in one pass for every format, including those that cannot resize later.
+      const size = b.size ?? (await probeSource(src.path)).virtualSize;
+      await run('qemu-img', ['create', '-q', '-f', driver, ...secret, ...o, tmp, String(size)]);
+      const srcSecret = src.encryption ? secretArgs(src.encryption.passphraseFile, 'src0') : [];
+      const srcArgs = src.encryption
+        ? ['--image-opts', imageOpts(src.path, src.driver ?? 'qcow2', 'src0')]
+        : [...(src.driver ? ['-f', src.driver] : []), src.path];
+      const dstArgs = b.encryption ? ['--target-image-opts', imageOpts(tmp, driver, 'sec0')] : ['-O', driver, tmp];
+      const compress = b.qcow2?.compressed ? ['-c'] : [];
+      // Preallocated targets are already zero; blank ones read as zero: skip writing zeros.
+      await run('qemu-img', ['convert', '-n', '--target-is-zero', ...compress, ...srcSecret, ...secret, ...srcArgs, ...dstArgs]);
+    }
+    const built = await builtFiles(tmpDir, tmp);
+    await applyPermissions(built, b.permissions);
+    for (const f of built) await fsyncPath(f);
+    // Extents first, the descriptor/main file last: the declared name appears only complete.
+    for (const f of built.filter((f) => f !== tmp)) await rename(f, path.join(path.dirname(b.path), path.basename(f)));
+    await rename(tmp, b.path);
+    await fsyncPath(path.dirname(b.path));
+  } finally {
+    await rm(tmpDir, { recursive: true, force: true });
+  }
+}
+
+async function builtFiles(dir: string, main: string): Promise<string[]> {
+  const names = await readdir(dir);
+  return [main, ...names.map((n) => path.join(dir, n)).filter((f) => f !== main)];
+}
+
+/** Grows an image in place (qcow2, raw). Shrinking is never asked of this function. */
+export async function resizeImage(
+  p: string,
+  format: Format,
+  size: number,
+  opts: { preallocation?: string; encryption?: { passphraseFile: string } } = {},
+): Promise<void> {
+  const driver = driverFor(format, !!opts.encryption);
+  const prealloc = opts.preallocation && opts.preallocation !== 'off' && !(format === 'raw' && opts.preallocation === 'metadata')
+    ? [`--preallocation=${opts.preallocation}`]
+    : [];
+  const target = opts.encryption
+    ? [...secretArgs(opts.encryption.passphraseFile, 'sec0'), '--image-opts', imageOpts(p, driver, 'sec0')]
+    : ['-f', driver, p];
+  await run('qemu-img', ['resize', '-q', ...prealloc, ...target, String(size)]);
+}
+
+export async function setPermissions(p: string, perm: Permissions): Promise<void> {
+  await applyPermissions([p], perm);
+}
+
+/** Deletes the image file and any extent files its descriptor names. */
+export async function deleteImage(p: string, extents: string[] = []): Promise<void> {
+  await removeFiles([p, ...extents]);
+}
+
+/** Unlinks files; one already gone is not an error. */
+export async function removeFiles(files: string[]): Promise<void> {
+  for (const f of files) {
+    try {
+      await unlink(f);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+}
+
+export { CommandError };

@@ -1,0 +1,146 @@
+// Executes exactly the actions of a plan: dependencies first, independent actions in
+// parallel (bounded), the inventory saved after every action so a crash loses nothing.
+import pLimit from 'p-limit';
+import {
+  createImage, deleteImage, driverFor, observeImages, removeFiles, removeStaleBuilds, resizeImage, setPermissions, sizeTolerance,
+  type ObservationCache,
+} from '../providers/image-file.js';
+import { UserError } from './errors.js';
+import { readInventory, recordKey, writeInventory, type ImageRecord } from './inventory.js';
+import type { Action, ActionKind, Plan } from './plan.js';
+
+export interface ApplyOptions {
+  stateDir: string;
+  parallelism: number;
+  cache?: ObservationCache;
+  log: (line: string) => void;
+}
+
+export type ActionStatus = 'done' | 'failed' | 'skipped';
+
+export interface ActionResult {
+  id: string;
+  kind: ActionKind;
+  status: ActionStatus;
+  seconds: number;
+  error?: string;
+}
+
+export interface ApplyResult {
+  results: ActionResult[];
+  counts: Record<'created' | 'updated' | 'replaced' | 'deleted' | 'failed', number>;
+}
+
+const VERB: Record<ActionKind, [string, string]> = {
+  create: ['creating', 'created'],
+  update: ['updating', 'updated'],
+  replace: ['replacing', 'replaced'],
+  delete: ['deleting', 'deleted'],
+  'no-op': ['', ''],
+};
+
+export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyResult> {
+  if (plan.refusals.length) throw new UserError(`the plan has ${plan.refusals.length} refused change(s); nothing was applied`);
+  const todo = plan.actions.filter((a) => a.kind !== 'no-op');
+  const inventory = await readInventory(opts.stateDir);
+  let saving = Promise.resolve();
+  // Serialised: concurrent actions must not interleave their inventory writes.
+  const save = () => (saving = saving.then(() => writeInventory(opts.stateDir, inventory)));
+  const limit = pLimit(Math.max(1, opts.parallelism));
+  const results = new Map<string, ActionResult>();
+  const running = new Map<string, Promise<ActionResult>>();
+
+  const execute = async (a: Action): Promise<void> => {
+    const op = a.op;
+    switch (op.type) {
+      case 'image.create':
+      case 'image.replace': {
+        for (const stale of await removeStaleBuilds(op.build.path)) opts.log(`${a.id}: removed ${stale}, left by an interrupted apply`);
+        await createImage(op.build);
+        const obs = (await observeImages([op.build.path], opts.cache)).get(op.build.path);
+        if (!obs) throw new Error(`${op.build.path} is missing after it was built`);
+        if (op.type === 'image.replace') {
+          const keep = new Set(obs.vmdk?.extents ?? []);
+          await removeFiles(op.oldExtents.filter((e) => !keep.has(e) && e !== op.build.path));
+        }
+        const rec: ImageRecord = {
+          type: 'image', name: a.id.replace(/^images\./, ''), path: op.build.path, ino: obs.file.ino, dev: obs.file.dev,
+          extents: obs.vmdk?.extents ?? [], createdAt: new Date().toISOString(), recorded: op.recorded,
+        };
+        inventory.objects[recordKey(rec)] = rec;
+        await save();
+        verify(a.id, obs, op.build);
+        return;
+      }
+      case 'image.update': {
+        if (op.resize) await resizeImage(op.path, op.format, op.resize.size, op.resize);
+        if (op.permissions) await setPermissions(op.path, op.permissions);
+        await observeImages([op.path], opts.cache);
+        return;
+      }
+      case 'image.delete': {
+        if (op.exists) await deleteImage(op.path, op.extents);
+        delete inventory.objects[op.inventoryKey];
+        await save();
+        return;
+      }
+      case 'none':
+        return;
+    }
+  };
+
+  const start = (a: Action): Promise<ActionResult> => {
+    const existing = running.get(a.id);
+    if (existing) return existing;
+    const p = (async (): Promise<ActionResult> => {
+      const deps = await Promise.all(a.dependsOn.map((d) => running.get(d) ?? Promise.resolve(undefined)));
+      const failed = deps.find((d) => d && d.status !== 'done');
+      if (failed) {
+        opts.log(`${a.id}: skipped, because ${failed.id} did not complete`);
+        return { id: a.id, kind: a.kind, status: 'skipped', seconds: 0, error: `${failed.id} did not complete` };
+      }
+      return limit(async () => {
+        const t0 = Date.now();
+        opts.log(`${a.id}: ${VERB[a.kind][0]} (${a.reason})`);
+        try {
+          await execute(a);
+          const seconds = (Date.now() - t0) / 1000;
+          opts.log(`${a.id}: ${VERB[a.kind][1]} in ${seconds.toFixed(1)}s`);
+          return { id: a.id, kind: a.kind, status: 'done' as const, seconds };
+        } catch (e) {
+          const seconds = (Date.now() - t0) / 1000;
+          const msg = (e as Error).message;
+          opts.log(`${a.id}: FAILED: ${msg}`);
+          return { id: a.id, kind: a.kind, status: 'failed' as const, seconds, error: msg };
+        }
+      });
+    })();
+    running.set(a.id, p);
+    return p;
+  };
+
+  // Register every action before awaiting, so dependsOn always finds its promise.
+  for (const a of todo) start(a);
+  for (const r of await Promise.all(todo.map((a) => running.get(a.id)!))) results.set(r.id, r);
+  await saving;
+  await (opts.cache as { save?: () => Promise<void> } | undefined)?.save?.();
+
+  const counts = { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0 };
+  for (const r of results.values()) {
+    if (r.status !== 'done') counts.failed++;
+    else if (r.kind === 'create') counts.created++;
+    else if (r.kind === 'update') counts.updated++;
+    else if (r.kind === 'replace') counts.replaced++;
+    else if (r.kind === 'delete') counts.deleted++;
+  }
+  return { results: [...results.values()], counts };
+}
+
+/** After a build, the image must be what was asked for; anything else is a bug worth stopping on. */
+function verify(id: string, obs: { driver: string; virtualSize: number }, build: { format: Parameters<typeof driverFor>[0]; size?: number; encryption?: unknown }): void {
+  const want = driverFor(build.format, !!build.encryption);
+  if (obs.driver !== want) throw new Error(`${id}: built as ${obs.driver}, expected ${want}`);
+  if (build.size !== undefined && (obs.virtualSize < build.size || obs.virtualSize - build.size >= sizeTolerance(build.format))) {
+    throw new Error(`${id}: built with virtual size ${obs.virtualSize}, expected ${build.size}`);
+  }
+}

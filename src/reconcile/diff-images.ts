@@ -1,0 +1,319 @@
+// Desired images vs what qemu-img observed: which need creating, growing, rebuilding,
+// re-permissioning or pruning. Pure: no I/O, so plan output is reproducible.
+import {
+  canResize, driverFor, sizeTolerance, type ImageBuild, type ObservedImage,
+} from '../providers/image-file.js';
+import type { Inventory, ImageRecord } from './inventory.js';
+import { recordKey } from './inventory.js';
+import type { DesiredState, ImageSpec } from './model.js';
+import type { Action, Change, Refusal } from './plan.js';
+import { formatSize } from './sizes.js';
+
+export interface ImageDiffInput {
+  state: DesiredState;
+  /** observations of declared image paths, inventory paths and, on demand, source files */
+  observed: Map<string, ObservedImage | null>;
+  inventory: Inventory;
+  allowReplace: boolean;
+  prune: boolean;
+}
+
+export interface ImageDiff {
+  actions: Action[];
+  refusals: Refusal[];
+  notes: string[];
+  /** source files whose observation is needed to finish the diff (engine observes, then re-runs) */
+  needs: string[];
+}
+
+// What qemu-img does when an option is not given, for comparing against older records.
+const RECORDED_DEFAULTS: Record<string, string> = { preallocation: 'off', compressed: 'false', vhdxSubformat: 'dynamic' };
+const RECORDED_FIELD: Record<string, string> = { preallocation: 'qcow2.preallocation', compressed: 'qcow2.compressed', vhdxSubformat: 'vhdx.subformat' };
+
+const octal = (m?: number) => (m === undefined ? '-' : `0${(m & 0o7777).toString(8)}`);
+
+function pathOf(spec: ImageSpec): string {
+  return spec.location.kind === 'path' ? spec.location.path : '';
+}
+
+/** The source as recorded in the inventory: a change of it means a rebuild. */
+export function sourceIdentity(spec: ImageSpec): string {
+  const s = spec.source;
+  switch (s.kind) {
+    case 'blank': return 'blank';
+    case 'file': return `file:${s.file}`;
+    case 'image': return `image:${s.image}`;
+    case 'backing': return 'image' in s ? `backing:${s.image}` : `backing:${s.path}`;
+    case 'container': return `container:${s.ref}`;
+    case 'directory': return `directory:${s.dir}`;
+  }
+}
+
+/** Options qemu-img cannot report back, remembered at creation. */
+export function recordedOptions(spec: ImageSpec): Record<string, string> {
+  const r: Record<string, string> = { source: sourceIdentity(spec) };
+  if (spec.qcow2?.preallocation) r.preallocation = spec.qcow2.preallocation;
+  if (spec.qcow2?.compressed !== undefined) r.compressed = String(spec.qcow2.compressed);
+  if (spec.vhdx?.subformat) r.vhdxSubformat = spec.vhdx.subformat;
+  return r;
+}
+
+export function diffImages(input: ImageDiffInput): ImageDiff {
+  const { state, observed, inventory } = input;
+  const out: ImageDiff = { actions: [], refusals: [], notes: [], needs: [] };
+  const byPath = new Map<string, ImageSpec>();
+  for (const spec of Object.values(state.images)) if (spec.location.kind === 'path') byPath.set(spec.location.path, spec);
+  const pending = new Set<string>(); // ids created or replaced in this plan
+  const refuse = (id: string, message: string) => out.refusals.push({ id, message });
+
+  // Which declared images are overlays on which paths (to protect bases from replace/prune).
+  const overlaysOf = (p: string) =>
+    [...byPath.values()].filter((s) => observed.get(pathOf(s))?.backing === p).map((s) => `images.${s.name}`);
+
+  const dependencyPath = (spec: ImageSpec): { path: string; driver?: string; id?: string; size?: number; encryption?: { passphraseFile: string } } | undefined => {
+    const s = spec.source;
+    if (s.kind === 'file') return { path: s.file };
+    if (s.kind === 'backing' && 'path' in s) return { path: s.path };
+    if (s.kind === 'image' || (s.kind === 'backing' && 'image' in s)) {
+      const dep = state.images[s.image]!;
+      const p = pathOf(dep);
+      return {
+        path: p,
+        id: `images.${dep.name}`,
+        driver: driverFor(dep.format, !!dep.encryption),
+        size: observed.get(p)?.virtualSize ?? dep.size,
+        encryption: dep.encryption ? { passphraseFile: dep.encryption.passphraseFile } : undefined,
+      };
+    }
+    return undefined;
+  };
+
+  /** Resolves the build; undefined (with a refusal or a need recorded) when it cannot be planned yet. */
+  const buildFor = (spec: ImageSpec, id: string): { build: ImageBuild; dependsOn: string[] } | undefined => {
+    const dep = dependencyPath(spec);
+    const base: Omit<ImageBuild, 'source'> = {
+      path: pathOf(spec), format: spec.format, size: spec.size, qcow2: spec.qcow2, vmdk: spec.vmdk, vhd: spec.vhd, vhdx: spec.vhdx,
+      encryption: spec.encryption ? { passphraseFile: spec.encryption.passphraseFile } : undefined,
+      permissions: spec.permissions,
+    };
+    if (!dep) return { build: { ...base, source: { kind: 'blank' } }, dependsOn: [] };
+    let driver = dep.driver;
+    let size = dep.size;
+    if (!dep.id) {
+      if (!observed.has(dep.path)) return void out.needs.push(dep.path), undefined;
+      const src = observed.get(dep.path);
+      if (!src) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} does not exist`), undefined;
+      driver = src.driver;
+      size = src.virtualSize;
+      if (src.encrypted) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} is encrypted; import it as a declared image (source.image) so its passphraseFile is known`), undefined;
+    }
+    if (spec.size !== undefined && size !== undefined && spec.size < size) {
+      refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than its source ${dep.path} (${formatSize(size)}); the image would lose data`);
+      return undefined;
+    }
+    const dependsOn = dep.id && pending.has(dep.id) ? [dep.id] : [];
+    const source: ImageBuild['source'] = spec.source.kind === 'backing'
+      ? { kind: 'backing', path: dep.path, driver: driver ?? 'raw' }
+      : { kind: 'convert', path: dep.path, driver, encryption: dep.encryption };
+    return { build: { ...base, source }, dependsOn };
+  };
+
+  // Images that depend on others come after them, so dependsOn can name pending builds.
+  for (const spec of orderByDependency(state)) {
+    const id = `images.${spec.name}`;
+    if (spec.location.kind === 'pool') {
+      refuse(id, `${spec.origin}: images in libvirt pools are reconciled by the libvirt provider, which this version does not include yet`);
+      continue;
+    }
+    if (spec.source.kind === 'container' || spec.source.kind === 'directory') {
+      refuse(id, `${spec.origins.source ?? spec.origin}: building an image from source.${spec.source.kind} is not supported by this version`);
+      continue;
+    }
+    if (spec.publish.length) {
+      refuse(id, `${spec.origin}: publish (copies in object storage) is not supported by this version; remove it or use a release that has it`);
+      continue;
+    }
+    const p = spec.location.path;
+    if (!observed.has(p)) continue;
+    const obs = observed.get(p) ?? null;
+    const record = inventory.objects[recordKey({ type: 'image', path: p })] as ImageRecord | undefined;
+    const ours = !!record && !!obs && record.ino === obs.file.ino && record.dev === obs.file.dev;
+
+    if (!obs) {
+      const b = buildFor(spec, id);
+      if (!b) continue;
+      pending.add(id);
+      const what = [spec.format, b.build.size !== undefined ? formatSize(b.build.size) : 'source size', describeSource(spec)].filter(Boolean).join(', ');
+      out.actions.push({
+        id, resource: 'image', kind: 'create', reason: `new image ${p} (${what})`, destructive: false, changes: [], dependsOn: b.dependsOn,
+        op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec) },
+      });
+      continue;
+    }
+
+    const rebuild: Change[] = [];
+    const update: Change[] = [];
+    const wantDriver = driverFor(spec.format, !!spec.encryption);
+    if (obs.driver !== wantDriver) {
+      if (spec.encryption && !obs.encrypted) rebuild.push({ field: 'encryption', from: 'none', to: 'luks' });
+      else if (!spec.encryption && obs.encrypted) rebuild.push({ field: 'encryption', from: obs.encrypted, to: 'none' });
+      else rebuild.push({ field: 'format', from: obs.driver === 'vpc' ? 'vhd' : obs.driver, to: spec.format });
+    } else {
+      if (spec.encryption && !obs.encrypted) rebuild.push({ field: 'encryption', from: 'none', to: 'luks' });
+      if (!spec.encryption && obs.encrypted) rebuild.push({ field: 'encryption', from: obs.encrypted, to: 'none' });
+      rebuild.push(...optionChanges(spec, obs));
+      if (ours) {
+        for (const [k, v] of Object.entries(recordedOptions(spec))) {
+          const had = record.recorded[k] ?? RECORDED_DEFAULTS[k] ?? 'unknown';
+          if (had !== v) rebuild.push({ field: RECORDED_FIELD[k] ?? k, from: had, to: v });
+        }
+      }
+    }
+    const wantBacking = spec.source.kind === 'backing' ? dependencyPath(spec)?.path : undefined;
+    if (wantBacking !== undefined && obs.backing !== wantBacking) {
+      rebuild.push({ field: 'backing', from: obs.backing ?? 'none', to: wantBacking });
+    }
+
+    let grow: number | undefined;
+    if (spec.size !== undefined) {
+      const tol = sizeTolerance(spec.format);
+      if (obs.virtualSize < spec.size) {
+        const ch = { field: 'size', from: formatSize(obs.virtualSize), to: formatSize(spec.size) };
+        if (rebuild.length || !canResize(spec.format, !!spec.encryption)) {
+          rebuild.push({ ...ch, to: `${ch.to}${rebuild.length ? '' : ` (${spec.format} cannot grow in place)`}` });
+        } else {
+          update.push(ch);
+          grow = spec.size;
+        }
+      } else if (obs.virtualSize - spec.size >= tol) {
+        refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than the image at ${p} (${formatSize(obs.virtualSize)}); shrinking an image destroys data and is refused. Declare at least ${formatSize(obs.virtualSize)}`);
+        continue;
+      }
+    }
+    const perm = spec.permissions;
+    const permChange: Change[] = [];
+    if (perm?.owner !== undefined && obs.file.uid !== perm.owner) permChange.push({ field: 'owner', from: String(obs.file.uid), to: String(perm.owner) });
+    if (perm?.group !== undefined && obs.file.gid !== perm.group) permChange.push({ field: 'group', from: String(obs.file.gid), to: String(perm.group) });
+    if (perm?.mode !== undefined && obs.file.mode !== perm.mode) permChange.push({ field: 'mode', from: octal(obs.file.mode), to: octal(perm.mode) });
+
+    if (rebuild.length) {
+      if (spec.protect) {
+        refuse(id, `${spec.origin}: ${p} would be replaced (${reasonOf(rebuild)}), but the image has protect: true`);
+        continue;
+      }
+      if (!input.allowReplace) {
+        refuse(id, `${spec.origin}: ${p} must be rebuilt (${reasonOf(rebuild)}); this replaces the image and its data. Re-run with --allow-replace to allow it`);
+        continue;
+      }
+      const overlays = overlaysOf(p).filter((o) => o !== id && !pending.has(o));
+      if (overlays.length) {
+        refuse(id, `${spec.origin}: ${p} must be rebuilt (${reasonOf(rebuild)}), but ${overlays.join(', ')} ${overlays.length > 1 ? 'are overlays' : 'is an overlay'} on it and would be corrupted`);
+        continue;
+      }
+      const b = buildFor(spec, id);
+      if (!b) continue;
+      pending.add(id);
+      out.actions.push({
+        id, resource: 'image', kind: 'replace', reason: reasonOf(rebuild), destructive: true, changes: rebuild, dependsOn: b.dependsOn,
+        op: { type: 'image.replace', build: b.build, recorded: recordedOptions(spec), oldExtents: obs.vmdk?.extents ?? [] },
+      });
+      continue;
+    }
+    const changes = [...update, ...permChange];
+    if (changes.length) {
+      out.actions.push({
+        id, resource: 'image', kind: 'update', reason: reasonOf(changes), destructive: false, changes, dependsOn: [],
+        op: {
+          type: 'image.update', path: p, format: spec.format,
+          resize: grow !== undefined ? { size: grow, preallocation: spec.qcow2?.preallocation, encryption: spec.encryption && { passphraseFile: spec.encryption.passphraseFile } } : undefined,
+          permissions: permChange.length ? perm : undefined,
+        },
+      });
+    } else {
+      out.actions.push({ id, resource: 'image', kind: 'no-op', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: { type: 'none' } });
+    }
+  }
+
+  // Inventory objects that left the YAML: deleted only with --prune, and only if still ours.
+  for (const [key, rec] of Object.entries(inventory.objects)) {
+    if (rec.type !== 'image' || byPath.has(rec.path)) continue;
+    const id = `inventory:${rec.path}`;
+    if (!observed.has(rec.path)) continue;
+    const obs = observed.get(rec.path);
+    if (!input.prune) {
+      out.notes.push(`${rec.path} (was images.${rec.name}) left the YAML; \`apply --prune\` deletes it`);
+      continue;
+    }
+    if (!obs) {
+      out.actions.push({ id, resource: 'image', kind: 'delete', reason: `already gone; forgotten from the inventory`, destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, extents: [], inventoryKey: key, exists: false } });
+      continue;
+    }
+    if (obs.file.ino !== rec.ino || obs.file.dev !== rec.dev) {
+      out.notes.push(`${rec.path} (was images.${rec.name}) is no longer the file reconcile created (another file took its place); not deleting it, forgetting it`);
+      out.actions.push({ id, resource: 'image', kind: 'delete', reason: 'replaced by a file reconcile did not create: forgotten, not deleted', destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, extents: [], inventoryKey: key, exists: false } });
+      continue;
+    }
+    const overlays = overlaysOf(rec.path);
+    if (overlays.length) {
+      refuse(id, `${rec.path} (was images.${rec.name}) left the YAML, but ${overlays.join(', ')} still use it as backing file; it is not pruned`);
+      continue;
+    }
+    out.actions.push({
+      id, resource: 'image', kind: 'delete', reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${obs.driver === 'vpc' ? 'vhd' : obs.driver})`, destructive: true, changes: [], dependsOn: [],
+      op: { type: 'image.delete', path: rec.path, extents: obs.vmdk?.extents ?? rec.extents, inventoryKey: key, exists: true },
+    });
+  }
+  return out;
+}
+
+function optionChanges(spec: ImageSpec, obs: ObservedImage): Change[] {
+  const ch: Change[] = [];
+  const cmp = (field: string, want: unknown, have: unknown) => {
+    if (want !== undefined && want !== have) ch.push({ field, from: have === undefined ? 'unset' : String(have), to: String(want) });
+  };
+  if (spec.format === 'qcow2' && spec.qcow2) {
+    const q = spec.qcow2;
+    if (q.clusterSize !== undefined && q.clusterSize !== obs.clusterSize) {
+      ch.push({ field: 'qcow2.clusterSize', from: obs.clusterSize ? formatSize(obs.clusterSize) : 'unset', to: formatSize(q.clusterSize) });
+    }
+    cmp('qcow2.compression', q.compression, obs.qcow2?.compressionType);
+    cmp('qcow2.lazyRefcounts', q.lazyRefcounts, obs.qcow2?.lazyRefcounts);
+    cmp('qcow2.compat', q.compat, obs.qcow2?.compat);
+    cmp('qcow2.refcountBits', q.refcountBits, obs.qcow2?.refcountBits);
+    cmp('qcow2.extendedL2', q.extendedL2, obs.qcow2?.extendedL2);
+  }
+  if (spec.format === 'vmdk') {
+    cmp('vmdk.subformat', spec.vmdk?.subformat, obs.vmdk?.createType);
+    cmp('vmdk.adapterType', spec.vmdk?.adapterType, obs.vmdk?.adapterType);
+  }
+  if (spec.format === 'vhd') cmp('vhd.subformat', spec.vhd?.subformat, obs.vhdSubformat);
+  return ch;
+}
+
+function reasonOf(changes: Change[]): string {
+  return changes.map((c) => `${c.field} ${c.from} -> ${c.to}`).join(', ');
+}
+
+function describeSource(spec: ImageSpec): string {
+  const s = spec.source;
+  if (s.kind === 'file') return `from ${s.file}`;
+  if (s.kind === 'image') return `copy of images.${s.image}`;
+  if (s.kind === 'backing') return `overlay on ${'image' in s ? `images.${s.image}` : s.path}`;
+  return 'blank';
+}
+
+/** Declared images, each after the image its source or backing names. */
+export function orderByDependency(state: DesiredState): ImageSpec[] {
+  const done = new Set<string>();
+  const out: ImageSpec[] = [];
+  const visit = (spec: ImageSpec) => {
+    if (done.has(spec.name)) return;
+    done.add(spec.name);
+    const s = spec.source;
+    const dep = s.kind === 'image' ? s.image : s.kind === 'backing' && 'image' in s ? s.image : undefined;
+    if (dep && state.images[dep]) visit(state.images[dep]!);
+    out.push(spec);
+  };
+  for (const name of Object.keys(state.images).sort()) visit(state.images[name]!);
+  return out;
+}

@@ -1,0 +1,37 @@
+// Errors are values: each one says where (file:line:col), which field, and what is allowed.
+export interface ConfigError {
+  file: string;
+  line: number;
+  col: number;
+  field: string;
+  message: string;
+}
+
+export function formatConfigError(e: ConfigError): string {
+  const field = e.field ? `${e.field}: ` : '';
+  return `${e.file}:${e.line}:${e.col}: ${field}${e.message}`;
+}
+
+/** Raised when input is invalid; carries every error found so all are reported at once. */
+export class ConfigErrors extends Error {
+  constructor(readonly errors: ConfigError[]) {
+    super(errors.map(formatConfigError).join('\n'));
+    this.name = 'ConfigErrors';
+  }
+}
+
+/** A failure a user can act on, reported without a stack trace. */
+export class UserError extends Error {
+  constructor(message: string, readonly exitCode = 1) {
+    super(message);
+    this.name = 'UserError';
+  }
+}
+
+/** Exit codes are part of the CLI contract (README: "Exit codes"). */
+export const EXIT = {
+  ok: 0,
+  error: 1,
+  changes: 2,
+  usage: 64,
+} as const;

@@ -1,0 +1,88 @@
+// What reconcile created, recorded so that prune deletes only its own objects.
+// Stored as JSON in the state directory, written atomically (write-file-atomic).
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import writeFileAtomic from 'write-file-atomic';
+import type { ObservationCache, ObservedImage } from '../providers/image-file.js';
+
+export const DEFAULT_STATE_DIR = '/var/lib/virt-reconcile';
+
+export interface ImageRecord {
+  type: 'image';
+  name: string;
+  path: string;
+  /** inode at creation: a file someone put in its place later is not ours to delete */
+  ino: number;
+  dev: number;
+  extents: string[];
+  createdAt: string;
+  /** creation options qemu-img cannot report back (preallocation, vhdx subformat, source) */
+  recorded: Record<string, string>;
+}
+
+export type InventoryRecord = ImageRecord;
+
+export interface Inventory {
+  version: 1;
+  objects: Record<string, InventoryRecord>;
+}
+
+export function recordKey(r: { type: string; path: string }): string {
+  return `${r.type}:${r.path}`;
+}
+
+export async function readInventory(stateDir: string): Promise<Inventory> {
+  try {
+    const data = JSON.parse(await readFile(path.join(stateDir, 'inventory.json'), 'utf8')) as Inventory;
+    if (data.version !== 1 || typeof data.objects !== 'object') throw new Error('unknown inventory version');
+    return data;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, objects: {} };
+    throw new Error(`cannot read ${path.join(stateDir, 'inventory.json')}: ${(e as Error).message}`);
+  }
+}
+
+export async function writeInventory(stateDir: string, inv: Inventory): Promise<void> {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(path.join(stateDir, 'inventory.json'), `${JSON.stringify(inv, null, 2)}\n`, { mode: 0o600, fsync: true });
+}
+
+/** Bump when observeImages reads anything differently, so older cached observations are dropped. */
+const CACHE_FORMAT = 'observed-v1';
+
+/** The stat-keyed cache of qemu-img observations (see observeImages). */
+export class FileObservationCache implements ObservationCache {
+  private entries: Record<string, { sig: string; value: ObservedImage }> = {};
+  private dirty = false;
+  private constructor(private readonly file: string) {}
+
+  static async open(stateDir: string): Promise<FileObservationCache> {
+    const c = new FileObservationCache(path.join(stateDir, 'observed.json'));
+    try {
+      const data = JSON.parse(await readFile(c.file, 'utf8')) as { format?: string; entries?: typeof c.entries };
+      // Observations made by another version may have been read differently: start over.
+      c.entries = data.format === CACHE_FORMAT && data.entries ? data.entries : {};
+    } catch {
+      c.entries = {};
+    }
+    return c;
+  }
+
+  get(p: string, sig: string): ObservedImage | undefined {
+    const e = this.entries[p];
+    return e && e.sig === sig ? e.value : undefined;
+  }
+
+  set(p: string, sig: string, value: ObservedImage): void {
+    this.entries[p] = { sig, value };
+    this.dirty = true;
+  }
+
+  /** Saved only by commands that may write state (apply), never by plan. */
+  async save(): Promise<void> {
+    if (!this.dirty) return;
+    await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    await writeFileAtomic(this.file, JSON.stringify({ format: CACHE_FORMAT, entries: this.entries }), { mode: 0o600 });
+    this.dirty = false;
+  }
+}

@@ -1,0 +1,122 @@
+// The desired state after loading and validation: plain data, no YAML nodes.
+export type Format = 'raw' | 'qcow2' | 'vhd' | 'vhdx' | 'vmdk';
+export const FORMATS: readonly Format[] = ['raw', 'qcow2', 'vhd', 'vhdx', 'vmdk'];
+
+/** Where a declaration stands, "file:line:col", for errors found after loading. */
+export type Origin = string;
+
+export type ImageSource =
+  | { kind: 'blank' }
+  | { kind: 'file'; file: string }
+  | { kind: 'image'; image: string }
+  | { kind: 'backing'; image: string }
+  | { kind: 'backing'; path: string }
+  | { kind: 'container'; ref: string }
+  | { kind: 'directory'; dir: string };
+
+export interface Qcow2Options {
+  clusterSize?: number;
+  compression?: 'zlib' | 'zstd';
+  compressed?: boolean;
+  preallocation?: 'off' | 'metadata' | 'falloc' | 'full';
+  lazyRefcounts?: boolean;
+  compat?: '0.10' | '1.1';
+  refcountBits?: number;
+  extendedL2?: boolean;
+}
+
+export interface Permissions {
+  owner?: number;
+  group?: number;
+  /** numeric mode, e.g. 0o600 */
+  mode?: number;
+}
+
+export type ImageLocation = { kind: 'path'; path: string } | { kind: 'pool'; pool: string };
+
+export interface ImageSpec {
+  name: string;
+  location: ImageLocation;
+  format: Format;
+  /** bytes; undefined means "the size of the source" */
+  size?: number;
+  source: ImageSource;
+  filesystem?: 'ext4' | 'xfs' | 'btrfs';
+  qcow2?: Qcow2Options;
+  vmdk?: { adapterType?: 'ide' | 'buslogic' | 'lsilogic' | 'legacyESX'; subformat?: string };
+  vhd?: { subformat?: 'dynamic' | 'fixed' };
+  vhdx?: { subformat?: 'dynamic' | 'fixed' };
+  encryption?: { format: 'luks'; passphraseFile: string };
+  permissions?: Permissions;
+  protect: boolean;
+  publish: { to: string }[];
+  origin: Origin;
+  /** positions of fields that plan-time checks may need to point at */
+  origins: { size?: Origin; source?: Origin; format?: Origin };
+}
+
+export type PoolType = 'dir' | 'fs' | 'netfs' | 'logical' | 'disk' | 'iscsi' | 'iscsi-direct' | 'rbd';
+
+export interface PoolSpec {
+  name: string;
+  type: PoolType;
+  path?: string;
+  autostart: boolean;
+  active: boolean;
+  source: {
+    host?: string;
+    dir?: string;
+    format?: string;
+    device?: string;
+    name?: string;
+    initiator?: string;
+    auth?: { type: 'chap' | 'ceph'; username: string; secretFile: string };
+  };
+  permissions?: Permissions;
+  capacityAlert?: number;
+  origin: Origin;
+}
+
+export interface DiskSpec {
+  image?: string;
+  path?: string;
+  target?: string;
+  bus: 'virtio' | 'nvme' | 'sata' | 'scsi' | 'ide';
+  cache?: 'none' | 'writethrough' | 'writeback' | 'directsync' | 'unsafe' | 'default';
+  io?: 'native' | 'threads' | 'io_uring';
+  discard?: 'unmap' | 'ignore';
+  readonly: boolean;
+  origin: Origin;
+}
+
+export interface VmSpec {
+  name: string;
+  create?: { memory: number; vcpus: number };
+  disks: DiskSpec[];
+  origin: Origin;
+}
+
+export interface BackupSpec {
+  name: string;
+  vm: string;
+  disks?: string[];
+  schedule: string;
+  timezone?: string;
+  mode: 'snapshot' | 'external' | 'copy';
+  destination?: string;
+  keep?: number;
+  maxAgeSeconds?: number;
+  quiesce: boolean;
+  hooks: { pre: string[][]; post: string[][]; timeoutSeconds: number };
+  verify: boolean;
+  origin: Origin;
+}
+
+export interface DesiredState {
+  connection?: string;
+  files: string[];
+  pools: Record<string, PoolSpec>;
+  images: Record<string, ImageSpec>;
+  vms: Record<string, VmSpec>;
+  backups: Record<string, BackupSpec>;
+}

@@ -1,0 +1,113 @@
+// Checks one parsed file against schemas/storage.schema.json and turns ajv's errors
+// into FILE:LINE:COL: field: message lines a person can act on.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import Ajv2020, { type ErrorObject } from 'ajv/dist/2020.js';
+import type { ConfigError } from './errors.js';
+import { SIZE_HELP } from './sizes.js';
+import { fieldName, locate, type FieldPath, type SourceFile } from './source-file.js';
+
+export const SCHEMA_PATH = fileURLToPath(new URL('../../schemas/storage.schema.json', import.meta.url));
+const schema = JSON.parse(readFileSync(SCHEMA_PATH, 'utf8')) as Record<string, unknown>;
+
+const ajv = new Ajv2020.default({ allErrors: true, allowUnionTypes: true, strict: true });
+const validateFn = ajv.compile(schema);
+
+function pointerToPath(pointer: string): FieldPath {
+  if (!pointer) return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+}
+
+/** The schema node an error's schemaPath points into, to list allowed property names. */
+function schemaAt(schemaPath: string): Record<string, unknown> | undefined {
+  let node: unknown = schema;
+  for (const seg of schemaPath.replace(/^#\//, '').split('/').slice(0, -1)) {
+    if (node && typeof node === 'object') node = (node as Record<string, unknown>)[seg];
+  }
+  return node as Record<string, unknown> | undefined;
+}
+
+function describe(e: ErrorObject, value: unknown): { message: string; key: boolean; extra?: string } {
+  const p = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const allowed = Object.keys((schemaAt(e.schemaPath)?.properties as object) ?? {});
+      return {
+        message: `unknown field ${JSON.stringify(p.additionalProperty)}${allowed.length ? ` (allowed: ${allowed.join(', ')})` : ''}`,
+        key: true,
+        extra: String(p.additionalProperty),
+      };
+    }
+    case 'required':
+      return { message: `missing required field ${JSON.stringify(p.missingProperty)}`, key: false };
+    case 'enum':
+      return { message: `must be one of: ${(p.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')} (got ${JSON.stringify(value)})`, key: false };
+    case 'const':
+      return { message: `must be ${JSON.stringify(p.allowedValue)} (got ${JSON.stringify(value)})`, key: false };
+    case 'type':
+      return { message: `must be ${String(p.type).replace(',', ' or ')} (got ${value === null ? 'null' : Array.isArray(value) ? 'a list' : typeof value})`, key: false };
+    case 'pattern': {
+      const pat = String(p.pattern);
+      if (pat.startsWith('^[0-9]+(\\.')) return { message: `must be ${SIZE_HELP} (got ${JSON.stringify(value)})`, key: false };
+      if (pat === '^/') return { message: `must be an absolute path (got ${JSON.stringify(value)})`, key: false };
+      if (pat.startsWith('^[a-z0-9]([a-z0-9._-]')) return { message: `must be a name: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63 characters (got ${JSON.stringify(value)})`, key: false };
+      if (pat.startsWith('^0?[0-7]')) return { message: `must be an octal mode such as "0600" (got ${JSON.stringify(value)})`, key: false };
+      if (pat.startsWith('^(s3|azure|gs)')) return { message: `must be an s3://BUCKET/KEY, azure://ACCOUNT/CONTAINER/BLOB or gs://BUCKET/OBJECT URL (got ${JSON.stringify(value)})`, key: false };
+      if (pat.startsWith('^(vd')) return { message: `must be a disk target such as vda, sdb, hdc or nvme0n1 (got ${JSON.stringify(value)})`, key: false };
+      if (pat.endsWith('%$')) return { message: `must be a percentage from 0% to 100% (got ${JSON.stringify(value)})`, key: false };
+      if (pat.startsWith('^[0-9]+(m|h')) return { message: `must be a duration such as 30d, 12h, 2w or 90m (got ${JSON.stringify(value)})`, key: false };
+      if (pat.startsWith('^[0-9]+(s|m')) return { message: `must be a duration such as 30s, 5m or 1h (got ${JSON.stringify(value)})`, key: false };
+      return { message: `must match ${pat} (got ${JSON.stringify(value)})`, key: false };
+    }
+    case 'minimum':
+    case 'maximum':
+      return { message: `must be ${e.keyword === 'minimum' ? '>=' : '<='} ${String(p.limit)} (got ${JSON.stringify(value)})`, key: false };
+    case 'minLength':
+      return { message: 'must not be empty', key: false };
+    case 'minItems':
+      return { message: `must have at least ${String(p.limit)} item(s)`, key: false };
+    case 'uniqueItems':
+      return { message: `must not repeat items (items ${String(p.j)} and ${String(p.i)} are equal)`, key: false };
+    default:
+      return { message: e.message ?? e.keyword, key: false };
+  }
+}
+
+function valueAt(data: unknown, path: FieldPath): unknown {
+  let v = data;
+  for (const seg of path) v = v && typeof v === 'object' ? (v as Record<string | number, unknown>)[seg] : undefined;
+  return v;
+}
+
+export function checkSchema(file: SourceFile, data: unknown): ConfigError[] {
+  if (validateFn(data)) return [];
+  const out: ConfigError[] = [];
+  const seen = new Set<string>();
+  for (const e of validateFn.errors ?? []) {
+    let path = pointerToPath(e.instancePath);
+    // propertyNames errors come twice: once on the key (with propertyName), once as the parent; keep the key one.
+    if (e.keyword === 'propertyNames') continue;
+    const p = e.params as Record<string, unknown>;
+    let key = false;
+    if (typeof p.propertyName === 'string') {
+      path = [...path, p.propertyName];
+      key = true;
+    }
+    const value = key ? path[path.length - 1] : valueAt(data, path);
+    const d = describe(e, value);
+    if (d.extra !== undefined) path = [...path, d.extra];
+    key ||= d.key;
+    // A union type (integer|string) reports both "type" and "pattern" for one bad value; say it once.
+    const dedupe = `${fieldName(path)}`;
+    if (e.keyword !== 'additionalProperties' && e.keyword !== 'required' && seen.has(dedupe)) continue;
+    seen.add(dedupe);
+    const pos = locate(file, path, { key });
+    const field = fieldName(path) || '(top level)';
+    out.push({ file: file.path, line: pos.line, col: pos.col, field, message: d.message });
+  }
+  return out;
+}

@@ -1,0 +1,50 @@
+// Size strings as config.md defines them: K M G T P and KiB..PiB are powers of 1024
+// (as qemu-img reads them); KB MB GB TB PB are powers of 1000.
+const UNITS: Record<string, number> = {
+  '': 1, B: 1,
+  K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4, P: 1024 ** 5,
+  KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4, PiB: 1024 ** 5,
+  KB: 1000, MB: 1000 ** 2, GB: 1000 ** 3, TB: 1000 ** 4, PB: 1000 ** 5,
+};
+
+export const SIZE_PATTERN = '^[0-9]+(\\.[0-9]+)?\\s*(B|K|M|G|T|P|KiB|MiB|GiB|TiB|PiB|KB|MB|GB|TB|PB)?$';
+const SIZE_RE = new RegExp(SIZE_PATTERN);
+export const SIZE_HELP = 'a whole number of bytes or a number with a unit: K M G T P / KiB MiB GiB TiB PiB (powers of 1024) or KB MB GB TB PB (powers of 1000)';
+
+/** Returns bytes, or a message saying what is allowed. */
+export function parseSize(value: unknown): number | { error: string } {
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value) || value < 0) return { error: `must be ${SIZE_HELP}` };
+    return value;
+  }
+  if (typeof value !== 'string' || !SIZE_RE.test(value.trim())) {
+    return { error: `must be ${SIZE_HELP} (got ${JSON.stringify(value)})` };
+  }
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)$/.exec(value.trim())!;
+  const bytes = Number(m[1]) * UNITS[m[2] ?? '']!;
+  if (!Number.isSafeInteger(Math.round(bytes))) return { error: `${value} is too large` };
+  if (!Number.isInteger(bytes)) return { error: `${value} is not a whole number of bytes` };
+  return bytes;
+}
+
+/** Human form used in plans: exact bytes are kept when the value is not a round unit. */
+export function formatSize(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = bytes;
+  let i = 0;
+  while (i < units.length - 1 && v >= 1024 && v % 1024 === 0) {
+    v /= 1024;
+    i++;
+  }
+  if (i === 0 && bytes >= 1024) {
+    // Not a round multiple: show a readable approximation beside the exact count.
+    let a = bytes;
+    let j = 0;
+    while (j < units.length - 1 && a >= 1024) {
+      a /= 1024;
+      j++;
+    }
+    return `${a.toFixed(2)} ${units[j]} (${bytes} bytes)`;
+  }
+  return `${v} ${units[i]}`;
+}

@@ -1,0 +1,400 @@
+// Semantic checks that JSON Schema cannot express (references, exclusivity, cross-file
+// duplicates, format rules), and normalisation of all files into one DesiredState.
+import { Cron } from 'croner';
+import type { ConfigError } from './errors.js';
+import type {
+  BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, VmSpec,
+} from './model.js';
+import { formatSize, parseSize } from './sizes.js';
+import { locate, type FieldPath, type SourceFile } from './source-file.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- the input is schema-checked YAML data */
+type Raw = any;
+
+export interface ParsedFile {
+  source: SourceFile;
+  data: Raw;
+}
+
+const KINDS = ['pools', 'images', 'vms', 'backups'] as const;
+const GiB = 1024 ** 3;
+
+// Limits of the formats themselves (qemu block drivers).
+const MAX_SIZE: Partial<Record<Format, number>> = { vhd: 2040 * GiB, vhdx: 64 * 1024 * GiB };
+
+const POOL_SOURCE_FIELDS: Record<PoolType, { required: string[][]; allowed: string[]; formats?: string[]; needsPath: boolean }> = {
+  dir: { required: [], allowed: [], needsPath: true },
+  fs: { required: [['device']], allowed: ['device', 'format'], formats: ['auto', 'ext2', 'ext3', 'ext4', 'xfs', 'btrfs', 'vfat', 'ufs', 'iso9660', 'udf', 'gfs', 'gfs2', 'hfs+', 'ocfs2', 'vmfs'], needsPath: true },
+  netfs: { required: [['host'], ['dir']], allowed: ['host', 'dir', 'format'], formats: ['auto', 'nfs', 'glusterfs', 'cifs'], needsPath: true },
+  logical: { required: [['name', 'device']], allowed: ['name', 'device', 'format'], formats: ['lvm2'], needsPath: false },
+  disk: { required: [['device']], allowed: ['device', 'format'], formats: ['dos', 'dvh', 'gpt', 'mac', 'bsd', 'pc98', 'sun', 'lvm2'], needsPath: false },
+  iscsi: { required: [['host'], ['device']], allowed: ['host', 'device', 'auth', 'initiator'], needsPath: false },
+  'iscsi-direct': { required: [['host'], ['device'], ['initiator']], allowed: ['host', 'device', 'auth', 'initiator'], needsPath: false },
+  rbd: { required: [['host'], ['name']], allowed: ['host', 'name', 'auth'], needsPath: false },
+};
+
+const BUS_PREFIX: Record<DiskSpec['bus'], RegExp> = {
+  virtio: /^vd/, sata: /^sd/, scsi: /^sd/, ide: /^hd/, nvme: /^nvme/,
+};
+
+class Checker {
+  readonly errors: ConfigError[] = [];
+  constructor(readonly file: SourceFile) {}
+
+  at(path: FieldPath, key = false): string {
+    const p = locate(this.file, path, { key });
+    return `${this.file.path}:${p.line}:${p.col}`;
+  }
+
+  err(path: FieldPath, message: string, key = false): void {
+    const p = locate(this.file, path, { key });
+    this.errors.push({ file: this.file.path, line: p.line, col: p.col, field: fieldOf(path), message });
+  }
+
+  size(path: FieldPath, value: unknown, min = 1): number | undefined {
+    const v = parseSize(value);
+    if (typeof v !== 'number') return this.err(path, v.error), undefined;
+    if (v < min) return this.err(path, `must be at least ${formatSize(min)} (got ${JSON.stringify(value)})`), undefined;
+    return v;
+  }
+}
+
+function fieldOf(path: FieldPath): string {
+  return path.map((s, i) => (typeof s === 'number' ? `[${s}]` : i ? `.${s}` : s)).join('');
+}
+
+function permissions(raw: Raw): Permissions | undefined {
+  if (!raw) return undefined;
+  return { owner: raw.owner, group: raw.group, mode: raw.mode === undefined ? undefined : parseInt(raw.mode, 8) };
+}
+
+function durationSeconds(text: string): number {
+  const n = Number(text.slice(0, -1));
+  const unit = text.slice(-1);
+  return n * ({ s: 1, m: 60, h: 3600, d: 86400, w: 604800 } as Record<string, number>)[unit]!;
+}
+
+function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Record<string, unknown>): ImageSpec | undefined {
+  const base: FieldPath = ['images', name];
+  const p = (...rest: FieldPath) => [...base, ...rest];
+  const okBefore = c.errors.length;
+
+  let location: ImageSpec['location'] | undefined;
+  if (raw.pool !== undefined && raw.path !== undefined) c.err(p('path'), 'set exactly one of pool / path, not both', true);
+  else if (raw.pool !== undefined) {
+    if (!(raw.pool in pools)) c.err(p('pool'), `refers to pool ${JSON.stringify(raw.pool)}, which is not declared under pools (declared: ${Object.keys(pools).join(', ') || 'none'})`);
+    location = { kind: 'pool', pool: raw.pool };
+  } else if (raw.path !== undefined) location = { kind: 'path', path: raw.path };
+  else c.err(base, 'missing location: set exactly one of pool (a declared pool) or path (an absolute file path)', true);
+
+  const format: Format = raw.format ?? defaults?.format ?? 'qcow2';
+  const srcKeys = raw.source ? Object.keys(raw.source) : [];
+  let source: ImageSource = { kind: 'blank' };
+  if (raw.source !== undefined && srcKeys.length !== 1) {
+    c.err(p('source'), `set exactly one of file, image, backing, container, directory (got ${srcKeys.length ? srcKeys.join(', ') : 'none'})`);
+  } else if (srcKeys.length === 1) {
+    const k = srcKeys[0]!;
+    const v = raw.source[k];
+    if (k === 'file') source = { kind: 'file', file: v };
+    else if (k === 'image') source = { kind: 'image', image: v };
+    else if (k === 'backing') source = String(v).startsWith('/') ? { kind: 'backing', path: v } : { kind: 'backing', image: v };
+    else if (k === 'container') source = { kind: 'container', ref: v };
+    else source = { kind: 'directory', dir: v };
+  }
+  if (source.kind === 'backing' && format !== 'qcow2') {
+    c.err(p('source', 'backing'), `a copy-on-write overlay must be format qcow2 (format is ${format})`);
+  }
+  if (source.kind === 'backing' && 'image' in source && !/^[a-z0-9]([a-z0-9._-]{0,62})$/.test(source.image)) {
+    c.err(p('source', 'backing'), `must be the name of a declared image or an absolute path (got ${JSON.stringify(source.image)})`);
+  }
+  if (raw.filesystem !== undefined && source.kind !== 'container' && source.kind !== 'directory') {
+    c.err(p('filesystem'), 'only applies to images built from source.container or source.directory', true);
+  }
+
+  let size: number | undefined;
+  if (raw.size !== undefined) size = c.size(p('size'), raw.size);
+  else if (source.kind === 'blank') c.err(base, 'missing required field "size": a blank image needs a virtual size', true);
+  const max = MAX_SIZE[format];
+  if (size !== undefined && max !== undefined && size > max) c.err(p('size'), `${formatSize(size)} exceeds the ${format} limit of ${formatSize(max)}`);
+
+  for (const f of ['qcow2', 'vmdk', 'vhd', 'vhdx'] as const) {
+    if (raw[f] !== undefined && format !== f) c.err(p(f), `options for ${f} given, but format is ${format}`, true);
+  }
+  let qcow2: Qcow2Options | undefined;
+  if (format === 'qcow2') {
+    const q = { ...(defaults?.qcow2 ?? {}), ...(raw.qcow2 ?? {}) };
+    const opts: Qcow2Options = { ...q, clusterSize: undefined };
+    qcow2 = opts;
+    if (q.clusterSize !== undefined) {
+      const cs = c.size(p('qcow2', 'clusterSize'), q.clusterSize, 512);
+      if (cs !== undefined && (cs > 2 * 1024 * 1024 || (cs & (cs - 1)) !== 0)) {
+        c.err(p('qcow2', 'clusterSize'), `must be a power of two from 512 to 2M (got ${JSON.stringify(q.clusterSize)})`);
+      }
+      opts.clusterSize = cs;
+    }
+    const compat = q.compat ?? '1.1';
+    if (q.compressed && source.kind !== 'file' && source.kind !== 'image') {
+      c.err(p('qcow2', 'compressed'), 'compressed writes imported data compressed; it needs source.file or source.image');
+    }
+    if (q.compressed && q.preallocation && q.preallocation !== 'off') {
+      c.err(p('qcow2', 'preallocation'), 'cannot preallocate an image whose data is written compressed (set compressed: false or preallocation: off)');
+    }
+    if (compat === '0.10') {
+      for (const f of ['lazyRefcounts', 'extendedL2'] as const) if (q[f]) c.err(p('qcow2', f), 'needs compat 1.1');
+      if (q.compression === 'zstd') c.err(p('qcow2', 'compression'), 'zstd needs compat 1.1');
+    }
+    if (q.extendedL2 && (opts.clusterSize ?? 65536) < 16384) c.err(p('qcow2', 'extendedL2'), 'needs clusterSize of at least 16K');
+    if (q.preallocation && q.preallocation !== 'off' && source.kind === 'backing') {
+      c.err(p('qcow2', 'preallocation'), 'an overlay on a backing image cannot be preallocated');
+    }
+  }
+  if (raw.encryption !== undefined) {
+    if (format !== 'qcow2' && format !== 'raw') c.err(p('encryption'), `LUKS encryption is supported for qcow2 and raw images (format is ${format})`, true);
+    if (raw.qcow2?.compressed) c.err(p('qcow2', 'compressed'), 'compressed clusters cannot be encrypted');
+  }
+  if (raw.vmdk?.subformat === 'streamOptimized' && source.kind === 'blank') {
+    // A blank streamOptimized image is valid, but qemu cannot write it afterwards: worth saying at plan time.
+  }
+  if (c.errors.length > okBefore || !location) return undefined;
+  return {
+    name,
+    location,
+    format,
+    size,
+    source,
+    filesystem: raw.filesystem,
+    qcow2,
+    vmdk: format === 'vmdk' ? raw.vmdk ?? {} : undefined,
+    vhd: format === 'vhd' ? raw.vhd ?? {} : undefined,
+    vhdx: format === 'vhdx' ? raw.vhdx ?? {} : undefined,
+    encryption: raw.encryption,
+    permissions: permissions(raw.permissions ?? defaults?.permissions),
+    protect: raw.protect ?? defaults?.protect ?? false,
+    publish: raw.publish ?? [],
+    origin: c.at(base, true),
+    origins: {
+      size: raw.size !== undefined ? c.at(p('size')) : undefined,
+      source: raw.source !== undefined ? c.at(p('source', srcKeys[0] ?? '')) : undefined,
+      format: raw.format !== undefined ? c.at(p('format')) : undefined,
+    },
+  };
+}
+
+function checkPool(c: Checker, name: string, raw: Raw): PoolSpec | undefined {
+  const base: FieldPath = ['pools', name];
+  const before = c.errors.length;
+  const rules = POOL_SOURCE_FIELDS[raw.type as PoolType];
+  const src = raw.source ?? {};
+  if (rules.needsPath && raw.path === undefined) c.err(base, `missing required field "path": a ${raw.type} pool needs its target path`, true);
+  for (const group of rules.required) {
+    if (!group.some((f) => src[f] !== undefined)) {
+      c.err(raw.source ? [...base, 'source'] : base, `a ${raw.type} pool needs source.${group.join(' or source.')}`, !raw.source);
+    }
+  }
+  for (const f of Object.keys(src)) {
+    if (!rules.allowed.includes(f)) {
+      c.err([...base, 'source', f], `not used by a ${raw.type} pool (it takes: ${rules.allowed.join(', ') || 'no source'})`, true);
+    }
+  }
+  if (src.format !== undefined && rules.formats && !rules.formats.includes(src.format)) {
+    c.err([...base, 'source', 'format'], `must be one of: ${rules.formats.join(', ')} for a ${raw.type} pool (got ${JSON.stringify(src.format)})`);
+  }
+  if (src.auth) {
+    const want = raw.type === 'rbd' ? 'ceph' : 'chap';
+    if (src.auth.type !== want) c.err([...base, 'source', 'auth', 'type'], `a ${raw.type} pool takes auth type ${want} (got ${JSON.stringify(src.auth.type)})`);
+  }
+  if (raw.type === 'iscsi-direct' && src.initiator !== undefined && !/^iqn\.\d{4}-\d{2}\./.test(src.initiator)) {
+    c.err([...base, 'source', 'initiator'], `must be an iSCSI qualified name such as iqn.2024-01.com.example:host (got ${JSON.stringify(src.initiator)})`);
+  }
+  if (c.errors.length > before) return undefined;
+  return {
+    name,
+    type: raw.type,
+    path: raw.path,
+    autostart: raw.autostart ?? true,
+    active: raw.active ?? true,
+    source: src,
+    permissions: permissions(raw.permissions),
+    capacityAlert: raw.capacityAlert === undefined ? undefined : Number(String(raw.capacityAlert).slice(0, -1)),
+    origin: c.at(base, true),
+  };
+}
+
+function checkVm(c: Checker, name: string, raw: Raw, defaults: Raw, images: Record<string, unknown>): VmSpec | undefined {
+  const base: FieldPath = ['vms', name];
+  const before = c.errors.length;
+  let create: VmSpec['create'];
+  if (raw.create) {
+    const memory = c.size([...base, 'create', 'memory'], raw.create.memory, 1024 * 1024);
+    if (memory !== undefined) create = { memory, vcpus: raw.create.vcpus };
+  }
+  const targets = new Map<string, number>();
+  const disks: DiskSpec[] = (raw.disks ?? []).map((d: Raw, i: number) => {
+    const dp: FieldPath = [...base, 'disks', i];
+    const merged = { ...(defaults ?? {}), ...d };
+    if ((d.image === undefined) === (d.path === undefined)) c.err(dp, 'set exactly one of image (a declared image) or path (a file or block device)');
+    if (d.image !== undefined && !(d.image in images)) {
+      c.err([...dp, 'image'], `refers to image ${JSON.stringify(d.image)}, which is not declared under images`);
+    }
+    const bus: DiskSpec['bus'] = merged.bus ?? 'virtio';
+    if (d.target !== undefined) {
+      if (!BUS_PREFIX[bus].test(d.target)) c.err([...dp, 'target'], `target ${d.target} does not fit bus ${bus} (${bus} targets look like ${BUS_PREFIX[bus].source.slice(1)}…)`);
+      const prev = targets.get(d.target);
+      if (prev !== undefined) c.err([...dp, 'target'], `target ${d.target} is already used by disks[${prev}]`);
+      targets.set(d.target, i);
+    }
+    if (merged.io === 'native' && merged.cache !== undefined && merged.cache !== 'none' && merged.cache !== 'directsync') {
+      c.err([...dp, d.io !== undefined ? 'io' : 'cache'], `io: native needs cache none or directsync (O_DIRECT); got cache ${merged.cache}. Use io: threads or io_uring with cache ${merged.cache}`);
+    }
+    return { ...merged, bus, readonly: merged.readonly ?? false, origin: c.at(dp) } as DiskSpec;
+  });
+  if (c.errors.length > before) return undefined;
+  return { name, create, disks, origin: c.at(base, true) };
+}
+
+function checkBackup(c: Checker, name: string, raw: Raw, vms: Record<string, Raw>): BackupSpec | undefined {
+  const base: FieldPath = ['backups', name];
+  const before = c.errors.length;
+  const vm = vms[raw.vm];
+  if (!vm) c.err([...base, 'vm'], `refers to vm ${JSON.stringify(raw.vm)}, which is not declared under vms`);
+  const fields = String(raw.schedule).trim().split(/\s+/);
+  if (fields.length !== 5) {
+    c.err([...base, 'schedule'], `must be a five-field cron expression "minute hour day-of-month month day-of-week" (got ${fields.length} fields)`);
+  } else {
+    try {
+      new Cron(raw.schedule, { paused: true, timezone: raw.timezone });
+    } catch (e) {
+      c.err([...base, 'schedule'], `invalid cron expression: ${(e as Error).message}`);
+    }
+  }
+  if (raw.timezone !== undefined) {
+    try {
+      new Intl.DateTimeFormat('en', { timeZone: raw.timezone });
+    } catch {
+      c.err([...base, 'timezone'], `unknown time zone ${JSON.stringify(raw.timezone)} (use an IANA name such as Europe/Berlin or UTC)`);
+    }
+  }
+  const mode = raw.mode ?? 'snapshot';
+  if ((mode === 'external' || mode === 'copy') && raw.destination === undefined) {
+    c.err(base, `missing required field "destination": mode ${mode} writes copies to a directory`, true);
+  }
+  if (mode === 'snapshot' && raw.destination !== undefined) {
+    c.err([...base, 'destination'], 'mode snapshot keeps internal snapshots inside the image; destination is for external and copy modes');
+  }
+  if (vm && raw.disks) {
+    const declared = (vm.disks ?? []).map((d: Raw) => d.target);
+    if (declared.length && declared.every((t: unknown) => t !== undefined)) {
+      raw.disks.forEach((t: string, i: number) => {
+        if (!declared.includes(t)) c.err([...base, 'disks', i], `vm ${raw.vm} declares no disk ${t} (declared: ${declared.join(', ')})`);
+      });
+    }
+  }
+  if (c.errors.length > before) return undefined;
+  return {
+    name,
+    vm: raw.vm,
+    disks: raw.disks,
+    schedule: raw.schedule,
+    timezone: raw.timezone,
+    mode,
+    destination: raw.destination,
+    keep: raw.keep,
+    maxAgeSeconds: raw.maxAge === undefined ? undefined : durationSeconds(raw.maxAge),
+    quiesce: raw.quiesce ?? false,
+    hooks: { pre: raw.hooks?.pre ?? [], post: raw.hooks?.post ?? [], timeoutSeconds: raw.hooks?.timeout ? durationSeconds(raw.hooks.timeout) : 300 },
+    verify: raw.verify ?? false,
+    origin: c.at(base, true),
+  };
+}
+
+/** Cycles through source.image / source.backing would never finish building. */
+function checkImageGraph(state: DesiredState, declared: Set<string>, errs: ConfigError[], where: (name: string) => { file: string; line: number; col: number }): void {
+  const dep = (s: ImageSpec) => (s.source.kind === 'image' ? s.source.image : s.source.kind === 'backing' && 'image' in s.source ? s.source.image : undefined);
+  for (const spec of Object.values(state.images)) {
+    const d = dep(spec);
+    if (d !== undefined && !declared.has(d)) {
+      const w = where(spec.name);
+      errs.push({ ...w, field: `images.${spec.name}.source`, message: `refers to image ${JSON.stringify(d)}, which is not declared under images` });
+      continue;
+    }
+    const seen = [spec.name];
+    let cur = d;
+    while (cur !== undefined && state.images[cur]) {
+      if (seen.includes(cur)) {
+        const w = where(spec.name);
+        errs.push({ ...w, field: `images.${spec.name}.source`, message: `images depend on each other in a cycle: ${[...seen, cur].join(' -> ')}` });
+        break;
+      }
+      seen.push(cur);
+      cur = dep(state.images[cur]!);
+    }
+  }
+}
+
+export function buildDesiredState(files: ParsedFile[]): { state?: DesiredState; errors: ConfigError[] } {
+  const errors: ConfigError[] = [];
+  const owner: Record<string, Record<string, { c: Checker; raw: Raw }>> = { pools: {}, images: {}, vms: {}, backups: {} };
+  const checkers = files.map((f) => new Checker(f.source));
+  let connection: { value: string; at: string } | undefined;
+  const defaults: Record<string, { value: Raw; at: string }> = {};
+
+  files.forEach((f, i) => {
+    const c = checkers[i]!;
+    const d = f.data ?? {};
+    if (d.connection !== undefined) {
+      if (connection && connection.value !== d.connection) {
+        c.err(['connection'], `conflicts with connection ${JSON.stringify(connection.value)} at ${connection.at}; declare it once`);
+      } else connection ??= { value: d.connection, at: c.at(['connection']) };
+    }
+    for (const k of ['disk', 'image'] as const) {
+      if (d.defaults?.[k] === undefined) continue;
+      const prev = defaults[k];
+      if (prev && JSON.stringify(prev.value) !== JSON.stringify(d.defaults[k])) {
+        c.err(['defaults', k], `conflicts with defaults.${k} at ${prev.at}; declare defaults once`);
+      } else defaults[k] ??= { value: d.defaults[k], at: c.at(['defaults', k]) };
+    }
+    for (const kind of KINDS) {
+      for (const [name, raw] of Object.entries(d[kind] ?? {})) {
+        const prev = owner[kind]![name];
+        if (prev) c.err([kind, name], `${kind}.${name} is already declared at ${prev.c.at([kind, name], true)}; a name may be declared once across all files`, true);
+        else owner[kind]![name] = { c, raw };
+      }
+    }
+  });
+
+  const state: DesiredState = { connection: connection?.value, files: files.map((f) => f.source.path), pools: {}, images: {}, vms: {}, backups: {} };
+  const rawOf = (kind: string) => Object.fromEntries(Object.entries(owner[kind]!).map(([n, v]) => [n, v.raw]));
+  for (const [name, { c, raw }] of Object.entries(owner.pools!)) {
+    const s = checkPool(c, name, raw);
+    if (s) state.pools[name] = s;
+  }
+  const pathOwner = new Map<string, string>();
+  for (const [name, { c, raw }] of Object.entries(owner.images!)) {
+    const s = checkImage(c, name, raw, defaults.image?.value, rawOf('pools'));
+    if (!s) continue;
+    if (s.location.kind === 'path') {
+      const other = pathOwner.get(s.location.path);
+      if (other) {
+        c.err(['images', name, 'path'], `path ${s.location.path} is also the path of images.${other} (${owner.images![other]!.c.at(['images', other, 'path'])})`);
+        continue;
+      }
+      pathOwner.set(s.location.path, name);
+    }
+    state.images[name] = s;
+  }
+  for (const [name, { c, raw }] of Object.entries(owner.vms!)) {
+    const s = checkVm(c, name, raw, defaults.disk?.value, rawOf('images'));
+    if (s) state.vms[name] = s;
+  }
+  for (const [name, { c, raw }] of Object.entries(owner.backups!)) {
+    const s = checkBackup(c, name, raw, rawOf('vms'));
+    if (s) state.backups[name] = s;
+  }
+  for (const c of checkers) errors.push(...c.errors);
+  checkImageGraph(state, new Set(Object.keys(owner.images!)), errors, (name) => {
+    const { c } = owner.images![name]!;
+    const p = locate(c.file, ['images', name, 'source'], {});
+    return { file: c.file.path, line: p.line, col: p.col };
+  });
+  return errors.length ? { errors } : { state, errors };
+}

@@ -1,0 +1,38 @@
+// Text output for people; --output json prints the same values as JSON instead.
+import type { ApplyResult } from './reconcile/apply.js';
+import type { Action, Plan } from './reconcile/plan.js';
+import { countByKind } from './reconcile/plan.js';
+
+const SIGN: Record<Action['kind'], string> = { create: '+', update: '~', replace: '-/+', delete: '-', 'no-op': ' ' };
+
+export function renderPlan(plan: Plan, opts: { showNoop?: boolean } = {}): string {
+  const lines: string[] = [];
+  const shown = plan.actions.filter((a) => a.kind !== 'no-op' || opts.showNoop);
+  const width = Math.max(0, ...shown.map((a) => a.id.length));
+  for (const a of shown) {
+    const flag = a.destructive ? '   [destructive]' : '';
+    lines.push(`  ${SIGN[a.kind].padStart(3)} ${a.id.padEnd(width)}  ${a.kind.padEnd(7)}  ${a.reason}${flag}`);
+  }
+  if (plan.refusals.length) {
+    lines.push('', 'Refused (nothing will be applied until these are resolved):');
+    for (const r of plan.refusals) lines.push(`  ${r.id}: ${r.message}`);
+  }
+  if (plan.notes.length) {
+    lines.push('', 'Notes:');
+    for (const n of plan.notes) lines.push(`  ${n}`);
+  }
+  const c = countByKind(plan.actions);
+  lines.push('');
+  if (c.create + c.update + c.replace + c.delete === 0) {
+    lines.push(`No changes. The host matches the desired state (${c['no-op']} object(s) in sync).`);
+  } else {
+    lines.push(`Plan: ${c.create} to create, ${c.update} to update, ${c.replace} to replace, ${c.delete} to delete; ${c['no-op']} in sync.`);
+  }
+  return lines.join('\n').replace(/^\n/, '');
+}
+
+export function renderSummary(r: ApplyResult): string {
+  const c = r.counts;
+  const body = `${c.created} created, ${c.updated} updated, ${c.replaced} replaced, ${c.deleted} deleted`;
+  return c.failed ? `Apply failed: ${c.failed} action(s) did not complete; ${body}.` : `Apply complete: ${body}.`;
+}
