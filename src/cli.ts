@@ -129,6 +129,8 @@ async function cmdApply(a: Args): Promise<number> {
     plan = JSON.parse(await readFile(planFile, 'utf8')) as Plan;
     if (plan.formatVersion !== 1 || !Array.isArray(plan.actions)) throw new UserError(`${planFile} is not a plan saved by \`reconcile plan --out\``);
   }
+  // Bad input must change nothing, not even the state directory: validate before locking.
+  const state = plan ? undefined : await loadDesiredState(a.files);
   const stateDir = plan?.stateDir ?? a.stateDir;
   const lock = await acquireLock(stateDir, { timeoutSeconds: a.lockTimeout, command: `apply${planFile ? ` ${planFile}` : ''}`, log: (m) => process.stderr.write(`${m}\n`) });
   try {
@@ -139,8 +141,7 @@ async function cmdApply(a: Args): Promise<number> {
         throw new UserError(`the host changed since ${planFile} was made (${moved.join(', ')}); nothing was applied. Run \`reconcile plan\` again`);
       }
     } else {
-      const state = await loadDesiredState(a.files);
-      plan = await makePlan(state, { stateDir, allowReplace: a.allowReplace, prune: a.prune, cache });
+      plan = await makePlan(state!, { stateDir, allowReplace: a.allowReplace, prune: a.prune, cache });
     }
     if (plan.refusals.length) {
       throw new UserError(`${renderPlan(plan)}\n\nnothing was applied`);

@@ -10,7 +10,8 @@ import { fieldName, locate, type FieldPath, type SourceFile } from './source-fil
 export const SCHEMA_PATH = fileURLToPath(new URL('../../schemas/storage.schema.json', import.meta.url));
 const schema = JSON.parse(readFileSync(SCHEMA_PATH, 'utf8')) as Record<string, unknown>;
 
-const ajv = new Ajv2020.default({ allErrors: true, allowUnionTypes: true, strict: true });
+// verbose: errors carry their parentSchema, so unknown-field errors can list what is allowed.
+const ajv = new Ajv2020.default({ allErrors: true, allowUnionTypes: true, strict: true, verbose: true });
 const validateFn = ajv.compile(schema);
 
 function pointerToPath(pointer: string): FieldPath {
@@ -22,20 +23,22 @@ function pointerToPath(pointer: string): FieldPath {
     .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
 }
 
-/** The schema node an error's schemaPath points into, to list allowed property names. */
-function schemaAt(schemaPath: string): Record<string, unknown> | undefined {
-  let node: unknown = schema;
-  for (const seg of schemaPath.replace(/^#\//, '').split('/').slice(0, -1)) {
-    if (node && typeof node === 'object') node = (node as Record<string, unknown>)[seg];
-  }
-  return node as Record<string, unknown> | undefined;
+const TYPE_WORD: Record<string, string> = {
+  array: 'a list', object: 'a map', string: 'a string', integer: 'a whole number', number: 'a number', boolean: 'true or false',
+};
+
+function typeWord(v: unknown): string {
+  if (v === null) return 'nothing (null)';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a map';
+  return `${typeof v} ${JSON.stringify(v)}`;
 }
 
 function describe(e: ErrorObject, value: unknown): { message: string; key: boolean; extra?: string } {
   const p = e.params as Record<string, unknown>;
   switch (e.keyword) {
     case 'additionalProperties': {
-      const allowed = Object.keys((schemaAt(e.schemaPath)?.properties as object) ?? {});
+      const allowed = Object.keys((e.parentSchema?.properties as object) ?? {});
       return {
         message: `unknown field ${JSON.stringify(p.additionalProperty)}${allowed.length ? ` (allowed: ${allowed.join(', ')})` : ''}`,
         key: true,
@@ -49,7 +52,7 @@ function describe(e: ErrorObject, value: unknown): { message: string; key: boole
     case 'const':
       return { message: `must be ${JSON.stringify(p.allowedValue)} (got ${JSON.stringify(value)})`, key: false };
     case 'type':
-      return { message: `must be ${String(p.type).replace(',', ' or ')} (got ${value === null ? 'null' : Array.isArray(value) ? 'a list' : typeof value})`, key: false };
+      return { message: `must be ${String(p.type).split(',').map((t) => TYPE_WORD[t] ?? t).join(' or ')} (got ${typeWord(value)})`, key: false };
     case 'pattern': {
       const pat = String(p.pattern);
       if (pat.startsWith('^[0-9]+(\\.')) return { message: `must be ${SIZE_HELP} (got ${JSON.stringify(value)})`, key: false };
@@ -91,10 +94,9 @@ export function checkSchema(file: SourceFile, data: unknown): ConfigError[] {
     let path = pointerToPath(e.instancePath);
     // propertyNames errors come twice: once on the key (with propertyName), once as the parent; keep the key one.
     if (e.keyword === 'propertyNames') continue;
-    const p = e.params as Record<string, unknown>;
     let key = false;
-    if (typeof p.propertyName === 'string') {
-      path = [...path, p.propertyName];
+    if (typeof e.propertyName === 'string') {
+      path = [...path, e.propertyName];
       key = true;
     }
     const value = key ? path[path.length - 1] : valueAt(data, path);

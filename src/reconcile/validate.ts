@@ -113,7 +113,7 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
 
   let size: number | undefined;
   if (raw.size !== undefined) size = c.size(p('size'), raw.size);
-  else if (source.kind === 'blank') c.err(base, 'missing required field "size": a blank image needs a virtual size', true);
+  else if (raw.source === undefined) c.err(base, 'missing required field "size": a blank image needs a virtual size', true);
   const max = MAX_SIZE[format];
   if (size !== undefined && max !== undefined && size > max) c.err(p('size'), `${formatSize(size)} exceeds the ${format} limit of ${formatSize(max)}`);
 

@@ -1,0 +1,6 @@
+// Tests run the built CLI exactly as users do, so build it once before any test file.
+import { execFileSync } from 'node:child_process';
+
+export default function setup(): void {
+  execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { stdio: 'inherit' });
+}

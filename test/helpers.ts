@@ -1,0 +1,69 @@
+// Shared test plumbing: run the real CLI, read the host with real qemu-img, count spawns.
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const CLI = path.join(ROOT, 'dist', 'cli.js');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface Sandbox {
+  dir: string;
+  stateDir: string;
+  trace: string;
+  /** runs `reconcile ARGS -f <dir>/storage.yaml --state-dir <dir>/state` */
+  run(...args: string[]): Promise<CliResult>;
+  /** the process argv lines the last run(s) spawned, since the last call of resetTrace */
+  spawned(): Promise<string[][]>;
+  resetTrace(): Promise<void>;
+  yaml(text: string, name?: string): Promise<string>;
+  cleanup(): Promise<void>;
+}
+
+export async function sandbox(name: string): Promise<Sandbox> {
+  const dir = await mkdtemp(path.join(tmpdir(), `vr-${name}-`));
+  const stateDir = path.join(dir, 'state');
+  const trace = path.join(dir, 'trace.jsonl');
+  const sb: Sandbox = {
+    dir,
+    stateDir,
+    trace,
+    run: (...args) => cli([...args, ...(args.includes('-f') ? [] : ['-f', path.join(dir, 'storage.yaml')]), '--state-dir', stateDir], { VIRT_RECONCILE_TRACE: trace }),
+    spawned: async () => (await readFile(trace, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as string[]),
+    resetTrace: () => rm(trace, { force: true }),
+    yaml: async (text, file = 'storage.yaml') => {
+      const p = path.join(dir, file);
+      await writeFile(p, text.replaceAll('$DIR', dir));
+      return p;
+    },
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+  return sb;
+}
+
+export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  const r = await execa('node', [CLI, ...args], { reject: false, env: { ...env }, cwd: ROOT });
+  return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+/** qemu-img's own view of a file, read independently of the provider under test. */
+export async function qemuInfo(p: string, format?: string): Promise<Record<string, any>> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const r = await execa('qemu-img', ['info', '--force-share', '--output=json', ...(format ? ['-f', format] : []), p]);
+  return JSON.parse(String(r.stdout));
+}
+
+/** Spawns that write images: a no-op must have none. */
+export function writers(argvs: string[][]): string[][] {
+  return argvs.filter((a) => a[0] === 'qemu-img' && ['create', 'convert', 'resize', 'amend', 'commit', 'rebase', 'check'].includes(a[1] ?? ''));
+}
+
+export async function qemuImg(...args: string[]): Promise<string> {
+  return String((await execa('qemu-img', args)).stdout);
+}
