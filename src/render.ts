@@ -23,7 +23,9 @@ export function renderPlan(plan: Plan, opts: { showNoop?: boolean } = {}): strin
   }
   const c = countByKind(plan.actions);
   lines.push('');
-  if (c.create + c.update + c.replace + c.delete === 0) {
+  if (plan.refusals.length) {
+    lines.push(`Plan refused: ${plan.refusals.length} change(s) cannot be made; ${c.create} to create, ${c.update} to update, ${c.replace} to replace, ${c.delete} to delete, none applied until the refusals are resolved.`);
+  } else if (c.create + c.update + c.replace + c.delete === 0) {
     lines.push(`No changes. The host matches the desired state (${c['no-op']} object(s) in sync).`);
   } else {
     lines.push(`Plan: ${c.create} to create, ${c.update} to update, ${c.replace} to replace, ${c.delete} to delete; ${c['no-op']} in sync.`);

@@ -1,6 +1,7 @@
 // One apply at a time per state directory. proper-lockfile does the atomic part (mkdir);
 // a pid file inside the lock lets a waiting apply say who holds it and take over at once
 // from a process that no longer exists (kill -9), instead of waiting out a stale timeout.
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -14,8 +15,18 @@ export interface Lock {
 interface Holder {
   pid: number;
   host: string;
+  /** a reboot ends every process: a lock from an earlier boot is stale whatever its pid */
+  boot: string;
   command: string;
   since: string;
+}
+
+function bootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return 'unknown';
+  }
 }
 
 function alive(pid: number): boolean {
@@ -38,8 +49,17 @@ export async function acquireLock(
   let said = false;
   for (;;) {
     try {
-      const release = await lockfile.lock(stateDir, { lockfilePath: lockPath, stale: 15000, update: 5000, realpath: false });
-      const me: Holder = { pid: process.pid, host: hostname(), command: opts.command, since: new Date().toISOString() };
+      // Staleness is decided by the holder record (pid and boot), so proper-lockfile's own
+      // mtime refresh only backs it up: a long window, and a warning rather than a crash
+      // when CPU-bound work (LUKS key derivation) delays the refresh timer.
+      const release = await lockfile.lock(stateDir, {
+        lockfilePath: lockPath,
+        stale: 10 * 60_000,
+        update: 60_000,
+        realpath: false,
+        onCompromised: (err) => opts.log(`warning: lock refresh was late (${err.message}); continuing`),
+      });
+      const me: Holder = { pid: process.pid, host: hostname(), boot: bootId(), command: opts.command, since: new Date().toISOString() };
       await writeFile(holderFile, JSON.stringify(me));
       // proper-lockfile removes its directory with rmdir: the holder file must go first.
       return { release: async () => { await rm(holderFile, { force: true }); await release(); } };
@@ -52,7 +72,7 @@ export async function acquireLock(
     } catch {
       holder = undefined;
     }
-    if (holder && holder.host === hostname() && !alive(holder.pid)) {
+    if (holder && holder.host === hostname() && (holder.boot !== bootId() || !alive(holder.pid))) {
       opts.log(`taking over the lock of pid ${holder.pid}, which no longer runs`);
       await rm(lockPath, { recursive: true, force: true });
       continue;
