@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine (as root) for virt-reconcile: host packages, npm
+# dependencies, the build, and libvirt's daemons. Safe to run again: it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  qemu-utils qemu-block-extra qemu-system-x86
+  libvirt-daemon-system libvirt-clients
+  libvirt-daemon-driver-storage-iscsi-direct libvirt-daemon-driver-storage-rbd
+  tgt e2fsprogs xfsprogs btrfs-progs parted util-linux kmod
+)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (it installs packages and starts libvirtd)" >&2
+  exit 1
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "setup.sh: Node.js 20 or newer is required (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  apt-get update -qq
+  # No service may start from the package scripts: this machine may have no init system.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npx tsc -p tsconfig.json
+
+# libvirt for the example and for people using the host's own daemon (tests start private ones).
+if ! pgrep -x virtlogd >/dev/null; then virtlogd -d; fi
+if ! pgrep -x libvirtd >/dev/null; then libvirtd -d; fi
+for _ in $(seq 1 50); do
+  [ -S /run/libvirt/libvirt-sock ] && break
+  sleep 0.1
+done
+echo "setup.sh: ready ($(qemu-img --version | head -1); libvirt $(libvirtd --version | awk '{print $NF}'))"
