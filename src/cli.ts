@@ -11,7 +11,8 @@ import { DEFAULT_STATE_DIR, FileObservationCache } from './reconcile/inventory.j
 import { acquireLock } from './reconcile/lock.js';
 import { hasChanges, type Plan } from './reconcile/plan.js';
 import { renderPlan, renderSummary } from './render.js';
-import { imageStatuses, renderShow } from './show.js';
+import { connect, resolveUri } from './providers/virsh.js';
+import { capacityWarnings, imageStatuses, poolStatuses, renderShow } from './show.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -100,6 +101,11 @@ function parse(argv: string[]): Args | 'help' | 'version' {
 
 const print = (s: string) => process.stdout.write(`${s}\n`);
 
+/** The libvirt connection, opened only if something needs it (image files alone do not). */
+function virshFor(a: Args, yamlUri?: string) {
+  return () => connect(resolveUri(a.connect, yamlUri));
+}
+
 async function cmdValidate(a: Args): Promise<number> {
   const state = await loadDesiredState(a.files);
   const n = (k: keyof typeof state) => Object.keys(state[k] as object).length;
@@ -111,7 +117,9 @@ async function cmdValidate(a: Args): Promise<number> {
 async function cmdPlan(a: Args): Promise<number> {
   const state = await loadDesiredState(a.files);
   const cache = await FileObservationCache.open(a.stateDir);
-  const plan = await makePlan(state, { stateDir: a.stateDir, allowReplace: a.allowReplace, prune: a.prune, cache });
+  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: a.allowReplace, prune: a.prune, cache, virsh: virshFor(a, state.connection) });
+  const plan = p.plan;
+  if (a.output === 'text') for (const w of capacityWarnings(poolStatuses(state, p))) process.stderr.write(`${w}\n`);
   if (a.out) {
     if (plan.refusals.length) throw new UserError(`${renderPlan(plan)}\n\nnot saving ${a.out}: a plan with refused changes cannot be applied`);
     await writeFile(a.out, `${JSON.stringify(plan, null, 2)}\n`, { mode: 0o600 });
@@ -136,12 +144,12 @@ async function cmdApply(a: Args): Promise<number> {
   try {
     const cache = await FileObservationCache.open(stateDir);
     if (plan) {
-      const moved = await movedSince(plan, cache);
+      const moved = await movedSince(plan, { cache, virsh: virshFor(a, plan.connection) });
       if (moved.length) {
         throw new UserError(`the host changed since ${planFile} was made (${moved.join(', ')}); nothing was applied. Run \`reconcile plan\` again`);
       }
     } else {
-      plan = await makePlan(state!, { stateDir, allowReplace: a.allowReplace, prune: a.prune, cache });
+      plan = await makePlan(state!, { stateDir, allowReplace: a.allowReplace, prune: a.prune, cache, virsh: virshFor(a, state!.connection) });
     }
     if (plan.refusals.length) {
       throw new UserError(`${renderPlan(plan)}\n\nnothing was applied`);
@@ -151,7 +159,7 @@ async function cmdApply(a: Args): Promise<number> {
       else print(renderPlan(plan));
       return EXIT.ok;
     }
-    const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log });
+    const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: virshFor(a, plan.connection) });
     print(a.output === 'json' ? JSON.stringify(result, null, 2) : renderSummary(result));
     return result.counts.failed ? EXIT.error : EXIT.ok;
   } finally {
@@ -162,9 +170,10 @@ async function cmdApply(a: Args): Promise<number> {
 async function cmdShow(a: Args): Promise<number> {
   const state = await loadDesiredState(a.files);
   const cache = await FileObservationCache.open(a.stateDir);
-  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache });
+  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh: virshFor(a, state.connection) });
   const images = imageStatuses(state, p);
-  print(a.output === 'json' ? JSON.stringify({ images, notes: p.plan.notes }, null, 2) : renderShow(images, p.plan.notes));
+  const pools = poolStatuses(state, p);
+  print(a.output === 'json' ? JSON.stringify({ pools, images, notes: p.plan.notes }, null, 2) : renderShow(pools, images, p.plan.notes));
   return EXIT.ok;
 }
 

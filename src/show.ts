@@ -1,12 +1,13 @@
-// `reconcile show`: what exists on the host for each declared object, and whether it is in sync.
-import { recordKey } from './reconcile/inventory.js';
+// `reconcile show`: what exists on the host for each declared object, whether it is in
+// sync, and how full each pool is.
 import type { PlanWithObservations } from './reconcile/engine.js';
+import { recordKey } from './reconcile/inventory.js';
 import type { DesiredState } from './reconcile/model.js';
 import { formatSize } from './reconcile/sizes.js';
 
 export interface ImageStatus {
   name: string;
-  path: string;
+  where: string;
   exists: boolean;
   format?: string;
   virtualSize?: number;
@@ -16,41 +17,101 @@ export interface ImageStatus {
   detail: string;
 }
 
-export function imageStatuses(state: DesiredState, p: PlanWithObservations): ImageStatus[] {
-  const out: ImageStatus[] = [];
-  for (const spec of Object.values(state.images).sort((a, b) => a.name.localeCompare(b.name))) {
-    const id = `images.${spec.name}`;
-    const path = spec.location.kind === 'path' ? spec.location.path : `pool ${spec.location.pool}`;
-    const obs = p.observed.get(path) ?? undefined;
-    const rec = p.inventory.objects[recordKey({ type: 'image', path })];
-    const action = p.plan.actions.find((a) => a.id === id);
-    const refusal = p.plan.refusals.find((r) => r.id === id);
-    const status = refusal ? 'refused' : !action ? 'unknown' : action.kind === 'no-op' ? 'in-sync' : action.kind === 'create' ? 'missing' : 'drifted';
-    out.push({
-      name: spec.name,
-      path,
-      exists: !!obs,
-      format: obs ? (obs.driver === 'vpc' ? 'vhd' : obs.driver) : undefined,
-      virtualSize: obs?.virtualSize,
-      allocated: obs?.actualSize,
-      owner: obs && rec && rec.ino === obs.file.ino ? 'created' : obs ? 'adopted' : 'none',
-      status,
-      detail: refusal?.message ?? (action && action.kind !== 'no-op' ? action.reason : ''),
-    });
-  }
-  return out;
+export interface PoolStatus {
+  name: string;
+  type: string;
+  exists: boolean;
+  active: boolean;
+  autostart: boolean;
+  capacity?: number;
+  allocation?: number;
+  available?: number;
+  usedPercent?: number;
+  capacityAlert?: number;
+  overAlert: boolean;
+  volumes?: number;
+  owner: 'created' | 'adopted' | 'none';
+  status: string;
+  detail: string;
 }
 
-export function renderShow(images: ImageStatus[], notes: string[]): string {
-  const rows = [['IMAGE', 'PATH', 'FORMAT', 'SIZE', 'ALLOCATED', 'OWNER', 'STATUS']];
-  for (const i of images) {
-    rows.push([
-      i.name, i.path, i.format ?? '-', i.virtualSize !== undefined ? formatSize(i.virtualSize).replace(/ \(.*\)$/, '') : '-',
-      i.allocated !== undefined ? formatSize(i.allocated).replace(/ \(.*\)$/, '') : '-', i.owner, i.status + (i.detail ? `: ${i.detail}` : ''),
-    ]);
-  }
+function statusOf(p: PlanWithObservations, id: string): { status: string; detail: string } {
+  const action = p.plan.actions.find((a) => a.id === id);
+  const refusal = p.plan.refusals.find((r) => r.id === id);
+  const status = refusal ? 'refused' : !action ? 'unknown' : action.kind === 'no-op' ? 'in-sync' : action.kind === 'create' ? 'missing' : 'drifted';
+  return { status, detail: refusal?.message ?? (action && action.kind !== 'no-op' ? action.reason : '') };
+}
+
+export function imageStatuses(state: DesiredState, p: PlanWithObservations): ImageStatus[] {
+  return Object.values(state.images).sort((a, b) => a.name.localeCompare(b.name)).map((spec) => {
+    const s = statusOf(p, `images.${spec.name}`);
+    if (spec.location.kind === 'path') {
+      const path = spec.location.path;
+      const obs = p.observed.files.get(path) ?? undefined;
+      const rec = p.inventory.objects[recordKey({ type: 'image', path })];
+      return {
+        name: spec.name, where: path, exists: !!obs, format: obs ? (obs.driver === 'vpc' ? 'vhd' : obs.driver) : undefined,
+        virtualSize: obs?.virtualSize, allocated: obs?.actualSize,
+        owner: obs && rec?.type === 'image' && rec.ino === obs.file.ino ? 'created' : obs ? 'adopted' : 'none', ...s,
+      };
+    }
+    const { pool, volume } = spec.location;
+    const obs = p.observed.volumes.get(`${pool}/${volume}`) ?? undefined;
+    const rec = p.inventory.objects[recordKey({ type: 'volume', pool, volume })];
+    return {
+      name: spec.name, where: `${pool}/${volume}`, exists: !!obs, format: obs?.format === 'vpc' ? 'vhd' : obs?.format,
+      virtualSize: obs?.capacity, allocated: obs?.allocation,
+      owner: obs && rec?.type === 'volume' && rec.key === obs.key ? 'created' : obs ? 'adopted' : 'none', ...s,
+    };
+  });
+}
+
+export function poolStatuses(state: DesiredState, p: PlanWithObservations): PoolStatus[] {
+  return Object.values(state.pools).sort((a, b) => a.name.localeCompare(b.name)).map((spec) => {
+    const obs = p.observed.pools.get(spec.name) ?? undefined;
+    const used = obs?.capacity ? Math.round(((obs.allocation ?? 0) / obs.capacity) * 1000) / 10 : undefined;
+    const ours = !!p.inventory.objects[recordKey({ type: 'pool', name: spec.name })];
+    return {
+      name: spec.name, type: spec.type, exists: !!obs, active: !!obs?.active, autostart: !!obs?.autostart,
+      capacity: obs?.capacity, allocation: obs?.allocation, available: obs?.available, usedPercent: used,
+      capacityAlert: spec.capacityAlert, overAlert: used !== undefined && spec.capacityAlert !== undefined && used >= spec.capacityAlert,
+      volumes: obs?.volumes?.size, owner: obs ? (ours ? 'created' : 'adopted') : 'none', ...statusOf(p, `pools.${spec.name}`),
+    };
+  });
+}
+
+/** Capacity warnings for plan and apply output (and, later, metrics). */
+export function capacityWarnings(pools: PoolStatus[]): string[] {
+  return pools.filter((x) => x.overAlert).map((x) => `warning: pool ${x.name} is ${x.usedPercent}% allocated, over its capacityAlert of ${x.capacityAlert}% (${formatSize(x.available ?? 0).replace(/ \(.*\)$/, '')} available)`);
+}
+
+function table(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  const lines = rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  '));
-  if (notes.length) lines.push('', ...notes);
-  return lines.join('\n');
+  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd());
+}
+
+const size = (n?: number) => (n === undefined ? '-' : formatSize(n).replace(/ \(.*\)$/, ''));
+
+export function renderShow(pools: PoolStatus[], images: ImageStatus[], notes: string[]): string {
+  const lines: string[] = [];
+  if (pools.length) {
+    const rows = [['POOL', 'TYPE', 'STATE', 'AUTOSTART', 'CAPACITY', 'ALLOCATION', 'AVAILABLE', 'USED', 'VOLUMES', 'OWNER', 'STATUS']];
+    for (const x of pools) {
+      const bar = x.usedPercent === undefined ? '-' : `${x.usedPercent}%${x.capacityAlert !== undefined ? ` (alert ${x.capacityAlert}%)` : ''}${x.overAlert ? ' OVER' : ''}`;
+      rows.push([
+        x.name, x.type, x.exists ? (x.active ? 'active' : 'inactive') : 'absent', x.exists ? (x.autostart ? 'yes' : 'no') : '-',
+        size(x.capacity), size(x.allocation), size(x.available), bar, x.volumes === undefined ? '-' : String(x.volumes), x.owner,
+        x.status + (x.detail ? `: ${x.detail}` : ''),
+      ]);
+    }
+    lines.push(...table(rows), '');
+  }
+  const rows = [['IMAGE', 'WHERE', 'FORMAT', 'SIZE', 'ALLOCATED', 'OWNER', 'STATUS']];
+  for (const i of images) {
+    rows.push([i.name, i.where, i.format ?? '-', size(i.virtualSize), size(i.allocated), i.owner, i.status + (i.detail ? `: ${i.detail}` : '')]);
+  }
+  if (images.length) lines.push(...table(rows));
+  const warnings = capacityWarnings(pools);
+  if (warnings.length || notes.length) lines.push('', ...warnings, ...notes);
+  return lines.join('\n').trim();
 }

@@ -5,14 +5,21 @@ import {
   createImage, deleteImage, driverFor, observeImages, removeFiles, removeStaleBuilds, resizeImage, setPermissions, sizeTolerance,
   type ObservationCache,
 } from '../providers/image-file.js';
+import {
+  buildPool, definePool, deletePoolStorage, ensureSecret, parsePoolXml, setAutostart, startPool, stopPool, undefinePool,
+} from '../providers/libvirt-pool.js';
+import { createVolume, deleteVolume, parseVolumeXml, resizeVolume } from '../providers/libvirt-volume.js';
+import type { Virsh } from '../providers/virsh.js';
 import { UserError } from './errors.js';
-import { readInventory, recordKey, writeInventory, type ImageRecord } from './inventory.js';
+import { readInventory, recordKey, writeInventory, type ImageRecord, type VolumeRecord } from './inventory.js';
 import type { Action, ActionKind, Plan } from './plan.js';
 
 export interface ApplyOptions {
   stateDir: string;
   parallelism: number;
   cache?: ObservationCache;
+  /** the libvirt connection, opened only when the plan has pool or volume actions */
+  virsh?: () => Virsh;
   log: (line: string) => void;
 }
 
@@ -42,6 +49,11 @@ const VERB: Record<ActionKind, [string, string]> = {
 export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyResult> {
   if (plan.refusals.length) throw new UserError(`the plan has ${plan.refusals.length} refused change(s); nothing was applied`);
   const todo = plan.actions.filter((a) => a.kind !== 'no-op');
+  let client: Virsh | undefined;
+  const virsh = () => {
+    if (!opts.virsh) throw new Error('this plan needs a libvirt connection');
+    return (client ??= opts.virsh());
+  };
   const inventory = await readInventory(opts.stateDir);
   let saving = Promise.resolve();
   // Serialised: concurrent actions must not interleave their inventory writes.
@@ -49,6 +61,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   const limit = pLimit(Math.max(1, opts.parallelism));
   const results = new Map<string, ActionResult>();
   const running = new Map<string, Promise<ActionResult>>();
+  const byId = new Map(todo.map((a) => [a.id, a]));
 
   const execute = async (a: Action): Promise<void> => {
     const op = a.op;
@@ -84,6 +97,84 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         await save();
         return;
       }
+      case 'pool.create':
+      case 'pool.replace': {
+        const v = virsh();
+        if (op.type === 'pool.replace') {
+          // The old definition goes; its storage (files, LVs, device contents) stays untouched.
+          if (op.wasActive) await stopPool(v, op.name);
+          await undefinePool(v, op.name);
+        }
+        if (op.secret) await ensureSecret(v, op.secret.usage, op.secret.type, op.secret.file);
+        await definePool(v, op.name, op.definition);
+        const uuid = parsePoolXml(await v.exec(['pool-dumpxml', op.name])).uuid;
+        inventory.objects[recordKey({ type: 'pool', name: op.name })] = { type: 'pool', name: op.name, uuid, createdAt: new Date().toISOString() };
+        await save();
+        if (op.active) {
+          await buildPool(v, op.name, op.definition.type);
+          await startPool(v, op.name);
+        }
+        await setAutostart(v, op.name, op.autostart);
+        return;
+      }
+      case 'pool.update': {
+        const v = virsh();
+        if (op.redefine) await definePool(v, op.name, op.redefine);
+        if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
+        if (op.start) {
+          await buildPool(v, op.name, (op.redefine ?? parsePoolXml(await v.exec(['pool-dumpxml', op.name])).definition).type);
+          await startPool(v, op.name);
+        }
+        if (op.stop) await stopPool(v, op.name);
+        if (op.autostart !== undefined) await setAutostart(v, op.name, op.autostart);
+        return;
+      }
+      case 'pool.delete': {
+        if (op.exists) {
+          const v = virsh();
+          if (op.active) await stopPool(v, op.name);
+          // Only a dir pool's storage is removed, and libvirt does that with rmdir: a
+          // directory still holding anything stays.
+          if (op.poolType === 'dir') {
+            await deletePoolStorage(v, op.name).catch((e: Error) => opts.log(`${a.id}: kept its directory (${e.message.replace(/^virsh \S* failed[^:]*: /, '')})`));
+          }
+          await undefinePool(v, op.name);
+        }
+        delete inventory.objects[op.inventoryKey];
+        await save();
+        return;
+      }
+      case 'volume.create':
+      case 'volume.replace': {
+        const v = virsh();
+        const b = op.build;
+        const key = recordKey({ type: 'volume', pool: b.pool, volume: b.name });
+        if (op.type === 'volume.replace') await deleteVolume(v, b.pool, b.name);
+        // Recorded as building first: a volume an interrupted apply leaves behind is rebuilt.
+        const rec: VolumeRecord = { type: 'volume', name: op.imageName, pool: b.pool, volume: b.name, key: '', path: '', status: 'building', createdAt: new Date().toISOString(), recorded: op.recorded };
+        inventory.objects[key] = rec;
+        await save();
+        await createVolume(v, b);
+        const obs = parseVolumeXml(b.pool, await v.exec(['vol-dumpxml', '--pool', b.pool, b.name]));
+        inventory.objects[key] = { ...rec, key: obs.key, path: obs.path, status: 'ready' };
+        await save();
+        // qcow2 options live only in the file: read it once now, so later plans find it cached.
+        if (b.fileBased && b.format === 'qcow2' && b.qcow2) await observeImages([obs.path], opts.cache);
+        if (obs.capacity < b.capacity) throw new Error(`${a.id}: volume has ${obs.capacity} bytes, expected ${b.capacity}`);
+        return;
+      }
+      case 'volume.update': {
+        const v = virsh();
+        if (op.resize) await resizeVolume(v, op.pool, op.name, op.resize.capacity, op.resize.allocate);
+        if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
+        return;
+      }
+      case 'volume.delete': {
+        if (op.exists) await deleteVolume(virsh(), op.pool, op.name);
+        delete inventory.objects[op.inventoryKey];
+        await save();
+        return;
+      }
       case 'none':
         return;
     }
@@ -93,7 +184,8 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
     const existing = running.get(a.id);
     if (existing) return existing;
     const p = (async (): Promise<ActionResult> => {
-      const deps = await Promise.all(a.dependsOn.map((d) => running.get(d) ?? Promise.resolve(undefined)));
+      // Start (or join) each dependency first: the order of the plan's actions does not matter.
+      const deps = await Promise.all(a.dependsOn.map((d) => (byId.has(d) ? start(byId.get(d)!) : Promise.resolve(undefined))));
       const failed = deps.find((d) => d && d.status !== 'done');
       if (failed) {
         opts.log(`${a.id}: skipped, because ${failed.id} did not complete`);

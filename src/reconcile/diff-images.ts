@@ -3,6 +3,7 @@
 import {
   canResize, driverFor, sizeTolerance, type ImageBuild, type ObservedImage,
 } from '../providers/image-file.js';
+import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
 import type { Inventory, ImageRecord } from './inventory.js';
 import { recordKey } from './inventory.js';
 import type { DesiredState, ImageSpec } from './model.js';
@@ -16,6 +17,8 @@ export interface ImageDiffInput {
   inventory: Inventory;
   allowReplace: boolean;
   prune: boolean;
+  /** where a declared image lives (pool images: their volume's path); default: its path */
+  pathOf?: (spec: ImageSpec) => string | undefined;
 }
 
 export interface ImageDiff {
@@ -30,9 +33,8 @@ export interface ImageDiff {
 const RECORDED_DEFAULTS: Record<string, string> = { preallocation: 'off', compressed: 'false', vhdxSubformat: 'dynamic' };
 const RECORDED_FIELD: Record<string, string> = { preallocation: 'qcow2.preallocation', compressed: 'qcow2.compressed', vhdxSubformat: 'vhdx.subformat' };
 
-const octal = (m?: number) => (m === undefined ? '-' : `0${(m & 0o7777).toString(8)}`);
 
-function pathOf(spec: ImageSpec): string {
+function filePath(spec: ImageSpec): string {
   return spec.location.kind === 'path' ? spec.location.path : '';
 }
 
@@ -60,6 +62,7 @@ export function recordedOptions(spec: ImageSpec): Record<string, string> {
 
 export function diffImages(input: ImageDiffInput): ImageDiff {
   const { state, observed, inventory } = input;
+  const pathOf = (s: ImageSpec) => input.pathOf?.(s) ?? filePath(s);
   const out: ImageDiff = { actions: [], refusals: [], notes: [], needs: [] };
   const byPath = new Map<string, ImageSpec>();
   for (const spec of Object.values(state.images)) if (spec.location.kind === 'path') byPath.set(spec.location.path, spec);
@@ -68,7 +71,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
 
   // Which declared images are overlays on which paths (to protect bases from replace/prune).
   const overlaysOf = (p: string) =>
-    [...byPath.values()].filter((s) => observed.get(pathOf(s))?.backing === p).map((s) => `images.${s.name}`);
+    [...byPath.values()].filter((s) => observed.get(filePath(s))?.backing === p).map((s) => `images.${s.name}`);
 
   const dependencyPath = (spec: ImageSpec): { path: string; driver?: string; id?: string; size?: number; encryption?: { passphraseFile: string } } | undefined => {
     const s = spec.source;
@@ -77,6 +80,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     if (s.kind === 'image' || (s.kind === 'backing' && 'image' in s)) {
       const dep = state.images[s.image]!;
       const p = pathOf(dep);
+      if (!p) return undefined;
       return {
         path: p,
         id: `images.${dep.name}`,
@@ -96,7 +100,10 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       encryption: spec.encryption ? { passphraseFile: spec.encryption.passphraseFile } : undefined,
       permissions: spec.permissions,
     };
-    if (!dep) return { build: { ...base, source: { kind: 'blank' } }, dependsOn: [] };
+    if (!dep) {
+      if (spec.source.kind === 'blank') return { build: { ...base, source: { kind: 'blank' } }, dependsOn: [] };
+      return void refuse(id, `${spec.origins.source ?? spec.origin}: the path of the image it is built from is not known until that image exists; apply again once it does`), undefined;
+    }
     let driver = dep.driver;
     let size = dep.size;
     if (!dep.id) {
@@ -111,7 +118,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than its source ${dep.path} (${formatSize(size)}); the image would lose data`);
       return undefined;
     }
-    const dependsOn = dep.id && pending.has(dep.id) ? [dep.id] : [];
+    const dependsOn: string[] = []; // linked across kinds by the engine (linkBuildDependencies)
     const source: ImageBuild['source'] = spec.source.kind === 'backing'
       ? { kind: 'backing', path: dep.path, driver: driver ?? 'raw' }
       : { kind: 'convert', path: dep.path, driver, encryption: dep.encryption };
@@ -121,10 +128,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   // Images that depend on others come after them, so dependsOn can name pending builds.
   for (const spec of orderByDependency(state)) {
     const id = `images.${spec.name}`;
-    if (spec.location.kind === 'pool') {
-      refuse(id, `${spec.origin}: images in libvirt pools are reconciled by the libvirt provider, which this version does not include yet`);
-      continue;
-    }
+    if (spec.location.kind === 'pool') continue; // volumes: diff-volumes.ts
     if (spec.source.kind === 'container' || spec.source.kind === 'directory') {
       refuse(id, `${spec.origins.source ?? spec.origin}: building an image from source.${spec.source.kind} is not supported by this version`);
       continue;
@@ -175,26 +179,19 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     }
 
     let grow: number | undefined;
-    if (spec.size !== undefined) {
-      const tol = sizeTolerance(spec.format);
-      if (obs.virtualSize < spec.size) {
-        const ch = { field: 'size', from: formatSize(obs.virtualSize), to: formatSize(spec.size) };
-        if (rebuild.length || !canResize(spec.format, !!spec.encryption)) {
-          rebuild.push({ ...ch, to: `${ch.to}${rebuild.length ? '' : ` (${spec.format} cannot grow in place)`}` });
-        } else {
-          update.push(ch);
-          grow = spec.size;
-        }
-      } else if (obs.virtualSize - spec.size >= tol) {
-        refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than the image at ${p} (${formatSize(obs.virtualSize)}); shrinking an image destroys data and is refused. Declare at least ${formatSize(obs.virtualSize)}`);
-        continue;
-      }
+    const size = decideSize(spec.size, obs.virtualSize, sizeTolerance(spec.format), canResize(spec.format, !!spec.encryption), spec.format);
+    if (size.kind === 'shrink') {
+      refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size!)} is smaller than the image at ${p} (${formatSize(size.from)}); shrinking an image destroys data and is refused. Declare at least ${formatSize(size.from)}`);
+      continue;
+    }
+    // Growing an image that is rebuilt anyway is part of the rebuild.
+    if (size.kind === 'rebuild' || (size.kind === 'grow' && rebuild.length)) rebuild.push(size.change);
+    else if (size.kind === 'grow') {
+      update.push(size.change);
+      grow = spec.size;
     }
     const perm = spec.permissions;
-    const permChange: Change[] = [];
-    if (perm?.owner !== undefined && obs.file.uid !== perm.owner) permChange.push({ field: 'owner', from: String(obs.file.uid), to: String(perm.owner) });
-    if (perm?.group !== undefined && obs.file.gid !== perm.group) permChange.push({ field: 'group', from: String(obs.file.gid), to: String(perm.group) });
-    if (perm?.mode !== undefined && obs.file.mode !== perm.mode) permChange.push({ field: 'mode', from: octal(obs.file.mode), to: octal(perm.mode) });
+    const permChange = permissionChanges(perm, { uid: obs.file.uid, gid: obs.file.gid, mode: obs.file.mode });
 
     if (rebuild.length) {
       if (spec.protect) {
@@ -288,10 +285,6 @@ function optionChanges(spec: ImageSpec, obs: ObservedImage): Change[] {
   }
   if (spec.format === 'vhd') cmp('vhd.subformat', spec.vhd?.subformat, obs.vhdSubformat);
   return ch;
-}
-
-function reasonOf(changes: Change[]): string {
-  return changes.map((c) => `${c.field} ${c.from} -> ${c.to}`).join(', ');
 }
 
 function describeSource(spec: ImageSpec): string {

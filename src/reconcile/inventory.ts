@@ -20,15 +20,42 @@ export interface ImageRecord {
   recorded: Record<string, string>;
 }
 
-export type InventoryRecord = ImageRecord;
+export interface PoolRecord {
+  type: 'pool';
+  name: string;
+  uuid?: string;
+  createdAt: string;
+}
+
+export interface VolumeRecord {
+  type: 'volume';
+  /** the image name in the YAML that declared it */
+  name: string;
+  pool: string;
+  volume: string;
+  key: string;
+  path: string;
+  /** 'building' until the volume is complete: a volume left building is rebuilt */
+  status: 'building' | 'ready';
+  createdAt: string;
+  recorded: Record<string, string>;
+}
+
+export type InventoryRecord = ImageRecord | PoolRecord | VolumeRecord;
 
 export interface Inventory {
   version: 1;
   objects: Record<string, InventoryRecord>;
 }
 
-export function recordKey(r: { type: string; path: string }): string {
-  return `${r.type}:${r.path}`;
+type Identity = { type: 'image'; path: string } | { type: 'pool'; name: string } | { type: 'volume'; pool: string; volume: string };
+
+export function recordKey(r: Identity): string {
+  switch (r.type) {
+    case 'image': return `image:${r.path}`;
+    case 'pool': return `pool:${r.name}`;
+    case 'volume': return `volume:${r.pool}/${r.volume}`;
+  }
 }
 
 export async function readInventory(stateDir: string): Promise<Inventory> {

@@ -32,7 +32,7 @@ export interface Permissions {
   mode?: number;
 }
 
-export type ImageLocation = { kind: 'path'; path: string } | { kind: 'pool'; pool: string };
+export type ImageLocation = { kind: 'path'; path: string } | { kind: 'pool'; pool: string; volume: string };
 
 export interface ImageSpec {
   name: string;
@@ -56,6 +56,13 @@ export interface ImageSpec {
 }
 
 export type PoolType = 'dir' | 'fs' | 'netfs' | 'logical' | 'disk' | 'iscsi' | 'iscsi-direct' | 'rbd';
+
+/** Pools whose volumes are files (any format); the others hold raw block volumes. */
+export const FILE_POOLS: readonly PoolType[] = ['dir', 'fs', 'netfs'];
+/** Pools whose volumes (LUNs) exist on the target and cannot be created by libvirt. */
+export const LUN_POOLS: readonly PoolType[] = ['iscsi', 'iscsi-direct'];
+/** File extension of a volume's default name, by format. */
+export const VOLUME_EXT: Record<Format, string> = { raw: 'img', qcow2: 'qcow2', vhd: 'vhd', vhdx: 'vhdx', vmdk: 'vmdk' };
 
 export interface PoolSpec {
   name: string;

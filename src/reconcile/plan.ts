@@ -1,7 +1,9 @@
 // The plan is a value: `plan` builds and prints it (or saves it as JSON), `apply`
 // executes exactly it. Nothing in here touches the host.
 import { createHash } from 'node:crypto';
-import type { ImageBuild, ObservedImage } from '../providers/image-file.js';
+import type { ImageBuild } from '../providers/image-file.js';
+import type { PoolDefinition } from '../providers/libvirt-pool.js';
+import type { VolumeBuild } from '../providers/libvirt-volume.js';
 import type { Format, Permissions } from './model.js';
 
 export type ActionKind = 'create' | 'update' | 'replace' | 'delete' | 'no-op';
@@ -23,12 +25,41 @@ export type Operation =
       permissions?: Permissions;
     }
   | { type: 'image.delete'; path: string; extents: string[]; inventoryKey: string; exists: boolean }
+  | {
+      type: 'pool.create' | 'pool.replace';
+      name: string;
+      definition: PoolDefinition;
+      active: boolean;
+      autostart: boolean;
+      /** replace: the old pool is stopped and undefined first */
+      wasActive?: boolean;
+      secret?: { usage: string; type: 'chap' | 'ceph'; file: string };
+    }
+  | {
+      type: 'pool.update';
+      name: string;
+      redefine?: PoolDefinition;
+      start?: boolean;
+      stop?: boolean;
+      autostart?: boolean;
+      chmod?: { path: string; permissions: Permissions };
+    }
+  | { type: 'pool.delete'; name: string; poolType: string; active: boolean; exists: boolean; inventoryKey: string }
+  | { type: 'volume.create' | 'volume.replace'; build: VolumeBuild; recorded: Record<string, string>; imageName: string }
+  | {
+      type: 'volume.update';
+      pool: string;
+      name: string;
+      resize?: { capacity: number; allocate: boolean };
+      chmod?: { path: string; permissions: Permissions };
+    }
+  | { type: 'volume.delete'; pool: string; name: string; exists: boolean; inventoryKey: string }
   | { type: 'none' };
 
 export interface Action {
   /** address in the YAML, e.g. images.fedora (or inventory:PATH for pruned objects) */
   id: string;
-  resource: 'image';
+  resource: 'image' | 'pool' | 'volume';
   kind: ActionKind;
   /** one line a person reads: "size 20 GiB -> 30 GiB" */
   reason: string;
@@ -47,6 +78,8 @@ export interface Plan {
   formatVersion: 1;
   createdAt: string;
   stateDir: string;
+  /** libvirt URI the plan was made against (when it involves libvirt) */
+  connection?: string;
   options: { allowReplace: boolean; prune: boolean };
   /** hash of each observed object when the plan was made; apply refuses if any moved */
   observed: Record<string, string>;
@@ -55,10 +88,13 @@ export interface Plan {
   notes: string[];
 }
 
-/** The attributes whose change invalidates a saved plan (not allocation, which moves with guest writes). */
-export function observationHash(o: ObservedImage | null | undefined): string {
+/**
+ * The attributes whose change invalidates a saved plan: not allocation or free space,
+ * which move with every guest write.
+ */
+export function observationHash(o: object | null | undefined): string {
   if (!o) return 'absent';
-  const { actualSize: _a, ...stable } = o;
+  const { actualSize: _a, allocation: _b, available: _c, volumes: _d, ...stable } = o as Record<string, unknown>;
   return createHash('sha256').update(JSON.stringify(stable)).digest('hex').slice(0, 16);
 }
 

@@ -27,24 +27,12 @@ export function parseSize(value: unknown): number | { error: string } {
   return bytes;
 }
 
-/** Human form used in plans: exact bytes are kept when the value is not a round unit. */
+/** Human form used in plans: exact for round sizes ("30 GiB"), else approximate with the exact bytes. */
 export function formatSize(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let v = bytes;
   let i = 0;
-  while (i < units.length - 1 && v >= 1024 && v % 1024 === 0) {
-    v /= 1024;
-    i++;
-  }
-  if (i === 0 && bytes >= 1024) {
-    // Not a round multiple: show a readable approximation beside the exact count.
-    let a = bytes;
-    let j = 0;
-    while (j < units.length - 1 && a >= 1024) {
-      a /= 1024;
-      j++;
-    }
-    return `${a.toFixed(2)} ${units[j]} (${bytes} bytes)`;
-  }
-  return `${v} ${units[i]}`;
+  while (i < units.length - 1 && bytes >= 1024 ** (i + 1)) i++;
+  const v = bytes / 1024 ** i;
+  if (Number.isInteger(v)) return `${v} ${units[i]}`;
+  return `${v.toFixed(2)} ${units[i]} (${bytes} bytes)`;
 }

@@ -2,6 +2,7 @@
 // duplicates, format rules), and normalisation of all files into one DesiredState.
 import { Cron } from 'croner';
 import type { ConfigError } from './errors.js';
+import { FILE_POOLS, LUN_POOLS, VOLUME_EXT } from './model.js';
 import type {
   BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, VmSpec,
 } from './model.js';
@@ -74,6 +75,28 @@ function durationSeconds(text: string): number {
   return n * ({ s: 1, m: 60, h: 3600, d: 86400, w: 604800 } as Record<string, number>)[unit]!;
 }
 
+/** What libvirt's volume XML can express, by pool type: anything else would be silently lost. */
+function checkPoolImage(c: Checker, base: FieldPath, raw: Raw, pool: Raw, format: Format): void {
+  const p = (...rest: FieldPath) => [...base, ...rest];
+  const fileBased = FILE_POOLS.includes(pool.type);
+  if (!fileBased && format !== 'raw') {
+    c.err(raw.format !== undefined ? p('format') : base, `a ${pool.type} pool holds raw block volumes; format must be raw (got ${format})`, raw.format === undefined);
+  }
+  if (LUN_POOLS.includes(pool.type) && raw.source !== undefined) {
+    c.err(p('source'), `volumes of a ${pool.type} pool are LUNs that exist on the target; they are adopted, not built from a source`);
+  }
+  const q = raw.qcow2 ?? {};
+  for (const f of ['compression', 'compressed', 'refcountBits', 'extendedL2'] as const) {
+    if (q[f] !== undefined) c.err(p('qcow2', f), 'libvirt volume XML cannot set this; in a pool, qcow2 takes clusterSize, lazyRefcounts, compat and preallocation', true);
+  }
+  if (q.preallocation === 'full') c.err(p('qcow2', 'preallocation'), 'libvirt allocates pool volumes with fallocate; use preallocation: falloc (or metadata)');
+  for (const f of ['vmdk', 'vhd', 'vhdx'] as const) {
+    if (raw[f] !== undefined) c.err(p(f), `libvirt volume XML has no ${f} options; declare the image with path: to set them`, true);
+  }
+  if (raw.encryption !== undefined) c.err(p('encryption'), 'encrypted volumes in pools are not supported by this version; declare the image with path:', true);
+  if (raw.source?.backing !== undefined && !fileBased) c.err(p('source', 'backing'), `a ${pool.type} pool holds raw block volumes; overlays need a dir, fs or netfs pool`);
+}
+
 function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Record<string, unknown>): ImageSpec | undefined {
   const base: FieldPath = ['images', name];
   const p = (...rest: FieldPath) => [...base, ...rest];
@@ -82,10 +105,15 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
   let location: ImageSpec['location'] | undefined;
   if (raw.pool !== undefined && raw.path !== undefined) c.err(p('path'), 'set exactly one of pool / path, not both', true);
   else if (raw.pool !== undefined) {
-    if (!(raw.pool in pools)) c.err(p('pool'), `refers to pool ${JSON.stringify(raw.pool)}, which is not declared under pools (declared: ${Object.keys(pools).join(', ') || 'none'})`);
-    location = { kind: 'pool', pool: raw.pool };
+    const pool = pools[raw.pool] as Raw;
+    if (!pool) c.err(p('pool'), `refers to pool ${JSON.stringify(raw.pool)}, which is not declared under pools (declared: ${Object.keys(pools).join(', ') || 'none'})`);
+    const fileBased = !pool || FILE_POOLS.includes(pool.type);
+    const fmt: Format = raw.format ?? defaults?.format ?? 'qcow2';
+    location = { kind: 'pool', pool: raw.pool, volume: raw.volume ?? (fileBased ? `${name}.${VOLUME_EXT[fmt]}` : name) };
+    if (pool) checkPoolImage(c, base, raw, pool, fmt);
   } else if (raw.path !== undefined) location = { kind: 'path', path: raw.path };
   else c.err(base, 'missing location: set exactly one of pool (a declared pool) or path (an absolute file path)', true);
+  if (raw.volume !== undefined && raw.pool === undefined) c.err(p('volume'), 'names a volume in a pool; it needs pool', true);
 
   const format: Format = raw.format ?? defaults?.format ?? 'qcow2';
   const srcKeys = raw.source ? Object.keys(raw.source) : [];

@@ -1,0 +1,229 @@
+// libvirt storage pools through virsh: the XML for every pool type, batched observation,
+// and define / build / start / autostart / stop / delete / undefine.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Permissions, PoolSpec } from '../reconcile/model.js';
+import { bytes, esc, parseXml, text, type XmlNode } from './xml.js';
+import type { Virsh } from './virsh.js';
+
+export interface PoolDefinition {
+  type: PoolSpec['type'];
+  path?: string;
+  source: {
+    hosts: { name: string; port?: number }[];
+    dir?: string;
+    format?: string;
+    device?: string;
+    name?: string;
+    initiator?: string;
+    auth?: { type: 'chap' | 'ceph'; username: string; secretUsage: string };
+  };
+  permissions?: Permissions;
+}
+
+export interface ObservedPool {
+  name: string;
+  uuid?: string;
+  definition: PoolDefinition;
+  active: boolean;
+  autostart: boolean;
+  persistent: boolean;
+  capacity?: number;
+  allocation?: number;
+  available?: number;
+  /** volume name -> path, for active pools */
+  volumes?: Map<string, string>;
+}
+
+// Where libvirt looks when the YAML gives no path, per type (virsh pool-define-as defaults).
+const DEFAULT_TARGET: Partial<Record<PoolSpec['type'], (s: PoolSpec) => string>> = {
+  logical: (s) => `/dev/${s.source.name ?? s.name}`,
+  disk: () => '/dev',
+  iscsi: () => '/dev/disk/by-path',
+};
+
+/** "host", "host:port" or a comma-separated list of them (rbd monitors). */
+export function parseHosts(value?: string): { name: string; port?: number }[] {
+  if (!value) return [];
+  return value.split(',').map((h) => h.trim()).filter(Boolean).map((h) => {
+    const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(h);
+    return m ? { name: m[1]!, port: m[2] ? Number(m[2]) : undefined } : { name: h };
+  });
+}
+
+export function secretUsageFor(poolName: string): string {
+  return `virt-reconcile/pool/${poolName}`;
+}
+
+export function definitionFor(spec: PoolSpec): PoolDefinition {
+  const s = spec.source;
+  return {
+    type: spec.type,
+    path: spec.path ?? DEFAULT_TARGET[spec.type]?.(spec),
+    source: {
+      hosts: parseHosts(s.host),
+      dir: s.dir,
+      format: s.format ?? (spec.type === 'logical' ? 'lvm2' : undefined),
+      device: s.device,
+      name: spec.type === 'logical' ? s.name ?? spec.name : s.name,
+      initiator: s.initiator,
+      auth: s.auth ? { type: s.auth.type, username: s.auth.username, secretUsage: secretUsageFor(spec.name) } : undefined,
+    },
+    permissions: spec.permissions,
+  };
+}
+
+function permissionsXml(p?: Permissions): string {
+  if (!p || (p.mode === undefined && p.owner === undefined && p.group === undefined)) return '';
+  return `<permissions>${p.mode !== undefined ? `<mode>0${p.mode.toString(8)}</mode>` : ''}${p.owner !== undefined ? `<owner>${p.owner}</owner>` : ''}${p.group !== undefined ? `<group>${p.group}</group>` : ''}</permissions>`;
+}
+
+export function poolXml(name: string, d: PoolDefinition): string {
+  const s = d.source;
+  const src: string[] = [];
+  for (const h of s.hosts) src.push(`<host name='${esc(h.name)}'${h.port ? ` port='${h.port}'` : ''}/>`);
+  if (s.device) src.push(`<device path='${esc(s.device)}'/>`);
+  if (s.dir) src.push(`<dir path='${esc(s.dir)}'/>`);
+  if (s.name) src.push(`<name>${esc(s.name)}</name>`);
+  if (s.format) src.push(`<format type='${esc(s.format)}'/>`);
+  if (s.initiator) src.push(`<initiator><iqn name='${esc(s.initiator)}'/></initiator>`);
+  if (s.auth) src.push(`<auth type='${s.auth.type}' username='${esc(s.auth.username)}'><secret usage='${esc(s.auth.secretUsage)}'/></auth>`);
+  // iscsi-direct and rbd pools have no target in libvirt's schema.
+  const hasTarget = d.type !== 'iscsi-direct' && d.type !== 'rbd' && d.path;
+  const target = hasTarget ? `<target><path>${esc(d.path!)}</path>${permissionsXml(d.permissions)}</target>` : '';
+  return `<pool type='${d.type}'><name>${esc(name)}</name><source>${src.join('')}</source>${target}</pool>\n`;
+}
+
+function list<T>(v: T | T[] | undefined): T[] {
+  return v === undefined ? [] : Array.isArray(v) ? v : [v];
+}
+
+export function parsePoolXml(xml: string): { name: string; uuid?: string; definition: PoolDefinition; capacity?: number; allocation?: number; available?: number } {
+  const p: XmlNode = parseXml(xml).pool;
+  const src: XmlNode = p.source ?? {};
+  const perms: XmlNode = p.target?.permissions;
+  const auth: XmlNode = src.auth;
+  const mode = text(perms?.mode);
+  return {
+    name: text(p.name)!,
+    uuid: text(p.uuid),
+    capacity: bytes(p.capacity),
+    allocation: bytes(p.allocation),
+    available: bytes(p.available),
+    definition: {
+      type: p['@type'],
+      path: text(p.target?.path),
+      source: {
+        hosts: list(src.host).map((h: XmlNode) => ({ name: h['@name'], port: h['@port'] ? Number(h['@port']) : undefined })),
+        dir: src.dir?.['@path'],
+        format: src.format?.['@type'],
+        device: list(src.device)[0]?.['@path'],
+        name: text(src.name),
+        initiator: src.initiator?.iqn?.['@name'],
+        auth: auth ? { type: auth['@type'], username: auth['@username'], secretUsage: auth.secret?.['@usage'] ?? auth.secret?.['@uuid'] } : undefined,
+      },
+      permissions: perms
+        ? { mode: mode !== undefined ? parseInt(mode, 8) : undefined, owner: text(perms.owner) !== undefined ? Number(text(perms.owner)) : undefined, group: text(perms.group) !== undefined ? Number(text(perms.group)) : undefined }
+        : undefined,
+    },
+  };
+}
+
+function parseInfo(out: string): { active: boolean; autostart: boolean; persistent: boolean } {
+  const field = (k: string) => new RegExp(`^${k}:\\s*(.+)$`, 'm').exec(out)?.[1]?.trim();
+  return { active: field('State') === 'running', autostart: field('Autostart') === 'yes', persistent: field('Persistent') === 'yes' };
+}
+
+/** vol-list's table: name, then path as the last column. */
+function parseVolList(out: string | undefined): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of (out ?? '').split('\n')) {
+    const t = line.trim();
+    if (!t) continue;
+    const parts = t.split(/\s+/);
+    const volPath = parts[parts.length - 1]!;
+    m.set(parts.slice(0, -1).join(' ') || volPath, volPath);
+  }
+  return m;
+}
+
+/** One batch for all named pools: info, XML and volume list of each. */
+export function poolReadCommands(names: string[]): string[][] {
+  return names.flatMap((n) => [['pool-info', n], ['pool-dumpxml', n], ['vol-list', n]]);
+}
+
+export function parsePoolReads(names: string[], outputs: (string | undefined)[]): Map<string, ObservedPool | null> {
+  const out = new Map<string, ObservedPool | null>();
+  names.forEach((n, i) => {
+    const [info, xml, vols] = [outputs[3 * i], outputs[3 * i + 1], outputs[3 * i + 2]];
+    if (!info || !xml) return void out.set(n, null);
+    const st = parseInfo(info);
+    const parsed = parsePoolXml(xml);
+    out.set(n, { ...parsed, ...st, volumes: st.active ? parseVolList(vols) : undefined });
+  });
+  return out;
+}
+
+async function withXmlFile<T>(xml: string, fn: (file: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'virt-reconcile-'));
+  try {
+    const file = path.join(dir, 'def.xml');
+    await writeFile(file, xml, { mode: 0o600 });
+    return await fn(file);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Defines (or redefines, for an existing name) the persistent pool. */
+export async function definePool(v: Virsh, name: string, d: PoolDefinition): Promise<void> {
+  await withXmlFile(poolXml(name, d), (f) => v.exec(['pool-define', f]));
+}
+
+/**
+ * Builds a pool's storage. --no-overwrite: a device that already holds a filesystem,
+ * a partition table or a volume group is never formatted.
+ */
+export async function buildPool(v: Virsh, name: string, type: PoolSpec['type']): Promise<void> {
+  if (type === 'iscsi' || type === 'iscsi-direct' || type === 'rbd' || type === 'netfs') {
+    if (type !== 'netfs') return; // nothing to build: the storage lives on the server
+    await v.exec(['pool-build', name]);
+    return;
+  }
+  await v.exec(['pool-build', name, ...(type === 'dir' ? [] : ['--no-overwrite'])]);
+}
+
+export async function startPool(v: Virsh, name: string): Promise<void> {
+  await v.exec(['pool-start', name]);
+}
+
+export async function stopPool(v: Virsh, name: string): Promise<void> {
+  await v.exec(['pool-destroy', name]);
+}
+
+export async function setAutostart(v: Virsh, name: string, on: boolean): Promise<void> {
+  await v.exec(['pool-autostart', name, ...(on ? [] : ['--disable'])]);
+}
+
+export async function refreshPool(v: Virsh, name: string): Promise<void> {
+  await v.exec(['pool-refresh', name]);
+}
+
+/** Removes the pool's empty target directory (libvirt's pool-delete is an rmdir for dir pools). */
+export async function deletePoolStorage(v: Virsh, name: string): Promise<void> {
+  await v.exec(['pool-delete', name]);
+}
+
+export async function undefinePool(v: Virsh, name: string): Promise<void> {
+  await v.exec(['pool-undefine', name]);
+}
+
+/** A libvirt secret for pool authentication; the value is read from the file by virsh, never by us. */
+export async function ensureSecret(v: Virsh, usage: string, type: 'chap' | 'ceph', secretFile: string): Promise<void> {
+  const usageXml = type === 'ceph' ? `<usage type='ceph'><name>${esc(usage)}</name></usage>` : `<usage type='iscsi'><target>${esc(usage)}</target></usage>`;
+  await withXmlFile(`<secret ephemeral='no' private='yes'><description>${esc(usage)}</description>${usageXml}</secret>\n`, (f) => v.exec(['secret-define', f]));
+  const uuid = (await v.exec(['secret-list'])).split('\n').map((l) => l.trim().split(/\s+/)).find((cols) => cols.slice(1).join(' ').includes(usage))?.[0];
+  if (!uuid) throw new Error(`libvirt secret for ${usage} was defined but is not listed`);
+  await v.exec(['secret-set-value', uuid, '--file', secretFile, '--plain']);
+}

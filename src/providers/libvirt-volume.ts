@@ -1,0 +1,150 @@
+// Volumes in libvirt storage pools: vol-create from XML, vol-create-from for copies,
+// vol-upload for imports, vol-resize to grow, vol-delete. Observation is part of the
+// pools' batch (vol-dumpxml of every volume of interest in one virsh process).
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
+import { run } from './exec.js';
+import { bytes, esc, parseXml, text, type XmlNode } from './xml.js';
+import type { Virsh } from './virsh.js';
+
+/** libvirt's name for each declared format. */
+export const VOL_FORMAT: Record<Format, string> = { raw: 'raw', qcow2: 'qcow2', vhd: 'vpc', vhdx: 'vhdx', vmdk: 'vmdk' };
+
+export interface ObservedVolume {
+  pool: string;
+  name: string;
+  key: string;
+  path: string;
+  type: string;
+  /** libvirt format name: raw, qcow2, vpc, vmdk, ... (block volumes: none/raw) */
+  format?: string;
+  capacity: number;
+  allocation: number;
+  backing?: string;
+  backingFormat?: string;
+  compat?: string;
+  lazyRefcounts?: boolean;
+  permissions?: { mode?: number; owner?: number; group?: number };
+}
+
+export interface VolumeBuild {
+  pool: string;
+  name: string;
+  format: Format;
+  capacity: number;
+  /** block pools (logical, disk, rbd) take no format element */
+  fileBased: boolean;
+  qcow2?: Qcow2Options;
+  permissions?: Permissions;
+  backing?: { path: string; format: string };
+  source:
+    | { kind: 'blank' }
+    | { kind: 'volume'; pool: string; name: string }
+    | { kind: 'file'; path: string; driver?: string };
+}
+
+export function volumeReadCommands(vols: { pool: string; name: string }[]): string[][] {
+  return vols.map((v) => ['vol-dumpxml', '--pool', v.pool, v.name]);
+}
+
+export function parseVolumeXml(pool: string, xml: string): ObservedVolume {
+  const v: XmlNode = parseXml(xml).volume[0] ?? parseXml(xml).volume;
+  const t: XmlNode = v.target ?? {};
+  const perms: XmlNode = t.permissions;
+  const num = (n: XmlNode) => (text(n) !== undefined ? Number(text(n)) : undefined);
+  return {
+    pool,
+    name: text(v.name)!,
+    key: text(v.key) ?? '',
+    path: text(t.path) ?? '',
+    type: v['@type'] ?? 'file',
+    format: t.format?.['@type'],
+    capacity: bytes(v.capacity) ?? 0,
+    allocation: bytes(v.allocation) ?? 0,
+    backing: text(v.backingStore?.path),
+    backingFormat: v.backingStore?.format?.['@type'],
+    compat: text(t.compat),
+    lazyRefcounts: t.features ? 'lazy_refcounts' in t.features : undefined,
+    permissions: perms ? { mode: text(perms.mode) !== undefined ? parseInt(text(perms.mode)!, 8) : undefined, owner: num(perms.owner), group: num(perms.group) } : undefined,
+  };
+}
+
+export function volumeXml(b: VolumeBuild): string {
+  const q = b.qcow2 ?? {};
+  const fmt = b.fileBased ? `<format type='${VOL_FORMAT[b.format]}'/>` : '';
+  const qcow2 = b.format === 'qcow2'
+    ? `<compat>${q.compat ?? '1.1'}</compat>${q.clusterSize ? `<clusterSize unit='B'>${q.clusterSize}</clusterSize>` : ''}${q.lazyRefcounts ? '<features><lazy_refcounts/></features>' : ''}`
+    : '';
+  const p = b.permissions;
+  const perms = p && b.fileBased
+    ? `<permissions>${p.mode !== undefined ? `<mode>0${p.mode.toString(8)}</mode>` : ''}${p.owner !== undefined ? `<owner>${p.owner}</owner>` : ''}${p.group !== undefined ? `<group>${p.group}</group>` : ''}</permissions>`
+    : '';
+  // Without <allocation>, libvirt allocates the whole capacity: say 0 unless preallocating.
+  const full = q.preallocation === 'falloc' || q.preallocation === 'full' || (b.format === 'raw' && q.preallocation === 'metadata');
+  const allocation = full || !b.fileBased ? b.capacity : 0;
+  const backing = b.backing ? `<backingStore><path>${esc(b.backing.path)}</path><format type='${esc(b.backing.format)}'/></backingStore>` : '';
+  return `<volume><name>${esc(b.name)}</name><capacity unit='bytes'>${b.capacity}</capacity><allocation unit='bytes'>${allocation}</allocation><target>${fmt}${qcow2}${perms}</target>${backing}</volume>\n`;
+}
+
+async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'virt-reconcile-'));
+  try {
+    return await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function qemuCreateOptions(b: VolumeBuild): string[] {
+  if (b.format !== 'qcow2') return [];
+  const q = b.qcow2 ?? {};
+  const o = [`compat=${q.compat ?? '1.1'}`];
+  if (q.clusterSize) o.push(`cluster_size=${q.clusterSize}`);
+  if (q.lazyRefcounts) o.push('lazy_refcounts=on');
+  return ['-o', o.join(',')];
+}
+
+/**
+ * Creates the volume. Blank and backing volumes come from vol-create; copies of another
+ * volume from vol-create-from (libvirt converts); imports of a file are converted to the
+ * volume's format in a scratch file and streamed in with vol-upload --sparse.
+ */
+export async function createVolume(v: Virsh, b: VolumeBuild): Promise<void> {
+  const prealloc = b.format === 'qcow2' && b.qcow2?.preallocation === 'metadata' ? ['--prealloc-metadata'] : [];
+  await withTemp(async (dir) => {
+    const xmlFile = path.join(dir, 'vol.xml');
+    await writeFile(xmlFile, volumeXml(b), { mode: 0o600 });
+    const src = b.source;
+    if (src.kind === 'volume') {
+      await v.exec(['vol-create-from', b.pool, xmlFile, src.name, '--inputpool', src.pool, ...prealloc]);
+      return;
+    }
+    await v.exec(['vol-create', b.pool, xmlFile, ...prealloc]);
+    if (src.kind === 'file') {
+      try {
+        const scratch = path.join(dir, `upload.${b.format}`);
+        const fmt = b.fileBased ? VOL_FORMAT[b.format] : 'raw';
+        await run('qemu-img', ['convert', ...(src.driver ? ['-f', src.driver] : []), '-O', fmt, ...qemuCreateOptions(b), src.path, scratch]);
+        if (fmt !== 'raw' || b.capacity > 0) {
+          // The converted file carries the source's virtual size; grow it to the declared one first.
+          await run('qemu-img', ['resize', '-q', '-f', fmt, scratch, String(b.capacity)]).catch(() => undefined);
+        }
+        await v.exec(['vol-upload', '--pool', b.pool, b.name, scratch, '--sparse']);
+      } catch (e) {
+        // Never leave a half-imported volume under the declared name.
+        await v.exec(['vol-delete', '--pool', b.pool, b.name]).catch(() => undefined);
+        throw e;
+      }
+    }
+  });
+}
+
+export async function resizeVolume(v: Virsh, pool: string, name: string, capacity: number, allocate: boolean): Promise<void> {
+  await v.exec(['vol-resize', '--pool', pool, name, String(capacity), ...(allocate ? ['--allocate'] : [])]);
+}
+
+export async function deleteVolume(v: Virsh, pool: string, name: string): Promise<void> {
+  await v.exec(['vol-delete', '--pool', pool, name]);
+}

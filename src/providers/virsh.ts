@@ -1,0 +1,87 @@
+// virsh, the one way this project talks to libvirt. Reads are batched: many commands in
+// one virsh process, their outputs told apart by echo markers. Writes are single commands
+// so that each failure is reported against the object it concerns.
+import { randomBytes } from 'node:crypto';
+import { run } from './exec.js';
+
+export interface Virsh {
+  uri: string;
+  /** Runs one command; throws CommandError with virsh's message on failure. */
+  exec(args: string[], opts?: { input?: string }): Promise<string>;
+  /**
+   * Runs many read-only commands in as few processes as the argument-length limit allows.
+   * Returns each command's stdout; a command that failed because its object does not exist
+   * (or its pool is not active) yields undefined. Any other failure throws.
+   */
+  batch(commands: string[][]): Promise<(string | undefined)[]>;
+}
+
+// A single argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); stay below it.
+const MAX_BATCH_CHARS = 100_000;
+
+// Failures that mean "absent", not "broken".
+const ABSENT = [
+  /Storage pool not found/,
+  /Storage volume not found/,
+  /storage pool '[^']*' is not active/,
+  /Domain not found/,
+  /failed to get (pool|vol|domain)/,
+];
+
+/** virsh's own command-line syntax: single quotes keep everything literal. */
+export function quote(arg: string): string {
+  if (/^[A-Za-z0-9_./:=@%+,-]+$/.test(arg)) return arg;
+  if (!arg.includes("'")) return `'${arg}'`;
+  return `"${arg.replace(/(["\\])/g, '\\$1')}"`;
+}
+
+export function connect(uri: string): Virsh {
+  const base = ['-q', '-c', uri];
+  return {
+    uri,
+    exec: async (args, opts) => (await run('virsh', [...base, ...args], opts)).stdout,
+    batch: async (commands) => {
+      const out: (string | undefined)[] = [];
+      let i = 0;
+      while (i < commands.length) {
+        const tag = randomBytes(6).toString('hex');
+        const parts: string[] = [];
+        let size = 0;
+        const start = i;
+        while (i < commands.length && (parts.length === 0 || size < MAX_BATCH_CHARS)) {
+          const line = `${commands[i]!.map(quote).join(' ')} ; echo @@${tag}:${i - start}@@`;
+          parts.push(line);
+          size += line.length + 3;
+          i++;
+        }
+        // A final marker proves the batch ran to its end even if the last command failed.
+        const script = `${parts.join(' ; ')} ; echo @@${tag}:end@@`;
+        let stdout = '';
+        let stderr = '';
+        try {
+          ({ stdout, stderr } = await run('virsh', [...base, script]));
+        } catch (e) {
+          const err = e as { stderr?: string };
+          stderr = err.stderr ?? String(e);
+          stdout = (e as { stdout?: string }).stdout ?? '';
+        }
+        if (!stdout.includes(`@@${tag}:end@@`)) {
+          throw new Error(`virsh batch did not complete: ${stderr.trim().split('\n').slice(0, 3).join(' / ') || 'no output'}`);
+        }
+        const unexpected = stderr.split('\n').filter((l) => l.trim() && !ABSENT.some((r) => r.test(l)));
+        if (unexpected.length) throw new Error(`virsh: ${unexpected.slice(0, 3).join(' / ')}`);
+        const segments = stdout.split(new RegExp(`@@${tag}:(?:\\d+|end)@@`));
+        for (let k = 0; k < i - start; k++) {
+          const s = segments[k] ?? '';
+          out.push(s.trim() === '' ? undefined : s);
+        }
+      }
+      return out;
+    },
+  };
+}
+
+/** The connection in force: --connect, then the YAML, then LIBVIRT_DEFAULT_URI, then the system daemon. */
+export function resolveUri(flag?: string, yaml?: string): string {
+  return flag ?? yaml ?? process.env.LIBVIRT_DEFAULT_URI ?? 'qemu:///system';
+}

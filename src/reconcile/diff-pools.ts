@@ -1,0 +1,143 @@
+// Declared pools vs what libvirt reports: define/build/start new ones, fix autostart,
+// activity and permissions in place, replace on a change of type, target or source
+// (only with --allow-replace), prune only pools reconcile defined and that hold nothing.
+import path from 'node:path';
+import { definitionFor, secretUsageFor, type ObservedPool, type PoolDefinition } from '../providers/libvirt-pool.js';
+import { permissionChanges, reasonOf } from './diff-common.js';
+import { recordKey, type Inventory } from './inventory.js';
+import type { DesiredState, PoolSpec } from './model.js';
+import type { Action, Change, Refusal } from './plan.js';
+
+export interface PoolDiff {
+  actions: Action[];
+  refusals: Refusal[];
+  notes: string[];
+}
+
+const norm = (p?: string) => (p === undefined ? undefined : path.normalize(p).replace(/(.)\/+$/, '$1'));
+
+/** Changes that libvirt cannot make to a defined pool: they need a replace. */
+export function definitionChanges(want: PoolDefinition, have: PoolDefinition): Change[] {
+  const ch: Change[] = [];
+  const cmp = (field: string, w: unknown, h: unknown) => {
+    if (w !== undefined && String(w) !== String(h ?? 'unset')) ch.push({ field, from: h === undefined ? 'unset' : String(h), to: String(w) });
+  };
+  cmp('type', want.type, have.type);
+  if (want.type !== 'iscsi-direct' && want.type !== 'rbd') cmp('path', norm(want.path), norm(have.path));
+  const hosts = (hs: PoolDefinition['source']['hosts'], withPorts: boolean) => hs.map((h) => (withPorts && h.port ? `${h.name}:${h.port}` : h.name)).join(',');
+  if (want.source.hosts.length) {
+    const withPorts = want.source.hosts.some((h) => h.port !== undefined);
+    cmp('source.host', hosts(want.source.hosts, withPorts), hosts(have.source.hosts, withPorts) || undefined);
+  }
+  cmp('source.dir', norm(want.source.dir), norm(have.source.dir));
+  cmp('source.format', want.source.format, have.source.format);
+  cmp('source.device', want.source.device, have.source.device);
+  cmp('source.name', want.source.name, have.source.name);
+  cmp('source.initiator', want.source.initiator, have.source.initiator);
+  cmp('source.auth.username', want.source.auth?.username, have.source.auth?.username);
+  return ch;
+}
+
+function secretFor(spec: PoolSpec) {
+  const a = spec.source.auth;
+  return a ? { usage: secretUsageFor(spec.name), type: a.type, file: a.secretFile } : undefined;
+}
+
+export function diffPools(input: {
+  state: DesiredState;
+  pools: Map<string, ObservedPool | null>;
+  inventory: Inventory;
+  allowReplace: boolean;
+  prune: boolean;
+  /** volumes (pool/name) this plan deletes, so a pool holding only those may go too */
+  prunedVolumes: Set<string>;
+}): PoolDiff {
+  const out: PoolDiff = { actions: [], refusals: [], notes: [] };
+  const { state, pools, inventory } = input;
+  for (const spec of Object.values(state.pools).sort((a, b) => a.name.localeCompare(b.name))) {
+    const id = `pools.${spec.name}`;
+    const want = definitionFor(spec);
+    const obs = pools.get(spec.name);
+    if (obs === undefined) continue;
+    if (obs === null) {
+      out.actions.push({
+        id, resource: 'pool', kind: 'create', destructive: false, changes: [], dependsOn: [],
+        reason: `new ${spec.type} pool${want.path ? ` at ${want.path}` : ''}${spec.active ? ', built and started' : ''}${spec.autostart ? ', autostart' : ''}`,
+        op: { type: 'pool.create', name: spec.name, definition: want, active: spec.active, autostart: spec.autostart, secret: secretFor(spec) },
+      });
+      continue;
+    }
+    const rebuild = definitionChanges(want, obs.definition);
+    if (rebuild.length) {
+      const vols = obs.volumes ? [...obs.volumes.keys()] : [];
+      if (!input.allowReplace) {
+        out.refusals.push({ id, message: `${spec.origin}: pool ${spec.name} must be redefined (${reasonOf(rebuild)}); libvirt cannot change this in place. Re-run with --allow-replace to replace it${vols.length ? ` (its ${vols.length} volume(s) stay where they are but will not be in the new pool)` : ''}` });
+        continue;
+      }
+      out.actions.push({
+        id, resource: 'pool', kind: 'replace', reason: reasonOf(rebuild), destructive: vols.length > 0, changes: rebuild, dependsOn: [],
+        op: { type: 'pool.replace', name: spec.name, definition: want, active: spec.active, autostart: spec.autostart, wasActive: obs.active, secret: secretFor(spec) },
+      });
+      continue;
+    }
+    const changes: Change[] = [];
+    const op: Extract<Action['op'], { type: 'pool.update' }> = { type: 'pool.update', name: spec.name };
+    const perm = spec.permissions;
+    const have = obs.definition.permissions;
+    const permCh = want.path && spec.type !== 'iscsi-direct' && spec.type !== 'rbd'
+      ? permissionChanges(perm, { uid: have?.owner, gid: have?.group, mode: have?.mode })
+      : [];
+    if (permCh.length) {
+      changes.push(...permCh);
+      op.redefine = want;
+      if (spec.type === 'dir' || spec.type === 'fs' || spec.type === 'netfs') op.chmod = { path: want.path!, permissions: perm! };
+    }
+    if (spec.active && !obs.active) {
+      changes.push({ field: 'state', from: 'inactive', to: 'active' });
+      op.start = true;
+    } else if (!spec.active && obs.active) {
+      changes.push({ field: 'state', from: 'active', to: 'inactive' });
+      op.stop = true;
+    }
+    if (spec.autostart !== obs.autostart) {
+      changes.push({ field: 'autostart', from: String(obs.autostart), to: String(spec.autostart) });
+      op.autostart = spec.autostart;
+    }
+    if (changes.length) {
+      out.actions.push({ id, resource: 'pool', kind: 'update', reason: reasonOf(changes), destructive: false, changes, dependsOn: [], op });
+    } else {
+      const ours = !!inventory.objects[recordKey({ type: 'pool', name: spec.name })];
+      out.actions.push({ id, resource: 'pool', kind: 'no-op', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: { type: 'none' } });
+    }
+  }
+
+  for (const [key, rec] of Object.entries(inventory.objects)) {
+    if (rec.type !== 'pool' || state.pools[rec.name]) continue;
+    const id = `inventory:pool/${rec.name}`;
+    const obs = pools.get(rec.name);
+    if (obs === undefined) continue;
+    if (!input.prune) {
+      out.notes.push(`pool ${rec.name} left the YAML; \`apply --prune\` undefines it`);
+      continue;
+    }
+    if (obs === null || (rec.uuid && obs.uuid && rec.uuid !== obs.uuid)) {
+      out.actions.push({ id, resource: 'pool', kind: 'delete', reason: obs ? 'redefined by someone else: forgotten, not deleted' : 'already gone; forgotten from the inventory', destructive: false, changes: [], dependsOn: [], op: { type: 'pool.delete', name: rec.name, poolType: '', active: false, exists: false, inventoryKey: key } });
+      continue;
+    }
+    if (!obs.volumes) {
+      out.refusals.push({ id, message: `pool ${rec.name} left the YAML, but it is inactive, so reconcile cannot tell whether it holds volumes; start it or undefine it by hand` });
+      continue;
+    }
+    const remaining = [...obs.volumes.keys()].filter((v) => !input.prunedVolumes.has(`${rec.name}/${v}`));
+    if (remaining.length) {
+      out.refusals.push({ id, message: `pool ${rec.name} left the YAML, but it still holds ${remaining.length} volume(s) not being pruned (${remaining.slice(0, 5).join(', ')}${remaining.length > 5 ? ', …' : ''}); it is not deleted` });
+      continue;
+    }
+    const dependsOn = [...input.prunedVolumes].filter((v) => v.startsWith(`${rec.name}/`)).map((v) => `inventory:volume/${v}`);
+    out.actions.push({
+      id, resource: 'pool', kind: 'delete', reason: `pool ${rec.name} left the YAML (${obs.definition.type}${obs.definition.path ? ` at ${obs.definition.path}` : ''})`, destructive: true, changes: [], dependsOn,
+      op: { type: 'pool.delete', name: rec.name, poolType: obs.definition.type, active: obs.active, exists: true, inventoryKey: key },
+    });
+  }
+  return out;
+}

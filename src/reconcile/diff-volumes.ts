@@ -1,0 +1,240 @@
+// Images declared with `pool:` vs the volumes libvirt reports. Same rules as image files
+// (grow in place, refuse shrink, replace only with --allow-replace, never touch protect:
+// true), expressed through what libvirt's volume API can do.
+import path from 'node:path';
+import { sizeTolerance, type ObservedImage } from '../providers/image-file.js';
+import type { ObservedPool } from '../providers/libvirt-pool.js';
+import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../providers/libvirt-volume.js';
+import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
+import { orderByDependency, recordedOptions } from './diff-images.js';
+import { recordKey, type Inventory, type VolumeRecord } from './inventory.js';
+import { FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from './model.js';
+import type { Action, Change, Refusal } from './plan.js';
+import { formatSize } from './sizes.js';
+
+export interface VolumeDiff {
+  actions: Action[];
+  refusals: Refusal[];
+  notes: string[];
+  needs: string[];
+  prunedVolumes: Set<string>;
+}
+
+export const volumeKey = (pool: string, volume: string) => `${pool}/${volume}`;
+
+// Resizing through libvirt: files (qemu-img resize / truncate), LVs (lvresize), RBD images.
+const RESIZABLE_POOLS = new Set(['dir', 'fs', 'netfs', 'logical', 'rbd']);
+
+/** The path an image has or will have: a file path, or its volume's path in a file pool. */
+export function imagePathResolver(state: DesiredState, volumes: Map<string, ObservedVolume | null>, pools: Map<string, ObservedPool | null>) {
+  return (spec: ImageSpec): string | undefined => {
+    if (spec.location.kind === 'path') return spec.location.path;
+    const { pool, volume } = spec.location;
+    const obs = volumes.get(volumeKey(pool, volume));
+    if (obs) return obs.path;
+    const target = pools.get(pool)?.definition.path ?? state.pools[pool]?.path;
+    return target && FILE_POOLS.includes(state.pools[pool]?.type ?? 'dir') ? path.join(target, volume) : undefined;
+  };
+}
+
+export function diffVolumes(input: {
+  state: DesiredState;
+  pools: Map<string, ObservedPool | null>;
+  volumes: Map<string, ObservedVolume | null>;
+  files: Map<string, ObservedImage | null>;
+  inventory: Inventory;
+  allowReplace: boolean;
+  prune: boolean;
+}): VolumeDiff {
+  const { state, pools, volumes, files, inventory } = input;
+  const out: VolumeDiff = { actions: [], refusals: [], notes: [], needs: [], prunedVolumes: new Set() };
+  const pathOf = imagePathResolver(state, volumes, pools);
+  const refuse = (id: string, message: string) => out.refusals.push({ id, message });
+
+  const specs = orderByDependency(state).filter((s) => s.location.kind === 'pool');
+
+  for (const spec of specs) {
+    if (spec.location.kind !== 'pool') continue;
+    const id = `images.${spec.name}`;
+    const { pool, volume } = spec.location;
+    const poolSpec = state.pools[pool]!;
+    const poolObs = pools.get(pool);
+    const fileBased = FILE_POOLS.includes(poolSpec.type);
+    const poolPending = poolObs === null;
+    if (poolObs && !poolObs.active && !poolSpec.active) {
+      refuse(id, `${spec.origin}: pool ${pool} is inactive (active: false), so its volumes cannot be reconciled`);
+      continue;
+    }
+    if (poolObs && poolObs.definition.type !== poolSpec.type) {
+      out.notes.push(`${id}: reconciled once pools.${pool} has been replaced (run apply again after it)`);
+      continue;
+    }
+    const key = volumeKey(pool, volume);
+    const obs = poolPending || (poolObs && !poolObs.active) ? null : volumes.get(key);
+    if (obs === undefined) continue;
+    const record = inventory.objects[recordKey({ type: 'volume', pool, volume })] as VolumeRecord | undefined;
+    const ours = !!record && !!obs && record.key === obs.key;
+    const poolDeps = poolPending || (poolObs && !poolObs.active) ? [`pools.${pool}`] : [];
+
+    const build = (): { build: VolumeBuild; dependsOn: string[] } | undefined => {
+      const deps = [...poolDeps];
+      const base = { pool, name: volume, format: spec.format, fileBased, qcow2: spec.qcow2, permissions: spec.permissions };
+      const s = spec.source;
+      if (s.kind === 'blank') {
+        return { build: { ...base, capacity: spec.size!, source: { kind: 'blank' } }, dependsOn: deps };
+      }
+      if (s.kind === 'backing') {
+        const dep = 'image' in s ? state.images[s.image]! : undefined;
+        const backingPath = dep ? pathOf(dep) : (s as { path: string }).path;
+        if (!backingPath) return void refuse(id, `${spec.origins.source ?? spec.origin}: the path of images.${dep?.name} is not known before it exists; apply once more after it is created`), undefined;
+        const size = spec.size ?? (dep ? sizeOf(dep) : files.get(backingPath)?.virtualSize);
+        if (size === undefined) return void out.needs.push(backingPath), undefined;
+        const fmt = dep ? (dep.location.kind === 'pool' ? VOL_FORMAT[dep.format] : driverName(dep.format)) : files.get(backingPath)?.driver ?? 'raw';
+        return { build: { ...base, capacity: size, backing: { path: backingPath, format: fmt }, source: { kind: 'blank' } }, dependsOn: deps };
+      }
+      if (s.kind === 'image') {
+        const dep = state.images[s.image]!;
+        const size = spec.size ?? sizeOf(dep);
+        if (size === undefined) return void refuse(id, `${spec.origins.source ?? spec.origin}: the size of images.${dep.name} is not known; declare size`), undefined;
+        if (dep.location.kind === 'pool') {
+          return { build: { ...base, capacity: size, source: { kind: 'volume', pool: dep.location.pool, name: dep.location.volume } }, dependsOn: deps };
+        }
+        return { build: { ...base, capacity: size, source: { kind: 'file', path: dep.location.path, driver: driverName(dep.format) } }, dependsOn: deps };
+      }
+      if (s.kind === 'file') {
+        if (!files.has(s.file)) return void out.needs.push(s.file), undefined;
+        const src = files.get(s.file);
+        if (!src) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${s.file} does not exist`), undefined;
+        if (spec.size !== undefined && spec.size < src.virtualSize) {
+          return void refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than its source ${s.file} (${formatSize(src.virtualSize)}); the volume would lose data`), undefined;
+        }
+        return { build: { ...base, capacity: spec.size ?? src.virtualSize, source: { kind: 'file', path: s.file, driver: src.driver } }, dependsOn: deps };
+      }
+      refuse(id, `${spec.origins.source ?? spec.origin}: building a volume from source.${s.kind} is not supported by this version`);
+      return undefined;
+    };
+
+    const sizeOf = (dep: ImageSpec): number | undefined => {
+      if (dep.size !== undefined) return dep.size;
+      if (dep.location.kind === 'pool') return volumes.get(volumeKey(dep.location.pool, dep.location.volume))?.capacity ?? undefined;
+      return files.get(dep.location.path)?.virtualSize;
+    };
+
+    if (!obs) {
+      if (LUN_POOLS.includes(poolSpec.type)) {
+        const have = poolObs?.volumes ? [...poolObs.volumes.keys()] : [];
+        refuse(id, `${spec.origin}: ${pool} is a ${poolSpec.type} pool, whose volumes are the target's LUNs; there is no volume ${volume}${have.length ? ` (it has: ${have.join(', ')})` : ''}`);
+        continue;
+      }
+      if (spec.publish.length) {
+        refuse(id, `${spec.origin}: publish (copies in object storage) is not supported by this version`);
+        continue;
+      }
+      const b = build();
+      if (!b) continue;
+      out.actions.push({
+        id, resource: 'volume', kind: 'create', reason: `new volume ${volume} in pool ${pool} (${spec.format}, ${formatSize(b.build.capacity)})`,
+        destructive: false, changes: [], dependsOn: b.dependsOn, op: { type: 'volume.create', build: b.build, recorded: recordedOptions(spec), imageName: spec.name },
+      });
+      continue;
+    }
+
+    const rebuild: Change[] = [];
+    if (ours && record.status === 'building') rebuild.push({ field: 'state', from: 'incomplete (an apply was interrupted)', to: 'complete' });
+    if (fileBased && obs.format && obs.format !== VOL_FORMAT[spec.format]) {
+      rebuild.push({ field: 'format', from: obs.format === 'vpc' ? 'vhd' : obs.format, to: spec.format });
+    }
+    if (spec.source.kind === 'backing') {
+      const dep = 'image' in spec.source ? state.images[spec.source.image] : undefined;
+      const want = dep ? pathOf(dep) : (spec.source as { path: string }).path;
+      if (want && obs.backing !== want) rebuild.push({ field: 'backing', from: obs.backing ?? 'none', to: want });
+    }
+    const q = spec.qcow2;
+    if (spec.format === 'qcow2' && fileBased && q && (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined) && obs.format === 'qcow2') {
+      // libvirt's volume XML does not report these; qemu-img does (cached by file stat).
+      if (!files.has(obs.path)) {
+        out.needs.push(obs.path);
+        continue;
+      }
+      const f = files.get(obs.path);
+      if (f) {
+        if (q.clusterSize !== undefined && f.clusterSize !== q.clusterSize) rebuild.push({ field: 'qcow2.clusterSize', from: f.clusterSize ? formatSize(f.clusterSize) : 'unset', to: formatSize(q.clusterSize) });
+        if (q.lazyRefcounts !== undefined && f.qcow2?.lazyRefcounts !== q.lazyRefcounts) rebuild.push({ field: 'qcow2.lazyRefcounts', from: String(f.qcow2?.lazyRefcounts), to: String(q.lazyRefcounts) });
+        if (q.compat !== undefined && f.qcow2?.compat !== q.compat) rebuild.push({ field: 'qcow2.compat', from: String(f.qcow2?.compat), to: q.compat });
+      }
+    }
+    if (ours && record.status === 'ready') {
+      for (const [k, v] of Object.entries(recordedOptions(spec))) {
+        const had = record.recorded[k] ?? (k === 'preallocation' ? 'off' : k === 'compressed' ? 'false' : 'unknown');
+        if (had !== v) rebuild.push({ field: k === 'source' ? 'source' : `qcow2.${k}`, from: had, to: v });
+      }
+    }
+    const canGrow = RESIZABLE_POOLS.has(poolSpec.type) && (spec.format === 'qcow2' || spec.format === 'raw');
+    const size = decideSize(spec.size, obs.capacity, sizeTolerance(spec.format), canGrow, fileBased ? spec.format : `a ${poolSpec.type} volume`);
+    if (size.kind === 'shrink') {
+      refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size!)} is smaller than volume ${volume} in pool ${pool} (${formatSize(size.from)}); shrinking destroys data and is refused. Declare at least ${formatSize(size.from)}`);
+      continue;
+    }
+    const update: Change[] = [];
+    let grow: number | undefined;
+    if (size.kind === 'rebuild' || (size.kind === 'grow' && rebuild.length)) rebuild.push(size.change);
+    else if (size.kind === 'grow') {
+      update.push(size.change);
+      grow = spec.size;
+    }
+    const perm = fileBased ? permissionChanges(spec.permissions, { uid: obs.permissions?.owner, gid: obs.permissions?.group, mode: obs.permissions?.mode }) : [];
+
+    if (rebuild.length) {
+      const incomplete = ours && record.status === 'building';
+      if (spec.protect && !incomplete) {
+        refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} would be replaced (${reasonOf(rebuild)}), but the image has protect: true`);
+        continue;
+      }
+      if (!input.allowReplace && !incomplete) {
+        refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} must be rebuilt (${reasonOf(rebuild)}); this replaces it and its data. Re-run with --allow-replace to allow it`);
+        continue;
+      }
+      const b = build();
+      if (!b) continue;
+      out.actions.push({
+        id, resource: 'volume', kind: 'replace', reason: reasonOf(rebuild), destructive: !incomplete, changes: rebuild, dependsOn: b.dependsOn,
+        op: { type: 'volume.replace', build: b.build, recorded: recordedOptions(spec), imageName: spec.name },
+      });
+      continue;
+    }
+    const changes = [...update, ...perm];
+    if (changes.length) {
+      const allocate = spec.qcow2?.preallocation === 'falloc' || spec.qcow2?.preallocation === 'full';
+      out.actions.push({
+        id, resource: 'volume', kind: 'update', reason: reasonOf(changes), destructive: false, changes, dependsOn: [],
+        op: { type: 'volume.update', pool, name: volume, resize: grow !== undefined ? { capacity: grow, allocate } : undefined, chmod: perm.length ? { path: obs.path, permissions: spec.permissions! } : undefined },
+      });
+    } else {
+      out.actions.push({ id, resource: 'volume', kind: 'no-op', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: { type: 'none' } });
+    }
+  }
+
+  const declared = new Set(specs.map((s) => (s.location.kind === 'pool' ? volumeKey(s.location.pool, s.location.volume) : '')));
+  for (const [k, rec] of Object.entries(inventory.objects)) {
+    if (rec.type !== 'volume' || declared.has(volumeKey(rec.pool, rec.volume))) continue;
+    const id = `inventory:volume/${volumeKey(rec.pool, rec.volume)}`;
+    const obs = volumes.get(volumeKey(rec.pool, rec.volume));
+    if (obs === undefined) continue;
+    if (!input.prune) {
+      out.notes.push(`volume ${rec.volume} in pool ${rec.pool} (was images.${rec.name}) left the YAML; \`apply --prune\` deletes it`);
+      continue;
+    }
+    const forget = !obs || obs.key !== rec.key;
+    if (!forget) out.prunedVolumes.add(volumeKey(rec.pool, rec.volume));
+    out.actions.push({
+      id, resource: 'volume', kind: 'delete', destructive: !forget, changes: [], dependsOn: [],
+      reason: !obs ? 'already gone; forgotten from the inventory' : forget ? 'replaced by a volume reconcile did not create: forgotten, not deleted' : `images.${rec.name} left the YAML (${formatSize(obs.capacity)} ${obs.format ?? 'volume'})`,
+      op: { type: 'volume.delete', pool: rec.pool, name: rec.volume, exists: !forget, inventoryKey: k },
+    });
+  }
+  return out;
+}
+
+function driverName(format: ImageSpec['format']): string {
+  return VOL_FORMAT[format];
+}
