@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import type { PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const CLI = path.join(ROOT, 'dist', 'cli.js');
@@ -27,7 +28,12 @@ export interface Sandbox {
   cleanup(): Promise<void>;
 }
 
-export async function sandbox(name: string): Promise<Sandbox> {
+export interface SandboxOptions {
+  /** run the CLI inside this daemon's mount namespace, connected to it */
+  libvirt?: PrivateLibvirtd;
+}
+
+export async function sandbox(name: string, opts: SandboxOptions = {}): Promise<Sandbox> {
   const dir = await mkdtemp(path.join(tmpdir(), `vr-${name}-`));
   const stateDir = path.join(dir, 'state');
   const trace = path.join(dir, 'trace.jsonl');
@@ -35,7 +41,11 @@ export async function sandbox(name: string): Promise<Sandbox> {
     dir,
     stateDir,
     trace,
-    run: (...args) => cli([...args, ...(args.includes('-f') ? [] : ['-f', path.join(dir, 'storage.yaml')]), '--state-dir', stateDir], { VIRT_RECONCILE_TRACE: trace }),
+    run: (...args) => {
+      const full = [...args, ...(args.includes('-f') ? [] : ['-f', path.join(dir, 'storage.yaml')]), '--state-dir', stateDir];
+      if (opts.libvirt) full.push('--connect', opts.libvirt.uri);
+      return cli(full, { VIRT_RECONCILE_TRACE: trace }, opts.libvirt?.nsenter);
+    },
     spawned: async () => (await readFile(trace, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as string[]),
     resetTrace: () => rm(trace, { force: true }),
     yaml: async (text, file = 'storage.yaml') => {
@@ -48,8 +58,9 @@ export async function sandbox(name: string): Promise<Sandbox> {
   return sb;
 }
 
-export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const r = await execa('node', [CLI, ...args], { reject: false, env: { ...env }, cwd: ROOT });
+export async function cli(args: string[], env: Record<string, string> = {}, prefix: string[] = []): Promise<CliResult> {
+  const argv = [...prefix, 'node', CLI, ...args];
+  const r = await execa(argv[0]!, argv.slice(1), { reject: false, env: { ...env }, cwd: ROOT });
   return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
@@ -66,4 +77,15 @@ export function writers(argvs: string[][]): string[][] {
 
 export async function qemuImg(...args: string[]): Promise<string> {
   return String((await execa('qemu-img', args)).stdout);
+}
+
+/** virsh against a private daemon, for assertions on what libvirt reports. */
+export async function virsh(lv: PrivateLibvirtd, ...args: string[]): Promise<string> {
+  return String((await execa('virsh', ['-q', '-c', lv.uri, ...args])).stdout);
+}
+
+/** Runs a command inside the daemon's mount namespace (where fs pools are mounted). */
+export async function inNs(lv: PrivateLibvirtd, ...argv: string[]): Promise<string> {
+  const full = [...lv.nsenter, ...argv];
+  return String((await execa(full[0]!, full.slice(1))).stdout);
 }

@@ -64,8 +64,9 @@ export function canResize(format: Format, encrypted: boolean): boolean {
  * 512-byte sectors, and VHD images made by other tools round up to a CHS geometry
  * (16 heads × 255 sectors). Within this tolerance an image is in sync.
  */
-export function sizeTolerance(format: Format): number {
-  return format === 'vhd' ? 16 * 255 * 512 + 512 : 1024;
+export function sizeTolerance(format: Format, observedDriver?: string): number {
+  // When the format changes, the existing image was rounded by its own format's rules.
+  return format === 'vhd' || observedDriver === 'vpc' ? 16 * 255 * 512 + 512 : 1024;
 }
 
 const limit = pLimit(4);

@@ -191,11 +191,28 @@ export async function buildPool(v: Virsh, name: string, type: PoolSpec['type']):
     await v.exec(['pool-build', name]);
     return;
   }
-  await v.exec(['pool-build', name, ...(type === 'dir' ? [] : ['--no-overwrite'])]);
+  try {
+    await v.exec(['pool-build', name, ...(type === 'dir' ? [] : ['--no-overwrite'])]);
+  } catch (e) {
+    // A device that already holds the pool's filesystem/label is what we want: keep it.
+    if (/Storage pool already built/.test((e as Error).message)) return;
+    throw new Error(`could not build ${type} pool ${name}: ${libvirtMessage(e)}`);
+  }
 }
 
-export async function startPool(v: Virsh, name: string): Promise<void> {
-  await v.exec(['pool-start', name]);
+export async function startPool(v: Virsh, name: string, type?: string): Promise<void> {
+  try {
+    await v.exec(['pool-start', name]);
+  } catch (e) {
+    throw new Error(`could not start ${type ?? ''} pool ${name}: ${libvirtMessage(e)}`.replace('  ', ' '));
+  }
+}
+
+/** The useful part of virsh's error output. */
+export function libvirtMessage(e: unknown): string {
+  const stderr = (e as { stderr?: string }).stderr ?? (e as Error).message;
+  const lines = stderr.split('\n').map((l) => l.replace(/^error:\s*/, '').trim()).filter(Boolean);
+  return lines.filter((l) => !/^Failed to (start|build) pool/.test(l)).join('; ') || lines.join('; ');
 }
 
 export async function stopPool(v: Virsh, name: string): Promise<void> {

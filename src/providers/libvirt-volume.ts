@@ -121,7 +121,15 @@ export async function createVolume(v: Virsh, b: VolumeBuild): Promise<void> {
       await v.exec(['vol-create-from', b.pool, xmlFile, src.name, '--inputpool', src.pool, ...prealloc]);
       return;
     }
-    await v.exec(['vol-create', b.pool, xmlFile, ...prealloc]);
+    try {
+      await v.exec(['vol-create', b.pool, xmlFile, ...prealloc]);
+    } catch (e) {
+      // Disk pools: libvirt re-reads the partition table right after parted, and without
+      // udev the new partition may not be visible yet. Look again before calling it failed.
+      await v.exec(['pool-refresh', b.pool]).catch(() => undefined);
+      const made = await v.exec(['vol-info', '--pool', b.pool, b.name, '--bytes']).catch(() => undefined);
+      if (!made || Number(/Capacity:\s+(\d+)/.exec(made)?.[1] ?? 0) < b.capacity * 0.99) throw e;
+    }
     if (src.kind === 'file') {
       try {
         const scratch = path.join(dir, `upload.${b.format}`);

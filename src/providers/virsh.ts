@@ -26,6 +26,7 @@ const ABSENT = [
   /storage pool '[^']*' is not active/,
   /Domain not found/,
   /failed to get (pool|vol|domain)/,
+  /Failed to list volumes/,
 ];
 
 /** virsh's own command-line syntax: single quotes keep everything literal. */

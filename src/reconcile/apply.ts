@@ -112,7 +112,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         await save();
         if (op.active) {
           await buildPool(v, op.name, op.definition.type);
-          await startPool(v, op.name);
+          await startPool(v, op.name, op.definition.type);
         }
         await setAutostart(v, op.name, op.autostart);
         return;
@@ -122,8 +122,9 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         if (op.redefine) await definePool(v, op.name, op.redefine);
         if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
         if (op.start) {
-          await buildPool(v, op.name, (op.redefine ?? parsePoolXml(await v.exec(['pool-dumpxml', op.name])).definition).type);
-          await startPool(v, op.name);
+          const type = (op.redefine ?? parsePoolXml(await v.exec(['pool-dumpxml', op.name])).definition).type;
+          await buildPool(v, op.name, type);
+          await startPool(v, op.name, type);
         }
         if (op.stop) await stopPool(v, op.name);
         if (op.autostart !== undefined) await setAutostart(v, op.name, op.autostart);

@@ -179,7 +179,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     }
 
     let grow: number | undefined;
-    const size = decideSize(spec.size, obs.virtualSize, sizeTolerance(spec.format), canResize(spec.format, !!spec.encryption), spec.format);
+    const size = decideSize(spec.size, obs.virtualSize, sizeTolerance(spec.format, obs.driver), canResize(spec.format, !!spec.encryption), spec.format);
     if (size.kind === 'shrink') {
       refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size!)} is smaller than the image at ${p} (${formatSize(size.from)}); shrinking an image destroys data and is refused. Declare at least ${formatSize(size.from)}`);
       continue;

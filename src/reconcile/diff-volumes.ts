@@ -20,6 +20,7 @@ export interface VolumeDiff {
   prunedVolumes: Set<string>;
 }
 
+
 export const volumeKey = (pool: string, volume: string) => `${pool}/${volume}`;
 
 // Resizing through libvirt: files (qemu-img resize / truncate), LVs (lvresize), RBD images.
@@ -169,8 +170,12 @@ export function diffVolumes(input: {
         if (had !== v) rebuild.push({ field: k === 'source' ? 'source' : `qcow2.${k}`, from: had, to: v });
       }
     }
+    if (LUN_POOLS.includes(poolSpec.type) && spec.size !== undefined && obs.capacity < spec.size) {
+      refuse(id, `${spec.origins.size ?? spec.origin}: ${volume} is a LUN of ${formatSize(obs.capacity)} on the iSCSI target; reconcile cannot grow it to ${formatSize(spec.size)}. Grow the LUN on the target`);
+      continue;
+    }
     const canGrow = RESIZABLE_POOLS.has(poolSpec.type) && (spec.format === 'qcow2' || spec.format === 'raw');
-    const size = decideSize(spec.size, obs.capacity, sizeTolerance(spec.format), canGrow, fileBased ? spec.format : `a ${poolSpec.type} volume`);
+    const size = decideSize(spec.size, obs.capacity, sizeTolerance(spec.format, obs.format), canGrow, fileBased ? spec.format : `a ${poolSpec.type} volume`);
     if (size.kind === 'shrink') {
       refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size!)} is smaller than volume ${volume} in pool ${pool} (${formatSize(size.from)}); shrinking destroys data and is refused. Declare at least ${formatSize(size.from)}`);
       continue;

@@ -82,6 +82,9 @@ function checkPoolImage(c: Checker, base: FieldPath, raw: Raw, pool: Raw, format
   if (!fileBased && format !== 'raw') {
     c.err(raw.format !== undefined ? p('format') : base, `a ${pool.type} pool holds raw block volumes; format must be raw (got ${format})`, raw.format === undefined);
   }
+  if (fileBased && format === 'vhdx') {
+    c.err(raw.format !== undefined ? p('format') : base, "libvirt's volume formats do not include vhdx; declare a vhdx image with path:", raw.format === undefined);
+  }
   if (LUN_POOLS.includes(pool.type) && raw.source !== undefined) {
     c.err(p('source'), `volumes of a ${pool.type} pool are LUNs that exist on the target; they are adopted, not built from a source`);
   }
@@ -111,6 +114,9 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
     const fmt: Format = raw.format ?? defaults?.format ?? 'qcow2';
     location = { kind: 'pool', pool: raw.pool, volume: raw.volume ?? (fileBased ? `${name}.${VOLUME_EXT[fmt]}` : name) };
     if (pool) checkPoolImage(c, base, raw, pool, fmt);
+    if (pool?.type === 'disk' && raw.volume === undefined) {
+      c.err(base, `a disk pool's volumes are partitions named after its device (e.g. sdb1, loop0p1); set volume:`, true);
+    }
   } else if (raw.path !== undefined) location = { kind: 'path', path: raw.path };
   else c.err(base, 'missing location: set exactly one of pool (a declared pool) or path (an absolute file path)', true);
   if (raw.volume !== undefined && raw.pool === undefined) c.err(p('volume'), 'names a volume in a pool; it needs pool', true);
@@ -141,7 +147,9 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
 
   let size: number | undefined;
   if (raw.size !== undefined) size = c.size(p('size'), raw.size);
-  else if (raw.source === undefined) c.err(base, 'missing required field "size": a blank image needs a virtual size', true);
+  else if (raw.source === undefined && !LUN_POOLS.includes((pools[raw.pool] as Raw)?.type)) {
+    c.err(base, 'missing required field "size": a blank image needs a virtual size', true);
+  }
   const max = MAX_SIZE[format];
   if (size !== undefined && max !== undefined && size > max) c.err(p('size'), `${formatSize(size)} exceeds the ${format} limit of ${formatSize(max)}`);
 

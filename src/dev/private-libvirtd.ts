@@ -1,0 +1,102 @@
+// A libvirtd of our own for tests and the benchmark: a private mount namespace with private
+// /run/libvirt, /var/lib/libvirt, /etc/libvirt, /var/log/libvirt and /var/cache/libvirt, so
+// the host's own libvirt objects are never seen or touched. Stopped by pid.
+import { spawn } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+
+export interface PrivateLibvirtd {
+  /** connection URI through the private socket (usable from outside the namespace) */
+  uri: string;
+  pid: number;
+  base: string;
+  /** argv prefix that runs a command inside the daemon's mount namespace */
+  nsenter: string[];
+  stop(): Promise<void>;
+}
+
+const DIRS: Record<string, string> = {
+  run: '/run/libvirt',
+  lib: '/var/lib/libvirt',
+  etc: '/etc/libvirt',
+  log: '/var/log/libvirt',
+  cache: '/var/cache/libvirt',
+};
+
+export async function startPrivateLibvirtd(): Promise<PrivateLibvirtd> {
+  const base = await mkdtemp(path.join(tmpdir(), 'vr-libvirtd-'));
+  for (const [d, target] of Object.entries(DIRS)) {
+    await mkdir(path.join(base, d), { recursive: true });
+    await mkdir(target, { recursive: true }); // mount points must exist on the host
+  }
+  // Daemon settings only: no copied pool, network or domain definitions, which would autostart.
+  for (const f of await readdir('/etc/libvirt').catch(() => [] as string[])) {
+    if (f.endsWith('.conf')) await copyFile(path.join('/etc/libvirt', f), path.join(base, 'etc', f));
+  }
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const script = [
+    'set -e',
+    ...Object.entries(DIRS).map(([d, target]) => `mount --bind ${q(path.join(base, d))} ${q(target)}`),
+    `virtlogd -d -p ${q(path.join(base, 'run', 'virtlogd.pid'))}`,
+    `exec libvirtd -p ${q(path.join(base, 'run', 'libvirtd.pid'))}`,
+  ].join('\n');
+  // unshare and sh both exec: the child's pid is libvirtd's.
+  const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const pid = child.pid!;
+  const uri = `qemu:///system?socket=${path.join(base, 'run', 'libvirt-sock')}`;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let up = false;
+  for (let i = 0; i < 200 && child.exitCode === null; i++) {
+    const r = await execa('virsh', ['-q', '-c', uri, 'uri'], { reject: false });
+    if (r.exitCode === 0) {
+      up = true;
+      break;
+    }
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  child.unref();
+  const self: PrivateLibvirtd = {
+    uri,
+    pid,
+    base,
+    nsenter: ['nsenter', `--mount=/proc/${pid}/ns/mnt`, '--'],
+    stop: async () => {
+      const ns = await readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined);
+      process.kill(pid, 'SIGTERM');
+      const timeout = new Promise<'timeout'>((res) => setTimeout(() => res('timeout'), 10_000));
+      if ((await Promise.race([exited, timeout])) === 'timeout') process.kill(pid, 'SIGKILL');
+      // virtlogd and any guest or helper left in the namespace go too; nothing else is touched.
+      if (ns) {
+        for (const p of await readdir('/proc')) {
+          if (!/^\d+$/.test(p)) continue;
+          const link = await readlink(`/proc/${p}/ns/mnt`).catch(() => undefined);
+          if (link === ns) {
+            try {
+              process.kill(Number(p), 'SIGKILL');
+            } catch {
+              /* already gone */
+            }
+          }
+        }
+      }
+      const logPid = Number((await readFile(path.join(base, 'run', 'virtlogd.pid'), 'utf8').catch(() => '0')).trim());
+      if (logPid) {
+        try {
+          process.kill(logPid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+      await rm(base, { recursive: true, force: true });
+    },
+  };
+  if (!up) {
+    await self.stop().catch(() => undefined);
+    throw new Error(`private libvirtd did not start: ${stderr.trim().split('\n').slice(-3).join(' / ')}`);
+  }
+  return self;
+}

@@ -1,0 +1,193 @@
+// dir pools and their volumes in a private libvirtd: every assertion reads what virsh
+// (and qemu-img, for qcow2 details) reports afterwards.
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
+import { qemuImg, qemuInfo, sandbox, virsh, writers, type Sandbox } from './helpers.js';
+
+const MiB = 1024 * 1024;
+let lv: PrivateLibvirtd;
+let sb: Sandbox;
+const p = (f: string) => path.join(sb.dir, f);
+
+beforeAll(async () => {
+  lv = await startPrivateLibvirtd();
+  sb = await sandbox('pools', { libvirt: lv });
+  await qemuImg('create', '-q', '-f', 'raw', p('seed.raw'), '3M');
+  await execa('qemu-io', ['-f', 'raw', '-c', 'write -P 0x7e 0 2M', p('seed.raw')]);
+});
+afterAll(async () => {
+  await lv?.stop();
+  await sb?.cleanup();
+});
+
+const POOL = `version: 1
+pools:
+  vm:
+    type: dir
+    path: $DIR/pool
+    permissions: { owner: 0, group: 0, mode: "0711" }
+    capacityAlert: 1%
+`;
+
+describe('dir pool', () => {
+  it('is defined, built, started and autostarted with the right XML and permissions', async () => {
+    await sb.yaml(POOL);
+    const r = await sb.run('apply');
+    expect(r.stdout).toMatch(/Apply complete: 1 created/);
+    const xml = await virsh(lv, 'pool-dumpxml', 'vm');
+    expect(xml).toContain("<pool type='dir'>");
+    expect(xml).toContain(`<path>${p('pool')}</path>`);
+    expect(xml).toMatch(/<mode>0711<\/mode>/);
+    const info = await virsh(lv, 'pool-info', 'vm');
+    expect(info).toMatch(/State:\s+running/);
+    expect(info).toMatch(/Autostart:\s+yes/);
+    expect(statSync(p('pool')).mode & 0o777).toBe(0o711);
+  });
+
+  it('a second apply plans nothing and spawns one read-only virsh process', async () => {
+    await sb.resetTrace();
+    const r = await sb.run('apply');
+    expect(r.stdout).toMatch(/No changes/);
+    const spawned = await sb.spawned();
+    expect(spawned.length).toBe(1);
+    expect(spawned[0]!.slice(0, 2)).toEqual(['virsh', '-q']);
+    expect(spawned[0]![4]).toMatch(/^pool-info vm ; echo/);
+  });
+
+  it('heals drift: stopped and not autostarted pool is started and autostarted again', async () => {
+    await virsh(lv, 'pool-autostart', 'vm', '--disable');
+    await virsh(lv, 'pool-destroy', 'vm');
+    const plan = await sb.run('plan', '--detailed-exitcode');
+    expect(plan.code).toBe(2);
+    expect(plan.stdout).toMatch(/~ pools\.vm\s+update\s+state inactive -> active, autostart false -> true/);
+    await sb.run('apply');
+    const info = await virsh(lv, 'pool-info', 'vm');
+    expect(info).toMatch(/State:\s+running/);
+    expect(info).toMatch(/Autostart:\s+yes/);
+  });
+
+  it('show lists capacity, allocation, available and flags a pool over its capacityAlert', async () => {
+    const r = await sb.run('show', '-o', 'json');
+    const pool = JSON.parse(r.stdout).pools[0];
+    expect(pool).toMatchObject({ name: 'vm', type: 'dir', active: true, autostart: true, capacityAlert: 1, status: 'in-sync' });
+    expect(pool.capacity).toBeGreaterThan(0);
+    expect(pool.available).toBeGreaterThan(0);
+    expect(pool.overAlert).toBe(pool.usedPercent >= 1);
+    const text = await sb.run('show');
+    expect(text.stdout).toMatch(/^vm\s+dir\s+active\s+yes\s+\d/m);
+    if (pool.overAlert) expect(text.stdout).toMatch(/warning: pool vm is .*% allocated, over its capacityAlert of 1%/);
+  });
+});
+
+describe('volumes in a dir pool', () => {
+  const IMAGES = `
+images:
+  base: { pool: vm, size: 64M, qcow2: { clusterSize: 128K, lazyRefcounts: true, preallocation: metadata }, permissions: { mode: "0640" } }
+  plain: { pool: vm, size: 64M }
+  rawfull: { pool: vm, format: raw, size: 8M, qcow2: {} }
+  vhd: { pool: vm, format: vhd, size: 16M }
+  vmdk: { pool: vm, format: vmdk, size: 16M }
+  imported: { pool: vm, size: 8M, source: { file: $DIR/seed.raw } }
+  copy: { pool: vm, format: raw, source: { image: imported } }
+  overlay: { pool: vm, source: { backing: base } }
+  named: { pool: vm, volume: custom-name.qcow2, size: 4M }
+  fromvol: { path: $DIR/from-volume.qcow2, source: { image: imported } }
+`;
+
+  it('creates every format with its options, and every source', async () => {
+    await sb.yaml(POOL + IMAGES.replace('qcow2: {} }', '}'));
+    const r = await sb.run('apply');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/Apply complete: 10 created/);
+    const vol = async (name: string) => virsh(lv, 'vol-dumpxml', '--pool', 'vm', name);
+    expect(await vol('base.qcow2')).toMatch(/<capacity unit='bytes'>67108864<\/capacity>[\s\S]*<format type='qcow2'\/>[\s\S]*<mode>0640<\/mode>/);
+    const base = await qemuInfo(p('pool/base.qcow2'));
+    expect(base['cluster-size']).toBe(128 * 1024);
+    expect(base['format-specific'].data).toMatchObject({ compat: '1.1', 'lazy-refcounts': true });
+    // metadata preallocation (not full): much more than a plain qcow2, much less than its capacity
+    expect(statSync(p('pool/base.qcow2')).size).toBeGreaterThan(statSync(p('pool/plain.qcow2')).size);
+    expect(base['actual-size']).toBeLessThan(32 * MiB);
+    expect(await vol('rawfull.img')).toMatch(/<format type='raw'\/>/);
+    expect(await vol('vhd.vhd')).toMatch(/<format type='vpc'\/>/);
+    expect(await vol('vmdk.vmdk')).toMatch(/<format type='vmdk'\/>/);
+    expect(await vol('custom-name.qcow2')).toMatch(/<capacity unit='bytes'>4194304</);
+    await expect(qemuImg('compare', '-F', 'raw', p('pool/imported.qcow2'), p('seed.raw'))).resolves.toMatch(/identical/);
+    expect((await qemuInfo(p('pool/imported.qcow2')))['virtual-size']).toBe(8 * MiB);
+    await expect(qemuImg('compare', p('pool/copy.img'), p('pool/imported.qcow2'))).resolves.toMatch(/identical/);
+    expect(await vol('overlay.qcow2')).toContain(`<path>${p('pool/base.qcow2')}</path>`);
+    await expect(qemuImg('compare', p('from-volume.qcow2'), p('pool/imported.qcow2'))).resolves.toMatch(/identical/);
+  });
+
+  it('is idempotent: no writer, one virsh process, no qemu-img', async () => {
+    await sb.resetTrace();
+    const r = await sb.run('apply');
+    expect(r.stdout).toMatch(/No changes\. The host matches the desired state \(11 object\(s\) in sync\)/);
+    const spawned = await sb.spawned();
+    expect(writers(spawned)).toEqual([]);
+    expect(spawned.map((a) => a[0])).toEqual(['virsh']);
+  });
+
+  it('grows with vol-resize in place, refuses to shrink, guards a format change', async () => {
+    const key = await virsh(lv, 'vol-key', '--pool', 'vm', 'plain.qcow2');
+    await sb.yaml(POOL + IMAGES.replace('plain: { pool: vm, size: 64M }', 'plain: { pool: vm, size: 96M }').replace('qcow2: {} }', '}'));
+    const grow = await sb.run('apply');
+    expect(grow.stdout).toMatch(/images\.plain: updating \(size 64 MiB -> 96 MiB\)/);
+    expect(await virsh(lv, 'vol-dumpxml', '--pool', 'vm', 'plain.qcow2')).toMatch(/<capacity unit='bytes'>100663296</);
+    expect(await virsh(lv, 'vol-key', '--pool', 'vm', 'plain.qcow2')).toBe(key);
+
+    await sb.yaml(POOL + IMAGES.replace('plain: { pool: vm, size: 64M }', 'plain: { pool: vm, size: 32M }').replace('qcow2: {} }', '}'));
+    const shrink = await sb.run('apply');
+    expect(shrink.code).toBe(1);
+    expect(shrink.stderr).toMatch(/size 32 MiB is smaller than volume plain\.qcow2 in pool vm \(96 MiB\); shrinking destroys data and is refused/);
+
+    await sb.yaml(POOL + IMAGES.replace('vhd: { pool: vm, format: vhd, size: 16M }', 'vhd: { pool: vm, format: vmdk, volume: vhd.vhd, size: 16M }').replace('plain: { pool: vm, size: 64M }', 'plain: { pool: vm, size: 96M }').replace('qcow2: {} }', '}'));
+    const refused = await sb.run('apply');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/volume vhd\.vhd in pool vm must be rebuilt \(format vhd -> vmdk\).*--allow-replace/);
+    expect(await virsh(lv, 'vol-dumpxml', '--pool', 'vm', 'vhd.vhd')).toMatch(/<format type='vpc'\/>/);
+    expect((await sb.run('apply', '--allow-replace')).stdout).toMatch(/1 replaced/);
+    expect(await virsh(lv, 'vol-dumpxml', '--pool', 'vm', 'vhd.vhd')).toMatch(/<format type='vmdk'\/>/);
+  });
+
+  it('prunes only its own volumes, and the pool only once it holds nothing else', async () => {
+    await execa('qemu-img', ['create', '-q', '-f', 'qcow2', p('pool/someone-elses.qcow2'), '1M']);
+    await virsh(lv, 'pool-refresh', 'vm');
+    await sb.yaml(POOL + IMAGES.replace(/  named:.*\n/, '').replace(/  fromvol:.*\n/, '').replace('qcow2: {} }', '}').replace('plain: { pool: vm, size: 64M }', 'plain: { pool: vm, size: 96M }').replace('vhd: { pool: vm, format: vhd, size: 16M }', 'vhd: { pool: vm, format: vmdk, volume: vhd.vhd, size: 16M }'));
+    const r = await sb.run('apply', '--prune');
+    expect(r.stdout).toMatch(/2 deleted/);
+    await expect(virsh(lv, 'vol-info', '--pool', 'vm', 'custom-name.qcow2')).rejects.toThrow(/not found/);
+    expect(statSync(p('from-volume.qcow2'), { throwIfNoEntry: false })).toBeUndefined();
+
+    await sb.yaml('version: 1\n');
+    const refused = await sb.run('apply', '--prune');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/pool vm left the YAML, but it still holds 1 volume\(s\) not being pruned \(someone-elses\.qcow2\)/);
+    expect(await virsh(lv, 'vol-list', 'vm')).toContain('base.qcow2');
+
+    await execa('rm', [p('pool/someone-elses.qcow2')]);
+    await virsh(lv, 'pool-refresh', 'vm');
+    const all = await sb.run('apply', '--prune');
+    expect(all.code).toBe(0);
+    expect(all.stdout).toMatch(/Apply complete: 0 created, 0 updated, 0 replaced, 9 deleted/);
+    expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/\bvm\b/);
+    expect(statSync(p('pool'), { throwIfNoEntry: false })).toBeUndefined();
+  });
+});
+
+describe('dir pool replace', () => {
+  it('a changed target path needs --allow-replace', async () => {
+    await sb.yaml('version: 1\npools:\n  r: { type: dir, path: $DIR/r1 }\n');
+    await sb.run('apply');
+    await sb.yaml('version: 1\npools:\n  r: { type: dir, path: $DIR/r2 }\n');
+    const refused = await sb.run('apply');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/pool r must be redefined \(path .*r1 -> .*r2\); libvirt cannot change this in place\. Re-run with --allow-replace/);
+    const ok = await sb.run('apply', '--allow-replace');
+    expect(ok.stdout).toMatch(/1 replaced/);
+    expect(await virsh(lv, 'pool-dumpxml', 'r')).toContain(`<path>${p('r2')}</path>`);
+    expect(await virsh(lv, 'pool-info', 'r')).toMatch(/State:\s+running/);
+  });
+});
