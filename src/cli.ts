@@ -161,6 +161,7 @@ async function cmdApply(a: Args): Promise<number> {
     }
     const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: virshFor(a, plan.connection) });
     print(a.output === 'json' ? JSON.stringify(result, null, 2) : renderSummary(result));
+    if (a.output === 'text' && plan.notes.length) print(['', 'Notes:', ...plan.notes.map((n) => `  ${n}`)].join('\n'));
     return result.counts.failed ? EXIT.error : EXIT.ok;
   } finally {
     await lock.release();

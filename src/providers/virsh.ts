@@ -23,7 +23,7 @@ const MAX_BATCH_CHARS = 100_000;
 const ABSENT = [
   /Storage pool not found/,
   /Storage volume not found/,
-  /storage pool '[^']*' is not active/,
+  /(storage )?pool '[^']*' is not active/,
   /Domain not found/,
   /failed to get (pool|vol|domain)/,
   /Failed to list volumes/,

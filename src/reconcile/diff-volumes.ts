@@ -122,6 +122,10 @@ export function diffVolumes(input: {
     };
 
     if (!obs) {
+      if (LUN_POOLS.includes(poolSpec.type) && poolDeps.length) {
+        out.notes.push(`${id}: the LUNs of pools.${pool} are known once the pool is started; the next apply checks for ${volume}`);
+        continue;
+      }
       if (LUN_POOLS.includes(poolSpec.type)) {
         const have = poolObs?.volumes ? [...poolObs.volumes.keys()] : [];
         refuse(id, `${spec.origin}: ${pool} is a ${poolSpec.type} pool, whose volumes are the target's LUNs; there is no volume ${volume}${have.length ? ` (it has: ${have.join(', ')})` : ''}`);

@@ -1,0 +1,168 @@
+// fs pools (ext4, xfs) and a disk pool on loop devices, iscsi-direct against a tgtd on
+// 127.0.0.1, and XML round trips plus clear errors for the types this host cannot start.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
+import { inNs, sandbox, virsh, type Sandbox } from './helpers.js';
+
+let lv: PrivateLibvirtd;
+let sb: Sandbox;
+const loops: string[] = [];
+const p = (f: string) => path.join(sb.dir, f);
+
+async function loopDevice(name: string, size: string): Promise<string> {
+  await execa('truncate', ['-s', size, p(name)]);
+  const dev = String((await execa('losetup', ['--find', '--show', p(name)])).stdout).trim();
+  loops.push(dev);
+  return dev;
+}
+
+beforeAll(async () => {
+  lv = await startPrivateLibvirtd();
+  sb = await sandbox('pooltypes', { libvirt: lv });
+});
+afterAll(async () => {
+  await lv?.stop(); // unmounts: the namespace goes with its last process
+  for (const d of loops) await execa('losetup', ['-d', d], { reject: false });
+  await sb?.cleanup();
+});
+
+describe('fs pools on loop devices', () => {
+  it.each(['ext4', 'xfs'])('%s: built (mkfs), mounted, holds volumes; an existing filesystem is kept', async (fs) => {
+    const dev = await loopDevice(`${fs}.img`, '320M');
+    const yaml = `version: 1\npools:\n  ${fs}pool: { type: fs, path: $DIR/mnt-${fs}, source: { device: ${dev}, format: ${fs} } }\nimages:\n  ${fs}vol: { pool: ${fs}pool, size: 32M }\n`;
+    await sb.yaml(yaml, `${fs}.yaml`);
+    const r = await sb.run('apply', '-f', p(`${fs}.yaml`));
+    expect(r.stdout).toMatch(/Apply complete: 2 created/);
+    expect(String((await execa('blkid', ['-o', 'value', '-s', 'TYPE', dev])).stdout).trim()).toBe(fs);
+    expect(await inNs(lv, 'findmnt', '-n', '-o', 'SOURCE,FSTYPE', p(`mnt-${fs}`))).toMatch(new RegExp(`${dev}\\s+${fs}`));
+    expect(await virsh(lv, 'vol-dumpxml', '--pool', `${fs}pool`, `${fs}vol.qcow2`)).toMatch(/<capacity unit='bytes'>33554432</);
+    expect(await inNs(lv, 'stat', '-c', '%s', p(`mnt-${fs}/${fs}vol.qcow2`))).toMatch(/^\d+$/);
+    // Stopped (unmounted) and started again: the filesystem and its volume are still there.
+    await virsh(lv, 'pool-destroy', `${fs}pool`);
+    const again = await sb.run('apply', '-f', p(`${fs}.yaml`));
+    expect(again.stdout).toMatch(/pools\.\w+pool: updating \(state inactive -> active\)/);
+    expect(await virsh(lv, 'vol-list', `${fs}pool`)).toContain(`${fs}vol.qcow2`);
+    expect((await sb.run('plan', '-f', p(`${fs}.yaml`), '--detailed-exitcode')).code).toBe(0);
+  });
+});
+
+describe('disk pool on a loop device', () => {
+  it('writes a partition label and creates a partition volume', async () => {
+    const dev = await loopDevice('disk.img', '200M');
+    const part = `${path.basename(dev)}p1`;
+    await sb.yaml(`version: 1\npools:\n  parts: { type: disk, source: { device: ${dev}, format: gpt } }\nimages:\n  data: { pool: parts, volume: ${part}, format: raw, size: 48M }\n`, 'disk.yaml');
+    const r = await sb.run('apply', '-f', p('disk.yaml'));
+    expect(r.stdout).toMatch(/Apply complete: 2 created/);
+    expect(String((await execa('parted', ['-s', dev, 'print'])).stdout)).toMatch(/Partition Table: gpt/);
+    expect(await virsh(lv, 'vol-list', 'parts')).toContain(part);
+    expect(Number(/<capacity unit='bytes'>(\d+)</.exec(await virsh(lv, 'vol-dumpxml', '--pool', 'parts', part))![1])).toBeGreaterThanOrEqual(48 * 1024 * 1024);
+    expect((await sb.run('plan', '-f', p('disk.yaml'), '--detailed-exitcode')).code).toBe(0);
+  });
+
+  it('says how to name a disk pool volume', async () => {
+    await sb.yaml('version: 1\npools:\n  d2: { type: disk, source: { device: /dev/loop99 } }\nimages:\n  data: { pool: d2, format: raw, size: 1G }\n', 'bad-disk.yaml');
+    const r = await sb.run('validate', '-f', p('bad-disk.yaml'));
+    expect(r.stderr).toMatch(/bad-disk\.yaml:5:3: images\.data: a disk pool's volumes are partitions named after its device \(e\.g\. sdb1, loop0p1\); set volume:/);
+  });
+});
+
+describe('iscsi-direct pool against tgtd on 127.0.0.1', () => {
+  let tgtd: ChildProcess | undefined;
+  const port = 3260 + 17 + (process.pid % 200);
+  const control = 17 + (process.pid % 200);
+  const tgtadm = (...a: string[]) => execa('tgtadm', ['-C', String(control), '--lld', 'iscsi', ...a]);
+  afterAll(() => void tgtd?.kill('SIGKILL'));
+
+  it('starts, lists the target LUNs as volumes, adopts a declared LUN and refuses a missing one', async () => {
+    await execa('truncate', ['-s', '64M', p('lun1.img')]);
+    tgtd = spawn('tgtd', ['-f', '-C', String(control), '--iscsi', `portal=127.0.0.1:${port}`], { stdio: 'ignore' });
+    for (let i = 0; i < 50; i++) {
+      if ((await tgtadm('--op', 'show', '--mode', 'target').catch(() => undefined)) !== undefined) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await tgtadm('--op', 'new', '--mode', 'target', '--tid', '1', '-T', 'iqn.2024-01.dev.test:store');
+    await tgtadm('--op', 'new', '--mode', 'logicalunit', '--tid', '1', '--lun', '1', '-b', p('lun1.img'));
+    await tgtadm('--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL');
+    const yaml = `version: 1
+pools:
+  san:
+    type: iscsi-direct
+    source: { host: "127.0.0.1:${port}", device: iqn.2024-01.dev.test:store, initiator: iqn.2024-01.dev.test:reconcile }
+images:
+  lun: { pool: san, volume: "unit:0:0:1", format: raw }
+`;
+    await sb.yaml(yaml, 'san.yaml');
+    const r = await sb.run('apply', '-f', p('san.yaml'));
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/Apply complete: 1 created/);
+    const xml = await virsh(lv, 'pool-dumpxml', 'san');
+    expect(xml).toContain(`<host name='127.0.0.1' port='${port}'/>`);
+    expect(xml).toContain("<iqn name='iqn.2024-01.dev.test:reconcile'/>");
+    expect(await virsh(lv, 'pool-info', 'san')).toMatch(/State:\s+running/);
+    expect(await virsh(lv, 'vol-list', 'san')).toContain('unit:0:0:1');
+    const show = JSON.parse((await sb.run('show', '-f', p('san.yaml'), '-o', 'json')).stdout);
+    expect(show.images[0]).toMatchObject({ name: 'lun', owner: 'adopted', status: 'in-sync' });
+    expect((await sb.run('plan', '-f', p('san.yaml'), '--detailed-exitcode')).code).toBe(0);
+
+    await sb.yaml(yaml.replace('unit:0:0:1', 'unit:0:0:5'), 'san.yaml');
+    const missing = await sb.run('plan', '-f', p('san.yaml'));
+    expect(missing.code).toBe(1);
+    expect(missing.stdout).toMatch(/san is a iscsi-direct pool, whose volumes are the target's LUNs; there is no volume unit:0:0:5 \(it has: unit:0:0:0, unit:0:0:1\)/);
+  });
+});
+
+describe('pool types this host cannot start', () => {
+  const CASES = [
+    {
+      name: 'lvm', yaml: 'type: logical\n    source: { name: vg-vms, device: /dev/loop250 }',
+      xml: ["<pool type='logical'>", "<name>vg-vms</name>", "<device path='/dev/loop250'/>", "<format type='lvm2'/>", '<path>/dev/vg-vms</path>'],
+    },
+    {
+      name: 'nfs', yaml: 'type: netfs\n    path: $DIR/nfs-mnt\n    source: { host: 127.0.0.1, dir: /exports/vm-storage, format: nfs }',
+      xml: ["<pool type='netfs'>", "<host name='127.0.0.1'/>", "<dir path='/exports/vm-storage'/>", "<format type='nfs'/>"],
+    },
+    {
+      name: 'iscsi', yaml: 'type: iscsi\n    source: { host: 127.0.0.1, device: iqn.2023-01.com.example:storage, auth: { type: chap, username: initiator-user, secretFile: $DIR/chap } }',
+      xml: ["<pool type='iscsi'>", "<host name='127.0.0.1'/>", "<device path='iqn.2023-01.com.example:storage'/>", "<auth type='chap' username='initiator-user'>", "<secret usage='virt-reconcile/pool/iscsi'/>", '<path>/dev/disk/by-path</path>'],
+    },
+    {
+      name: 'ceph', yaml: 'type: rbd\n    source: { host: "127.0.0.1:6789,127.0.0.2:6789", name: vm-pool, auth: { type: ceph, username: admin, secretFile: $DIR/ceph } }',
+      xml: ["<pool type='rbd'>", "<host name='127.0.0.1' port='6789'/>", "<host name='127.0.0.2' port='6789'/>", '<name>vm-pool</name>', "<auth type='ceph' username='admin'>"],
+    },
+  ];
+
+  it.each(CASES)('$name: defined with the right XML (round trip: a second apply changes nothing)', async (c) => {
+    await writeFile(p('chap'), 'chap-secret-value');
+    await writeFile(p('ceph'), 'AQBceph-key==');
+    await sb.yaml(`version: 1\npools:\n  ${c.name}:\n    ${c.yaml}\n    active: false\n    autostart: false\n`, `${c.name}.yaml`);
+    const r = await sb.run('apply', '-f', p(`${c.name}.yaml`));
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const xml = await virsh(lv, 'pool-dumpxml', c.name);
+    for (const frag of c.xml) expect(xml).toContain(frag);
+    expect(await virsh(lv, 'pool-info', c.name)).toMatch(/State:\s+inactive/);
+    expect((await sb.run('plan', '-f', p(`${c.name}.yaml`), '--detailed-exitcode')).code).toBe(0);
+  });
+
+  it('keeps pool secrets in libvirt, never in output or state', async () => {
+    expect(await virsh(lv, 'secret-list')).toMatch(/virt-reconcile\/pool\/iscsi/);
+    const state = await execa('cat', [path.join(sb.stateDir, 'inventory.json')]);
+    expect(String(state.stdout)).not.toContain('chap-secret-value');
+  });
+
+  it.each([
+    ['lvm', /could not (build|start) logical pool lvm: /],
+    ['nfs', /could not (build|start) netfs pool nfs: /],
+    ['iscsi', /could not (build|start) iscsi pool iscsi: /],
+  ])('%s: activating it fails with a clear error naming the pool', async (name, message) => {
+    const text = (await execa('cat', [p(`${name}.yaml`)])).stdout.replace('active: false', 'active: true');
+    await writeFile(p(`${name}-on.yaml`), text);
+    const r = await sb.run('apply', '-f', p(`${name}-on.yaml`));
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(new RegExp(`pools\\.${name}: FAILED: ${message.source}`));
+  });
+});
