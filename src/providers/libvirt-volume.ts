@@ -111,15 +111,21 @@ function qemuCreateOptions(b: VolumeBuild): string[] {
  * volume from vol-create-from (libvirt converts); imports of a file are converted to the
  * volume's format in a scratch file and streamed in with vol-upload --sparse.
  */
-export async function createVolume(v: Virsh, b: VolumeBuild): Promise<void> {
+export async function createVolume(v: Virsh, b: VolumeBuild): Promise<ObservedVolume> {
   const prealloc = b.format === 'qcow2' && b.qcow2?.preallocation === 'metadata' ? ['--prealloc-metadata'] : [];
-  await withTemp(async (dir) => {
+  const dump = ['vol-dumpxml', '--pool', b.pool, b.name];
+  return withTemp(async (dir) => {
     const xmlFile = path.join(dir, 'vol.xml');
     await writeFile(xmlFile, volumeXml(b), { mode: 0o600 });
     const src = b.source;
+    // Create and read back in one virsh process: half the connections for a large apply.
     if (src.kind === 'volume') {
-      await v.exec(['vol-create-from', b.pool, xmlFile, src.name, '--inputpool', src.pool, ...prealloc]);
-      return;
+      const [, xml] = await v.sequence([['vol-create-from', b.pool, xmlFile, src.name, '--inputpool', src.pool, ...prealloc], dump]);
+      return parseVolumeXml(b.pool, xml!);
+    }
+    if (src.kind === 'blank' && b.fileBased) {
+      const [, xml] = await v.sequence([['vol-create', b.pool, xmlFile, ...prealloc], dump]);
+      return parseVolumeXml(b.pool, xml!);
     }
     try {
       await v.exec(['vol-create', b.pool, xmlFile, ...prealloc]);
@@ -146,6 +152,7 @@ export async function createVolume(v: Virsh, b: VolumeBuild): Promise<void> {
         throw e;
       }
     }
+    return parseVolumeXml(b.pool, await v.exec(dump));
   });
 }
 

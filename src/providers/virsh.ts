@@ -14,6 +14,11 @@ export interface Virsh {
    * (or its pool is not active) yields undefined. Any other failure throws.
    */
   batch(commands: string[][]): Promise<(string | undefined)[]>;
+  /**
+   * Runs a short sequence of commands in one process where each depends on the one before;
+   * any failure throws (virsh reports the first error first). Returns each command's output.
+   */
+  sequence(commands: string[][]): Promise<string[]>;
 }
 
 // A single argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); stay below it.
@@ -41,6 +46,16 @@ export function connect(uri: string): Virsh {
   return {
     uri,
     exec: async (args, opts) => (await run('virsh', [...base, ...args], opts)).stdout,
+    sequence: async (commands) => {
+      const tag = randomBytes(6).toString('hex');
+      const script = commands.map((c, i) => `${c.map(quote).join(' ')} ; echo @@${tag}:${i}@@`).join(' ; ');
+      const { stdout, stderr } = await run('virsh', [...base, script]);
+      const errors = stderr.split('\n').filter((l) => l.startsWith('error:'));
+      if (errors.length || !stdout.includes(`@@${tag}:${commands.length - 1}@@`)) {
+        throw new Error(`virsh ${commands[0]?.[0] ?? ''} failed: ${errors.slice(0, 3).join(' / ') || 'incomplete output'}`);
+      }
+      return stdout.split(new RegExp(`@@${tag}:\\d+@@`)).slice(0, commands.length);
+    },
     batch: async (commands) => {
       const out: (string | undefined)[] = [];
       let i = 0;

@@ -8,7 +8,7 @@ import {
 import {
   buildPool, definePool, deletePoolStorage, ensureSecret, parsePoolXml, setAutostart, startPool, stopPool, undefinePool,
 } from '../providers/libvirt-pool.js';
-import { createVolume, deleteVolume, parseVolumeXml, resizeVolume } from '../providers/libvirt-volume.js';
+import { createVolume, deleteVolume, resizeVolume } from '../providers/libvirt-volume.js';
 import type { Virsh } from '../providers/virsh.js';
 import { UserError } from './errors.js';
 import { readInventory, recordKey, writeInventory, type ImageRecord, type VolumeRecord } from './inventory.js';
@@ -55,9 +55,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
     return (client ??= opts.virsh());
   };
   const inventory = await readInventory(opts.stateDir);
-  let saving = Promise.resolve();
-  // Serialised: concurrent actions must not interleave their inventory writes.
-  const save = () => (saving = saving.then(() => writeInventory(opts.stateDir, inventory)));
+  const save = coalescedWriter(() => writeInventory(opts.stateDir, inventory));
   const limit = pLimit(Math.max(1, opts.parallelism));
   const results = new Map<string, ActionResult>();
   const running = new Map<string, Promise<ActionResult>>();
@@ -155,12 +153,14 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         const rec: VolumeRecord = { type: 'volume', name: op.imageName, pool: b.pool, volume: b.name, key: '', path: '', status: 'building', createdAt: new Date().toISOString(), recorded: op.recorded };
         inventory.objects[key] = rec;
         await save();
-        await createVolume(v, b);
-        const obs = parseVolumeXml(b.pool, await v.exec(['vol-dumpxml', '--pool', b.pool, b.name]));
+        const obs = await createVolume(v, b);
         inventory.objects[key] = { ...rec, key: obs.key, path: obs.path, status: 'ready' };
         await save();
         // qcow2 options live only in the file: read it once now, so later plans find it cached.
-        if (b.fileBased && b.format === 'qcow2' && b.qcow2) await observeImages([obs.path], opts.cache);
+        const q = b.qcow2;
+        if (b.fileBased && b.format === 'qcow2' && q && (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined)) {
+          await observeImages([obs.path], opts.cache);
+        }
         if (obs.capacity < b.capacity) throw new Error(`${a.id}: volume has ${obs.capacity} bytes, expected ${b.capacity}`);
         return;
       }
@@ -215,7 +215,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   // Register every action before awaiting, so dependsOn always finds its promise.
   for (const a of todo) start(a);
   for (const r of await Promise.all(todo.map((a) => running.get(a.id)!))) results.set(r.id, r);
-  await saving;
+  await save();
   await (opts.cache as { save?: () => Promise<void> } | undefined)?.save?.();
 
   const counts = { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0 };
@@ -227,6 +227,29 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
     else if (r.kind === 'delete') counts.deleted++;
   }
   return { results: [...results.values()], counts };
+}
+
+/**
+ * Saves shared by concurrent actions: one write at a time, and every caller waits for a
+ * write that started after its call, so its change is on disk when it resumes. Under load
+ * many changes ride on one write instead of one fsync'd rewrite of the file each.
+ */
+export function coalescedWriter(write: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  let next: Promise<void> | undefined;
+  return () => {
+    if (next) return next;
+    if (!running) {
+      running = write().finally(() => (running = undefined));
+      return running;
+    }
+    next = running.catch(() => undefined).then(() => {
+      next = undefined;
+      running = write().finally(() => (running = undefined));
+      return running;
+    });
+    return next;
+  };
 }
 
 /** After a build, the image must be what was asked for; anything else is a bug worth stopping on. */
