@@ -1,7 +1,7 @@
 // `reconcile show`: what exists on the host for each declared object, whether it is in
 // sync, and how full each pool is.
 import type { PlanWithObservations } from './reconcile/engine.js';
-import { recordKey } from './reconcile/inventory.js';
+import { recordKey, sameFile } from './reconcile/inventory.js';
 import type { DesiredState } from './reconcile/model.js';
 import { formatSize } from './reconcile/sizes.js';
 
@@ -52,7 +52,7 @@ export function imageStatuses(state: DesiredState, p: PlanWithObservations): Ima
       return {
         name: spec.name, where: path, exists: !!obs, format: obs ? (obs.driver === 'vpc' ? 'vhd' : obs.driver) : undefined,
         virtualSize: obs?.virtualSize, allocated: obs?.actualSize,
-        owner: obs && rec?.type === 'image' && rec.ino === obs.file.ino ? 'created' : obs ? 'adopted' : 'none', ...s,
+        owner: obs && rec?.type === 'image' && sameFile(rec, obs.file) ? 'created' : obs ? 'adopted' : 'none', ...s,
       };
     }
     const { pool, volume } = spec.location;

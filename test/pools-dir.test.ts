@@ -190,4 +190,18 @@ describe('dir pool replace', () => {
     expect(await virsh(lv, 'pool-dumpxml', 'r')).toContain(`<path>${p('r2')}</path>`);
     expect(await virsh(lv, 'pool-info', 'r')).toMatch(/State:\s+running/);
   });
+
+  it('does not prune a volume whose file was replaced by someone else at the same path', async () => {
+    await sb.yaml('version: 1\npools:\n  r: { type: dir, path: $DIR/r2 }\nimages:\n  mine: { pool: r, size: 4M }\n');
+    await sb.run('apply');
+    await virsh(lv, 'vol-delete', '--pool', 'r', 'mine.qcow2');
+    await new Promise((res) => setTimeout(res, 20));
+    await qemuImg('create', '-q', '-f', 'raw', p('r2/mine.qcow2'), '1M');
+    await virsh(lv, 'pool-refresh', 'r');
+    await sb.yaml('version: 1\npools:\n  r: { type: dir, path: $DIR/r2 }\n');
+    const r = await sb.run('apply', '--prune');
+    expect(r.stdout).toMatch(/not deleted: .*mine\.qcow2 is no longer the file reconcile created; forgotten/);
+    expect((await qemuInfo(p('r2/mine.qcow2'))).format).toBe('raw');
+    expect(JSON.parse(await import('node:fs/promises').then((f) => f.readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8'))).objects['volume:r/mine.qcow2']).toBeUndefined();
+  });
 });

@@ -22,7 +22,8 @@ export interface ObservedImage {
   qcow2?: { compat?: string; lazyRefcounts?: boolean; compressionType?: string; refcountBits?: number; extendedL2?: boolean };
   vmdk?: { createType?: string; adapterType?: string; extents: string[] };
   vhdSubformat?: 'fixed' | 'dynamic';
-  file: { uid: number; gid: number; mode: number; ino: number; dev: number };
+  /** birth: nanosecond birth time (statx); with dev and ino it tells this file from a later one at the same path */
+  file: { uid: number; gid: number; mode: number; ino: number; dev: number; birth: string };
 }
 
 export interface ObservationCache {
@@ -108,9 +109,9 @@ async function hasVhdFooter(p: string, size: number): Promise<boolean> {
 }
 
 async function infoOf(p: string): Promise<ObservedImage> {
-  const st = await stat(p);
+  const st = await stat(p, { bigint: true });
   let { stdout } = await run('qemu-img', ['info', '--force-share', '--output=json', p]);
-  if ((JSON.parse(stdout) as { format: string }).format === 'raw' && st.isFile() && (await hasVhdFooter(p, st.size))) {
+  if ((JSON.parse(stdout) as { format: string }).format === 'raw' && st.isFile() && (await hasVhdFooter(p, Number(st.size)))) {
     ({ stdout } = await run('qemu-img', ['info', '--force-share', '--output=json', '-f', 'vpc', p]));
   }
   const j = JSON.parse(stdout) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -123,7 +124,7 @@ async function infoOf(p: string): Promise<ObservedImage> {
     clusterSize: j['cluster-size'],
     backing: j['full-backing-filename'] ?? j['backing-filename'],
     backingFormat: j['backing-filename-format'],
-    file: { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, ino: st.ino, dev: st.dev },
+    file: { uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) & 0o7777, ino: Number(st.ino), dev: Number(st.dev), birth: String(st.birthtimeNs) },
   };
   if (j.format === 'qcow2') {
     obs.qcow2 = {

@@ -1,5 +1,6 @@
 // Executes exactly the actions of a plan: dependencies first, independent actions in
 // parallel (bounded), the inventory saved after every action so a crash loses nothing.
+import { stat } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import {
   createImage, deleteImage, driverFor, observeImages, removeFiles, removeStaleBuilds, resizeImage, setPermissions, sizeTolerance,
@@ -75,7 +76,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
           await removeFiles(op.oldExtents.filter((e) => !keep.has(e) && e !== op.build.path));
         }
         const rec: ImageRecord = {
-          type: 'image', name: a.id.replace(/^images\./, ''), path: op.build.path, ino: obs.file.ino, dev: obs.file.dev,
+          type: 'image', name: a.id.replace(/^images\./, ''), path: op.build.path, ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth,
           extents: obs.vmdk?.extents ?? [], createdAt: new Date().toISOString(), recorded: op.recorded,
         };
         inventory.objects[recordKey(rec)] = rec;
@@ -154,7 +155,8 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         inventory.objects[key] = rec;
         await save();
         const obs = await createVolume(v, b);
-        inventory.objects[key] = { ...rec, key: obs.key, path: obs.path, status: 'ready' };
+        const birth = b.fileBased ? await stat(obs.path, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined) : undefined;
+        inventory.objects[key] = { ...rec, key: obs.key, path: obs.path, status: 'ready', birth };
         await save();
         // qcow2 options live only in the file: read it once now, so later plans find it cached.
         const q = b.qcow2;
@@ -171,7 +173,11 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         return;
       }
       case 'volume.delete': {
-        if (op.exists) await deleteVolume(virsh(), op.pool, op.name);
+        // The key of a file volume is its path, which a new file can take: check the birth time.
+        const now = op.birth && op.path ? await stat(op.path, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined) : undefined;
+        if (op.exists && op.birth && op.birth !== '0' && now !== undefined && now !== op.birth) {
+          opts.log(`${a.id}: not deleted: ${op.path} is no longer the file reconcile created; forgotten`);
+        } else if (op.exists) await deleteVolume(virsh(), op.pool, op.name);
         delete inventory.objects[op.inventoryKey];
         await save();
         return;

@@ -5,7 +5,7 @@ import {
 } from '../providers/image-file.js';
 import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
 import type { Inventory, ImageRecord } from './inventory.js';
-import { recordKey } from './inventory.js';
+import { recordKey, sameFile } from './inventory.js';
 import type { DesiredState, ImageSpec } from './model.js';
 import type { Action, Change, Refusal } from './plan.js';
 import { formatSize } from './sizes.js';
@@ -141,7 +141,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     if (!observed.has(p)) continue;
     const obs = observed.get(p) ?? null;
     const record = inventory.objects[recordKey({ type: 'image', path: p })] as ImageRecord | undefined;
-    const ours = !!record && !!obs && record.ino === obs.file.ino && record.dev === obs.file.dev;
+    const ours = !!record && !!obs && sameFile(record, obs.file);
 
     if (!obs) {
       const b = buildFor(spec, id);
@@ -245,7 +245,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       out.actions.push({ id, resource: 'image', kind: 'delete', reason: `already gone; forgotten from the inventory`, destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, extents: [], inventoryKey: key, exists: false } });
       continue;
     }
-    if (obs.file.ino !== rec.ino || obs.file.dev !== rec.dev) {
+    if (!sameFile(rec, obs.file)) {
       out.notes.push(`${rec.path} (was images.${rec.name}) is no longer the file reconcile created (another file took its place); not deleting it, forgetting it`);
       out.actions.push({ id, resource: 'image', kind: 'delete', reason: 'replaced by a file reconcile did not create: forgotten, not deleted', destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, extents: [], inventoryKey: key, exists: false } });
       continue;

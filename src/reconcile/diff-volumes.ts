@@ -238,7 +238,7 @@ export function diffVolumes(input: {
     out.actions.push({
       id, resource: 'volume', kind: 'delete', destructive: !forget, changes: [], dependsOn: [],
       reason: !obs ? 'already gone; forgotten from the inventory' : forget ? 'replaced by a volume reconcile did not create: forgotten, not deleted' : `images.${rec.name} left the YAML (${formatSize(obs.capacity)} ${obs.format ?? 'volume'})`,
-      op: { type: 'volume.delete', pool: rec.pool, name: rec.volume, exists: !forget, inventoryKey: k },
+      op: { type: 'volume.delete', pool: rec.pool, name: rec.volume, exists: !forget, inventoryKey: k, path: rec.path, birth: rec.birth },
     });
   }
   return out;

@@ -11,8 +11,9 @@ export interface ImageRecord {
   type: 'image';
   name: string;
   path: string;
-  /** inode at creation: a file someone put in its place later is not ours to delete */
+  /** identity at creation: a file someone put in its place later is not ours to delete */
   ino: number;
+  birth: string;
   dev: number;
   extents: string[];
   createdAt: string;
@@ -37,11 +38,22 @@ export interface VolumeRecord {
   path: string;
   /** 'building' until the volume is complete: a volume left building is rebuilt */
   status: 'building' | 'ready';
+  /** file pools: the file's birth time, checked again before the volume is ever deleted */
+  birth?: string;
   createdAt: string;
   recorded: Record<string, string>;
 }
 
 export type InventoryRecord = ImageRecord | PoolRecord | VolumeRecord;
+
+/**
+ * Is the file at a recorded path still the one reconcile created? Inode numbers are reused
+ * as soon as a file is deleted, so the birth time must match too; where the filesystem has
+ * none (birth "0"), or the record predates it, the answer is no: nothing is deleted on a guess.
+ */
+export function sameFile(rec: { ino: number; dev: number; birth?: string }, file: { ino: number; dev: number; birth: string }): boolean {
+  return rec.ino === file.ino && rec.dev === file.dev && rec.birth !== undefined && rec.birth !== '0' && rec.birth === file.birth;
+}
 
 export interface Inventory {
   version: 1;
@@ -75,7 +87,7 @@ export async function writeInventory(stateDir: string, inv: Inventory): Promise<
 }
 
 /** Bump when observeImages reads anything differently, so older cached observations are dropped. */
-const CACHE_FORMAT = 'observed-v1';
+const CACHE_FORMAT = 'observed-v2';
 
 /** The stat-keyed cache of qemu-img observations (see observeImages). */
 export class FileObservationCache implements ObservationCache {

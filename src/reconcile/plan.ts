@@ -53,7 +53,7 @@ export type Operation =
       resize?: { capacity: number; allocate: boolean };
       chmod?: { path: string; permissions: Permissions };
     }
-  | { type: 'volume.delete'; pool: string; name: string; exists: boolean; inventoryKey: string }
+  | { type: 'volume.delete'; pool: string; name: string; exists: boolean; inventoryKey: string; path?: string; birth?: string }
   | { type: 'none' };
 
 export interface Action {
