@@ -16,7 +16,11 @@ export async function measure(args: string[], trace: string): Promise<Measuremen
   await rm(trace, { force: true });
   const t0 = process.hrtime.bigint();
   const code = await new Promise<number>((resolve) => {
-    execFile('node', [CLI, ...args], { env: { ...process.env, VIRT_RECONCILE_TRACE: trace }, maxBuffer: 256 * 1024 * 1024 }, (err) => resolve(err ? Number(err.code ?? 1) : 0));
+    execFile('node', [CLI, ...args], { env: { ...process.env, VIRT_RECONCILE_TRACE: trace }, maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => {
+      // A failing step shows why, or its numbers mean nothing.
+      if (err) process.stderr.write(`${args[0]} failed:\n${[...String(stdout).split('\n').filter((l) => /FAILED|fail/.test(l)).slice(0, 10), ...String(stderr).split('\n').slice(0, 10)].join('\n')}\n`);
+      resolve(err ? Number(err.code ?? 1) : 0);
+    });
   });
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const spawned = (await readFile(trace, 'utf8').catch(() => '')).split('\n').filter(Boolean).length;

@@ -1,11 +1,12 @@
-// One apply at a time per state directory. proper-lockfile does the atomic part (mkdir);
-// a pid file inside the lock lets a waiting apply say who holds it and take over at once
-// from a process that no longer exists (kill -9), instead of waiting out a stale timeout.
+// One apply at a time per state directory: a lock directory made with mkdir (atomic), with
+// a holder record inside naming pid, host and boot. A lock whose holder no longer runs
+// (kill -9) or ran before the last reboot is taken over at once. Staleness is never guessed
+// from timestamps: a long, CPU-bound apply (LUKS key derivation, thousands of volumes)
+// must keep its lock however late its timers fire.
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import lockfile from 'proper-lockfile';
 import { UserError } from './errors.js';
 
 export interface Lock {
@@ -38,6 +39,10 @@ function alive(pid: number): boolean {
   }
 }
 
+// A lock directory without a holder record is one whose maker died between mkdir and
+// writing the record (microseconds); after this long it is certainly abandoned.
+const ORPHAN_MS = 30_000;
+
 export async function acquireLock(
   stateDir: string,
   opts: { timeoutSeconds: number; command: string; log: (msg: string) => void },
@@ -49,22 +54,14 @@ export async function acquireLock(
   let said = false;
   for (;;) {
     try {
-      // Staleness is decided by the holder record (pid and boot), so proper-lockfile's own
-      // mtime refresh only backs it up: a long window, and a warning rather than a crash
-      // when CPU-bound work (LUKS key derivation) delays the refresh timer.
-      const release = await lockfile.lock(stateDir, {
-        lockfilePath: lockPath,
-        stale: 10 * 60_000,
-        update: 60_000,
-        realpath: false,
-        onCompromised: (err) => opts.log(`warning: lock refresh was late (${err.message}); continuing`),
-      });
+      await mkdir(lockPath);
       const me: Holder = { pid: process.pid, host: hostname(), boot: bootId(), command: opts.command, since: new Date().toISOString() };
-      await writeFile(holderFile, JSON.stringify(me));
-      // proper-lockfile removes its directory with rmdir: the holder file must go first.
-      return { release: async () => { await rm(holderFile, { force: true }); await release(); } };
+      // Written whole or not at all: a reader never sees half a record.
+      await writeFile(`${holderFile}.tmp`, JSON.stringify(me));
+      await rename(`${holderFile}.tmp`, holderFile);
+      return { release: () => rm(lockPath, { recursive: true, force: true }) };
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     let holder: Holder | undefined;
     try {
@@ -72,8 +69,9 @@ export async function acquireLock(
     } catch {
       holder = undefined;
     }
-    if (holder && holder.host === hostname() && (holder.boot !== bootId() || !alive(holder.pid))) {
-      opts.log(`taking over the lock of pid ${holder.pid}, which no longer runs`);
+    const orphan = !holder && Date.now() - (await stat(lockPath).then((s) => s.mtimeMs, () => Date.now())) > ORPHAN_MS;
+    if (orphan || (holder && holder.host === hostname() && (holder.boot !== bootId() || !alive(holder.pid)))) {
+      opts.log(holder ? `taking over the lock of pid ${holder.pid}, which no longer runs` : 'taking over an abandoned lock');
       await rm(lockPath, { recursive: true, force: true });
       continue;
     }
