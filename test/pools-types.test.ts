@@ -111,7 +111,7 @@ images:
     await sb.yaml(yaml.replace('unit:0:0:1', 'unit:0:0:5'), 'san.yaml');
     const missing = await sb.run('plan', '-f', p('san.yaml'));
     expect(missing.code).toBe(1);
-    expect(missing.stdout).toMatch(/san is a iscsi-direct pool, whose volumes are the target's LUNs; there is no volume unit:0:0:5 \(it has: unit:0:0:0, unit:0:0:1\)/);
+    expect(missing.stdout).toMatch(/san is an iscsi-direct pool, whose volumes are the target's LUNs; there is no volume unit:0:0:5 \(it has: unit:0:0:0, unit:0:0:1\)/);
   });
 });
 

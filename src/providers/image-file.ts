@@ -7,6 +7,7 @@ import path from 'node:path';
 import pLimit from 'p-limit';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
 import { CommandError, run } from './exec.js';
+import { cacheable, fileSignature, type StatCache } from './stat-cache.js';
 
 /** What qemu-img (and the file's own header) says about an image file. */
 export interface ObservedImage {
@@ -26,10 +27,7 @@ export interface ObservedImage {
   file: { uid: number; gid: number; mode: number; ino: number; dev: number; birth: string };
 }
 
-export interface ObservationCache {
-  get(path: string, signature: string): ObservedImage | undefined;
-  set(path: string, signature: string, value: ObservedImage): void;
-}
+export type { StatCache as ObservationCache } from './stat-cache.js';
 
 /** The image as this provider builds it: the model's spec with references resolved to paths. */
 export interface ImageBuild {
@@ -71,17 +69,6 @@ export function sizeTolerance(format: Format, observedDriver?: string): number {
 }
 
 const limit = pLimit(4);
-
-async function signature(p: string): Promise<string | undefined> {
-  try {
-    const s = await stat(p, { bigint: true });
-    if (!s.isFile() && !s.isBlockDevice()) return `notfile:${s.mode}`;
-    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw e;
-  }
-}
 
 /** Reads a file's first bytes without a process: VMDK descriptors and VHD cookies live there. */
 async function head(p: string, bytes: number): Promise<Buffer> {
@@ -159,19 +146,19 @@ async function infoOf(p: string): Promise<ObservedImage> {
  * (device, inode, size, mtime, ctime) match the cache are answered from it: a no-op
  * plan spawns no process at all. The rest run at most four at a time.
  */
-export async function observeImages(paths: string[], cache?: ObservationCache): Promise<Map<string, ObservedImage | null>> {
+export async function observeImages(paths: string[], cache?: StatCache): Promise<Map<string, ObservedImage | null>> {
   const out = new Map<string, ObservedImage | null>();
   await Promise.all(
     paths.map((p) =>
       limit(async () => {
-        const sig = await signature(p);
+        const sig = await fileSignature(p);
         if (sig === undefined) return void out.set(p, null);
-        if (sig.startsWith('notfile:')) throw new Error(`${p} exists but is not a regular file or block device`);
-        const hit = cache?.get(p, sig);
+        if (sig === 'other:notfile') throw new Error(`${p} exists but is not a regular file or block device`);
+        const hit = cacheable(sig) ? cache?.get<ObservedImage>(p, sig) : undefined;
         if (hit) return void out.set(p, hit);
         const obs = await infoOf(p);
         // Re-read the signature: an image written while qemu-img read it must not be cached.
-        if ((await signature(p)) === sig) cache?.set(p, sig, obs);
+        if (cacheable(sig) && (await fileSignature(p)) === sig) cache?.set(p, sig, obs);
         out.set(p, obs);
       }),
     ),

@@ -12,6 +12,7 @@ import {
 import { createVolume, deleteVolume, resizeVolume } from '../providers/libvirt-volume.js';
 import type { Virsh } from '../providers/virsh.js';
 import { UserError } from './errors.js';
+import { rememberVolume } from './observe.js';
 import { readInventory, recordKey, writeInventory, type ImageRecord, type VolumeRecord } from './inventory.js';
 import type { Action, ActionKind, Plan } from './plan.js';
 
@@ -155,6 +156,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         inventory.objects[key] = rec;
         await save();
         const obs = await createVolume(v, b);
+        await rememberVolume(opts.cache, obs);
         const birth = b.fileBased ? await stat(obs.path, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined) : undefined;
         inventory.objects[key] = { ...rec, key: obs.key, path: obs.path, status: 'ready', birth };
         await save();

@@ -8,7 +8,7 @@ import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../providers/
 import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
 import { orderByDependency, recordedOptions } from './diff-images.js';
 import { recordKey, type Inventory, type VolumeRecord } from './inventory.js';
-import { FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from './model.js';
+import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from './model.js';
 import type { Action, Change, Refusal } from './plan.js';
 import { formatSize } from './sizes.js';
 
@@ -128,7 +128,7 @@ export function diffVolumes(input: {
       }
       if (LUN_POOLS.includes(poolSpec.type)) {
         const have = poolObs?.volumes ? [...poolObs.volumes.keys()] : [];
-        refuse(id, `${spec.origin}: ${pool} is a ${poolSpec.type} pool, whose volumes are the target's LUNs; there is no volume ${volume}${have.length ? ` (it has: ${have.join(', ')})` : ''}`);
+        refuse(id, `${spec.origin}: ${pool} is ${article(poolSpec.type)} pool, whose volumes are the target's LUNs; there is no volume ${volume}${have.length ? ` (it has: ${have.join(', ')})` : ''}`);
         continue;
       }
       if (spec.publish.length) {
@@ -179,7 +179,7 @@ export function diffVolumes(input: {
       continue;
     }
     const canGrow = RESIZABLE_POOLS.has(poolSpec.type) && (spec.format === 'qcow2' || spec.format === 'raw');
-    const size = decideSize(spec.size, obs.capacity, sizeTolerance(spec.format, obs.format), canGrow, fileBased ? spec.format : `a ${poolSpec.type} volume`);
+    const size = decideSize(spec.size, obs.capacity, sizeTolerance(spec.format, obs.format), canGrow, fileBased ? spec.format : `${article(poolSpec.type)} volume`);
     if (size.kind === 'shrink') {
       refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size!)} is smaller than volume ${volume} in pool ${pool} (${formatSize(size.from)}); shrinking destroys data and is refused. Declare at least ${formatSize(size.from)}`);
       continue;

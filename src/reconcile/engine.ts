@@ -36,7 +36,7 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
   let virsh: Virsh | undefined;
   const [, libvirt] = await Promise.all([
     observeMore(obs.files, filesToObserve(state, inventory), opts.cache),
-    lv.pools.length || lv.volumes.length ? observeLibvirt((virsh = opts.virsh!()), lv.pools, lv.volumes) : undefined,
+    lv.pools.length || lv.volumes.length ? observeLibvirt((virsh = opts.virsh!()), lv.pools, lv.volumes, opts.cache) : undefined,
   ]);
   if (libvirt) Object.assign(obs, { pools: libvirt.pools, volumes: libvirt.volumes });
 
@@ -101,7 +101,7 @@ export async function movedSince(plan: Plan, opts: { cache?: ObservationCache; v
     const [pool, ...name] = k.slice(7).split('/');
     return { pool: pool!, name: name.join('/') };
   });
-  const lv = poolNames.length || vols.length ? await observeLibvirt(opts.virsh!(), poolNames, vols) : { pools: new Map(), volumes: new Map() };
+  const lv = poolNames.length || vols.length ? await observeLibvirt(opts.virsh!(), poolNames, vols, opts.cache) : { pools: new Map(), volumes: new Map() };
   const now: Record<string, string> = {};
   for (const [p, o] of files) now[`file:${p}`] = observationHash(o);
   for (const [n, o] of lv.pools) now[`pool:${n}`] = observationHash(o);

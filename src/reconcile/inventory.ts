@@ -3,7 +3,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
-import type { ObservationCache, ObservedImage } from '../providers/image-file.js';
+import type { StatCache } from '../providers/stat-cache.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/virt-reconcile';
 
@@ -87,11 +87,11 @@ export async function writeInventory(stateDir: string, inv: Inventory): Promise<
 }
 
 /** Bump when observeImages reads anything differently, so older cached observations are dropped. */
-const CACHE_FORMAT = 'observed-v2';
+const CACHE_FORMAT = 'observed-v3';
 
 /** The stat-keyed cache of qemu-img observations (see observeImages). */
-export class FileObservationCache implements ObservationCache {
-  private entries: Record<string, { sig: string; value: ObservedImage }> = {};
+export class FileObservationCache implements StatCache {
+  private entries: Record<string, { sig: string; value: unknown }> = {};
   private dirty = false;
   private constructor(private readonly file: string) {}
 
@@ -107,12 +107,12 @@ export class FileObservationCache implements ObservationCache {
     return c;
   }
 
-  get(p: string, sig: string): ObservedImage | undefined {
+  get<T>(p: string, sig: string): T | undefined {
     const e = this.entries[p];
-    return e && e.sig === sig ? e.value : undefined;
+    return e && e.sig === sig ? (e.value as T) : undefined;
   }
 
-  set(p: string, sig: string, value: ObservedImage): void {
+  set<T>(p: string, sig: string, value: T): void {
     this.entries[p] = { sig, value };
     this.dirty = true;
   }

@@ -127,3 +127,8 @@ export interface DesiredState {
   vms: Record<string, VmSpec>;
   backups: Record<string, BackupSpec>;
 }
+
+/** "a dir pool", "an iscsi pool": pool types read as words in messages. */
+export function article(word: string): string {
+  return /^[aeiou]/i.test(word) ? `an ${word}` : `a ${word}`;
+}

@@ -3,6 +3,7 @@
 import { observeImages, type ObservationCache, type ObservedImage } from '../providers/image-file.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../providers/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../providers/libvirt-volume.js';
+import { cacheable, fileSignature, type StatCache } from '../providers/stat-cache.js';
 import type { Virsh } from '../providers/virsh.js';
 import type { Inventory } from './inventory.js';
 import type { DesiredState } from './model.js';
@@ -48,19 +49,50 @@ export async function observeMore(
   for (const [p, o] of await observeImages(todo, cache)) observed.set(p, o);
 }
 
-/** Pools (info, XML, volume list) and volumes (XML) in one virsh process. */
+/** The cache key of a file volume's XML observation. */
+export const volumeCacheKey = (pool: string, name: string) => `volume:${pool}/${name}`;
+
+/**
+ * Pools (info, XML, volume list) in one virsh process. A volume the list does not show is
+ * absent; one whose file matches the stat cache is known without asking libvirt; the rest
+ * (vol-dumpxml costs libvirt a header read each) go to one more batch — none in a no-op.
+ */
 export async function observeLibvirt(
   virsh: Virsh,
   poolNames: string[],
   volumes: { pool: string; name: string }[],
+  cache?: StatCache,
 ): Promise<{ pools: Map<string, ObservedPool | null>; volumes: Map<string, ObservedVolume | null> }> {
   if (!poolNames.length && !volumes.length) return { pools: new Map(), volumes: new Map() };
-  const outputs = await virsh.batch([...poolReadCommands(poolNames), ...volumeReadCommands(volumes)]);
-  const pools = parsePoolReads(poolNames, outputs.slice(0, poolNames.length * 3));
+  const pools = parsePoolReads(poolNames, await virsh.batch(poolReadCommands(poolNames)));
   const vols = new Map<string, ObservedVolume | null>();
-  volumes.forEach((v, i) => {
-    const xml = outputs[poolNames.length * 3 + i];
-    vols.set(`${v.pool}/${v.name}`, xml ? parseVolumeXml(v.pool, xml) : null);
-  });
+  const misses: { pool: string; name: string; sig?: string }[] = [];
+  await Promise.all(volumes.map(async (v) => {
+    const key = `${v.pool}/${v.name}`;
+    const listed = pools.get(v.pool)?.volumes;
+    if (!listed) return void vols.set(key, null); // pool absent or inactive: its volumes cannot be seen
+    const volPath = listed.get(v.name);
+    if (volPath === undefined) return void vols.set(key, null);
+    const sig = await fileSignature(volPath).catch(() => undefined);
+    const hit = cacheable(sig) ? cache?.get<ObservedVolume>(volumeCacheKey(v.pool, v.name), sig) : undefined;
+    if (hit) vols.set(key, hit);
+    else misses.push({ ...v, sig });
+  }));
+  if (misses.length) {
+    const outputs = await virsh.batch(volumeReadCommands(misses));
+    await Promise.all(misses.map(async (v, i) => {
+      const xml = outputs[i];
+      const obs = xml ? parseVolumeXml(v.pool, xml) : null;
+      vols.set(`${v.pool}/${v.name}`, obs);
+      // Cached only if the file did not change while libvirt read it.
+      if (obs && cacheable(v.sig) && (await fileSignature(obs.path).catch(() => undefined)) === v.sig) cache?.set(volumeCacheKey(v.pool, v.name), v.sig, obs);
+    }));
+  }
   return { pools, volumes: vols };
+}
+
+/** After apply made or changed a file volume: remember what libvirt reported for it. */
+export async function rememberVolume(cache: StatCache | undefined, obs: ObservedVolume): Promise<void> {
+  const sig = await fileSignature(obs.path).catch(() => undefined);
+  if (cache && cacheable(sig)) cache.set(volumeCacheKey(obs.pool, obs.name), sig, obs);
 }

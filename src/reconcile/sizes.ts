@@ -27,12 +27,18 @@ export function parseSize(value: unknown): number | { error: string } {
   return bytes;
 }
 
-/** Human form used in plans: exact for round sizes ("30 GiB"), else approximate with the exact bytes. */
+/**
+ * Human form used in plans: exact in the largest unit that divides the size ("2040 GiB",
+ * "977 KiB"), unless that reads worse than an approximation ("251.97 GiB (… bytes)").
+ */
 export function formatSize(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  for (let i = units.length - 1; i >= 1; i--) {
+    const v = bytes / 1024 ** i;
+    if (v >= 1 && Number.isInteger(v) && v < 10240) return `${v} ${units[i]}`;
+  }
+  if (bytes < 10240) return `${bytes} B`;
   let i = 0;
   while (i < units.length - 1 && bytes >= 1024 ** (i + 1)) i++;
-  const v = bytes / 1024 ** i;
-  if (Number.isInteger(v)) return `${v} ${units[i]}`;
-  return `${v.toFixed(2)} ${units[i]} (${bytes} bytes)`;
+  return `${(bytes / 1024 ** i).toFixed(2)} ${units[i]} (${bytes} bytes)`;
 }

@@ -2,7 +2,7 @@
 // duplicates, format rules), and normalisation of all files into one DesiredState.
 import { Cron } from 'croner';
 import type { ConfigError } from './errors.js';
-import { FILE_POOLS, LUN_POOLS, VOLUME_EXT } from './model.js';
+import { article, FILE_POOLS, LUN_POOLS, VOLUME_EXT } from './model.js';
 import type {
   BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, VmSpec,
 } from './model.js';
@@ -80,13 +80,13 @@ function checkPoolImage(c: Checker, base: FieldPath, raw: Raw, pool: Raw, format
   const p = (...rest: FieldPath) => [...base, ...rest];
   const fileBased = FILE_POOLS.includes(pool.type);
   if (!fileBased && format !== 'raw') {
-    c.err(raw.format !== undefined ? p('format') : base, `a ${pool.type} pool holds raw block volumes; format must be raw (got ${format})`, raw.format === undefined);
+    c.err(raw.format !== undefined ? p('format') : base, `${article(pool.type)} pool holds raw block volumes; format must be raw (got ${format})`, raw.format === undefined);
   }
   if (fileBased && format === 'vhdx') {
     c.err(raw.format !== undefined ? p('format') : base, "libvirt's volume formats do not include vhdx; declare a vhdx image with path:", raw.format === undefined);
   }
   if (LUN_POOLS.includes(pool.type) && raw.source !== undefined) {
-    c.err(p('source'), `volumes of a ${pool.type} pool are LUNs that exist on the target; they are adopted, not built from a source`);
+    c.err(p('source'), `volumes of ${article(pool.type)} pool are LUNs that exist on the target; they are adopted, not built from a source`);
   }
   const q = raw.qcow2 ?? {};
   for (const f of ['compression', 'compressed', 'refcountBits', 'extendedL2'] as const) {
@@ -97,7 +97,7 @@ function checkPoolImage(c: Checker, base: FieldPath, raw: Raw, pool: Raw, format
     if (raw[f] !== undefined) c.err(p(f), `libvirt volume XML has no ${f} options; declare the image with path: to set them`, true);
   }
   if (raw.encryption !== undefined) c.err(p('encryption'), 'encrypted volumes in pools are not supported by this version; declare the image with path:', true);
-  if (raw.source?.backing !== undefined && !fileBased) c.err(p('source', 'backing'), `a ${pool.type} pool holds raw block volumes; overlays need a dir, fs or netfs pool`);
+  if (raw.source?.backing !== undefined && !fileBased) c.err(p('source', 'backing'), `${article(pool.type)} pool holds raw block volumes; overlays need a dir, fs or netfs pool`);
 }
 
 function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Record<string, unknown>): ImageSpec | undefined {
@@ -221,23 +221,23 @@ function checkPool(c: Checker, name: string, raw: Raw): PoolSpec | undefined {
   const before = c.errors.length;
   const rules = POOL_SOURCE_FIELDS[raw.type as PoolType];
   const src = raw.source ?? {};
-  if (rules.needsPath && raw.path === undefined) c.err(base, `missing required field "path": a ${raw.type} pool needs its target path`, true);
+  if (rules.needsPath && raw.path === undefined) c.err(base, `missing required field "path": ${article(raw.type)} pool needs its target path`, true);
   for (const group of rules.required) {
     if (!group.some((f) => src[f] !== undefined)) {
-      c.err(raw.source ? [...base, 'source'] : base, `a ${raw.type} pool needs source.${group.join(' or source.')}`, !raw.source);
+      c.err(raw.source ? [...base, 'source'] : base, `${article(raw.type)} pool needs source.${group.join(' or source.')}`, !raw.source);
     }
   }
   for (const f of Object.keys(src)) {
     if (!rules.allowed.includes(f)) {
-      c.err([...base, 'source', f], `not used by a ${raw.type} pool (it takes: ${rules.allowed.join(', ') || 'no source'})`, true);
+      c.err([...base, 'source', f], `not used by ${article(raw.type)} pool (it takes: ${rules.allowed.join(', ') || 'no source'})`, true);
     }
   }
   if (src.format !== undefined && rules.formats && !rules.formats.includes(src.format)) {
-    c.err([...base, 'source', 'format'], `must be one of: ${rules.formats.join(', ')} for a ${raw.type} pool (got ${JSON.stringify(src.format)})`);
+    c.err([...base, 'source', 'format'], `must be one of: ${rules.formats.join(', ')} for ${article(raw.type)} pool (got ${JSON.stringify(src.format)})`);
   }
   if (src.auth) {
     const want = raw.type === 'rbd' ? 'ceph' : 'chap';
-    if (src.auth.type !== want) c.err([...base, 'source', 'auth', 'type'], `a ${raw.type} pool takes auth type ${want} (got ${JSON.stringify(src.auth.type)})`);
+    if (src.auth.type !== want) c.err([...base, 'source', 'auth', 'type'], `${article(raw.type)} pool takes auth type ${want} (got ${JSON.stringify(src.auth.type)})`);
   }
   if (raw.type === 'iscsi-direct' && src.initiator !== undefined && !/^iqn\.\d{4}-\d{2}\./.test(src.initiator)) {
     c.err([...base, 'source', 'initiator'], `must be an iSCSI qualified name such as iqn.2024-01.com.example:host (got ${JSON.stringify(src.initiator)})`);
