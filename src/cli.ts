@@ -12,7 +12,7 @@ import { acquireLock } from './reconcile/lock.js';
 import { hasChanges, type Plan } from './reconcile/plan.js';
 import { renderPlan, renderSummary } from './render.js';
 import { connect, resolveUri } from './providers/virsh.js';
-import { capacityWarnings, imageStatuses, poolStatuses, renderShow } from './show.js';
+import { capacityWarnings, imageStatuses, poolStatuses, renderShow, vmStatuses } from './show.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -174,7 +174,8 @@ async function cmdShow(a: Args): Promise<number> {
   const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh: virshFor(a, state.connection) });
   const images = imageStatuses(state, p);
   const pools = poolStatuses(state, p);
-  print(a.output === 'json' ? JSON.stringify({ pools, images, notes: p.plan.notes }, null, 2) : renderShow(pools, images, p.plan.notes));
+  const vms = vmStatuses(state, p);
+  print(a.output === 'json' ? JSON.stringify({ pools, images, vms, notes: p.plan.notes }, null, 2) : renderShow(pools, images, vms, p.plan.notes));
   return EXIT.ok;
 }
 

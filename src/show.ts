@@ -80,6 +80,38 @@ export function poolStatuses(state: DesiredState, p: PlanWithObservations): Pool
   });
 }
 
+export interface VmStatus {
+  name: string;
+  exists: boolean;
+  state: string;
+  disks: { target: string; source: string; bus: string; cache?: string; io?: string; discard?: string; ours: boolean }[];
+  owner: 'created' | 'adopted' | 'none';
+  pendingRestart: string[];
+  status: string;
+  detail: string;
+}
+
+export function vmStatuses(state: DesiredState, p: PlanWithObservations): VmStatus[] {
+  return Object.values(state.vms).sort((a, b) => a.name.localeCompare(b.name)).map((vm) => {
+    const dom = p.observed.domains.get(vm.name) ?? undefined;
+    const s = statusOf(p, `vms.${vm.name}`);
+    const pending = p.pending[vm.name] ?? [];
+    return {
+      name: vm.name,
+      exists: !!dom,
+      state: dom?.state ?? 'absent',
+      disks: (dom?.persistent ?? []).map((d) => ({
+        target: d.target, source: d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : d.source.file ?? d.source.dev ?? '-',
+        bus: d.bus, cache: d.cache, io: d.io, discard: d.discard, ours: !!dom?.ownership.disks.includes(d.target),
+      })),
+      owner: dom ? (dom.ownership.created ? 'created' : 'adopted') : 'none',
+      pendingRestart: pending,
+      status: s.status === 'in-sync' && pending.length ? 'pending-restart' : s.status,
+      detail: s.detail || (pending.length ? pending.join(', ') : ''),
+    };
+  });
+}
+
 /** Capacity warnings for plan and apply output (and, later, metrics). */
 export function capacityWarnings(pools: PoolStatus[]): string[] {
   return pools.filter((x) => x.overAlert).map((x) => `warning: pool ${x.name} is ${x.usedPercent}% allocated, over its capacityAlert of ${x.capacityAlert}% (${formatSize(x.available ?? 0).replace(/ \(.*\)$/, '')} available)`);
@@ -92,7 +124,7 @@ function table(rows: string[][]): string[] {
 
 const size = (n?: number) => (n === undefined ? '-' : formatSize(n).replace(/ \(.*\)$/, ''));
 
-export function renderShow(pools: PoolStatus[], images: ImageStatus[], notes: string[]): string {
+export function renderShow(pools: PoolStatus[], images: ImageStatus[], vms: VmStatus[], notes: string[]): string {
   const lines: string[] = [];
   if (pools.length) {
     const rows = [['POOL', 'TYPE', 'STATE', 'AUTOSTART', 'CAPACITY', 'ALLOCATION', 'AVAILABLE', 'USED', 'VOLUMES', 'OWNER', 'STATUS']];
@@ -111,6 +143,18 @@ export function renderShow(pools: PoolStatus[], images: ImageStatus[], notes: st
     rows.push([i.name, i.where, i.format ?? '-', size(i.virtualSize), size(i.allocated), i.owner, i.status + (i.detail ? `: ${i.detail}` : '')]);
   }
   if (images.length) lines.push(...table(rows));
+  if (vms.length) {
+    const vrows = [['VM', 'STATE', 'OWNER', 'DISK', 'SOURCE', 'BUS', 'CACHE', 'IO', 'DISCARD', 'ATTACHED', 'STATUS']];
+    for (const v of vms) {
+      const status = v.status + (v.detail ? `: ${v.detail}` : '');
+      if (!v.disks.length) vrows.push([v.name, v.state, v.owner, '-', '-', '-', '-', '-', '-', '-', status]);
+      v.disks.forEach((d, i) => vrows.push([
+        i ? '' : v.name, i ? '' : v.state, i ? '' : v.owner, d.target, d.source, d.bus, d.cache ?? 'default', d.io ?? 'default',
+        d.discard ?? 'default', d.ours ? 'reconcile' : 'adopted', i ? '' : status,
+      ]));
+    }
+    lines.push('', ...table(vrows));
+  }
   const warnings = capacityWarnings(pools);
   if (warnings.length || notes.length) lines.push('', ...warnings, ...notes);
   return lines.join('\n').trim();

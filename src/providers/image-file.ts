@@ -25,6 +25,8 @@ export interface ObservedImage {
   vhdSubformat?: 'fixed' | 'dynamic';
   /** birth: nanosecond birth time (statx); with dev and ino it tells this file from a later one at the same path */
   file: { uid: number; gid: number; mode: number; ino: number; dev: number; birth: string };
+  /** a block device rather than a regular file */
+  block?: boolean;
 }
 
 export type { StatCache as ObservationCache } from './stat-cache.js';
@@ -111,6 +113,7 @@ async function infoOf(p: string): Promise<ObservedImage> {
     clusterSize: j['cluster-size'],
     backing: j['full-backing-filename'] ?? j['backing-filename'],
     backingFormat: j['backing-filename-format'],
+    block: st.isBlockDevice() || undefined,
     file: { uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) & 0o7777, ino: Number(st.ino), dev: Number(st.dev), birth: String(st.birthtimeNs) },
   };
   if (j.format === 'qcow2') {

@@ -9,6 +9,7 @@ import {
 import {
   buildPool, definePool, deletePoolStorage, ensureSecret, parsePoolXml, setAutostart, startPool, stopPool, undefinePool,
 } from '../providers/libvirt-pool.js';
+import { changeDisk, defineDomain, setOwnership, undefineDomain } from '../providers/libvirt-domain.js';
 import { createVolume, deleteVolume, resizeVolume } from '../providers/libvirt-volume.js';
 import type { Virsh } from '../providers/virsh.js';
 import { UserError } from './errors.js';
@@ -180,6 +181,31 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         if (op.exists && op.birth && op.birth !== '0' && now !== undefined && now !== op.birth) {
           opts.log(`${a.id}: not deleted: ${op.path} is no longer the file reconcile created; forgotten`);
         } else if (op.exists) await deleteVolume(virsh(), op.pool, op.name);
+        delete inventory.objects[op.inventoryKey];
+        await save();
+        return;
+      }
+      case 'domain.define': {
+        const v = virsh();
+        await defineDomain(v, op.xml);
+        const uuid = (await v.exec(['domuuid', op.name])).trim();
+        inventory.objects[recordKey({ type: 'domain', name: op.name })] = { type: 'domain', name: op.name, uuid, createdAt: new Date().toISOString() };
+        await save();
+        return;
+      }
+      case 'domain.disks': {
+        const v = virsh();
+        const pending: string[] = [];
+        for (const step of op.steps) {
+          const live = await changeDisk(v, op.name, step.verb, step.disk, op.running);
+          if (!live) pending.push(`${step.verb.replace('-device', '')} ${step.disk.target}`);
+        }
+        await setOwnership(v, op.name, op.ownership, op.running);
+        if (pending.length) opts.log(`${a.id}: saved in the persistent definition; the running domain takes it at its next restart (${pending.join(', ')})`);
+        return;
+      }
+      case 'domain.undefine': {
+        if (op.exists) await undefineDomain(virsh(), op.name);
         delete inventory.objects[op.inventoryKey];
         await save();
         return;

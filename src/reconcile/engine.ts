@@ -1,9 +1,11 @@
 // load → observe → diff → plan. Level-triggered: every plan starts from what the host
 // reports now, never from memory of an earlier run.
+import { existsSync } from 'node:fs';
 import type { ObservationCache } from '../providers/image-file.js';
 import type { Virsh } from '../providers/virsh.js';
 import { diffImages } from './diff-images.js';
 import { diffPools } from './diff-pools.js';
+import { diffVms } from './diff-vms.js';
 import { diffVolumes, imagePathResolver } from './diff-volumes.js';
 import { readInventory, type Inventory } from './inventory.js';
 import type { DesiredState } from './model.js';
@@ -23,6 +25,13 @@ export interface PlanWithObservations {
   plan: Plan;
   observed: Observation;
   inventory: Inventory;
+  /** per VM: what its running domain keeps until it restarts */
+  pending: Record<string, string[]>;
+}
+
+/** kvm where /dev/kvm exists (it is tried first for new domains), else TCG. */
+export function hostVirtTypes(): string[] {
+  return existsSync('/dev/kvm') ? ['kvm', 'qemu'] : ['qemu'];
 }
 
 export async function makePlan(state: DesiredState, opts: PlanOptions): Promise<Plan> {
@@ -31,21 +40,23 @@ export async function makePlan(state: DesiredState, opts: PlanOptions): Promise<
 
 export async function planWithObservations(state: DesiredState, opts: PlanOptions): Promise<PlanWithObservations> {
   const inventory = await readInventory(opts.stateDir);
-  const obs: Observation = { files: new Map(), pools: new Map(), volumes: new Map() };
-  const lv = libvirtToObserve(state, inventory);
+  const obs: Observation = { files: new Map(), pools: new Map(), volumes: new Map(), domains: new Map(), caps: new Map() };
+  const lv = libvirtToObserve(state, inventory, hostVirtTypes());
   let virsh: Virsh | undefined;
+  const needsLibvirt = lv.pools.length || lv.volumes.length || lv.domains.length;
   const [, libvirt] = await Promise.all([
     observeMore(obs.files, filesToObserve(state, inventory), opts.cache),
-    lv.pools.length || lv.volumes.length ? observeLibvirt((virsh = opts.virsh!()), lv.pools, lv.volumes, opts.cache) : undefined,
+    needsLibvirt ? observeLibvirt((virsh = opts.virsh!()), lv, opts.cache) : undefined,
   ]);
-  if (libvirt) Object.assign(obs, { pools: libvirt.pools, volumes: libvirt.volumes });
+  if (libvirt) Object.assign(obs, libvirt);
 
   const flags = { allowReplace: opts.allowReplace, prune: opts.prune };
   const diffAll = () => {
     const volumes = diffVolumes({ state, ...obs, inventory, ...flags });
     const images = diffImages({ state, observed: obs.files, inventory, ...flags, pathOf: imagePathResolver(state, obs.volumes, obs.pools) });
     const pools = diffPools({ state, pools: obs.pools, inventory, ...flags, prunedVolumes: volumes.prunedVolumes });
-    return { volumes, images, pools, needs: [...images.needs, ...volumes.needs] };
+    const vms = diffVms({ state, domains: obs.domains, caps: obs.caps, files: obs.files, volumes: obs.volumes, inventory, prune: opts.prune, createVirtType: hostVirtTypes()[0]! });
+    return { volumes, images, pools, vms, needs: [...images.needs, ...volumes.needs, ...vms.needs] };
   };
   let d = diffAll();
   // Source files (and qcow2 volumes whose options are declared) are read only when a
@@ -54,17 +65,19 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     await observeMore(obs.files, d.needs, opts.cache);
     d = diffAll();
   }
-  const actions = linkBuildDependencies(state, [...d.pools.actions, ...d.images.actions, ...d.volumes.actions]);
-  const refusals = [...d.pools.refusals, ...d.images.refusals, ...d.volumes.refusals];
-  for (const kind of ['vms', 'backups'] as const) {
-    for (const spec of Object.values(state[kind])) {
-      refusals.push({ id: `${kind}.${spec.name}`, message: `${spec.origin}: ${kind} are not reconciled by this version yet; remove ${kind}.${spec.name} or use a release that supports it` });
-    }
+  const actions = linkBuildDependencies(state, [...d.pools.actions, ...d.images.actions, ...d.volumes.actions, ...d.vms.actions]);
+  // A domain's disks are attached once the images they name have been built.
+  const ids = new Set(actions.map((a) => a.id));
+  for (const a of actions) a.dependsOn = a.dependsOn.filter((dep) => ids.has(dep) && actions.find((x) => x.id === dep)!.kind !== 'no-op');
+  const refusals = [...d.pools.refusals, ...d.images.refusals, ...d.volumes.refusals, ...d.vms.refusals];
+  for (const spec of Object.values(state.backups)) {
+    refusals.push({ id: `backups.${spec.name}`, message: `${spec.origin}: backups are not reconciled by this version yet; remove backups.${spec.name} or use a release that supports it` });
   }
   const observedHashes: Record<string, string> = {};
   for (const [p, o] of obs.files) observedHashes[`file:${p}`] = observationHash(o);
   for (const [n, o] of obs.pools) observedHashes[`pool:${n}`] = observationHash(o);
   for (const [k, o] of obs.volumes) observedHashes[`volume:${k}`] = observationHash(o);
+  for (const [k, o] of obs.domains) observedHashes[`domain:${k}`] = observationHash(o);
   const plan: Plan = {
     formatVersion: 1,
     createdAt: new Date().toISOString(),
@@ -74,9 +87,9 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     observed: Object.fromEntries(Object.entries(observedHashes).sort(([a], [b]) => a.localeCompare(b))),
     actions,
     refusals,
-    notes: [...d.pools.notes, ...d.images.notes, ...d.volumes.notes],
+    notes: [...d.pools.notes, ...d.images.notes, ...d.volumes.notes, ...d.vms.notes],
   };
-  return { plan, observed: obs, inventory };
+  return { plan, observed: obs, inventory, pending: d.vms.pending };
 }
 
 /** A build waits for the build of the image it copies or overlays, whatever kind either is. */
@@ -94,17 +107,25 @@ function linkBuildDependencies(state: DesiredState, actions: Action[]): Action[]
 /** Objects whose observation differs from the one a saved plan was made against. */
 export async function movedSince(plan: Plan, opts: { cache?: ObservationCache; virsh?: () => Virsh }): Promise<string[]> {
   const keys = Object.keys(plan.observed);
+  const of = (prefix: string) => keys.filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));
   const files = new Map();
-  await observeMore(files, keys.filter((k) => k.startsWith('file:')).map((k) => k.slice(5)), opts.cache);
-  const poolNames = keys.filter((k) => k.startsWith('pool:')).map((k) => k.slice(5));
-  const vols = keys.filter((k) => k.startsWith('volume:')).map((k) => {
-    const [pool, ...name] = k.slice(7).split('/');
-    return { pool: pool!, name: name.join('/') };
-  });
-  const lv = poolNames.length || vols.length ? await observeLibvirt(opts.virsh!(), poolNames, vols, opts.cache) : { pools: new Map(), volumes: new Map() };
+  await observeMore(files, of('file:'), opts.cache);
+  const targets = {
+    pools: of('pool:'),
+    volumes: of('volume:').map((k) => {
+      const [pool, ...name] = k.split('/');
+      return { pool: pool!, name: name.join('/') };
+    }),
+    domains: of('domain:'),
+    virtTypes: [],
+  };
+  const lv = targets.pools.length || targets.volumes.length || targets.domains.length
+    ? await observeLibvirt(opts.virsh!(), targets, opts.cache)
+    : { pools: new Map(), volumes: new Map(), domains: new Map() };
   const now: Record<string, string> = {};
   for (const [p, o] of files) now[`file:${p}`] = observationHash(o);
   for (const [n, o] of lv.pools) now[`pool:${n}`] = observationHash(o);
   for (const [k, o] of lv.volumes) now[`volume:${k}`] = observationHash(o);
-  return keys.filter((k) => now[k] !== plan.observed[k]).map((k) => k.replace(/^(file|pool|volume):/, (m) => (m === 'file:' ? '' : m)));
+  for (const [k, o] of lv.domains) now[`domain:${k}`] = observationHash(o);
+  return keys.filter((k) => now[k] !== plan.observed[k]).map((k) => k.replace(/^file:/, ''));
 }

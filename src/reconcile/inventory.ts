@@ -44,7 +44,14 @@ export interface VolumeRecord {
   recorded: Record<string, string>;
 }
 
-export type InventoryRecord = ImageRecord | PoolRecord | VolumeRecord;
+export interface DomainRecord {
+  type: 'domain';
+  name: string;
+  uuid: string;
+  createdAt: string;
+}
+
+export type InventoryRecord = ImageRecord | PoolRecord | VolumeRecord | DomainRecord;
 
 /**
  * Is the file at a recorded path still the one reconcile created? Inode numbers are reused
@@ -60,13 +67,14 @@ export interface Inventory {
   objects: Record<string, InventoryRecord>;
 }
 
-type Identity = { type: 'image'; path: string } | { type: 'pool'; name: string } | { type: 'volume'; pool: string; volume: string };
+type Identity = { type: 'image'; path: string } | { type: 'pool'; name: string } | { type: 'volume'; pool: string; volume: string } | { type: 'domain'; name: string };
 
 export function recordKey(r: Identity): string {
   switch (r.type) {
     case 'image': return `image:${r.path}`;
     case 'pool': return `pool:${r.name}`;
     case 'volume': return `volume:${r.pool}/${r.volume}`;
+    case 'domain': return `domain:${r.name}`;
   }
 }
 

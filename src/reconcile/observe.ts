@@ -4,6 +4,9 @@ import { observeImages, type ObservationCache, type ObservedImage } from '../pro
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../providers/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../providers/libvirt-volume.js';
 import { cacheable, fileSignature, type StatCache } from '../providers/stat-cache.js';
+import {
+  domainReadCommands, parseCapabilities, parseDomainReads, type DomainCapabilities, type ObservedDomain,
+} from '../providers/libvirt-domain.js';
 import type { Virsh } from '../providers/virsh.js';
 import type { Inventory } from './inventory.js';
 import type { DesiredState } from './model.js';
@@ -12,16 +15,28 @@ export interface Observation {
   files: Map<string, ObservedImage | null>;
   pools: Map<string, ObservedPool | null>;
   volumes: Map<string, ObservedVolume | null>;
+  domains: Map<string, ObservedDomain | null>;
+  /** domcapabilities by virt type (kvm, qemu) */
+  caps: Map<string, DomainCapabilities>;
+}
+
+export interface LibvirtTargets {
+  pools: string[];
+  volumes: { pool: string; name: string }[];
+  domains: string[];
+  /** virt types whose domcapabilities are needed */
+  virtTypes: string[];
 }
 
 export function filesToObserve(state: DesiredState, inventory: Inventory): string[] {
   const paths = new Set<string>();
   for (const spec of Object.values(state.images)) if (spec.location.kind === 'path') paths.add(spec.location.path);
   for (const rec of Object.values(inventory.objects)) if (rec.type === 'image') paths.add(rec.path);
+  for (const vm of Object.values(state.vms)) for (const d of vm.disks) if (d.path) paths.add(d.path);
   return [...paths].sort();
 }
 
-export function libvirtToObserve(state: DesiredState, inventory: Inventory): { pools: string[]; volumes: { pool: string; name: string }[] } {
+export function libvirtToObserve(state: DesiredState, inventory: Inventory, virtTypes: string[]): LibvirtTargets {
   const pools = new Set(Object.keys(state.pools));
   const vols = new Map<string, { pool: string; name: string }>();
   for (const spec of Object.values(state.images)) {
@@ -36,7 +51,14 @@ export function libvirtToObserve(state: DesiredState, inventory: Inventory): { p
       vols.set(`${rec.pool}/${rec.volume}`, { pool: rec.pool, name: rec.volume });
     }
   }
-  return { pools: [...pools].sort(), volumes: [...vols.values()].sort((a, b) => `${a.pool}/${a.name}`.localeCompare(`${b.pool}/${b.name}`)) };
+  const domains = new Set(Object.keys(state.vms));
+  for (const rec of Object.values(inventory.objects)) if (rec.type === 'domain') domains.add(rec.name);
+  return {
+    pools: [...pools].sort(),
+    volumes: [...vols.values()].sort((a, b) => `${a.pool}/${a.name}`.localeCompare(`${b.pool}/${b.name}`)),
+    domains: [...domains].sort(),
+    virtTypes: domains.size ? virtTypes : [],
+  };
 }
 
 export async function observeMore(
@@ -59,12 +81,20 @@ export const volumeCacheKey = (pool: string, name: string) => `volume:${pool}/${
  */
 export async function observeLibvirt(
   virsh: Virsh,
-  poolNames: string[],
-  volumes: { pool: string; name: string }[],
+  targets: LibvirtTargets,
   cache?: StatCache,
-): Promise<{ pools: Map<string, ObservedPool | null>; volumes: Map<string, ObservedVolume | null> }> {
-  if (!poolNames.length && !volumes.length) return { pools: new Map(), volumes: new Map() };
-  const pools = parsePoolReads(poolNames, await virsh.batch(poolReadCommands(poolNames)));
+): Promise<Omit<Observation, 'files'>> {
+  const { pools: poolNames, volumes, domains: domainNames, virtTypes } = targets;
+  // Pools, domains and capabilities in one process; volumes only where the cache cannot answer.
+  const first = [...poolReadCommands(poolNames), ...domainReadCommands(domainNames), ...virtTypes.map((t) => ['domcapabilities', '--virttype', t])];
+  const outputs = first.length ? await virsh.batch(first) : [];
+  const pools = parsePoolReads(poolNames, outputs.slice(0, poolNames.length * 3));
+  const domains = parseDomainReads(domainNames, outputs.slice(poolNames.length * 3, poolNames.length * 3 + domainNames.length * 3));
+  const caps = new Map<string, DomainCapabilities>();
+  virtTypes.forEach((t, i) => {
+    const xml = outputs[poolNames.length * 3 + domainNames.length * 3 + i];
+    if (xml) caps.set(t, parseCapabilities(xml));
+  });
   const vols = new Map<string, ObservedVolume | null>();
   const misses: { pool: string; name: string; sig?: string }[] = [];
   await Promise.all(volumes.map(async (v) => {
@@ -88,7 +118,7 @@ export async function observeLibvirt(
       if (obs && cacheable(v.sig) && (await fileSignature(obs.path).catch(() => undefined)) === v.sig) cache?.set(volumeCacheKey(v.pool, v.name), v.sig, obs);
     }));
   }
-  return { pools, volumes: vols };
+  return { pools, volumes: vols, domains, caps };
 }
 
 /** After apply made or changed a file volume: remember what libvirt reported for it. */

@@ -3,7 +3,9 @@
 import { createHash } from 'node:crypto';
 import type { ImageBuild } from '../providers/image-file.js';
 import type { PoolDefinition } from '../providers/libvirt-pool.js';
+import type { Ownership } from '../providers/libvirt-domain.js';
 import type { VolumeBuild } from '../providers/libvirt-volume.js';
+import type { DiskStep } from './diff-vms.js';
 import type { Format, Permissions } from './model.js';
 
 export type ActionKind = 'create' | 'update' | 'replace' | 'delete' | 'no-op';
@@ -54,12 +56,15 @@ export type Operation =
       chmod?: { path: string; permissions: Permissions };
     }
   | { type: 'volume.delete'; pool: string; name: string; exists: boolean; inventoryKey: string; path?: string; birth?: string }
+  | { type: 'domain.define'; name: string; xml: string }
+  | { type: 'domain.disks'; name: string; running: boolean; steps: DiskStep[]; ownership: Ownership }
+  | { type: 'domain.undefine'; name: string; exists: boolean; inventoryKey: string }
   | { type: 'none' };
 
 export interface Action {
   /** address in the YAML, e.g. images.fedora (or inventory:PATH for pruned objects) */
   id: string;
-  resource: 'image' | 'pool' | 'volume';
+  resource: 'image' | 'pool' | 'volume' | 'domain';
   kind: ActionKind;
   /** one line a person reads: "size 20 GiB -> 30 GiB" */
   reason: string;

@@ -1,0 +1,263 @@
+// The storage of declared VMs vs what libvirt reports for each domain: attach declared
+// disks, enforce driver type, cache, io, discard, bus and readonly on them, detach disks
+// reconcile attached that left the YAML, define missing domains that have `create:`.
+// Changes go to the persistent definition; a running domain reports pending restart for
+// whatever it cannot take live.
+import { DRIVER, type ObservedImage } from '../providers/image-file.js';
+import {
+  domainXml, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership,
+} from '../providers/libvirt-domain.js';
+import { VOL_FORMAT, type ObservedVolume } from '../providers/libvirt-volume.js';
+import { reasonOf } from './diff-common.js';
+import type { Inventory } from './inventory.js';
+import type { DesiredState, DiskSpec, VmSpec } from './model.js';
+import type { Action, Change, Refusal } from './plan.js';
+
+export interface VmDiff {
+  actions: Action[];
+  refusals: Refusal[];
+  notes: string[];
+  needs: string[];
+  /** per VM: what a running domain keeps until it restarts */
+  pending: Record<string, string[]>;
+}
+
+export type DiskStep = { verb: 'attach-device' | 'update-device' | 'detach-device'; disk: DiskDevice };
+
+const PREFIX: Record<DiskSpec['bus'], string> = { virtio: 'vd', scsi: 'sd', sata: 'sd', ide: 'hd', nvme: 'nvme' };
+
+function targetName(bus: DiskSpec['bus'], i: number): string {
+  if (bus === 'nvme') return `nvme0n${i + 1}`;
+  let s = '';
+  let n = i;
+  do {
+    s = String.fromCharCode(97 + (n % 26)) + s;
+    n = Math.floor(n / 26) - 1;
+  } while (n >= 0);
+  return PREFIX[bus] + s;
+}
+
+function sameSource(a: DiskDevice, b: DiskDevice): boolean {
+  if (a.type === 'volume' || b.type === 'volume') return a.source.pool === b.source.pool && a.source.volume === b.source.volume;
+  return (a.source.file ?? a.source.dev) === (b.source.file ?? b.source.dev);
+}
+
+const describeSource = (d: DiskDevice) => (d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : d.source.file ?? d.source.dev ?? '?');
+
+/** Attribute differences a disk would need, for the declared (non-undefined) values only. */
+function attributeChanges(want: DiskDevice, have: DiskDevice): Change[] {
+  const ch: Change[] = [];
+  const cmp = (field: keyof DiskDevice) => {
+    const w = want[field];
+    const h = have[field];
+    if (w !== undefined && String(w) !== String(h ?? 'default')) ch.push({ field: `${want.target} ${field === 'driverType' ? 'format' : field}`, from: String(h ?? 'default'), to: String(w) });
+  };
+  for (const f of ['driverType', 'bus', 'cache', 'io', 'discard', 'readonly'] as const) cmp(f);
+  return ch;
+}
+
+export function diffVms(input: {
+  state: DesiredState;
+  domains: Map<string, ObservedDomain | null>;
+  caps: Map<string, DomainCapabilities>;
+  files: Map<string, ObservedImage | null>;
+  volumes: Map<string, ObservedVolume | null>;
+  inventory: Inventory;
+  prune: boolean;
+  createVirtType: string;
+}): VmDiff {
+  const { state, domains, caps, files } = input;
+  const out: VmDiff = { actions: [], refusals: [], notes: [], needs: [], pending: {} };
+
+  for (const vm of Object.values(state.vms).sort((a, b) => a.name.localeCompare(b.name))) {
+    const id = `vms.${vm.name}`;
+    const dom = domains.get(vm.name);
+    if (dom === undefined) continue;
+    if (dom === null && !vm.create) {
+      out.refusals.push({ id, message: `${vm.origin}: domain ${vm.name} does not exist; add create: { memory, vcpus } to define it, or define it yourself` });
+      continue;
+    }
+    const cap = caps.get(dom?.virtType ?? input.createVirtType);
+    const resolved = resolveDisks(vm, dom, state, files, input.volumes, cap, out, id);
+    if (!resolved) continue;
+    const dependsOn = vm.disks.filter((d) => d.image).map((d) => `images.${d.image}`);
+
+    if (dom === null) {
+      const ownership: Ownership = { created: true, disks: resolved.map((d) => d.target).sort() };
+      out.actions.push({
+        id, resource: 'domain', kind: 'create', destructive: false, changes: [], dependsOn,
+        reason: `new domain (${input.createVirtType}, ${Math.round(vm.create!.memory / 1024 / 1024)} MiB, ${vm.create!.vcpus} vCPU) with ${resolved.length} disk(s): ${resolved.map((d) => `${d.target} ${describeSource(d)}`).join(', ')}`,
+        op: { type: 'domain.define', name: vm.name, xml: domainXml({ name: vm.name, virtType: input.createVirtType, arch: cap?.arch ?? 'x86_64', memory: vm.create!.memory, vcpus: vm.create!.vcpus, disks: resolved, ownership }) },
+      });
+      continue;
+    }
+
+    const steps: DiskStep[] = [];
+    const changes: Change[] = [];
+    const owned = new Set(dom.ownership.disks);
+    const pending: string[] = [];
+    for (const want of resolved) {
+      const have = dom.persistent.find((d) => d.target === want.target);
+      if (!have) {
+        steps.push({ verb: 'attach-device', disk: want });
+        changes.push({ field: `${want.target}`, from: 'absent', to: `${describeSource(want)} (${want.bus}${want.cache ? `, cache ${want.cache}` : ''})` });
+        owned.add(want.target);
+        continue;
+      }
+      if (!sameSource(want, have)) {
+        if (!owned.has(want.target)) {
+          out.refusals.push({ id, message: `${vm.origin}: target ${want.target} of domain ${vm.name} holds ${describeSource(have)}, which reconcile did not attach; declare another target or remove that disk yourself` });
+          changes.length = 0;
+          steps.length = 0;
+          break;
+        }
+        steps.push({ verb: 'detach-device', disk: have }, { verb: 'attach-device', disk: want });
+        changes.push({ field: `${want.target} source`, from: describeSource(have), to: describeSource(want) });
+        continue;
+      }
+      const attrs = attributeChanges(want, have);
+      if (!attrs.length) continue;
+      const merged: DiskDevice = { ...have, ...Object.fromEntries(Object.entries(want).filter(([, v]) => v !== undefined)) } as DiskDevice;
+      if (want.bus !== have.bus) steps.push({ verb: 'detach-device', disk: have }, { verb: 'attach-device', disk: merged });
+      else steps.push({ verb: 'update-device', disk: merged });
+      changes.push(...attrs);
+    }
+    if (out.refusals.some((r) => r.id === id)) continue;
+    // Disks reconcile attached that are no longer declared go; adopted ones never do.
+    for (const t of dom.ownership.disks) {
+      if (resolved.some((d) => d.target === t)) continue;
+      const have = dom.persistent.find((d) => d.target === t);
+      owned.delete(t);
+      if (!have) continue;
+      steps.push({ verb: 'detach-device', disk: have });
+      changes.push({ field: t, from: describeSource(have), to: 'detached' });
+    }
+    if (dom.running && dom.live) {
+      for (const want of resolved) {
+        const live = dom.live.find((d) => d.target === want.target);
+        if (!live) {
+          // Being attached now (hot-plug) if it is not yet in the definition; otherwise an
+          // earlier hot-plug failed and the running domain gets it at restart.
+          if (dom.persistent.some((d) => d.target === want.target)) pending.push(`${want.target} attached (running: absent)`);
+          continue;
+        }
+        const diff = [...(sameSource(want, live) ? [] : [{ field: `${want.target} source`, from: describeSource(live), to: describeSource(want) }]), ...attributeChanges(want, live).filter((c) => !c.field.endsWith(' format') || sameSource(want, live))];
+        for (const c of diff) pending.push(`${c.field} ${c.to} (running: ${c.from})`);
+      }
+    }
+    if (dom.running && dom.live) {
+      for (const live of dom.live) {
+        if (!dom.persistent.some((d) => d.target === live.target) && live.device === 'disk') pending.push(`${live.target} detached (running: attached)`);
+      }
+    }
+    if (pending.length) out.pending[vm.name] = pending;
+    const ownership: Ownership = { created: dom.ownership.created, disks: [...owned].sort() };
+    const ownershipChanged = ownership.disks.join(',') !== [...dom.ownership.disks].sort().join(',');
+    if (steps.length || ownershipChanged) {
+      out.actions.push({
+        id, resource: 'domain', kind: 'update', destructive: false, changes, dependsOn,
+        reason: `${reasonOf(changes) || 'record disk ownership'}${dom.running && pending.length ? ' (running: pending restart for what cannot change live)' : ''}`,
+        op: { type: 'domain.disks', name: vm.name, running: dom.running, steps, ownership },
+      });
+    } else {
+      out.actions.push({
+        id, resource: 'domain', kind: 'no-op', destructive: false, changes: [], dependsOn: [],
+        reason: pending.length ? `in sync; pending restart: ${pending.join(', ')}` : dom.ownership.created ? 'in sync' : 'in sync (adopted: reconcile never undefines it)',
+        op: { type: 'none' },
+      });
+    }
+    if (pending.length) out.notes.push(`vms.${vm.name}: pending restart: ${pending.join(', ')}`);
+  }
+
+  for (const [key, rec] of Object.entries(input.inventory.objects)) {
+    if (rec.type !== 'domain' || state.vms[rec.name]) continue;
+    const dom = domains.get(rec.name);
+    if (dom === undefined) continue;
+    const id = `inventory:domain/${rec.name}`;
+    if (!input.prune) {
+      out.notes.push(`domain ${rec.name} left the YAML; \`apply --prune\` undefines it (its disks are kept)`);
+      continue;
+    }
+    if (dom && (dom.uuid !== rec.uuid || !dom.ownership.created)) {
+      out.actions.push({ id, resource: 'domain', kind: 'delete', destructive: false, changes: [], dependsOn: [], reason: 'redefined by someone else: forgotten, not undefined', op: { type: 'domain.undefine', name: rec.name, exists: false, inventoryKey: key } });
+      continue;
+    }
+    if (dom?.running) {
+      out.refusals.push({ id, message: `domain ${rec.name} left the YAML but is running; shut it down before it is undefined` });
+      continue;
+    }
+    out.actions.push({
+      id, resource: 'domain', kind: 'delete', destructive: !!dom, changes: [], dependsOn: [],
+      reason: dom ? `domain ${rec.name} left the YAML (undefined; its disk images are kept)` : 'already gone; forgotten from the inventory',
+      op: { type: 'domain.undefine', name: rec.name, exists: !!dom, inventoryKey: key },
+    });
+  }
+  return out;
+}
+
+function resolveDisks(
+  vm: VmSpec, dom: ObservedDomain | null, state: DesiredState, files: Map<string, ObservedImage | null>,
+  volumes: Map<string, ObservedVolume | null>, cap: DomainCapabilities | undefined, out: VmDiff, id: string,
+): DiskDevice[] | undefined {
+  const disks: DiskDevice[] = [];
+  let ok = true;
+  const refuse = (origin: string, message: string) => {
+    out.refusals.push({ id, message: `${origin}: ${message}` });
+    ok = false;
+  };
+  for (const d of vm.disks) {
+    if (cap && !cap.buses.includes(d.bus)) {
+      refuse(d.origin, `bus ${d.bus} is not supported by this host (libvirt domcapabilities for ${cap.virtType} lists: ${cap.buses.join(', ')})`);
+      continue;
+    }
+    let dev: Omit<DiskDevice, 'target' | 'bus' | 'cache' | 'io' | 'discard' | 'readonly'>;
+    if (d.image) {
+      const img = state.images[d.image]!;
+      if (img.encryption) {
+        refuse(d.origin, `images.${img.name} is LUKS-encrypted; attaching encrypted images (with a libvirt secret) is not supported by this version`);
+        continue;
+      }
+      if (img.format === 'vhdx') {
+        refuse(d.origin, `images.${img.name} is vhdx, which libvirt cannot attach; use qcow2, raw, vhd or vmdk for VM disks`);
+        continue;
+      }
+      dev = img.location.kind === 'pool'
+        ? { type: 'volume', device: 'disk', source: { pool: img.location.pool, volume: img.location.volume }, driverType: VOL_FORMAT[img.format] }
+        : { type: 'file', device: 'disk', source: { file: img.location.path }, driverType: DRIVER[img.format] };
+    } else {
+      const p = d.path!;
+      if (!files.has(p)) {
+        out.needs.push(p);
+        ok = false;
+        continue;
+      }
+      const f = files.get(p);
+      if (!f) {
+        refuse(d.origin, `${p} does not exist`);
+        continue;
+      }
+      dev = f.block
+        ? { type: 'block', device: 'disk', source: { dev: p }, driverType: f.driver }
+        : { type: 'file', device: 'disk', source: { file: p }, driverType: f.driver };
+    }
+    disks.push({ ...dev, target: d.target ?? '', bus: d.bus, cache: d.cache, io: d.io, discard: d.discard, readonly: d.readonly });
+  }
+  if (!ok) return undefined;
+  // Targets: declared, else the one the same source already has, else the next free for the bus.
+  const used = new Set([...(dom?.persistent ?? []).map((d) => d.target), ...disks.map((d) => d.target).filter(Boolean)]);
+  for (const disk of disks) {
+    if (disk.target) continue;
+    const existing = dom?.persistent.find((h) => sameSource(disk, h));
+    if (existing) {
+      disk.target = existing.target;
+      continue;
+    }
+    const bus = disk.bus as DiskSpec['bus'];
+    let i = 0;
+    while (used.has(targetName(bus, i))) i++;
+    disk.target = targetName(bus, i);
+    used.add(disk.target);
+  }
+  return disks;
+}
+
