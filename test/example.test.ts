@@ -17,13 +17,17 @@ it('the example applies and a second apply changes nothing', async () => {
   lv = await startPrivateLibvirtd();
   sb = await sandbox('example', { libvirt: lv });
   const text = await readFile(path.join(ROOT, 'examples', 'storage.yaml'), 'utf8');
+  await import('node:fs/promises').then((fs) => fs.chmod(sb.dir, 0o755));
   await sb.yaml(text.replaceAll('/var/lib/libvirt/images/example', '$DIR/example').replace(/^connection: .*$/m, ''));
   const first = await sb.run('apply');
   expect(first.stderr).toBe('');
-  expect(first.stdout).toMatch(/Apply complete: 9 created, 0 updated, 0 replaced, 0 deleted\./);
+  expect(first.stdout).toMatch(/Apply complete: 10 created, 0 updated, 0 replaced, 0 deleted\./);
   expect((await qemuInfo(path.join(sb.dir, 'example/webapp-root.qcow2')))['backing-filename']).toBe(path.join(sb.dir, 'example/fedora-base.qcow2'));
   expect((await qemuInfo(path.join(sb.dir, 'example/export/fedora-azure.vhd'), 'vpc'))['virtual-size']).toBe(2 * 1024 ** 3);
   expect(await virsh(lv, 'vol-list', 'example-pool')).toMatch(/scratch\.qcow2[\s\S]*webapp-data\.img|webapp-data\.img[\s\S]*scratch\.qcow2/);
+  const domain = await virsh(lv, 'dumpxml', '--inactive', 'webapp');
+  expect(domain).toMatch(/<source pool='example-pool' volume='webapp-data\.img'\/>/);
+  expect(domain).toMatch(/cache='writeback' io='threads'/);
   const second = await sb.run('plan', '--detailed-exitcode');
   expect(second.code).toBe(0);
 });
