@@ -53,3 +53,13 @@ export async function run(cmd: string, args: string[], opts: { input?: string; r
     throw new CommandError(argv, stderr, r.exitCode);
   }
 }
+
+/** Whether a process exists (EPERM: it does, owned by someone else). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -6,7 +6,7 @@ import { chmod, chown, lstat, mkdir, open, readdir, rename, rm, stat, unlink } f
 import path from 'node:path';
 import pLimit from 'p-limit';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
-import { CommandError, run } from './exec.js';
+import { CommandError, processAlive, run } from './exec.js';
 import { cacheable, fileSignature, type StatCache } from './stat-cache.js';
 
 /** What qemu-img (and the file's own header) says about an image file. */
@@ -234,20 +234,11 @@ export async function removeStaleBuilds(p: string): Promise<string[]> {
   for (const n of names) {
     if (!n.startsWith(prefix)) continue;
     const pid = Number(n.slice(prefix.length).split('-')[0]);
-    if (pid && isAlive(pid)) continue;
+    if (pid && processAlive(pid)) continue;
     await rm(path.join(dir, n), { recursive: true, force: true });
     removed.push(path.join(dir, n));
   }
   return removed;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function fsyncPath(p: string, flags = constants.O_RDONLY): Promise<void> {

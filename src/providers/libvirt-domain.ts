@@ -1,9 +1,7 @@
 // libvirt domains, for their storage only: observe disks (persistent and live), attach,
 // update and detach disk devices, define a new domain, and keep our ownership record in
 // the domain's own <metadata>. Other devices of a domain are never touched.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { withTempFile } from './temp-file.js';
 import { esc, parseXml, text, type XmlNode } from './xml.js';
 import type { Virsh } from './virsh.js';
 
@@ -129,19 +127,8 @@ export function domainXml(d: { name: string; virtType: string; arch: string; mem
   return `<domain type='${esc(d.virtType)}'><name>${esc(d.name)}</name><metadata>${owned}</metadata><memory unit='bytes'>${d.memory}</memory><vcpu>${d.vcpus}</vcpu><os><type arch='${esc(d.arch)}'>hvm</type></os><features><acpi/><apic/></features><devices>${d.disks.map(diskXml).join('')}<serial type='pty'/><console type='pty'/></devices></domain>\n`;
 }
 
-async function withFile<T>(content: string, fn: (file: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'virt-reconcile-'));
-  try {
-    const f = path.join(dir, 'device.xml');
-    await writeFile(f, content, { mode: 0o600 });
-    return await fn(f);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 export async function defineDomain(v: Virsh, xml: string): Promise<void> {
-  await withFile(xml, (f) => v.exec(['define', f]));
+  await withTempFile(xml, (f) => v.exec(['define', f]));
 }
 
 /**
@@ -150,7 +137,7 @@ export async function defineDomain(v: Virsh, xml: string): Promise<void> {
  * restarts (pending restart).
  */
 export async function changeDisk(v: Virsh, domain: string, verb: 'attach-device' | 'update-device' | 'detach-device', disk: DiskDevice, running: boolean): Promise<boolean> {
-  return withFile(diskXml(disk), async (f) => {
+  return withTempFile(diskXml(disk), async (f) => {
     await v.exec([verb, domain, f, '--config']);
     if (!running) return true;
     try {

@@ -1,9 +1,7 @@
 // libvirt storage pools through virsh: the XML for every pool type, batched observation,
 // and define / build / start / autostart / stop / delete / undefine.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import type { Permissions, PoolSpec } from '../reconcile/model.js';
+import { withTempFile } from './temp-file.js';
 import { bytes, esc, parseXml, text, type XmlNode } from './xml.js';
 import type { Virsh } from './virsh.js';
 
@@ -165,20 +163,9 @@ export function parsePoolReads(names: string[], outputs: (string | undefined)[])
   return out;
 }
 
-async function withXmlFile<T>(xml: string, fn: (file: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'virt-reconcile-'));
-  try {
-    const file = path.join(dir, 'def.xml');
-    await writeFile(file, xml, { mode: 0o600 });
-    return await fn(file);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 /** Defines (or redefines, for an existing name) the persistent pool. */
 export async function definePool(v: Virsh, name: string, d: PoolDefinition): Promise<void> {
-  await withXmlFile(poolXml(name, d), (f) => v.exec(['pool-define', f]));
+  await withTempFile(poolXml(name, d), (f) => v.exec(['pool-define', f]));
 }
 
 /**
@@ -239,7 +226,7 @@ export async function undefinePool(v: Virsh, name: string): Promise<void> {
 /** A libvirt secret for pool authentication; the value is read from the file by virsh, never by us. */
 export async function ensureSecret(v: Virsh, usage: string, type: 'chap' | 'ceph', secretFile: string): Promise<void> {
   const usageXml = type === 'ceph' ? `<usage type='ceph'><name>${esc(usage)}</name></usage>` : `<usage type='iscsi'><target>${esc(usage)}</target></usage>`;
-  await withXmlFile(`<secret ephemeral='no' private='yes'><description>${esc(usage)}</description>${usageXml}</secret>\n`, (f) => v.exec(['secret-define', f]));
+  await withTempFile(`<secret ephemeral='no' private='yes'><description>${esc(usage)}</description>${usageXml}</secret>\n`, (f) => v.exec(['secret-define', f]));
   const uuid = (await v.exec(['secret-list'])).split('\n').map((l) => l.trim().split(/\s+/)).find((cols) => cols.slice(1).join(' ').includes(usage))?.[0];
   if (!uuid) throw new Error(`libvirt secret for ${usage} was defined but is not listed`);
   await v.exec(['secret-set-value', uuid, '--file', secretFile, '--plain']);

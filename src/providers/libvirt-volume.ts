@@ -1,11 +1,11 @@
 // Volumes in libvirt storage pools: vol-create from XML, vol-create-from for copies,
 // vol-upload for imports, vol-resize to grow, vol-delete. Observation is part of the
 // pools' batch (vol-dumpxml of every volume of interest in one virsh process).
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
 import { run } from './exec.js';
+import { withTempDir } from './temp-file.js';
 import { bytes, esc, parseXml, text, type XmlNode } from './xml.js';
 import type { Virsh } from './virsh.js';
 
@@ -88,15 +88,6 @@ export function volumeXml(b: VolumeBuild): string {
   return `<volume><name>${esc(b.name)}</name><capacity unit='bytes'>${b.capacity}</capacity><allocation unit='bytes'>${allocation}</allocation><target>${fmt}${qcow2}${perms}</target>${backing}</volume>\n`;
 }
 
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'virt-reconcile-'));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 function qemuCreateOptions(b: VolumeBuild): string[] {
   if (b.format !== 'qcow2') return [];
   const q = b.qcow2 ?? {};
@@ -114,7 +105,7 @@ function qemuCreateOptions(b: VolumeBuild): string[] {
 export async function createVolume(v: Virsh, b: VolumeBuild): Promise<ObservedVolume> {
   const prealloc = b.format === 'qcow2' && b.qcow2?.preallocation === 'metadata' ? ['--prealloc-metadata'] : [];
   const dump = ['vol-dumpxml', '--pool', b.pool, b.name];
-  return withTemp(async (dir) => {
+  return withTempDir(async (dir) => {
     const xmlFile = path.join(dir, 'vol.xml');
     await writeFile(xmlFile, volumeXml(b), { mode: 0o600 });
     const src = b.source;

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { processAlive } from '../providers/exec.js';
 import { UserError } from './errors.js';
 
 export interface Lock {
@@ -27,15 +28,6 @@ function bootId(): string {
     return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
   } catch {
     return 'unknown';
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -70,7 +62,7 @@ export async function acquireLock(
       holder = undefined;
     }
     const orphan = !holder && Date.now() - (await stat(lockPath).then((s) => s.mtimeMs, () => Date.now())) > ORPHAN_MS;
-    if (orphan || (holder && holder.host === hostname() && (holder.boot !== bootId() || !alive(holder.pid)))) {
+    if (orphan || (holder && holder.host === hostname() && (holder.boot !== bootId() || !processAlive(holder.pid)))) {
       opts.log(holder ? `taking over the lock of pid ${holder.pid}, which no longer runs` : 'taking over an abandoned lock');
       await rm(lockPath, { recursive: true, force: true });
       continue;
