@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { applyPlan } from './reconcile/apply.js';
+import { checkFailed, checkImages, runningDiskPaths } from './reconcile/check.js';
 import { loadDesiredState } from './reconcile/config.js';
 import { makePlan, movedSince, planWithObservations } from './reconcile/engine.js';
 import { ConfigErrors, EXIT, UserError } from './reconcile/errors.js';
@@ -23,6 +24,7 @@ Commands:
   plan                 show what apply would change
   apply [PLAN.json]    make the host match the YAML, or execute a saved plan exactly
   show                 list declared objects, what exists, and whether it is in sync
+  check                qemu-img check of every declared image (leaks, corruptions)
 
 Options:
   -f, --file PATH          YAML file or directory (repeatable; default ./storage.yaml)
@@ -35,6 +37,8 @@ Options:
       --lock-timeout SECS  wait this long for another apply (default 300; 0 fails at once)
       --detailed-exitcode  plan: exit 0 no changes, 2 changes, 1 error
       --out FILE           plan: also save the plan as JSON for \`apply FILE\`
+      --repair[=all]       check: repair leaked clusters (=all: also corruptions) of
+                           images no running domain uses
   -h, --help, --version
 
 Exit codes: 0 success (no changes), 1 error or refused change, 2 changes present
@@ -53,6 +57,7 @@ interface Args {
   lockTimeout: number;
   detailedExitcode: boolean;
   out?: string;
+  repair?: 'leaks' | 'all';
 }
 
 function parse(argv: string[]): Args | 'help' | 'version' {
@@ -70,6 +75,7 @@ function parse(argv: string[]): Args | 'help' | 'version' {
       'lock-timeout': { type: 'string', default: '300' },
       'detailed-exitcode': { type: 'boolean', default: false },
       out: { type: 'string' },
+      repair: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean' },
     },
@@ -77,7 +83,7 @@ function parse(argv: string[]): Args | 'help' | 'version' {
   if (values.help) return 'help';
   if (values.version) return 'version';
   const [verb, ...rest] = positionals;
-  if (!verb) throw new UserError('missing command (validate, plan, apply, show)', EXIT.usage);
+  if (!verb) throw new UserError('missing command (validate, plan, apply, show, check)', EXIT.usage);
   if (values.output !== 'text' && values.output !== 'json') throw new UserError(`--output must be text or json (got ${values.output})`, EXIT.usage);
   const int = (name: string, v: string, min: number) => {
     if (!/^\d+$/.test(v) || Number(v) < min) throw new UserError(`--${name} must be a whole number >= ${min} (got ${v})`, EXIT.usage);
@@ -96,7 +102,12 @@ function parse(argv: string[]): Args | 'help' | 'version' {
     lockTimeout: int('lock-timeout', values['lock-timeout']!, 0),
     detailedExitcode: values['detailed-exitcode'] ?? false,
     out: values.out,
+    repair: values.repair === undefined ? undefined : values.repair === 'all' ? 'all' : values.repair === 'leaks' ? 'leaks' : badRepair(values.repair),
   };
+}
+
+function badRepair(v: string): never {
+  throw new UserError(`--repair takes no value (leaks) or =all (got ${v})`, EXIT.usage);
 }
 
 const print = (s: string) => process.stdout.write(`${s}\n`);
@@ -179,12 +190,34 @@ async function cmdShow(a: Args): Promise<number> {
   return EXIT.ok;
 }
 
-const COMMANDS: Record<string, (a: Args) => Promise<number>> = { validate: cmdValidate, plan: cmdPlan, apply: cmdApply, show: cmdShow };
+async function cmdCheck(a: Args): Promise<number> {
+  const state = await loadDesiredState(a.files);
+  const cache = await FileObservationCache.open(a.stateDir);
+  const virsh = virshFor(a, state.connection);
+  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh });
+  let inUse = new Set<string>();
+  try {
+    const volPath = (pool: string, vol: string) => p.observed.volumes.get(`${pool}/${vol}`)?.path;
+    inUse = await runningDiskPaths(virsh(), volPath);
+  } catch (e) {
+    if (a.repair) throw new UserError(`cannot ask libvirt which images running domains use (${(e as Error).message}); not repairing anything`);
+  }
+  const rows = await checkImages(state, p, { repair: a.repair, parallelism: a.parallelism, inUse });
+  if (a.output === 'json') print(JSON.stringify(rows, null, 2));
+  else {
+    const w = Math.max(5, ...rows.map((r) => r.name.length));
+    print([`${'IMAGE'.padEnd(w)}  RESULT`, ...rows.map((r) => `${r.name.padEnd(w)}  ${r.result}${r.inUse ? ' [in use by a running domain]' : ''}`)].join('\n'));
+  }
+  return checkFailed(rows) ? EXIT.error : EXIT.ok;
+}
+
+const COMMANDS: Record<string, (a: Args) => Promise<number>> = { validate: cmdValidate, plan: cmdPlan, apply: cmdApply, show: cmdShow, check: cmdCheck };
 
 async function main(): Promise<number> {
   let args: ReturnType<typeof parse>;
   try {
-    args = parse(process.argv.slice(2));
+    // `--repair` alone means leaks; parseArgs needs a value for a string option.
+    args = parse(process.argv.slice(2).map((x) => (x === '--repair' ? '--repair=leaks' : x)));
   } catch (e) {
     process.stderr.write(`reconcile: ${(e as Error).message}\n\n${USAGE}\n`);
     return EXIT.usage;

@@ -9,7 +9,7 @@ export interface RunResult {
 }
 
 export class CommandError extends Error {
-  constructor(readonly command: string[], readonly stderr: string, readonly exitCode: number | undefined) {
+  constructor(readonly command: string[], readonly stderr: string, readonly exitCode: number | undefined, readonly stdout = '') {
     super(`${command[0]} ${command[1] ?? ''} failed${exitCode !== undefined ? ` (exit ${exitCode})` : ''}: ${firstLines(stderr) || 'no error output'}`);
     this.name = 'CommandError';
   }
@@ -50,7 +50,7 @@ export async function run(cmd: string, args: string[], opts: { input?: string; r
     if (r.exitCode === 0 && !r.failed) return { stdout: String(r.stdout), stderr: String(r.stderr) };
     const stderr = String(r.stderr || r.message);
     if (attempt < retries && TRANSIENT.some((t) => stderr.includes(t))) continue;
-    throw new CommandError(argv, stderr, r.exitCode);
+    throw new CommandError(argv, stderr, r.exitCode, String(r.stdout));
   }
 }
 
