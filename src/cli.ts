@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { applyPlan } from './reconcile/apply.js';
+import { listBackups, restore, reverify, runBackup } from './reconcile/backup.js';
 import { checkFailed, checkImages, runningDiskPaths } from './reconcile/check.js';
+import { formatSize } from './reconcile/sizes.js';
 import { loadDesiredState } from './reconcile/config.js';
 import { makePlan, movedSince, planWithObservations } from './reconcile/engine.js';
 import { ConfigErrors, EXIT, UserError } from './reconcile/errors.js';
@@ -25,6 +27,10 @@ Commands:
   apply [PLAN.json]    make the host match the YAML, or execute a saved plan exactly
   show                 list declared objects, what exists, and whether it is in sync
   check                qemu-img check of every declared image (leaks, corruptions)
+  backup run NAME      take one backup of schedule NAME now (hooks, verify, retention)
+  backup list [NAME]   backups made, with size, age and verification
+  backup verify NAME   qemu-img check every copy of NAME again
+  restore NAME --from ID   revert to an internal snapshot, or write a copy back
 
 Options:
   -f, --file PATH          YAML file or directory (repeatable; default ./storage.yaml)
@@ -37,6 +43,7 @@ Options:
       --lock-timeout SECS  wait this long for another apply (default 300; 0 fails at once)
       --detailed-exitcode  plan: exit 0 no changes, 2 changes, 1 error
       --out FILE           plan: also save the plan as JSON for \`apply FILE\`
+      --from ID            restore: the backup to restore (see backup list)
       --repair[=all]       check: repair leaked clusters (=all: also corruptions) of
                            images no running domain uses
   -h, --help, --version
@@ -58,6 +65,7 @@ interface Args {
   detailedExitcode: boolean;
   out?: string;
   repair?: 'leaks' | 'all';
+  from?: string;
 }
 
 function parse(argv: string[]): Args | 'help' | 'version' {
@@ -76,6 +84,7 @@ function parse(argv: string[]): Args | 'help' | 'version' {
       'detailed-exitcode': { type: 'boolean', default: false },
       out: { type: 'string' },
       repair: { type: 'string' },
+      from: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean' },
     },
@@ -102,6 +111,7 @@ function parse(argv: string[]): Args | 'help' | 'version' {
     lockTimeout: int('lock-timeout', values['lock-timeout']!, 0),
     detailedExitcode: values['detailed-exitcode'] ?? false,
     out: values.out,
+    from: values.from,
     repair: values.repair === undefined ? undefined : values.repair === 'all' ? 'all' : values.repair === 'leaks' ? 'leaks' : badRepair(values.repair),
   };
 }
@@ -211,7 +221,72 @@ async function cmdCheck(a: Args): Promise<number> {
   return checkFailed(rows) ? EXIT.error : EXIT.ok;
 }
 
-const COMMANDS: Record<string, (a: Args) => Promise<number>> = { validate: cmdValidate, plan: cmdPlan, apply: cmdApply, show: cmdShow, check: cmdCheck };
+function backupSpec(state: Awaited<ReturnType<typeof loadDesiredState>>, name: string | undefined) {
+  if (!name) throw new UserError('name a backup schedule (one of backups: in the YAML)', EXIT.usage);
+  const spec = state.backups[name];
+  if (!spec) throw new UserError(`no backup schedule ${JSON.stringify(name)} (declared: ${Object.keys(state.backups).join(', ') || 'none'})`);
+  return spec;
+}
+
+function age(seconds: number): string {
+  if (seconds < 120) return `${seconds}s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)}h`;
+  return `${Math.round(seconds / 86400)}d`;
+}
+
+async function cmdBackup(a: Args): Promise<number> {
+  const [sub, name] = a.rest;
+  const state = await loadDesiredState(a.files);
+  const log = a.output === 'json' ? (l: string) => process.stderr.write(`${l}\n`) : print;
+  if (sub === 'list') {
+    if (name) backupSpec(state, name);
+    const rows = await listBackups(a.stateDir, name);
+    if (a.output === 'json') print(JSON.stringify(rows, null, 2));
+    else {
+      const table = [['ID', 'VM', 'MODE', 'AGE', 'SIZE', 'VERIFIED'], ...rows.map((r) => [r.id, r.vm, r.mode, age(r.ageSeconds), r.size === undefined ? '(in image)' : r.present ? formatSize(r.size) : 'MISSING', r.verified === undefined ? '-' : r.verified ? 'yes' : 'FAILED'])];
+      const w = table[0]!.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
+      print(table.map((r) => r.map((x, c) => x.padEnd(w[c]!)).join('  ').trimEnd()).join('\n'));
+    }
+    return EXIT.ok;
+  }
+  const spec = backupSpec(state, name);
+  const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `backup ${sub} ${name}`, log: (m) => process.stderr.write(`${m}\n`) });
+  try {
+    if (sub === 'run') {
+      const r = await runBackup(spec, { virsh: virshFor(a, state.connection)(), stateDir: a.stateDir, log });
+      if (a.output === 'json') print(JSON.stringify(r, null, 2));
+      return EXIT.ok;
+    }
+    if (sub === 'verify') {
+      const runs = await reverify(a.stateDir, spec.name);
+      if (a.output === 'json') print(JSON.stringify(runs, null, 2));
+      else for (const r of runs) print(`${r.id}: ${r.verified ? 'verified' : `FAILED: ${r.verifyError}`}`);
+      return runs.every((r) => r.verified) ? EXIT.ok : EXIT.error;
+    }
+    throw new UserError(`unknown backup command ${JSON.stringify(sub)} (run, list, verify)`, EXIT.usage);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function cmdRestore(a: Args): Promise<number> {
+  const state = await loadDesiredState(a.files);
+  const spec = backupSpec(state, a.rest[0]);
+  if (!a.from) throw new UserError('restore needs --from ID (see `reconcile backup list`)', EXIT.usage);
+  const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `restore ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
+  try {
+    await restore(spec, a.from, { virsh: virshFor(a, state.connection)(), stateDir: a.stateDir, log: print });
+    print(`restored ${a.from}`);
+    return EXIT.ok;
+  } finally {
+    await lock.release();
+  }
+}
+
+const COMMANDS: Record<string, (a: Args) => Promise<number>> = {
+  validate: cmdValidate, plan: cmdPlan, apply: cmdApply, show: cmdShow, check: cmdCheck, backup: cmdBackup, restore: cmdRestore,
+};
 
 async function main(): Promise<number> {
   let args: ReturnType<typeof parse>;

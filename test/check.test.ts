@@ -1,39 +1,15 @@
 // `reconcile check` on deliberately leaked and corrupted qcow2 images, and --repair that
 // never touches the disk of a running domain. Results asserted with qemu-img's own check.
-import { chmod, open } from 'node:fs/promises';
+import { chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { qemuImg, sandbox, virsh, type Sandbox } from './helpers.js';
+import { damageQcow2 as damage, qemuImg, sandbox, virsh, type Sandbox } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
 const p = (f: string) => path.join(sb.dir, f);
-
-/** Edits a qcow2's refcount block: a leak (unreferenced cluster with refcount 1) or a corruption (L1 table with refcount 0). */
-async function damage(file: string, kind: 'leak' | 'corrupt'): Promise<void> {
-  const fh = await open(file, 'r+');
-  try {
-    const h = Buffer.alloc(104);
-    await fh.read(h, 0, 104, 0);
-    const clusterBits = h.readUInt32BE(20);
-    const rb = Buffer.alloc(8);
-    await fh.read(rb, 0, 8, Number(h.readBigUInt64BE(48)));
-    const block = Number(rb.readBigUInt64BE(0));
-    const entry = Buffer.alloc(2);
-    if (kind === 'leak') {
-      entry.writeUInt16BE(1);
-      await fh.write(entry, 0, 2, block + 2 * 40);
-      await fh.truncate(41 << clusterBits); // the leaked cluster lies inside the file
-    } else {
-      entry.writeUInt16BE(0);
-      await fh.write(entry, 0, 2, block + 2 * Number(h.readBigUInt64BE(40) >> BigInt(clusterBits)));
-    }
-  } finally {
-    await fh.close();
-  }
-}
 
 async function qemuCheck(file: string): Promise<{ leaks?: number; corruptions?: number }> {
   const r = await execa('qemu-img', ['check', '-U', '--output=json', file], { reject: false });

@@ -1,5 +1,5 @@
 // Shared test plumbing: run the real CLI, read the host with real qemu-img, count spawns.
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,3 +89,28 @@ export async function inNs(lv: PrivateLibvirtd, ...argv: string[]): Promise<stri
   const full = [...lv.nsenter, ...argv];
   return String((await execa(full[0]!, full.slice(1))).stdout);
 }
+
+/** Edits a qcow2's refcount block: a leak (unreferenced cluster with refcount 1) or a corruption (L1 table with refcount 0). */
+export async function damageQcow2(file: string, kind: 'leak' | 'corrupt'): Promise<void> {
+  const fh = await open(file, 'r+');
+  try {
+    const h = Buffer.alloc(104);
+    await fh.read(h, 0, 104, 0);
+    const clusterBits = h.readUInt32BE(20);
+    const rb = Buffer.alloc(8);
+    await fh.read(rb, 0, 8, Number(h.readBigUInt64BE(48)));
+    const block = Number(rb.readBigUInt64BE(0));
+    const entry = Buffer.alloc(2);
+    if (kind === 'leak') {
+      entry.writeUInt16BE(1);
+      await fh.write(entry, 0, 2, block + 2 * 40);
+      await fh.truncate(41 << clusterBits); // the leaked cluster lies inside the file
+    } else {
+      entry.writeUInt16BE(0);
+      await fh.write(entry, 0, 2, block + 2 * Number(h.readBigUInt64BE(40) >> BigInt(clusterBits)));
+    }
+  } finally {
+    await fh.close();
+  }
+}
+

@@ -25,6 +25,11 @@ export function spawnCount(): number {
   return spawned;
 }
 
+/** Counts (and, with VIRT_RECONCILE_TRACE, logs) a spawn made outside run(). */
+export function traceSpawn(argv: string[]): void {
+  trace(argv);
+}
+
 function trace(argv: string[]): void {
   spawned++;
   const file = process.env.VIRT_RECONCILE_TRACE;

@@ -3,6 +3,8 @@
 import { existsSync } from 'node:fs';
 import type { ObservationCache } from '../providers/image-file.js';
 import type { Virsh } from '../providers/virsh.js';
+import { overdue } from './backup.js';
+import { readBackupRecords } from './backup-records.js';
 import { diffImages } from './diff-images.js';
 import { diffPools } from './diff-pools.js';
 import { diffVms } from './diff-vms.js';
@@ -70,9 +72,11 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
   const ids = new Set(actions.map((a) => a.id));
   for (const a of actions) a.dependsOn = a.dependsOn.filter((dep) => ids.has(dep) && actions.find((x) => x.id === dep)!.kind !== 'no-op');
   const refusals = [...d.pools.refusals, ...d.images.refusals, ...d.volumes.refusals, ...d.vms.refusals];
-  for (const spec of Object.values(state.backups)) {
-    refusals.push({ id: `backups.${spec.name}`, message: `${spec.origin}: backups are not reconciled by this version yet; remove backups.${spec.name} or use a release that supports it` });
-  }
+  // Backups are taken by `backup run` and the watch service, never by apply; plans say
+  // which schedules are overdue.
+  const backupNotes = Object.keys(state.backups).length
+    ? overdue(Object.values(state.backups), (await readBackupRecords(opts.stateDir)).lastSuccess)
+    : [];
   const observedHashes: Record<string, string> = {};
   for (const [p, o] of obs.files) observedHashes[`file:${p}`] = observationHash(o);
   for (const [n, o] of obs.pools) observedHashes[`pool:${n}`] = observationHash(o);
@@ -87,7 +91,7 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     observed: Object.fromEntries(Object.entries(observedHashes).sort(([a], [b]) => a.localeCompare(b))),
     actions,
     refusals,
-    notes: [...d.pools.notes, ...d.images.notes, ...d.volumes.notes, ...d.vms.notes],
+    notes: [...d.pools.notes, ...d.images.notes, ...d.volumes.notes, ...d.vms.notes, ...backupNotes],
   };
   return { plan, observed: obs, inventory, pending: d.vms.pending };
 }

@@ -1,0 +1,90 @@
+// Snapshots and backups of libvirt domains: internal snapshots, push backups (backup-begin),
+// disk-only external snapshots merged back with blockcommit, guest filesystem freeze.
+import { esc } from './xml.js';
+import { withTempFile } from './temp-file.js';
+import type { Virsh } from './virsh.js';
+
+export async function domainState(v: Virsh, domain: string): Promise<string> {
+  return (await v.exec(['domstate', domain])).trim();
+}
+
+export async function createInternalSnapshot(v: Virsh, domain: string, name: string, description: string): Promise<void> {
+  await v.exec(['snapshot-create-as', domain, name, '--description', description, '--atomic']);
+}
+
+export async function listSnapshots(v: Virsh, domain: string): Promise<string[]> {
+  return (await v.exec(['snapshot-list', domain, '--name'])).split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
+export async function deleteSnapshot(v: Virsh, domain: string, name: string): Promise<void> {
+  await v.exec(['snapshot-delete', domain, name]);
+}
+
+export async function revertSnapshot(v: Virsh, domain: string, name: string): Promise<void> {
+  await v.exec(['snapshot-revert', domain, name]);
+}
+
+/** Freezes guest filesystems through the guest agent; says so plainly when there is none. */
+export async function freeze(v: Virsh, domain: string): Promise<void> {
+  try {
+    await v.exec(['domfsfreeze', domain]);
+  } catch (e) {
+    throw new Error(`quiesce needs the QEMU guest agent running in ${domain}: ${(e as Error).message.replace(/^virsh \S+ failed[^:]*: /, '')}`);
+  }
+}
+
+export async function thaw(v: Virsh, domain: string): Promise<void> {
+  await v.exec(['domfsthaw', domain]);
+}
+
+async function waitForJob(v: Virsh, domain: string, what: string): Promise<void> {
+  for (;;) {
+    const info = await v.exec(['domjobinfo', domain]);
+    if (/Job type:\s+None/.test(info)) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const done = await v.exec(['domjobinfo', domain, '--completed']).catch(() => '');
+  if (/Job type:\s+Failed/.test(done)) throw new Error(`${what} of ${domain} failed: ${done.trim().split('\n').slice(0, 3).join(' / ')}`);
+}
+
+/** A push backup of a running domain: the named disks copied to qcow2 files while it runs. */
+export async function pushBackup(v: Virsh, domain: string, disks: { target: string; file: string }[], all: string[]): Promise<void> {
+  const want = new Map(disks.map((d) => [d.target, d.file]));
+  const xml = `<domainbackup mode='push'><disks>${all.map((t) => (want.has(t)
+    ? `<disk name='${esc(t)}' backup='yes' type='file'><target file='${esc(want.get(t)!)}'/><driver type='qcow2'/></disk>`
+    : `<disk name='${esc(t)}' backup='no'/>`)).join('')}</disks></domainbackup>\n`;
+  await withTempFile(xml, (f) => v.exec(['backup-begin', domain, f]));
+  await waitForJob(v, domain, 'backup');
+}
+
+/**
+ * Disk-only external snapshot: the guest now writes to overlays, so its base images are
+ * quiet and can be copied; `copy` runs then, and blockcommit --active --pivot merges each
+ * overlay back so the domain is left with exactly the images it had.
+ */
+export async function withExternalSnapshot(
+  v: Virsh, domain: string, name: string, disks: { target: string; overlay: string }[], all: string[], copy: () => Promise<void>,
+): Promise<void> {
+  const specs = all.map((t) => {
+    const d = disks.find((x) => x.target === t);
+    return ['--diskspec', d ? `${t},snapshot=external,file=${d.overlay}` : `${t},snapshot=no`];
+  }).flat();
+  await v.exec(['snapshot-create-as', domain, name, '--disk-only', '--atomic', '--no-metadata', ...specs]);
+  try {
+    await copy();
+  } finally {
+    for (const d of disks) await v.exec(['blockcommit', domain, d.target, '--active', '--pivot', '--wait']);
+  }
+}
+
+/** Shuts the domain down (ACPI, then destroy after the grace period) and waits until it is off. */
+export async function shutOff(v: Virsh, domain: string, graceSeconds = 30): Promise<void> {
+  if ((await domainState(v, domain)) === 'shut off') return;
+  await v.exec(['shutdown', domain]).catch(() => undefined);
+  const end = Date.now() + graceSeconds * 1000;
+  while (Date.now() < end) {
+    if ((await domainState(v, domain)) === 'shut off') return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  await v.exec(['destroy', domain]);
+}

@@ -1,0 +1,56 @@
+// What each backup schedule has made: the only backups its retention may ever delete.
+// STATE_DIR/backups.json, written atomically.
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import writeFileAtomic from 'write-file-atomic';
+
+export interface BackupFile {
+  target: string;
+  /** the copy */
+  file: string;
+  /** the disk image it was taken from (restore writes back here) */
+  source: string;
+  /** qemu format of the source, restored in the same format */
+  sourceFormat: string;
+}
+
+export interface BackupRun {
+  id: string;
+  schedule: string;
+  vm: string;
+  mode: 'snapshot' | 'external' | 'copy';
+  at: string;
+  snapshot?: string;
+  files: BackupFile[];
+  /** undefined: not verified (verify off, or an internal snapshot) */
+  verified?: boolean;
+  verifyError?: string;
+}
+
+export interface BackupRecords {
+  version: 1;
+  runs: BackupRun[];
+  lastSuccess: Record<string, string>;
+  lastFailure: Record<string, { at: string; error: string }>;
+}
+
+const FILE = 'backups.json';
+
+export async function readBackupRecords(stateDir: string): Promise<BackupRecords> {
+  try {
+    return JSON.parse(await readFile(path.join(stateDir, FILE), 'utf8')) as BackupRecords;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, runs: [], lastSuccess: {}, lastFailure: {} };
+    throw e;
+  }
+}
+
+export async function writeBackupRecords(stateDir: string, r: BackupRecords): Promise<void> {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(path.join(stateDir, FILE), `${JSON.stringify(r, null, 2)}\n`, { mode: 0o600, fsync: true });
+}
+
+/** UTC, sortable, unique to the millisecond: 20261126T145433123Z */
+export function stamp(d: Date): string {
+  return d.toISOString().replace(/[-:]/g, '').replace('.', '');
+}

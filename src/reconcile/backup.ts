@@ -1,0 +1,253 @@
+// Backups of declared VMs: run one now (hooks around it, verify, retention), list, verify
+// again, restore, and which schedules are overdue. Schedules fire from `reconcile watch`.
+import { chmod, chown, mkdir, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { Cron } from 'croner';
+import { run } from '../providers/exec.js';
+import { runHook } from '../providers/hooks.js';
+import { checkImage } from '../providers/image-check.js';
+import {
+  createInternalSnapshot, deleteSnapshot, domainState, freeze, pushBackup, revertSnapshot, shutOff, thaw, withExternalSnapshot,
+} from '../providers/libvirt-backup.js';
+import { parseDisks } from '../providers/libvirt-domain.js';
+import type { Virsh } from '../providers/virsh.js';
+import { parseXml } from '../providers/xml.js';
+import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRun } from './backup-records.js';
+import { UserError } from './errors.js';
+import type { BackupSpec } from './model.js';
+
+export interface BackupContext {
+  virsh: Virsh;
+  stateDir: string;
+  log: (line: string) => void;
+  now?: () => Date;
+}
+
+interface DiskSource {
+  target: string;
+  path: string;
+  format: string;
+}
+
+async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ running: boolean; all: string[]; disks: DiskSource[] }> {
+  const state = await domainState(v, vm);
+  const running = state === 'running' || state === 'paused';
+  const devices = parseDisks(parseXml(await v.exec(['dumpxml', ...(running ? [] : ['--inactive']), vm])).domain).filter((d) => d.device === 'disk');
+  const disks: DiskSource[] = [];
+  for (const d of devices) {
+    if (want && !want.includes(d.target)) continue;
+    const p = d.type === 'volume' ? (await v.exec(['vol-path', '--pool', d.source.pool!, d.source.volume!])).trim() : d.source.file ?? d.source.dev;
+    if (!p) throw new Error(`${vm}: disk ${d.target} has no local source to back up`);
+    disks.push({ target: d.target, path: p, format: d.driverType ?? 'raw' });
+  }
+  const missing = (want ?? []).filter((t) => !devices.some((d) => d.target === t));
+  if (missing.length) throw new UserError(`domain ${vm} has no disk ${missing.join(', ')} (it has: ${devices.map((d) => d.target).join(', ')})`);
+  return { running, all: devices.map((d) => d.target), disks };
+}
+
+/** A copy made under a temporary name and renamed when complete. */
+async function convertInto(src: string, srcFormat: string, dest: string, forceShare: boolean): Promise<void> {
+  const partial = `${dest}.partial`;
+  await run('qemu-img', ['convert', ...(forceShare ? ['-U'] : []), '-f', srcFormat, '-O', 'qcow2', src, partial]);
+  await rename(partial, dest);
+}
+
+export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<BackupRun> {
+  const v = ctx.virsh;
+  const now = (ctx.now ?? (() => new Date()))();
+  const id = `${spec.name}-${stamp(now)}`;
+  const records = await readBackupRecords(ctx.stateDir);
+  const ran: string[][] = [];
+  const failed = { value: false };
+  try {
+    const { running, all, disks } = await domainDisks(v, spec.vm, spec.disks);
+    for (const hook of spec.hooks.pre) {
+      ran.push(hook);
+      await runHook(hook, spec.hooks.timeoutSeconds);
+    }
+    const files: BackupFile[] = [];
+    const fileFor = (d: DiskSource) => path.join(spec.destination!, `${id}-${d.target}.qcow2`);
+    if (spec.destination) await mkdir(spec.destination, { recursive: true });
+    ctx.log(`backups.${spec.name}: ${spec.mode} of ${spec.vm} (${disks.map((d) => d.target).join(', ')}${running ? ', running' : ''})`);
+    if (spec.mode === 'snapshot') {
+      if (spec.quiesce && running) await freeze(v, spec.vm);
+      try {
+        await createInternalSnapshot(v, spec.vm, id, `virt-reconcile backups.${spec.name}`);
+      } finally {
+        if (spec.quiesce && running) await thaw(v, spec.vm);
+      }
+    } else if (running && spec.mode === 'copy') {
+      if (spec.quiesce) await freeze(v, spec.vm);
+      try {
+        await pushBackup(v, spec.vm, disks.map((d) => ({ target: d.target, file: `${fileFor(d)}.partial` })), all);
+      } finally {
+        if (spec.quiesce) await thaw(v, spec.vm);
+      }
+      for (const d of disks) await rename(`${fileFor(d)}.partial`, fileFor(d));
+    } else if (running && spec.mode === 'external') {
+      if (spec.quiesce) await freeze(v, spec.vm);
+      const overlays = disks.map((d) => ({ target: d.target, overlay: path.join(spec.destination!, `.${id}-${d.target}.overlay.qcow2`) }));
+      try {
+        await withExternalSnapshot(v, spec.vm, id, overlays, all, async () => {
+          if (spec.quiesce) await thaw(v, spec.vm);
+          for (const d of disks) await convertInto(d.path, d.format, fileFor(d), true);
+        });
+      } finally {
+        for (const o of overlays) await rm(o.overlay, { force: true });
+      }
+    } else {
+      // Shut off: the disks are quiet; external and copy both are a plain copy.
+      for (const d of disks) await convertInto(d.path, d.format, fileFor(d), false);
+    }
+    if (spec.mode !== 'snapshot') for (const d of disks) files.push({ target: d.target, file: fileFor(d), source: d.path, sourceFormat: d.format });
+    const result: BackupRun = { id, schedule: spec.name, vm: spec.vm, mode: spec.mode, at: now.toISOString(), snapshot: spec.mode === 'snapshot' ? id : undefined, files };
+    if (spec.verify && files.length) Object.assign(result, await verifyFiles(files));
+    records.runs.push(result);
+    if (result.verified !== false) records.lastSuccess[spec.name] = result.at;
+    await writeBackupRecords(ctx.stateDir, records);
+    ctx.log(`backups.${spec.name}: made ${id}${result.verified === false ? ` — VERIFY FAILED: ${result.verifyError}` : result.verified ? ' (verified)' : ''}`);
+    await applyRetention(spec, ctx, now);
+    if (result.verified === false) throw new Error(`backup ${id} failed verification: ${result.verifyError}`);
+    return result;
+  } catch (e) {
+    failed.value = true;
+    const r = await readBackupRecords(ctx.stateDir);
+    r.lastFailure[spec.name] = { at: now.toISOString(), error: (e as Error).message };
+    await writeBackupRecords(ctx.stateDir, r);
+    throw e;
+  } finally {
+    // Post hooks run whenever pre hooks ran (or there are none), even when the backup failed;
+    // a post hook's failure is reported, and fails the run only if the backup itself succeeded.
+    if (ran.length || !spec.hooks.pre.length) await runPostHooks(spec, ctx, failed);
+  }
+}
+
+async function runPostHooks(spec: BackupSpec, ctx: BackupContext, backupFailed: { value: boolean }): Promise<void> {
+  let first: Error | undefined;
+  for (const hook of spec.hooks.post) {
+    try {
+      await runHook(hook, spec.hooks.timeoutSeconds);
+    } catch (e) {
+      ctx.log(`backups.${spec.name}: post hook failed: ${(e as Error).message}`);
+      first ??= e as Error;
+    }
+  }
+  if (first && !backupFailed.value) throw first;
+}
+
+async function verifyFiles(files: BackupFile[]): Promise<{ verified: boolean; verifyError?: string }> {
+  for (const f of files) {
+    const r = await checkImage(f.file, { inUse: false, driver: 'qcow2' });
+    const bad = r.error ?? (r.corruptions || r.leaks || r.checkErrors ? `${r.corruptions} corruption(s), ${r.leaks} leak(s), ${r.checkErrors} check error(s)` : undefined);
+    if (bad) return { verified: false, verifyError: `${f.file}: ${bad}` };
+  }
+  return { verified: true };
+}
+
+/** Deletes this schedule's backups beyond `keep` or older than `maxAge`; never the newest. */
+export async function applyRetention(spec: BackupSpec, ctx: BackupContext, now: Date): Promise<string[]> {
+  const records = await readBackupRecords(ctx.stateDir);
+  const mine = records.runs.filter((r) => r.schedule === spec.name).sort((a, b) => b.at.localeCompare(a.at));
+  const doomed = mine.filter((r, i) => i > 0 && ((spec.keep !== undefined && i >= spec.keep) || (spec.maxAgeSeconds !== undefined && now.getTime() - Date.parse(r.at) > spec.maxAgeSeconds * 1000)));
+  for (const r of doomed) {
+    if (r.snapshot) await deleteSnapshot(ctx.virsh, r.vm, r.snapshot).catch((e: Error) => { if (!/not found|no domain snapshot/i.test(e.message)) throw e; });
+    for (const f of r.files) await rm(f.file, { force: true });
+    ctx.log(`backups.${spec.name}: retention deleted ${r.id}`);
+  }
+  if (doomed.length) {
+    const ids = new Set(doomed.map((r) => r.id));
+    records.runs = records.runs.filter((r) => !ids.has(r.id));
+    await writeBackupRecords(ctx.stateDir, records);
+  }
+  return doomed.map((r) => r.id);
+}
+
+export interface BackupListing {
+  id: string;
+  schedule: string;
+  vm: string;
+  mode: string;
+  at: string;
+  ageSeconds: number;
+  size?: number;
+  verified?: boolean;
+  present: boolean;
+}
+
+export async function listBackups(stateDir: string, schedule?: string, now = new Date()): Promise<BackupListing[]> {
+  const records = await readBackupRecords(stateDir);
+  const out: BackupListing[] = [];
+  for (const r of records.runs.filter((x) => !schedule || x.schedule === schedule).sort((a, b) => a.at.localeCompare(b.at))) {
+    let size = 0;
+    let present = true;
+    for (const f of r.files) {
+      const s = await stat(f.file).catch(() => undefined);
+      if (s) size += s.size;
+      else present = false;
+    }
+    out.push({ id: r.id, schedule: r.schedule, vm: r.vm, mode: r.mode, at: r.at, ageSeconds: Math.round((now.getTime() - Date.parse(r.at)) / 1000), size: r.files.length ? size : undefined, verified: r.verified, present });
+  }
+  return out;
+}
+
+/** Checks existing copies again and records the result. */
+export async function reverify(stateDir: string, schedule: string): Promise<BackupRun[]> {
+  const records = await readBackupRecords(stateDir);
+  const mine = records.runs.filter((r) => r.schedule === schedule && r.files.length);
+  for (const r of mine) Object.assign(r, { verifyError: undefined }, await verifyFiles(r.files));
+  await writeBackupRecords(stateDir, records);
+  return mine;
+}
+
+/**
+ * Restores a backup. An internal snapshot is reverted. A copy is written back onto each
+ * disk's image with the domain shut off; the previous image is kept aside until the
+ * restored one compares equal to the backup, and put back if it does not.
+ */
+export async function restore(spec: BackupSpec, id: string, ctx: BackupContext): Promise<void> {
+  const records = await readBackupRecords(ctx.stateDir);
+  const r = records.runs.find((x) => x.id === id && x.schedule === spec.name);
+  if (!r) throw new UserError(`backups.${spec.name} has no backup ${id} (see \`reconcile backup list ${spec.name}\`)`);
+  const v = ctx.virsh;
+  if (r.snapshot) {
+    ctx.log(`restore: reverting ${r.vm} to internal snapshot ${r.snapshot}`);
+    await revertSnapshot(v, r.vm, r.snapshot);
+    return;
+  }
+  ctx.log(`restore: shutting ${r.vm} off`);
+  await shutOff(v, r.vm);
+  for (const f of r.files) {
+    const aside = `${f.source}.before-restore-${stamp((ctx.now ?? (() => new Date()))())}`;
+    const tmp = `${f.source}.restore-partial`;
+    const old = await stat(f.source);
+    await run('qemu-img', ['convert', '-f', 'qcow2', '-O', f.sourceFormat, f.file, tmp]);
+    await chown(tmp, old.uid, old.gid);
+    await chmod(tmp, old.mode & 0o7777);
+    await rename(f.source, aside);
+    await rename(tmp, f.source);
+    try {
+      await run('qemu-img', ['compare', '-f', 'qcow2', '-F', f.sourceFormat, f.file, f.source]);
+    } catch (e) {
+      await rename(aside, f.source);
+      throw new Error(`restore of ${f.target} from ${f.file} did not verify; the previous image is back in place: ${(e as Error).message}`);
+    }
+    await rm(aside, { force: true });
+    ctx.log(`restore: ${f.target} (${f.source}) restored from ${path.basename(f.file)}`);
+  }
+}
+
+/** Schedules whose last success is older than their most recent due time. */
+export function overdue(specs: BackupSpec[], lastSuccess: Record<string, string>, now = new Date()): string[] {
+  const notes: string[] = [];
+  for (const s of specs) {
+    const cron = new Cron(s.schedule, { paused: true, timezone: s.timezone });
+    const last = lastSuccess[s.name];
+    if (!last) {
+      notes.push(`backups.${s.name} has never run (next due ${cron.nextRun(now)?.toISOString()}; \`reconcile backup run ${s.name}\` runs it now)`);
+      continue;
+    }
+    const due = cron.nextRun(new Date(last));
+    if (due && due.getTime() <= now.getTime()) notes.push(`backups.${s.name} is overdue: last success ${last}, a run was due ${due.toISOString()}`);
+  }
+  return notes;
+}
