@@ -9,6 +9,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients
   libvirt-daemon-driver-storage-iscsi-direct libvirt-daemon-driver-storage-rbd
   tgt e2fsprogs xfsprogs btrfs-progs parted util-linux kmod
+  git chromium
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -7,6 +7,9 @@ import { applyPlan } from './reconcile/apply.js';
 import { listBackups, restore, reverify, runBackup } from './reconcile/backup.js';
 import { checkFailed, checkImages, runningDiskPaths } from './reconcile/check.js';
 import { formatSize } from './reconcile/sizes.js';
+import { startHttp } from './watch/http.js';
+import { createMetrics } from './watch/metrics.js';
+import { WatchService } from './watch/service.js';
 import { loadDesiredState } from './reconcile/config.js';
 import { makePlan, movedSince, planWithObservations } from './reconcile/engine.js';
 import { ConfigErrors, EXIT, UserError } from './reconcile/errors.js';
@@ -31,6 +34,8 @@ Commands:
   backup list [NAME]   backups made, with size, age and verification
   backup verify NAME   qemu-img check every copy of NAME again
   restore NAME --from ID   revert to an internal snapshot, or write a copy back
+  watch                run as a service: re-apply on every interval, file change or git
+                       push, heal drift, run backup schedules, serve /metrics and /status
 
 Options:
   -f, --file PATH          YAML file or directory (repeatable; default ./storage.yaml)
@@ -44,6 +49,13 @@ Options:
       --detailed-exitcode  plan: exit 0 no changes, 2 changes, 1 error
       --out FILE           plan: also save the plan as JSON for \`apply FILE\`
       --from ID            restore: the backup to restore (see backup list)
+      --interval DUR       watch: reconcile period (30s, 1m, 5m; default 1m)
+      --git URL            watch: read the YAML from this git repository instead of -f
+      --ref REF            watch: branch, tag or commit (default main)
+      --path DIR           watch: subdirectory of the repository holding the YAML
+      --listen HOST:PORT   watch: HTTP address (default 127.0.0.1:9477)
+      --webhook-secret-file F  watch: enables POST /hooks/git, HMAC-SHA256 signed
+      --suspend            watch: start suspended (serve status, change nothing)
       --repair[=all]       check: repair leaked clusters (=all: also corruptions) of
                            images no running domain uses
   -h, --help, --version
@@ -66,6 +78,7 @@ interface Args {
   out?: string;
   repair?: 'leaks' | 'all';
   from?: string;
+  watch: { intervalSeconds: number; git?: string; ref: string; path: string; listen: string; webhookSecretFile?: string; suspend: boolean };
 }
 
 function parse(argv: string[]): Args | 'help' | 'version' {
@@ -85,6 +98,13 @@ function parse(argv: string[]): Args | 'help' | 'version' {
       out: { type: 'string' },
       repair: { type: 'string' },
       from: { type: 'string' },
+      interval: { type: 'string', default: '1m' },
+      git: { type: 'string' },
+      ref: { type: 'string', default: 'main' },
+      path: { type: 'string', default: '.' },
+      listen: { type: 'string', default: '127.0.0.1:9477' },
+      'webhook-secret-file': { type: 'string' },
+      suspend: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean' },
     },
@@ -112,8 +132,19 @@ function parse(argv: string[]): Args | 'help' | 'version' {
     detailedExitcode: values['detailed-exitcode'] ?? false,
     out: values.out,
     from: values.from,
+    watch: {
+      intervalSeconds: duration('interval', values.interval!),
+      git: values.git, ref: values.ref!, path: values.path!, listen: values.listen!,
+      webhookSecretFile: values['webhook-secret-file'], suspend: values.suspend ?? false,
+    },
     repair: values.repair === undefined ? undefined : values.repair === 'all' ? 'all' : values.repair === 'leaks' ? 'leaks' : badRepair(values.repair),
   };
+}
+
+function duration(name: string, v: string): number {
+  const m = /^(\d+)(s|m|h)?$/.exec(v);
+  if (!m || Number(m[1]) === 0) throw new UserError(`--${name} must be a duration such as 30s, 1m or 1h (got ${v})`, EXIT.usage);
+  return Number(m[1]) * ({ s: 1, m: 60, h: 3600 } as Record<string, number>)[m[2] ?? 's']!;
 }
 
 function badRepair(v: string): never {
@@ -284,7 +315,44 @@ async function cmdRestore(a: Args): Promise<number> {
   }
 }
 
+async function cmdWatch(a: Args): Promise<number> {
+  const w = a.watch;
+  const [host, port] = [w.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''), Number(/:(\d+)$/.exec(w.listen)?.[1] ?? 'NaN')];
+  if (!Number.isInteger(port)) throw new UserError(`--listen must be HOST:PORT (got ${w.listen})`, EXIT.usage);
+  const secret = w.webhookSecretFile ? (await readFile(w.webhookSecretFile, 'utf8')).trim() : undefined;
+  const stamp = (l: string) => process.stdout.write(`${new Date().toISOString()} ${l}\n`);
+  const metrics = createMetrics();
+  const service = new WatchService({
+    files: a.files, git: w.git ? { url: w.git, ref: w.ref, subdir: w.path } : undefined, stateDir: a.stateDir,
+    intervalSeconds: w.intervalSeconds, allowReplace: a.allowReplace, prune: a.prune, parallelism: a.parallelism, suspended: w.suspend,
+    virsh: (yamlUri) => connect(resolveUri(a.connect, yamlUri)), metrics, log: stamp,
+  });
+  const server = await startHttp({ host, port, service, metrics, webhookSecret: secret, log: stamp });
+  stamp(`watching ${service.status.source} every ${w.intervalSeconds}s; http://${w.listen}/`);
+  await service.start();
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    // process.on, not once: execa's exit handler (signal-exit) re-raises a signal nobody else
+    // listens to, which would kill the process in the middle of the action in flight.
+    const stop = (sig: string) => {
+      if (stopping) {
+        stamp(`${sig} again: exiting now`);
+        process.exit(EXIT.error);
+      }
+      stopping = true;
+      stamp(`${sig}: finishing the action in flight, then stopping`);
+      void service.stop().then(() => server.close(() => resolve()));
+      server.closeAllConnections();
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+  stamp('stopped');
+  return EXIT.ok;
+}
+
 const COMMANDS: Record<string, (a: Args) => Promise<number>> = {
+  watch: cmdWatch,
   validate: cmdValidate, plan: cmdPlan, apply: cmdApply, show: cmdShow, check: cmdCheck, backup: cmdBackup, restore: cmdRestore,
 };
 

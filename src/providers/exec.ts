@@ -48,6 +48,10 @@ export async function run(cmd: string, args: string[], opts: { input?: string; r
     const r = await execa(cmd, args, {
       env: { LC_ALL: 'C' },
       reject: false,
+      // No signal-exit handlers: on SIGTERM the watch service lets the command in flight
+      // finish (a half-converted image is worse than a late exit), and signal-exit would
+      // otherwise re-raise the signal and kill the process mid-action.
+      cleanup: false,
       stdin: opts.input === undefined ? 'ignore' : 'pipe',
       input: opts.input,
       stripFinalNewline: false,

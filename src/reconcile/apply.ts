@@ -24,6 +24,8 @@ export interface ApplyOptions {
   /** the libvirt connection, opened only when the plan has pool or volume actions */
   virsh?: () => Virsh;
   log: (line: string) => void;
+  /** once aborted, actions already running finish and no further action starts */
+  signal?: AbortSignal;
 }
 
 export type ActionStatus = 'done' | 'failed' | 'skipped';
@@ -227,6 +229,10 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         return { id: a.id, kind: a.kind, status: 'skipped', seconds: 0, error: `${failed.id} did not complete` };
       }
       return limit(async () => {
+        if (opts.signal?.aborted) {
+          opts.log(`${a.id}: not started (shutting down)`);
+          return { id: a.id, kind: a.kind, status: 'skipped' as const, seconds: 0, error: 'shutting down' };
+        }
         const t0 = Date.now();
         opts.log(`${a.id}: ${VERB[a.kind][0]} (${a.reason})`);
         try {

@@ -1,0 +1,206 @@
+// `reconcile watch` as a real process: local files and a git repository as sources, drift
+// healing, rejected revisions, metrics, the status page in headless Chromium, the webhook's
+// signature check, SIGTERM in the middle of an apply, and a missed backup caught up at start.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
+import { CLI, qemuInfo, sandbox, type Sandbox } from './helpers.js';
+
+const MiB = 1024 * 1024;
+const boxes: Sandbox[] = [];
+const procs: ChildProcess[] = [];
+afterEach(() => procs.splice(0).forEach((p) => p.exitCode === null && p.kill('SIGKILL')));
+afterAll(async () => {
+  for (const b of boxes) await b.cleanup();
+});
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function until<T>(fn: () => Promise<T | undefined | false>, what: string, ms = 30_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v as T;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+interface Watch {
+  url: string;
+  proc: ChildProcess;
+  log: () => string;
+  status: () => Promise<Record<string, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  exit: () => Promise<number | null>;
+}
+
+async function startWatch(sb: Sandbox, args: string[], prefix: string[] = []): Promise<Watch> {
+  const port = await freePort();
+  const argv = [...prefix, 'node', CLI, 'watch', '--state-dir', sb.stateDir, '--listen', `127.0.0.1:${port}`, ...args];
+  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  procs.push(proc);
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const url = `http://127.0.0.1:${port}`;
+  await until(async () => (await fetch(`${url}/healthz`)).ok, 'the watch service to listen');
+  return { url, proc, log: () => out, status: async () => (await fetch(`${url}/status`)).json() as Promise<Record<string, any>>, exit: () => exited }; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+const size = async (f: string) => (await qemuInfo(f))['virtual-size'] as number;
+
+describe('watch with local files', () => {
+  it('applies, follows file changes, keeps the last good revision, heals drift, serves metrics and a status page, stops on SIGTERM', async () => {
+    const sb = await sandbox('watch-local');
+    boxes.push(sb);
+    const yaml = (s: string) => `version: 1\nimages:\n  app: { path: $DIR/app.qcow2, size: ${s} }\n`;
+    const conf = await sb.yaml(yaml('8M'));
+    const w = await startWatch(sb, ['-f', conf, '--interval', '2s']);
+    await until(async () => (await fetch(`${w.url}/readyz`)).status === 200, 'ready');
+    expect(await size(path.join(sb.dir, 'app.qcow2'))).toBe(8 * MiB);
+
+    await sb.yaml(yaml('16M'));
+    await until(async () => (await size(path.join(sb.dir, 'app.qcow2'))) === 16 * MiB, 'the file change to be applied');
+    const good = (await w.status()).appliedRevision as string;
+
+    await sb.yaml(yaml('lots'));
+    const st = await until(async () => { const s = await w.status(); return s.rejectedRevision && s; }, 'the bad revision to be rejected');
+    expect(st.rejectedRevision.error).toMatch(/storage\.yaml:3:\d+: images\.app\.size: must be/);
+    expect(st.appliedRevision).toBe(good);
+
+    // Drift under the last good revision: the deleted image comes back at 16M.
+    await rm(path.join(sb.dir, 'app.qcow2'));
+    await until(async () => existsSync(path.join(sb.dir, 'app.qcow2')) && (await size(path.join(sb.dir, 'app.qcow2'))) === 16 * MiB, 'drift to be healed');
+
+    const metrics = await (await fetch(`${w.url}/metrics`)).text();
+    const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(metrics)?.[1]);
+    expect(value('virt_reconcile_reconciles_total')).toBeGreaterThanOrEqual(3);
+    expect(value('virt_reconcile_reconcile_errors_total')).toBeGreaterThanOrEqual(1);
+    expect(value('virt_reconcile_drift_corrections_total')).toBeGreaterThanOrEqual(1);
+    expect(value('virt_reconcile_reconcile_duration_seconds_count')).toBeGreaterThanOrEqual(3);
+    expect(metrics).toMatch(new RegExp(`virt_reconcile_applied_revision_info\\{revision="${good.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"\\} 1`));
+    expect(metrics).toMatch(/virt_reconcile_resources\{kind="image",state="in-sync"\} 1/);
+
+    // The status page, rendered by a real headless Chromium.
+    const profile = path.join(sb.dir, 'chromium');
+    const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`];
+    const dom = String((await execa('chromium', [...flags, '--dump-dom', `${w.url}/`], { timeout: 60_000 })).stdout);
+    expect(dom).toMatch(/Revision in force/);
+    expect(dom).toContain(good);
+    expect(dom).toMatch(/<td>app<\/td>/);
+    expect(dom).toMatch(/Rejected revision/);
+    await execa('chromium', [...flags, '--window-size=1200,900', `--screenshot=${path.join(sb.dir, 'status.png')}`, `${w.url}/`], { timeout: 60_000 });
+    expect((await readFile(path.join(sb.dir, 'status.png'))).subarray(1, 4).toString()).toBe('PNG');
+    if (process.env.VR_KEEP_SCREENSHOT) await execa('cp', [path.join(sb.dir, 'status.png'), process.env.VR_KEEP_SCREENSHOT]);
+
+    w.proc.kill('SIGTERM');
+    expect(await w.exit()).toBe(0);
+    expect(w.log()).toMatch(/SIGTERM: finishing the action in flight, then stopping[\s\S]*stopped/);
+  });
+
+  it('SIGTERM in the middle of an apply: the action in flight finishes, no further action starts', async () => {
+    const sb = await sandbox('watch-term');
+    boxes.push(sb);
+    await writeFile(path.join(sb.dir, 'pass'), 'x'.repeat(32));
+    const conf = await sb.yaml(`version: 1
+images:
+  a1: { path: $DIR/a1.qcow2, size: 4M, encryption: { format: luks, passphraseFile: $DIR/pass } }
+  a2: { path: $DIR/a2.qcow2, size: 4M, encryption: { format: luks, passphraseFile: $DIR/pass } }
+`);
+    const w = await startWatch(sb, ['-f', conf, '--interval', '1m', '--parallelism', '1']);
+    await until(async () => /images\.a1: creating/.test(w.log()), 'the first action to start');
+    w.proc.kill('SIGTERM');
+    expect(await w.exit()).toBe(0);
+    expect(w.log()).toMatch(/images\.a1: created/);
+    expect(w.log()).toMatch(/images\.a2: not started \(shutting down\)/);
+    expect((await qemuInfo(path.join(sb.dir, 'a1.qcow2')))['format-specific'].data.encrypt.format).toBe('luks');
+    expect(existsSync(path.join(sb.dir, 'a2.qcow2'))).toBe(false);
+    expect((await readdir(sb.dir)).filter((n) => n.includes('.reconcile-'))).toEqual([]);
+  });
+});
+
+describe('watch with a git repository', () => {
+  it('applies commits, rejects a bad one keeping the previous revision, and checks webhook signatures', async () => {
+    const sb = await sandbox('watch-git');
+    boxes.push(sb);
+    const bare = path.join(sb.dir, 'repo.git');
+    const work = path.join(sb.dir, 'work');
+    const git = (...a: string[]) => execa('git', ['-C', work, '-c', 'user.name=t', '-c', 'user.email=t@example.com', ...a]);
+    await execa('git', ['init', '-q', '--bare', '-b', 'main', bare]);
+    await execa('git', ['clone', '-q', bare, work]);
+    await mkdir(path.join(work, 'conf'));
+    const commit = async (sizeText: string, msg: string) => {
+      await writeFile(path.join(work, 'conf', 'storage.yaml'), `version: 1\nimages:\n  g: { path: ${sb.dir}/g.qcow2, size: ${sizeText} }\n`);
+      await git('add', '-A');
+      await git('commit', '-q', '-m', msg);
+      await git('push', '-q', 'origin', 'HEAD:main');
+      return String((await git('rev-parse', 'HEAD')).stdout).trim();
+    };
+    const first = await commit('8M', 'first');
+    await writeFile(path.join(sb.dir, 'hook-secret'), 's3cret\n');
+    const w = await startWatch(sb, ['--git', `file://${bare}`, '--ref', 'main', '--path', 'conf', '--interval', '1m', '--webhook-secret-file', path.join(sb.dir, 'hook-secret')]);
+    await until(async () => (await w.status()).appliedRevision === `main@sha1:${first}`, 'the first commit to be applied');
+    expect(await size(path.join(sb.dir, 'g.qcow2'))).toBe(8 * MiB);
+
+    const body = JSON.stringify({ ref: 'refs/heads/main' });
+    const sign = (secret: string) => `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+    const bad = await fetch(`${w.url}/hooks/git`, { method: 'POST', body, headers: { 'x-hub-signature-256': sign('wrong') } });
+    expect(bad.status).toBe(401);
+    const second = await commit('12M', 'grow');
+    const ok = await fetch(`${w.url}/hooks/git`, { method: 'POST', body, headers: { 'x-hub-signature-256': sign('s3cret') } });
+    expect(ok.status).toBe(202);
+    await until(async () => (await w.status()).appliedRevision === `main@sha1:${second}`, 'the pushed commit to be applied (webhook)', 20_000);
+    expect(await size(path.join(sb.dir, 'g.qcow2'))).toBe(12 * MiB);
+
+    const broken = await commit('12 parsecs', 'broken');
+    await fetch(`${w.url}/hooks/git`, { method: 'POST', body, headers: { 'x-hub-signature-256': sign('s3cret') } });
+    const st = await until(async () => { const s = await w.status(); return s.rejectedRevision?.revision === `main@sha1:${broken}` && s; }, 'the broken commit to be rejected');
+    expect(st.appliedRevision).toBe(`main@sha1:${second}`);
+    expect(await size(path.join(sb.dir, 'g.qcow2'))).toBe(12 * MiB);
+    w.proc.kill('SIGTERM');
+    expect(await w.exit()).toBe(0);
+  });
+});
+
+describe('watch and backup schedules', () => {
+  let lv: PrivateLibvirtd | undefined;
+  afterAll(async () => lv?.stop());
+
+  it('reports a run missed while it was down and catches up once at start', async () => {
+    lv = await startPrivateLibvirtd();
+    const sb = await sandbox('watch-backup', { libvirt: lv });
+    boxes.push(sb);
+    await chmod(sb.dir, 0o755);
+    const conf = await sb.yaml(`version: 1
+images:
+  d: { path: $DIR/d.qcow2, size: 8M }
+vms:
+  v: { create: { memory: 64M, vcpus: 1 }, disks: [{ image: d }] }
+backups:
+  daily: { vm: v, schedule: "30 1 * * *", mode: copy, destination: $DIR/bk, keep: 3 }
+`);
+    await mkdir(sb.stateDir, { recursive: true });
+    await writeFile(path.join(sb.stateDir, 'backups.json'), JSON.stringify({ version: 1, runs: [], lastSuccess: { daily: '2020-01-01T00:00:00.000Z' }, lastFailure: {} }));
+    const w = await startWatch(sb, ['-f', conf, '--interval', '1m', '--connect', lv.uri], lv.nsenter);
+    await until(async () => (await readdir(path.join(sb.dir, 'bk')).catch(() => [])).some((f) => f.endsWith('-vda.qcow2')), 'the catch-up backup', 60_000);
+    expect(w.log()).toMatch(/backups\.daily is overdue: last success 2020-01-01T00:00:00\.000Z.*one catch-up run now/);
+    const st = await until(async () => { const s = await w.status(); return s.backups?.[0]?.lastSuccess !== '2020-01-01T00:00:00.000Z' && s; }, 'the status to show the new backup');
+    expect(st.backups[0].nextRun).toMatch(/T\d\d:30:00/);
+    w.proc.kill('SIGTERM');
+    expect(await w.exit()).toBe(0);
+  });
+});
