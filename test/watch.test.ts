@@ -73,9 +73,11 @@ describe('watch with local files', () => {
     await until(async () => (await fetch(`${w.url}/readyz`)).status === 200, 'ready');
     expect(await size(path.join(sb.dir, 'app.qcow2'))).toBe(8 * MiB);
 
+    const first = (await w.status()).appliedRevision as string;
     await sb.yaml(yaml('16M'));
-    await until(async () => (await size(path.join(sb.dir, 'app.qcow2'))) === 16 * MiB, 'the file change to be applied');
-    const good = (await w.status()).appliedRevision as string;
+    // The revision is recorded once its apply (and the re-observation after it) completed.
+    const good = await until(async () => { const r = (await w.status()).appliedRevision as string; return r !== first && r; }, 'the new revision to be in force');
+    expect(await size(path.join(sb.dir, 'app.qcow2'))).toBe(16 * MiB);
 
     await sb.yaml(yaml('lots'));
     const st = await until(async () => { const s = await w.status(); return s.rejectedRevision && s; }, 'the bad revision to be rejected');
