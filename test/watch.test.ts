@@ -114,6 +114,20 @@ describe('watch with local files', () => {
     expect(w.log()).toMatch(/SIGTERM: finishing the action in flight, then stopping[\s\S]*stopped/);
   });
 
+  it('--suspend serves status but changes nothing', async () => {
+    const sb = await sandbox('watch-suspend');
+    boxes.push(sb);
+    const conf = await sb.yaml('version: 1\nimages:\n  s: { path: $DIR/s.qcow2, size: 4M }\n');
+    const w = await startWatch(sb, ['-f', conf, '--interval', '1s', '--suspend']);
+    await until(async () => /suspended: not reconciling/.test(w.log()), 'a suspended round');
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(existsSync(path.join(sb.dir, 's.qcow2'))).toBe(false);
+    expect((await w.status()).suspended).toBe(true);
+    expect((await fetch(`${w.url}/readyz`)).status).toBe(503);
+    w.proc.kill('SIGTERM');
+    expect(await w.exit()).toBe(0);
+  });
+
   it('SIGTERM in the middle of an apply: the action in flight finishes, no further action starts', async () => {
     const sb = await sandbox('watch-term');
     boxes.push(sb);
@@ -154,9 +168,14 @@ describe('watch with a git repository', () => {
     };
     const first = await commit('8M', 'first');
     await writeFile(path.join(sb.dir, 'hook-secret'), 's3cret\n');
-    const w = await startWatch(sb, ['--git', `file://${bare}`, '--ref', 'main', '--path', 'conf', '--interval', '1m', '--webhook-secret-file', path.join(sb.dir, 'hook-secret')]);
+    const w = await startWatch(sb, ['--git', `file://${bare}`, '--ref', 'main', '--path', 'conf', '--interval', '3s', '--webhook-secret-file', path.join(sb.dir, 'hook-secret')]);
     await until(async () => (await w.status()).appliedRevision === `main@sha1:${first}`, 'the first commit to be applied');
     expect(await size(path.join(sb.dir, 'g.qcow2'))).toBe(8 * MiB);
+
+    // Without any webhook: the next fetch, within the interval, applies a pushed commit.
+    const polled = await commit('10M', 'polled');
+    await until(async () => (await w.status()).appliedRevision === `main@sha1:${polled}`, 'the commit to be applied within the interval', 10_000);
+    expect(await size(path.join(sb.dir, 'g.qcow2'))).toBe(10 * MiB);
 
     const body = JSON.stringify({ ref: 'refs/heads/main' });
     const sign = (secret: string) => `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
@@ -167,6 +186,8 @@ describe('watch with a git repository', () => {
     expect(ok.status).toBe(202);
     await until(async () => (await w.status()).appliedRevision === `main@sha1:${second}`, 'the pushed commit to be applied (webhook)', 20_000);
     expect(await size(path.join(sb.dir, 'g.qcow2'))).toBe(12 * MiB);
+    expect(w.log()).toMatch(/webhook: signature valid, fetching and reconciling/);
+    expect(w.log()).toMatch(/webhook refused: bad or missing X-Hub-Signature-256/);
 
     const broken = await commit('12 parsecs', 'broken');
     await fetch(`${w.url}/hooks/git`, { method: 'POST', body, headers: { 'x-hub-signature-256': sign('s3cret') } });

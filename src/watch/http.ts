@@ -38,6 +38,7 @@ export function startHttp(opts: { host: string; port: number; service: WatchServ
             opts.log('webhook refused: bad or missing X-Hub-Signature-256');
             return send(401, 'text/plain', 'bad signature\n');
           }
+          opts.log('webhook: signature valid, fetching and reconciling');
           service.trigger('webhook');
           return send(202, 'text/plain', 'reconcile triggered\n');
         }
