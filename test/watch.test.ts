@@ -88,7 +88,11 @@ describe('watch with local files', () => {
     await rm(path.join(sb.dir, 'app.qcow2'));
     await until(async () => existsSync(path.join(sb.dir, 'app.qcow2')) && (await size(path.join(sb.dir, 'app.qcow2'))) === 16 * MiB, 'drift to be healed');
 
-    const metrics = await (await fetch(`${w.url}/metrics`)).text();
+    // Counters move once the apply has returned, a moment after the file reappears.
+    const metrics = await until(async () => {
+      const m = await (await fetch(`${w.url}/metrics`)).text();
+      return /^virt_reconcile_drift_corrections_total\{kind="image"\} [1-9]/m.test(m) && m;
+    }, 'the drift correction to be counted');
     const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(metrics)?.[1]);
     expect(value('virt_reconcile_reconciles_total')).toBeGreaterThanOrEqual(3);
     expect(value('virt_reconcile_reconcile_errors_total')).toBeGreaterThanOrEqual(1);
@@ -203,8 +207,41 @@ describe('watch and backup schedules', () => {
   let lv: PrivateLibvirtd | undefined;
   afterAll(async () => lv?.stop());
 
+  it('heals drift on libvirt objects: a deleted volume comes back, a changed cache mode is reset', async () => {
+    lv ??= await startPrivateLibvirtd();
+    const sb = await sandbox('watch-drift', { libvirt: lv });
+    boxes.push(sb);
+    await chmod(sb.dir, 0o755);
+    const conf = await sb.yaml(`version: 1
+pools:
+  wp: { type: dir, path: $DIR/pool }
+images:
+  vol: { pool: wp, size: 8M }
+vms:
+  dv: { create: { memory: 64M, vcpus: 1 }, disks: [{ image: vol, cache: none }] }
+`);
+    const w = await startWatch(sb, ['-f', conf, '--interval', '2s', '--connect', lv.uri], lv.nsenter);
+    await until(async () => (await fetch(`${w.url}/readyz`)).status === 200, 'ready');
+    const v = (...a: string[]) => execa('virsh', ['-q', '-c', lv!.uri, ...a]).then((r) => String(r.stdout));
+    await v('vol-delete', '--pool', 'wp', 'vol.qcow2');
+    await until(async () => (await v('vol-list', 'wp')).includes('vol.qcow2'), 'the deleted volume to come back');
+    const disk = (await v('dumpxml', '--inactive', 'dv')).split('<disk')[1]!.split('</disk>')[0]!;
+    await writeFile(path.join(sb.dir, 'disk.xml'), `<disk${disk.replace("cache='none'", "cache='writeback'")}</disk>`);
+    await v('update-device', 'dv', path.join(sb.dir, 'disk.xml'), '--config');
+    expect(await v('dumpxml', '--inactive', 'dv')).toMatch(/cache='writeback'/);
+    await until(async () => /cache='none'/.test(await v('dumpxml', '--inactive', 'dv')), 'the cache mode to be reset');
+    // Counted once each apply has returned.
+    const metrics = await until(async () => {
+      const m = await (await fetch(`${w.url}/metrics`)).text();
+      return /drift_corrections_total\{kind="volume"\} [1-9]/.test(m) && /drift_corrections_total\{kind="domain"\} [1-9]/.test(m) && m;
+    }, 'both drift corrections to be counted');
+    expect(metrics).toMatch(/virt_reconcile_pool_capacity_bytes\{pool="wp"\} \d+/);
+    w.proc.kill('SIGTERM');
+    expect(await w.exit()).toBe(0);
+  });
+
   it('reports a run missed while it was down and catches up once at start', async () => {
-    lv = await startPrivateLibvirtd();
+    lv ??= await startPrivateLibvirtd();
     const sb = await sandbox('watch-backup', { libvirt: lv });
     boxes.push(sb);
     await chmod(sb.dir, 0o755);
