@@ -6,7 +6,7 @@ import { chmod, chown, lstat, mkdir, open, readdir, rename, rm, stat, unlink } f
 import path from 'node:path';
 import pLimit from 'p-limit';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
-import { CommandError, processAlive, run } from './exec.js';
+import { processAlive, run } from './exec.js';
 import { cacheable, fileSignature, type StatCache } from './stat-cache.js';
 
 /** What qemu-img (and the file's own header) says about an image file. */
@@ -350,4 +350,3 @@ export async function removeFiles(files: string[]): Promise<void> {
   }
 }
 
-export { CommandError };

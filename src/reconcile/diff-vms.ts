@@ -78,7 +78,7 @@ export function diffVms(input: {
       continue;
     }
     const cap = caps.get(dom?.virtType ?? input.createVirtType);
-    const resolved = resolveDisks(vm, dom, state, files, input.volumes, cap, out, id);
+    const resolved = resolveDisks(vm, dom, state, files, cap, out, id);
     if (!resolved) continue;
     const dependsOn = vm.disks.filter((d) => d.image).map((d) => `images.${d.image}`);
 
@@ -197,7 +197,7 @@ export function diffVms(input: {
 
 function resolveDisks(
   vm: VmSpec, dom: ObservedDomain | null, state: DesiredState, files: Map<string, ObservedImage | null>,
-  volumes: Map<string, ObservedVolume | null>, cap: DomainCapabilities | undefined, out: VmDiff, id: string,
+  cap: DomainCapabilities | undefined, out: VmDiff, id: string,
 ): DiskDevice[] | undefined {
   const disks: DiskDevice[] = [];
   let ok = true;

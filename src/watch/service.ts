@@ -71,6 +71,8 @@ export class WatchService {
   private crons: Cron[] = [];
   private debounce?: NodeJS.Timeout;
   private firstSuccess = false;
+  /** the backup schedules the croner jobs were made for, to remake them only on change */
+  private scheduleKey?: string;
 
   constructor(private readonly opts: WatchOptions) {
     this.status = {
@@ -234,9 +236,9 @@ export class WatchService {
   /** (Re)creates the croner jobs of the backup schedules in force; reports missed runs once. */
   private startSchedules(state: DesiredState): void {
     const key = JSON.stringify(Object.values(state.backups).map((b) => [b.name, b.schedule, b.timezone]));
-    if ((this as { scheduleKey?: string }).scheduleKey === key) return void this.refreshBackups(state);
-    const firstTime = (this as { scheduleKey?: string }).scheduleKey === undefined;
-    (this as { scheduleKey?: string }).scheduleKey = key;
+    if (this.scheduleKey === key) return void this.refreshBackups(state);
+    const firstTime = this.scheduleKey === undefined;
+    this.scheduleKey = key;
     for (const c of this.crons) c.stop();
     this.crons = Object.values(state.backups).map((spec) => new Cron(spec.schedule, { timezone: spec.timezone, protect: true }, () => void this.backup(spec.name)));
     void this.refreshBackups(state).then(async () => {
