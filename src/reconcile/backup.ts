@@ -70,12 +70,11 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
     if (spec.destination) await mkdir(spec.destination, { recursive: true });
     ctx.log(`backups.${spec.name}: ${spec.mode} of ${spec.vm} (${disks.map((d) => d.target).join(', ')}${running ? ', running' : ''})`);
     if (spec.mode === 'snapshot') {
-      if (spec.quiesce && running) await freeze(v, spec.vm);
-      try {
-        await createInternalSnapshot(v, spec.vm, id, `virt-reconcile backups.${spec.name}`);
-      } finally {
-        if (spec.quiesce && running) await thaw(v, spec.vm);
-      }
+      // A running domain's internal snapshot is a full checkpoint, memory included: it is
+      // consistent as it is, and a freeze would be captured too (a revert would bring back
+      // a frozen guest). Quiesce serves the disk-only modes.
+      if (spec.quiesce && running) ctx.log(`backups.${spec.name}: internal snapshot of a running domain includes its memory; no freeze needed`);
+      await createInternalSnapshot(v, spec.vm, id, `virt-reconcile backups.${spec.name}`);
     } else if (running && spec.mode === 'copy') {
       if (spec.quiesce) await freeze(v, spec.vm);
       try {
@@ -85,14 +84,26 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
       }
       for (const d of disks) await rename(`${fileFor(d)}.partial`, fileFor(d));
     } else if (running && spec.mode === 'external') {
-      if (spec.quiesce) await freeze(v, spec.vm);
+      // Frozen only for the instant of the snapshot; thawed exactly once, whatever fails.
+      let frozen = false;
+      const unfreeze = async () => {
+        if (frozen) {
+          frozen = false;
+          await thaw(v, spec.vm);
+        }
+      };
+      if (spec.quiesce) {
+        await freeze(v, spec.vm);
+        frozen = true;
+      }
       const overlays = disks.map((d) => ({ target: d.target, overlay: path.join(spec.destination!, `.${id}-${d.target}.overlay.qcow2`) }));
       try {
         await withExternalSnapshot(v, spec.vm, id, overlays, all, async () => {
-          if (spec.quiesce) await thaw(v, spec.vm);
+          await unfreeze();
           for (const d of disks) await convertInto(d.path, d.format, fileFor(d), true);
         });
       } finally {
+        await unfreeze();
         for (const o of overlays) await rm(o.overlay, { force: true });
       }
     } else {
