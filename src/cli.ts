@@ -112,7 +112,7 @@ function parse(argv: string[]): Args | 'help' | 'version' {
   if (values.help) return 'help';
   if (values.version) return 'version';
   const [verb, ...rest] = positionals;
-  if (!verb) throw new UserError('missing command (validate, plan, apply, show, check)', EXIT.usage);
+  if (!verb) throw new UserError('missing command (validate, plan, apply, show, check, backup, restore, watch)', EXIT.usage);
   if (values.output !== 'text' && values.output !== 'json') throw new UserError(`--output must be text or json (got ${values.output})`, EXIT.usage);
   const int = (name: string, v: string, min: number) => {
     if (!/^\d+$/.test(v) || Number(v) < min) throw new UserError(`--${name} must be a whole number >= ${min} (got ${v})`, EXIT.usage);
