@@ -12,6 +12,8 @@ export interface BackupFile {
   source: string;
   /** qemu format of the source, restored in the same format */
   sourceFormat: string;
+  /** the libvirt pool holding the source, refreshed after a restore */
+  pool?: string;
 }
 
 export interface BackupRun {

@@ -27,6 +27,7 @@ interface DiskSource {
   target: string;
   path: string;
   format: string;
+  pool?: string;
 }
 
 async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ running: boolean; all: string[]; disks: DiskSource[] }> {
@@ -38,7 +39,7 @@ async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ run
     if (want && !want.includes(d.target)) continue;
     const p = d.type === 'volume' ? (await v.exec(['vol-path', '--pool', d.source.pool!, d.source.volume!])).trim() : d.source.file ?? d.source.dev;
     if (!p) throw new Error(`${vm}: disk ${d.target} has no local source to back up`);
-    disks.push({ target: d.target, path: p, format: d.driverType ?? 'raw' });
+    disks.push({ target: d.target, path: p, format: d.driverType ?? 'raw', pool: d.type === 'volume' ? d.source.pool : undefined });
   }
   const missing = (want ?? []).filter((t) => !devices.some((d) => d.target === t));
   if (missing.length) throw new UserError(`domain ${vm} has no disk ${missing.join(', ')} (it has: ${devices.map((d) => d.target).join(', ')})`);
@@ -110,7 +111,7 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
       // Shut off: the disks are quiet; external and copy both are a plain copy.
       for (const d of disks) await convertInto(d.path, d.format, fileFor(d), false);
     }
-    if (spec.mode !== 'snapshot') for (const d of disks) files.push({ target: d.target, file: fileFor(d), source: d.path, sourceFormat: d.format });
+    if (spec.mode !== 'snapshot') for (const d of disks) files.push({ target: d.target, file: fileFor(d), source: d.path, sourceFormat: d.format, pool: d.pool });
     const result: BackupRun = { id, schedule: spec.name, vm: spec.vm, mode: spec.mode, at: now.toISOString(), snapshot: spec.mode === 'snapshot' ? id : undefined, files };
     if (spec.verify && files.length) Object.assign(result, await verifyFiles(files));
     records.runs.push(result);
@@ -243,6 +244,8 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext):
       throw new Error(`restore of ${f.target} from ${f.file} did not verify; the previous image is back in place: ${(e as Error).message}`);
     }
     await rm(aside, { force: true });
+    // libvirt keeps its own view of a pool's volumes: let it read the restored file.
+    if (f.pool) await v.exec(['pool-refresh', f.pool]);
     ctx.log(`restore: ${f.target} (${f.source}) restored from ${path.basename(f.file)}`);
   }
 }
