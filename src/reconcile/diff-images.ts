@@ -6,7 +6,7 @@ import {
 import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
 import type { Inventory, ImageRecord } from './inventory.js';
 import { recordKey, sameFile } from './inventory.js';
-import type { DesiredState, ImageSpec } from './model.js';
+import { sourceImage, type DesiredState, type ImageSpec } from './model.js';
 import type { Action, Change, Refusal } from './plan.js';
 import { formatSize } from './sizes.js';
 
@@ -77,8 +77,9 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const s = spec.source;
     if (s.kind === 'file') return { path: s.file };
     if (s.kind === 'backing' && 'path' in s) return { path: s.path };
-    if (s.kind === 'image' || (s.kind === 'backing' && 'image' in s)) {
-      const dep = state.images[s.image]!;
+    const name = sourceImage(s);
+    if (name) {
+      const dep = state.images[name]!;
       const p = pathOf(dep);
       if (!p) return undefined;
       return {
@@ -302,8 +303,7 @@ export function orderByDependency(state: DesiredState): ImageSpec[] {
   const visit = (spec: ImageSpec) => {
     if (done.has(spec.name)) return;
     done.add(spec.name);
-    const s = spec.source;
-    const dep = s.kind === 'image' ? s.image : s.kind === 'backing' && 'image' in s ? s.image : undefined;
+    const dep = sourceImage(spec.source);
     if (dep && state.images[dep]) visit(state.images[dep]!);
     out.push(spec);
   };

@@ -10,7 +10,7 @@ import { diffPools } from './diff-pools.js';
 import { diffVms } from './diff-vms.js';
 import { diffVolumes, imagePathResolver } from './diff-volumes.js';
 import { readInventory, type Inventory } from './inventory.js';
-import type { DesiredState } from './model.js';
+import { sourceImage, type DesiredState } from './model.js';
 import { filesToObserve, libvirtToObserve, observeLibvirt, observeMore, type Observation } from './observe.js';
 import { observationHash, type Action, type Plan } from './plan.js';
 
@@ -102,7 +102,7 @@ function linkBuildDependencies(state: DesiredState, actions: Action[]): Action[]
   for (const a of actions) {
     if (!a.id.startsWith('images.') || (a.kind !== 'create' && a.kind !== 'replace')) continue;
     const s = state.images[a.id.slice('images.'.length)]?.source;
-    const dep = s?.kind === 'image' ? s.image : s?.kind === 'backing' && 'image' in s ? s.image : undefined;
+    const dep = s && sourceImage(s);
     if (dep && building.has(`images.${dep}`) && !a.dependsOn.includes(`images.${dep}`)) a.dependsOn.push(`images.${dep}`);
   }
   return actions;

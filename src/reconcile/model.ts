@@ -14,6 +14,11 @@ export type ImageSource =
   | { kind: 'container'; ref: string }
   | { kind: 'directory'; dir: string };
 
+/** The declared image a source copies or overlays, if it names one (not a file or path). */
+export function sourceImage(s: ImageSource): string | undefined {
+  return s.kind === 'image' || (s.kind === 'backing' && 'image' in s) ? s.image : undefined;
+}
+
 export interface Qcow2Options {
   clusterSize?: number;
   compression?: 'zlib' | 'zstd';

@@ -2,7 +2,7 @@
 // duplicates, format rules), and normalisation of all files into one DesiredState.
 import { Cron } from 'croner';
 import type { ConfigError } from './errors.js';
-import { article, FILE_POOLS, LUN_POOLS, VOLUME_EXT } from './model.js';
+import { article, FILE_POOLS, LUN_POOLS, sourceImage, VOLUME_EXT } from './model.js';
 import type {
   BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, VmSpec,
 } from './model.js';
@@ -345,7 +345,7 @@ function checkBackup(c: Checker, name: string, raw: Raw, vms: Record<string, Raw
 
 /** Cycles through source.image / source.backing would never finish building. */
 function checkImageGraph(state: DesiredState, declared: Set<string>, errs: ConfigError[], where: (name: string) => { file: string; line: number; col: number }): void {
-  const dep = (s: ImageSpec) => (s.source.kind === 'image' ? s.source.image : s.source.kind === 'backing' && 'image' in s.source ? s.source.image : undefined);
+  const dep = (s: ImageSpec) => sourceImage(s.source);
   for (const spec of Object.values(state.images)) {
     const d = dep(spec);
     if (d !== undefined && !declared.has(d)) {
