@@ -60,6 +60,16 @@ export function recordedOptions(spec: ImageSpec): Record<string, string> {
   return r;
 }
 
+/** Creation options qemu-img cannot report, as recorded vs as declared now: changes mean a rebuild. */
+export function recordedChanges(spec: ImageSpec, recorded: Record<string, string>): Change[] {
+  const out: Change[] = [];
+  for (const [k, v] of Object.entries(recordedOptions(spec))) {
+    const had = recorded[k] ?? RECORDED_DEFAULTS[k] ?? 'unknown';
+    if (had !== v) out.push({ field: RECORDED_FIELD[k] ?? k, from: had, to: v });
+  }
+  return out;
+}
+
 export function diffImages(input: ImageDiffInput): ImageDiff {
   const { state, observed, inventory } = input;
   const pathOf = (s: ImageSpec) => input.pathOf?.(s) ?? filePath(s);
@@ -167,12 +177,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       if (spec.encryption && !obs.encrypted) rebuild.push({ field: 'encryption', from: 'none', to: 'luks' });
       if (!spec.encryption && obs.encrypted) rebuild.push({ field: 'encryption', from: obs.encrypted, to: 'none' });
       rebuild.push(...optionChanges(spec, obs));
-      if (ours) {
-        for (const [k, v] of Object.entries(recordedOptions(spec))) {
-          const had = record.recorded[k] ?? RECORDED_DEFAULTS[k] ?? 'unknown';
-          if (had !== v) rebuild.push({ field: RECORDED_FIELD[k] ?? k, from: had, to: v });
-        }
-      }
+      if (ours) rebuild.push(...recordedChanges(spec, record.recorded));
     }
     const wantBacking = spec.source.kind === 'backing' ? dependencyPath(spec)?.path : undefined;
     if (wantBacking !== undefined && obs.backing !== wantBacking) {

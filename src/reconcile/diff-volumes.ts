@@ -6,7 +6,7 @@ import { sizeTolerance, type ObservedImage } from '../providers/image-file.js';
 import type { ObservedPool } from '../providers/libvirt-pool.js';
 import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../providers/libvirt-volume.js';
 import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
-import { orderByDependency, recordedOptions } from './diff-images.js';
+import { orderByDependency, recordedChanges, recordedOptions } from './diff-images.js';
 import { recordKey, type Inventory, type VolumeRecord } from './inventory.js';
 import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from './model.js';
 import type { Action, Change, Refusal } from './plan.js';
@@ -168,12 +168,7 @@ export function diffVolumes(input: {
         if (q.compat !== undefined && f.qcow2?.compat !== q.compat) rebuild.push({ field: 'qcow2.compat', from: String(f.qcow2?.compat), to: q.compat });
       }
     }
-    if (ours && record.status === 'ready') {
-      for (const [k, v] of Object.entries(recordedOptions(spec))) {
-        const had = record.recorded[k] ?? (k === 'preallocation' ? 'off' : k === 'compressed' ? 'false' : 'unknown');
-        if (had !== v) rebuild.push({ field: k === 'source' ? 'source' : `qcow2.${k}`, from: had, to: v });
-      }
-    }
+    if (ours && record.status === 'ready') rebuild.push(...recordedChanges(spec, record.recorded));
     if (LUN_POOLS.includes(poolSpec.type) && spec.size !== undefined && obs.capacity < spec.size) {
       refuse(id, `${spec.origins.size ?? spec.origin}: ${volume} is a LUN of ${formatSize(obs.capacity)} on the iSCSI target; reconcile cannot grow it to ${formatSize(spec.size)}. Grow the LUN on the target`);
       continue;

@@ -68,9 +68,6 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     d = diffAll();
   }
   const actions = linkBuildDependencies(state, [...d.pools.actions, ...d.images.actions, ...d.volumes.actions, ...d.vms.actions]);
-  // A domain's disks are attached once the images they name have been built.
-  const ids = new Set(actions.map((a) => a.id));
-  for (const a of actions) a.dependsOn = a.dependsOn.filter((dep) => ids.has(dep) && actions.find((x) => x.id === dep)!.kind !== 'no-op');
   const refusals = [...d.pools.refusals, ...d.images.refusals, ...d.volumes.refusals, ...d.vms.refusals];
   // Backups are taken by `backup run` and the watch service, never by apply; plans say
   // which schedules are overdue.
@@ -96,14 +93,22 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
   return { plan, observed: obs, inventory, pending: d.vms.pending };
 }
 
-/** A build waits for the build of the image it copies or overlays, whatever kind either is. */
+/**
+ * A build waits for the build of the image it copies or overlays, whatever kind either is;
+ * any action waits only for dependencies that have work to do in this plan (a domain's
+ * disks are attached once the images they name are built; an image already in sync is
+ * nothing to wait for).
+ */
 function linkBuildDependencies(state: DesiredState, actions: Action[]): Action[] {
-  const building = new Set(actions.filter((a) => a.kind === 'create' || a.kind === 'replace').map((a) => a.id));
+  const kind = new Map(actions.map((a) => [a.id, a.kind]));
+  const building = (id: string) => kind.get(id) === 'create' || kind.get(id) === 'replace';
   for (const a of actions) {
-    if (!a.id.startsWith('images.') || (a.kind !== 'create' && a.kind !== 'replace')) continue;
-    const s = state.images[a.id.slice('images.'.length)]?.source;
-    const dep = s && sourceImage(s);
-    if (dep && building.has(`images.${dep}`) && !a.dependsOn.includes(`images.${dep}`)) a.dependsOn.push(`images.${dep}`);
+    if (a.id.startsWith('images.') && building(a.id)) {
+      const s = state.images[a.id.slice('images.'.length)]?.source;
+      const dep = s && sourceImage(s);
+      if (dep && building(`images.${dep}`) && !a.dependsOn.includes(`images.${dep}`)) a.dependsOn.push(`images.${dep}`);
+    }
+    a.dependsOn = a.dependsOn.filter((dep) => kind.has(dep) && kind.get(dep) !== 'no-op');
   }
   return actions;
 }
