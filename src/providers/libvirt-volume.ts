@@ -4,13 +4,13 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
-import { run } from './exec.js';
+import { createImage, DRIVER } from './image-file.js';
 import { withTempDir } from './temp-file.js';
 import { bytes, esc, parseXml, text, type XmlNode } from './xml.js';
 import type { Virsh } from './virsh.js';
 
-/** libvirt's name for each declared format. */
-export const VOL_FORMAT: Record<Format, string> = { raw: 'raw', qcow2: 'qcow2', vhd: 'vpc', vhdx: 'vhdx', vmdk: 'vmdk' };
+/** libvirt names volume formats as qemu's drivers do (vhd is vpc). */
+export const VOL_FORMAT: Record<Format, string> = DRIVER;
 
 export interface ObservedVolume {
   pool: string;
@@ -88,19 +88,11 @@ export function volumeXml(b: VolumeBuild): string {
   return `<volume><name>${esc(b.name)}</name><capacity unit='bytes'>${b.capacity}</capacity><allocation unit='bytes'>${allocation}</allocation><target>${fmt}${qcow2}${perms}</target>${backing}</volume>\n`;
 }
 
-function qemuCreateOptions(b: VolumeBuild): string[] {
-  if (b.format !== 'qcow2') return [];
-  const q = b.qcow2 ?? {};
-  const o = [`compat=${q.compat ?? '1.1'}`];
-  if (q.clusterSize) o.push(`cluster_size=${q.clusterSize}`);
-  if (q.lazyRefcounts) o.push('lazy_refcounts=on');
-  return ['-o', o.join(',')];
-}
-
 /**
  * Creates the volume. Blank and backing volumes come from vol-create; copies of another
- * volume from vol-create-from (libvirt converts); imports of a file are converted to the
- * volume's format in a scratch file and streamed in with vol-upload --sparse.
+ * volume from vol-create-from (libvirt converts); imports of a file are built as image files
+ * are (at the volume's format, options and final size) in a scratch file, then streamed in
+ * with vol-upload --sparse.
  */
 export async function createVolume(v: Virsh, b: VolumeBuild): Promise<ObservedVolume> {
   const prealloc = b.format === 'qcow2' && b.qcow2?.preallocation === 'metadata' ? ['--prealloc-metadata'] : [];
@@ -129,13 +121,15 @@ export async function createVolume(v: Virsh, b: VolumeBuild): Promise<ObservedVo
     }
     if (src.kind === 'file') {
       try {
-        const scratch = path.join(dir, `upload.${b.format}`);
-        const fmt = b.fileBased ? VOL_FORMAT[b.format] : 'raw';
-        await run('qemu-img', ['convert', ...(src.driver ? ['-f', src.driver] : []), '-O', fmt, ...qemuCreateOptions(b), src.path, scratch]);
-        if (fmt !== 'raw' || b.capacity > 0) {
-          // The converted file carries the source's virtual size; grow it to the declared one first.
-          await run('qemu-img', ['resize', '-q', '-f', fmt, scratch, String(b.capacity)]).catch(() => undefined);
-        }
+        const scratch = path.join(dir, 'upload');
+        await createImage({
+          path: scratch,
+          format: b.fileBased ? b.format : 'raw',
+          size: b.capacity,
+          // The volume itself is preallocated by libvirt; the scratch file needs no allocation.
+          qcow2: b.fileBased && b.qcow2 ? { ...b.qcow2, preallocation: undefined } : undefined,
+          source: { kind: 'convert', path: src.path, driver: src.driver },
+        });
         await v.exec(['vol-upload', '--pool', b.pool, b.name, scratch, '--sparse']);
       } catch (e) {
         // Never leave a half-imported volume under the declared name.
