@@ -38,6 +38,16 @@ images:
   data: { pool: vmpool, format: raw, size: 32M }
 `;
 
+/** web after its root disk moved to cache writeback / io threads (used by the running-domain tests). */
+const WEB_WRITEBACK = `vms:
+  web:
+    create: { memory: 128M, vcpus: 1 }
+    disks:
+      - { image: root, cache: writeback, io: threads }
+      - { image: data, bus: scsi, cache: writethrough, io: threads }
+      - { path: $DIR/scratch.raw, readonly: true, discard: ignore }
+`;
+
 describe('a domain reconcile defines', () => {
   it('is defined with its disks, policies, driver types and our ownership metadata', async () => {
     await sb.yaml(`${BASE}vms:
@@ -71,14 +81,7 @@ describe('a domain reconcile defines', () => {
   it('starts, and a policy change on the running domain goes to its definition and shows pending restart', async () => {
     await virsh(lv, 'start', 'web');
     expect(await virsh(lv, 'domstate', 'web')).toBe('running');
-    await sb.yaml(`${BASE}vms:
-  web:
-    create: { memory: 128M, vcpus: 1 }
-    disks:
-      - { image: root, cache: writeback, io: threads }
-      - { image: data, bus: scsi, cache: writethrough, io: threads }
-      - { path: $DIR/scratch.raw, readonly: true, discard: ignore }
-`);
+    await sb.yaml(`${BASE}${WEB_WRITEBACK}`);
     const plan = await sb.run('plan');
     expect(plan.stdout).toMatch(/~ vms\.web\s+update\s+vda cache none -> writeback, vda io native -> threads \(running: pending restart/);
     const r = await sb.run('apply');
@@ -102,14 +105,7 @@ describe('a domain reconcile defines', () => {
 
   it('hot-plugs a new disk into the running domain and detaches it when it leaves the YAML', async () => {
     await qemuImg('create', '-q', '-f', 'qcow2', p('extra.qcow2'), '8M');
-    const yaml = `${BASE}vms:
-  web:
-    create: { memory: 128M, vcpus: 1 }
-    disks:
-      - { image: root, cache: writeback, io: threads }
-      - { image: data, bus: scsi, cache: writethrough, io: threads }
-      - { path: $DIR/scratch.raw, readonly: true, discard: ignore }
-`;
+    const yaml = `${BASE}${WEB_WRITEBACK}`;
     await sb.yaml(`${yaml}      - { path: $DIR/extra.qcow2, target: vdc }\n`);
     await sb.run('apply');
     expect(await virsh(lv, 'domblklist', 'web')).toMatch(/vdc\s+.*extra\.qcow2/);
