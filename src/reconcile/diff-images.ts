@@ -133,7 +133,10 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const source: ImageBuild['source'] = spec.source.kind === 'backing'
       ? { kind: 'backing', path: dep.path, driver: driver ?? 'raw' }
       : { kind: 'convert', path: dep.path, driver, encryption: dep.encryption };
-    return { build: { ...base, source }, dependsOn };
+    // A file source's size is what this plan observed (a saved plan is refused if the file
+    // moves); a declared image may be rebuilt first, so apply reads its size then.
+    const buildSize = spec.size ?? (dep.id ? undefined : size);
+    return { build: { ...base, size: buildSize, source }, dependsOn };
   };
 
   // Images that depend on others come after them, so dependsOn can name pending builds.
