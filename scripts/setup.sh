@@ -37,7 +37,8 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
-npx tsc -p tsconfig.json
+# The build also marks dist/cli.js executable: `npx reconcile` runs it directly.
+npm run build --silent
 
 # libvirt for the example and for people using the host's own daemon (tests start private ones).
 if ! pgrep -x virtlogd >/dev/null; then virtlogd -d; fi
