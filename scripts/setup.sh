@@ -34,6 +34,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# /dev/kvm as udev's rule leaves it (root:kvm 0660), where no udev manages /dev (containers,
+# minimal VMs): a root-only node lets no QEMU that libvirt starts use KVM, and makes libvirt
+# re-probe QEMU at every capabilities call.
+if [ -c /dev/kvm ] && ! pgrep -x systemd-udevd >/dev/null && ! pgrep -x udevd >/dev/null; then
+  getent group kvm >/dev/null || groupadd --system kvm
+  if [ "$(stat -c '%G %a' /dev/kvm)" != "kvm 660" ]; then
+    echo "setup.sh: no udev here; giving /dev/kvm group kvm and mode 0660 (was $(stat -c '%U:%G %a' /dev/kvm))"
+    chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+  fi
+fi
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi

@@ -8,13 +8,14 @@ import { listBackups, restore, reverify, runBackup } from './reconcile/backup.js
 import { checkFailed, checkImages, runningDiskPaths } from './reconcile/check.js';
 import { formatSize } from './reconcile/sizes.js';
 import { startHttp } from './watch/http.js';
+import { createLogger, defaultLogFormat, type LogFormat } from './watch/log.js';
 import { createMetrics } from './watch/metrics.js';
 import { WatchService } from './watch/service.js';
 import { loadDesiredState } from './reconcile/config.js';
 import { makePlan, movedSince, planWithObservations } from './reconcile/engine.js';
 import { ConfigErrors, EXIT, UserError } from './reconcile/errors.js';
 import { DEFAULT_STATE_DIR, FileObservationCache } from './reconcile/inventory.js';
-import { acquireLock } from './reconcile/lock.js';
+import { acquireLock, type Lock } from './reconcile/lock.js';
 import { hasChanges, type Plan } from './reconcile/plan.js';
 import { renderPlan, renderSummary } from './render.js';
 import { connect, resolveUri } from './providers/virsh.js';
@@ -56,6 +57,7 @@ Options:
       --listen HOST:PORT   watch: HTTP address (default 127.0.0.1:9477)
       --webhook-secret-file F  watch: enables POST /hooks/git, HMAC-SHA256 signed
       --suspend            watch: start suspended (serve status, change nothing)
+      --log-format text|json  watch: log lines (default: json when stdout is not a terminal)
       --repair[=all]       check: repair leaked clusters (=all: also corruptions) of
                            images no running domain uses
   -h, --help, --version
@@ -78,7 +80,7 @@ interface Args {
   out?: string;
   repair?: 'leaks' | 'all';
   from?: string;
-  watch: { intervalSeconds: number; git?: string; ref: string; path: string; listen: string; webhookSecretFile?: string; suspend: boolean };
+  watch: { intervalSeconds: number; git?: string; ref: string; path: string; listen: string; webhookSecretFile?: string; suspend: boolean; logFormat?: LogFormat };
 }
 
 function parse(argv: string[]): Args | 'help' | 'version' {
@@ -105,6 +107,7 @@ function parse(argv: string[]): Args | 'help' | 'version' {
       listen: { type: 'string', default: '127.0.0.1:9477' },
       'webhook-secret-file': { type: 'string' },
       suspend: { type: 'boolean', default: false },
+      'log-format': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean' },
     },
@@ -136,6 +139,7 @@ function parse(argv: string[]): Args | 'help' | 'version' {
       intervalSeconds: duration('interval', values.interval!),
       git: values.git, ref: values.ref!, path: values.path!, listen: values.listen!,
       webhookSecretFile: values['webhook-secret-file'], suspend: values.suspend ?? false,
+      logFormat: values['log-format'] === undefined ? undefined : values['log-format'] === 'text' || values['log-format'] === 'json' ? values['log-format'] : badLogFormat(values['log-format']),
     },
     repair: values.repair === undefined ? undefined : values.repair === 'all' ? 'all' : values.repair === 'leaks' ? 'leaks' : badRepair(values.repair),
   };
@@ -145,6 +149,10 @@ function duration(name: string, v: string): number {
   const m = /^(\d+)(s|m|h)?$/.exec(v);
   if (!m || Number(m[1]) === 0) throw new UserError(`--${name} must be a duration such as 30s, 1m or 1h (got ${v})`, EXIT.usage);
   return Number(m[1]) * ({ s: 1, m: 60, h: 3600 } as Record<string, number>)[m[2] ?? 's']!;
+}
+
+function badLogFormat(v: string): never {
+  throw new UserError(`--log-format must be text or json (got ${v})`, EXIT.usage);
 }
 
 function badRepair(v: string): never {
@@ -184,6 +192,25 @@ async function cmdPlan(a: Args): Promise<number> {
 async function cmdApply(a: Args): Promise<number> {
   const planFile = a.rest[0];
   const log = a.output === 'json' ? (l: string) => process.stderr.write(`${l}\n`) : print;
+  // Ctrl-C or SIGTERM: no new action starts, builds in flight are cancelled (their scratch
+  // files removed), other actions in flight finish, the lock is released and the summary
+  // says what was and was not done. A second signal exits at once, releasing the lock.
+  const stop = new AbortController();
+  let interrupted: NodeJS.Signals | undefined;
+  let lock: Lock | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) {
+      process.stderr.write(`${sig} again: exiting now\n`);
+      lock?.releaseSync();
+      process.exit(sig === 'SIGINT' ? EXIT.sigint : EXIT.sigterm);
+    }
+    interrupted = sig;
+    process.stderr.write(`${sig}: stopping: no new action starts; builds in flight are cancelled, other actions in flight finish (${sig} again exits at once)\n`);
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const interruptedCode = () => (interrupted === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint);
   let plan: Plan | undefined;
   if (planFile) {
     plan = JSON.parse(await readFile(planFile, 'utf8')) as Plan;
@@ -192,28 +219,31 @@ async function cmdApply(a: Args): Promise<number> {
   // Bad input must change nothing, not even the state directory: validate before locking.
   const state = plan ? undefined : await loadDesiredState(a.files);
   const stateDir = plan?.stateDir ?? a.stateDir;
-  const lock = await acquireLock(stateDir, { timeoutSeconds: a.lockTimeout, command: `apply${planFile ? ` ${planFile}` : ''}`, log: (m) => process.stderr.write(`${m}\n`) });
+  lock = await acquireLock(stateDir, { timeoutSeconds: a.lockTimeout, command: `apply${planFile ? ` ${planFile}` : ''}`, log: (m) => process.stderr.write(`${m}\n`) });
   try {
     const cache = await FileObservationCache.open(stateDir);
     if (plan) {
       const moved = await movedSince(plan, { cache, virsh: virshFor(a, plan.connection) });
       if (moved.length) {
-        throw new UserError(`the host changed since ${planFile} was made (${moved.join(', ')}); nothing was applied. Run \`reconcile plan\` again`);
+        throw new UserError(`the host changed since ${planFile} was made (${moved.join(', ')}); nothing was applied. Run \`reconcile plan\` again`, EXIT.error, { reason: 'stale-plan', moved });
       }
     } else {
       plan = await makePlan(state!, { stateDir, allowReplace: a.allowReplace, prune: a.prune, cache, virsh: virshFor(a, state!.connection) });
     }
     if (plan.refusals.length) {
-      throw new UserError(`${renderPlan(plan)}\n\nnothing was applied`);
+      throw new UserError(`${renderPlan(plan)}\n\nnothing was applied`, EXIT.error, { reason: 'refused', refusals: plan.refusals, notes: plan.notes });
     }
+    if (interrupted) throw new UserError(`${interrupted} before anything was applied; nothing was changed`, interruptedCode(), { reason: 'interrupted' });
     if (!hasChanges(plan)) {
-      if (a.output === 'json') print(JSON.stringify({ results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0 } }));
+      await cache.save();
+      if (a.output === 'json') print(JSON.stringify({ results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0, cancelled: 0, notStarted: 0 } }));
       else print(renderPlan(plan));
       return EXIT.ok;
     }
-    const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: virshFor(a, plan.connection) });
-    print(a.output === 'json' ? JSON.stringify(result, null, 2) : renderSummary(result));
+    const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: virshFor(a, plan.connection), signal: stop.signal });
+    print(a.output === 'json' ? JSON.stringify({ ...result, ...(interrupted ? { interrupted } : {}) }, null, 2) : renderSummary(result, interrupted));
     if (a.output === 'text' && plan.notes.length) print(['', 'Notes:', ...plan.notes.map((n) => `  ${n}`)].join('\n'));
+    if (interrupted) return interruptedCode();
     return result.counts.failed ? EXIT.error : EXIT.ok;
   } finally {
     await lock.release();
@@ -320,12 +350,13 @@ async function cmdWatch(a: Args): Promise<number> {
   const [host, port] = [w.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''), Number(/:(\d+)$/.exec(w.listen)?.[1] ?? 'NaN')];
   if (!Number.isInteger(port)) throw new UserError(`--listen must be HOST:PORT (got ${w.listen})`, EXIT.usage);
   const secret = w.webhookSecretFile ? (await readFile(w.webhookSecretFile, 'utf8')).trim() : undefined;
-  const stamp = (l: string) => process.stdout.write(`${new Date().toISOString()} ${l}\n`);
+  const logger = createLogger(w.logFormat ?? defaultLogFormat());
+  const stamp = (l: string) => logger.info(l);
   const metrics = createMetrics();
   const service = new WatchService({
     files: a.files, git: w.git ? { url: w.git, ref: w.ref, subdir: w.path } : undefined, stateDir: a.stateDir,
     intervalSeconds: w.intervalSeconds, allowReplace: a.allowReplace, prune: a.prune, parallelism: a.parallelism, suspended: w.suspend,
-    virsh: (yamlUri) => connect(resolveUri(a.connect, yamlUri)), metrics, log: stamp,
+    virsh: (yamlUri) => connect(resolveUri(a.connect, yamlUri)), metrics, logger,
   });
   const server = await startHttp({ host, port, service, metrics, webhookSecret: secret, log: stamp });
   stamp(`watching ${service.status.source} every ${w.intervalSeconds}s; http://${w.listen}/`);
@@ -340,7 +371,7 @@ async function cmdWatch(a: Args): Promise<number> {
         process.exit(EXIT.error);
       }
       stopping = true;
-      stamp(`${sig}: finishing the action in flight, then stopping`);
+      stamp(`${sig}: stopping: no new action starts; builds in flight are cancelled, other actions in flight finish`);
       void service.stop().then(() => server.close(() => resolve()));
       server.closeAllConnections();
     };
@@ -380,6 +411,8 @@ async function main(): Promise<number> {
       process.stderr.write(`${e.message}\n${e.errors.length} error(s); nothing was changed.\n`);
       return EXIT.error;
     }
+    // -o json: stdout always carries a JSON value, an error object when the command failed.
+    if (args.output === 'json') print(JSON.stringify({ ok: false, error: (e as Error).message, ...(e instanceof UserError ? e.details : {}) }, null, 2));
     if (e instanceof UserError) {
       process.stderr.write(`reconcile: ${e.message}\n`);
       return e.exitCode;

@@ -33,8 +33,20 @@ export function renderPlan(plan: Plan, opts: { showNoop?: boolean } = {}): strin
   return lines.join('\n').replace(/^\n/, '');
 }
 
-export function renderSummary(r: ApplyResult): string {
+export function renderSummary(r: ApplyResult, interrupted?: string): string {
   const c = r.counts;
   const body = `${c.created} created, ${c.updated} updated, ${c.replaced} replaced, ${c.deleted} deleted`;
-  return c.failed ? `Apply failed: ${c.failed} action(s) did not complete; ${body}.` : `Apply complete: ${body}.`;
+  const lines: string[] = [];
+  if (interrupted) lines.push(`Apply interrupted by ${interrupted}: ${body}${c.failed ? `, ${c.failed} failed` : ''}.`);
+  else lines.push(c.failed ? `Apply failed: ${c.failed} action(s) did not complete; ${body}.` : `Apply complete: ${body}.`);
+  // What did not complete, again at the end: in a long log the first FAILED line scrolls away.
+  for (const x of r.results) {
+    if (x.status === 'failed') lines.push(`  ${x.id}: FAILED: ${x.error}`);
+    else if (x.status === 'skipped') lines.push(`  ${x.id}: skipped (${x.error})`);
+  }
+  const ids = (s: string) => r.results.filter((x) => x.status === s).map((x) => x.id);
+  if (ids('cancelled').length) lines.push(`  cancelled in flight (built again by the next apply): ${ids('cancelled').join(', ')}`);
+  if (ids('not-started').length) lines.push(`  not started: ${ids('not-started').join(', ')}`);
+  if (interrupted) lines.push('Run apply again to finish.');
+  return lines.join('\n');
 }

@@ -1,7 +1,7 @@
 // `reconcile show`: what exists on the host for each declared object, whether it is in
 // sync, and how full each pool is.
 import type { PlanWithObservations } from './reconcile/engine.js';
-import { recordKey, sameFile } from './reconcile/inventory.js';
+import { recordKey, resolveImageRecord, sameFile, volumeIsOurs } from './reconcile/inventory.js';
 import type { DesiredState } from './reconcile/model.js';
 import { formatSize } from './reconcile/sizes.js';
 
@@ -48,7 +48,8 @@ export function imageStatuses(state: DesiredState, p: PlanWithObservations): Ima
     if (spec.location.kind === 'path') {
       const path = spec.location.path;
       const obs = p.observed.files.get(path) ?? undefined;
-      const rec = p.inventory.objects[recordKey({ type: 'image', path })];
+      const stored = p.inventory.objects[recordKey({ type: 'image', path })];
+      const rec = stored?.type === 'image' ? resolveImageRecord(stored, obs?.file) : undefined;
       return {
         name: spec.name, where: path, exists: !!obs, format: obs ? (obs.driver === 'vpc' ? 'vhd' : obs.driver) : undefined,
         virtualSize: obs?.virtualSize, allocated: obs?.actualSize,
@@ -61,7 +62,7 @@ export function imageStatuses(state: DesiredState, p: PlanWithObservations): Ima
     return {
       name: spec.name, where: `${pool}/${volume}`, exists: !!obs, format: obs?.format === 'vpc' ? 'vhd' : obs?.format,
       virtualSize: obs?.capacity, allocated: obs?.allocation,
-      owner: obs && rec?.type === 'volume' && rec.key === obs.key ? 'created' : obs ? 'adopted' : 'none', ...s,
+      owner: obs && rec?.type === 'volume' && volumeIsOurs(rec, obs) ? 'created' : obs ? 'adopted' : 'none', ...s,
     };
   });
 }

@@ -2,6 +2,7 @@
 // /run/libvirt, /var/lib/libvirt, /etc/libvirt, /var/log/libvirt and /var/cache/libvirt, so
 // the host's own libvirt objects are never seen or touched. Stopped by pid.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -25,8 +26,19 @@ const DIRS: Record<string, string> = {
   cache: '/var/cache/libvirt',
 };
 
-export async function startPrivateLibvirtd(): Promise<PrivateLibvirtd> {
+export interface PrivateLibvirtdOptions {
+  /**
+   * 'root-only': inside the namespace /dev/kvm is a root:root 0600 node, as on hosts without
+   * udev, whatever the host's own node is (only where the host has /dev/kvm to cover).
+   */
+  kvm?: 'host' | 'root-only';
+}
+
+export async function startPrivateLibvirtd(opts: PrivateLibvirtdOptions = {}): Promise<PrivateLibvirtd> {
   const base = await mkdtemp(path.join(tmpdir(), 'vr-libvirtd-'));
+  const kvmNode = path.join(base, 'kvm');
+  const coverKvm = opts.kvm === 'root-only' && existsSync('/dev/kvm');
+  if (coverKvm) await execa('mknod', ['-m', '0600', kvmNode, 'c', '10', '232']);
   for (const [d, target] of Object.entries(DIRS)) {
     await mkdir(path.join(base, d), { recursive: true });
     await mkdir(target, { recursive: true }); // mount points must exist on the host
@@ -39,6 +51,7 @@ export async function startPrivateLibvirtd(): Promise<PrivateLibvirtd> {
   const script = [
     'set -e',
     ...Object.entries(DIRS).map(([d, target]) => `mount --bind ${q(path.join(base, d))} ${q(target)}`),
+    ...(coverKvm ? [`mount --bind ${q(kvmNode)} /dev/kvm`] : []),
     `virtlogd -d -p ${q(path.join(base, 'run', 'virtlogd.pid'))}`,
     `exec libvirtd -p ${q(path.join(base, 'run', 'libvirtd.pid'))}`,
   ].join('\n');

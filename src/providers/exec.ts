@@ -9,8 +9,17 @@ export interface RunResult {
 }
 
 export class CommandError extends Error {
-  constructor(readonly command: string[], readonly stderr: string, readonly exitCode: number | undefined, readonly stdout = '') {
-    super(`${command[0]} ${command[1] ?? ''} failed${exitCode !== undefined ? ` (exit ${exitCode})` : ''}: ${firstLines(stderr) || 'no error output'}`);
+  constructor(
+    readonly command: string[],
+    readonly stderr: string,
+    readonly exitCode: number | undefined,
+    readonly stdout = '',
+    /** stopped through its cancel signal (shutting down), not failed */
+    readonly cancelled = false,
+  ) {
+    super(cancelled
+      ? `${command[0]} ${command[1] ?? ''} cancelled (shutting down)`
+      : `${command[0]} ${command[1] ?? ''} failed${exitCode !== undefined ? ` (exit ${exitCode})` : ''}: ${firstLines(stderr) || 'no error output'}`);
     this.name = 'CommandError';
   }
 }
@@ -40,7 +49,11 @@ function trace(argv: string[]): void {
 // read CPU time reliably. The failure is transient; this exact message is safe to retry.
 const TRANSIENT = ['Unable to get accurate CPU usage'];
 
-export async function run(cmd: string, args: string[], opts: { input?: string; retries?: number } = {}): Promise<RunResult> {
+/**
+ * Runs a command. `signal`: aborting it terminates the command (SIGTERM, SIGKILL 5 s later);
+ * given only for work whose interruption loses nothing (a build in private scratch space).
+ */
+export async function run(cmd: string, args: string[], opts: { input?: string; retries?: number; signal?: AbortSignal } = {}): Promise<RunResult> {
   const argv = [cmd, ...args];
   const retries = opts.retries ?? 4;
   for (let attempt = 0; ; attempt++) {
@@ -55,7 +68,9 @@ export async function run(cmd: string, args: string[], opts: { input?: string; r
       stdin: opts.input === undefined ? 'ignore' : 'pipe',
       input: opts.input,
       stripFinalNewline: false,
+      ...(opts.signal ? { cancelSignal: opts.signal } : {}),
     });
+    if (r.isCanceled) throw new CommandError(argv, String(r.stderr), r.exitCode, String(r.stdout), true);
     if (r.exitCode === 0 && !r.failed) return { stdout: String(r.stdout), stderr: String(r.stderr) };
     const stderr = String(r.stderr || r.message);
     if (attempt < retries && TRANSIENT.some((t) => stderr.includes(t))) continue;

@@ -149,24 +149,34 @@ async function infoOf(p: string): Promise<ObservedImage> {
  * (device, inode, size, mtime, ctime) match the cache are answered from it: a no-op
  * plan spawns no process at all. The rest run at most four at a time.
  */
-export async function observeImages(paths: string[], cache?: StatCache): Promise<Map<string, ObservedImage | null>> {
+export async function observeImages(
+  paths: string[],
+  cache?: StatCache,
+  /** given: a path that cannot be observed is recorded here (and left out of the result) instead of failing every path */
+  errors?: Map<string, string>,
+): Promise<Map<string, ObservedImage | null>> {
   const out = new Map<string, ObservedImage | null>();
   await Promise.all(
     paths.map((p) =>
       limit(async () => {
-        const sig = await fileSignature(p);
-        if (sig === undefined) return void out.set(p, null);
-        if (sig === 'other:notfile') throw new Error(`${p} exists but is not a regular file or block device`);
-        const hit = cacheable(sig) ? cache?.get<ObservedImage>(p, sig) : undefined;
-        if (hit) return void out.set(p, hit);
-        const obs = await infoOf(p);
-        // Re-read the signature: an image written while qemu-img read it must not be cached.
-        if (cacheable(sig) && (await fileSignature(p)) === sig) cache?.set(p, sig, obs);
-        out.set(p, obs);
+        if (!errors) return observeOne(p);
+        await observeOne(p).catch((e: Error) => void errors.set(p, e.message));
       }),
     ),
   );
   return out;
+
+  async function observeOne(p: string): Promise<void> {
+    const sig = await fileSignature(p);
+    if (sig === undefined) return void out.set(p, null);
+    if (sig === 'other:notfile') throw new Error(`${p} exists but is not a regular file or block device`);
+    const hit = cacheable(sig) ? cache?.get<ObservedImage>(p, sig) : undefined;
+    if (hit) return void out.set(p, hit);
+    const obs = await infoOf(p);
+    // Re-read the signature: an image written while qemu-img read it must not be cached.
+    if (cacheable(sig) && (await fileSignature(p)) === sig) cache?.set(p, sig, obs);
+    out.set(p, obs);
+  }
 }
 
 function secretArgs(passphraseFile: string, id: string): string[] {
@@ -266,7 +276,32 @@ async function applyPermissions(files: string[], perm?: Permissions): Promise<vo
  * place only when complete, so a killed apply never leaves a half image under the
  * declared name. Replacing works the same way: the old file stays until the rename.
  */
-export async function createImage(b: ImageBuild): Promise<void> {
+export interface FileIdentity {
+  ino: number;
+  dev: number;
+  birth: string;
+}
+
+async function identityOf(p: string): Promise<FileIdentity> {
+  const st = await stat(p, { bigint: true });
+  return { ino: Number(st.ino), dev: Number(st.dev), birth: String(st.birthtimeNs) };
+}
+
+export async function createImage(
+  b: ImageBuild,
+  hooks: {
+    /**
+     * Called when the build is complete, before it is renamed into place, with the identity
+     * the published file will have (a rename keeps inode and birth time) and its extents'
+     * final paths: intent recorded here survives a crash between the rename and the caller's
+     * own record.
+     */
+    beforePublish?: (id: FileIdentity & { extents: string[] }) => Promise<void>;
+    /** aborting it stops the build (qemu-img is terminated, the private directory removed) */
+    signal?: AbortSignal;
+  } = {},
+): Promise<void> {
+  const sig = { signal: hooks.signal };
   await mkdir(path.dirname(b.path), { recursive: true });
   const tmpDir = tempDirFor(b.path);
   await mkdir(tmpDir, { mode: 0o700 });
@@ -279,14 +314,14 @@ export async function createImage(b: ImageBuild): Promise<void> {
     const src = b.source;
     if (src.kind === 'backing') {
       const args = ['create', '-q', '-f', driver, ...secret, ...o, '-b', src.path, '-F', src.driver, tmp];
-      await run('qemu-img', b.size !== undefined ? [...args, String(b.size)] : args);
+      await run('qemu-img', b.size !== undefined ? [...args, String(b.size)] : args, sig);
     } else if (src.kind === 'blank') {
-      await run('qemu-img', ['create', '-q', '-f', driver, ...secret, ...o, tmp, String(b.size)]);
+      await run('qemu-img', ['create', '-q', '-f', driver, ...secret, ...o, tmp, String(b.size)], sig);
     } else {
       // Import: create the target at its final size, then convert into it (-n). This grows
       // an import in one pass for every format, including those that cannot resize later.
       const size = b.size ?? (await probeSource(src.path)).virtualSize;
-      await run('qemu-img', ['create', '-q', '-f', driver, ...secret, ...o, tmp, String(size)]);
+      await run('qemu-img', ['create', '-q', '-f', driver, ...secret, ...o, tmp, String(size)], sig);
       const srcSecret = src.encryption ? secretArgs(src.encryption.passphraseFile, 'src0') : [];
       const srcArgs = src.encryption
         ? ['--image-opts', imageOpts(src.path, src.driver ?? 'qcow2', 'src0')]
@@ -294,11 +329,12 @@ export async function createImage(b: ImageBuild): Promise<void> {
       const dstArgs = b.encryption ? ['--target-image-opts', imageOpts(tmp, driver, 'sec0')] : ['-O', driver, tmp];
       const compress = b.qcow2?.compressed ? ['-c'] : [];
       // Preallocated targets are already zero; blank ones read as zero: skip writing zeros.
-      await run('qemu-img', ['convert', '-n', '--target-is-zero', ...compress, ...srcSecret, ...secret, ...srcArgs, ...dstArgs]);
+      await run('qemu-img', ['convert', '-n', '--target-is-zero', ...compress, ...srcSecret, ...secret, ...srcArgs, ...dstArgs], sig);
     }
     const built = await builtFiles(tmpDir, tmp);
     await applyPermissions(built, b.permissions);
     for (const f of built) await fsyncPath(f);
+    await hooks.beforePublish?.({ ...(await identityOf(tmp)), extents: built.filter((f) => f !== tmp).map((f) => path.join(path.dirname(b.path), path.basename(f))) });
     // Extents first, the descriptor/main file last: the declared name appears only complete.
     for (const f of built.filter((f) => f !== tmp)) await rename(f, path.join(path.dirname(b.path), path.basename(f)));
     await rename(tmp, b.path);

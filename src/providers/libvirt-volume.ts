@@ -94,7 +94,15 @@ export function volumeXml(b: VolumeBuild): string {
  * are (at the volume's format, options and final size) in a scratch file, then streamed in
  * with vol-upload --sparse.
  */
-export async function createVolume(v: Virsh, b: VolumeBuild): Promise<ObservedVolume> {
+export async function createVolume(
+  v: Virsh,
+  b: VolumeBuild,
+  hooks: {
+    created?: (vol: { key: string; path: string }) => Promise<void>;
+    /** stops an import's conversion and upload (the volume is left building, and rebuilt) */
+    signal?: AbortSignal;
+  } = {},
+): Promise<ObservedVolume> {
   const prealloc = b.format === 'qcow2' && b.qcow2?.preallocation === 'metadata' ? ['--prealloc-metadata'] : [];
   const dump = ['vol-dumpxml', '--pool', b.pool, b.name];
   return withTempDir(async (dir) => {
@@ -121,6 +129,9 @@ export async function createVolume(v: Virsh, b: VolumeBuild): Promise<ObservedVo
     }
     if (src.kind === 'file') {
       try {
+        // The volume exists, still blank: say so before the long import fills it.
+        const made = parseVolumeXml(b.pool, await v.exec(dump));
+        await hooks.created?.({ key: made.key, path: made.path });
         const scratch = path.join(dir, 'upload');
         await createImage({
           path: scratch,
@@ -129,8 +140,8 @@ export async function createVolume(v: Virsh, b: VolumeBuild): Promise<ObservedVo
           // The volume itself is preallocated by libvirt; the scratch file needs no allocation.
           qcow2: b.fileBased && b.qcow2 ? { ...b.qcow2, preallocation: undefined } : undefined,
           source: { kind: 'convert', path: src.path, driver: src.driver },
-        });
-        await v.exec(['vol-upload', '--pool', b.pool, b.name, scratch, '--sparse']);
+        }, { signal: hooks.signal });
+        await v.exec(['vol-upload', '--pool', b.pool, b.name, scratch, '--sparse'], { signal: hooks.signal });
       } catch (e) {
         // Never leave a half-imported volume under the declared name.
         await v.exec(['vol-delete', '--pool', b.pool, b.name]).catch(() => undefined);

@@ -1,6 +1,7 @@
 // Executes exactly the actions of a plan: dependencies first, independent actions in
 // parallel (bounded), the inventory saved after every action so a crash loses nothing.
 import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import pLimit from 'p-limit';
 import {
   createImage, deleteImage, driverFor, observeImages, removeFiles, removeStaleBuilds, resizeImage, setPermissions, sizeTolerance,
@@ -11,8 +12,11 @@ import {
 } from '../providers/libvirt-pool.js';
 import { changeDisk, defineDomain, setOwnership, undefineDomain } from '../providers/libvirt-domain.js';
 import { createVolume, deleteVolume, resizeVolume } from '../providers/libvirt-volume.js';
+import { CommandError } from '../providers/exec.js';
+import { removeAbandonedScratch, useScratchRoot } from '../providers/temp-file.js';
 import type { Virsh } from '../providers/virsh.js';
 import { UserError } from './errors.js';
+import { failpoint } from './failpoint.js';
 import { rememberVolume } from './observe.js';
 import { readInventory, recordKey, writeInventory, type ImageRecord, type VolumeRecord } from './inventory.js';
 import type { Action, ActionKind, Plan } from './plan.js';
@@ -24,11 +28,18 @@ export interface ApplyOptions {
   /** the libvirt connection, opened only when the plan has pool or volume actions */
   virsh?: () => Virsh;
   log: (line: string) => void;
-  /** once aborted, actions already running finish and no further action starts */
+  /**
+   * Once aborted, no further action starts. Actions in flight: a build in private scratch
+   * space (image create/replace, a volume import's conversion and upload) is cancelled — its
+   * qemu-img is terminated and its files removed, and the next apply builds it again; every
+   * other action (libvirt calls, in-place resizes, permission changes, deletes) is short and
+   * would leave its object half-changed if stopped, so it finishes.
+   */
   signal?: AbortSignal;
 }
 
-export type ActionStatus = 'done' | 'failed' | 'skipped';
+/** skipped: a dependency did not complete; not-started: shutting down; cancelled: stopped in flight */
+export type ActionStatus = 'done' | 'failed' | 'skipped' | 'not-started' | 'cancelled';
 
 export interface ActionResult {
   id: string;
@@ -40,7 +51,7 @@ export interface ActionResult {
 
 export interface ApplyResult {
   results: ActionResult[];
-  counts: Record<'created' | 'updated' | 'replaced' | 'deleted' | 'failed', number>;
+  counts: Record<'created' | 'updated' | 'replaced' | 'deleted' | 'failed' | 'cancelled' | 'notStarted', number>;
 }
 
 const VERB: Record<ActionKind, [string, string]> = {
@@ -60,6 +71,11 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
     return (client ??= opts.virsh());
   };
   const inventory = await readInventory(opts.stateDir);
+  // Scratch space of this apply lives in the state directory, where the next apply (holding
+  // the same lock) finds and removes what a killed one left.
+  const scratch = path.join(opts.stateDir, 'scratch');
+  useScratchRoot(scratch);
+  for (const d of await removeAbandonedScratch(scratch)) opts.log(`removed ${d}, scratch space left by an interrupted apply`);
   const save = coalescedWriter(() => writeInventory(opts.stateDir, inventory));
   const limit = pLimit(Math.max(1, opts.parallelism));
   const results = new Map<string, ActionResult>();
@@ -72,7 +88,23 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
       case 'image.create':
       case 'image.replace': {
         for (const stale of await removeStaleBuilds(op.build.path)) opts.log(`${a.id}: removed ${stale}, left by an interrupted apply`);
-        await createImage(op.build);
+        const k = recordKey({ type: 'image', path: op.build.path });
+        const name = a.id.replace(/^images\./, '');
+        // Intent first (Crossplane's "create pending"): a crash between the rename and the
+        // record below still leaves the published file recognisably ours.
+        await createImage(op.build, {
+          signal: opts.signal,
+          beforePublish: async (id) => {
+            const prev = inventory.objects[k];
+            const pending = { ...id, recorded: op.recorded, createdAt: new Date().toISOString() };
+            inventory.objects[k] = prev?.type === 'image'
+              ? { ...prev, name, pending }
+              : { type: 'image', name, path: op.build.path, ino: 0, dev: 0, birth: '0', extents: [], createdAt: pending.createdAt, recorded: op.recorded, pending };
+            await save();
+            failpoint('image-before-publish');
+          },
+        });
+        failpoint('image-after-publish');
         const obs = (await observeImages([op.build.path], opts.cache)).get(op.build.path);
         if (!obs) throw new Error(`${op.build.path} is missing after it was built`);
         if (op.type === 'image.replace') {
@@ -80,10 +112,10 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
           await removeFiles(op.oldExtents.filter((e) => !keep.has(e) && e !== op.build.path));
         }
         const rec: ImageRecord = {
-          type: 'image', name: a.id.replace(/^images\./, ''), path: op.build.path, ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth,
+          type: 'image', name, path: op.build.path, ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth,
           extents: obs.vmdk?.extents ?? [], createdAt: new Date().toISOString(), recorded: op.recorded,
         };
-        inventory.objects[recordKey(rec)] = rec;
+        inventory.objects[k] = rec;
         await save();
         verify(a.id, obs, op.build);
         return;
@@ -155,13 +187,35 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         const key = recordKey({ type: 'volume', pool: b.pool, volume: b.name });
         if (op.type === 'volume.replace') await deleteVolume(v, b.pool, b.name);
         // Recorded as building first: a volume an interrupted apply leaves behind is rebuilt.
+        // Recorded as building before anything exists (an empty key: whatever volume is found
+        // under this name later was being made by us), then with its key once libvirt made it;
+        // 'ready' only after its contents are complete. A volume left building is rebuilt.
         const rec: VolumeRecord = { type: 'volume', name: op.imageName, pool: b.pool, volume: b.name, key: '', path: '', status: 'building', createdAt: new Date().toISOString(), recorded: op.recorded };
         inventory.objects[key] = rec;
         await save();
-        const obs = await createVolume(v, b);
+        const birthOf = (p: string) => (b.fileBased ? stat(p, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined) : Promise.resolve(undefined));
+        let made: { key: string; path: string } | undefined;
+        let obs;
+        try {
+          obs = await createVolume(v, b, {
+            signal: opts.signal,
+            created: async (vol) => {
+              made = vol;
+              inventory.objects[key] = { ...rec, key: vol.key, path: vol.path, birth: await birthOf(vol.path) };
+              await save();
+            },
+          });
+        } catch (e) {
+          // Nothing of ours exists (creation itself failed, e.g. someone else's volume took the
+          // name): forget the intent, or the next plan would rebuild a volume we never made.
+          if (!made && (inventory.objects[key] as VolumeRecord | undefined)?.key === '') {
+            delete inventory.objects[key];
+            await save();
+          }
+          throw e;
+        }
         await rememberVolume(opts.cache, obs);
-        const birth = b.fileBased ? await stat(obs.path, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined) : undefined;
-        inventory.objects[key] = { ...rec, key: obs.key, path: obs.path, status: 'ready', birth };
+        inventory.objects[key] = { ...rec, key: obs.key, path: obs.path, status: 'ready', birth: await birthOf(obs.path) };
         await save();
         // qcow2 options live only in the file: read it once now, so later plans find it cached.
         const q = b.qcow2;
@@ -224,6 +278,10 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
       // Start (or join) each dependency first: the order of the plan's actions does not matter.
       const deps = await Promise.all(a.dependsOn.map((d) => (byId.has(d) ? start(byId.get(d)!) : Promise.resolve(undefined))));
       const failed = deps.find((d) => d && d.status !== 'done');
+      if (failed && (failed.status === 'cancelled' || failed.status === 'not-started')) {
+        opts.log(`${a.id}: not started (shutting down)`);
+        return { id: a.id, kind: a.kind, status: 'not-started', seconds: 0, error: 'shutting down' };
+      }
       if (failed) {
         opts.log(`${a.id}: skipped, because ${failed.id} did not complete`);
         return { id: a.id, kind: a.kind, status: 'skipped', seconds: 0, error: `${failed.id} did not complete` };
@@ -231,7 +289,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
       return limit(async () => {
         if (opts.signal?.aborted) {
           opts.log(`${a.id}: not started (shutting down)`);
-          return { id: a.id, kind: a.kind, status: 'skipped' as const, seconds: 0, error: 'shutting down' };
+          return { id: a.id, kind: a.kind, status: 'not-started' as const, seconds: 0, error: 'shutting down' };
         }
         const t0 = Date.now();
         opts.log(`${a.id}: ${VERB[a.kind][0]} (${a.reason})`);
@@ -243,6 +301,10 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         } catch (e) {
           const seconds = (Date.now() - t0) / 1000;
           const msg = (e as Error).message;
+          if (e instanceof CommandError && e.cancelled) {
+            opts.log(`${a.id}: cancelled (shutting down); its scratch files are removed and the next apply builds it again`);
+            return { id: a.id, kind: a.kind, status: 'cancelled' as const, seconds, error: msg };
+          }
           opts.log(`${a.id}: FAILED: ${msg}`);
           return { id: a.id, kind: a.kind, status: 'failed' as const, seconds, error: msg };
         }
@@ -258,9 +320,11 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   await save();
   await (opts.cache as { save?: () => Promise<void> } | undefined)?.save?.();
 
-  const counts = { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0 };
+  const counts = { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0, cancelled: 0, notStarted: 0 };
   for (const r of results.values()) {
-    if (r.status !== 'done') counts.failed++;
+    if (r.status === 'cancelled') counts.cancelled++;
+    else if (r.status === 'not-started') counts.notStarted++;
+    else if (r.status !== 'done') counts.failed++;
     else if (r.kind === 'create') counts.created++;
     else if (r.kind === 'update') counts.updated++;
     else if (r.kind === 'replace') counts.replaced++;

@@ -5,7 +5,7 @@ import {
 } from '../providers/image-file.js';
 import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
 import type { Inventory, ImageRecord } from './inventory.js';
-import { recordKey, sameFile } from './inventory.js';
+import { recordKey, resolveImageRecord, sameFile } from './inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from './model.js';
 import type { Action, Change, Refusal } from './plan.js';
 import { formatSize } from './sizes.js';
@@ -154,7 +154,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const p = spec.location.path;
     if (!observed.has(p)) continue;
     const obs = observed.get(p) ?? null;
-    const record = inventory.objects[recordKey({ type: 'image', path: p })] as ImageRecord | undefined;
+    const record = resolveImageRecord(inventory.objects[recordKey({ type: 'image', path: p })] as ImageRecord | undefined, obs?.file);
     const ours = !!record && !!obs && sameFile(record, obs.file);
 
     if (!obs) {
@@ -241,11 +241,12 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   }
 
   // Inventory objects that left the YAML: deleted only with --prune, and only if still ours.
-  for (const [key, rec] of Object.entries(inventory.objects)) {
-    if (rec.type !== 'image' || byPath.has(rec.path)) continue;
-    const id = `inventory:${rec.path}`;
-    if (!observed.has(rec.path)) continue;
-    const obs = observed.get(rec.path);
+  for (const [key, stored] of Object.entries(inventory.objects)) {
+    if (stored.type !== 'image' || byPath.has(stored.path)) continue;
+    const id = `inventory:${stored.path}`;
+    if (!observed.has(stored.path)) continue;
+    const obs = observed.get(stored.path);
+    const rec = resolveImageRecord(stored, obs?.file)!;
     if (!input.prune) {
       out.notes.push(`${rec.path} (was images.${rec.name}) left the YAML; \`apply --prune\` deletes it`);
       continue;

@@ -9,6 +9,7 @@ import {
 } from '../providers/libvirt-domain.js';
 import { VOL_FORMAT, type ObservedVolume } from '../providers/libvirt-volume.js';
 import { reasonOf } from './diff-common.js';
+import type { KvmAccess } from '../providers/kvm-access.js';
 import type { Inventory } from './inventory.js';
 import type { DesiredState, DiskSpec, VmSpec } from './model.js';
 import type { Action, Change, Refusal } from './plan.js';
@@ -64,7 +65,8 @@ export function diffVms(input: {
   volumes: Map<string, ObservedVolume | null>;
   inventory: Inventory;
   prune: boolean;
-  createVirtType: string;
+  /** whether new domains can use KVM, and why not */
+  kvm: KvmAccess;
 }): VmDiff {
   const { state, domains, caps, files } = input;
   const out: VmDiff = { actions: [], refusals: [], notes: [], needs: [], pending: {} };
@@ -77,17 +79,20 @@ export function diffVms(input: {
       out.refusals.push({ id, message: `${vm.origin}: domain ${vm.name} does not exist; add create: { memory, vcpus } to define it, or define it yourself` });
       continue;
     }
-    const cap = caps.get(dom?.virtType ?? input.createVirtType);
+    const createVirtType = input.kvm.virtType;
+    // Bus support is the same for kvm and qemu domains of one QEMU: one answer serves both.
+    const cap = caps.get(dom?.virtType ?? createVirtType) ?? caps.get(createVirtType);
     const resolved = resolveDisks(vm, dom, state, files, cap, out, id);
     if (!resolved) continue;
     const dependsOn = vm.disks.filter((d) => d.image).map((d) => `images.${d.image}`);
 
     if (dom === null) {
       const ownership: Ownership = { created: true, disks: resolved.map((d) => d.target).sort() };
+      if (!input.kvm.usable) out.notes.push(`${id}: defined as qemu (TCG, no hardware acceleration): ${input.kvm.reason}${input.kvm.fix ? `; to use KVM, ${input.kvm.fix}` : ''}`);
       out.actions.push({
         id, resource: 'domain', kind: 'create', destructive: false, changes: [], dependsOn,
-        reason: `new domain (${input.createVirtType}, ${Math.round(vm.create!.memory / 1024 / 1024)} MiB, ${vm.create!.vcpus} vCPU) with ${resolved.length} disk(s): ${resolved.map((d) => `${d.target} ${describeSource(d)}`).join(', ')}`,
-        op: { type: 'domain.define', name: vm.name, xml: domainXml({ name: vm.name, virtType: input.createVirtType, arch: cap?.arch ?? 'x86_64', memory: vm.create!.memory, vcpus: vm.create!.vcpus, disks: resolved, ownership }) },
+        reason: `new domain (${createVirtType}, ${Math.round(vm.create!.memory / 1024 / 1024)} MiB, ${vm.create!.vcpus} vCPU) with ${resolved.length} disk(s): ${resolved.map((d) => `${d.target} ${describeSource(d)}`).join(', ')}`,
+        op: { type: 'domain.define', name: vm.name, xml: domainXml({ name: vm.name, virtType: createVirtType, arch: cap?.arch ?? 'x86_64', memory: vm.create!.memory, vcpus: vm.create!.vcpus, disks: resolved, ownership }) },
       });
       continue;
     }

@@ -7,7 +7,7 @@ import type { ObservedPool } from '../providers/libvirt-pool.js';
 import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../providers/libvirt-volume.js';
 import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
 import { orderByDependency, recordedChanges, recordedOptions } from './diff-images.js';
-import { recordKey, type Inventory, type VolumeRecord } from './inventory.js';
+import { recordKey, volumeIsOurs, type Inventory, type VolumeRecord } from './inventory.js';
 import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from './model.js';
 import type { Action, Change, Refusal } from './plan.js';
 import { formatSize } from './sizes.js';
@@ -74,7 +74,7 @@ export function diffVolumes(input: {
     const obs = poolPending || (poolObs && !poolObs.active) ? null : volumes.get(key);
     if (obs === undefined) continue;
     const record = inventory.objects[recordKey({ type: 'volume', pool, volume })] as VolumeRecord | undefined;
-    const ours = !!record && !!obs && record.key === obs.key;
+    const ours = !!record && !!obs && volumeIsOurs(record, obs);
     const poolDeps = poolPending || (poolObs && !poolObs.active) ? [`pools.${pool}`] : [];
 
     const build = (): { build: VolumeBuild; dependsOn: string[] } | undefined => {
@@ -228,7 +228,7 @@ export function diffVolumes(input: {
       out.notes.push(`volume ${rec.volume} in pool ${rec.pool} (was images.${rec.name}) left the YAML; \`apply --prune\` deletes it`);
       continue;
     }
-    const forget = !obs || obs.key !== rec.key;
+    const forget = !obs || !volumeIsOurs(rec, obs);
     if (!forget) out.prunedVolumes.add(volumeKey(rec.pool, rec.volume));
     out.actions.push({
       id, resource: 'volume', kind: 'delete', destructive: !forget, changes: [], dependsOn: [],

@@ -1,6 +1,7 @@
 // load → observe → diff → plan. Level-triggered: every plan starts from what the host
 // reports now, never from memory of an earlier run.
-import { existsSync } from 'node:fs';
+import { domcapsSignature } from '../providers/domcaps-signature.js';
+import { kvmAccess, type KvmAccess } from '../providers/kvm-access.js';
 import type { ObservationCache } from '../providers/image-file.js';
 import type { Virsh } from '../providers/virsh.js';
 import { overdue } from './backup.js';
@@ -31,24 +32,29 @@ export interface PlanWithObservations {
   pending: Record<string, string[]>;
 }
 
-/** kvm where /dev/kvm exists (it is tried first for new domains), else TCG. */
-export function hostVirtTypes(): string[] {
-  return existsSync('/dev/kvm') ? ['kvm', 'qemu'] : ['qemu'];
-}
-
 export async function makePlan(state: DesiredState, opts: PlanOptions): Promise<Plan> {
   return (await planWithObservations(state, opts)).plan;
 }
 
 export async function planWithObservations(state: DesiredState, opts: PlanOptions): Promise<PlanWithObservations> {
   const inventory = await readInventory(opts.stateDir);
+  const obsErrors = new Map<string, string>();
   const obs: Observation = { files: new Map(), pools: new Map(), volumes: new Map(), domains: new Map(), caps: new Map() };
-  const lv = libvirtToObserve(state, inventory, hostVirtTypes());
+  const lv = libvirtToObserve(state, inventory);
   let virsh: Virsh | undefined;
   const needsLibvirt = lv.pools.length || lv.volumes.length || lv.domains.length;
+  // New domains are kvm only where the QEMU user can open /dev/kvm; one virt type's
+  // capabilities (bus support) serve every declared domain.
+  let kvm: KvmAccess | undefined;
+  if (lv.domains.length) {
+    virsh = opts.virsh!();
+    kvm = await kvmAccess(virsh.uri);
+    lv.virtTypes = [kvm.virtType];
+    lv.capsSignature = await domcapsSignature(kvm.usable);
+  }
   const [, libvirt] = await Promise.all([
-    observeMore(obs.files, filesToObserve(state, inventory), opts.cache),
-    needsLibvirt ? observeLibvirt((virsh = opts.virsh!()), lv, opts.cache) : undefined,
+    observeMore(obs.files, filesToObserve(state, inventory), opts.cache, obsErrors),
+    needsLibvirt ? observeLibvirt((virsh ??= opts.virsh!()), lv, opts.cache) : undefined,
   ]);
   if (libvirt) Object.assign(obs, libvirt);
 
@@ -57,18 +63,26 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     const volumes = diffVolumes({ state, ...obs, inventory, ...flags });
     const images = diffImages({ state, observed: obs.files, inventory, ...flags, pathOf: imagePathResolver(state, obs.volumes, obs.pools) });
     const pools = diffPools({ state, pools: obs.pools, inventory, ...flags, prunedVolumes: volumes.prunedVolumes });
-    const vms = diffVms({ state, domains: obs.domains, caps: obs.caps, files: obs.files, volumes: obs.volumes, inventory, prune: opts.prune, createVirtType: hostVirtTypes()[0]! });
+    const vms = diffVms({ state, domains: obs.domains, caps: obs.caps, files: obs.files, volumes: obs.volumes, inventory, prune: opts.prune, kvm: kvm ?? { usable: true, virtType: 'kvm' } });
     return { volumes, images, pools, vms, needs: [...images.needs, ...volumes.needs, ...vms.needs] };
   };
   let d = diffAll();
   // Source files (and qcow2 volumes whose options are declared) are read only when a
   // decision needs them; each round reads everything the previous one asked for.
   for (let round = 0; d.needs.length && round < 3; round++) {
-    await observeMore(obs.files, d.needs, opts.cache);
+    await observeMore(obs.files, d.needs, opts.cache, obsErrors);
     d = diffAll();
   }
+  // A path that could not be observed (a directory where an image must be, an unreadable
+  // file) refuses the objects on it; everything else is planned as usual.
+  const unobservable = [...obsErrors].map(([p, why]) => ({ path: p, why: why.includes(p) ? why : `cannot observe ${p}: ${why}` }));
+  const observationRefusals = unobservable.flatMap(({ path: p, why }) => [
+    ...Object.values(state.images).filter((s) => s.location.kind === 'path' && s.location.path === p).map((s) => ({ id: `images.${s.name}`, message: `${s.origin}: ${why}` })),
+    ...Object.values(state.vms).filter((vm) => vm.disks.some((dk) => dk.path === p)).map((vm) => ({ id: `vms.${vm.name}`, message: `${vm.origin}: disk ${why}` })),
+  ]);
+  const orphanErrors = unobservable.filter((u) => !observationRefusals.some((r) => r.message.endsWith(u.why))).map((u) => u.why);
   const actions = linkBuildDependencies(state, [...d.pools.actions, ...d.images.actions, ...d.volumes.actions, ...d.vms.actions]);
-  const refusals = [...d.pools.refusals, ...d.images.refusals, ...d.volumes.refusals, ...d.vms.refusals];
+  const refusals = [...observationRefusals, ...d.pools.refusals, ...d.images.refusals, ...d.volumes.refusals, ...d.vms.refusals];
   // Backups are taken by `backup run` and the watch service, never by apply; plans say
   // which schedules are overdue.
   const backupNotes = Object.keys(state.backups).length
@@ -88,7 +102,7 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     observed: Object.fromEntries(Object.entries(observedHashes).sort(([a], [b]) => a.localeCompare(b))),
     actions,
     refusals,
-    notes: [...d.pools.notes, ...d.images.notes, ...d.volumes.notes, ...d.vms.notes, ...backupNotes],
+    notes: [...orphanErrors, ...d.pools.notes, ...d.images.notes, ...d.volumes.notes, ...d.vms.notes, ...backupNotes],
   };
   return { plan, observed: obs, inventory, pending: d.vms.pending };
 }

@@ -22,7 +22,8 @@ export class ConfigErrors extends Error {
 
 /** A failure a user can act on, reported without a stack trace. */
 export class UserError extends Error {
-  constructor(message: string, readonly exitCode = 1) {
+  /** details: what `-o json` prints besides the message (refusals, the lock holder, ...) */
+  constructor(message: string, readonly exitCode = 1, readonly details: Record<string, unknown> = {}) {
     super(message);
     this.name = 'UserError';
   }
@@ -34,4 +35,7 @@ export const EXIT = {
   error: 1,
   changes: 2,
   usage: 64,
+  /** interrupted by SIGINT (128 + 2) or SIGTERM (128 + 15), as shells report it */
+  sigint: 130,
+  sigterm: 143,
 } as const;

@@ -19,6 +19,11 @@ export interface ImageRecord {
   createdAt: string;
   /** creation options qemu-img cannot report back (preallocation, vhdx subformat, source) */
   recorded: Record<string, string>;
+  /**
+   * A build about to be renamed into place (recorded before the rename): if the file at the
+   * path is this one, the build was published and the apply died before recording it.
+   */
+  pending?: { ino: number; dev: number; birth: string; extents: string[]; recorded: Record<string, string>; createdAt: string };
 }
 
 export interface PoolRecord {
@@ -60,6 +65,22 @@ export type InventoryRecord = ImageRecord | PoolRecord | VolumeRecord | DomainRe
  */
 export function sameFile(rec: { ino: number; dev: number; birth?: string }, file: { ino: number; dev: number; birth: string }): boolean {
   return rec.ino === file.ino && rec.dev === file.dev && rec.birth !== undefined && rec.birth !== '0' && rec.birth === file.birth;
+}
+
+/**
+ * Is this volume the one the record describes? A building record with no key yet was written
+ * just before vol-create: the volume under that name is the one an interrupted apply was
+ * making (it did not exist when the apply planned it).
+ */
+export function volumeIsOurs(rec: VolumeRecord, vol: { key: string }): boolean {
+  return rec.key === vol.key || (rec.status === 'building' && rec.key === '');
+}
+
+/** The record as it applies to the file found at its path (a published pending build is ours). */
+export function resolveImageRecord(rec: ImageRecord | undefined, file: { ino: number; dev: number; birth: string } | undefined): ImageRecord | undefined {
+  if (!rec?.pending || !file || !sameFile(rec.pending, file)) return rec;
+  const { pending, ...rest } = rec;
+  return { ...rest, ino: pending.ino, dev: pending.dev, birth: pending.birth, extents: pending.extents, recorded: pending.recorded, createdAt: pending.createdAt };
 }
 
 export interface Inventory {

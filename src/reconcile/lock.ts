@@ -3,8 +3,13 @@
 // (kill -9) or ran before the last reboot is taken over at once. Staleness is never guessed
 // from timestamps: a long, CPU-bound apply (LUKS key derivation, thousands of volumes)
 // must keep its lock however late its timers fire.
-import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+//
+// Taking over is a read-then-remove, which two waiters could interleave (both read the dead
+// holder; one removes it and takes the lock; the other then removes the new, live lock). So a
+// takeover happens only inside a second, short-lived mkdir mutex, and the holder is read
+// again inside it: exactly one waiter removes a given dead lock.
+import { readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { processAlive } from '../providers/exec.js';
@@ -12,6 +17,8 @@ import { UserError } from './errors.js';
 
 export interface Lock {
   release(): Promise<void>;
+  /** for a process about to exit from a signal handler */
+  releaseSync(): void;
 }
 
 interface Holder {
@@ -32,18 +39,82 @@ function bootId(): string {
 }
 
 // A lock directory without a holder record is one whose maker died between mkdir and
-// writing the record (microseconds); after this long it is certainly abandoned.
+// writing the record (microseconds); after this long it is certainly abandoned. The same
+// holds for the takeover mutex, which lives for a few file operations.
 const ORPHAN_MS = 30_000;
+
+async function readHolder(file: string): Promise<Holder | undefined> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as Holder;
+  } catch {
+    return undefined;
+  }
+}
+
+const ageMs = (p: string) => stat(p).then((s) => Date.now() - s.mtimeMs, () => 0);
+
+function dead(h: Holder): boolean {
+  return h.host === hostname() && (h.boot !== bootId() || !processAlive(h.pid));
+}
+
+/** Is the lock at lockPath abandoned (dead holder, or no holder record for a long time)? */
+async function abandoned(lockPath: string): Promise<{ holder?: Holder } | undefined> {
+  const holder = await readHolder(path.join(lockPath, 'holder.json'));
+  if (holder) return dead(holder) ? { holder } : undefined;
+  return (await ageMs(lockPath)) > ORPHAN_MS ? {} : undefined;
+}
+
+/** Removes an abandoned lock under the takeover mutex; true if this call removed it. */
+async function takeOver(lockPath: string, log: (m: string) => void): Promise<boolean> {
+  const mutex = `${lockPath}.takeover`;
+  try {
+    await mkdir(mutex);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    // Another waiter is taking over; a mutex left by a waiter killed inside it is removed
+    // once it is far older than any takeover takes.
+    if ((await ageMs(mutex)) > ORPHAN_MS) await rmdir(mutex).catch(() => undefined);
+    return false;
+  }
+  try {
+    const stale = await abandoned(lockPath); // read again: the lock may be new and live by now
+    if (!stale) return false;
+    log(stale.holder ? `taking over the lock of pid ${stale.holder.pid}, which no longer runs` : 'taking over an abandoned lock');
+    await rm(lockPath, { recursive: true, force: true });
+    return true;
+  } finally {
+    await rmdir(mutex).catch(() => undefined);
+  }
+}
 
 export async function acquireLock(
   stateDir: string,
   opts: { timeoutSeconds: number; command: string; log: (msg: string) => void },
 ): Promise<Lock> {
-  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  // The first directory this call made: removed again on release if nothing was put in it,
+  // so a refused or failed apply leaves no empty state directory behind.
+  const madeDir = await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const lockPath = path.join(stateDir, 'apply.lock');
   const holderFile = path.join(lockPath, 'holder.json');
   const deadline = Date.now() + opts.timeoutSeconds * 1000;
   let said = false;
+  const tidy = async () => {
+    if (!madeDir) return;
+    for (let d = stateDir; d.length >= madeDir.length; d = path.dirname(d)) {
+      if ((await readdir(d).catch(() => ['?'])).length) return;
+      await rmdir(d).catch(() => undefined);
+    }
+  };
+  const tidySync = () => {
+    if (!madeDir) return;
+    for (let d = stateDir; d.length >= madeDir.length; d = path.dirname(d)) {
+      try {
+        rmdirSync(d);
+      } catch {
+        return;
+      }
+    }
+  };
   for (;;) {
     try {
       await mkdir(lockPath);
@@ -51,25 +122,32 @@ export async function acquireLock(
       // Written whole or not at all: a reader never sees half a record.
       await writeFile(`${holderFile}.tmp`, JSON.stringify(me));
       await rename(`${holderFile}.tmp`, holderFile);
-      return { release: () => rm(lockPath, { recursive: true, force: true }) };
+      return {
+        release: async () => {
+          await rm(lockPath, { recursive: true, force: true });
+          await tidy();
+        },
+        releaseSync: () => {
+          rmSync(lockPath, { recursive: true, force: true });
+          tidySync();
+        },
+      };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
-    let holder: Holder | undefined;
-    try {
-      holder = JSON.parse(await readFile(holderFile, 'utf8')) as Holder;
-    } catch {
-      holder = undefined;
-    }
-    const orphan = !holder && Date.now() - (await stat(lockPath).then((s) => s.mtimeMs, () => Date.now())) > ORPHAN_MS;
-    if (orphan || (holder && holder.host === hostname() && (holder.boot !== bootId() || !processAlive(holder.pid)))) {
-      opts.log(holder ? `taking over the lock of pid ${holder.pid}, which no longer runs` : 'taking over an abandoned lock');
-      await rm(lockPath, { recursive: true, force: true });
+    if (await abandoned(lockPath)) {
+      await takeOver(lockPath, opts.log);
       continue;
     }
+    const holder = await readHolder(holderFile);
     const who = holder ? `pid ${holder.pid} (${holder.command}, since ${holder.since})` : 'another reconcile';
     if (Date.now() >= deadline) {
-      throw new UserError(`state directory ${stateDir} is locked by ${who}; ${opts.timeoutSeconds ? `gave up after ${opts.timeoutSeconds}s` : 'not waiting (--lock-timeout 0)'}`);
+      await tidy();
+      throw new UserError(
+        `state directory ${stateDir} is locked by ${who}; ${opts.timeoutSeconds ? `gave up after ${opts.timeoutSeconds}s` : 'not waiting (--lock-timeout 0)'}`,
+        1,
+        { reason: 'locked', holder },
+      );
     }
     if (!said) {
       opts.log(`waiting for the lock on ${stateDir}, held by ${who} (--lock-timeout ${opts.timeoutSeconds}s)`);

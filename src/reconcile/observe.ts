@@ -7,6 +7,7 @@ import { cacheable, fileSignature, type StatCache } from '../providers/stat-cach
 import {
   domainReadCommands, parseCapabilities, parseDomainReads, type DomainCapabilities, type ObservedDomain,
 } from '../providers/libvirt-domain.js';
+import { domcapsCacheKey } from '../providers/domcaps-signature.js';
 import type { Virsh } from '../providers/virsh.js';
 import type { Inventory } from './inventory.js';
 import type { DesiredState } from './model.js';
@@ -26,6 +27,8 @@ export interface LibvirtTargets {
   domains: string[];
   /** virt types whose domcapabilities are needed */
   virtTypes: string[];
+  /** identity of what the answer depends on (see domcapsSignature): cached answers are reused */
+  capsSignature?: string;
 }
 
 export function filesToObserve(state: DesiredState, inventory: Inventory): string[] {
@@ -36,7 +39,7 @@ export function filesToObserve(state: DesiredState, inventory: Inventory): strin
   return [...paths].sort();
 }
 
-export function libvirtToObserve(state: DesiredState, inventory: Inventory, virtTypes: string[]): LibvirtTargets {
+export function libvirtToObserve(state: DesiredState, inventory: Inventory): LibvirtTargets {
   const pools = new Set(Object.keys(state.pools));
   const vols = new Map<string, { pool: string; name: string }>();
   for (const spec of Object.values(state.images)) {
@@ -57,7 +60,7 @@ export function libvirtToObserve(state: DesiredState, inventory: Inventory, virt
     pools: [...pools].sort(),
     volumes: [...vols.values()].sort((a, b) => `${a.pool}/${a.name}`.localeCompare(`${b.pool}/${b.name}`)),
     domains: [...domains].sort(),
-    virtTypes: domains.size ? virtTypes : [],
+    virtTypes: [],
   };
 }
 
@@ -65,10 +68,12 @@ export async function observeMore(
   observed: Map<string, ObservedImage | null>,
   paths: string[],
   cache?: ObservationCache,
+  /** paths that could not be observed, with why: the objects on them are refused, not the whole plan */
+  errors?: Map<string, string>,
 ): Promise<void> {
-  const todo = paths.filter((p) => !observed.has(p));
+  const todo = paths.filter((p) => !observed.has(p) && !errors?.has(p));
   if (!todo.length) return;
-  for (const [p, o] of await observeImages(todo, cache)) observed.set(p, o);
+  for (const [p, o] of await observeImages(todo, cache, errors)) observed.set(p, o);
 }
 
 /** The cache key of a file volume's XML observation. */
@@ -84,16 +89,25 @@ export async function observeLibvirt(
   targets: LibvirtTargets,
   cache?: StatCache,
 ): Promise<Omit<Observation, 'files'>> {
-  const { pools: poolNames, volumes, domains: domainNames, virtTypes } = targets;
+  const { pools: poolNames, volumes, domains: domainNames, virtTypes, capsSignature: sig } = targets;
+  // domcapabilities costs libvirt a QEMU probe on some hosts (seconds): answered from the
+  // cache while the daemon and QEMU binaries are the same ones.
+  const caps = new Map<string, DomainCapabilities>();
+  for (const t of virtTypes) {
+    const hit = sig ? cache?.get<DomainCapabilities>(domcapsCacheKey(virsh.uri, t), sig) : undefined;
+    if (hit) caps.set(t, hit);
+  }
+  const askCaps = virtTypes.filter((t) => !caps.has(t));
   // Pools, domains and capabilities in one process; volumes only where the cache cannot answer.
-  const first = [...poolReadCommands(poolNames), ...domainReadCommands(domainNames), ...virtTypes.map((t) => ['domcapabilities', '--virttype', t])];
+  const first = [...poolReadCommands(poolNames), ...domainReadCommands(domainNames), ...askCaps.map((t) => ['domcapabilities', '--virttype', t])];
   const outputs = first.length ? await virsh.batch(first) : [];
   const pools = parsePoolReads(poolNames, outputs.slice(0, poolNames.length * 3));
   const domains = parseDomainReads(domainNames, outputs.slice(poolNames.length * 3, poolNames.length * 3 + domainNames.length * 3));
-  const caps = new Map<string, DomainCapabilities>();
-  virtTypes.forEach((t, i) => {
+  askCaps.forEach((t, i) => {
     const xml = outputs[poolNames.length * 3 + domainNames.length * 3 + i];
-    if (xml) caps.set(t, parseCapabilities(xml));
+    if (!xml) return;
+    caps.set(t, parseCapabilities(xml));
+    if (sig) cache?.set(domcapsCacheKey(virsh.uri, t), sig, caps.get(t));
   });
   const vols = new Map<string, ObservedVolume | null>();
   const misses: { pool: string; name: string; sig?: string }[] = [];

@@ -27,7 +27,9 @@ export function startHttp(opts: { host: string; port: number; service: WatchServ
         };
         if (req.method === 'GET' && url.pathname === '/healthz') return send(200, 'text/plain', 'ok\n');
         if (req.method === 'GET' && url.pathname === '/readyz') {
-          return service.status.ready ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain', 'not ready: no successful reconcile yet\n');
+          // Ready reflects the last reconcile, as Flux's Ready condition does.
+          const s = service.status;
+          return s.ready ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain', `not ready: ${s.notReadyReason ?? 'no reconcile has completed yet'}\n`);
         }
         if (req.method === 'GET' && url.pathname === '/metrics') return send(200, metrics.registry.contentType, await metrics.registry.metrics());
         if (req.method === 'GET' && url.pathname === '/status') return send(200, 'application/json', `${JSON.stringify(service.status, null, 2)}\n`);

@@ -13,14 +13,15 @@ import { overdue, runBackup } from '../reconcile/backup.js';
 import { readBackupRecords } from '../reconcile/backup-records.js';
 import { loadDesiredState } from '../reconcile/config.js';
 import { planWithObservations } from '../reconcile/engine.js';
+import { withoutRefused } from '../reconcile/partial.js';
 import { ConfigErrors } from '../reconcile/errors.js';
 import { expandPaths } from '../reconcile/load.js';
 import { FileObservationCache } from '../reconcile/inventory.js';
 import { acquireLock } from '../reconcile/lock.js';
 import type { DesiredState } from '../reconcile/model.js';
-import { renderPlan } from '../render.js';
 import { imageStatuses, poolStatuses, vmStatuses, type ImageStatus, type PoolStatus, type VmStatus } from '../show.js';
 import { syncGit, type GitSource } from './git-source.js';
+import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 
 export interface WatchOptions {
@@ -34,11 +35,14 @@ export interface WatchOptions {
   suspended: boolean;
   virsh: (yamlUri?: string) => Virsh;
   metrics: Metrics;
-  log: (line: string) => void;
+  logger: Logger;
 }
 
 export interface WatchStatus {
+  /** the last reconcile applied everything, with nothing refused or failed (Flux's Ready) */
   ready: boolean;
+  /** why not ready, when it is not */
+  notReadyReason?: string;
   suspended: boolean;
   source: string;
   /** the revision in force (last one that validated and applied) */
@@ -47,6 +51,8 @@ export interface WatchStatus {
   rejectedRevision?: { revision: string; at: string; error: string };
   lastReconcile?: { at: string; revision?: string; ok: boolean; durationSeconds: number; summary: string; error?: string };
   lastSuccessAt?: string;
+  /** the last time the host was observed; object statuses are 'unknown' when this is stale */
+  lastObservedAt?: string;
   consecutiveFailures: number;
   nextReconcileAt?: string;
   driftCorrections: number;
@@ -58,6 +64,16 @@ export interface WatchStatus {
 }
 
 const MAX_BACKOFF_SECONDS = 600;
+
+/** A reconcile that observed and applied what it could, with objects refused or failed. */
+class Incomplete extends Error {
+  /** the problems alone (not the counts of what went well): what "the same failure" means */
+  constructor(message: string, readonly problems: string) {
+    super(message);
+  }
+}
+
+type Statused = { name: string; status: string; detail: string };
 
 export class WatchService {
   readonly status: WatchStatus;
@@ -73,6 +89,12 @@ export class WatchService {
   private firstSuccess = false;
   /** the backup schedules the croner jobs were made for, to remake them only on change */
   private scheduleKey?: string;
+  /** the failure being reported: logged when it starts, changes and clears, not at every retry */
+  private failing?: string;
+  /** action log lines of the last failed attempt, not repeated by the retries that fail the same way */
+  private lastAttemptLines = new Set<string>();
+  private attemptLines = new Set<string>();
+  private readonly log: (line: string) => void;
 
   constructor(private readonly opts: WatchOptions) {
     this.status = {
@@ -80,7 +102,15 @@ export class WatchService {
       source: opts.git ? `${opts.git.url} (${opts.git.ref}${opts.git.subdir ? `, ${opts.git.subdir}` : ''})` : opts.files.join(', '),
       images: [], pools: [], vms: [], backups: [], notes: [],
     };
+    this.log = (line) => opts.logger.info(line);
   }
+
+  /** Action lines of a retry that repeats the failed attempt before it word for word are dropped. */
+  private actionLog = (line: string): void => {
+    this.attemptLines.add(line);
+    if (this.failing && this.lastAttemptLines.has(line)) return;
+    this.opts.logger.info(line);
+  };
 
   async start(): Promise<void> {
     if (!this.opts.git) {
@@ -135,6 +165,7 @@ export class WatchService {
     const t0 = Date.now();
     const m = this.opts.metrics;
     let revision: string | undefined;
+    this.attemptLines = new Set();
     try {
       const src = await this.readSource();
       revision = src.revision;
@@ -144,39 +175,54 @@ export class WatchService {
         if (this.status.rejectedRevision?.revision === revision) this.status.rejectedRevision = undefined;
       } catch (e) {
         if (!(e instanceof ConfigErrors)) throw e;
-        this.status.rejectedRevision = { revision, at: new Date().toISOString(), error: e.message };
-        this.opts.log(`revision ${revision} is invalid and not applied${this.lastGood ? `; ${this.lastGood.revision} stays in force` : ''}:\n${e.message}`);
+        const known = this.status.rejectedRevision?.revision === revision;
+        this.status.rejectedRevision = { revision, at: known ? this.status.rejectedRevision!.at : new Date().toISOString(), error: e.message };
+        // Once per rejected revision, not at every interval.
+        if (!known) this.opts.logger.error(`revision ${revision} is invalid and not applied${this.lastGood ? `; ${this.lastGood.revision} stays in force` : ''}:\n${e.message}`, { revision, errors: e.errors.length });
         if (!this.lastGood) throw new Error(`revision ${revision} is invalid and no earlier revision is known`);
         state = this.lastGood.state;
         revision = this.lastGood.revision;
         m.errors.inc();
       }
       if (this.status.suspended) {
-        this.opts.log(`suspended: not reconciling ${revision} (${reason})`);
+        this.log(`suspended: not reconciling ${revision} (${reason})`);
         this.schedule(this.opts.intervalSeconds);
         return;
       }
-      const summary = await this.applyState(state, revision);
       this.lastGood = { state, revision };
+      const summary = await this.applyState(state, revision);
       this.status.appliedRevision = revision;
       m.revision.reset();
       m.revision.set({ revision }, 1);
       this.startSchedules(state);
-      this.status.ready = true;
+      this.status.ready = !this.status.rejectedRevision;
+      this.status.notReadyReason = this.status.rejectedRevision ? `revision ${this.status.rejectedRevision.revision} is invalid; ${revision} stays in force` : undefined;
       this.status.consecutiveFailures = 0;
       this.status.lastSuccessAt = new Date().toISOString();
       this.status.lastReconcile = { at: new Date(t0).toISOString(), revision, ok: true, durationSeconds: (Date.now() - t0) / 1000, summary };
+      if (this.failing) this.opts.logger.info(`reconcile recovered: ${summary}`, { revision });
+      this.failing = undefined;
       this.schedule(this.opts.intervalSeconds);
     } catch (e) {
       if (this.stopping) {
-        this.opts.log(`stopped before the reconcile completed: ${(e as Error).message}`);
+        this.log(`stopped before the reconcile completed: ${(e as Error).message}`);
         return;
       }
+      const msg = (e as Error).message;
       m.errors.inc();
       this.status.consecutiveFailures++;
       const backoff = Math.min(MAX_BACKOFF_SECONDS, this.opts.intervalSeconds, 2 ** this.status.consecutiveFailures);
-      this.status.lastReconcile = { at: new Date(t0).toISOString(), revision, ok: false, durationSeconds: (Date.now() - t0) / 1000, summary: 'failed', error: (e as Error).message };
-      this.opts.log(`reconcile failed (${reason}); retrying in ${backoff}s: ${(e as Error).message}`);
+      this.status.ready = false;
+      this.status.notReadyReason = msg.split('\n')[0];
+      this.status.lastReconcile = { at: new Date(t0).toISOString(), revision, ok: false, durationSeconds: (Date.now() - t0) / 1000, summary: e instanceof Incomplete ? msg.split('\n')[0]! : 'failed', error: msg };
+      // Nothing was observed: what the status said before is no longer known to be true.
+      if (!(e instanceof Incomplete)) this.markUnknown(msg);
+      const key = e instanceof Incomplete ? e.problems : msg;
+      if (key !== this.failing) {
+        this.opts.logger.error(`reconcile ${this.failing ? 'now failing differently' : 'failing'} (${reason}); retrying with backoff, logged again when it changes or clears: ${msg}`, { revision, retryInSeconds: backoff });
+        this.failing = key;
+      }
+      this.lastAttemptLines = this.attemptLines;
       this.schedule(backoff);
     } finally {
       m.reconciles.inc();
@@ -184,52 +230,88 @@ export class WatchService {
     }
   }
 
-  /** One observe → plan → apply under the apply lock; returns a one-line summary. */
+  /**
+   * One observe → plan → apply under the apply lock; returns a one-line summary. Refused
+   * objects, and those that depend on them, are held back; everything else is applied.
+   * Throws Incomplete (after refreshing every object's status) when anything was refused,
+   * held back or failed.
+   */
   private async applyState(state: DesiredState, revision: string): Promise<string> {
     const o = this.opts;
-    const lock = await acquireLock(o.stateDir, { timeoutSeconds: o.intervalSeconds, command: `watch ${revision}`, log: o.log });
+    const lock = await acquireLock(o.stateDir, { timeoutSeconds: o.intervalSeconds, command: `watch ${revision}`, log: this.log });
     try {
       const cache = await FileObservationCache.open(o.stateDir);
       const virsh = () => o.virsh(state.connection);
       const planOpts = { stateDir: o.stateDir, allowReplace: o.allowReplace, prune: o.prune, cache, virsh };
       let p = await planWithObservations(state, planOpts);
-      if (p.plan.refusals.length) throw new Error(`${renderPlan(p.plan)}\n(refused changes: nothing applied)`);
-      const changes = p.plan.actions.filter((a) => a.kind !== 'no-op');
+      this.status.lastObservedAt = new Date().toISOString();
+      const { plan, blocked } = withoutRefused(p.plan, state);
+      const refusals = p.plan.refusals;
+      const changes = plan.actions.filter((a) => a.kind !== 'no-op');
+      const failed = new Map<string, string>();
       let summary = 'no changes';
       if (changes.length) {
-        o.log(`applying ${revision}: ${changes.length} change(s)`);
-        const result = await applyPlan(p.plan, { stateDir: o.stateDir, parallelism: o.parallelism, cache, virsh, log: o.log, signal: this.abort.signal });
+        this.actionLog(`applying ${revision}: ${changes.length} change(s)${refusals.length ? ` (${refusals.length} refused, ${blocked.length} held back)` : ''}`);
+        const result = await applyPlan(plan, { stateDir: o.stateDir, parallelism: o.parallelism, cache, virsh, log: this.actionLog, signal: this.abort.signal });
         const c = result.counts;
         summary = `${c.created} created, ${c.updated} updated, ${c.replaced} replaced, ${c.deleted} deleted${c.failed ? `, ${c.failed} failed` : ''}`;
+        for (const r of result.results) if (r.status === 'failed' || r.status === 'skipped') failed.set(r.id, r.error ?? 'failed');
         // Drift: the host moved away from a revision already applied (not a new revision).
-        if (this.firstSuccess && this.lastGood?.revision === revision) {
-          for (const a of changes) o.metrics.drift.inc({ kind: a.resource });
-          this.status.driftCorrections += changes.length;
+        if (this.firstSuccess && this.status.appliedRevision === revision) {
+          const healed = result.results.filter((r) => r.status === 'done');
+          for (const r of healed) o.metrics.drift.inc({ kind: changes.find((a) => a.id === r.id)?.resource ?? 'unknown' });
+          this.status.driftCorrections += healed.length;
         }
-        if (c.failed) throw new Error(`apply of ${revision}: ${summary}`);
         p = await planWithObservations(state, planOpts);
+        this.status.lastObservedAt = new Date().toISOString();
       } else await cache.save();
+      this.refreshStatus(state, p, failed, blocked);
+      const problems = [
+        ...refusals.map((r) => `refused: ${r.message}`),
+        ...blocked.map((id) => `held back: ${id} depends on a refused object`),
+        ...[...failed].map(([id, err]) => `failed: ${id}: ${err}`),
+      ];
+      if (problems.length) throw new Incomplete(`${revision}: ${summary}; ${problems.length} object(s) not reconciled\n${problems.join('\n')}`, problems.join('\n'));
       this.firstSuccess = true;
-      this.refreshStatus(state, p);
       return summary;
     } finally {
       await lock.release();
     }
   }
 
-  private refreshStatus(state: DesiredState, p: Awaited<ReturnType<typeof planWithObservations>>): void {
-    const m = this.opts.metrics;
-    this.status.images = imageStatuses(state, p);
-    this.status.pools = poolStatuses(state, p);
-    this.status.vms = vmStatuses(state, p);
+  private refreshStatus(state: DesiredState, p: Awaited<ReturnType<typeof planWithObservations>>, failed: Map<string, string>, blocked: string[]): void {
+    const mark = <T extends Statused>(list: T[], prefix: string): T[] => list.map((x) => {
+      const id = `${prefix}.${x.name}`;
+      if (failed.has(id)) return { ...x, status: 'failed', detail: failed.get(id)! };
+      if (blocked.includes(id)) return { ...x, status: 'blocked', detail: `depends on a refused object${x.detail ? `; ${x.detail}` : ''}` };
+      return x;
+    });
+    this.status.images = mark(imageStatuses(state, p), 'images');
+    this.status.pools = mark(poolStatuses(state, p), 'pools');
+    this.status.vms = mark(vmStatuses(state, p), 'vms');
     this.status.notes = p.plan.notes;
+    for (const pool of this.status.pools) {
+      if (pool.capacity !== undefined) this.opts.metrics.poolCapacity.set({ pool: pool.name }, pool.capacity);
+      if (pool.allocation !== undefined) this.opts.metrics.poolAllocation.set({ pool: pool.name }, pool.allocation);
+    }
+    this.countResources();
+  }
+
+  /** Observation failed: every object's state is unknown, not what was last seen. */
+  private markUnknown(error: string): void {
+    const since = this.status.lastObservedAt ? `; last observed ${this.status.lastObservedAt}` : '';
+    const unknown = <T extends Statused>(list: T[]): T[] => list.map((x) => ({ ...x, status: 'unknown', detail: `not observed: ${error.split('\n')[0]}${since}` }));
+    this.status.images = unknown(this.status.images);
+    this.status.pools = unknown(this.status.pools);
+    this.status.vms = unknown(this.status.vms);
+    this.countResources();
+  }
+
+  private countResources(): void {
+    const m = this.opts.metrics;
     m.resources.reset();
     for (const [kind, list] of [['image', this.status.images], ['pool', this.status.pools], ['vm', this.status.vms]] as const) {
       for (const x of list) m.resources.inc({ kind, state: x.status });
-    }
-    for (const pool of this.status.pools) {
-      if (pool.capacity !== undefined) m.poolCapacity.set({ pool: pool.name }, pool.capacity);
-      if (pool.allocation !== undefined) m.poolAllocation.set({ pool: pool.name }, pool.allocation);
     }
   }
 
@@ -245,7 +327,7 @@ export class WatchService {
       if (!firstTime) return;
       const lastSuccess = Object.fromEntries(this.status.backups.filter((b) => b.lastSuccess).map((b) => [b.name, b.lastSuccess!]));
       for (const note of overdue(Object.values(state.backups).filter((b) => lastSuccess[b.name]), lastSuccess)) {
-        this.opts.log(`${note} (missed while the service was down): one catch-up run now`);
+        this.log(`${note} (missed while the service was down): one catch-up run now`);
         await this.backup(note.split(' ')[0]!.replace(/^backups\./, ''));
       }
     });
@@ -265,12 +347,12 @@ export class WatchService {
     const good = this.lastGood;
     const spec = good?.state.backups[name];
     if (!spec || this.stopping || this.status.suspended) return;
-    const lock = await acquireLock(this.opts.stateDir, { timeoutSeconds: 3600, command: `watch backup ${name}`, log: this.opts.log });
+    const lock = await acquireLock(this.opts.stateDir, { timeoutSeconds: 3600, command: `watch backup ${name}`, log: this.log });
     try {
-      await runBackup(spec, { virsh: this.opts.virsh(good.state.connection), stateDir: this.opts.stateDir, log: this.opts.log });
+      await runBackup(spec, { virsh: this.opts.virsh(good.state.connection), stateDir: this.opts.stateDir, log: this.log });
     } catch (e) {
       this.opts.metrics.backupFailures.inc({ backup: name });
-      this.opts.log(`backups.${name} failed: ${(e as Error).message}`);
+      this.log(`backups.${name} failed: ${(e as Error).message}`);
     } finally {
       await lock.release();
       await this.refreshBackups(good.state);

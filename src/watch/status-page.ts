@@ -5,7 +5,7 @@ import type { WatchStatus } from './service.js';
 
 const h = (s: unknown) => String(s ?? '').replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const size = (n?: number) => (n === undefined ? '–' : formatSize(n).replace(/ \(.*\)$/, ''));
-const badge = (s: string) => `<span class="badge ${/^(in-sync|ok|yes|ready|active)$/.test(s) ? 'ok' : /refused|failed|error|absent|missing|not ready/.test(s) ? 'bad' : 'warn'}">${h(s)}</span>`;
+const badge = (s: string) => `<span class="badge ${/^(in-sync|ok|yes|ready|active)$/.test(s) ? 'ok' : /refused|failed|error|absent|missing|not ready|unknown/.test(s) ? 'bad' : 'warn'}">${h(s)}</span>`;
 
 export function renderStatusPage(s: WatchStatus): string {
   const last = s.lastReconcile;
@@ -32,9 +32,11 @@ th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #eef0f3;vertical-
 pre{white-space:pre-wrap;background:#fff;border:1px solid #dde1e7;padding:8px}
 </style></head><body>
 <h1>virt-reconcile ${badge(s.suspended ? 'suspended' : s.ready ? 'ready' : 'not ready')}</h1>
+${!s.ready && s.notReadyReason ? `<p class="reason">${h(s.notReadyReason)}</p>` : ''}
 <div class="summary">
 <div class="card"><b>Revision in force</b>${h(s.appliedRevision ?? 'none yet')}</div>
 <div class="card"><b>Last reconcile</b>${last ? `${h(last.at)} ${badge(last.ok ? 'ok' : 'failed')}<br><small>${h(last.summary)} in ${last.durationSeconds.toFixed(1)}s</small>` : 'not yet'}</div>
+<div class="card"><b>Last observed</b>${h(s.lastObservedAt ?? 'never')}</div>
 <div class="card"><b>Drift corrected</b>${s.driftCorrections}</div>
 <div class="card"><b>Next reconcile</b>${h(s.nextReconcileAt ?? '–')}</div>
 <div class="card"><b>Source</b>${h(s.source)}</div>

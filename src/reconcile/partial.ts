@@ -1,0 +1,40 @@
+// The part of a plan that can go ahead while some objects are refused: the watch service
+// heals everything that does not depend on a refused object (one image grown by hand must
+// not stop a deleted volume from coming back). `apply` on the command line stays
+// all-or-nothing, as CI wants.
+import { sourceImage, type DesiredState } from './model.js';
+import type { Plan } from './plan.js';
+
+/** What each declared object needs before it can be built: its source image, its pool, a VM's disks. */
+export function declaredDependencies(state: DesiredState): Map<string, string[]> {
+  const deps = new Map<string, string[]>();
+  for (const img of Object.values(state.images)) {
+    const d: string[] = [];
+    const src = sourceImage(img.source);
+    if (src) d.push(`images.${src}`);
+    if (img.location.kind === 'pool') d.push(`pools.${img.location.pool}`);
+    deps.set(`images.${img.name}`, d);
+  }
+  for (const vm of Object.values(state.vms)) deps.set(`vms.${vm.name}`, vm.disks.filter((dk) => dk.image).map((dk) => `images.${dk.image}`));
+  return deps;
+}
+
+/**
+ * The plan without its refusals and without every action that depends, directly or
+ * through others, on a refused object; `blocked` lists those held back.
+ */
+export function withoutRefused(plan: Plan, state: DesiredState): { plan: Plan; blocked: string[] } {
+  const deps = declaredDependencies(state);
+  const stuck = new Set(plan.refusals.map((r) => r.id));
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const [id, needs] of deps) {
+      if (!stuck.has(id) && needs.some((n) => stuck.has(n))) {
+        stuck.add(id);
+        grew = true;
+      }
+    }
+  }
+  const blocked = plan.actions.filter((a) => a.kind !== 'no-op' && stuck.has(a.id)).map((a) => a.id);
+  return { plan: { ...plan, refusals: [], actions: plan.actions.filter((a) => !stuck.has(a.id)) }, blocked };
+}

@@ -1,0 +1,195 @@
+// Interrupted work: kill -9 in the middle of a volume import and between the publish of an
+// image and its record, Ctrl-C during a conversion, and several applies racing to take over
+// the lock of a dead one. Each time the next run must find the truth and converge.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
+import { CLI, qemuImg, ROOT, sandbox, virsh, type Sandbox } from './helpers.js';
+
+const boxes: Sandbox[] = [];
+afterAll(async () => {
+  for (const b of boxes) await b.cleanup();
+});
+
+async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const tmpEntries = async () => (await readdir(tmpdir())).filter((n) => n.startsWith('virt-reconcile-')).sort();
+
+describe('kill -9 during a volume import', () => {
+  let lv: PrivateLibvirtd;
+  beforeAll(async () => {
+    lv = await startPrivateLibvirtd();
+  });
+  afterAll(async () => lv?.stop());
+
+  it('the next apply rebuilds the half-written volume and removes the scratch copy', async () => {
+    const sb = await sandbox('kill-vol', { libvirt: lv });
+    boxes.push(sb);
+    await execa('sh', ['-c', `head -c 384M /dev/urandom > '${path.join(sb.dir, 'src.raw')}'`]);
+    await sb.yaml(`version: 1
+pools:
+  vm: { type: dir, path: $DIR/pool }
+images:
+  imported: { pool: vm, format: qcow2, source: { file: $DIR/src.raw } }
+`);
+    const before = await tmpEntries();
+    for (let trial = 0; trial < 2; trial++) {
+      await sb.resetTrace();
+      const argv = [...lv.nsenter, 'node', CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri];
+      const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: 'ignore', env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace } });
+      // First trial: during the conversion into scratch; second: during the upload.
+      const step = trial === 0 ? 'convert' : 'vol-upload';
+      await waitFor(async () => (await sb.spawned()).some((a) => a.includes(step)), step);
+      await new Promise((r) => setTimeout(r, trial === 0 ? 300 : 50));
+      process.kill(-child.pid!, 'SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      const show = await sb.run('show', '-o', 'json');
+      const img = (JSON.parse(show.stdout) as { images: { name: string; owner: string; status: string }[] }).images.find((i) => i.name === 'imported');
+      // Either killed before libvirt made the volume (missing) or after (ours, incomplete): never "adopted, in sync".
+      expect(img?.status === 'missing' || (img?.owner === 'created' && img.status === 'drifted'), JSON.stringify(img)).toBe(true);
+    }
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/removed \S+\/scratch\/\d+-\w+, scratch space left by an interrupted apply/);
+    const volPath = (await virsh(lv, 'vol-list', 'vm')).trim().split(/\s+/)[1]!;
+    await expect(qemuImg('compare', '-F', 'raw', volPath, path.join(sb.dir, 'src.raw'))).resolves.toMatch(/identical/);
+    expect(await readdir(path.join(sb.stateDir, 'scratch')).catch(() => [])).toEqual([]);
+    expect(await tmpEntries()).toEqual(before);
+    const again = await sb.run('plan', '--detailed-exitcode');
+    expect(again.code, again.stdout).toBe(0);
+    const show = JSON.parse((await sb.run('show', '-o', 'json')).stdout) as { images: { name: string; owner: string }[] };
+    expect(show.images.find((i) => i.name === 'imported')?.owner).toBe('created');
+  });
+});
+
+describe('a crash around the publish of an image', () => {
+  it('after the rename, before the record: the image is still ours (in sync, prunable)', async () => {
+    const sb = await sandbox('crash-publish');
+    boxes.push(sb);
+    await sb.yaml(`version: 1
+images:
+  a: { path: $DIR/a.qcow2, size: 8M, qcow2: { preallocation: metadata } }
+`);
+    const crashed = await execa('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], { reject: false, env: { VIRT_RECONCILE_FAILPOINT: 'image-after-publish' } });
+    expect(crashed.signal).toBe('SIGKILL');
+    expect(existsSync(path.join(sb.dir, 'a.qcow2'))).toBe(true);
+    const plan = await sb.run('plan', '--detailed-exitcode');
+    expect(plan.code, plan.stdout).toBe(0);
+    const show = JSON.parse((await sb.run('show', '-o', 'json')).stdout) as { images: { name: string; owner: string }[] };
+    expect(show.images[0]?.owner).toBe('created');
+    // Its recorded options came with it: a changed preallocation is a rebuild, not "unknown".
+    await sb.yaml(`version: 1
+images:
+  a: { path: $DIR/a.qcow2, size: 8M, qcow2: { preallocation: falloc } }
+`);
+    expect((await sb.run('plan')).stdout).toMatch(/qcow2\.preallocation metadata -> falloc/);
+    await sb.yaml('version: 1\n');
+    const prune = await sb.run('apply', '--prune');
+    expect(prune.code, prune.stdout + prune.stderr).toBe(0);
+    expect(existsSync(path.join(sb.dir, 'a.qcow2'))).toBe(false);
+  });
+
+  it('before the rename: nothing under the declared name; the next apply builds it and removes the leftovers', async () => {
+    const sb = await sandbox('crash-prepublish');
+    boxes.push(sb);
+    await sb.yaml(`version: 1
+images:
+  b: { path: $DIR/b.raw, format: raw, size: 4M }
+`);
+    const crashed = await execa('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], { reject: false, env: { VIRT_RECONCILE_FAILPOINT: 'image-before-publish' } });
+    expect(crashed.signal).toBe('SIGKILL');
+    expect(existsSync(path.join(sb.dir, 'b.raw'))).toBe(false);
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/1 created/);
+    expect((await readdir(sb.dir)).filter((n) => n.includes('.reconcile-'))).toEqual([]);
+    const show = JSON.parse((await sb.run('show', '-o', 'json')).stdout) as { images: { name: string; owner: string; status: string }[] };
+    expect(show.images[0]).toMatchObject({ owner: 'created', status: 'in-sync' });
+  });
+});
+
+describe('Ctrl-C during apply', () => {
+  it('cancels the conversion in flight (no orphaned qemu-img, no temp files), starts nothing more, releases the lock and says what was done', async () => {
+    const sb = await sandbox('sigint');
+    boxes.push(sb);
+    await execa('sh', ['-c', `head -c 512M /dev/urandom > '${path.join(sb.dir, 'src.raw')}'`]);
+    await sb.yaml(`version: 1
+images:
+  small: { path: $DIR/small.qcow2, size: 1M }
+  big: { path: $DIR/big.qcow2, source: { file: $DIR/src.raw }, qcow2: { compressed: true } }
+  after: { path: $DIR/after.qcow2, source: { image: big } }
+  other: { path: $DIR/other.qcow2, size: 1M }
+`);
+    const child = spawn('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--parallelism', '1'], {
+      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace },
+    });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    await waitFor(async () => (await sb.spawned()).some((a) => a[1] === 'convert'), 'the conversion to start');
+    await new Promise((r) => setTimeout(r, 200));
+    child.kill('SIGINT'); // the node process only, as `kill -INT PID` would
+    expect(await exited, out).toBe(130);
+    expect(out).toMatch(/images\.big: cancelled/);
+    expect(out).toMatch(/Apply interrupted by SIGINT/);
+    expect(out).toMatch(/cancelled in flight \(built again by the next apply\): images\.big/);
+    expect(out).toMatch(/not started: .*images\.after/);
+    const qemu = spawnSync('pgrep', ['-f', `qemu-img convert.*${sb.dir}`]);
+    expect(String(qemu.stdout).trim(), 'a qemu-img left running').toBe('');
+    expect((await readdir(sb.dir)).filter((n) => n.includes('.reconcile-'))).toEqual([]);
+    expect(existsSync(path.join(sb.dir, 'big.qcow2'))).toBe(false);
+    expect(existsSync(path.join(sb.stateDir, 'apply.lock'))).toBe(false);
+    const r = await sb.run('apply', '--lock-timeout', '0');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    await expect(qemuImg('compare', '-F', 'raw', path.join(sb.dir, 'big.qcow2'), path.join(sb.dir, 'src.raw'))).resolves.toMatch(/identical/);
+  });
+});
+
+describe('lock takeover', () => {
+  it('of a dead holder is won by exactly one of several applies started at once (repeated)', async () => {
+    const sb = await sandbox('lock-race');
+    boxes.push(sb);
+    const log = path.join(sb.dir, 'critical.log');
+    const script = `
+      import { appendFileSync } from 'node:fs';
+      import { acquireLock } from ${JSON.stringify(path.join(ROOT, 'dist', 'reconcile', 'lock.js'))};
+      // All start together: the race is between waiters that see the dead holder at once.
+      await new Promise((r) => setTimeout(r, Number(process.argv[3]) - Date.now()));
+      const lock = await acquireLock(process.argv[1], { timeoutSeconds: 60, command: 'race', log: () => {} });
+      appendFileSync(process.argv[2], 'in ' + process.pid + '\\n');
+      await new Promise((r) => setTimeout(r, 150));
+      appendFileSync(process.argv[2], 'out ' + process.pid + '\\n');
+      await lock.release();
+    `;
+    for (let round = 0; round < 5; round++) {
+      const stateDir = path.join(sb.dir, `state${round}`);
+      await mkdir(path.join(stateDir, 'apply.lock'), { recursive: true });
+      const deadPid = spawnSync('true').pid;
+      const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+      await writeFile(path.join(stateDir, 'apply.lock', 'holder.json'), JSON.stringify({ pid: deadPid, host: (await execa('hostname')).stdout.trim(), boot: bootId, command: 'apply', since: new Date().toISOString() }));
+      await writeFile(log, '');
+      const at = String(Date.now() + 1500);
+      const runs = await Promise.all(Array.from({ length: 5 }, () => execa('node', ['--input-type=module', '-e', script, stateDir, log, at], { reject: false })));
+      for (const r of runs) expect(r.exitCode, r.stderr).toBe(0);
+      const lines = (await readFile(log, 'utf8')).trim().split('\n');
+      expect(lines).toHaveLength(10);
+      // Strictly alternating in/out: never two holders at once.
+      for (let i = 0; i < lines.length; i += 2) {
+        expect(lines[i]).toMatch(/^in /);
+        expect(lines[i + 1]).toBe(lines[i]!.replace('in', 'out'));
+      }
+    }
+  });
+});
