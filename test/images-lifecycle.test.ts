@@ -119,7 +119,7 @@ describe('ownership and prune', () => {
   it('prunes only what it created, only with --prune; adopted files are never deleted', async () => {
     sb = await sandbox('prune');
     await qemuImg('create', '-q', '-f', 'qcow2', p('mine-not.qcow2'), '4M');
-    await sb.yaml(`version: 1\nimages:\n  made: { path: $DIR/made.qcow2, size: 4M }\n  adopted: { path: $DIR/mine-not.qcow2, size: 4M }\n`);
+    await sb.yaml(`version: 1\nimages:\n  made: { path: $DIR/made.qcow2, size: 4M }\n  adopted: { path: $DIR/mine-not.qcow2, size: 4M, adopt: true }\n`);
     await sb.run('apply');
     const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8'));
     expect(Object.keys(inv.objects)).toEqual([`image:${p('made.qcow2')}`]);

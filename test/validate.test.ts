@@ -1,5 +1,6 @@
 // Every bad input is reported as FILE:LINE:COL: field: message, all at once, and nothing is touched.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseSize } from '../src/reconcile/sizes.js';
@@ -71,5 +72,28 @@ describe('sizes', () => {
 
   it('rejects what qemu-img would not read', () => {
     for (const bad of ['30 gigs', '1.5', '-1', '1e9', 'G', '0.3K']) expect(typeof parseSize(bad)).toBe('object');
+  });
+});
+
+describe('one file, one declaration', () => {
+  let sb: Sandbox;
+  afterAll(() => sb?.cleanup());
+
+  it('a path through a symlinked directory is the same file; a symlink into /etc is a system directory', async () => {
+    sb = await sandbox('aliases');
+    await mkdir(path.join(sb.dir, 'real'));
+    await symlink(path.join(sb.dir, 'real'), path.join(sb.dir, 'link'));
+    await symlink('/etc', path.join(sb.dir, 'etclink'));
+    await sb.yaml(`version: 1
+images:
+  a: { path: $DIR/real/x.img, format: raw, size: 1M }
+  b: { path: $DIR/link/x.img, format: qcow2, size: 1M }
+  c: { path: $DIR/etclink/shadow, format: raw, size: 1M }
+`);
+    const r = await sb.run('validate');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`storage.yaml:4:14: images.b.path: ${sb.dir}/link/x.img is the same file as ${sb.dir}/real/x.img of images.a (${sb.dir}/storage.yaml:3:14): both are ${sb.dir}/real/x.img; a file may be declared once`);
+    expect(r.stderr).toContain(`storage.yaml:5:14: images.c.path: ${sb.dir}/etclink/shadow resolves to /etc/shadow, which is refused: /etc is a system directory`);
+    expect(await sb.spawned()).toEqual([]);
   });
 });

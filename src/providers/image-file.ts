@@ -2,7 +2,7 @@
 // for one kind of object: a disk image at an absolute path.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, chown, lstat, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { chmod, chown, link, lstat, mkdir, open, readdir, readlink, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pLimit from 'p-limit';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
@@ -23,6 +23,8 @@ export interface ObservedImage {
   qcow2?: { compat?: string; lazyRefcounts?: boolean; compressionType?: string; refcountBits?: number; extendedL2?: boolean };
   vmdk?: { createType?: string; adapterType?: string; extents: string[] };
   vhdSubformat?: 'fixed' | 'dynamic';
+  /** the path is a symlink to this (its target as the link says) */
+  symlink?: string;
   /** birth: nanosecond birth time (statx); with dev and ino it tells this file from a later one at the same path */
   file: { uid: number; gid: number; mode: number; ino: number; dev: number; birth: string };
   /** a block device rather than a regular file */
@@ -167,17 +169,24 @@ export async function observeImages(
   return out;
 
   async function observeOne(p: string): Promise<void> {
+    // A symlink is reported as one (its target's stat keys the cache): whether to follow it
+    // is the YAML's decision, never a default.
+    const link = await lstat(p).then((l) => (l.isSymbolicLink() ? readlink(p) : undefined), () => undefined);
+    const tag = (o: ObservedImage): ObservedImage => (link === undefined ? o : { ...o, symlink: link });
     const sig = await fileSignature(p);
-    if (sig === undefined) return void out.set(p, null);
+    if (sig === undefined) return void out.set(p, link === undefined ? null : tag({ ...DANGLING, path: p }));
     if (sig === 'other:notfile') throw new Error(`${p} exists but is not a regular file or block device`);
     const hit = cacheable(sig) ? cache?.get<ObservedImage>(p, sig) : undefined;
-    if (hit) return void out.set(p, hit);
+    if (hit) return void out.set(p, tag(hit));
     const obs = await infoOf(p);
     // Re-read the signature: an image written while qemu-img read it must not be cached.
     if (cacheable(sig) && (await fileSignature(p)) === sig) cache?.set(p, sig, obs);
-    out.set(p, obs);
+    out.set(p, tag(obs));
   }
 }
+
+/** What a symlink pointing nowhere is observed as: something is there, nothing to read. */
+const DANGLING: ObservedImage = { path: '', driver: 'none', virtualSize: 0, actualSize: 0, file: { uid: 0, gid: 0, mode: 0, ino: 0, dev: 0, birth: '0' } } as ObservedImage;
 
 function secretArgs(passphraseFile: string, id: string): string[] {
   return ['--object', `secret,id=${id},file=${passphraseFile}`];
@@ -230,6 +239,11 @@ function tempDirFor(p: string): string {
   return path.join(path.dirname(p), `.${path.basename(p)}${TMP_MARK}${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 
+// Written into every build directory when it is made: only a directory holding it (and
+// named exactly as tempDirFor names them) is ever removed as a leftover — never a user's
+// entry that merely looks like one.
+const BUILD_MARKER = '.virt-reconcile-build';
+
 /** Removes build directories an interrupted apply left next to `p` (their process is gone). */
 export async function removeStaleBuilds(p: string): Promise<string[]> {
   const dir = path.dirname(p);
@@ -243,10 +257,14 @@ export async function removeStaleBuilds(p: string): Promise<string[]> {
   const removed: string[] = [];
   for (const n of names) {
     if (!n.startsWith(prefix)) continue;
-    const pid = Number(n.slice(prefix.length).split('-')[0]);
-    if (pid && processAlive(pid)) continue;
-    await rm(path.join(dir, n), { recursive: true, force: true });
-    removed.push(path.join(dir, n));
+    const m = /^(\d+)-[0-9a-f]{8}$/.exec(n.slice(prefix.length));
+    if (!m || processAlive(Number(m[1]))) continue;
+    const full = path.join(dir, n);
+    const isBuild = await lstat(full).then((s) => s.isDirectory(), () => false)
+      && await lstat(path.join(full, BUILD_MARKER)).then((s) => s.isFile(), () => false);
+    if (!isBuild) continue;
+    await rm(full, { recursive: true, force: true });
+    removed.push(full);
   }
   return removed;
 }
@@ -296,15 +314,18 @@ export async function createImage(
      * final paths: intent recorded here survives a crash between the rename and the caller's
      * own record.
      */
-    beforePublish?: (id: FileIdentity & { extents: string[] }) => Promise<void>;
+    beforePublish?: (id: FileIdentity & { extents: (FileIdentity & { path: string })[] }) => Promise<void>;
     /** aborting it stops the build (qemu-img is terminated, the private directory removed) */
     signal?: AbortSignal;
+    /** a replace: the file (and extents) the plan saw at the path, the only ones it may replace */
+    replaces?: FileIdentity & { extents: string[] };
   } = {},
 ): Promise<void> {
   const sig = { signal: hooks.signal };
   await mkdir(path.dirname(b.path), { recursive: true });
   const tmpDir = tempDirFor(b.path);
   await mkdir(tmpDir, { mode: 0o700 });
+  await writeFile(path.join(tmpDir, BUILD_MARKER), `${process.pid}\n`);
   const tmp = path.join(tmpDir, path.basename(b.path));
   const driver = driverFor(b.format, !!b.encryption);
   const secret = b.encryption ? secretArgs(b.encryption.passphraseFile, 'sec0') : [];
@@ -332,20 +353,62 @@ export async function createImage(
       await run('qemu-img', ['convert', '-n', '--target-is-zero', ...compress, ...srcSecret, ...secret, ...srcArgs, ...dstArgs], sig);
     }
     const built = await builtFiles(tmpDir, tmp);
-    await applyPermissions(built, b.permissions);
+    // Private unless declared otherwise: an image holds a guest's data (libvirt's dynamic
+    // ownership gives QEMU access when a domain starts).
+    await applyPermissions(built, { ...b.permissions, mode: b.permissions?.mode ?? 0o600 });
     for (const f of built) await fsyncPath(f);
-    await hooks.beforePublish?.({ ...(await identityOf(tmp)), extents: built.filter((f) => f !== tmp).map((f) => path.join(path.dirname(b.path), path.basename(f))) });
+    if (hooks.beforePublish) {
+      const extents = await Promise.all(built.filter((f) => f !== tmp).map(async (f) => ({ path: path.join(path.dirname(b.path), path.basename(f)), ...(await identityOf(f)) })));
+      await hooks.beforePublish({ ...(await identityOf(tmp)), extents });
+    }
     // Extents first, the descriptor/main file last: the declared name appears only complete.
-    for (const f of built.filter((f) => f !== tmp)) await rename(f, path.join(path.dirname(b.path), path.basename(f)));
-    await rename(tmp, b.path);
+    // Nothing found at a final name is ever replaced, unless it is the very file a replace
+    // was planned against: a file someone put there meanwhile (or another apply's build) wins.
+    const published: string[] = [];
+    try {
+      for (const f of built.filter((f) => f !== tmp)) {
+        const dst = path.join(path.dirname(b.path), path.basename(f));
+        if (hooks.replaces?.extents.includes(dst)) await rename(f, dst);
+        else await publishNew(f, dst);
+        published.push(dst);
+      }
+      if (hooks.replaces) {
+        const now = await identityOf(b.path).catch(() => undefined);
+        if (now && (now.ino !== hooks.replaces.ino || now.dev !== hooks.replaces.dev || now.birth !== hooks.replaces.birth)) {
+          throw new Error(`${b.path} changed since the plan (another file is there now); it is left as it is and this build is discarded`);
+        }
+        await rename(tmp, b.path);
+      } else await publishNew(tmp, b.path);
+    } catch (e) {
+      await removeFiles(published.filter((f) => !hooks.replaces?.extents.includes(f)));
+      throw e;
+    }
     await fsyncPath(path.dirname(b.path));
   } finally {
     await rm(tmpDir, { recursive: true, force: true });
   }
 }
 
+/**
+ * Puts src at dst only if nothing is there: link() fails with EEXIST instead of replacing, as
+ * RENAME_NOREPLACE would. Filesystems without hard links get an existence check, then rename.
+ */
+async function publishNew(src: string, dst: string): Promise<void> {
+  try {
+    await link(src, dst);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw new Error(`${dst} appeared while the image was being built (someone else's file); it is left as it is and this build is discarded`);
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EMLINK') throw e;
+    if (await lstat(dst).then(() => true, () => false)) throw new Error(`${dst} appeared while the image was being built; it is left as it is and this build is discarded`);
+    await rename(src, dst);
+    return;
+  }
+  await unlink(src);
+}
+
 async function builtFiles(dir: string, main: string): Promise<string[]> {
-  const names = await readdir(dir);
+  const names = (await readdir(dir)).filter((n) => n !== BUILD_MARKER);
   return [main, ...names.map((n) => path.join(dir, n)).filter((f) => f !== main)];
 }
 
@@ -370,9 +433,30 @@ export async function setPermissions(p: string, perm: Permissions): Promise<void
   await applyPermissions([p], perm);
 }
 
-/** Deletes the image file and any extent files its descriptor names. */
-export async function deleteImage(p: string, extents: string[] = []): Promise<void> {
-  await removeFiles([p, ...extents]);
+/** Identities of files (extents at creation), so that only those very files are ever deleted. */
+export async function identitiesOf(paths: string[]): Promise<(FileIdentity & { path: string })[]> {
+  return Promise.all(paths.map(async (p) => ({ path: p, ...(await identityOf(p)) })));
+}
+
+/**
+ * Deletes the files that are still the ones recorded (same device, inode and birth time);
+ * returns those left alone because another file took the name, or no identity was recorded.
+ */
+export async function removeIfSame(files: (FileIdentity & { path: string })[]): Promise<string[]> {
+  const kept: string[] = [];
+  for (const f of files) {
+    const now = await identityOf(f.path).catch(() => undefined);
+    if (!now) continue;
+    if (f.birth === '0' || now.ino !== f.ino || now.dev !== f.dev || now.birth !== f.birth) kept.push(f.path);
+    else await removeFiles([f.path]);
+  }
+  return kept;
+}
+
+/** Deletes the image file and the extent files recorded with it (only while still the same files). */
+export async function deleteImage(p: string, extents: (FileIdentity & { path: string })[] = []): Promise<string[]> {
+  await removeFiles([p]);
+  return removeIfSame(extents);
 }
 
 /** Unlinks files; one already gone is not an error. */

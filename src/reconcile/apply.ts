@@ -4,7 +4,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import pLimit from 'p-limit';
 import {
-  createImage, deleteImage, driverFor, observeImages, removeFiles, removeStaleBuilds, resizeImage, setPermissions, sizeTolerance,
+  createImage, deleteImage, driverFor, identitiesOf, observeImages, removeIfSame, removeStaleBuilds, resizeImage, setPermissions, sizeTolerance,
   type ObservationCache,
 } from '../providers/image-file.js';
 import {
@@ -89,11 +89,13 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
       case 'image.replace': {
         for (const stale of await removeStaleBuilds(op.build.path)) opts.log(`${a.id}: removed ${stale}, left by an interrupted apply`);
         const k = recordKey({ type: 'image', path: op.build.path });
+        const replaces = op.type === 'image.replace' ? { ...op.oldFile, extents: op.oldExtents } : undefined;
         const name = a.id.replace(/^images\./, '');
         // Intent first (Crossplane's "create pending"): a crash between the rename and the
         // record below still leaves the published file recognisably ours.
         await createImage(op.build, {
           signal: opts.signal,
+          replaces,
           beforePublish: async (id) => {
             const prev = inventory.objects[k];
             const pending = { ...id, recorded: op.recorded, createdAt: new Date().toISOString() };
@@ -108,12 +110,13 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         const obs = (await observeImages([op.build.path], opts.cache)).get(op.build.path);
         if (!obs) throw new Error(`${op.build.path} is missing after it was built`);
         if (op.type === 'image.replace') {
+          // Old extents the new image did not take over go, if reconcile made them and they are still those files.
           const keep = new Set(obs.vmdk?.extents ?? []);
-          await removeFiles(op.oldExtents.filter((e) => !keep.has(e) && e !== op.build.path));
+          await removeIfSame(op.ownedExtents.filter((e) => !keep.has(e.path) && e.path !== op.build.path));
         }
         const rec: ImageRecord = {
           type: 'image', name, path: op.build.path, ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth,
-          extents: obs.vmdk?.extents ?? [], createdAt: new Date().toISOString(), recorded: op.recorded,
+          extents: await identitiesOf(obs.vmdk?.extents ?? []), createdAt: new Date().toISOString(), recorded: op.recorded,
         };
         inventory.objects[k] = rec;
         await save();
@@ -127,7 +130,9 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         return;
       }
       case 'image.delete': {
-        if (op.exists) await deleteImage(op.path, op.extents);
+        if (op.exists) {
+          for (const f of await deleteImage(op.path, op.extents)) opts.log(`${a.id}: kept ${f}: not an extent file reconcile made (or no longer the same file)`);
+        }
         delete inventory.objects[op.inventoryKey];
         await save();
         return;

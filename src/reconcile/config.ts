@@ -2,6 +2,7 @@
 import { ConfigErrors, type ConfigError } from './errors.js';
 import { expandPaths, parseFile } from './load.js';
 import type { DesiredState } from './model.js';
+import { resolveExisting } from './paths.js';
 import { checkSchema } from './schema.js';
 import { buildDesiredState, type ParsedFile } from './validate.js';
 
@@ -21,7 +22,7 @@ export async function loadDesiredState(inputs: string[]): Promise<DesiredState> 
   // Semantic checks need schema-valid data; they run only when every file passed, so
   // references are never reported as missing merely because their file was malformed.
   if (errors.length) throw new ConfigErrors(sortErrors(errors));
-  const built = buildDesiredState(parsed);
+  const built = buildDesiredState(parsed, resolveExisting);
   if (built.errors.length || !built.state) throw new ConfigErrors(sortErrors(built.errors));
   return built.state;
 }

@@ -5,7 +5,7 @@ import {
 } from '../providers/image-file.js';
 import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
 import type { Inventory, ImageRecord } from './inventory.js';
-import { recordKey, resolveImageRecord, sameFile } from './inventory.js';
+import { extentRecords, recordKey, resolveImageRecord, sameFile } from './inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from './model.js';
 import type { Action, Change, Refusal } from './plan.js';
 import { formatSize } from './sizes.js';
@@ -158,6 +158,10 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const ours = !!record && !!obs && sameFile(record, obs.file);
 
     if (!obs) {
+      if (spec.source.kind === 'blank' && spec.size === undefined) {
+        refuse(id, `${spec.origin}: ${p} does not exist; images.${spec.name} adopts it and declares no size to create it with`);
+        continue;
+      }
       const b = buildFor(spec, id);
       if (!b) continue;
       pending.add(id);
@@ -166,6 +170,20 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         id, resource: 'image', kind: 'create', reason: `new image ${p} (${what})`, destructive: false, changes: [], dependsOn: b.dependsOn,
         op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec) },
       });
+      continue;
+    }
+
+    // Something is at the path that reconcile did not make: only the YAML can hand it over.
+    if (obs.symlink !== undefined && !spec.followSymlink) {
+      refuse(id, `${spec.origin}: ${p} is a symlink to ${obs.symlink}; reconcile does not follow links at image paths (one can point at any file). If its target is this image, declare followSymlink: true (with adopt: true)`);
+      continue;
+    }
+    if (!ours && !spec.adopt) {
+      refuse(id, `${spec.origin}: ${p} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted image is changed only in what its own declaration sets, and never deleted); otherwise move the file away`);
+      continue;
+    }
+    if (obs.driver === 'none') {
+      refuse(id, `${spec.origin}: ${p} is a symlink to ${obs.symlink}, which does not exist`);
       continue;
     }
 
@@ -187,6 +205,12 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       rebuild.push({ field: 'backing', from: obs.backing ?? 'none', to: wantBacking });
     }
 
+    // An adopted image is changed only in what its own declaration sets (not defaults).
+    const mine = (field: string) => ours || spec.declared.includes(field === 'backing' ? 'source' : field.split('.')[0]!);
+    const kept = rebuild.filter((c) => !mine(c.field));
+    if (kept.length) out.notes.push(`${id}: adopted ${p} keeps its ${kept.map((c) => `${c.field} ${c.from}`).join(', ')} (set on images.${spec.name} itself to change it)`);
+    rebuild.splice(0, rebuild.length, ...rebuild.filter((c) => mine(c.field)));
+
     let grow: number | undefined;
     const size = decideSize(spec.size, obs.virtualSize, sizeTolerance(spec.format, obs.driver), canResize(spec.format, !!spec.encryption), spec.format);
     if (size.kind === 'shrink') {
@@ -200,7 +224,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       grow = spec.size;
     }
     const perm = spec.permissions;
-    const permChange = permissionChanges(perm, { uid: obs.file.uid, gid: obs.file.gid, mode: obs.file.mode });
+    const permChange = mine('permissions') ? permissionChanges(perm, { uid: obs.file.uid, gid: obs.file.gid, mode: obs.file.mode }) : [];
 
     if (rebuild.length) {
       if (spec.protect) {
@@ -221,7 +245,11 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       pending.add(id);
       out.actions.push({
         id, resource: 'image', kind: 'replace', reason: reasonOf(rebuild), destructive: true, changes: rebuild, dependsOn: b.dependsOn,
-        op: { type: 'image.replace', build: b.build, recorded: recordedOptions(spec), oldExtents: obs.vmdk?.extents ?? [] },
+        op: {
+          type: 'image.replace', build: b.build, recorded: recordedOptions(spec),
+          oldFile: { ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth },
+          oldExtents: obs.vmdk?.extents ?? [], ownedExtents: ours ? extentRecords(record.extents) : [],
+        },
       });
       continue;
     }
@@ -255,7 +283,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       out.actions.push({ id, resource: 'image', kind: 'delete', reason: `already gone; forgotten from the inventory`, destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, extents: [], inventoryKey: key, exists: false } });
       continue;
     }
-    if (!sameFile(rec, obs.file)) {
+    if (!sameFile(rec, obs.file) || obs.symlink !== undefined) {
       out.notes.push(`${rec.path} (was images.${rec.name}) is no longer the file reconcile created (another file took its place); not deleting it, forgetting it`);
       out.actions.push({ id, resource: 'image', kind: 'delete', reason: 'replaced by a file reconcile did not create: forgotten, not deleted', destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, extents: [], inventoryKey: key, exists: false } });
       continue;
@@ -267,7 +295,8 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     }
     out.actions.push({
       id, resource: 'image', kind: 'delete', reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${obs.driver === 'vpc' ? 'vhd' : obs.driver})`, destructive: true, changes: [], dependsOn: [],
-      op: { type: 'image.delete', path: rec.path, extents: obs.vmdk?.extents ?? rec.extents, inventoryKey: key, exists: true },
+      // The extents recorded at creation, not those the descriptor names now (it may have been edited to name any file).
+      op: { type: 'image.delete', path: rec.path, extents: extentRecords(rec.extents), inventoryKey: key, exists: true },
     });
   }
   return out;

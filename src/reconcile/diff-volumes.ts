@@ -82,7 +82,8 @@ export function diffVolumes(input: {
       const base = { pool, name: volume, format: spec.format, fileBased, qcow2: spec.qcow2, permissions: spec.permissions };
       const s = spec.source;
       if (s.kind === 'blank') {
-        return { build: { ...base, capacity: spec.size!, source: { kind: 'blank' } }, dependsOn: deps };
+        if (spec.size === undefined) return void refuse(id, `${spec.origin}: volume ${volume} does not exist; images.${spec.name} adopts it and declares no size to create it with`), undefined;
+        return { build: { ...base, capacity: spec.size, source: { kind: 'blank' } }, dependsOn: deps };
       }
       if (s.kind === 'backing') {
         const dep = 'image' in s ? state.images[s.image]! : undefined;
@@ -144,6 +145,12 @@ export function diffVolumes(input: {
       continue;
     }
 
+    // A volume reconcile did not create is managed only when the YAML adopts it (a LUN can
+    // only ever be adopted: declaring it is adopting it).
+    if (!ours && !spec.adopt && !LUN_POOLS.includes(poolSpec.type)) {
+      refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted volume is never deleted); otherwise declare another volume name`);
+      continue;
+    }
     const rebuild: Change[] = [];
     if (ours && record.status === 'building') rebuild.push({ field: 'state', from: 'incomplete (an apply was interrupted)', to: 'complete' });
     if (fileBased && obs.format && obs.format !== VOL_FORMAT[spec.format]) {
@@ -173,6 +180,11 @@ export function diffVolumes(input: {
       refuse(id, `${spec.origins.size ?? spec.origin}: ${volume} is a LUN of ${formatSize(obs.capacity)} on the iSCSI target; reconcile cannot grow it to ${formatSize(spec.size)}. Grow the LUN on the target`);
       continue;
     }
+    // An adopted volume is changed only in what its own declaration sets (not defaults).
+    const mine = (field: string) => ours || spec.declared.includes(field === 'backing' ? 'source' : field.split('.')[0]!);
+    const kept = rebuild.filter((c) => !mine(c.field));
+    if (kept.length) out.notes.push(`${id}: adopted volume ${volume} keeps its ${kept.map((c) => `${c.field} ${c.from}`).join(', ')} (set on images.${spec.name} itself to change it)`);
+    rebuild.splice(0, rebuild.length, ...rebuild.filter((c) => mine(c.field)));
     const canGrow = RESIZABLE_POOLS.has(poolSpec.type) && (spec.format === 'qcow2' || spec.format === 'raw');
     const size = decideSize(spec.size, obs.capacity, sizeTolerance(spec.format, obs.format), canGrow, fileBased ? spec.format : `${article(poolSpec.type)} volume`);
     if (size.kind === 'shrink') {
@@ -186,7 +198,7 @@ export function diffVolumes(input: {
       update.push(size.change);
       grow = spec.size;
     }
-    const perm = fileBased ? permissionChanges(spec.permissions, { uid: obs.permissions?.owner, gid: obs.permissions?.group, mode: obs.permissions?.mode }) : [];
+    const perm = fileBased && mine('permissions') ? permissionChanges(spec.permissions, { uid: obs.permissions?.owner, gid: obs.permissions?.group, mode: obs.permissions?.mode }) : [];
 
     if (rebuild.length) {
       const incomplete = ours && record.status === 'building';

@@ -15,7 +15,8 @@ export interface ImageRecord {
   ino: number;
   birth: string;
   dev: number;
-  extents: string[];
+  /** extent files of a multi-file vmdk, recorded at creation: prune deletes these (if still ours), never what the descriptor names now */
+  extents: ExtentRecord[];
   createdAt: string;
   /** creation options qemu-img cannot report back (preallocation, vhdx subformat, source) */
   recorded: Record<string, string>;
@@ -23,7 +24,7 @@ export interface ImageRecord {
    * A build about to be renamed into place (recorded before the rename): if the file at the
    * path is this one, the build was published and the apply died before recording it.
    */
-  pending?: { ino: number; dev: number; birth: string; extents: string[]; recorded: Record<string, string>; createdAt: string };
+  pending?: { ino: number; dev: number; birth: string; extents: ExtentRecord[]; recorded: Record<string, string>; createdAt: string };
 }
 
 export interface PoolRecord {
@@ -74,6 +75,21 @@ export function sameFile(rec: { ino: number; dev: number; birth?: string }, file
  */
 export function volumeIsOurs(rec: VolumeRecord, vol: { key: string }): boolean {
   return rec.key === vol.key || (rec.status === 'building' && rec.key === '');
+}
+
+export interface ExtentRecord {
+  path: string;
+  ino: number;
+  dev: number;
+  birth: string;
+}
+
+/**
+ * Older inventories recorded extents as bare paths: with no identity to check they are
+ * never deleted (nothing is deleted on a guess).
+ */
+export function extentRecords(list: (ExtentRecord | string)[] | undefined): ExtentRecord[] {
+  return (list ?? []).map((e) => (typeof e === 'string' ? { path: e, ino: 0, dev: 0, birth: '0' } : e));
 }
 
 /** The record as it applies to the file found at its path (a published pending build is ours). */

@@ -54,6 +54,12 @@ export interface ImageSpec {
   encryption?: { format: 'luks'; passphraseFile: string };
   permissions?: Permissions;
   protect: boolean;
+  /** manage the image although reconcile did not create it (explicit, as terraform import) */
+  adopt: boolean;
+  /** the path is a symlink whose target is the image */
+  followSymlink: boolean;
+  /** the fields set on this object itself (not from defaults): all an adopted image may be changed by */
+  declared: string[];
   publish: { to: string }[];
   origin: Origin;
   /** positions of fields that plan-time checks may need to point at */

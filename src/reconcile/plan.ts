@@ -1,7 +1,8 @@
 // The plan is a value: `plan` builds and prints it (or saves it as JSON), `apply`
 // executes exactly it. Nothing in here touches the host.
 import { createHash } from 'node:crypto';
-import type { ImageBuild } from '../providers/image-file.js';
+import type { FileIdentity, ImageBuild } from '../providers/image-file.js';
+import type { ExtentRecord } from './inventory.js';
 import type { PoolDefinition } from '../providers/libvirt-pool.js';
 import type { Ownership } from '../providers/libvirt-domain.js';
 import type { VolumeBuild } from '../providers/libvirt-volume.js';
@@ -18,7 +19,17 @@ export interface Change {
 
 export type Operation =
   | { type: 'image.create'; build: ImageBuild; recorded: Record<string, string> }
-  | { type: 'image.replace'; build: ImageBuild; recorded: Record<string, string>; oldExtents: string[] }
+  | {
+      type: 'image.replace';
+      build: ImageBuild;
+      recorded: Record<string, string>;
+      /** the file the plan saw: the only one the build may replace */
+      oldFile: FileIdentity;
+      /** extent names the new build may take over (the old image's, as observed) */
+      oldExtents: string[];
+      /** extents reconcile recorded making, deleted if the new build has no file of that name */
+      ownedExtents: ExtentRecord[];
+    }
   | {
       type: 'image.update';
       path: string;
@@ -26,7 +37,7 @@ export type Operation =
       resize?: { size: number; preallocation?: string; encryption?: { passphraseFile: string } };
       permissions?: Permissions;
     }
-  | { type: 'image.delete'; path: string; extents: string[]; inventoryKey: string; exists: boolean }
+  | { type: 'image.delete'; path: string; extents: ExtentRecord[]; inventoryKey: string; exists: boolean }
   | {
       type: 'pool.create' | 'pool.replace';
       name: string;

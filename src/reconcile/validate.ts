@@ -7,6 +7,7 @@ import type {
   BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, VmSpec,
 } from './model.js';
 import { formatSize, parseSize } from './sizes.js';
+import { normalizePath, systemPlace, systemPoolPlace, type Resolver } from './paths.js';
 import { locate, type FieldPath, type SourceFile } from './source-file.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the input is schema-checked YAML data */
@@ -117,7 +118,11 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
     if (pool?.type === 'disk' && raw.volume === undefined) {
       c.err(base, `a disk pool's volumes are partitions named after its device (e.g. sdb1, loop0p1); set volume:`, true);
     }
-  } else if (raw.path !== undefined) location = { kind: 'path', path: raw.path };
+  } else if (raw.path !== undefined) {
+    location = { kind: 'path', path: normalizePath(raw.path) };
+    const bad = systemPlace(location.path);
+    if (bad) c.err(p('path'), `${raw.path} is refused: ${bad}; put images under a data directory such as /var/lib/libvirt/images or /srv`);
+  }
   else c.err(base, 'missing location: set exactly one of pool (a declared pool) or path (an absolute file path)', true);
   if (raw.volume !== undefined && raw.pool === undefined) c.err(p('volume'), 'names a volume in a pool; it needs pool', true);
 
@@ -147,7 +152,7 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
 
   let size: number | undefined;
   if (raw.size !== undefined) size = c.size(p('size'), raw.size);
-  else if (raw.source === undefined && !LUN_POOLS.includes((pools[raw.pool] as Raw)?.type)) {
+  else if (raw.source === undefined && !raw.adopt && !LUN_POOLS.includes((pools[raw.pool] as Raw)?.type)) {
     c.err(base, 'missing required field "size": a blank image needs a virtual size', true);
   }
   const max = MAX_SIZE[format];
@@ -206,6 +211,9 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
     encryption: raw.encryption,
     permissions: permissions(raw.permissions ?? defaults?.permissions),
     protect: raw.protect ?? defaults?.protect ?? false,
+    adopt: raw.adopt ?? false,
+    followSymlink: raw.followSymlink ?? false,
+    declared: Object.keys(raw),
     publish: raw.publish ?? [],
     origin: c.at(base, true),
     origins: {
@@ -222,6 +230,8 @@ function checkPool(c: Checker, name: string, raw: Raw): PoolSpec | undefined {
   const rules = POOL_SOURCE_FIELDS[raw.type as PoolType];
   const src = raw.source ?? {};
   if (rules.needsPath && raw.path === undefined) c.err(base, `missing required field "path": ${article(raw.type)} pool needs its target path`, true);
+  const bad = raw.path !== undefined && rules.needsPath ? systemPoolPlace(normalizePath(raw.path)) : undefined;
+  if (bad) c.err([...base, 'path'], `${raw.path} is refused: ${bad}; a pool's directory holds (and on prune loses) its volumes`);
   for (const group of rules.required) {
     if (!group.some((f) => src[f] !== undefined)) {
       c.err(raw.source ? [...base, 'source'] : base, `${article(raw.type)} pool needs source.${group.join(' or source.')}`, !raw.source);
@@ -246,7 +256,7 @@ function checkPool(c: Checker, name: string, raw: Raw): PoolSpec | undefined {
   return {
     name,
     type: raw.type,
-    path: raw.path,
+    path: raw.path === undefined || !rules.needsPath ? raw.path : normalizePath(raw.path),
     autostart: raw.autostart ?? true,
     active: raw.active ?? true,
     source: src,
@@ -367,7 +377,7 @@ function checkImageGraph(state: DesiredState, declared: Set<string>, errs: Confi
   }
 }
 
-export function buildDesiredState(files: ParsedFile[]): { state?: DesiredState; errors: ConfigError[] } {
+export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) => p): { state?: DesiredState; errors: ConfigError[] } {
   const errors: ConfigError[] = [];
   const owner: Record<string, Record<string, { c: Checker; raw: Raw }>> = { pools: {}, images: {}, vms: {}, backups: {} };
   const checkers = files.map((f) => new Checker(f.source));
@@ -404,17 +414,31 @@ export function buildDesiredState(files: ParsedFile[]): { state?: DesiredState; 
     const s = checkPool(c, name, raw);
     if (s) state.pools[name] = s;
   }
-  const pathOwner = new Map<string, string>();
+  // One file, one declaration: image paths and file-pool volume paths are compared by what
+  // they resolve to, so that no two spellings of one file are built (and wiped) in turn.
+  const fileOwner = new Map<string, { name: string; at: string; where: string }>();
   for (const [name, { c, raw }] of Object.entries(owner.images!)) {
     const s = checkImage(c, name, raw, defaults.image?.value, rawOf('pools'));
     if (!s) continue;
-    if (s.location.kind === 'path') {
-      const other = pathOwner.get(s.location.path);
-      if (other) {
-        c.err(['images', name, 'path'], `path ${s.location.path} is also the path of images.${other} (${owner.images![other]!.c.at(['images', other, 'path'])})`);
+    const loc = s.location;
+    const pool = loc.kind === 'pool' ? state.pools[loc.pool] : undefined;
+    const file = loc.kind === 'path' ? loc.path : pool?.path && FILE_POOLS.includes(pool.type) ? `${pool.path}/${loc.kind === 'pool' ? loc.volume : ''}` : undefined;
+    if (file !== undefined) {
+      const field: FieldPath = ['images', name, loc.kind === 'path' ? 'path' : 'pool'];
+      const real = resolve(file);
+      const bad = loc.kind === 'path' && real !== file ? systemPlace(real) : undefined;
+      if (bad) {
+        c.err(field, `${file} resolves to ${real}, which is refused: ${bad}`);
         continue;
       }
-      pathOwner.set(s.location.path, name);
+      const other = fileOwner.get(real);
+      if (other) {
+        c.err(field, other.where === file
+          ? `path ${raw.path !== file ? `${raw.path} (that is ${file})` : file} is also the path of images.${other.name} (${other.at})`
+          : `${loc.kind === 'path' ? file : `volume ${loc.kind === 'pool' ? loc.volume : ''} in pool ${pool!.name} (${file})`} is the same file as ${other.where} of images.${other.name} (${other.at})${real !== file ? `: both are ${real}` : ''}; a file may be declared once`);
+        continue;
+      }
+      fileOwner.set(real, { name, at: c.at(field), where: loc.kind === 'path' ? file : `volume ${loc.kind === 'pool' ? loc.volume : ''} in pool ${pool!.name} (${file})` });
     }
     state.images[name] = s;
   }
