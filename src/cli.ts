@@ -11,12 +11,14 @@ import { startHttp } from './watch/http.js';
 import { createLogger, defaultLogFormat, type LogFormat } from './watch/log.js';
 import { createMetrics } from './watch/metrics.js';
 import { WatchService } from './watch/service.js';
-import { loadDesiredState } from './reconcile/config.js';
-import { makePlan, movedSince, planWithObservations } from './reconcile/engine.js';
+import { desiredStateFrom, loadDesiredState } from './reconcile/config.js';
+import { makePlan, planWithObservations } from './reconcile/engine.js';
+import { checkSameAsFresh, checkStateDir, readSavedPlan, type SavedPlan } from './reconcile/saved-plan.js';
 import { ConfigErrors, EXIT, UserError } from './reconcile/errors.js';
 import { DEFAULT_STATE_DIR, FileObservationCache } from './reconcile/inventory.js';
 import { acquireLock, type Lock } from './reconcile/lock.js';
 import { hasChanges, type Plan } from './reconcile/plan.js';
+import { printable } from './text.js';
 import { renderPlan, renderSummary } from './render.js';
 import { connect, resolveUri } from './providers/virsh.js';
 import { capacityWarnings, imageStatuses, poolStatuses, renderShow, vmStatuses } from './show.js';
@@ -182,7 +184,8 @@ async function cmdPlan(a: Args): Promise<number> {
   if (a.output === 'text') for (const w of capacityWarnings(poolStatuses(state, p))) process.stderr.write(`${w}\n`);
   if (a.out) {
     if (plan.refusals.length) throw new UserError(`${renderPlan(plan)}\n\nnot saving ${a.out}: a plan with refused changes cannot be applied`);
-    await writeFile(a.out, `${JSON.stringify(plan, null, 2)}\n`, { mode: 0o600 });
+    // The YAML texts go with the plan: apply recomputes the plan from them and runs it only if identical.
+    await writeFile(a.out, `${JSON.stringify({ ...plan, inputs: state.inputs ?? [] }, null, 2)}\n`, { mode: 0o600 });
   }
   print(a.output === 'json' ? JSON.stringify(plan, null, 2) : renderPlan(plan));
   if (plan.refusals.length) return EXIT.error;
@@ -191,7 +194,8 @@ async function cmdPlan(a: Args): Promise<number> {
 
 async function cmdApply(a: Args): Promise<number> {
   const planFile = a.rest[0];
-  const log = a.output === 'json' ? (l: string) => process.stderr.write(`${l}\n`) : print;
+  // Progress lines carry paths and reasons from the input: one line each, whatever they hold.
+  const log = a.output === 'json' ? (l: string) => process.stderr.write(`${printable(l)}\n`) : (l: string) => print(printable(l));
   // Ctrl-C or SIGTERM: no new action starts, builds in flight are cancelled (their scratch
   // files removed), other actions in flight finish, the lock is released and the summary
   // says what was and was not done. A second signal exits at once, releasing the lock.
@@ -211,25 +215,23 @@ async function cmdApply(a: Args): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const interruptedCode = () => (interrupted === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint);
-  let plan: Plan | undefined;
+  let saved: SavedPlan | undefined;
   if (planFile) {
-    plan = JSON.parse(await readFile(planFile, 'utf8')) as Plan;
-    if (plan.formatVersion !== 1 || !Array.isArray(plan.actions)) throw new UserError(`${planFile} is not a plan saved by \`reconcile plan --out\``);
+    saved = readSavedPlan(await readFile(planFile, 'utf8'), planFile);
+    checkStateDir(saved, a.stateDir, planFile);
   }
   // Bad input must change nothing, not even the state directory: validate before locking.
-  const state = plan ? undefined : await loadDesiredState(a.files);
-  const stateDir = plan?.stateDir ?? a.stateDir;
+  const state = saved ? desiredStateFrom(saved.inputs) : await loadDesiredState(a.files);
+  const stateDir = a.stateDir;
+  let plan: Plan;
   lock = await acquireLock(stateDir, { timeoutSeconds: a.lockTimeout, command: `apply${planFile ? ` ${planFile}` : ''}`, log: (m) => process.stderr.write(`${m}\n`) });
   try {
     const cache = await FileObservationCache.open(stateDir);
-    if (plan) {
-      const moved = await movedSince(plan, { cache, virsh: virshFor(a, plan.connection) });
-      if (moved.length) {
-        throw new UserError(`the host changed since ${planFile} was made (${moved.join(', ')}); nothing was applied. Run \`reconcile plan\` again`, EXIT.error, { reason: 'stale-plan', moved });
-      }
-    } else {
-      plan = await makePlan(state!, { stateDir, allowReplace: a.allowReplace, prune: a.prune, cache, virsh: virshFor(a, state!.connection) });
-    }
+    // A saved plan is recomputed from the inputs it embeds, with its own options, and
+    // executed only if it is the same: never the operations as written in the file.
+    const options = saved ? saved.options : { allowReplace: a.allowReplace, prune: a.prune };
+    plan = await makePlan(state, { stateDir, ...options, cache, virsh: virshFor(a, state.connection) });
+    if (saved) checkSameAsFresh(saved, plan, planFile!);
     if (plan.refusals.length) {
       throw new UserError(`${renderPlan(plan)}\n\nnothing was applied`, EXIT.error, { reason: 'refused', refusals: plan.refusals, notes: plan.notes });
     }
@@ -242,7 +244,7 @@ async function cmdApply(a: Args): Promise<number> {
     }
     const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: virshFor(a, plan.connection), signal: stop.signal });
     print(a.output === 'json' ? JSON.stringify({ ...result, ...(interrupted ? { interrupted } : {}) }, null, 2) : renderSummary(result, interrupted));
-    if (a.output === 'text' && plan.notes.length) print(['', 'Notes:', ...plan.notes.map((n) => `  ${n}`)].join('\n'));
+    if (a.output === 'text' && plan.notes.length) print(['', 'Notes:', ...plan.notes.map((n) => `  ${printable(n)}`)].join('\n'));
     if (interrupted) return interruptedCode();
     return result.counts.failed ? EXIT.error : EXIT.ok;
   } finally {

@@ -2,24 +2,25 @@
 import type { ApplyResult } from './reconcile/apply.js';
 import type { Action, Plan } from './reconcile/plan.js';
 import { countByKind } from './reconcile/plan.js';
+import { printable } from './text.js';
 
 const SIGN: Record<Action['kind'], string> = { create: '+', update: '~', replace: '-/+', delete: '-', 'no-op': ' ' };
 
 export function renderPlan(plan: Plan, opts: { showNoop?: boolean } = {}): string {
   const lines: string[] = [];
   const shown = plan.actions.filter((a) => a.kind !== 'no-op' || opts.showNoop);
-  const width = Math.max(0, ...shown.map((a) => a.id.length));
+  const width = Math.max(0, ...shown.map((a) => printable(a.id).length));
   for (const a of shown) {
     const flag = a.destructive ? '   [destructive]' : '';
-    lines.push(`  ${SIGN[a.kind].padStart(3)} ${a.id.padEnd(width)}  ${a.kind.padEnd(7)}  ${a.reason}${flag}`);
+    lines.push(`  ${SIGN[a.kind].padStart(3)} ${printable(a.id).padEnd(width)}  ${a.kind.padEnd(7)}  ${printable(a.reason)}${flag}`);
   }
   if (plan.refusals.length) {
     lines.push('', 'Refused (nothing will be applied until these are resolved):');
-    for (const r of plan.refusals) lines.push(`  ${r.id}: ${r.message}`);
+    for (const r of plan.refusals) lines.push(`  ${printable(r.id)}: ${printable(r.message)}`);
   }
   if (plan.notes.length) {
     lines.push('', 'Notes:');
-    for (const n of plan.notes) lines.push(`  ${n}`);
+    for (const n of plan.notes) lines.push(`  ${printable(n)}`);
   }
   const c = countByKind(plan.actions);
   lines.push('');
@@ -41,10 +42,10 @@ export function renderSummary(r: ApplyResult, interrupted?: string): string {
   else lines.push(c.failed ? `Apply failed: ${c.failed} action(s) did not complete; ${body}.` : `Apply complete: ${body}.`);
   // What did not complete, again at the end: in a long log the first FAILED line scrolls away.
   for (const x of r.results) {
-    if (x.status === 'failed') lines.push(`  ${x.id}: FAILED: ${x.error}`);
-    else if (x.status === 'skipped') lines.push(`  ${x.id}: skipped (${x.error})`);
+    if (x.status === 'failed') lines.push(`  ${printable(x.id)}: FAILED: ${printable(x.error ?? '')}`);
+    else if (x.status === 'skipped') lines.push(`  ${printable(x.id)}: skipped (${printable(x.error ?? '')})`);
   }
-  const ids = (s: string) => r.results.filter((x) => x.status === s).map((x) => x.id);
+  const ids = (s: string) => r.results.filter((x) => x.status === s).map((x) => printable(x.id));
   if (ids('cancelled').length) lines.push(`  cancelled in flight (built again by the next apply): ${ids('cancelled').join(', ')}`);
   if (ids('not-started').length) lines.push(`  not started: ${ids('not-started').join(', ')}`);
   if (interrupted) lines.push('Run apply again to finish.');

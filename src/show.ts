@@ -4,6 +4,7 @@ import type { PlanWithObservations } from './reconcile/engine.js';
 import { recordKey, resolveImageRecord, sameFile, volumeIsOurs } from './reconcile/inventory.js';
 import type { DesiredState } from './reconcile/model.js';
 import { formatSize } from './reconcile/sizes.js';
+import { printable } from './text.js';
 
 export interface ImageStatus {
   name: string;
@@ -118,7 +119,8 @@ export function capacityWarnings(pools: PoolStatus[]): string[] {
   return pools.filter((x) => x.overAlert).map((x) => `warning: pool ${x.name} is ${x.usedPercent}% allocated, over its capacityAlert of ${x.capacityAlert}% (${formatSize(x.available ?? 0).replace(/ \(.*\)$/, '')} available)`);
 }
 
-function table(rows: string[][]): string[] {
+function table(input: string[][]): string[] {
+  const rows = input.map((r) => r.map(printable));
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd());
 }
@@ -157,6 +159,6 @@ export function renderShow(pools: PoolStatus[], images: ImageStatus[], vms: VmSt
     lines.push('', ...table(vrows));
   }
   const warnings = capacityWarnings(pools);
-  if (warnings.length || notes.length) lines.push('', ...warnings, ...notes);
+  if (warnings.length || notes.length) lines.push('', ...warnings.map(printable), ...notes.map(printable));
   return lines.join('\n').trim();
 }

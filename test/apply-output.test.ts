@@ -17,7 +17,7 @@ describe('apply output when nothing or not everything is applied', () => {
     const sb = await sandbox('json-refused');
     boxes.push(sb);
     await qemuImg('create', '-q', '-f', 'qcow2', path.join(sb.dir, 'big.qcow2'), '16M');
-    await sb.yaml('version: 1\nimages:\n  big: { path: $DIR/big.qcow2, size: 8M }\n');
+    await sb.yaml('version: 1\nimages:\n  big: { path: $DIR/big.qcow2, size: 8M, adopt: true }\n');
     const r = await sb.run('apply', '-o', 'json');
     expect(r.code).toBe(1);
     const out = JSON.parse(r.stdout) as { ok: boolean; error: string; reason: string; refusals: { id: string; message: string }[] };

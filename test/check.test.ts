@@ -30,11 +30,11 @@ beforeAll(async () => {
   await damage(p('busy.qcow2'), 'leak');
   await sb.yaml(`version: 1
 images:
-  clean: { path: $DIR/clean.qcow2, size: 16M }
-  leaky: { path: $DIR/leaky.qcow2, size: 16M }
-  broken: { path: $DIR/broken.qcow2, size: 16M }
-  busy: { path: $DIR/busy.qcow2, size: 16M }
-  plain: { path: $DIR/plain.raw, format: raw, size: 1M }
+  clean: { path: $DIR/clean.qcow2, size: 16M, adopt: true }
+  leaky: { path: $DIR/leaky.qcow2, size: 16M, adopt: true }
+  broken: { path: $DIR/broken.qcow2, size: 16M, adopt: true }
+  busy: { path: $DIR/busy.qcow2, size: 16M, adopt: true }
+  plain: { path: $DIR/plain.raw, format: raw, size: 1M, adopt: true }
 vms:
   guest:
     create: { memory: 64M, vcpus: 1 }

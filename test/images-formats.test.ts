@@ -42,7 +42,7 @@ images:
   overlaypath: { path: $DIR/overlay2.qcow2, size: 32M, source: { backing: $DIR/adopted.qcow2 } }
   lukq: { path: $DIR/luks.qcow2, size: 16M, encryption: { format: luks, passphraseFile: $DIR/pass } }
   lukraw: { path: $DIR/luks.raw, format: raw, size: 16M, encryption: { format: luks, passphraseFile: $DIR/pass } }
-  lukcopy: { path: $DIR/lukcopy.qcow2, source: { image: lukq } }
+  lukcopy: { path: $DIR/lukcopy.qcow2, source: { image: lukq }, decrypt: true }
   perms: { path: $DIR/sub/dir/perms.qcow2, size: 1M, permissions: { owner: 107, group: 108, mode: "0640" } }
 `);
   const r = await sb.run('apply');

@@ -68,7 +68,7 @@ describe('size', () => {
     sb = await sandbox('vhd-chs');
     await qemuImg('create', '-q', '-f', 'vpc', '-o', 'subformat=dynamic', p('azure.vhd'), '30G');
     expect((await qemuInfo(p('azure.vhd')))['virtual-size']).not.toBe(30 * 1024 * MiB);
-    await sb.yaml(one('azure', '{ path: $DIR/azure.vhd, format: vhd, size: 30G, vhd: { subformat: dynamic } }'));
+    await sb.yaml(one('azure', '{ path: $DIR/azure.vhd, format: vhd, size: 30G, vhd: { subformat: dynamic }, adopt: true }'));
     const r = await sb.run('plan', '--detailed-exitcode');
     expect(r.code).toBe(0);
   });

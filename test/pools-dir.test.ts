@@ -205,3 +205,14 @@ describe('dir pool replace', () => {
     expect(JSON.parse(await import('node:fs/promises').then((f) => f.readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8'))).objects['volume:r/mine.qcow2']).toBeUndefined();
   });
 });
+
+describe('hostile names', () => {
+  it('a dir pool whose path holds spaces sees its volumes (a second apply changes nothing)', async () => {
+    await sb.yaml('version: 1\npools:\n  sp: { type: dir, path: "$DIR/my pool dir" }\nimages:\n  a: { pool: sp, size: 1M }\n  b: { pool: sp, volume: b.img, format: raw, size: 1M }\n');
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const again = await sb.run('plan', '--detailed-exitcode');
+    expect(again.code, again.stdout).toBe(0);
+    expect(statSync(p('my pool dir/b.img')).size).toBe(MiB);
+  });
+});

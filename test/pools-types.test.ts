@@ -46,7 +46,8 @@ describe('fs pools on loop devices', () => {
     const again = await sb.run('apply', '-f', p(`${fs}.yaml`));
     expect(again.stdout).toMatch(/pools\.\w+pool: updating \(state inactive -> active\)/);
     expect(await virsh(lv, 'vol-list', `${fs}pool`)).toContain(`${fs}vol.qcow2`);
-    expect((await sb.run('plan', '-f', p(`${fs}.yaml`), '--detailed-exitcode')).code).toBe(0);
+    const plan = await sb.run('plan', '-f', p(`${fs}.yaml`), '--detailed-exitcode');
+    expect(plan.code, plan.stdout + plan.stderr).toBe(0);
   });
 });
 

@@ -94,6 +94,14 @@ images:
     expect(w.log().match(/ERROR reconcile failing/g)).toHaveLength(1);
     await writeFile(inventory, good);
     await until(async () => (await fetch(`${w.url}/readyz`)).status === 200, 'ready again');
+    // HTTP: HEAD answers without a body; bodies are refused where none is taken, and bounded on the webhook.
+    const head = await fetch(`${w.url}/readyz`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(await head.text()).toBe('');
+    expect((await fetch(`${w.url}/status`, { method: 'POST', body: 'x' })).status).toBe(413);
+    const big = await fetch(`${w.url}/hooks/git`, { method: 'POST', body: Buffer.alloc(2 * 1024 * 1024, 120) }).catch((e: Error) => e);
+    expect(big instanceof Error ? 'connection closed' : String(big.status)).toMatch(/^(413|connection closed)$/);
+    expect((await fetch(`${w.url}/healthz`)).status).toBe(200);
     w.proc.kill('SIGTERM');
     expect(await w.exit()).toBe(0);
   });

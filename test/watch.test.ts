@@ -161,9 +161,8 @@ describe('watch with a git repository', () => {
     // Pinned to a tag: the tagged commit is in force, whatever main (now the broken commit) says.
     await git('tag', 'v1', second);
     await git('push', '-q', 'origin', 'v1');
-    const pinned = await sandbox('watch-git-tag');
-    boxes.push(pinned);
-    const t = await startWatch(pinned, ['--git', `file://${bare}`, '--ref', 'v1', '--path', 'conf', '--interval', '1m']);
+    // Same host, same state directory: the image the first service made is its own.
+    const t = await startWatch(sb, ['--git', `file://${bare}`, '--ref', 'v1', '--path', 'conf', '--interval', '1m']);
     await until(async () => (await t.status()).appliedRevision === `v1@sha1:${second}`, 'the tagged commit to be in force');
     expect((await t.status()).rejectedRevision).toBeUndefined();
     t.proc.kill('SIGTERM');

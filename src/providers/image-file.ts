@@ -7,6 +7,7 @@ import path from 'node:path';
 import pLimit from 'p-limit';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
 import { processAlive, run } from './exec.js';
+import { optionValue } from './option-escape.js';
 import { cacheable, fileSignature, type StatCache } from './stat-cache.js';
 
 /** What qemu-img (and the file's own header) says about an image file. */
@@ -189,7 +190,7 @@ export async function observeImages(
 const DANGLING: ObservedImage = { path: '', driver: 'none', virtualSize: 0, actualSize: 0, file: { uid: 0, gid: 0, mode: 0, ino: 0, dev: 0, birth: '0' } } as ObservedImage;
 
 function secretArgs(passphraseFile: string, id: string): string[] {
-  return ['--object', `secret,id=${id},file=${passphraseFile}`];
+  return ['--object', `secret,id=${id},file=${optionValue(passphraseFile)}`];
 }
 
 function createOptions(b: ImageBuild): string[] {
@@ -220,7 +221,7 @@ function createOptions(b: ImageBuild): string[] {
 
 /** qemu's --image-opts form: needed whenever an encrypted image is opened. */
 function imageOpts(p: string, driver: string, secretId?: string): string {
-  const esc = p.replace(/,/g, ',,');
+  const esc = optionValue(p);
   if (!secretId) return `driver=${driver},file.filename=${esc}`;
   const key = driver === 'luks' ? 'key-secret' : 'encrypt.key-secret';
   return `driver=${driver},file.filename=${esc},${key}=${secretId}`;

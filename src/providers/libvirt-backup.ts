@@ -1,5 +1,6 @@
 // Snapshots and backups of libvirt domains: internal snapshots, push backups (backup-begin),
 // disk-only external snapshots merged back with blockcommit, guest filesystem freeze.
+import { optionValue } from './option-escape.js';
 import { esc } from './xml.js';
 import { withTempFile } from './temp-file.js';
 import type { Virsh } from './virsh.js';
@@ -67,7 +68,7 @@ export async function withExternalSnapshot(
 ): Promise<void> {
   const specs = all.map((t) => {
     const d = disks.find((x) => x.target === t);
-    return ['--diskspec', d ? `${t},snapshot=external,file=${d.overlay}` : `${t},snapshot=no`];
+    return ['--diskspec', d ? `${t},snapshot=external,file=${optionValue(d.overlay)}` : `${t},snapshot=no`];
   }).flat();
   await v.exec(['snapshot-create-as', domain, name, '--disk-only', '--atomic', '--no-metadata', ...specs]);
   try {

@@ -133,15 +133,25 @@ function parseInfo(out: string): { active: boolean; autostart: boolean; persiste
   return { active: field('State') === 'running', autostart: field('Autostart') === 'yes', persistent: field('Persistent') === 'yes' };
 }
 
-/** vol-list's table: name, then path as the last column. */
-function parseVolList(out: string | undefined): Map<string, string> {
+/**
+ * vol-list's table: name, then path. Either may hold spaces (a pool under "/srv/my pool"), so
+ * the columns are told apart by the pool's own target path where it has one, else by the
+ * path's leading slash; only a path without one (rbd) falls back to the last word.
+ */
+export function parseVolList(out: string | undefined, poolPath?: string): Map<string, string> {
   const m = new Map<string, string>();
   for (const line of (out ?? '').split('\n')) {
     const t = line.trim();
     if (!t) continue;
-    const parts = t.split(/\s+/);
-    const volPath = parts[parts.length - 1]!;
-    m.set(parts.slice(0, -1).join(' ') || volPath, volPath);
+    const at = poolPath ? t.indexOf(` ${poolPath.replace(/\/$/, '')}/`) : -1;
+    const slash = /^(.*?)\s+(\/.*)$/.exec(t);
+    if (at > 0) m.set(t.slice(0, at).trimEnd(), t.slice(at + 1));
+    else if (slash) m.set(slash[1]!, slash[2]!);
+    else {
+      const parts = t.split(/\s+/);
+      const volPath = parts[parts.length - 1]!;
+      m.set(parts.slice(0, -1).join(' ') || volPath, volPath);
+    }
   }
   return m;
 }
@@ -158,7 +168,7 @@ export function parsePoolReads(names: string[], outputs: (string | undefined)[])
     if (!info || !xml) return void out.set(n, null);
     const st = parseInfo(info);
     const parsed = parsePoolXml(xml);
-    out.set(n, { ...parsed, ...st, volumes: st.active ? parseVolList(vols) : undefined });
+    out.set(n, { ...parsed, ...st, volumes: st.active ? parseVolList(vols, parsed.definition.path) : undefined });
   });
   return out;
 }

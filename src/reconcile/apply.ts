@@ -196,6 +196,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         // under this name later was being made by us), then with its key once libvirt made it;
         // 'ready' only after its contents are complete. A volume left building is rebuilt.
         const rec: VolumeRecord = { type: 'volume', name: op.imageName, pool: b.pool, volume: b.name, key: '', path: '', status: 'building', createdAt: new Date().toISOString(), recorded: op.recorded };
+        const before = inventory.objects[key];
         inventory.objects[key] = rec;
         await save();
         const birthOf = (p: string) => (b.fileBased ? stat(p, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined) : Promise.resolve(undefined));
@@ -214,7 +215,8 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
           // Nothing of ours exists (creation itself failed, e.g. someone else's volume took the
           // name): forget the intent, or the next plan would rebuild a volume we never made.
           if (!made && (inventory.objects[key] as VolumeRecord | undefined)?.key === '') {
-            delete inventory.objects[key];
+            if (before && op.type === 'volume.create') inventory.objects[key] = before;
+            else delete inventory.objects[key];
             await save();
           }
           throw e;

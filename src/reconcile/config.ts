@@ -1,32 +1,107 @@
-// load → schema → semantics: the one entry point from -f paths to a DesiredState.
+// load → schema → semantics: the one entry point from -f paths (or the texts a saved plan
+// embeds) to a DesiredState.
+import { visit, type Node } from 'yaml';
 import { ConfigErrors, type ConfigError } from './errors.js';
-import { expandPaths, parseFile } from './load.js';
+import { expandPaths, parseFile, readInput } from './load.js';
 import type { DesiredState } from './model.js';
-import { resolveExisting } from './paths.js';
+import { makeResolver } from './paths.js';
 import { checkSchema } from './schema.js';
+import { locate, type FieldPath, type SourceFile } from './source-file.js';
 import { buildDesiredState, type ParsedFile } from './validate.js';
 
-/** Loads and checks every file; throws ConfigErrors listing all problems at once. */
+export interface InputFile {
+  path: string;
+  text: string;
+}
+
+/** Reads and checks every file; throws ConfigErrors listing all problems at once. */
 export async function loadDesiredState(inputs: string[]): Promise<DesiredState> {
   const { files, errors } = await expandPaths(inputs);
+  const texts: InputFile[] = [];
+  for (const r of await Promise.all(files.map(async (f) => ({ f, ...(await readInput(f)) })))) {
+    if (r.error) errors.push(r.error);
+    else texts.push({ path: r.f, text: r.text! });
+  }
+  return desiredStateFrom(texts, errors);
+}
+
+const KINDS = ['pools', 'images', 'vms', 'backups'];
+
+/** Checks the given texts (already read); throws ConfigErrors listing all problems at once. */
+export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = []): DesiredState {
   const parsed: ParsedFile[] = [];
-  const results = await Promise.all(files.map(parseFile));
-  for (const r of results) {
+  // Objects with schema errors are left out of the semantic checks (their data cannot be
+  // trusted), but their names still count as declared: no reference to them is reported
+  // missing merely because they are malformed. Everything else is checked in the same run.
+  const invalid = new Set<string>();
+  for (const { path, text } of texts) {
+    const r = parseFile(path, text);
     errors.push(...r.errors);
     if (!r.source || r.errors.length) continue;
-    const data: unknown = r.source.doc.toJS({ maxAliasCount: 100 });
+    const data = toData(r.source, errors);
+    if (data === undefined) continue;
     const schemaErrors = checkSchema(r.source, data);
     errors.push(...schemaErrors);
-    if (!schemaErrors.length) parsed.push({ source: r.source, data });
+    if (!schemaErrors.length) {
+      parsed.push({ source: r.source, data });
+      continue;
+    }
+    const d = data as Record<string, Record<string, unknown> | undefined>;
+    const whole = schemaErrors.some((e) => !KINDS.some((k) => e.field.startsWith(`${k}.`)));
+    for (const k of KINDS) for (const name of Object.keys(isObject(d[k]) ? d[k]! : {})) {
+      const id = `${k}.${name}`;
+      if (whole || schemaErrors.some((e) => e.field === id || e.field.startsWith(`${id}.`) || e.field.startsWith(`${id}[`))) {
+        invalid.add(id);
+        delete d[k]![name];
+      }
+    }
+    if (!whole) parsed.push({ source: r.source, data });
   }
-  // Semantic checks need schema-valid data; they run only when every file passed, so
-  // references are never reported as missing merely because their file was malformed.
-  if (errors.length) throw new ConfigErrors(sortErrors(errors));
-  const built = buildDesiredState(parsed, resolveExisting);
-  if (built.errors.length || !built.state) throw new ConfigErrors(sortErrors(built.errors));
-  return built.state;
+  const built = buildDesiredState(parsed, makeResolver());
+  const semantic = built.errors.filter((e) => {
+    const ref = /^refers to (pool|image|vm) "([^"]*)", which is not declared/.exec(e.message);
+    return !ref || !invalid.has(`${ref[1]}s.${ref[2]}`);
+  });
+  errors.push(...semantic);
+  if (errors.length || !built.state) throw new ConfigErrors(sortErrors(errors));
+  return { ...built.state, inputs: texts };
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The document as plain data, or undefined with a positioned error: an alias bomb (too
+ * many aliases to expand) and numbers that are not finite (.nan, .inf) stop here.
+ */
+function toData(source: SourceFile, errors: ConfigError[]): unknown {
+  const at = (node: Node | undefined, message: string, field = '') => {
+    const pos = source.lines.linePos(node?.range?.[0] ?? 0);
+    errors.push({ file: source.path, line: pos.line, col: pos.col, field, message });
+  };
+  let data: unknown;
+  try {
+    data = source.doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    let first: Node | undefined;
+    visit(source.doc, { Alias: (_k, n) => void (first ??= n as unknown as Node) });
+    at(first, `YAML aliases expand to too much data (${(e as Error).message.replace(/\.$/, '')}); write the values out`);
+    return undefined;
+  }
+  const bad: FieldPath[] = [];
+  const walk = (v: unknown, p: FieldPath) => {
+    if (typeof v === 'number' && !Number.isFinite(v)) bad.push(p);
+    else if (Array.isArray(v)) v.forEach((x, i) => walk(x, [...p, i]));
+    else if (isObject(v)) for (const [k, x] of Object.entries(v)) walk(x, [...p, k]);
+  };
+  walk(data, []);
+  for (const p of bad) {
+    const pos = locate(source, p, {});
+    errors.push({ file: source.path, line: pos.line, col: pos.col, field: p.map((s, i) => (typeof s === 'number' ? `[${s}]` : i ? `.${s}` : s)).join(''), message: 'must be a finite number (.nan and .inf are not sizes, ids or counts)' });
+  }
+  return bad.length ? undefined : data;
 }
 
 function sortErrors(errors: ConfigError[]): ConfigError[] {
   return [...errors].sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col);
 }
+

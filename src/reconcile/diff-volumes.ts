@@ -71,7 +71,14 @@ export function diffVolumes(input: {
       continue;
     }
     const key = volumeKey(pool, volume);
-    const obs = poolPending || (poolObs && !poolObs.active) ? null : volumes.get(key);
+    // An existing pool that is not running cannot list its volumes: they may well be there
+    // (a stopped fs pool is unmounted). Nothing is created blind; the apply that starts the
+    // pool is followed by one that sees them.
+    if (poolObs && !poolObs.active) {
+      out.notes.push(`${id}: pool ${pool} is not running, so volume ${volume} cannot be seen; it is reconciled by the next apply after the pool starts`);
+      continue;
+    }
+    const obs = poolPending ? null : volumes.get(key);
     if (obs === undefined) continue;
     const record = inventory.objects[recordKey({ type: 'volume', pool, volume })] as VolumeRecord | undefined;
     const ours = !!record && !!obs && volumeIsOurs(record, obs);

@@ -126,29 +126,3 @@ function linkBuildDependencies(state: DesiredState, actions: Action[]): Action[]
   }
   return actions;
 }
-
-/** Objects whose observation differs from the one a saved plan was made against. */
-export async function movedSince(plan: Plan, opts: { cache?: ObservationCache; virsh?: () => Virsh }): Promise<string[]> {
-  const keys = Object.keys(plan.observed);
-  const of = (prefix: string) => keys.filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));
-  const files = new Map();
-  await observeMore(files, of('file:'), opts.cache);
-  const targets = {
-    pools: of('pool:'),
-    volumes: of('volume:').map((k) => {
-      const [pool, ...name] = k.split('/');
-      return { pool: pool!, name: name.join('/') };
-    }),
-    domains: of('domain:'),
-    virtTypes: [],
-  };
-  const lv = targets.pools.length || targets.volumes.length || targets.domains.length
-    ? await observeLibvirt(opts.virsh!(), targets, opts.cache)
-    : { pools: new Map(), volumes: new Map(), domains: new Map() };
-  const now: Record<string, string> = {};
-  for (const [p, o] of files) now[`file:${p}`] = observationHash(o);
-  for (const [n, o] of lv.pools) now[`pool:${n}`] = observationHash(o);
-  for (const [k, o] of lv.volumes) now[`volume:${k}`] = observationHash(o);
-  for (const [k, o] of lv.domains) now[`domain:${k}`] = observationHash(o);
-  return keys.filter((k) => now[k] !== plan.observed[k]).map((k) => k.replace(/^file:/, ''));
-}

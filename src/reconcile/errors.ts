@@ -1,4 +1,5 @@
 // Errors are values: each one says where (file:line:col), which field, and what is allowed.
+import { printable } from '../text.js';
 export interface ConfigError {
   file: string;
   line: number;
@@ -9,7 +10,7 @@ export interface ConfigError {
 
 export function formatConfigError(e: ConfigError): string {
   const field = e.field ? `${e.field}: ` : '';
-  return `${e.file}:${e.line}:${e.col}: ${field}${e.message}`;
+  return printable(`${e.file}:${e.line}:${e.col}: ${field}${e.message}`);
 }
 
 /** Raised when input is invalid; carries every error found so all are reported at once. */

@@ -133,6 +133,8 @@ export interface BackupSpec {
 export interface DesiredState {
   connection?: string;
   files: string[];
+  /** the texts it was read from (a saved plan embeds them, as Terraform's plan embeds its configuration) */
+  inputs?: { path: string; text: string }[];
   pools: Record<string, PoolSpec>;
   images: Record<string, ImageSpec>;
   vms: Record<string, VmSpec>;

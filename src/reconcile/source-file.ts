@@ -1,5 +1,5 @@
 // A parsed YAML file that can answer "where is this field?" for error messages.
-import { isMap, isSeq, isScalar, LineCounter, type Document, type Node } from 'yaml';
+import { isMap, isSeq, isScalar, LineCounter, type Document, type Node, type Pair, type YAMLMap } from 'yaml';
 
 export type FieldPath = (string | number)[];
 
@@ -28,6 +28,19 @@ export function fieldName(path: FieldPath): string {
  * Position of the node at `path`; with `key: true`, of the map key naming the last segment.
  * Falls back to the deepest node that exists, so a missing field points at its parent.
  */
+// A map's pairs by key, built once per map: finding a field in a map of 100,000 images must
+// not scan the map each time (validation would be quadratic).
+const indexes = new WeakMap<object, Map<string, Pair>>();
+function indexOf(map: YAMLMap): Map<string, Pair> {
+  let idx = indexes.get(map);
+  if (!idx) {
+    idx = new Map();
+    for (const p of map.items as Pair[]) if (isScalar(p.key) && !idx.has(String(p.key.value))) idx.set(String(p.key.value), p);
+    indexes.set(map, idx);
+  }
+  return idx;
+}
+
 export function locate(file: SourceFile, path: FieldPath, opts: { key?: boolean } = {}): Position {
   let node: unknown = file.doc.contents;
   let best: Node | undefined = node as Node | undefined;
@@ -35,7 +48,7 @@ export function locate(file: SourceFile, path: FieldPath, opts: { key?: boolean 
     const seg = path[i]!;
     const last = i === path.length - 1;
     if (isMap(node)) {
-      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
+      const pair = indexOf(node).get(String(seg));
       if (!pair) break;
       if (last && opts.key && pair.key) {
         best = pair.key as Node;

@@ -140,6 +140,14 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
     else if (k === 'container') source = { kind: 'container', ref: v };
     else source = { kind: 'directory', dir: v };
   }
+  // What this version cannot build is refused here, not first at plan time: validate accepts
+  // exactly what plan can do.
+  if (source.kind === 'container' || source.kind === 'directory') {
+    c.err(p('source', source.kind), `building an image from source.${source.kind} is not supported by this version`, true);
+  }
+  if (Array.isArray(raw.publish) && raw.publish.length) {
+    c.err(p('publish'), 'publish (copies in object storage) is not supported by this version', true);
+  }
   if (source.kind === 'backing' && format !== 'qcow2') {
     c.err(p('source', 'backing'), `a copy-on-write overlay must be format qcow2 (format is ${format})`);
   }
@@ -282,6 +290,9 @@ function checkVm(c: Checker, name: string, raw: Raw, defaults: Raw, images: Reco
     if (d.image !== undefined && !(d.image in images)) {
       c.err([...dp, 'image'], `refers to image ${JSON.stringify(d.image)}, which is not declared under images`);
     }
+    const img = d.image !== undefined ? (images[d.image] as Raw) : undefined;
+    if (img?.encryption) c.err([...dp, 'image'], `images.${d.image} is LUKS-encrypted; attaching encrypted images (with a libvirt secret) is not supported by this version`);
+    else if ((img?.format ?? 'qcow2') === 'vhdx' && img) c.err([...dp, 'image'], `images.${d.image} is vhdx, which libvirt cannot attach; use qcow2, raw, vhd or vmdk for VM disks`);
     const bus: DiskSpec['bus'] = merged.bus ?? 'virtio';
     if (d.target !== undefined) {
       if (!BUS_PREFIX[bus].test(d.target)) c.err([...dp, 'target'], `target ${d.target} does not fit bus ${bus} (${bus} targets look like ${BUS_PREFIX[bus].source.slice(1)}…)`);
@@ -409,7 +420,11 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
   });
 
   const state: DesiredState = { connection: connection?.value, files: files.map((f) => f.source.path), pools: {}, images: {}, vms: {}, backups: {} };
-  const rawOf = (kind: string) => Object.fromEntries(Object.entries(owner[kind]!).map(([n, v]) => [n, v.raw]));
+  const rawCache = new Map<string, Record<string, Raw>>();
+  const rawOf = (kind: string) => {
+    if (!rawCache.has(kind)) rawCache.set(kind, Object.fromEntries(Object.entries(owner[kind]!).map(([n, v]) => [n, v.raw])));
+    return rawCache.get(kind)!;
+  };
   for (const [name, { c, raw }] of Object.entries(owner.pools!)) {
     const s = checkPool(c, name, raw);
     if (s) state.pools[name] = s;
@@ -441,6 +456,15 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
       fileOwner.set(real, { name, at: c.at(field), where: loc.kind === 'path' ? file : `volume ${loc.kind === 'pool' ? loc.volume : ''} in pool ${pool!.name} (${file})` });
     }
     state.images[name] = s;
+  }
+  // A plain copy of an encrypted image writes its data out decrypted: only on request.
+  for (const [name, s] of Object.entries(state.images)) {
+    const dep = s.source.kind === 'image' ? state.images[s.source.image] : undefined;
+    const { c, raw } = owner.images![name]!;
+    if (dep?.encryption && !s.encryption && !raw.decrypt) {
+      c.err(['images', name, 'source', 'image'], `images.${dep.name} is encrypted; a copy without encryption writes its data out decrypted. Declare encryption on images.${name}, or decrypt: true to mean it`);
+      delete state.images[name];
+    }
   }
   for (const [name, { c, raw }] of Object.entries(owner.vms!)) {
     const s = checkVm(c, name, raw, defaults.disk?.value, rawOf('images'));
