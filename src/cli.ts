@@ -65,7 +65,7 @@ Options:
   -h, --help, --version
 
 Exit codes: 0 success (no changes), 1 error or refused change, 2 changes present
-(plan --detailed-exitcode), 64 usage error.`;
+(plan --detailed-exitcode), 64 usage error, 130/143 apply interrupted (SIGINT/SIGTERM).`;
 
 interface Args {
   verb: string;
@@ -79,6 +79,8 @@ interface Args {
   parallelism: number;
   lockTimeout: number;
   detailedExitcode: boolean;
+  /** -f was given (not the default ./storage.yaml) */
+  filesGiven: boolean;
   out?: string;
   repair?: 'leaks' | 'all';
   from?: string;
@@ -127,6 +129,7 @@ function parse(argv: string[]): Args | 'help' | 'version' {
     verb,
     rest,
     files: values.file?.length ? values.file : ['./storage.yaml'],
+    filesGiven: !!values.file?.length,
     output: values.output,
     connect: values.connect,
     stateDir: values['state-dir'] ?? process.env.VIRT_RECONCILE_STATE_DIR ?? DEFAULT_STATE_DIR,
@@ -216,6 +219,7 @@ async function cmdApply(a: Args): Promise<number> {
   process.on('SIGTERM', onSignal);
   const interruptedCode = () => (interrupted === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint);
   let saved: SavedPlan | undefined;
+  if (planFile && a.filesGiven) throw new UserError('apply PLAN.json runs the YAML the plan embeds; -f is not taken with it', EXIT.usage);
   if (planFile) {
     saved = readSavedPlan(await readFile(planFile, 'utf8'), planFile);
     checkStateDir(saved, a.stateDir, planFile);
@@ -233,17 +237,19 @@ async function cmdApply(a: Args): Promise<number> {
     plan = await makePlan(state, { stateDir, ...options, cache, virsh: virshFor(a, state.connection) });
     if (saved) checkSameAsFresh(saved, plan, planFile!);
     if (plan.refusals.length) {
-      throw new UserError(`${renderPlan(plan)}\n\nnothing was applied`, EXIT.error, { reason: 'refused', refusals: plan.refusals, notes: plan.notes });
+      throw new UserError(`${renderPlan(plan)}\n\nnothing was applied`, EXIT.error, { error: `${plan.refusals.length} change(s) refused; nothing was applied`, reason: 'refused', refusals: plan.refusals, notes: plan.notes });
     }
     if (interrupted) throw new UserError(`${interrupted} before anything was applied; nothing was changed`, interruptedCode(), { reason: 'interrupted' });
     if (!hasChanges(plan)) {
       await cache.save();
-      if (a.output === 'json') print(JSON.stringify({ results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0, cancelled: 0, notStarted: 0 } }));
+      if (a.output === 'json') print(JSON.stringify({ ok: true, results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0, cancelled: 0, notStarted: 0 } }));
       else print(renderPlan(plan));
       return EXIT.ok;
     }
     const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: virshFor(a, plan.connection), signal: stop.signal });
-    print(a.output === 'json' ? JSON.stringify({ ...result, ...(interrupted ? { interrupted } : {}) }, null, 2) : renderSummary(result, interrupted));
+    const ok = !interrupted && !result.counts.failed;
+    const outcome = ok ? { ok } : { ok, reason: interrupted ? 'interrupted' : 'failed', ...(interrupted ? { interrupted } : {}) };
+    print(a.output === 'json' ? JSON.stringify({ ...outcome, ...result }, null, 2) : renderSummary(result, interrupted));
     if (a.output === 'text' && plan.notes.length) print(['', 'Notes:', ...plan.notes.map((n) => `  ${printable(n)}`)].join('\n'));
     if (interrupted) return interruptedCode();
     return result.counts.failed ? EXIT.error : EXIT.ok;
@@ -416,7 +422,8 @@ async function main(): Promise<number> {
     // -o json: stdout always carries a JSON value, an error object when the command failed.
     if (args.output === 'json') print(JSON.stringify({ ok: false, error: (e as Error).message, ...(e instanceof UserError ? e.details : {}) }, null, 2));
     if (e instanceof UserError) {
-      process.stderr.write(`reconcile: ${e.message}\n`);
+      // A rendered plan starts on a line of its own, not after the prefix.
+      process.stderr.write(`reconcile:${e.message.includes('\n') ? '\n' : ' '}${e.message}\n`);
       return e.exitCode;
     }
     process.stderr.write(`reconcile: ${(e as Error).message}\n`);

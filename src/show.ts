@@ -2,7 +2,7 @@
 // sync, and how full each pool is.
 import type { PlanWithObservations } from './reconcile/engine.js';
 import { recordKey, resolveImageRecord, sameFile, volumeIsOurs } from './reconcile/inventory.js';
-import type { DesiredState } from './reconcile/model.js';
+import { LUN_POOLS, type DesiredState } from './reconcile/model.js';
 import { formatSize } from './reconcile/sizes.js';
 import { printable } from './text.js';
 
@@ -13,7 +13,8 @@ export interface ImageStatus {
   format?: string;
   virtualSize?: number;
   allocated?: number;
-  owner: 'created' | 'adopted' | 'none';
+  /** foreign: something is there that reconcile neither made nor was told to adopt (left alone) */
+  owner: 'created' | 'adopted' | 'foreign' | 'none';
   status: string;
   detail: string;
 }
@@ -54,7 +55,7 @@ export function imageStatuses(state: DesiredState, p: PlanWithObservations): Ima
       return {
         name: spec.name, where: path, exists: !!obs, format: obs ? (obs.driver === 'vpc' ? 'vhd' : obs.driver) : undefined,
         virtualSize: obs?.virtualSize, allocated: obs?.actualSize,
-        owner: obs && rec?.type === 'image' && sameFile(rec, obs.file) ? 'created' : obs ? 'adopted' : 'none', ...s,
+        owner: obs && rec?.type === 'image' && sameFile(rec, obs.file) ? 'created' : obs ? (spec.adopt ? 'adopted' : 'foreign') : 'none', ...s,
       };
     }
     const { pool, volume } = spec.location;
@@ -63,7 +64,7 @@ export function imageStatuses(state: DesiredState, p: PlanWithObservations): Ima
     return {
       name: spec.name, where: `${pool}/${volume}`, exists: !!obs, format: obs?.format === 'vpc' ? 'vhd' : obs?.format,
       virtualSize: obs?.capacity, allocated: obs?.allocation,
-      owner: obs && rec?.type === 'volume' && volumeIsOurs(rec, obs) ? 'created' : obs ? 'adopted' : 'none', ...s,
+      owner: obs && rec?.type === 'volume' && volumeIsOurs(rec, obs) ? 'created' : obs ? (spec.adopt || LUN_POOLS.includes(state.pools[pool]?.type ?? 'dir') ? 'adopted' : 'foreign') : 'none', ...s,
     };
   });
 }

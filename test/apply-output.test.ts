@@ -57,6 +57,7 @@ images:
     expect(summary).toMatch(/\n {2}images\.broken: FAILED: .*notadir/);
     expect(summary).toMatch(/\n {2}images\.top: skipped \(images\.broken did not complete\)/);
     const j = await sb.run('apply', '-o', 'json');
-    expect(JSON.parse(j.stdout).counts).toMatchObject({ failed: 2 });
+    expect(JSON.parse(j.stdout)).toMatchObject({ ok: false, reason: 'failed', counts: { failed: 2 } });
+    expect(summary).toMatch(/images\.broken: FAILED: cannot make directory .*notadir: .*notadir is a file, not a directory/);
   });
 });

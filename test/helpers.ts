@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { afterAll } from 'vitest';
 import type { PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -56,6 +57,19 @@ export async function sandbox(name: string, opts: SandboxOptions = {}): Promise<
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
   return sb;
+}
+
+/** Sandboxes for one test file, all removed after its last test. */
+export function sandboxes(): (name: string, opts?: SandboxOptions) => Promise<Sandbox> {
+  const made: Sandbox[] = [];
+  afterAll(async () => {
+    for (const b of made) await b.cleanup();
+  });
+  return async (name, opts) => {
+    const sb = await sandbox(name, opts);
+    made.push(sb);
+    return sb;
+  };
 }
 
 export async function cli(args: string[], env: Record<string, string> = {}, prefix: string[] = []): Promise<CliResult> {

@@ -5,18 +5,10 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { afterAll, describe, expect, it } from 'vitest';
-import { cli, qemuImg, sandbox, type Sandbox } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { cli, qemuImg, sandboxes } from './helpers.js';
 
-const boxes: Sandbox[] = [];
-afterAll(async () => {
-  for (const b of boxes) await b.cleanup();
-});
-async function box(name: string): Promise<Sandbox> {
-  const sb = await sandbox(name);
-  boxes.push(sb);
-  return sb;
-}
+const box = sandboxes();
 
 describe('saved plans', () => {
   it('an edited plan is refused (its operations are never executed as written); so is one made for another state directory', async () => {

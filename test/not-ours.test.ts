@@ -6,18 +6,10 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, qemuImg, sandbox, type Sandbox } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { CLI, qemuImg, sandboxes } from './helpers.js';
 
-const boxes: Sandbox[] = [];
-afterAll(async () => {
-  for (const b of boxes) await b.cleanup();
-});
-async function box(name: string): Promise<Sandbox> {
-  const sb = await sandbox(name);
-  boxes.push(sb);
-  return sb;
-}
+const box = sandboxes();
 const mode = async (f: string) => (await stat(f)).mode & 0o777;
 
 async function waitFor(cond: () => Promise<boolean>, what: string): Promise<void> {

@@ -80,6 +80,11 @@ images:
     const conf = await sb.yaml('version: 1\nimages:\n  a: { path: $DIR/a.qcow2, size: 4M }\n');
     const w = await startWatch(sb, ['-f', conf, '--interval', '1s', '--log-format', 'text']);
     await until(async () => (await fetch(`${w.url}/readyz`)).status === 200, 'ready');
+    // A rejected revision makes it not ready; the revision that fixes it makes it ready again.
+    await sb.yaml('version: 1\nimages:\n  a: { path: $DIR/a.qcow2, size: banana }\n');
+    await until(async () => (await w.status()).rejectedRevision && (await fetch(`${w.url}/readyz`)).status === 503, 'the rejected revision');
+    await sb.yaml('version: 1\nimages:\n  a: { path: $DIR/a.qcow2, size: 4M, permissions: { mode: "0600" } }\n');
+    await until(async () => !(await w.status()).rejectedRevision && (await fetch(`${w.url}/readyz`)).status === 200, 'ready after the fix');
     const inventory = path.join(sb.stateDir, 'inventory.json');
     const good = await readFile(inventory, 'utf8');
     await writeFile(inventory, '{ not json');

@@ -306,6 +306,19 @@ async function identityOf(p: string): Promise<FileIdentity> {
   return { ino: Number(st.ino), dev: Number(st.dev), birth: String(st.birthtimeNs) };
 }
 
+/** mkdir -p, saying which part of the path is in the way instead of a bare EEXIST. */
+async function makeParents(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EEXIST' && code !== 'ENOTDIR') throw e;
+    let p = dir;
+    while (p !== '/' && !(await lstat(p).then((s) => !s.isDirectory(), () => false))) p = path.dirname(p);
+    throw new Error(`cannot make directory ${dir}: ${p} is a file, not a directory`);
+  }
+}
+
 export async function createImage(
   b: ImageBuild,
   hooks: {
@@ -323,7 +336,7 @@ export async function createImage(
   } = {},
 ): Promise<void> {
   const sig = { signal: hooks.signal };
-  await mkdir(path.dirname(b.path), { recursive: true });
+  await makeParents(path.dirname(b.path));
   const tmpDir = tempDirFor(b.path);
   await mkdir(tmpDir, { mode: 0o700 });
   await writeFile(path.join(tmpDir, BUILD_MARKER), `${process.pid}\n`);

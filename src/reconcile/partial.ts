@@ -21,20 +21,23 @@ export function declaredDependencies(state: DesiredState): Map<string, string[]>
 
 /**
  * The plan without its refusals and without every action that depends, directly or
- * through others, on a refused object; `blocked` lists those held back.
+ * through others, on a refused object; `blocked` lists those held back, each with the
+ * refused object it waits for.
  */
-export function withoutRefused(plan: Plan, state: DesiredState): { plan: Plan; blocked: string[] } {
+export function withoutRefused(plan: Plan, state: DesiredState): { plan: Plan; blocked: { id: string; because: string }[] } {
   const deps = declaredDependencies(state);
-  const stuck = new Set(plan.refusals.map((r) => r.id));
+  // Each stuck object, with the refused object at the root of its chain.
+  const stuck = new Map(plan.refusals.map((r) => [r.id, r.id]));
   for (let grew = true; grew;) {
     grew = false;
     for (const [id, needs] of deps) {
-      if (!stuck.has(id) && needs.some((n) => stuck.has(n))) {
-        stuck.add(id);
+      const cause = needs.find((n) => stuck.has(n));
+      if (!stuck.has(id) && cause) {
+        stuck.set(id, stuck.get(cause)!);
         grew = true;
       }
     }
   }
-  const blocked = plan.actions.filter((a) => a.kind !== 'no-op' && stuck.has(a.id)).map((a) => a.id);
+  const blocked = plan.actions.filter((a) => a.kind !== 'no-op' && stuck.has(a.id) && stuck.get(a.id) !== a.id).map((a) => ({ id: a.id, because: stuck.get(a.id)! }));
   return { plan: { ...plan, refusals: [], actions: plan.actions.filter((a) => !stuck.has(a.id)) }, blocked };
 }

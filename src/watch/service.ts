@@ -172,7 +172,8 @@ export class WatchService {
       let state: DesiredState;
       try {
         state = await loadDesiredState(src.files);
-        if (this.status.rejectedRevision?.revision === revision) this.status.rejectedRevision = undefined;
+        // A revision that loads supersedes any rejected one (fixed, reverted or replaced).
+        this.status.rejectedRevision = undefined;
       } catch (e) {
         if (!(e instanceof ConfigErrors)) throw e;
         const known = this.status.rejectedRevision?.revision === revision;
@@ -268,10 +269,10 @@ export class WatchService {
       this.refreshStatus(state, p, failed, blocked);
       const problems = [
         ...refusals.map((r) => `refused: ${r.message}`),
-        ...blocked.map((id) => `held back: ${id} depends on a refused object`),
+        ...blocked.map((b) => `held back: ${b.id} depends on ${b.because}, which is refused`),
         ...[...failed].map(([id, err]) => `failed: ${id}: ${err}`),
       ];
-      if (problems.length) throw new Incomplete(`${revision}: ${summary}; ${problems.length} object(s) not reconciled\n${problems.join('\n')}`, problems.join('\n'));
+      if (problems.length) throw new Incomplete(`${problems.length} object(s) not reconciled (${problems[0]}${problems.length > 1 ? `; and ${problems.length - 1} more` : ''}); ${revision}: ${summary}\n${problems.join('\n')}`, problems.join('\n'));
       this.firstSuccess = true;
       return summary;
     } finally {
@@ -279,11 +280,12 @@ export class WatchService {
     }
   }
 
-  private refreshStatus(state: DesiredState, p: Awaited<ReturnType<typeof planWithObservations>>, failed: Map<string, string>, blocked: string[]): void {
+  private refreshStatus(state: DesiredState, p: Awaited<ReturnType<typeof planWithObservations>>, failed: Map<string, string>, blocked: { id: string; because: string }[]): void {
     const mark = <T extends Statused>(list: T[], prefix: string): T[] => list.map((x) => {
       const id = `${prefix}.${x.name}`;
       if (failed.has(id)) return { ...x, status: 'failed', detail: failed.get(id)! };
-      if (blocked.includes(id)) return { ...x, status: 'blocked', detail: `depends on a refused object${x.detail ? `; ${x.detail}` : ''}` };
+      const b = blocked.find((y) => y.id === id);
+      if (b) return { ...x, status: 'blocked', detail: `depends on ${b.because}, which is refused${x.detail ? `; ${x.detail}` : ''}` };
       return x;
     });
     this.status.images = mark(imageStatuses(state, p), 'images');
