@@ -1,7 +1,7 @@
 // `reconcile show`: what exists on the host for each declared object, whether it is in
 // sync, and how full each pool is.
 import type { PlanWithObservations } from './reconcile/engine.js';
-import { recordKey, resolveImageRecord, sameFile, volumeIsOurs } from './reconcile/inventory.js';
+import { imageRecordFor, recordKey, sameFile, volumeIsOurs } from './reconcile/inventory.js';
 import { LUN_POOLS, type DesiredState } from './reconcile/model.js';
 import { formatSize } from './reconcile/sizes.js';
 import { printable } from './text.js';
@@ -50,12 +50,11 @@ export function imageStatuses(state: DesiredState, p: PlanWithObservations): Ima
     if (spec.location.kind === 'path') {
       const path = spec.location.path;
       const obs = p.observed.files.get(path) ?? undefined;
-      const stored = p.inventory.objects[recordKey({ type: 'image', path })];
-      const rec = stored?.type === 'image' ? resolveImageRecord(stored, obs?.file) : undefined;
+      const rec = imageRecordFor(p.inventory, path, obs?.file, obs?.symlink !== undefined);
       return {
         name: spec.name, where: path, exists: !!obs, format: obs ? (obs.driver === 'vpc' ? 'vhd' : obs.driver) : undefined,
         virtualSize: obs?.virtualSize, allocated: obs?.actualSize,
-        owner: obs && rec?.type === 'image' && sameFile(rec, obs.file) ? 'created' : obs ? (spec.adopt ? 'adopted' : 'foreign') : 'none', ...s,
+        owner: obs && rec && sameFile(rec, obs.file) ? 'created' : obs ? (spec.adopt ? 'adopted' : 'foreign') : 'none', ...s,
       };
     }
     const { pool, volume } = spec.location;

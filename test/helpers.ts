@@ -43,7 +43,9 @@ export async function sandbox(name: string, opts: SandboxOptions = {}): Promise<
     stateDir,
     trace,
     run: (...args) => {
-      const full = [...args, ...(args.includes('-f') ? [] : ['-f', path.join(dir, 'storage.yaml')]), '--state-dir', stateDir];
+      // `apply PLAN.json` runs the YAML the plan embeds and takes no -f.
+      const planFile = args[0] === 'apply' && args[1]?.endsWith('.json');
+      const full = [...args, ...(args.includes('-f') || planFile ? [] : ['-f', path.join(dir, 'storage.yaml')]), '--state-dir', stateDir];
       if (opts.libvirt) full.push('--connect', opts.libvirt.uri);
       return cli(full, { VIRT_RECONCILE_TRACE: trace }, opts.libvirt?.nsenter);
     },

@@ -1,11 +1,12 @@
 // dir pools and their volumes in a private libvirtd: every assertion reads what virsh
 // (and qemu-img, for qcow2 details) reports afterwards.
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { qemuImg, qemuInfo, sandbox, virsh, writers, type Sandbox } from './helpers.js';
+import { CLI, qemuImg, qemuInfo, sandbox, virsh, writers, type Sandbox } from './helpers.js';
 
 const MiB = 1024 * 1024;
 let lv: PrivateLibvirtd;
@@ -214,5 +215,66 @@ describe('hostile names', () => {
     const again = await sb.run('plan', '--detailed-exitcode');
     expect(again.code, again.stdout).toBe(0);
     expect(statSync(p('my pool dir/b.img')).size).toBe(MiB);
+  });
+});
+
+describe('volumes that are not ours', () => {
+  it('changing a pool\'s permissions redefines it in place (same uuid)', async () => {
+    await sb.yaml('version: 1\npools:\n  pp: { type: dir, path: $DIR/pp }\n');
+    expect((await sb.run('apply')).code).toBe(0);
+    const uuid = (await virsh(lv, 'pool-uuid', 'pp')).trim();
+    await sb.yaml('version: 1\npools:\n  pp: { type: dir, path: $DIR/pp, permissions: { mode: "0750" } }\n');
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect((await virsh(lv, 'pool-uuid', 'pp')).trim()).toBe(uuid);
+    expect(statSync(p('pp')).mode & 0o777).toBe(0o750);
+  });
+
+  it('after a kill during an import, a volume someone else made under that name is not replaced', async () => {
+    await qemuImg('create', '-q', '-f', 'raw', p('imp.raw'), '8M');
+    await sb.yaml('version: 1\npools:\n  pp: { type: dir, path: $DIR/pp }\nimages:\n  iv: { pool: pp, format: raw, source: { file: $DIR/imp.raw } }\n');
+    const argv = [...lv.nsenter, 'node', CLI, 'apply', '-f', p('storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri];
+    const crashed = await execa(argv[0]!, argv.slice(1), { reject: false, env: { VIRT_RECONCILE_FAILPOINT: 'volume-created' } });
+    expect(crashed.signal ?? crashed.exitCode).not.toBe(0);
+    // Someone replaces the half-made volume's file with their own.
+    const volFile = p('pp/iv.img');
+    await execa('rm', ['-f', volFile]);
+    await new Promise((res) => setTimeout(res, 20));
+    await writeFile(volFile, Buffer.alloc(8 * MiB, 0x61));
+    await virsh(lv, 'pool-refresh', 'pp');
+    const r = await sb.run('apply');
+    expect(r.code).toBe(1);
+    expect(r.stdout + r.stderr).toMatch(/is no longer the volume an interrupted apply was making \(another file took its name\); forgotten, not replaced/);
+    expect(readFileSync(volFile).subarray(0, 4).toString()).toBe('aaaa');
+    const next = await sb.run('plan');
+    expect(next.stdout).toMatch(/volume iv\.img in pool pp exists and reconcile did not create it/);
+    await execa('rm', ['-f', volFile]);
+    await virsh(lv, 'pool-refresh', 'pp');
+  });
+});
+
+describe('a volume name taken during the apply', () => {
+  it('is not taken for the volume reconcile was about to create', async () => {
+    await execa('sh', ['-c', `head -c 256M /dev/urandom > '${p('slow.raw')}'`]);
+    await qemuImg('create', '-q', '-f', 'raw', p('imp2.raw'), '8M');
+    await sb.yaml(`version: 1
+pools:
+  pp: { type: dir, path: $DIR/pp }
+images:
+  a-slow: { path: $DIR/slow.qcow2, source: { file: $DIR/slow.raw }, qcow2: { compressed: true } }
+  took: { pool: pp, format: raw, source: { file: $DIR/imp2.raw } }
+`);
+    await sb.resetTrace();
+    const argv = [...lv.nsenter, 'node', CLI, 'apply', '--parallelism', '1', '-f', p('storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri];
+    const run = execa(argv[0]!, argv.slice(1), { reject: false, env: { VIRT_RECONCILE_TRACE: sb.trace } });
+    const end = Date.now() + 30_000;
+    while (!(await sb.spawned()).some((a) => a[1] === 'convert') && Date.now() < end) await new Promise((res) => setTimeout(res, 20));
+    await writeFile(p('pp/took.img'), Buffer.alloc(8 * MiB, 0x62));
+    await virsh(lv, 'pool-refresh', 'pp');
+    const r = await run;
+    expect(r.exitCode, String(r.stdout)).toBe(1);
+    expect(String(r.stdout)).toMatch(/images\.took: FAILED: .*exists/);
+    expect(readFileSync(p('pp/took.img')).subarray(0, 4).toString()).toBe('bbbb');
+    expect(statSync(p('pp/took.img')).size).toBe(8 * MiB);
   });
 });

@@ -7,6 +7,7 @@ import path from 'node:path';
 import pLimit from 'p-limit';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
 import { processAlive, run } from './exec.js';
+import { failpoint } from '../failpoint.js';
 import { optionValue } from './option-escape.js';
 import { cacheable, fileSignature, type StatCache } from './stat-cache.js';
 
@@ -386,6 +387,7 @@ export async function createImage(
         else await publishNew(f, dst);
         published.push(dst);
       }
+      if (published.length) failpoint('image-extents-published');
       if (hooks.replaces) {
         const now = await identityOf(b.path).catch(() => undefined);
         if (now && (now.ino !== hooks.replaces.ino || now.dev !== hooks.replaces.dev || now.birth !== hooks.replaces.birth)) {
@@ -443,8 +445,39 @@ export async function resizeImage(
   await run('qemu-img', ['resize', '-q', ...prealloc, ...target, String(size)]);
 }
 
-export async function setPermissions(p: string, perm: Permissions): Promise<void> {
-  await applyPermissions([p], perm);
+const sameIdentity = (a: { ino: bigint | number; dev: bigint | number; birthtimeNs?: bigint }, b: FileIdentity) =>
+  Number(a.ino) === b.ino && Number(a.dev) === b.dev && String(a.birthtimeNs) === b.birth;
+
+/**
+ * Changes owner, group and mode through a descriptor opened without following a symlink
+ * (unless told to), and only if it is still the file the plan saw: a file or link swapped in
+ * at the path between plan and apply is never changed.
+ */
+export async function setPermissions(p: string, perm: Permissions, opts: { expect?: FileIdentity; followSymlink?: boolean } = {}): Promise<void> {
+  let fh;
+  try {
+    fh = await open(p, constants.O_RDONLY | constants.O_NONBLOCK | (opts.followSymlink ? 0 : constants.O_NOFOLLOW));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw new Error(`${p} is now a symlink; not followed, nothing changed`);
+    throw e;
+  }
+  try {
+    const st = await fh.stat({ bigint: true });
+    if (opts.expect && !sameIdentity(st, opts.expect)) throw new Error(`${p} is no longer the file the plan saw (another file took its place); nothing changed`);
+    if (perm.owner !== undefined || perm.group !== undefined) await fh.chown(perm.owner ?? Number(st.uid), perm.group ?? Number(st.gid));
+    if (perm.mode !== undefined) await fh.chmod(perm.mode);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Throws unless p is still the file the plan saw (and not a symlink, unless followed). */
+export async function checkStillSame(p: string, expect: FileIdentity, followSymlink = false): Promise<void> {
+  const l = await lstat(p, { bigint: true }).catch(() => undefined);
+  if (!l) throw new Error(`${p} is gone since the plan; nothing changed`);
+  if (l.isSymbolicLink() && !followSymlink) throw new Error(`${p} is now a symlink; not followed, nothing changed`);
+  const st = l.isSymbolicLink() ? await stat(p, { bigint: true }) : l;
+  if (!sameIdentity(st, expect)) throw new Error(`${p} is no longer the file the plan saw (another file took its place); nothing changed`);
 }
 
 /** Identities of files (extents at creation), so that only those very files are ever deleted. */
@@ -459,17 +492,24 @@ export async function identitiesOf(paths: string[]): Promise<(FileIdentity & { p
 export async function removeIfSame(files: (FileIdentity & { path: string })[]): Promise<string[]> {
   const kept: string[] = [];
   for (const f of files) {
-    const now = await identityOf(f.path).catch(() => undefined);
-    if (!now) continue;
+    // lstat: a symlink put at the path is not the file, whatever it points to.
+    const l = await lstat(f.path, { bigint: true }).catch(() => undefined);
+    if (!l) continue;
+    const now: FileIdentity = { ino: Number(l.ino), dev: Number(l.dev), birth: String(l.birthtimeNs) };
     if (f.birth === '0' || now.ino !== f.ino || now.dev !== f.dev || now.birth !== f.birth) kept.push(f.path);
     else await removeFiles([f.path]);
   }
   return kept;
 }
 
-/** Deletes the image file and the extent files recorded with it (only while still the same files). */
-export async function deleteImage(p: string, extents: (FileIdentity & { path: string })[] = []): Promise<string[]> {
-  await removeFiles([p]);
+/**
+ * Deletes the image file, if it is still the one recorded (a file put at the path since the
+ * plan is left alone), and the extent files recorded with it (the same way). Returns the
+ * paths left alone.
+ */
+export async function deleteImage(p: string, identity: FileIdentity, extents: (FileIdentity & { path: string })[] = []): Promise<string[]> {
+  const kept = await removeIfSame([{ path: p, ...identity }]);
+  if (kept.length) return kept;
   return removeIfSame(extents);
 }
 

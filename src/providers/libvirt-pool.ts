@@ -77,7 +77,7 @@ function permissionsXml(p?: Permissions): string {
   return `<permissions>${p.mode !== undefined ? `<mode>0${p.mode.toString(8)}</mode>` : ''}${p.owner !== undefined ? `<owner>${p.owner}</owner>` : ''}${p.group !== undefined ? `<group>${p.group}</group>` : ''}</permissions>`;
 }
 
-export function poolXml(name: string, d: PoolDefinition): string {
+export function poolXml(name: string, d: PoolDefinition, uuid?: string): string {
   const s = d.source;
   const src: string[] = [];
   for (const h of s.hosts) src.push(`<host name='${esc(h.name)}'${h.port ? ` port='${h.port}'` : ''}/>`);
@@ -90,7 +90,7 @@ export function poolXml(name: string, d: PoolDefinition): string {
   // iscsi-direct and rbd pools have no target in libvirt's schema.
   const hasTarget = d.type !== 'iscsi-direct' && d.type !== 'rbd' && d.path;
   const target = hasTarget ? `<target><path>${esc(d.path!)}</path>${permissionsXml(d.permissions)}</target>` : '';
-  return `<pool type='${d.type}'><name>${esc(name)}</name><source>${src.join('')}</source>${target}</pool>\n`;
+  return `<pool type='${d.type}'><name>${esc(name)}</name>${uuid ? `<uuid>${esc(uuid)}</uuid>` : ''}<source>${src.join('')}</source>${target}</pool>\n`;
 }
 
 function list<T>(v: T | T[] | undefined): T[] {
@@ -174,8 +174,8 @@ export function parsePoolReads(names: string[], outputs: (string | undefined)[])
 }
 
 /** Defines (or redefines, for an existing name) the persistent pool. */
-export async function definePool(v: Virsh, name: string, d: PoolDefinition): Promise<void> {
-  await withTempFile(poolXml(name, d), (f) => v.exec(['pool-define', f]));
+export async function definePool(v: Virsh, name: string, d: PoolDefinition, uuid?: string): Promise<void> {
+  await withTempFile(poolXml(name, d, uuid), (f) => v.exec(['pool-define', f]));
 }
 
 /**

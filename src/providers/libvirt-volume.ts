@@ -123,6 +123,9 @@ export async function createVolume(
     } catch (e) {
       // Disk pools: libvirt re-reads the partition table right after parted, and without
       // udev the new partition may not be visible yet. Look again before calling it failed.
+      // Never for file pools: there a failed vol-create means the name is taken by a file
+      // reconcile did not make, which must not be taken for ours.
+      if (b.fileBased) throw e;
       await v.exec(['pool-refresh', b.pool]).catch(() => undefined);
       const made = await v.exec(['vol-info', '--pool', b.pool, b.name, '--bytes']).catch(() => undefined);
       if (!made || Number(/Capacity:\s+(\d+)/.exec(made)?.[1] ?? 0) < b.capacity * 0.99) throw e;

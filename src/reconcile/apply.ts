@@ -4,7 +4,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import pLimit from 'p-limit';
 import {
-  createImage, deleteImage, driverFor, identitiesOf, observeImages, removeIfSame, removeStaleBuilds, resizeImage, setPermissions, sizeTolerance,
+  checkStillSame, createImage, deleteImage, driverFor, identitiesOf, observeImages, removeIfSame, removeStaleBuilds, resizeImage, setPermissions, sizeTolerance,
   type ObservationCache,
 } from '../providers/image-file.js';
 import {
@@ -16,7 +16,7 @@ import { CommandError } from '../providers/exec.js';
 import { removeAbandonedScratch, useScratchRoot } from '../providers/temp-file.js';
 import type { Virsh } from '../providers/virsh.js';
 import { UserError } from './errors.js';
-import { failpoint } from './failpoint.js';
+import { failpoint } from '../failpoint.js';
 import { rememberVolume } from './observe.js';
 import { readInventory, recordKey, writeInventory, type ImageRecord, type VolumeRecord } from './inventory.js';
 import type { Action, ActionKind, Plan } from './plan.js';
@@ -90,6 +90,12 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         for (const stale of await removeStaleBuilds(op.build.path)) opts.log(`${a.id}: removed ${stale}, left by an interrupted apply`);
         const k = recordKey({ type: 'image', path: op.build.path });
         const replaces = op.type === 'image.replace' ? { ...op.oldFile, extents: op.oldExtents } : undefined;
+        // A build that was killed while publishing (extents renamed in, descriptor not yet):
+        // its extents are recorded as pending with their identity; they are ours to remove.
+        const prior = inventory.objects[k];
+        if (prior?.type === 'image' && prior.pending?.extents.length) {
+          await removeIfSame(prior.pending.extents.filter((e) => e.path !== op.build.path));
+        }
         const name = a.id.replace(/^images\./, '');
         // Intent first (Crossplane's "create pending"): a crash between the rename and the
         // record below still leaves the published file recognisably ours.
@@ -124,14 +130,16 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         return;
       }
       case 'image.update': {
+        // Only the file the plan saw: one swapped in since (or a symlink) is never resized or chmod'ed.
+        await checkStillSame(op.path, op.expect, op.followSymlink);
         if (op.resize) await resizeImage(op.path, op.format, op.resize.size, op.resize);
-        if (op.permissions) await setPermissions(op.path, op.permissions);
+        if (op.permissions) await setPermissions(op.path, op.permissions, { expect: op.expect, followSymlink: op.followSymlink });
         await observeImages([op.path], opts.cache);
         return;
       }
       case 'image.delete': {
         if (op.exists) {
-          for (const f of await deleteImage(op.path, op.extents)) opts.log(`${a.id}: kept ${f}: not an extent file reconcile made (or no longer the same file)`);
+          for (const f of await deleteImage(op.path, op.identity, op.extents)) opts.log(`${a.id}: kept ${f}: not the file reconcile made (another file took its place since the plan)`);
         }
         delete inventory.objects[op.inventoryKey];
         await save();
@@ -159,7 +167,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
       }
       case 'pool.update': {
         const v = virsh();
-        if (op.redefine) await definePool(v, op.name, op.redefine);
+        if (op.redefine) await definePool(v, op.name, op.redefine, op.uuid);
         if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
         if (op.start) {
           const type = (op.redefine ?? parsePoolXml(await v.exec(['pool-dumpxml', op.name])).definition).type;
@@ -190,6 +198,16 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         const v = virsh();
         const b = op.build;
         const key = recordKey({ type: 'volume', pool: b.pool, volume: b.name });
+        if (op.incomplete && b.fileBased) {
+          // An interrupted build is rebuilt only if the file is still the one it was making:
+          // a volume someone made under that name since is not ours to replace.
+          const now = await stat(op.incomplete.path, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined);
+          if (now !== undefined && op.incomplete.birth !== undefined && op.incomplete.birth !== now) {
+            delete inventory.objects[key];
+            await save();
+            throw new Error(`${op.incomplete.path} is no longer the volume an interrupted apply was making (another file took its name); forgotten, not replaced`);
+          }
+        }
         if (op.type === 'volume.replace') await deleteVolume(v, b.pool, b.name);
         // Recorded as building first: a volume an interrupted apply leaves behind is rebuilt.
         // Recorded as building before anything exists (an empty key: whatever volume is found
@@ -209,16 +227,18 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
               made = vol;
               inventory.objects[key] = { ...rec, key: vol.key, path: vol.path, birth: await birthOf(vol.path) };
               await save();
+              failpoint('volume-created');
             },
           });
         } catch (e) {
           // Nothing of ours exists (creation itself failed, e.g. someone else's volume took the
           // name): forget the intent, or the next plan would rebuild a volume we never made.
-          if (!made && (inventory.objects[key] as VolumeRecord | undefined)?.key === '') {
-            if (before && op.type === 'volume.create') inventory.objects[key] = before;
-            else delete inventory.objects[key];
-            await save();
-          }
+          // createVolume leaves no volume behind when it fails (an import deletes its half-made
+          // volume): forget the intent, or a later volume someone makes under that name would
+          // be taken for ours. A kill -9 leaves the intent, and the next apply rebuilds.
+          if (before && op.type === 'volume.create' && !made) inventory.objects[key] = before;
+          else delete inventory.objects[key];
+          await save();
           throw e;
         }
         await rememberVolume(opts.cache, obs);

@@ -38,9 +38,11 @@ export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = [])
     const r = parseFile(path, text);
     errors.push(...r.errors);
     if (!r.source || r.errors.length) continue;
-    const data = toData(r.source, errors);
+    const { data, bad } = toData(r.source, errors);
     if (data === undefined) continue;
-    const schemaErrors = checkSchema(r.source, data);
+    // Non-finite numbers count as schema errors of their objects (reported once, by toData).
+    const badFields = new Set(bad.map((e) => e.field));
+    const schemaErrors = [...bad, ...checkSchema(r.source, data).filter((e) => !badFields.has(e.field))];
     errors.push(...schemaErrors);
     if (!schemaErrors.length) {
       parsed.push({ source: r.source, data });
@@ -73,7 +75,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  * The document as plain data, or undefined with a positioned error: an alias bomb (too
  * many aliases to expand) and numbers that are not finite (.nan, .inf) stop here.
  */
-function toData(source: SourceFile, errors: ConfigError[]): unknown {
+function toData(source: SourceFile, errors: ConfigError[]): { data?: unknown; bad: ConfigError[] } {
   const at = (node: Node | undefined, message: string, field = '') => {
     const pos = source.lines.linePos(node?.range?.[0] ?? 0);
     errors.push({ file: source.path, line: pos.line, col: pos.col, field, message });
@@ -85,7 +87,7 @@ function toData(source: SourceFile, errors: ConfigError[]): unknown {
     let first: Node | undefined;
     visit(source.doc, { Alias: (_k, n) => void (first ??= n as unknown as Node) });
     at(first, `YAML aliases expand to too much data (${(e as Error).message.replace(/\.$/, '')}); write the values out`);
-    return undefined;
+    return { bad: [] };
   }
   const bad: FieldPath[] = [];
   const walk = (v: unknown, p: FieldPath) => {
@@ -94,11 +96,13 @@ function toData(source: SourceFile, errors: ConfigError[]): unknown {
     else if (isObject(v)) for (const [k, x] of Object.entries(v)) walk(x, [...p, k]);
   };
   walk(data, []);
-  for (const p of bad) {
-    const pos = locate(source, p, {});
-    errors.push({ file: source.path, line: pos.line, col: pos.col, field: p.map((s, i) => (typeof s === 'number' ? `[${s}]` : i ? `.${s}` : s)).join(''), message: 'must be a finite number (.nan and .inf are not sizes, ids or counts)' });
-  }
-  return bad.length ? undefined : data;
+  return {
+    data,
+    bad: bad.map((p) => {
+      const pos = locate(source, p, {});
+      return { file: source.path, line: pos.line, col: pos.col, field: p.map((s, i) => (typeof s === 'number' ? `[${s}]` : i ? `.${s}` : s)).join(''), message: 'must be a finite number (.nan and .inf are not sizes, ids or counts)' };
+    }),
+  };
 }
 
 function sortErrors(errors: ConfigError[]): ConfigError[] {

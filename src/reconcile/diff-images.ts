@@ -4,8 +4,8 @@ import {
   canResize, driverFor, sizeTolerance, type ImageBuild, type ObservedImage,
 } from '../providers/image-file.js';
 import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
-import type { Inventory, ImageRecord } from './inventory.js';
-import { extentRecords, recordKey, resolveImageRecord, sameFile } from './inventory.js';
+import type { Inventory } from './inventory.js';
+import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from './inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from './model.js';
 import type { Action, Change, Refusal } from './plan.js';
 import { formatSize } from './sizes.js';
@@ -76,6 +76,14 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   const out: ImageDiff = { actions: [], refusals: [], notes: [], needs: [] };
   const byPath = new Map<string, ImageSpec>();
   for (const spec of Object.values(state.images)) if (spec.location.kind === 'path') byPath.set(spec.location.path, spec);
+  // The same file under another spelling (a symlinked directory): declared files by identity,
+  // and image records by identity, so a path written differently is neither pruned nor foreign.
+  const fileKey = (f: { dev: number; ino: number }) => `${f.dev}:${f.ino}`;
+  const declaredFiles = new Map<string, string>();
+  for (const [p, spec] of byPath) {
+    const o = observed.get(p);
+    if (o && o.symlink === undefined) declaredFiles.set(fileKey(o.file), spec.name);
+  }
   const pending = new Set<string>(); // ids created or replaced in this plan
   const refuse = (id: string, message: string) => out.refusals.push({ id, message });
 
@@ -154,7 +162,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const p = spec.location.path;
     if (!observed.has(p)) continue;
     const obs = observed.get(p) ?? null;
-    const record = resolveImageRecord(inventory.objects[recordKey({ type: 'image', path: p })] as ImageRecord | undefined, obs?.file);
+    const record = imageRecordFor(inventory, p, obs?.file, obs?.symlink !== undefined);
     const ours = !!record && !!obs && sameFile(record, obs.file);
 
     if (!obs) {
@@ -259,6 +267,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         id, resource: 'image', kind: 'update', reason: reasonOf(changes), destructive: false, changes, dependsOn: [],
         op: {
           type: 'image.update', path: p, format: spec.format,
+          expect: { ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth }, followSymlink: spec.followSymlink,
           resize: grow !== undefined ? { size: grow, preallocation: spec.qcow2?.preallocation, encryption: spec.encryption && { passphraseFile: spec.encryption.passphraseFile } } : undefined,
           permissions: permChange.length ? perm : undefined,
         },
@@ -275,17 +284,22 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     if (!observed.has(stored.path)) continue;
     const obs = observed.get(stored.path);
     const rec = resolveImageRecord(stored, obs?.file)!;
+    const alias = obs && obs.symlink === undefined ? declaredFiles.get(fileKey(obs.file)) : undefined;
+    if (alias) {
+      out.notes.push(`${rec.path} (was images.${rec.name}) is declared as images.${alias} under another path; not pruned`);
+      continue;
+    }
     if (!input.prune) {
       out.notes.push(`${rec.path} (was images.${rec.name}) left the YAML; \`apply --prune\` deletes it`);
       continue;
     }
     if (!obs) {
-      out.actions.push({ id, resource: 'image', kind: 'delete', reason: `already gone; forgotten from the inventory`, destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, extents: [], inventoryKey: key, exists: false } });
+      out.actions.push({ id, resource: 'image', kind: 'delete', reason: `already gone; forgotten from the inventory`, destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false } });
       continue;
     }
     if (!sameFile(rec, obs.file) || obs.symlink !== undefined) {
       out.notes.push(`${rec.path} (was images.${rec.name}) is no longer the file reconcile created (another file took its place); not deleting it, forgetting it`);
-      out.actions.push({ id, resource: 'image', kind: 'delete', reason: 'replaced by a file reconcile did not create: forgotten, not deleted', destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, extents: [], inventoryKey: key, exists: false } });
+      out.actions.push({ id, resource: 'image', kind: 'delete', reason: 'replaced by a file reconcile did not create: forgotten, not deleted', destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false } });
       continue;
     }
     const overlays = overlaysOf(rec.path);
@@ -296,7 +310,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     out.actions.push({
       id, resource: 'image', kind: 'delete', reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${obs.driver === 'vpc' ? 'vhd' : obs.driver})`, destructive: true, changes: [], dependsOn: [],
       // The extents recorded at creation, not those the descriptor names now (it may have been edited to name any file).
-      op: { type: 'image.delete', path: rec.path, extents: extentRecords(rec.extents), inventoryKey: key, exists: true },
+      op: { type: 'image.delete', path: rec.path, identity: { ino: rec.ino, dev: rec.dev, birth: rec.birth }, extents: extentRecords(rec.extents), inventoryKey: key, exists: true },
     });
   }
   return out;

@@ -90,6 +90,7 @@ export function diffPools(input: {
     if (permCh.length) {
       changes.push(...permCh);
       op.redefine = want;
+      op.uuid = obs.uuid;
       if (spec.type === 'dir' || spec.type === 'fs' || spec.type === 'netfs') op.chmod = { path: want.path!, permissions: perm! };
     }
     if (spec.active && !obs.active) {

@@ -221,7 +221,7 @@ export function diffVolumes(input: {
       if (!b) continue;
       out.actions.push({
         id, resource: 'volume', kind: 'replace', reason: reasonOf(rebuild), destructive: !incomplete, changes: rebuild, dependsOn: b.dependsOn,
-        op: { type: 'volume.replace', build: b.build, recorded: recordedOptions(spec), imageName: spec.name },
+        op: { type: 'volume.replace', build: b.build, recorded: recordedOptions(spec), imageName: spec.name, incomplete: incomplete ? { path: obs.path, birth: record.birth } : undefined },
       });
       continue;
     }

@@ -78,6 +78,11 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
   const unobservable = [...obsErrors].map(([p, why]) => ({ path: p, why: why.includes(p) ? why : `cannot observe ${p}: ${why}` }));
   const observationRefusals = unobservable.flatMap(({ path: p, why }) => [
     ...Object.values(state.images).filter((s) => s.location.kind === 'path' && s.location.path === p).map((s) => ({ id: `images.${s.name}`, message: `${s.origin}: ${why}` })),
+    ...Object.values(state.images).filter((s) => (s.source.kind === 'file' && s.source.file === p) || (s.source.kind === 'backing' && 'path' in s.source && s.source.path === p))
+      .map((s) => ({ id: `images.${s.name}`, message: `${s.origins.source ?? s.origin}: source ${why}` })),
+    // An inventory object that cannot be looked at cannot be pruned safely.
+    ...(opts.prune ? Object.values(inventory.objects).filter((r) => r.type === 'image' && r.path === p && !Object.values(state.images).some((s) => s.location.kind === 'path' && s.location.path === p))
+      .map(() => ({ id: `inventory:${p}`, message: why })) : []),
     ...Object.values(state.vms).filter((vm) => vm.disks.some((dk) => dk.path === p)).map((vm) => ({ id: `vms.${vm.name}`, message: `${vm.origin}: disk ${why}` })),
   ]);
   const orphanErrors = unobservable.filter((u) => !observationRefusals.some((r) => r.message.endsWith(u.why))).map((u) => u.why);

@@ -99,6 +99,18 @@ export function resolveImageRecord(rec: ImageRecord | undefined, file: { ino: nu
   return { ...rest, ino: pending.ino, dev: pending.dev, birth: pending.birth, extents: pending.extents, recorded: pending.recorded, createdAt: pending.createdAt };
 }
 
+/**
+ * The record of the image at `p`: under its own key, or — the same file spelled another way
+ * (a symlinked directory) — the record whose file it is, by identity.
+ */
+export function imageRecordFor(inv: Inventory, p: string, file: { ino: number; dev: number; birth: string } | undefined, symlink = false): ImageRecord | undefined {
+  const byKey = inv.objects[recordKey({ type: 'image', path: p })];
+  if (byKey?.type === 'image') return resolveImageRecord(byKey, file);
+  if (!file || symlink) return undefined;
+  const byFile = Object.values(inv.objects).find((r): r is ImageRecord => r.type === 'image' && sameFile(r, file));
+  return byFile && resolveImageRecord(byFile, file);
+}
+
 export interface Inventory {
   version: 1;
   objects: Record<string, InventoryRecord>;

@@ -33,11 +33,14 @@ export type Operation =
   | {
       type: 'image.update';
       path: string;
+      /** the file the plan saw: nothing is changed if another one is at the path by then */
+      expect: FileIdentity;
+      followSymlink: boolean;
       format: Format;
       resize?: { size: number; preallocation?: string; encryption?: { passphraseFile: string } };
       permissions?: Permissions;
     }
-  | { type: 'image.delete'; path: string; extents: ExtentRecord[]; inventoryKey: string; exists: boolean }
+  | { type: 'image.delete'; path: string; identity: FileIdentity; extents: ExtentRecord[]; inventoryKey: string; exists: boolean }
   | {
       type: 'pool.create' | 'pool.replace';
       name: string;
@@ -56,9 +59,18 @@ export type Operation =
       stop?: boolean;
       autostart?: boolean;
       chmod?: { path: string; permissions: Permissions };
+      /** the pool's uuid: a redefinition must name it, or libvirt refuses it as another pool */
+      uuid?: string;
     }
   | { type: 'pool.delete'; name: string; poolType: string; active: boolean; exists: boolean; inventoryKey: string }
-  | { type: 'volume.create' | 'volume.replace'; build: VolumeBuild; recorded: Record<string, string>; imageName: string }
+  | {
+      type: 'volume.create' | 'volume.replace';
+      build: VolumeBuild;
+      recorded: Record<string, string>;
+      imageName: string;
+      /** rebuilding an interrupted build: the file it was (birth time), checked before it is deleted */
+      incomplete?: { path: string; birth?: string };
+    }
   | {
       type: 'volume.update';
       pool: string;
