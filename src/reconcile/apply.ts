@@ -201,7 +201,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         if (op.incomplete && b.fileBased) {
           // An interrupted build is rebuilt only if the file is still the one it was making:
           // a volume someone made under that name since is not ours to replace.
-          const now = await stat(op.incomplete.path, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined);
+          const now = await fileBirth(op.incomplete.path);
           if (now !== undefined && op.incomplete.birth !== undefined && op.incomplete.birth !== now) {
             delete inventory.objects[key];
             await save();
@@ -209,7 +209,6 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
           }
         }
         if (op.type === 'volume.replace') await deleteVolume(v, b.pool, b.name);
-        // Recorded as building first: a volume an interrupted apply leaves behind is rebuilt.
         // Recorded as building before anything exists (an empty key: whatever volume is found
         // under this name later was being made by us), then with its key once libvirt made it;
         // 'ready' only after its contents are complete. A volume left building is rebuilt.
@@ -217,7 +216,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         const before = inventory.objects[key];
         inventory.objects[key] = rec;
         await save();
-        const birthOf = (p: string) => (b.fileBased ? stat(p, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined) : Promise.resolve(undefined));
+        const birthOf = (p: string) => (b.fileBased ? fileBirth(p) : Promise.resolve(undefined));
         let made: { key: string; path: string } | undefined;
         let obs;
         try {
@@ -231,11 +230,10 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
             },
           });
         } catch (e) {
-          // Nothing of ours exists (creation itself failed, e.g. someone else's volume took the
-          // name): forget the intent, or the next plan would rebuild a volume we never made.
-          // createVolume leaves no volume behind when it fails (an import deletes its half-made
-          // volume): forget the intent, or a later volume someone makes under that name would
-          // be taken for ours. A kill -9 leaves the intent, and the next apply rebuilds.
+          // createVolume leaves no volume of ours behind when it fails (creation failed — the
+          // name may be someone else's — or an import deleted its half-made volume): forget the
+          // intent, or a volume someone makes under that name later would be taken for ours.
+          // Only a kill -9 leaves the intent, and the next apply rebuilds.
           if (before && op.type === 'volume.create' && !made) inventory.objects[key] = before;
           else delete inventory.objects[key];
           await save();
@@ -260,7 +258,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
       }
       case 'volume.delete': {
         // The key of a file volume is its path, which a new file can take: check the birth time.
-        const now = op.birth && op.path ? await stat(op.path, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined) : undefined;
+        const now = op.birth && op.path ? await fileBirth(op.path) : undefined;
         if (op.exists && op.birth && op.birth !== '0' && now !== undefined && now !== op.birth) {
           opts.log(`${a.id}: not deleted: ${op.path} is no longer the file reconcile created; forgotten`);
         } else if (op.exists) await deleteVolume(virsh(), op.pool, op.name);
@@ -358,6 +356,11 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
     else if (r.kind === 'delete') counts.deleted++;
   }
   return { results: [...results.values()], counts };
+}
+
+/** A file's birth time (ns), or undefined if it is gone: with the path, it names one file. */
+function fileBirth(p: string): Promise<string | undefined> {
+  return stat(p, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined);
 }
 
 /**
