@@ -28,19 +28,12 @@ function firstLines(text: string): string {
   return text.trim().split('\n').slice(0, 3).join(' / ');
 }
 
-let spawned = 0;
-/** Processes spawned by this process so far (for the benchmark and for idempotence checks). */
-export function spawnCount(): number {
-  return spawned;
-}
-
 /** Counts (and, with VIRT_RECONCILE_TRACE, logs) a spawn made outside run(). */
 export function traceSpawn(argv: string[]): void {
   trace(argv);
 }
 
 function trace(argv: string[]): void {
-  spawned++;
   const file = process.env.VIRT_RECONCILE_TRACE;
   if (file) appendFileSync(file, `${JSON.stringify(argv)}\n`);
 }

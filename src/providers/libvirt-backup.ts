@@ -13,10 +13,6 @@ export async function createInternalSnapshot(v: Virsh, domain: string, name: str
   await v.exec(['snapshot-create-as', domain, name, '--description', description, '--atomic']);
 }
 
-export async function listSnapshots(v: Virsh, domain: string): Promise<string[]> {
-  return (await v.exec(['snapshot-list', domain, '--name'])).split('\n').map((l) => l.trim()).filter(Boolean);
-}
-
 export async function deleteSnapshot(v: Virsh, domain: string, name: string): Promise<void> {
   await v.exec(['snapshot-delete', domain, name]);
 }

@@ -220,10 +220,6 @@ export async function setAutostart(v: Virsh, name: string, on: boolean): Promise
   await v.exec(['pool-autostart', name, ...(on ? [] : ['--disable'])]);
 }
 
-export async function refreshPool(v: Virsh, name: string): Promise<void> {
-  await v.exec(['pool-refresh', name]);
-}
-
 /** Removes the pool's empty target directory (libvirt's pool-delete is an rmdir for dir pools). */
 export async function deletePoolStorage(v: Virsh, name: string): Promise<void> {
   await v.exec(['pool-delete', name]);

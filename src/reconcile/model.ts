@@ -1,6 +1,5 @@
 // The desired state after loading and validation: plain data, no YAML nodes.
 export type Format = 'raw' | 'qcow2' | 'vhd' | 'vhdx' | 'vmdk';
-export const FORMATS: readonly Format[] = ['raw', 'qcow2', 'vhd', 'vhdx', 'vmdk'];
 
 /** Where a declaration stands, "file:line:col", for errors found after loading. */
 export type Origin = string;
