@@ -201,7 +201,8 @@ describe('dir pool replace', () => {
     await virsh(lv, 'pool-refresh', 'r');
     await sb.yaml('version: 1\npools:\n  r: { type: dir, path: $DIR/r2 }\n');
     const r = await sb.run('apply', '--prune');
-    expect(r.stdout).toMatch(/not deleted: .*mine\.qcow2 is no longer the file reconcile created; forgotten/);
+    // Seen at plan time now (the volume's file has another birth time): forgotten, never deleted.
+    expect(r.stdout).toMatch(/inventory:volume\/r\/mine\.qcow2: deleting \(replaced by a volume reconcile did not create: forgotten, not deleted\)/);
     expect((await qemuInfo(p('r2/mine.qcow2'))).format).toBe('raw');
     expect(JSON.parse(await import('node:fs/promises').then((f) => f.readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8'))).objects['volume:r/mine.qcow2']).toBeUndefined();
   });
@@ -244,7 +245,8 @@ describe('volumes that are not ours', () => {
     await virsh(lv, 'pool-refresh', 'pp');
     const r = await sb.run('apply');
     expect(r.code).toBe(1);
-    expect(r.stdout + r.stderr).toMatch(/is no longer the volume an interrupted apply was making \(another file took its name\); forgotten, not replaced/);
+    // Its file has another birth time than the one the interrupted build recorded: not ours.
+    expect(r.stdout + r.stderr).toMatch(/volume iv\.img in pool pp exists and reconcile did not create it, so it is left alone/);
     expect(readFileSync(volFile).subarray(0, 4).toString()).toBe('aaaa');
     const next = await sb.run('plan');
     expect(next.stdout).toMatch(/volume iv\.img in pool pp exists and reconcile did not create it/);
@@ -276,5 +278,52 @@ images:
     expect(String(r.stdout)).toMatch(/images\.took: FAILED: .*exists/);
     expect(readFileSync(p('pp/took.img')).subarray(0, 4).toString()).toBe('bbbb');
     expect(statSync(p('pp/took.img')).size).toBe(8 * MiB);
+  });
+});
+
+describe('volume identity (second adversarial pass)', () => {
+  it('a user file put at an owned volume\'s path is foreign: never grown, chmod\'ed or replaced', async () => {
+    await sb.yaml('version: 1\npools:\n  pq: { type: dir, path: $DIR/pq }\nimages:\n  data: { pool: pq, format: raw, size: 4M }\n');
+    expect((await sb.run('apply')).code).toBe(0);
+    const f = p('pq/data.img');
+    await execa('rm', ['-f', f]);
+    await new Promise((res) => setTimeout(res, 20));
+    await writeFile(f, Buffer.alloc(4 * MiB, 0x75));
+    await virsh(lv, 'pool-refresh', 'pq');
+    await sb.yaml('version: 1\npools:\n  pq: { type: dir, path: $DIR/pq }\nimages:\n  data: { pool: pq, format: raw, size: 8M }\n');
+    const r = await sb.run('apply', '--allow-replace');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/volume data\.img in pool pq exists and reconcile did not create it/);
+    expect(statSync(f).size).toBe(4 * MiB);
+    expect(readFileSync(f).subarray(0, 2).toString()).toBe('uu');
+  });
+
+  it('a symlink volume is refused (vol-resize would grow its target outside the pool)', async () => {
+    const victim = p('victim.raw');
+    await writeFile(victim, Buffer.alloc(1 * MiB, 0x76));
+    await execa('ln', ['-s', victim, p('pq/link.img')]);
+    await virsh(lv, 'pool-refresh', 'pq');
+    await sb.yaml('version: 1\npools:\n  pq: { type: dir, path: $DIR/pq }\nimages:\n  link: { pool: pq, volume: link.img, format: raw, adopt: true, size: 2M }\n');
+    const r = await sb.run('apply');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/volume link\.img in pool pq is a symlink to .*victim\.raw; reconcile does not follow links/);
+    expect(statSync(victim).size).toBe(1 * MiB);
+    await execa('rm', ['-f', p('pq/link.img'), p('pq/data.img')]);
+    await virsh(lv, 'pool-refresh', 'pq');
+  });
+
+  it('a base used by an overlay of the other kind (volume on file, file on volume) is never pruned', async () => {
+    const pool = 'version: 1\npools:\n  po: { type: dir, path: $DIR/po }\n';
+    await sb.yaml(`${pool}images:\n  fbase: { path: $DIR/fbase.qcow2, size: 4M }\n  vbase: { pool: po, size: 4M }\n`);
+    expect((await sb.run('apply')).code).toBe(0);
+    await sb.yaml(`${pool}images:\n  fbase: { path: $DIR/fbase.qcow2, size: 4M }\n  vbase: { pool: po, size: 4M }\n  vov: { pool: po, source: { backing: $DIR/fbase.qcow2 } }\n  fov: { path: $DIR/fov.qcow2, source: { backing: $DIR/po/vbase.qcow2 } }\n`);
+    expect((await sb.run('apply')).code).toBe(0);
+    await sb.yaml(`${pool}images:\n  vov: { pool: po, source: { backing: $DIR/fbase.qcow2 } }\n  fov: { path: $DIR/fov.qcow2, source: { backing: $DIR/po/vbase.qcow2 } }\n`);
+    const r = await sb.run('apply', '--prune');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/fbase\.qcow2 \(was images\.fbase\) left the YAML, but images\.vov still use it as backing file/);
+    expect(r.stderr).toMatch(/volume vbase\.qcow2 in pool po \(was images\.vbase\) left the YAML, but images\.fov still use it as backing file/);
+    expect(statSync(p('fbase.qcow2')).size).toBeGreaterThan(0);
+    expect(statSync(p('po/vbase.qcow2')).size).toBeGreaterThan(0);
   });
 });

@@ -104,3 +104,36 @@ describe('interrupted publishing and unobservable sources', () => {
     await qemuImg('--version');
   });
 });
+
+describe('second adversarial pass', () => {
+  it('a replace of a multi-file vmdk killed after its extents were renamed in is rebuilt, not reported in sync', async () => {
+    const sb = await box('vmdk-replace-kill');
+    await mkdir(path.join(sb.dir, 'd'));
+    const yaml = (adapter: string) => `version: 1\nimages:\n  d: { path: $DIR/d/d.vmdk, format: vmdk, size: 16M, vmdk: { subformat: monolithicFlat, adapterType: ${adapter} } }\n`;
+    await sb.yaml(yaml('lsilogic'));
+    expect((await sb.run('apply')).code).toBe(0);
+    await sb.yaml(yaml('ide'));
+    const crashed = await execa('node', [CLI, 'apply', '--allow-replace', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], { reject: false, env: { VIRT_RECONCILE_FAILPOINT: 'image-extents-published' } });
+    expect(crashed.signal).toBe('SIGKILL');
+    // Back to the old declaration: the image is broken now, and plan must say so.
+    await sb.yaml(yaml('lsilogic'));
+    const plan = await sb.run('plan', '--detailed-exitcode');
+    expect(plan.code, plan.stdout).toBe(2);
+    expect(plan.stdout).toMatch(/images\.d +replace +state incomplete \(a replace was interrupted while publishing\) -> complete/);
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect((await sb.run('plan', '--detailed-exitcode')).code).toBe(0);
+    await expect(qemuImg('check', path.join(sb.dir, 'd', 'd.vmdk'))).resolves.toMatch(/No errors/);
+  });
+
+  it('prune never deletes the target of a declared adopt + followSymlink image', async () => {
+    const sb = await box('follow-prune');
+    await sb.yaml('version: 1\nimages:\n  r: { path: $DIR/real.qcow2, size: 8M }\n');
+    expect((await sb.run('apply')).code).toBe(0);
+    await symlink(path.join(sb.dir, 'real.qcow2'), path.join(sb.dir, 'link.qcow2'));
+    await sb.yaml('version: 1\nimages:\n  l: { path: $DIR/link.qcow2, size: 8M, adopt: true, followSymlink: true }\n');
+    const r = await sb.run('apply', '--prune');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(existsSync(path.join(sb.dir, 'real.qcow2'))).toBe(true);
+  });
+});

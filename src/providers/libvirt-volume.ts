@@ -27,6 +27,10 @@ export interface ObservedVolume {
   compat?: string;
   lazyRefcounts?: boolean;
   permissions?: { mode?: number; owner?: number; group?: number };
+  /** file volumes: the file's birth time, which tells it from a file put at its path later */
+  birth?: string;
+  /** file volumes: the path is a symlink to this */
+  symlink?: string;
 }
 
 export interface VolumeBuild {

@@ -19,6 +19,10 @@ export interface ImageDiffInput {
   prune: boolean;
   /** where a declared image lives (pool images: their volume's path); default: its path */
   pathOf?: (spec: ImageSpec) => string | undefined;
+  /** the declared images (files and volumes alike) that are overlays on a path */
+  overlaysOf?: (path: string) => string[];
+  /** paths whose publish was interrupted half-way (new extents in, old descriptor): broken */
+  interrupted?: Set<string>;
 }
 
 export interface ImageDiff {
@@ -82,14 +86,15 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   const declaredFiles = new Map<string, string>();
   for (const [p, spec] of byPath) {
     const o = observed.get(p);
-    if (o && o.symlink === undefined) declaredFiles.set(fileKey(o.file), spec.name);
+    // A followed symlink's observation is its target's: that file is declared too.
+    if (o && o.driver !== 'none' && (o.symlink === undefined || spec.followSymlink)) declaredFiles.set(fileKey(o.file), spec.name);
   }
   const pending = new Set<string>(); // ids created or replaced in this plan
   const refuse = (id: string, message: string) => out.refusals.push({ id, message });
 
   // Which declared images are overlays on which paths (to protect bases from replace/prune).
-  const overlaysOf = (p: string) =>
-    [...byPath.values()].filter((s) => observed.get(filePath(s))?.backing === p).map((s) => `images.${s.name}`);
+  const overlaysOf = input.overlaysOf ?? ((p: string) =>
+    [...byPath.values()].filter((s) => observed.get(filePath(s))?.backing === p).map((s) => `images.${s.name}`));
 
   const dependencyPath = (spec: ImageSpec): { path: string; driver?: string; id?: string; size?: number; encryption?: { passphraseFile: string } } | undefined => {
     const s = spec.source;
@@ -197,6 +202,10 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
 
     const rebuild: Change[] = [];
     const update: Change[] = [];
+    // Already broken by an interrupted replace: rebuilding it loses nothing more, and the
+    // replace was allowed when it started.
+    const incomplete = ours && !!input.interrupted?.has(p);
+    if (incomplete) rebuild.push({ field: 'state', from: 'incomplete (a replace was interrupted while publishing)', to: 'complete' });
     const wantDriver = driverFor(spec.format, !!spec.encryption);
     if (obs.driver !== wantDriver) {
       if (spec.encryption && !obs.encrypted) rebuild.push({ field: 'encryption', from: 'none', to: 'luks' });
@@ -235,11 +244,11 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const permChange = mine('permissions') ? permissionChanges(perm, { uid: obs.file.uid, gid: obs.file.gid, mode: obs.file.mode }) : [];
 
     if (rebuild.length) {
-      if (spec.protect) {
+      if (spec.protect && !incomplete) {
         refuse(id, `${spec.origin}: ${p} would be replaced (${reasonOf(rebuild)}), but the image has protect: true`);
         continue;
       }
-      if (!input.allowReplace) {
+      if (!input.allowReplace && !incomplete) {
         refuse(id, `${spec.origin}: ${p} must be rebuilt (${reasonOf(rebuild)}); this replaces the image and its data. Re-run with --allow-replace to allow it`);
         continue;
       }
@@ -252,7 +261,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       if (!b) continue;
       pending.add(id);
       out.actions.push({
-        id, resource: 'image', kind: 'replace', reason: reasonOf(rebuild), destructive: true, changes: rebuild, dependsOn: b.dependsOn,
+        id, resource: 'image', kind: 'replace', reason: reasonOf(rebuild), destructive: !incomplete, changes: rebuild, dependsOn: b.dependsOn,
         op: {
           type: 'image.replace', build: b.build, recorded: recordedOptions(spec),
           oldFile: { ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth },

@@ -46,6 +46,8 @@ export function diffVolumes(input: {
   inventory: Inventory;
   allowReplace: boolean;
   prune: boolean;
+  /** the declared images (files and volumes alike) that are overlays on a path */
+  overlaysOf?: (path: string) => string[];
 }): VolumeDiff {
   const { state, pools, volumes, files, inventory } = input;
   const out: VolumeDiff = { actions: [], refusals: [], notes: [], needs: [], prunedVolumes: new Set() };
@@ -152,10 +154,18 @@ export function diffVolumes(input: {
       continue;
     }
 
+    // libvirt follows a symlink in a file pool (vol-resize grows its target, wherever it is).
+    if (obs.symlink !== undefined && !spec.followSymlink) {
+      refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} is a symlink to ${obs.symlink}; reconcile does not follow links (one can point at any file). If its target is this volume, declare followSymlink: true (with adopt: true)`);
+      continue;
+    }
     // A volume reconcile did not create is managed only when the YAML adopts it (a LUN can
     // only ever be adopted: declaring it is adopting it).
     if (!ours && !spec.adopt && !LUN_POOLS.includes(poolSpec.type)) {
-      refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted volume is never deleted); otherwise declare another volume name`);
+      const interrupted = record?.status === 'building' && record.key === '';
+      refuse(id, interrupted
+        ? `${spec.origin}: volume ${volume} in pool ${pool} exists, and an apply was killed while creating it: it may be that half-made volume or someone else's, so it is left alone. Delete it (virsh vol-delete --pool ${pool} ${volume}) to have it built again, or add adopt: true to images.${spec.name}`
+        : `${spec.origin}: volume ${volume} in pool ${pool} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted volume is never deleted); otherwise declare another volume name`);
       continue;
     }
     const rebuild: Change[] = [];
@@ -217,6 +227,11 @@ export function diffVolumes(input: {
         refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} must be rebuilt (${reasonOf(rebuild)}); this replaces it and its data. Re-run with --allow-replace to allow it`);
         continue;
       }
+      const overlays = (input.overlaysOf?.(obs.path) ?? []).filter((o) => o !== id);
+      if (overlays.length) {
+        refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} must be rebuilt (${reasonOf(rebuild)}), but ${overlays.join(', ')} ${overlays.length > 1 ? 'are overlays' : 'is an overlay'} on it and would be corrupted`);
+        continue;
+      }
       const b = build();
       if (!b) continue;
       out.actions.push({
@@ -248,6 +263,11 @@ export function diffVolumes(input: {
       continue;
     }
     const forget = !obs || !volumeIsOurs(rec, obs);
+    const overlays = !forget ? (input.overlaysOf?.(obs.path) ?? []) : [];
+    if (overlays.length) {
+      refuse(id, `volume ${rec.volume} in pool ${rec.pool} (was images.${rec.name}) left the YAML, but ${overlays.join(', ')} still use it as backing file; it is not pruned`);
+      continue;
+    }
     if (!forget) out.prunedVolumes.add(volumeKey(rec.pool, rec.volume));
     out.actions.push({
       id, resource: 'volume', kind: 'delete', destructive: !forget, changes: [], dependsOn: [],

@@ -12,7 +12,7 @@ import { diffVms } from './diff-vms.js';
 import { diffVolumes, imagePathResolver } from './diff-volumes.js';
 import { readInventory, type Inventory } from './inventory.js';
 import { sourceImage, type DesiredState } from './model.js';
-import { filesToObserve, libvirtToObserve, observeLibvirt, observeMore, type Observation } from './observe.js';
+import { filesToObserve, interruptedPublishes, libvirtToObserve, observeLibvirt, observeMore, type Observation } from './observe.js';
 import { observationHash, type Action, type Plan } from './plan.js';
 
 export interface PlanOptions {
@@ -59,9 +59,16 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
   if (libvirt) Object.assign(obs, libvirt);
 
   const flags = { allowReplace: opts.allowReplace, prune: opts.prune };
+  const interrupted = await interruptedPublishes(inventory, obs.files);
+  // Which declared images, files or volumes, are overlays on which path: a base is never
+  // replaced or pruned under an overlay, whichever kinds the two are.
+  const overlaysOf = (p: string) => Object.values(state.images).filter((s) => {
+    const o = s.location.kind === 'path' ? obs.files.get(s.location.path) : obs.volumes.get(`${s.location.pool}/${s.location.volume}`);
+    return o?.backing === p;
+  }).map((s) => `images.${s.name}`);
   const diffAll = () => {
-    const volumes = diffVolumes({ state, ...obs, inventory, ...flags });
-    const images = diffImages({ state, observed: obs.files, inventory, ...flags, pathOf: imagePathResolver(state, obs.volumes, obs.pools) });
+    const volumes = diffVolumes({ state, ...obs, inventory, ...flags, overlaysOf });
+    const images = diffImages({ state, observed: obs.files, inventory, ...flags, pathOf: imagePathResolver(state, obs.volumes, obs.pools), overlaysOf, interrupted });
     const pools = diffPools({ state, pools: obs.pools, inventory, ...flags, prunedVolumes: volumes.prunedVolumes });
     const vms = diffVms({ state, domains: obs.domains, caps: obs.caps, files: obs.files, volumes: obs.volumes, inventory, prune: opts.prune, kvm: kvm ?? { usable: true, virtType: 'kvm' } });
     return { volumes, images, pools, vms, needs: [...images.needs, ...volumes.needs, ...vms.needs] };

@@ -69,12 +69,14 @@ export function sameFile(rec: { ino: number; dev: number; birth?: string }, file
 }
 
 /**
- * Is this volume the one the record describes? A building record with no key yet was written
- * just before vol-create: the volume under that name is the one an interrupted apply was
- * making (it did not exist when the apply planned it).
+ * Is this volume the one the record describes? The key of a file-pool volume is its path,
+ * which any file can take: where the record has the file's birth time, it must match too. A
+ * record still building with no key (a kill -9 inside vol-create) proves nothing: the volume
+ * under that name may be the half-made one or someone else's, so it is not taken for ours.
  */
-export function volumeIsOurs(rec: VolumeRecord, vol: { key: string }): boolean {
-  return rec.key === vol.key || (rec.status === 'building' && rec.key === '');
+export function volumeIsOurs(rec: VolumeRecord, vol: { key: string; birth?: string }): boolean {
+  if (rec.key === '' || rec.key !== vol.key) return false;
+  return !(rec.birth && rec.birth !== '0' && vol.birth && vol.birth !== rec.birth);
 }
 
 export interface ExtentRecord {

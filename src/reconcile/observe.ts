@@ -1,5 +1,6 @@
 // Observation for a plan. Image files: one batched stat pass, qemu-img only for files not
 // in the stat-keyed cache. libvirt: every pool and volume of interest in one virsh batch.
+import { lstat, readlink } from 'node:fs/promises';
 import { observeImages, type ObservationCache, type ObservedImage } from '../providers/image-file.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../providers/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../providers/libvirt-volume.js';
@@ -132,7 +133,35 @@ export async function observeLibvirt(
       if (obs && cacheable(v.sig) && (await fileSignature(obs.path).catch(() => undefined)) === v.sig) cache?.set(volumeCacheKey(v.pool, v.name), v.sig, obs);
     }));
   }
+  // File volumes: the file's birth time and whether the path is a symlink, looked at now
+  // (never cached): ownership and "do not follow links" depend on exactly this file.
+  await Promise.all([...vols].map(async ([k, o]) => {
+    if (!o || o.type !== 'file' || !o.path.startsWith('/')) return;
+    const l = await lstat(o.path, { bigint: true }).catch(() => undefined);
+    if (!l || !(l.isFile() || l.isSymbolicLink())) return;
+    const symlink = l.isSymbolicLink() ? await readlink(o.path).catch(() => '?') : undefined;
+    vols.set(k, { ...o, birth: String(l.birthtimeNs), ...(symlink !== undefined ? { symlink } : {}) });
+  }));
   return { pools, volumes: vols, domains, caps };
+}
+
+/**
+ * Images whose publish was interrupted half-way: a multi-file vmdk whose new extents were
+ * renamed in (they have the identities recorded as pending) while the descriptor at the path
+ * is not the new one. The image there is broken, whatever its descriptor says.
+ */
+export async function interruptedPublishes(inventory: Inventory, files: Map<string, ObservedImage | null>): Promise<Set<string>> {
+  const out = new Set<string>();
+  await Promise.all(Object.values(inventory.objects).map(async (r) => {
+    if (r.type !== 'image' || !r.pending?.extents.length) return;
+    const main = files.get(r.path);
+    if (main && main.file.ino === r.pending.ino && main.file.dev === r.pending.dev && main.file.birth === r.pending.birth) return;
+    for (const e of r.pending.extents) {
+      const l = await lstat(e.path, { bigint: true }).catch(() => undefined);
+      if (l && Number(l.ino) === e.ino && Number(l.dev) === e.dev && String(l.birthtimeNs) === e.birth) return void out.add(r.path);
+    }
+  }));
+  return out;
 }
 
 /** After apply made or changed a file volume: remember what libvirt reported for it. */

@@ -56,7 +56,13 @@ describe('records after an interrupted apply', () => {
     expect(resolveImageRecord(rec, file)).toBe(rec);
   });
   const vol: VolumeRecord = { type: 'volume', name: 'v', pool: 'p', volume: 'v', key: '', path: '', status: 'building', createdAt: '', recorded: {} };
-  it('a volume recorded building before libvirt made it is ours, whatever its key', () => expect(volumeIsOurs(vol, { key: '/p/v' })).toBe(true));
+  it('a volume recorded building before libvirt made it (no key) proves nothing: not ours', () => expect(volumeIsOurs(vol, { key: '/p/v' })).toBe(false));
   it('a building volume with a key is ours only under that key', () => expect(volumeIsOurs({ ...vol, key: '/p/v' }, { key: '/p/other' })).toBe(false));
   it('a ready volume is ours only under its key', () => expect(volumeIsOurs({ ...vol, status: 'ready', key: '' }, { key: '/p/v' })).toBe(false));
+  it('a file volume is ours only while its file has the recorded birth time', () => {
+    const rec = { ...vol, status: 'ready' as const, key: '/p/v', birth: '111' };
+    expect(volumeIsOurs(rec, { key: '/p/v', birth: '111' })).toBe(true);
+    expect(volumeIsOurs(rec, { key: '/p/v', birth: '222' })).toBe(false);
+    expect(volumeIsOurs({ ...rec, birth: undefined }, { key: '/p/v', birth: '222' })).toBe(true);
+  });
 });
