@@ -97,3 +97,23 @@ images:
     expect(await sb.spawned()).toEqual([]);
   });
 });
+
+describe('the configuration reference', () => {
+  it('names every field of the schema (README "Configuration reference")', () => {
+    const schema = JSON.parse(readFileSync(path.join(ROOT, 'schemas', 'storage.schema.json'), 'utf8')) as Record<string, unknown>;
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const ref = readme.slice(readme.indexOf('## Configuration reference'), readme.indexOf('## How it works'));
+    const names = new Set<string>();
+    const walk = (node: unknown): void => {
+      if (!node || typeof node !== 'object') return;
+      const n = node as Record<string, unknown>;
+      if (n.properties) for (const [k, v] of Object.entries(n.properties as object)) { names.add(k); walk(v); }
+      for (const key of ['items', 'additionalProperties', '$defs']) if (n[key] && typeof n[key] === 'object') (key === '$defs' ? Object.values(n[key] as object) : [n[key]]).forEach(walk);
+      for (const key of ['oneOf', 'anyOf', 'allOf']) if (Array.isArray(n[key])) (n[key] as unknown[]).forEach(walk);
+    };
+    walk(schema);
+    expect(names.size).toBeGreaterThan(40);
+    const missing = [...names].filter((k) => !new RegExp(`(^|[^A-Za-z])${k}(:|\\b)`).test(ref));
+    expect(missing).toEqual([]);
+  });
+});
