@@ -87,10 +87,41 @@ interface Args {
   watch: { intervalSeconds: number; git?: string; ref: string; path: string; listen: string; webhookSecretFile?: string; suspend: boolean; logFormat?: LogFormat };
 }
 
+// What each command takes: an option or an argument it does not use is a usage error, never
+// silently ignored (`show NAME`, `check --repair all` used to do something else quietly).
+const COMMON = ['file', 'output', 'connect', 'state-dir', 'help', 'version'];
+const TAKES: Record<string, { options: string[]; args: [min: number, max: number, what: string] }> = {
+  validate: { options: COMMON, args: [0, 0, ''] },
+  plan: { options: [...COMMON, 'allow-replace', 'prune', 'detailed-exitcode', 'out'], args: [0, 0, ''] },
+  apply: { options: [...COMMON, 'allow-replace', 'prune', 'parallelism', 'lock-timeout'], args: [0, 1, 'PLAN.json'] },
+  show: { options: COMMON, args: [0, 0, ''] },
+  check: { options: [...COMMON, 'repair', 'parallelism'], args: [0, 0, ''] },
+  backup: { options: [...COMMON, 'lock-timeout'], args: [1, 2, 'run NAME | list [NAME] | verify NAME'] },
+  restore: { options: [...COMMON, 'from', 'lock-timeout'], args: [1, 1, 'NAME'] },
+  watch: { options: [...COMMON, 'allow-replace', 'prune', 'parallelism', 'interval', 'git', 'ref', 'path', 'listen', 'webhook-secret-file', 'suspend', 'log-format'], args: [0, 0, ''] },
+};
+
+function checkTakes(verb: string, given: string[], rest: string[]): void {
+  const t = TAKES[verb];
+  if (!t) return;
+  const bad = given.filter((o) => !t.options.includes(o));
+  if (bad.length) {
+    throw new UserError(`${bad.map((o) => `--${o}`).join(', ')}: not an option of \`${verb}\` (it takes: ${t.options.filter((o) => o !== 'help' && o !== 'version').map((o) => `--${o}`).join(', ')})`, EXIT.usage);
+  }
+  const [min, max, what] = t.args;
+  if (rest.length > max || rest.length < min) {
+    const hint = verb === 'check' && rest[0] === 'all' ? '; did you mean --repair=all?' : '';
+    throw new UserError(max === 0
+      ? `\`${verb}\` takes no argument (got ${rest.map((r) => JSON.stringify(r)).join(' ')})${hint}`
+      : `\`${verb}\` takes ${what}${rest.length ? ` (got ${rest.map((r) => JSON.stringify(r)).join(' ')})` : ''}`, EXIT.usage);
+  }
+}
+
 function parse(argv: string[]): Args | 'help' | 'version' {
-  const { values, positionals } = parseArgs({
+  const { values, positionals, tokens } = parseArgs({
     args: argv,
     allowPositionals: true,
+    tokens: true,
     options: {
       file: { type: 'string', short: 'f', multiple: true },
       output: { type: 'string', short: 'o', default: 'text' },
@@ -120,6 +151,7 @@ function parse(argv: string[]): Args | 'help' | 'version' {
   if (values.version) return 'version';
   const [verb, ...rest] = positionals;
   if (!verb) throw new UserError('missing command (validate, plan, apply, show, check, backup, restore, watch)', EXIT.usage);
+  checkTakes(verb, [...new Set(tokens.filter((t) => t.kind === 'option').map((t) => (t as { name: string }).name))], rest);
   if (values.output !== 'text' && values.output !== 'json') throw new UserError(`--output must be text or json (got ${values.output})`, EXIT.usage);
   const int = (name: string, v: string, min: number) => {
     if (!/^\d+$/.test(v) || Number(v) < min) throw new UserError(`--${name} must be a whole number >= ${min} (got ${v})`, EXIT.usage);
@@ -401,7 +433,8 @@ async function main(): Promise<number> {
     // `--repair` alone means leaks; parseArgs needs a value for a string option.
     args = parse(process.argv.slice(2).map((x) => (x === '--repair' ? '--repair=leaks' : x)));
   } catch (e) {
-    process.stderr.write(`reconcile: ${(e as Error).message}\n\n${USAGE}\n`);
+    // A short usage error: what is wrong, and where the full help is.
+    process.stderr.write(`reconcile: ${(e as Error).message.replace(/^Unknown option '([^']*)'.*$/s, 'unknown option $1')}\nSee \`reconcile --help\`.\n`);
     return EXIT.usage;
   }
   if (args === 'help') return print(USAGE), EXIT.ok;

@@ -117,3 +117,23 @@ describe('the configuration reference', () => {
     expect(missing).toEqual([]);
   });
 });
+
+describe('command-line usage', () => {
+  it('an option or argument a command does not take is a short usage error, not silently ignored', async () => {
+    const cases: [string[], RegExp][] = [
+      [['show', 'NAME'], /`show` takes no argument \(got "NAME"\)/],
+      [['check', '--repair', 'all'], /`check` takes no argument \(got "all"\); did you mean --repair=all\?/],
+      [['validate', '--prune'], /--prune: not an option of `validate`/],
+      [['plan', '--from', 'x'], /--from: not an option of `plan`/],
+      [['--bogus'], /unknown option --bogus/],
+      [['backup'], /`backup` takes run NAME \| list \[NAME\] \| verify NAME/],
+    ];
+    for (const [argv, want] of cases) {
+      const r = await cli(argv);
+      expect(r.code, argv.join(' ')).toBe(64);
+      expect(r.stderr).toMatch(want);
+      expect(r.stderr).toMatch(/See `reconcile --help`\.$/);
+      expect(r.stderr).not.toMatch(/^Commands:/m);
+    }
+  });
+});
