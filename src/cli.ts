@@ -198,6 +198,14 @@ function badRepair(v: string): never {
 
 const print = (s: string) => process.stdout.write(`${s}\n`);
 
+/**
+ * Progress lines: on stdout, or on stderr when stdout carries JSON. They hold paths and reasons
+ * from the input, so each is printed as one line whatever it contains.
+ */
+function progressLog(a: Args): (line: string) => void {
+  return a.output === 'json' ? (l) => process.stderr.write(`${printable(l)}\n`) : (l) => print(printable(l));
+}
+
 /** The libvirt connection, opened only if something needs it (image files alone do not). */
 function virshFor(a: Args, yamlUri?: string) {
   return () => connect(resolveUri(a.connect, yamlUri));
@@ -229,8 +237,7 @@ async function cmdPlan(a: Args): Promise<number> {
 
 async function cmdApply(a: Args): Promise<number> {
   const planFile = a.rest[0];
-  // Progress lines carry paths and reasons from the input: one line each, whatever they hold.
-  const log = a.output === 'json' ? (l: string) => process.stderr.write(`${printable(l)}\n`) : (l: string) => print(printable(l));
+  const log = progressLog(a);
   // Ctrl-C or SIGTERM: no new action starts, builds in flight are cancelled (their scratch
   // files removed), other actions in flight finish, the lock is released and the summary
   // says what was and was not done. A second signal exits at once, releasing the lock.
@@ -339,7 +346,7 @@ function age(seconds: number): string {
 async function cmdBackup(a: Args): Promise<number> {
   const [sub, name] = a.rest;
   const state = await loadDesiredState(a.files);
-  const log = a.output === 'json' ? (l: string) => process.stderr.write(`${l}\n`) : print;
+  const log = progressLog(a);
   if (sub === 'list') {
     if (name) backupSpec(state, name);
     const rows = await listBackups(a.stateDir, name);

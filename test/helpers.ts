@@ -61,6 +61,20 @@ export async function sandbox(name: string, opts: SandboxOptions = {}): Promise<
   return sb;
 }
 
+/** Polls cond every 20 ms (fast enough to act inside a race window) until true, or fails naming what. */
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Waits until a process traced into sb (VIRT_RECONCILE_TRACE) has spawned a command with `word` in its argv. */
+export function waitForSpawn(sb: Sandbox, word: string, ms?: number): Promise<void> {
+  return waitFor(async () => (await sb.spawned()).some((a) => a.includes(word)), `a spawned ${word}`, ms);
+}
+
 /** Sandboxes for one test file, all removed after its last test. */
 export function sandboxes(): (name: string, opts?: SandboxOptions) => Promise<Sandbox> {
   const made: Sandbox[] = [];

@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI, qemuImg, qemuInfo, sandbox, writers, type Sandbox } from './helpers.js';
+import { CLI, qemuImg, qemuInfo, sandbox, waitFor, waitForSpawn, writers, type Sandbox } from './helpers.js';
 
 const MiB = 1024 * 1024;
 let sb: Sandbox;
@@ -235,7 +235,7 @@ describe('the apply lock', () => {
     await writeFile(p('pass'), 'x'.repeat(32));
     await sb.yaml(one('slow', '{ path: $DIR/slow.qcow2, size: 4M, encryption: { format: luks, passphraseFile: $DIR/pass } }'));
     const first = sb.run('apply');
-    await waitFor(() => existsSync(path.join(sb.stateDir, 'apply.lock', 'holder.json')));
+    await waitFor(() => existsSync(path.join(sb.stateDir, 'apply.lock', 'holder.json')), 'the first apply to hold the lock');
     const second = await sb.run('apply');
     expect(second.stderr).toMatch(/waiting for the lock on .*, held by pid \d+ \(apply/);
     expect(second.stdout).toMatch(/No changes/);
@@ -271,7 +271,7 @@ describe('crash safety', () => {
     const child = spawn('node', [CLI, 'apply', '-f', p('storage.yaml'), '--state-dir', sb.stateDir], {
       detached: true, stdio: 'ignore', env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace },
     });
-    await waitFor(async () => (await sb.spawned()).some((a) => a[1] === 'convert'));
+    await waitForSpawn(sb, 'convert');
     await new Promise((r) => setTimeout(r, 500));
     process.kill(-child.pid!, 'SIGKILL'); // the whole process group, as a service manager would
     await new Promise((r) => child.once('exit', r));
@@ -288,10 +288,3 @@ describe('crash safety', () => {
   });
 });
 
-async function waitFor(cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

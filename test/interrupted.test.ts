@@ -9,20 +9,13 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { CLI, qemuImg, ROOT, sandbox, virsh, type Sandbox } from './helpers.js';
+import { CLI, qemuImg, ROOT, sandbox, virsh, waitForSpawn, type Sandbox } from './helpers.js';
 
 const boxes: Sandbox[] = [];
 afterAll(async () => {
   for (const b of boxes) await b.cleanup();
 });
 
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const tmpEntries = async () => (await readdir(tmpdir())).filter((n) => n.startsWith('virt-reconcile-')).sort();
 
@@ -50,7 +43,7 @@ images:
       const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: 'ignore', env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace } });
       // First trial: during the conversion into scratch; second: during the upload.
       const step = trial === 0 ? 'convert' : 'vol-upload';
-      await waitFor(async () => (await sb.spawned()).some((a) => a.includes(step)), step);
+      await waitForSpawn(sb, step, 60_000);
       await new Promise((r) => setTimeout(r, trial === 0 ? 300 : 50));
       process.kill(-child.pid!, 'SIGKILL');
       await new Promise((r) => child.once('exit', r));
@@ -138,7 +131,7 @@ images:
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    await waitFor(async () => (await sb.spawned()).some((a) => a[1] === 'convert'), 'the conversion to start');
+    await waitForSpawn(sb, 'convert');
     await new Promise((r) => setTimeout(r, 200));
     child.kill('SIGINT'); // the node process only, as `kill -INT PID` would
     expect(await exited, out).toBe(130);

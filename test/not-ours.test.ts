@@ -7,18 +7,11 @@ import { chmod, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { CLI, qemuImg, sandboxes } from './helpers.js';
+import { CLI, qemuImg, sandboxes, waitForSpawn } from './helpers.js';
 
 const box = sandboxes();
 const mode = async (f: string) => (await stat(f)).mode & 0o777;
 
-async function waitFor(cond: () => Promise<boolean>, what: string): Promise<void> {
-  const end = Date.now() + 30_000;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('files reconcile did not make', () => {
   it('an existing file is reported and left alone unless adopted, even with --allow-replace', async () => {
@@ -111,7 +104,7 @@ images:
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-    await waitFor(async () => (await sb.spawned()).some((a) => a[1] === 'convert'), 'the conversion');
+    await waitForSpawn(sb, 'convert');
     await writeFile(path.join(sb.dir, 'big.qcow2'), 'written by someone else meanwhile\n');
     expect(await exited).toBe(1);
     expect(out).toMatch(/big\.qcow2 appeared while the image was being built \(someone else's file\); it is left as it is/);

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { CLI, qemuImg, qemuInfo, sandbox, virsh, writers, type Sandbox } from './helpers.js';
+import { CLI, qemuImg, qemuInfo, sandbox, virsh, waitForSpawn, writers, type Sandbox } from './helpers.js';
 
 const MiB = 1024 * 1024;
 let lv: PrivateLibvirtd;
@@ -269,8 +269,7 @@ images:
     await sb.resetTrace();
     const argv = [...lv.nsenter, 'node', CLI, 'apply', '--parallelism', '1', '-f', p('storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri];
     const run = execa(argv[0]!, argv.slice(1), { reject: false, env: { VIRT_RECONCILE_TRACE: sb.trace } });
-    const end = Date.now() + 30_000;
-    while (!(await sb.spawned()).some((a) => a[1] === 'convert') && Date.now() < end) await new Promise((res) => setTimeout(res, 20));
+    await waitForSpawn(sb, 'convert');
     await writeFile(p('pp/took.img'), Buffer.alloc(8 * MiB, 0x62));
     await virsh(lv, 'pool-refresh', 'pp');
     const r = await run;

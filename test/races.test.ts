@@ -7,17 +7,10 @@ import { mkdir, readdir, readFile, rename, stat, symlink, writeFile } from 'node
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { CLI, cli, qemuImg, sandboxes } from './helpers.js';
+import { CLI, cli, qemuImg, sandboxes, waitForSpawn } from './helpers.js';
 
 const box = sandboxes();
 
-async function waitFor(cond: () => Promise<boolean>, what: string): Promise<void> {
-  const end = Date.now() + 30_000;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('files swapped between plan and action', () => {
   it('an update never resizes or chmods a symlink swapped in, and prune never deletes a file put in its place', async () => {
@@ -37,7 +30,7 @@ images:
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-    await waitFor(async () => (await sb.spawned()).some((a) => a[1] === 'convert'), 'the conversion');
+    await waitForSpawn(sb, 'convert');
     await symlink(victim, path.join(sb.dir, 'p.new'));
     await rename(path.join(sb.dir, 'p.new'), path.join(sb.dir, 'p.img'));
     await writeFile(path.join(sb.dir, 'u.tmp'), 'USER PRECIOUS\n');

@@ -302,9 +302,18 @@ export interface FileIdentity {
   birth: string;
 }
 
+const identityFrom = (st: { ino: bigint; dev: bigint; birthtimeNs: bigint }): FileIdentity => ({ ino: Number(st.ino), dev: Number(st.dev), birth: String(st.birthtimeNs) });
+
+/** Same device, inode and birth time: the very same file, not one that took its name. */
+export const sameIdentity = (a: FileIdentity, b: FileIdentity) => a.ino === b.ino && a.dev === b.dev && a.birth === b.birth;
+
 async function identityOf(p: string): Promise<FileIdentity> {
-  const st = await stat(p, { bigint: true });
-  return { ino: Number(st.ino), dev: Number(st.dev), birth: String(st.birthtimeNs) };
+  return identityFrom(await stat(p, { bigint: true }));
+}
+
+/** The identity of what is at p itself (a symlink's own, not its target's), or undefined. */
+export async function lstatIdentity(p: string): Promise<FileIdentity | undefined> {
+  return lstat(p, { bigint: true }).then(identityFrom, () => undefined);
 }
 
 /** mkdir -p, saying which part of the path is in the way instead of a bare EEXIST. */
@@ -390,7 +399,7 @@ export async function createImage(
       if (published.length) failpoint('image-extents-published');
       if (hooks.replaces) {
         const now = await identityOf(b.path).catch(() => undefined);
-        if (now && (now.ino !== hooks.replaces.ino || now.dev !== hooks.replaces.dev || now.birth !== hooks.replaces.birth)) {
+        if (now && !sameIdentity(now, hooks.replaces)) {
           throw new Error(`${b.path} changed since the plan (another file is there now); it is left as it is and this build is discarded`);
         }
         await rename(tmp, b.path);
@@ -445,9 +454,6 @@ export async function resizeImage(
   await run('qemu-img', ['resize', '-q', ...prealloc, ...target, String(size)]);
 }
 
-const sameIdentity = (a: { ino: bigint | number; dev: bigint | number; birthtimeNs?: bigint }, b: FileIdentity) =>
-  Number(a.ino) === b.ino && Number(a.dev) === b.dev && String(a.birthtimeNs) === b.birth;
-
 /**
  * Changes owner, group and mode through a descriptor opened without following a symlink
  * (unless told to), and only if it is still the file the plan saw: a file or link swapped in
@@ -463,7 +469,7 @@ export async function setPermissions(p: string, perm: Permissions, opts: { expec
   }
   try {
     const st = await fh.stat({ bigint: true });
-    if (opts.expect && !sameIdentity(st, opts.expect)) throw new Error(`${p} is no longer the file the plan saw (another file took its place); nothing changed`);
+    if (opts.expect && !sameIdentity(identityFrom(st), opts.expect)) throw new Error(`${p} is no longer the file the plan saw (another file took its place); nothing changed`);
     if (perm.owner !== undefined || perm.group !== undefined) await fh.chown(perm.owner ?? Number(st.uid), perm.group ?? Number(st.gid));
     if (perm.mode !== undefined) await fh.chmod(perm.mode);
   } finally {
@@ -477,7 +483,7 @@ export async function checkStillSame(p: string, expect: FileIdentity, followSyml
   if (!l) throw new Error(`${p} is gone since the plan; nothing changed`);
   if (l.isSymbolicLink() && !followSymlink) throw new Error(`${p} is now a symlink; not followed, nothing changed`);
   const st = l.isSymbolicLink() ? await stat(p, { bigint: true }) : l;
-  if (!sameIdentity(st, expect)) throw new Error(`${p} is no longer the file the plan saw (another file took its place); nothing changed`);
+  if (!sameIdentity(identityFrom(st), expect)) throw new Error(`${p} is no longer the file the plan saw (another file took its place); nothing changed`);
 }
 
 /** Identities of files (extents at creation), so that only those very files are ever deleted. */
@@ -493,10 +499,9 @@ export async function removeIfSame(files: (FileIdentity & { path: string })[]): 
   const kept: string[] = [];
   for (const f of files) {
     // lstat: a symlink put at the path is not the file, whatever it points to.
-    const l = await lstat(f.path, { bigint: true }).catch(() => undefined);
-    if (!l) continue;
-    const now: FileIdentity = { ino: Number(l.ino), dev: Number(l.dev), birth: String(l.birthtimeNs) };
-    if (f.birth === '0' || now.ino !== f.ino || now.dev !== f.dev || now.birth !== f.birth) kept.push(f.path);
+    const now = await lstatIdentity(f.path);
+    if (!now) continue;
+    if (f.birth === '0' || !sameIdentity(now, f)) kept.push(f.path);
     else await removeFiles([f.path]);
   }
   return kept;

@@ -10,6 +10,22 @@ export function reasonOf(changes: Change[]): string {
   return changes.map((c) => `${c.field} ${c.from} -> ${c.to}`).join(', ');
 }
 
+/**
+ * Which fields the YAML may change: all of an object reconcile made; of an adopted one, only
+ * those its own declaration sets (not defaults). A change's field is `format`, `qcow2.x`,
+ * `backing` (declared as `source`), ...
+ */
+export function changeableBy(ours: boolean, declared: string[]): (field: string) => boolean {
+  return (field) => ours || declared.includes(field === 'backing' ? 'source' : field.split('.')[0]!);
+}
+
+/** Removes from `changes` those not changeable; returns a note naming them, or undefined. */
+export function keepAdopted(changes: Change[], changeable: (field: string) => boolean, what: string, name: string): string | undefined {
+  const kept = changes.filter((c) => !changeable(c.field));
+  changes.splice(0, changes.length, ...changes.filter((c) => changeable(c.field)));
+  return kept.length ? `adopted ${what} keeps its ${kept.map((c) => `${c.field} ${c.from}`).join(', ')} (set on images.${name} itself to change it)` : undefined;
+}
+
 export type SizeDecision =
   | { kind: 'same' }
   | { kind: 'grow'; change: Change }

@@ -3,7 +3,7 @@
 import {
   canResize, driverFor, sizeTolerance, type ImageBuild, type ObservedImage,
 } from '../providers/image-file.js';
-import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
+import { changeableBy, decideSize, keepAdopted, permissionChanges, reasonOf } from './diff-common.js';
 import type { Inventory } from './inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from './inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from './model.js';
@@ -20,7 +20,7 @@ export interface ImageDiffInput {
   /** where a declared image lives (pool images: their volume's path); default: its path */
   pathOf?: (spec: ImageSpec) => string | undefined;
   /** the declared images (files and volumes alike) that are overlays on a path */
-  overlaysOf?: (path: string) => string[];
+  overlaysOf: (path: string) => string[];
   /** paths whose publish was interrupted half-way (new extents in, old descriptor): broken */
   interrupted?: Set<string>;
 }
@@ -93,8 +93,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   const refuse = (id: string, message: string) => out.refusals.push({ id, message });
 
   // Which declared images are overlays on which paths (to protect bases from replace/prune).
-  const overlaysOf = input.overlaysOf ?? ((p: string) =>
-    [...byPath.values()].filter((s) => observed.get(filePath(s))?.backing === p).map((s) => `images.${s.name}`));
+  const { overlaysOf } = input;
 
   const dependencyPath = (spec: ImageSpec): { path: string; driver?: string; id?: string; size?: number; encryption?: { passphraseFile: string } } | undefined => {
     const s = spec.source;
@@ -222,11 +221,9 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       rebuild.push({ field: 'backing', from: obs.backing ?? 'none', to: wantBacking });
     }
 
-    // An adopted image is changed only in what its own declaration sets (not defaults).
-    const mine = (field: string) => ours || spec.declared.includes(field === 'backing' ? 'source' : field.split('.')[0]!);
-    const kept = rebuild.filter((c) => !mine(c.field));
-    if (kept.length) out.notes.push(`${id}: adopted ${p} keeps its ${kept.map((c) => `${c.field} ${c.from}`).join(', ')} (set on images.${spec.name} itself to change it)`);
-    rebuild.splice(0, rebuild.length, ...rebuild.filter((c) => mine(c.field)));
+    const mine = changeableBy(ours, spec.declared);
+    const kept = keepAdopted(rebuild, mine, p, spec.name);
+    if (kept) out.notes.push(`${id}: ${kept}`);
 
     let grow: number | undefined;
     const size = decideSize(spec.size, obs.virtualSize, sizeTolerance(spec.format, obs.driver), canResize(spec.format, !!spec.encryption), spec.format);

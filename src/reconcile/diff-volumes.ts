@@ -5,7 +5,7 @@ import path from 'node:path';
 import { sizeTolerance, type ObservedImage } from '../providers/image-file.js';
 import type { ObservedPool } from '../providers/libvirt-pool.js';
 import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../providers/libvirt-volume.js';
-import { decideSize, permissionChanges, reasonOf } from './diff-common.js';
+import { changeableBy, decideSize, keepAdopted, permissionChanges, reasonOf } from './diff-common.js';
 import { orderByDependency, recordedChanges, recordedOptions } from './diff-images.js';
 import { recordKey, volumeIsOurs, type Inventory, type VolumeRecord } from './inventory.js';
 import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from './model.js';
@@ -47,7 +47,7 @@ export function diffVolumes(input: {
   allowReplace: boolean;
   prune: boolean;
   /** the declared images (files and volumes alike) that are overlays on a path */
-  overlaysOf?: (path: string) => string[];
+  overlaysOf: (path: string) => string[];
 }): VolumeDiff {
   const { state, pools, volumes, files, inventory } = input;
   const out: VolumeDiff = { actions: [], refusals: [], notes: [], needs: [], prunedVolumes: new Set() };
@@ -197,11 +197,9 @@ export function diffVolumes(input: {
       refuse(id, `${spec.origins.size ?? spec.origin}: ${volume} is a LUN of ${formatSize(obs.capacity)} on the iSCSI target; reconcile cannot grow it to ${formatSize(spec.size)}. Grow the LUN on the target`);
       continue;
     }
-    // An adopted volume is changed only in what its own declaration sets (not defaults).
-    const mine = (field: string) => ours || spec.declared.includes(field === 'backing' ? 'source' : field.split('.')[0]!);
-    const kept = rebuild.filter((c) => !mine(c.field));
-    if (kept.length) out.notes.push(`${id}: adopted volume ${volume} keeps its ${kept.map((c) => `${c.field} ${c.from}`).join(', ')} (set on images.${spec.name} itself to change it)`);
-    rebuild.splice(0, rebuild.length, ...rebuild.filter((c) => mine(c.field)));
+    const mine = changeableBy(ours, spec.declared);
+    const kept = keepAdopted(rebuild, mine, `volume ${volume}`, spec.name);
+    if (kept) out.notes.push(`${id}: ${kept}`);
     const canGrow = RESIZABLE_POOLS.has(poolSpec.type) && (spec.format === 'qcow2' || spec.format === 'raw');
     const size = decideSize(spec.size, obs.capacity, sizeTolerance(spec.format, obs.format), canGrow, fileBased ? spec.format : `${article(poolSpec.type)} volume`);
     if (size.kind === 'shrink') {
@@ -227,7 +225,7 @@ export function diffVolumes(input: {
         refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} must be rebuilt (${reasonOf(rebuild)}); this replaces it and its data. Re-run with --allow-replace to allow it`);
         continue;
       }
-      const overlays = (input.overlaysOf?.(obs.path) ?? []).filter((o) => o !== id);
+      const overlays = input.overlaysOf(obs.path).filter((o) => o !== id);
       if (overlays.length) {
         refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} must be rebuilt (${reasonOf(rebuild)}), but ${overlays.join(', ')} ${overlays.length > 1 ? 'are overlays' : 'is an overlay'} on it and would be corrupted`);
         continue;
@@ -263,7 +261,7 @@ export function diffVolumes(input: {
       continue;
     }
     const forget = !obs || !volumeIsOurs(rec, obs);
-    const overlays = !forget ? (input.overlaysOf?.(obs.path) ?? []) : [];
+    const overlays = !forget ? input.overlaysOf(obs.path) : [];
     if (overlays.length) {
       refuse(id, `volume ${rec.volume} in pool ${rec.pool} (was images.${rec.name}) left the YAML, but ${overlays.join(', ')} still use it as backing file; it is not pruned`);
       continue;

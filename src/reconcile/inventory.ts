@@ -3,6 +3,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
+import { sameIdentity } from '../providers/image-file.js';
 import type { StatCache } from '../providers/stat-cache.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/virt-reconcile';
@@ -65,7 +66,7 @@ export type InventoryRecord = ImageRecord | PoolRecord | VolumeRecord | DomainRe
  * none (birth "0"), or the record predates it, the answer is no: nothing is deleted on a guess.
  */
 export function sameFile(rec: { ino: number; dev: number; birth?: string }, file: { ino: number; dev: number; birth: string }): boolean {
-  return rec.ino === file.ino && rec.dev === file.dev && rec.birth !== undefined && rec.birth !== '0' && rec.birth === file.birth;
+  return rec.birth !== undefined && rec.birth !== '0' && sameIdentity({ ino: rec.ino, dev: rec.dev, birth: rec.birth }, file);
 }
 
 /**
@@ -109,8 +110,21 @@ export function imageRecordFor(inv: Inventory, p: string, file: { ino: number; d
   const byKey = inv.objects[recordKey({ type: 'image', path: p })];
   if (byKey?.type === 'image') return resolveImageRecord(byKey, file);
   if (!file || symlink) return undefined;
-  const byFile = Object.values(inv.objects).find((r): r is ImageRecord => r.type === 'image' && sameFile(r, file));
+  const byFile = recordsByFile(inv).get(`${file.dev}:${file.ino}:${file.birth}`);
   return byFile && resolveImageRecord(byFile, file);
+}
+
+// Image records by identity (device, inode, birth time), built once per inventory: every declared image without a
+// record under its own path looks here, and a scan each would be quadratic.
+const fileIndexes = new WeakMap<Inventory, Map<string, ImageRecord>>();
+function recordsByFile(inv: Inventory): Map<string, ImageRecord> {
+  let idx = fileIndexes.get(inv);
+  if (!idx) {
+    idx = new Map();
+    for (const r of Object.values(inv.objects)) if (r.type === 'image' && r.birth !== '0') idx.set(`${r.dev}:${r.ino}:${r.birth}`, r);
+    fileIndexes.set(inv, idx);
+  }
+  return idx;
 }
 
 export interface Inventory {

@@ -9,7 +9,7 @@
 // takeover happens only inside a second, short-lived mkdir mutex, and the holder is read
 // again inside it: exactly one waiter removes a given dead lock.
 import { readFileSync, rmdirSync, rmSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { processAlive } from '../providers/exec.js';
@@ -98,14 +98,8 @@ export async function acquireLock(
   const holderFile = path.join(lockPath, 'holder.json');
   const deadline = Date.now() + opts.timeoutSeconds * 1000;
   let said = false;
-  const tidy = async () => {
-    if (!madeDir) return;
-    for (let d = stateDir; d.length >= madeDir.length; d = path.dirname(d)) {
-      if ((await readdir(d).catch(() => ['?'])).length) return;
-      await rmdir(d).catch(() => undefined);
-    }
-  };
-  const tidySync = () => {
+  // rmdir removes only an empty directory: what stops the walk up is anything left inside.
+  const tidy = () => {
     if (!madeDir) return;
     for (let d = stateDir; d.length >= madeDir.length; d = path.dirname(d)) {
       try {
@@ -125,11 +119,11 @@ export async function acquireLock(
       return {
         release: async () => {
           await rm(lockPath, { recursive: true, force: true });
-          await tidy();
+          tidy();
         },
         releaseSync: () => {
           rmSync(lockPath, { recursive: true, force: true });
-          tidySync();
+          tidy();
         },
       };
     } catch (e) {
@@ -142,7 +136,7 @@ export async function acquireLock(
     const holder = await readHolder(holderFile);
     const who = holder ? `pid ${holder.pid} (${holder.command}, since ${holder.since})` : 'another reconcile';
     if (Date.now() >= deadline) {
-      await tidy();
+      tidy();
       throw new UserError(
         `state directory ${stateDir} is locked by ${who}; ${opts.timeoutSeconds ? `gave up after ${opts.timeoutSeconds}s` : 'not waiting (--lock-timeout 0)'}`,
         1,

@@ -1,7 +1,7 @@
 // Observation for a plan. Image files: one batched stat pass, qemu-img only for files not
 // in the stat-keyed cache. libvirt: every pool and volume of interest in one virsh batch.
 import { lstat, readlink } from 'node:fs/promises';
-import { observeImages, type ObservationCache, type ObservedImage } from '../providers/image-file.js';
+import { lstatIdentity, observeImages, sameIdentity, type ObservationCache, type ObservedImage } from '../providers/image-file.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../providers/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../providers/libvirt-volume.js';
 import { cacheable, fileSignature, type StatCache } from '../providers/stat-cache.js';
@@ -155,10 +155,10 @@ export async function interruptedPublishes(inventory: Inventory, files: Map<stri
   await Promise.all(Object.values(inventory.objects).map(async (r) => {
     if (r.type !== 'image' || !r.pending?.extents.length) return;
     const main = files.get(r.path);
-    if (main && main.file.ino === r.pending.ino && main.file.dev === r.pending.dev && main.file.birth === r.pending.birth) return;
+    if (main && sameIdentity(main.file, r.pending)) return;
     for (const e of r.pending.extents) {
-      const l = await lstat(e.path, { bigint: true }).catch(() => undefined);
-      if (l && Number(l.ino) === e.ino && Number(l.dev) === e.dev && String(l.birthtimeNs) === e.birth) return void out.add(r.path);
+      const now = await lstatIdentity(e.path);
+      if (now && sameIdentity(now, e)) return void out.add(r.path);
     }
   }));
   return out;
