@@ -20,7 +20,7 @@ import { acquireLock, type Lock } from './reconcile/lock.js';
 import { hasChanges, type Plan } from './reconcile/plan.js';
 import { printable } from './text.js';
 import { renderPlan, renderSummary } from './render.js';
-import { connect, resolveUri } from './providers/virsh.js';
+import { connect, resolveUri } from './tools/virsh.js';
 import { capacityWarnings, imageStatuses, poolStatuses, renderShow, vmStatuses } from './show.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;

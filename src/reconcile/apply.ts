@@ -6,15 +6,15 @@ import pLimit from 'p-limit';
 import {
   checkStillSame, createImage, deleteImage, driverFor, identitiesOf, observeImages, removeIfSame, removeStaleBuilds, resizeImage, setPermissions, sizeTolerance,
   type ObservationCache,
-} from '../providers/image-file.js';
+} from '../providers/image/files.js';
 import {
   buildPool, definePool, deletePoolStorage, ensureSecret, parsePoolXml, setAutostart, startPool, stopPool, undefinePool,
-} from '../providers/libvirt-pool.js';
-import { changeDisk, defineDomain, setOwnership, undefineDomain } from '../providers/libvirt-domain.js';
-import { createVolume, deleteVolume, resizeVolume } from '../providers/libvirt-volume.js';
-import { CommandError } from '../providers/exec.js';
-import { removeAbandonedScratch, useScratchRoot } from '../providers/temp-file.js';
-import type { Virsh } from '../providers/virsh.js';
+} from '../tools/libvirt-pool.js';
+import { changeDisk, defineDomain, setOwnership, undefineDomain } from '../tools/libvirt-domain.js';
+import { createVolume, deleteVolume, resizeVolume } from '../tools/libvirt-volume.js';
+import { CommandError } from '../tools/exec.js';
+import { removeAbandonedScratch, useScratchRoot } from '../providers/common/scratch.js';
+import type { Virsh } from '../tools/virsh.js';
 import { UserError } from './errors.js';
 import { failpoint } from '../failpoint.js';
 import { rememberVolume } from './observe.js';

@@ -3,15 +3,15 @@
 import { chmod, chown, mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Cron } from 'croner';
-import { run } from '../providers/exec.js';
-import { runHook } from '../providers/hooks.js';
-import { checkImage } from '../providers/image-check.js';
+import { run } from '../tools/exec.js';
+import { runHook } from '../tools/hooks.js';
+import { checkImage } from '../tools/qemu-img-check.js';
 import {
   createInternalSnapshot, deleteSnapshot, domainState, freeze, pushBackup, revertSnapshot, shutOff, thaw, withExternalSnapshot,
-} from '../providers/libvirt-backup.js';
-import { parseDisks } from '../providers/libvirt-domain.js';
-import type { Virsh } from '../providers/virsh.js';
-import { parseXml } from '../providers/xml.js';
+} from '../tools/libvirt-backup.js';
+import { parseDisks } from '../tools/libvirt-domain.js';
+import type { Virsh } from '../tools/virsh.js';
+import { parseXml } from '../tools/xml.js';
 import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRun } from './backup-records.js';
 import { UserError } from './errors.js';
 import type { BackupSpec } from './model.js';

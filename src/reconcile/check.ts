@@ -1,10 +1,10 @@
 // `reconcile check`: qemu-img check on every declared image (files and file-pool volumes),
 // with --repair for leaks (or everything) on images no running domain uses.
 import pLimit from 'p-limit';
-import { checkImage, type CheckResult } from '../providers/image-check.js';
-import { parseDisks } from '../providers/libvirt-domain.js';
-import type { Virsh } from '../providers/virsh.js';
-import { parseXml } from '../providers/xml.js';
+import { checkImage, type CheckResult } from '../tools/qemu-img-check.js';
+import { parseDisks } from '../tools/libvirt-domain.js';
+import type { Virsh } from '../tools/virsh.js';
+import { parseXml } from '../tools/xml.js';
 import type { PlanWithObservations } from './engine.js';
 import type { DesiredState } from './model.js';
 

@@ -1,15 +1,15 @@
 // load → observe → diff → plan. Level-triggered: every plan starts from what the host
 // reports now, never from memory of an earlier run.
-import { domcapsSignature } from '../providers/domcaps-signature.js';
-import { kvmAccess, type KvmAccess } from '../providers/kvm-access.js';
-import type { ObservationCache } from '../providers/image-file.js';
-import type { Virsh } from '../providers/virsh.js';
+import { domcapsSignature } from '../providers/domain/domcaps-signature.js';
+import { kvmAccess, type KvmAccess } from '../providers/domain/kvm-access.js';
+import type { ObservationCache } from '../providers/image/files.js';
+import type { Virsh } from '../tools/virsh.js';
 import { overdue } from './backup.js';
 import { readBackupRecords } from './backup-records.js';
-import { diffImages } from './diff-images.js';
-import { diffPools } from './diff-pools.js';
-import { diffVms } from './diff-vms.js';
-import { diffVolumes, imagePathResolver } from './diff-volumes.js';
+import { diffImages } from '../providers/image/diff.js';
+import { diffPools } from '../providers/pool/diff.js';
+import { diffVms } from '../providers/domain/diff.js';
+import { diffVolumes, imagePathResolver } from '../providers/volume/diff.js';
 import { readInventory, type Inventory } from './inventory.js';
 import { sourceImage, type DesiredState } from './model.js';
 import { filesToObserve, interruptedPublishes, libvirtToObserve, observeLibvirt, observeMore, type Observation } from './observe.js';

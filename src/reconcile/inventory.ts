@@ -3,8 +3,8 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
-import { sameIdentity } from '../providers/image-file.js';
-import type { StatCache } from '../providers/stat-cache.js';
+import { sameIdentity } from '../providers/image/files.js';
+import type { StatCache } from '../providers/common/stat-cache.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/virt-reconcile';
 

@@ -12,7 +12,7 @@ import { readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { processAlive } from '../providers/exec.js';
+import { processAlive } from '../tools/exec.js';
 import { UserError } from './errors.js';
 
 export interface Lock {

@@ -1,15 +1,15 @@
 // Observation for a plan. Image files: one batched stat pass, qemu-img only for files not
 // in the stat-keyed cache. libvirt: every pool and volume of interest in one virsh batch.
 import { lstat, readlink } from 'node:fs/promises';
-import { lstatIdentity, observeImages, sameIdentity, type ObservationCache, type ObservedImage } from '../providers/image-file.js';
-import { parsePoolReads, poolReadCommands, type ObservedPool } from '../providers/libvirt-pool.js';
-import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../providers/libvirt-volume.js';
-import { cacheable, fileSignature, type StatCache } from '../providers/stat-cache.js';
+import { lstatIdentity, observeImages, sameIdentity, type ObservationCache, type ObservedImage } from '../providers/image/files.js';
+import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
+import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../tools/libvirt-volume.js';
+import { cacheable, fileSignature, type StatCache } from '../providers/common/stat-cache.js';
 import {
   domainReadCommands, parseCapabilities, parseDomainReads, type DomainCapabilities, type ObservedDomain,
-} from '../providers/libvirt-domain.js';
-import { domcapsCacheKey } from '../providers/domcaps-signature.js';
-import type { Virsh } from '../providers/virsh.js';
+} from '../tools/libvirt-domain.js';
+import { domcapsCacheKey } from '../providers/domain/domcaps-signature.js';
+import type { Virsh } from '../tools/virsh.js';
 import type { Inventory } from './inventory.js';
 import type { DesiredState } from './model.js';
 

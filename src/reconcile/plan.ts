@@ -1,12 +1,12 @@
 // The plan is a value: `plan` builds and prints it (or saves it as JSON), `apply`
 // executes exactly it. Nothing in here touches the host.
 import { createHash } from 'node:crypto';
-import type { FileIdentity, ImageBuild } from '../providers/image-file.js';
+import type { FileIdentity, ImageBuild } from '../providers/image/files.js';
 import type { ExtentRecord } from './inventory.js';
-import type { PoolDefinition } from '../providers/libvirt-pool.js';
-import type { Ownership } from '../providers/libvirt-domain.js';
-import type { VolumeBuild } from '../providers/libvirt-volume.js';
-import type { DiskStep } from './diff-vms.js';
+import type { PoolDefinition } from '../tools/libvirt-pool.js';
+import type { Ownership } from '../tools/libvirt-domain.js';
+import type { VolumeBuild } from '../tools/libvirt-volume.js';
+import type { DiskStep } from '../providers/domain/diff.js';
 import type { Format, Permissions } from './model.js';
 
 export type ActionKind = 'create' | 'update' | 'replace' | 'delete' | 'no-op';

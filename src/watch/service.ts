@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { watch as chokidar, type FSWatcher } from 'chokidar';
 import { Cron } from 'croner';
-import type { Virsh } from '../providers/virsh.js';
+import type { Virsh } from '../tools/virsh.js';
 import { applyPlan } from '../reconcile/apply.js';
 import { overdue, runBackup } from '../reconcile/backup.js';
 import { readBackupRecords } from '../reconcile/backup-records.js';
@@ -20,7 +20,7 @@ import { FileObservationCache } from '../reconcile/inventory.js';
 import { acquireLock } from '../reconcile/lock.js';
 import type { DesiredState } from '../reconcile/model.js';
 import { imageStatuses, poolStatuses, vmStatuses, type ImageStatus, type PoolStatus, type VmStatus } from '../show.js';
-import { syncGit, type GitSource } from './git-source.js';
+import { syncGit, type GitSource } from '../tools/git.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 

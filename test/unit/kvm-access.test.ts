@@ -1,6 +1,6 @@
 // Pure decisions about KVM: who QEMU runs as, and whether that user can open /dev/kvm.
 import { describe, expect, it } from 'vitest';
-import { canReadWrite, decideKvm, parseQemuConf, resolveRunAs } from '../../src/providers/kvm-access.js';
+import { canReadWrite, decideKvm, parseQemuConf, resolveRunAs } from '../../src/providers/domain/kvm-access.js';
 
 const PASSWD = 'root:x:0:0:root:/root:/bin/bash\nlibvirt-qemu:x:64055:107:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\nqemu:x:107:107::/:/sbin/nologin\nbob:x:1000:1000::/home/bob:/bin/sh\n';
 const GROUP = 'root:x:0:\nkvm:x:107:\nlibvirt-qemu:x:64055:libvirt-qemu\nlibvirt:x:108:bob\nbob:x:1000:\n';

@@ -1,6 +1,6 @@
 // Pure: reading virsh vol-list's table when names and paths hold spaces.
 import { describe, expect, it } from 'vitest';
-import { parseVolList } from '../../src/providers/libvirt-pool.js';
+import { parseVolList } from '../../src/tools/libvirt-pool.js';
 
 describe('parseVolList', () => {
   const cases: { reason: string; out: string; poolPath?: string; want: [string, string][] }[] = [

@@ -2,7 +2,7 @@
 // disk-only external snapshots merged back with blockcommit, guest filesystem freeze.
 import { optionValue } from './option-escape.js';
 import { esc } from './xml.js';
-import { withTempFile } from './temp-file.js';
+import { withTempFile } from '../providers/common/scratch.js';
 import type { Virsh } from './virsh.js';
 
 export async function domainState(v: Virsh, domain: string): Promise<string> {

@@ -3,16 +3,16 @@
 // reconcile attached that left the YAML, define missing domains that have `create:`.
 // Changes go to the persistent definition; a running domain reports pending restart for
 // whatever it cannot take live.
-import { DRIVER, type ObservedImage } from '../providers/image-file.js';
+import { DRIVER, type ObservedImage } from '../image/files.js';
 import {
   domainXml, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership,
-} from '../providers/libvirt-domain.js';
-import { VOL_FORMAT, type ObservedVolume } from '../providers/libvirt-volume.js';
-import { reasonOf } from './diff-common.js';
-import type { KvmAccess } from '../providers/kvm-access.js';
-import type { Inventory } from './inventory.js';
-import type { DesiredState, DiskSpec, VmSpec } from './model.js';
-import type { Action, Change, Refusal } from './plan.js';
+} from '../../tools/libvirt-domain.js';
+import { VOL_FORMAT, type ObservedVolume } from '../../tools/libvirt-volume.js';
+import { reasonOf } from '../common/decisions.js';
+import type { KvmAccess } from './kvm-access.js';
+import type { Inventory } from '../../reconcile/inventory.js';
+import type { DesiredState, DiskSpec, VmSpec } from '../../reconcile/model.js';
+import type { Action, Change, Refusal } from '../../reconcile/plan.js';
 
 export interface VmDiff {
   actions: Action[];

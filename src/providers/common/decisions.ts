@@ -1,8 +1,8 @@
 // Decisions shared by every kind of storage object: size (grow / replace / refuse) and
 // ownership/mode drift, and how a list of changes reads in a plan.
-import type { Permissions } from './model.js';
-import type { Change } from './plan.js';
-import { formatSize } from './sizes.js';
+import type { Permissions } from '../../reconcile/model.js';
+import type { Change } from '../../reconcile/plan.js';
+import { formatSize } from '../../reconcile/sizes.js';
 
 export const octal = (m?: number) => (m === undefined ? '-' : `0${(m & 0o7777).toString(8)}`);
 

@@ -5,11 +5,11 @@ import { constants } from 'node:fs';
 import { chmod, chown, link, lstat, mkdir, open, readdir, readlink, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pLimit from 'p-limit';
-import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
-import { processAlive, run } from './exec.js';
-import { failpoint } from '../failpoint.js';
-import { optionValue } from './option-escape.js';
-import { cacheable, fileSignature, type StatCache } from './stat-cache.js';
+import type { Format, Permissions, Qcow2Options } from '../../reconcile/model.js';
+import { processAlive, run } from '../../tools/exec.js';
+import { failpoint } from '../../failpoint.js';
+import { optionValue } from '../../tools/option-escape.js';
+import { cacheable, fileSignature, type StatCache } from '../common/stat-cache.js';
 
 /** What qemu-img (and the file's own header) says about an image file. */
 export interface ObservedImage {
@@ -33,7 +33,7 @@ export interface ObservedImage {
   block?: boolean;
 }
 
-export type { StatCache as ObservationCache } from './stat-cache.js';
+export type { StatCache as ObservationCache } from '../common/stat-cache.js';
 
 /** The image as this provider builds it: the model's spec with references resolved to paths. */
 export interface ImageBuild {

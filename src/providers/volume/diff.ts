@@ -2,15 +2,15 @@
 // (grow in place, refuse shrink, replace only with --allow-replace, never touch protect:
 // true), expressed through what libvirt's volume API can do.
 import path from 'node:path';
-import { sizeTolerance, type ObservedImage } from '../providers/image-file.js';
-import type { ObservedPool } from '../providers/libvirt-pool.js';
-import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../providers/libvirt-volume.js';
-import { changeableBy, decideSize, keepAdopted, permissionChanges, reasonOf } from './diff-common.js';
-import { orderByDependency, recordedChanges, recordedOptions } from './diff-images.js';
-import { recordKey, volumeIsOurs, type Inventory, type VolumeRecord } from './inventory.js';
-import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from './model.js';
-import type { Action, Change, Refusal } from './plan.js';
-import { formatSize } from './sizes.js';
+import { sizeTolerance, type ObservedImage } from '../image/files.js';
+import type { ObservedPool } from '../../tools/libvirt-pool.js';
+import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
+import { changeableBy, decideSize, keepAdopted, permissionChanges, reasonOf } from '../common/decisions.js';
+import { orderByDependency, recordedChanges, recordedOptions } from '../image/diff.js';
+import { recordKey, volumeIsOurs, type Inventory, type VolumeRecord } from '../../reconcile/inventory.js';
+import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
+import type { Action, Change, Refusal } from '../../reconcile/plan.js';
+import { formatSize } from '../../reconcile/sizes.js';
 
 export interface VolumeDiff {
   actions: Action[];

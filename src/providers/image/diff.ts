@@ -2,13 +2,13 @@
 // re-permissioning or pruning. Pure: no I/O, so plan output is reproducible.
 import {
   canResize, driverFor, sizeTolerance, type ImageBuild, type ObservedImage,
-} from '../providers/image-file.js';
-import { changeableBy, decideSize, keepAdopted, permissionChanges, reasonOf } from './diff-common.js';
-import type { Inventory } from './inventory.js';
-import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from './inventory.js';
-import { sourceImage, type DesiredState, type ImageSpec } from './model.js';
-import type { Action, Change, Refusal } from './plan.js';
-import { formatSize } from './sizes.js';
+} from './files.js';
+import { changeableBy, decideSize, keepAdopted, permissionChanges, reasonOf } from '../common/decisions.js';
+import type { Inventory } from '../../reconcile/inventory.js';
+import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
+import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
+import type { Action, Change, Refusal } from '../../reconcile/plan.js';
+import { formatSize } from '../../reconcile/sizes.js';
 
 export interface ImageDiffInput {
   state: DesiredState;

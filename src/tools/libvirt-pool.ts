@@ -1,7 +1,7 @@
 // libvirt storage pools through virsh: the XML for every pool type, batched observation,
 // and define / build / start / autostart / stop / delete / undefine.
 import type { Permissions, PoolSpec } from '../reconcile/model.js';
-import { withTempFile } from './temp-file.js';
+import { withTempFile } from '../providers/common/scratch.js';
 import { bytes, esc, parseXml, text, type XmlNode } from './xml.js';
 import type { Virsh } from './virsh.js';
 

@@ -4,8 +4,8 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
-import { createImage, DRIVER } from './image-file.js';
-import { withTempDir } from './temp-file.js';
+import { createImage, DRIVER } from '../providers/image/files.js';
+import { withTempDir } from '../providers/common/scratch.js';
 import { bytes, esc, parseXml, text, type XmlNode } from './xml.js';
 import type { Virsh } from './virsh.js';
 

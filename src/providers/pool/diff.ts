@@ -2,11 +2,11 @@
 // activity and permissions in place, replace on a change of type, target or source
 // (only with --allow-replace), prune only pools reconcile defined and that hold nothing.
 import path from 'node:path';
-import { definitionFor, secretUsageFor, type ObservedPool, type PoolDefinition } from '../providers/libvirt-pool.js';
-import { permissionChanges, reasonOf } from './diff-common.js';
-import { recordKey, type Inventory } from './inventory.js';
-import type { DesiredState, PoolSpec } from './model.js';
-import type { Action, Change, Refusal } from './plan.js';
+import { definitionFor, secretUsageFor, type ObservedPool, type PoolDefinition } from '../../tools/libvirt-pool.js';
+import { permissionChanges, reasonOf } from '../common/decisions.js';
+import { recordKey, type Inventory } from '../../reconcile/inventory.js';
+import type { DesiredState, PoolSpec } from '../../reconcile/model.js';
+import type { Action, Change, Refusal } from '../../reconcile/plan.js';
 
 export interface PoolDiff {
   actions: Action[];

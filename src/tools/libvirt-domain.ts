@@ -1,7 +1,7 @@
 // libvirt domains, for their storage only: observe disks (persistent and live), attach,
 // update and detach disk devices, define a new domain, and keep our ownership record in
 // the domain's own <metadata>. Other devices of a domain are never touched.
-import { withTempFile } from './temp-file.js';
+import { withTempFile } from '../providers/common/scratch.js';
 import { esc, parseXml, text, type XmlNode } from './xml.js';
 import type { Virsh } from './virsh.js';
 
