@@ -202,7 +202,7 @@ describe('dir pool replace', () => {
     await sb.yaml('version: 1\npools:\n  r: { type: dir, path: $DIR/r2 }\n');
     const r = await sb.run('apply', '--prune');
     // Seen at plan time now (the volume's file has another birth time): forgotten, never deleted.
-    expect(r.stdout).toMatch(/inventory:volume\/r\/mine\.qcow2: deleting \(replaced by a volume reconcile did not create: forgotten, not deleted\)/);
+    expect(r.stdout).toMatch(/inventory:volume:r\/mine\.qcow2: deleting \(replaced by a volume reconcile did not create: forgotten, not deleted\)/);
     expect((await qemuInfo(p('r2/mine.qcow2'))).format).toBe('raw');
     expect(JSON.parse(await import('node:fs/promises').then((f) => f.readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8'))).objects['volume:r/mine.qcow2']).toBeUndefined();
   });

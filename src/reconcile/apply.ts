@@ -1,24 +1,17 @@
-// Executes exactly the actions of a plan: dependencies first, independent actions in
-// parallel (bounded), the inventory saved after every action so a crash loses nothing.
-import { stat } from 'node:fs/promises';
+// Executes exactly the actions of a plan: a dependency scheduler. Dependencies first,
+// independent actions in parallel (bounded); each action is carried out by its kind, and its
+// inventory effect saved before the next decision, so a crash loses nothing. No kind is
+// known here.
 import path from 'node:path';
 import pLimit from 'p-limit';
-import {
-  checkStillSame, createImage, deleteImage, driverFor, identitiesOf, observeImages, removeIfSame, removeStaleBuilds, resizeImage, setPermissions, sizeTolerance,
-  type ObservationCache,
-} from '../providers/image/files.js';
-import {
-  buildPool, definePool, deletePoolStorage, ensureSecret, parsePoolXml, setAutostart, startPool, stopPool, undefinePool,
-} from '../tools/libvirt-pool.js';
-import { changeDisk, defineDomain, setOwnership, undefineDomain } from '../tools/libvirt-domain.js';
-import { createVolume, deleteVolume, resizeVolume } from '../tools/libvirt-volume.js';
+import type { ObservationCache } from '../providers/image/files.js';
+import { removeAbandonedScratch, useScratchRoot } from '../tools/scratch.js';
+import { kindOf } from '../providers/registry.js';
 import { CommandError } from '../tools/exec.js';
-import { removeAbandonedScratch, useScratchRoot } from '../providers/common/scratch.js';
 import type { Virsh } from '../tools/virsh.js';
 import { UserError } from './errors.js';
-import { failpoint } from '../failpoint.js';
-import { rememberVolume } from './observe.js';
-import { readInventory, recordKey, writeInventory, type ImageRecord, type VolumeRecord } from './inventory.js';
+import { readInventory, writeInventory } from './inventory.js';
+import type { ExecContext } from './kind.js';
 import type { Action, ActionKind, Plan } from './plan.js';
 
 export interface ApplyOptions {
@@ -82,218 +75,26 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   const running = new Map<string, Promise<ActionResult>>();
   const byId = new Map(todo.map((a) => [a.id, a]));
 
-  const execute = async (a: Action): Promise<void> => {
-    const op = a.op;
-    switch (op.type) {
-      case 'image.create':
-      case 'image.replace': {
-        for (const stale of await removeStaleBuilds(op.build.path)) opts.log(`${a.id}: removed ${stale}, left by an interrupted apply`);
-        const k = recordKey({ type: 'image', path: op.build.path });
-        const replaces = op.type === 'image.replace' ? { ...op.oldFile, extents: op.oldExtents } : undefined;
-        // A build that was killed while publishing (extents renamed in, descriptor not yet):
-        // its extents are recorded as pending with their identity; they are ours to remove.
-        const prior = inventory.objects[k];
-        if (prior?.type === 'image' && prior.pending?.extents.length) {
-          await removeIfSame(prior.pending.extents.filter((e) => e.path !== op.build.path));
-        }
-        const name = a.id.replace(/^images\./, '');
-        // Intent first (Crossplane's "create pending"): a crash between the rename and the
-        // record below still leaves the published file recognisably ours.
-        await createImage(op.build, {
-          signal: opts.signal,
-          replaces,
-          beforePublish: async (id) => {
-            const prev = inventory.objects[k];
-            const pending = { ...id, recorded: op.recorded, createdAt: new Date().toISOString() };
-            inventory.objects[k] = prev?.type === 'image'
-              ? { ...prev, name, pending }
-              : { type: 'image', name, path: op.build.path, ino: 0, dev: 0, birth: '0', extents: [], createdAt: pending.createdAt, recorded: op.recorded, pending };
-            await save();
-            failpoint('image-before-publish');
-          },
-        });
-        failpoint('image-after-publish');
-        const obs = (await observeImages([op.build.path], opts.cache)).get(op.build.path);
-        if (!obs) throw new Error(`${op.build.path} is missing after it was built`);
-        if (op.type === 'image.replace') {
-          // Old extents the new image did not take over go, if reconcile made them and they are still those files.
-          const keep = new Set(obs.vmdk?.extents ?? []);
-          await removeIfSame(op.ownedExtents.filter((e) => !keep.has(e.path) && e.path !== op.build.path));
-        }
-        const rec: ImageRecord = {
-          type: 'image', name, path: op.build.path, ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth,
-          extents: await identitiesOf(obs.vmdk?.extents ?? []), createdAt: new Date().toISOString(), recorded: op.recorded,
-        };
+  // What kinds see of the inventory: every change saved before the call returns.
+  const ctx: ExecContext = {
+    virsh, cache: opts.cache, log: opts.log, signal: opts.signal,
+    inventory: {
+      get: (k) => inventory.objects[k],
+      set: async (k, rec) => {
         inventory.objects[k] = rec;
         await save();
-        verify(a.id, obs, op.build);
-        return;
-      }
-      case 'image.update': {
-        // Only the file the plan saw: one swapped in since (or a symlink) is never resized or chmod'ed.
-        await checkStillSame(op.path, op.expect, op.followSymlink);
-        if (op.resize) await resizeImage(op.path, op.format, op.resize.size, op.resize);
-        if (op.permissions) await setPermissions(op.path, op.permissions, { expect: op.expect, followSymlink: op.followSymlink });
-        await observeImages([op.path], opts.cache);
-        return;
-      }
-      case 'image.delete': {
-        if (op.exists) {
-          for (const f of await deleteImage(op.path, op.identity, op.extents)) opts.log(`${a.id}: kept ${f}: not the file reconcile made (another file took its place since the plan)`);
-        }
-        delete inventory.objects[op.inventoryKey];
+      },
+      forget: async (k) => {
+        delete inventory.objects[k];
         await save();
-        return;
-      }
-      case 'pool.create':
-      case 'pool.replace': {
-        const v = virsh();
-        if (op.type === 'pool.replace') {
-          // The old definition goes; its storage (files, LVs, device contents) stays untouched.
-          if (op.wasActive) await stopPool(v, op.name);
-          await undefinePool(v, op.name);
-        }
-        if (op.secret) await ensureSecret(v, op.secret.usage, op.secret.type, op.secret.file);
-        await definePool(v, op.name, op.definition);
-        const uuid = parsePoolXml(await v.exec(['pool-dumpxml', op.name])).uuid;
-        inventory.objects[recordKey({ type: 'pool', name: op.name })] = { type: 'pool', name: op.name, uuid, createdAt: new Date().toISOString() };
-        await save();
-        if (op.active) {
-          await buildPool(v, op.name, op.definition.type);
-          await startPool(v, op.name, op.definition.type);
-        }
-        await setAutostart(v, op.name, op.autostart);
-        return;
-      }
-      case 'pool.update': {
-        const v = virsh();
-        if (op.redefine) await definePool(v, op.name, op.redefine, op.uuid);
-        if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
-        if (op.start) {
-          const type = (op.redefine ?? parsePoolXml(await v.exec(['pool-dumpxml', op.name])).definition).type;
-          await buildPool(v, op.name, type);
-          await startPool(v, op.name, type);
-        }
-        if (op.stop) await stopPool(v, op.name);
-        if (op.autostart !== undefined) await setAutostart(v, op.name, op.autostart);
-        return;
-      }
-      case 'pool.delete': {
-        if (op.exists) {
-          const v = virsh();
-          if (op.active) await stopPool(v, op.name);
-          // Only a dir pool's storage is removed, and libvirt does that with rmdir: a
-          // directory still holding anything stays.
-          if (op.poolType === 'dir') {
-            await deletePoolStorage(v, op.name).catch((e: Error) => opts.log(`${a.id}: kept its directory (${e.message.replace(/^virsh \S* failed[^:]*: /, '')})`));
-          }
-          await undefinePool(v, op.name);
-        }
-        delete inventory.objects[op.inventoryKey];
-        await save();
-        return;
-      }
-      case 'volume.create':
-      case 'volume.replace': {
-        const v = virsh();
-        const b = op.build;
-        const key = recordKey({ type: 'volume', pool: b.pool, volume: b.name });
-        if (op.incomplete && b.fileBased) {
-          // An interrupted build is rebuilt only if the file is still the one it was making:
-          // a volume someone made under that name since is not ours to replace.
-          const now = await fileBirth(op.incomplete.path);
-          if (now !== undefined && op.incomplete.birth !== undefined && op.incomplete.birth !== now) {
-            delete inventory.objects[key];
-            await save();
-            throw new Error(`${op.incomplete.path} is no longer the volume an interrupted apply was making (another file took its name); forgotten, not replaced`);
-          }
-        }
-        if (op.type === 'volume.replace') await deleteVolume(v, b.pool, b.name);
-        // Recorded as building before anything exists (an empty key: whatever volume is found
-        // under this name later was being made by us), then with its key once libvirt made it;
-        // 'ready' only after its contents are complete. A volume left building is rebuilt.
-        const rec: VolumeRecord = { type: 'volume', name: op.imageName, pool: b.pool, volume: b.name, key: '', path: '', status: 'building', createdAt: new Date().toISOString(), recorded: op.recorded };
-        const before = inventory.objects[key];
-        inventory.objects[key] = rec;
-        await save();
-        const birthOf = (p: string) => (b.fileBased ? fileBirth(p) : Promise.resolve(undefined));
-        let made: { key: string; path: string } | undefined;
-        let obs;
-        try {
-          obs = await createVolume(v, b, {
-            signal: opts.signal,
-            created: async (vol) => {
-              made = vol;
-              inventory.objects[key] = { ...rec, key: vol.key, path: vol.path, birth: await birthOf(vol.path) };
-              await save();
-              failpoint('volume-created');
-            },
-          });
-        } catch (e) {
-          // createVolume leaves no volume of ours behind when it fails (creation failed — the
-          // name may be someone else's — or an import deleted its half-made volume): forget the
-          // intent, or a volume someone makes under that name later would be taken for ours.
-          // Only a kill -9 leaves the intent, and the next apply rebuilds.
-          if (before && op.type === 'volume.create' && !made) inventory.objects[key] = before;
-          else delete inventory.objects[key];
-          await save();
-          throw e;
-        }
-        await rememberVolume(opts.cache, obs);
-        inventory.objects[key] = { ...rec, key: obs.key, path: obs.path, status: 'ready', birth: await birthOf(obs.path) };
-        await save();
-        // qcow2 options live only in the file: read it once now, so later plans find it cached.
-        const q = b.qcow2;
-        if (b.fileBased && b.format === 'qcow2' && q && (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined)) {
-          await observeImages([obs.path], opts.cache);
-        }
-        if (obs.capacity < b.capacity) throw new Error(`${a.id}: volume has ${obs.capacity} bytes, expected ${b.capacity}`);
-        return;
-      }
-      case 'volume.update': {
-        const v = virsh();
-        if (op.resize) await resizeVolume(v, op.pool, op.name, op.resize.capacity, op.resize.allocate);
-        if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
-        return;
-      }
-      case 'volume.delete': {
-        // The key of a file volume is its path, which a new file can take: check the birth time.
-        const now = op.birth && op.path ? await fileBirth(op.path) : undefined;
-        if (op.exists && op.birth && op.birth !== '0' && now !== undefined && now !== op.birth) {
-          opts.log(`${a.id}: not deleted: ${op.path} is no longer the file reconcile created; forgotten`);
-        } else if (op.exists) await deleteVolume(virsh(), op.pool, op.name);
-        delete inventory.objects[op.inventoryKey];
-        await save();
-        return;
-      }
-      case 'domain.define': {
-        const v = virsh();
-        await defineDomain(v, op.xml);
-        const uuid = (await v.exec(['domuuid', op.name])).trim();
-        inventory.objects[recordKey({ type: 'domain', name: op.name })] = { type: 'domain', name: op.name, uuid, createdAt: new Date().toISOString() };
-        await save();
-        return;
-      }
-      case 'domain.disks': {
-        const v = virsh();
-        const pending: string[] = [];
-        for (const step of op.steps) {
-          const live = await changeDisk(v, op.name, step.verb, step.disk, op.running);
-          if (!live) pending.push(`${step.verb.replace('-device', '')} ${step.disk.target}`);
-        }
-        await setOwnership(v, op.name, op.ownership, op.running);
-        if (pending.length) opts.log(`${a.id}: saved in the persistent definition; the running domain takes it at its next restart (${pending.join(', ')})`);
-        return;
-      }
-      case 'domain.undefine': {
-        if (op.exists) await undefineDomain(virsh(), op.name);
-        delete inventory.objects[op.inventoryKey];
-        await save();
-        return;
-      }
-      case 'none':
-        return;
-    }
+      },
+    },
+  };
+  const execute = async (a: Action): Promise<void> => {
+    const effect = await kindOf(a.resource).execute(a, ctx);
+    if (!effect) return;
+    if ('forget' in effect) await ctx.inventory.forget(effect.forget);
+    else await ctx.inventory.set(...effect.record);
   };
 
   const start = (a: Action): Promise<ActionResult> => {
@@ -358,11 +159,6 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   return { results: [...results.values()], counts };
 }
 
-/** A file's birth time (ns), or undefined if it is gone: with the path, it names one file. */
-function fileBirth(p: string): Promise<string | undefined> {
-  return stat(p, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined);
-}
-
 /**
  * Saves shared by concurrent actions: one write at a time, and every caller waits for a
  * write that started after its call, so its change is on disk when it resumes. Under load
@@ -384,13 +180,4 @@ export function coalescedWriter(write: () => Promise<void>): () => Promise<void>
     });
     return next;
   };
-}
-
-/** After a build, the image must be what was asked for; anything else is a bug worth stopping on. */
-function verify(id: string, obs: { driver: string; virtualSize: number }, build: { format: Parameters<typeof driverFor>[0]; size?: number; encryption?: unknown }): void {
-  const want = driverFor(build.format, !!build.encryption);
-  if (obs.driver !== want) throw new Error(`${id}: built as ${obs.driver}, expected ${want}`);
-  if (build.size !== undefined && (obs.virtualSize < build.size || obs.virtualSize - build.size >= sizeTolerance(build.format))) {
-    throw new Error(`${id}: built with virtual size ${obs.virtualSize}, expected ${build.size}`);
-  }
 }

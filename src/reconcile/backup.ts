@@ -3,15 +3,15 @@
 import { chmod, chown, mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Cron } from 'croner';
-import { run } from '../tools/exec.js';
 import { runHook } from '../tools/hooks.js';
-import { checkImage } from '../tools/qemu-img-check.js';
+import { check as checkImage, compare, convertCopy } from '../tools/qemu-img.js';
 import {
   createInternalSnapshot, deleteSnapshot, domainState, freeze, pushBackup, revertSnapshot, shutOff, thaw, withExternalSnapshot,
 } from '../tools/libvirt-backup.js';
-import { parseDisks } from '../tools/libvirt-domain.js';
+import { readDisks } from '../tools/libvirt-domain.js';
+import { refreshPool } from '../tools/libvirt-pool.js';
+import { volumePath } from '../tools/libvirt-volume.js';
 import type { Virsh } from '../tools/virsh.js';
-import { parseXml } from '../tools/xml.js';
 import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRun } from './backup-records.js';
 import { UserError } from './errors.js';
 import type { BackupSpec } from './model.js';
@@ -33,11 +33,11 @@ interface DiskSource {
 async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ running: boolean; all: string[]; disks: DiskSource[] }> {
   const state = await domainState(v, vm);
   const running = state === 'running' || state === 'paused';
-  const devices = parseDisks(parseXml(await v.exec(['dumpxml', ...(running ? [] : ['--inactive']), vm])).domain).filter((d) => d.device === 'disk');
+  const devices = (await readDisks(v, vm, running)).filter((d) => d.device === 'disk');
   const disks: DiskSource[] = [];
   for (const d of devices) {
     if (want && !want.includes(d.target)) continue;
-    const p = d.type === 'volume' ? (await v.exec(['vol-path', '--pool', d.source.pool!, d.source.volume!])).trim() : d.source.file ?? d.source.dev;
+    const p = d.type === 'volume' ? await volumePath(v, d.source.pool!, d.source.volume!) : d.source.file ?? d.source.dev;
     if (!p) throw new Error(`${vm}: disk ${d.target} has no local source to back up`);
     disks.push({ target: d.target, path: p, format: d.driverType ?? 'raw', pool: d.type === 'volume' ? d.source.pool : undefined });
   }
@@ -49,7 +49,7 @@ async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ run
 /** A copy made under a temporary name and renamed when complete. */
 async function convertInto(src: string, srcFormat: string, dest: string, forceShare: boolean): Promise<void> {
   const partial = `${dest}.partial`;
-  await run('qemu-img', ['convert', ...(forceShare ? ['-U'] : []), '-f', srcFormat, '-O', 'qcow2', src, partial]);
+  await convertCopy({ path: src, driver: srcFormat, forceShare }, { path: partial, driver: 'qcow2' });
   await rename(partial, dest);
 }
 
@@ -232,20 +232,20 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext):
     const aside = `${f.source}.before-restore-${stamp((ctx.now ?? (() => new Date()))())}`;
     const tmp = `${f.source}.restore-partial`;
     const old = await stat(f.source);
-    await run('qemu-img', ['convert', '-f', 'qcow2', '-O', f.sourceFormat, f.file, tmp]);
+    await convertCopy({ path: f.file, driver: 'qcow2' }, { path: tmp, driver: f.sourceFormat });
     await chown(tmp, old.uid, old.gid);
     await chmod(tmp, old.mode & 0o7777);
     await rename(f.source, aside);
     await rename(tmp, f.source);
     try {
-      await run('qemu-img', ['compare', '-f', 'qcow2', '-F', f.sourceFormat, f.file, f.source]);
+      await compare({ path: f.file, driver: 'qcow2' }, { path: f.source, driver: f.sourceFormat });
     } catch (e) {
       await rename(aside, f.source);
       throw new Error(`restore of ${f.target} from ${f.file} did not verify; the previous image is back in place: ${(e as Error).message}`);
     }
     await rm(aside, { force: true });
     // libvirt keeps its own view of a pool's volumes: let it read the restored file.
-    if (f.pool) await v.exec(['pool-refresh', f.pool]);
+    if (f.pool) await refreshPool(v, f.pool);
     ctx.log(`restore: ${f.target} (${f.source}) restored from ${path.basename(f.file)}`);
   }
 }

@@ -1,7 +1,7 @@
 // `reconcile check`: qemu-img check on every declared image (files and file-pool volumes),
 // with --repair for leaks (or everything) on images no running domain uses.
 import pLimit from 'p-limit';
-import { checkImage, type CheckResult } from '../tools/qemu-img-check.js';
+import { check as checkImage, type CheckResult } from '../tools/qemu-img.js';
 import { parseDisks } from '../tools/libvirt-domain.js';
 import type { Virsh } from '../tools/virsh.js';
 import { parseXml } from '../tools/xml.js';

@@ -1,26 +1,25 @@
 // load → observe → diff → plan. Level-triggered: every plan starts from what the host
-// reports now, never from memory of an earlier run.
-import { domcapsSignature } from '../providers/domain/domcaps-signature.js';
-import { kvmAccess, type KvmAccess } from '../providers/domain/kvm-access.js';
+// reports now, never from memory of an earlier run. Generic: the kinds (providers/registry.ts)
+// say what to observe and what to do; this file only combines them.
+import { observe, mergeTargets, type Observation } from '../providers/observe.js';
+import { imagePathResolver } from '../providers/common/image-paths.js';
+import { interruptedPublishes } from '../providers/image/interrupted.js';
 import type { ObservationCache } from '../providers/image/files.js';
+import { DISPLAY_ORDER, KINDS } from '../providers/registry.js';
 import type { Virsh } from '../tools/virsh.js';
 import { overdue } from './backup.js';
 import { readBackupRecords } from './backup-records.js';
-import { diffImages } from '../providers/image/diff.js';
-import { diffPools } from '../providers/pool/diff.js';
-import { diffVms } from '../providers/domain/diff.js';
-import { diffVolumes, imagePathResolver } from '../providers/volume/diff.js';
-import { readInventory, type Inventory } from './inventory.js';
+import { orphans, readInventory, type Inventory } from './inventory.js';
+import type { KindDiff } from './kind.js';
 import { sourceImage, type DesiredState } from './model.js';
-import { filesToObserve, interruptedPublishes, libvirtToObserve, observeLibvirt, observeMore, type Observation } from './observe.js';
-import { observationHash, type Action, type Plan } from './plan.js';
+import { observationHash, orphanId, type Action, type Plan } from './plan.js';
 
 export interface PlanOptions {
   stateDir: string;
   allowReplace: boolean;
   prune: boolean;
   cache?: ObservationCache;
-  /** the libvirt connection; needed only when the state involves pools or volumes */
+  /** the libvirt connection; opened only when the state involves libvirt objects */
   virsh?: () => Virsh;
 }
 
@@ -38,63 +37,54 @@ export async function makePlan(state: DesiredState, opts: PlanOptions): Promise<
 
 export async function planWithObservations(state: DesiredState, opts: PlanOptions): Promise<PlanWithObservations> {
   const inventory = await readInventory(opts.stateDir);
-  const obsErrors = new Map<string, string>();
-  const obs: Observation = { files: new Map(), pools: new Map(), volumes: new Map(), domains: new Map(), caps: new Map() };
-  const lv = libvirtToObserve(state, inventory);
-  let virsh: Virsh | undefined;
-  const needsLibvirt = lv.pools.length || lv.volumes.length || lv.domains.length;
-  // New domains are kvm only where the QEMU user can open /dev/kvm; one virt type's
-  // capabilities (bus support) serve every declared domain.
-  let kvm: KvmAccess | undefined;
-  if (lv.domains.length) {
-    virsh = opts.virsh!();
-    kvm = await kvmAccess(virsh.uri);
-    lv.virtTypes = [kvm.virtType];
-    lv.capsSignature = await domcapsSignature(kvm.usable);
-  }
-  const [, libvirt] = await Promise.all([
-    observeMore(obs.files, filesToObserve(state, inventory), opts.cache, obsErrors),
-    needsLibvirt ? observeLibvirt((virsh ??= opts.virsh!()), lv, opts.cache) : undefined,
-  ]);
-  if (libvirt) Object.assign(obs, libvirt);
-
+  // Every kind declares what it must see; each tool is asked once for all of it.
+  const targets = mergeTargets(KINDS.map((k) => k.targets(state, inventory)));
+  const obs = await observe(targets, {
+    cache: opts.cache,
+    virsh: () => {
+      if (!opts.virsh) throw new Error('this plan needs a libvirt connection');
+      return opts.virsh();
+    },
+  });
   const flags = { allowReplace: opts.allowReplace, prune: opts.prune };
   const interrupted = await interruptedPublishes(inventory, obs.files);
+  // Prune is one set difference: the inventory minus what the YAML declares.
+  const gone = orphans(inventory, KINDS.flatMap((k) => k.declared(state)));
+  const pathOf = imagePathResolver(state, obs.volumes, obs.pools);
   // Which declared images, files or volumes, are overlays on which path: a base is never
   // replaced or pruned under an overlay, whichever kinds the two are.
   const overlaysOf = (p: string) => Object.values(state.images).filter((s) => {
     const o = s.location.kind === 'path' ? obs.files.get(s.location.path) : obs.volumes.get(`${s.location.pool}/${s.location.volume}`);
     return o?.backing === p;
   }).map((s) => `images.${s.name}`);
-  const diffAll = () => {
-    const volumes = diffVolumes({ state, ...obs, inventory, ...flags, overlaysOf });
-    const images = diffImages({ state, observed: obs.files, inventory, ...flags, pathOf: imagePathResolver(state, obs.volumes, obs.pools), overlaysOf, interrupted });
-    const pools = diffPools({ state, pools: obs.pools, inventory, ...flags, prunedVolumes: volumes.prunedVolumes });
-    const vms = diffVms({ state, domains: obs.domains, caps: obs.caps, files: obs.files, volumes: obs.volumes, inventory, prune: opts.prune, kvm: kvm ?? { usable: true, virtType: 'kvm' } });
-    return { volumes, images, pools, vms, needs: [...images.needs, ...volumes.needs, ...vms.needs] };
-  };
-  let d = diffAll();
-  // Source files (and qcow2 volumes whose options are declared) are read only when a
-  // decision needs them; each round reads everything the previous one asked for.
-  for (let round = 0; d.needs.length && round < 3; round++) {
-    await observeMore(obs.files, d.needs, opts.cache, obsErrors);
-    d = diffAll();
+  const diffs: KindDiff[] = [];
+  const earlier: Action[] = [];
+  for (const kind of KINDS) {
+    const d = kind.diff({
+      state, observed: obs, inventory, ...flags, earlier, overlaysOf, pathOf, interrupted,
+      orphans: gone.filter(([, r]) => r.type === kind.resource),
+      kvm: obs.kvm ?? { usable: true, virtType: 'kvm' },
+    });
+    diffs.push(d);
+    earlier.push(...d.actions);
   }
   // A path that could not be observed (a directory where an image must be, an unreadable
-  // file) refuses the objects on it; everything else is planned as usual.
-  const unobservable = [...obsErrors].map(([p, why]) => ({ path: p, why: why.includes(p) ? why : `cannot observe ${p}: ${why}` }));
+  // file) refuses the objects on it; everything else is planned as usual. Source files are
+  // refused by the kind that needs them, only when it does.
+  const unobservable = [...obs.errors].map(([p, why]) => ({ path: p, why: why.includes(p) ? why : `cannot observe ${p}: ${why}` }));
   const observationRefusals = unobservable.flatMap(({ path: p, why }) => [
     ...Object.values(state.images).filter((s) => s.location.kind === 'path' && s.location.path === p).map((s) => ({ id: `images.${s.name}`, message: `${s.origin}: ${why}` })),
-    ...Object.values(state.images).filter((s) => (s.source.kind === 'file' && s.source.file === p) || (s.source.kind === 'backing' && 'path' in s.source && s.source.path === p))
-      .map((s) => ({ id: `images.${s.name}`, message: `${s.origins.source ?? s.origin}: source ${why}` })),
     // An inventory object that cannot be looked at cannot be pruned safely.
-    ...(opts.prune ? Object.values(inventory.objects).filter((r) => r.type === 'image' && r.path === p && !Object.values(state.images).some((s) => s.location.kind === 'path' && s.location.path === p))
-      .map(() => ({ id: `inventory:${p}`, message: why })) : []),
+    ...(opts.prune ? gone.filter(([, r]) => r.type === 'image' && r.path === p).map(([k]) => ({ id: orphanId(k), message: why })) : []),
     ...Object.values(state.vms).filter((vm) => vm.disks.some((dk) => dk.path === p)).map((vm) => ({ id: `vms.${vm.name}`, message: `${vm.origin}: disk ${why}` })),
   ]);
-  const orphanErrors = unobservable.filter((u) => !observationRefusals.some((r) => r.message.endsWith(u.why))).map((u) => u.why);
-  const actions = linkBuildDependencies(state, [...d.pools.actions, ...d.images.actions, ...d.volumes.actions, ...d.vms.actions]);
-  const refusals = [...observationRefusals, ...d.pools.refusals, ...d.images.refusals, ...d.volumes.refusals, ...d.vms.refusals];
+  const refusals = [...observationRefusals, ...diffs.flatMap((d) => d.refusals)];
+  // Refused twice (the path, and the diff that needed it): once is enough.
+  const uniqueRefusals = refusals.filter((r, i) => refusals.findIndex((x) => x.id === r.id && x.message === r.message) === i);
+  const orphanErrors = unobservable.filter((u) => !uniqueRefusals.some((r) => r.message.includes(u.why))).map((u) => u.why);
+  const byDisplay = (a: Action, b: Action) => DISPLAY_ORDER.indexOf(a.resource) - DISPLAY_ORDER.indexOf(b.resource);
+  const actions = linkBuildDependencies(state, [...earlier].sort(byDisplay));
+  const notesOf = (r: string) => diffs[KINDS.findIndex((k) => k.resource === r)]!.notes;
   // Backups are taken by `backup run` and the watch service, never by apply; plans say
   // which schedules are overdue.
   const backupNotes = Object.keys(state.backups).length
@@ -109,14 +99,14 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     formatVersion: 1,
     createdAt: new Date().toISOString(),
     stateDir: opts.stateDir,
-    connection: virsh?.uri,
+    connection: obs.connection,
     options: flags,
     observed: Object.fromEntries(Object.entries(observedHashes).sort(([a], [b]) => a.localeCompare(b))),
     actions,
-    refusals,
-    notes: [...orphanErrors, ...d.pools.notes, ...d.images.notes, ...d.volumes.notes, ...d.vms.notes, ...backupNotes],
+    refusals: uniqueRefusals,
+    notes: [...orphanErrors, ...DISPLAY_ORDER.flatMap(notesOf), ...backupNotes],
   };
-  return { plan, observed: obs, inventory, pending: d.vms.pending };
+  return { plan, observed: obs, inventory, pending: Object.assign({}, ...diffs.map((d) => d.pending ?? {})) as Record<string, string[]> };
 }
 
 /**

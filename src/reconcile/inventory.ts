@@ -32,6 +32,8 @@ export interface PoolRecord {
   type: 'pool';
   name: string;
   uuid?: string;
+  /** 'building' from just before the define until the uuid is recorded (absent: older records, ready) */
+  status?: 'building' | 'ready';
   createdAt: string;
 }
 
@@ -54,7 +56,10 @@ export interface VolumeRecord {
 export interface DomainRecord {
   type: 'domain';
   name: string;
+  /** '' while building */
   uuid: string;
+  /** 'building' from just before the define until the uuid is recorded (absent: older records, ready) */
+  status?: 'building' | 'ready';
   createdAt: string;
 }
 
@@ -132,15 +137,25 @@ export interface Inventory {
   objects: Record<string, InventoryRecord>;
 }
 
-type Identity = { type: 'image'; path: string } | { type: 'pool'; name: string } | { type: 'volume'; pool: string; volume: string } | { type: 'domain'; name: string };
+/** The one key type of every managed object: what the inventory is keyed by, and prune compares. */
+export type ObjectKey = { type: 'image'; path: string } | { type: 'pool'; name: string } | { type: 'volume'; pool: string; volume: string } | { type: 'domain'; name: string };
 
-export function recordKey(r: Identity): string {
+export function recordKey(r: ObjectKey): string {
   switch (r.type) {
     case 'image': return `image:${r.path}`;
     case 'pool': return `pool:${r.name}`;
     case 'volume': return `volume:${r.pool}/${r.volume}`;
     case 'domain': return `domain:${r.name}`;
   }
+}
+
+/**
+ * What prune considers: the inventory minus what the YAML declares, one set difference over
+ * typed keys (Flux's inventory Diff). Each kind then only confirms the object is still its own.
+ */
+export function orphans(inv: Inventory, declared: ObjectKey[]): [string, InventoryRecord][] {
+  const keep = new Set(declared.map(recordKey));
+  return Object.entries(inv.objects).filter(([k]) => !keep.has(k)).sort(([a], [b]) => a.localeCompare(b));
 }
 
 export async function readInventory(stateDir: string): Promise<Inventory> {

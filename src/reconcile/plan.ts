@@ -1,101 +1,56 @@
 // The plan is a value: `plan` builds and prints it (or saves it as JSON), `apply`
 // executes exactly it. Nothing in here touches the host.
 import { createHash } from 'node:crypto';
-import type { FileIdentity, ImageBuild } from '../providers/image/files.js';
-import type { ExtentRecord } from './inventory.js';
-import type { PoolDefinition } from '../tools/libvirt-pool.js';
-import type { Ownership } from '../tools/libvirt-domain.js';
-import type { VolumeBuild } from '../tools/libvirt-volume.js';
-import type { DiskStep } from '../providers/domain/diff.js';
-import type { Format, Permissions } from './model.js';
 
 export type ActionKind = 'create' | 'update' | 'replace' | 'delete' | 'no-op';
+export type Resource = 'image' | 'pool' | 'volume' | 'domain';
+
+/** Why an action is in the plan, for programs; `reason` says it for people. */
+export type ReasonCode =
+  | 'new' // the object does not exist
+  | 'in-sync'
+  | 'in-sync-adopted' // exists, matches, and reconcile did not create it (never deleted)
+  | 'drift' // changed in place (size, permissions, settings, attached disks)
+  | 'rebuild' // must be made again (format, options, source, type changed)
+  | 'interrupted' // an earlier apply was killed while making it: finished now
+  | 'left-yaml' // reconcile made it and the YAML no longer declares it (prune)
+  | 'gone' // pruned object already gone: only forgotten
+  | 'not-ours'; // another object took its place: forgotten, never deleted
 
 export interface Change {
   field: string;
+  /** '' for a create: the value is new */
   from: string;
   to: string;
 }
 
-export type Operation =
-  | { type: 'image.create'; build: ImageBuild; recorded: Record<string, string> }
-  | {
-      type: 'image.replace';
-      build: ImageBuild;
-      recorded: Record<string, string>;
-      /** the file the plan saw: the only one the build may replace */
-      oldFile: FileIdentity;
-      /** extent names the new build may take over (the old image's, as observed) */
-      oldExtents: string[];
-      /** extents reconcile recorded making, deleted if the new build has no file of that name */
-      ownedExtents: ExtentRecord[];
-    }
-  | {
-      type: 'image.update';
-      path: string;
-      /** the file the plan saw: nothing is changed if another one is at the path by then */
-      expect: FileIdentity;
-      followSymlink: boolean;
-      format: Format;
-      resize?: { size: number; preallocation?: string; encryption?: { passphraseFile: string } };
-      permissions?: Permissions;
-    }
-  | { type: 'image.delete'; path: string; identity: FileIdentity; extents: ExtentRecord[]; inventoryKey: string; exists: boolean }
-  | {
-      type: 'pool.create' | 'pool.replace';
-      name: string;
-      definition: PoolDefinition;
-      active: boolean;
-      autostart: boolean;
-      /** replace: the old pool is stopped and undefined first */
-      wasActive?: boolean;
-      secret?: { usage: string; type: 'chap' | 'ceph'; file: string };
-    }
-  | {
-      type: 'pool.update';
-      name: string;
-      redefine?: PoolDefinition;
-      start?: boolean;
-      stop?: boolean;
-      autostart?: boolean;
-      chmod?: { path: string; permissions: Permissions };
-      /** the pool's uuid: a redefinition must name it, or libvirt refuses it as another pool */
-      uuid?: string;
-    }
-  | { type: 'pool.delete'; name: string; poolType: string; active: boolean; exists: boolean; inventoryKey: string }
-  | {
-      type: 'volume.create' | 'volume.replace';
-      build: VolumeBuild;
-      recorded: Record<string, string>;
-      imageName: string;
-      /** rebuilding an interrupted build: the file it was (birth time), checked before it is deleted */
-      incomplete?: { path: string; birth?: string };
-    }
-  | {
-      type: 'volume.update';
-      pool: string;
-      name: string;
-      resize?: { capacity: number; allocate: boolean };
-      chmod?: { path: string; permissions: Permissions };
-    }
-  | { type: 'volume.delete'; pool: string; name: string; exists: boolean; inventoryKey: string; path?: string; birth?: string }
-  | { type: 'domain.define'; name: string; xml: string }
-  | { type: 'domain.disks'; name: string; running: boolean; steps: DiskStep[]; ownership: Ownership }
-  | { type: 'domain.undefine'; name: string; exists: boolean; inventoryKey: string }
-  | { type: 'none' };
+/** An operation is its kind's own value: only that kind builds and reads it. */
+export interface Operation {
+  type: string;
+}
 
-export interface Action {
-  /** address in the YAML, e.g. images.fedora (or inventory:PATH for pruned objects) */
+export interface Action<Op extends Operation = Operation> {
+  /** address in the YAML, e.g. images.fedora (or inventory:KEY for pruned objects, see orphanId) */
   id: string;
-  resource: 'image' | 'pool' | 'volume' | 'domain';
+  resource: Resource;
   kind: ActionKind;
+  code: ReasonCode;
   /** one line a person reads: "size 20 GiB -> 30 GiB" */
   reason: string;
   destructive: boolean;
+  /** per field: for a create the options it applies, for an update or replace what changes */
   changes: Change[];
   dependsOn: string[];
-  op: Operation;
+  op: Op;
 }
+
+export const isReplace = (a: Pick<Action, 'kind'>) => a.kind === 'replace';
+/** Loses data or deletes an object: shown in red, and a terminal asks before applying it. */
+export const isDestructive = (a: Pick<Action, 'kind' | 'destructive'>) => a.destructive;
+export const isChange = (a: Pick<Action, 'kind'>) => a.kind !== 'no-op';
+
+/** The plan-wide id of a pruned object: its inventory key (one spelling for every kind). */
+export const orphanId = (inventoryKey: string) => `inventory:${inventoryKey}`;
 
 export interface Refusal {
   id: string;
@@ -132,6 +87,11 @@ export function countByKind(actions: Action[]): Record<ActionKind, number> {
   return c;
 }
 
-export function hasChanges(plan: Plan): boolean {
-  return plan.actions.some((a) => a.kind !== 'no-op');
+/** The one answer to "would apply change anything?" (CLI exit codes, apply, watch). */
+export function hasChanges(plan: Pick<Plan, 'actions'>): boolean {
+  return plan.actions.some(isChange);
 }
+
+export type NoOp = { type: 'none' };
+/** The operation of an action with nothing to do. */
+export const NO_OP: NoOp = { type: 'none' };

@@ -2,8 +2,8 @@
 // disk-only external snapshots merged back with blockcommit, guest filesystem freeze.
 import { optionValue } from './option-escape.js';
 import { esc } from './xml.js';
-import { withTempFile } from '../providers/common/scratch.js';
-import type { Virsh } from './virsh.js';
+import { withTempFile } from './scratch.js';
+import { libvirtMessage, type Virsh } from './virsh.js';
 
 export async function domainState(v: Virsh, domain: string): Promise<string> {
   return (await v.exec(['domstate', domain])).trim();
@@ -26,7 +26,7 @@ export async function freeze(v: Virsh, domain: string): Promise<void> {
   try {
     await v.exec(['domfsfreeze', domain]);
   } catch (e) {
-    throw new Error(`quiesce needs the QEMU guest agent running in ${domain}: ${(e as Error).message.replace(/^virsh \S+ failed[^:]*: /, '')}`);
+    throw new Error(`quiesce needs the QEMU guest agent running in ${domain}: ${libvirtMessage(e)}`);
   }
 }
 

@@ -1,7 +1,7 @@
 // libvirt domains, for their storage only: observe disks (persistent and live), attach,
 // update and detach disk devices, define a new domain, and keep our ownership record in
 // the domain's own <metadata>. Other devices of a domain are never touched.
-import { withTempFile } from '../providers/common/scratch.js';
+import { withTempFile } from './scratch.js';
 import { esc, parseXml, text, type XmlNode } from './xml.js';
 import type { Virsh } from './virsh.js';
 
@@ -153,6 +153,15 @@ export async function setOwnership(v: Virsh, domain: string, o: Ownership, runni
   const args = ['metadata', domain, METADATA_URI, '--key', METADATA_KEY, '--set', ownershipXml(o), '--config'];
   await v.exec(args);
   if (running) await v.exec([...args.slice(0, -1), '--live']).catch(() => undefined);
+}
+
+/** The domain's disk devices: the live definition while it runs, else the persistent one. */
+export async function readDisks(v: Virsh, domain: string, running: boolean): Promise<DiskDevice[]> {
+  return parseDisks(parseXml(await v.exec(['dumpxml', ...(running ? [] : ['--inactive']), domain])).domain);
+}
+
+export async function domainUuid(v: Virsh, domain: string): Promise<string> {
+  return (await v.exec(['domuuid', domain])).trim();
 }
 
 export async function undefineDomain(v: Virsh, domain: string): Promise<void> {

@@ -1,9 +1,10 @@
 // libvirt storage pools through virsh: the XML for every pool type, batched observation,
 // and define / build / start / autostart / stop / delete / undefine.
 import type { Permissions, PoolSpec } from '../reconcile/model.js';
-import { withTempFile } from '../providers/common/scratch.js';
+import { withTempFile } from './scratch.js';
 import { bytes, esc, parseXml, text, type XmlNode } from './xml.js';
-import type { Virsh } from './virsh.js';
+import { libvirtMessage, type Virsh } from './virsh.js';
+export { libvirtMessage };
 
 export interface PoolDefinition {
   type: PoolSpec['type'];
@@ -173,6 +174,16 @@ export function parsePoolReads(names: string[], outputs: (string | undefined)[])
   return out;
 }
 
+/** The pool's definition as libvirt holds it now. */
+export async function readPool(v: Virsh, name: string): Promise<ReturnType<typeof parsePoolXml>> {
+  return parsePoolXml(await v.exec(['pool-dumpxml', name]));
+}
+
+/** libvirt keeps its own list of a pool's volumes: this makes it read the storage again. */
+export async function refreshPool(v: Virsh, name: string): Promise<void> {
+  await v.exec(['pool-refresh', name]);
+}
+
 /** Defines (or redefines, for an existing name) the persistent pool. */
 export async function definePool(v: Virsh, name: string, d: PoolDefinition, uuid?: string): Promise<void> {
   await withTempFile(poolXml(name, d, uuid), (f) => v.exec(['pool-define', f]));
@@ -203,13 +214,6 @@ export async function startPool(v: Virsh, name: string, type?: string): Promise<
   } catch (e) {
     throw new Error(`could not start ${type ?? ''} pool ${name}: ${libvirtMessage(e)}`.replace('  ', ' '));
   }
-}
-
-/** The useful part of virsh's error output. */
-export function libvirtMessage(e: unknown): string {
-  const stderr = (e as { stderr?: string }).stderr ?? (e as Error).message;
-  const lines = stderr.split('\n').map((l) => l.replace(/^error:\s*/, '').trim()).filter(Boolean);
-  return lines.filter((l) => !/^Failed to (start|build) pool/.test(l)).join('; ') || lines.join('; ');
 }
 
 export async function stopPool(v: Virsh, name: string): Promise<void> {

@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
 import { createImage, DRIVER } from '../providers/image/files.js';
-import { withTempDir } from '../providers/common/scratch.js';
+import { withTempDir } from './scratch.js';
 import { bytes, esc, parseXml, text, type XmlNode } from './xml.js';
 import type { Virsh } from './virsh.js';
 
@@ -161,6 +161,10 @@ export async function createVolume(
 
 export async function resizeVolume(v: Virsh, pool: string, name: string, capacity: number, allocate: boolean): Promise<void> {
   await v.exec(['vol-resize', '--pool', pool, name, String(capacity), ...(allocate ? ['--allocate'] : [])]);
+}
+
+export async function volumePath(v: Virsh, pool: string, name: string): Promise<string> {
+  return (await v.exec(['vol-path', '--pool', pool, name])).trim();
 }
 
 export async function deleteVolume(v: Virsh, pool: string, name: string): Promise<void> {

@@ -101,3 +101,10 @@ export function connect(uri: string): Virsh {
 export function resolveUri(flag?: string, yaml?: string): string {
   return flag ?? yaml ?? process.env.LIBVIRT_DEFAULT_URI ?? 'qemu:///system';
 }
+
+/** The useful part of virsh's error output. */
+export function libvirtMessage(e: unknown): string {
+  const stderr = (e as { stderr?: string }).stderr ?? (e as Error).message;
+  const lines = stderr.split('\n').map((l) => l.replace(/^error:\s*/, '').trim()).filter(Boolean);
+  return lines.filter((l) => !/^Failed to (start|build) pool/.test(l)).join('; ') || lines.join('; ');
+}

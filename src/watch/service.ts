@@ -2,6 +2,7 @@
 // change, a git webhook, or a schedule) it reads the desired state, observes, plans and
 // applies — one reconcile at a time, under the same lock as `apply`. A revision that fails
 // validation is not applied: the last good one stays in force and keeps being enforced.
+import { hasChanges, isChange } from '../reconcile/plan.js';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -248,10 +249,10 @@ export class WatchService {
       this.status.lastObservedAt = new Date().toISOString();
       const { plan, blocked } = withoutRefused(p.plan, state);
       const refusals = p.plan.refusals;
-      const changes = plan.actions.filter((a) => a.kind !== 'no-op');
+      const changes = plan.actions.filter(isChange);
       const failed = new Map<string, string>();
       let summary = 'no changes';
-      if (changes.length) {
+      if (hasChanges(plan)) {
         this.actionLog(`applying ${revision}: ${changes.length} change(s)${refusals.length ? ` (${refusals.length} refused, ${blocked.length} held back)` : ''}`);
         const result = await applyPlan(plan, { stateDir: o.stateDir, parallelism: o.parallelism, cache, virsh, log: this.actionLog, signal: this.abort.signal });
         const c = result.counts;

@@ -10,20 +10,21 @@ import {
 import { VOL_FORMAT, type ObservedVolume } from '../../tools/libvirt-volume.js';
 import { reasonOf } from '../common/decisions.js';
 import type { KvmAccess } from './kvm-access.js';
-import type { Inventory } from '../../reconcile/inventory.js';
+import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import type { DesiredState, DiskSpec, VmSpec } from '../../reconcile/model.js';
-import type { Action, Change, Refusal } from '../../reconcile/plan.js';
+import type { DomainOp } from './ops.js';
+import { NO_OP, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 
 export interface VmDiff {
-  actions: Action[];
+  actions: Action<DomainOp | NoOp>[];
   refusals: Refusal[];
   notes: string[];
-  needs: string[];
   /** per VM: what a running domain keeps until it restarts */
   pending: Record<string, string[]>;
 }
 
-export type DiskStep = { verb: 'attach-device' | 'update-device' | 'detach-device'; disk: DiskDevice };
+import type { DiskStep } from './ops.js';
+export type { DiskStep };
 
 const PREFIX: Record<DiskSpec['bus'], string> = { virtio: 'vd', scsi: 'sd', sata: 'sd', ide: 'hd', nvme: 'nvme' };
 
@@ -67,9 +68,13 @@ export function diffVms(input: {
   prune: boolean;
   /** whether new domains can use KVM, and why not */
   kvm: KvmAccess;
+  /** domain records the YAML no longer declares (inventory minus desired) */
+  orphans: [string, InventoryRecord][];
+  /** paths that could not be observed, with why */
+  errors: Map<string, string>;
 }): VmDiff {
   const { state, domains, caps, files } = input;
-  const out: VmDiff = { actions: [], refusals: [], notes: [], needs: [], pending: {} };
+  const out: VmDiff = { actions: [], refusals: [], notes: [], pending: {} };
 
   for (const vm of Object.values(state.vms).sort((a, b) => a.name.localeCompare(b.name))) {
     const id = `vms.${vm.name}`;
@@ -82,7 +87,7 @@ export function diffVms(input: {
     const createVirtType = input.kvm.virtType;
     // Bus support is the same for kvm and qemu domains of one QEMU: one answer serves both.
     const cap = caps.get(dom?.virtType ?? createVirtType) ?? caps.get(createVirtType);
-    const resolved = resolveDisks(vm, dom, state, files, cap, out, id);
+    const resolved = resolveDisks(vm, dom, state, files, input.errors, cap, out, id);
     if (!resolved) continue;
     const dependsOn = vm.disks.filter((d) => d.image).map((d) => `images.${d.image}`);
 
@@ -90,7 +95,7 @@ export function diffVms(input: {
       const ownership: Ownership = { created: true, disks: resolved.map((d) => d.target).sort() };
       if (!input.kvm.usable) out.notes.push(`${id}: defined as qemu (TCG, no hardware acceleration): ${input.kvm.reason}${input.kvm.fix ? `; to use KVM, ${input.kvm.fix}` : ''}`);
       out.actions.push({
-        id, resource: 'domain', kind: 'create', destructive: false, changes: [], dependsOn,
+        id, resource: 'domain', kind: 'create', code: 'new', destructive: false, changes: [], dependsOn,
         reason: `new domain (${createVirtType}, ${Math.round(vm.create!.memory / 1024 / 1024)} MiB, ${vm.create!.vcpus} vCPU) with ${resolved.length} disk(s): ${resolved.map((d) => `${d.target} ${describeSource(d)}`).join(', ')}`,
         op: { type: 'domain.define', name: vm.name, xml: domainXml({ name: vm.name, virtType: createVirtType, arch: cap?.arch ?? 'x86_64', memory: vm.create!.memory, vcpus: vm.create!.vcpus, disks: resolved, ownership }) },
       });
@@ -160,31 +165,31 @@ export function diffVms(input: {
     const ownershipChanged = ownership.disks.join(',') !== [...dom.ownership.disks].sort().join(',');
     if (steps.length || ownershipChanged) {
       out.actions.push({
-        id, resource: 'domain', kind: 'update', destructive: false, changes, dependsOn,
+        id, resource: 'domain', kind: 'update', code: 'drift', destructive: false, changes, dependsOn,
         reason: `${reasonOf(changes) || 'record disk ownership'}${dom.running && pending.length ? ' (running: pending restart for what cannot change live)' : ''}`,
         op: { type: 'domain.disks', name: vm.name, running: dom.running, steps, ownership },
       });
     } else {
       out.actions.push({
-        id, resource: 'domain', kind: 'no-op', destructive: false, changes: [], dependsOn: [],
+        id, resource: 'domain', kind: 'no-op', code: dom.ownership.created ? 'in-sync' : 'in-sync-adopted', destructive: false, changes: [], dependsOn: [],
         reason: pending.length ? `in sync; pending restart: ${pending.join(', ')}` : dom.ownership.created ? 'in sync' : 'in sync (adopted: reconcile never undefines it)',
-        op: { type: 'none' },
+        op: NO_OP,
       });
     }
     if (pending.length) out.notes.push(`vms.${vm.name}: pending restart: ${pending.join(', ')}`);
   }
 
-  for (const [key, rec] of Object.entries(input.inventory.objects)) {
-    if (rec.type !== 'domain' || state.vms[rec.name]) continue;
+  for (const [key, rec] of input.orphans) {
+    if (rec.type !== 'domain') continue;
     const dom = domains.get(rec.name);
     if (dom === undefined) continue;
-    const id = `inventory:domain/${rec.name}`;
+    const id = orphanId(key);
     if (!input.prune) {
       out.notes.push(`domain ${rec.name} left the YAML; \`apply --prune\` undefines it (its disks are kept)`);
       continue;
     }
     if (dom && (dom.uuid !== rec.uuid || !dom.ownership.created)) {
-      out.actions.push({ id, resource: 'domain', kind: 'delete', destructive: false, changes: [], dependsOn: [], reason: 'redefined by someone else: forgotten, not undefined', op: { type: 'domain.undefine', name: rec.name, exists: false, inventoryKey: key } });
+      out.actions.push({ id, resource: 'domain', kind: 'delete', code: 'not-ours', destructive: false, changes: [], dependsOn: [], reason: 'redefined by someone else: forgotten, not undefined', op: { type: 'domain.undefine', name: rec.name, exists: false, inventoryKey: key } });
       continue;
     }
     if (dom?.running) {
@@ -192,7 +197,7 @@ export function diffVms(input: {
       continue;
     }
     out.actions.push({
-      id, resource: 'domain', kind: 'delete', destructive: !!dom, changes: [], dependsOn: [],
+      id, resource: 'domain', kind: 'delete', code: dom ? 'left-yaml' : 'gone', destructive: !!dom, changes: [], dependsOn: [],
       reason: dom ? `domain ${rec.name} left the YAML (undefined; its disk images are kept)` : 'already gone; forgotten from the inventory',
       op: { type: 'domain.undefine', name: rec.name, exists: !!dom, inventoryKey: key },
     });
@@ -201,7 +206,7 @@ export function diffVms(input: {
 }
 
 function resolveDisks(
-  vm: VmSpec, dom: ObservedDomain | null, state: DesiredState, files: Map<string, ObservedImage | null>,
+  vm: VmSpec, dom: ObservedDomain | null, state: DesiredState, files: Map<string, ObservedImage | null>, errors: Map<string, string>,
   cap: DomainCapabilities | undefined, out: VmDiff, id: string,
 ): DiskDevice[] | undefined {
   const disks: DiskDevice[] = [];
@@ -232,8 +237,7 @@ function resolveDisks(
     } else {
       const p = d.path!;
       if (!files.has(p)) {
-        out.needs.push(p);
-        ok = false;
+        refuse(d.origin, errors.get(p) ?? `${p} was not observed`);
         continue;
       }
       const f = files.get(p);

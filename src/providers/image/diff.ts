@@ -4,10 +4,11 @@ import {
   canResize, driverFor, sizeTolerance, type ImageBuild, type ObservedImage,
 } from './files.js';
 import { changeableBy, decideSize, keepAdopted, permissionChanges, reasonOf } from '../common/decisions.js';
-import type { Inventory } from '../../reconcile/inventory.js';
+import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
-import type { Action, Change, Refusal } from '../../reconcile/plan.js';
+import type { ImageOp } from './ops.js';
+import { NO_OP, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
 
 export interface ImageDiffInput {
@@ -23,14 +24,16 @@ export interface ImageDiffInput {
   overlaysOf: (path: string) => string[];
   /** paths whose publish was interrupted half-way (new extents in, old descriptor): broken */
   interrupted?: Set<string>;
+  /** image records the YAML no longer declares (inventory minus desired) */
+  orphans: [string, InventoryRecord][];
+  /** paths that could not be observed, with why */
+  errors: Map<string, string>;
 }
 
 export interface ImageDiff {
-  actions: Action[];
+  actions: Action<ImageOp | NoOp>[];
   refusals: Refusal[];
   notes: string[];
-  /** source files whose observation is needed to finish the diff (engine observes, then re-runs) */
-  needs: string[];
 }
 
 // What qemu-img does when an option is not given, for comparing against older records.
@@ -77,7 +80,7 @@ export function recordedChanges(spec: ImageSpec, recorded: Record<string, string
 export function diffImages(input: ImageDiffInput): ImageDiff {
   const { state, observed, inventory } = input;
   const pathOf = (s: ImageSpec) => input.pathOf?.(s) ?? filePath(s);
-  const out: ImageDiff = { actions: [], refusals: [], notes: [], needs: [] };
+  const out: ImageDiff = { actions: [], refusals: [], notes: [] };
   const byPath = new Map<string, ImageSpec>();
   for (const spec of Object.values(state.images)) if (spec.location.kind === 'path') byPath.set(spec.location.path, spec);
   // The same file under another spelling (a symlinked directory): declared files by identity,
@@ -130,7 +133,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     let driver = dep.driver;
     let size = dep.size;
     if (!dep.id) {
-      if (!observed.has(dep.path)) return void out.needs.push(dep.path), undefined;
+      if (!observed.has(dep.path)) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${input.errors.get(dep.path) ?? `${dep.path} was not observed`}`), undefined;
       const src = observed.get(dep.path);
       if (!src) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} does not exist`), undefined;
       driver = src.driver;
@@ -179,7 +182,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       pending.add(id);
       const what = [spec.format, b.build.size !== undefined ? formatSize(b.build.size) : 'source size', describeSource(spec)].filter(Boolean).join(', ');
       out.actions.push({
-        id, resource: 'image', kind: 'create', reason: `new image ${p} (${what})`, destructive: false, changes: [], dependsOn: b.dependsOn,
+        id, resource: 'image', kind: 'create', code: 'new', reason: `new image ${p} (${what})`, destructive: false, changes: [], dependsOn: b.dependsOn,
         op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec) },
       });
       continue;
@@ -258,7 +261,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       if (!b) continue;
       pending.add(id);
       out.actions.push({
-        id, resource: 'image', kind: 'replace', reason: reasonOf(rebuild), destructive: !incomplete, changes: rebuild, dependsOn: b.dependsOn,
+        id, resource: 'image', kind: 'replace', code: incomplete ? 'interrupted' : 'rebuild', reason: reasonOf(rebuild), destructive: !incomplete, changes: rebuild, dependsOn: b.dependsOn,
         op: {
           type: 'image.replace', build: b.build, recorded: recordedOptions(spec),
           oldFile: { ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth },
@@ -270,7 +273,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const changes = [...update, ...permChange];
     if (changes.length) {
       out.actions.push({
-        id, resource: 'image', kind: 'update', reason: reasonOf(changes), destructive: false, changes, dependsOn: [],
+        id, resource: 'image', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [],
         op: {
           type: 'image.update', path: p, format: spec.format,
           expect: { ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth }, followSymlink: spec.followSymlink,
@@ -279,14 +282,14 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         },
       });
     } else {
-      out.actions.push({ id, resource: 'image', kind: 'no-op', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: { type: 'none' } });
+      out.actions.push({ id, resource: 'image', kind: 'no-op', code: ours ? 'in-sync' : 'in-sync-adopted', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: NO_OP });
     }
   }
 
   // Inventory objects that left the YAML: deleted only with --prune, and only if still ours.
-  for (const [key, stored] of Object.entries(inventory.objects)) {
-    if (stored.type !== 'image' || byPath.has(stored.path)) continue;
-    const id = `inventory:${stored.path}`;
+  for (const [key, stored] of input.orphans) {
+    if (stored.type !== 'image') continue;
+    const id = orphanId(key);
     if (!observed.has(stored.path)) continue;
     const obs = observed.get(stored.path);
     const rec = resolveImageRecord(stored, obs?.file)!;
@@ -300,12 +303,12 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       continue;
     }
     if (!obs) {
-      out.actions.push({ id, resource: 'image', kind: 'delete', reason: `already gone; forgotten from the inventory`, destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false } });
+      out.actions.push({ id, resource: 'image', kind: 'delete', code: 'gone', reason: `already gone; forgotten from the inventory`, destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false } });
       continue;
     }
     if (!sameFile(rec, obs.file) || obs.symlink !== undefined) {
       out.notes.push(`${rec.path} (was images.${rec.name}) is no longer the file reconcile created (another file took its place); not deleting it, forgetting it`);
-      out.actions.push({ id, resource: 'image', kind: 'delete', reason: 'replaced by a file reconcile did not create: forgotten, not deleted', destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false } });
+      out.actions.push({ id, resource: 'image', kind: 'delete', code: 'not-ours', reason: 'replaced by a file reconcile did not create: forgotten, not deleted', destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false } });
       continue;
     }
     const overlays = overlaysOf(rec.path);
@@ -314,7 +317,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       continue;
     }
     out.actions.push({
-      id, resource: 'image', kind: 'delete', reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${obs.driver === 'vpc' ? 'vhd' : obs.driver})`, destructive: true, changes: [], dependsOn: [],
+      id, resource: 'image', kind: 'delete', code: 'left-yaml', reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${obs.driver === 'vpc' ? 'vhd' : obs.driver})`, destructive: true, changes: [], dependsOn: [],
       // The extents recorded at creation, not those the descriptor names now (it may have been edited to name any file).
       op: { type: 'image.delete', path: rec.path, identity: { ino: rec.ino, dev: rec.dev, birth: rec.birth }, extents: extentRecords(rec.extents), inventoryKey: key, exists: true },
     });

@@ -6,9 +6,10 @@ import { chmod, chown, link, lstat, mkdir, open, readdir, readlink, rename, rm, 
 import path from 'node:path';
 import pLimit from 'p-limit';
 import type { Format, Permissions, Qcow2Options } from '../../reconcile/model.js';
-import { processAlive, run } from '../../tools/exec.js';
+import { processAlive } from '../../tools/exec.js';
+import * as qemuImg from '../../tools/qemu-img.js';
+import { DRIVER, driverOf } from '../../tools/qemu-img.js';
 import { failpoint } from '../../failpoint.js';
-import { optionValue } from '../../tools/option-escape.js';
 import { cacheable, fileSignature, type StatCache } from '../common/stat-cache.js';
 
 /** What qemu-img (and the file's own header) says about an image file. */
@@ -52,11 +53,11 @@ export interface ImageBuild {
     | { kind: 'backing'; path: string; driver: string };
 }
 
-export const DRIVER: Record<Format, string> = { raw: 'raw', qcow2: 'qcow2', vhd: 'vpc', vhdx: 'vhdx', vmdk: 'vmdk' };
+export { DRIVER };
 
 /** The qemu driver a declared format and encryption produce (raw + LUKS is qemu's "luks"). */
 export function driverFor(format: Format, encrypted: boolean): string {
-  return format === 'raw' && encrypted ? 'luks' : DRIVER[format];
+  return driverOf(format, encrypted);
 }
 
 /** Formats whose qemu driver can grow an image in place. */
@@ -103,12 +104,9 @@ async function hasVhdFooter(p: string, size: number): Promise<boolean> {
 
 async function infoOf(p: string): Promise<ObservedImage> {
   const st = await stat(p, { bigint: true });
-  let { stdout } = await run('qemu-img', ['info', '--force-share', '--output=json', p]);
-  if ((JSON.parse(stdout) as { format: string }).format === 'raw' && st.isFile() && (await hasVhdFooter(p, Number(st.size)))) {
-    ({ stdout } = await run('qemu-img', ['info', '--force-share', '--output=json', '-f', 'vpc', p]));
-  }
-  const j = JSON.parse(stdout) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-  const fs = j['format-specific']?.data ?? {};
+  let j = await qemuImg.info(p);
+  if (j.format === 'raw' && st.isFile() && (await hasVhdFooter(p, Number(st.size)))) j = await qemuImg.info(p, 'vpc');
+  const fs = (j['format-specific']?.data ?? {}) as QemuFormatSpecific;
   const obs: ObservedImage = {
     path: p,
     driver: j.format,
@@ -190,51 +188,6 @@ export async function observeImages(
 /** What a symlink pointing nowhere is observed as: something is there, nothing to read. */
 const DANGLING: ObservedImage = { path: '', driver: 'none', virtualSize: 0, actualSize: 0, file: { uid: 0, gid: 0, mode: 0, ino: 0, dev: 0, birth: '0' } } as ObservedImage;
 
-function secretArgs(passphraseFile: string, id: string): string[] {
-  return ['--object', `secret,id=${id},file=${optionValue(passphraseFile)}`];
-}
-
-function createOptions(b: ImageBuild): string[] {
-  const o: string[] = [];
-  if (b.format === 'qcow2') {
-    const q = b.qcow2 ?? {};
-    o.push(`compat=${q.compat ?? '1.1'}`);
-    if (q.clusterSize) o.push(`cluster_size=${q.clusterSize}`);
-    if (q.compression) o.push(`compression_type=${q.compression}`);
-    if (q.preallocation) o.push(`preallocation=${q.preallocation}`);
-    if (q.lazyRefcounts !== undefined) o.push(`lazy_refcounts=${q.lazyRefcounts ? 'on' : 'off'}`);
-    if (q.refcountBits) o.push(`refcount_bits=${q.refcountBits}`);
-    if (q.extendedL2 !== undefined) o.push(`extended_l2=${q.extendedL2 ? 'on' : 'off'}`);
-    if (b.encryption) o.push('encrypt.format=luks', 'encrypt.key-secret=sec0');
-  } else if (b.format === 'raw' && b.encryption) {
-    o.push('key-secret=sec0');
-  } else if (b.format === 'vmdk') {
-    if (b.vmdk?.adapterType) o.push(`adapter_type=${b.vmdk.adapterType}`);
-    if (b.vmdk?.subformat) o.push(`subformat=${b.vmdk.subformat}`);
-  } else if (b.format === 'vhd') {
-    // force_size keeps the exact requested size instead of rounding to a CHS geometry.
-    o.push(`subformat=${b.vhd?.subformat ?? 'dynamic'}`, 'force_size=on');
-  } else if (b.format === 'vhdx') {
-    if (b.vhdx?.subformat) o.push(`subformat=${b.vhdx.subformat}`);
-  }
-  return o;
-}
-
-/** qemu's --image-opts form: needed whenever an encrypted image is opened. */
-function imageOpts(p: string, driver: string, secretId?: string): string {
-  const esc = optionValue(p);
-  if (!secretId) return `driver=${driver},file.filename=${esc}`;
-  const key = driver === 'luks' ? 'key-secret' : 'encrypt.key-secret';
-  return `driver=${driver},file.filename=${esc},${key}=${secretId}`;
-}
-
-/** The virtual size of a source file (for imports), with its driver. */
-export async function probeSource(p: string): Promise<{ driver: string; virtualSize: number }> {
-  const { stdout } = await run('qemu-img', ['info', '--force-share', '--output=json', p]);
-  const j = JSON.parse(stdout) as { format: string; 'virtual-size': number };
-  return { driver: j.format, virtualSize: j['virtual-size'] };
-}
-
 const TMP_MARK = '.reconcile-';
 
 function tempDirFor(p: string): string {
@@ -302,6 +255,18 @@ export interface FileIdentity {
   birth: string;
 }
 
+/** qemu-img's format-specific data, the fields read here */
+interface QemuFormatSpecific {
+  compat?: string;
+  'lazy-refcounts'?: boolean;
+  'compression-type'?: string;
+  'refcount-bits'?: number;
+  'extended-l2'?: boolean;
+  encrypt?: { format?: 'luks' | 'aes' };
+  'create-type'?: string;
+  extents?: { filename: string }[];
+}
+
 const identityFrom = (st: { ino: bigint; dev: bigint; birthtimeNs: bigint }): FileIdentity => ({ ino: Number(st.ino), dev: Number(st.dev), birth: String(st.birthtimeNs) });
 
 /** Same device, inode and birth time: the very same file, not one that took its name. */
@@ -351,30 +316,18 @@ export async function createImage(
   await mkdir(tmpDir, { mode: 0o700 });
   await writeFile(path.join(tmpDir, BUILD_MARKER), `${process.pid}\n`);
   const tmp = path.join(tmpDir, path.basename(b.path));
-  const driver = driverFor(b.format, !!b.encryption);
-  const secret = b.encryption ? secretArgs(b.encryption.passphraseFile, 'sec0') : [];
   try {
-    const opts = createOptions(b);
-    const o = opts.length ? ['-o', opts.join(',')] : [];
     const src = b.source;
     if (src.kind === 'backing') {
-      const args = ['create', '-q', '-f', driver, ...secret, ...o, '-b', src.path, '-F', src.driver, tmp];
-      await run('qemu-img', b.size !== undefined ? [...args, String(b.size)] : args, sig);
+      await qemuImg.create(tmp, { ...b, backing: { path: src.path, driver: src.driver } }, sig);
     } else if (src.kind === 'blank') {
-      await run('qemu-img', ['create', '-q', '-f', driver, ...secret, ...o, tmp, String(b.size)], sig);
+      await qemuImg.create(tmp, b, sig);
     } else {
-      // Import: create the target at its final size, then convert into it (-n). This grows
-      // an import in one pass for every format, including those that cannot resize later.
-      const size = b.size ?? (await probeSource(src.path)).virtualSize;
-      await run('qemu-img', ['create', '-q', '-f', driver, ...secret, ...o, tmp, String(size)], sig);
-      const srcSecret = src.encryption ? secretArgs(src.encryption.passphraseFile, 'src0') : [];
-      const srcArgs = src.encryption
-        ? ['--image-opts', imageOpts(src.path, src.driver ?? 'qcow2', 'src0')]
-        : [...(src.driver ? ['-f', src.driver] : []), src.path];
-      const dstArgs = b.encryption ? ['--target-image-opts', imageOpts(tmp, driver, 'sec0')] : ['-O', driver, tmp];
-      const compress = b.qcow2?.compressed ? ['-c'] : [];
-      // Preallocated targets are already zero; blank ones read as zero: skip writing zeros.
-      await run('qemu-img', ['convert', '-n', '--target-is-zero', ...compress, ...srcSecret, ...secret, ...srcArgs, ...dstArgs], sig);
+      // Import: create the target at its final size, then convert into it. This grows an
+      // import in one pass for every format, including those that cannot resize later.
+      const size = b.size ?? (await qemuImg.info(src.path))['virtual-size'];
+      await qemuImg.create(tmp, { ...b, size }, sig);
+      await qemuImg.convertInto(src, { path: tmp, format: b.format, encryption: b.encryption, compressed: b.qcow2?.compressed }, sig);
     }
     const built = await builtFiles(tmpDir, tmp);
     // Private unless declared otherwise: an image holds a guest's data (libvirt's dynamic
@@ -435,23 +388,6 @@ async function publishNew(src: string, dst: string): Promise<void> {
 async function builtFiles(dir: string, main: string): Promise<string[]> {
   const names = (await readdir(dir)).filter((n) => n !== BUILD_MARKER);
   return [main, ...names.map((n) => path.join(dir, n)).filter((f) => f !== main)];
-}
-
-/** Grows an image in place (qcow2, raw). Shrinking is never asked of this function. */
-export async function resizeImage(
-  p: string,
-  format: Format,
-  size: number,
-  opts: { preallocation?: string; encryption?: { passphraseFile: string } } = {},
-): Promise<void> {
-  const driver = driverFor(format, !!opts.encryption);
-  const prealloc = opts.preallocation && opts.preallocation !== 'off' && !(format === 'raw' && opts.preallocation === 'metadata')
-    ? [`--preallocation=${opts.preallocation}`]
-    : [];
-  const target = opts.encryption
-    ? [...secretArgs(opts.encryption.passphraseFile, 'sec0'), '--image-opts', imageOpts(p, driver, 'sec0')]
-    : ['-f', driver, p];
-  await run('qemu-img', ['resize', '-q', ...prealloc, ...target, String(size)]);
 }
 
 /**

@@ -4,12 +4,14 @@
 import path from 'node:path';
 import { definitionFor, secretUsageFor, type ObservedPool, type PoolDefinition } from '../../tools/libvirt-pool.js';
 import { permissionChanges, reasonOf } from '../common/decisions.js';
-import { recordKey, type Inventory } from '../../reconcile/inventory.js';
+import { recordKey, type Inventory, type InventoryRecord } from '../../reconcile/inventory.js';
+import type { VolumeOp } from '../volume/ops.js';
 import type { DesiredState, PoolSpec } from '../../reconcile/model.js';
-import type { Action, Change, Refusal } from '../../reconcile/plan.js';
+import type { PoolOp } from './ops.js';
+import { NO_OP, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 
 export interface PoolDiff {
-  actions: Action[];
+  actions: Action<PoolOp | NoOp>[];
   refusals: Refusal[];
   notes: string[];
 }
@@ -49,8 +51,10 @@ export function diffPools(input: {
   inventory: Inventory;
   allowReplace: boolean;
   prune: boolean;
-  /** volumes (pool/name) this plan deletes, so a pool holding only those may go too */
-  prunedVolumes: Set<string>;
+  /** actions planned before this diff: a pool holding only volumes this plan deletes may go too */
+  earlier: Action[];
+  /** pool records the YAML no longer declares (inventory minus desired) */
+  orphans: [string, InventoryRecord][];
 }): PoolDiff {
   const out: PoolDiff = { actions: [], refusals: [], notes: [] };
   const { state, pools, inventory } = input;
@@ -61,7 +65,7 @@ export function diffPools(input: {
     if (obs === undefined) continue;
     if (obs === null) {
       out.actions.push({
-        id, resource: 'pool', kind: 'create', destructive: false, changes: [], dependsOn: [],
+        id, resource: 'pool', kind: 'create', code: 'new', destructive: false, changes: [], dependsOn: [],
         reason: `new ${spec.type} pool${want.path ? ` at ${want.path}` : ''}${spec.active ? ', built and started' : ''}${spec.autostart ? ', autostart' : ''}`,
         op: { type: 'pool.create', name: spec.name, definition: want, active: spec.active, autostart: spec.autostart, secret: secretFor(spec) },
       });
@@ -75,13 +79,13 @@ export function diffPools(input: {
         continue;
       }
       out.actions.push({
-        id, resource: 'pool', kind: 'replace', reason: reasonOf(rebuild), destructive: vols.length > 0, changes: rebuild, dependsOn: [],
+        id, resource: 'pool', kind: 'replace', code: 'rebuild', reason: reasonOf(rebuild), destructive: vols.length > 0, changes: rebuild, dependsOn: [],
         op: { type: 'pool.replace', name: spec.name, definition: want, active: spec.active, autostart: spec.autostart, wasActive: obs.active, secret: secretFor(spec) },
       });
       continue;
     }
     const changes: Change[] = [];
-    const op: Extract<Action['op'], { type: 'pool.update' }> = { type: 'pool.update', name: spec.name };
+    const op: Extract<PoolOp, { type: 'pool.update' }> = { type: 'pool.update', name: spec.name };
     const perm = spec.permissions;
     const have = obs.definition.permissions;
     const permCh = want.path && spec.type !== 'iscsi-direct' && spec.type !== 'rbd'
@@ -105,16 +109,22 @@ export function diffPools(input: {
       op.autostart = spec.autostart;
     }
     if (changes.length) {
-      out.actions.push({ id, resource: 'pool', kind: 'update', reason: reasonOf(changes), destructive: false, changes, dependsOn: [], op });
+      out.actions.push({ id, resource: 'pool', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [], op });
     } else {
       const ours = !!inventory.objects[recordKey({ type: 'pool', name: spec.name })];
-      out.actions.push({ id, resource: 'pool', kind: 'no-op', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: { type: 'none' } });
+      out.actions.push({ id, resource: 'pool', kind: 'no-op', code: ours ? 'in-sync' : 'in-sync-adopted', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: NO_OP });
     }
   }
 
-  for (const [key, rec] of Object.entries(inventory.objects)) {
-    if (rec.type !== 'pool' || state.pools[rec.name]) continue;
-    const id = `inventory:pool/${rec.name}`;
+  // Volumes this plan deletes (not those it only forgets): by pool, with their action ids.
+  const prunedVolumes = new Map<string, string>();
+  for (const a of input.earlier) {
+    const op = a.op as VolumeOp;
+    if (a.kind === 'delete' && op.type === 'volume.delete' && op.exists) prunedVolumes.set(`${op.pool}/${op.name}`, a.id);
+  }
+  for (const [key, rec] of input.orphans) {
+    if (rec.type !== 'pool') continue;
+    const id = orphanId(key);
     const obs = pools.get(rec.name);
     if (obs === undefined) continue;
     if (!input.prune) {
@@ -122,21 +132,21 @@ export function diffPools(input: {
       continue;
     }
     if (obs === null || (rec.uuid && obs.uuid && rec.uuid !== obs.uuid)) {
-      out.actions.push({ id, resource: 'pool', kind: 'delete', reason: obs ? 'redefined by someone else: forgotten, not deleted' : 'already gone; forgotten from the inventory', destructive: false, changes: [], dependsOn: [], op: { type: 'pool.delete', name: rec.name, poolType: '', active: false, exists: false, inventoryKey: key } });
+      out.actions.push({ id, resource: 'pool', kind: 'delete', code: obs ? 'not-ours' : 'gone', reason: obs ? 'redefined by someone else: forgotten, not deleted' : 'already gone; forgotten from the inventory', destructive: false, changes: [], dependsOn: [], op: { type: 'pool.delete', name: rec.name, poolType: '', active: false, exists: false, inventoryKey: key } });
       continue;
     }
     if (!obs.volumes) {
       out.refusals.push({ id, message: `pool ${rec.name} left the YAML, but it is inactive, so reconcile cannot tell whether it holds volumes; start it or undefine it by hand` });
       continue;
     }
-    const remaining = [...obs.volumes.keys()].filter((v) => !input.prunedVolumes.has(`${rec.name}/${v}`));
+    const remaining = [...obs.volumes.keys()].filter((v) => !prunedVolumes.has(`${rec.name}/${v}`));
     if (remaining.length) {
       out.refusals.push({ id, message: `pool ${rec.name} left the YAML, but it still holds ${remaining.length} volume(s) not being pruned (${remaining.slice(0, 5).join(', ')}${remaining.length > 5 ? ', …' : ''}); it is not deleted` });
       continue;
     }
-    const dependsOn = [...input.prunedVolumes].filter((v) => v.startsWith(`${rec.name}/`)).map((v) => `inventory:volume/${v}`);
+    const dependsOn = [...prunedVolumes].filter(([v]) => v.startsWith(`${rec.name}/`)).map(([, actionId]) => actionId);
     out.actions.push({
-      id, resource: 'pool', kind: 'delete', reason: `pool ${rec.name} left the YAML (${obs.definition.type}${obs.definition.path ? ` at ${obs.definition.path}` : ''})`, destructive: true, changes: [], dependsOn,
+      id, resource: 'pool', kind: 'delete', code: 'left-yaml', reason: `pool ${rec.name} left the YAML (${obs.definition.type}${obs.definition.path ? ` at ${obs.definition.path}` : ''})`, destructive: true, changes: [], dependsOn,
       op: { type: 'pool.delete', name: rec.name, poolType: obs.definition.type, active: obs.active, exists: true, inventoryKey: key },
     });
   }

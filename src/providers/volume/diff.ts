@@ -1,23 +1,22 @@
 // Images declared with `pool:` vs the volumes libvirt reports. Same rules as image files
 // (grow in place, refuse shrink, replace only with --allow-replace, never touch protect:
 // true), expressed through what libvirt's volume API can do.
-import path from 'node:path';
+import { imagePathResolver } from '../common/image-paths.js';
 import { sizeTolerance, type ObservedImage } from '../image/files.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
 import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
 import { changeableBy, decideSize, keepAdopted, permissionChanges, reasonOf } from '../common/decisions.js';
 import { orderByDependency, recordedChanges, recordedOptions } from '../image/diff.js';
-import { recordKey, volumeIsOurs, type Inventory, type VolumeRecord } from '../../reconcile/inventory.js';
+import { recordKey, volumeIsOurs, type Inventory, type InventoryRecord, type VolumeRecord } from '../../reconcile/inventory.js';
 import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
-import type { Action, Change, Refusal } from '../../reconcile/plan.js';
+import type { VolumeOp } from './ops.js';
+import { NO_OP, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
 
 export interface VolumeDiff {
-  actions: Action[];
+  actions: Action<VolumeOp | NoOp>[];
   refusals: Refusal[];
   notes: string[];
-  needs: string[];
-  prunedVolumes: Set<string>;
 }
 
 
@@ -25,18 +24,6 @@ export const volumeKey = (pool: string, volume: string) => `${pool}/${volume}`;
 
 // Resizing through libvirt: files (qemu-img resize / truncate), LVs (lvresize), RBD images.
 const RESIZABLE_POOLS = new Set(['dir', 'fs', 'netfs', 'logical', 'rbd']);
-
-/** The path an image has or will have: a file path, or its volume's path in a file pool. */
-export function imagePathResolver(state: DesiredState, volumes: Map<string, ObservedVolume | null>, pools: Map<string, ObservedPool | null>) {
-  return (spec: ImageSpec): string | undefined => {
-    if (spec.location.kind === 'path') return spec.location.path;
-    const { pool, volume } = spec.location;
-    const obs = volumes.get(volumeKey(pool, volume));
-    if (obs) return obs.path;
-    const target = pools.get(pool)?.definition.path ?? state.pools[pool]?.path;
-    return target && FILE_POOLS.includes(state.pools[pool]?.type ?? 'dir') ? path.join(target, volume) : undefined;
-  };
-}
 
 export function diffVolumes(input: {
   state: DesiredState;
@@ -48,9 +35,14 @@ export function diffVolumes(input: {
   prune: boolean;
   /** the declared images (files and volumes alike) that are overlays on a path */
   overlaysOf: (path: string) => string[];
+  /** volume records the YAML no longer declares (inventory minus desired) */
+  orphans: [string, InventoryRecord][];
+  /** paths that could not be observed, with why */
+  errors: Map<string, string>;
 }): VolumeDiff {
   const { state, pools, volumes, files, inventory } = input;
-  const out: VolumeDiff = { actions: [], refusals: [], notes: [], needs: [], prunedVolumes: new Set() };
+  const out: VolumeDiff = { actions: [], refusals: [], notes: [] };
+  const unobserved = (p: string) => input.errors.get(p) ?? `${p} was not observed`;
   const pathOf = imagePathResolver(state, volumes, pools);
   const refuse = (id: string, message: string) => out.refusals.push({ id, message });
 
@@ -99,7 +91,7 @@ export function diffVolumes(input: {
         const backingPath = dep ? pathOf(dep) : (s as { path: string }).path;
         if (!backingPath) return void refuse(id, `${spec.origins.source ?? spec.origin}: the path of images.${dep?.name} is not known before it exists; apply once more after it is created`), undefined;
         const size = spec.size ?? (dep ? sizeOf(dep) : files.get(backingPath)?.virtualSize);
-        if (size === undefined) return void out.needs.push(backingPath), undefined;
+        if (size === undefined) return void refuse(id, `${spec.origins.source ?? spec.origin}: backing file ${files.has(backingPath) ? `${backingPath} does not exist` : unobserved(backingPath)}`), undefined;
         const fmt = dep ? (dep.location.kind === 'pool' ? VOL_FORMAT[dep.format] : driverName(dep.format)) : files.get(backingPath)?.driver ?? 'raw';
         return { build: { ...base, capacity: size, backing: { path: backingPath, format: fmt }, source: { kind: 'blank' } }, dependsOn: deps };
       }
@@ -113,7 +105,7 @@ export function diffVolumes(input: {
         return { build: { ...base, capacity: size, source: { kind: 'file', path: dep.location.path, driver: driverName(dep.format) } }, dependsOn: deps };
       }
       if (s.kind === 'file') {
-        if (!files.has(s.file)) return void out.needs.push(s.file), undefined;
+        if (!files.has(s.file)) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobserved(s.file)}`), undefined;
         const src = files.get(s.file);
         if (!src) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${s.file} does not exist`), undefined;
         if (spec.size !== undefined && spec.size < src.virtualSize) {
@@ -148,7 +140,7 @@ export function diffVolumes(input: {
       const b = build();
       if (!b) continue;
       out.actions.push({
-        id, resource: 'volume', kind: 'create', reason: `new volume ${volume} in pool ${pool} (${spec.format}, ${formatSize(b.build.capacity)})`,
+        id, resource: 'volume', kind: 'create', code: 'new', reason: `new volume ${volume} in pool ${pool} (${spec.format}, ${formatSize(b.build.capacity)})`,
         destructive: false, changes: [], dependsOn: b.dependsOn, op: { type: 'volume.create', build: b.build, recorded: recordedOptions(spec), imageName: spec.name },
       });
       continue;
@@ -182,7 +174,7 @@ export function diffVolumes(input: {
     if (spec.format === 'qcow2' && fileBased && q && (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined) && obs.format === 'qcow2') {
       // libvirt's volume XML does not report these; qemu-img does (cached by file stat).
       if (!files.has(obs.path)) {
-        out.needs.push(obs.path);
+        refuse(id, `${spec.origin}: ${unobserved(obs.path)}`);
         continue;
       }
       const f = files.get(obs.path);
@@ -233,7 +225,7 @@ export function diffVolumes(input: {
       const b = build();
       if (!b) continue;
       out.actions.push({
-        id, resource: 'volume', kind: 'replace', reason: reasonOf(rebuild), destructive: !incomplete, changes: rebuild, dependsOn: b.dependsOn,
+        id, resource: 'volume', kind: 'replace', code: incomplete ? 'interrupted' : 'rebuild', reason: reasonOf(rebuild), destructive: !incomplete, changes: rebuild, dependsOn: b.dependsOn,
         op: { type: 'volume.replace', build: b.build, recorded: recordedOptions(spec), imageName: spec.name, incomplete: incomplete ? { path: obs.path, birth: record.birth } : undefined },
       });
       continue;
@@ -242,18 +234,17 @@ export function diffVolumes(input: {
     if (changes.length) {
       const allocate = spec.qcow2?.preallocation === 'falloc' || spec.qcow2?.preallocation === 'full';
       out.actions.push({
-        id, resource: 'volume', kind: 'update', reason: reasonOf(changes), destructive: false, changes, dependsOn: [],
+        id, resource: 'volume', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [],
         op: { type: 'volume.update', pool, name: volume, resize: grow !== undefined ? { capacity: grow, allocate } : undefined, chmod: perm.length ? { path: obs.path, permissions: spec.permissions! } : undefined },
       });
     } else {
-      out.actions.push({ id, resource: 'volume', kind: 'no-op', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: { type: 'none' } });
+      out.actions.push({ id, resource: 'volume', kind: 'no-op', code: ours ? 'in-sync' : 'in-sync-adopted', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: NO_OP });
     }
   }
 
-  const declared = new Set(specs.map((s) => (s.location.kind === 'pool' ? volumeKey(s.location.pool, s.location.volume) : '')));
-  for (const [k, rec] of Object.entries(inventory.objects)) {
-    if (rec.type !== 'volume' || declared.has(volumeKey(rec.pool, rec.volume))) continue;
-    const id = `inventory:volume/${volumeKey(rec.pool, rec.volume)}`;
+  for (const [k, rec] of input.orphans) {
+    if (rec.type !== 'volume') continue;
+    const id = orphanId(k);
     const obs = volumes.get(volumeKey(rec.pool, rec.volume));
     if (obs === undefined) continue;
     if (!input.prune) {
@@ -266,9 +257,8 @@ export function diffVolumes(input: {
       refuse(id, `volume ${rec.volume} in pool ${rec.pool} (was images.${rec.name}) left the YAML, but ${overlays.join(', ')} still use it as backing file; it is not pruned`);
       continue;
     }
-    if (!forget) out.prunedVolumes.add(volumeKey(rec.pool, rec.volume));
     out.actions.push({
-      id, resource: 'volume', kind: 'delete', destructive: !forget, changes: [], dependsOn: [],
+      id, resource: 'volume', kind: 'delete', code: !obs ? 'gone' : forget ? 'not-ours' : 'left-yaml', destructive: !forget, changes: [], dependsOn: [],
       reason: !obs ? 'already gone; forgotten from the inventory' : forget ? 'replaced by a volume reconcile did not create: forgotten, not deleted' : `images.${rec.name} left the YAML (${formatSize(obs.capacity)} ${obs.format ?? 'volume'})`,
       op: { type: 'volume.delete', pool: rec.pool, name: rec.volume, exists: !forget, inventoryKey: k, path: rec.path, birth: rec.birth },
     });

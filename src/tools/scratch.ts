@@ -6,7 +6,7 @@
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { processAlive } from '../../tools/exec.js';
+import { processAlive } from './exec.js';
 
 let root: string | undefined;
 

@@ -1,17 +1,18 @@
-// Observation for a plan. Image files: one batched stat pass, qemu-img only for files not
-// in the stat-keyed cache. libvirt: every pool and volume of interest in one virsh batch.
+// Observation for a plan, one batched pass per tool for all kinds at once (kinds declare
+// their targets up front; see Kind.targets). Image files: one stat pass, qemu-img only for
+// files not in the stat-keyed cache. libvirt: pools, domains and capabilities in one virsh
+// batch, volumes the cache cannot answer in one more.
 import { lstat, readlink } from 'node:fs/promises';
-import { lstatIdentity, observeImages, sameIdentity, type ObservationCache, type ObservedImage } from '../providers/image/files.js';
+import { observeImages, type ObservationCache, type ObservedImage } from './image/files.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../tools/libvirt-volume.js';
-import { cacheable, fileSignature, type StatCache } from '../providers/common/stat-cache.js';
+import { cacheable, fileSignature, type StatCache } from './common/stat-cache.js';
 import {
   domainReadCommands, parseCapabilities, parseDomainReads, type DomainCapabilities, type ObservedDomain,
 } from '../tools/libvirt-domain.js';
-import { domcapsCacheKey } from '../providers/domain/domcaps-signature.js';
+import { domcapsCacheKey, domcapsSignature } from './domain/domcaps-signature.js';
+import { kvmAccess, type KvmAccess } from './domain/kvm-access.js';
 import type { Virsh } from '../tools/virsh.js';
-import type { Inventory } from './inventory.js';
-import type { DesiredState } from './model.js';
 
 export interface Observation {
   files: Map<string, ObservedImage | null>;
@@ -20,6 +21,70 @@ export interface Observation {
   domains: Map<string, ObservedDomain | null>;
   /** domcapabilities by virt type (kvm, qemu) */
   caps: Map<string, DomainCapabilities>;
+  /** whether new domains can use KVM (looked at only when domains are declared) */
+  kvm?: KvmAccess;
+  /** paths that could not be observed, with why: the objects on them are refused, not the whole plan */
+  errors: Map<string, string>;
+  /** the libvirt URI observed, if libvirt was asked anything */
+  connection?: string;
+}
+
+/** What the kinds ask to observe, merged: each tool is asked once for all of it. */
+export interface Targets {
+  files: string[];
+  pools: string[];
+  /** header: a file volume whose qcow2 options only qemu-img can report */
+  volumes: { pool: string; name: string; header?: boolean }[];
+  domains: string[];
+}
+
+export function mergeTargets(parts: Partial<Targets>[]): Targets {
+  const files = new Set<string>();
+  const pools = new Set<string>();
+  const domains = new Set<string>();
+  const volumes = new Map<string, { pool: string; name: string; header?: boolean }>();
+  for (const t of parts) {
+    for (const f of t.files ?? []) files.add(f);
+    for (const p of t.pools ?? []) pools.add(p);
+    for (const d of t.domains ?? []) domains.add(d);
+    for (const v of t.volumes ?? []) {
+      const k = `${v.pool}/${v.name}`;
+      volumes.set(k, { ...v, header: v.header || volumes.get(k)?.header });
+    }
+  }
+  return {
+    files: [...files].sort(),
+    pools: [...pools].sort(),
+    volumes: [...volumes.values()].sort((a, b) => `${a.pool}/${a.name}`.localeCompare(`${b.pool}/${b.name}`)),
+    domains: [...domains].sort(),
+  };
+}
+
+/**
+ * Observes everything the targets name: files and libvirt in parallel; then the headers of
+ * file volumes whose qcow2 options are declared (their paths come from libvirt).
+ */
+export async function observe(targets: Targets, opts: { virsh: () => Virsh; cache?: ObservationCache }): Promise<Observation> {
+  const obs: Observation = { files: new Map(), pools: new Map(), volumes: new Map(), domains: new Map(), caps: new Map(), errors: new Map() };
+  const needsLibvirt = targets.pools.length || targets.volumes.length || targets.domains.length;
+  const virsh = needsLibvirt ? opts.virsh() : undefined;
+  const libvirtTargets: LibvirtTargets = { pools: targets.pools, volumes: targets.volumes, domains: targets.domains, virtTypes: [] };
+  // New domains are kvm only where the QEMU user can open /dev/kvm; one virt type's
+  // capabilities (bus support) serve every declared domain.
+  if (virsh && targets.domains.length) {
+    obs.kvm = await kvmAccess(virsh.uri);
+    libvirtTargets.virtTypes = [obs.kvm.virtType];
+    libvirtTargets.capsSignature = await domcapsSignature(obs.kvm.usable);
+  }
+  const [, libvirt] = await Promise.all([
+    observeMore(obs.files, targets.files, opts.cache, obs.errors),
+    virsh ? observeLibvirt(virsh, libvirtTargets, opts.cache) : undefined,
+  ]);
+  if (libvirt) Object.assign(obs, libvirt, { connection: virsh!.uri });
+  const headers = targets.volumes.filter((v) => v.header).map((v) => obs.volumes.get(`${v.pool}/${v.name}`))
+    .filter((v): v is ObservedVolume => !!v && v.type === 'file' && v.format === 'qcow2').map((v) => v.path);
+  await observeMore(obs.files, headers, opts.cache, obs.errors);
+  return obs;
 }
 
 export interface LibvirtTargets {
@@ -30,39 +95,6 @@ export interface LibvirtTargets {
   virtTypes: string[];
   /** identity of what the answer depends on (see domcapsSignature): cached answers are reused */
   capsSignature?: string;
-}
-
-export function filesToObserve(state: DesiredState, inventory: Inventory): string[] {
-  const paths = new Set<string>();
-  for (const spec of Object.values(state.images)) if (spec.location.kind === 'path') paths.add(spec.location.path);
-  for (const rec of Object.values(inventory.objects)) if (rec.type === 'image') paths.add(rec.path);
-  for (const vm of Object.values(state.vms)) for (const d of vm.disks) if (d.path) paths.add(d.path);
-  return [...paths].sort();
-}
-
-export function libvirtToObserve(state: DesiredState, inventory: Inventory): LibvirtTargets {
-  const pools = new Set(Object.keys(state.pools));
-  const vols = new Map<string, { pool: string; name: string }>();
-  for (const spec of Object.values(state.images)) {
-    if (spec.location.kind !== 'pool') continue;
-    pools.add(spec.location.pool);
-    vols.set(`${spec.location.pool}/${spec.location.volume}`, { pool: spec.location.pool, name: spec.location.volume });
-  }
-  for (const rec of Object.values(inventory.objects)) {
-    if (rec.type === 'pool') pools.add(rec.name);
-    if (rec.type === 'volume') {
-      pools.add(rec.pool);
-      vols.set(`${rec.pool}/${rec.volume}`, { pool: rec.pool, name: rec.volume });
-    }
-  }
-  const domains = new Set(Object.keys(state.vms));
-  for (const rec of Object.values(inventory.objects)) if (rec.type === 'domain') domains.add(rec.name);
-  return {
-    pools: [...pools].sort(),
-    volumes: [...vols.values()].sort((a, b) => `${a.pool}/${a.name}`.localeCompare(`${b.pool}/${b.name}`)),
-    domains: [...domains].sort(),
-    virtTypes: [],
-  };
 }
 
 export async function observeMore(
@@ -89,7 +121,7 @@ export async function observeLibvirt(
   virsh: Virsh,
   targets: LibvirtTargets,
   cache?: StatCache,
-): Promise<Omit<Observation, 'files'>> {
+): Promise<Pick<Observation, 'pools' | 'volumes' | 'domains' | 'caps'>> {
   const { pools: poolNames, volumes, domains: domainNames, virtTypes, capsSignature: sig } = targets;
   // domcapabilities costs libvirt a QEMU probe on some hosts (seconds): answered from the
   // cache while the daemon and QEMU binaries are the same ones.
@@ -143,25 +175,6 @@ export async function observeLibvirt(
     vols.set(k, { ...o, birth: String(l.birthtimeNs), ...(symlink !== undefined ? { symlink } : {}) });
   }));
   return { pools, volumes: vols, domains, caps };
-}
-
-/**
- * Images whose publish was interrupted half-way: a multi-file vmdk whose new extents were
- * renamed in (they have the identities recorded as pending) while the descriptor at the path
- * is not the new one. The image there is broken, whatever its descriptor says.
- */
-export async function interruptedPublishes(inventory: Inventory, files: Map<string, ObservedImage | null>): Promise<Set<string>> {
-  const out = new Set<string>();
-  await Promise.all(Object.values(inventory.objects).map(async (r) => {
-    if (r.type !== 'image' || !r.pending?.extents.length) return;
-    const main = files.get(r.path);
-    if (main && sameIdentity(main.file, r.pending)) return;
-    for (const e of r.pending.extents) {
-      const now = await lstatIdentity(e.path);
-      if (now && sameIdentity(now, e)) return void out.add(r.path);
-    }
-  }));
-  return out;
 }
 
 /** After apply made or changed a file volume: remember what libvirt reported for it. */

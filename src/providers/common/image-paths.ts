@@ -1,0 +1,21 @@
+// Where a declared image lives, whichever kind holds it: images refer to each other (copies,
+// overlays) across files and pool volumes.
+import path from 'node:path';
+import { FILE_POOLS, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
+import type { ObservedPool } from '../../tools/libvirt-pool.js';
+import type { ObservedVolume } from '../../tools/libvirt-volume.js';
+
+const volumeKey = (pool: string, volume: string) => `${pool}/${volume}`;
+
+/** The path an image has or will have: a file path, or its volume's path in a file pool. */
+export function imagePathResolver(state: DesiredState, volumes: Map<string, ObservedVolume | null>, pools: Map<string, ObservedPool | null>) {
+  return (spec: ImageSpec): string | undefined => {
+    if (spec.location.kind === 'path') return spec.location.path;
+    const { pool, volume } = spec.location;
+    const obs = volumes.get(volumeKey(pool, volume));
+    if (obs) return obs.path;
+    const target = pools.get(pool)?.definition.path ?? state.pools[pool]?.path;
+    return target && FILE_POOLS.includes(state.pools[pool]?.type ?? 'dir') ? path.join(target, volume) : undefined;
+  };
+}
+

@@ -1,0 +1,38 @@
+// Carries out domain actions through virsh: define a new domain (marked as reconcile's in
+// its metadata), attach/update/detach disks, undefine a domain reconcile defined.
+import { recordKey, type DomainRecord } from '../../reconcile/inventory.js';
+import type { Effect, ExecContext } from '../../reconcile/kind.js';
+import type { Action } from '../../reconcile/plan.js';
+import { changeDisk, defineDomain, domainUuid, setOwnership, undefineDomain } from '../../tools/libvirt-domain.js';
+import type { DomainOp } from './ops.js';
+
+export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect> {
+  const op = a.op as DomainOp;
+  const v = ctx.virsh();
+  switch (op.type) {
+    case 'domain.define': {
+      // Being created, recorded first: the definition carries reconcile's metadata, so a
+      // domain found under this name after a kill -9 is recognisably the one being made.
+      const key = recordKey({ type: 'domain', name: op.name });
+      const createdAt = new Date().toISOString();
+      await ctx.inventory.set(key, { type: 'domain', name: op.name, uuid: '', status: 'building', createdAt });
+      await defineDomain(v, op.xml);
+      const rec: DomainRecord = { type: 'domain', name: op.name, uuid: await domainUuid(v, op.name), status: 'ready', createdAt };
+      return { record: [key, rec] };
+    }
+    case 'domain.disks': {
+      const pending: string[] = [];
+      for (const step of op.steps) {
+        const live = await changeDisk(v, op.name, step.verb, step.disk, op.running);
+        if (!live) pending.push(`${step.verb.replace('-device', '')} ${step.disk.target}`);
+      }
+      await setOwnership(v, op.name, op.ownership, op.running);
+      if (pending.length) ctx.log(`${a.id}: saved in the persistent definition; the running domain takes it at its next restart (${pending.join(', ')})`);
+      return undefined;
+    }
+    case 'domain.undefine': {
+      if (op.exists) await undefineDomain(v, op.name);
+      return { forget: op.inventoryKey };
+    }
+  }
+}

@@ -1,0 +1,9 @@
+// What a domain action carries from plan to apply.
+import type { DiskDevice, Ownership } from '../../tools/libvirt-domain.js';
+
+export type DiskStep = { verb: 'attach-device' | 'update-device' | 'detach-device'; disk: DiskDevice };
+
+export type DomainOp =
+  | { type: 'domain.define'; name: string; xml: string }
+  | { type: 'domain.disks'; name: string; running: boolean; steps: DiskStep[]; ownership: Ownership }
+  | { type: 'domain.undefine'; name: string; exists: boolean; inventoryKey: string };

@@ -1,0 +1,27 @@
+// Image files at a path (kind "image"): registered in providers/registry.ts.
+import type { Kind } from '../../reconcile/kind.js';
+import { diffImages } from './diff.js';
+import { executeImage } from './execute.js';
+
+export const imageKind: Kind = {
+  resource: 'image',
+  targets(state, inventory) {
+    const files: string[] = [];
+    for (const spec of Object.values(state.images)) {
+      if (spec.location.kind !== 'path') continue;
+      files.push(spec.location.path);
+      // Source files are read up front (from the stat-keyed cache after the first time):
+      // a build needs their format and size, and no decision waits for a second round.
+      if (spec.source.kind === 'file') files.push(spec.source.file);
+      if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
+    }
+    for (const rec of Object.values(inventory.objects)) if (rec.type === 'image') files.push(rec.path);
+    return { files };
+  },
+  declared: (state) => Object.values(state.images).flatMap((s) => (s.location.kind === 'path' ? [{ type: 'image' as const, path: s.location.path }] : [])),
+  diff: (i) => diffImages({
+    state: i.state, observed: i.observed.files, inventory: i.inventory, allowReplace: i.allowReplace, prune: i.prune,
+    pathOf: i.pathOf, overlaysOf: i.overlaysOf, interrupted: i.interrupted, orphans: i.orphans, errors: i.observed.errors,
+  }),
+  execute: executeImage,
+};

@@ -1,0 +1,29 @@
+// What an image action carries from plan to apply.
+import type { ExtentRecord } from '../../reconcile/inventory.js';
+import type { Format, Permissions } from '../../reconcile/model.js';
+import type { FileIdentity, ImageBuild } from './files.js';
+
+export type ImageOp =
+  | { type: 'image.create'; build: ImageBuild; recorded: Record<string, string> }
+  | {
+      type: 'image.replace';
+      build: ImageBuild;
+      recorded: Record<string, string>;
+      /** the file the plan saw: the only one the build may replace */
+      oldFile: FileIdentity;
+      /** extent names the new build may take over (the old image's, as observed) */
+      oldExtents: string[];
+      /** extents reconcile recorded making, deleted if the new build has no file of that name */
+      ownedExtents: ExtentRecord[];
+    }
+  | {
+      type: 'image.update';
+      path: string;
+      /** the file the plan saw: nothing is changed if another one is at the path by then */
+      expect: FileIdentity;
+      followSymlink: boolean;
+      format: Format;
+      resize?: { size: number; preallocation?: string; encryption?: { passphraseFile: string } };
+      permissions?: Permissions;
+    }
+  | { type: 'image.delete'; path: string; identity: FileIdentity; extents: ExtentRecord[]; inventoryKey: string; exists: boolean };

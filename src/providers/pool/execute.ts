@@ -1,0 +1,65 @@
+// Carries out pool actions through virsh: define/build/start, redefine and start/stop in
+// place, and undefine (a dir pool's directory removed only if empty: libvirt's rmdir).
+import { recordKey, type PoolRecord } from '../../reconcile/inventory.js';
+import type { Effect, ExecContext } from '../../reconcile/kind.js';
+import type { Action } from '../../reconcile/plan.js';
+import {
+  buildPool, definePool, deletePoolStorage, ensureSecret, libvirtMessage, readPool, setAutostart, startPool, stopPool, undefinePool,
+} from '../../tools/libvirt-pool.js';
+import { setPermissions } from '../image/files.js';
+import type { PoolOp } from './ops.js';
+
+export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> {
+  const op = a.op as PoolOp;
+  const v = ctx.virsh();
+  switch (op.type) {
+    case 'pool.create':
+    case 'pool.replace': {
+      if (op.type === 'pool.replace') {
+        // The old definition goes; its storage (files, LVs, device contents) stays untouched.
+        if (op.wasActive) await stopPool(v, op.name);
+        await undefinePool(v, op.name);
+      }
+      if (op.secret) await ensureSecret(v, op.secret.usage, op.secret.type, op.secret.file);
+      // Being created, recorded before libvirt knows the pool: a kill -9 between the define
+      // and the record below leaves a pool that cannot be told from someone else's, and the
+      // next plan treats it as not ours (see the pool diff), never as something to prune.
+      const key = recordKey({ type: 'pool', name: op.name });
+      const createdAt = new Date().toISOString();
+      await ctx.inventory.set(key, { type: 'pool', name: op.name, status: 'building', createdAt });
+      await definePool(v, op.name, op.definition);
+      const rec: PoolRecord = { type: 'pool', name: op.name, uuid: (await readPool(v, op.name)).uuid, status: 'ready', createdAt };
+      await ctx.inventory.set(key, rec);
+      if (op.active) {
+        await buildPool(v, op.name, op.definition.type);
+        await startPool(v, op.name, op.definition.type);
+      }
+      await setAutostart(v, op.name, op.autostart);
+      return { record: [key, rec] };
+    }
+    case 'pool.update': {
+      if (op.redefine) await definePool(v, op.name, op.redefine, op.uuid);
+      if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
+      if (op.start) {
+        const type = (op.redefine ?? (await readPool(v, op.name)).definition).type;
+        await buildPool(v, op.name, type);
+        await startPool(v, op.name, type);
+      }
+      if (op.stop) await stopPool(v, op.name);
+      if (op.autostart !== undefined) await setAutostart(v, op.name, op.autostart);
+      return undefined;
+    }
+    case 'pool.delete': {
+      if (op.exists) {
+        if (op.active) await stopPool(v, op.name);
+        // Only a dir pool's storage is removed, and libvirt does that with rmdir: a
+        // directory still holding anything stays.
+        if (op.poolType === 'dir') {
+          await deletePoolStorage(v, op.name).catch((e: unknown) => ctx.log(`${a.id}: kept its directory (${libvirtMessage(e)})`));
+        }
+        await undefinePool(v, op.name);
+      }
+      return { forget: op.inventoryKey };
+    }
+  }
+}

@@ -1,0 +1,27 @@
+// What a pool action carries from plan to apply.
+import type { Permissions } from '../../reconcile/model.js';
+import type { PoolDefinition } from '../../tools/libvirt-pool.js';
+
+export type PoolOp =
+  | {
+      type: 'pool.create' | 'pool.replace';
+      name: string;
+      definition: PoolDefinition;
+      active: boolean;
+      autostart: boolean;
+      /** replace: the old pool is stopped and undefined first */
+      wasActive?: boolean;
+      secret?: { usage: string; type: 'chap' | 'ceph'; file: string };
+    }
+  | {
+      type: 'pool.update';
+      name: string;
+      redefine?: PoolDefinition;
+      start?: boolean;
+      stop?: boolean;
+      autostart?: boolean;
+      chmod?: { path: string; permissions: Permissions };
+      /** the pool's uuid: a redefinition must name it, or libvirt refuses it as another pool */
+      uuid?: string;
+    }
+  | { type: 'pool.delete'; name: string; poolType: string; active: boolean; exists: boolean; inventoryKey: string };

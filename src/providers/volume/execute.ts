@@ -1,0 +1,88 @@
+// Carries out volume actions through libvirt's volume API: create (blank, overlay, import
+// with a conversion and upload), resize and chmod in place, delete only the volume recorded.
+import { stat } from 'node:fs/promises';
+import { failpoint } from '../../failpoint.js';
+import { recordKey, type VolumeRecord } from '../../reconcile/inventory.js';
+import type { Effect, ExecContext } from '../../reconcile/kind.js';
+import type { Action } from '../../reconcile/plan.js';
+import { createVolume, deleteVolume, resizeVolume } from '../../tools/libvirt-volume.js';
+import { observeImages, setPermissions } from '../image/files.js';
+import { rememberVolume } from '../observe.js';
+import type { VolumeOp } from './ops.js';
+
+export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect> {
+  const op = a.op as VolumeOp;
+  switch (op.type) {
+    case 'volume.create':
+    case 'volume.replace': {
+      const v = ctx.virsh();
+      const b = op.build;
+      const key = recordKey({ type: 'volume', pool: b.pool, volume: b.name });
+      if (op.incomplete && b.fileBased) {
+        // An interrupted build is rebuilt only if the file is still the one it was making:
+        // a volume someone made under that name since is not ours to replace.
+        const now = await fileBirth(op.incomplete.path);
+        if (now !== undefined && op.incomplete.birth !== undefined && op.incomplete.birth !== now) {
+          await ctx.inventory.forget(key);
+          throw new Error(`${op.incomplete.path} is no longer the volume an interrupted apply was making (another file took its name); forgotten, not replaced`);
+        }
+      }
+      if (op.type === 'volume.replace') await deleteVolume(v, b.pool, b.name);
+      // Recorded as building before anything exists (an empty key: whatever volume is found
+      // under this name later was being made by us), then with its key once libvirt made it;
+      // 'ready' only after its contents are complete. A volume left building is rebuilt.
+      const rec: VolumeRecord = { type: 'volume', name: op.imageName, pool: b.pool, volume: b.name, key: '', path: '', status: 'building', createdAt: new Date().toISOString(), recorded: op.recorded };
+      const before = ctx.inventory.get(key);
+      await ctx.inventory.set(key, rec);
+      const birthOf = (p: string) => (b.fileBased ? fileBirth(p) : Promise.resolve(undefined));
+      let made: { key: string; path: string } | undefined;
+      let obs;
+      try {
+        obs = await createVolume(v, b, {
+          signal: ctx.signal,
+          created: async (vol) => {
+            made = vol;
+            await ctx.inventory.set(key, { ...rec, key: vol.key, path: vol.path, birth: await birthOf(vol.path) });
+            failpoint('volume-created');
+          },
+        });
+      } catch (e) {
+        // createVolume leaves no volume of ours behind when it fails (creation failed — the
+        // name may be someone else's — or an import deleted its half-made volume): forget the
+        // intent, or a volume someone makes under that name later would be taken for ours.
+        // Only a kill -9 leaves the intent, and the next apply rebuilds.
+        if (before && op.type === 'volume.create' && !made) await ctx.inventory.set(key, before);
+        else await ctx.inventory.forget(key);
+        throw e;
+      }
+      await rememberVolume(ctx.cache, obs);
+      const ready: VolumeRecord = { ...rec, key: obs.key, path: obs.path, status: 'ready', birth: await birthOf(obs.path) };
+      await ctx.inventory.set(key, ready);
+      // qcow2 options live only in the file: read it once now, so later plans find it cached.
+      const q = b.qcow2;
+      if (b.fileBased && b.format === 'qcow2' && q && (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined)) {
+        await observeImages([obs.path], ctx.cache);
+      }
+      if (obs.capacity < b.capacity) throw new Error(`${a.id}: volume has ${obs.capacity} bytes, expected ${b.capacity}`);
+      return { record: [key, ready] };
+    }
+    case 'volume.update': {
+      if (op.resize) await resizeVolume(ctx.virsh(), op.pool, op.name, op.resize.capacity, op.resize.allocate);
+      if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
+      return undefined;
+    }
+    case 'volume.delete': {
+      // The key of a file volume is its path, which a new file can take: check the birth time.
+      const now = op.birth && op.path ? await fileBirth(op.path) : undefined;
+      if (op.exists && op.birth && op.birth !== '0' && now !== undefined && now !== op.birth) {
+        ctx.log(`${a.id}: not deleted: ${op.path} is no longer the file reconcile created; forgotten`);
+      } else if (op.exists) await deleteVolume(ctx.virsh(), op.pool, op.name);
+      return { forget: op.inventoryKey };
+    }
+  }
+}
+
+/** A file's birth time (ns), or undefined if it is gone: with the path, it names one file. */
+function fileBirth(p: string): Promise<string | undefined> {
+  return stat(p, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined);
+}

@@ -1,0 +1,38 @@
+// Images declared in a libvirt pool (kind "volume"): registered in providers/registry.ts.
+import type { Kind } from '../../reconcile/kind.js';
+import { FILE_POOLS } from '../../reconcile/model.js';
+import { diffVolumes } from './diff.js';
+import { executeVolume } from './execute.js';
+
+export const volumeKind: Kind = {
+  resource: 'volume',
+  targets(state, inventory) {
+    const pools: string[] = [];
+    const files: string[] = [];
+    const volumes: { pool: string; name: string; header?: boolean }[] = [];
+    for (const spec of Object.values(state.images)) {
+      if (spec.location.kind !== 'pool') continue;
+      const { pool, volume } = spec.location;
+      const q = spec.qcow2;
+      // libvirt does not report qcow2 options: a file volume that declares them is read by qemu-img too.
+      const header = spec.format === 'qcow2' && FILE_POOLS.includes(state.pools[pool]?.type ?? 'dir') && !!q
+        && (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined);
+      pools.push(pool);
+      volumes.push({ pool, name: volume, header });
+      if (spec.source.kind === 'file') files.push(spec.source.file);
+      if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
+    }
+    for (const rec of Object.values(inventory.objects)) {
+      if (rec.type !== 'volume') continue;
+      pools.push(rec.pool);
+      volumes.push({ pool: rec.pool, name: rec.volume });
+    }
+    return { pools, volumes, files };
+  },
+  declared: (state) => Object.values(state.images).flatMap((s) => (s.location.kind === 'pool' ? [{ type: 'volume' as const, pool: s.location.pool, volume: s.location.volume }] : [])),
+  diff: (i) => diffVolumes({
+    state: i.state, pools: i.observed.pools, volumes: i.observed.volumes, files: i.observed.files, inventory: i.inventory,
+    allowReplace: i.allowReplace, prune: i.prune, overlaysOf: i.overlaysOf, orphans: i.orphans, errors: i.observed.errors,
+  }),
+  execute: executeVolume,
+};

@@ -1,0 +1,21 @@
+// What a volume action carries from plan to apply.
+import type { Permissions } from '../../reconcile/model.js';
+import type { VolumeBuild } from '../../tools/libvirt-volume.js';
+
+export type VolumeOp =
+  | {
+      type: 'volume.create' | 'volume.replace';
+      build: VolumeBuild;
+      recorded: Record<string, string>;
+      imageName: string;
+      /** rebuilding an interrupted build: the file it was (birth time), checked before it is deleted */
+      incomplete?: { path: string; birth?: string };
+    }
+  | {
+      type: 'volume.update';
+      pool: string;
+      name: string;
+      resize?: { capacity: number; allocate: boolean };
+      chmod?: { path: string; permissions: Permissions };
+    }
+  | { type: 'volume.delete'; pool: string; name: string; exists: boolean; inventoryKey: string; path?: string; birth?: string };

@@ -1,0 +1,72 @@
+// The one interface every kind of managed object implements (image files, pool volumes,
+// pools, domains; libvirt secrets next). Modelled on Crossplane's ExternalClient: the engine
+// asks each kind what to observe, gives it the observation to diff (pure), and calls it to
+// execute its own actions; the engine itself knows no kind.
+import type { KvmAccess } from '../providers/domain/kvm-access.js';
+import type { ObservationCache } from '../providers/image/files.js';
+import type { Virsh } from '../tools/virsh.js';
+import type { Inventory, InventoryRecord, ObjectKey } from './inventory.js';
+import type { DesiredState, ImageSpec } from './model.js';
+import type { Observation, Targets } from '../providers/observe.js';
+import type { Action, Refusal, Resource } from './plan.js';
+
+export interface DiffInput {
+  state: DesiredState;
+  observed: Observation;
+  inventory: Inventory;
+  /** this kind's inventory records the YAML no longer declares: inventory minus desired, computed once by the engine */
+  orphans: [key: string, record: InventoryRecord][];
+  allowReplace: boolean;
+  prune: boolean;
+  /** actions of the kinds diffed before this one (a pool is pruned with the volumes pruned before it) */
+  earlier: Action[];
+  /** the declared images (files and volumes alike) that are overlays on a path: a base is never replaced or pruned under one */
+  overlaysOf: (path: string) => string[];
+  /** where a declared image lives or will live (a pool image: its volume's path) */
+  pathOf: (spec: ImageSpec) => string | undefined;
+  /** image paths whose publish was interrupted half-way (new extents in, old descriptor): broken */
+  interrupted: Set<string>;
+  /** whether new domains can use KVM, and why not */
+  kvm: KvmAccess;
+}
+
+export interface KindDiff {
+  actions: Action[];
+  refusals: Refusal[];
+  notes: string[];
+  /** per object: what its running instance keeps until it restarts (domains) */
+  pending?: Record<string, string[]>;
+}
+
+export interface ExecContext {
+  /** the libvirt connection, opened on first use */
+  virsh: () => Virsh;
+  cache?: ObservationCache;
+  log: (line: string) => void;
+  /** aborted: builds in private scratch stop; short actions finish (see apply.ts) */
+  signal?: AbortSignal;
+  /**
+   * The inventory, each change persisted before the call returns: intent recorded before an
+   * object is made (Crossplane's "create pending") survives a kill -9 in the middle.
+   */
+  inventory: {
+    get(key: string): InventoryRecord | undefined;
+    set(key: string, record: InventoryRecord): Promise<void>;
+    forget(key: string): Promise<void>;
+  };
+}
+
+/** What an action leaves in the inventory: a record of what it made, or a record forgotten. */
+export type Effect = { record: [key: string, record: InventoryRecord] } | { forget: string } | undefined;
+
+export interface Kind {
+  readonly resource: Resource;
+  /** What to observe for this state, declared up front: observation is one batched pass per tool. */
+  targets(state: DesiredState, inventory: Inventory): Partial<Targets>;
+  /** The inventory keys this state declares; prune is the inventory minus the union of these. */
+  declared(state: DesiredState): ObjectKey[];
+  /** Pure: desired vs observed. */
+  diff(input: DiffInput): KindDiff;
+  /** Carries out one of this kind's actions; returns its inventory effect. */
+  execute(action: Action, ctx: ExecContext): Promise<Effect>;
+}

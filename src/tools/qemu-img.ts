@@ -1,0 +1,194 @@
+// qemu-img: the only code that knows its command lines. Callers say what they want (an
+// image of this format with these options, a conversion, a resize); this file turns it
+// into argument arrays, runs them through exec.ts, and reads back what qemu-img reports.
+import type { Format, Qcow2Options } from '../reconcile/model.js';
+import { CommandError, run } from './exec.js';
+import { optionValue } from './option-escape.js';
+
+/** qemu driver names of the declared formats (raw + LUKS is qemu's own "luks" driver). */
+export const DRIVER: Record<Format, string> = { raw: 'raw', qcow2: 'qcow2', vhd: 'vpc', vhdx: 'vhdx', vmdk: 'vmdk' };
+
+/** `qemu-img info --output=json`, as qemu-img prints it. */
+export interface QemuImgInfo {
+  format: string;
+  'virtual-size': number;
+  'actual-size'?: number;
+  'cluster-size'?: number;
+  'backing-filename'?: string;
+  'full-backing-filename'?: string;
+  'backing-filename-format'?: string;
+  'format-specific'?: { type?: string; data?: Record<string, unknown> };
+}
+
+/** The image's metadata; `driver` forces a format (a fixed VHD probes as raw). Never locks the image. */
+export async function info(path: string, driver?: string): Promise<QemuImgInfo> {
+  const { stdout } = await run('qemu-img', ['info', '--force-share', '--output=json', ...(driver ? ['-f', driver] : []), path]);
+  return JSON.parse(stdout) as QemuImgInfo;
+}
+
+/** Format options of a new image, as declared. */
+export interface ImageOptions {
+  format: Format;
+  qcow2?: Qcow2Options;
+  vmdk?: { adapterType?: string; subformat?: string };
+  vhd?: { subformat?: string };
+  vhdx?: { subformat?: string };
+}
+
+/** A passphrase is handed to qemu as a file it reads itself: never on the command line. */
+export interface Secret {
+  passphraseFile: string;
+}
+
+type Sig = { signal?: AbortSignal };
+
+function secretArgs(s: Secret | undefined, id: string): string[] {
+  return s ? ['--object', `secret,id=${id},file=${optionValue(s.passphraseFile)}`] : [];
+}
+
+function createOptions(o: ImageOptions, encrypted: boolean): string[] {
+  const out: string[] = [];
+  if (o.format === 'qcow2') {
+    const q = o.qcow2 ?? {};
+    out.push(`compat=${q.compat ?? '1.1'}`);
+    if (q.clusterSize) out.push(`cluster_size=${q.clusterSize}`);
+    if (q.compression) out.push(`compression_type=${q.compression}`);
+    if (q.preallocation) out.push(`preallocation=${q.preallocation}`);
+    if (q.lazyRefcounts !== undefined) out.push(`lazy_refcounts=${q.lazyRefcounts ? 'on' : 'off'}`);
+    if (q.refcountBits) out.push(`refcount_bits=${q.refcountBits}`);
+    if (q.extendedL2 !== undefined) out.push(`extended_l2=${q.extendedL2 ? 'on' : 'off'}`);
+    if (encrypted) out.push('encrypt.format=luks', 'encrypt.key-secret=sec0');
+  } else if (o.format === 'raw' && encrypted) {
+    out.push('key-secret=sec0');
+  } else if (o.format === 'vmdk') {
+    if (o.vmdk?.adapterType) out.push(`adapter_type=${o.vmdk.adapterType}`);
+    if (o.vmdk?.subformat) out.push(`subformat=${o.vmdk.subformat}`);
+  } else if (o.format === 'vhd') {
+    // force_size keeps the exact requested size instead of rounding to a CHS geometry.
+    out.push(`subformat=${o.vhd?.subformat ?? 'dynamic'}`, 'force_size=on');
+  } else if (o.format === 'vhdx') {
+    if (o.vhdx?.subformat) out.push(`subformat=${o.vhdx.subformat}`);
+  }
+  return out;
+}
+
+/** qemu's --image-opts form: needed whenever an encrypted image is opened. */
+function imageOpts(path: string, driver: string, secretId?: string): string {
+  const file = optionValue(path);
+  if (!secretId) return `driver=${driver},file.filename=${file}`;
+  const key = driver === 'luks' ? 'key-secret' : 'encrypt.key-secret';
+  return `driver=${driver},file.filename=${file},${key}=${secretId}`;
+}
+
+export function driverOf(format: Format, encrypted: boolean): string {
+  return format === 'raw' && encrypted ? 'luks' : DRIVER[format];
+}
+
+/** A new image: blank, or an overlay on `backing` (size: the backing file's when omitted). */
+export async function create(
+  target: string,
+  o: ImageOptions & { size?: number; encryption?: Secret; backing?: { path: string; driver: string } },
+  sig: Sig = {},
+): Promise<void> {
+  const opts = createOptions(o, !!o.encryption);
+  const args = ['create', '-q', '-f', driverOf(o.format, !!o.encryption), ...secretArgs(o.encryption, 'sec0'), ...(opts.length ? ['-o', opts.join(',')] : [])];
+  if (o.backing) args.push('-b', o.backing.path, '-F', o.backing.driver);
+  args.push(target);
+  if (o.size !== undefined) args.push(String(o.size));
+  await run('qemu-img', args, sig);
+}
+
+/**
+ * Copies `source` into an existing image `target` (made by create at its final size): -n keeps
+ * the target's options, and a new target reads as zeros, so zeros are not written.
+ */
+export async function convertInto(
+  source: { path: string; driver?: string; encryption?: Secret },
+  target: { path: string; format: Format; encryption?: Secret; compressed?: boolean },
+  sig: Sig = {},
+): Promise<void> {
+  const driver = driverOf(target.format, !!target.encryption);
+  const srcArgs = source.encryption
+    ? ['--image-opts', imageOpts(source.path, source.driver ?? 'qcow2', 'src0')]
+    : [...(source.driver ? ['-f', source.driver] : []), source.path];
+  const dstArgs = target.encryption ? ['--target-image-opts', imageOpts(target.path, driver, 'sec0')] : ['-O', driver, target.path];
+  await run('qemu-img', [
+    'convert', '-n', '--target-is-zero', ...(target.compressed ? ['-c'] : []),
+    ...secretArgs(source.encryption, 'src0'), ...secretArgs(target.encryption, 'sec0'), ...srcArgs, ...dstArgs,
+  ], sig);
+}
+
+/** A whole copy in a new file of another format (backups, restores). forceShare: the source is in use. */
+export async function convertCopy(source: { path: string; driver: string; forceShare?: boolean }, target: { path: string; driver: string }): Promise<void> {
+  await run('qemu-img', ['convert', ...(source.forceShare ? ['-U'] : []), '-f', source.driver, '-O', target.driver, source.path, target.path]);
+}
+
+/** Throws unless the two images hold the same data. */
+export async function compare(a: { path: string; driver: string }, b: { path: string; driver: string }): Promise<void> {
+  await run('qemu-img', ['compare', '-f', a.driver, '-F', b.driver, a.path, b.path]);
+}
+
+/** Grows an image in place (qcow2, raw). Shrinking is never asked of this function. */
+export async function resize(
+  path: string,
+  format: Format,
+  size: number,
+  o: { preallocation?: string; encryption?: Secret } = {},
+): Promise<void> {
+  const driver = driverOf(format, !!o.encryption);
+  const prealloc = o.preallocation && o.preallocation !== 'off' && !(format === 'raw' && o.preallocation === 'metadata')
+    ? [`--preallocation=${o.preallocation}`]
+    : [];
+  const target = o.encryption
+    ? [...secretArgs(o.encryption, 'sec0'), '--image-opts', imageOpts(path, driver, 'sec0')]
+    : ['-f', driver, path];
+  await run('qemu-img', ['resize', '-q', ...prealloc, ...target, String(size)]);
+}
+
+export interface CheckResult {
+  path: string;
+  format?: string;
+  /** false: the format has no consistency metadata to check (raw) */
+  checkable: boolean;
+  leaks: number;
+  corruptions: number;
+  leaksFixed: number;
+  corruptionsFixed: number;
+  checkErrors: number;
+  error?: string;
+}
+
+/**
+ * `qemu-img check`: leaks and corruptions, and their repair. Repair never uses force-share:
+ * qemu's own image locking then refuses an image that a running guest holds open, on top of
+ * the caller's check of running domains.
+ */
+export async function check(p: string, opts: { repair?: 'leaks' | 'all'; inUse: boolean; driver?: string }): Promise<CheckResult> {
+  const args = ['check', '--output=json', ...(opts.driver ? ['-f', opts.driver] : [])];
+  if (opts.repair) args.push('-r', opts.repair);
+  else if (opts.inUse) args.push('--force-share');
+  const base: CheckResult = { path: p, checkable: true, leaks: 0, corruptions: 0, leaksFixed: 0, corruptionsFixed: 0, checkErrors: 0 };
+  let stdout: string;
+  try {
+    ({ stdout } = await run('qemu-img', [...args, p], { retries: 0 }));
+  } catch (e) {
+    if (!(e instanceof CommandError)) throw e;
+    // qemu-img check exits 2 (corruptions) or 3 (leaks) with its JSON report on stdout.
+    if (e.stdout && (e.exitCode === 2 || e.exitCode === 3)) stdout = e.stdout;
+    else if (e.exitCode === 63 || /does not support checks/.test(e.stderr)) return { ...base, checkable: false };
+    // Leak repair gives up when the refcount structures themselves are broken: report what
+    // a read-only check finds (corruptions, which need --repair=all).
+    else if (opts.repair === 'leaks' && /need to rebuild refcount structures/.test(e.stderr)) return check(p, { inUse: false, driver: opts.driver });
+    else return { ...base, error: e.message };
+  }
+  const j = JSON.parse(stdout) as Record<string, number | string>;
+  return {
+    ...base,
+    format: String(j.format ?? ''),
+    leaks: Number(j.leaks ?? 0),
+    corruptions: Number(j.corruptions ?? 0),
+    leaksFixed: Number(j['leaks-fixed'] ?? 0),
+    corruptionsFixed: Number(j['corruptions-fixed'] ?? 0),
+    checkErrors: Number(j['check-errors'] ?? 0),
+  };
+}
