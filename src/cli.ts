@@ -13,7 +13,7 @@ import { createMetrics } from './watch/metrics.js';
 import { WatchService } from './watch/service.js';
 import { desiredStateFrom, loadDesiredState } from './reconcile/config.js';
 import { makePlan, planWithObservations } from './reconcile/engine.js';
-import { checkSameAsFresh, checkStateDir, readSavedPlan, type SavedPlan } from './reconcile/saved-plan.js';
+import { checkSameAsFresh, checkStateDir, readSavedPlan, toSavedPlan, type SavedPlan } from './reconcile/saved-plan.js';
 import { ConfigErrors, EXIT, UserError } from './reconcile/errors.js';
 import { DEFAULT_STATE_DIR, FileObservationCache } from './reconcile/inventory.js';
 import { acquireLock, type Lock } from './reconcile/lock.js';
@@ -228,9 +228,9 @@ async function cmdPlan(a: Args): Promise<number> {
   if (a.out) {
     if (plan.refusals.length) throw new UserError(`${renderPlan(plan)}\n\nnot saving ${a.out}: a plan with refused changes cannot be applied`);
     // The YAML texts go with the plan: apply recomputes the plan from them and runs it only if identical.
-    await writeFile(a.out, `${JSON.stringify({ ...plan, inputs: state.inputs ?? [] }, null, 2)}\n`, { mode: 0o600 });
+    await writeFile(a.out, `${JSON.stringify(toSavedPlan(plan, state.inputs ?? []), null, 2)}\n`, { mode: 0o600 });
   }
-  print(a.output === 'json' ? JSON.stringify(plan, null, 2) : renderPlan(plan));
+  print(a.output === 'json' ? JSON.stringify({ ...toSavedPlan(plan, []), inputs: undefined }, null, 2) : renderPlan(plan));
   if (plan.refusals.length) return EXIT.error;
   return a.detailedExitcode && hasChanges(plan) ? EXIT.changes : EXIT.ok;
 }

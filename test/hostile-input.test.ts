@@ -20,7 +20,7 @@ describe('saved plans', () => {
     expect((await sb.run('plan', '--out', planFile)).code).toBe(0);
     const good = await readFile(planFile, 'utf8');
     const plan = JSON.parse(good);
-    plan.actions.push({ id: 'inventory:x', resource: 'image', kind: 'delete', reason: 'x', destructive: true, changes: [], dependsOn: [], op: { type: 'image.delete', path: victim, extents: [], inventoryKey: 'x', exists: true } });
+    plan.actions.push({ id: 'inventory:x', resource: 'image', kind: 'delete', code: 'left-yaml', reason: 'x', destructive: true, changes: [], dependsOn: [], digest: 'e'.repeat(64) });
     await writeFile(planFile, JSON.stringify(plan));
     const r = await sb.run('apply', planFile);
     expect(r.code).toBe(1);
@@ -34,8 +34,14 @@ describe('saved plans', () => {
     expect(other.stderr).toMatch(/was made for state directory .*\/state; this apply uses .*other-state/);
     expect(existsSync(path.join(sb.dir, 'other-state'))).toBe(false);
 
+    // An operation written into the file is not part of the format: refused before anything is recomputed.
+    plan.actions[1] = { ...plan.actions[0], op: { type: 'image.delete', path: victim, extents: [], inventoryKey: 'x', exists: true } };
+    await writeFile(planFile, JSON.stringify(plan));
+    expect((await sb.run('apply', planFile)).stderr).toMatch(/is not a plan saved by `reconcile plan --out` \(\/actions\/1: must NOT have additional properties\)/);
+    await writeFile(planFile, '{"format":"virt-reconcile-plan","formatVersion":2,"actions":[]}');
+    expect((await sb.run('apply', planFile)).stderr).toMatch(/is not a plan saved by `reconcile plan --out` \(no createdAt; no stateDir; no options; no observed; no refusals; no notes; no inputs/);
     await writeFile(planFile, '{"formatVersion":1,"actions":[]}');
-    expect((await sb.run('apply', planFile)).stderr).toMatch(/is not a plan saved by `reconcile plan --out` \(no refusals list; no stateDir; no options; no observations; no embedded inputs/);
+    expect((await sb.run('apply', planFile)).stderr).toMatch(/is a plan of format version 1; this version reads version 2\. Run `reconcile plan --out` again/);
 
     await writeFile(planFile, good);
     const ok = await sb.run('apply', planFile);

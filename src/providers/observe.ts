@@ -3,7 +3,7 @@
 // files not in the stat-keyed cache. libvirt: pools, domains and capabilities in one virsh
 // batch, volumes the cache cannot answer in one more.
 import { lstat, readlink } from 'node:fs/promises';
-import { observeImages, type ObservationCache, type ObservedImage } from './image/files.js';
+import { lstatIdentity, observeImages, type FileIdentity, type ObservationCache, type ObservedImage } from './image/files.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../tools/libvirt-volume.js';
 import { cacheable, fileSignature, type StatCache } from './common/stat-cache.js';
@@ -25,6 +25,8 @@ export interface Observation {
   kvm?: KvmAccess;
   /** paths that could not be observed, with why: the objects on them are refused, not the whole plan */
   errors: Map<string, string>;
+  /** identity (lstat: device, inode, birth time) of the paths asked for, null if nothing is there */
+  identities: Map<string, FileIdentity | null>;
   /** the libvirt URI observed, if libvirt was asked anything */
   connection?: string;
 }
@@ -36,17 +38,21 @@ export interface Targets {
   /** header: a file volume whose qcow2 options only qemu-img can report */
   volumes: { pool: string; name: string; header?: boolean }[];
   domains: string[];
+  /** paths whose identity alone is needed (files recorded as being published) */
+  identities: string[];
 }
 
 export function mergeTargets(parts: Partial<Targets>[]): Targets {
   const files = new Set<string>();
   const pools = new Set<string>();
   const domains = new Set<string>();
+  const identities = new Set<string>();
   const volumes = new Map<string, { pool: string; name: string; header?: boolean }>();
   for (const t of parts) {
     for (const f of t.files ?? []) files.add(f);
     for (const p of t.pools ?? []) pools.add(p);
     for (const d of t.domains ?? []) domains.add(d);
+    for (const p of t.identities ?? []) identities.add(p);
     for (const v of t.volumes ?? []) {
       const k = `${v.pool}/${v.name}`;
       volumes.set(k, { ...v, header: v.header || volumes.get(k)?.header });
@@ -57,6 +63,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
     pools: [...pools].sort(),
     volumes: [...volumes.values()].sort((a, b) => `${a.pool}/${a.name}`.localeCompare(`${b.pool}/${b.name}`)),
     domains: [...domains].sort(),
+    identities: [...identities].sort(),
   };
 }
 
@@ -65,7 +72,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
  * file volumes whose qcow2 options are declared (their paths come from libvirt).
  */
 export async function observe(targets: Targets, opts: { virsh: () => Virsh; cache?: ObservationCache }): Promise<Observation> {
-  const obs: Observation = { files: new Map(), pools: new Map(), volumes: new Map(), domains: new Map(), caps: new Map(), errors: new Map() };
+  const obs: Observation = { files: new Map(), pools: new Map(), volumes: new Map(), domains: new Map(), caps: new Map(), errors: new Map(), identities: new Map() };
   const needsLibvirt = targets.pools.length || targets.volumes.length || targets.domains.length;
   const virsh = needsLibvirt ? opts.virsh() : undefined;
   const libvirtTargets: LibvirtTargets = { pools: targets.pools, volumes: targets.volumes, domains: targets.domains, virtTypes: [] };
@@ -76,8 +83,9 @@ export async function observe(targets: Targets, opts: { virsh: () => Virsh; cach
     libvirtTargets.virtTypes = [obs.kvm.virtType];
     libvirtTargets.capsSignature = await domcapsSignature(obs.kvm.usable);
   }
-  const [, libvirt] = await Promise.all([
+  const [, , libvirt] = await Promise.all([
     observeMore(obs.files, targets.files, opts.cache, obs.errors),
+    Promise.all(targets.identities.map(async (p) => obs.identities.set(p, (await lstatIdentity(p)) ?? null))),
     virsh ? observeLibvirt(virsh, libvirtTargets, opts.cache) : undefined,
   ]);
   if (libvirt) Object.assign(obs, libvirt, { connection: virsh!.uri });

@@ -4,7 +4,7 @@
 // known here.
 import path from 'node:path';
 import pLimit from 'p-limit';
-import type { ObservationCache } from '../providers/image/files.js';
+import type { StatCache as ObservationCache } from '../providers/common/stat-cache.js';
 import { removeAbandonedScratch, useScratchRoot } from '../tools/scratch.js';
 import { kindOf } from '../providers/registry.js';
 import { CommandError } from '../tools/exec.js';

@@ -2,9 +2,8 @@
 // with --repair for leaks (or everything) on images no running domain uses.
 import pLimit from 'p-limit';
 import { check as checkImage, type CheckResult } from '../tools/qemu-img.js';
-import { parseDisks } from '../tools/libvirt-domain.js';
+import { runningDomainDisks } from '../tools/libvirt-domain.js';
 import type { Virsh } from '../tools/virsh.js';
-import { parseXml } from '../tools/xml.js';
 import type { PlanWithObservations } from './engine.js';
 import type { DesiredState } from './model.js';
 
@@ -15,22 +14,12 @@ export interface CheckRow extends CheckResult {
   result: string;
 }
 
-/**
- * Paths of every disk of every running domain, declared or not: repairs must never touch
- * them. Two batched virsh processes (names, then all their XML).
- */
+/** Paths of every disk of every running domain, declared or not: repairs must never touch them. */
 export async function runningDiskPaths(v: Virsh, volumePath: (pool: string, vol: string) => string | undefined): Promise<Set<string>> {
-  const [names] = await v.batch([['list', '--name', '--state-running']]);
-  const running = (names ?? '').split('\n').map((n) => n.trim()).filter(Boolean);
-  if (!running.length) return new Set();
-  const xmls = await v.batch(running.map((n) => ['dumpxml', n]));
   const paths = new Set<string>();
-  for (const xml of xmls) {
-    if (!xml) continue;
-    for (const d of parseDisks(parseXml(xml).domain)) {
-      const p = d.type === 'volume' ? volumePath(d.source.pool!, d.source.volume!) : d.source.file ?? d.source.dev;
-      if (p) paths.add(p);
-    }
+  for (const d of await runningDomainDisks(v)) {
+    const p = d.type === 'volume' ? volumePath(d.source.pool!, d.source.volume!) : d.source.file ?? d.source.dev;
+    if (p) paths.add(p);
   }
   return paths;
 }

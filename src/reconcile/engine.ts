@@ -2,9 +2,7 @@
 // reports now, never from memory of an earlier run. Generic: the kinds (providers/registry.ts)
 // say what to observe and what to do; this file only combines them.
 import { observe, mergeTargets, type Observation } from '../providers/observe.js';
-import { imagePathResolver } from '../providers/common/image-paths.js';
-import { interruptedPublishes } from '../providers/image/interrupted.js';
-import type { ObservationCache } from '../providers/image/files.js';
+import type { StatCache as ObservationCache } from '../providers/common/stat-cache.js';
 import { DISPLAY_ORDER, KINDS } from '../providers/registry.js';
 import type { Virsh } from '../tools/virsh.js';
 import { overdue } from './backup.js';
@@ -12,7 +10,7 @@ import { readBackupRecords } from './backup-records.js';
 import { orphans, readInventory, type Inventory } from './inventory.js';
 import type { KindDiff } from './kind.js';
 import { sourceImage, type DesiredState } from './model.js';
-import { observationHash, orphanId, type Action, type Plan } from './plan.js';
+import { observationHash, type Action, type Plan } from './plan.js';
 
 export interface PlanOptions {
   stateDir: string;
@@ -47,41 +45,22 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     },
   });
   const flags = { allowReplace: opts.allowReplace, prune: opts.prune };
-  const interrupted = await interruptedPublishes(inventory, obs.files);
   // Prune is one set difference: the inventory minus what the YAML declares.
   const gone = orphans(inventory, KINDS.flatMap((k) => k.declared(state)));
-  const pathOf = imagePathResolver(state, obs.volumes, obs.pools);
-  // Which declared images, files or volumes, are overlays on which path: a base is never
-  // replaced or pruned under an overlay, whichever kinds the two are.
-  const overlaysOf = (p: string) => Object.values(state.images).filter((s) => {
-    const o = s.location.kind === 'path' ? obs.files.get(s.location.path) : obs.volumes.get(`${s.location.pool}/${s.location.volume}`);
-    return o?.backing === p;
-  }).map((s) => `images.${s.name}`);
   const diffs: KindDiff[] = [];
   const earlier: Action[] = [];
   for (const kind of KINDS) {
     const d = kind.diff({
-      state, observed: obs, inventory, ...flags, earlier, overlaysOf, pathOf, interrupted,
+      state, observed: obs, inventory, ...flags, earlier,
       orphans: gone.filter(([, r]) => r.type === kind.resource),
-      kvm: obs.kvm ?? { usable: true, virtType: 'kvm' },
     });
     diffs.push(d);
     earlier.push(...d.actions);
   }
-  // A path that could not be observed (a directory where an image must be, an unreadable
-  // file) refuses the objects on it; everything else is planned as usual. Source files are
-  // refused by the kind that needs them, only when it does.
-  const unobservable = [...obs.errors].map(([p, why]) => ({ path: p, why: why.includes(p) ? why : `cannot observe ${p}: ${why}` }));
-  const observationRefusals = unobservable.flatMap(({ path: p, why }) => [
-    ...Object.values(state.images).filter((s) => s.location.kind === 'path' && s.location.path === p).map((s) => ({ id: `images.${s.name}`, message: `${s.origin}: ${why}` })),
-    // An inventory object that cannot be looked at cannot be pruned safely.
-    ...(opts.prune ? gone.filter(([, r]) => r.type === 'image' && r.path === p).map(([k]) => ({ id: orphanId(k), message: why })) : []),
-    ...Object.values(state.vms).filter((vm) => vm.disks.some((dk) => dk.path === p)).map((vm) => ({ id: `vms.${vm.name}`, message: `${vm.origin}: disk ${why}` })),
-  ]);
-  const refusals = [...observationRefusals, ...diffs.flatMap((d) => d.refusals)];
-  // Refused twice (the path, and the diff that needed it): once is enough.
-  const uniqueRefusals = refusals.filter((r, i) => refusals.findIndex((x) => x.id === r.id && x.message === r.message) === i);
-  const orphanErrors = unobservable.filter((u) => !uniqueRefusals.some((r) => r.message.includes(u.why))).map((u) => u.why);
+  const refusals = diffs.flatMap((d) => d.refusals);
+  // A path that could not be observed refuses the objects on it (each kind says so); one no
+  // kind needed is still worth a note.
+  const orphanErrors = [...obs.errors].filter(([p]) => !refusals.some((r) => r.message.includes(p))).map(([p, why]) => (why.includes(p) ? why : `cannot observe ${p}: ${why}`));
   const byDisplay = (a: Action, b: Action) => DISPLAY_ORDER.indexOf(a.resource) - DISPLAY_ORDER.indexOf(b.resource);
   const actions = linkBuildDependencies(state, [...earlier].sort(byDisplay));
   const notesOf = (r: string) => diffs[KINDS.findIndex((k) => k.resource === r)]!.notes;
@@ -103,7 +82,7 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     options: flags,
     observed: Object.fromEntries(Object.entries(observedHashes).sort(([a], [b]) => a.localeCompare(b))),
     actions,
-    refusals: uniqueRefusals,
+    refusals,
     notes: [...orphanErrors, ...DISPLAY_ORDER.flatMap(notesOf), ...backupNotes],
   };
   return { plan, observed: obs, inventory, pending: Object.assign({}, ...diffs.map((d) => d.pending ?? {})) as Record<string, string[]> };

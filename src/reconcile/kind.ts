@@ -2,11 +2,10 @@
 // pools, domains; libvirt secrets next). Modelled on Crossplane's ExternalClient: the engine
 // asks each kind what to observe, gives it the observation to diff (pure), and calls it to
 // execute its own actions; the engine itself knows no kind.
-import type { KvmAccess } from '../providers/domain/kvm-access.js';
-import type { ObservationCache } from '../providers/image/files.js';
+import type { StatCache as ObservationCache } from '../providers/common/stat-cache.js';
 import type { Virsh } from '../tools/virsh.js';
 import type { Inventory, InventoryRecord, ObjectKey } from './inventory.js';
-import type { DesiredState, ImageSpec } from './model.js';
+import type { DesiredState } from './model.js';
 import type { Observation, Targets } from '../providers/observe.js';
 import type { Action, Refusal, Resource } from './plan.js';
 
@@ -20,14 +19,6 @@ export interface DiffInput {
   prune: boolean;
   /** actions of the kinds diffed before this one (a pool is pruned with the volumes pruned before it) */
   earlier: Action[];
-  /** the declared images (files and volumes alike) that are overlays on a path: a base is never replaced or pruned under one */
-  overlaysOf: (path: string) => string[];
-  /** where a declared image lives or will live (a pool image: its volume's path) */
-  pathOf: (spec: ImageSpec) => string | undefined;
-  /** image paths whose publish was interrupted half-way (new extents in, old descriptor): broken */
-  interrupted: Set<string>;
-  /** whether new domains can use KVM, and why not */
-  kvm: KvmAccess;
 }
 
 export interface KindDiff {

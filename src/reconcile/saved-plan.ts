@@ -2,46 +2,135 @@
 // inputs it embeds (the YAML texts, as Terraform's plan file embeds its configuration), for
 // this state directory, against a host that has not moved since. A hand-written or edited
 // plan is refused: the operations executed are always the ones recomputed here.
+//
+// The file is a versioned format of its own, validated on load: each action's operation is
+// saved as a digest only, so nothing in it depends on a kind's internal types, and nothing
+// in it is ever executed as written.
+import { createHash } from 'node:crypto';
 import path from 'node:path';
+import { Ajv } from 'ajv';
 import { UserError, EXIT } from './errors.js';
-import type { Action, Plan } from './plan.js';
+import type { ActionKind, Change, Plan, ReasonCode, Refusal, Resource } from './plan.js';
 
-export interface SavedPlan extends Plan {
+export const PLAN_FORMAT = 'virt-reconcile-plan';
+export const PLAN_FORMAT_VERSION = 2;
+
+export interface SavedAction {
+  id: string;
+  resource: Resource;
+  kind: ActionKind;
+  code: ReasonCode;
+  reason: string;
+  destructive: boolean;
+  changes: Change[];
+  dependsOn: string[];
+  /** sha256 of the operation apply would execute */
+  digest: string;
+}
+
+export interface SavedPlan {
+  format: typeof PLAN_FORMAT;
+  formatVersion: typeof PLAN_FORMAT_VERSION;
+  createdAt: string;
+  stateDir: string;
+  connection?: string;
+  options: { allowReplace: boolean; prune: boolean };
+  observed: Record<string, string>;
+  actions: SavedAction[];
+  refusals: Refusal[];
+  notes: string[];
+  /** the YAML files the plan was made from */
   inputs: { path: string; text: string }[];
 }
 
-const isStr = (v: unknown): v is string => typeof v === 'string';
+const digest = (op: unknown) => createHash('sha256').update(JSON.stringify(op)).digest('hex');
 
-/** Structural check of a plan file; anything else is refused before it is looked at further. */
+/** The plan as saved by `plan --out` (and printed by `plan -o json`, without inputs). */
+export function toSavedPlan(plan: Plan, inputs: { path: string; text: string }[]): SavedPlan {
+  return {
+    format: PLAN_FORMAT,
+    formatVersion: PLAN_FORMAT_VERSION,
+    createdAt: plan.createdAt,
+    stateDir: plan.stateDir,
+    ...(plan.connection ? { connection: plan.connection } : {}),
+    options: plan.options,
+    observed: plan.observed,
+    actions: plan.actions.map(({ op, ...a }) => ({ ...a, digest: digest(op) })),
+    refusals: plan.refusals,
+    notes: plan.notes,
+    inputs,
+  };
+}
+
+const str = { type: 'string' } as const;
+const SCHEMA = {
+  type: 'object',
+  required: ['format', 'formatVersion', 'createdAt', 'stateDir', 'options', 'observed', 'actions', 'refusals', 'notes', 'inputs'],
+  additionalProperties: false,
+  properties: {
+    format: { const: PLAN_FORMAT },
+    formatVersion: { const: PLAN_FORMAT_VERSION },
+    createdAt: str,
+    stateDir: str,
+    connection: str,
+    options: { type: 'object', required: ['allowReplace', 'prune'], additionalProperties: false, properties: { allowReplace: { type: 'boolean' }, prune: { type: 'boolean' } } },
+    observed: { type: 'object', additionalProperties: str },
+    actions: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['id', 'resource', 'kind', 'code', 'reason', 'destructive', 'changes', 'dependsOn', 'digest'],
+        additionalProperties: false,
+        properties: {
+          id: str, resource: str, kind: str, code: str, reason: str, destructive: { type: 'boolean' },
+          changes: { type: 'array', items: { type: 'object', required: ['field', 'from', 'to'], additionalProperties: false, properties: { field: str, from: str, to: str } } },
+          dependsOn: { type: 'array', items: str },
+          digest: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+        },
+      },
+    },
+    refusals: { type: 'array', items: { type: 'object', required: ['id', 'message'], additionalProperties: false, properties: { id: str, message: str } } },
+    notes: { type: 'array', items: str },
+    inputs: { type: 'array', items: { type: 'object', required: ['path', 'text'], additionalProperties: false, properties: { path: str, text: str } } },
+  },
+};
+
+let validate: ReturnType<Ajv['compile']> | undefined;
+
+/** Reads a plan file; anything but a well-formed plan of this format is refused before it is looked at further. */
 export function readSavedPlan(text: string, file: string): SavedPlan {
-  let p: Partial<SavedPlan>;
+  let p: unknown;
   try {
-    p = JSON.parse(text) as Partial<SavedPlan>;
+    p = JSON.parse(text);
   } catch (e) {
     throw new UserError(`${file} is not a plan saved by \`reconcile plan --out\`: ${(e as Error).message}`);
   }
-  const problems: string[] = [];
-  if (p.formatVersion !== 1) problems.push('formatVersion is not 1');
-  if (!Array.isArray(p.actions)) problems.push('no actions list');
-  if (!Array.isArray(p.refusals)) problems.push('no refusals list');
-  if (!isStr(p.stateDir)) problems.push('no stateDir');
-  if (typeof p.options?.allowReplace !== 'boolean' || typeof p.options?.prune !== 'boolean') problems.push('no options');
-  if (!p.observed || typeof p.observed !== 'object') problems.push('no observations');
-  if (!Array.isArray(p.inputs) || !p.inputs.every((i) => isStr(i?.path) && isStr(i?.text))) problems.push('no embedded inputs (made by an older version: run `reconcile plan --out` again)');
-  if (problems.length) throw new UserError(`${file} is not a plan saved by \`reconcile plan --out\` (${problems.join('; ')})`);
+  const version = (p as { formatVersion?: unknown } | null)?.formatVersion;
+  if (typeof version === 'number' && version !== PLAN_FORMAT_VERSION) {
+    throw new UserError(`${file} is a plan of format version ${version}; this version reads version ${PLAN_FORMAT_VERSION}. Run \`reconcile plan --out\` again`);
+  }
+  validate ??= new Ajv({ allErrors: true }).compile(SCHEMA);
+  if (!validate(p)) {
+    const problems = (validate.errors ?? []).map((e) => (e.keyword === 'required'
+      ? `${e.instancePath || ''}${e.instancePath ? ': ' : ''}no ${(e.params as { missingProperty: string }).missingProperty}`
+      : `${e.instancePath || '(top)'}: ${e.message ?? 'invalid'}`));
+    throw new UserError(`${file} is not a plan saved by \`reconcile plan --out\` (${[...new Set(problems)].slice(0, 8).join('; ')})`);
+  }
   return p as SavedPlan;
 }
 
-export function checkStateDir(saved: Plan, stateDir: string, file: string): void {
+export function checkStateDir(saved: SavedPlan, stateDir: string, file: string): void {
   if (path.resolve(saved.stateDir) !== path.resolve(stateDir)) {
     throw new UserError(`${file} was made for state directory ${saved.stateDir}; this apply uses ${stateDir} (--state-dir). Nothing was applied`, EXIT.error, { reason: 'other-state-dir' });
   }
 }
 
-const essence = (a: Action) => JSON.stringify({ id: a.id, kind: a.kind, destructive: a.destructive, dependsOn: a.dependsOn, op: a.op });
+const essence = (a: Pick<SavedAction, 'id' | 'kind' | 'destructive' | 'dependsOn' | 'digest'>) =>
+  JSON.stringify({ id: a.id, kind: a.kind, destructive: a.destructive, dependsOn: a.dependsOn, digest: a.digest });
 
 /** Refuses unless the recomputed plan is the saved one: same observations, same operations. */
-export function checkSameAsFresh(saved: Plan, fresh: Plan, file: string): void {
+export function checkSameAsFresh(saved: SavedPlan, freshPlan: Plan, file: string): void {
+  const fresh = toSavedPlan(freshPlan, []);
   const keys = new Set([...Object.keys(saved.observed), ...Object.keys(fresh.observed)]);
   const moved = [...keys].filter((k) => saved.observed[k] !== fresh.observed[k]).map((k) => k.replace(/^file:/, ''));
   if (moved.length) {

@@ -155,6 +155,15 @@ export async function setOwnership(v: Virsh, domain: string, o: Ownership, runni
   if (running) await v.exec([...args.slice(0, -1), '--live']).catch(() => undefined);
 }
 
+/** The disks of every running domain, declared or not: two batched virsh processes (names, then all their XML). */
+export async function runningDomainDisks(v: Virsh): Promise<DiskDevice[]> {
+  const [names] = await v.batch([['list', '--name', '--state-running']]);
+  const running = (names ?? '').split('\n').map((n) => n.trim()).filter(Boolean);
+  if (!running.length) return [];
+  const xmls = await v.batch(running.map((n) => ['dumpxml', n]));
+  return xmls.flatMap((xml) => (xml ? parseDisks(parseXml(xml).domain) : []));
+}
+
 /** The domain's disk devices: the live definition while it runs, else the persistent one. */
 export async function readDisks(v: Virsh, domain: string, running: boolean): Promise<DiskDevice[]> {
   return parseDisks(parseXml(await v.exec(['dumpxml', ...(running ? [] : ['--inactive']), domain])).domain);

@@ -237,7 +237,8 @@ function resolveDisks(
     } else {
       const p = d.path!;
       if (!files.has(p)) {
-        refuse(d.origin, errors.get(p) ?? `${p} was not observed`);
+        const why = errors.get(p) ?? 'not observed';
+        refuse(d.origin, `disk ${why.includes(p) ? why : `cannot observe ${p}: ${why}`}`);
         continue;
       }
       const f = files.get(p);

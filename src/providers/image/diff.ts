@@ -94,6 +94,10 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   }
   const pending = new Set<string>(); // ids created or replaced in this plan
   const refuse = (id: string, message: string) => out.refusals.push({ id, message });
+  const unobservable = (p: string) => {
+    const why = input.errors.get(p) ?? 'not observed';
+    return why.includes(p) ? why : `cannot observe ${p}: ${why}`;
+  };
 
   // Which declared images are overlays on which paths (to protect bases from replace/prune).
   const { overlaysOf } = input;
@@ -133,7 +137,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     let driver = dep.driver;
     let size = dep.size;
     if (!dep.id) {
-      if (!observed.has(dep.path)) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${input.errors.get(dep.path) ?? `${dep.path} was not observed`}`), undefined;
+      if (!observed.has(dep.path)) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobservable(dep.path)}`), undefined;
       const src = observed.get(dep.path);
       if (!src) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} does not exist`), undefined;
       driver = src.driver;
@@ -167,7 +171,10 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       continue;
     }
     const p = spec.location.path;
-    if (!observed.has(p)) continue;
+    if (!observed.has(p)) {
+      refuse(id, `${spec.origin}: ${unobservable(p)}`);
+      continue;
+    }
     const obs = observed.get(p) ?? null;
     const record = imageRecordFor(inventory, p, obs?.file, obs?.symlink !== undefined);
     const ours = !!record && !!obs && sameFile(record, obs.file);
@@ -290,7 +297,11 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   for (const [key, stored] of input.orphans) {
     if (stored.type !== 'image') continue;
     const id = orphanId(key);
-    if (!observed.has(stored.path)) continue;
+    // An inventory object that cannot be looked at cannot be pruned safely.
+    if (!observed.has(stored.path)) {
+      if (input.prune) refuse(id, unobservable(stored.path));
+      continue;
+    }
     const obs = observed.get(stored.path);
     const rec = resolveImageRecord(stored, obs?.file)!;
     const alias = obs && obs.symlink === undefined ? declaredFiles.get(fileKey(obs.file)) : undefined;

@@ -1,6 +1,8 @@
 // Image files at a path (kind "image"): registered in providers/registry.ts.
 import type { Kind } from '../../reconcile/kind.js';
+import { imagePathResolver, overlaysResolver } from '../common/image-paths.js';
 import { diffImages } from './diff.js';
+import { interruptedPublishes, pendingExtentPaths } from './interrupted.js';
 import { executeImage } from './execute.js';
 
 export const imageKind: Kind = {
@@ -16,12 +18,15 @@ export const imageKind: Kind = {
       if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
     }
     for (const rec of Object.values(inventory.objects)) if (rec.type === 'image') files.push(rec.path);
-    return { files };
+    return { files, identities: pendingExtentPaths(inventory) };
   },
   declared: (state) => Object.values(state.images).flatMap((s) => (s.location.kind === 'path' ? [{ type: 'image' as const, path: s.location.path }] : [])),
   diff: (i) => diffImages({
     state: i.state, observed: i.observed.files, inventory: i.inventory, allowReplace: i.allowReplace, prune: i.prune,
-    pathOf: i.pathOf, overlaysOf: i.overlaysOf, interrupted: i.interrupted, orphans: i.orphans, errors: i.observed.errors,
+    pathOf: imagePathResolver(i.state, i.observed.volumes, i.observed.pools),
+    overlaysOf: overlaysResolver(i.state, i.observed.files, i.observed.volumes),
+    interrupted: interruptedPublishes(i.inventory, i.observed.files, i.observed.identities),
+    orphans: i.orphans, errors: i.observed.errors,
   }),
   execute: executeImage,
 };

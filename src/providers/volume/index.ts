@@ -1,6 +1,7 @@
 // Images declared in a libvirt pool (kind "volume"): registered in providers/registry.ts.
 import type { Kind } from '../../reconcile/kind.js';
 import { FILE_POOLS } from '../../reconcile/model.js';
+import { overlaysResolver } from '../common/image-paths.js';
 import { diffVolumes } from './diff.js';
 import { executeVolume } from './execute.js';
 
@@ -32,7 +33,7 @@ export const volumeKind: Kind = {
   declared: (state) => Object.values(state.images).flatMap((s) => (s.location.kind === 'pool' ? [{ type: 'volume' as const, pool: s.location.pool, volume: s.location.volume }] : [])),
   diff: (i) => diffVolumes({
     state: i.state, pools: i.observed.pools, volumes: i.observed.volumes, files: i.observed.files, inventory: i.inventory,
-    allowReplace: i.allowReplace, prune: i.prune, overlaysOf: i.overlaysOf, orphans: i.orphans, errors: i.observed.errors,
+    allowReplace: i.allowReplace, prune: i.prune, overlaysOf: overlaysResolver(i.state, i.observed.files, i.observed.volumes), orphans: i.orphans, errors: i.observed.errors,
   }),
   execute: executeVolume,
 };
