@@ -169,6 +169,12 @@ export async function readDisks(v: Virsh, domain: string, running: boolean): Pro
   return parseDisks(parseXml(await v.exec(['dumpxml', ...(running ? [] : ['--inactive']), domain])).domain);
 }
 
+/** Whether a domain of that name is defined (`virsh define` would silently redefine it). */
+export async function domainExists(v: Virsh, domain: string): Promise<boolean> {
+  const [uuid] = await v.batch([['domuuid', domain]]);
+  return uuid !== undefined;
+}
+
 export async function domainUuid(v: Virsh, domain: string): Promise<string> {
   return (await v.exec(['domuuid', domain])).trim();
 }

@@ -1,6 +1,6 @@
 // Decisions shared by every kind of storage object: size (grow / replace / refuse) and
 // ownership/mode drift, and how a list of changes reads in a plan.
-import type { Permissions } from '../../reconcile/model.js';
+import type { ImageSpec, Permissions } from '../../reconcile/model.js';
 import type { Change } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
 
@@ -54,4 +54,56 @@ export function permissionChanges(want: Permissions | undefined, have: { uid?: n
   if (want.group !== undefined && have.gid !== want.group) ch.push({ field: 'group', from: String(have.gid ?? '-'), to: String(want.group) });
   if (want.mode !== undefined && have.mode !== want.mode) ch.push({ field: 'mode', from: octal(have.mode), to: octal(want.mode) });
   return ch;
+}
+
+/**
+ * May an object be replaced (its data lost)? Never with protect: true, only with
+ * --allow-replace, never under an overlay. An object an interrupted apply left incomplete
+ * is rebuilt regardless: it holds nothing yet, and its replace was allowed when it started.
+ * Returns the refusal, or undefined.
+ */
+export function replaceRefusal(o: {
+  origin: string;
+  /** "/var/lib/x.qcow2", "volume v in pool p" */
+  what: string;
+  rebuild: Change[];
+  protect: boolean;
+  allowReplace: boolean;
+  incomplete: boolean;
+  /** declared images that are overlays on it */
+  overlays: string[];
+}): string | undefined {
+  const why = reasonOf(o.rebuild);
+  if (o.protect && !o.incomplete) return `${o.origin}: ${o.what} would be replaced (${why}), but the image has protect: true`;
+  if (!o.allowReplace && !o.incomplete) return `${o.origin}: ${o.what} must be rebuilt (${why}); this replaces ${o.what.startsWith('/') ? 'the image' : 'it'} and its data. Re-run with --allow-replace to allow it`;
+  if (o.overlays.length) return `${o.origin}: ${o.what} must be rebuilt (${why}), but ${o.overlays.join(', ')} ${o.overlays.length > 1 ? 'are overlays' : 'is an overlay'} on it and would be corrupted`;
+  return undefined;
+}
+
+/** A create's changes: every value it sets, from nothing ("+ field: value" in a plan). */
+export function created(fields: Record<string, string | number | boolean | undefined>): Change[] {
+  return Object.entries(fields).filter(([, v]) => v !== undefined && v !== '').map(([field, v]) => ({ field, from: '', to: String(v) }));
+}
+
+/** What a new image or volume is made with: its format and the options it applies. */
+export function imageOptions(spec: ImageSpec): Record<string, string | number | boolean | undefined> {
+  const q = spec.format === 'qcow2' ? spec.qcow2 ?? {} : undefined;
+  return {
+    format: spec.format,
+    ...(q ? {
+      'qcow2.compat': q.compat ?? '1.1',
+      'qcow2.clusterSize': q.clusterSize !== undefined ? formatSize(q.clusterSize) : undefined,
+      'qcow2.compression': q.compression,
+      'qcow2.compressed': q.compressed,
+      'qcow2.preallocation': q.preallocation,
+      'qcow2.lazyRefcounts': q.lazyRefcounts,
+      'qcow2.refcountBits': q.refcountBits,
+      'qcow2.extendedL2': q.extendedL2,
+    } : {}),
+    'vmdk.subformat': spec.format === 'vmdk' ? spec.vmdk?.subformat : undefined,
+    'vmdk.adapterType': spec.format === 'vmdk' ? spec.vmdk?.adapterType : undefined,
+    'vhd.subformat': spec.format === 'vhd' ? spec.vhd?.subformat ?? 'dynamic' : undefined,
+    'vhdx.subformat': spec.format === 'vhdx' ? spec.vhdx?.subformat : undefined,
+    encryption: spec.encryption ? 'luks' : undefined,
+  };
 }

@@ -8,9 +8,9 @@ import {
   domainXml, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership,
 } from '../../tools/libvirt-domain.js';
 import { VOL_FORMAT, type ObservedVolume } from '../../tools/libvirt-volume.js';
-import { reasonOf } from '../common/decisions.js';
+import { created, reasonOf } from '../common/decisions.js';
 import type { KvmAccess } from './kvm-access.js';
-import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
+import { recordKey, type Inventory, type InventoryRecord } from '../../reconcile/inventory.js';
 import type { DesiredState, DiskSpec, VmSpec } from '../../reconcile/model.js';
 import type { DomainOp } from './ops.js';
 import { NO_OP, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
@@ -45,6 +45,12 @@ function sameSource(a: DiskDevice, b: DiskDevice): boolean {
 }
 
 const describeSource = (d: DiskDevice) => (d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : d.source.file ?? d.source.dev ?? '?');
+
+/** A disk as a plan line shows it: source and every policy it sets. */
+function diskSummary(d: DiskDevice): string {
+  const policy = [d.driverType, d.bus, d.cache && `cache ${d.cache}`, d.io && `io ${d.io}`, d.discard && `discard ${d.discard}`, d.readonly && 'readonly'].filter(Boolean);
+  return `${describeSource(d)} (${policy.join(', ')})`;
+}
 
 /** Attribute differences a disk would need, for the declared (non-undefined) values only. */
 function attributeChanges(want: DiskDevice, have: DiskDevice): Change[] {
@@ -95,7 +101,11 @@ export function diffVms(input: {
       const ownership: Ownership = { created: true, disks: resolved.map((d) => d.target).sort() };
       if (!input.kvm.usable) out.notes.push(`${id}: defined as qemu (TCG, no hardware acceleration): ${input.kvm.reason}${input.kvm.fix ? `; to use KVM, ${input.kvm.fix}` : ''}`);
       out.actions.push({
-        id, resource: 'domain', kind: 'create', code: 'new', destructive: false, changes: [], dependsOn,
+        id, resource: 'domain', kind: 'create', code: 'new', destructive: false, dependsOn,
+        changes: [
+          ...created({ type: createVirtType, memory: `${Math.round(vm.create!.memory / 1024 / 1024)} MiB`, vcpus: vm.create!.vcpus }),
+          ...resolved.map((d) => ({ field: d.target, from: '', to: diskSummary(d) })),
+        ],
         reason: `new domain (${createVirtType}, ${Math.round(vm.create!.memory / 1024 / 1024)} MiB, ${vm.create!.vcpus} vCPU) with ${resolved.length} disk(s): ${resolved.map((d) => `${d.target} ${describeSource(d)}`).join(', ')}`,
         op: { type: 'domain.define', name: vm.name, xml: domainXml({ name: vm.name, virtType: createVirtType, arch: cap?.arch ?? 'x86_64', memory: vm.create!.memory, vcpus: vm.create!.vcpus, disks: resolved, ownership }) },
       });
@@ -110,7 +120,7 @@ export function diffVms(input: {
       const have = dom.persistent.find((d) => d.target === want.target);
       if (!have) {
         steps.push({ verb: 'attach-device', disk: want });
-        changes.push({ field: `${want.target}`, from: 'absent', to: `${describeSource(want)} (${want.bus}${want.cache ? `, cache ${want.cache}` : ''})` });
+        changes.push({ field: `${want.target}`, from: 'absent', to: diskSummary(want) });
         owned.add(want.target);
         continue;
       }
@@ -163,11 +173,16 @@ export function diffVms(input: {
     if (pending.length) out.pending[vm.name] = pending;
     const ownership: Ownership = { created: dom.ownership.created, disks: [...owned].sort() };
     const ownershipChanged = ownership.disks.join(',') !== [...dom.ownership.disks].sort().join(',');
-    if (steps.length || ownershipChanged) {
+    // An apply killed between the define and its record: the domain carries reconcile's
+    // metadata, so it is the one being made, and its record is finished now.
+    const rec = input.inventory.objects[recordKey({ type: 'domain', name: vm.name })];
+    const finish = rec?.type === 'domain' && rec.status === 'building' && dom.ownership.created;
+    if (finish) changes.push({ field: 'state', from: 'incomplete (an apply was interrupted)', to: 'complete' });
+    if (steps.length || ownershipChanged || finish) {
       out.actions.push({
-        id, resource: 'domain', kind: 'update', code: 'drift', destructive: false, changes, dependsOn,
+        id, resource: 'domain', kind: 'update', code: finish ? 'interrupted' : 'drift', destructive: false, changes, dependsOn,
         reason: `${reasonOf(changes) || 'record disk ownership'}${dom.running && pending.length ? ' (running: pending restart for what cannot change live)' : ''}`,
-        op: { type: 'domain.disks', name: vm.name, running: dom.running, steps, ownership },
+        op: { type: 'domain.disks', name: vm.name, running: dom.running, steps, ownership, ...(finish ? { record: true } : {}) },
       });
     } else {
       out.actions.push({
@@ -189,7 +204,8 @@ export function diffVms(input: {
       continue;
     }
     if (dom && (dom.uuid !== rec.uuid || !dom.ownership.created)) {
-      out.actions.push({ id, resource: 'domain', kind: 'delete', code: 'not-ours', destructive: false, changes: [], dependsOn: [], reason: 'redefined by someone else: forgotten, not undefined', op: { type: 'domain.undefine', name: rec.name, exists: false, inventoryKey: key } });
+      const reason = rec.status === 'building' ? 'an apply was killed while defining it, so it cannot be told from a domain defined by someone else: forgotten, not undefined' : 'redefined by someone else: forgotten, not undefined';
+      out.actions.push({ id, resource: 'domain', kind: 'delete', code: 'not-ours', destructive: false, changes: [], dependsOn: [], reason, op: { type: 'domain.undefine', name: rec.name, exists: false, inventoryKey: key } });
       continue;
     }
     if (dom?.running) {

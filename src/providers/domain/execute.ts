@@ -3,7 +3,7 @@
 import { recordKey, type DomainRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
-import { changeDisk, defineDomain, domainUuid, setOwnership, undefineDomain } from '../../tools/libvirt-domain.js';
+import { changeDisk, defineDomain, domainExists, domainUuid, setOwnership, undefineDomain } from '../../tools/libvirt-domain.js';
 import type { DomainOp } from './ops.js';
 
 export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect> {
@@ -13,10 +13,18 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
     case 'domain.define': {
       // Being created, recorded first: the definition carries reconcile's metadata, so a
       // domain found under this name after a kill -9 is recognisably the one being made.
+      // `virsh define` redefines a domain of the same name: one defined since the plan is not ours to overwrite.
+      if (await domainExists(v, op.name)) throw new Error(`domain ${op.name} was defined by someone else since the plan; it is left as it is`);
       const key = recordKey({ type: 'domain', name: op.name });
       const createdAt = new Date().toISOString();
       await ctx.inventory.set(key, { type: 'domain', name: op.name, uuid: '', status: 'building', createdAt });
-      await defineDomain(v, op.xml);
+      try {
+        await defineDomain(v, op.xml);
+      } catch (e) {
+        // Nothing was defined: the intent goes.
+        await ctx.inventory.forget(key);
+        throw e;
+      }
       const rec: DomainRecord = { type: 'domain', name: op.name, uuid: await domainUuid(v, op.name), status: 'ready', createdAt };
       return { record: [key, rec] };
     }
@@ -28,7 +36,10 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
       }
       await setOwnership(v, op.name, op.ownership, op.running);
       if (pending.length) ctx.log(`${a.id}: saved in the persistent definition; the running domain takes it at its next restart (${pending.join(', ')})`);
-      return undefined;
+      if (!op.record) return undefined;
+      const key = recordKey({ type: 'domain', name: op.name });
+      const before = ctx.inventory.get(key);
+      return { record: [key, { type: 'domain', name: op.name, uuid: await domainUuid(v, op.name), status: 'ready', createdAt: before?.createdAt ?? new Date().toISOString() }] };
     }
     case 'domain.undefine': {
       if (op.exists) await undefineDomain(v, op.name);

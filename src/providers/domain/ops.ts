@@ -5,5 +5,6 @@ export type DiskStep = { verb: 'attach-device' | 'update-device' | 'detach-devic
 
 export type DomainOp =
   | { type: 'domain.define'; name: string; xml: string }
-  | { type: 'domain.disks'; name: string; running: boolean; steps: DiskStep[]; ownership: Ownership }
+  /** record: finish the inventory record of a domain an interrupted apply defined */
+  | { type: 'domain.disks'; name: string; running: boolean; steps: DiskStep[]; ownership: Ownership; record?: boolean }
   | { type: 'domain.undefine'; name: string; exists: boolean; inventoryKey: string };

@@ -3,7 +3,7 @@
 import {
   canResize, driverFor, sizeTolerance, type ImageBuild, type ObservedImage,
 } from './files.js';
-import { changeableBy, decideSize, keepAdopted, permissionChanges, reasonOf } from '../common/decisions.js';
+import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal } from '../common/decisions.js';
 import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
@@ -189,7 +189,11 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       pending.add(id);
       const what = [spec.format, b.build.size !== undefined ? formatSize(b.build.size) : 'source size', describeSource(spec)].filter(Boolean).join(', ');
       out.actions.push({
-        id, resource: 'image', kind: 'create', code: 'new', reason: `new image ${p} (${what})`, destructive: false, changes: [], dependsOn: b.dependsOn,
+        id, resource: 'image', kind: 'create', code: 'new', reason: `new image ${p} (${what})`, destructive: false, dependsOn: b.dependsOn,
+        changes: created({
+          path: p, ...imageOptions(spec), size: b.build.size !== undefined ? formatSize(b.build.size) : 'as its source', source: describeSource(spec),
+          owner: spec.permissions?.owner, group: spec.permissions?.group, mode: octal(spec.permissions?.mode ?? 0o600),
+        }),
         op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec) },
       });
       continue;
@@ -251,17 +255,12 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const permChange = mine('permissions') ? permissionChanges(perm, { uid: obs.file.uid, gid: obs.file.gid, mode: obs.file.mode }) : [];
 
     if (rebuild.length) {
-      if (spec.protect && !incomplete) {
-        refuse(id, `${spec.origin}: ${p} would be replaced (${reasonOf(rebuild)}), but the image has protect: true`);
-        continue;
-      }
-      if (!input.allowReplace && !incomplete) {
-        refuse(id, `${spec.origin}: ${p} must be rebuilt (${reasonOf(rebuild)}); this replaces the image and its data. Re-run with --allow-replace to allow it`);
-        continue;
-      }
-      const overlays = overlaysOf(p).filter((o) => o !== id && !pending.has(o));
-      if (overlays.length) {
-        refuse(id, `${spec.origin}: ${p} must be rebuilt (${reasonOf(rebuild)}), but ${overlays.join(', ')} ${overlays.length > 1 ? 'are overlays' : 'is an overlay'} on it and would be corrupted`);
+      const refused = replaceRefusal({
+        origin: spec.origin, what: p, rebuild, protect: spec.protect, allowReplace: input.allowReplace, incomplete,
+        overlays: overlaysOf(p).filter((o) => o !== id && !pending.has(o)),
+      });
+      if (refused) {
+        refuse(id, refused);
         continue;
       }
       const b = buildFor(spec, id);

@@ -3,7 +3,7 @@
 // (only with --allow-replace), prune only pools reconcile defined and that hold nothing.
 import path from 'node:path';
 import { definitionFor, secretUsageFor, type ObservedPool, type PoolDefinition } from '../../tools/libvirt-pool.js';
-import { permissionChanges, reasonOf } from '../common/decisions.js';
+import { created, octal, permissionChanges, reasonOf } from '../common/decisions.js';
 import { recordKey, type Inventory, type InventoryRecord } from '../../reconcile/inventory.js';
 import type { VolumeOp } from '../volume/ops.js';
 import type { DesiredState, PoolSpec } from '../../reconcile/model.js';
@@ -65,7 +65,13 @@ export function diffPools(input: {
     if (obs === undefined) continue;
     if (obs === null) {
       out.actions.push({
-        id, resource: 'pool', kind: 'create', code: 'new', destructive: false, changes: [], dependsOn: [],
+        id, resource: 'pool', kind: 'create', code: 'new', destructive: false, dependsOn: [],
+        changes: created({
+          type: spec.type, path: want.path, 'source.host': want.source.hosts.map((h) => (h.port ? `${h.name}:${h.port}` : h.name)).join(','),
+          'source.dir': want.source.dir, 'source.device': want.source.device, 'source.name': want.source.name, 'source.format': want.source.format,
+          'source.auth.username': want.source.auth?.username, active: spec.active, autostart: spec.autostart,
+          mode: spec.permissions?.mode !== undefined ? octal(spec.permissions.mode) : undefined,
+        }),
         reason: `new ${spec.type} pool${want.path ? ` at ${want.path}` : ''}${spec.active ? ', built and started' : ''}${spec.autostart ? ', autostart' : ''}`,
         op: { type: 'pool.create', name: spec.name, definition: want, active: spec.active, autostart: spec.autostart, secret: secretFor(spec) },
       });
@@ -111,7 +117,12 @@ export function diffPools(input: {
     if (changes.length) {
       out.actions.push({ id, resource: 'pool', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [], op });
     } else {
-      const ours = !!inventory.objects[recordKey({ type: 'pool', name: spec.name })];
+      const rec = inventory.objects[recordKey({ type: 'pool', name: spec.name })];
+      // Recorded as being defined, never finished: a kill -9 between the define and the
+      // record. A pool has nowhere to carry a mark of its maker, so it cannot be told from one
+      // someone else defined under the name: treated as not reconcile's (never pruned).
+      if (rec?.type === 'pool' && rec.status === 'building') out.notes.push(`${id}: an apply was killed while defining it; reconcile cannot tell it from a pool someone else defined, so it treats it as not its own and will never prune it`);
+      const ours = rec?.type === 'pool' && rec.status !== 'building';
       out.actions.push({ id, resource: 'pool', kind: 'no-op', code: ours ? 'in-sync' : 'in-sync-adopted', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: NO_OP });
     }
   }
@@ -131,8 +142,8 @@ export function diffPools(input: {
       out.notes.push(`pool ${rec.name} left the YAML; \`apply --prune\` undefines it`);
       continue;
     }
-    if (obs === null || (rec.uuid && obs.uuid && rec.uuid !== obs.uuid)) {
-      out.actions.push({ id, resource: 'pool', kind: 'delete', code: obs ? 'not-ours' : 'gone', reason: obs ? 'redefined by someone else: forgotten, not deleted' : 'already gone; forgotten from the inventory', destructive: false, changes: [], dependsOn: [], op: { type: 'pool.delete', name: rec.name, poolType: '', active: false, exists: false, inventoryKey: key } });
+    if (obs === null || rec.status === 'building' || (rec.uuid && obs.uuid && rec.uuid !== obs.uuid)) {
+      out.actions.push({ id, resource: 'pool', kind: 'delete', code: obs ? 'not-ours' : 'gone', reason: !obs ? 'already gone; forgotten from the inventory' : rec.status === 'building' ? 'an apply was killed while defining it, so it cannot be told from a pool defined by someone else: forgotten, not deleted' : 'redefined by someone else: forgotten, not deleted', destructive: false, changes: [], dependsOn: [], op: { type: 'pool.delete', name: rec.name, poolType: '', active: false, exists: false, inventoryKey: key } });
       continue;
     }
     if (!obs.volumes) {

@@ -26,8 +26,16 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       // next plan treats it as not ours (see the pool diff), never as something to prune.
       const key = recordKey({ type: 'pool', name: op.name });
       const createdAt = new Date().toISOString();
+      const before = ctx.inventory.get(key);
       await ctx.inventory.set(key, { type: 'pool', name: op.name, status: 'building', createdAt });
-      await definePool(v, op.name, op.definition);
+      try {
+        await definePool(v, op.name, op.definition);
+      } catch (e) {
+        // Nothing was defined (the name may be someone else's by now): the intent goes.
+        if (before) await ctx.inventory.set(key, before);
+        else await ctx.inventory.forget(key);
+        throw e;
+      }
       const rec: PoolRecord = { type: 'pool', name: op.name, uuid: (await readPool(v, op.name)).uuid, status: 'ready', createdAt };
       await ctx.inventory.set(key, rec);
       if (op.active) {

@@ -5,7 +5,7 @@ import { imagePathResolver } from '../common/image-paths.js';
 import { sizeTolerance, type ObservedImage } from '../image/files.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
 import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
-import { changeableBy, decideSize, keepAdopted, permissionChanges, reasonOf } from '../common/decisions.js';
+import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal } from '../common/decisions.js';
 import { orderByDependency, recordedChanges, recordedOptions } from '../image/diff.js';
 import { recordKey, volumeIsOurs, type Inventory, type InventoryRecord, type VolumeRecord } from '../../reconcile/inventory.js';
 import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
@@ -141,7 +141,12 @@ export function diffVolumes(input: {
       if (!b) continue;
       out.actions.push({
         id, resource: 'volume', kind: 'create', code: 'new', reason: `new volume ${volume} in pool ${pool} (${spec.format}, ${formatSize(b.build.capacity)})`,
-        destructive: false, changes: [], dependsOn: b.dependsOn, op: { type: 'volume.create', build: b.build, recorded: recordedOptions(spec), imageName: spec.name },
+        changes: created({
+          pool, volume, ...(fileBased ? imageOptions(spec) : { format: spec.format }), capacity: formatSize(b.build.capacity),
+          source: b.build.backing ? `overlay on ${b.build.backing.path}` : b.build.source.kind === 'blank' ? 'blank' : b.build.source.kind === 'volume' ? `copy of ${b.build.source.pool}/${b.build.source.name}` : `copy of ${b.build.source.path}`,
+          ...(fileBased ? { owner: spec.permissions?.owner, group: spec.permissions?.group, mode: spec.permissions?.mode !== undefined ? octal(spec.permissions.mode) : undefined } : {}),
+        }),
+        destructive: false, dependsOn: b.dependsOn, op: { type: 'volume.create', build: b.build, recorded: recordedOptions(spec), imageName: spec.name },
       });
       continue;
     }
@@ -209,17 +214,12 @@ export function diffVolumes(input: {
 
     if (rebuild.length) {
       const incomplete = ours && record.status === 'building';
-      if (spec.protect && !incomplete) {
-        refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} would be replaced (${reasonOf(rebuild)}), but the image has protect: true`);
-        continue;
-      }
-      if (!input.allowReplace && !incomplete) {
-        refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} must be rebuilt (${reasonOf(rebuild)}); this replaces it and its data. Re-run with --allow-replace to allow it`);
-        continue;
-      }
-      const overlays = input.overlaysOf(obs.path).filter((o) => o !== id);
-      if (overlays.length) {
-        refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} must be rebuilt (${reasonOf(rebuild)}), but ${overlays.join(', ')} ${overlays.length > 1 ? 'are overlays' : 'is an overlay'} on it and would be corrupted`);
+      const refused = replaceRefusal({
+        origin: spec.origin, what: `volume ${volume} in pool ${pool}`, rebuild, protect: spec.protect, allowReplace: input.allowReplace, incomplete,
+        overlays: input.overlaysOf(obs.path).filter((o) => o !== id),
+      });
+      if (refused) {
+        refuse(id, refused);
         continue;
       }
       const b = build();
