@@ -10,7 +10,7 @@ import { readBackupRecords } from './backup-records.js';
 import { orphans, readInventory, type Inventory } from './inventory.js';
 import type { KindDiff } from './kind.js';
 import { sourceImage, type DesiredState } from './model.js';
-import { observationHash, type Action, type Plan } from './plan.js';
+import { observationHash, type Action, type Plan, type Resource } from './plan.js';
 
 export interface PlanOptions {
   stateDir: string;
@@ -45,25 +45,7 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     },
   });
   const flags = { allowReplace: opts.allowReplace, prune: opts.prune };
-  // Prune is one set difference: the inventory minus what the YAML declares.
-  const gone = orphans(inventory, KINDS.flatMap((k) => k.declared(state)));
-  const diffs: KindDiff[] = [];
-  const earlier: Action[] = [];
-  for (const kind of KINDS) {
-    const d = kind.diff({
-      state, observed: obs, inventory, ...flags, earlier,
-      orphans: gone.filter(([, r]) => r.type === kind.resource),
-    });
-    diffs.push(d);
-    earlier.push(...d.actions);
-  }
-  const refusals = diffs.flatMap((d) => d.refusals);
-  // A path that could not be observed refuses the objects on it (each kind says so); one no
-  // kind needed is still worth a note.
-  const orphanErrors = [...obs.errors].filter(([p]) => !refusals.some((r) => r.message.includes(p))).map(([p, why]) => (why.includes(p) ? why : `cannot observe ${p}: ${why}`));
-  const byDisplay = (a: Action, b: Action) => DISPLAY_ORDER.indexOf(a.resource) - DISPLAY_ORDER.indexOf(b.resource);
-  const actions = linkBuildDependencies(state, [...earlier].sort(byDisplay));
-  const notesOf = (r: string) => diffs[KINDS.findIndex((k) => k.resource === r)]!.notes;
+  const d = diffAll(state, obs, inventory, flags);
   // Backups are taken by `backup run` and the watch service, never by apply; plans say
   // which schedules are overdue.
   const backupNotes = Object.keys(state.backups).length
@@ -81,11 +63,39 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     connection: obs.connection,
     options: flags,
     observed: Object.fromEntries(Object.entries(observedHashes).sort(([a], [b]) => a.localeCompare(b))),
-    actions,
-    refusals,
-    notes: [...orphanErrors, ...DISPLAY_ORDER.flatMap(notesOf), ...backupNotes],
+    actions: d.actions,
+    refusals: d.refusals,
+    notes: [...d.notes, ...backupNotes],
   };
-  return { plan, observed: obs, inventory, pending: Object.assign({}, ...diffs.map((d) => d.pending ?? {})) as Record<string, string[]> };
+  return { plan, observed: obs, inventory, pending: d.pending };
+}
+
+/**
+ * The pure half of planning: every kind's diff of desired vs observed, combined. Kinds are
+ * diffed in registry order (each sees the actions of those before it) and listed in display
+ * order.
+ */
+export function diffAll(state: DesiredState, obs: Observation, inventory: Inventory, flags: { allowReplace: boolean; prune: boolean }) {
+  // Prune is one set difference: the inventory minus what the YAML declares.
+  const gone = orphans(inventory, KINDS.flatMap((k) => k.declared(state)));
+  const diffs = new Map<Resource, KindDiff>();
+  const earlier: Action[] = [];
+  for (const kind of KINDS) {
+    const d = kind.diff({ state, observed: obs, inventory, ...flags, earlier, orphans: gone.filter(([, r]) => r.type === kind.resource) });
+    diffs.set(kind.resource, d);
+    earlier.push(...d.actions);
+  }
+  const refusals = DISPLAY_ORDER.flatMap((r) => diffs.get(r)?.refusals ?? []);
+  // A path that could not be observed refuses the objects on it (each kind says so); one no
+  // kind needed is still worth a note.
+  const unneeded = [...obs.errors].filter(([p]) => !refusals.some((r) => r.message.includes(p))).map(([p, why]) => (why.includes(p) ? why : `cannot observe ${p}: ${why}`));
+  const byDisplay = (a: Action, b: Action) => DISPLAY_ORDER.indexOf(a.resource) - DISPLAY_ORDER.indexOf(b.resource);
+  return {
+    actions: linkBuildDependencies(state, [...earlier].sort(byDisplay)),
+    refusals,
+    notes: [...unneeded, ...DISPLAY_ORDER.flatMap((r) => diffs.get(r)?.notes ?? [])],
+    pending: Object.assign({}, ...[...diffs.values()].map((d) => d.pending ?? {})) as Record<string, string[]>,
+  };
 }
 
 /**

@@ -1,0 +1,92 @@
+// Fixtures for the table-driven diff tests: a desired state from YAML text (as users write
+// it), observations as the tool wrappers report them, and the pure diff of every kind.
+import type { Observation } from '../../src/providers/observe.js';
+import type { ObservedImage } from '../../src/providers/image/files.js';
+import type { ObservedPool } from '../../src/tools/libvirt-pool.js';
+import type { ObservedVolume } from '../../src/tools/libvirt-volume.js';
+import type { DiskDevice, ObservedDomain } from '../../src/tools/libvirt-domain.js';
+import { desiredStateFrom } from '../../src/reconcile/config.js';
+import { diffAll } from '../../src/reconcile/engine.js';
+import type { Inventory, InventoryRecord } from '../../src/reconcile/inventory.js';
+import type { Action } from '../../src/reconcile/plan.js';
+
+export const MiB = 1024 ** 2;
+export const GiB = 1024 ** 3;
+
+let ino = 1000;
+export function image(path: string, o: Partial<ObservedImage> & { mode?: number; uid?: number } = {}): ObservedImage {
+  const { mode, uid, ...rest } = o;
+  return {
+    path, driver: 'qcow2', virtualSize: GiB, actualSize: 0, clusterSize: 65536, qcow2: { compat: '1.1', lazyRefcounts: false, compressionType: 'zlib', refcountBits: 16, extendedL2: false },
+    file: { uid: uid ?? 0, gid: 0, mode: mode ?? 0o600, ino: ino++, dev: 1, birth: String(1_700_000_000_000_000_000 + ino) },
+    ...rest,
+  };
+}
+
+/** The inventory record reconcile keeps of an image it created (same identity as the file). */
+export function imageRecord(name: string, f: ObservedImage, recorded: Record<string, string> = { source: 'blank' }): [string, InventoryRecord] {
+  return [`image:${f.path}`, { type: 'image', name, path: f.path, ino: f.file.ino, dev: f.file.dev, birth: f.file.birth, extents: [], createdAt: '2026-01-01T00:00:00Z', recorded }];
+}
+
+export function pool(name: string, o: Partial<ObservedPool> & { path?: string; vols?: Record<string, string> } = {}): ObservedPool {
+  const { path, vols, ...rest } = o;
+  return {
+    name, uuid: `uuid-${name}`, definition: { type: 'dir', path: path ?? `/vr-test/${name}`, source: { hosts: [] } }, active: true, autostart: true, persistent: true,
+    volumes: new Map(Object.entries(vols ?? {})), ...rest,
+  };
+}
+
+export function volume(poolName: string, name: string, o: Partial<ObservedVolume> = {}): ObservedVolume {
+  const path = `/vr-test/${poolName}/${name}`;
+  return { pool: poolName, name, key: path, path, type: 'file', format: 'qcow2', capacity: GiB, allocation: 0, permissions: { mode: 0o600, owner: 0, group: 0 }, birth: '42', ...o };
+}
+
+export function volumeRecord(imageName: string, v: ObservedVolume, o: Record<string, unknown> = {}): [string, InventoryRecord] {
+  return [`volume:${v.pool}/${v.name}`, { type: 'volume', name: imageName, pool: v.pool, volume: v.name, key: v.key, path: v.path, status: 'ready', birth: v.birth, createdAt: '2026-01-01T00:00:00Z', recorded: { source: 'blank' }, ...o } as InventoryRecord];
+}
+
+export function disk(target: string, file: string, o: Partial<DiskDevice> = {}): DiskDevice {
+  return { target, bus: 'virtio', device: 'disk', type: 'file', source: { file }, driverType: 'qcow2', readonly: false, ...o };
+}
+
+export function domain(name: string, o: Partial<ObservedDomain> = {}): ObservedDomain {
+  return { name, uuid: `uuid-${name}`, virtType: 'kvm', running: false, state: 'shut off', persistent: [], ownership: { created: true, disks: [] }, ...o };
+}
+
+export interface Case {
+  reason: string;
+  yaml: string;
+  files?: ObservedImage[];
+  /** paths observed as absent */
+  absent?: string[];
+  pools?: (ObservedPool | [string, null])[];
+  volumes?: (ObservedVolume | [string, null])[];
+  domains?: (ObservedDomain | [string, null])[];
+  inventory?: [string, InventoryRecord][];
+  prune?: boolean;
+  allowReplace?: boolean;
+}
+
+export function diff(c: Case) {
+  const state = desiredStateFrom([{ path: '/vr-test/storage.yaml', text: c.yaml }]);
+  const obs: Observation = {
+    files: new Map([...(c.files ?? []).map((f) => [f.path, f] as const), ...(c.absent ?? []).map((p) => [p, null] as const)]),
+    pools: new Map((c.pools ?? []).map((p) => (Array.isArray(p) ? p : [p.name, p]))),
+    volumes: new Map((c.volumes ?? []).map((v) => (Array.isArray(v) ? v : [`${v.pool}/${v.name}`, v]))),
+    domains: new Map((c.domains ?? []).map((d) => (Array.isArray(d) ? d : [d.name, d]))),
+    caps: new Map([['kvm', { virtType: 'kvm', arch: 'x86_64', buses: ['virtio', 'sata', 'scsi', 'ide', 'usb'] }]]),
+    kvm: { usable: true, virtType: 'kvm' },
+    errors: new Map(),
+    identities: new Map(),
+  };
+  const inventory: Inventory = { version: 1, objects: Object.fromEntries(c.inventory ?? []) };
+  return diffAll(state, obs, inventory, { allowReplace: c.allowReplace ?? false, prune: c.prune ?? false });
+}
+
+/** One line per action and refusal, for table expectations: "create images.a new", "refused images.a: …". */
+export function summary(d: ReturnType<typeof diff>): string[] {
+  return [
+    ...d.actions.map((a: Action) => `${a.kind} ${a.id} ${a.code}${a.destructive ? ' destructive' : ''}`),
+    ...d.refusals.map((r) => `refused ${r.id}: ${r.message}`),
+  ];
+}
