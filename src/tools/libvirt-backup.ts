@@ -1,7 +1,7 @@
 // Snapshots and backups of libvirt domains: internal snapshots, push backups (backup-begin),
 // disk-only external snapshots merged back with blockcommit, guest filesystem freeze.
 import { optionValue } from './option-escape.js';
-import { esc } from './xml.js';
+import { buildXml } from './xml.js';
 import { withTempFile } from './scratch.js';
 import { libvirtMessage, type Virsh } from './virsh.js';
 
@@ -47,9 +47,16 @@ async function waitForJob(v: Virsh, domain: string, what: string): Promise<void>
 /** A push backup of a running domain: the named disks copied to qcow2 files while it runs. */
 export async function pushBackup(v: Virsh, domain: string, disks: { target: string; file: string }[], all: string[]): Promise<void> {
   const want = new Map(disks.map((d) => [d.target, d.file]));
-  const xml = `<domainbackup mode='push'><disks>${all.map((t) => (want.has(t)
-    ? `<disk name='${esc(t)}' backup='yes' type='file'><target file='${esc(want.get(t)!)}'/><driver type='qcow2'/></disk>`
-    : `<disk name='${esc(t)}' backup='no'/>`)).join('')}</disks></domainbackup>\n`;
+  const xml = buildXml({
+    domainbackup: {
+      '@mode': 'push',
+      disks: {
+        disk: all.map((t) => (want.has(t)
+          ? { '@name': t, '@backup': 'yes', '@type': 'file', target: { '@file': want.get(t) }, driver: { '@type': 'qcow2' } }
+          : { '@name': t, '@backup': 'no' })),
+      },
+    },
+  });
   await withTempFile(xml, (f) => v.exec(['backup-begin', domain, f]));
   await waitForJob(v, domain, 'backup');
 }

@@ -2,7 +2,7 @@
 // update and detach disk devices, define a new domain, and keep our ownership record in
 // the domain's own <metadata>. Other devices of a domain are never touched.
 import { withTempFile } from './scratch.js';
-import { esc, parseXml, text, type XmlNode } from './xml.js';
+import { attr, buildXml, list, parseXml, text, type XmlElement, type XmlNode } from './xml.js';
 import type { Virsh } from './virsh.js';
 
 export const METADATA_URI = 'https://virt-reconcile.dev/xmlns/storage/1';
@@ -47,21 +47,17 @@ export interface DomainCapabilities {
   buses: string[];
 }
 
-function list<T>(v: T | T[] | undefined): T[] {
-  return v === undefined ? [] : Array.isArray(v) ? v : [v];
-}
-
-export function parseDisks(domainXml: XmlNode): DiskDevice[] {
-  return list(domainXml.devices?.disk).map((d: XmlNode) => ({
-    target: d.target?.['@dev'],
-    bus: d.target?.['@bus'],
-    device: d['@device'] ?? 'disk',
-    type: d['@type'] ?? 'file',
-    source: { file: d.source?.['@file'], dev: d.source?.['@dev'], pool: d.source?.['@pool'], volume: d.source?.['@volume'] },
-    driverType: d.driver?.['@type'],
-    cache: d.driver?.['@cache'],
-    io: d.driver?.['@io'],
-    discard: d.driver?.['@discard'],
+export function parseDisks(domainXml: XmlNode | undefined): DiskDevice[] {
+  return list(domainXml?.devices?.disk).map((d) => ({
+    target: attr(d.target, 'dev') ?? '',
+    bus: attr(d.target, 'bus') ?? '',
+    device: attr(d, 'device') ?? 'disk',
+    type: attr(d, 'type') ?? 'file',
+    source: { file: attr(d.source, 'file'), dev: attr(d.source, 'dev'), pool: attr(d.source, 'pool'), volume: attr(d.source, 'volume') },
+    driverType: attr(d.driver, 'type'),
+    cache: attr(d.driver, 'cache'),
+    io: attr(d.driver, 'io'),
+    discard: attr(d.driver, 'discard'),
     readonly: d.readonly !== undefined,
   }));
 }
@@ -89,8 +85,8 @@ export function parseDomainReads(names: string[], outputs: (string | undefined)[
     const running = state.trim() === 'running' || state.trim() === 'paused';
     out.set(n, {
       name: n,
-      uuid: text(def.uuid) ?? '',
-      virtType: def['@type'],
+      uuid: text(def?.uuid) ?? '',
+      virtType: attr(def, 'type') ?? 'kvm',
       running,
       state: state.trim(),
       persistent: parseDisks(def),
@@ -103,28 +99,51 @@ export function parseDomainReads(names: string[], outputs: (string | undefined)[
 
 export function parseCapabilities(xml: string): DomainCapabilities {
   const c = parseXml(xml).domainCapabilities;
-  const disk = list(c.devices?.disk)[0] as XmlNode;
-  const busEnum = list(disk?.enum).find((e: XmlNode) => e['@name'] === 'bus');
-  return { virtType: text(c.domain) ?? 'qemu', arch: text(c.arch) ?? 'x86_64', buses: list(busEnum?.value).map((v: XmlNode) => String(text(v) ?? v)) };
+  const disk = list(c?.devices?.disk)[0];
+  const busEnum = list(disk?.enum).find((e) => attr(e, 'name') === 'bus');
+  return { virtType: text(c?.domain) ?? 'qemu', arch: text(c?.arch) ?? 'x86_64', buses: list(busEnum?.value).map((v) => text(v) ?? '').filter(Boolean) };
+}
+
+function diskElement(d: DiskDevice): XmlElement {
+  return {
+    '@type': d.type,
+    '@device': d.device,
+    driver: { '@name': 'qemu', '@type': d.driverType || undefined, '@cache': d.cache || undefined, '@io': d.io || undefined, '@discard': d.discard || undefined },
+    source: d.type === 'volume' ? { '@pool': d.source.pool, '@volume': d.source.volume } : d.type === 'block' ? { '@dev': d.source.dev } : { '@file': d.source.file },
+    target: { '@dev': d.target, '@bus': d.bus },
+    readonly: d.readonly ? '' : undefined,
+  };
 }
 
 export function diskXml(d: DiskDevice): string {
-  const drv = [`name='qemu'`, d.driverType && `type='${esc(d.driverType)}'`, d.cache && `cache='${esc(d.cache)}'`, d.io && `io='${esc(d.io)}'`, d.discard && `discard='${esc(d.discard)}'`].filter(Boolean).join(' ');
-  const src = d.type === 'volume'
-    ? `<source pool='${esc(d.source.pool!)}' volume='${esc(d.source.volume!)}'/>`
-    : d.type === 'block' ? `<source dev='${esc(d.source.dev!)}'/>` : `<source file='${esc(d.source.file!)}'/>`;
-  return `<disk type='${d.type}' device='${d.device}'><driver ${drv}/>${src}<target dev='${esc(d.target)}' bus='${esc(d.bus)}'/>${d.readonly ? '<readonly/>' : ''}</disk>`;
+  return buildXml({ disk: diskElement(d) });
 }
 
 export function ownershipXml(o: Ownership): string {
-  return `<storage>${o.created ? '<created/>' : ''}${o.disks.map((t) => `<disk target='${esc(t)}'/>`).join('')}</storage>`;
+  return buildXml({ storage: { created: o.created ? '' : undefined, disk: o.disks.map((t) => ({ '@target': t })) } });
 }
 
 export function domainXml(d: { name: string; virtType: string; arch: string; memory: number; vcpus: number; disks: DiskDevice[]; ownership: Ownership }): string {
   // No <cpu>: libvirt's default model for the virt type (never host-passthrough, which
   // aborts under nested virtualisation). ACPI for disk hot-plug on the PCI bus.
-  const owned = `<vr:storage xmlns:vr='${METADATA_URI}'>${d.ownership.created ? '<vr:created/>' : ''}${d.ownership.disks.map((t) => `<vr:disk target='${esc(t)}'/>`).join('')}</vr:storage>`;
-  return `<domain type='${esc(d.virtType)}'><name>${esc(d.name)}</name><metadata>${owned}</metadata><memory unit='bytes'>${d.memory}</memory><vcpu>${d.vcpus}</vcpu><os><type arch='${esc(d.arch)}'>hvm</type></os><features><acpi/><apic/></features><devices>${d.disks.map(diskXml).join('')}<serial type='pty'/><console type='pty'/></devices></domain>\n`;
+  return buildXml({
+    domain: {
+      '@type': d.virtType,
+      name: d.name,
+      metadata: {
+        'vr:storage': {
+          '@xmlns:vr': METADATA_URI,
+          'vr:created': d.ownership.created ? '' : undefined,
+          'vr:disk': d.ownership.disks.map((t) => ({ '@target': t })),
+        },
+      },
+      memory: { '@unit': 'bytes', '#text': d.memory },
+      vcpu: d.vcpus,
+      os: { type: { '@arch': d.arch, '#text': 'hvm' } },
+      features: { acpi: '', apic: '' },
+      devices: { disk: d.disks.map(diskElement), serial: { '@type': 'pty' }, console: { '@type': 'pty' } },
+    },
+  });
 }
 
 export async function defineDomain(v: Virsh, xml: string): Promise<void> {

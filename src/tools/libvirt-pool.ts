@@ -2,7 +2,7 @@
 // and define / build / start / autostart / stop / delete / undefine.
 import type { Permissions, PoolSpec } from '../reconcile/model.js';
 import { withTempFile } from './scratch.js';
-import { bytes, esc, parseXml, text, type XmlNode } from './xml.js';
+import { attr, buildXml, bytes, list, parseXml, text, type XmlElement, type XmlNode } from './xml.js';
 import { libvirtMessage, type Virsh } from './virsh.js';
 export { libvirtMessage };
 
@@ -73,58 +73,61 @@ export function definitionFor(spec: PoolSpec): PoolDefinition {
   };
 }
 
-function permissionsXml(p?: Permissions): string {
-  if (!p || (p.mode === undefined && p.owner === undefined && p.group === undefined)) return '';
-  return `<permissions>${p.mode !== undefined ? `<mode>0${p.mode.toString(8)}</mode>` : ''}${p.owner !== undefined ? `<owner>${p.owner}</owner>` : ''}${p.group !== undefined ? `<group>${p.group}</group>` : ''}</permissions>`;
+/** <permissions> of a target, or nothing when none is declared. */
+export function permissionsElement(p?: Permissions): XmlElement | undefined {
+  if (!p || (p.mode === undefined && p.owner === undefined && p.group === undefined)) return undefined;
+  return { mode: p.mode !== undefined ? `0${p.mode.toString(8)}` : undefined, owner: p.owner, group: p.group };
 }
 
 export function poolXml(name: string, d: PoolDefinition, uuid?: string): string {
   const s = d.source;
-  const src: string[] = [];
-  for (const h of s.hosts) src.push(`<host name='${esc(h.name)}'${h.port ? ` port='${h.port}'` : ''}/>`);
-  if (s.device) src.push(`<device path='${esc(s.device)}'/>`);
-  if (s.dir) src.push(`<dir path='${esc(s.dir)}'/>`);
-  if (s.name) src.push(`<name>${esc(s.name)}</name>`);
-  if (s.format) src.push(`<format type='${esc(s.format)}'/>`);
-  if (s.initiator) src.push(`<initiator><iqn name='${esc(s.initiator)}'/></initiator>`);
-  if (s.auth) src.push(`<auth type='${s.auth.type}' username='${esc(s.auth.username)}'><secret usage='${esc(s.auth.secretUsage)}'/></auth>`);
   // iscsi-direct and rbd pools have no target in libvirt's schema.
   const hasTarget = d.type !== 'iscsi-direct' && d.type !== 'rbd' && d.path;
-  const target = hasTarget ? `<target><path>${esc(d.path!)}</path>${permissionsXml(d.permissions)}</target>` : '';
-  return `<pool type='${d.type}'><name>${esc(name)}</name>${uuid ? `<uuid>${esc(uuid)}</uuid>` : ''}<source>${src.join('')}</source>${target}</pool>\n`;
-}
-
-function list<T>(v: T | T[] | undefined): T[] {
-  return v === undefined ? [] : Array.isArray(v) ? v : [v];
+  return buildXml({
+    pool: {
+      '@type': d.type,
+      name,
+      uuid,
+      source: {
+        host: s.hosts.map((h) => ({ '@name': h.name, '@port': h.port || undefined })),
+        device: s.device ? { '@path': s.device } : undefined,
+        dir: s.dir ? { '@path': s.dir } : undefined,
+        name: s.name,
+        format: s.format ? { '@type': s.format } : undefined,
+        initiator: s.initiator ? { iqn: { '@name': s.initiator } } : undefined,
+        auth: s.auth ? { '@type': s.auth.type, '@username': s.auth.username, secret: { '@usage': s.auth.secretUsage } } : undefined,
+      },
+      target: hasTarget ? { path: d.path, permissions: permissionsElement(d.permissions) } : undefined,
+    },
+  });
 }
 
 export function parsePoolXml(xml: string): { name: string; uuid?: string; definition: PoolDefinition; capacity?: number; allocation?: number; available?: number } {
-  const p: XmlNode = parseXml(xml).pool;
-  const src: XmlNode = p.source ?? {};
-  const perms: XmlNode = p.target?.permissions;
-  const auth: XmlNode = src.auth;
+  const p = parseXml(xml).pool ?? {};
+  const src = p.source ?? {};
+  const perms = p.target?.permissions;
+  const auth = src.auth;
   const mode = text(perms?.mode);
+  const num = (n: XmlNode | undefined) => (text(n) !== undefined ? Number(text(n)) : undefined);
   return {
-    name: text(p.name)!,
+    name: text(p.name) ?? '',
     uuid: text(p.uuid),
     capacity: bytes(p.capacity),
     allocation: bytes(p.allocation),
     available: bytes(p.available),
     definition: {
-      type: p['@type'],
+      type: (attr(p, 'type') ?? 'dir') as PoolDefinition['type'],
       path: text(p.target?.path),
       source: {
-        hosts: list(src.host).map((h: XmlNode) => ({ name: h['@name'], port: h['@port'] ? Number(h['@port']) : undefined })),
-        dir: src.dir?.['@path'],
-        format: src.format?.['@type'],
-        device: list(src.device)[0]?.['@path'],
+        hosts: list(src.host).map((h) => ({ name: attr(h, 'name') ?? '', port: attr(h, 'port') ? Number(attr(h, 'port')) : undefined })),
+        dir: attr(src.dir, 'path'),
+        format: attr(src.format, 'type'),
+        device: attr(list(src.device)[0], 'path'),
         name: text(src.name),
-        initiator: src.initiator?.iqn?.['@name'],
-        auth: auth ? { type: auth['@type'], username: auth['@username'], secretUsage: auth.secret?.['@usage'] ?? auth.secret?.['@uuid'] } : undefined,
+        initiator: attr(src.initiator?.iqn, 'name'),
+        auth: auth ? { type: attr(auth, 'type') as 'chap' | 'ceph', username: attr(auth, 'username') ?? '', secretUsage: attr(auth.secret, 'usage') ?? attr(auth.secret, 'uuid') ?? '' } : undefined,
       },
-      permissions: perms
-        ? { mode: mode !== undefined ? parseInt(mode, 8) : undefined, owner: text(perms.owner) !== undefined ? Number(text(perms.owner)) : undefined, group: text(perms.group) !== undefined ? Number(text(perms.group)) : undefined }
-        : undefined,
+      permissions: perms ? { mode: mode !== undefined ? parseInt(mode, 8) : undefined, owner: num(perms.owner), group: num(perms.group) } : undefined,
     },
   };
 }
@@ -235,8 +238,13 @@ export async function undefinePool(v: Virsh, name: string): Promise<void> {
 
 /** A libvirt secret for pool authentication; the value is read from the file by virsh, never by us. */
 export async function ensureSecret(v: Virsh, usage: string, type: 'chap' | 'ceph', secretFile: string): Promise<void> {
-  const usageXml = type === 'ceph' ? `<usage type='ceph'><name>${esc(usage)}</name></usage>` : `<usage type='iscsi'><target>${esc(usage)}</target></usage>`;
-  await withTempFile(`<secret ephemeral='no' private='yes'><description>${esc(usage)}</description>${usageXml}</secret>\n`, (f) => v.exec(['secret-define', f]));
+  const xml = buildXml({
+    secret: {
+      '@ephemeral': 'no', '@private': 'yes', description: usage,
+      usage: type === 'ceph' ? { '@type': 'ceph', name: usage } : { '@type': 'iscsi', target: usage },
+    },
+  });
+  await withTempFile(xml, (f) => v.exec(['secret-define', f]));
   const uuid = (await v.exec(['secret-list'])).split('\n').map((l) => l.trim().split(/\s+/)).find((cols) => cols.slice(1).join(' ').includes(usage))?.[0];
   if (!uuid) throw new Error(`libvirt secret for ${usage} was defined but is not listed`);
   await v.exec(['secret-set-value', uuid, '--file', secretFile, '--plain']);

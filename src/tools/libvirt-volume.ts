@@ -6,7 +6,8 @@ import path from 'node:path';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
 import { createImage, DRIVER } from '../providers/image/files.js';
 import { withTempDir } from './scratch.js';
-import { bytes, esc, parseXml, text, type XmlNode } from './xml.js';
+import { attr, buildXml, bytes, list, parseXml, text, type XmlNode } from './xml.js';
+import { permissionsElement } from './libvirt-pool.js';
 import type { Virsh } from './virsh.js';
 
 /** libvirt names volume formats as qemu's drivers do (vhd is vpc). */
@@ -54,21 +55,21 @@ export function volumeReadCommands(vols: { pool: string; name: string }[]): stri
 }
 
 export function parseVolumeXml(pool: string, xml: string): ObservedVolume {
-  const v: XmlNode = parseXml(xml).volume[0] ?? parseXml(xml).volume;
-  const t: XmlNode = v.target ?? {};
-  const perms: XmlNode = t.permissions;
-  const num = (n: XmlNode) => (text(n) !== undefined ? Number(text(n)) : undefined);
+  const v = list(parseXml(xml).volume)[0] ?? {};
+  const t = v.target ?? {};
+  const perms = t.permissions;
+  const num = (n: XmlNode | undefined) => (text(n) !== undefined ? Number(text(n)) : undefined);
   return {
     pool,
-    name: text(v.name)!,
+    name: text(v.name) ?? '',
     key: text(v.key) ?? '',
     path: text(t.path) ?? '',
-    type: v['@type'] ?? 'file',
-    format: t.format?.['@type'],
+    type: attr(v, 'type') ?? 'file',
+    format: attr(t.format, 'type'),
     capacity: bytes(v.capacity) ?? 0,
     allocation: bytes(v.allocation) ?? 0,
     backing: text(v.backingStore?.path),
-    backingFormat: v.backingStore?.format?.['@type'],
+    backingFormat: attr(v.backingStore?.format, 'type'),
     compat: text(t.compat),
     lazyRefcounts: t.features ? 'lazy_refcounts' in t.features : undefined,
     permissions: perms ? { mode: text(perms.mode) !== undefined ? parseInt(text(perms.mode)!, 8) : undefined, owner: num(perms.owner), group: num(perms.group) } : undefined,
@@ -77,19 +78,24 @@ export function parseVolumeXml(pool: string, xml: string): ObservedVolume {
 
 export function volumeXml(b: VolumeBuild): string {
   const q = b.qcow2 ?? {};
-  const fmt = b.fileBased ? `<format type='${VOL_FORMAT[b.format]}'/>` : '';
-  const qcow2 = b.format === 'qcow2'
-    ? `<compat>${q.compat ?? '1.1'}</compat>${q.clusterSize ? `<clusterSize unit='B'>${q.clusterSize}</clusterSize>` : ''}${q.lazyRefcounts ? '<features><lazy_refcounts/></features>' : ''}`
-    : '';
-  const p = b.permissions;
-  const perms = p && b.fileBased
-    ? `<permissions>${p.mode !== undefined ? `<mode>0${p.mode.toString(8)}</mode>` : ''}${p.owner !== undefined ? `<owner>${p.owner}</owner>` : ''}${p.group !== undefined ? `<group>${p.group}</group>` : ''}</permissions>`
-    : '';
   // Without <allocation>, libvirt allocates the whole capacity: say 0 unless preallocating.
   const full = q.preallocation === 'falloc' || q.preallocation === 'full' || (b.format === 'raw' && q.preallocation === 'metadata');
-  const allocation = full || !b.fileBased ? b.capacity : 0;
-  const backing = b.backing ? `<backingStore><path>${esc(b.backing.path)}</path><format type='${esc(b.backing.format)}'/></backingStore>` : '';
-  return `<volume><name>${esc(b.name)}</name><capacity unit='bytes'>${b.capacity}</capacity><allocation unit='bytes'>${allocation}</allocation><target>${fmt}${qcow2}${perms}</target>${backing}</volume>\n`;
+  const qcow2 = b.format === 'qcow2';
+  return buildXml({
+    volume: {
+      name: b.name,
+      capacity: { '@unit': 'bytes', '#text': b.capacity },
+      allocation: { '@unit': 'bytes', '#text': full || !b.fileBased ? b.capacity : 0 },
+      target: {
+        format: b.fileBased ? { '@type': VOL_FORMAT[b.format] } : undefined,
+        compat: qcow2 ? q.compat ?? '1.1' : undefined,
+        clusterSize: qcow2 && q.clusterSize ? { '@unit': 'B', '#text': q.clusterSize } : undefined,
+        features: qcow2 && q.lazyRefcounts ? { lazy_refcounts: '' } : undefined,
+        permissions: b.fileBased ? permissionsElement(b.permissions) : undefined,
+      },
+      backingStore: b.backing ? { path: b.backing.path, format: { '@type': b.backing.format } } : undefined,
+    },
+  });
 }
 
 /**
