@@ -22,6 +22,7 @@ import { printable } from './text.js';
 import { renderPlan, renderSummary } from './render.js';
 import { connect, resolveUri } from './tools/virsh.js';
 import { capacityWarnings, imageStatuses, poolStatuses, renderShow, vmStatuses } from './show.js';
+import { present } from './providers/observe.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -315,7 +316,7 @@ async function cmdCheck(a: Args): Promise<number> {
   const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh });
   let inUse = new Set<string>();
   try {
-    const volPath = (pool: string, vol: string) => p.observed.volumes.get(`${pool}/${vol}`)?.path;
+    const volPath = (pool: string, vol: string) => present(p.observed.volumes.get(`${pool}/${vol}`))?.path;
     inUse = await runningDiskPaths(virsh(), volPath);
   } catch (e) {
     if (a.repair) throw new UserError(`cannot ask libvirt which images running domains use (${(e as Error).message}); not repairing anything`);

@@ -5,6 +5,7 @@ import { imageRecordFor, recordKey, sameFile, volumeIsOurs } from './reconcile/i
 import { LUN_POOLS, type DesiredState } from './reconcile/model.js';
 import { formatSize } from './reconcile/sizes.js';
 import { printable } from './text.js';
+import { present } from './providers/observe.js';
 
 export interface ImageStatus {
   name: string;
@@ -49,7 +50,7 @@ export function imageStatuses(state: DesiredState, p: PlanWithObservations): Ima
     const s = statusOf(p, `images.${spec.name}`);
     if (spec.location.kind === 'path') {
       const path = spec.location.path;
-      const obs = p.observed.files.get(path) ?? undefined;
+      const obs = present(p.observed.files.get(path));
       const rec = imageRecordFor(p.inventory, path, obs?.file, obs?.symlink !== undefined);
       return {
         name: spec.name, where: path, exists: !!obs, format: obs ? (obs.driver === 'vpc' ? 'vhd' : obs.driver) : undefined,
@@ -58,7 +59,7 @@ export function imageStatuses(state: DesiredState, p: PlanWithObservations): Ima
       };
     }
     const { pool, volume } = spec.location;
-    const obs = p.observed.volumes.get(`${pool}/${volume}`) ?? undefined;
+    const obs = present(p.observed.volumes.get(`${pool}/${volume}`));
     const rec = p.inventory.objects[recordKey({ type: 'volume', pool, volume })];
     return {
       name: spec.name, where: `${pool}/${volume}`, exists: !!obs, format: obs?.format === 'vpc' ? 'vhd' : obs?.format,
@@ -70,7 +71,7 @@ export function imageStatuses(state: DesiredState, p: PlanWithObservations): Ima
 
 export function poolStatuses(state: DesiredState, p: PlanWithObservations): PoolStatus[] {
   return Object.values(state.pools).sort((a, b) => a.name.localeCompare(b.name)).map((spec) => {
-    const obs = p.observed.pools.get(spec.name) ?? undefined;
+    const obs = present(p.observed.pools.get(spec.name));
     const used = obs?.capacity ? Math.round(((obs.allocation ?? 0) / obs.capacity) * 1000) / 10 : undefined;
     const ours = !!p.inventory.objects[recordKey({ type: 'pool', name: spec.name })];
     return {
@@ -95,7 +96,7 @@ export interface VmStatus {
 
 export function vmStatuses(state: DesiredState, p: PlanWithObservations): VmStatus[] {
   return Object.values(state.vms).sort((a, b) => a.name.localeCompare(b.name)).map((vm) => {
-    const dom = p.observed.domains.get(vm.name) ?? undefined;
+    const dom = present(p.observed.domains.get(vm.name));
     const s = statusOf(p, `vms.${vm.name}`);
     const pending = p.pending[vm.name] ?? [];
     return {

@@ -14,11 +14,34 @@ import { domcapsCacheKey, domcapsSignature } from './domain/domcaps-signature.js
 import { kvmAccess, type KvmAccess } from './domain/kvm-access.js';
 import type { Virsh } from '../tools/virsh.js';
 
+/**
+ * What observation found at one target: nothing, or the object as read (Crossplane's
+ * ExternalObservation). Every declared target is in its map, so a missing key means only
+ * one thing: the target could not be observed, and `errors` says why.
+ */
+export type Observed<T> = { exists: false } | ({ exists: true } & T);
+
+export const ABSENT: { exists: false } = { exists: false };
+
+/** Observed<T> from what a reader returns (null: absent). */
+export function observed<T extends object>(o: T | null): Observed<T> {
+  return o ? { exists: true, ...o } : ABSENT;
+}
+
+/** For display and reports: the object if it was found, else undefined (absent or not observed alike). */
+export function present<T>(o: Observed<T> | undefined): ({ exists: true } & T) | undefined {
+  return o?.exists ? o : undefined;
+}
+
+function explicit<T extends object>(m: Map<string, T | null>): Map<string, Observed<T>> {
+  return new Map([...m].map(([k, o]) => [k, observed(o)]));
+}
+
 export interface Observation {
-  files: Map<string, ObservedImage | null>;
-  pools: Map<string, ObservedPool | null>;
-  volumes: Map<string, ObservedVolume | null>;
-  domains: Map<string, ObservedDomain | null>;
+  files: Map<string, Observed<ObservedImage>>;
+  pools: Map<string, Observed<ObservedPool>>;
+  volumes: Map<string, Observed<ObservedVolume>>;
+  domains: Map<string, Observed<ObservedDomain>>;
   /** domcapabilities by virt type (kvm, qemu) */
   caps: Map<string, DomainCapabilities>;
   /** whether new domains can use KVM (looked at only when domains are declared) */
@@ -72,7 +95,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
  * file volumes whose qcow2 options are declared (their paths come from libvirt).
  */
 export async function observe(targets: Targets, opts: { virsh: () => Virsh; cache?: ObservationCache }): Promise<Observation> {
-  const obs: Observation = { files: new Map(), pools: new Map(), volumes: new Map(), domains: new Map(), caps: new Map(), errors: new Map(), identities: new Map() };
+  const obs: RawObservation = { files: new Map(), pools: new Map(), volumes: new Map(), domains: new Map(), caps: new Map(), errors: new Map(), identities: new Map() };
   const needsLibvirt = targets.pools.length || targets.volumes.length || targets.domains.length;
   const virsh = needsLibvirt ? opts.virsh() : undefined;
   const libvirtTargets: LibvirtTargets = { pools: targets.pools, volumes: targets.volumes, domains: targets.domains, virtTypes: [] };
@@ -92,8 +115,16 @@ export async function observe(targets: Targets, opts: { virsh: () => Virsh; cach
   const headers = targets.volumes.filter((v) => v.header).map((v) => obs.volumes.get(`${v.pool}/${v.name}`))
     .filter((v): v is ObservedVolume => !!v && v.type === 'file' && v.format === 'qcow2').map((v) => v.path);
   await observeMore(obs.files, headers, opts.cache, obs.errors);
-  return obs;
+  return { ...obs, files: explicit(obs.files), pools: explicit(obs.pools), volumes: explicit(obs.volumes), domains: explicit(obs.domains) };
 }
+
+/** As the readers return it: null for absent. */
+type RawObservation = Omit<Observation, 'files' | 'pools' | 'volumes' | 'domains'> & {
+  files: Map<string, ObservedImage | null>;
+  pools: Map<string, ObservedPool | null>;
+  volumes: Map<string, ObservedVolume | null>;
+  domains: Map<string, ObservedDomain | null>;
+};
 
 export interface LibvirtTargets {
   pools: string[];
@@ -129,7 +160,7 @@ export async function observeLibvirt(
   virsh: Virsh,
   targets: LibvirtTargets,
   cache?: StatCache,
-): Promise<Pick<Observation, 'pools' | 'volumes' | 'domains' | 'caps'>> {
+): Promise<Pick<RawObservation, 'pools' | 'volumes' | 'domains' | 'caps'>> {
   const { pools: poolNames, volumes, domains: domainNames, virtTypes, capsSignature: sig } = targets;
   // domcapabilities costs libvirt a QEMU probe on some hosts (seconds): answered from the
   // cache while the daemon and QEMU binaries are the same ones.

@@ -6,6 +6,7 @@ import { runningDomainDisks } from '../tools/libvirt-domain.js';
 import type { Virsh } from '../tools/virsh.js';
 import type { PlanWithObservations } from './engine.js';
 import type { DesiredState } from './model.js';
+import { present } from '../providers/observe.js';
 
 export interface CheckRow extends CheckResult {
   name: string;
@@ -32,10 +33,10 @@ export async function checkImages(
   const targets: { name: string; path: string; driver?: string }[] = [];
   for (const spec of Object.values(state.images).sort((a, b) => a.name.localeCompare(b.name))) {
     if (spec.location.kind === 'path') {
-      const obs = p.observed.files.get(spec.location.path);
+      const obs = present(p.observed.files.get(spec.location.path));
       if (obs) targets.push({ name: spec.name, path: spec.location.path, driver: obs.driver });
     } else {
-      const vol = p.observed.volumes.get(`${spec.location.pool}/${spec.location.volume}`);
+      const vol = present(p.observed.volumes.get(`${spec.location.pool}/${spec.location.volume}`));
       if (vol && vol.type === 'file') targets.push({ name: spec.name, path: vol.path, driver: vol.format });
     }
   }

@@ -1,6 +1,6 @@
 // Fixtures for the table-driven diff tests: a desired state from YAML text (as users write
 // it), observations as the tool wrappers report them, and the pure diff of every kind.
-import type { Observation } from '../../src/providers/observe.js';
+import { ABSENT, observed, type Observation } from '../../src/providers/observe.js';
 import type { ObservedImage } from '../../src/providers/image/files.js';
 import type { ObservedPool } from '../../src/tools/libvirt-pool.js';
 import type { ObservedVolume } from '../../src/tools/libvirt-volume.js';
@@ -70,10 +70,10 @@ export interface Case {
 export function diff(c: Case) {
   const state = desiredStateFrom([{ path: '/vr-test/storage.yaml', text: c.yaml }]);
   const obs: Observation = {
-    files: new Map([...(c.files ?? []).map((f) => [f.path, f] as const), ...(c.absent ?? []).map((p) => [p, null] as const)]),
-    pools: new Map((c.pools ?? []).map((p) => (Array.isArray(p) ? p : [p.name, p]))),
-    volumes: new Map((c.volumes ?? []).map((v) => (Array.isArray(v) ? v : [`${v.pool}/${v.name}`, v]))),
-    domains: new Map((c.domains ?? []).map((d) => (Array.isArray(d) ? d : [d.name, d]))),
+    files: new Map([...(c.files ?? []).map((f) => [f.path, observed(f)] as const), ...(c.absent ?? []).map((p) => [p, ABSENT] as const)]),
+    pools: new Map((c.pools ?? []).map((p) => (Array.isArray(p) ? [p[0], ABSENT] : [p.name, observed(p)]))),
+    volumes: new Map((c.volumes ?? []).map((v) => (Array.isArray(v) ? [v[0], ABSENT] : [`${v.pool}/${v.name}`, observed(v)]))),
+    domains: new Map((c.domains ?? []).map((d) => (Array.isArray(d) ? [d[0], ABSENT] : [d.name, observed(d)]))),
     caps: new Map([['kvm', { virtType: 'kvm', arch: 'x86_64', buses: ['virtio', 'sata', 'scsi', 'ide', 'usb'] }]]),
     kvm: { usable: true, virtType: 'kvm' },
     errors: new Map(),

@@ -4,17 +4,19 @@ import path from 'node:path';
 import { FILE_POOLS, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
 import type { ObservedVolume } from '../../tools/libvirt-volume.js';
+import type { Observed } from '../observe.js';
 
 const volumeKey = (pool: string, volume: string) => `${pool}/${volume}`;
 
 /** The path an image has or will have: a file path, or its volume's path in a file pool. */
-export function imagePathResolver(state: DesiredState, volumes: Map<string, ObservedVolume | null>, pools: Map<string, ObservedPool | null>) {
+export function imagePathResolver(state: DesiredState, volumes: Map<string, Observed<ObservedVolume>>, pools: Map<string, Observed<ObservedPool>>) {
   return (spec: ImageSpec): string | undefined => {
     if (spec.location.kind === 'path') return spec.location.path;
     const { pool, volume } = spec.location;
     const obs = volumes.get(volumeKey(pool, volume));
-    if (obs) return obs.path;
-    const target = pools.get(pool)?.definition.path ?? state.pools[pool]?.path;
+    if (obs?.exists) return obs.path;
+    const p = pools.get(pool);
+    const target = (p?.exists ? p.definition.path : undefined) ?? state.pools[pool]?.path;
     return target && FILE_POOLS.includes(state.pools[pool]?.type ?? 'dir') ? path.join(target, volume) : undefined;
   };
 }
@@ -24,9 +26,9 @@ export function imagePathResolver(state: DesiredState, volumes: Map<string, Obse
  * Which declared images, files or volumes, are overlays on a path: a base is never replaced
  * or pruned under an overlay, whichever kinds the two are.
  */
-export function overlaysResolver(state: DesiredState, files: Map<string, { backing?: string } | null>, volumes: Map<string, { backing?: string } | null>) {
+export function overlaysResolver(state: DesiredState, files: Map<string, Observed<{ backing?: string }>>, volumes: Map<string, Observed<{ backing?: string }>>) {
   return (p: string): string[] => Object.values(state.images).filter((s) => {
     const o = s.location.kind === 'path' ? files.get(s.location.path) : volumes.get(volumeKey(s.location.pool, s.location.volume));
-    return o?.backing === p;
+    return o?.exists && o.backing === p;
   }).map((s) => `images.${s.name}`);
 }

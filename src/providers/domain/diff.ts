@@ -24,6 +24,7 @@ export interface VmDiff {
 }
 
 import type { DiskStep } from './ops.js';
+import type { Observed } from '../observe.js';
 export type { DiskStep };
 
 const PREFIX: Record<DiskSpec['bus'], string> = { virtio: 'vd', scsi: 'sd', sata: 'sd', ide: 'hd', nvme: 'nvme' };
@@ -66,10 +67,10 @@ function attributeChanges(want: DiskDevice, have: DiskDevice): Change[] {
 
 export function diffVms(input: {
   state: DesiredState;
-  domains: Map<string, ObservedDomain | null>;
+  domains: Map<string, Observed<ObservedDomain>>;
   caps: Map<string, DomainCapabilities>;
-  files: Map<string, ObservedImage | null>;
-  volumes: Map<string, ObservedVolume | null>;
+  files: Map<string, Observed<ObservedImage>>;
+  volumes: Map<string, Observed<ObservedVolume>>;
   inventory: Inventory;
   prune: boolean;
   /** whether new domains can use KVM, and why not */
@@ -84,8 +85,9 @@ export function diffVms(input: {
 
   for (const vm of Object.values(state.vms).sort((a, b) => a.name.localeCompare(b.name))) {
     const id = `vms.${vm.name}`;
-    const dom = domains.get(vm.name);
-    if (dom === undefined) continue;
+    const found = domains.get(vm.name);
+    if (found === undefined) continue; // not observed: libvirt said why, and the plan fails with it
+    const dom = found.exists ? found : null;
     if (dom === null && !vm.create) {
       out.refusals.push({ id, message: `${vm.origin}: domain ${vm.name} does not exist; add create: { memory, vcpus } to define it, or define it yourself` });
       continue;
@@ -196,8 +198,9 @@ export function diffVms(input: {
 
   for (const [key, rec] of input.orphans) {
     if (rec.type !== 'domain') continue;
-    const dom = domains.get(rec.name);
-    if (dom === undefined) continue;
+    const found = domains.get(rec.name);
+    if (found === undefined) continue;
+    const dom = found.exists ? found : undefined;
     const id = orphanId(key);
     if (!input.prune) {
       out.notes.push(`domain ${rec.name} left the YAML; \`apply --prune\` undefines it (its disks are kept)`);
@@ -222,7 +225,7 @@ export function diffVms(input: {
 }
 
 function resolveDisks(
-  vm: VmSpec, dom: ObservedDomain | null, state: DesiredState, files: Map<string, ObservedImage | null>, errors: Map<string, string>,
+  vm: VmSpec, dom: ObservedDomain | null, state: DesiredState, files: Map<string, Observed<ObservedImage>>, errors: Map<string, string>,
   cap: DomainCapabilities | undefined, out: VmDiff, id: string,
 ): DiskDevice[] | undefined {
   const disks: DiskDevice[] = [];
@@ -257,8 +260,8 @@ function resolveDisks(
         refuse(d.origin, `disk ${why.includes(p) ? why : `cannot observe ${p}: ${why}`}`);
         continue;
       }
-      const f = files.get(p);
-      if (!f) {
+      const f = files.get(p)!;
+      if (!f.exists) {
         refuse(d.origin, `${p} does not exist`);
         continue;
       }

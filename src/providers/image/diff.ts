@@ -8,13 +8,14 @@ import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
 import type { ImageOp } from './ops.js';
+import type { Observed } from '../observe.js';
 import { NO_OP, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
 
 export interface ImageDiffInput {
   state: DesiredState;
-  /** observations of declared image paths, inventory paths and, on demand, source files */
-  observed: Map<string, ObservedImage | null>;
+  /** observations of declared image paths, inventory paths and source files */
+  observed: Map<string, Observed<ObservedImage>>;
   inventory: Inventory;
   allowReplace: boolean;
   prune: boolean;
@@ -90,7 +91,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   for (const [p, spec] of byPath) {
     const o = observed.get(p);
     // A followed symlink's observation is its target's: that file is declared too.
-    if (o && o.driver !== 'none' && (o.symlink === undefined || spec.followSymlink)) declaredFiles.set(fileKey(o.file), spec.name);
+    if (o?.exists && o.driver !== 'none' && (o.symlink === undefined || spec.followSymlink)) declaredFiles.set(fileKey(o.file), spec.name);
   }
   const pending = new Set<string>(); // ids created or replaced in this plan
   const refuse = (id: string, message: string) => out.refusals.push({ id, message });
@@ -115,7 +116,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         path: p,
         id: `images.${dep.name}`,
         driver: driverFor(dep.format, !!dep.encryption),
-        size: observed.get(p)?.virtualSize ?? dep.size,
+        size: sizeOf(observed.get(p)) ?? dep.size,
         encryption: dep.encryption ? { passphraseFile: dep.encryption.passphraseFile } : undefined,
       };
     }
@@ -138,8 +139,8 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     let size = dep.size;
     if (!dep.id) {
       if (!observed.has(dep.path)) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobservable(dep.path)}`), undefined;
-      const src = observed.get(dep.path);
-      if (!src) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} does not exist`), undefined;
+      const src = observed.get(dep.path)!;
+      if (!src.exists) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} does not exist`), undefined;
       driver = src.driver;
       size = src.virtualSize;
       if (src.encrypted) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} is encrypted; import it as a declared image (source.image) so its passphraseFile is known`), undefined;
@@ -175,11 +176,11 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       refuse(id, `${spec.origin}: ${unobservable(p)}`);
       continue;
     }
-    const obs = observed.get(p) ?? null;
-    const record = imageRecordFor(inventory, p, obs?.file, obs?.symlink !== undefined);
-    const ours = !!record && !!obs && sameFile(record, obs.file);
+    const obs = observed.get(p)!;
+    const record = obs.exists ? imageRecordFor(inventory, p, obs.file, obs.symlink !== undefined) : imageRecordFor(inventory, p, undefined);
+    const ours = !!record && obs.exists && sameFile(record, obs.file);
 
-    if (!obs) {
+    if (!obs.exists) {
       if (spec.source.kind === 'blank' && spec.size === undefined) {
         refuse(id, `${spec.origin}: ${p} does not exist; images.${spec.name} adopts it and declares no size to create it with`);
         continue;
@@ -301,9 +302,9 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       if (input.prune) refuse(id, unobservable(stored.path));
       continue;
     }
-    const obs = observed.get(stored.path);
-    const rec = resolveImageRecord(stored, obs?.file)!;
-    const alias = obs && obs.symlink === undefined ? declaredFiles.get(fileKey(obs.file)) : undefined;
+    const obs = observed.get(stored.path)!;
+    const rec = resolveImageRecord(stored, obs.exists ? obs.file : undefined)!;
+    const alias = obs.exists && obs.symlink === undefined ? declaredFiles.get(fileKey(obs.file)) : undefined;
     if (alias) {
       out.notes.push(`${rec.path} (was images.${rec.name}) is declared as images.${alias} under another path; not pruned`);
       continue;
@@ -312,7 +313,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       out.notes.push(`${rec.path} (was images.${rec.name}) left the YAML; \`apply --prune\` deletes it`);
       continue;
     }
-    if (!obs) {
+    if (!obs.exists) {
       out.actions.push({ id, resource: 'image', kind: 'delete', code: 'gone', reason: `already gone; forgotten from the inventory`, destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false } });
       continue;
     }
@@ -334,6 +335,8 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   }
   return out;
 }
+
+const sizeOf = (o: Observed<ObservedImage> | undefined) => (o?.exists ? o.virtualSize : undefined);
 
 function optionChanges(spec: ImageSpec, obs: ObservedImage): Change[] {
   const ch: Change[] = [];

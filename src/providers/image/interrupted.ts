@@ -1,6 +1,7 @@
 // Finding image publishes a kill interrupted half-way (see createImage's publish order). Pure:
 // the identities of recorded pending extents are observed up front (Targets.identities).
 import type { Inventory } from '../../reconcile/inventory.js';
+import type { Observed } from '../observe.js';
 import { sameIdentity, type FileIdentity, type ObservedImage } from './files.js';
 
 /** The extent files of interrupted publishes: what must be looked at to find them. */
@@ -13,12 +14,12 @@ export function pendingExtentPaths(inventory: Inventory): string[] {
  * renamed in (they have the identities recorded as pending) while the descriptor at the path
  * is not the new one. The image there is broken, whatever its descriptor says.
  */
-export function interruptedPublishes(inventory: Inventory, files: Map<string, ObservedImage | null>, identities: Map<string, FileIdentity | null>): Set<string> {
+export function interruptedPublishes(inventory: Inventory, files: Map<string, Observed<ObservedImage>>, identities: Map<string, FileIdentity | null>): Set<string> {
   const out = new Set<string>();
   for (const r of Object.values(inventory.objects)) {
     if (r.type !== 'image' || !r.pending?.extents.length) continue;
     const main = files.get(r.path);
-    if (main && sameIdentity(main.file, r.pending)) continue;
+    if (main?.exists && sameIdentity(main.file, r.pending)) continue;
     const pending = r.pending;
     if (pending.extents.some((e) => {
       const now = identities.get(e.path);

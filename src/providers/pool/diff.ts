@@ -6,6 +6,7 @@ import { definitionFor, secretUsageFor, type ObservedPool, type PoolDefinition }
 import { created, octal, permissionChanges, reasonOf } from '../common/decisions.js';
 import { recordKey, type Inventory, type InventoryRecord } from '../../reconcile/inventory.js';
 import type { VolumeOp } from '../volume/ops.js';
+import type { Observed } from '../observe.js';
 import type { DesiredState, PoolSpec } from '../../reconcile/model.js';
 import type { PoolOp } from './ops.js';
 import { NO_OP, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
@@ -47,7 +48,7 @@ function secretFor(spec: PoolSpec) {
 
 export function diffPools(input: {
   state: DesiredState;
-  pools: Map<string, ObservedPool | null>;
+  pools: Map<string, Observed<ObservedPool>>;
   inventory: Inventory;
   allowReplace: boolean;
   prune: boolean;
@@ -61,9 +62,9 @@ export function diffPools(input: {
   for (const spec of Object.values(state.pools).sort((a, b) => a.name.localeCompare(b.name))) {
     const id = `pools.${spec.name}`;
     const want = definitionFor(spec);
-    const obs = pools.get(spec.name);
-    if (obs === undefined) continue;
-    if (obs === null) {
+    const found = pools.get(spec.name);
+    if (found === undefined) continue; // not observed: libvirt said why, and the plan fails with it
+    if (!found.exists) {
       out.actions.push({
         id, resource: 'pool', kind: 'create', code: 'new', destructive: false, dependsOn: [],
         changes: created({
@@ -77,6 +78,7 @@ export function diffPools(input: {
       });
       continue;
     }
+    const obs = found;
     const rebuild = definitionChanges(want, obs.definition);
     if (rebuild.length) {
       const vols = obs.volumes ? [...obs.volumes.keys()] : [];
@@ -136,8 +138,9 @@ export function diffPools(input: {
   for (const [key, rec] of input.orphans) {
     if (rec.type !== 'pool') continue;
     const id = orphanId(key);
-    const obs = pools.get(rec.name);
-    if (obs === undefined) continue;
+    const found = pools.get(rec.name);
+    if (found === undefined) continue;
+    const obs = found.exists ? found : null;
     if (!input.prune) {
       out.notes.push(`pool ${rec.name} left the YAML; \`apply --prune\` undefines it`);
       continue;

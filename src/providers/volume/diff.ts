@@ -2,6 +2,7 @@
 // (grow in place, refuse shrink, replace only with --allow-replace, never touch protect:
 // true), expressed through what libvirt's volume API can do.
 import { imagePathResolver } from '../common/image-paths.js';
+import { ABSENT, type Observed } from '../observe.js';
 import { sizeTolerance, type ObservedImage } from '../image/files.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
 import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
@@ -27,9 +28,9 @@ const RESIZABLE_POOLS = new Set(['dir', 'fs', 'netfs', 'logical', 'rbd']);
 
 export function diffVolumes(input: {
   state: DesiredState;
-  pools: Map<string, ObservedPool | null>;
-  volumes: Map<string, ObservedVolume | null>;
-  files: Map<string, ObservedImage | null>;
+  pools: Map<string, Observed<ObservedPool>>;
+  volumes: Map<string, Observed<ObservedVolume>>;
+  files: Map<string, Observed<ObservedImage>>;
   inventory: Inventory;
   allowReplace: boolean;
   prune: boolean;
@@ -42,6 +43,11 @@ export function diffVolumes(input: {
 }): VolumeDiff {
   const { state, pools, volumes, files, inventory } = input;
   const out: VolumeDiff = { actions: [], refusals: [], notes: [] };
+  /** An observed file, or undefined (absent, or not observed: `files.has` tells which). */
+  const fileAt = (p: string) => {
+    const f = files.get(p);
+    return f?.exists ? f : undefined;
+  };
   const unobserved = (p: string) => input.errors.get(p) ?? `${p} was not observed`;
   const pathOf = imagePathResolver(state, volumes, pools);
   const refuse = (id: string, message: string) => out.refusals.push({ id, message });
@@ -53,7 +59,8 @@ export function diffVolumes(input: {
     const id = `images.${spec.name}`;
     const { pool, volume } = spec.location;
     const poolSpec = state.pools[pool]!;
-    const poolObs = pools.get(pool);
+    const poolFound = pools.get(pool);
+    const poolObs = poolFound === undefined ? undefined : poolFound.exists ? poolFound : null;
     const fileBased = FILE_POOLS.includes(poolSpec.type);
     const poolPending = poolObs === null;
     if (poolObs && !poolObs.active && !poolSpec.active) {
@@ -72,8 +79,9 @@ export function diffVolumes(input: {
       out.notes.push(`${id}: pool ${pool} is not running, so volume ${volume} cannot be seen; it is reconciled by the next apply after the pool starts`);
       continue;
     }
-    const obs = poolPending ? null : volumes.get(key);
-    if (obs === undefined) continue;
+    const found = poolPending ? ABSENT : volumes.get(key);
+    if (found === undefined) continue; // not observed: libvirt said why, and the plan fails with it
+    const obs = found.exists ? found : null;
     const record = inventory.objects[recordKey({ type: 'volume', pool, volume })] as VolumeRecord | undefined;
     const ours = !!record && !!obs && volumeIsOurs(record, obs);
     const poolDeps = poolPending || (poolObs && !poolObs.active) ? [`pools.${pool}`] : [];
@@ -90,9 +98,9 @@ export function diffVolumes(input: {
         const dep = 'image' in s ? state.images[s.image]! : undefined;
         const backingPath = dep ? pathOf(dep) : (s as { path: string }).path;
         if (!backingPath) return void refuse(id, `${spec.origins.source ?? spec.origin}: the path of images.${dep?.name} is not known before it exists; apply once more after it is created`), undefined;
-        const size = spec.size ?? (dep ? sizeOf(dep) : files.get(backingPath)?.virtualSize);
+        const size = spec.size ?? (dep ? sizeOf(dep) : fileAt(backingPath)?.virtualSize);
         if (size === undefined) return void refuse(id, `${spec.origins.source ?? spec.origin}: backing file ${files.has(backingPath) ? `${backingPath} does not exist` : unobserved(backingPath)}`), undefined;
-        const fmt = dep ? (dep.location.kind === 'pool' ? VOL_FORMAT[dep.format] : driverName(dep.format)) : files.get(backingPath)?.driver ?? 'raw';
+        const fmt = dep ? (dep.location.kind === 'pool' ? VOL_FORMAT[dep.format] : driverName(dep.format)) : fileAt(backingPath)?.driver ?? 'raw';
         return { build: { ...base, capacity: size, backing: { path: backingPath, format: fmt }, source: { kind: 'blank' } }, dependsOn: deps };
       }
       if (s.kind === 'image') {
@@ -106,7 +114,7 @@ export function diffVolumes(input: {
       }
       if (s.kind === 'file') {
         if (!files.has(s.file)) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobserved(s.file)}`), undefined;
-        const src = files.get(s.file);
+        const src = fileAt(s.file);
         if (!src) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${s.file} does not exist`), undefined;
         if (spec.size !== undefined && spec.size < src.virtualSize) {
           return void refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than its source ${s.file} (${formatSize(src.virtualSize)}); the volume would lose data`), undefined;
@@ -119,8 +127,11 @@ export function diffVolumes(input: {
 
     const sizeOf = (dep: ImageSpec): number | undefined => {
       if (dep.size !== undefined) return dep.size;
-      if (dep.location.kind === 'pool') return volumes.get(volumeKey(dep.location.pool, dep.location.volume))?.capacity ?? undefined;
-      return files.get(dep.location.path)?.virtualSize;
+      if (dep.location.kind === 'pool') {
+        const v = volumes.get(volumeKey(dep.location.pool, dep.location.volume));
+        return v?.exists ? v.capacity : undefined;
+      }
+      return fileAt(dep.location.path)?.virtualSize;
     };
 
     if (!obs) {
@@ -182,7 +193,7 @@ export function diffVolumes(input: {
         refuse(id, `${spec.origin}: ${unobserved(obs.path)}`);
         continue;
       }
-      const f = files.get(obs.path);
+      const f = fileAt(obs.path);
       if (f) {
         if (q.clusterSize !== undefined && f.clusterSize !== q.clusterSize) rebuild.push({ field: 'qcow2.clusterSize', from: f.clusterSize ? formatSize(f.clusterSize) : 'unset', to: formatSize(q.clusterSize) });
         if (q.lazyRefcounts !== undefined && f.qcow2?.lazyRefcounts !== q.lazyRefcounts) rebuild.push({ field: 'qcow2.lazyRefcounts', from: String(f.qcow2?.lazyRefcounts), to: String(q.lazyRefcounts) });
@@ -245,8 +256,9 @@ export function diffVolumes(input: {
   for (const [k, rec] of input.orphans) {
     if (rec.type !== 'volume') continue;
     const id = orphanId(k);
-    const obs = volumes.get(volumeKey(rec.pool, rec.volume));
-    if (obs === undefined) continue;
+    const found = volumes.get(volumeKey(rec.pool, rec.volume));
+    if (found === undefined) continue;
+    const obs = found.exists ? found : null;
     if (!input.prune) {
       out.notes.push(`volume ${rec.volume} in pool ${rec.pool} (was images.${rec.name}) left the YAML; \`apply --prune\` deletes it`);
       continue;
