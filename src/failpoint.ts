@@ -1,6 +1,8 @@
 // Crash points for tests: with VIRT_RECONCILE_FAILPOINT=NAME the process kills itself
 // (SIGKILL, as a power cut or kill -9 would) when it reaches the point of that name, so a
-// test can stop an apply between two exact steps instead of racing a timer.
+// test can stop an apply between two exact steps instead of racing a timer. Points:
+// image-before-publish, image-after-publish, image-extents-published, volume-created,
+// pool-defined, domain-defined (each right after the step, before its record).
 export function failpoint(name: string): void {
   if (process.env.VIRT_RECONCILE_FAILPOINT === name) process.kill(process.pid, 'SIGKILL');
 }

@@ -186,3 +186,51 @@ describe('lock takeover', () => {
     }
   });
 });
+
+describe('kill -9 between a libvirt define and its record', () => {
+  let lv: PrivateLibvirtd;
+  beforeAll(async () => {
+    lv = await startPrivateLibvirtd();
+  });
+  afterAll(async () => lv?.stop());
+
+  // Inside the daemon's mount namespace, as sb.run runs the CLI; the process kills itself at the point.
+  const crash = (sb: Sandbox, point: string) => execa(lv.nsenter[0]!, [...lv.nsenter.slice(1), 'node', CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri], { reject: false, env: { VIRT_RECONCILE_FAILPOINT: point } });
+
+  it('a pool: never taken for reconcile\'s own (it cannot be told from someone else\'s), so never pruned', async () => {
+    const sb = await sandbox('kill-pool', { libvirt: lv });
+    boxes.push(sb);
+    await sb.yaml('version: 1\npools:\n  killed: { type: dir, path: $DIR/pool }\n');
+    expect((await crash(sb, 'pool-defined')).signal).toBe('SIGKILL');
+    expect(await virsh(lv, 'pool-list', '--all', '--name')).toMatch(/killed/);
+    const again = await sb.run('apply');
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/an apply was killed while defining it; reconcile cannot tell it from a pool someone else defined/);
+    await sb.yaml('version: 1\n');
+    const pruned = await sb.run('apply', '--prune');
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect(pruned.stdout).toMatch(/inventory:pool:killed: deleting \(an apply was killed while defining it.*forgotten, not deleted\)/);
+    expect(await virsh(lv, 'pool-list', '--all', '--name')).toMatch(/killed/);
+    expect(JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects).toEqual({});
+    await virsh(lv, 'pool-destroy', 'killed').catch(() => undefined);
+    await virsh(lv, 'pool-undefine', 'killed');
+  });
+
+  it('a domain: its metadata proves it was being made, so the next apply finishes its record and prune can undefine it', async () => {
+    const sb = await sandbox('kill-dom', { libvirt: lv });
+    boxes.push(sb);
+    await sb.yaml('version: 1\nimages:\n  root: { path: $DIR/root.qcow2, size: 16M }\nvms:\n  killed-dom:\n    create: { memory: 128M, vcpus: 1 }\n    disks: [{ image: root }]\n');
+    expect((await crash(sb, 'domain-defined')).signal).toBe('SIGKILL');
+    const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    expect(inv['domain:killed-dom']).toMatchObject({ status: 'building', uuid: '' });
+    const plan = await sb.run('plan');
+    expect(plan.stdout).toMatch(/~ vms\.killed-dom\s+update\s+state incomplete \(an apply was interrupted\) -> complete/);
+    expect((await sb.run('apply')).code).toBe(0);
+    const uuid = (await virsh(lv, 'domuuid', 'killed-dom')).trim();
+    expect(JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects['domain:killed-dom']).toMatchObject({ status: 'ready', uuid });
+    await sb.yaml('version: 1\nimages:\n  root: { path: $DIR/root.qcow2, size: 16M }\n');
+    const pruned = await sb.run('apply', '--prune');
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect(await virsh(lv, 'list', '--all', '--name')).not.toMatch(/killed-dom/);
+  });
+});

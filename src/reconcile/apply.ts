@@ -12,7 +12,7 @@ import type { Virsh } from '../tools/virsh.js';
 import { UserError } from './errors.js';
 import { readInventory, writeInventory } from './inventory.js';
 import type { ExecContext } from './kind.js';
-import type { Action, ActionKind, Plan } from './plan.js';
+import { isChange, type Action, type ActionKind, type Plan } from './plan.js';
 
 export interface ApplyOptions {
   stateDir: string;
@@ -57,7 +57,7 @@ const VERB: Record<ActionKind, [string, string]> = {
 
 export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyResult> {
   if (plan.refusals.length) throw new UserError(`the plan has ${plan.refusals.length} refused change(s); nothing was applied`);
-  const todo = plan.actions.filter((a) => a.kind !== 'no-op');
+  const todo = plan.actions.filter(isChange);
   let client: Virsh | undefined;
   const virsh = () => {
     if (!opts.virsh) throw new Error('this plan needs a libvirt connection');

@@ -3,7 +3,7 @@
 // not stop a deleted volume from coming back). `apply` on the command line stays
 // all-or-nothing, as CI wants.
 import { sourceImage, type DesiredState } from './model.js';
-import type { Plan } from './plan.js';
+import { isChange, type Plan } from './plan.js';
 
 /** What each declared object needs before it can be built: its source image, its pool, a VM's disks. */
 export function declaredDependencies(state: DesiredState): Map<string, string[]> {
@@ -38,6 +38,6 @@ export function withoutRefused(plan: Plan, state: DesiredState): { plan: Plan; b
       }
     }
   }
-  const blocked = plan.actions.filter((a) => a.kind !== 'no-op' && stuck.has(a.id) && stuck.get(a.id) !== a.id).map((a) => ({ id: a.id, because: stuck.get(a.id)! }));
+  const blocked = plan.actions.filter((a) => isChange(a) && stuck.has(a.id) && stuck.get(a.id) !== a.id).map((a) => ({ id: a.id, because: stuck.get(a.id)! }));
   return { plan: { ...plan, refusals: [], actions: plan.actions.filter((a) => !stuck.has(a.id)) }, blocked };
 }

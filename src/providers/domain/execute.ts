@@ -1,5 +1,6 @@
 // Carries out domain actions through virsh: define a new domain (marked as reconcile's in
 // its metadata), attach/update/detach disks, undefine a domain reconcile defined.
+import { failpoint } from '../../failpoint.js';
 import { recordKey, type DomainRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
@@ -25,6 +26,7 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
         await ctx.inventory.forget(key);
         throw e;
       }
+      failpoint('domain-defined');
       const rec: DomainRecord = { type: 'domain', name: op.name, uuid: await domainUuid(v, op.name), status: 'ready', createdAt };
       return { record: [key, rec] };
     }

@@ -79,6 +79,11 @@ export function diffPools(input: {
       continue;
     }
     const obs = found;
+    const rec = inventory.objects[recordKey({ type: 'pool', name: spec.name })];
+    // Recorded as being defined, never finished: a kill -9 between the define and the
+    // record. A pool has nowhere to carry a mark of its maker, so it cannot be told from one
+    // someone else defined under the name: treated as not reconcile's (never pruned).
+    if (rec?.type === 'pool' && rec.status === 'building') out.notes.push(`${id}: an apply was killed while defining it; reconcile cannot tell it from a pool someone else defined, so it treats it as not its own and will never prune it`);
     const rebuild = definitionChanges(want, obs.definition);
     if (rebuild.length) {
       const vols = obs.volumes ? [...obs.volumes.keys()] : [];
@@ -119,11 +124,6 @@ export function diffPools(input: {
     if (changes.length) {
       out.actions.push({ id, resource: 'pool', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [], op });
     } else {
-      const rec = inventory.objects[recordKey({ type: 'pool', name: spec.name })];
-      // Recorded as being defined, never finished: a kill -9 between the define and the
-      // record. A pool has nowhere to carry a mark of its maker, so it cannot be told from one
-      // someone else defined under the name: treated as not reconcile's (never pruned).
-      if (rec?.type === 'pool' && rec.status === 'building') out.notes.push(`${id}: an apply was killed while defining it; reconcile cannot tell it from a pool someone else defined, so it treats it as not its own and will never prune it`);
       const ours = rec?.type === 'pool' && rec.status !== 'building';
       out.actions.push({ id, resource: 'pool', kind: 'no-op', code: ours ? 'in-sync' : 'in-sync-adopted', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: NO_OP });
     }

@@ -1,5 +1,6 @@
 // Carries out pool actions through virsh: define/build/start, redefine and start/stop in
 // place, and undefine (a dir pool's directory removed only if empty: libvirt's rmdir).
+import { failpoint } from '../../failpoint.js';
 import { recordKey, type PoolRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
@@ -36,6 +37,7 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         else await ctx.inventory.forget(key);
         throw e;
       }
+      failpoint('pool-defined');
       const rec: PoolRecord = { type: 'pool', name: op.name, uuid: (await readPool(v, op.name)).uuid, status: 'ready', createdAt };
       await ctx.inventory.set(key, rec);
       if (op.active) {
