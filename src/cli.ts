@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { applyPlan } from './reconcile/apply.js';
 import { listBackups, restore, reverify, runBackup } from './reconcile/backup.js';
 import { checkFailed, checkImages, runningDiskPaths } from './reconcile/check.js';
+import { DURATION_HELP, formatDuration, parseDuration, TIMER_MAX_SECONDS } from './reconcile/durations.js';
 import { formatSize } from './reconcile/sizes.js';
 import { startHttp } from './watch/http.js';
 import { createLogger, defaultLogFormat, type LogFormat } from './watch/log.js';
@@ -52,7 +53,7 @@ Options:
       --detailed-exitcode  plan: exit 0 no changes, 2 changes, 1 error
       --out FILE           plan: also save the plan as JSON for \`apply FILE\`
       --from ID            restore: the backup to restore (see backup list)
-      --interval DUR       watch: reconcile period (30s, 1m, 5m; default 1m)
+      --interval DUR       watch: reconcile period (90s, 5m, 1h30m; default 1m)
       --git URL            watch: read the YAML from this git repository instead of -f
       --ref REF            watch: branch, tag or commit (default main)
       --path DIR           watch: subdirectory of the repository holding the YAML
@@ -183,9 +184,11 @@ function parse(argv: string[]): Args | 'help' | 'version' {
 }
 
 function duration(name: string, v: string): number {
-  const m = /^(\d+)(s|m|h)?$/.exec(v);
-  if (!m || Number(m[1]) === 0) throw new UserError(`--${name} must be a duration such as 30s, 1m or 1h (got ${v})`, EXIT.usage);
-  return Number(m[1]) * ({ s: 1, m: 60, h: 3600 } as Record<string, number>)[m[2] ?? 's']!;
+  const seconds = parseDuration(v);
+  if (typeof seconds !== 'number') throw new UserError(`--${name} must be ${DURATION_HELP} (got ${v})`, EXIT.usage);
+  // The interval is a timer: one longer than a timer can wait would fire at once, in a loop.
+  if (seconds > TIMER_MAX_SECONDS) throw new UserError(`--${name} must be at most ${formatDuration(TIMER_MAX_SECONDS)} (got ${v})`, EXIT.usage);
+  return seconds;
 }
 
 function badLogFormat(v: string): never {
