@@ -7,7 +7,6 @@ import { applyPlan } from './reconcile/apply.js';
 import { listBackups, restore, reverify, runBackup } from './reconcile/backup.js';
 import { checkFailed, checkImages, runningDiskPaths } from './reconcile/check.js';
 import { DURATION_HELP, formatDuration, parseDuration, TIMER_MAX_SECONDS } from './reconcile/durations.js';
-import { formatSize } from './reconcile/sizes.js';
 import { startHttp } from './watch/http.js';
 import { createLogger, defaultLogFormat, type LogFormat } from './watch/log.js';
 import { createMetrics } from './watch/metrics.js';
@@ -20,7 +19,7 @@ import { DEFAULT_STATE_DIR, FileObservationCache } from './reconcile/inventory.j
 import { acquireLock, type Lock } from './reconcile/lock.js';
 import { hasChanges, type Plan } from './reconcile/plan.js';
 import { printable } from './text.js';
-import { renderPlan, renderSummary } from './render.js';
+import { renderBackups, renderCheck, renderPlan, renderSummary } from './render.js';
 import { connect, resolveUri } from './providers/virsh.js';
 import { capacityWarnings, imageStatuses, poolStatuses, renderShow, vmStatuses } from './show.js';
 
@@ -325,10 +324,7 @@ async function cmdCheck(a: Args): Promise<number> {
   }
   const rows = await checkImages(state, p, { repair: a.repair, parallelism: a.parallelism, inUse });
   if (a.output === 'json') print(JSON.stringify(rows, null, 2));
-  else {
-    const w = Math.max(5, ...rows.map((r) => r.name.length));
-    print([`${'IMAGE'.padEnd(w)}  RESULT`, ...rows.map((r) => `${r.name.padEnd(w)}  ${r.result}${r.inUse ? ' [in use by a running domain]' : ''}`)].join('\n'));
-  }
+  else print(renderCheck(rows));
   return checkFailed(rows) ? EXIT.error : EXIT.ok;
 }
 
@@ -339,13 +335,6 @@ function backupSpec(state: Awaited<ReturnType<typeof loadDesiredState>>, name: s
   return spec;
 }
 
-function age(seconds: number): string {
-  if (seconds < 120) return `${seconds}s`;
-  if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
-  if (seconds < 172800) return `${Math.round(seconds / 3600)}h`;
-  return `${Math.round(seconds / 86400)}d`;
-}
-
 async function cmdBackup(a: Args): Promise<number> {
   const [sub, name] = a.rest;
   const state = await loadDesiredState(a.files);
@@ -354,11 +343,7 @@ async function cmdBackup(a: Args): Promise<number> {
     if (name) backupSpec(state, name);
     const rows = await listBackups(a.stateDir, name);
     if (a.output === 'json') print(JSON.stringify(rows, null, 2));
-    else {
-      const table = [['ID', 'VM', 'MODE', 'AGE', 'SIZE', 'VERIFIED'], ...rows.map((r) => [r.id, r.vm, r.mode, age(r.ageSeconds), r.size === undefined ? '(in image)' : r.present ? formatSize(r.size) : 'MISSING', r.verified === undefined ? '-' : r.verified ? 'yes' : 'FAILED'])];
-      const w = table[0]!.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
-      print(table.map((r) => r.map((x, c) => x.padEnd(w[c]!)).join('  ').trimEnd()).join('\n'));
-    }
+    else print(renderBackups(rows));
     return EXIT.ok;
   }
   const spec = backupSpec(state, name);

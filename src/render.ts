@@ -1,7 +1,11 @@
 // Text output for people; --output json prints the same values as JSON instead.
 import type { ApplyResult } from './reconcile/apply.js';
+import type { BackupListing } from './reconcile/backup.js';
+import type { CheckRow } from './reconcile/check.js';
 import type { Action, Plan } from './reconcile/plan.js';
 import { countByKind } from './reconcile/plan.js';
+import { formatSize } from './reconcile/sizes.js';
+import { columns, renderTable } from './table.js';
 import { printable } from './text.js';
 
 const SIGN: Record<Action['kind'], string> = { create: '+', update: '~', replace: '-/+', delete: '-', 'no-op': ' ' };
@@ -50,4 +54,25 @@ export function renderSummary(r: ApplyResult, interrupted?: string): string {
   if (ids('not-started').length) lines.push(`  not started: ${ids('not-started').join(', ')}`);
   if (interrupted) lines.push('Run apply again to finish.');
   return lines.join('\n');
+}
+
+/** `backup list`: one line per backup made. */
+export function renderBackups(rows: BackupListing[]): string {
+  const cols = columns(['ID', 'VM', 'MODE', 'AGE', 'SIZE', 'VERIFIED'], ['AGE', 'SIZE']);
+  return renderTable(cols, rows.map((r) => [
+    r.id, r.vm, r.mode, age(r.ageSeconds), r.size === undefined ? '(in image)' : r.present ? formatSize(r.size) : 'MISSING',
+    r.verified === undefined ? '-' : r.verified ? 'yes' : 'FAILED',
+  ])).join('\n');
+}
+
+function age(seconds: number): string {
+  if (seconds < 120) return `${seconds}s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)}h`;
+  return `${Math.round(seconds / 86400)}d`;
+}
+
+/** `check`: one line per declared image checked. */
+export function renderCheck(rows: CheckRow[]): string {
+  return renderTable(columns(['IMAGE', 'RESULT']), rows.map((r) => [r.name, `${r.result}${r.inUse ? ' [in use by a running domain]' : ''}`])).join('\n');
 }
