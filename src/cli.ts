@@ -100,6 +100,7 @@ const option = {
   prune: () => new Option('--prune', 'delete objects reconcile created that left the YAML'),
   parallelism: () => withDefault(new Option('--parallelism <N>', 'independent actions at once'), DEFAULTS.parallelism),
   lockTimeout: () => withDefault(new Option('--lock-timeout <SECS>', 'how long to wait for another apply on the same state directory (0: fail at once)'), DEFAULTS.lockTimeout),
+  autoApprove: () => new Option('--auto-approve', 'on a terminal, apply a plan that deletes or replaces without asking'),
   noColor: () => new Option('--no-color', 'no color on a terminal either (NO_COLOR=1 does the same)'),
 };
 
@@ -154,7 +155,7 @@ Exit codes: 0 success (no changes), 1 error or refused change, 2 changes present
   action(readsYaml(cli.command('apply').description('make the host match the YAML, or execute a saved plan exactly'))
     .argument('[PLAN.json]', 'a plan saved by `plan --out` (then no -f: the plan embeds its YAML)')
     .addOption(option.allowReplace()).addOption(option.prune())
-    .addOption(option.parallelism()).addOption(option.lockTimeout()).addOption(option.noColor()), 'cmdApply');
+    .addOption(option.parallelism()).addOption(option.lockTimeout()).addOption(option.autoApprove()).addOption(option.noColor()), 'cmdApply');
   action(readsYaml(cli.command('show').description('list declared objects, what exists, and whether it is in sync')), 'cmdShow');
   action(readsYaml(cli.command('check').description('qemu-img check of every declared image (leaks, corruptions)'))
     .addOption(new Option('--repair [scope]', 'repair leaked clusters (=all: also corruptions) of images no running domain uses'))
@@ -198,7 +199,7 @@ Exit codes: 0 success (no changes), 1 error or refused change, 2 changes present
 
 interface Opts {
   file?: string[]; output: string; connect?: string; stateDir: string; allowReplace?: boolean; prune?: boolean; parallelism?: string;
-  lockTimeout?: string; detailedExitcode?: boolean; color?: boolean; out?: string; repair?: string | true; from?: string;
+  lockTimeout?: string; detailedExitcode?: boolean; autoApprove?: boolean; color?: boolean; out?: string; repair?: string | true; from?: string;
   interval?: string; git?: string; ref?: string; path?: string; listen?: string; webhookSecretFile?: string; suspend?: boolean; logFormat?: string;
 }
 
@@ -235,6 +236,7 @@ function toArgs(cmd: Command): Args {
     parallelism: int('parallelism', o.parallelism ?? DEFAULTS.parallelism, 1),
     lockTimeout: int('lock-timeout', o.lockTimeout ?? DEFAULTS.lockTimeout, 0),
     detailedExitcode: o.detailedExitcode ?? false,
+    autoApprove: o.autoApprove ?? false,
     color: o.color ?? true,
     out: o.out,
     repair,

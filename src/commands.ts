@@ -17,6 +17,7 @@ import { acquireLock, type Lock } from './reconcile/lock.js';
 import type { DesiredState } from './reconcile/model.js';
 import { hasChanges, type Plan } from './reconcile/plan.js';
 import { colorsFor } from './colors.js';
+import { askYes, canAsk, needsConsent } from './confirm.js';
 import { printable } from './text.js';
 import { renderBackups, renderCheck, renderPlan, renderSummary } from './render.js';
 import { connect, resolveUri } from './providers/virsh.js';
@@ -37,6 +38,7 @@ export interface Args {
   parallelism: number;
   lockTimeout: number;
   detailedExitcode: boolean;
+  autoApprove: boolean;
   /** false with --no-color */
   color: boolean;
   out?: string;
@@ -102,6 +104,8 @@ export async function cmdApply(a: Args): Promise<number> {
   if (planFile && a.filesGiven) throw new UserError('apply PLAN.json runs the YAML the plan embeds; -f is not taken with it', EXIT.usage);
   return applyDesired(a, {
     command: `apply${planFile ? ` ${planFile}` : ''}`,
+    // A saved plan was reviewed when it was made: it is not shown or asked about again.
+    review: planFile ? 'never' : 'when-destructive',
     input: async (): Promise<ApplyInput> => {
       if (!planFile) return { state: await loadDesiredState(a.files), options: { allowReplace: a.allowReplace, prune: a.prune } };
       const saved: SavedPlan = readSavedPlan(await readFile(planFile, 'utf8'), planFile);
@@ -113,8 +117,8 @@ export async function cmdApply(a: Args): Promise<number> {
   });
 }
 
-/** Plans and applies under the lock. */
-async function applyDesired(a: Args, how: { command: string; input: () => Promise<ApplyInput> }): Promise<number> {
+/** Plans and applies under the lock; the plan is shown when it needs consent, to ask for it. */
+async function applyDesired(a: Args, how: { command: string; review: 'when-destructive' | 'never'; input: () => Promise<ApplyInput> }): Promise<number> {
   const log = progressLog(a);
   // Ctrl-C or SIGTERM: no new action starts, builds in flight are cancelled (their scratch
   // files removed), other actions in flight finish, the lock is released and the summary
@@ -139,7 +143,8 @@ async function applyDesired(a: Args, how: { command: string; input: () => Promis
   // Bad input must change nothing, not even the state directory: validate before locking.
   const { state, options, check } = await how.input();
   const stateDir = a.stateDir;
-  const colors = colorsFor(humanStream(a), a.color);
+  const human = humanStream(a);
+  const colors = colorsFor(human, a.color);
   lock = await acquireLock(stateDir, { timeoutSeconds: a.lockTimeout, command: how.command, log: (m) => process.stderr.write(`${m}\n`) });
   try {
     const cache = await FileObservationCache.open(stateDir);
@@ -154,6 +159,15 @@ async function applyDesired(a: Args, how: { command: string; input: () => Promis
       if (a.output === 'json') print(JSON.stringify({ ok: true, results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0, cancelled: 0, notStarted: 0 } }));
       else print(renderPlan(plan, { colors }));
       return EXIT.ok;
+    }
+    // On a terminal, a plan that loses data is shown and applied only on "yes" (the lock is held
+    // meanwhile, as Terraform holds it, so what is applied is exactly what was shown).
+    const ask = how.review !== 'never' && !a.autoApprove && needsConsent(plan) && canAsk(human);
+    if (ask) {
+      human.write(`${renderPlan(plan, { colors })}\n\n`);
+      const yes = await askYes(human, { signal: stop.signal, onCtrlC: () => onSignal('SIGINT') });
+      if (interrupted) throw notApplied();
+      if (!yes) throw new UserError(`apply cancelled (the answer was not "yes"); nothing was changed`, EXIT.error, { reason: 'cancelled' });
     }
     const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: virshFor(a, plan.connection), signal: stop.signal });
     const ok = !interrupted && !result.counts.failed;

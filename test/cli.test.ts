@@ -1,14 +1,16 @@
 // The command line itself: help per command, one-line usage errors, shell completion, and what
-// changes on a terminal (color).
+// changes on a terminal (color, and a question before a plan that deletes or replaces).
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { cli, cliInTerminal, ROOT, sandboxes } from './helpers.js';
+import { cli, cliInTerminal, qemuInfo, ROOT, sandboxes } from './helpers.js';
 
 const box = sandboxes();
 const VERSION = (JSON.parse(await import('node:fs/promises').then((fs) => fs.readFile(path.join(ROOT, 'package.json'), 'utf8'))) as { version: string }).version;
 const ESC = '\u001b[';
+/** Terminal output without its colors. */
+const plain = (s: string) => s.replace(/\u001b\[\d+m/g, '');
 
 describe('help', () => {
   it('reconcile --help lists every command', async () => {
@@ -22,7 +24,7 @@ describe('help', () => {
     expect(plan.code).toBe(0);
     expect(plan.stdout).toMatch(/^Usage: reconcile plan \[options\]/);
     for (const o of ['--file', '--detailed-exitcode', '--out', '--prune', '--no-color']) expect(plan.stdout).toContain(o);
-    for (const o of ['--from', '--interval', '--repair', '--lock-timeout']) expect(plan.stdout).not.toContain(o);
+    for (const o of ['--from', '--interval', '--repair', '--lock-timeout', '--auto-approve']) expect(plan.stdout).not.toContain(o);
     const check = await cli(['check', '--help']);
     expect(check.stdout).toContain('--repair[=all]');
     const run = await cli(['backup', 'run', '--help']);
@@ -75,7 +77,7 @@ describe('completion', () => {
   it('bash: commands, each command\'s own options, subcommands and option values', async () => {
     expect(await bashOffers('reconcile', '')).toEqual(['validate', 'plan', 'apply', 'show', 'check', 'backup', 'restore', 'watch', 'completion']);
     expect(await bashOffers('reconcile', 'plan', '--d')).toEqual(['--detailed-exitcode']);
-    expect(await bashOffers('reconcile', 'apply', '--')).toEqual(['--file', '--output', '--connect', '--state-dir', '--allow-replace', '--prune', '--parallelism', '--lock-timeout', '--no-color', '--help']);
+    expect(await bashOffers('reconcile', 'apply', '--')).toEqual(['--file', '--output', '--connect', '--state-dir', '--allow-replace', '--prune', '--parallelism', '--lock-timeout', '--auto-approve', '--no-color', '--help']);
     expect(await bashOffers('reconcile', 'backup', '')).toEqual(['run', 'list', 'verify']);
     expect(await bashOffers('reconcile', 'backup', 'verify', '--lo')).toEqual(['--lock-timeout']);
     expect(await bashOffers('reconcile', 'check', '--rep')).toEqual(['--repair', '--repair=all']);
@@ -105,5 +107,57 @@ describe('on a terminal', () => {
     expect((await sb.runInTerminal('', 'plan', '--no-color')).stdout).not.toContain(ESC);
     expect((await cliInTerminal(['plan', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], '', { NO_COLOR: '1' })).stdout).not.toContain(ESC);
     expect((await sb.run('plan')).stdout).not.toContain(ESC);
+  });
+
+  it('apply asks before a plan that deletes: only "yes" applies it; --auto-approve and a plan without deletes do not ask', async () => {
+    const sb = await box('prompt');
+    await sb.yaml(`${PLANNED}  gone: { path: $DIR/gone.qcow2, size: 1M }\n`);
+    // Only creates: nothing to ask.
+    const first = await sb.runInTerminal('', 'apply');
+    expect(first.code, first.stdout).toBe(0);
+    expect(first.stdout).not.toContain('Apply these changes?');
+    const grown = PLANNED.replace('size: 1M', 'size: 2M');
+    await sb.yaml(grown);
+    const no = await sb.runInTerminal('no\n', 'apply', '--prune');
+    expect(no.code, no.stdout).toBe(1);
+    expect(plain(no.stdout)).toMatch(/~ images\.keep +update +size 1 MiB -> 2 MiB\n {6}size: 1 MiB -> 2 MiB\n/);
+    expect(plain(no.stdout)).toMatch(/- inventory:\S+gone\.qcow2 +delete/);
+    expect(no.stdout).toContain('Apply these changes? Only "yes" is accepted:');
+    expect(no.stdout).toContain('apply cancelled (the answer was not "yes"); nothing was changed');
+    expect(existsSync(path.join(sb.dir, 'gone.qcow2'))).toBe(true);
+    expect((await qemuInfo(path.join(sb.dir, 'keep.qcow2')))['virtual-size']).toBe(1024 ** 2);
+
+    const yes = await sb.runInTerminal('yes\n', 'apply', '--prune');
+    expect(yes.code, yes.stdout).toBe(0);
+    expect(yes.stdout).toContain('Apply complete: 0 created, 1 updated, 0 replaced, 1 deleted.');
+    expect(existsSync(path.join(sb.dir, 'gone.qcow2'))).toBe(false);
+
+    await sb.yaml(`${grown}  gone: { path: $DIR/gone.qcow2, size: 1M }\n`);
+    expect((await sb.run('apply')).code).toBe(0);
+    await sb.yaml(grown);
+    const approved = await sb.runInTerminal('', 'apply', '--prune', '--auto-approve');
+    expect(approved.code, approved.stdout).toBe(0);
+    expect(approved.stdout).not.toContain('Apply these changes?');
+    expect(existsSync(path.join(sb.dir, 'gone.qcow2'))).toBe(false);
+  });
+
+  it('without a terminal --prune is the consent, and a saved plan was reviewed when it was made', async () => {
+    const sb = await box('consent');
+    await sb.yaml(`${PLANNED}  gone: { path: $DIR/gone.qcow2, size: 1M }\n`);
+    expect((await sb.run('apply')).code).toBe(0);
+    await sb.yaml(PLANNED);
+    const planFile = path.join(sb.dir, 'plan.json');
+    expect((await sb.run('plan', '--prune', '--out', planFile)).code).toBe(0);
+    const saved = await sb.runInTerminal('', 'apply', planFile);
+    expect(saved.code, saved.stdout).toBe(0);
+    expect(saved.stdout).not.toContain('Apply these changes?');
+    expect(existsSync(path.join(sb.dir, 'gone.qcow2'))).toBe(false);
+
+    await sb.yaml(`${PLANNED}  gone: { path: $DIR/gone.qcow2, size: 1M }\n`);
+    expect((await sb.run('apply')).code).toBe(0);
+    await sb.yaml(PLANNED);
+    const piped = await sb.run('apply', '--prune');
+    expect(piped.code, piped.stderr).toBe(0);
+    expect(existsSync(path.join(sb.dir, 'gone.qcow2'))).toBe(false);
   });
 });
