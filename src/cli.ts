@@ -123,7 +123,7 @@ function program(run: Run): Command {
     .configureOutput({ outputError: () => {} })
     .addHelpText('after', `
 Exit codes: 0 success (no changes), 1 error or refused change, 2 changes present
-(plan --detailed-exitcode), 64 usage error, 130/143 apply interrupted (SIGINT/SIGTERM).`);
+(plan --detailed-exitcode), 64 usage error, 130/143 apply or destroy interrupted (SIGINT/SIGTERM).`);
   const action = (cmd: Command, name: CommandName) => cmd.action(async (...params: unknown[]) => {
     const self = params[params.length - 1] as Command;
     run.args = toArgs(self);
@@ -156,6 +156,8 @@ Exit codes: 0 success (no changes), 1 error or refused change, 2 changes present
     .argument('[PLAN.json]', 'a plan saved by `plan --out` (then no -f: the plan embeds its YAML)')
     .addOption(option.allowReplace()).addOption(option.prune())
     .addOption(option.parallelism()).addOption(option.lockTimeout()).addOption(option.autoApprove()).addOption(option.noColor()), 'cmdApply');
+  action(readsYaml(cli.command('destroy').description('delete everything reconcile created (the inventory of the state directory), with the guards of --prune'))
+    .addOption(option.parallelism()).addOption(option.lockTimeout()).addOption(option.autoApprove()).addOption(option.noColor()), 'cmdDestroy');
   action(readsYaml(cli.command('show').description('list declared objects, what exists, and whether it is in sync')), 'cmdShow');
   action(readsYaml(cli.command('check').description('qemu-img check of every declared image (leaks, corruptions)'))
     .addOption(new Option('--repair [scope]', 'repair leaked clusters (=all: also corruptions) of images no running domain uses'))

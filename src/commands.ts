@@ -9,6 +9,7 @@ import { createLogger, defaultLogFormat, type LogFormat } from './watch/log.js';
 import { createMetrics } from './watch/metrics.js';
 import { WatchService } from './watch/service.js';
 import { desiredStateFrom, loadDesiredState } from './reconcile/config.js';
+import { nothingDeclared } from './reconcile/destroy.js';
 import { makePlan, planWithObservations } from './reconcile/engine.js';
 import { checkSameAsFresh, checkStateDir, readSavedPlan, type SavedPlan } from './reconcile/saved-plan.js';
 import { EXIT, UserError } from './reconcile/errors.js';
@@ -103,6 +104,7 @@ export async function cmdApply(a: Args): Promise<number> {
   const planFile = a.rest[0];
   if (planFile && a.filesGiven) throw new UserError('apply PLAN.json runs the YAML the plan embeds; -f is not taken with it', EXIT.usage);
   return applyDesired(a, {
+    verb: 'apply',
     command: `apply${planFile ? ` ${planFile}` : ''}`,
     // A saved plan was reviewed when it was made: it is not shown or asked about again.
     review: planFile ? 'never' : 'when-destructive',
@@ -117,8 +119,21 @@ export async function cmdApply(a: Args): Promise<number> {
   });
 }
 
-/** Plans and applies under the lock; the plan is shown when it needs consent, to ask for it. */
-async function applyDesired(a: Args, how: { command: string; review: 'when-destructive' | 'never'; input: () => Promise<ApplyInput> }): Promise<number> {
+/** `destroy`: everything reconcile created (its inventory), as prune with nothing declared. */
+export async function cmdDestroy(a: Args): Promise<number> {
+  return applyDesired(a, {
+    verb: 'destroy',
+    command: 'destroy',
+    review: 'always',
+    input: async () => ({ state: nothingDeclared(await loadDesiredState(a.files)), options: { allowReplace: false, prune: true } }),
+  });
+}
+
+/**
+ * Plans and applies under the lock; apply and destroy differ only in their input and in when
+ * the plan is shown (destroy: always; apply: when it needs consent, to ask for it).
+ */
+async function applyDesired(a: Args, how: { verb: 'apply' | 'destroy'; command: string; review: 'always' | 'when-destructive' | 'never'; input: () => Promise<ApplyInput> }): Promise<number> {
   const log = progressLog(a);
   // Ctrl-C or SIGTERM: no new action starts, builds in flight are cancelled (their scratch
   // files removed), other actions in flight finish, the lock is released and the summary
@@ -163,16 +178,16 @@ async function applyDesired(a: Args, how: { command: string; review: 'when-destr
     // On a terminal, a plan that loses data is shown and applied only on "yes" (the lock is held
     // meanwhile, as Terraform holds it, so what is applied is exactly what was shown).
     const ask = how.review !== 'never' && !a.autoApprove && needsConsent(plan) && canAsk(human);
+    if (ask || (how.review === 'always' && a.output === 'text')) human.write(`${renderPlan(plan, { colors })}\n\n`);
     if (ask) {
-      human.write(`${renderPlan(plan, { colors })}\n\n`);
       const yes = await askYes(human, { signal: stop.signal, onCtrlC: () => onSignal('SIGINT') });
       if (interrupted) throw notApplied();
-      if (!yes) throw new UserError(`apply cancelled (the answer was not "yes"); nothing was changed`, EXIT.error, { reason: 'cancelled' });
+      if (!yes) throw new UserError(`${how.verb} cancelled (the answer was not "yes"); nothing was changed`, EXIT.error, { reason: 'cancelled' });
     }
     const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: virshFor(a, plan.connection), signal: stop.signal });
     const ok = !interrupted && !result.counts.failed;
     const outcome = ok ? { ok } : { ok, reason: interrupted ? 'interrupted' : 'failed', ...(interrupted ? { interrupted } : {}) };
-    print(a.output === 'json' ? JSON.stringify({ ...outcome, ...result }, null, 2) : renderSummary(result, interrupted));
+    print(a.output === 'json' ? JSON.stringify({ ...outcome, ...result }, null, 2) : renderSummary(result, interrupted, how.verb));
     if (a.output === 'text' && plan.notes.length) print(['', 'Notes:', ...plan.notes.map((n) => `  ${printable(n)}`)].join('\n'));
     if (interrupted) return interruptedCode();
     return result.counts.failed ? EXIT.error : EXIT.ok;

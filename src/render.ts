@@ -62,12 +62,14 @@ export function renderPlan(plan: Plan, opts: { showNoop?: boolean; colors?: Colo
   return lines.join('\n').replace(/^\n/, '');
 }
 
-export function renderSummary(r: ApplyResult, interrupted?: string): string {
+/** The closing lines of an apply (or a destroy: `verb`). */
+export function renderSummary(r: ApplyResult, interrupted?: string, verb: 'apply' | 'destroy' = 'apply'): string {
   const c = r.counts;
+  const Verb = verb === 'apply' ? 'Apply' : 'Destroy';
   const body = `${c.created} created, ${c.updated} updated, ${c.replaced} replaced, ${c.deleted} deleted`;
   const lines: string[] = [];
-  if (interrupted) lines.push(`Apply interrupted by ${interrupted}: ${body}${c.failed ? `, ${c.failed} failed` : ''}.`);
-  else lines.push(c.failed ? `Apply failed: ${c.failed} action(s) did not complete; ${body}.` : `Apply complete: ${body}.`);
+  if (interrupted) lines.push(`${Verb} interrupted by ${interrupted}: ${body}${c.failed ? `, ${c.failed} failed` : ''}.`);
+  else lines.push(c.failed ? `${Verb} failed: ${c.failed} action(s) did not complete; ${body}.` : `${Verb} complete: ${body}.`);
   // What did not complete, again at the end: in a long log the first FAILED line scrolls away.
   for (const x of r.results) {
     if (x.status === 'failed') lines.push(`  ${printable(x.id)}: FAILED: ${printable(x.error ?? '')}`);
@@ -76,7 +78,7 @@ export function renderSummary(r: ApplyResult, interrupted?: string): string {
   const ids = (s: string) => r.results.filter((x) => x.status === s).map((x) => printable(x.id));
   if (ids('cancelled').length) lines.push(`  cancelled in flight (built again by the next apply): ${ids('cancelled').join(', ')}`);
   if (ids('not-started').length) lines.push(`  not started: ${ids('not-started').join(', ')}`);
-  if (interrupted) lines.push('Run apply again to finish.');
+  if (interrupted) lines.push(`Run ${verb} again to finish.`);
   return lines.join('\n');
 }
 

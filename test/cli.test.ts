@@ -16,7 +16,7 @@ describe('help', () => {
   it('reconcile --help lists every command', async () => {
     const r = await cli(['--help']);
     expect(r.code).toBe(0);
-    for (const c of ['validate', 'plan', 'apply', 'show', 'check', 'backup', 'restore', 'watch', 'completion']) expect(r.stdout).toMatch(new RegExp(`^  ${c}\\b`, 'm'));
+    for (const c of ['validate', 'plan', 'apply', 'destroy', 'show', 'check', 'backup', 'restore', 'watch', 'completion']) expect(r.stdout).toMatch(new RegExp(`^  ${c}\\b`, 'm'));
   });
 
   it('a command\'s --help shows its own options only', async () => {
@@ -38,11 +38,11 @@ describe('help', () => {
 
 describe('usage errors', () => {
   const cases: [argv: string[], message: RegExp, help: string][] = [
-    [[], /^reconcile: missing command \(validate, plan, apply, show,/, 'reconcile'],
+    [[], /^reconcile: missing command \(validate, plan, apply, destroy,/, 'reconcile'],
     [['frobnicate'], /^reconcile: unknown command "frobnicate" \(commands: validate,/, 'reconcile'],
     [['-f', 'x.yaml', 'plan'], /^reconcile: unknown option -f \(options go after the command: `reconcile COMMAND -f`\)/, 'reconcile'],
-    [['validate', '--prune'], /^reconcile: --prune: not an option of `validate`/, 'reconcile validate'],
-    [['show', 'x'], /^reconcile: `show` takes no argument \(got "x"\)/, 'reconcile show'],
+    [['destroy', '--prune'], /^reconcile: --prune: not an option of `destroy`/, 'reconcile destroy'],
+    [['destroy', 'x'], /^reconcile: `destroy` takes no argument \(got "x"\)/, 'reconcile destroy'],
     [['apply', 'a.json', 'b.json'], /^reconcile: `apply` takes \[PLAN\.json\] \(got "a\.json" "b\.json"\)/, 'reconcile apply'],
     [['backup', 'run'], /^reconcile: `backup run` takes NAME: a backup schedule declared under backups:/, 'reconcile backup run'],
     [['backup', 'prune', 'x'], /^reconcile: `backup` takes run NAME \| list \[NAME\] \| verify NAME \(got "prune" "x"\)/, 'reconcile backup'],
@@ -75,9 +75,9 @@ describe('completion', () => {
   };
 
   it('bash: commands, each command\'s own options, subcommands and option values', async () => {
-    expect(await bashOffers('reconcile', '')).toEqual(['validate', 'plan', 'apply', 'show', 'check', 'backup', 'restore', 'watch', 'completion']);
+    expect(await bashOffers('reconcile', '')).toEqual(['validate', 'plan', 'apply', 'destroy', 'show', 'check', 'backup', 'restore', 'watch', 'completion']);
     expect(await bashOffers('reconcile', 'plan', '--d')).toEqual(['--detailed-exitcode']);
-    expect(await bashOffers('reconcile', 'apply', '--')).toEqual(['--file', '--output', '--connect', '--state-dir', '--allow-replace', '--prune', '--parallelism', '--lock-timeout', '--auto-approve', '--no-color', '--help']);
+    expect(await bashOffers('reconcile', 'destroy', '--')).toEqual(['--file', '--output', '--connect', '--state-dir', '--parallelism', '--lock-timeout', '--auto-approve', '--no-color', '--help']);
     expect(await bashOffers('reconcile', 'backup', '')).toEqual(['run', 'list', 'verify']);
     expect(await bashOffers('reconcile', 'backup', 'verify', '--lo')).toEqual(['--lock-timeout']);
     expect(await bashOffers('reconcile', 'check', '--rep')).toEqual(['--repair', '--repair=all']);
@@ -90,7 +90,7 @@ describe('completion', () => {
     const script = (await cli(['completion', 'zsh'])).stdout;
     await execa('zsh', ['-n'], { input: script });
     expect(script).toMatch(/^#compdef reconcile$/m);
-    for (const fn of ['_reconcile_plan', '_reconcile_apply', '_reconcile_backup_run']) expect(script).toContain(`${fn}() {`);
+    for (const fn of ['_reconcile_plan', '_reconcile_destroy', '_reconcile_backup_run']) expect(script).toContain(`${fn}() {`);
     expect(script).toContain(`'--detailed-exitcode[exit 0 when there is nothing to do, 2 when there are changes, 1 on error]'`);
   });
 });

@@ -1,6 +1,7 @@
 // examples/storage.yaml is real: it validates, applies (into a scratch directory and a
-// private libvirtd), and a second apply changes nothing.
-import { readFile } from 'node:fs/promises';
+// private libvirtd), a second apply changes nothing, and destroy removes all of it.
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
@@ -13,7 +14,7 @@ afterAll(async () => {
   await sb?.cleanup();
 });
 
-it('the example applies and a second apply changes nothing', async () => {
+it('the example applies, a second apply changes nothing, and destroy removes it', async () => {
   lv = await startPrivateLibvirtd();
   sb = await sandbox('example', { libvirt: lv });
   const text = await readFile(path.join(ROOT, 'examples', 'storage.yaml'), 'utf8');
@@ -30,4 +31,13 @@ it('the example applies and a second apply changes nothing', async () => {
   expect(domain).toMatch(/cache='writeback' io='threads'/);
   const second = await sb.run('plan', '--detailed-exitcode');
   expect(second.code).toBe(0);
+
+  const destroyed = await sb.run('destroy');
+  expect(destroyed.code, destroyed.stdout + destroyed.stderr).toBe(0);
+  expect(destroyed.stdout).toMatch(/Destroy complete: 0 created, 0 updated, 0 replaced, 10 deleted\./);
+  expect(await virsh(lv, 'list', '--all', '--name')).not.toMatch(/vr-demo/);
+  expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/vr-demo/);
+  expect(existsSync(path.join(sb.dir, 'vr-demo-pool'))).toBe(false);
+  expect((await readdir(path.join(sb.dir, 'vr-demo'), { recursive: true })).filter((f) => !f.endsWith('export'))).toEqual([]);
+  expect((await sb.run('destroy')).stdout).toMatch(/^No changes\./m);
 });
