@@ -1,45 +1,75 @@
 // Text output for people; --output json prints the same values as JSON instead.
 import type { ApplyResult } from './reconcile/apply.js';
+import type { BackupListing } from './reconcile/backup.js';
+import type { CheckRow } from './reconcile/check.js';
 import type { Action, Plan } from './reconcile/plan.js';
-import { countByKind } from './reconcile/plan.js';
+import { countByKind, isDestructive } from './reconcile/plan.js';
+import { NO_COLORS, type Colors } from './colors.js';
+import { formatSize } from './reconcile/sizes.js';
+import { columns, renderTable } from './table.js';
 import { printable } from './text.js';
 
 const SIGN: Record<Action['kind'], string> = { create: '+', update: '~', replace: '-/+', delete: '-', 'no-op': ' ' };
 
-export function renderPlan(plan: Plan, opts: { showNoop?: boolean } = {}): string {
+/** What a person must notice first: whatever loses data is red, whatever only adds is green. */
+function actionColor(a: Action, c: Colors): (s: string) => string {
+  if (isDestructive(a)) return c.red;
+  if (a.kind === 'create') return c.green;
+  if (a.kind === 'update') return c.yellow;
+  return (s) => s;
+}
+
+/**
+ * The per-field changes under an action line, as Terraform prints them: `+ field: value` for a
+ * value that is new, `- field: value` for one that goes, `field: from -> to` otherwise.
+ */
+function changeLines(a: Action, c: Colors): string[] {
+  return a.changes.map((ch) => {
+    const [field, from, to] = [printable(ch.field), printable(ch.from), printable(ch.to)];
+    if (ch.from === '') return `      ${c.green('+')} ${field}: ${to}`;
+    if (ch.to === '') return `      ${c.red('-')} ${field}: ${from}`;
+    return `      ${field}: ${from} -> ${to}`;
+  });
+}
+
+export function renderPlan(plan: Plan, opts: { showNoop?: boolean; colors?: Colors } = {}): string {
+  const c = opts.colors ?? NO_COLORS;
   const lines: string[] = [];
   const shown = plan.actions.filter((a) => a.kind !== 'no-op' || opts.showNoop);
   const width = Math.max(0, ...shown.map((a) => printable(a.id).length));
   for (const a of shown) {
-    const flag = a.destructive ? '   [destructive]' : '';
-    lines.push(`  ${SIGN[a.kind].padStart(3)} ${printable(a.id).padEnd(width)}  ${a.kind.padEnd(7)}  ${printable(a.reason)}${flag}`);
+    const flag = a.destructive ? `   ${c.bold(c.red('[destructive]'))}` : '';
+    lines.push(`  ${actionColor(a, c)(`${SIGN[a.kind].padStart(3)} ${printable(a.id).padEnd(width)}  ${a.kind.padEnd(7)}`)}  ${printable(a.reason)}${flag}`);
+    lines.push(...changeLines(a, c));
   }
   if (plan.refusals.length) {
-    lines.push('', 'Refused (nothing will be applied until these are resolved):');
-    for (const r of plan.refusals) lines.push(`  ${printable(r.id)}: ${printable(r.message)}`);
+    lines.push('', c.red('Refused (nothing will be applied until these are resolved):'));
+    for (const r of plan.refusals) lines.push(`  ${c.red(printable(r.id))}: ${printable(r.message)}`);
   }
   if (plan.notes.length) {
     lines.push('', 'Notes:');
     for (const n of plan.notes) lines.push(`  ${printable(n)}`);
   }
-  const c = countByKind(plan.actions);
+  const n = countByKind(plan.actions);
   lines.push('');
   if (plan.refusals.length) {
-    lines.push(`Plan refused: ${plan.refusals.length} change(s) cannot be made; ${c.create} to create, ${c.update} to update, ${c.replace} to replace, ${c.delete} to delete, none applied until the refusals are resolved.`);
-  } else if (c.create + c.update + c.replace + c.delete === 0) {
-    lines.push(`No changes. The host matches the desired state (${c['no-op']} object(s) in sync).`);
+    lines.push(c.red(`Plan refused: ${plan.refusals.length} change(s) cannot be made; ${n.create} to create, ${n.update} to update, ${n.replace} to replace, ${n.delete} to delete, none applied until the refusals are resolved.`));
+  } else if (n.create + n.update + n.replace + n.delete === 0) {
+    lines.push(`No changes. The host matches the desired state (${n['no-op']} object(s) in sync).`);
   } else {
-    lines.push(`Plan: ${c.create} to create, ${c.update} to update, ${c.replace} to replace, ${c.delete} to delete; ${c['no-op']} in sync.`);
+    lines.push(`Plan: ${n.create} to create, ${n.update} to update, ${n.replace} to replace, ${n.delete} to delete; ${n['no-op']} in sync.`);
   }
   return lines.join('\n').replace(/^\n/, '');
 }
 
-export function renderSummary(r: ApplyResult, interrupted?: string): string {
+/** The closing lines of an apply (or a destroy: `verb`). */
+export function renderSummary(r: ApplyResult, interrupted?: string, verb: 'apply' | 'destroy' = 'apply'): string {
   const c = r.counts;
+  const Verb = verb === 'apply' ? 'Apply' : 'Destroy';
   const body = `${c.created} created, ${c.updated} updated, ${c.replaced} replaced, ${c.deleted} deleted`;
   const lines: string[] = [];
-  if (interrupted) lines.push(`Apply interrupted by ${interrupted}: ${body}${c.failed ? `, ${c.failed} failed` : ''}.`);
-  else lines.push(c.failed ? `Apply failed: ${c.failed} action(s) did not complete; ${body}.` : `Apply complete: ${body}.`);
+  if (interrupted) lines.push(`${Verb} interrupted by ${interrupted}: ${body}${c.failed ? `, ${c.failed} failed` : ''}.`);
+  else lines.push(c.failed ? `${Verb} failed: ${c.failed} action(s) did not complete; ${body}.` : `${Verb} complete: ${body}.`);
   // What did not complete, again at the end: in a long log the first FAILED line scrolls away.
   for (const x of r.results) {
     if (x.status === 'failed') lines.push(`  ${printable(x.id)}: FAILED: ${printable(x.error ?? '')}`);
@@ -48,6 +78,27 @@ export function renderSummary(r: ApplyResult, interrupted?: string): string {
   const ids = (s: string) => r.results.filter((x) => x.status === s).map((x) => printable(x.id));
   if (ids('cancelled').length) lines.push(`  cancelled in flight (built again by the next apply): ${ids('cancelled').join(', ')}`);
   if (ids('not-started').length) lines.push(`  not started: ${ids('not-started').join(', ')}`);
-  if (interrupted) lines.push('Run apply again to finish.');
+  if (interrupted) lines.push(`Run ${verb} again to finish.`);
   return lines.join('\n');
+}
+
+/** `backup list`: one line per backup made. */
+export function renderBackups(rows: BackupListing[]): string {
+  const cols = columns(['ID', 'VM', 'MODE', 'AGE', 'SIZE', 'VERIFIED'], ['AGE', 'SIZE']);
+  return renderTable(cols, rows.map((r) => [
+    r.id, r.vm, r.mode, age(r.ageSeconds), r.size === undefined ? '(in image)' : r.present ? formatSize(r.size) : 'MISSING',
+    r.verified === undefined ? '-' : r.verified ? 'yes' : 'FAILED',
+  ])).join('\n');
+}
+
+function age(seconds: number): string {
+  if (seconds < 120) return `${seconds}s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)}h`;
+  return `${Math.round(seconds / 86400)}d`;
+}
+
+/** `check`: one line per declared image checked. */
+export function renderCheck(rows: CheckRow[]): string {
+  return renderTable(columns(['IMAGE', 'RESULT']), rows.map((r) => [r.name, `${r.result}${r.inUse ? ' [in use by a running domain]' : ''}`])).join('\n');
 }

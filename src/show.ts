@@ -4,6 +4,7 @@ import type { PlanWithObservations } from './reconcile/engine.js';
 import { imageRecordFor, recordKey, sameFile, volumeIsOurs } from './reconcile/inventory.js';
 import { LUN_POOLS, type DesiredState } from './reconcile/model.js';
 import { formatSize } from './reconcile/sizes.js';
+import { columns, renderTable } from './table.js';
 import { printable } from './text.js';
 import { present } from './providers/observe.js';
 
@@ -120,44 +121,39 @@ export function capacityWarnings(pools: PoolStatus[]): string[] {
   return pools.filter((x) => x.overAlert).map((x) => `warning: pool ${x.name} is ${x.usedPercent}% allocated, over its capacityAlert of ${x.capacityAlert}% (${formatSize(x.available ?? 0).replace(/ \(.*\)$/, '')} available)`);
 }
 
-function table(input: string[][]): string[] {
-  const rows = input.map((r) => r.map(printable));
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd());
-}
-
 const size = (n?: number) => (n === undefined ? '-' : formatSize(n).replace(/ \(.*\)$/, ''));
 
 export function renderShow(pools: PoolStatus[], images: ImageStatus[], vms: VmStatus[], notes: string[]): string {
   const lines: string[] = [];
   if (pools.length) {
-    const rows = [['POOL', 'TYPE', 'STATE', 'AUTOSTART', 'CAPACITY', 'ALLOCATION', 'AVAILABLE', 'USED', 'VOLUMES', 'OWNER', 'STATUS']];
-    for (const x of pools) {
+    const cols = columns(['POOL', 'TYPE', 'STATE', 'AUTOSTART', 'CAPACITY', 'ALLOCATION', 'AVAILABLE', 'USED', 'VOLUMES', 'OWNER', 'STATUS'], ['CAPACITY', 'ALLOCATION', 'AVAILABLE', 'VOLUMES']);
+    const rows = pools.map((x) => {
       const bar = x.usedPercent === undefined ? '-' : `${x.usedPercent}%${x.capacityAlert !== undefined ? ` (alert ${x.capacityAlert}%)` : ''}${x.overAlert ? ' OVER' : ''}`;
-      rows.push([
+      return [
         x.name, x.type, x.exists ? (x.active ? 'active' : 'inactive') : 'absent', x.exists ? (x.autostart ? 'yes' : 'no') : '-',
         size(x.capacity), size(x.allocation), size(x.available), bar, x.volumes === undefined ? '-' : String(x.volumes), x.owner,
         x.status + (x.detail ? `: ${x.detail}` : ''),
-      ]);
-    }
-    lines.push(...table(rows), '');
+      ];
+    });
+    lines.push(...renderTable(cols, rows), '');
   }
-  const rows = [['IMAGE', 'WHERE', 'FORMAT', 'SIZE', 'ALLOCATED', 'OWNER', 'STATUS']];
-  for (const i of images) {
-    rows.push([i.name, i.where, i.format ?? '-', size(i.virtualSize), size(i.allocated), i.owner, i.status + (i.detail ? `: ${i.detail}` : '')]);
+  if (images.length) {
+    const cols = columns(['IMAGE', 'WHERE', 'FORMAT', 'SIZE', 'ALLOCATED', 'OWNER', 'STATUS'], ['SIZE', 'ALLOCATED']);
+    const rows = images.map((i) => [i.name, i.where, i.format ?? '-', size(i.virtualSize), size(i.allocated), i.owner, i.status + (i.detail ? `: ${i.detail}` : '')]);
+    lines.push(...renderTable(cols, rows));
   }
-  if (images.length) lines.push(...table(rows));
   if (vms.length) {
-    const vrows = [['VM', 'STATE', 'OWNER', 'DISK', 'SOURCE', 'BUS', 'CACHE', 'IO', 'DISCARD', 'ATTACHED', 'STATUS']];
+    const cols = columns(['VM', 'STATE', 'OWNER', 'DISK', 'SOURCE', 'BUS', 'CACHE', 'IO', 'DISCARD', 'ATTACHED', 'STATUS']);
+    const rows: string[][] = [];
     for (const v of vms) {
       const status = v.status + (v.detail ? `: ${v.detail}` : '');
-      if (!v.disks.length) vrows.push([v.name, v.state, v.owner, '-', '-', '-', '-', '-', '-', '-', status]);
-      v.disks.forEach((d, i) => vrows.push([
+      if (!v.disks.length) rows.push([v.name, v.state, v.owner, '-', '-', '-', '-', '-', '-', '-', status]);
+      v.disks.forEach((d, i) => rows.push([
         i ? '' : v.name, i ? '' : v.state, i ? '' : v.owner, d.target, d.source, d.bus, d.cache ?? 'default', d.io ?? 'default',
         d.discard ?? 'default', d.ours ? 'reconcile' : 'adopted', i ? '' : status,
       ]));
     }
-    lines.push('', ...table(vrows));
+    lines.push('', ...renderTable(cols, rows));
   }
   const warnings = capacityWarnings(pools);
   if (warnings.length || notes.length) lines.push('', ...warnings.map(printable), ...notes.map(printable));

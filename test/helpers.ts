@@ -22,6 +22,8 @@ export interface Sandbox {
   trace: string;
   /** runs `reconcile ARGS -f <dir>/storage.yaml --state-dir <dir>/state` */
   run(...args: string[]): Promise<CliResult>;
+  /** the same, on a terminal (stdin and stdout a pty) typing `input`; stdout and stderr both arrive in stdout */
+  runInTerminal(input: string, ...args: string[]): Promise<CliResult>;
   /** the process argv lines the last run(s) spawned, since the last call of resetTrace */
   spawned(): Promise<string[][]>;
   resetTrace(): Promise<void>;
@@ -38,17 +40,19 @@ export async function sandbox(name: string, opts: SandboxOptions = {}): Promise<
   const dir = await mkdtemp(path.join(tmpdir(), `vr-${name}-`));
   const stateDir = path.join(dir, 'state');
   const trace = path.join(dir, 'trace.jsonl');
+  const withSandbox = (args: string[]) => {
+    // `apply PLAN.json` runs the YAML the plan embeds and takes no -f.
+    const planFile = args[0] === 'apply' && args[1]?.endsWith('.json');
+    const full = [...args, ...(args.includes('-f') || planFile ? [] : ['-f', path.join(dir, 'storage.yaml')]), '--state-dir', stateDir];
+    if (opts.libvirt) full.push('--connect', opts.libvirt.uri);
+    return full;
+  };
   const sb: Sandbox = {
     dir,
     stateDir,
     trace,
-    run: (...args) => {
-      // `apply PLAN.json` runs the YAML the plan embeds and takes no -f.
-      const planFile = args[0] === 'apply' && args[1]?.endsWith('.json');
-      const full = [...args, ...(args.includes('-f') || planFile ? [] : ['-f', path.join(dir, 'storage.yaml')]), '--state-dir', stateDir];
-      if (opts.libvirt) full.push('--connect', opts.libvirt.uri);
-      return cli(full, { VIRT_RECONCILE_TRACE: trace }, opts.libvirt?.nsenter);
-    },
+    run: (...args) => cli(withSandbox(args), { VIRT_RECONCILE_TRACE: trace }, opts.libvirt?.nsenter),
+    runInTerminal: (input, ...args) => cliInTerminal(withSandbox(args), input, { VIRT_RECONCILE_TRACE: trace }, opts.libvirt?.nsenter),
     spawned: async () => (await readFile(trace, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as string[]),
     resetTrace: () => rm(trace, { force: true }),
     yaml: async (text, file = 'storage.yaml') => {
@@ -92,6 +96,19 @@ export async function cli(args: string[], env: Record<string, string> = {}, pref
   const argv = [...prefix, 'node', CLI, ...args];
   const r = await execa(argv[0]!, argv.slice(1), { reject: false, env: { ...env }, cwd: ROOT });
   return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
+/**
+ * Runs the CLI on a pseudo-terminal (util-linux `script`), as a person at a terminal does:
+ * stdin and stdout are a tty, `input` is typed. The terminal merges stdout and stderr and ends
+ * lines with CRLF; they are returned as stdout with LF.
+ */
+export async function cliInTerminal(args: string[], input: string, env: Record<string, string> = {}, prefix: string[] = []): Promise<CliResult> {
+  const sh = (a: string) => `'${a.replaceAll("'", "'\\''")}'`;
+  const command = [...prefix, 'node', CLI, ...args].map(sh).join(' ');
+  const { NO_COLOR: _, ...inherited } = process.env;
+  const r = await execa('script', ['-qec', command, '/dev/null'], { reject: false, input, cwd: ROOT, extendEnv: false, env: { ...inherited, TERM: 'xterm', ...env } });
+  return { code: r.exitCode ?? -1, stdout: String(r.stdout).replace(/\r\n/g, '\n'), stderr: String(r.stderr) };
 }
 
 /** qemu-img's own view of a file, read independently of the provider under test. */

@@ -132,7 +132,8 @@ describe('command-line usage', () => {
       const r = await cli(argv);
       expect(r.code, argv.join(' ')).toBe(64);
       expect(r.stderr).toMatch(want);
-      expect(r.stderr).toMatch(/See `reconcile --help`\.$/);
+      // One line, then where the command's own help is.
+      expect(r.stderr).toMatch(new RegExp(`^reconcile: [^\\n]+\\nSee \`reconcile ${argv[0]!.startsWith('-') ? '' : `${argv[0]} `}--help\`\\.$`));
       expect(r.stderr).not.toMatch(/^Commands:/m);
     }
   });

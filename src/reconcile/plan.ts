@@ -45,8 +45,11 @@ export interface Action<Op extends Operation = Operation> {
 }
 
 export const isReplace = (a: Pick<Action, 'kind'>) => a.kind === 'replace';
-/** Loses data or deletes an object: shown in red, and a terminal asks before applying it. */
-export const isDestructive = (a: Pick<Action, 'kind' | 'destructive'>) => a.destructive;
+/**
+ * Loses data, or deletes or replaces an object (even one only forgotten): shown in red, and
+ * on a terminal apply asks before doing it.
+ */
+export const isDestructive = (a: Pick<Action, 'kind' | 'destructive'>) => a.destructive || a.kind === 'delete' || a.kind === 'replace';
 export const isChange = (a: Pick<Action, 'kind'>) => a.kind !== 'no-op';
 
 /** The plan-wide id of a pruned object: its inventory key (one spelling for every kind). */

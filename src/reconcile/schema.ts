@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import Ajv2020, { type ErrorObject } from 'ajv/dist/2020.js';
 import type { ConfigError } from './errors.js';
-import { SIZE_HELP } from './sizes.js';
+import { DURATION_HELP, DURATION_PATTERN } from './durations.js';
+import { SIZE_HELP, SIZE_PATTERN } from './sizes.js';
 import { fieldName, locate, type FieldPath, type SourceFile } from './source-file.js';
 
 export const SCHEMA_PATH = fileURLToPath(new URL('../../schemas/storage.schema.json', import.meta.url));
@@ -55,15 +56,14 @@ function describe(e: ErrorObject, value: unknown): { message: string; key: boole
       return { message: `must be ${String(p.type).split(',').map((t) => TYPE_WORD[t] ?? t).join(' or ')} (got ${typeWord(value)})`, key: false };
     case 'pattern': {
       const pat = String(p.pattern);
-      if (pat.startsWith('^[0-9]+(\\.')) return { message: `must be ${SIZE_HELP} (got ${JSON.stringify(value)})`, key: false };
+      if (pat === SIZE_PATTERN) return { message: `must be ${SIZE_HELP} (got ${JSON.stringify(value)})`, key: false };
       if (pat === '^/') return { message: `must be an absolute path (got ${JSON.stringify(value)})`, key: false };
       if (pat.startsWith('^[a-z0-9]([a-z0-9._-]')) return { message: `must be a name: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63 characters (got ${JSON.stringify(value)})`, key: false };
       if (pat.startsWith('^0?[0-7]')) return { message: `must be an octal mode such as "0600" (got ${JSON.stringify(value)})`, key: false };
       if (pat.startsWith('^(s3|azure|gs)')) return { message: `must be an s3://BUCKET/KEY, azure://ACCOUNT/CONTAINER/BLOB or gs://BUCKET/OBJECT URL (got ${JSON.stringify(value)})`, key: false };
       if (pat.startsWith('^(vd')) return { message: `must be a disk target such as vda, sdb, hdc or nvme0n1 (got ${JSON.stringify(value)})`, key: false };
       if (pat.endsWith('%$')) return { message: `must be a percentage from 0% to 100% (got ${JSON.stringify(value)})`, key: false };
-      if (pat.startsWith('^[0-9]+(m|h')) return { message: `must be a duration such as 30d, 12h, 2w or 90m (got ${JSON.stringify(value)})`, key: false };
-      if (pat.startsWith('^[0-9]+(s|m')) return { message: `must be a duration such as 30s, 5m or 1h (got ${JSON.stringify(value)})`, key: false };
+      if (pat === DURATION_PATTERN) return { message: `must be ${DURATION_HELP} (got ${JSON.stringify(value)})`, key: false };
       return { message: `must match ${pat} (got ${JSON.stringify(value)})`, key: false };
     }
     case 'minimum':

@@ -6,6 +6,7 @@ import { article, FILE_POOLS, LUN_POOLS, sourceImage, VOLUME_EXT } from './model
 import type {
   BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, VmSpec,
 } from './model.js';
+import { formatDuration, parseDuration, TIMER_MAX_SECONDS } from './durations.js';
 import { formatSize, parseSize } from './sizes.js';
 import { normalizePath, systemPlace, systemPoolPlace, type Resolver } from './paths.js';
 import { locate, type FieldPath, type SourceFile } from './source-file.js';
@@ -53,6 +54,13 @@ class Checker {
     this.errors.push({ file: this.file.path, line: p.line, col: p.col, field: fieldOf(path), message });
   }
 
+  duration(path: FieldPath, value: string, max = Infinity): number | undefined {
+    const v = parseDuration(value);
+    if (typeof v !== 'number') return this.err(path, v.error), undefined;
+    if (v > max) return this.err(path, `must be at most ${formatDuration(max)} (got ${JSON.stringify(value)})`), undefined;
+    return v;
+  }
+
   size(path: FieldPath, value: unknown, min = 1): number | undefined {
     const v = parseSize(value);
     if (typeof v !== 'number') return this.err(path, v.error), undefined;
@@ -68,12 +76,6 @@ function fieldOf(path: FieldPath): string {
 function permissions(raw: Raw): Permissions | undefined {
   if (!raw) return undefined;
   return { owner: raw.owner, group: raw.group, mode: raw.mode === undefined ? undefined : parseInt(raw.mode, 8) };
-}
-
-function durationSeconds(text: string): number {
-  const n = Number(text.slice(0, -1));
-  const unit = text.slice(-1);
-  return n * ({ s: 1, m: 60, h: 3600, d: 86400, w: 604800 } as Record<string, number>)[unit]!;
 }
 
 /** What libvirt's volume XML can express, by pool type: anything else would be silently lost. */
@@ -346,6 +348,9 @@ function checkBackup(c: Checker, name: string, raw: Raw, vms: Record<string, Raw
       });
     }
   }
+  const maxAgeSeconds = raw.maxAge === undefined ? undefined : c.duration([...base, 'maxAge'], raw.maxAge);
+  // A hook's timeout is a timer: one longer than a timer can wait would fire at once.
+  const timeoutSeconds = raw.hooks?.timeout === undefined ? 300 : c.duration([...base, 'hooks', 'timeout'], raw.hooks.timeout, TIMER_MAX_SECONDS);
   if (c.errors.length > before) return undefined;
   return {
     name,
@@ -356,9 +361,9 @@ function checkBackup(c: Checker, name: string, raw: Raw, vms: Record<string, Raw
     mode,
     destination: raw.destination,
     keep: raw.keep,
-    maxAgeSeconds: raw.maxAge === undefined ? undefined : durationSeconds(raw.maxAge),
+    maxAgeSeconds,
     quiesce: raw.quiesce ?? false,
-    hooks: { pre: raw.hooks?.pre ?? [], post: raw.hooks?.post ?? [], timeoutSeconds: raw.hooks?.timeout ? durationSeconds(raw.hooks.timeout) : 300 },
+    hooks: { pre: raw.hooks?.pre ?? [], post: raw.hooks?.post ?? [], timeoutSeconds: timeoutSeconds! },
     verify: raw.verify ?? false,
     origin: c.at(base, true),
   };

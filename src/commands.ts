@@ -1,0 +1,322 @@
+// What each `reconcile` command does with its parsed options; all work happens in reconcile/.
+// cli.ts parses the command line and loads this module only when a command runs.
+import { readFile, writeFile } from 'node:fs/promises';
+import { applyPlan } from './reconcile/apply.js';
+import { listBackups, restore, reverify, runBackup } from './reconcile/backup.js';
+import { checkFailed, checkImages, runningDiskPaths } from './reconcile/check.js';
+import { startHttp } from './watch/http.js';
+import { createLogger, defaultLogFormat, type LogFormat } from './watch/log.js';
+import { createMetrics } from './watch/metrics.js';
+import { WatchService } from './watch/service.js';
+import { desiredStateFrom, loadDesiredState } from './reconcile/config.js';
+import { nothingDeclared, refuseProtected } from './reconcile/destroy.js';
+import { makePlan, planWithObservations } from './reconcile/engine.js';
+import { checkSameAsFresh, checkStateDir, readSavedPlan, toSavedPlan, type SavedPlan } from './reconcile/saved-plan.js';
+import { present } from './providers/observe.js';
+import { EXIT, UserError } from './reconcile/errors.js';
+import { FileObservationCache } from './reconcile/inventory.js';
+import { acquireLock, type Lock } from './reconcile/lock.js';
+import type { DesiredState } from './reconcile/model.js';
+import { hasChanges, type Plan } from './reconcile/plan.js';
+import { colorsFor } from './colors.js';
+import { askYes, canAsk, needsConsent } from './confirm.js';
+import { printable } from './text.js';
+import { renderBackups, renderCheck, renderPlan, renderSummary } from './render.js';
+import { connect, resolveUri } from './tools/virsh.js';
+import { capacityWarnings, imageStatuses, poolStatuses, renderShow, vmStatuses } from './show.js';
+
+/** Every option of every command, with its default where the command does not take it. */
+export interface Args {
+  /** the command's arguments (backup: [run|list|verify, NAME]) */
+  rest: string[];
+  files: string[];
+  /** -f was given (not the default ./storage.yaml) */
+  filesGiven: boolean;
+  output: 'text' | 'json';
+  connect?: string;
+  stateDir: string;
+  allowReplace: boolean;
+  prune: boolean;
+  parallelism: number;
+  lockTimeout: number;
+  detailedExitcode: boolean;
+  autoApprove: boolean;
+  /** false with --no-color */
+  color: boolean;
+  out?: string;
+  repair?: 'leaks' | 'all';
+  from?: string;
+  watch: { intervalSeconds: number; git?: string; ref: string; path: string; listen: string; webhookSecretFile?: string; suspend: boolean; logFormat?: LogFormat };
+}
+
+const print = (s: string) => process.stdout.write(`${s}\n`);
+
+/**
+ * Progress lines: on stdout, or on stderr when stdout carries JSON. They hold paths and reasons
+ * from the input, so each is printed as one line whatever it contains.
+ */
+function progressLog(a: Args): (line: string) => void {
+  return a.output === 'json' ? (l) => process.stderr.write(`${printable(l)}\n`) : (l) => print(printable(l));
+}
+
+/** Where text for a person goes: stdout, or stderr when stdout carries JSON. */
+function humanStream(a: Args): NodeJS.WriteStream {
+  return a.output === 'json' ? process.stderr : process.stdout;
+}
+
+/** The libvirt connection, opened only if something needs it (image files alone do not). */
+function virshFor(a: Args, yamlUri?: string) {
+  return () => connect(resolveUri(a.connect, yamlUri));
+}
+
+export async function cmdValidate(a: Args): Promise<number> {
+  const state = await loadDesiredState(a.files);
+  const n = (k: keyof typeof state) => Object.keys(state[k] as object).length;
+  if (a.output === 'json') print(JSON.stringify({ valid: true, files: state.files, pools: n('pools'), images: n('images'), vms: n('vms'), backups: n('backups') }));
+  else print(`valid: ${state.files.length} file(s); ${n('pools')} pool(s), ${n('images')} image(s), ${n('vms')} vm(s), ${n('backups')} backup schedule(s)`);
+  return EXIT.ok;
+}
+
+export async function cmdPlan(a: Args): Promise<number> {
+  const state = await loadDesiredState(a.files);
+  const cache = await FileObservationCache.open(a.stateDir);
+  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: a.allowReplace, prune: a.prune, cache, virsh: virshFor(a, state.connection) });
+  const plan = p.plan;
+  if (a.output === 'text') for (const w of capacityWarnings(poolStatuses(state, p))) process.stderr.write(`${w}\n`);
+  if (a.out) {
+    if (plan.refusals.length) throw new UserError(`${renderPlan(plan, { colors: colorsFor(process.stderr, a.color) })}\n\nnot saving ${a.out}: a plan with refused changes cannot be applied`);
+    // The YAML texts go with the plan: apply recomputes the plan from them and runs it only if identical.
+    await writeFile(a.out, `${JSON.stringify(toSavedPlan(plan, state.inputs ?? []), null, 2)}\n`, { mode: 0o600 });
+  }
+  print(a.output === 'json' ? JSON.stringify({ ...toSavedPlan(plan, []), inputs: undefined }, null, 2) : renderPlan(plan, { colors: colorsFor(process.stdout, a.color) }));
+  if (plan.refusals.length) return EXIT.error;
+  return a.detailedExitcode && hasChanges(plan) ? EXIT.changes : EXIT.ok;
+}
+
+/** What an apply runs: the desired state, the plan options, and a check of the fresh plan. */
+interface ApplyInput {
+  state: DesiredState;
+  options: { allowReplace: boolean; prune: boolean };
+  /** a saved plan is run only if the fresh plan is the same */
+  check?: (plan: Plan) => void;
+}
+
+export async function cmdApply(a: Args): Promise<number> {
+  const planFile = a.rest[0];
+  if (planFile && a.filesGiven) throw new UserError('apply PLAN.json runs the YAML the plan embeds; -f is not taken with it', EXIT.usage);
+  return applyDesired(a, {
+    verb: 'apply',
+    command: `apply${planFile ? ` ${planFile}` : ''}`,
+    // A saved plan was reviewed when it was made: it is not shown or asked about again.
+    review: planFile ? 'never' : 'when-destructive',
+    input: async (): Promise<ApplyInput> => {
+      if (!planFile) return { state: await loadDesiredState(a.files), options: { allowReplace: a.allowReplace, prune: a.prune } };
+      const saved: SavedPlan = readSavedPlan(await readFile(planFile, 'utf8'), planFile);
+      checkStateDir(saved, a.stateDir, planFile);
+      // Recomputed from the inputs it embeds, with its own options, and executed only if it is
+      // the same: never the operations as written in the file.
+      return { state: desiredStateFrom(saved.inputs), options: saved.options, check: (plan) => checkSameAsFresh(saved, plan, planFile) };
+    },
+  });
+}
+
+/** `destroy`: everything reconcile created (its inventory), as prune with nothing declared. */
+export async function cmdDestroy(a: Args): Promise<number> {
+  return applyDesired(a, {
+    verb: 'destroy',
+    command: 'destroy',
+    review: 'always',
+    input: async () => {
+      const declared = await loadDesiredState(a.files);
+      return { state: nothingDeclared(declared), options: { allowReplace: false, prune: true }, check: (plan) => refuseProtected(plan, declared) };
+    },
+  });
+}
+
+/**
+ * Plans and applies under the lock; apply and destroy differ only in their input and in when
+ * the plan is shown (destroy: always; apply: when it needs consent, to ask for it).
+ */
+async function applyDesired(a: Args, how: { verb: 'apply' | 'destroy'; command: string; review: 'always' | 'when-destructive' | 'never'; input: () => Promise<ApplyInput> }): Promise<number> {
+  const log = progressLog(a);
+  // Ctrl-C or SIGTERM: no new action starts, builds in flight are cancelled (their scratch
+  // files removed), other actions in flight finish, the lock is released and the summary
+  // says what was and was not done. A second signal exits at once, releasing the lock.
+  const stop = new AbortController();
+  let interrupted: NodeJS.Signals | undefined;
+  let lock: Lock | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) {
+      process.stderr.write(`${sig} again: exiting now\n`);
+      lock?.releaseSync();
+      process.exit(sig === 'SIGINT' ? EXIT.sigint : EXIT.sigterm);
+    }
+    interrupted = sig;
+    process.stderr.write(`${sig}: stopping: no new action starts; builds in flight are cancelled, other actions in flight finish (${sig} again exits at once)\n`);
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const interruptedCode = () => (interrupted === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint);
+  const notApplied = () => new UserError(`${interrupted} before anything was applied; nothing was changed`, interruptedCode(), { reason: 'interrupted' });
+  // Bad input must change nothing, not even the state directory: validate before locking.
+  const { state, options, check } = await how.input();
+  const stateDir = a.stateDir;
+  const human = humanStream(a);
+  const colors = colorsFor(human, a.color);
+  lock = await acquireLock(stateDir, { timeoutSeconds: a.lockTimeout, command: how.command, log: (m) => process.stderr.write(`${m}\n`) });
+  try {
+    const cache = await FileObservationCache.open(stateDir);
+    const plan = await makePlan(state, { stateDir, ...options, cache, virsh: virshFor(a, state.connection) });
+    check?.(plan);
+    if (plan.refusals.length) {
+      throw new UserError(`${renderPlan(plan, { colors: colorsFor(process.stderr, a.color) })}\n\nnothing was applied`, EXIT.error, { error: `${plan.refusals.length} change(s) refused; nothing was applied`, reason: 'refused', refusals: plan.refusals, notes: plan.notes });
+    }
+    if (interrupted) throw notApplied();
+    if (!hasChanges(plan)) {
+      await cache.save();
+      if (a.output === 'json') print(JSON.stringify({ ok: true, results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0, cancelled: 0, notStarted: 0 } }));
+      else print(renderPlan(plan, { colors }));
+      return EXIT.ok;
+    }
+    // On a terminal, a plan that loses data is shown and applied only on "yes" (the lock is held
+    // meanwhile, as Terraform holds it, so what is applied is exactly what was shown).
+    const ask = how.review !== 'never' && !a.autoApprove && needsConsent(plan) && canAsk(human);
+    if (ask || (how.review === 'always' && a.output === 'text')) human.write(`${renderPlan(plan, { colors })}\n\n`);
+    if (ask) {
+      const yes = await askYes(human, { signal: stop.signal, onCtrlC: () => onSignal('SIGINT') });
+      if (interrupted) throw notApplied();
+      if (!yes) throw new UserError(`${how.verb} cancelled (the answer was not "yes"); nothing was changed`, EXIT.error, { reason: 'cancelled' });
+    }
+    const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: virshFor(a, plan.connection), signal: stop.signal });
+    const ok = !interrupted && !result.counts.failed;
+    const outcome = ok ? { ok } : { ok, reason: interrupted ? 'interrupted' : 'failed', ...(interrupted ? { interrupted } : {}) };
+    print(a.output === 'json' ? JSON.stringify({ ...outcome, ...result }, null, 2) : renderSummary(result, interrupted, how.verb));
+    if (a.output === 'text' && plan.notes.length) print(['', 'Notes:', ...plan.notes.map((n) => `  ${printable(n)}`)].join('\n'));
+    if (interrupted) return interruptedCode();
+    return result.counts.failed ? EXIT.error : EXIT.ok;
+  } finally {
+    await lock.release();
+  }
+}
+
+export async function cmdShow(a: Args): Promise<number> {
+  const state = await loadDesiredState(a.files);
+  const cache = await FileObservationCache.open(a.stateDir);
+  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh: virshFor(a, state.connection) });
+  const images = imageStatuses(state, p);
+  const pools = poolStatuses(state, p);
+  const vms = vmStatuses(state, p);
+  print(a.output === 'json' ? JSON.stringify({ pools, images, vms, notes: p.plan.notes }, null, 2) : renderShow(pools, images, vms, p.plan.notes));
+  return EXIT.ok;
+}
+
+export async function cmdCheck(a: Args): Promise<number> {
+  const state = await loadDesiredState(a.files);
+  const cache = await FileObservationCache.open(a.stateDir);
+  const virsh = virshFor(a, state.connection);
+  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh });
+  let inUse = new Set<string>();
+  try {
+    const volPath = (pool: string, vol: string) => present(p.observed.volumes.get(`${pool}/${vol}`))?.path;
+    inUse = await runningDiskPaths(virsh(), volPath);
+  } catch (e) {
+    if (a.repair) throw new UserError(`cannot ask libvirt which images running domains use (${(e as Error).message}); not repairing anything`);
+  }
+  const rows = await checkImages(state, p, { repair: a.repair, parallelism: a.parallelism, inUse });
+  print(a.output === 'json' ? JSON.stringify(rows, null, 2) : renderCheck(rows));
+  return checkFailed(rows) ? EXIT.error : EXIT.ok;
+}
+
+function backupSpec(state: DesiredState, name: string) {
+  const spec = state.backups[name];
+  if (!spec) throw new UserError(`no backup schedule ${JSON.stringify(name)} (declared: ${Object.keys(state.backups).join(', ') || 'none'})`);
+  return spec;
+}
+
+export async function cmdBackupList(a: Args): Promise<number> {
+  const [name] = a.rest;
+  const state = await loadDesiredState(a.files);
+  if (name) backupSpec(state, name);
+  const rows = await listBackups(a.stateDir, name);
+  print(a.output === 'json' ? JSON.stringify(rows, null, 2) : renderBackups(rows));
+  return EXIT.ok;
+}
+
+export async function cmdBackupRun(a: Args): Promise<number> {
+  const state = await loadDesiredState(a.files);
+  const spec = backupSpec(state, a.rest[0]!);
+  const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `backup run ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
+  try {
+    const r = await runBackup(spec, { virsh: virshFor(a, state.connection)(), stateDir: a.stateDir, log: progressLog(a) });
+    if (a.output === 'json') print(JSON.stringify(r, null, 2));
+    return EXIT.ok;
+  } finally {
+    await lock.release();
+  }
+}
+
+export async function cmdBackupVerify(a: Args): Promise<number> {
+  const state = await loadDesiredState(a.files);
+  const spec = backupSpec(state, a.rest[0]!);
+  const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `backup verify ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
+  try {
+    const runs = await reverify(a.stateDir, spec.name);
+    if (a.output === 'json') print(JSON.stringify(runs, null, 2));
+    else for (const r of runs) print(printable(`${r.id}: ${r.verified ? 'verified' : `FAILED: ${r.verifyError}`}`));
+    return runs.every((r) => r.verified) ? EXIT.ok : EXIT.error;
+  } finally {
+    await lock.release();
+  }
+}
+
+export async function cmdRestore(a: Args): Promise<number> {
+  if (!a.from) throw new UserError('restore needs --from ID (see `reconcile backup list`)', EXIT.usage);
+  const state = await loadDesiredState(a.files);
+  const spec = backupSpec(state, a.rest[0]!);
+  const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `restore ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
+  try {
+    await restore(spec, a.from, { virsh: virshFor(a, state.connection)(), stateDir: a.stateDir, log: print });
+    print(`restored ${a.from}`);
+    return EXIT.ok;
+  } finally {
+    await lock.release();
+  }
+}
+
+export async function cmdWatch(a: Args): Promise<number> {
+  const w = a.watch;
+  const [host, port] = [w.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''), Number(/:(\d+)$/.exec(w.listen)?.[1] ?? 'NaN')];
+  if (!Number.isInteger(port)) throw new UserError(`--listen must be HOST:PORT (got ${w.listen})`, EXIT.usage);
+  const secret = w.webhookSecretFile ? (await readFile(w.webhookSecretFile, 'utf8')).trim() : undefined;
+  const logger = createLogger(w.logFormat ?? defaultLogFormat());
+  const stamp = (l: string) => logger.info(l);
+  const metrics = createMetrics();
+  const service = new WatchService({
+    files: a.files, git: w.git ? { url: w.git, ref: w.ref, subdir: w.path } : undefined, stateDir: a.stateDir,
+    intervalSeconds: w.intervalSeconds, allowReplace: a.allowReplace, prune: a.prune, parallelism: a.parallelism, suspended: w.suspend,
+    virsh: (yamlUri) => connect(resolveUri(a.connect, yamlUri)), metrics, logger,
+  });
+  const server = await startHttp({ host, port, service, metrics, webhookSecret: secret, log: stamp });
+  stamp(`watching ${service.status.source} every ${w.intervalSeconds}s; http://${w.listen}/`);
+  await service.start();
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    // process.on, not once: execa's exit handler (signal-exit) re-raises a signal nobody else
+    // listens to, which would kill the process in the middle of the action in flight.
+    const stop = (sig: string) => {
+      if (stopping) {
+        stamp(`${sig} again: exiting now`);
+        process.exit(EXIT.error);
+      }
+      stopping = true;
+      stamp(`${sig}: stopping: no new action starts; builds in flight are cancelled, other actions in flight finish`);
+      void service.stop().then(() => server.close(() => resolve()));
+      server.closeAllConnections();
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+  stamp('stopped');
+  return EXIT.ok;
+}
