@@ -3,6 +3,7 @@
 import { visit, type Node } from 'yaml';
 import { ConfigErrors, type ConfigError } from './errors.js';
 import { expandPaths, parseFile, readInput } from './load.js';
+import type { FileInput } from './input.js';
 import type { DesiredState } from './model.js';
 import { makeResolver } from './paths.js';
 import { checkSchema } from './schema.js';
@@ -45,7 +46,7 @@ export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = [])
     const schemaErrors = [...bad, ...checkSchema(r.source, data).filter((e) => !badFields.has(e.field))];
     errors.push(...schemaErrors);
     if (!schemaErrors.length) {
-      parsed.push({ source: r.source, data });
+      parsed.push({ source: r.source, data: (data ?? undefined) as FileInput | undefined });
       continue;
     }
     const d = data as Record<string, Record<string, unknown> | undefined>;
@@ -57,7 +58,7 @@ export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = [])
         delete d[k]![name];
       }
     }
-    if (!whole) parsed.push({ source: r.source, data });
+    if (!whole) parsed.push({ source: r.source, data: (data ?? undefined) as FileInput | undefined });
   }
   const built = buildDesiredState(parsed, makeResolver());
   const semantic = built.errors.filter((e) => {

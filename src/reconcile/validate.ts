@@ -10,13 +10,12 @@ import { formatDuration, parseDuration, TIMER_MAX_SECONDS } from './durations.js
 import { formatSize, parseSize } from './sizes.js';
 import { normalizePath, systemPlace, systemPoolPlace, type Resolver } from './paths.js';
 import { locate, type FieldPath, type SourceFile } from './source-file.js';
-
-/* eslint-disable @typescript-eslint/no-explicit-any -- the input is schema-checked YAML data */
-type Raw = any;
+import type { BackupInput, DiskPolicyInput, FileInput, ImageDefaultsInput, ImageInput, PermissionsInput, PoolInput, PoolSourceInput, VmInput } from './input.js';
 
 export interface ParsedFile {
   source: SourceFile;
-  data: Raw;
+  /** schema-checked: its shape is FileInput (see input.ts) */
+  data: FileInput | undefined;
 }
 
 const KINDS = ['pools', 'images', 'vms', 'backups'] as const;
@@ -73,13 +72,13 @@ function fieldOf(path: FieldPath): string {
   return path.map((s, i) => (typeof s === 'number' ? `[${s}]` : i ? `.${s}` : s)).join('');
 }
 
-function permissions(raw: Raw): Permissions | undefined {
+function permissions(raw: PermissionsInput | undefined): Permissions | undefined {
   if (!raw) return undefined;
   return { owner: raw.owner, group: raw.group, mode: raw.mode === undefined ? undefined : parseInt(raw.mode, 8) };
 }
 
 /** What libvirt's volume XML can express, by pool type: anything else would be silently lost. */
-function checkPoolImage(c: Checker, base: FieldPath, raw: Raw, pool: Raw, format: Format): void {
+function checkPoolImage(c: Checker, base: FieldPath, raw: ImageInput, pool: PoolInput, format: Format): void {
   const p = (...rest: FieldPath) => [...base, ...rest];
   const fileBased = FILE_POOLS.includes(pool.type);
   if (!fileBased && format !== 'raw') {
@@ -103,7 +102,7 @@ function checkPoolImage(c: Checker, base: FieldPath, raw: Raw, pool: Raw, format
   if (raw.source?.backing !== undefined && !fileBased) c.err(p('source', 'backing'), `${article(pool.type)} pool holds raw block volumes; overlays need a dir, fs or netfs pool`);
 }
 
-function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Record<string, unknown>): ImageSpec | undefined {
+function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDefaultsInput | undefined, pools: Record<string, PoolInput>): ImageSpec | undefined {
   const base: FieldPath = ['images', name];
   const p = (...rest: FieldPath) => [...base, ...rest];
   const okBefore = c.errors.length;
@@ -111,7 +110,7 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
   let location: ImageSpec['location'] | undefined;
   if (raw.pool !== undefined && raw.path !== undefined) c.err(p('path'), 'set exactly one of pool / path, not both', true);
   else if (raw.pool !== undefined) {
-    const pool = pools[raw.pool] as Raw;
+    const pool = pools[raw.pool];
     if (!pool) c.err(p('pool'), `refers to pool ${JSON.stringify(raw.pool)}, which is not declared under pools (declared: ${Object.keys(pools).join(', ') || 'none'})`);
     const fileBased = !pool || FILE_POOLS.includes(pool.type);
     const fmt: Format = raw.format ?? defaults?.format ?? 'qcow2';
@@ -134,8 +133,8 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
   if (raw.source !== undefined && srcKeys.length !== 1) {
     c.err(p('source'), `set exactly one of file, image, backing, container, directory (got ${srcKeys.length ? srcKeys.join(', ') : 'none'})`);
   } else if (srcKeys.length === 1) {
-    const k = srcKeys[0]!;
-    const v = raw.source[k];
+    const k = srcKeys[0] as keyof NonNullable<ImageInput['source']>;
+    const v = raw.source![k]!;
     if (k === 'file') source = { kind: 'file', file: v };
     else if (k === 'image') source = { kind: 'image', image: v };
     else if (k === 'backing') source = String(v).startsWith('/') ? { kind: 'backing', path: v } : { kind: 'backing', image: v };
@@ -162,7 +161,7 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
 
   let size: number | undefined;
   if (raw.size !== undefined) size = c.size(p('size'), raw.size);
-  else if (raw.source === undefined && !raw.adopt && !LUN_POOLS.includes((pools[raw.pool] as Raw)?.type)) {
+  else if (raw.source === undefined && !raw.adopt && !(raw.pool !== undefined && LUN_POOLS.includes(pools[raw.pool]?.type as PoolType))) {
     c.err(base, 'missing required field "size": a blank image needs a virtual size', true);
   }
   const max = MAX_SIZE[format];
@@ -213,7 +212,7 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
     format,
     size,
     source,
-    filesystem: raw.filesystem,
+    filesystem: raw.filesystem as ImageSpec['filesystem'],
     qcow2,
     vmdk: format === 'vmdk' ? raw.vmdk ?? {} : undefined,
     vhd: format === 'vhd' ? raw.vhd ?? {} : undefined,
@@ -234,7 +233,7 @@ function checkImage(c: Checker, name: string, raw: Raw, defaults: Raw, pools: Re
   };
 }
 
-function checkPool(c: Checker, name: string, raw: Raw): PoolSpec | undefined {
+function checkPool(c: Checker, name: string, raw: PoolInput): PoolSpec | undefined {
   const base: FieldPath = ['pools', name];
   const before = c.errors.length;
   const rules = POOL_SOURCE_FIELDS[raw.type as PoolType];
@@ -243,11 +242,11 @@ function checkPool(c: Checker, name: string, raw: Raw): PoolSpec | undefined {
   const bad = raw.path !== undefined && rules.needsPath ? systemPoolPlace(normalizePath(raw.path)) : undefined;
   if (bad) c.err([...base, 'path'], `${raw.path} is refused: ${bad}; a pool's directory holds (and on prune loses) its volumes`);
   for (const group of rules.required) {
-    if (!group.some((f) => src[f] !== undefined)) {
+    if (!group.some((f) => src[f as keyof PoolSourceInput] !== undefined)) {
       c.err(raw.source ? [...base, 'source'] : base, `${article(raw.type)} pool needs source.${group.join(' or source.')}`, !raw.source);
     }
   }
-  for (const f of Object.keys(src)) {
+  for (const f of Object.keys(src) as (keyof PoolSourceInput)[]) {
     if (!rules.allowed.includes(f)) {
       c.err([...base, 'source', f], `not used by ${article(raw.type)} pool (it takes: ${rules.allowed.join(', ') || 'no source'})`, true);
     }
@@ -276,7 +275,7 @@ function checkPool(c: Checker, name: string, raw: Raw): PoolSpec | undefined {
   };
 }
 
-function checkVm(c: Checker, name: string, raw: Raw, defaults: Raw, images: Record<string, unknown>): VmSpec | undefined {
+function checkVm(c: Checker, name: string, raw: VmInput, defaults: DiskPolicyInput | undefined, images: Record<string, ImageInput>): VmSpec | undefined {
   const base: FieldPath = ['vms', name];
   const before = c.errors.length;
   let create: VmSpec['create'];
@@ -285,14 +284,14 @@ function checkVm(c: Checker, name: string, raw: Raw, defaults: Raw, images: Reco
     if (memory !== undefined) create = { memory, vcpus: raw.create.vcpus };
   }
   const targets = new Map<string, number>();
-  const disks: DiskSpec[] = (raw.disks ?? []).map((d: Raw, i: number) => {
+  const disks: DiskSpec[] = (raw.disks ?? []).map((d, i) => {
     const dp: FieldPath = [...base, 'disks', i];
     const merged = { ...(defaults ?? {}), ...d };
     if ((d.image === undefined) === (d.path === undefined)) c.err(dp, 'set exactly one of image (a declared image) or path (a file or block device)');
     if (d.image !== undefined && !(d.image in images)) {
       c.err([...dp, 'image'], `refers to image ${JSON.stringify(d.image)}, which is not declared under images`);
     }
-    const img = d.image !== undefined ? (images[d.image] as Raw) : undefined;
+    const img = d.image !== undefined ? images[d.image] : undefined;
     if (img?.encryption) c.err([...dp, 'image'], `images.${d.image} is LUKS-encrypted; attaching encrypted images (with a libvirt secret) is not supported by this version`);
     else if ((img?.format ?? 'qcow2') === 'vhdx' && img) c.err([...dp, 'image'], `images.${d.image} is vhdx, which libvirt cannot attach; use qcow2, raw, vhd or vmdk for VM disks`);
     const bus: DiskSpec['bus'] = merged.bus ?? 'virtio';
@@ -311,7 +310,7 @@ function checkVm(c: Checker, name: string, raw: Raw, defaults: Raw, images: Reco
   return { name, create, disks, origin: c.at(base, true) };
 }
 
-function checkBackup(c: Checker, name: string, raw: Raw, vms: Record<string, Raw>): BackupSpec | undefined {
+function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<string, VmInput>): BackupSpec | undefined {
   const base: FieldPath = ['backups', name];
   const before = c.errors.length;
   const vm = vms[raw.vm];
@@ -341,9 +340,9 @@ function checkBackup(c: Checker, name: string, raw: Raw, vms: Record<string, Raw
     c.err([...base, 'destination'], 'mode snapshot keeps internal snapshots inside the image; destination is for external and copy modes');
   }
   if (vm && raw.disks) {
-    const declared = (vm.disks ?? []).map((d: Raw) => d.target);
+    const declared = (vm.disks ?? []).map((d) => d.target);
     if (declared.length && declared.every((t: unknown) => t !== undefined)) {
-      raw.disks.forEach((t: string, i: number) => {
+      raw.disks.forEach((t, i) => {
         if (!declared.includes(t)) c.err([...base, 'disks', i], `vm ${raw.vm} declares no disk ${t} (declared: ${declared.join(', ')})`);
       });
     }
@@ -404,14 +403,14 @@ function checkImageGraph(state: DesiredState, declared: Set<string>, errs: Confi
 
 export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) => p): { state?: DesiredState; errors: ConfigError[] } {
   const errors: ConfigError[] = [];
-  const owner: Record<string, Record<string, { c: Checker; raw: Raw }>> = { pools: {}, images: {}, vms: {}, backups: {} };
+  const owner: { [K in (typeof KINDS)[number]]: Record<string, { c: Checker; raw: NonNullable<FileInput[K]>[string] }> } = { pools: {}, images: {}, vms: {}, backups: {} };
   const checkers = files.map((f) => new Checker(f.source));
   let connection: { value: string; at: string } | undefined;
-  const defaults: Record<string, { value: Raw; at: string }> = {};
+  const defaults: { disk?: { value: DiskPolicyInput; at: string }; image?: { value: ImageDefaultsInput; at: string } } = {};
 
   files.forEach((f, i) => {
     const c = checkers[i]!;
-    const d = f.data ?? {};
+    const d: Partial<FileInput> = f.data ?? {};
     if (d.connection !== undefined) {
       if (connection && connection.value !== d.connection) {
         c.err(['connection'], `conflicts with connection ${JSON.stringify(connection.value)} at ${connection.at}; declare it once`);
@@ -424,21 +423,22 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
         c.err(['defaults', k], `conflicts with defaults.${k} at ${prev.at}; declare defaults once`);
       } else defaults[k] ??= { value: d.defaults[k], at: c.at(['defaults', k]) };
     }
-    for (const kind of KINDS) {
-      for (const [name, raw] of Object.entries(d[kind] ?? {})) {
-        const prev = owner[kind]![name];
+    const claim = <K extends (typeof KINDS)[number]>(kind: K) => {
+      for (const [name, raw] of Object.entries(d[kind] ?? {}) as [string, NonNullable<FileInput[K]>[string]][]) {
+        const prev = owner[kind][name];
         if (prev) c.err([kind, name], `${kind}.${name} is already declared at ${prev.c.at([kind, name], true)}; a name may be declared once across all files`, true);
-        else owner[kind]![name] = { c, raw };
+        else (owner[kind] as Record<string, { c: Checker; raw: typeof raw }>)[name] = { c, raw };
       }
-    }
+    };
+    for (const kind of KINDS) claim(kind);
   });
 
   const state: DesiredState = { connection: connection?.value, files: files.map((f) => f.source.path), pools: {}, images: {}, vms: {}, backups: {} };
-  const rawCache = new Map<string, Record<string, Raw>>();
-  const rawOf = (kind: string) => {
-    if (!rawCache.has(kind)) rawCache.set(kind, Object.fromEntries(Object.entries(owner[kind]!).map(([n, v]) => [n, v.raw])));
-    return rawCache.get(kind)!;
-  };
+  const rawOf = <K extends (typeof KINDS)[number]>(kind: K) =>
+    Object.fromEntries(Object.entries(owner[kind]).map(([n, v]) => [n, v.raw])) as Record<string, NonNullable<FileInput[K]>[string]>;
+  const poolInputs = rawOf('pools');
+  const imageInputs = rawOf('images');
+  const vmInputs = rawOf('vms');
   for (const [name, { c, raw }] of Object.entries(owner.pools!)) {
     const s = checkPool(c, name, raw);
     // Checked again through symlinks: libvirt's pool-build chmods and chowns the target.
@@ -451,7 +451,7 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
   // they resolve to, so that no two spellings of one file are built (and wiped) in turn.
   const fileOwner = new Map<string, { name: string; at: string; where: string }>();
   for (const [name, { c, raw }] of Object.entries(owner.images!)) {
-    const s = checkImage(c, name, raw, defaults.image?.value, rawOf('pools'));
+    const s = checkImage(c, name, raw, defaults.image?.value, poolInputs);
     if (!s) continue;
     const loc = s.location;
     const pool = loc.kind === 'pool' ? state.pools[loc.pool] : undefined;
@@ -485,11 +485,11 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
     }
   }
   for (const [name, { c, raw }] of Object.entries(owner.vms!)) {
-    const s = checkVm(c, name, raw, defaults.disk?.value, rawOf('images'));
+    const s = checkVm(c, name, raw, defaults.disk?.value, imageInputs);
     if (s) state.vms[name] = s;
   }
   for (const [name, { c, raw }] of Object.entries(owner.backups!)) {
-    const s = checkBackup(c, name, raw, rawOf('vms'));
+    const s = checkBackup(c, name, raw, vmInputs);
     if (s) state.backups[name] = s;
   }
   for (const c of checkers) errors.push(...c.errors);

@@ -192,7 +192,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       out.actions.push({
         id, resource: 'image', kind: 'create', code: 'new', reason: `new image ${p} (${what})`, destructive: false, dependsOn: b.dependsOn,
         changes: created({
-          path: p, ...imageOptions(spec), size: b.build.size !== undefined ? formatSize(b.build.size) : 'as its source', source: describeSource(spec),
+          ...imageOptions(spec), size: b.build.size !== undefined ? formatSize(b.build.size) : 'as its source', source: describeSource(spec),
           owner: spec.permissions?.owner, group: spec.permissions?.group, mode: octal(spec.permissions?.mode ?? 0o600),
         }),
         op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec) },

@@ -153,7 +153,7 @@ export function diffVolumes(input: {
       out.actions.push({
         id, resource: 'volume', kind: 'create', code: 'new', reason: `new volume ${volume} in pool ${pool} (${spec.format}, ${formatSize(b.build.capacity)})`,
         changes: created({
-          pool, volume, ...(fileBased ? imageOptions(spec) : { format: spec.format }), capacity: formatSize(b.build.capacity),
+          ...(fileBased ? imageOptions(spec) : { format: spec.format }), capacity: formatSize(b.build.capacity),
           source: b.build.backing ? `overlay on ${b.build.backing.path}` : b.build.source.kind === 'blank' ? 'blank' : b.build.source.kind === 'volume' ? `copy of ${b.build.source.pool}/${b.build.source.name}` : `copy of ${b.build.source.path}`,
           ...(fileBased ? { owner: spec.permissions?.owner, group: spec.permissions?.group, mode: spec.permissions?.mode !== undefined ? octal(spec.permissions.mode) : undefined } : {}),
         }),

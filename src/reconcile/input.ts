@@ -1,0 +1,104 @@
+// The YAML as it is once the JSON Schema (schemas/storage.schema.json) has accepted it: what
+// the semantic checks in validate.ts read. Kept beside the schema's shapes; a field added to
+// the schema is added here, or validate.ts cannot read it.
+import type { DiskSpec, Format, PoolType, Qcow2Options } from './model.js';
+
+/** Sizes are checked and converted by validate.ts: numbers or strings such as "20G". */
+export type SizeInput = number | string;
+
+export interface PermissionsInput {
+  owner?: number;
+  group?: number;
+  /** octal, as a string ("0640") */
+  mode?: string;
+}
+
+export interface Qcow2Input extends Omit<Qcow2Options, 'clusterSize'> {
+  clusterSize?: SizeInput;
+}
+
+export interface ImageInput {
+  pool?: string;
+  path?: string;
+  volume?: string;
+  format?: Format;
+  size?: SizeInput;
+  source?: { file?: string; image?: string; backing?: string; container?: string; directory?: string };
+  filesystem?: string;
+  qcow2?: Qcow2Input;
+  vmdk?: { adapterType?: 'ide' | 'buslogic' | 'lsilogic' | 'legacyESX'; subformat?: string };
+  vhd?: { subformat?: 'dynamic' | 'fixed' };
+  vhdx?: { subformat?: 'dynamic' | 'fixed' };
+  encryption?: { format: 'luks'; passphraseFile: string };
+  permissions?: PermissionsInput;
+  protect?: boolean;
+  adopt?: boolean;
+  decrypt?: boolean;
+  followSymlink?: boolean;
+  publish?: { to: string }[];
+}
+
+export interface PoolInput {
+  type: PoolType;
+  path?: string;
+  autostart?: boolean;
+  active?: boolean;
+  source?: PoolSourceInput;
+  permissions?: PermissionsInput;
+  /** "90%" */
+  capacityAlert?: string;
+}
+
+export interface PoolSourceInput {
+  host?: string;
+  dir?: string;
+  format?: string;
+  device?: string;
+  name?: string;
+  initiator?: string;
+  auth?: { type: 'chap' | 'ceph'; username: string; secretFile: string };
+}
+
+export type DiskPolicyInput = Partial<Pick<DiskSpec, 'bus' | 'cache' | 'io' | 'discard' | 'readonly'>>;
+
+export interface DiskInput extends DiskPolicyInput {
+  image?: string;
+  path?: string;
+  target?: string;
+}
+
+export interface VmInput {
+  create?: { memory: SizeInput; vcpus: number };
+  disks?: DiskInput[];
+}
+
+export interface BackupInput {
+  vm: string;
+  disks?: string[];
+  schedule: string;
+  timezone?: string;
+  mode?: 'snapshot' | 'external' | 'copy';
+  destination?: string;
+  keep?: number;
+  maxAge?: string;
+  quiesce?: boolean;
+  hooks?: { pre?: string[][]; post?: string[][]; timeout?: string };
+  verify?: boolean;
+}
+
+export interface ImageDefaultsInput {
+  format?: Format;
+  permissions?: PermissionsInput;
+  qcow2?: Qcow2Input;
+  protect?: boolean;
+}
+
+export interface FileInput {
+  version: 1;
+  connection?: string;
+  defaults?: { disk?: DiskPolicyInput; image?: ImageDefaultsInput };
+  pools?: Record<string, PoolInput>;
+  images?: Record<string, ImageInput>;
+  vms?: Record<string, VmInput>;
+  backups?: Record<string, BackupInput>;
+}
