@@ -254,7 +254,7 @@ function toArgs(cmd: Command): Args {
 
 /** What completion needs to know of the command line, read from its definition. */
 function specOf(cmd: Command): CommandSpec {
-  const valueOf = (label: string): ValueSpec => {
+  const valueSpec = (label: string): ValueSpec => {
     const complete = /^(PATH|FILE|PLAN\.json)$/.test(label) ? 'files' : label === 'DIR' ? 'dirs' : label === 'FORMAT' ? ['text', 'json'] : label === 'SHELL' ? ['bash', 'zsh'] : 'none';
     return { label, complete };
   };
@@ -267,12 +267,12 @@ function specOf(cmd: Command): CommandSpec {
         const label = /[<[]([^>\]]+)[>\]]/.exec(o.flags)?.[1];
         const spec = { short: o.short, long: o.long!, description: o.description, repeatable: o.long === '--file' };
         if (o.long === '--repair') return { ...spec, value: { label: 'scope', complete: ['all'], optionalAttached: true } };
-        return label ? { ...spec, value: valueOf(label) } : spec;
+        return label ? { ...spec, value: valueSpec(label) } : spec;
       }),
       help,
       ...(cmd.parent ? [] : [{ long: '--version', description: 'print the version', repeatable: false }]),
     ],
-    args: cmd.registeredArguments.map((a) => ({ ...valueOf(a.name()), required: a.required })),
+    args: cmd.registeredArguments.map((a) => ({ ...valueSpec(a.name()), required: a.required })),
     commands: cmd.commands.map(specOf),
   };
 }

@@ -120,7 +120,7 @@ function zshOption(o: OptionSpec): string {
 }
 
 function zshFunction(path: string[], cmd: CommandSpec, rootName: string): string[] {
-  const fn = ['_' + rootName, ...path].join('_').replace(/-/g, '_');
+  const fn = [`_${rootName}`, ...path].join('_').replace(/-/g, '_');
   const specs = cmd.options.map(zshOption);
   if (!cmd.commands.length) {
     const args = cmd.args.map((a, i) => `'${i + 1}:${a.required ? '' : ':'}${zq(a.label)}:${zshAction(a)}'`);

@@ -148,10 +148,10 @@ export function renderShow(pools: PoolStatus[], images: ImageStatus[], vms: VmSt
     for (const v of vms) {
       const status = v.status + (v.detail ? `: ${v.detail}` : '');
       if (!v.disks.length) rows.push([v.name, v.state, v.owner, '-', '-', '-', '-', '-', '-', '-', status]);
-      v.disks.forEach((d, i) => rows.push([
+      for (const [i, d] of v.disks.entries()) rows.push([
         i ? '' : v.name, i ? '' : v.state, i ? '' : v.owner, d.target, d.source, d.bus, d.cache ?? 'default', d.io ?? 'default',
         d.discard ?? 'default', d.ours ? 'reconcile' : 'adopted', i ? '' : status,
-      ]));
+      ]);
     }
     lines.push('', ...renderTable(cols, rows));
   }

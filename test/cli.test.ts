@@ -10,6 +10,7 @@ const box = sandboxes();
 const VERSION = (JSON.parse(await import('node:fs/promises').then((fs) => fs.readFile(path.join(ROOT, 'package.json'), 'utf8'))) as { version: string }).version;
 const ESC = '\u001b[';
 /** Terminal output without its colors. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: removing terminal color codes
 const plain = (s: string) => s.replace(/\u001b\[\d+m/g, '');
 
 describe('help', () => {

@@ -43,6 +43,7 @@ describe('destroy', () => {
   it('on a terminal, shows the plan and deletes nothing unless the answer is "yes"', async () => {
     const r = await sb.runInTerminal('y\n', 'destroy', '-f', await sb.yaml((await readFile(p('storage.yaml'), 'utf8')).replace('    protect: true\n', ''), 'unprotected.yaml'));
     expect(r.code, r.stdout).toBe(1);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: removing terminal color codes
     expect(r.stdout.replace(/\u001b\[\d+m/g, '')).toMatch(/- inventory:.*\/demo\/base\.qcow2 +delete/);
     expect(r.stdout).toContain('Apply these changes? Only "yes" is accepted:');
     expect(r.stdout).toMatch(/destroy cancelled \(the answer was not "yes"\); nothing was changed/);

@@ -156,7 +156,7 @@ images:
   it('prunes only its own volumes, and the pool only once it holds nothing else', async () => {
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', p('pool/someone-elses.qcow2'), '1M']);
     await virsh(lv, 'pool-refresh', 'vm');
-    await sb.yaml(POOL + IMAGES.replace(/  named:.*\n/, '').replace(/  fromvol:.*\n/, '').replace('qcow2: {} }', '}').replace('plain: { pool: vm, size: 64M }', 'plain: { pool: vm, size: 96M }').replace('vhd: { pool: vm, format: vhd, size: 16M }', 'vhd: { pool: vm, format: vmdk, volume: vhd.vhd, size: 16M }'));
+    await sb.yaml(POOL + IMAGES.replace(/ {2}named:.*\n/, '').replace(/ {2}fromvol:.*\n/, '').replace('qcow2: {} }', '}').replace('plain: { pool: vm, size: 64M }', 'plain: { pool: vm, size: 96M }').replace('vhd: { pool: vm, format: vhd, size: 16M }', 'vhd: { pool: vm, format: vmdk, volume: vhd.vhd, size: 16M }'));
     const r = await sb.run('apply', '--prune');
     expect(r.stdout).toMatch(/2 deleted/);
     await expect(virsh(lv, 'vol-info', '--pool', 'vm', 'custom-name.qcow2')).rejects.toThrow(/not found/);

@@ -28,7 +28,8 @@ export interface Watch {
   url: string;
   proc: ChildProcess;
   log: () => string;
-  status: () => Promise<Record<string, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: the service's /status JSON, read field by field by the assertions
+  status: () => Promise<Record<string, any>>;
   exit: () => Promise<number | null>;
 }
 
@@ -43,6 +44,7 @@ export async function startWatch(sb: Sandbox, args: string[], prefix: string[] =
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   const url = `http://127.0.0.1:${port}`;
   await until(async () => (await fetch(`${url}/healthz`)).ok, 'the watch service to listen');
-  return { url, proc, log: () => out, status: async () => (await fetch(`${url}/status`)).json() as Promise<Record<string, any>>, exit: () => exited }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: as above
+  return { url, proc, log: () => out, status: async () => (await fetch(`${url}/status`)).json() as Promise<Record<string, any>>, exit: () => exited };
 }
 

@@ -9,7 +9,9 @@ import { sandbox, type Sandbox } from './helpers.js';
 import { procs, startWatch, until } from './watch-helpers.js';
 
 const boxes: Sandbox[] = [];
-afterEach(() => procs.splice(0).forEach((p) => p.exitCode === null && p.kill('SIGKILL')));
+afterEach(() => {
+  for (const p of procs.splice(0)) if (p.exitCode === null) p.kill('SIGKILL');
+});
 afterAll(async () => {
   for (const b of boxes) await b.cleanup();
 });

@@ -13,7 +13,9 @@ import { procs, startWatch, until } from './watch-helpers.js';
 
 const MiB = 1024 * 1024;
 const boxes: Sandbox[] = [];
-afterEach(() => procs.splice(0).forEach((p) => p.exitCode === null && p.kill('SIGKILL')));
+afterEach(() => {
+  for (const p of procs.splice(0)) if (p.exitCode === null) p.kill('SIGKILL');
+});
 afterAll(async () => {
   for (const b of boxes) await b.cleanup();
 });

@@ -207,7 +207,7 @@ export async function observeLibvirt(
   // File volumes: the file's birth time and whether the path is a symlink, looked at now
   // (never cached): ownership and "do not follow links" depend on exactly this file.
   await Promise.all([...vols].map(async ([k, o]) => {
-    if (!o || o.type !== 'file' || !o.path.startsWith('/')) return;
+    if (o?.type !== 'file' || !o.path.startsWith('/')) return;
     const l = await lstat(o.path, { bigint: true }).catch(() => undefined);
     if (!l || !(l.isFile() || l.isSymbolicLink())) return;
     const symlink = l.isSymbolicLink() ? await readlink(o.path).catch(() => '?') : undefined;

@@ -61,7 +61,8 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   let client: Virsh | undefined;
   const virsh = () => {
     if (!opts.virsh) throw new Error('this plan needs a libvirt connection');
-    return (client ??= opts.virsh());
+    client ??= opts.virsh();
+    return client;
   };
   const inventory = await readInventory(opts.stateDir);
   // Scratch space of this apply lives in the state directory, where the next apply (holding

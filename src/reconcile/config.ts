@@ -86,14 +86,20 @@ function toData(source: SourceFile, errors: ConfigError[]): { data?: unknown; ba
     data = source.doc.toJS({ maxAliasCount: 100 });
   } catch (e) {
     let first: Node | undefined;
-    visit(source.doc, { Alias: (_k, n) => void (first ??= n as unknown as Node) });
+    visit(source.doc, {
+      Alias: (_k, n) => {
+        first ??= n as unknown as Node;
+      },
+    });
     at(first, `YAML aliases expand to too much data (${(e as Error).message.replace(/\.$/, '')}); write the values out`);
     return { bad: [] };
   }
   const bad: FieldPath[] = [];
   const walk = (v: unknown, p: FieldPath) => {
     if (typeof v === 'number' && !Number.isFinite(v)) bad.push(p);
-    else if (Array.isArray(v)) v.forEach((x, i) => walk(x, [...p, i]));
+    else if (Array.isArray(v)) {
+      for (const [i, x] of v.entries()) walk(x, [...p, i]);
+    }
     else if (isObject(v)) for (const [k, x] of Object.entries(v)) walk(x, [...p, k]);
   };
   walk(data, []);

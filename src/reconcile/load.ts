@@ -1,6 +1,7 @@
 // Reads -f paths (files or directories) into parsed YAML documents, keeping positions.
 import { realpathSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { isScalar, LineCounter, parseAllDocuments, visit } from 'yaml';
 import type { ConfigError } from './errors.js';
@@ -13,7 +14,7 @@ export async function expandPaths(inputs: string[]): Promise<{ files: string[]; 
   const files: string[] = [];
   const errors: ConfigError[] = [];
   for (const input of inputs) {
-    let st;
+    let st: Stats;
     try {
       st = await stat(input);
     } catch {

@@ -1,5 +1,5 @@
 // A parsed YAML file that can answer "where is this field?" for error messages.
-import { isMap, isSeq, isScalar, LineCounter, type Document, type Node, type Pair, type YAMLMap } from 'yaml';
+import { isMap, isSeq, isScalar, type LineCounter, type Document, type Node, type Pair, type YAMLMap } from 'yaml';
 
 export type FieldPath = (string | number)[];
 

@@ -55,15 +55,15 @@ class Checker {
 
   duration(path: FieldPath, value: string, max = Infinity): number | undefined {
     const v = parseDuration(value);
-    if (typeof v !== 'number') return this.err(path, v.error), undefined;
-    if (v > max) return this.err(path, `must be at most ${formatDuration(max)} (got ${JSON.stringify(value)})`), undefined;
+    if (typeof v !== 'number') { this.err(path, v.error); return undefined; }
+    if (v > max) { this.err(path, `must be at most ${formatDuration(max)} (got ${JSON.stringify(value)})`); return undefined; }
     return v;
   }
 
   size(path: FieldPath, value: unknown, min = 1): number | undefined {
     const v = parseSize(value);
-    if (typeof v !== 'number') return this.err(path, v.error), undefined;
-    if (v < min) return this.err(path, `must be at least ${formatSize(min)} (got ${JSON.stringify(value)})`), undefined;
+    if (typeof v !== 'number') { this.err(path, v.error); return undefined; }
+    if (v < min) { this.err(path, `must be at least ${formatSize(min)} (got ${JSON.stringify(value)})`); return undefined; }
     return v;
   }
 }

@@ -69,10 +69,10 @@ export async function pushBackup(v: Virsh, domain: string, disks: { target: stri
 export async function withExternalSnapshot(
   v: Virsh, domain: string, name: string, disks: { target: string; overlay: string }[], all: string[], copy: () => Promise<void>,
 ): Promise<void> {
-  const specs = all.map((t) => {
+  const specs = all.flatMap((t) => {
     const d = disks.find((x) => x.target === t);
     return ['--diskspec', d ? `${t},snapshot=external,file=${optionValue(d.overlay)}` : `${t},snapshot=no`];
-  }).flat();
+  });
   await v.exec(['snapshot-create-as', domain, name, '--disk-only', '--atomic', '--no-metadata', ...specs]);
   try {
     await copy();

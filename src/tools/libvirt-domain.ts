@@ -80,7 +80,10 @@ export function parseDomainReads(names: string[], outputs: (string | undefined)[
   const out = new Map<string, ObservedDomain | null>();
   names.forEach((n, i) => {
     const [state, inactive, live] = [outputs[3 * i], outputs[3 * i + 1], outputs[3 * i + 2]];
-    if (!state || !inactive) return void out.set(n, null);
+    if (!state || !inactive) {
+      out.set(n, null);
+      return;
+    }
     const def = parseXml(inactive).domain;
     const running = state.trim() === 'running' || state.trim() === 'paused';
     out.set(n, {

@@ -169,7 +169,10 @@ export function parsePoolReads(names: string[], outputs: (string | undefined)[])
   const out = new Map<string, ObservedPool | null>();
   names.forEach((n, i) => {
     const [info, xml, vols] = [outputs[3 * i], outputs[3 * i + 1], outputs[3 * i + 2]];
-    if (!info || !xml) return void out.set(n, null);
+    if (!info || !xml) {
+      out.set(n, null);
+      return;
+    }
     const st = parseInfo(info);
     const parsed = parsePoolXml(xml);
     out.set(n, { ...parsed, ...st, volumes: st.active ? parseVolList(vols, parsed.definition.path) : undefined });

@@ -8,7 +8,10 @@ function check(c: Row) {
   const d = diff(c);
   const got = summary(d);
   expect(got.length, got.join('\n')).toBe(c.want.length);
-  c.want.forEach((w, i) => (typeof w === 'string' ? expect(got[i]).toBe(w) : expect(got[i]).toMatch(w)));
+  for (const [i, w] of c.want.entries()) {
+    if (typeof w === 'string') expect(got[i]).toBe(w);
+    else expect(got[i]).toMatch(w);
+  }
   for (const n of c.notes ?? []) expect(d.notes.join('\n')).toMatch(n);
 }
 

@@ -61,6 +61,7 @@ describe('colors', () => {
   it('without colors there is no escape sequence, and the text is the same', () => {
     const plain = renderPlan(plan([action({ id: 'inventory:/srv/old', kind: 'delete', destructive: true })]));
     expect(plain).not.toContain(ESC);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: removing terminal color codes
     expect(colored.replace(/\u001b\[\d+m/g, '')).toBe(renderPlan(plan([
       action({ id: 'images.new', kind: 'create' }), action({ id: 'images.grown', kind: 'update' }), action({ id: 'images.rebuilt', kind: 'replace', destructive: true }),
       action({ id: 'inventory:/srv/old', kind: 'delete', destructive: true }), action({ id: 'pools.p', kind: 'update', destructive: true }),

@@ -132,18 +132,17 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       permissions: spec.permissions,
     };
     if (!dep) {
-      if (spec.source.kind === 'blank') return { build: { ...base, source: { kind: 'blank' } }, dependsOn: [] };
-      return void refuse(id, `${spec.origins.source ?? spec.origin}: the path of the image it is built from is not known until that image exists; apply again once it does`), undefined;
+      if (spec.source.kind === 'blank') return { build: { ...base, source: { kind: 'blank' } }, dependsOn: [] };refuse(id, `${spec.origins.source ?? spec.origin}: the path of the image it is built from is not known until that image exists; apply again once it does`); return undefined; 
     }
     let driver = dep.driver;
     let size = dep.size;
     if (!dep.id) {
-      if (!observed.has(dep.path)) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobservable(dep.path)}`), undefined;
+      if (!observed.has(dep.path)) { refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobservable(dep.path)}`); return undefined; }
       const src = observed.get(dep.path)!;
-      if (!src.exists) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} does not exist`), undefined;
+      if (!src.exists) { refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} does not exist`); return undefined; }
       driver = src.driver;
       size = src.virtualSize;
-      if (src.encrypted) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} is encrypted; import it as a declared image (source.image) so its passphraseFile is known`), undefined;
+      if (src.encrypted) { refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} is encrypted; import it as a declared image (source.image) so its passphraseFile is known`); return undefined; }
     }
     if (spec.size !== undefined && size !== undefined && spec.size < size) {
       refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than its source ${dep.path} (${formatSize(size)}); the image would lose data`);

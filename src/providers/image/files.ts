@@ -2,7 +2,7 @@
 // for one kind of object: a disk image at an absolute path.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, chown, link, lstat, mkdir, open, readdir, readlink, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, type FileHandle, link, lstat, mkdir, open, readdir, readlink, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pLimit from 'p-limit';
 import type { Format, Permissions, Qcow2Options } from '../../reconcile/model.js';
@@ -396,7 +396,7 @@ async function builtFiles(dir: string, main: string): Promise<string[]> {
  * at the path between plan and apply is never changed.
  */
 export async function setPermissions(p: string, perm: Permissions, opts: { expect?: FileIdentity; followSymlink?: boolean } = {}): Promise<void> {
-  let fh;
+  let fh: FileHandle;
   try {
     fh = await open(p, constants.O_RDONLY | constants.O_NONBLOCK | (opts.followSymlink ? 0 : constants.O_NOFOLLOW));
   } catch (e) {

@@ -91,33 +91,32 @@ export function diffVolumes(input: {
       const base = { pool, name: volume, format: spec.format, fileBased, qcow2: spec.qcow2, permissions: spec.permissions };
       const s = spec.source;
       if (s.kind === 'blank') {
-        if (spec.size === undefined) return void refuse(id, `${spec.origin}: volume ${volume} does not exist; images.${spec.name} adopts it and declares no size to create it with`), undefined;
+        if (spec.size === undefined) { refuse(id, `${spec.origin}: volume ${volume} does not exist; images.${spec.name} adopts it and declares no size to create it with`); return undefined; }
         return { build: { ...base, capacity: spec.size, source: { kind: 'blank' } }, dependsOn: deps };
       }
       if (s.kind === 'backing') {
         const dep = 'image' in s ? state.images[s.image]! : undefined;
         const backingPath = dep ? pathOf(dep) : (s as { path: string }).path;
-        if (!backingPath) return void refuse(id, `${spec.origins.source ?? spec.origin}: the path of images.${dep?.name} is not known before it exists; apply once more after it is created`), undefined;
+        if (!backingPath) { refuse(id, `${spec.origins.source ?? spec.origin}: the path of images.${dep?.name} is not known before it exists; apply once more after it is created`); return undefined; }
         const size = spec.size ?? (dep ? sizeOf(dep) : fileAt(backingPath)?.virtualSize);
-        if (size === undefined) return void refuse(id, `${spec.origins.source ?? spec.origin}: backing file ${files.has(backingPath) ? `${backingPath} does not exist` : unobserved(backingPath)}`), undefined;
+        if (size === undefined) { refuse(id, `${spec.origins.source ?? spec.origin}: backing file ${files.has(backingPath) ? `${backingPath} does not exist` : unobserved(backingPath)}`); return undefined; }
         const fmt = dep ? (dep.location.kind === 'pool' ? VOL_FORMAT[dep.format] : driverName(dep.format)) : fileAt(backingPath)?.driver ?? 'raw';
         return { build: { ...base, capacity: size, backing: { path: backingPath, format: fmt }, source: { kind: 'blank' } }, dependsOn: deps };
       }
       if (s.kind === 'image') {
         const dep = state.images[s.image]!;
         const size = spec.size ?? sizeOf(dep);
-        if (size === undefined) return void refuse(id, `${spec.origins.source ?? spec.origin}: the size of images.${dep.name} is not known; declare size`), undefined;
+        if (size === undefined) { refuse(id, `${spec.origins.source ?? spec.origin}: the size of images.${dep.name} is not known; declare size`); return undefined; }
         if (dep.location.kind === 'pool') {
           return { build: { ...base, capacity: size, source: { kind: 'volume', pool: dep.location.pool, name: dep.location.volume } }, dependsOn: deps };
         }
         return { build: { ...base, capacity: size, source: { kind: 'file', path: dep.location.path, driver: driverName(dep.format) } }, dependsOn: deps };
       }
       if (s.kind === 'file') {
-        if (!files.has(s.file)) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobserved(s.file)}`), undefined;
+        if (!files.has(s.file)) { refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobserved(s.file)}`); return undefined; }
         const src = fileAt(s.file);
-        if (!src) return void refuse(id, `${spec.origins.source ?? spec.origin}: source ${s.file} does not exist`), undefined;
-        if (spec.size !== undefined && spec.size < src.virtualSize) {
-          return void refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than its source ${s.file} (${formatSize(src.virtualSize)}); the volume would lose data`), undefined;
+        if (!src) { refuse(id, `${spec.origins.source ?? spec.origin}: source ${s.file} does not exist`); return undefined; }
+        if (spec.size !== undefined && spec.size < src.virtualSize) {refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than its source ${s.file} (${formatSize(src.virtualSize)}); the volume would lose data`); return undefined; 
         }
         return { build: { ...base, capacity: spec.size ?? src.virtualSize, source: { kind: 'file', path: s.file, driver: src.driver } }, dependsOn: deps };
       }

@@ -36,7 +36,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       await ctx.inventory.set(key, rec);
       const birthOf = (p: string) => (b.fileBased ? fileBirth(p) : Promise.resolve(undefined));
       let made: { key: string; path: string } | undefined;
-      let obs;
+      let obs: Awaited<ReturnType<typeof createVolume>>;
       try {
         obs = await createVolume(v, b, {
           signal: ctx.signal,
