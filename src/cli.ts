@@ -14,7 +14,10 @@ const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.
 
 /** A usage error, said in one line, with the command whose --help explains. */
 class UsageError extends UserError {
-  constructor(message: string, readonly command: Command) {
+  constructor(
+    message: string,
+    readonly command: Command,
+  ) {
     super(message, EXIT.usage);
   }
 }
@@ -121,24 +124,31 @@ function program(run: Run): Command {
     .allowExcessArguments()
     .exitOverride()
     .configureOutput({ outputError: () => {} })
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Exit codes: 0 success (no changes), 1 error or refused change, 2 changes present
-(plan --detailed-exitcode), 64 usage error, 130/143 apply or destroy interrupted (SIGINT/SIGTERM).`);
-  const action = (cmd: Command, name: CommandName) => cmd.action(async (...params: unknown[]) => {
-    const self = params[params.length - 1] as Command;
-    run.args = toArgs(self);
-    const commands = await import('./commands.js');
-    run.code = await commands[name](run.args);
-  });
+(plan --detailed-exitcode), 64 usage error, 130/143 apply or destroy interrupted (SIGINT/SIGTERM).`,
+    );
+  const action = (cmd: Command, name: CommandName) =>
+    cmd.action(async (...params: unknown[]) => {
+      const self = params[params.length - 1] as Command;
+      run.args = toArgs(self);
+      const commands = await import('./commands.js');
+      run.code = await commands[name](run.args);
+    });
   // A command's own words are checked here, once for all: extra ones are an error, never ignored.
   cli.hook('preAction', (_root, self) => {
     run.command = self;
     const max = self.registeredArguments.length;
     if (self.commands.length || self.args.length <= max) return;
     const hint = pathOf(self) === 'check' && self.args[0] === 'all' ? '; did you mean --repair=all?' : '';
-    throw new UsageError(max === 0
-      ? `\`${pathOf(self)}\` takes no argument (got ${quoted(self.args)})${hint}`
-      : `\`${pathOf(self)}\` takes ${synopsis(self).split(' ').slice(1).join(' ')} (got ${quoted(self.args)})`, self);
+    throw new UsageError(
+      max === 0
+        ? `\`${pathOf(self)}\` takes no argument (got ${quoted(self.args)})${hint}`
+        : `\`${pathOf(self)}\` takes ${synopsis(self).split(' ').slice(1).join(' ')} (got ${quoted(self.args)})`,
+      self,
+    );
   });
   // No command, or one that is not: commander would print the whole help.
   cli.action(() => {
@@ -147,49 +157,90 @@ Exit codes: 0 success (no changes), 1 error or refused change, 2 changes present
   });
 
   action(readsYaml(cli.command('validate').description('check the YAML (schema, references, units); touches nothing')), 'cmdValidate');
-  action(readsYaml(cli.command('plan').description('show what apply would change'))
-    .addOption(option.allowReplace()).addOption(option.prune())
-    .option('--detailed-exitcode', 'exit 0 when there is nothing to do, 2 when there are changes, 1 on error')
-    .option('--out <FILE>', 'also save the plan as JSON, for `apply FILE`')
-    .addOption(option.noColor()), 'cmdPlan');
-  action(readsYaml(cli.command('apply').description('make the host match the YAML, or execute a saved plan exactly'))
-    .argument('[PLAN.json]', 'a plan saved by `plan --out` (then no -f: the plan embeds its YAML)')
-    .addOption(option.allowReplace()).addOption(option.prune())
-    .addOption(option.parallelism()).addOption(option.lockTimeout()).addOption(option.autoApprove()).addOption(option.noColor()), 'cmdApply');
-  action(readsYaml(cli.command('destroy').description('delete everything reconcile created (the inventory of the state directory), with the guards of --prune'))
-    .addOption(option.parallelism()).addOption(option.lockTimeout()).addOption(option.autoApprove()).addOption(option.noColor()), 'cmdDestroy');
+  action(
+    readsYaml(cli.command('plan').description('show what apply would change'))
+      .addOption(option.allowReplace())
+      .addOption(option.prune())
+      .option('--detailed-exitcode', 'exit 0 when there is nothing to do, 2 when there are changes, 1 on error')
+      .option('--out <FILE>', 'also save the plan as JSON, for `apply FILE`')
+      .addOption(option.noColor()),
+    'cmdPlan',
+  );
+  action(
+    readsYaml(cli.command('apply').description('make the host match the YAML, or execute a saved plan exactly'))
+      .argument('[PLAN.json]', 'a plan saved by `plan --out` (then no -f: the plan embeds its YAML)')
+      .addOption(option.allowReplace())
+      .addOption(option.prune())
+      .addOption(option.parallelism())
+      .addOption(option.lockTimeout())
+      .addOption(option.autoApprove())
+      .addOption(option.noColor()),
+    'cmdApply',
+  );
+  action(
+    readsYaml(cli.command('destroy').description('delete everything reconcile created (the inventory of the state directory), with the guards of --prune'))
+      .addOption(option.parallelism())
+      .addOption(option.lockTimeout())
+      .addOption(option.autoApprove())
+      .addOption(option.noColor()),
+    'cmdDestroy',
+  );
   action(readsYaml(cli.command('show').description('list declared objects, what exists, and whether it is in sync')), 'cmdShow');
-  action(readsYaml(cli.command('check').description('qemu-img check of every declared image (leaks, corruptions)'))
-    .addOption(new Option('--repair [scope]', 'repair leaked clusters (=all: also corruptions) of images no running domain uses'))
-    .addOption(option.parallelism()), 'cmdCheck');
+  action(
+    readsYaml(cli.command('check').description('qemu-img check of every declared image (leaks, corruptions)'))
+      .addOption(new Option('--repair [scope]', 'repair leaked clusters (=all: also corruptions) of images no running domain uses'))
+      .addOption(option.parallelism()),
+    'cmdCheck',
+  );
 
   const backup = cli.command('backup').description('take, list and verify backups of the schedules under backups:');
   const schedule = ['NAME', 'a backup schedule declared under backups:'] as const;
-  action(readsYaml(backup.command('run').description('take one backup of schedule NAME now (hooks, verify, retention)'))
-    .argument(...schedule).addOption(option.lockTimeout()), 'cmdBackupRun');
-  action(readsYaml(backup.command('list').description('backups made: id, vm, mode, age, size, verified'))
-    .argument(`[${schedule[0]}]`, schedule[1]), 'cmdBackupList');
-  action(readsYaml(backup.command('verify').description('qemu-img check every copy of schedule NAME again'))
-    .argument(...schedule).addOption(option.lockTimeout()), 'cmdBackupVerify');
+  action(
+    readsYaml(backup.command('run').description('take one backup of schedule NAME now (hooks, verify, retention)'))
+      .argument(...schedule)
+      .addOption(option.lockTimeout()),
+    'cmdBackupRun',
+  );
+  action(readsYaml(backup.command('list').description('backups made: id, vm, mode, age, size, verified')).argument(`[${schedule[0]}]`, schedule[1]), 'cmdBackupList');
+  action(
+    readsYaml(backup.command('verify').description('qemu-img check every copy of schedule NAME again'))
+      .argument(...schedule)
+      .addOption(option.lockTimeout()),
+    'cmdBackupVerify',
+  );
   backup.action(() => {
     const got = backup.args.length ? ` (got ${quoted(backup.args)})` : '';
     throw new UsageError(`\`backup\` takes ${backup.commands.map(synopsis).join(' | ')}${got}`, backup);
   });
 
-  action(readsYaml(cli.command('restore').description('revert to an internal snapshot, or write a copy back'))
-    .argument(...schedule).option('--from <ID>', 'the backup to restore (see `backup list`)').addOption(option.lockTimeout()), 'cmdRestore');
-  action(readsYaml(cli.command('watch').description('run as a service: re-apply on every interval, file change or git push, heal drift, run backup schedules, serve /metrics and /status'))
-    .addOption(option.allowReplace()).addOption(option.prune()).addOption(option.parallelism())
-    .addOption(withDefault(new Option('--interval <DURATION>', `reconcile period: ${DURATION_HELP.replace(/^a duration: /, '')}`), DEFAULTS.interval))
-    .option('--git <URL>', 'read the YAML from this git repository instead of -f')
-    .addOption(withDefault(new Option('--ref <REF>', 'git branch, tag or commit'), DEFAULTS.ref))
-    .addOption(withDefault(new Option('--path <SUBDIR>', 'directory of the git repository holding the YAML'), DEFAULTS.path))
-    .addOption(withDefault(new Option('--listen <HOST:PORT>', 'HTTP address'), DEFAULTS.listen))
-    .option('--webhook-secret-file <FILE>', 'enables POST /hooks/git, HMAC-SHA256 signed with this secret')
-    .option('--suspend', 'start suspended (serve status, change nothing)')
-    .option('--log-format <FORMAT>', 'text or json (default: json when stdout is not a terminal)'), 'cmdWatch');
+  action(
+    readsYaml(cli.command('restore').description('revert to an internal snapshot, or write a copy back'))
+      .argument(...schedule)
+      .option('--from <ID>', 'the backup to restore (see `backup list`)')
+      .addOption(option.lockTimeout()),
+    'cmdRestore',
+  );
+  action(
+    readsYaml(
+      cli.command('watch').description('run as a service: re-apply on every interval, file change or git push, heal drift, run backup schedules, serve /metrics and /status'),
+    )
+      .addOption(option.allowReplace())
+      .addOption(option.prune())
+      .addOption(option.parallelism())
+      .addOption(withDefault(new Option('--interval <DURATION>', `reconcile period: ${DURATION_HELP.replace(/^a duration: /, '')}`), DEFAULTS.interval))
+      .option('--git <URL>', 'read the YAML from this git repository instead of -f')
+      .addOption(withDefault(new Option('--ref <REF>', 'git branch, tag or commit'), DEFAULTS.ref))
+      .addOption(withDefault(new Option('--path <SUBDIR>', 'directory of the git repository holding the YAML'), DEFAULTS.path))
+      .addOption(withDefault(new Option('--listen <HOST:PORT>', 'HTTP address'), DEFAULTS.listen))
+      .option('--webhook-secret-file <FILE>', 'enables POST /hooks/git, HMAC-SHA256 signed with this secret')
+      .option('--suspend', 'start suspended (serve status, change nothing)')
+      .option('--log-format <FORMAT>', 'text or json (default: json when stdout is not a terminal)'),
+    'cmdWatch',
+  );
 
-  cli.command('completion').description('print a bash or zsh completion script')
+  cli
+    .command('completion')
+    .description('print a bash or zsh completion script')
     .argument('<SHELL>', 'bash or zsh')
     .addHelpText('after', '\nbash: source <(reconcile completion bash)\nzsh:  source <(reconcile completion zsh)')
     .action((shell: string, _opts: unknown, self: Command) => {
@@ -200,9 +251,28 @@ Exit codes: 0 success (no changes), 1 error or refused change, 2 changes present
 }
 
 interface Opts {
-  file?: string[]; output: string; connect?: string; stateDir: string; allowReplace?: boolean; prune?: boolean; parallelism?: string;
-  lockTimeout?: string; detailedExitcode?: boolean; autoApprove?: boolean; color?: boolean; out?: string; repair?: string | true; from?: string;
-  interval?: string; git?: string; ref?: string; path?: string; listen?: string; webhookSecretFile?: string; suspend?: boolean; logFormat?: string;
+  file?: string[];
+  output: string;
+  connect?: string;
+  stateDir: string;
+  allowReplace?: boolean;
+  prune?: boolean;
+  parallelism?: string;
+  lockTimeout?: string;
+  detailedExitcode?: boolean;
+  autoApprove?: boolean;
+  color?: boolean;
+  out?: string;
+  repair?: string | true;
+  from?: string;
+  interval?: string;
+  git?: string;
+  ref?: string;
+  path?: string;
+  listen?: string;
+  webhookSecretFile?: string;
+  suspend?: boolean;
+  logFormat?: string;
 }
 
 /** The command's options as the commands take them; a bad value is a usage error of that command. */
@@ -245,8 +315,12 @@ function toArgs(cmd: Command): Args {
     from: o.from,
     watch: {
       intervalSeconds: interval(o.interval ?? DEFAULTS.interval),
-      git: o.git, ref: o.ref ?? DEFAULTS.ref, path: o.path ?? DEFAULTS.path, listen: o.listen ?? DEFAULTS.listen,
-      webhookSecretFile: o.webhookSecretFile, suspend: o.suspend ?? false,
+      git: o.git,
+      ref: o.ref ?? DEFAULTS.ref,
+      path: o.path ?? DEFAULTS.path,
+      listen: o.listen ?? DEFAULTS.listen,
+      webhookSecretFile: o.webhookSecretFile,
+      suspend: o.suspend ?? false,
       logFormat: o.logFormat === undefined ? undefined : oneOf('log-format', o.logFormat, ['text', 'json'] as const),
     },
   };
@@ -255,7 +329,15 @@ function toArgs(cmd: Command): Args {
 /** What completion needs to know of the command line, read from its definition. */
 function specOf(cmd: Command): CommandSpec {
   const valueSpec = (label: string): ValueSpec => {
-    const complete = /^(PATH|FILE|PLAN\.json)$/.test(label) ? 'files' : label === 'DIR' ? 'dirs' : label === 'FORMAT' ? ['text', 'json'] : label === 'SHELL' ? ['bash', 'zsh'] : 'none';
+    const complete = /^(PATH|FILE|PLAN\.json)$/.test(label)
+      ? 'files'
+      : label === 'DIR'
+        ? 'dirs'
+        : label === 'FORMAT'
+          ? ['text', 'json']
+          : label === 'SHELL'
+            ? ['bash', 'zsh']
+            : 'none';
     return { label, complete };
   };
   const help = { short: '-h', long: '--help', description: 'show help', repeatable: false };
@@ -263,12 +345,14 @@ function specOf(cmd: Command): CommandSpec {
     name: cmd.name(),
     description: cmd.description(),
     options: [
-      ...cmd.options.filter((o) => o.long !== '--version').map((o) => {
-        const label = /[<[]([^>\]]+)[>\]]/.exec(o.flags)?.[1];
-        const spec = { short: o.short, long: o.long!, description: o.description, repeatable: o.long === '--file' };
-        if (o.long === '--repair') return { ...spec, value: { label: 'scope', complete: ['all'], optionalAttached: true } };
-        return label ? { ...spec, value: valueSpec(label) } : spec;
-      }),
+      ...cmd.options
+        .filter((o) => o.long !== '--version')
+        .map((o) => {
+          const label = /[<[]([^>\]]+)[>\]]/.exec(o.flags)?.[1];
+          const spec = { short: o.short, long: o.long!, description: o.description, repeatable: o.long === '--file' };
+          if (o.long === '--repair') return { ...spec, value: { label: 'scope', complete: ['all'], optionalAttached: true } };
+          return label ? { ...spec, value: valueSpec(label) } : spec;
+        }),
       help,
       ...(cmd.parent ? [] : [{ long: '--version', description: 'print the version', repeatable: false }]),
     ],
@@ -283,7 +367,10 @@ async function main(argv: string[]): Promise<number> {
   const seeHelp = (cmd = run.command ?? cli) => `See \`reconcile${pathOf(cmd) ? ` ${pathOf(cmd)}` : ''} --help\`.`;
   try {
     // A bare `--repair` means leaks (see REPAIR_TERM): its value is never the next word.
-    await cli.parseAsync(argv.map((x) => (x === '--repair' ? '--repair=leaks' : x)), { from: 'user' });
+    await cli.parseAsync(
+      argv.map((x) => (x === '--repair' ? '--repair=leaks' : x)),
+      { from: 'user' },
+    );
     return run.code;
   } catch (e) {
     // --help and --version end the parse this way, after printing.

@@ -84,7 +84,8 @@ export async function cmdPlan(a: Args): Promise<number> {
   const plan = p.plan;
   if (a.output === 'text') for (const w of capacityWarnings(poolStatuses(state, p))) process.stderr.write(`${w}\n`);
   if (a.out) {
-    if (plan.refusals.length) throw new UserError(`${renderPlan(plan, { colors: colorsFor(process.stderr, a.color) })}\n\nnot saving ${a.out}: a plan with refused changes cannot be applied`);
+    if (plan.refusals.length)
+      throw new UserError(`${renderPlan(plan, { colors: colorsFor(process.stderr, a.color) })}\n\nnot saving ${a.out}: a plan with refused changes cannot be applied`);
     // The YAML texts go with the plan: apply recomputes the plan from them and runs it only if identical.
     await writeFile(a.out, `${JSON.stringify(toSavedPlan(plan, state.inputs ?? []), null, 2)}\n`, { mode: 0o600 });
   }
@@ -137,7 +138,10 @@ export async function cmdDestroy(a: Args): Promise<number> {
  * Plans and applies under the lock; apply and destroy differ only in their input and in when
  * the plan is shown (destroy: always; apply: when it needs consent, to ask for it).
  */
-async function applyDesired(a: Args, how: { verb: 'apply' | 'destroy'; command: string; review: 'always' | 'when-destructive' | 'never'; input: () => Promise<ApplyInput> }): Promise<number> {
+async function applyDesired(
+  a: Args,
+  how: { verb: 'apply' | 'destroy'; command: string; review: 'always' | 'when-destructive' | 'never'; input: () => Promise<ApplyInput> },
+): Promise<number> {
   const log = progressLog(a);
   // Ctrl-C or SIGTERM: no new action starts, builds in flight are cancelled (their scratch
   // files removed), other actions in flight finish, the lock is released and the summary
@@ -170,12 +174,18 @@ async function applyDesired(a: Args, how: { verb: 'apply' | 'destroy'; command: 
     const plan = await makePlan(state, { stateDir, ...options, cache, virsh: virshFor(a, state.connection) });
     check?.(plan);
     if (plan.refusals.length) {
-      throw new UserError(`${renderPlan(plan, { colors: colorsFor(process.stderr, a.color) })}\n\nnothing was applied`, EXIT.error, { error: `${plan.refusals.length} change(s) refused; nothing was applied`, reason: 'refused', refusals: plan.refusals, notes: plan.notes });
+      throw new UserError(`${renderPlan(plan, { colors: colorsFor(process.stderr, a.color) })}\n\nnothing was applied`, EXIT.error, {
+        error: `${plan.refusals.length} change(s) refused; nothing was applied`,
+        reason: 'refused',
+        refusals: plan.refusals,
+        notes: plan.notes,
+      });
     }
     if (interrupted) throw notApplied();
     if (!hasChanges(plan)) {
       await cache.save();
-      if (a.output === 'json') print(JSON.stringify({ ok: true, results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0, cancelled: 0, notStarted: 0 } }));
+      if (a.output === 'json')
+        print(JSON.stringify({ ok: true, results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0, cancelled: 0, notStarted: 0 } }));
       else print(renderPlan(plan, { colors }));
       return EXIT.ok;
     }
@@ -293,9 +303,17 @@ export async function cmdWatch(a: Args): Promise<number> {
   const stamp = (l: string) => logger.info(l);
   const metrics = createMetrics();
   const service = new WatchService({
-    files: a.files, git: w.git ? { url: w.git, ref: w.ref, subdir: w.path } : undefined, stateDir: a.stateDir,
-    intervalSeconds: w.intervalSeconds, allowReplace: a.allowReplace, prune: a.prune, parallelism: a.parallelism, suspended: w.suspend,
-    virsh: (yamlUri) => connect(resolveUri(a.connect, yamlUri)), metrics, logger,
+    files: a.files,
+    git: w.git ? { url: w.git, ref: w.ref, subdir: w.path } : undefined,
+    stateDir: a.stateDir,
+    intervalSeconds: w.intervalSeconds,
+    allowReplace: a.allowReplace,
+    prune: a.prune,
+    parallelism: a.parallelism,
+    suspended: w.suspend,
+    virsh: (yamlUri) => connect(resolveUri(a.connect, yamlUri)),
+    metrics,
+    logger,
   });
   const server = await startHttp({ host, port, service, metrics, webhookSecret: secret, log: stamp });
   stamp(`watching ${service.status.source} every ${w.intervalSeconds}s; http://${w.listen}/`);

@@ -78,10 +78,12 @@ ${[...byValue].map(([action, flags]) => `    ${flags.join('|')}) ${action}; retu
   esac
   local commands="" flags="" args=""
   case "$path" in
-${all.map(({ path, cmd }) => {
+${all
+  .map(({ path, cmd }) => {
     const arg = cmd.args[0];
     return `    ${path.length ? q(path.join(' ')) : '""'}) commands="${cmd.commands.map((c) => c.name).join(' ')}"; flags="${cmd.options.flatMap(flagWords).join(' ')}"${arg ? `; args='${bashValue(arg)}'` : ''} ;;`;
-  }).join('\n')}
+  })
+  .join('\n')}
   esac
   # Flags once a dash is typed; otherwise subcommands and the command's argument.
   if [[ $cur == -* ]]; then commands=$flags; elif [[ -n $args ]]; then eval "$args"; fi
@@ -112,7 +114,10 @@ function zshAction(v: ValueSpec): string {
 function zshOption(o: OptionSpec): string {
   const desc = `[${zq(o.description)}]`;
   // zsh would complete `--repair=` and wait for a value; offer each spelling as an option instead.
-  if (o.value?.optionalAttached) return flagWords(o).map((w) => `'${w.replace('=', '\\=')}${desc}'`).join(' ');
+  if (o.value?.optionalAttached)
+    return flagWords(o)
+      .map((w) => `'${w.replace('=', '\\=')}${desc}'`)
+      .join(' ');
   const value = o.value ? `:${zq(o.value.label)}:${zshAction(o.value)}` : '';
   if (!o.short) return `'${o.repeatable ? '*' : ''}${o.long}${desc}${value}'`;
   // Both spellings, offered once (or again and again, for a repeatable option).

@@ -53,7 +53,11 @@ export function renderPlan(plan: Plan, opts: { showNoop?: boolean; colors?: Colo
   const n = countByKind(plan.actions);
   lines.push('');
   if (plan.refusals.length) {
-    lines.push(c.red(`Plan refused: ${plan.refusals.length} change(s) cannot be made; ${n.create} to create, ${n.update} to update, ${n.replace} to replace, ${n.delete} to delete, none applied until the refusals are resolved.`));
+    lines.push(
+      c.red(
+        `Plan refused: ${plan.refusals.length} change(s) cannot be made; ${n.create} to create, ${n.update} to update, ${n.replace} to replace, ${n.delete} to delete, none applied until the refusals are resolved.`,
+      ),
+    );
   } else if (n.create + n.update + n.replace + n.delete === 0) {
     lines.push(`No changes. The host matches the desired state (${n['no-op']} object(s) in sync).`);
   } else {
@@ -85,10 +89,17 @@ export function renderSummary(r: ApplyResult, interrupted?: string, verb: 'apply
 /** `backup list`: one line per backup made. */
 export function renderBackups(rows: BackupListing[]): string {
   const cols = columns(['ID', 'VM', 'MODE', 'AGE', 'SIZE', 'VERIFIED'], ['AGE', 'SIZE']);
-  return renderTable(cols, rows.map((r) => [
-    r.id, r.vm, r.mode, age(r.ageSeconds), r.size === undefined ? '(in image)' : r.present ? formatSize(r.size) : 'MISSING',
-    r.verified === undefined ? '-' : r.verified ? 'yes' : 'FAILED',
-  ])).join('\n');
+  return renderTable(
+    cols,
+    rows.map((r) => [
+      r.id,
+      r.vm,
+      r.mode,
+      age(r.ageSeconds),
+      r.size === undefined ? '(in image)' : r.present ? formatSize(r.size) : 'MISSING',
+      r.verified === undefined ? '-' : r.verified ? 'yes' : 'FAILED',
+    ]),
+  ).join('\n');
 }
 
 function age(seconds: number): string {
@@ -100,5 +111,8 @@ function age(seconds: number): string {
 
 /** `check`: one line per declared image checked. */
 export function renderCheck(rows: CheckRow[]): string {
-  return renderTable(columns(['IMAGE', 'RESULT']), rows.map((r) => [r.name, `${r.result}${r.inUse ? ' [in use by a running domain]' : ''}`])).join('\n');
+  return renderTable(
+    columns(['IMAGE', 'RESULT']),
+    rows.map((r) => [r.name, `${r.result}${r.inUse ? ' [in use by a running domain]' : ''}`]),
+  ).join('\n');
 }

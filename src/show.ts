@@ -47,41 +47,72 @@ function statusOf(p: PlanWithObservations, id: string): { status: string; detail
 }
 
 export function imageStatuses(state: DesiredState, p: PlanWithObservations): ImageStatus[] {
-  return Object.values(state.images).sort((a, b) => a.name.localeCompare(b.name)).map((spec) => {
-    const s = statusOf(p, `images.${spec.name}`);
-    if (spec.location.kind === 'path') {
-      const path = spec.location.path;
-      const obs = present(p.observed.files.get(path));
-      const rec = imageRecordFor(p.inventory, path, obs?.file, obs?.symlink !== undefined);
+  return Object.values(state.images)
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((spec) => {
+      const s = statusOf(p, `images.${spec.name}`);
+      if (spec.location.kind === 'path') {
+        const path = spec.location.path;
+        const obs = present(p.observed.files.get(path));
+        const rec = imageRecordFor(p.inventory, path, obs?.file, obs?.symlink !== undefined);
+        return {
+          name: spec.name,
+          where: path,
+          exists: !!obs,
+          format: obs ? (obs.driver === 'vpc' ? 'vhd' : obs.driver) : undefined,
+          virtualSize: obs?.virtualSize,
+          allocated: obs?.actualSize,
+          owner: obs && rec && sameFile(rec, obs.file) ? 'created' : obs ? (spec.adopt ? 'adopted' : 'foreign') : 'none',
+          ...s,
+        };
+      }
+      const { pool, volume } = spec.location;
+      const obs = present(p.observed.volumes.get(`${pool}/${volume}`));
+      const rec = p.inventory.objects[recordKey({ type: 'volume', pool, volume })];
       return {
-        name: spec.name, where: path, exists: !!obs, format: obs ? (obs.driver === 'vpc' ? 'vhd' : obs.driver) : undefined,
-        virtualSize: obs?.virtualSize, allocated: obs?.actualSize,
-        owner: obs && rec && sameFile(rec, obs.file) ? 'created' : obs ? (spec.adopt ? 'adopted' : 'foreign') : 'none', ...s,
+        name: spec.name,
+        where: `${pool}/${volume}`,
+        exists: !!obs,
+        format: obs?.format === 'vpc' ? 'vhd' : obs?.format,
+        virtualSize: obs?.capacity,
+        allocated: obs?.allocation,
+        owner:
+          obs && rec?.type === 'volume' && volumeIsOurs(rec, obs)
+            ? 'created'
+            : obs
+              ? spec.adopt || LUN_POOLS.includes(state.pools[pool]?.type ?? 'dir')
+                ? 'adopted'
+                : 'foreign'
+              : 'none',
+        ...s,
       };
-    }
-    const { pool, volume } = spec.location;
-    const obs = present(p.observed.volumes.get(`${pool}/${volume}`));
-    const rec = p.inventory.objects[recordKey({ type: 'volume', pool, volume })];
-    return {
-      name: spec.name, where: `${pool}/${volume}`, exists: !!obs, format: obs?.format === 'vpc' ? 'vhd' : obs?.format,
-      virtualSize: obs?.capacity, allocated: obs?.allocation,
-      owner: obs && rec?.type === 'volume' && volumeIsOurs(rec, obs) ? 'created' : obs ? (spec.adopt || LUN_POOLS.includes(state.pools[pool]?.type ?? 'dir') ? 'adopted' : 'foreign') : 'none', ...s,
-    };
-  });
+    });
 }
 
 export function poolStatuses(state: DesiredState, p: PlanWithObservations): PoolStatus[] {
-  return Object.values(state.pools).sort((a, b) => a.name.localeCompare(b.name)).map((spec) => {
-    const obs = present(p.observed.pools.get(spec.name));
-    const used = obs?.capacity ? Math.round(((obs.allocation ?? 0) / obs.capacity) * 1000) / 10 : undefined;
-    const ours = !!p.inventory.objects[recordKey({ type: 'pool', name: spec.name })];
-    return {
-      name: spec.name, type: spec.type, exists: !!obs, active: !!obs?.active, autostart: !!obs?.autostart,
-      capacity: obs?.capacity, allocation: obs?.allocation, available: obs?.available, usedPercent: used,
-      capacityAlert: spec.capacityAlert, overAlert: used !== undefined && spec.capacityAlert !== undefined && used >= spec.capacityAlert,
-      volumes: obs?.volumes?.size, owner: obs ? (ours ? 'created' : 'adopted') : 'none', ...statusOf(p, `pools.${spec.name}`),
-    };
-  });
+  return Object.values(state.pools)
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((spec) => {
+      const obs = present(p.observed.pools.get(spec.name));
+      const used = obs?.capacity ? Math.round(((obs.allocation ?? 0) / obs.capacity) * 1000) / 10 : undefined;
+      const ours = !!p.inventory.objects[recordKey({ type: 'pool', name: spec.name })];
+      return {
+        name: spec.name,
+        type: spec.type,
+        exists: !!obs,
+        active: !!obs?.active,
+        autostart: !!obs?.autostart,
+        capacity: obs?.capacity,
+        allocation: obs?.allocation,
+        available: obs?.available,
+        usedPercent: used,
+        capacityAlert: spec.capacityAlert,
+        overAlert: used !== undefined && spec.capacityAlert !== undefined && used >= spec.capacityAlert,
+        volumes: obs?.volumes?.size,
+        owner: obs ? (ours ? 'created' : 'adopted') : 'none',
+        ...statusOf(p, `pools.${spec.name}`),
+      };
+    });
 }
 
 export interface VmStatus {
@@ -96,29 +127,41 @@ export interface VmStatus {
 }
 
 export function vmStatuses(state: DesiredState, p: PlanWithObservations): VmStatus[] {
-  return Object.values(state.vms).sort((a, b) => a.name.localeCompare(b.name)).map((vm) => {
-    const dom = present(p.observed.domains.get(vm.name));
-    const s = statusOf(p, `vms.${vm.name}`);
-    const pending = p.pending[vm.name] ?? [];
-    return {
-      name: vm.name,
-      exists: !!dom,
-      state: dom?.state ?? 'absent',
-      disks: (dom?.persistent ?? []).map((d) => ({
-        target: d.target, source: d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : d.source.file ?? d.source.dev ?? '-',
-        bus: d.bus, cache: d.cache, io: d.io, discard: d.discard, ours: !!dom?.ownership.disks.includes(d.target),
-      })),
-      owner: dom ? (dom.ownership.created ? 'created' : 'adopted') : 'none',
-      pendingRestart: pending,
-      status: s.status === 'in-sync' && pending.length ? 'pending-restart' : s.status,
-      detail: s.detail || (pending.length ? pending.join(', ') : ''),
-    };
-  });
+  return Object.values(state.vms)
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((vm) => {
+      const dom = present(p.observed.domains.get(vm.name));
+      const s = statusOf(p, `vms.${vm.name}`);
+      const pending = p.pending[vm.name] ?? [];
+      return {
+        name: vm.name,
+        exists: !!dom,
+        state: dom?.state ?? 'absent',
+        disks: (dom?.persistent ?? []).map((d) => ({
+          target: d.target,
+          source: d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : (d.source.file ?? d.source.dev ?? '-'),
+          bus: d.bus,
+          cache: d.cache,
+          io: d.io,
+          discard: d.discard,
+          ours: !!dom?.ownership.disks.includes(d.target),
+        })),
+        owner: dom ? (dom.ownership.created ? 'created' : 'adopted') : 'none',
+        pendingRestart: pending,
+        status: s.status === 'in-sync' && pending.length ? 'pending-restart' : s.status,
+        detail: s.detail || (pending.length ? pending.join(', ') : ''),
+      };
+    });
 }
 
 /** Capacity warnings for plan and apply output (and, later, metrics). */
 export function capacityWarnings(pools: PoolStatus[]): string[] {
-  return pools.filter((x) => x.overAlert).map((x) => `warning: pool ${x.name} is ${x.usedPercent}% allocated, over its capacityAlert of ${x.capacityAlert}% (${formatSize(x.available ?? 0).replace(/ \(.*\)$/, '')} available)`);
+  return pools
+    .filter((x) => x.overAlert)
+    .map(
+      (x) =>
+        `warning: pool ${x.name} is ${x.usedPercent}% allocated, over its capacityAlert of ${x.capacityAlert}% (${formatSize(x.available ?? 0).replace(/ \(.*\)$/, '')} available)`,
+    );
 }
 
 const size = (n?: number) => (n === undefined ? '-' : formatSize(n).replace(/ \(.*\)$/, ''));
@@ -126,12 +169,23 @@ const size = (n?: number) => (n === undefined ? '-' : formatSize(n).replace(/ \(
 export function renderShow(pools: PoolStatus[], images: ImageStatus[], vms: VmStatus[], notes: string[]): string {
   const lines: string[] = [];
   if (pools.length) {
-    const cols = columns(['POOL', 'TYPE', 'STATE', 'AUTOSTART', 'CAPACITY', 'ALLOCATION', 'AVAILABLE', 'USED', 'VOLUMES', 'OWNER', 'STATUS'], ['CAPACITY', 'ALLOCATION', 'AVAILABLE', 'VOLUMES']);
+    const cols = columns(
+      ['POOL', 'TYPE', 'STATE', 'AUTOSTART', 'CAPACITY', 'ALLOCATION', 'AVAILABLE', 'USED', 'VOLUMES', 'OWNER', 'STATUS'],
+      ['CAPACITY', 'ALLOCATION', 'AVAILABLE', 'VOLUMES'],
+    );
     const rows = pools.map((x) => {
       const bar = x.usedPercent === undefined ? '-' : `${x.usedPercent}%${x.capacityAlert !== undefined ? ` (alert ${x.capacityAlert}%)` : ''}${x.overAlert ? ' OVER' : ''}`;
       return [
-        x.name, x.type, x.exists ? (x.active ? 'active' : 'inactive') : 'absent', x.exists ? (x.autostart ? 'yes' : 'no') : '-',
-        size(x.capacity), size(x.allocation), size(x.available), bar, x.volumes === undefined ? '-' : String(x.volumes), x.owner,
+        x.name,
+        x.type,
+        x.exists ? (x.active ? 'active' : 'inactive') : 'absent',
+        x.exists ? (x.autostart ? 'yes' : 'no') : '-',
+        size(x.capacity),
+        size(x.allocation),
+        size(x.available),
+        bar,
+        x.volumes === undefined ? '-' : String(x.volumes),
+        x.owner,
         x.status + (x.detail ? `: ${x.detail}` : ''),
       ];
     });
@@ -148,10 +202,20 @@ export function renderShow(pools: PoolStatus[], images: ImageStatus[], vms: VmSt
     for (const v of vms) {
       const status = v.status + (v.detail ? `: ${v.detail}` : '');
       if (!v.disks.length) rows.push([v.name, v.state, v.owner, '-', '-', '-', '-', '-', '-', '-', status]);
-      for (const [i, d] of v.disks.entries()) rows.push([
-        i ? '' : v.name, i ? '' : v.state, i ? '' : v.owner, d.target, d.source, d.bus, d.cache ?? 'default', d.io ?? 'default',
-        d.discard ?? 'default', d.ours ? 'reconcile' : 'adopted', i ? '' : status,
-      ]);
+      for (const [i, d] of v.disks.entries())
+        rows.push([
+          i ? '' : v.name,
+          i ? '' : v.state,
+          i ? '' : v.owner,
+          d.target,
+          d.source,
+          d.bus,
+          d.cache ?? 'default',
+          d.io ?? 'default',
+          d.discard ?? 'default',
+          d.ours ? 'reconcile' : 'adopted',
+          i ? '' : status,
+        ]);
     }
     lines.push('', ...renderTable(cols, rows));
   }

@@ -13,10 +13,15 @@ export interface Column {
 export function renderTable(columns: Column[], rows: string[][]): string[] {
   const cells = [columns.map((c) => c.title), ...rows].map((r) => columns.map((_, i) => printable(r[i] ?? '')));
   const widths = columns.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
-  return cells.map((r) => r.map((cell, i) => {
-    if (columns[i]!.align === 'right') return cell.padStart(widths[i]!);
-    return i === columns.length - 1 ? cell : cell.padEnd(widths[i]!);
-  }).join('  ').trimEnd());
+  return cells.map((r) =>
+    r
+      .map((cell, i) => {
+        if (columns[i]!.align === 'right') return cell.padStart(widths[i]!);
+        return i === columns.length - 1 ? cell : cell.padEnd(widths[i]!);
+      })
+      .join('  ')
+      .trimEnd(),
+  );
 }
 
 /** Columns from titles; the ones named in `right` are right-aligned. */

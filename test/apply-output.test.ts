@@ -32,7 +32,13 @@ describe('apply output when nothing or not everything is applied', () => {
     boxes.push(sb);
     await sb.yaml('version: 1\nimages:\n  a: { path: $DIR/a.qcow2, size: 1M }\n');
     await mkdir(path.join(sb.stateDir, 'apply.lock'), { recursive: true });
-    const holder = { pid: process.pid, host: (await import('node:os')).hostname(), boot: (await import('node:fs')).readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), command: 'apply', since: new Date().toISOString() };
+    const holder = {
+      pid: process.pid,
+      host: (await import('node:os')).hostname(),
+      boot: (await import('node:fs')).readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
+      command: 'apply',
+      since: new Date().toISOString(),
+    };
     await writeFile(path.join(sb.stateDir, 'apply.lock', 'holder.json'), JSON.stringify(holder));
     const r = await sb.run('apply', '-o', 'json', '--lock-timeout', '0');
     expect(r.code).toBe(1);

@@ -10,7 +10,8 @@ import { damageQcow2, qemuImg, qemuInfo, sandbox, virsh, type Sandbox } from './
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
 const p = (f: string) => path.join(sb.dir, f);
-const pattern = async (file: string, byte: string) => !/Pattern verification failed/.test(String((await execa('qemu-io', ['-r', '-U', '-c', `read -P ${byte} 0 1M`, file])).stdout));
+const pattern = async (file: string, byte: string) =>
+  !/Pattern verification failed/.test(String((await execa('qemu-io', ['-r', '-U', '-c', `read -P ${byte} 0 1M`, file])).stdout));
 const write = (file: string, byte: string) => execa('qemu-io', ['-c', `write -P ${byte} 0 1M`, file]);
 const log = (line: string) => ['sh', '-c', `echo ${line} >> $0/hooks.log`, '$DIR'];
 
@@ -18,7 +19,8 @@ beforeAll(async () => {
   lv = await startPrivateLibvirtd();
   sb = await sandbox('backups', { libvirt: lv });
   await chmod(sb.dir, 0o755);
-  await sb.yaml(`version: 1
+  await sb.yaml(
+    `version: 1
 images:
   disk: { path: $DIR/disk.qcow2, size: 16M }
 vms:
@@ -54,7 +56,8 @@ backups:
     mode: copy
     destination: $DIR/bk-slow
     hooks: { pre: [["sleep", "30"]], timeout: 1s }
-`.replaceAll('"$DIR"', `"${'$'}DIR"`));
+`.replaceAll('"$DIR"', `"${'$'}DIR"`),
+  );
   const r = await sb.run('apply');
   if (r.code !== 0) throw new Error(r.stdout + r.stderr);
   await write(p('disk.qcow2'), '0xa1');
@@ -64,7 +67,8 @@ afterAll(async () => {
   await sb?.cleanup();
 });
 
-const list = async (name: string) => JSON.parse((await sb.run('backup', 'list', name, '-o', 'json')).stdout) as { id: string; verified?: boolean; present: boolean; size?: number }[];
+const list = async (name: string) =>
+  JSON.parse((await sb.run('backup', 'list', name, '-o', 'json')).stdout) as { id: string; verified?: boolean; present: boolean; size?: number }[];
 
 describe('snapshot mode', () => {
   it('takes internal snapshots named with a UTC timestamp and keeps only the newest `keep`', async () => {
@@ -145,7 +149,7 @@ describe('hooks, verify, restore, overdue', () => {
     expect(Date.now() - t0).toBeLessThan(15_000);
   });
 
-  it('maxAge retention deletes this schedule\'s backups older than the limit, never the newest', async () => {
+  it("maxAge retention deletes this schedule's backups older than the limit, never the newest", async () => {
     expect((await sb.run('backup', 'run', 'aged')).code).toBe(0);
     // Age the first backup by two hours in the records, as if it had been made then.
     const file = path.join(sb.stateDir, 'backups.json');

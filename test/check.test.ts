@@ -61,7 +61,7 @@ describe('reconcile check', () => {
     expect(rows.busy!.result).toMatch(/1 leaked cluster/);
   });
 
-  it('--repair fixes leaks only; --repair=all fixes corruptions; a running domain\'s disk is never repaired', async () => {
+  it("--repair fixes leaks only; --repair=all fixes corruptions; a running domain's disk is never repaired", async () => {
     const leaks = await sb.run('check', '--repair');
     expect(leaks.stdout).toMatch(/leaky\s+repaired 1 leaked cluster\(s\)/);
     expect(leaks.stdout).toMatch(/broken\s+1 corruption\(s\)/);

@@ -20,7 +20,7 @@ describe('help', () => {
     for (const c of ['validate', 'plan', 'apply', 'destroy', 'show', 'check', 'backup', 'restore', 'watch', 'completion']) expect(r.stdout).toMatch(new RegExp(`^  ${c}\\b`, 'm'));
   });
 
-  it('a command\'s --help shows its own options only', async () => {
+  it("a command's --help shows its own options only", async () => {
     const plan = await cli(['plan', '--help']);
     expect(plan.code).toBe(0);
     expect(plan.stdout).toMatch(/^Usage: reconcile plan \[options\]/);
@@ -71,14 +71,27 @@ describe('completion', () => {
   /** What bash offers after the words typed so far (the last one being completed). */
   const bashOffers = async (...words: string[]) => {
     const script = (await cli(['completion', 'bash'])).stdout;
-    const r = await execa('bash', ['-c', `${script}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _reconcile; printf '%s\\n' "\${COMPREPLY[@]}"`]);
+    const r = await execa('bash', [
+      '-c',
+      `${script}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _reconcile; printf '%s\\n' "\${COMPREPLY[@]}"`,
+    ]);
     return String(r.stdout).split('\n').filter(Boolean);
   };
 
-  it('bash: commands, each command\'s own options, subcommands and option values', async () => {
+  it("bash: commands, each command's own options, subcommands and option values", async () => {
     expect(await bashOffers('reconcile', '')).toEqual(['validate', 'plan', 'apply', 'destroy', 'show', 'check', 'backup', 'restore', 'watch', 'completion']);
     expect(await bashOffers('reconcile', 'plan', '--d')).toEqual(['--detailed-exitcode']);
-    expect(await bashOffers('reconcile', 'destroy', '--')).toEqual(['--file', '--output', '--connect', '--state-dir', '--parallelism', '--lock-timeout', '--auto-approve', '--no-color', '--help']);
+    expect(await bashOffers('reconcile', 'destroy', '--')).toEqual([
+      '--file',
+      '--output',
+      '--connect',
+      '--state-dir',
+      '--parallelism',
+      '--lock-timeout',
+      '--auto-approve',
+      '--no-color',
+      '--help',
+    ]);
     expect(await bashOffers('reconcile', 'backup', '')).toEqual(['run', 'list', 'verify']);
     expect(await bashOffers('reconcile', 'backup', 'verify', '--lo')).toEqual(['--lock-timeout']);
     expect(await bashOffers('reconcile', 'check', '--rep')).toEqual(['--repair', '--repair=all']);

@@ -10,7 +10,10 @@ import { qemuImg, qemuInfo, sandboxes, type Sandbox } from './helpers.js';
 const box = sandboxes();
 let sb: Sandbox;
 const p = (f: string) => path.join(sb.dir, f);
-const sha = async (f: string) => createHash('sha256').update(await readFile(f)).digest('hex');
+const sha = async (f: string) =>
+  createHash('sha256')
+    .update(await readFile(f))
+    .digest('hex');
 
 // The example's kinds of image files, small: a tuned protected base, an overlay on it, a raw
 // disk, and vhd/vmdk/vhdx exports of the base.
@@ -20,7 +23,7 @@ beforeAll(async () => {
   sb = await box('destroy');
   await import('node:fs/promises').then((fs) => fs.mkdir(p('demo')));
   await qemuImg('create', '-q', '-f', 'qcow2', p('demo/adopted.qcow2'), '4M');
-  await writeFile(p('demo/notes.txt'), 'not reconcile\'s\n');
+  await writeFile(p('demo/notes.txt'), "not reconcile's\n");
   await sb.yaml(`version: 1
 images:
   base:
@@ -69,7 +72,7 @@ describe('destroy', () => {
     for (const f of CREATED) expect(existsSync(p(f)), f).toBe(false);
     expect(await qemuInfo(p('demo/adopted.qcow2'))).toEqual(adopted.info);
     expect(await sha(p('demo/adopted.qcow2'))).toBe(adopted.sha);
-    expect(await readFile(p('demo/notes.txt'), 'utf8')).toBe('not reconcile\'s\n');
+    expect(await readFile(p('demo/notes.txt'), 'utf8')).toBe("not reconcile's\n");
   });
 
   it('a second destroy has nothing to do', async () => {

@@ -53,7 +53,11 @@ export async function sandbox(name: string, opts: SandboxOptions = {}): Promise<
     trace,
     run: (...args) => cli(withSandbox(args), { VIRT_RECONCILE_TRACE: trace }, opts.libvirt?.nsenter),
     runInTerminal: (input, ...args) => cliInTerminal(withSandbox(args), input, { VIRT_RECONCILE_TRACE: trace }, opts.libvirt?.nsenter),
-    spawned: async () => (await readFile(trace, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as string[]),
+    spawned: async () =>
+      (await readFile(trace, 'utf8').catch(() => ''))
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as string[]),
     resetTrace: () => rm(trace, { force: true }),
     yaml: async (text, file = 'storage.yaml') => {
       const p = path.join(dir, file);
@@ -161,4 +165,3 @@ export async function damageQcow2(file: string, kind: 'leak' | 'corrupt'): Promi
     await fh.close();
   }
 }
-

@@ -20,7 +20,17 @@ describe('saved plans', () => {
     expect((await sb.run('plan', '--out', planFile)).code).toBe(0);
     const good = await readFile(planFile, 'utf8');
     const plan = JSON.parse(good);
-    plan.actions.push({ id: 'inventory:x', resource: 'image', kind: 'delete', code: 'left-yaml', reason: 'x', destructive: true, changes: [], dependsOn: [], digest: 'e'.repeat(64) });
+    plan.actions.push({
+      id: 'inventory:x',
+      resource: 'image',
+      kind: 'delete',
+      code: 'left-yaml',
+      reason: 'x',
+      destructive: true,
+      changes: [],
+      dependsOn: [],
+      digest: 'e'.repeat(64),
+    });
     await writeFile(planFile, JSON.stringify(plan));
     const r = await sb.run('apply', planFile);
     expect(r.code).toBe(1);
@@ -39,7 +49,9 @@ describe('saved plans', () => {
     await writeFile(planFile, JSON.stringify(plan));
     expect((await sb.run('apply', planFile)).stderr).toMatch(/is not a plan saved by `reconcile plan --out` \(\/actions\/1: must NOT have additional properties\)/);
     await writeFile(planFile, '{"format":"virt-reconcile-plan","formatVersion":2,"actions":[]}');
-    expect((await sb.run('apply', planFile)).stderr).toMatch(/is not a plan saved by `reconcile plan --out` \(no createdAt; no stateDir; no options; no observed; no refusals; no notes; no inputs/);
+    expect((await sb.run('apply', planFile)).stderr).toMatch(
+      /is not a plan saved by `reconcile plan --out` \(no createdAt; no stateDir; no options; no observed; no refusals; no notes; no inputs/,
+    );
     await writeFile(planFile, '{"formatVersion":1,"actions":[]}');
     expect((await sb.run('apply', planFile)).stderr).toMatch(/is a plan of format version 1; this version reads version 2\. Run `reconcile plan --out` again/);
 
@@ -60,7 +72,13 @@ describe('escaping', () => {
     const r = await sb.run('apply');
     expect(r.code, r.stdout + r.stderr).toBe(0);
     // The key is the file's text as written: it opens with the same text from a plain file.
-    const info = await qemuImg('info', '--object', `secret,id=s,file=${path.join(sb.dir, 'plain')}`, '--image-opts', `driver=qcow2,file.filename=${path.join(sb.dir, 'e.qcow2')},encrypt.key-secret=s`);
+    const info = await qemuImg(
+      'info',
+      '--object',
+      `secret,id=s,file=${path.join(sb.dir, 'plain')}`,
+      '--image-opts',
+      `driver=qcow2,file.filename=${path.join(sb.dir, 'e.qcow2')},encrypt.key-secret=s`,
+    );
     expect(info).toMatch(/encrypted: yes/);
   });
 
@@ -79,7 +97,11 @@ describe('escaping', () => {
   it('one file named twice on the command line is read once', async () => {
     const sb = await box('twice');
     const f = await sb.yaml('version: 1\nimages:\n  a: { path: $DIR/a.qcow2, size: 1M }\n');
-    const r = await execa('node', [path.join(process.cwd(), 'dist', 'cli.js'), 'validate', '-f', f, '-f', path.join(path.dirname(f), '.', path.basename(f)), '-f', path.dirname(f)], { reject: false, cwd: sb.dir });
+    const r = await execa(
+      'node',
+      [path.join(process.cwd(), 'dist', 'cli.js'), 'validate', '-f', f, '-f', path.join(path.dirname(f), '.', path.basename(f)), '-f', path.dirname(f)],
+      { reject: false, cwd: sb.dir },
+    );
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/valid: 1 file\(s\)/);
   });

@@ -269,7 +269,9 @@ describe('crash safety', () => {
     await execa('sh', ['-c', `head -c 256M /dev/urandom > '${p('src.raw')}'`]);
     await sb.yaml(one('big', '{ path: $DIR/big.qcow2, source: { file: $DIR/src.raw }, qcow2: { compressed: true } }'));
     const child = spawn('node', [CLI, 'apply', '-f', p('storage.yaml'), '--state-dir', sb.stateDir], {
-      detached: true, stdio: 'ignore', env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace },
+      detached: true,
+      stdio: 'ignore',
+      env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace },
     });
     await waitForSpawn(sb, 'convert');
     await new Promise((r) => setTimeout(r, 500));
@@ -287,4 +289,3 @@ describe('crash safety', () => {
     expect((await sb.run('plan', '--detailed-exitcode')).code).toBe(0);
   });
 });
-

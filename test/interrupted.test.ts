@@ -16,7 +16,6 @@ afterAll(async () => {
   for (const b of boxes) await b.cleanup();
 });
 
-
 const tmpEntries = async () => (await readdir(tmpdir())).filter((n) => n.startsWith('virt-reconcile-')).sort();
 
 describe('kill -9 during a volume import', () => {
@@ -74,7 +73,10 @@ describe('a crash around the publish of an image', () => {
 images:
   a: { path: $DIR/a.qcow2, size: 8M, qcow2: { preallocation: metadata } }
 `);
-    const crashed = await execa('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], { reject: false, env: { VIRT_RECONCILE_FAILPOINT: 'image-after-publish' } });
+    const crashed = await execa('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], {
+      reject: false,
+      env: { VIRT_RECONCILE_FAILPOINT: 'image-after-publish' },
+    });
     expect(crashed.signal).toBe('SIGKILL');
     expect(existsSync(path.join(sb.dir, 'a.qcow2'))).toBe(true);
     const plan = await sb.run('plan', '--detailed-exitcode');
@@ -100,7 +102,10 @@ images:
 images:
   b: { path: $DIR/b.raw, format: raw, size: 4M }
 `);
-    const crashed = await execa('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], { reject: false, env: { VIRT_RECONCILE_FAILPOINT: 'image-before-publish' } });
+    const crashed = await execa('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], {
+      reject: false,
+      env: { VIRT_RECONCILE_FAILPOINT: 'image-before-publish' },
+    });
     expect(crashed.signal).toBe('SIGKILL');
     expect(existsSync(path.join(sb.dir, 'b.raw'))).toBe(false);
     const r = await sb.run('apply');
@@ -125,7 +130,8 @@ images:
   other: { path: $DIR/other.qcow2, size: 1M }
 `);
     const child = spawn('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--parallelism', '1'], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace },
     });
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -171,7 +177,10 @@ describe('lock takeover', () => {
       await mkdir(path.join(stateDir, 'apply.lock'), { recursive: true });
       const deadPid = spawnSync('true').pid;
       const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
-      await writeFile(path.join(stateDir, 'apply.lock', 'holder.json'), JSON.stringify({ pid: deadPid, host: (await execa('hostname')).stdout.trim(), boot: bootId, command: 'apply', since: new Date().toISOString() }));
+      await writeFile(
+        path.join(stateDir, 'apply.lock', 'holder.json'),
+        JSON.stringify({ pid: deadPid, host: (await execa('hostname')).stdout.trim(), boot: bootId, command: 'apply', since: new Date().toISOString() }),
+      );
       await writeFile(log, '');
       const at = String(Date.now() + 1500);
       const runs = await Promise.all(Array.from({ length: 5 }, () => execa('node', ['--input-type=module', '-e', script, stateDir, log, at], { reject: false })));
@@ -195,9 +204,13 @@ describe('kill -9 between a libvirt define and its record', () => {
   afterAll(async () => lv?.stop());
 
   // Inside the daemon's mount namespace, as sb.run runs the CLI; the process kills itself at the point.
-  const crash = (sb: Sandbox, point: string) => execa(lv.nsenter[0]!, [...lv.nsenter.slice(1), 'node', CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri], { reject: false, env: { VIRT_RECONCILE_FAILPOINT: point } });
+  const crash = (sb: Sandbox, point: string) =>
+    execa(lv.nsenter[0]!, [...lv.nsenter.slice(1), 'node', CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri], {
+      reject: false,
+      env: { VIRT_RECONCILE_FAILPOINT: point },
+    });
 
-  it('a pool: never taken for reconcile\'s own (it cannot be told from someone else\'s), so never pruned', async () => {
+  it("a pool: never taken for reconcile's own (it cannot be told from someone else's), so never pruned", async () => {
     const sb = await sandbox('kill-pool', { libvirt: lv });
     boxes.push(sb);
     await sb.yaml('version: 1\npools:\n  killed: { type: dir, path: $DIR/pool }\n');

@@ -12,7 +12,6 @@ import { CLI, qemuImg, sandboxes, waitForSpawn } from './helpers.js';
 const box = sandboxes();
 const mode = async (f: string) => (await stat(f)).mode & 0o777;
 
-
 describe('files reconcile did not make', () => {
   it('an existing file is reported and left alone unless adopted, even with --allow-replace', async () => {
     const sb = await box('foreign');
@@ -100,7 +99,10 @@ describe('publishing a build', () => {
 images:
   big: { path: $DIR/big.qcow2, source: { file: $DIR/src.raw }, qcow2: { compressed: true } }
 `);
-    const child = spawn('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace } });
+    const child = spawn('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace },
+    });
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));

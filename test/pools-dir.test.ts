@@ -144,7 +144,12 @@ images:
     expect(shrink.code).toBe(1);
     expect(shrink.stderr).toMatch(/size 32 MiB is smaller than volume plain\.qcow2 in pool vm \(96 MiB\); shrinking destroys data and is refused/);
 
-    await sb.yaml(POOL + IMAGES.replace('vhd: { pool: vm, format: vhd, size: 16M }', 'vhd: { pool: vm, format: vmdk, volume: vhd.vhd, size: 16M }').replace('plain: { pool: vm, size: 64M }', 'plain: { pool: vm, size: 96M }').replace('qcow2: {} }', '}'));
+    await sb.yaml(
+      POOL +
+        IMAGES.replace('vhd: { pool: vm, format: vhd, size: 16M }', 'vhd: { pool: vm, format: vmdk, volume: vhd.vhd, size: 16M }')
+          .replace('plain: { pool: vm, size: 64M }', 'plain: { pool: vm, size: 96M }')
+          .replace('qcow2: {} }', '}'),
+    );
     const refused = await sb.run('apply');
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/volume vhd\.vhd in pool vm must be rebuilt \(format vhd -> vmdk\).*--allow-replace/);
@@ -156,7 +161,14 @@ images:
   it('prunes only its own volumes, and the pool only once it holds nothing else', async () => {
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', p('pool/someone-elses.qcow2'), '1M']);
     await virsh(lv, 'pool-refresh', 'vm');
-    await sb.yaml(POOL + IMAGES.replace(/ {2}named:.*\n/, '').replace(/ {2}fromvol:.*\n/, '').replace('qcow2: {} }', '}').replace('plain: { pool: vm, size: 64M }', 'plain: { pool: vm, size: 96M }').replace('vhd: { pool: vm, format: vhd, size: 16M }', 'vhd: { pool: vm, format: vmdk, volume: vhd.vhd, size: 16M }'));
+    await sb.yaml(
+      POOL +
+        IMAGES.replace(/ {2}named:.*\n/, '')
+          .replace(/ {2}fromvol:.*\n/, '')
+          .replace('qcow2: {} }', '}')
+          .replace('plain: { pool: vm, size: 64M }', 'plain: { pool: vm, size: 96M }')
+          .replace('vhd: { pool: vm, format: vhd, size: 16M }', 'vhd: { pool: vm, format: vmdk, volume: vhd.vhd, size: 16M }'),
+    );
     const r = await sb.run('apply', '--prune');
     expect(r.stdout).toMatch(/2 deleted/);
     await expect(virsh(lv, 'vol-info', '--pool', 'vm', 'custom-name.qcow2')).rejects.toThrow(/not found/);
@@ -210,7 +222,9 @@ describe('dir pool replace', () => {
 
 describe('hostile names', () => {
   it('a dir pool whose path holds spaces sees its volumes (a second apply changes nothing)', async () => {
-    await sb.yaml('version: 1\npools:\n  sp: { type: dir, path: "$DIR/my pool dir" }\nimages:\n  a: { pool: sp, size: 1M }\n  b: { pool: sp, volume: b.img, format: raw, size: 1M }\n');
+    await sb.yaml(
+      'version: 1\npools:\n  sp: { type: dir, path: "$DIR/my pool dir" }\nimages:\n  a: { pool: sp, size: 1M }\n  b: { pool: sp, volume: b.img, format: raw, size: 1M }\n',
+    );
     const r = await sb.run('apply');
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const again = await sb.run('plan', '--detailed-exitcode');
@@ -220,7 +234,7 @@ describe('hostile names', () => {
 });
 
 describe('volumes that are not ours', () => {
-  it('changing a pool\'s permissions redefines it in place (same uuid)', async () => {
+  it("changing a pool's permissions redefines it in place (same uuid)", async () => {
     await sb.yaml('version: 1\npools:\n  pp: { type: dir, path: $DIR/pp }\n');
     expect((await sb.run('apply')).code).toBe(0);
     const uuid = (await virsh(lv, 'pool-uuid', 'pp')).trim();
@@ -281,7 +295,7 @@ images:
 });
 
 describe('volume identity (second adversarial pass)', () => {
-  it('a user file put at an owned volume\'s path is foreign: never grown, chmod\'ed or replaced', async () => {
+  it("a user file put at an owned volume's path is foreign: never grown, chmod'ed or replaced", async () => {
     await sb.yaml('version: 1\npools:\n  pq: { type: dir, path: $DIR/pq }\nimages:\n  data: { pool: pq, format: raw, size: 4M }\n');
     expect((await sb.run('apply')).code).toBe(0);
     const f = p('pq/data.img');
@@ -315,7 +329,9 @@ describe('volume identity (second adversarial pass)', () => {
     const pool = 'version: 1\npools:\n  po: { type: dir, path: $DIR/po }\n';
     await sb.yaml(`${pool}images:\n  fbase: { path: $DIR/fbase.qcow2, size: 4M }\n  vbase: { pool: po, size: 4M }\n`);
     expect((await sb.run('apply')).code).toBe(0);
-    await sb.yaml(`${pool}images:\n  fbase: { path: $DIR/fbase.qcow2, size: 4M }\n  vbase: { pool: po, size: 4M }\n  vov: { pool: po, source: { backing: $DIR/fbase.qcow2 } }\n  fov: { path: $DIR/fov.qcow2, source: { backing: $DIR/po/vbase.qcow2 } }\n`);
+    await sb.yaml(
+      `${pool}images:\n  fbase: { path: $DIR/fbase.qcow2, size: 4M }\n  vbase: { pool: po, size: 4M }\n  vov: { pool: po, source: { backing: $DIR/fbase.qcow2 } }\n  fov: { path: $DIR/fov.qcow2, source: { backing: $DIR/po/vbase.qcow2 } }\n`,
+    );
     expect((await sb.run('apply')).code).toBe(0);
     await sb.yaml(`${pool}images:\n  vov: { pool: po, source: { backing: $DIR/fbase.qcow2 } }\n  fov: { path: $DIR/fov.qcow2, source: { backing: $DIR/po/vbase.qcow2 } }\n`);
     const r = await sb.run('apply', '--prune');

@@ -55,7 +55,10 @@ describe('disk pool on a loop device', () => {
   it('writes a partition label and creates a partition volume', async () => {
     const dev = await loopDevice('disk.img', '200M');
     const part = `${path.basename(dev)}p1`;
-    await sb.yaml(`version: 1\npools:\n  parts: { type: disk, source: { device: ${dev}, format: gpt } }\nimages:\n  data: { pool: parts, volume: ${part}, format: raw, size: 48M }\n`, 'disk.yaml');
+    await sb.yaml(
+      `version: 1\npools:\n  parts: { type: disk, source: { device: ${dev}, format: gpt } }\nimages:\n  data: { pool: parts, volume: ${part}, format: raw, size: 48M }\n`,
+      'disk.yaml',
+    );
     const r = await sb.run('apply', '-f', p('disk.yaml'));
     expect(r.stdout).toMatch(/Apply complete: 2 created/);
     expect(String((await execa('parted', ['-s', dev, 'print'])).stdout)).toMatch(/Partition Table: gpt/);
@@ -119,19 +122,30 @@ images:
 describe('pool types this host cannot start', () => {
   const CASES = [
     {
-      name: 'lvm', yaml: 'type: logical\n    source: { name: vg-vms, device: /dev/loop250 }',
-      xml: ["<pool type='logical'>", "<name>vg-vms</name>", "<device path='/dev/loop250'/>", "<format type='lvm2'/>", '<path>/dev/vg-vms</path>'],
+      name: 'lvm',
+      yaml: 'type: logical\n    source: { name: vg-vms, device: /dev/loop250 }',
+      xml: ["<pool type='logical'>", '<name>vg-vms</name>', "<device path='/dev/loop250'/>", "<format type='lvm2'/>", '<path>/dev/vg-vms</path>'],
     },
     {
-      name: 'nfs', yaml: 'type: netfs\n    path: $DIR/nfs-mnt\n    source: { host: 127.0.0.1, dir: /exports/vm-storage, format: nfs }',
+      name: 'nfs',
+      yaml: 'type: netfs\n    path: $DIR/nfs-mnt\n    source: { host: 127.0.0.1, dir: /exports/vm-storage, format: nfs }',
       xml: ["<pool type='netfs'>", "<host name='127.0.0.1'/>", "<dir path='/exports/vm-storage'/>", "<format type='nfs'/>"],
     },
     {
-      name: 'iscsi', yaml: 'type: iscsi\n    source: { host: 127.0.0.1, device: iqn.2023-01.com.example:storage, auth: { type: chap, username: initiator-user, secretFile: $DIR/chap } }',
-      xml: ["<pool type='iscsi'>", "<host name='127.0.0.1'/>", "<device path='iqn.2023-01.com.example:storage'/>", "<auth type='chap' username='initiator-user'>", "<secret usage='virt-reconcile/pool/iscsi'/>", '<path>/dev/disk/by-path</path>'],
+      name: 'iscsi',
+      yaml: 'type: iscsi\n    source: { host: 127.0.0.1, device: iqn.2023-01.com.example:storage, auth: { type: chap, username: initiator-user, secretFile: $DIR/chap } }',
+      xml: [
+        "<pool type='iscsi'>",
+        "<host name='127.0.0.1'/>",
+        "<device path='iqn.2023-01.com.example:storage'/>",
+        "<auth type='chap' username='initiator-user'>",
+        "<secret usage='virt-reconcile/pool/iscsi'/>",
+        '<path>/dev/disk/by-path</path>',
+      ],
     },
     {
-      name: 'ceph', yaml: 'type: rbd\n    source: { host: "127.0.0.1:6789,127.0.0.2:6789", name: vm-pool, auth: { type: ceph, username: admin, secretFile: $DIR/ceph } }',
+      name: 'ceph',
+      yaml: 'type: rbd\n    source: { host: "127.0.0.1:6789,127.0.0.2:6789", name: vm-pool, auth: { type: ceph, username: admin, secretFile: $DIR/ceph } }',
       xml: ["<pool type='rbd'>", "<host name='127.0.0.1' port='6789'/>", "<host name='127.0.0.2' port='6789'/>", '<name>vm-pool</name>', "<auth type='ceph' username='admin'>"],
     },
   ];

@@ -11,7 +11,6 @@ import { CLI, cli, qemuImg, sandboxes, waitForSpawn } from './helpers.js';
 
 const box = sandboxes();
 
-
 describe('files swapped between plan and action', () => {
   it('an update never resizes or chmods a symlink swapped in, and prune never deletes a file put in its place', async () => {
     const sb = await box('swap');
@@ -26,7 +25,10 @@ images:
   a-big: { path: $DIR/big.qcow2, source: { file: $DIR/src.raw }, qcow2: { compressed: true } }
   p: { path: $DIR/p.img, format: raw, size: 2M, permissions: { mode: "0666" } }
 `);
-    const child = spawn('node', [CLI, 'apply', '--prune', '--parallelism', '1', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace } });
+    const child = spawn('node', [CLI, 'apply', '--prune', '--parallelism', '1', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace },
+    });
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
@@ -64,7 +66,10 @@ describe('interrupted publishing and unobservable sources', () => {
     const sb = await box('vmdk-kill');
     await mkdir(path.join(sb.dir, 'v'));
     await sb.yaml('version: 1\nimages:\n  v: { path: $DIR/v/v.vmdk, format: vmdk, size: 64M, vmdk: { subformat: monolithicFlat } }\n');
-    const crashed = await execa('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], { reject: false, env: { VIRT_RECONCILE_FAILPOINT: 'image-extents-published' } });
+    const crashed = await execa('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], {
+      reject: false,
+      env: { VIRT_RECONCILE_FAILPOINT: 'image-extents-published' },
+    });
     expect(crashed.signal).toBe('SIGKILL');
     expect(await readdir(path.join(sb.dir, 'v'))).toContain('v-flat.vmdk');
     expect(existsSync(path.join(sb.dir, 'v', 'v.vmdk'))).toBe(false);
@@ -106,7 +111,10 @@ describe('second adversarial pass', () => {
     await sb.yaml(yaml('lsilogic'));
     expect((await sb.run('apply')).code).toBe(0);
     await sb.yaml(yaml('ide'));
-    const crashed = await execa('node', [CLI, 'apply', '--allow-replace', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], { reject: false, env: { VIRT_RECONCILE_FAILPOINT: 'image-extents-published' } });
+    const crashed = await execa('node', [CLI, 'apply', '--allow-replace', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], {
+      reject: false,
+      env: { VIRT_RECONCILE_FAILPOINT: 'image-extents-published' },
+    });
     expect(crashed.signal).toBe('SIGKILL');
     // Back to the old declaration: the image is broken now, and plan must say so.
     await sb.yaml(yaml('lsilogic'));

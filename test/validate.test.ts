@@ -8,7 +8,9 @@ import { cli, ROOT, sandbox, type Sandbox } from './helpers.js';
 
 const BAD = path.join(ROOT, 'test', 'bad');
 const expected = JSON.parse(readFileSync(path.join(BAD, 'expected.json'), 'utf8')) as Record<string, string[]>;
-const cases = readdirSync(BAD).filter((n) => n !== 'expected.json').sort();
+const cases = readdirSync(BAD)
+  .filter((n) => n !== 'expected.json')
+  .sort();
 
 describe.concurrent('bad input corpus', () => {
   it('has at least 40 cases, each with expectations', () => {
@@ -92,7 +94,9 @@ images:
 `);
     const r = await sb.run('validate');
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`storage.yaml:4:14: images.b.path: ${sb.dir}/link/x.img is the same file as ${sb.dir}/real/x.img of images.a (${sb.dir}/storage.yaml:3:14): both are ${sb.dir}/real/x.img; a file may be declared once`);
+    expect(r.stderr).toContain(
+      `storage.yaml:4:14: images.b.path: ${sb.dir}/link/x.img is the same file as ${sb.dir}/real/x.img of images.a (${sb.dir}/storage.yaml:3:14): both are ${sb.dir}/real/x.img; a file may be declared once`,
+    );
     expect(r.stderr).toContain(`storage.yaml:5:14: images.c.path: ${sb.dir}/etclink/shadow resolves to /etc/shadow, which is refused: /etc is a system directory`);
     expect(await sb.spawned()).toEqual([]);
   });
@@ -107,8 +111,13 @@ describe('the configuration reference', () => {
     const walk = (node: unknown): void => {
       if (!node || typeof node !== 'object') return;
       const n = node as Record<string, unknown>;
-      if (n.properties) for (const [k, v] of Object.entries(n.properties as object)) { names.add(k); walk(v); }
-      for (const key of ['items', 'additionalProperties', '$defs']) if (n[key] && typeof n[key] === 'object') (key === '$defs' ? Object.values(n[key] as object) : [n[key]]).forEach(walk);
+      if (n.properties)
+        for (const [k, v] of Object.entries(n.properties as object)) {
+          names.add(k);
+          walk(v);
+        }
+      for (const key of ['items', 'additionalProperties', '$defs'])
+        if (n[key] && typeof n[key] === 'object') (key === '$defs' ? Object.values(n[key] as object) : [n[key]]).forEach(walk);
       for (const key of ['oneOf', 'anyOf', 'allOf']) if (Array.isArray(n[key])) (n[key] as unknown[]).forEach(walk);
     };
     walk(schema);

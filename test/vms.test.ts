@@ -63,10 +63,14 @@ describe('a domain reconcile defines', () => {
     expect(r.stdout).toMatch(/vms\.web: creating \(new domain \((qemu|kvm), 128 MiB, 1 vCPU\) with 3 disk\(s\): vda .*root\.qcow2, sda vmpool\/data\.img, vdb .*scratch\.raw\)/);
     const xml = await virsh(lv, 'dumpxml', '--inactive', 'web');
     expect(disk(xml, 'vda')).toMatch(/<driver name='qemu' type='qcow2' cache='none' io='native' discard='unmap'\/>/);
-    expect(disk(xml, 'sda')).toMatch(/type='volume'[\s\S]*<driver name='qemu' type='raw' cache='writethrough' io='threads' discard='unmap'\/>[\s\S]*<source pool='vmpool' volume='data\.img'\/>[\s\S]*bus='scsi'/);
+    expect(disk(xml, 'sda')).toMatch(
+      /type='volume'[\s\S]*<driver name='qemu' type='raw' cache='writethrough' io='threads' discard='unmap'\/>[\s\S]*<source pool='vmpool' volume='data\.img'\/>[\s\S]*bus='scsi'/,
+    );
     expect(disk(xml, 'vdb')).toMatch(/<driver name='qemu' type='raw' cache='none' io='native' discard='ignore'\/>[\s\S]*<readonly\/>/);
     expect(xml).not.toMatch(/host-passthrough/);
-    expect(xml).toMatch(/<vr:storage xmlns:vr="https:\/\/virt-reconcile\.dev\/xmlns\/storage\/1">\s*<vr:created\/>\s*<vr:disk target="sda"\/>\s*<vr:disk target="vda"\/>\s*<vr:disk target="vdb"\/>/);
+    expect(xml).toMatch(
+      /<vr:storage xmlns:vr="https:\/\/virt-reconcile\.dev\/xmlns\/storage\/1">\s*<vr:created\/>\s*<vr:disk target="sda"\/>\s*<vr:disk target="vda"\/>\s*<vr:disk target="vdb"\/>/,
+    );
   });
 
   it('a second apply changes nothing and reads libvirt with one process', async () => {
@@ -148,7 +152,11 @@ describe('an adopted domain', () => {
     const xml = `<domain type='qemu'><name>legacy</name><memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os><features><acpi/></features><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='writeback'/><source file='${p('legacy.qcow2')}'/><target dev='vda' bus='virtio'/></disk><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${p('theirs.qcow2')}'/><target dev='vdb' bus='virtio'/></disk>${OTHER}</devices></domain>`;
     await import('node:fs/promises').then((fs) => fs.writeFile(p('legacy.xml'), xml));
     await virsh(lv, 'define', p('legacy.xml'));
-    const others = (x: string) => x.replace(/<disk[\s\S]*?<\/disk>/g, '').replace(/<metadata>[\s\S]*?<\/metadata>/, '').replace(/\s+/g, ' ');
+    const others = (x: string) =>
+      x
+        .replace(/<disk[\s\S]*?<\/disk>/g, '')
+        .replace(/<metadata>[\s\S]*?<\/metadata>/, '')
+        .replace(/\s+/g, ' ');
     const before = others(await virsh(lv, 'dumpxml', '--inactive', 'legacy'));
 
     await sb.yaml(`version: 1\nvms:\n  legacy:\n    disks:\n      - { path: $DIR/legacy.qcow2, cache: none, io: native }\n      - { path: $DIR/scratch.raw }\n`, 'legacy.yaml');

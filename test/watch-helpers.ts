@@ -47,4 +47,3 @@ export async function startWatch(sb: Sandbox, args: string[], prefix: string[] =
   // biome-ignore lint/suspicious/noExplicitAny: as above
   return { url, proc, log: () => out, status: async () => (await fetch(`${url}/status`)).json() as Promise<Record<string, any>>, exit: () => exited };
 }
-

@@ -60,7 +60,12 @@ images:
     await until(async () => existsSync(path.join(sb.dir, 'good.qcow2')), 'the deleted image to come back');
 
     // Logged once however many retries, as JSON lines (stdout is not a terminal here).
-    const lines = () => w.log().trim().split('\n').map((l) => JSON.parse(l) as { level: string; msg: string; time: string });
+    const lines = () =>
+      w
+        .log()
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { level: string; msg: string; time: string });
     expect(lines().every((l) => l.level && l.time && typeof l.msg === 'string')).toBe(true);
     expect(lines().filter((l) => /^reconcile (failing|now failing differently)/.test(l.msg))).toHaveLength(1);
     expect(lines().filter((l) => /images\.broken: FAILED/.test(l.msg))).toHaveLength(1);
@@ -90,7 +95,10 @@ images:
     const inventory = path.join(sb.stateDir, 'inventory.json');
     const good = await readFile(inventory, 'utf8');
     await writeFile(inventory, '{ not json');
-    const st = await until(async () => { const s = await w.status(); return s.images[0]?.status === 'unknown' && s; }, 'the image status to become unknown');
+    const st = await until(async () => {
+      const s = await w.status();
+      return s.images[0]?.status === 'unknown' && s;
+    }, 'the image status to become unknown');
     expect(st.images[0].detail).toMatch(/not observed: cannot read .*inventory\.json.*; last observed 20/);
     expect(st.ready).toBe(false);
     expect((await fetch(`${w.url}/readyz`)).status).toBe(503);

@@ -35,11 +35,17 @@ describe('watch with local files', () => {
     const first = (await w.status()).appliedRevision as string;
     await sb.yaml(yaml('16M'));
     // The revision is recorded once its apply (and the re-observation after it) completed.
-    const good = await until(async () => { const r = (await w.status()).appliedRevision as string; return r !== first && r; }, 'the new revision to be in force');
+    const good = await until(async () => {
+      const r = (await w.status()).appliedRevision as string;
+      return r !== first && r;
+    }, 'the new revision to be in force');
     expect(await size(path.join(sb.dir, 'app.qcow2'))).toBe(16 * MiB);
 
     await sb.yaml(yaml('lots'));
-    const st = await until(async () => { const s = await w.status(); return s.rejectedRevision && s; }, 'the bad revision to be rejected');
+    const st = await until(async () => {
+      const s = await w.status();
+      return s.rejectedRevision && s;
+    }, 'the bad revision to be rejected');
     expect(st.rejectedRevision.error).toMatch(/storage\.yaml:3:\d+: images\.app\.size: must be/);
     expect(st.appliedRevision).toBe(good);
 
@@ -62,7 +68,17 @@ describe('watch with local files', () => {
 
     // The status page, rendered by a real headless Chromium.
     const profile = path.join(sb.dir, 'chromium');
-    const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`];
+    const flags = [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      `--user-data-dir=${profile}`,
+    ];
     const dom = String((await execa('chromium', [...flags, '--dump-dom', `${w.url}/`], { timeout: 60_000 })).stdout);
     expect(dom).toMatch(/Revision in force/);
     expect(dom).toContain(good);
@@ -154,7 +170,10 @@ describe('watch with a git repository', () => {
 
     const broken = await commit('12 parsecs', 'broken');
     await fetch(`${w.url}/hooks/git`, { method: 'POST', body, headers: { 'x-hub-signature-256': sign('s3cret') } });
-    const st = await until(async () => { const s = await w.status(); return s.rejectedRevision?.revision === `main@sha1:${broken}` && s; }, 'the broken commit to be rejected');
+    const st = await until(async () => {
+      const s = await w.status();
+      return s.rejectedRevision?.revision === `main@sha1:${broken}` && s;
+    }, 'the broken commit to be rejected');
     expect(st.appliedRevision).toBe(`main@sha1:${second}`);
     expect(await size(path.join(sb.dir, 'g.qcow2'))).toBe(12 * MiB);
     w.proc.kill('SIGTERM');
@@ -227,7 +246,10 @@ backups:
     const w = await startWatch(sb, ['-f', conf, '--interval', '1m', '--connect', lv.uri], lv.nsenter);
     await until(async () => (await readdir(path.join(sb.dir, 'bk')).catch(() => [])).some((f) => f.endsWith('-vda.qcow2')), 'the catch-up backup', 60_000);
     expect(w.log()).toMatch(/backups\.daily is overdue: last success 2020-01-01T00:00:00\.000Z.*one catch-up run now/);
-    const st = await until(async () => { const s = await w.status(); return s.backups?.[0]?.lastSuccess !== '2020-01-01T00:00:00.000Z' && s; }, 'the status to show the new backup');
+    const st = await until(async () => {
+      const s = await w.status();
+      return s.backups?.[0]?.lastSuccess !== '2020-01-01T00:00:00.000Z' && s;
+    }, 'the status to show the new backup');
     expect(st.backups[0].nextRun).toMatch(/T\d\d:30:00/);
     w.proc.kill('SIGTERM');
     expect(await w.exit()).toBe(0);

@@ -25,7 +25,10 @@ async function main(): Promise<void> {
     rows.push([`first apply (${n} images)`, await measure(['apply', ...common], trace)]);
     rows.push(['no-op plan', await measure(['plan', ...common], trace)]);
     rows.push(['no-op apply', await measure(['apply', ...common], trace)]);
-    await writeFile(yaml, `${lines.join('\n').replace(`img-0: { path: ${dir}/img/0.qcow2, format: qcow2, size: 1G }`, `img-0: { path: ${dir}/img/0.qcow2, format: qcow2, size: 2G }`)}\n`);
+    await writeFile(
+      yaml,
+      `${lines.join('\n').replace(`img-0: { path: ${dir}/img/0.qcow2, format: qcow2, size: 1G }`, `img-0: { path: ${dir}/img/0.qcow2, format: qcow2, size: 2G }`)}\n`,
+    );
     rows.push(['plan after one change', await measure(['plan', ...common], trace)]);
     report(`images: ${n} image files`, rows);
   } finally {

@@ -18,7 +18,16 @@ export async function measure(args: string[], trace: string): Promise<Measuremen
   const code = await new Promise<number>((resolve) => {
     execFile('node', [CLI, ...args], { env: { ...process.env, VIRT_RECONCILE_TRACE: trace }, maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => {
       // A failing step shows why, or its numbers mean nothing.
-      if (err) process.stderr.write(`${args[0]} failed:\n${[...String(stdout).split('\n').filter((l) => /FAILED|fail/.test(l)).slice(0, 10), ...String(stderr).split('\n').slice(0, 10)].join('\n')}\n`);
+      if (err)
+        process.stderr.write(
+          `${args[0]} failed:\n${[
+            ...String(stdout)
+              .split('\n')
+              .filter((l) => /FAILED|fail/.test(l))
+              .slice(0, 10),
+            ...String(stderr).split('\n').slice(0, 10),
+          ].join('\n')}\n`,
+        );
       resolve(err ? Number(err.code ?? 1) : 0);
     });
   });

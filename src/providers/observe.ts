@@ -7,9 +7,7 @@ import { lstatIdentity, observeImages, type FileIdentity, type ObservationCache,
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../tools/libvirt-volume.js';
 import { cacheable, fileSignature, type StatCache } from './common/stat-cache.js';
-import {
-  domainReadCommands, parseCapabilities, parseDomainReads, type DomainCapabilities, type ObservedDomain,
-} from '../tools/libvirt-domain.js';
+import { domainReadCommands, parseCapabilities, parseDomainReads, type DomainCapabilities, type ObservedDomain } from '../tools/libvirt-domain.js';
 import { domcapsCacheKey, domcapsSignature } from './domain/domcaps-signature.js';
 import { kvmAccess, type KvmAccess } from './domain/kvm-access.js';
 import type { Virsh } from '../tools/virsh.js';
@@ -112,8 +110,11 @@ export async function observe(targets: Targets, opts: { virsh: () => Virsh; cach
     virsh ? observeLibvirt(virsh, libvirtTargets, opts.cache) : undefined,
   ]);
   if (libvirt) Object.assign(obs, libvirt, { connection: virsh!.uri });
-  const headers = targets.volumes.filter((v) => v.header).map((v) => obs.volumes.get(`${v.pool}/${v.name}`))
-    .filter((v): v is ObservedVolume => !!v && v.type === 'file' && v.format === 'qcow2').map((v) => v.path);
+  const headers = targets.volumes
+    .filter((v) => v.header)
+    .map((v) => obs.volumes.get(`${v.pool}/${v.name}`))
+    .filter((v): v is ObservedVolume => !!v && v.type === 'file' && v.format === 'qcow2')
+    .map((v) => v.path);
   await observeMore(obs.files, headers, opts.cache, obs.errors);
   return { ...obs, files: explicit(obs.files), pools: explicit(obs.pools), volumes: explicit(obs.volumes), domains: explicit(obs.domains) };
 }
@@ -156,11 +157,7 @@ export const volumeCacheKey = (pool: string, name: string) => `volume:${pool}/${
  * absent; one whose file matches the stat cache is known without asking libvirt; the rest
  * (vol-dumpxml costs libvirt a header read each) go to one more batch — none in a no-op.
  */
-export async function observeLibvirt(
-  virsh: Virsh,
-  targets: LibvirtTargets,
-  cache?: StatCache,
-): Promise<Pick<RawObservation, 'pools' | 'volumes' | 'domains' | 'caps'>> {
+export async function observeLibvirt(virsh: Virsh, targets: LibvirtTargets, cache?: StatCache): Promise<Pick<RawObservation, 'pools' | 'volumes' | 'domains' | 'caps'>> {
   const { pools: poolNames, volumes, domains: domainNames, virtTypes, capsSignature: sig } = targets;
   // domcapabilities costs libvirt a QEMU probe on some hosts (seconds): answered from the
   // cache while the daemon and QEMU binaries are the same ones.
@@ -183,36 +180,42 @@ export async function observeLibvirt(
   });
   const vols = new Map<string, ObservedVolume | null>();
   const misses: { pool: string; name: string; sig?: string }[] = [];
-  await Promise.all(volumes.map(async (v) => {
-    const key = `${v.pool}/${v.name}`;
-    const listed = pools.get(v.pool)?.volumes;
-    if (!listed) return void vols.set(key, null); // pool absent or inactive: its volumes cannot be seen
-    const volPath = listed.get(v.name);
-    if (volPath === undefined) return void vols.set(key, null);
-    const sig = await fileSignature(volPath).catch(() => undefined);
-    const hit = cacheable(sig) ? cache?.get<ObservedVolume>(volumeCacheKey(v.pool, v.name), sig) : undefined;
-    if (hit) vols.set(key, hit);
-    else misses.push({ ...v, sig });
-  }));
+  await Promise.all(
+    volumes.map(async (v) => {
+      const key = `${v.pool}/${v.name}`;
+      const listed = pools.get(v.pool)?.volumes;
+      if (!listed) return void vols.set(key, null); // pool absent or inactive: its volumes cannot be seen
+      const volPath = listed.get(v.name);
+      if (volPath === undefined) return void vols.set(key, null);
+      const sig = await fileSignature(volPath).catch(() => undefined);
+      const hit = cacheable(sig) ? cache?.get<ObservedVolume>(volumeCacheKey(v.pool, v.name), sig) : undefined;
+      if (hit) vols.set(key, hit);
+      else misses.push({ ...v, sig });
+    }),
+  );
   if (misses.length) {
     const outputs = await virsh.batch(volumeReadCommands(misses));
-    await Promise.all(misses.map(async (v, i) => {
-      const xml = outputs[i];
-      const obs = xml ? parseVolumeXml(v.pool, xml) : null;
-      vols.set(`${v.pool}/${v.name}`, obs);
-      // Cached only if the file did not change while libvirt read it.
-      if (obs && cacheable(v.sig) && (await fileSignature(obs.path).catch(() => undefined)) === v.sig) cache?.set(volumeCacheKey(v.pool, v.name), v.sig, obs);
-    }));
+    await Promise.all(
+      misses.map(async (v, i) => {
+        const xml = outputs[i];
+        const obs = xml ? parseVolumeXml(v.pool, xml) : null;
+        vols.set(`${v.pool}/${v.name}`, obs);
+        // Cached only if the file did not change while libvirt read it.
+        if (obs && cacheable(v.sig) && (await fileSignature(obs.path).catch(() => undefined)) === v.sig) cache?.set(volumeCacheKey(v.pool, v.name), v.sig, obs);
+      }),
+    );
   }
   // File volumes: the file's birth time and whether the path is a symlink, looked at now
   // (never cached): ownership and "do not follow links" depend on exactly this file.
-  await Promise.all([...vols].map(async ([k, o]) => {
-    if (o?.type !== 'file' || !o.path.startsWith('/')) return;
-    const l = await lstat(o.path, { bigint: true }).catch(() => undefined);
-    if (!l || !(l.isFile() || l.isSymbolicLink())) return;
-    const symlink = l.isSymbolicLink() ? await readlink(o.path).catch(() => '?') : undefined;
-    vols.set(k, { ...o, birth: String(l.birthtimeNs), ...(symlink !== undefined ? { symlink } : {}) });
-  }));
+  await Promise.all(
+    [...vols].map(async ([k, o]) => {
+      if (o?.type !== 'file' || !o.path.startsWith('/')) return;
+      const l = await lstat(o.path, { bigint: true }).catch(() => undefined);
+      if (!l || !(l.isFile() || l.isSymbolicLink())) return;
+      const symlink = l.isSymbolicLink() ? await readlink(o.path).catch(() => '?') : undefined;
+      vols.set(k, { ...o, birth: String(l.birthtimeNs), ...(symlink !== undefined ? { symlink } : {}) });
+    }),
+  );
   return { pools, volumes: vols, domains, caps };
 }
 

@@ -78,7 +78,10 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
 
   // What kinds see of the inventory: every change saved before the call returns.
   const ctx: ExecContext = {
-    virsh, cache: opts.cache, log: opts.log, signal: opts.signal,
+    virsh,
+    cache: opts.cache,
+    log: opts.log,
+    signal: opts.signal,
     inventory: {
       get: (k) => inventory.objects[k],
       set: async (k, rec) => {
@@ -174,11 +177,13 @@ export function coalescedWriter(write: () => Promise<void>): () => Promise<void>
       running = write().finally(() => (running = undefined));
       return running;
     }
-    next = running.catch(() => undefined).then(() => {
-      next = undefined;
-      running = write().finally(() => (running = undefined));
-      return running;
-    });
+    next = running
+      .catch(() => undefined)
+      .then(() => {
+        next = undefined;
+        running = write().finally(() => (running = undefined));
+        return running;
+      });
     return next;
   };
 }

@@ -5,9 +5,7 @@ import path from 'node:path';
 import { Cron } from 'croner';
 import { runHook } from '../tools/hooks.js';
 import { check as checkImage, compare, convertCopy } from '../tools/qemu-img.js';
-import {
-  createInternalSnapshot, deleteSnapshot, domainState, freeze, pushBackup, revertSnapshot, shutOff, thaw, withExternalSnapshot,
-} from '../tools/libvirt-backup.js';
+import { createInternalSnapshot, deleteSnapshot, domainState, freeze, pushBackup, revertSnapshot, shutOff, thaw, withExternalSnapshot } from '../tools/libvirt-backup.js';
 import { readDisks } from '../tools/libvirt-domain.js';
 import { refreshPool } from '../tools/libvirt-pool.js';
 import { volumePath } from '../tools/libvirt-volume.js';
@@ -37,7 +35,7 @@ async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ run
   const disks: DiskSource[] = [];
   for (const d of devices) {
     if (want && !want.includes(d.target)) continue;
-    const p = d.type === 'volume' ? await volumePath(v, d.source.pool!, d.source.volume!) : d.source.file ?? d.source.dev;
+    const p = d.type === 'volume' ? await volumePath(v, d.source.pool!, d.source.volume!) : (d.source.file ?? d.source.dev);
     if (!p) throw new Error(`${vm}: disk ${d.target} has no local source to back up`);
     disks.push({ target: d.target, path: p, format: d.driverType ?? 'raw', pool: d.type === 'volume' ? d.source.pool : undefined });
   }
@@ -79,7 +77,12 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
     } else if (running && spec.mode === 'copy') {
       if (spec.quiesce) await freeze(v, spec.vm);
       try {
-        await pushBackup(v, spec.vm, disks.map((d) => ({ target: d.target, file: `${fileFor(d)}.partial` })), all);
+        await pushBackup(
+          v,
+          spec.vm,
+          disks.map((d) => ({ target: d.target, file: `${fileFor(d)}.partial` })),
+          all,
+        );
       } finally {
         if (spec.quiesce) await thaw(v, spec.vm);
       }
@@ -160,9 +163,14 @@ async function verifyFiles(files: BackupFile[]): Promise<{ verified: boolean; ve
 export async function applyRetention(spec: BackupSpec, ctx: BackupContext, now: Date): Promise<string[]> {
   const records = await readBackupRecords(ctx.stateDir);
   const mine = records.runs.filter((r) => r.schedule === spec.name).sort((a, b) => b.at.localeCompare(a.at));
-  const doomed = mine.filter((r, i) => i > 0 && ((spec.keep !== undefined && i >= spec.keep) || (spec.maxAgeSeconds !== undefined && now.getTime() - Date.parse(r.at) > spec.maxAgeSeconds * 1000)));
+  const doomed = mine.filter(
+    (r, i) => i > 0 && ((spec.keep !== undefined && i >= spec.keep) || (spec.maxAgeSeconds !== undefined && now.getTime() - Date.parse(r.at) > spec.maxAgeSeconds * 1000)),
+  );
   for (const r of doomed) {
-    if (r.snapshot) await deleteSnapshot(ctx.virsh, r.vm, r.snapshot).catch((e: Error) => { if (!/not found|no domain snapshot/i.test(e.message)) throw e; });
+    if (r.snapshot)
+      await deleteSnapshot(ctx.virsh, r.vm, r.snapshot).catch((e: Error) => {
+        if (!/not found|no domain snapshot/i.test(e.message)) throw e;
+      });
     for (const f of r.files) await rm(f.file, { force: true });
     ctx.log(`backups.${spec.name}: retention deleted ${r.id}`);
   }
@@ -197,7 +205,17 @@ export async function listBackups(stateDir: string, schedule?: string, now = new
       if (s) size += s.size;
       else present = false;
     }
-    out.push({ id: r.id, schedule: r.schedule, vm: r.vm, mode: r.mode, at: r.at, ageSeconds: Math.round((now.getTime() - Date.parse(r.at)) / 1000), size: r.files.length ? size : undefined, verified: r.verified, present });
+    out.push({
+      id: r.id,
+      schedule: r.schedule,
+      vm: r.vm,
+      mode: r.mode,
+      at: r.at,
+      ageSeconds: Math.round((now.getTime() - Date.parse(r.at)) / 1000),
+      size: r.files.length ? size : undefined,
+      verified: r.verified,
+      present,
+    });
   }
   return out;
 }

@@ -19,17 +19,13 @@ export interface CheckRow extends CheckResult {
 export async function runningDiskPaths(v: Virsh, volumePath: (pool: string, vol: string) => string | undefined): Promise<Set<string>> {
   const paths = new Set<string>();
   for (const d of await runningDomainDisks(v)) {
-    const p = d.type === 'volume' ? volumePath(d.source.pool!, d.source.volume!) : d.source.file ?? d.source.dev;
+    const p = d.type === 'volume' ? volumePath(d.source.pool!, d.source.volume!) : (d.source.file ?? d.source.dev);
     if (p) paths.add(p);
   }
   return paths;
 }
 
-export async function checkImages(
-  state: DesiredState,
-  p: PlanWithObservations,
-  opts: { repair?: 'leaks' | 'all'; parallelism: number; inUse: Set<string> },
-): Promise<CheckRow[]> {
+export async function checkImages(state: DesiredState, p: PlanWithObservations, opts: { repair?: 'leaks' | 'all'; parallelism: number; inUse: Set<string> }): Promise<CheckRow[]> {
   const targets: { name: string; path: string; driver?: string }[] = [];
   for (const spec of Object.values(state.images).sort((a, b) => a.name.localeCompare(b.name))) {
     if (spec.location.kind === 'path') {
@@ -41,13 +37,17 @@ export async function checkImages(
     }
   }
   const limit = pLimit(Math.max(1, opts.parallelism));
-  return Promise.all(targets.map((t) => limit(async (): Promise<CheckRow> => {
-    const inUse = opts.inUse.has(t.path);
-    // A running guest's disk is checked read-only (force-share), never repaired.
-    const repair = inUse ? undefined : opts.repair;
-    const r = await checkImage(t.path, { repair, inUse, driver: t.driver });
-    return { ...r, name: t.name, inUse, result: describe(r, inUse && !!opts.repair) };
-  })));
+  return Promise.all(
+    targets.map((t) =>
+      limit(async (): Promise<CheckRow> => {
+        const inUse = opts.inUse.has(t.path);
+        // A running guest's disk is checked read-only (force-share), never repaired.
+        const repair = inUse ? undefined : opts.repair;
+        const r = await checkImage(t.path, { repair, inUse, driver: t.driver });
+        return { ...r, name: t.name, inUse, result: describe(r, inUse && !!opts.repair) };
+      }),
+    ),
+  );
 }
 
 function describe(r: CheckResult, skippedRepair: boolean): string {

@@ -51,13 +51,14 @@ export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = [])
     }
     const d = data as Record<string, Record<string, unknown> | undefined>;
     const whole = schemaErrors.some((e) => !KINDS.some((k) => e.field.startsWith(`${k}.`)));
-    for (const k of KINDS) for (const name of Object.keys(isObject(d[k]) ? d[k]! : {})) {
-      const id = `${k}.${name}`;
-      if (whole || schemaErrors.some((e) => e.field === id || e.field.startsWith(`${id}.`) || e.field.startsWith(`${id}[`))) {
-        invalid.add(id);
-        delete d[k]![name];
+    for (const k of KINDS)
+      for (const name of Object.keys(isObject(d[k]) ? d[k]! : {})) {
+        const id = `${k}.${name}`;
+        if (whole || schemaErrors.some((e) => e.field === id || e.field.startsWith(`${id}.`) || e.field.startsWith(`${id}[`))) {
+          invalid.add(id);
+          delete d[k]![name];
+        }
       }
-    }
     if (!whole) parsed.push({ source: r.source, data: (data ?? undefined) as FileInput | undefined });
   }
   const built = buildDesiredState(parsed, makeResolver());
@@ -99,15 +100,20 @@ function toData(source: SourceFile, errors: ConfigError[]): { data?: unknown; ba
     if (typeof v === 'number' && !Number.isFinite(v)) bad.push(p);
     else if (Array.isArray(v)) {
       for (const [i, x] of v.entries()) walk(x, [...p, i]);
-    }
-    else if (isObject(v)) for (const [k, x] of Object.entries(v)) walk(x, [...p, k]);
+    } else if (isObject(v)) for (const [k, x] of Object.entries(v)) walk(x, [...p, k]);
   };
   walk(data, []);
   return {
     data,
     bad: bad.map((p) => {
       const pos = locate(source, p, {});
-      return { file: source.path, line: pos.line, col: pos.col, field: p.map((s, i) => (typeof s === 'number' ? `[${s}]` : i ? `.${s}` : s)).join(''), message: 'must be a finite number (.nan and .inf are not sizes, ids or counts)' };
+      return {
+        file: source.path,
+        line: pos.line,
+        col: pos.col,
+        field: p.map((s, i) => (typeof s === 'number' ? `[${s}]` : i ? `.${s}` : s)).join(''),
+        message: 'must be a finite number (.nan and .inf are not sizes, ids or counts)',
+      };
     }),
   };
 }
@@ -115,4 +121,3 @@ function toData(source: SourceFile, errors: ConfigError[]): { data?: unknown; ba
 function sortErrors(errors: ConfigError[]): ConfigError[] {
   return [...errors].sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col);
 }
-

@@ -20,8 +20,15 @@ export function nothingDeclared(state: DesiredState): DesiredState {
 export function refuseProtected(plan: Plan, declared: DesiredState): void {
   for (const spec of Object.values(declared.images)) {
     if (!spec.protect) continue;
-    const key = spec.location.kind === 'path' ? recordKey({ type: 'image', path: spec.location.path }) : recordKey({ type: 'volume', pool: spec.location.pool, volume: spec.location.volume });
+    const key =
+      spec.location.kind === 'path'
+        ? recordKey({ type: 'image', path: spec.location.path })
+        : recordKey({ type: 'volume', pool: spec.location.pool, volume: spec.location.volume });
     const a = plan.actions.find((x) => x.id === orphanId(key) && x.kind === 'delete' && x.destructive);
-    if (a) plan.refusals.push({ id: `images.${spec.name}`, message: `${spec.origin}: images.${spec.name} has protect: true, so destroy never deletes it; remove protect: true (or the image) from the YAML first` });
+    if (a)
+      plan.refusals.push({
+        id: `images.${spec.name}`,
+        message: `${spec.origin}: images.${spec.name} has protect: true, so destroy never deletes it; remove protect: true (or the image) from the YAML first`,
+      });
   }
 }

@@ -48,9 +48,7 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
   const d = diffAll(state, obs, inventory, flags);
   // Backups are taken by `backup run` and the watch service, never by apply; plans say
   // which schedules are overdue.
-  const backupNotes = Object.keys(state.backups).length
-    ? overdue(Object.values(state.backups), (await readBackupRecords(opts.stateDir)).lastSuccess)
-    : [];
+  const backupNotes = Object.keys(state.backups).length ? overdue(Object.values(state.backups), (await readBackupRecords(opts.stateDir)).lastSuccess) : [];
   const observedHashes: Record<string, string> = {};
   for (const [p, o] of obs.files) observedHashes[`file:${p}`] = observationHash(o);
   for (const [n, o] of obs.pools) observedHashes[`pool:${n}`] = observationHash(o);
@@ -77,7 +75,10 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
  */
 export function diffAll(state: DesiredState, obs: Observation, inventory: Inventory, flags: { allowReplace: boolean; prune: boolean }) {
   // Prune is one set difference: the inventory minus what the YAML declares.
-  const gone = orphans(inventory, KINDS.flatMap((k) => k.declared(state)));
+  const gone = orphans(
+    inventory,
+    KINDS.flatMap((k) => k.declared(state)),
+  );
   const diffs = new Map<Resource, KindDiff>();
   const earlier: Action[] = [];
   for (const kind of KINDS) {

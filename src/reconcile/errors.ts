@@ -24,7 +24,11 @@ export class ConfigErrors extends Error {
 /** A failure a user can act on, reported without a stack trace. */
 export class UserError extends Error {
   /** details: what `-o json` prints besides the message (refusals, the lock holder, ...) */
-  constructor(message: string, readonly exitCode = 1, readonly details: Record<string, unknown> = {}) {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+    readonly details: Record<string, unknown> = {},
+  ) {
     super(message);
     this.name = 'UserError';
   }

@@ -142,10 +142,14 @@ export type ObjectKey = { type: 'image'; path: string } | { type: 'pool'; name: 
 
 export function recordKey(r: ObjectKey): string {
   switch (r.type) {
-    case 'image': return `image:${r.path}`;
-    case 'pool': return `pool:${r.name}`;
-    case 'volume': return `volume:${r.pool}/${r.volume}`;
-    case 'domain': return `domain:${r.name}`;
+    case 'image':
+      return `image:${r.path}`;
+    case 'pool':
+      return `pool:${r.name}`;
+    case 'volume':
+      return `volume:${r.pool}/${r.volume}`;
+    case 'domain':
+      return `domain:${r.name}`;
   }
 }
 
@@ -155,7 +159,9 @@ export function recordKey(r: ObjectKey): string {
  */
 export function orphans(inv: Inventory, declared: ObjectKey[]): [string, InventoryRecord][] {
   const keep = new Set(declared.map(recordKey));
-  return Object.entries(inv.objects).filter(([k]) => !keep.has(k)).sort(([a], [b]) => a.localeCompare(b));
+  return Object.entries(inv.objects)
+    .filter(([k]) => !keep.has(k))
+    .sort(([a], [b]) => a.localeCompare(b));
 }
 
 export async function readInventory(stateDir: string): Promise<Inventory> {

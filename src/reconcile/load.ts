@@ -53,7 +53,7 @@ function realpathOrSelf(p: string): string {
 
 /** Where the first byte that is not UTF-8 is, or undefined for valid UTF-8. */
 export function firstInvalidUtf8(buf: Buffer): number | undefined {
-  for (let i = 0; i < buf.length;) {
+  for (let i = 0; i < buf.length; ) {
     const b = buf[i]!;
     const n = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
     if (!n || i + n > buf.length) return i;

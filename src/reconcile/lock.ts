@@ -51,7 +51,11 @@ async function readHolder(file: string): Promise<Holder | undefined> {
   }
 }
 
-const ageMs = (p: string) => stat(p).then((s) => Date.now() - s.mtimeMs, () => 0);
+const ageMs = (p: string) =>
+  stat(p).then(
+    (s) => Date.now() - s.mtimeMs,
+    () => 0,
+  );
 
 function dead(h: Holder): boolean {
   return h.host === hostname() && (h.boot !== bootId() || !processAlive(h.pid));
@@ -87,10 +91,7 @@ async function takeOver(lockPath: string, log: (m: string) => void): Promise<boo
   }
 }
 
-export async function acquireLock(
-  stateDir: string,
-  opts: { timeoutSeconds: number; command: string; log: (msg: string) => void },
-): Promise<Lock> {
+export async function acquireLock(stateDir: string, opts: { timeoutSeconds: number; command: string; log: (msg: string) => void }): Promise<Lock> {
   // The first directory this call made: removed again on release if nothing was put in it,
   // so a refused or failed apply leaves no empty state directory behind.
   const madeDir = await mkdir(stateDir, { recursive: true, mode: 0o700 });

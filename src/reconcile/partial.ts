@@ -15,7 +15,11 @@ export function declaredDependencies(state: DesiredState): Map<string, string[]>
     if (img.location.kind === 'pool') d.push(`pools.${img.location.pool}`);
     deps.set(`images.${img.name}`, d);
   }
-  for (const vm of Object.values(state.vms)) deps.set(`vms.${vm.name}`, vm.disks.filter((dk) => dk.image).map((dk) => `images.${dk.image}`));
+  for (const vm of Object.values(state.vms))
+    deps.set(
+      `vms.${vm.name}`,
+      vm.disks.filter((dk) => dk.image).map((dk) => `images.${dk.image}`),
+    );
   return deps;
 }
 
@@ -28,7 +32,7 @@ export function withoutRefused(plan: Plan, state: DesiredState): { plan: Plan; b
   const deps = declaredDependencies(state);
   // Each stuck object, with the refused object at the root of its chain.
   const stuck = new Map(plan.refusals.map((r) => [r.id, r.id]));
-  for (let grew = true; grew;) {
+  for (let grew = true; grew; ) {
     grew = false;
     for (const [id, needs] of deps) {
       const cause = needs.find((n) => stuck.has(n));

@@ -82,7 +82,12 @@ const SCHEMA = {
         required: ['id', 'resource', 'kind', 'code', 'reason', 'destructive', 'changes', 'dependsOn', 'digest'],
         additionalProperties: false,
         properties: {
-          id: str, resource: str, kind: str, code: str, reason: str, destructive: { type: 'boolean' },
+          id: str,
+          resource: str,
+          kind: str,
+          code: str,
+          reason: str,
+          destructive: { type: 'boolean' },
           changes: { type: 'array', items: { type: 'object', required: ['field', 'from', 'to'], additionalProperties: false, properties: { field: str, from: str, to: str } } },
           dependsOn: { type: 'array', items: str },
           digest: { type: 'string', pattern: '^[0-9a-f]{64}$' },
@@ -111,9 +116,11 @@ export function readSavedPlan(text: string, file: string): SavedPlan {
   }
   validate ??= new Ajv({ allErrors: true }).compile(SCHEMA);
   if (!validate(p)) {
-    const problems = (validate.errors ?? []).map((e) => (e.keyword === 'required'
-      ? `${e.instancePath || ''}${e.instancePath ? ': ' : ''}no ${(e.params as { missingProperty: string }).missingProperty}`
-      : `${e.instancePath || '(top)'}: ${e.message ?? 'invalid'}`));
+    const problems = (validate.errors ?? []).map((e) =>
+      e.keyword === 'required'
+        ? `${e.instancePath || ''}${e.instancePath ? ': ' : ''}no ${(e.params as { missingProperty: string }).missingProperty}`
+        : `${e.instancePath || '(top)'}: ${e.message ?? 'invalid'}`,
+    );
     throw new UserError(`${file} is not a plan saved by \`reconcile plan --out\` (${[...new Set(problems)].slice(0, 8).join('; ')})`);
   }
   return p as SavedPlan;
@@ -121,7 +128,9 @@ export function readSavedPlan(text: string, file: string): SavedPlan {
 
 export function checkStateDir(saved: SavedPlan, stateDir: string, file: string): void {
   if (path.resolve(saved.stateDir) !== path.resolve(stateDir)) {
-    throw new UserError(`${file} was made for state directory ${saved.stateDir}; this apply uses ${stateDir} (--state-dir). Nothing was applied`, EXIT.error, { reason: 'other-state-dir' });
+    throw new UserError(`${file} was made for state directory ${saved.stateDir}; this apply uses ${stateDir} (--state-dir). Nothing was applied`, EXIT.error, {
+      reason: 'other-state-dir',
+    });
   }
 }
 
@@ -134,7 +143,10 @@ export function checkSameAsFresh(saved: SavedPlan, freshPlan: Plan, file: string
   const keys = new Set([...Object.keys(saved.observed), ...Object.keys(fresh.observed)]);
   const moved = [...keys].filter((k) => saved.observed[k] !== fresh.observed[k]).map((k) => k.replace(/^file:/, ''));
   if (moved.length) {
-    throw new UserError(`the host changed since ${file} was made (${moved.join(', ')}); nothing was applied. Run \`reconcile plan\` again`, EXIT.error, { reason: 'stale-plan', moved });
+    throw new UserError(`the host changed since ${file} was made (${moved.join(', ')}); nothing was applied. Run \`reconcile plan\` again`, EXIT.error, {
+      reason: 'stale-plan',
+      moved,
+    });
   }
   const a = saved.actions.map(essence);
   const b = fresh.actions.map(essence);
@@ -145,6 +157,10 @@ export function checkSameAsFresh(saved: SavedPlan, freshPlan: Plan, file: string
       const f = fresh.actions.find((x) => x.id === id);
       return !s || !f || essence(s) !== essence(f);
     });
-    throw new UserError(`${file} does not match what \`reconcile plan\` makes of the YAML it embeds (${ids.join(', ') || 'connection'}); was it edited? Nothing was applied`, EXIT.error, { reason: 'tampered-plan', actions: ids });
+    throw new UserError(
+      `${file} does not match what \`reconcile plan\` makes of the YAML it embeds (${ids.join(', ') || 'connection'}); was it edited? Nothing was applied`,
+      EXIT.error,
+      { reason: 'tampered-plan', actions: ids },
+    );
   }
 }

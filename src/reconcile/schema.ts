@@ -25,7 +25,12 @@ function pointerToPath(pointer: string): FieldPath {
 }
 
 const TYPE_WORD: Record<string, string> = {
-  array: 'a list', object: 'a map', string: 'a string', integer: 'a whole number', number: 'a number', boolean: 'true or false',
+  array: 'a list',
+  object: 'a map',
+  string: 'a string',
+  integer: 'a whole number',
+  number: 'a number',
+  boolean: 'true or false',
 };
 
 function typeWord(v: unknown): string {
@@ -53,14 +58,25 @@ function describe(e: ErrorObject, value: unknown): { message: string; key: boole
     case 'const':
       return { message: `must be ${JSON.stringify(p.allowedValue)} (got ${JSON.stringify(value)})`, key: false };
     case 'type':
-      return { message: `must be ${String(p.type).split(',').map((t) => TYPE_WORD[t] ?? t).join(' or ')} (got ${typeWord(value)})`, key: false };
+      return {
+        message: `must be ${String(p.type)
+          .split(',')
+          .map((t) => TYPE_WORD[t] ?? t)
+          .join(' or ')} (got ${typeWord(value)})`,
+        key: false,
+      };
     case 'pattern': {
       const pat = String(p.pattern);
       if (pat === SIZE_PATTERN) return { message: `must be ${SIZE_HELP} (got ${JSON.stringify(value)})`, key: false };
       if (pat === '^/') return { message: `must be an absolute path (got ${JSON.stringify(value)})`, key: false };
-      if (pat.startsWith('^[a-z0-9]([a-z0-9._-]')) return { message: `must be a name: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63 characters (got ${JSON.stringify(value)})`, key: false };
+      if (pat.startsWith('^[a-z0-9]([a-z0-9._-]'))
+        return {
+          message: `must be a name: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63 characters (got ${JSON.stringify(value)})`,
+          key: false,
+        };
       if (pat.startsWith('^0?[0-7]')) return { message: `must be an octal mode such as "0600" (got ${JSON.stringify(value)})`, key: false };
-      if (pat.startsWith('^(s3|azure|gs)')) return { message: `must be an s3://BUCKET/KEY, azure://ACCOUNT/CONTAINER/BLOB or gs://BUCKET/OBJECT URL (got ${JSON.stringify(value)})`, key: false };
+      if (pat.startsWith('^(s3|azure|gs)'))
+        return { message: `must be an s3://BUCKET/KEY, azure://ACCOUNT/CONTAINER/BLOB or gs://BUCKET/OBJECT URL (got ${JSON.stringify(value)})`, key: false };
       if (pat.startsWith('^(vd')) return { message: `must be a disk target such as vda, sdb, hdc or nvme0n1 (got ${JSON.stringify(value)})`, key: false };
       if (pat.endsWith('%$')) return { message: `must be a percentage from 0% to 100% (got ${JSON.stringify(value)})`, key: false };
       if (pat === DURATION_PATTERN) return { message: `must be ${DURATION_HELP} (got ${JSON.stringify(value)})`, key: false };

@@ -4,11 +4,29 @@
 // two-letter units are not (qemu-img has no "kb", and "kb" next to "KB" would read as 1000).
 // The schema's $defs.size pattern is SIZE_PATTERN; a unit test keeps the two the same.
 const UNITS: Record<string, number> = {
-  '': 1, B: 1, b: 1,
-  K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4, P: 1024 ** 5,
-  k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5,
-  KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4, PiB: 1024 ** 5,
-  KB: 1000, MB: 1000 ** 2, GB: 1000 ** 3, TB: 1000 ** 4, PB: 1000 ** 5,
+  '': 1,
+  B: 1,
+  b: 1,
+  K: 1024,
+  M: 1024 ** 2,
+  G: 1024 ** 3,
+  T: 1024 ** 4,
+  P: 1024 ** 5,
+  k: 1024,
+  m: 1024 ** 2,
+  g: 1024 ** 3,
+  t: 1024 ** 4,
+  p: 1024 ** 5,
+  KiB: 1024,
+  MiB: 1024 ** 2,
+  GiB: 1024 ** 3,
+  TiB: 1024 ** 4,
+  PiB: 1024 ** 5,
+  KB: 1000,
+  MB: 1000 ** 2,
+  GB: 1000 ** 3,
+  TB: 1000 ** 4,
+  PB: 1000 ** 5,
 };
 
 export const SIZE_PATTERN = '^[0-9]+(\\.[0-9]+)?\\s*(B|K|M|G|T|P|b|k|m|g|t|p|KiB|MiB|GiB|TiB|PiB|KB|MB|GB|TB|PB)?$';

@@ -3,9 +3,7 @@
 import { Cron } from 'croner';
 import type { ConfigError } from './errors.js';
 import { article, FILE_POOLS, LUN_POOLS, sourceImage, VOLUME_EXT } from './model.js';
-import type {
-  BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, VmSpec,
-} from './model.js';
+import type { BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, VmSpec } from './model.js';
 import { formatDuration, parseDuration, TIMER_MAX_SECONDS } from './durations.js';
 import { formatSize, parseSize } from './sizes.js';
 import { normalizePath, systemPlace, systemPoolPlace, type Resolver } from './paths.js';
@@ -26,7 +24,12 @@ const MAX_SIZE: Partial<Record<Format, number>> = { vhd: 2040 * GiB, vhdx: 64 * 
 
 const POOL_SOURCE_FIELDS: Record<PoolType, { required: string[][]; allowed: string[]; formats?: string[]; needsPath: boolean }> = {
   dir: { required: [], allowed: [], needsPath: true },
-  fs: { required: [['device']], allowed: ['device', 'format'], formats: ['auto', 'ext2', 'ext3', 'ext4', 'xfs', 'btrfs', 'vfat', 'ufs', 'iso9660', 'udf', 'gfs', 'gfs2', 'hfs+', 'ocfs2', 'vmfs'], needsPath: true },
+  fs: {
+    required: [['device']],
+    allowed: ['device', 'format'],
+    formats: ['auto', 'ext2', 'ext3', 'ext4', 'xfs', 'btrfs', 'vfat', 'ufs', 'iso9660', 'udf', 'gfs', 'gfs2', 'hfs+', 'ocfs2', 'vmfs'],
+    needsPath: true,
+  },
   netfs: { required: [['host'], ['dir']], allowed: ['host', 'dir', 'format'], formats: ['auto', 'nfs', 'glusterfs', 'cifs'], needsPath: true },
   logical: { required: [['name', 'device']], allowed: ['name', 'device', 'format'], formats: ['lvm2'], needsPath: false },
   disk: { required: [['device']], allowed: ['device', 'format'], formats: ['dos', 'dvh', 'gpt', 'mac', 'bsd', 'pc98', 'sun', 'lvm2'], needsPath: false },
@@ -36,7 +39,11 @@ const POOL_SOURCE_FIELDS: Record<PoolType, { required: string[][]; allowed: stri
 };
 
 const BUS_PREFIX: Record<DiskSpec['bus'], RegExp> = {
-  virtio: /^vd/, sata: /^sd/, scsi: /^sd/, ide: /^hd/, nvme: /^nvme/,
+  virtio: /^vd/,
+  sata: /^sd/,
+  scsi: /^sd/,
+  ide: /^hd/,
+  nvme: /^nvme/,
 };
 
 class Checker {
@@ -55,15 +62,27 @@ class Checker {
 
   duration(path: FieldPath, value: string, max = Infinity): number | undefined {
     const v = parseDuration(value);
-    if (typeof v !== 'number') { this.err(path, v.error); return undefined; }
-    if (v > max) { this.err(path, `must be at most ${formatDuration(max)} (got ${JSON.stringify(value)})`); return undefined; }
+    if (typeof v !== 'number') {
+      this.err(path, v.error);
+      return undefined;
+    }
+    if (v > max) {
+      this.err(path, `must be at most ${formatDuration(max)} (got ${JSON.stringify(value)})`);
+      return undefined;
+    }
     return v;
   }
 
   size(path: FieldPath, value: unknown, min = 1): number | undefined {
     const v = parseSize(value);
-    if (typeof v !== 'number') { this.err(path, v.error); return undefined; }
-    if (v < min) { this.err(path, `must be at least ${formatSize(min)} (got ${JSON.stringify(value)})`); return undefined; }
+    if (typeof v !== 'number') {
+      this.err(path, v.error);
+      return undefined;
+    }
+    if (v < min) {
+      this.err(path, `must be at least ${formatSize(min)} (got ${JSON.stringify(value)})`);
+      return undefined;
+    }
     return v;
   }
 }
@@ -123,8 +142,7 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     location = { kind: 'path', path: normalizePath(raw.path) };
     const bad = systemPlace(location.path);
     if (bad) c.err(p('path'), `${raw.path} is refused: ${bad}; put images under a data directory such as /var/lib/libvirt/images or /srv`);
-  }
-  else c.err(base, 'missing location: set exactly one of pool (a declared pool) or path (an absolute file path)', true);
+  } else c.err(base, 'missing location: set exactly one of pool (a declared pool) or path (an absolute file path)', true);
   if (raw.volume !== undefined && raw.pool === undefined) c.err(p('volume'), 'names a volume in a pool; it needs pool', true);
 
   const format: Format = raw.format ?? defaults?.format ?? 'qcow2';
@@ -214,9 +232,9 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     source,
     filesystem: raw.filesystem as ImageSpec['filesystem'],
     qcow2,
-    vmdk: format === 'vmdk' ? raw.vmdk ?? {} : undefined,
-    vhd: format === 'vhd' ? raw.vhd ?? {} : undefined,
-    vhdx: format === 'vhdx' ? raw.vhdx ?? {} : undefined,
+    vmdk: format === 'vmdk' ? (raw.vmdk ?? {}) : undefined,
+    vhd: format === 'vhd' ? (raw.vhd ?? {}) : undefined,
+    vhdx: format === 'vhdx' ? (raw.vhdx ?? {}) : undefined,
     encryption: raw.encryption,
     permissions: permissions(raw.permissions ?? defaults?.permissions),
     protect: raw.protect ?? defaults?.protect ?? false,
@@ -293,7 +311,8 @@ function checkVm(c: Checker, name: string, raw: VmInput, defaults: DiskPolicyInp
     }
     const img = d.image !== undefined ? images[d.image] : undefined;
     if (img?.encryption) c.err([...dp, 'image'], `images.${d.image} is LUKS-encrypted; attaching encrypted images (with a libvirt secret) is not supported by this version`);
-    else if ((img?.format ?? 'qcow2') === 'vhdx' && img) c.err([...dp, 'image'], `images.${d.image} is vhdx, which libvirt cannot attach; use qcow2, raw, vhd or vmdk for VM disks`);
+    else if ((img?.format ?? 'qcow2') === 'vhdx' && img)
+      c.err([...dp, 'image'], `images.${d.image} is vhdx, which libvirt cannot attach; use qcow2, raw, vhd or vmdk for VM disks`);
     const bus: DiskSpec['bus'] = merged.bus ?? 'virtio';
     if (d.target !== undefined) {
       if (!BUS_PREFIX[bus].test(d.target)) c.err([...dp, 'target'], `target ${d.target} does not fit bus ${bus} (${bus} targets look like ${BUS_PREFIX[bus].source.slice(1)}…)`);
@@ -302,7 +321,10 @@ function checkVm(c: Checker, name: string, raw: VmInput, defaults: DiskPolicyInp
       targets.set(d.target, i);
     }
     if (merged.io === 'native' && merged.cache !== undefined && merged.cache !== 'none' && merged.cache !== 'directsync') {
-      c.err([...dp, d.io !== undefined ? 'io' : 'cache'], `io: native needs cache none or directsync (O_DIRECT); got cache ${merged.cache}. Use io: threads or io_uring with cache ${merged.cache}`);
+      c.err(
+        [...dp, d.io !== undefined ? 'io' : 'cache'],
+        `io: native needs cache none or directsync (O_DIRECT); got cache ${merged.cache}. Use io: threads or io_uring with cache ${merged.cache}`,
+      );
     }
     return { ...merged, bus, readonly: merged.readonly ?? false, origin: c.at(dp) } as DiskSpec;
   });
@@ -466,9 +488,12 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
       }
       const other = fileOwner.get(real);
       if (other) {
-        c.err(field, other.where === file
-          ? `path ${raw.path !== file ? `${raw.path} (that is ${file})` : file} is also the path of images.${other.name} (${other.at})`
-          : `${loc.kind === 'path' ? file : `volume ${loc.kind === 'pool' ? loc.volume : ''} in pool ${pool!.name} (${file})`} is the same file as ${other.where} of images.${other.name} (${other.at})${real !== file ? `: both are ${real}` : ''}; a file may be declared once`);
+        c.err(
+          field,
+          other.where === file
+            ? `path ${raw.path !== file ? `${raw.path} (that is ${file})` : file} is also the path of images.${other.name} (${other.at})`
+            : `${loc.kind === 'path' ? file : `volume ${loc.kind === 'pool' ? loc.volume : ''} in pool ${pool!.name} (${file})`} is the same file as ${other.where} of images.${other.name} (${other.at})${real !== file ? `: both are ${real}` : ''}; a file may be declared once`,
+        );
         continue;
       }
       fileOwner.set(real, { name, at: c.at(field), where: loc.kind === 'path' ? file : `volume ${loc.kind === 'pool' ? loc.volume : ''} in pool ${pool!.name} (${file})` });
@@ -480,7 +505,10 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
     const dep = s.source.kind === 'image' ? state.images[s.source.image] : undefined;
     const { c, raw } = owner.images![name]!;
     if (dep?.encryption && !s.encryption && !raw.decrypt) {
-      c.err(['images', name, 'source', 'image'], `images.${dep.name} is encrypted; a copy without encryption writes its data out decrypted. Declare encryption on images.${name}, or decrypt: true to mean it`);
+      c.err(
+        ['images', name, 'source', 'image'],
+        `images.${dep.name} is encrypted; a copy without encryption writes its data out decrypted. Declare encryption on images.${name}, or decrypt: true to mean it`,
+      );
       delete state.images[name];
     }
   }

@@ -17,9 +17,11 @@ export class CommandError extends Error {
     /** stopped through its cancel signal (shutting down), not failed */
     readonly cancelled = false,
   ) {
-    super(cancelled
-      ? `${command[0]} ${command[1] ?? ''} cancelled (shutting down)`
-      : `${command[0]} ${command[1] ?? ''} failed${exitCode !== undefined ? ` (exit ${exitCode})` : ''}: ${firstLines(stderr) || 'no error output'}`);
+    super(
+      cancelled
+        ? `${command[0]} ${command[1] ?? ''} cancelled (shutting down)`
+        : `${command[0]} ${command[1] ?? ''} failed${exitCode !== undefined ? ` (exit ${exitCode})` : ''}: ${firstLines(stderr) || 'no error output'}`,
+    );
     this.name = 'CommandError';
   }
 }

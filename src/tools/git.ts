@@ -24,7 +24,10 @@ export interface Revision {
 /** Fetches and checks out `ref`; returns the revision now on disk. */
 export async function syncGit(src: GitSource): Promise<Revision> {
   await mkdir(path.dirname(src.dir), { recursive: true });
-  const exists = await stat(path.join(src.dir, '.git')).then(() => true, () => false);
+  const exists = await stat(path.join(src.dir, '.git')).then(
+    () => true,
+    () => false,
+  );
   if (!exists) await simpleGit().clone(src.url, src.dir, ['--no-checkout']);
   const git = simpleGit(src.dir);
   await git.fetch(['--prune', '--tags', '--force', 'origin']);

@@ -51,9 +51,9 @@ export async function pushBackup(v: Virsh, domain: string, disks: { target: stri
     domainbackup: {
       '@mode': 'push',
       disks: {
-        disk: all.map((t) => (want.has(t)
-          ? { '@name': t, '@backup': 'yes', '@type': 'file', target: { '@file': want.get(t) }, driver: { '@type': 'qcow2' } }
-          : { '@name': t, '@backup': 'no' })),
+        disk: all.map((t) =>
+          want.has(t) ? { '@name': t, '@backup': 'yes', '@type': 'file', target: { '@file': want.get(t) }, driver: { '@type': 'qcow2' } } : { '@name': t, '@backup': 'no' },
+        ),
       },
     },
   });
@@ -67,7 +67,12 @@ export async function pushBackup(v: Virsh, domain: string, disks: { target: stri
  * overlay back so the domain is left with exactly the images it had.
  */
 export async function withExternalSnapshot(
-  v: Virsh, domain: string, name: string, disks: { target: string; overlay: string }[], all: string[], copy: () => Promise<void>,
+  v: Virsh,
+  domain: string,
+  name: string,
+  disks: { target: string; overlay: string }[],
+  all: string[],
+  copy: () => Promise<void>,
 ): Promise<void> {
   const specs = all.flatMap((t) => {
     const d = disks.find((x) => x.target === t);

@@ -73,7 +73,11 @@ export function parseOwnership(xml: string): Ownership {
 }
 
 export function domainReadCommands(names: string[]): string[][] {
-  return names.flatMap((n) => [['domstate', n], ['dumpxml', '--inactive', n], ['dumpxml', n]]);
+  return names.flatMap((n) => [
+    ['domstate', n],
+    ['dumpxml', '--inactive', n],
+    ['dumpxml', n],
+  ]);
 }
 
 export function parseDomainReads(names: string[], outputs: (string | undefined)[]): Map<string, ObservedDomain | null> {
@@ -104,7 +108,13 @@ export function parseCapabilities(xml: string): DomainCapabilities {
   const c = parseXml(xml).domainCapabilities;
   const disk = list(c?.devices?.disk)[0];
   const busEnum = list(disk?.enum).find((e) => attr(e, 'name') === 'bus');
-  return { virtType: text(c?.domain) ?? 'qemu', arch: text(c?.arch) ?? 'x86_64', buses: list(busEnum?.value).map((v) => text(v) ?? '').filter(Boolean) };
+  return {
+    virtType: text(c?.domain) ?? 'qemu',
+    arch: text(c?.arch) ?? 'x86_64',
+    buses: list(busEnum?.value)
+      .map((v) => text(v) ?? '')
+      .filter(Boolean),
+  };
 }
 
 function diskElement(d: DiskDevice): XmlElement {
@@ -180,7 +190,10 @@ export async function setOwnership(v: Virsh, domain: string, o: Ownership, runni
 /** The disks of every running domain, declared or not: two batched virsh processes (names, then all their XML). */
 export async function runningDomainDisks(v: Virsh): Promise<DiskDevice[]> {
   const [names] = await v.batch([['list', '--name', '--state-running']]);
-  const running = (names ?? '').split('\n').map((n) => n.trim()).filter(Boolean);
+  const running = (names ?? '')
+    .split('\n')
+    .map((n) => n.trim())
+    .filter(Boolean);
   if (!running.length) return [];
   const xmls = await v.batch(running.map((n) => ['dumpxml', n]));
   return xmls.flatMap((xml) => (xml ? parseDisks(parseXml(xml).domain) : []));

@@ -45,10 +45,14 @@ const DEFAULT_TARGET: Partial<Record<PoolSpec['type'], (s: PoolSpec) => string>>
 /** "host", "host:port" or a comma-separated list of them (rbd monitors). */
 export function parseHosts(value?: string): { name: string; port?: number }[] {
   if (!value) return [];
-  return value.split(',').map((h) => h.trim()).filter(Boolean).map((h) => {
-    const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(h);
-    return m ? { name: m[1]!, port: m[2] ? Number(m[2]) : undefined } : { name: h };
-  });
+  return value
+    .split(',')
+    .map((h) => h.trim())
+    .filter(Boolean)
+    .map((h) => {
+      const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(h);
+      return m ? { name: m[1]!, port: m[2] ? Number(m[2]) : undefined } : { name: h };
+    });
 }
 
 export function secretUsageFor(poolName: string): string {
@@ -65,7 +69,7 @@ export function definitionFor(spec: PoolSpec): PoolDefinition {
       dir: s.dir,
       format: s.format ?? (spec.type === 'logical' ? 'lvm2' : undefined),
       device: s.device,
-      name: spec.type === 'logical' ? s.name ?? spec.name : s.name,
+      name: spec.type === 'logical' ? (s.name ?? spec.name) : s.name,
       initiator: s.initiator,
       auth: s.auth ? { type: s.auth.type, username: s.auth.username, secretUsage: secretUsageFor(spec.name) } : undefined,
     },
@@ -125,7 +129,9 @@ export function parsePoolXml(xml: string): { name: string; uuid?: string; defini
         device: attr(list(src.device)[0], 'path'),
         name: text(src.name),
         initiator: attr(src.initiator?.iqn, 'name'),
-        auth: auth ? { type: attr(auth, 'type') as 'chap' | 'ceph', username: attr(auth, 'username') ?? '', secretUsage: attr(auth.secret, 'usage') ?? attr(auth.secret, 'uuid') ?? '' } : undefined,
+        auth: auth
+          ? { type: attr(auth, 'type') as 'chap' | 'ceph', username: attr(auth, 'username') ?? '', secretUsage: attr(auth.secret, 'usage') ?? attr(auth.secret, 'uuid') ?? '' }
+          : undefined,
       },
       permissions: perms ? { mode: mode !== undefined ? parseInt(mode, 8) : undefined, owner: num(perms.owner), group: num(perms.group) } : undefined,
     },
@@ -162,7 +168,11 @@ export function parseVolList(out: string | undefined, poolPath?: string): Map<st
 
 /** One batch for all named pools: info, XML and volume list of each. */
 export function poolReadCommands(names: string[]): string[][] {
-  return names.flatMap((n) => [['pool-info', n], ['pool-dumpxml', n], ['vol-list', n]]);
+  return names.flatMap((n) => [
+    ['pool-info', n],
+    ['pool-dumpxml', n],
+    ['vol-list', n],
+  ]);
 }
 
 export function parsePoolReads(names: string[], outputs: (string | undefined)[]): Map<string, ObservedPool | null> {
@@ -243,12 +253,17 @@ export async function undefinePool(v: Virsh, name: string): Promise<void> {
 export async function ensureSecret(v: Virsh, usage: string, type: 'chap' | 'ceph', secretFile: string): Promise<void> {
   const xml = buildXml({
     secret: {
-      '@ephemeral': 'no', '@private': 'yes', description: usage,
+      '@ephemeral': 'no',
+      '@private': 'yes',
+      description: usage,
       usage: type === 'ceph' ? { '@type': 'ceph', name: usage } : { '@type': 'iscsi', target: usage },
     },
   });
   await withTempFile(xml, (f) => v.exec(['secret-define', f]));
-  const uuid = (await v.exec(['secret-list'])).split('\n').map((l) => l.trim().split(/\s+/)).find((cols) => cols.slice(1).join(' ').includes(usage))?.[0];
+  const uuid = (await v.exec(['secret-list']))
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .find((cols) => cols.slice(1).join(' ').includes(usage))?.[0];
   if (!uuid) throw new Error(`libvirt secret for ${usage} was defined but is not listed`);
   await v.exec(['secret-set-value', uuid, '--file', secretFile, '--plain']);
 }

@@ -44,10 +44,7 @@ export interface VolumeBuild {
   qcow2?: Qcow2Options;
   permissions?: Permissions;
   backing?: { path: string; format: string };
-  source:
-    | { kind: 'blank' }
-    | { kind: 'volume'; pool: string; name: string }
-    | { kind: 'file'; path: string; driver?: string };
+  source: { kind: 'blank' } | { kind: 'volume'; pool: string; name: string } | { kind: 'file'; path: string; driver?: string };
 }
 
 export function volumeReadCommands(vols: { pool: string; name: string }[]): string[][] {
@@ -88,7 +85,7 @@ export function volumeXml(b: VolumeBuild): string {
       allocation: { '@unit': 'bytes', '#text': full || !b.fileBased ? b.capacity : 0 },
       target: {
         format: b.fileBased ? { '@type': VOL_FORMAT[b.format] } : undefined,
-        compat: qcow2 ? q.compat ?? '1.1' : undefined,
+        compat: qcow2 ? (q.compat ?? '1.1') : undefined,
         clusterSize: qcow2 && q.clusterSize ? { '@unit': 'B', '#text': q.clusterSize } : undefined,
         features: qcow2 && q.lazyRefcounts ? { lazy_refcounts: '' } : undefined,
         permissions: b.fileBased ? permissionsElement(b.permissions) : undefined,
@@ -146,14 +143,17 @@ export async function createVolume(
         const made = parseVolumeXml(b.pool, await v.exec(dump));
         await hooks.created?.({ key: made.key, path: made.path });
         const scratch = path.join(dir, 'upload');
-        await createImage({
-          path: scratch,
-          format: b.fileBased ? b.format : 'raw',
-          size: b.capacity,
-          // The volume itself is preallocated by libvirt; the scratch file needs no allocation.
-          qcow2: b.fileBased && b.qcow2 ? { ...b.qcow2, preallocation: undefined } : undefined,
-          source: { kind: 'convert', path: src.path, driver: src.driver },
-        }, { signal: hooks.signal });
+        await createImage(
+          {
+            path: scratch,
+            format: b.fileBased ? b.format : 'raw',
+            size: b.capacity,
+            // The volume itself is preallocated by libvirt; the scratch file needs no allocation.
+            qcow2: b.fileBased && b.qcow2 ? { ...b.qcow2, preallocation: undefined } : undefined,
+            source: { kind: 'convert', path: src.path, driver: src.driver },
+          },
+          { signal: hooks.signal },
+        );
         await v.exec(['vol-upload', '--pool', b.pool, b.name, scratch, '--sparse'], { signal: hooks.signal });
       } catch (e) {
         // Never leave a half-imported volume under the declared name.

@@ -85,11 +85,7 @@ export function driverOf(format: Format, encrypted: boolean): string {
 }
 
 /** A new image: blank, or an overlay on `backing` (size: the backing file's when omitted). */
-export async function create(
-  target: string,
-  o: ImageOptions & { size?: number; encryption?: Secret; backing?: { path: string; driver: string } },
-  sig: Sig = {},
-): Promise<void> {
+export async function create(target: string, o: ImageOptions & { size?: number; encryption?: Secret; backing?: { path: string; driver: string } }, sig: Sig = {}): Promise<void> {
   const opts = createOptions(o, !!o.encryption);
   const args = ['create', '-q', '-f', driverOf(o.format, !!o.encryption), ...secretArgs(o.encryption, 'sec0'), ...(opts.length ? ['-o', opts.join(',')] : [])];
   if (o.backing) args.push('-b', o.backing.path, '-F', o.backing.driver);
@@ -108,14 +104,22 @@ export async function convertInto(
   sig: Sig = {},
 ): Promise<void> {
   const driver = driverOf(target.format, !!target.encryption);
-  const srcArgs = source.encryption
-    ? ['--image-opts', imageOpts(source.path, source.driver ?? 'qcow2', 'src0')]
-    : [...(source.driver ? ['-f', source.driver] : []), source.path];
+  const srcArgs = source.encryption ? ['--image-opts', imageOpts(source.path, source.driver ?? 'qcow2', 'src0')] : [...(source.driver ? ['-f', source.driver] : []), source.path];
   const dstArgs = target.encryption ? ['--target-image-opts', imageOpts(target.path, driver, 'sec0')] : ['-O', driver, target.path];
-  await run('qemu-img', [
-    'convert', '-n', '--target-is-zero', ...(target.compressed ? ['-c'] : []),
-    ...secretArgs(source.encryption, 'src0'), ...secretArgs(target.encryption, 'sec0'), ...srcArgs, ...dstArgs,
-  ], sig);
+  await run(
+    'qemu-img',
+    [
+      'convert',
+      '-n',
+      '--target-is-zero',
+      ...(target.compressed ? ['-c'] : []),
+      ...secretArgs(source.encryption, 'src0'),
+      ...secretArgs(target.encryption, 'sec0'),
+      ...srcArgs,
+      ...dstArgs,
+    ],
+    sig,
+  );
 }
 
 /** A whole copy in a new file of another format (backups, restores). forceShare: the source is in use. */
@@ -129,19 +133,10 @@ export async function compare(a: { path: string; driver: string }, b: { path: st
 }
 
 /** Grows an image in place (qcow2, raw). Shrinking is never asked of this function. */
-export async function resize(
-  path: string,
-  format: Format,
-  size: number,
-  o: { preallocation?: string; encryption?: Secret } = {},
-): Promise<void> {
+export async function resize(path: string, format: Format, size: number, o: { preallocation?: string; encryption?: Secret } = {}): Promise<void> {
   const driver = driverOf(format, !!o.encryption);
-  const prealloc = o.preallocation && o.preallocation !== 'off' && !(format === 'raw' && o.preallocation === 'metadata')
-    ? [`--preallocation=${o.preallocation}`]
-    : [];
-  const target = o.encryption
-    ? [...secretArgs(o.encryption, 'sec0'), '--image-opts', imageOpts(path, driver, 'sec0')]
-    : ['-f', driver, path];
+  const prealloc = o.preallocation && o.preallocation !== 'off' && !(format === 'raw' && o.preallocation === 'metadata') ? [`--preallocation=${o.preallocation}`] : [];
+  const target = o.encryption ? [...secretArgs(o.encryption, 'sec0'), '--image-opts', imageOpts(path, driver, 'sec0')] : ['-f', driver, path];
   await run('qemu-img', ['resize', '-q', ...prealloc, ...target, String(size)]);
 }
 

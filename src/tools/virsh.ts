@@ -105,6 +105,9 @@ export function resolveUri(flag?: string, yaml?: string): string {
 /** The useful part of virsh's error output. */
 export function libvirtMessage(e: unknown): string {
   const stderr = (e as { stderr?: string }).stderr ?? (e as Error).message;
-  const lines = stderr.split('\n').map((l) => l.replace(/^error:\s*/, '').trim()).filter(Boolean);
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.replace(/^error:\s*/, '').trim())
+    .filter(Boolean);
   return lines.filter((l) => !/^Failed to (start|build) pool/.test(l)).join('; ') || lines.join('; ');
 }

@@ -56,6 +56,19 @@ export function bytes(node: XmlNode | undefined): number | undefined {
   const t = text(node);
   if (t === undefined) return undefined;
   const unit = attr(node, 'unit') ?? 'bytes';
-  const mult: Record<string, number> = { bytes: 1, B: 1, b: 1, KiB: 1024, K: 1024, k: 1024, MiB: 1024 ** 2, M: 1024 ** 2, GiB: 1024 ** 3, G: 1024 ** 3, TiB: 1024 ** 4, T: 1024 ** 4 };
+  const mult: Record<string, number> = {
+    bytes: 1,
+    B: 1,
+    b: 1,
+    KiB: 1024,
+    K: 1024,
+    k: 1024,
+    MiB: 1024 ** 2,
+    M: 1024 ** 2,
+    GiB: 1024 ** 3,
+    G: 1024 ** 3,
+    TiB: 1024 ** 4,
+    T: 1024 ** 4,
+  };
   return Number(t) * (mult[unit] ?? 1);
 }

@@ -18,7 +18,10 @@ export function defaultLogFormat(): LogFormat {
 export function createLogger(format: LogFormat): Logger {
   if (format === 'json') {
     // Synchronous: a line logged just before the process exits is not lost.
-    const p = pino({ base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } }, pino.destination({ dest: 1, sync: true }));
+    const p = pino(
+      { base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
+      pino.destination({ dest: 1, sync: true }),
+    );
     const at = (level: Level) => (msg: string, fields?: Record<string, unknown>) => p[level](fields ?? {}, msg);
     return { info: at('info'), warn: at('warn'), error: at('error') };
   }

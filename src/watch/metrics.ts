@@ -5,14 +5,29 @@ export function createMetrics() {
   const registry = new Registry();
   const m = {
     registry,
-    duration: new Histogram({ name: 'virt_reconcile_reconcile_duration_seconds', help: 'Duration of one reconcile (observe, plan, apply)', buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 300], registers: [registry] }),
+    duration: new Histogram({
+      name: 'virt_reconcile_reconcile_duration_seconds',
+      help: 'Duration of one reconcile (observe, plan, apply)',
+      buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 300],
+      registers: [registry],
+    }),
     reconciles: new Counter({ name: 'virt_reconcile_reconciles_total', help: 'Reconciles run', registers: [registry] }),
     errors: new Counter({ name: 'virt_reconcile_reconcile_errors_total', help: 'Reconciles that failed (invalid YAML, refused changes, failed actions)', registers: [registry] }),
-    drift: new Counter({ name: 'virt_reconcile_drift_corrections_total', help: 'Changes applied after the first successful reconcile (drift healed)', labelNames: ['kind'], registers: [registry] }),
+    drift: new Counter({
+      name: 'virt_reconcile_drift_corrections_total',
+      help: 'Changes applied after the first successful reconcile (drift healed)',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
     resources: new Gauge({ name: 'virt_reconcile_resources', help: 'Declared objects by kind and state', labelNames: ['kind', 'state'], registers: [registry] }),
     poolCapacity: new Gauge({ name: 'virt_reconcile_pool_capacity_bytes', help: 'Pool capacity', labelNames: ['pool'], registers: [registry] }),
     poolAllocation: new Gauge({ name: 'virt_reconcile_pool_allocation_bytes', help: 'Pool allocation', labelNames: ['pool'], registers: [registry] }),
-    backupLastSuccess: new Gauge({ name: 'virt_reconcile_backup_last_success_timestamp_seconds', help: 'Unix time of the last successful backup', labelNames: ['backup'], registers: [registry] }),
+    backupLastSuccess: new Gauge({
+      name: 'virt_reconcile_backup_last_success_timestamp_seconds',
+      help: 'Unix time of the last successful backup',
+      labelNames: ['backup'],
+      registers: [registry],
+    }),
     backupFailures: new Counter({ name: 'virt_reconcile_backup_failures_total', help: 'Backup runs that failed', labelNames: ['backup'], registers: [registry] }),
     revision: new Gauge({ name: 'virt_reconcile_applied_revision_info', help: 'The revision in force (value 1)', labelNames: ['revision'], registers: [registry] }),
   };

@@ -69,7 +69,10 @@ const MAX_BACKOFF_SECONDS = 600;
 /** A reconcile that observed and applied what it could, with objects refused or failed. */
 class Incomplete extends Error {
   /** the problems alone (not the counts of what went well): what "the same failure" means */
-  constructor(message: string, readonly problems: string) {
+  constructor(
+    message: string,
+    readonly problems: string,
+  ) {
     super(message);
   }
 }
@@ -99,9 +102,16 @@ export class WatchService {
 
   constructor(private readonly opts: WatchOptions) {
     this.status = {
-      ready: false, suspended: opts.suspended, consecutiveFailures: 0, driftCorrections: 0,
+      ready: false,
+      suspended: opts.suspended,
+      consecutiveFailures: 0,
+      driftCorrections: 0,
       source: opts.git ? `${opts.git.url} (${opts.git.ref}${opts.git.subdir ? `, ${opts.git.subdir}` : ''})` : opts.files.join(', '),
-      images: [], pools: [], vms: [], backups: [], notes: [],
+      images: [],
+      pools: [],
+      vms: [],
+      backups: [],
+      notes: [],
     };
     this.log = (line) => opts.logger.info(line);
   }
@@ -180,7 +190,11 @@ export class WatchService {
         const known = this.status.rejectedRevision?.revision === revision;
         this.status.rejectedRevision = { revision, at: known ? this.status.rejectedRevision!.at : new Date().toISOString(), error: e.message };
         // Once per rejected revision, not at every interval.
-        if (!known) this.opts.logger.error(`revision ${revision} is invalid and not applied${this.lastGood ? `; ${this.lastGood.revision} stays in force` : ''}:\n${e.message}`, { revision, errors: e.errors.length });
+        if (!known)
+          this.opts.logger.error(`revision ${revision} is invalid and not applied${this.lastGood ? `; ${this.lastGood.revision} stays in force` : ''}:\n${e.message}`, {
+            revision,
+            errors: e.errors.length,
+          });
         if (!this.lastGood) throw new Error(`revision ${revision} is invalid and no earlier revision is known`);
         state = this.lastGood.state;
         revision = this.lastGood.revision;
@@ -216,12 +230,22 @@ export class WatchService {
       const backoff = Math.min(MAX_BACKOFF_SECONDS, this.opts.intervalSeconds, 2 ** this.status.consecutiveFailures);
       this.status.ready = false;
       this.status.notReadyReason = msg.split('\n')[0];
-      this.status.lastReconcile = { at: new Date(t0).toISOString(), revision, ok: false, durationSeconds: (Date.now() - t0) / 1000, summary: e instanceof Incomplete ? msg.split('\n')[0]! : 'failed', error: msg };
+      this.status.lastReconcile = {
+        at: new Date(t0).toISOString(),
+        revision,
+        ok: false,
+        durationSeconds: (Date.now() - t0) / 1000,
+        summary: e instanceof Incomplete ? msg.split('\n')[0]! : 'failed',
+        error: msg,
+      };
       // Nothing was observed: what the status said before is no longer known to be true.
       if (!(e instanceof Incomplete)) this.markUnknown(msg);
       const key = e instanceof Incomplete ? e.problems : msg;
       if (key !== this.failing) {
-        this.opts.logger.error(`reconcile ${this.failing ? 'now failing differently' : 'failing'} (${reason}); retrying with backoff, logged again when it changes or clears: ${msg}`, { revision, retryInSeconds: backoff });
+        this.opts.logger.error(
+          `reconcile ${this.failing ? 'now failing differently' : 'failing'} (${reason}); retrying with backoff, logged again when it changes or clears: ${msg}`,
+          { revision, retryInSeconds: backoff },
+        );
         this.failing = key;
       }
       this.lastAttemptLines = this.attemptLines;
@@ -273,7 +297,11 @@ export class WatchService {
         ...blocked.map((b) => `held back: ${b.id} depends on ${b.because}, which is refused`),
         ...[...failed].map(([id, err]) => `failed: ${id}: ${err}`),
       ];
-      if (problems.length) throw new Incomplete(`${problems.length} object(s) not reconciled (${problems[0]}${problems.length > 1 ? `; and ${problems.length - 1} more` : ''}); ${revision}: ${summary}\n${problems.join('\n')}`, problems.join('\n'));
+      if (problems.length)
+        throw new Incomplete(
+          `${problems.length} object(s) not reconciled (${problems[0]}${problems.length > 1 ? `; and ${problems.length - 1} more` : ''}); ${revision}: ${summary}\n${problems.join('\n')}`,
+          problems.join('\n'),
+        );
       this.firstSuccess = true;
       return summary;
     } finally {
@@ -282,13 +310,14 @@ export class WatchService {
   }
 
   private refreshStatus(state: DesiredState, p: Awaited<ReturnType<typeof planWithObservations>>, failed: Map<string, string>, blocked: { id: string; because: string }[]): void {
-    const mark = <T extends Statused>(list: T[], prefix: string): T[] => list.map((x) => {
-      const id = `${prefix}.${x.name}`;
-      if (failed.has(id)) return { ...x, status: 'failed', detail: failed.get(id)! };
-      const b = blocked.find((y) => y.id === id);
-      if (b) return { ...x, status: 'blocked', detail: `depends on ${b.because}, which is refused${x.detail ? `; ${x.detail}` : ''}` };
-      return x;
-    });
+    const mark = <T extends Statused>(list: T[], prefix: string): T[] =>
+      list.map((x) => {
+        const id = `${prefix}.${x.name}`;
+        if (failed.has(id)) return { ...x, status: 'failed', detail: failed.get(id)! };
+        const b = blocked.find((y) => y.id === id);
+        if (b) return { ...x, status: 'blocked', detail: `depends on ${b.because}, which is refused${x.detail ? `; ${x.detail}` : ''}` };
+        return x;
+      });
     this.status.images = mark(imageStatuses(state, p), 'images');
     this.status.pools = mark(poolStatuses(state, p), 'pools');
     this.status.vms = mark(vmStatuses(state, p), 'vms');
@@ -313,7 +342,11 @@ export class WatchService {
   private countResources(): void {
     const m = this.opts.metrics;
     m.resources.reset();
-    for (const [kind, list] of [['image', this.status.images], ['pool', this.status.pools], ['vm', this.status.vms]] as const) {
+    for (const [kind, list] of [
+      ['image', this.status.images],
+      ['pool', this.status.pools],
+      ['vm', this.status.vms],
+    ] as const) {
       for (const x of list) m.resources.inc({ kind, state: x.status });
     }
   }
@@ -329,7 +362,10 @@ export class WatchService {
     void this.refreshBackups(state).then(async () => {
       if (!firstTime) return;
       const lastSuccess = Object.fromEntries(this.status.backups.filter((b) => b.lastSuccess).map((b) => [b.name, b.lastSuccess!]));
-      for (const note of overdue(Object.values(state.backups).filter((b) => lastSuccess[b.name]), lastSuccess)) {
+      for (const note of overdue(
+        Object.values(state.backups).filter((b) => lastSuccess[b.name]),
+        lastSuccess,
+      )) {
         this.log(`${note} (missed while the service was down): one catch-up run now`);
         await this.backup(note.split(' ')[0]!.replace(/^backups\./, ''));
       }
@@ -339,7 +375,11 @@ export class WatchService {
   private async refreshBackups(state: DesiredState): Promise<void> {
     const records = await readBackupRecords(this.opts.stateDir);
     this.status.backups = Object.values(state.backups).map((b, i) => ({
-      name: b.name, vm: b.vm, schedule: b.schedule, lastSuccess: records.lastSuccess[b.name], lastFailure: records.lastFailure[b.name],
+      name: b.name,
+      vm: b.vm,
+      schedule: b.schedule,
+      lastSuccess: records.lastSuccess[b.name],
+      lastFailure: records.lastFailure[b.name],
       nextRun: this.crons[i]?.nextRun()?.toISOString(),
     }));
     for (const b of this.status.backups) if (b.lastSuccess) this.opts.metrics.backupLastSuccess.set({ backup: b.name }, Date.parse(b.lastSuccess) / 1000);

@@ -3,20 +3,43 @@
 import { formatSize } from '../reconcile/sizes.js';
 import type { WatchStatus } from './service.js';
 
-const h = (s: unknown) => String(s ?? '').replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const h = (s: unknown) =>
+  String(s ?? '')
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;');
 const size = (n?: number) => (n === undefined ? '–' : formatSize(n).replace(/ \(.*\)$/, ''));
-const badge = (s: string) => `<span class="badge ${/^(in-sync|ok|yes|ready|active)$/.test(s) ? 'ok' : /refused|failed|error|absent|missing|not ready|unknown/.test(s) ? 'bad' : 'warn'}">${h(s)}</span>`;
+const badge = (s: string) =>
+  `<span class="badge ${/^(in-sync|ok|yes|ready|active)$/.test(s) ? 'ok' : /refused|failed|error|absent|missing|not ready|unknown/.test(s) ? 'bad' : 'warn'}">${h(s)}</span>`;
 
 export function renderStatusPage(s: WatchStatus): string {
   const last = s.lastReconcile;
-  const pools = s.pools.map((p) => {
-    const pct = p.usedPercent ?? 0;
-    const bar = `<div class="bar"><div class="fill ${p.overAlert ? 'over' : ''}" style="width:${Math.min(100, pct)}%"></div>${p.capacityAlert !== undefined ? `<div class="alert" style="left:${p.capacityAlert}%"></div>` : ''}</div>`;
-    return `<tr><td>${h(p.name)}</td><td>${h(p.type)}</td><td>${badge(p.exists ? (p.active ? 'active' : 'inactive') : 'absent')}</td><td class="usage">${bar}<small>${p.usedPercent ?? '–'}% of ${size(p.capacity)}, ${size(p.available)} free${p.overAlert ? ' — over alert' : ''}</small></td><td>${badge(p.status)}</td></tr>`;
-  }).join('');
-  const images = s.images.map((i) => `<tr><td>${h(i.name)}</td><td><code>${h(i.where)}</code></td><td>${h(i.format ?? '–')}</td><td>${size(i.virtualSize)}</td><td>${size(i.allocated)}</td><td>${badge(i.status)}</td></tr>`).join('');
-  const vms = s.vms.map((v) => `<tr><td>${h(v.name)}</td><td>${h(v.state)}</td><td>${v.disks.map((d) => `${h(d.target)} <small>${h(d.cache ?? 'default')}/${h(d.io ?? 'default')}</small>`).join('<br>')}</td><td>${badge(v.status)}${v.pendingRestart.length ? `<br><small>${h(v.pendingRestart.join(', '))}</small>` : ''}</td></tr>`).join('');
-  const backups = s.backups.map((b) => `<tr><td>${h(b.name)}</td><td>${h(b.vm)}</td><td><code>${h(b.schedule)}</code></td><td>${h(b.lastSuccess ?? 'never')}</td><td>${b.lastFailure ? `<span class="badge bad">${h(b.lastFailure.at)}</span> <small>${h(b.lastFailure.error)}</small>` : '–'}</td><td>${h(b.nextRun ?? '–')}</td></tr>`).join('');
+  const pools = s.pools
+    .map((p) => {
+      const pct = p.usedPercent ?? 0;
+      const bar = `<div class="bar"><div class="fill ${p.overAlert ? 'over' : ''}" style="width:${Math.min(100, pct)}%"></div>${p.capacityAlert !== undefined ? `<div class="alert" style="left:${p.capacityAlert}%"></div>` : ''}</div>`;
+      return `<tr><td>${h(p.name)}</td><td>${h(p.type)}</td><td>${badge(p.exists ? (p.active ? 'active' : 'inactive') : 'absent')}</td><td class="usage">${bar}<small>${p.usedPercent ?? '–'}% of ${size(p.capacity)}, ${size(p.available)} free${p.overAlert ? ' — over alert' : ''}</small></td><td>${badge(p.status)}</td></tr>`;
+    })
+    .join('');
+  const images = s.images
+    .map(
+      (i) =>
+        `<tr><td>${h(i.name)}</td><td><code>${h(i.where)}</code></td><td>${h(i.format ?? '–')}</td><td>${size(i.virtualSize)}</td><td>${size(i.allocated)}</td><td>${badge(i.status)}</td></tr>`,
+    )
+    .join('');
+  const vms = s.vms
+    .map(
+      (v) =>
+        `<tr><td>${h(v.name)}</td><td>${h(v.state)}</td><td>${v.disks.map((d) => `${h(d.target)} <small>${h(d.cache ?? 'default')}/${h(d.io ?? 'default')}</small>`).join('<br>')}</td><td>${badge(v.status)}${v.pendingRestart.length ? `<br><small>${h(v.pendingRestart.join(', '))}</small>` : ''}</td></tr>`,
+    )
+    .join('');
+  const backups = s.backups
+    .map(
+      (b) =>
+        `<tr><td>${h(b.name)}</td><td>${h(b.vm)}</td><td><code>${h(b.schedule)}</code></td><td>${h(b.lastSuccess ?? 'never')}</td><td>${b.lastFailure ? `<span class="badge bad">${h(b.lastFailure.at)}</span> <small>${h(b.lastFailure.error)}</small>` : '–'}</td><td>${h(b.nextRun ?? '–')}</td></tr>`,
+    )
+    .join('');
   const section = (title: string, head: string[], rows: string) => (rows ? `<h2>${title}</h2><table><tr>${head.map((x) => `<th>${x}</th>`).join('')}</tr>${rows}</table>` : '');
   return `<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="15"><title>virt-reconcile</title>
 <style>

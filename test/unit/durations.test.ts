@@ -53,7 +53,7 @@ describe('formatDuration', () => {
 });
 
 describe('the schema', () => {
-  it('uses the parser\'s pattern for every duration field (maxAge, hooks.timeout)', () => {
+  it("uses the parser's pattern for every duration field (maxAge, hooks.timeout)", () => {
     const text = readFileSync(SCHEMA_PATH, 'utf8');
     const schema = JSON.parse(text) as { $defs: Record<string, { pattern?: string }> };
     expect(schema.$defs.duration?.pattern).toBe(DURATION_PATTERN);

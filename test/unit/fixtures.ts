@@ -17,7 +17,12 @@ let ino = 1000;
 export function image(path: string, o: Partial<ObservedImage> & { mode?: number; uid?: number } = {}): ObservedImage {
   const { mode, uid, ...rest } = o;
   return {
-    path, driver: 'qcow2', virtualSize: GiB, actualSize: 0, clusterSize: 65536, qcow2: { compat: '1.1', lazyRefcounts: false, compressionType: 'zlib', refcountBits: 16, extendedL2: false },
+    path,
+    driver: 'qcow2',
+    virtualSize: GiB,
+    actualSize: 0,
+    clusterSize: 65536,
+    qcow2: { compat: '1.1', lazyRefcounts: false, compressionType: 'zlib', refcountBits: 16, extendedL2: false },
     file: { uid: uid ?? 0, gid: 0, mode: mode ?? 0o600, ino: ino++, dev: 1, birth: String(1_700_000_000_000_000_000 + ino) },
     ...rest,
   };
@@ -25,24 +30,60 @@ export function image(path: string, o: Partial<ObservedImage> & { mode?: number;
 
 /** The inventory record reconcile keeps of an image it created (same identity as the file). */
 export function imageRecord(name: string, f: ObservedImage, recorded: Record<string, string> = { source: 'blank' }): [string, InventoryRecord] {
-  return [`image:${f.path}`, { type: 'image', name, path: f.path, ino: f.file.ino, dev: f.file.dev, birth: f.file.birth, extents: [], createdAt: '2026-01-01T00:00:00Z', recorded }];
+  return [
+    `image:${f.path}`,
+    { type: 'image', name, path: f.path, ino: f.file.ino, dev: f.file.dev, birth: f.file.birth, extents: [], createdAt: '2026-01-01T00:00:00Z', recorded },
+  ];
 }
 
 export function pool(name: string, o: Partial<ObservedPool> & { path?: string; vols?: Record<string, string> } = {}): ObservedPool {
   const { path, vols, ...rest } = o;
   return {
-    name, uuid: `uuid-${name}`, definition: { type: 'dir', path: path ?? `/vr-test/${name}`, source: { hosts: [] } }, active: true, autostart: true, persistent: true,
-    volumes: new Map(Object.entries(vols ?? {})), ...rest,
+    name,
+    uuid: `uuid-${name}`,
+    definition: { type: 'dir', path: path ?? `/vr-test/${name}`, source: { hosts: [] } },
+    active: true,
+    autostart: true,
+    persistent: true,
+    volumes: new Map(Object.entries(vols ?? {})),
+    ...rest,
   };
 }
 
 export function volume(poolName: string, name: string, o: Partial<ObservedVolume> = {}): ObservedVolume {
   const path = `/vr-test/${poolName}/${name}`;
-  return { pool: poolName, name, key: path, path, type: 'file', format: 'qcow2', capacity: GiB, allocation: 0, permissions: { mode: 0o600, owner: 0, group: 0 }, birth: '42', ...o };
+  return {
+    pool: poolName,
+    name,
+    key: path,
+    path,
+    type: 'file',
+    format: 'qcow2',
+    capacity: GiB,
+    allocation: 0,
+    permissions: { mode: 0o600, owner: 0, group: 0 },
+    birth: '42',
+    ...o,
+  };
 }
 
 export function volumeRecord(imageName: string, v: ObservedVolume, o: Record<string, unknown> = {}): [string, InventoryRecord] {
-  return [`volume:${v.pool}/${v.name}`, { type: 'volume', name: imageName, pool: v.pool, volume: v.name, key: v.key, path: v.path, status: 'ready', birth: v.birth, createdAt: '2026-01-01T00:00:00Z', recorded: { source: 'blank' }, ...o } as InventoryRecord];
+  return [
+    `volume:${v.pool}/${v.name}`,
+    {
+      type: 'volume',
+      name: imageName,
+      pool: v.pool,
+      volume: v.name,
+      key: v.key,
+      path: v.path,
+      status: 'ready',
+      birth: v.birth,
+      createdAt: '2026-01-01T00:00:00Z',
+      recorded: { source: 'blank' },
+      ...o,
+    } as InventoryRecord,
+  ];
 }
 
 export function disk(target: string, file: string, o: Partial<DiskDevice> = {}): DiskDevice {
@@ -85,8 +126,5 @@ export function diff(c: Case) {
 
 /** One line per action and refusal, for table expectations: "create images.a new", "refused images.a: …". */
 export function summary(d: ReturnType<typeof diff>): string[] {
-  return [
-    ...d.actions.map((a: Action) => `${a.kind} ${a.id} ${a.code}${a.destructive ? ' destructive' : ''}`),
-    ...d.refusals.map((r) => `refused ${r.id}: ${r.message}`),
-  ];
+  return [...d.actions.map((a: Action) => `${a.kind} ${a.id} ${a.code}${a.destructive ? ' destructive' : ''}`), ...d.refusals.map((r) => `refused ${r.id}: ${r.message}`)];
 }

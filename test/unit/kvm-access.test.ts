@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import { canReadWrite, decideKvm, parseQemuConf, resolveRunAs } from '../../src/providers/domain/kvm-access.js';
 
-const PASSWD = 'root:x:0:0:root:/root:/bin/bash\nlibvirt-qemu:x:64055:107:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\nqemu:x:107:107::/:/sbin/nologin\nbob:x:1000:1000::/home/bob:/bin/sh\n';
+const PASSWD =
+  'root:x:0:0:root:/root:/bin/bash\nlibvirt-qemu:x:64055:107:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\nqemu:x:107:107::/:/sbin/nologin\nbob:x:1000:1000::/home/bob:/bin/sh\n';
 const GROUP = 'root:x:0:\nkvm:x:107:\nlibvirt-qemu:x:64055:libvirt-qemu\nlibvirt:x:108:bob\nbob:x:1000:\n';
 const names = { owner: 'root', group: 'kvm' };
 
@@ -24,7 +25,12 @@ describe('resolveRunAs', () => {
     expect(resolveRunAs({}, PASSWD, GROUP)).toEqual({ name: 'libvirt-qemu', uid: 64055, gids: [107, 64055], groupName: 'kvm' });
   });
   it('qemu.conf user and group by name', () => {
-    expect(resolveRunAs(parseQemuConf('#user = "root"\nuser = "bob"\ngroup = "libvirt"\n'), PASSWD, GROUP)).toEqual({ name: 'bob', uid: 1000, gids: [108, 1000], groupName: 'libvirt' });
+    expect(resolveRunAs(parseQemuConf('#user = "root"\nuser = "bob"\ngroup = "libvirt"\n'), PASSWD, GROUP)).toEqual({
+      name: 'bob',
+      uid: 1000,
+      gids: [108, 1000],
+      groupName: 'libvirt',
+    });
   });
   it('+N means a numeric id', () => {
     expect(resolveRunAs({ user: '+0', group: '+0' }, PASSWD, GROUP)?.uid).toBe(0);

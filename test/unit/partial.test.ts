@@ -6,7 +6,8 @@ import type { DesiredState, ImageSpec } from '../../src/reconcile/model.js';
 import { withoutRefused } from '../../src/reconcile/partial.js';
 import type { Action, Plan } from '../../src/reconcile/plan.js';
 
-const img = (name: string, extra: Partial<ImageSpec> = {}): ImageSpec => ({ name, location: { kind: 'path', path: `/x/${name}` }, source: { kind: 'blank' }, ...extra } as ImageSpec);
+const img = (name: string, extra: Partial<ImageSpec> = {}): ImageSpec =>
+  ({ name, location: { kind: 'path', path: `/x/${name}` }, source: { kind: 'blank' }, ...extra }) as ImageSpec;
 const state = {
   images: {
     base: img('base'),
@@ -19,18 +20,46 @@ const state = {
   vms: { web: { name: 'web', disks: [{ image: 'topper' }] }, db: { name: 'db', disks: [{ image: 'other' }] } },
   backups: {},
 } as unknown as DesiredState;
-const act = (id: string, kind: Action['kind'] = 'create'): Action => ({ id, kind, code: 'new', resource: 'image', reason: '', destructive: false, changes: [], dependsOn: [], op: { type: 'none' } });
+const act = (id: string, kind: Action['kind'] = 'create'): Action => ({
+  id,
+  kind,
+  code: 'new',
+  resource: 'image',
+  reason: '',
+  destructive: false,
+  changes: [],
+  dependsOn: [],
+  op: { type: 'none' },
+});
 const plan = (ids: string[], refused: string[]): Plan => ({
-  formatVersion: 1, createdAt: '', stateDir: '', options: { allowReplace: false, prune: false }, observed: {}, notes: [],
-  actions: ids.map((i) => act(i)), refusals: refused.map((id) => ({ id, message: 'no' })),
+  formatVersion: 1,
+  createdAt: '',
+  stateDir: '',
+  options: { allowReplace: false, prune: false },
+  observed: {},
+  notes: [],
+  actions: ids.map((i) => act(i)),
+  refusals: refused.map((id) => ({ id, message: 'no' })),
 });
 
 describe('withoutRefused', () => {
   const cases: { reason: string; actions: string[]; refused: string[]; kept: string[]; blocked: string[] }[] = [
     { reason: 'nothing refused: everything goes ahead', actions: ['images.base', 'images.other'], refused: [], kept: ['images.base', 'images.other'], blocked: [] },
-    { reason: 'a refused base holds back its overlay, what copies the overlay, and the VM using that', actions: ['images.top', 'images.topper', 'vms.web', 'images.other', 'vms.db'], refused: ['images.base'], kept: ['images.other', 'vms.db'], blocked: ['images.top', 'images.topper', 'vms.web'] },
+    {
+      reason: 'a refused base holds back its overlay, what copies the overlay, and the VM using that',
+      actions: ['images.top', 'images.topper', 'vms.web', 'images.other', 'vms.db'],
+      refused: ['images.base'],
+      kept: ['images.other', 'vms.db'],
+      blocked: ['images.top', 'images.topper', 'vms.web'],
+    },
     { reason: 'a refused pool holds back its volumes only', actions: ['images.vol', 'images.other'], refused: ['pools.p'], kept: ['images.other'], blocked: ['images.vol'] },
-    { reason: 'pruning an unrelated object is not held back', actions: ['inventory:image:/old.img', 'images.top'], refused: ['images.base'], kept: ['inventory:image:/old.img'], blocked: ['images.top'] },
+    {
+      reason: 'pruning an unrelated object is not held back',
+      actions: ['inventory:image:/old.img', 'images.top'],
+      refused: ['images.base'],
+      kept: ['inventory:image:/old.img'],
+      blocked: ['images.top'],
+    },
   ];
   for (const c of cases) {
     it(c.reason, () => {

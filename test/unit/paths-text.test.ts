@@ -21,9 +21,15 @@ describe('normalizePath', () => {
 
 describe('system places', () => {
   const images: [string, string | undefined][] = [
-    ['/etc/shadow', '/etc is a system directory'], ['/proc/self/x', '/proc is a system directory'], ['/lib64/x', '/lib64 is a system directory'],
-    ['/libexec/x', '/libexec is a system directory'], ['/usr', '/usr is a system directory'], ['/srv/x.img', undefined], ['/etcetera/x.img', undefined],
-    ['/var/lib/libvirt/images/x.qcow2', undefined], ['/home/u/lib/x.img', undefined],
+    ['/etc/shadow', '/etc is a system directory'],
+    ['/proc/self/x', '/proc is a system directory'],
+    ['/lib64/x', '/lib64 is a system directory'],
+    ['/libexec/x', '/libexec is a system directory'],
+    ['/usr', '/usr is a system directory'],
+    ['/srv/x.img', undefined],
+    ['/etcetera/x.img', undefined],
+    ['/var/lib/libvirt/images/x.qcow2', undefined],
+    ['/home/u/lib/x.img', undefined],
   ];
   for (const [p, want] of images) it(`image at ${p}`, () => expect(systemPlace(p)).toBe(want));
   it('a pool at / is refused; under /srv is fine', () => {

@@ -6,20 +6,49 @@ import type { Action, Plan } from '../../src/reconcile/plan.js';
 import { renderPlan } from '../../src/render.js';
 
 const action = (a: Partial<Action> & Pick<Action, 'id' | 'kind'>): Action => ({
-  resource: 'image', code: 'new', reason: 'r', destructive: false, changes: [], dependsOn: [], op: { type: 'none' }, ...a,
+  resource: 'image',
+  code: 'new',
+  reason: 'r',
+  destructive: false,
+  changes: [],
+  dependsOn: [],
+  op: { type: 'none' },
+  ...a,
 });
 const plan = (actions: Action[], refusals: Plan['refusals'] = []): Plan => ({
-  formatVersion: 1, createdAt: '', stateDir: '/s', options: { allowReplace: false, prune: false }, observed: {}, actions, refusals, notes: [],
+  formatVersion: 1,
+  createdAt: '',
+  stateDir: '/s',
+  options: { allowReplace: false, prune: false },
+  observed: {},
+  actions,
+  refusals,
+  notes: [],
 });
 const ESC = '\u001b[';
 
 describe('per-field changes', () => {
   const cases: [reason: string, a: Action, lines: string[]][] = [
     ['an update shows from -> to', action({ id: 'images.db', kind: 'update', changes: [{ field: 'size', from: '20 GiB', to: '30 GiB' }] }), ['      size: 20 GiB -> 30 GiB']],
-    ['a create shows each option it applies with +', action({ id: 'images.a', kind: 'create', changes: [{ field: 'format', from: '', to: 'qcow2' }, { field: 'cluster size', from: '', to: '64 KiB' }] }), ['      + format: qcow2', '      + cluster size: 64 KiB']],
+    [
+      'a create shows each option it applies with +',
+      action({
+        id: 'images.a',
+        kind: 'create',
+        changes: [
+          { field: 'format', from: '', to: 'qcow2' },
+          { field: 'cluster size', from: '', to: '64 KiB' },
+        ],
+      }),
+      ['      + format: qcow2', '      + cluster size: 64 KiB'],
+    ],
     ['a value that goes shows -', action({ id: 'vms.web', kind: 'update', changes: [{ field: 'disk vdb', from: '/srv/x.img', to: '' }] }), ['      - disk vdb: /srv/x.img']],
     ['no changes, no lines', action({ id: 'images.b', kind: 'create' }), []],
-    ['values from the input are escaped', action({ id: 'images.c', kind: 'update', changes: [{ field: 'path', from: 'a\nb', to: '\u001b[2J' }] }), ['      path: a\\nb -> \\u001b[2J']],
+    [
+      'values from the input are escaped',
+      action({ id: 'images.c', kind: 'update', changes: [{ field: 'path', from: 'a\nb', to: '\u001b[2J' }] }),
+      ['      path: a\\nb -> \\u001b[2J'],
+    ],
   ];
   for (const [reason, a, want] of cases) {
     it(reason, () => {
@@ -39,13 +68,19 @@ describe('per-field changes', () => {
 describe('colors', () => {
   const c = pc.createColors(true);
   const line = (text: string, id: string) => text.split('\n').find((l) => l.includes(id))!;
-  const colored = renderPlan(plan([
-    action({ id: 'images.new', kind: 'create' }),
-    action({ id: 'images.grown', kind: 'update' }),
-    action({ id: 'images.rebuilt', kind: 'replace', destructive: true }),
-    action({ id: 'inventory:/srv/old', kind: 'delete', destructive: true }),
-    action({ id: 'pools.p', kind: 'update', destructive: true }),
-  ], [{ id: 'images.big', message: 'would shrink' }]), { colors: c });
+  const colored = renderPlan(
+    plan(
+      [
+        action({ id: 'images.new', kind: 'create' }),
+        action({ id: 'images.grown', kind: 'update' }),
+        action({ id: 'images.rebuilt', kind: 'replace', destructive: true }),
+        action({ id: 'inventory:/srv/old', kind: 'delete', destructive: true }),
+        action({ id: 'pools.p', kind: 'update', destructive: true }),
+      ],
+      [{ id: 'images.big', message: 'would shrink' }],
+    ),
+    { colors: c },
+  );
 
   const cases: [reason: string, id: string, color: (s: string) => string][] = [
     ['a create is green', 'images.new', c.green],
@@ -62,10 +97,20 @@ describe('colors', () => {
     const plain = renderPlan(plan([action({ id: 'inventory:/srv/old', kind: 'delete', destructive: true })]));
     expect(plain).not.toContain(ESC);
     // biome-ignore lint/suspicious/noControlCharactersInRegex: removing terminal color codes
-    expect(colored.replace(/\u001b\[\d+m/g, '')).toBe(renderPlan(plan([
-      action({ id: 'images.new', kind: 'create' }), action({ id: 'images.grown', kind: 'update' }), action({ id: 'images.rebuilt', kind: 'replace', destructive: true }),
-      action({ id: 'inventory:/srv/old', kind: 'delete', destructive: true }), action({ id: 'pools.p', kind: 'update', destructive: true }),
-    ], [{ id: 'images.big', message: 'would shrink' }])));
+    expect(colored.replace(/\u001b\[\d+m/g, '')).toBe(
+      renderPlan(
+        plan(
+          [
+            action({ id: 'images.new', kind: 'create' }),
+            action({ id: 'images.grown', kind: 'update' }),
+            action({ id: 'images.rebuilt', kind: 'replace', destructive: true }),
+            action({ id: 'inventory:/srv/old', kind: 'delete', destructive: true }),
+            action({ id: 'pools.p', kind: 'update', destructive: true }),
+          ],
+          [{ id: 'images.big', message: 'would shrink' }],
+        ),
+      ),
+    );
   });
 });
 

@@ -46,7 +46,7 @@ describe('parseSize', () => {
 });
 
 describe('the schema', () => {
-  it('uses the parser\'s pattern for sizes', () => {
+  it("uses the parser's pattern for sizes", () => {
     const schema = JSON.parse(readFileSync(SCHEMA_PATH, 'utf8')) as { $defs: Record<string, { pattern?: string }> };
     expect(schema.$defs.size?.pattern).toBe(SIZE_PATTERN);
   });

@@ -8,11 +8,7 @@ describe('renderTable', () => {
       ['a', '512 MiB', 'in-sync'],
       ['longer-name', '2 GiB', 'missing: new image'],
     ]);
-    expect(lines).toEqual([
-      'NAME            SIZE  STATUS',
-      'a            512 MiB  in-sync',
-      'longer-name    2 GiB  missing: new image',
-    ]);
+    expect(lines).toEqual(['NAME            SIZE  STATUS', 'a            512 MiB  in-sync', 'longer-name    2 GiB  missing: new image']);
   });
 
   it('escapes control characters before measuring, so a cell cannot break or recolour a line', () => {

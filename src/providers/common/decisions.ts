@@ -26,11 +26,7 @@ export function keepAdopted(changes: Change[], changeable: (field: string) => bo
   return kept.length ? `adopted ${what} keeps its ${kept.map((c) => `${c.field} ${c.from}`).join(', ')} (set on images.${name} itself to change it)` : undefined;
 }
 
-export type SizeDecision =
-  | { kind: 'same' }
-  | { kind: 'grow'; change: Change }
-  | { kind: 'rebuild'; change: Change }
-  | { kind: 'shrink'; from: number };
+export type SizeDecision = { kind: 'same' } | { kind: 'grow'; change: Change } | { kind: 'rebuild'; change: Change } | { kind: 'shrink'; from: number };
 
 /**
  * Declared vs observed virtual size. Within `tolerance` above the declared size the object
@@ -75,34 +71,40 @@ export function replaceRefusal(o: {
 }): string | undefined {
   const why = reasonOf(o.rebuild);
   if (o.protect && !o.incomplete) return `${o.origin}: ${o.what} would be replaced (${why}), but the image has protect: true`;
-  if (!o.allowReplace && !o.incomplete) return `${o.origin}: ${o.what} must be rebuilt (${why}); this replaces ${o.what.startsWith('/') ? 'the image' : 'it'} and its data. Re-run with --allow-replace to allow it`;
-  if (o.overlays.length) return `${o.origin}: ${o.what} must be rebuilt (${why}), but ${o.overlays.join(', ')} ${o.overlays.length > 1 ? 'are overlays' : 'is an overlay'} on it and would be corrupted`;
+  if (!o.allowReplace && !o.incomplete)
+    return `${o.origin}: ${o.what} must be rebuilt (${why}); this replaces ${o.what.startsWith('/') ? 'the image' : 'it'} and its data. Re-run with --allow-replace to allow it`;
+  if (o.overlays.length)
+    return `${o.origin}: ${o.what} must be rebuilt (${why}), but ${o.overlays.join(', ')} ${o.overlays.length > 1 ? 'are overlays' : 'is an overlay'} on it and would be corrupted`;
   return undefined;
 }
 
 /** A create's changes: every value it sets, from nothing ("+ field: value" in a plan). */
 export function created(fields: Record<string, string | number | boolean | undefined>): Change[] {
-  return Object.entries(fields).filter(([, v]) => v !== undefined && v !== '').map(([field, v]) => ({ field, from: '', to: String(v) }));
+  return Object.entries(fields)
+    .filter(([, v]) => v !== undefined && v !== '')
+    .map(([field, v]) => ({ field, from: '', to: String(v) }));
 }
 
 /** What a new image or volume is made with: its format and the options it applies. */
 export function imageOptions(spec: ImageSpec): Record<string, string | number | boolean | undefined> {
-  const q = spec.format === 'qcow2' ? spec.qcow2 ?? {} : undefined;
+  const q = spec.format === 'qcow2' ? (spec.qcow2 ?? {}) : undefined;
   return {
     format: spec.format,
-    ...(q ? {
-      'qcow2.compat': q.compat ?? '1.1',
-      'qcow2.clusterSize': q.clusterSize !== undefined ? formatSize(q.clusterSize) : undefined,
-      'qcow2.compression': q.compression,
-      'qcow2.compressed': q.compressed,
-      'qcow2.preallocation': q.preallocation,
-      'qcow2.lazyRefcounts': q.lazyRefcounts,
-      'qcow2.refcountBits': q.refcountBits,
-      'qcow2.extendedL2': q.extendedL2,
-    } : {}),
+    ...(q
+      ? {
+          'qcow2.compat': q.compat ?? '1.1',
+          'qcow2.clusterSize': q.clusterSize !== undefined ? formatSize(q.clusterSize) : undefined,
+          'qcow2.compression': q.compression,
+          'qcow2.compressed': q.compressed,
+          'qcow2.preallocation': q.preallocation,
+          'qcow2.lazyRefcounts': q.lazyRefcounts,
+          'qcow2.refcountBits': q.refcountBits,
+          'qcow2.extendedL2': q.extendedL2,
+        }
+      : {}),
     'vmdk.subformat': spec.format === 'vmdk' ? spec.vmdk?.subformat : undefined,
     'vmdk.adapterType': spec.format === 'vmdk' ? spec.vmdk?.adapterType : undefined,
-    'vhd.subformat': spec.format === 'vhd' ? spec.vhd?.subformat ?? 'dynamic' : undefined,
+    'vhd.subformat': spec.format === 'vhd' ? (spec.vhd?.subformat ?? 'dynamic') : undefined,
     'vhdx.subformat': spec.format === 'vhdx' ? spec.vhdx?.subformat : undefined,
     encryption: spec.encryption ? 'luks' : undefined,
   };

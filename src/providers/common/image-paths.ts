@@ -21,14 +21,16 @@ export function imagePathResolver(state: DesiredState, volumes: Map<string, Obse
   };
 }
 
-
 /**
  * Which declared images, files or volumes, are overlays on a path: a base is never replaced
  * or pruned under an overlay, whichever kinds the two are.
  */
 export function overlaysResolver(state: DesiredState, files: Map<string, Observed<{ backing?: string }>>, volumes: Map<string, Observed<{ backing?: string }>>) {
-  return (p: string): string[] => Object.values(state.images).filter((s) => {
-    const o = s.location.kind === 'path' ? files.get(s.location.path) : volumes.get(volumeKey(s.location.pool, s.location.volume));
-    return o?.exists && o.backing === p;
-  }).map((s) => `images.${s.name}`);
+  return (p: string): string[] =>
+    Object.values(state.images)
+      .filter((s) => {
+        const o = s.location.kind === 'path' ? files.get(s.location.path) : volumes.get(volumeKey(s.location.pool, s.location.volume));
+        return o?.exists && o.backing === p;
+      })
+      .map((s) => `images.${s.name}`);
 }

@@ -4,9 +4,7 @@
 // Changes go to the persistent definition; a running domain reports pending restart for
 // whatever it cannot take live.
 import { DRIVER, type ObservedImage } from '../image/files.js';
-import {
-  domainXml, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership,
-} from '../../tools/libvirt-domain.js';
+import { domainXml, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership } from '../../tools/libvirt-domain.js';
 import { VOL_FORMAT, type ObservedVolume } from '../../tools/libvirt-volume.js';
 import { created, reasonOf } from '../common/decisions.js';
 import type { KvmAccess } from './kvm-access.js';
@@ -45,7 +43,7 @@ function sameSource(a: DiskDevice, b: DiskDevice): boolean {
   return (a.source.file ?? a.source.dev) === (b.source.file ?? b.source.dev);
 }
 
-const describeSource = (d: DiskDevice) => (d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : d.source.file ?? d.source.dev ?? '?');
+const describeSource = (d: DiskDevice) => (d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : (d.source.file ?? d.source.dev ?? '?'));
 
 /** A disk as a plan line shows it: source and every policy it sets. */
 function diskSummary(d: DiskDevice): string {
@@ -59,7 +57,8 @@ function attributeChanges(want: DiskDevice, have: DiskDevice): Change[] {
   const cmp = (field: keyof DiskDevice) => {
     const w = want[field];
     const h = have[field];
-    if (w !== undefined && String(w) !== String(h ?? 'default')) ch.push({ field: `${want.target} ${field === 'driverType' ? 'format' : field}`, from: String(h ?? 'default'), to: String(w) });
+    if (w !== undefined && String(w) !== String(h ?? 'default'))
+      ch.push({ field: `${want.target} ${field === 'driverType' ? 'format' : field}`, from: String(h ?? 'default'), to: String(w) });
   };
   for (const f of ['driverType', 'bus', 'cache', 'io', 'discard', 'readonly'] as const) cmp(f);
   return ch;
@@ -103,13 +102,22 @@ export function diffVms(input: {
       const ownership: Ownership = { created: true, disks: resolved.map((d) => d.target).sort() };
       if (!input.kvm.usable) out.notes.push(`${id}: defined as qemu (TCG, no hardware acceleration): ${input.kvm.reason}${input.kvm.fix ? `; to use KVM, ${input.kvm.fix}` : ''}`);
       out.actions.push({
-        id, resource: 'domain', kind: 'create', code: 'new', destructive: false, dependsOn,
+        id,
+        resource: 'domain',
+        kind: 'create',
+        code: 'new',
+        destructive: false,
+        dependsOn,
         changes: [
           ...created({ type: createVirtType, memory: `${Math.round(vm.create!.memory / 1024 / 1024)} MiB`, vcpus: vm.create!.vcpus }),
           ...resolved.map((d) => ({ field: d.target, from: '', to: diskSummary(d) })),
         ],
         reason: `new domain (${createVirtType}, ${Math.round(vm.create!.memory / 1024 / 1024)} MiB, ${vm.create!.vcpus} vCPU) with ${resolved.length} disk(s): ${resolved.map((d) => `${d.target} ${describeSource(d)}`).join(', ')}`,
-        op: { type: 'domain.define', name: vm.name, xml: domainXml({ name: vm.name, virtType: createVirtType, arch: cap?.arch ?? 'x86_64', memory: vm.create!.memory, vcpus: vm.create!.vcpus, disks: resolved, ownership }) },
+        op: {
+          type: 'domain.define',
+          name: vm.name,
+          xml: domainXml({ name: vm.name, virtType: createVirtType, arch: cap?.arch ?? 'x86_64', memory: vm.create!.memory, vcpus: vm.create!.vcpus, disks: resolved, ownership }),
+        },
       });
       continue;
     }
@@ -128,7 +136,10 @@ export function diffVms(input: {
       }
       if (!sameSource(want, have)) {
         if (!owned.has(want.target)) {
-          out.refusals.push({ id, message: `${vm.origin}: target ${want.target} of domain ${vm.name} holds ${describeSource(have)}, which reconcile did not attach; declare another target or remove that disk yourself` });
+          out.refusals.push({
+            id,
+            message: `${vm.origin}: target ${want.target} of domain ${vm.name} holds ${describeSource(have)}, which reconcile did not attach; declare another target or remove that disk yourself`,
+          });
           changes.length = 0;
           steps.length = 0;
           break;
@@ -163,7 +174,10 @@ export function diffVms(input: {
           if (dom.persistent.some((d) => d.target === want.target)) pending.push(`${want.target} attached (running: absent)`);
           continue;
         }
-        const diff = [...(sameSource(want, live) ? [] : [{ field: `${want.target} source`, from: describeSource(live), to: describeSource(want) }]), ...attributeChanges(want, live).filter((c) => !c.field.endsWith(' format') || sameSource(want, live))];
+        const diff = [
+          ...(sameSource(want, live) ? [] : [{ field: `${want.target} source`, from: describeSource(live), to: describeSource(want) }]),
+          ...attributeChanges(want, live).filter((c) => !c.field.endsWith(' format') || sameSource(want, live)),
+        ];
         for (const c of diff) pending.push(`${c.field} ${c.to} (running: ${c.from})`);
       }
     }
@@ -182,13 +196,25 @@ export function diffVms(input: {
     if (finish) changes.push({ field: 'state', from: 'incomplete (an apply was interrupted)', to: 'complete' });
     if (steps.length || ownershipChanged || finish) {
       out.actions.push({
-        id, resource: 'domain', kind: 'update', code: finish ? 'interrupted' : 'drift', destructive: false, changes, dependsOn,
+        id,
+        resource: 'domain',
+        kind: 'update',
+        code: finish ? 'interrupted' : 'drift',
+        destructive: false,
+        changes,
+        dependsOn,
         reason: `${reasonOf(changes) || 'record disk ownership'}${dom.running && pending.length ? ' (running: pending restart for what cannot change live)' : ''}`,
         op: { type: 'domain.disks', name: vm.name, running: dom.running, steps, ownership, ...(finish ? { record: true } : {}) },
       });
     } else {
       out.actions.push({
-        id, resource: 'domain', kind: 'no-op', code: dom.ownership.created ? 'in-sync' : 'in-sync-adopted', destructive: false, changes: [], dependsOn: [],
+        id,
+        resource: 'domain',
+        kind: 'no-op',
+        code: dom.ownership.created ? 'in-sync' : 'in-sync-adopted',
+        destructive: false,
+        changes: [],
+        dependsOn: [],
         reason: pending.length ? `in sync; pending restart: ${pending.join(', ')}` : dom.ownership.created ? 'in sync' : 'in sync (adopted: reconcile never undefines it)',
         op: NO_OP,
       });
@@ -207,8 +233,21 @@ export function diffVms(input: {
       continue;
     }
     if (dom && (dom.uuid !== rec.uuid || !dom.ownership.created)) {
-      const reason = rec.status === 'building' ? 'an apply was killed while defining it, so it cannot be told from a domain defined by someone else: forgotten, not undefined' : 'redefined by someone else: forgotten, not undefined';
-      out.actions.push({ id, resource: 'domain', kind: 'delete', code: 'not-ours', destructive: false, changes: [], dependsOn: [], reason, op: { type: 'domain.undefine', name: rec.name, exists: false, inventoryKey: key } });
+      const reason =
+        rec.status === 'building'
+          ? 'an apply was killed while defining it, so it cannot be told from a domain defined by someone else: forgotten, not undefined'
+          : 'redefined by someone else: forgotten, not undefined';
+      out.actions.push({
+        id,
+        resource: 'domain',
+        kind: 'delete',
+        code: 'not-ours',
+        destructive: false,
+        changes: [],
+        dependsOn: [],
+        reason,
+        op: { type: 'domain.undefine', name: rec.name, exists: false, inventoryKey: key },
+      });
       continue;
     }
     if (dom?.running) {
@@ -216,7 +255,13 @@ export function diffVms(input: {
       continue;
     }
     out.actions.push({
-      id, resource: 'domain', kind: 'delete', code: dom ? 'left-yaml' : 'gone', destructive: !!dom, changes: [], dependsOn: [],
+      id,
+      resource: 'domain',
+      kind: 'delete',
+      code: dom ? 'left-yaml' : 'gone',
+      destructive: !!dom,
+      changes: [],
+      dependsOn: [],
       reason: dom ? `domain ${rec.name} left the YAML (undefined; its disk images are kept)` : 'already gone; forgotten from the inventory',
       op: { type: 'domain.undefine', name: rec.name, exists: !!dom, inventoryKey: key },
     });
@@ -225,8 +270,14 @@ export function diffVms(input: {
 }
 
 function resolveDisks(
-  vm: VmSpec, dom: ObservedDomain | null, state: DesiredState, files: Map<string, Observed<ObservedImage>>, errors: Map<string, string>,
-  cap: DomainCapabilities | undefined, out: VmDiff, id: string,
+  vm: VmSpec,
+  dom: ObservedDomain | null,
+  state: DesiredState,
+  files: Map<string, Observed<ObservedImage>>,
+  errors: Map<string, string>,
+  cap: DomainCapabilities | undefined,
+  out: VmDiff,
+  id: string,
 ): DiskDevice[] | undefined {
   const disks: DiskDevice[] = [];
   let ok = true;
@@ -250,9 +301,10 @@ function resolveDisks(
         refuse(d.origin, `images.${img.name} is vhdx, which libvirt cannot attach; use qcow2, raw, vhd or vmdk for VM disks`);
         continue;
       }
-      dev = img.location.kind === 'pool'
-        ? { type: 'volume', device: 'disk', source: { pool: img.location.pool, volume: img.location.volume }, driverType: VOL_FORMAT[img.format] }
-        : { type: 'file', device: 'disk', source: { file: img.location.path }, driverType: DRIVER[img.format] };
+      dev =
+        img.location.kind === 'pool'
+          ? { type: 'volume', device: 'disk', source: { pool: img.location.pool, volume: img.location.volume }, driverType: VOL_FORMAT[img.format] }
+          : { type: 'file', device: 'disk', source: { file: img.location.path }, driverType: DRIVER[img.format] };
     } else {
       const p = d.path!;
       if (!files.has(p)) {
@@ -265,9 +317,7 @@ function resolveDisks(
         refuse(d.origin, `${p} does not exist`);
         continue;
       }
-      dev = f.block
-        ? { type: 'block', device: 'disk', source: { dev: p }, driverType: f.driver }
-        : { type: 'file', device: 'disk', source: { file: p }, driverType: f.driver };
+      dev = f.block ? { type: 'block', device: 'disk', source: { dev: p }, driverType: f.driver } : { type: 'file', device: 'disk', source: { file: p }, driverType: f.driver };
     }
     disks.push({ ...dev, target: d.target ?? '', bus: d.bus, cache: d.cache, io: d.io, discard: d.discard, readonly: d.readonly });
   }
@@ -289,4 +339,3 @@ function resolveDisks(
   }
   return disks;
 }
-

@@ -10,9 +10,18 @@ export const domainKind: Kind = {
     files: Object.values(state.vms).flatMap((vm) => vm.disks.flatMap((d) => (d.path ? [d.path] : []))),
   }),
   declared: (state) => Object.keys(state.vms).map((name) => ({ type: 'domain' as const, name })),
-  diff: (i) => diffVms({
-    state: i.state, domains: i.observed.domains, caps: i.observed.caps, files: i.observed.files, volumes: i.observed.volumes,
-    inventory: i.inventory, prune: i.prune, kvm: i.observed.kvm ?? { usable: true, virtType: 'kvm' }, orphans: i.orphans, errors: i.observed.errors,
-  }),
+  diff: (i) =>
+    diffVms({
+      state: i.state,
+      domains: i.observed.domains,
+      caps: i.observed.caps,
+      files: i.observed.files,
+      volumes: i.observed.volumes,
+      inventory: i.inventory,
+      prune: i.prune,
+      kvm: i.observed.kvm ?? { usable: true, virtType: 'kvm' },
+      orphans: i.orphans,
+      errors: i.observed.errors,
+    }),
   execute: executeDomain,
 };

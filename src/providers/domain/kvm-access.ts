@@ -22,9 +22,7 @@ export interface RunAs {
   groupName: string;
 }
 
-export type KvmAccess =
-  | { usable: true; virtType: 'kvm' }
-  | { usable: false; virtType: 'qemu'; reason: string; fix?: string };
+export type KvmAccess = { usable: true; virtType: 'kvm' } | { usable: false; virtType: 'qemu'; reason: string; fix?: string };
 
 /** Pure: may a process running as `who` open the device read-write? (root always may) */
 export function canReadWrite(dev: DeviceNode, who: { uid: number; gids: number[] }): boolean {
@@ -43,24 +41,31 @@ export function parseQemuConf(text: string): { user?: string; group?: string } {
   return out;
 }
 
-interface Account { name: string; id: number; gid?: number; members?: string[] }
+interface Account {
+  name: string;
+  id: number;
+  gid?: number;
+  members?: string[];
+}
 
 function parseColonFile(text: string, kind: 'passwd' | 'group'): Account[] {
-  return text.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => {
-    const f = l.split(':');
-    return kind === 'passwd'
-      ? { name: f[0]!, id: Number(f[2]), gid: Number(f[3]) }
-      : { name: f[0]!, id: Number(f[2]), members: (f[3] ?? '').split(',').filter(Boolean) };
-  });
+  return text
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => {
+      const f = l.split(':');
+      return kind === 'passwd' ? { name: f[0]!, id: Number(f[2]), gid: Number(f[3]) } : { name: f[0]!, id: Number(f[2]), members: (f[3] ?? '').split(',').filter(Boolean) };
+    });
 }
 
 /** Pure: who QEMU runs as, from qemu.conf and the account databases. */
 export function resolveRunAs(conf: { user?: string; group?: string }, passwd: string, group: string): RunAs | undefined {
   const users = parseColonFile(passwd, 'passwd');
   const groups = parseColonFile(group, 'group');
-  const byId = (list: Account[], v: string) => (v.startsWith('+') ? list.find((a) => a.id === Number(v.slice(1))) ?? { name: v, id: Number(v.slice(1)) } : list.find((a) => a.name === v));
+  const byId = (list: Account[], v: string) =>
+    v.startsWith('+') ? (list.find((a) => a.id === Number(v.slice(1))) ?? { name: v, id: Number(v.slice(1)) }) : list.find((a) => a.name === v);
   // Unset user: the distribution's build default (Debian libvirt-qemu, Fedora qemu).
-  const user = conf.user !== undefined ? byId(users, conf.user) : users.find((u) => u.name === 'libvirt-qemu') ?? users.find((u) => u.name === 'qemu');
+  const user = conf.user !== undefined ? byId(users, conf.user) : (users.find((u) => u.name === 'libvirt-qemu') ?? users.find((u) => u.name === 'qemu'));
   if (!user) return undefined;
   const primary = conf.group !== undefined ? byId(groups, conf.group)?.id : user.gid;
   if (primary === undefined) return undefined;
@@ -74,14 +79,20 @@ const octal = (m: number) => `0${(m & 0o777).toString(8)}`;
 /** Pure: the decision and, when KVM is not usable, why and how to fix it. */
 export function decideKvm(dev: DeviceNode | undefined, who: RunAs | undefined, names: { owner: string; group: string }): KvmAccess {
   if (!dev) {
-    return { usable: false, virtType: 'qemu', reason: `${KVM_DEVICE} does not exist (no hardware virtualisation, or the kvm module is not loaded)`, fix: 'load kvm_intel or kvm_amd if the CPU supports it' };
+    return {
+      usable: false,
+      virtType: 'qemu',
+      reason: `${KVM_DEVICE} does not exist (no hardware virtualisation, or the kvm module is not loaded)`,
+      fix: 'load kvm_intel or kvm_amd if the CPU supports it',
+    };
   }
   if (!who) {
     return { usable: false, virtType: 'qemu', reason: `the user QEMU runs as (qemu.conf user/group) is not known on this host` };
   }
   if (canReadWrite(dev, who)) return { usable: true, virtType: 'kvm' };
   return {
-    usable: false, virtType: 'qemu',
+    usable: false,
+    virtType: 'qemu',
     reason: `${KVM_DEVICE} is ${names.owner}:${names.group} ${octal(dev.mode)}, which QEMU's user ${who.name}:${who.groupName} cannot open`,
     fix: `give it the group and mode udev's rule would: chgrp kvm ${KVM_DEVICE} && chmod 0660 ${KVM_DEVICE} (domains defined after that use KVM)`,
   };
@@ -95,11 +106,23 @@ export function decideKvm(dev: DeviceNode | undefined, who: RunAs | undefined, n
 export async function kvmAccess(uri: string): Promise<KvmAccess> {
   const remote = /^[a-z0-9+]+:\/\/[^/]/i.test(uri);
   if (remote) return { usable: true, virtType: 'kvm' };
-  const dev = await stat(KVM_DEVICE).then((s) => ({ mode: s.mode, uid: s.uid, gid: s.gid }), () => undefined);
+  const dev = await stat(KVM_DEVICE).then(
+    (s) => ({ mode: s.mode, uid: s.uid, gid: s.gid }),
+    () => undefined,
+  );
   const [conf, passwd, group] = await Promise.all([QEMU_CONF, '/etc/passwd', '/etc/group'].map((f) => readFile(f, 'utf8').catch(() => '')));
   const who = /\/session\b/.test(uri)
-    ? { name: String(process.getuid?.() ?? 0), uid: process.getuid?.() ?? 0, gids: [process.getgid?.() ?? 0, ...(process.getgroups?.() ?? [])], groupName: String(process.getgid?.() ?? 0) }
+    ? {
+        name: String(process.getuid?.() ?? 0),
+        uid: process.getuid?.() ?? 0,
+        gids: [process.getgid?.() ?? 0, ...(process.getgroups?.() ?? [])],
+        groupName: String(process.getgid?.() ?? 0),
+      }
     : resolveRunAs(parseQemuConf(conf!), passwd!, group!);
-  const name = (list: string, id: number) => list.split('\n').find((l) => l.split(':')[2] === String(id))?.split(':')[0] ?? String(id);
+  const name = (list: string, id: number) =>
+    list
+      .split('\n')
+      .find((l) => l.split(':')[2] === String(id))
+      ?.split(':')[0] ?? String(id);
   return decideKvm(dev, who, { owner: dev ? name(passwd!, dev.uid) : '', group: dev ? name(group!, dev.gid) : '' });
 }

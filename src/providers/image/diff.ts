@@ -1,8 +1,6 @@
 // Desired images vs what qemu-img observed: which need creating, growing, rebuilding,
 // re-permissioning or pruning. Pure: no I/O, so plan output is reproducible.
-import {
-  canResize, driverFor, sizeTolerance, type ImageBuild, type ObservedImage,
-} from './files.js';
+import { canResize, driverFor, sizeTolerance, type ImageBuild, type ObservedImage } from './files.js';
 import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal } from '../common/decisions.js';
 import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
@@ -41,7 +39,6 @@ export interface ImageDiff {
 const RECORDED_DEFAULTS: Record<string, string> = { preallocation: 'off', compressed: 'false', vhdxSubformat: 'dynamic' };
 const RECORDED_FIELD: Record<string, string> = { preallocation: 'qcow2.preallocation', compressed: 'qcow2.compressed', vhdxSubformat: 'vhdx.subformat' };
 
-
 function filePath(spec: ImageSpec): string {
   return spec.location.kind === 'path' ? spec.location.path : '';
 }
@@ -50,12 +47,18 @@ function filePath(spec: ImageSpec): string {
 export function sourceIdentity(spec: ImageSpec): string {
   const s = spec.source;
   switch (s.kind) {
-    case 'blank': return 'blank';
-    case 'file': return `file:${s.file}`;
-    case 'image': return `image:${s.image}`;
-    case 'backing': return 'image' in s ? `backing:${s.image}` : `backing:${s.path}`;
-    case 'container': return `container:${s.ref}`;
-    case 'directory': return `directory:${s.dir}`;
+    case 'blank':
+      return 'blank';
+    case 'file':
+      return `file:${s.file}`;
+    case 'image':
+      return `image:${s.image}`;
+    case 'backing':
+      return 'image' in s ? `backing:${s.image}` : `backing:${s.path}`;
+    case 'container':
+      return `container:${s.ref}`;
+    case 'directory':
+      return `directory:${s.dir}`;
   }
 }
 
@@ -127,31 +130,47 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   const buildFor = (spec: ImageSpec, id: string): { build: ImageBuild; dependsOn: string[] } | undefined => {
     const dep = dependencyPath(spec);
     const base: Omit<ImageBuild, 'source'> = {
-      path: pathOf(spec), format: spec.format, size: spec.size, qcow2: spec.qcow2, vmdk: spec.vmdk, vhd: spec.vhd, vhdx: spec.vhdx,
+      path: pathOf(spec),
+      format: spec.format,
+      size: spec.size,
+      qcow2: spec.qcow2,
+      vmdk: spec.vmdk,
+      vhd: spec.vhd,
+      vhdx: spec.vhdx,
       encryption: spec.encryption ? { passphraseFile: spec.encryption.passphraseFile } : undefined,
       permissions: spec.permissions,
     };
     if (!dep) {
-      if (spec.source.kind === 'blank') return { build: { ...base, source: { kind: 'blank' } }, dependsOn: [] };refuse(id, `${spec.origins.source ?? spec.origin}: the path of the image it is built from is not known until that image exists; apply again once it does`); return undefined; 
+      if (spec.source.kind === 'blank') return { build: { ...base, source: { kind: 'blank' } }, dependsOn: [] };
+      refuse(id, `${spec.origins.source ?? spec.origin}: the path of the image it is built from is not known until that image exists; apply again once it does`);
+      return undefined;
     }
     let driver = dep.driver;
     let size = dep.size;
     if (!dep.id) {
-      if (!observed.has(dep.path)) { refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobservable(dep.path)}`); return undefined; }
+      if (!observed.has(dep.path)) {
+        refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobservable(dep.path)}`);
+        return undefined;
+      }
       const src = observed.get(dep.path)!;
-      if (!src.exists) { refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} does not exist`); return undefined; }
+      if (!src.exists) {
+        refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} does not exist`);
+        return undefined;
+      }
       driver = src.driver;
       size = src.virtualSize;
-      if (src.encrypted) { refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} is encrypted; import it as a declared image (source.image) so its passphraseFile is known`); return undefined; }
+      if (src.encrypted) {
+        refuse(id, `${spec.origins.source ?? spec.origin}: source ${dep.path} is encrypted; import it as a declared image (source.image) so its passphraseFile is known`);
+        return undefined;
+      }
     }
     if (spec.size !== undefined && size !== undefined && spec.size < size) {
       refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than its source ${dep.path} (${formatSize(size)}); the image would lose data`);
       return undefined;
     }
     const dependsOn: string[] = []; // linked across kinds by the engine (linkBuildDependencies)
-    const source: ImageBuild['source'] = spec.source.kind === 'backing'
-      ? { kind: 'backing', path: dep.path, driver: driver ?? 'raw' }
-      : { kind: 'convert', path: dep.path, driver, encryption: dep.encryption };
+    const source: ImageBuild['source'] =
+      spec.source.kind === 'backing' ? { kind: 'backing', path: dep.path, driver: driver ?? 'raw' } : { kind: 'convert', path: dep.path, driver, encryption: dep.encryption };
     // A file source's size is what this plan observed (a saved plan is refused if the file
     // moves); a declared image may be rebuilt first, so apply reads its size then.
     const buildSize = spec.size ?? (dep.id ? undefined : size);
@@ -189,10 +208,20 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       pending.add(id);
       const what = [spec.format, b.build.size !== undefined ? formatSize(b.build.size) : 'source size', describeSource(spec)].filter(Boolean).join(', ');
       out.actions.push({
-        id, resource: 'image', kind: 'create', code: 'new', reason: `new image ${p} (${what})`, destructive: false, dependsOn: b.dependsOn,
+        id,
+        resource: 'image',
+        kind: 'create',
+        code: 'new',
+        reason: `new image ${p} (${what})`,
+        destructive: false,
+        dependsOn: b.dependsOn,
         changes: created({
-          ...imageOptions(spec), size: b.build.size !== undefined ? formatSize(b.build.size) : 'as its source', source: describeSource(spec),
-          owner: spec.permissions?.owner, group: spec.permissions?.group, mode: octal(spec.permissions?.mode ?? 0o600),
+          ...imageOptions(spec),
+          size: b.build.size !== undefined ? formatSize(b.build.size) : 'as its source',
+          source: describeSource(spec),
+          owner: spec.permissions?.owner,
+          group: spec.permissions?.group,
+          mode: octal(spec.permissions?.mode ?? 0o600),
         }),
         op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec) },
       });
@@ -201,11 +230,17 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
 
     // Something is at the path that reconcile did not make: only the YAML can hand it over.
     if (obs.symlink !== undefined && !spec.followSymlink) {
-      refuse(id, `${spec.origin}: ${p} is a symlink to ${obs.symlink}; reconcile does not follow links at image paths (one can point at any file). If its target is this image, declare followSymlink: true (with adopt: true)`);
+      refuse(
+        id,
+        `${spec.origin}: ${p} is a symlink to ${obs.symlink}; reconcile does not follow links at image paths (one can point at any file). If its target is this image, declare followSymlink: true (with adopt: true)`,
+      );
       continue;
     }
     if (!ours && !spec.adopt) {
-      refuse(id, `${spec.origin}: ${p} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted image is changed only in what its own declaration sets, and never deleted); otherwise move the file away`);
+      refuse(
+        id,
+        `${spec.origin}: ${p} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted image is changed only in what its own declaration sets, and never deleted); otherwise move the file away`,
+      );
       continue;
     }
     if (obs.driver === 'none') {
@@ -242,7 +277,10 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     let grow: number | undefined;
     const size = decideSize(spec.size, obs.virtualSize, sizeTolerance(spec.format, obs.driver), canResize(spec.format, !!spec.encryption), spec.format);
     if (size.kind === 'shrink') {
-      refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size!)} is smaller than the image at ${p} (${formatSize(size.from)}); shrinking an image destroys data and is refused. Declare at least ${formatSize(size.from)}`);
+      refuse(
+        id,
+        `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size!)} is smaller than the image at ${p} (${formatSize(size.from)}); shrinking an image destroys data and is refused. Declare at least ${formatSize(size.from)}`,
+      );
       continue;
     }
     // Growing an image that is rebuilt anyway is part of the rebuild.
@@ -256,7 +294,12 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
 
     if (rebuild.length) {
       const refused = replaceRefusal({
-        origin: spec.origin, what: p, rebuild, protect: spec.protect, allowReplace: input.allowReplace, incomplete,
+        origin: spec.origin,
+        what: p,
+        rebuild,
+        protect: spec.protect,
+        allowReplace: input.allowReplace,
+        incomplete,
         overlays: overlaysOf(p).filter((o) => o !== id && !pending.has(o)),
       });
       if (refused) {
@@ -267,11 +310,21 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       if (!b) continue;
       pending.add(id);
       out.actions.push({
-        id, resource: 'image', kind: 'replace', code: incomplete ? 'interrupted' : 'rebuild', reason: reasonOf(rebuild), destructive: !incomplete, changes: rebuild, dependsOn: b.dependsOn,
+        id,
+        resource: 'image',
+        kind: 'replace',
+        code: incomplete ? 'interrupted' : 'rebuild',
+        reason: reasonOf(rebuild),
+        destructive: !incomplete,
+        changes: rebuild,
+        dependsOn: b.dependsOn,
         op: {
-          type: 'image.replace', build: b.build, recorded: recordedOptions(spec),
+          type: 'image.replace',
+          build: b.build,
+          recorded: recordedOptions(spec),
           oldFile: { ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth },
-          oldExtents: obs.vmdk?.extents ?? [], ownedExtents: ours ? extentRecords(record.extents) : [],
+          oldExtents: obs.vmdk?.extents ?? [],
+          ownedExtents: ours ? extentRecords(record.extents) : [],
         },
       });
       continue;
@@ -279,16 +332,39 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const changes = [...update, ...permChange];
     if (changes.length) {
       out.actions.push({
-        id, resource: 'image', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [],
+        id,
+        resource: 'image',
+        kind: 'update',
+        code: 'drift',
+        reason: reasonOf(changes),
+        destructive: false,
+        changes,
+        dependsOn: [],
         op: {
-          type: 'image.update', path: p, format: spec.format,
-          expect: { ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth }, followSymlink: spec.followSymlink,
-          resize: grow !== undefined ? { size: grow, preallocation: spec.qcow2?.preallocation, encryption: spec.encryption && { passphraseFile: spec.encryption.passphraseFile } } : undefined,
+          type: 'image.update',
+          path: p,
+          format: spec.format,
+          expect: { ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth },
+          followSymlink: spec.followSymlink,
+          resize:
+            grow !== undefined
+              ? { size: grow, preallocation: spec.qcow2?.preallocation, encryption: spec.encryption && { passphraseFile: spec.encryption.passphraseFile } }
+              : undefined,
           permissions: permChange.length ? perm : undefined,
         },
       });
     } else {
-      out.actions.push({ id, resource: 'image', kind: 'no-op', code: ours ? 'in-sync' : 'in-sync-adopted', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: NO_OP });
+      out.actions.push({
+        id,
+        resource: 'image',
+        kind: 'no-op',
+        code: ours ? 'in-sync' : 'in-sync-adopted',
+        reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)',
+        destructive: false,
+        changes: [],
+        dependsOn: [],
+        op: NO_OP,
+      });
     }
   }
 
@@ -313,12 +389,32 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       continue;
     }
     if (!obs.exists) {
-      out.actions.push({ id, resource: 'image', kind: 'delete', code: 'gone', reason: `already gone; forgotten from the inventory`, destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false } });
+      out.actions.push({
+        id,
+        resource: 'image',
+        kind: 'delete',
+        code: 'gone',
+        reason: `already gone; forgotten from the inventory`,
+        destructive: false,
+        changes: [],
+        dependsOn: [],
+        op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false },
+      });
       continue;
     }
     if (!sameFile(rec, obs.file) || obs.symlink !== undefined) {
       out.notes.push(`${rec.path} (was images.${rec.name}) is no longer the file reconcile created (another file took its place); not deleting it, forgetting it`);
-      out.actions.push({ id, resource: 'image', kind: 'delete', code: 'not-ours', reason: 'replaced by a file reconcile did not create: forgotten, not deleted', destructive: false, changes: [], dependsOn: [], op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false } });
+      out.actions.push({
+        id,
+        resource: 'image',
+        kind: 'delete',
+        code: 'not-ours',
+        reason: 'replaced by a file reconcile did not create: forgotten, not deleted',
+        destructive: false,
+        changes: [],
+        dependsOn: [],
+        op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false },
+      });
       continue;
     }
     const overlays = overlaysOf(rec.path);
@@ -327,9 +423,23 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       continue;
     }
     out.actions.push({
-      id, resource: 'image', kind: 'delete', code: 'left-yaml', reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${obs.driver === 'vpc' ? 'vhd' : obs.driver})`, destructive: true, changes: [], dependsOn: [],
+      id,
+      resource: 'image',
+      kind: 'delete',
+      code: 'left-yaml',
+      reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${obs.driver === 'vpc' ? 'vhd' : obs.driver})`,
+      destructive: true,
+      changes: [],
+      dependsOn: [],
       // The extents recorded at creation, not those the descriptor names now (it may have been edited to name any file).
-      op: { type: 'image.delete', path: rec.path, identity: { ino: rec.ino, dev: rec.dev, birth: rec.birth }, extents: extentRecords(rec.extents), inventoryKey: key, exists: true },
+      op: {
+        type: 'image.delete',
+        path: rec.path,
+        identity: { ino: rec.ino, dev: rec.dev, birth: rec.birth },
+        extents: extentRecords(rec.extents),
+        inventoryKey: key,
+        exists: true,
+      },
     });
   }
   return out;

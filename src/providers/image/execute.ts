@@ -6,7 +6,16 @@ import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { resize } from '../../tools/qemu-img.js';
 import {
-  checkStillSame, createImage, deleteImage, driverFor, identitiesOf, observeImages, removeIfSame, removeStaleBuilds, setPermissions, sizeTolerance,
+  checkStillSame,
+  createImage,
+  deleteImage,
+  driverFor,
+  identitiesOf,
+  observeImages,
+  removeIfSame,
+  removeStaleBuilds,
+  setPermissions,
+  sizeTolerance,
   type ImageBuild,
 } from './files.js';
 import type { ImageOp } from './ops.js';
@@ -34,9 +43,12 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
         beforePublish: async (id) => {
           const prev = ctx.inventory.get(k);
           const pending = { ...id, recorded: op.recorded, createdAt: new Date().toISOString() };
-          await ctx.inventory.set(k, prev?.type === 'image'
-            ? { ...prev, name, pending }
-            : { type: 'image', name, path: op.build.path, ino: 0, dev: 0, birth: '0', extents: [], createdAt: pending.createdAt, recorded: op.recorded, pending });
+          await ctx.inventory.set(
+            k,
+            prev?.type === 'image'
+              ? { ...prev, name, pending }
+              : { type: 'image', name, path: op.build.path, ino: 0, dev: 0, birth: '0', extents: [], createdAt: pending.createdAt, recorded: op.recorded, pending },
+          );
           failpoint('image-before-publish');
         },
       });
@@ -49,8 +61,15 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
         await removeIfSame(op.ownedExtents.filter((e) => !keep.has(e.path) && e.path !== op.build.path));
       }
       const rec: ImageRecord = {
-        type: 'image', name, path: op.build.path, ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth,
-        extents: await identitiesOf(obs.vmdk?.extents ?? []), createdAt: new Date().toISOString(), recorded: op.recorded,
+        type: 'image',
+        name,
+        path: op.build.path,
+        ino: obs.file.ino,
+        dev: obs.file.dev,
+        birth: obs.file.birth,
+        extents: await identitiesOf(obs.vmdk?.extents ?? []),
+        createdAt: new Date().toISOString(),
+        recorded: op.recorded,
       };
       await ctx.inventory.set(k, rec);
       verify(a.id, obs, op.build);
@@ -66,7 +85,8 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
     }
     case 'image.delete': {
       if (op.exists) {
-        for (const f of await deleteImage(op.path, op.identity, op.extents)) ctx.log(`${a.id}: kept ${f}: not the file reconcile made (another file took its place since the plan)`);
+        for (const f of await deleteImage(op.path, op.identity, op.extents))
+          ctx.log(`${a.id}: kept ${f}: not the file reconcile made (another file took its place since the plan)`);
       }
       return { forget: op.inventoryKey };
     }

@@ -47,10 +47,7 @@ export interface ImageBuild {
   vhdx?: { subformat?: string };
   encryption?: { passphraseFile: string };
   permissions?: Permissions;
-  source:
-    | { kind: 'blank' }
-    | { kind: 'convert'; path: string; driver?: string; encryption?: { passphraseFile: string } }
-    | { kind: 'backing'; path: string; driver: string };
+  source: { kind: 'blank' } | { kind: 'convert'; path: string; driver?: string; encryption?: { passphraseFile: string } } | { kind: 'backing'; path: string; driver: string };
 }
 
 export { DRIVER };
@@ -134,9 +131,7 @@ async function infoOf(p: string): Promise<ObservedImage> {
     obs.vmdk = {
       createType: fs['create-type'],
       adapterType: /ddb\.adapterType\s*=\s*"([^"]+)"/.exec(text)?.[1],
-      extents: ((fs.extents ?? []) as { filename: string }[])
-        .map((e) => path.resolve(path.dirname(p), e.filename))
-        .filter((f) => f !== p),
+      extents: ((fs.extents ?? []) as { filename: string }[]).map((e) => path.resolve(path.dirname(p), e.filename)).filter((f) => f !== p),
     };
   }
   if (j.format === 'vpc') {
@@ -171,7 +166,10 @@ export async function observeImages(
   async function observeOne(p: string): Promise<void> {
     // A symlink is reported as one (its target's stat keys the cache): whether to follow it
     // is the YAML's decision, never a default.
-    const link = await lstat(p).then((l) => (l.isSymbolicLink() ? readlink(p) : undefined), () => undefined);
+    const link = await lstat(p).then(
+      (l) => (l.isSymbolicLink() ? readlink(p) : undefined),
+      () => undefined,
+    );
     const tag = (o: ObservedImage): ObservedImage => (link === undefined ? o : { ...o, symlink: link });
     const sig = await fileSignature(p);
     if (sig === undefined) return void out.set(p, link === undefined ? null : tag({ ...DANGLING, path: p }));
@@ -215,8 +213,15 @@ export async function removeStaleBuilds(p: string): Promise<string[]> {
     const m = /^(\d+)-[0-9a-f]{8}$/.exec(n.slice(prefix.length));
     if (!m || processAlive(Number(m[1]))) continue;
     const full = path.join(dir, n);
-    const isBuild = await lstat(full).then((s) => s.isDirectory(), () => false)
-      && await lstat(path.join(full, BUILD_MARKER)).then((s) => s.isFile(), () => false);
+    const isBuild =
+      (await lstat(full).then(
+        (s) => s.isDirectory(),
+        () => false,
+      )) &&
+      (await lstat(path.join(full, BUILD_MARKER)).then(
+        (s) => s.isFile(),
+        () => false,
+      ));
     if (!isBuild) continue;
     await rm(full, { recursive: true, force: true });
     removed.push(full);
@@ -289,7 +294,14 @@ async function makeParents(dir: string): Promise<void> {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== 'EEXIST' && code !== 'ENOTDIR') throw e;
     let p = dir;
-    while (p !== '/' && !(await lstat(p).then((s) => !s.isDirectory(), () => false))) p = path.dirname(p);
+    while (
+      p !== '/' &&
+      !(await lstat(p).then(
+        (s) => !s.isDirectory(),
+        () => false,
+      ))
+    )
+      p = path.dirname(p);
     throw new Error(`cannot make directory ${dir}: ${p} is a file, not a directory`);
   }
 }
@@ -378,7 +390,13 @@ async function publishNew(src: string, dst: string): Promise<void> {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') throw new Error(`${dst} appeared while the image was being built (someone else's file); it is left as it is and this build is discarded`);
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EMLINK') throw e;
-    if (await lstat(dst).then(() => true, () => false)) throw new Error(`${dst} appeared while the image was being built; it is left as it is and this build is discarded`);
+    if (
+      await lstat(dst).then(
+        () => true,
+        () => false,
+      )
+    )
+      throw new Error(`${dst} appeared while the image was being built; it is left as it is and this build is discarded`);
     await rename(src, dst);
     return;
   }
@@ -464,4 +482,3 @@ export async function removeFiles(files: string[]): Promise<void> {
     }
   }
 }
-

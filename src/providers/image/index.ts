@@ -21,12 +21,18 @@ export const imageKind: Kind = {
     return { files, identities: pendingExtentPaths(inventory) };
   },
   declared: (state) => Object.values(state.images).flatMap((s) => (s.location.kind === 'path' ? [{ type: 'image' as const, path: s.location.path }] : [])),
-  diff: (i) => diffImages({
-    state: i.state, observed: i.observed.files, inventory: i.inventory, allowReplace: i.allowReplace, prune: i.prune,
-    pathOf: imagePathResolver(i.state, i.observed.volumes, i.observed.pools),
-    overlaysOf: overlaysResolver(i.state, i.observed.files, i.observed.volumes),
-    interrupted: interruptedPublishes(i.inventory, i.observed.files, i.observed.identities),
-    orphans: i.orphans, errors: i.observed.errors,
-  }),
+  diff: (i) =>
+    diffImages({
+      state: i.state,
+      observed: i.observed.files,
+      inventory: i.inventory,
+      allowReplace: i.allowReplace,
+      prune: i.prune,
+      pathOf: imagePathResolver(i.state, i.observed.volumes, i.observed.pools),
+      overlaysOf: overlaysResolver(i.state, i.observed.files, i.observed.volumes),
+      interrupted: interruptedPublishes(i.inventory, i.observed.files, i.observed.identities),
+      orphans: i.orphans,
+      errors: i.observed.errors,
+    }),
   execute: executeImage,
 };

@@ -21,10 +21,13 @@ export function interruptedPublishes(inventory: Inventory, files: Map<string, Ob
     const main = files.get(r.path);
     if (main?.exists && sameIdentity(main.file, r.pending)) continue;
     const pending = r.pending;
-    if (pending.extents.some((e) => {
-      const now = identities.get(e.path);
-      return now && sameIdentity(now, e);
-    })) out.add(r.path);
+    if (
+      pending.extents.some((e) => {
+        const now = identities.get(e.path);
+        return now && sameIdentity(now, e);
+      })
+    )
+      out.add(r.path);
   }
   return out;
 }

@@ -66,11 +66,23 @@ export function diffPools(input: {
     if (found === undefined) continue; // not observed: libvirt said why, and the plan fails with it
     if (!found.exists) {
       out.actions.push({
-        id, resource: 'pool', kind: 'create', code: 'new', destructive: false, dependsOn: [],
+        id,
+        resource: 'pool',
+        kind: 'create',
+        code: 'new',
+        destructive: false,
+        dependsOn: [],
         changes: created({
-          type: spec.type, path: want.path, 'source.host': want.source.hosts.map((h) => (h.port ? `${h.name}:${h.port}` : h.name)).join(','),
-          'source.dir': want.source.dir, 'source.device': want.source.device, 'source.name': want.source.name, 'source.format': want.source.format,
-          'source.auth.username': want.source.auth?.username, active: spec.active, autostart: spec.autostart,
+          type: spec.type,
+          path: want.path,
+          'source.host': want.source.hosts.map((h) => (h.port ? `${h.name}:${h.port}` : h.name)).join(','),
+          'source.dir': want.source.dir,
+          'source.device': want.source.device,
+          'source.name': want.source.name,
+          'source.format': want.source.format,
+          'source.auth.username': want.source.auth?.username,
+          active: spec.active,
+          autostart: spec.autostart,
           mode: spec.permissions?.mode !== undefined ? octal(spec.permissions.mode) : undefined,
         }),
         reason: `new ${spec.type} pool${want.path ? ` at ${want.path}` : ''}${spec.active ? ', built and started' : ''}${spec.autostart ? ', autostart' : ''}`,
@@ -83,16 +95,29 @@ export function diffPools(input: {
     // Recorded as being defined, never finished: a kill -9 between the define and the
     // record. A pool has nowhere to carry a mark of its maker, so it cannot be told from one
     // someone else defined under the name: treated as not reconcile's (never pruned).
-    if (rec?.type === 'pool' && rec.status === 'building') out.notes.push(`${id}: an apply was killed while defining it; reconcile cannot tell it from a pool someone else defined, so it treats it as not its own and will never prune it`);
+    if (rec?.type === 'pool' && rec.status === 'building')
+      out.notes.push(
+        `${id}: an apply was killed while defining it; reconcile cannot tell it from a pool someone else defined, so it treats it as not its own and will never prune it`,
+      );
     const rebuild = definitionChanges(want, obs.definition);
     if (rebuild.length) {
       const vols = obs.volumes ? [...obs.volumes.keys()] : [];
       if (!input.allowReplace) {
-        out.refusals.push({ id, message: `${spec.origin}: pool ${spec.name} must be redefined (${reasonOf(rebuild)}); libvirt cannot change this in place. Re-run with --allow-replace to replace it${vols.length ? ` (its ${vols.length} volume(s) stay where they are but will not be in the new pool)` : ''}` });
+        out.refusals.push({
+          id,
+          message: `${spec.origin}: pool ${spec.name} must be redefined (${reasonOf(rebuild)}); libvirt cannot change this in place. Re-run with --allow-replace to replace it${vols.length ? ` (its ${vols.length} volume(s) stay where they are but will not be in the new pool)` : ''}`,
+        });
         continue;
       }
       out.actions.push({
-        id, resource: 'pool', kind: 'replace', code: 'rebuild', reason: reasonOf(rebuild), destructive: vols.length > 0, changes: rebuild, dependsOn: [],
+        id,
+        resource: 'pool',
+        kind: 'replace',
+        code: 'rebuild',
+        reason: reasonOf(rebuild),
+        destructive: vols.length > 0,
+        changes: rebuild,
+        dependsOn: [],
         op: { type: 'pool.replace', name: spec.name, definition: want, active: spec.active, autostart: spec.autostart, wasActive: obs.active, secret: secretFor(spec) },
       });
       continue;
@@ -101,9 +126,7 @@ export function diffPools(input: {
     const op: Extract<PoolOp, { type: 'pool.update' }> = { type: 'pool.update', name: spec.name };
     const perm = spec.permissions;
     const have = obs.definition.permissions;
-    const permCh = want.path && spec.type !== 'iscsi-direct' && spec.type !== 'rbd'
-      ? permissionChanges(perm, { uid: have?.owner, gid: have?.group, mode: have?.mode })
-      : [];
+    const permCh = want.path && spec.type !== 'iscsi-direct' && spec.type !== 'rbd' ? permissionChanges(perm, { uid: have?.owner, gid: have?.group, mode: have?.mode }) : [];
     if (permCh.length) {
       changes.push(...permCh);
       op.redefine = want;
@@ -125,7 +148,17 @@ export function diffPools(input: {
       out.actions.push({ id, resource: 'pool', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [], op });
     } else {
       const ours = rec?.type === 'pool' && rec.status !== 'building';
-      out.actions.push({ id, resource: 'pool', kind: 'no-op', code: ours ? 'in-sync' : 'in-sync-adopted', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: NO_OP });
+      out.actions.push({
+        id,
+        resource: 'pool',
+        kind: 'no-op',
+        code: ours ? 'in-sync' : 'in-sync-adopted',
+        reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)',
+        destructive: false,
+        changes: [],
+        dependsOn: [],
+        op: NO_OP,
+      });
     }
   }
 
@@ -146,7 +179,21 @@ export function diffPools(input: {
       continue;
     }
     if (obs === null || rec.status === 'building' || (rec.uuid && obs.uuid && rec.uuid !== obs.uuid)) {
-      out.actions.push({ id, resource: 'pool', kind: 'delete', code: obs ? 'not-ours' : 'gone', reason: !obs ? 'already gone; forgotten from the inventory' : rec.status === 'building' ? 'an apply was killed while defining it, so it cannot be told from a pool defined by someone else: forgotten, not deleted' : 'redefined by someone else: forgotten, not deleted', destructive: false, changes: [], dependsOn: [], op: { type: 'pool.delete', name: rec.name, poolType: '', active: false, exists: false, inventoryKey: key } });
+      out.actions.push({
+        id,
+        resource: 'pool',
+        kind: 'delete',
+        code: obs ? 'not-ours' : 'gone',
+        reason: !obs
+          ? 'already gone; forgotten from the inventory'
+          : rec.status === 'building'
+            ? 'an apply was killed while defining it, so it cannot be told from a pool defined by someone else: forgotten, not deleted'
+            : 'redefined by someone else: forgotten, not deleted',
+        destructive: false,
+        changes: [],
+        dependsOn: [],
+        op: { type: 'pool.delete', name: rec.name, poolType: '', active: false, exists: false, inventoryKey: key },
+      });
       continue;
     }
     if (!obs.volumes) {
@@ -155,12 +202,22 @@ export function diffPools(input: {
     }
     const remaining = [...obs.volumes.keys()].filter((v) => !prunedVolumes.has(`${rec.name}/${v}`));
     if (remaining.length) {
-      out.refusals.push({ id, message: `pool ${rec.name} left the YAML, but it still holds ${remaining.length} volume(s) not being pruned (${remaining.slice(0, 5).join(', ')}${remaining.length > 5 ? ', …' : ''}); it is not deleted` });
+      out.refusals.push({
+        id,
+        message: `pool ${rec.name} left the YAML, but it still holds ${remaining.length} volume(s) not being pruned (${remaining.slice(0, 5).join(', ')}${remaining.length > 5 ? ', …' : ''}); it is not deleted`,
+      });
       continue;
     }
     const dependsOn = [...prunedVolumes].filter(([v]) => v.startsWith(`${rec.name}/`)).map(([, actionId]) => actionId);
     out.actions.push({
-      id, resource: 'pool', kind: 'delete', code: 'left-yaml', reason: `pool ${rec.name} left the YAML (${obs.definition.type}${obs.definition.path ? ` at ${obs.definition.path}` : ''})`, destructive: true, changes: [], dependsOn,
+      id,
+      resource: 'pool',
+      kind: 'delete',
+      code: 'left-yaml',
+      reason: `pool ${rec.name} left the YAML (${obs.definition.type}${obs.definition.path ? ` at ${obs.definition.path}` : ''})`,
+      destructive: true,
+      changes: [],
+      dependsOn,
       op: { type: 'pool.delete', name: rec.name, poolType: obs.definition.type, active: obs.active, exists: true, inventoryKey: key },
     });
   }

@@ -4,9 +4,7 @@ import { failpoint } from '../../failpoint.js';
 import { recordKey, type PoolRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
-import {
-  buildPool, definePool, deletePoolStorage, ensureSecret, libvirtMessage, readPool, setAutostart, startPool, stopPool, undefinePool,
-} from '../../tools/libvirt-pool.js';
+import { buildPool, definePool, deletePoolStorage, ensureSecret, libvirtMessage, readPool, setAutostart, startPool, stopPool, undefinePool } from '../../tools/libvirt-pool.js';
 import { setPermissions } from '../image/files.js';
 import type { PoolOp } from './ops.js';
 

@@ -20,7 +20,6 @@ export interface VolumeDiff {
   notes: string[];
 }
 
-
 export const volumeKey = (pool: string, volume: string) => `${pool}/${volume}`;
 
 // Resizing through libvirt: files (qemu-img resize / truncate), LVs (lvresize), RBD images.
@@ -91,32 +90,55 @@ export function diffVolumes(input: {
       const base = { pool, name: volume, format: spec.format, fileBased, qcow2: spec.qcow2, permissions: spec.permissions };
       const s = spec.source;
       if (s.kind === 'blank') {
-        if (spec.size === undefined) { refuse(id, `${spec.origin}: volume ${volume} does not exist; images.${spec.name} adopts it and declares no size to create it with`); return undefined; }
+        if (spec.size === undefined) {
+          refuse(id, `${spec.origin}: volume ${volume} does not exist; images.${spec.name} adopts it and declares no size to create it with`);
+          return undefined;
+        }
         return { build: { ...base, capacity: spec.size, source: { kind: 'blank' } }, dependsOn: deps };
       }
       if (s.kind === 'backing') {
         const dep = 'image' in s ? state.images[s.image]! : undefined;
         const backingPath = dep ? pathOf(dep) : (s as { path: string }).path;
-        if (!backingPath) { refuse(id, `${spec.origins.source ?? spec.origin}: the path of images.${dep?.name} is not known before it exists; apply once more after it is created`); return undefined; }
+        if (!backingPath) {
+          refuse(id, `${spec.origins.source ?? spec.origin}: the path of images.${dep?.name} is not known before it exists; apply once more after it is created`);
+          return undefined;
+        }
         const size = spec.size ?? (dep ? sizeOf(dep) : fileAt(backingPath)?.virtualSize);
-        if (size === undefined) { refuse(id, `${spec.origins.source ?? spec.origin}: backing file ${files.has(backingPath) ? `${backingPath} does not exist` : unobserved(backingPath)}`); return undefined; }
-        const fmt = dep ? (dep.location.kind === 'pool' ? VOL_FORMAT[dep.format] : driverName(dep.format)) : fileAt(backingPath)?.driver ?? 'raw';
+        if (size === undefined) {
+          refuse(id, `${spec.origins.source ?? spec.origin}: backing file ${files.has(backingPath) ? `${backingPath} does not exist` : unobserved(backingPath)}`);
+          return undefined;
+        }
+        const fmt = dep ? (dep.location.kind === 'pool' ? VOL_FORMAT[dep.format] : driverName(dep.format)) : (fileAt(backingPath)?.driver ?? 'raw');
         return { build: { ...base, capacity: size, backing: { path: backingPath, format: fmt }, source: { kind: 'blank' } }, dependsOn: deps };
       }
       if (s.kind === 'image') {
         const dep = state.images[s.image]!;
         const size = spec.size ?? sizeOf(dep);
-        if (size === undefined) { refuse(id, `${spec.origins.source ?? spec.origin}: the size of images.${dep.name} is not known; declare size`); return undefined; }
+        if (size === undefined) {
+          refuse(id, `${spec.origins.source ?? spec.origin}: the size of images.${dep.name} is not known; declare size`);
+          return undefined;
+        }
         if (dep.location.kind === 'pool') {
           return { build: { ...base, capacity: size, source: { kind: 'volume', pool: dep.location.pool, name: dep.location.volume } }, dependsOn: deps };
         }
         return { build: { ...base, capacity: size, source: { kind: 'file', path: dep.location.path, driver: driverName(dep.format) } }, dependsOn: deps };
       }
       if (s.kind === 'file') {
-        if (!files.has(s.file)) { refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobserved(s.file)}`); return undefined; }
+        if (!files.has(s.file)) {
+          refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobserved(s.file)}`);
+          return undefined;
+        }
         const src = fileAt(s.file);
-        if (!src) { refuse(id, `${spec.origins.source ?? spec.origin}: source ${s.file} does not exist`); return undefined; }
-        if (spec.size !== undefined && spec.size < src.virtualSize) {refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than its source ${s.file} (${formatSize(src.virtualSize)}); the volume would lose data`); return undefined; 
+        if (!src) {
+          refuse(id, `${spec.origins.source ?? spec.origin}: source ${s.file} does not exist`);
+          return undefined;
+        }
+        if (spec.size !== undefined && spec.size < src.virtualSize) {
+          refuse(
+            id,
+            `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than its source ${s.file} (${formatSize(src.virtualSize)}); the volume would lose data`,
+          );
+          return undefined;
         }
         return { build: { ...base, capacity: spec.size ?? src.virtualSize, source: { kind: 'file', path: s.file, driver: src.driver } }, dependsOn: deps };
       }
@@ -140,7 +162,10 @@ export function diffVolumes(input: {
       }
       if (LUN_POOLS.includes(poolSpec.type)) {
         const have = poolObs?.volumes ? [...poolObs.volumes.keys()] : [];
-        refuse(id, `${spec.origin}: ${pool} is ${article(poolSpec.type)} pool, whose volumes are the target's LUNs; there is no volume ${volume}${have.length ? ` (it has: ${have.join(', ')})` : ''}`);
+        refuse(
+          id,
+          `${spec.origin}: ${pool} is ${article(poolSpec.type)} pool, whose volumes are the target's LUNs; there is no volume ${volume}${have.length ? ` (it has: ${have.join(', ')})` : ''}`,
+        );
         continue;
       }
       if (spec.publish.length) {
@@ -150,29 +175,50 @@ export function diffVolumes(input: {
       const b = build();
       if (!b) continue;
       out.actions.push({
-        id, resource: 'volume', kind: 'create', code: 'new', reason: `new volume ${volume} in pool ${pool} (${spec.format}, ${formatSize(b.build.capacity)})`,
+        id,
+        resource: 'volume',
+        kind: 'create',
+        code: 'new',
+        reason: `new volume ${volume} in pool ${pool} (${spec.format}, ${formatSize(b.build.capacity)})`,
         changes: created({
-          ...(fileBased ? imageOptions(spec) : { format: spec.format }), capacity: formatSize(b.build.capacity),
-          source: b.build.backing ? `overlay on ${b.build.backing.path}` : b.build.source.kind === 'blank' ? 'blank' : b.build.source.kind === 'volume' ? `copy of ${b.build.source.pool}/${b.build.source.name}` : `copy of ${b.build.source.path}`,
-          ...(fileBased ? { owner: spec.permissions?.owner, group: spec.permissions?.group, mode: spec.permissions?.mode !== undefined ? octal(spec.permissions.mode) : undefined } : {}),
+          ...(fileBased ? imageOptions(spec) : { format: spec.format }),
+          capacity: formatSize(b.build.capacity),
+          source: b.build.backing
+            ? `overlay on ${b.build.backing.path}`
+            : b.build.source.kind === 'blank'
+              ? 'blank'
+              : b.build.source.kind === 'volume'
+                ? `copy of ${b.build.source.pool}/${b.build.source.name}`
+                : `copy of ${b.build.source.path}`,
+          ...(fileBased
+            ? { owner: spec.permissions?.owner, group: spec.permissions?.group, mode: spec.permissions?.mode !== undefined ? octal(spec.permissions.mode) : undefined }
+            : {}),
         }),
-        destructive: false, dependsOn: b.dependsOn, op: { type: 'volume.create', build: b.build, recorded: recordedOptions(spec), imageName: spec.name },
+        destructive: false,
+        dependsOn: b.dependsOn,
+        op: { type: 'volume.create', build: b.build, recorded: recordedOptions(spec), imageName: spec.name },
       });
       continue;
     }
 
     // libvirt follows a symlink in a file pool (vol-resize grows its target, wherever it is).
     if (obs.symlink !== undefined && !spec.followSymlink) {
-      refuse(id, `${spec.origin}: volume ${volume} in pool ${pool} is a symlink to ${obs.symlink}; reconcile does not follow links (one can point at any file). If its target is this volume, declare followSymlink: true (with adopt: true)`);
+      refuse(
+        id,
+        `${spec.origin}: volume ${volume} in pool ${pool} is a symlink to ${obs.symlink}; reconcile does not follow links (one can point at any file). If its target is this volume, declare followSymlink: true (with adopt: true)`,
+      );
       continue;
     }
     // A volume reconcile did not create is managed only when the YAML adopts it (a LUN can
     // only ever be adopted: declaring it is adopting it).
     if (!ours && !spec.adopt && !LUN_POOLS.includes(poolSpec.type)) {
       const interrupted = record?.status === 'building' && record.key === '';
-      refuse(id, interrupted
-        ? `${spec.origin}: volume ${volume} in pool ${pool} exists, and an apply was killed while creating it: it may be that half-made volume or someone else's, so it is left alone. Delete it (virsh vol-delete --pool ${pool} ${volume}) to have it built again, or add adopt: true to images.${spec.name}`
-        : `${spec.origin}: volume ${volume} in pool ${pool} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted volume is never deleted); otherwise declare another volume name`);
+      refuse(
+        id,
+        interrupted
+          ? `${spec.origin}: volume ${volume} in pool ${pool} exists, and an apply was killed while creating it: it may be that half-made volume or someone else's, so it is left alone. Delete it (virsh vol-delete --pool ${pool} ${volume}) to have it built again, or add adopt: true to images.${spec.name}`
+          : `${spec.origin}: volume ${volume} in pool ${pool} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted volume is never deleted); otherwise declare another volume name`,
+      );
       continue;
     }
     const rebuild: Change[] = [];
@@ -194,14 +240,19 @@ export function diffVolumes(input: {
       }
       const f = fileAt(obs.path);
       if (f) {
-        if (q.clusterSize !== undefined && f.clusterSize !== q.clusterSize) rebuild.push({ field: 'qcow2.clusterSize', from: f.clusterSize ? formatSize(f.clusterSize) : 'unset', to: formatSize(q.clusterSize) });
-        if (q.lazyRefcounts !== undefined && f.qcow2?.lazyRefcounts !== q.lazyRefcounts) rebuild.push({ field: 'qcow2.lazyRefcounts', from: String(f.qcow2?.lazyRefcounts), to: String(q.lazyRefcounts) });
+        if (q.clusterSize !== undefined && f.clusterSize !== q.clusterSize)
+          rebuild.push({ field: 'qcow2.clusterSize', from: f.clusterSize ? formatSize(f.clusterSize) : 'unset', to: formatSize(q.clusterSize) });
+        if (q.lazyRefcounts !== undefined && f.qcow2?.lazyRefcounts !== q.lazyRefcounts)
+          rebuild.push({ field: 'qcow2.lazyRefcounts', from: String(f.qcow2?.lazyRefcounts), to: String(q.lazyRefcounts) });
         if (q.compat !== undefined && f.qcow2?.compat !== q.compat) rebuild.push({ field: 'qcow2.compat', from: String(f.qcow2?.compat), to: q.compat });
       }
     }
     if (ours && record.status === 'ready') rebuild.push(...recordedChanges(spec, record.recorded));
     if (LUN_POOLS.includes(poolSpec.type) && spec.size !== undefined && obs.capacity < spec.size) {
-      refuse(id, `${spec.origins.size ?? spec.origin}: ${volume} is a LUN of ${formatSize(obs.capacity)} on the iSCSI target; reconcile cannot grow it to ${formatSize(spec.size)}. Grow the LUN on the target`);
+      refuse(
+        id,
+        `${spec.origins.size ?? spec.origin}: ${volume} is a LUN of ${formatSize(obs.capacity)} on the iSCSI target; reconcile cannot grow it to ${formatSize(spec.size)}. Grow the LUN on the target`,
+      );
       continue;
     }
     const mine = changeableBy(ours, spec.declared);
@@ -210,7 +261,10 @@ export function diffVolumes(input: {
     const canGrow = RESIZABLE_POOLS.has(poolSpec.type) && (spec.format === 'qcow2' || spec.format === 'raw');
     const size = decideSize(spec.size, obs.capacity, sizeTolerance(spec.format, obs.format), canGrow, fileBased ? spec.format : `${article(poolSpec.type)} volume`);
     if (size.kind === 'shrink') {
-      refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size!)} is smaller than volume ${volume} in pool ${pool} (${formatSize(size.from)}); shrinking destroys data and is refused. Declare at least ${formatSize(size.from)}`);
+      refuse(
+        id,
+        `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size!)} is smaller than volume ${volume} in pool ${pool} (${formatSize(size.from)}); shrinking destroys data and is refused. Declare at least ${formatSize(size.from)}`,
+      );
       continue;
     }
     const update: Change[] = [];
@@ -220,12 +274,18 @@ export function diffVolumes(input: {
       update.push(size.change);
       grow = spec.size;
     }
-    const perm = fileBased && mine('permissions') ? permissionChanges(spec.permissions, { uid: obs.permissions?.owner, gid: obs.permissions?.group, mode: obs.permissions?.mode }) : [];
+    const perm =
+      fileBased && mine('permissions') ? permissionChanges(spec.permissions, { uid: obs.permissions?.owner, gid: obs.permissions?.group, mode: obs.permissions?.mode }) : [];
 
     if (rebuild.length) {
       const incomplete = ours && record.status === 'building';
       const refused = replaceRefusal({
-        origin: spec.origin, what: `volume ${volume} in pool ${pool}`, rebuild, protect: spec.protect, allowReplace: input.allowReplace, incomplete,
+        origin: spec.origin,
+        what: `volume ${volume} in pool ${pool}`,
+        rebuild,
+        protect: spec.protect,
+        allowReplace: input.allowReplace,
+        incomplete,
         overlays: input.overlaysOf(obs.path).filter((o) => o !== id),
       });
       if (refused) {
@@ -235,8 +295,21 @@ export function diffVolumes(input: {
       const b = build();
       if (!b) continue;
       out.actions.push({
-        id, resource: 'volume', kind: 'replace', code: incomplete ? 'interrupted' : 'rebuild', reason: reasonOf(rebuild), destructive: !incomplete, changes: rebuild, dependsOn: b.dependsOn,
-        op: { type: 'volume.replace', build: b.build, recorded: recordedOptions(spec), imageName: spec.name, incomplete: incomplete ? { path: obs.path, birth: record.birth } : undefined },
+        id,
+        resource: 'volume',
+        kind: 'replace',
+        code: incomplete ? 'interrupted' : 'rebuild',
+        reason: reasonOf(rebuild),
+        destructive: !incomplete,
+        changes: rebuild,
+        dependsOn: b.dependsOn,
+        op: {
+          type: 'volume.replace',
+          build: b.build,
+          recorded: recordedOptions(spec),
+          imageName: spec.name,
+          incomplete: incomplete ? { path: obs.path, birth: record.birth } : undefined,
+        },
       });
       continue;
     }
@@ -244,11 +317,34 @@ export function diffVolumes(input: {
     if (changes.length) {
       const allocate = spec.qcow2?.preallocation === 'falloc' || spec.qcow2?.preallocation === 'full';
       out.actions.push({
-        id, resource: 'volume', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [],
-        op: { type: 'volume.update', pool, name: volume, resize: grow !== undefined ? { capacity: grow, allocate } : undefined, chmod: perm.length ? { path: obs.path, permissions: spec.permissions! } : undefined },
+        id,
+        resource: 'volume',
+        kind: 'update',
+        code: 'drift',
+        reason: reasonOf(changes),
+        destructive: false,
+        changes,
+        dependsOn: [],
+        op: {
+          type: 'volume.update',
+          pool,
+          name: volume,
+          resize: grow !== undefined ? { capacity: grow, allocate } : undefined,
+          chmod: perm.length ? { path: obs.path, permissions: spec.permissions! } : undefined,
+        },
       });
     } else {
-      out.actions.push({ id, resource: 'volume', kind: 'no-op', code: ours ? 'in-sync' : 'in-sync-adopted', reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)', destructive: false, changes: [], dependsOn: [], op: NO_OP });
+      out.actions.push({
+        id,
+        resource: 'volume',
+        kind: 'no-op',
+        code: ours ? 'in-sync' : 'in-sync-adopted',
+        reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)',
+        destructive: false,
+        changes: [],
+        dependsOn: [],
+        op: NO_OP,
+      });
     }
   }
 
@@ -269,8 +365,18 @@ export function diffVolumes(input: {
       continue;
     }
     out.actions.push({
-      id, resource: 'volume', kind: 'delete', code: !obs ? 'gone' : forget ? 'not-ours' : 'left-yaml', destructive: !forget, changes: [], dependsOn: [],
-      reason: !obs ? 'already gone; forgotten from the inventory' : forget ? 'replaced by a volume reconcile did not create: forgotten, not deleted' : `images.${rec.name} left the YAML (${formatSize(obs.capacity)} ${obs.format ?? 'volume'})`,
+      id,
+      resource: 'volume',
+      kind: 'delete',
+      code: !obs ? 'gone' : forget ? 'not-ours' : 'left-yaml',
+      destructive: !forget,
+      changes: [],
+      dependsOn: [],
+      reason: !obs
+        ? 'already gone; forgotten from the inventory'
+        : forget
+          ? 'replaced by a volume reconcile did not create: forgotten, not deleted'
+          : `images.${rec.name} left the YAML (${formatSize(obs.capacity)} ${obs.format ?? 'volume'})`,
       op: { type: 'volume.delete', pool: rec.pool, name: rec.volume, exists: !forget, inventoryKey: k, path: rec.path, birth: rec.birth },
     });
   }

@@ -31,7 +31,17 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       // Recorded as building before anything exists (an empty key: whatever volume is found
       // under this name later was being made by us), then with its key once libvirt made it;
       // 'ready' only after its contents are complete. A volume left building is rebuilt.
-      const rec: VolumeRecord = { type: 'volume', name: op.imageName, pool: b.pool, volume: b.name, key: '', path: '', status: 'building', createdAt: new Date().toISOString(), recorded: op.recorded };
+      const rec: VolumeRecord = {
+        type: 'volume',
+        name: op.imageName,
+        pool: b.pool,
+        volume: b.name,
+        key: '',
+        path: '',
+        status: 'building',
+        createdAt: new Date().toISOString(),
+        recorded: op.recorded,
+      };
       const before = ctx.inventory.get(key);
       await ctx.inventory.set(key, rec);
       const birthOf = (p: string) => (b.fileBased ? fileBirth(p) : Promise.resolve(undefined));
@@ -84,5 +94,8 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
 
 /** A file's birth time (ns), or undefined if it is gone: with the path, it names one file. */
 function fileBirth(p: string): Promise<string | undefined> {
-  return stat(p, { bigint: true }).then((s) => String(s.birthtimeNs), () => undefined);
+  return stat(p, { bigint: true }).then(
+    (s) => String(s.birthtimeNs),
+    () => undefined,
+  );
 }

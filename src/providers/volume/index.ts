@@ -16,8 +16,11 @@ export const volumeKind: Kind = {
       const { pool, volume } = spec.location;
       const q = spec.qcow2;
       // libvirt does not report qcow2 options: a file volume that declares them is read by qemu-img too.
-      const header = spec.format === 'qcow2' && FILE_POOLS.includes(state.pools[pool]?.type ?? 'dir') && !!q
-        && (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined);
+      const header =
+        spec.format === 'qcow2' &&
+        FILE_POOLS.includes(state.pools[pool]?.type ?? 'dir') &&
+        !!q &&
+        (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined);
       pools.push(pool);
       volumes.push({ pool, name: volume, header });
       if (spec.source.kind === 'file') files.push(spec.source.file);
@@ -30,10 +33,20 @@ export const volumeKind: Kind = {
     }
     return { pools, volumes, files };
   },
-  declared: (state) => Object.values(state.images).flatMap((s) => (s.location.kind === 'pool' ? [{ type: 'volume' as const, pool: s.location.pool, volume: s.location.volume }] : [])),
-  diff: (i) => diffVolumes({
-    state: i.state, pools: i.observed.pools, volumes: i.observed.volumes, files: i.observed.files, inventory: i.inventory,
-    allowReplace: i.allowReplace, prune: i.prune, overlaysOf: overlaysResolver(i.state, i.observed.files, i.observed.volumes), orphans: i.orphans, errors: i.observed.errors,
-  }),
+  declared: (state) =>
+    Object.values(state.images).flatMap((s) => (s.location.kind === 'pool' ? [{ type: 'volume' as const, pool: s.location.pool, volume: s.location.volume }] : [])),
+  diff: (i) =>
+    diffVolumes({
+      state: i.state,
+      pools: i.observed.pools,
+      volumes: i.observed.volumes,
+      files: i.observed.files,
+      inventory: i.inventory,
+      allowReplace: i.allowReplace,
+      prune: i.prune,
+      overlaysOf: overlaysResolver(i.state, i.observed.files, i.observed.volumes),
+      orphans: i.orphans,
+      errors: i.observed.errors,
+    }),
   execute: executeVolume,
 };
