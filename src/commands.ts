@@ -2,8 +2,8 @@
 // cli.ts parses the command line and loads this module only when a command runs.
 import { readFile, writeFile } from 'node:fs/promises';
 import { applyPlan } from './reconcile/apply.js';
-import { listBackups, restore, reverify, runBackup } from './reconcile/backup.js';
-import { checkFailed, checkImages, runningDiskPaths } from './reconcile/check.js';
+import { listBackups, restore, reverify, runBackup } from './backups/backup.js';
+import { checkFailed, checkImages, runningDiskPaths } from './checks/check.js';
 import { startHttp } from './watch/http.js';
 import { createLogger, defaultLogFormat, type LogFormat } from './watch/log.js';
 import { createMetrics } from './watch/metrics.js';

@@ -1,7 +1,7 @@
 // Text output for people; --output json prints the same values as JSON instead.
 import type { ApplyResult } from './reconcile/apply.js';
-import type { BackupListing } from './reconcile/backup.js';
-import type { CheckRow } from './reconcile/check.js';
+import type { BackupListing } from './backups/backup.js';
+import type { CheckRow } from './checks/check.js';
 import type { Action, Plan } from './reconcile/plan.js';
 import { countByKind, isDestructive } from './reconcile/plan.js';
 import { NO_COLORS, type Colors } from './colors.js';

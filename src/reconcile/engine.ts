@@ -5,8 +5,8 @@ import { observe, mergeTargets, type Observation } from '../providers/observe.js
 import type { StatCache as ObservationCache } from '../providers/common/stat-cache.js';
 import { DISPLAY_ORDER, KINDS } from '../providers/registry.js';
 import type { Virsh } from '../tools/virsh.js';
-import { overdue } from './backup.js';
-import { readBackupRecords } from './backup-records.js';
+import { overdue } from '../backups/backup.js';
+import { readBackupRecords } from '../backups/records.js';
 import { orphans, readInventory, type Inventory } from './inventory.js';
 import type { KindDiff } from './kind.js';
 import { sourceImage, type DesiredState } from './model.js';

@@ -4,8 +4,8 @@ import pLimit from 'p-limit';
 import { check as checkImage, type CheckResult } from '../tools/qemu-img.js';
 import { runningDomainDisks } from '../tools/libvirt-domain.js';
 import type { Virsh } from '../tools/virsh.js';
-import type { PlanWithObservations } from './engine.js';
-import type { DesiredState } from './model.js';
+import type { PlanWithObservations } from '../reconcile/engine.js';
+import type { DesiredState } from '../reconcile/model.js';
 import { present } from '../providers/observe.js';
 
 export interface CheckRow extends CheckResult {

@@ -10,9 +10,9 @@ import { readDisks } from '../tools/libvirt-domain.js';
 import { refreshPool } from '../tools/libvirt-pool.js';
 import { volumePath } from '../tools/libvirt-volume.js';
 import type { Virsh } from '../tools/virsh.js';
-import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRun } from './backup-records.js';
-import { UserError } from './errors.js';
-import type { BackupSpec } from './model.js';
+import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRun } from './records.js';
+import { UserError } from '../reconcile/errors.js';
+import type { BackupSpec } from '../reconcile/model.js';
 
 export interface BackupContext {
   virsh: Virsh;
