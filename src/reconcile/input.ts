@@ -1,7 +1,7 @@
 // The YAML as it is once the JSON Schema (schemas/storage.schema.json) has accepted it: what
 // the semantic checks in validate.ts read. Kept beside the schema's shapes; a field added to
 // the schema is added here, or validate.ts cannot read it.
-import type { DiskSpec, Format, PoolType, Qcow2Options } from './model.js';
+import type { DiskSpec, Format, PoolSpec, PoolType, Qcow2Options } from './model.js';
 
 /** Sizes are checked and converted by validate.ts: numbers or strings such as "20G". */
 export type SizeInput = number | string;
@@ -49,15 +49,8 @@ export interface PoolInput {
   capacityAlert?: string;
 }
 
-export interface PoolSourceInput {
-  host?: string;
-  dir?: string;
-  format?: string;
-  device?: string;
-  name?: string;
-  initiator?: string;
-  auth?: { type: 'chap' | 'ceph'; username: string; secretFile: string };
-}
+/** Taken as written: validate.ts checks which fields each pool type takes. */
+export type PoolSourceInput = PoolSpec['source'];
 
 export type DiskPolicyInput = Partial<Pick<DiskSpec, 'bus' | 'cache' | 'io' | 'discard' | 'readonly'>>;
 

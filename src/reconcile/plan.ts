@@ -52,6 +52,16 @@ export const isReplace = (a: Pick<Action, 'kind'>) => a.kind === 'replace';
 export const isDestructive = (a: Pick<Action, 'kind' | 'destructive'>) => a.destructive || a.kind === 'delete' || a.kind === 'replace';
 export const isChange = (a: Pick<Action, 'kind'>) => a.kind !== 'no-op';
 
+/** An object that matches its declaration; `ours`: reconcile made it (else it was adopted and is never deleted). */
+export function inSync(
+  resource: Resource,
+  id: string,
+  ours: boolean,
+  reason = ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)',
+): Action<NoOp> {
+  return { id, resource, kind: 'no-op', code: ours ? 'in-sync' : 'in-sync-adopted', reason, destructive: false, changes: [], dependsOn: [], op: NO_OP };
+}
+
 /** The plan-wide id of a pruned object: its inventory key (one spelling for every kind). */
 export const orphanId = (inventoryKey: string) => `inventory:${inventoryKey}`;
 

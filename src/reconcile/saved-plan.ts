@@ -10,23 +10,13 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { UserError, EXIT } from './errors.js';
-import type { ActionKind, Change, Plan, ReasonCode, Refusal, Resource } from './plan.js';
+import type { Action, Plan, Refusal } from './plan.js';
 
 export const PLAN_FORMAT = 'virt-reconcile-plan';
 export const PLAN_FORMAT_VERSION = 2;
 
-export interface SavedAction {
-  id: string;
-  resource: Resource;
-  kind: ActionKind;
-  code: ReasonCode;
-  reason: string;
-  destructive: boolean;
-  changes: Change[];
-  dependsOn: string[];
-  /** sha256 of the operation apply would execute */
-  digest: string;
-}
+/** An action as saved: everything but its operation, which is kept as a digest (sha256 of it). */
+export type SavedAction = Omit<Action, 'op'> & { digest: string };
 
 export interface SavedPlan {
   format: typeof PLAN_FORMAT;

@@ -7,7 +7,7 @@ import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../
 import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
 import type { ImageOp } from './ops.js';
 import type { Observed } from '../observe.js';
-import { NO_OP, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
+import { inSync, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
 
 export interface ImageDiffInput {
@@ -354,17 +354,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         },
       });
     } else {
-      out.actions.push({
-        id,
-        resource: 'image',
-        kind: 'no-op',
-        code: ours ? 'in-sync' : 'in-sync-adopted',
-        reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)',
-        destructive: false,
-        changes: [],
-        dependsOn: [],
-        op: NO_OP,
-      });
+      out.actions.push(inSync('image', id, ours));
     }
   }
 

@@ -9,7 +9,7 @@ import type { VolumeOp } from '../volume/ops.js';
 import type { Observed } from '../observe.js';
 import type { DesiredState, PoolSpec } from '../../reconcile/model.js';
 import type { PoolOp } from './ops.js';
-import { NO_OP, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
+import { inSync, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 
 export interface PoolDiff {
   actions: Action<PoolOp | NoOp>[];
@@ -148,17 +148,7 @@ export function diffPools(input: {
       out.actions.push({ id, resource: 'pool', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [], op });
     } else {
       const ours = rec?.type === 'pool' && rec.status !== 'building';
-      out.actions.push({
-        id,
-        resource: 'pool',
-        kind: 'no-op',
-        code: ours ? 'in-sync' : 'in-sync-adopted',
-        reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)',
-        destructive: false,
-        changes: [],
-        dependsOn: [],
-        op: NO_OP,
-      });
+      out.actions.push(inSync('pool', id, ours, ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)'));
     }
   }
 

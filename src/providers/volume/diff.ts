@@ -11,7 +11,7 @@ import { orderByDependency, recordedChanges, recordedOptions } from '../image/di
 import { recordKey, volumeIsOurs, type Inventory, type InventoryRecord, type VolumeRecord } from '../../reconcile/inventory.js';
 import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
 import type { VolumeOp } from './ops.js';
-import { NO_OP, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
+import { inSync, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
 
 export interface VolumeDiff {
@@ -334,17 +334,7 @@ export function diffVolumes(input: {
         },
       });
     } else {
-      out.actions.push({
-        id,
-        resource: 'volume',
-        kind: 'no-op',
-        code: ours ? 'in-sync' : 'in-sync-adopted',
-        reason: ours ? 'in sync' : 'in sync (adopted: reconcile did not create it and never deletes it)',
-        destructive: false,
-        changes: [],
-        dependsOn: [],
-        op: NO_OP,
-      });
+      out.actions.push(inSync('volume', id, ours));
     }
   }
 
