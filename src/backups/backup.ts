@@ -2,7 +2,6 @@
 // again, restore, and which schedules are overdue. Schedules fire from `reconcile watch`.
 import { chmod, chown, mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { Cron } from 'croner';
 import { runHook } from '../tools/hooks.js';
 import { check as checkImage, compare, convertCopy } from '../tools/qemu-img.js';
 import { createInternalSnapshot, deleteSnapshot, domainState, freeze, pushBackup, revertSnapshot, shutOff, thaw, withExternalSnapshot } from '../tools/libvirt-backup.js';
@@ -266,20 +265,4 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext):
     if (f.pool) await refreshPool(v, f.pool);
     ctx.log(`restore: ${f.target} (${f.source}) restored from ${path.basename(f.file)}`);
   }
-}
-
-/** Schedules whose last success is older than their most recent due time. */
-export function overdue(specs: BackupSpec[], lastSuccess: Record<string, string>, now = new Date()): string[] {
-  const notes: string[] = [];
-  for (const s of specs) {
-    const cron = new Cron(s.schedule, { paused: true, timezone: s.timezone });
-    const last = lastSuccess[s.name];
-    if (!last) {
-      notes.push(`backups.${s.name} has never run (next due ${cron.nextRun(now)?.toISOString()}; \`reconcile backup run ${s.name}\` runs it now)`);
-      continue;
-    }
-    const due = cron.nextRun(new Date(last));
-    if (due && due.getTime() <= now.getTime()) notes.push(`backups.${s.name} is overdue: last success ${last}, a run was due ${due.toISOString()}`);
-  }
-  return notes;
 }

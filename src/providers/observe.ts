@@ -3,14 +3,16 @@
 // files not in the stat-keyed cache. libvirt: pools, domains and capabilities in one virsh
 // batch, volumes the cache cannot answer in one more.
 import { lstat, readlink } from 'node:fs/promises';
-import { lstatIdentity, observeImages, type FileIdentity, type ObservationCache, type ObservedImage } from './image/files.js';
+import { lstatIdentity, type FileIdentity } from './common/files.js';
+import { observeImages, type ObservedImage } from './image/observe.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../tools/libvirt-volume.js';
 import { cacheable, fileSignature, type StatCache } from './common/stat-cache.js';
-import { domainReadCommands, parseCapabilities, parseDomainReads, type DomainCapabilities, type ObservedDomain } from '../tools/libvirt-domain.js';
+import { capabilitiesCommand, domainReadCommands, parseCapabilities, parseDomainReads, type DomainCapabilities, type ObservedDomain } from '../tools/libvirt-domain.js';
 import { domcapsCacheKey, domcapsSignature } from './domain/domcaps-signature.js';
 import { kvmAccess, type KvmAccess } from './domain/kvm-access.js';
 import type { Virsh } from '../tools/virsh.js';
+import { readBackupRecords } from '../backups/records.js';
 
 /**
  * What observation found at one target: nothing, or the object as read (Crossplane's
@@ -50,6 +52,22 @@ export interface Observation {
   identities: Map<string, FileIdentity | null>;
   /** the libvirt URI observed, if libvirt was asked anything */
   connection?: string;
+  /** backup schedules: when each last succeeded (from the state directory's records), if asked */
+  backupSuccess?: Record<string, string>;
+}
+
+/** Every object observed, keyed "<what>:<name>": what a saved plan must find unchanged. */
+export function observedObjects(obs: Observation): [string, object][] {
+  const out: [string, object][] = [];
+  for (const [prefix, map] of [
+    ['file', obs.files],
+    ['pool', obs.pools],
+    ['volume', obs.volumes],
+    ['domain', obs.domains],
+  ] as const) {
+    for (const [k, o] of map) out.push([`${prefix}:${k}`, o]);
+  }
+  return out;
 }
 
 /** What the kinds ask to observe, merged: each tool is asked once for all of it. */
@@ -61,6 +79,8 @@ export interface Targets {
   domains: string[];
   /** paths whose identity alone is needed (files recorded as being published) */
   identities: string[];
+  /** the record of backup runs */
+  backupRuns?: boolean;
 }
 
 export function mergeTargets(parts: Partial<Targets>[]): Targets {
@@ -85,6 +105,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
     volumes: [...volumes.values()].sort((a, b) => `${a.pool}/${a.name}`.localeCompare(`${b.pool}/${b.name}`)),
     domains: [...domains].sort(),
     identities: [...identities].sort(),
+    backupRuns: parts.some((t) => t.backupRuns),
   };
 }
 
@@ -92,7 +113,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
  * Observes everything the targets name: files and libvirt in parallel; then the headers of
  * file volumes whose qcow2 options are declared (their paths come from libvirt).
  */
-export async function observe(targets: Targets, opts: { virsh: () => Virsh; cache?: ObservationCache }): Promise<Observation> {
+export async function observe(targets: Targets, opts: { stateDir: string; virsh: () => Virsh; cache?: StatCache }): Promise<Observation> {
   const obs: RawObservation = { files: new Map(), pools: new Map(), volumes: new Map(), domains: new Map(), caps: new Map(), errors: new Map(), identities: new Map() };
   const needsLibvirt = targets.pools.length || targets.volumes.length || targets.domains.length;
   const virsh = needsLibvirt ? opts.virsh() : undefined;
@@ -104,6 +125,7 @@ export async function observe(targets: Targets, opts: { virsh: () => Virsh; cach
     libvirtTargets.virtTypes = [obs.kvm.virtType];
     libvirtTargets.capsSignature = await domcapsSignature(obs.kvm.usable);
   }
+  if (targets.backupRuns) obs.backupSuccess = (await readBackupRecords(opts.stateDir)).lastSuccess;
   const [, , libvirt] = await Promise.all([
     observeMore(obs.files, targets.files, opts.cache, obs.errors),
     Promise.all(targets.identities.map(async (p) => obs.identities.set(p, (await lstatIdentity(p)) ?? null))),
@@ -140,7 +162,7 @@ export interface LibvirtTargets {
 export async function observeMore(
   observed: Map<string, ObservedImage | null>,
   paths: string[],
-  cache?: ObservationCache,
+  cache?: StatCache,
   /** paths that could not be observed, with why: the objects on them are refused, not the whole plan */
   errors?: Map<string, string>,
 ): Promise<void> {
@@ -168,12 +190,14 @@ export async function observeLibvirt(virsh: Virsh, targets: LibvirtTargets, cach
   }
   const askCaps = virtTypes.filter((t) => !caps.has(t));
   // Pools, domains and capabilities in one process; volumes only where the cache cannot answer.
-  const first = [...poolReadCommands(poolNames), ...domainReadCommands(domainNames), ...askCaps.map((t) => ['domcapabilities', '--virttype', t])];
+  const poolReads = poolReadCommands(poolNames);
+  const domainReads = domainReadCommands(domainNames);
+  const first = [...poolReads, ...domainReads, ...askCaps.map(capabilitiesCommand)];
   const outputs = first.length ? await virsh.batch(first) : [];
-  const pools = parsePoolReads(poolNames, outputs.slice(0, poolNames.length * 3));
-  const domains = parseDomainReads(domainNames, outputs.slice(poolNames.length * 3, poolNames.length * 3 + domainNames.length * 3));
+  const pools = parsePoolReads(poolNames, outputs.slice(0, poolReads.length));
+  const domains = parseDomainReads(domainNames, outputs.slice(poolReads.length, poolReads.length + domainReads.length));
   askCaps.forEach((t, i) => {
-    const xml = outputs[poolNames.length * 3 + domainNames.length * 3 + i];
+    const xml = outputs[poolReads.length + domainReads.length + i];
     if (!xml) return;
     caps.set(t, parseCapabilities(xml));
     if (sig) cache?.set(domcapsCacheKey(virsh.uri, t), sig, caps.get(t));

@@ -4,7 +4,7 @@
 // known here.
 import path from 'node:path';
 import pLimit from 'p-limit';
-import type { StatCache as ObservationCache } from '../providers/common/stat-cache.js';
+import type { StatCache } from '../providers/common/stat-cache.js';
 import { removeAbandonedScratch, useScratchRoot } from '../tools/scratch.js';
 import { kindOf } from '../providers/registry.js';
 import { CommandError } from '../tools/exec.js';
@@ -17,7 +17,7 @@ import { isChange, type Action, type ActionKind, type Plan } from './plan.js';
 export interface ApplyOptions {
   stateDir: string;
   parallelism: number;
-  cache?: ObservationCache;
+  cache?: StatCache;
   /** the libvirt connection, opened only when the plan has pool or volume actions */
   virsh?: () => Virsh;
   log: (line: string) => void;

@@ -3,7 +3,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
-import { sameIdentity } from '../providers/image/files.js';
+import { sameIdentity } from '../providers/common/files.js';
 import type { StatCache } from '../providers/common/stat-cache.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/virt-reconcile';

@@ -2,7 +2,7 @@
 // pools, domains; libvirt secrets next). Modelled on Crossplane's ExternalClient: the engine
 // asks each kind what to observe, gives it the observation to diff (pure), and calls it to
 // execute its own actions; the engine itself knows no kind.
-import type { StatCache as ObservationCache } from '../providers/common/stat-cache.js';
+import type { StatCache } from '../providers/common/stat-cache.js';
 import type { Virsh } from '../tools/virsh.js';
 import type { Inventory, InventoryRecord, ObjectKey } from './inventory.js';
 import type { DesiredState } from './model.js';
@@ -32,7 +32,7 @@ export interface KindDiff {
 export interface ExecContext {
   /** the libvirt connection, opened on first use */
   virsh: () => Virsh;
-  cache?: ObservationCache;
+  cache?: StatCache;
   log: (line: string) => void;
   /** aborted: builds in private scratch stop; short actions finish (see apply.ts) */
   signal?: AbortSignal;
@@ -52,6 +52,8 @@ export type Effect = { record: [key: string, record: InventoryRecord] } | { forg
 
 export interface Kind {
   readonly resource: Resource;
+  /** kinds whose actions this kind's diff reads (DiffInput.earlier): they are diffed first */
+  readonly diffAfter?: readonly Resource[];
   /** What to observe for this state, declared up front: observation is one batched pass per tool. */
   targets(state: DesiredState, inventory: Inventory): Partial<Targets>;
   /** The inventory keys this state declares; prune is the inventory minus the union of these. */

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 
 export type ActionKind = 'create' | 'update' | 'replace' | 'delete' | 'no-op';
-export type Resource = 'image' | 'pool' | 'volume' | 'domain';
+export type Resource = 'image' | 'pool' | 'volume' | 'domain' | 'backup';
 
 /** Why an action is in the plan, for programs; `reason` says it for people. */
 export type ReasonCode =
@@ -64,6 +64,8 @@ export function inSync(
 
 /** The plan-wide id of a pruned object: its inventory key (one spelling for every kind). */
 export const orphanId = (inventoryKey: string) => `inventory:${inventoryKey}`;
+/** The inventory key a pruned object's id names (the inverse of orphanId). */
+export const orphanKey = (id: string) => id.replace(/^inventory:/, '');
 
 export interface Refusal {
   id: string;

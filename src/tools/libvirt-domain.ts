@@ -72,6 +72,11 @@ export function parseOwnership(xml: string): Ownership {
   };
 }
 
+/** What the host can give a domain of this virt type (buses, arch). */
+export function capabilitiesCommand(virtType: string): string[] {
+  return ['domcapabilities', '--virttype', virtType];
+}
+
 export function domainReadCommands(names: string[]): string[][] {
   return names.flatMap((n) => [
     ['domstate', n],

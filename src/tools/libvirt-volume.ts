@@ -4,7 +4,8 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
-import { createImage, DRIVER } from '../providers/image/files.js';
+import { createImage } from '../providers/image/build.js';
+import { DRIVER } from '../providers/image/formats.js';
 import { withTempDir } from './scratch.js';
 import { attr, buildXml, bytes, list, parseXml, text, type XmlNode } from './xml.js';
 import { permissionsElement } from './libvirt-pool.js';

@@ -2,7 +2,7 @@
 // one virsh process, their outputs told apart by echo markers. Writes are single commands
 // so that each failure is reported against the object it concerns.
 import { randomBytes } from 'node:crypto';
-import { run } from './exec.js';
+import { CommandError, run } from './exec.js';
 
 export interface Virsh {
   uri: string;
@@ -34,6 +34,28 @@ const ABSENT = [
   /Failed to list volumes/,
 ];
 
+/**
+ * The failures in a batch's error output that are not "absent". Only `error:` lines count:
+ * virsh also prints warnings there (on a terminal without polkit: "Authorization not
+ * available. Check if polkit service is running…") and still succeeds.
+ */
+export function unexpectedErrors(stderr: string): string[] {
+  return stderr.split('\n').filter((l) => l.startsWith('error:') && !ABSENT.some((r) => r.test(l)));
+}
+
+/** A connection failure said the way a user can act on it. */
+function connectionHelp(uri: string, stderr: string): string | undefined {
+  if (!/failed to connect to the hypervisor|Failed to connect socket/.test(stderr)) return undefined;
+  const why =
+    stderr
+      .split('\n')
+      .filter((l) => l.startsWith('error:'))
+      .map((l) => l.replace(/^error:\s*/, ''))
+      .slice(1, 2)
+      .join('') || 'no answer';
+  return `cannot connect to libvirt at ${uri} (${why}). Is libvirtd running (without systemd: virtlogd -d; libvirtd -d), and is the connection right (--connect, or connection: in the YAML)?`;
+}
+
 /** virsh's own command-line syntax: single quotes keep everything literal. */
 export function quote(arg: string): string {
   if (/^[A-Za-z0-9_./:=@%+,-]+$/.test(arg)) return arg;
@@ -45,7 +67,16 @@ export function connect(uri: string): Virsh {
   const base = ['-q', '-c', uri];
   return {
     uri,
-    exec: async (args, opts) => (await run('virsh', [...base, ...args], opts)).stdout,
+    exec: async (args, opts) => {
+      try {
+        return (await run('virsh', [...base, ...args], opts)).stdout;
+      } catch (e) {
+        // The failure is in virsh's error lines; its warnings (polkit on a terminal) would hide it.
+        if (!(e instanceof CommandError) || e.cancelled) throw e;
+        const errors = e.stderr.split('\n').filter((l) => l.startsWith('error:'));
+        throw new CommandError(e.command, errors.length ? errors.join('\n') : e.stderr, e.exitCode, e.stdout);
+      }
+    },
     sequence: async (commands) => {
       const tag = randomBytes(6).toString('hex');
       const script = commands.map((c, i) => `${c.map(quote).join(' ')} ; echo @@${tag}:${i}@@`).join(' ; ');
@@ -82,9 +113,9 @@ export function connect(uri: string): Virsh {
           stdout = (e as { stdout?: string }).stdout ?? '';
         }
         if (!stdout.includes(`@@${tag}:end@@`)) {
-          throw new Error(`virsh batch did not complete: ${stderr.trim().split('\n').slice(0, 3).join(' / ') || 'no output'}`);
+          throw new Error(connectionHelp(uri, stderr) ?? `virsh batch did not complete: ${stderr.trim().split('\n').slice(0, 3).join(' / ') || 'no output'}`);
         }
-        const unexpected = stderr.split('\n').filter((l) => l.trim() && !ABSENT.some((r) => r.test(l)));
+        const unexpected = unexpectedErrors(stderr);
         if (unexpected.length) throw new Error(`virsh: ${unexpected.slice(0, 3).join(' / ')}`);
         const segments = stdout.split(new RegExp(`@@${tag}:(?:\\d+|end)@@`));
         for (let k = 0; k < i - start; k++) {
@@ -105,9 +136,9 @@ export function resolveUri(flag?: string, yaml?: string): string {
 /** The useful part of virsh's error output. */
 export function libvirtMessage(e: unknown): string {
   const stderr = (e as { stderr?: string }).stderr ?? (e as Error).message;
-  const lines = stderr
-    .split('\n')
-    .map((l) => l.replace(/^error:\s*/, '').trim())
-    .filter(Boolean);
+  // virsh's warnings (polkit on a terminal) are not the failure: its error lines are, when there are any.
+  const all = stderr.split('\n');
+  const errors = all.filter((l) => l.startsWith('error:'));
+  const lines = (errors.length ? errors : all).map((l) => l.replace(/^error:\s*/, '').trim()).filter(Boolean);
   return lines.filter((l) => !/^Failed to (start|build) pool/.test(l)).join('; ') || lines.join('; ');
 }

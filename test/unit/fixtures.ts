@@ -1,7 +1,7 @@
 // Fixtures for the table-driven diff tests: a desired state from YAML text (as users write
 // it), observations as the tool wrappers report them, and the pure diff of every kind.
 import { ABSENT, observed, type Observation } from '../../src/providers/observe.js';
-import type { ObservedImage } from '../../src/providers/image/files.js';
+import type { ObservedImage } from '../../src/providers/image/observe.js';
 import type { ObservedPool } from '../../src/tools/libvirt-pool.js';
 import type { ObservedVolume } from '../../src/tools/libvirt-volume.js';
 import type { DiskDevice, ObservedDomain } from '../../src/tools/libvirt-domain.js';

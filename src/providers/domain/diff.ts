@@ -3,7 +3,8 @@
 // reconcile attached that left the YAML, define missing domains that have `create:`.
 // Changes go to the persistent definition; a running domain reports pending restart for
 // whatever it cannot take live.
-import { DRIVER, type ObservedImage } from '../image/files.js';
+import { DRIVER } from '../image/formats.js';
+import type { ObservedImage } from '../image/observe.js';
 import { domainXml, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership } from '../../tools/libvirt-domain.js';
 import { VOL_FORMAT, type ObservedVolume } from '../../tools/libvirt-volume.js';
 import { created, reasonOf } from '../common/decisions.js';

@@ -1,6 +1,8 @@
 // Desired images vs what qemu-img observed: which need creating, growing, rebuilding,
 // re-permissioning or pruning. Pure: no I/O, so plan output is reproducible.
-import { canResize, driverFor, sizeTolerance, type ImageBuild, type ObservedImage } from './files.js';
+import { canResize, driverFor, sizeTolerance } from './formats.js';
+import type { ImageBuild } from './build.js';
+import type { ObservedImage } from './observe.js';
 import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal } from '../common/decisions.js';
 import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
@@ -168,7 +170,9 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       refuse(id, `${spec.origins.size ?? spec.origin}: size ${formatSize(spec.size)} is smaller than its source ${dep.path} (${formatSize(size)}); the image would lose data`);
       return undefined;
     }
-    const dependsOn: string[] = []; // linked across kinds by the engine (linkBuildDependencies)
+    // A build waits for the image it copies or overlays, whichever kind that is (the engine keeps
+    // only dependencies with work to do in this plan).
+    const dependsOn = dep.id ? [dep.id] : [];
     const source: ImageBuild['source'] =
       spec.source.kind === 'backing' ? { kind: 'backing', path: dep.path, driver: driver ?? 'raw' } : { kind: 'convert', path: dep.path, driver, encryption: dep.encryption };
     // A file source's size is what this plan observed (a saved plan is refused if the file

@@ -5,19 +5,10 @@ import { recordKey, type ImageRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { resize } from '../../tools/qemu-img.js';
-import {
-  checkStillSame,
-  createImage,
-  deleteImage,
-  driverFor,
-  identitiesOf,
-  observeImages,
-  removeIfSame,
-  removeStaleBuilds,
-  setPermissions,
-  sizeTolerance,
-  type ImageBuild,
-} from './files.js';
+import { checkStillSame, identitiesOf, removeIfSame, setPermissions } from '../common/files.js';
+import { createImage, deleteImage, removeStaleBuilds, type ImageBuild } from './build.js';
+import { driverFor, sizeTolerance } from './formats.js';
+import { observeImages } from './observe.js';
 import type { ImageOp } from './ops.js';
 
 export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect> {

@@ -2,7 +2,8 @@
 // the identities of recorded pending extents are observed up front (Targets.identities).
 import type { Inventory } from '../../reconcile/inventory.js';
 import type { Observed } from '../observe.js';
-import { sameIdentity, type FileIdentity, type ObservedImage } from './files.js';
+import { sameIdentity, type FileIdentity } from '../common/files.js';
+import type { ObservedImage } from './observe.js';
 
 /** The extent files of interrupted publishes: what must be looked at to find them. */
 export function pendingExtentPaths(inventory: Inventory): string[] {

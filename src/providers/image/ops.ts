@@ -1,7 +1,8 @@
 // What an image action carries from plan to apply.
 import type { ExtentRecord } from '../../reconcile/inventory.js';
 import type { Format, Permissions } from '../../reconcile/model.js';
-import type { FileIdentity, ImageBuild } from './files.js';
+import type { FileIdentity } from '../common/files.js';
+import type { ImageBuild } from './build.js';
 
 export type ImageOp =
   | { type: 'image.create'; build: ImageBuild; recorded: Record<string, string> }

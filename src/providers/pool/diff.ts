@@ -5,11 +5,10 @@ import path from 'node:path';
 import { definitionFor, secretUsageFor, type ObservedPool, type PoolDefinition } from '../../tools/libvirt-pool.js';
 import { created, octal, permissionChanges, reasonOf } from '../common/decisions.js';
 import { recordKey, type Inventory, type InventoryRecord } from '../../reconcile/inventory.js';
-import type { VolumeOp } from '../volume/ops.js';
 import type { Observed } from '../observe.js';
 import type { DesiredState, PoolSpec } from '../../reconcile/model.js';
 import type { PoolOp } from './ops.js';
-import { inSync, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
+import { inSync, orphanId, orphanKey, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 
 export interface PoolDiff {
   actions: Action<PoolOp | NoOp>[];
@@ -155,8 +154,9 @@ export function diffPools(input: {
   // Volumes this plan deletes (not those it only forgets): by pool, with their action ids.
   const prunedVolumes = new Map<string, string>();
   for (const a of input.earlier) {
-    const op = a.op as VolumeOp;
-    if (a.kind === 'delete' && op.type === 'volume.delete' && op.exists) prunedVolumes.set(`${op.pool}/${op.name}`, a.id);
+    // A prune deletes the inventory record its id names; destructive: the volume itself goes.
+    const rec = a.resource === 'volume' && a.kind === 'delete' && a.destructive ? inventory.objects[orphanKey(a.id)] : undefined;
+    if (rec?.type === 'volume') prunedVolumes.set(`${rec.pool}/${rec.volume}`, a.id);
   }
   for (const [key, rec] of input.orphans) {
     if (rec.type !== 'pool') continue;

@@ -5,7 +5,7 @@ import { recordKey, type PoolRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { buildPool, definePool, deletePoolStorage, ensureSecret, libvirtMessage, readPool, setAutostart, startPool, stopPool, undefinePool } from '../../tools/libvirt-pool.js';
-import { setPermissions } from '../image/files.js';
+import { setPermissions } from '../common/files.js';
 import type { PoolOp } from './ops.js';
 
 export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> {

@@ -5,6 +5,8 @@ import { executePool } from './execute.js';
 
 export const poolKind: Kind = {
   resource: 'pool',
+  // A pool is pruned with the volumes pruned in the same plan.
+  diffAfter: ['volume'],
   targets: (state, inventory) => ({
     pools: [...Object.keys(state.pools), ...Object.values(inventory.objects).flatMap((r) => (r.type === 'pool' ? [r.name] : []))],
   }),

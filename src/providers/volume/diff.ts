@@ -3,7 +3,8 @@
 // true), expressed through what libvirt's volume API can do.
 import { imagePathResolver } from '../common/image-paths.js';
 import { ABSENT, type Observed } from '../observe.js';
-import { sizeTolerance, type ObservedImage } from '../image/files.js';
+import { sizeTolerance } from '../image/formats.js';
+import type { ObservedImage } from '../image/observe.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
 import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
 import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal } from '../common/decisions.js';
@@ -86,7 +87,10 @@ export function diffVolumes(input: {
     const poolDeps = poolPending || (poolObs && !poolObs.active) ? [`pools.${pool}`] : [];
 
     const build = (): { build: VolumeBuild; dependsOn: string[] } | undefined => {
-      const deps = [...poolDeps];
+      // A build waits for its pool, and for the image it copies or overlays (whichever kind that is).
+      const source = spec.source;
+      const from = source.kind === 'image' ? source.image : source.kind === 'backing' && 'image' in source ? source.image : undefined;
+      const deps = [...poolDeps, ...(from ? [`images.${from}`] : [])];
       const base = { pool, name: volume, format: spec.format, fileBased, qcow2: spec.qcow2, permissions: spec.permissions };
       const s = spec.source;
       if (s.kind === 'blank') {

@@ -6,7 +6,8 @@ import { recordKey, type VolumeRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { createVolume, deleteVolume, resizeVolume } from '../../tools/libvirt-volume.js';
-import { observeImages, setPermissions } from '../image/files.js';
+import { observeImages } from '../image/observe.js';
+import { setPermissions } from '../common/files.js';
 import { rememberVolume } from '../observe.js';
 import type { VolumeOp } from './ops.js';
 

@@ -1,0 +1,121 @@
+// Files changed safely: identity (device, inode, birth time) so that only the very file a
+// plan saw is ever changed or deleted, permissions through a descriptor that does not follow
+// symlinks, fsync, and mkdir -p that says what is in the way. Shared by every kind with files.
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import type { Permissions } from '../../reconcile/model.js';
+
+/** A file, told apart from any later file at the same path. */
+export interface FileIdentity {
+  ino: number;
+  dev: number;
+  birth: string;
+}
+
+export const identityFrom = (st: { ino: bigint; dev: bigint; birthtimeNs: bigint }): FileIdentity => ({ ino: Number(st.ino), dev: Number(st.dev), birth: String(st.birthtimeNs) });
+
+/** Same device, inode and birth time: the very same file, not one that took its name. */
+export const sameIdentity = (a: FileIdentity, b: FileIdentity) => a.ino === b.ino && a.dev === b.dev && a.birth === b.birth;
+
+export async function identityOf(p: string): Promise<FileIdentity> {
+  return identityFrom(await stat(p, { bigint: true }));
+}
+
+/** The identity of what is at p itself (a symlink's own, not its target's), or undefined. */
+export async function lstatIdentity(p: string): Promise<FileIdentity | undefined> {
+  return lstat(p, { bigint: true }).then(identityFrom, () => undefined);
+}
+
+export async function fsyncPath(p: string, flags = constants.O_RDONLY): Promise<void> {
+  const fh = await open(p, flags);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** mkdir -p, saying which part of the path is in the way instead of a bare EEXIST. */
+export async function makeParents(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EEXIST' && code !== 'ENOTDIR') throw e;
+    let p = dir;
+    while (
+      p !== '/' &&
+      !(await lstat(p).then(
+        (s) => !s.isDirectory(),
+        () => false,
+      ))
+    )
+      p = path.dirname(p);
+    throw new Error(`cannot make directory ${dir}: ${p} is a file, not a directory`);
+  }
+}
+
+/**
+ * Changes owner, group and mode through a descriptor opened without following a symlink
+ * (unless told to), and only if it is still the file the plan saw: a file or link swapped in
+ * at the path between plan and apply is never changed.
+ */
+export async function setPermissions(p: string, perm: Permissions, opts: { expect?: FileIdentity; followSymlink?: boolean } = {}): Promise<void> {
+  let fh: FileHandle;
+  try {
+    fh = await open(p, constants.O_RDONLY | constants.O_NONBLOCK | (opts.followSymlink ? 0 : constants.O_NOFOLLOW));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw new Error(`${p} is now a symlink; not followed, nothing changed`);
+    throw e;
+  }
+  try {
+    const st = await fh.stat({ bigint: true });
+    if (opts.expect && !sameIdentity(identityFrom(st), opts.expect)) throw new Error(`${p} is no longer the file the plan saw (another file took its place); nothing changed`);
+    if (perm.owner !== undefined || perm.group !== undefined) await fh.chown(perm.owner ?? Number(st.uid), perm.group ?? Number(st.gid));
+    if (perm.mode !== undefined) await fh.chmod(perm.mode);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Throws unless p is still the file the plan saw (and not a symlink, unless followed). */
+export async function checkStillSame(p: string, expect: FileIdentity, followSymlink = false): Promise<void> {
+  const l = await lstat(p, { bigint: true }).catch(() => undefined);
+  if (!l) throw new Error(`${p} is gone since the plan; nothing changed`);
+  if (l.isSymbolicLink() && !followSymlink) throw new Error(`${p} is now a symlink; not followed, nothing changed`);
+  const st = l.isSymbolicLink() ? await stat(p, { bigint: true }) : l;
+  if (!sameIdentity(identityFrom(st), expect)) throw new Error(`${p} is no longer the file the plan saw (another file took its place); nothing changed`);
+}
+
+/** Identities of files (extents at creation), so that only those very files are ever deleted. */
+export async function identitiesOf(paths: string[]): Promise<(FileIdentity & { path: string })[]> {
+  return Promise.all(paths.map(async (p) => ({ path: p, ...(await identityOf(p)) })));
+}
+
+/**
+ * Deletes the files that are still the ones recorded (same device, inode and birth time);
+ * returns those left alone because another file took the name, or no identity was recorded.
+ */
+export async function removeIfSame(files: (FileIdentity & { path: string })[]): Promise<string[]> {
+  const kept: string[] = [];
+  for (const f of files) {
+    // lstat: a symlink put at the path is not the file, whatever it points to.
+    const now = await lstatIdentity(f.path);
+    if (!now) continue;
+    if (f.birth === '0' || !sameIdentity(now, f)) kept.push(f.path);
+    else await removeFiles([f.path]);
+  }
+  return kept;
+}
+
+/** Unlinks files; one already gone is not an error. */
+export async function removeFiles(files: string[]): Promise<void> {
+  for (const f of files) {
+    try {
+      await unlink(f);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+}
