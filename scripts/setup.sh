@@ -45,17 +45,20 @@ if [ -c /dev/kvm ] && ! pgrep -x systemd-udevd >/dev/null && ! pgrep -x udevd >/
   fi
 fi
 
+# npm ci builds too (the prepare script); otherwise build here. The build also marks
+# dist/cli.js executable: `npx reconcile` runs it directly.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
+else
+  npm run build --silent
 fi
-# The build also marks dist/cli.js executable: `npx reconcile` runs it directly.
-npm run build --silent
 
 # libvirt for the example and for people using the host's own daemon (tests start private ones).
 if ! pgrep -x virtlogd >/dev/null; then virtlogd -d; fi
 if ! pgrep -x libvirtd >/dev/null; then libvirtd -d; fi
-for _ in $(seq 1 50); do
-  [ -S /run/libvirt/libvirt-sock ] && break
+# Ready when it answers: a socket file alone may be left over from a daemon that is gone.
+for _ in $(seq 1 100); do
+  virsh -q -c qemu:///system uri >/dev/null 2>&1 && break
   sleep 0.1
 done
 echo "setup.sh: ready ($(qemu-img --version | head -1); libvirt $(libvirtd --version | awk '{print $NF}'))"

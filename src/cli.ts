@@ -127,7 +127,7 @@ function program(run: Run): Command {
     .addHelpText(
       'after',
       `
-Exit codes: 0 success (no changes), 1 error or refused change, 2 changes present
+Exit codes: 0 success, 1 error or refused change, 2 changes present
 (plan --detailed-exitcode), 64 usage error, 130/143 apply or destroy interrupted (SIGINT/SIGTERM).`,
     );
   const action = (cmd: Command, name: CommandName) =>

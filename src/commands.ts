@@ -90,6 +90,8 @@ export async function cmdPlan(a: Args): Promise<number> {
     await writeFile(a.out, `${JSON.stringify(toSavedPlan(plan, state.inputs ?? []), null, 2)}\n`, { mode: 0o600 });
   }
   print(a.output === 'json' ? JSON.stringify({ ...toSavedPlan(plan, []), inputs: undefined }, null, 2) : renderPlan(plan, { colors: colorsFor(process.stdout, a.color) }));
+  if (a.out && a.output === 'text')
+    process.stderr.write(`Saved the plan to ${printable(a.out)}: \`reconcile apply ${printable(a.out)}\` applies exactly it, if the host has not changed by then.\n`);
   if (plan.refusals.length) return EXIT.error;
   return a.detailedExitcode && hasChanges(plan) ? EXIT.changes : EXIT.ok;
 }
@@ -112,7 +114,10 @@ export async function cmdApply(a: Args): Promise<number> {
     review: planFile ? 'never' : 'when-destructive',
     input: async (): Promise<ApplyInput> => {
       if (!planFile) return { state: await loadDesiredState(a.files), options: { allowReplace: a.allowReplace, prune: a.prune } };
-      const saved: SavedPlan = readSavedPlan(await readFile(planFile, 'utf8'), planFile);
+      const text = await readFile(planFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
+        throw new UserError(`cannot read ${planFile}: ${e.code === 'ENOENT' ? 'no such file (make one with `reconcile plan --out FILE`)' : e.message}`);
+      });
+      const saved: SavedPlan = readSavedPlan(text, planFile);
       checkStateDir(saved, a.stateDir, planFile);
       // Recomputed from the inputs it embeds, with its own options, and executed only if it is
       // the same: never the operations as written in the file.

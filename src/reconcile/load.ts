@@ -18,7 +18,7 @@ export async function expandPaths(inputs: string[]): Promise<{ files: string[]; 
     try {
       st = await stat(input);
     } catch {
-      errors.push({ file: input, line: 1, col: 1, field: '', message: 'no such file or directory' });
+      errors.push({ file: input, line: 1, col: 1, field: '', message: 'no such file or directory (name the YAML file or directory with -f)' });
       continue;
     }
     if (st.isDirectory()) {

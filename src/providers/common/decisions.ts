@@ -74,7 +74,7 @@ export function replaceRefusal(o: {
   if (!o.allowReplace && !o.incomplete)
     return `${o.origin}: ${o.what} must be rebuilt (${why}); this replaces ${o.what.startsWith('/') ? 'the image' : 'it'} and its data. Re-run with --allow-replace to allow it`;
   if (o.overlays.length)
-    return `${o.origin}: ${o.what} must be rebuilt (${why}), but ${o.overlays.join(', ')} ${o.overlays.length > 1 ? 'are overlays' : 'is an overlay'} on it and would be corrupted`;
+    return `${o.origin}: ${o.what} must be rebuilt (${why}), but ${o.overlays.join(', ')} ${o.overlays.length > 1 ? 'are overlays' : 'is an overlay'} on it and would be corrupted; rebuild or remove ${o.overlays.length > 1 ? 'those overlays' : 'that overlay'} first`;
   return undefined;
 }
 

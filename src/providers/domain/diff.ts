@@ -263,7 +263,7 @@ export function diffVms(input: {
       destructive: !!dom,
       changes: [],
       dependsOn: [],
-      reason: dom ? `domain ${rec.name} left the YAML (undefined; its disk images are kept)` : 'already gone; forgotten from the inventory',
+      reason: dom ? `domain ${rec.name} left the YAML (undefined; its disks are not touched by this action)` : 'already gone; forgotten from the inventory',
       op: { type: 'domain.undefine', name: rec.name, exists: !!dom, inventoryKey: key },
     });
   }

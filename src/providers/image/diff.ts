@@ -100,6 +100,8 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   }
   const pending = new Set<string>(); // ids created or replaced in this plan
   const refuse = (id: string, message: string) => out.refusals.push({ id, message });
+  // An empty inventory beside existing objects is often another state directory than the one that made them.
+  const elsewhere = Object.keys(inventory.objects).length ? '' : '. This state directory records nothing: if reconcile made it, use the state directory that did (--state-dir)';
   const unobservable = (p: string) => {
     const why = input.errors.get(p) ?? 'not observed';
     return why.includes(p) ? why : `cannot observe ${p}: ${why}`;
@@ -243,7 +245,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     if (!ours && !spec.adopt) {
       refuse(
         id,
-        `${spec.origin}: ${p} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted image is changed only in what its own declaration sets, and never deleted); otherwise move the file away`,
+        `${spec.origin}: ${p} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted image is changed only in what its own declaration sets, and never deleted); otherwise move the file away${elsewhere}`,
       );
       continue;
     }

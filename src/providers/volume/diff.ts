@@ -51,6 +51,8 @@ export function diffVolumes(input: {
   const unobserved = (p: string) => input.errors.get(p) ?? `${p} was not observed`;
   const pathOf = imagePathResolver(state, volumes, pools);
   const refuse = (id: string, message: string) => out.refusals.push({ id, message });
+  // An empty inventory beside existing objects is often another state directory than the one that made them.
+  const elsewhere = Object.keys(inventory.objects).length ? '' : '. This state directory records nothing: if reconcile made it, use the state directory that did (--state-dir)';
 
   const specs = orderByDependency(state).filter((s) => s.location.kind === 'pool');
 
@@ -221,7 +223,7 @@ export function diffVolumes(input: {
         id,
         interrupted
           ? `${spec.origin}: volume ${volume} in pool ${pool} exists, and an apply was killed while creating it: it may be that half-made volume or someone else's, so it is left alone. Delete it (virsh vol-delete --pool ${pool} ${volume}) to have it built again, or add adopt: true to images.${spec.name}`
-          : `${spec.origin}: volume ${volume} in pool ${pool} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted volume is never deleted); otherwise declare another volume name`,
+          : `${spec.origin}: volume ${volume} in pool ${pool} exists and reconcile did not create it, so it is left alone. To manage it, add adopt: true to images.${spec.name} (an adopted volume is never deleted); otherwise declare another volume name${elsewhere}`,
       );
       continue;
     }
