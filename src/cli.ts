@@ -2,6 +2,7 @@
 // The `reconcile` command line: its commands and options (commander), their help, usage errors
 // in one line, exit codes. What each command does is in commands.ts, imported only when one
 // runs, so that --help, --version and completion answer at once.
+import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Help, Option } from 'commander';
 import type { Args } from './commands.js';
@@ -302,7 +303,8 @@ function toArgs(cmd: Command): Args {
     filesGiven: !!o.file?.length,
     output: oneOf('output', o.output ?? DEFAULTS.output, ['text', 'json'] as const),
     connect: o.connect,
-    stateDir: o.stateDir ?? DEFAULT_STATE_DIR,
+    // Absolute: a saved plan names the state directory it was made for, wherever apply runs from.
+    stateDir: path.resolve(o.stateDir ?? DEFAULT_STATE_DIR),
     allowReplace: o.allowReplace ?? false,
     prune: o.prune ?? false,
     parallelism: int('parallelism', o.parallelism ?? DEFAULTS.parallelism, 1),

@@ -107,6 +107,9 @@ interface ApplyInput {
 export async function cmdApply(a: Args): Promise<number> {
   const planFile = a.rest[0];
   if (planFile && a.filesGiven) throw new UserError('apply PLAN.json runs the YAML the plan embeds; -f is not taken with it', EXIT.usage);
+  // A saved plan carries its own --prune / --allow-replace: flags given again would be ignored, silently.
+  if (planFile && (a.prune || a.allowReplace))
+    throw new UserError('apply PLAN.json runs with the options the plan was made with; --prune and --allow-replace belong to `reconcile plan --out`', EXIT.usage);
   return applyDesired(a, {
     verb: 'apply',
     command: `apply${planFile ? ` ${planFile}` : ''}`,

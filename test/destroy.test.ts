@@ -2,7 +2,7 @@
 // image or a file it did not make — asks first on a terminal, and has nothing left to do after.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { qemuImg, qemuInfo, sandboxes, type Sandbox } from './helpers.js';
@@ -58,6 +58,13 @@ describe('destroy', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/images\.base: .*images\.base has protect: true, so destroy never deletes it/);
     expect(r.stderr).toMatch(/nothing was applied/);
+    for (const f of CREATED) expect(existsSync(p(f)), f).toBe(true);
+    // The same file declared through another spelling of its path (a symlinked directory) is protected too.
+    await symlink(p('demo'), p('demo-link'));
+    const aliased = await sb.yaml('version: 1\nimages:\n  base: { path: $DIR/demo-link/base.qcow2, size: 16M, protect: true }\n', 'aliased.yaml');
+    const viaLink = await sb.run('destroy', '-f', aliased);
+    expect(viaLink.code).toBe(1);
+    expect(viaLink.stderr).toMatch(/images\.base has protect: true, so destroy never deletes it \(inventory:image:.*\/demo\/base\.qcow2\)/);
     for (const f of CREATED) expect(existsSync(p(f)), f).toBe(true);
     // Taking protect: true out of the YAML is the consent.
     await writeFile(p('storage.yaml'), (await readFile(p('storage.yaml'), 'utf8')).replace('    protect: true\n', ''));

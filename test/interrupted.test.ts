@@ -210,32 +210,47 @@ describe('kill -9 between a libvirt define and its record', () => {
       env: { VIRT_RECONCILE_FAILPOINT: point },
     });
 
-  it("a pool: never taken for reconcile's own (it cannot be told from someone else's), so never pruned", async () => {
+  it('a pool: recorded first with the uuid reconcile chose for it, so the next apply knows it as its own and prune removes it; one defined by someone else under the name is never taken', async () => {
     const sb = await sandbox('kill-pool', { libvirt: lv });
     boxes.push(sb);
     await sb.yaml('version: 1\npools:\n  killed: { type: dir, path: $DIR/pool }\n');
     expect((await crash(sb, 'pool-defined')).signal).toBe('SIGKILL');
-    expect(await virsh(lv, 'pool-list', '--all', '--name')).toMatch(/killed/);
+    const recorded = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects['pool:killed'];
+    expect(recorded).toMatchObject({ status: 'building' });
+    expect((await virsh(lv, 'pool-uuid', 'killed')).trim()).toBe(recorded.uuid);
     const again = await sb.run('apply');
     expect(again.code, again.stderr).toBe(0);
-    expect(again.stdout).toMatch(/an apply was killed while defining it; reconcile cannot tell it from a pool someone else defined/);
+    expect(again.stdout).not.toMatch(/killed while defining/);
     await sb.yaml('version: 1\n');
     const pruned = await sb.run('apply', '--prune');
     expect(pruned.code, pruned.stderr).toBe(0);
-    expect(pruned.stdout).toMatch(/inventory:pool:killed: deleting \(an apply was killed while defining it.*forgotten, not deleted\)/);
+    expect(pruned.stdout).toMatch(/inventory:pool:killed: deleting \(pool killed left the YAML/);
+    expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/killed/);
+
+    // Killed again, and someone defines their own pool under the name before the next run.
+    await sb.yaml('version: 1\npools:\n  killed: { type: dir, path: $DIR/pool }\n');
+    expect((await crash(sb, 'pool-defined')).signal).toBe('SIGKILL');
+    await virsh(lv, 'pool-undefine', 'killed');
+    await virsh(lv, 'pool-define-as', 'killed', 'dir', '--target', path.join(sb.dir, 'theirs'));
+    await sb.yaml('version: 1\n');
+    const forgot = await sb.run('apply', '--prune');
+    expect(forgot.code, forgot.stderr).toBe(0);
+    expect(forgot.stdout).toMatch(
+      /inventory:pool:killed: deleting \(an apply was killed while defining it, and this pool is not the one it was making \(another uuid\): forgotten, not deleted\)/,
+    );
     expect(await virsh(lv, 'pool-list', '--all', '--name')).toMatch(/killed/);
     expect(JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects).toEqual({});
-    await virsh(lv, 'pool-destroy', 'killed').catch(() => undefined);
     await virsh(lv, 'pool-undefine', 'killed');
   });
 
-  it('a domain: its metadata proves it was being made, so the next apply finishes its record and prune can undefine it', async () => {
+  it('a domain: the uuid recorded first proves it was being made, so the next apply finishes its record and prune can undefine it', async () => {
     const sb = await sandbox('kill-dom', { libvirt: lv });
     boxes.push(sb);
     await sb.yaml('version: 1\nimages:\n  root: { path: $DIR/root.qcow2, size: 16M }\nvms:\n  killed-dom:\n    create: { memory: 128M, vcpus: 1 }\n    disks: [{ image: root }]\n');
     expect((await crash(sb, 'domain-defined')).signal).toBe('SIGKILL');
     const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
-    expect(inv['domain:killed-dom']).toMatchObject({ status: 'building', uuid: '' });
+    expect(inv['domain:killed-dom']).toMatchObject({ status: 'building' });
+    expect((await virsh(lv, 'domuuid', 'killed-dom')).trim()).toBe(inv['domain:killed-dom'].uuid);
     const plan = await sb.run('plan');
     expect(plan.stdout).toMatch(/~ vms\.killed-dom\s+update\s+state incomplete \(an apply was interrupted\) -> complete/);
     expect((await sb.run('apply')).code).toBe(0);

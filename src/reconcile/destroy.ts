@@ -5,7 +5,8 @@
 // the files still declare with protect: true is never destroyed (Terraform's prevent_destroy).
 import { recordKey } from './inventory.js';
 import type { DesiredState } from './model.js';
-import { orphanId, type Plan } from './plan.js';
+import { makeResolver } from './paths.js';
+import { orphanKey, type Plan } from './plan.js';
 
 /**
  * The state with no object declared, keeping what says where the inventory's objects live (the
@@ -16,19 +17,26 @@ export function nothingDeclared(state: DesiredState): DesiredState {
   return { connection: state.connection, files: state.files, pools: {}, images: {}, vms: {}, backups: {} };
 }
 
-/** Refuses the destroy plan's deletes of images the files declare with protect: true. */
+/**
+ * Refuses the destroy plan's deletes of images the files declare with protect: true: by
+ * inventory key, and for image files by what the paths resolve to, so another spelling of
+ * the path (a symlinked directory, a followed symlink) protects the file as well.
+ */
 export function refuseProtected(plan: Plan, declared: DesiredState): void {
+  const resolve = makeResolver();
+  const deletes = plan.actions.filter((a) => a.kind === 'delete' && a.destructive);
   for (const spec of Object.values(declared.images)) {
     if (!spec.protect) continue;
-    const key =
-      spec.location.kind === 'path'
-        ? recordKey({ type: 'image', path: spec.location.path })
-        : recordKey({ type: 'volume', pool: spec.location.pool, volume: spec.location.volume });
-    const a = plan.actions.find((x) => x.id === orphanId(key) && x.kind === 'delete' && x.destructive);
-    if (a)
+    const loc = spec.location;
+    const hit = deletes.find((a) => {
+      const key = orphanKey(a.id);
+      if (loc.kind === 'pool') return key === recordKey({ type: 'volume', pool: loc.pool, volume: loc.volume });
+      return key.startsWith('image:') && (key === recordKey({ type: 'image', path: loc.path }) || resolve(key.slice('image:'.length)) === resolve(loc.path));
+    });
+    if (hit)
       plan.refusals.push({
         id: `images.${spec.name}`,
-        message: `${spec.origin}: images.${spec.name} has protect: true, so destroy never deletes it; remove protect: true (or the image) from the YAML first`,
+        message: `${spec.origin}: images.${spec.name} has protect: true, so destroy never deletes it (${hit.id}); remove protect: true (or the image) from the YAML first`,
       });
   }
 }

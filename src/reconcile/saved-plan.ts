@@ -124,8 +124,19 @@ export function checkStateDir(saved: SavedPlan, stateDir: string, file: string):
   }
 }
 
-const essence = (a: Pick<SavedAction, 'id' | 'kind' | 'destructive' | 'dependsOn' | 'digest'>) =>
-  JSON.stringify({ id: a.id, kind: a.kind, destructive: a.destructive, dependsOn: a.dependsOn, digest: a.digest });
+// Everything a person reviewed (reason, code, per-field changes) as well as what runs (digest).
+const essence = (a: SavedAction) =>
+  JSON.stringify({
+    id: a.id,
+    resource: a.resource,
+    kind: a.kind,
+    code: a.code,
+    reason: a.reason,
+    destructive: a.destructive,
+    changes: a.changes,
+    dependsOn: a.dependsOn,
+    digest: a.digest,
+  });
 
 /** Refuses unless the recomputed plan is the saved one: same observations, same operations. */
 export function checkSameAsFresh(saved: SavedPlan, freshPlan: Plan, file: string): void {

@@ -141,13 +141,25 @@ export function ownershipXml(o: Ownership): string {
   return buildXml({ storage: { created: o.created ? '' : undefined, disk: o.disks.map((t) => ({ '@target': t })) } });
 }
 
-export function domainXml(d: { name: string; virtType: string; arch: string; memory: number; vcpus: number; disks: DiskDevice[]; ownership: Ownership }): string {
+/** A new domain as reconcile defines it (its uuid chosen by the caller, so it can be recorded first). */
+export interface DomainDefinition {
+  name: string;
+  virtType: string;
+  arch: string;
+  memory: number;
+  vcpus: number;
+  disks: DiskDevice[];
+  ownership: Ownership;
+}
+
+export function domainXml(d: DomainDefinition & { uuid?: string }): string {
   // No <cpu>: libvirt's default model for the virt type (never host-passthrough, which
   // aborts under nested virtualisation). ACPI for disk hot-plug on the PCI bus.
   return buildXml({
     domain: {
       '@type': d.virtType,
       name: d.name,
+      uuid: d.uuid,
       metadata: {
         'vr:storage': {
           '@xmlns:vr': METADATA_URI,

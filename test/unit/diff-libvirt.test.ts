@@ -170,10 +170,10 @@ describe('pool diff', () => {
       want: [/^refused pools\.p: .*path \/vr-test\/p -> \/vr-test\/q/],
     },
     {
-      reason: "an interrupted define cannot be told from someone else's pool: never ours",
+      reason: "a pool under the name of an interrupted define, without the uuid recorded for it, is someone else's: never ours",
       yaml: P,
       pools: [empty],
-      inventory: [poolRecord('p', { status: 'building', uuid: undefined })],
+      inventory: [poolRecord('p', { status: 'building', uuid: 'the-one-reconcile-chose' })],
       want: ['no-op pools.p in-sync-adopted'],
       notes: [/an apply was killed while defining it/],
     },
@@ -211,12 +211,20 @@ describe('pool diff', () => {
       want: ['delete inventory:pool:p not-ours'],
     },
     {
-      reason: 'a pool left building by a killed apply is forgotten, never undefined',
+      reason: 'a pool left building by a killed apply, under another uuid, is forgotten, never undefined',
       yaml: 'version: 1\n',
       pools: [empty],
-      inventory: [poolRecord('p', { status: 'building', uuid: undefined })],
+      inventory: [poolRecord('p', { status: 'building', uuid: 'the-one-reconcile-chose' })],
       prune: true,
       want: ['delete inventory:pool:p not-ours'],
+    },
+    {
+      reason: "a pool left building by a killed apply, with the uuid recorded for it, is reconcile's: in sync, and pruned",
+      yaml: 'version: 1\n',
+      pools: [empty],
+      inventory: [poolRecord('p', { status: 'building' })],
+      prune: true,
+      want: ['delete inventory:pool:p left-yaml destructive'],
     },
   ])('$reason', check);
 
@@ -279,11 +287,11 @@ describe('domain diff', () => {
       want: ['no-op images.root in-sync-adopted', /^refused vms\.web: .*holds \/vr-test\/other\.qcow2, which reconcile did not attach/],
     },
     {
-      reason: 'an interrupted define (metadata says ours, record building) is finished',
+      reason: 'an interrupted define (the domain has the uuid recorded before it) is finished',
       yaml: VM('[{ image: root }]'),
       files: [file],
       domains: [domain('web', { persistent: [disk('vda', IMG)], ownership: { created: true, disks: ['vda'] } })],
-      inventory: [domainRecord('web', { uuid: '', status: 'building' })],
+      inventory: [domainRecord('web', { status: 'building' })],
       want: ['no-op images.root in-sync-adopted', 'update vms.web interrupted'],
     },
     {

@@ -5,7 +5,7 @@
 // whatever it cannot take live.
 import { DRIVER } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
-import { domainXml, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership } from '../../tools/libvirt-domain.js';
+import type { DiskDevice, DomainCapabilities, ObservedDomain, Ownership } from '../../tools/libvirt-domain.js';
 import { VOL_FORMAT, type ObservedVolume } from '../../tools/libvirt-volume.js';
 import { created, reasonOf } from '../common/decisions.js';
 import type { KvmAccess } from './kvm-access.js';
@@ -117,7 +117,7 @@ export function diffVms(input: {
         op: {
           type: 'domain.define',
           name: vm.name,
-          xml: domainXml({ name: vm.name, virtType: createVirtType, arch: cap?.arch ?? 'x86_64', memory: vm.create!.memory, vcpus: vm.create!.vcpus, disks: resolved, ownership }),
+          definition: { name: vm.name, virtType: createVirtType, arch: cap?.arch ?? 'x86_64', memory: vm.create!.memory, vcpus: vm.create!.vcpus, disks: resolved, ownership },
         },
       });
       continue;
@@ -193,7 +193,7 @@ export function diffVms(input: {
     // An apply killed between the define and its record: the domain carries reconcile's
     // metadata, so it is the one being made, and its record is finished now.
     const rec = input.inventory.objects[recordKey({ type: 'domain', name: vm.name })];
-    const finish = rec?.type === 'domain' && rec.status === 'building' && dom.ownership.created;
+    const finish = rec?.type === 'domain' && rec.status === 'building' && rec.uuid === dom.uuid;
     if (finish) changes.push({ field: 'state', from: 'incomplete (an apply was interrupted)', to: 'complete' });
     if (steps.length || ownershipChanged || finish) {
       out.actions.push({
@@ -236,7 +236,7 @@ export function diffVms(input: {
     if (dom && (dom.uuid !== rec.uuid || !dom.ownership.created)) {
       const reason =
         rec.status === 'building'
-          ? 'an apply was killed while defining it, so it cannot be told from a domain defined by someone else: forgotten, not undefined'
+          ? 'an apply was killed while defining it, and this domain is not the one it was making (another uuid): forgotten, not undefined'
           : 'redefined by someone else: forgotten, not undefined';
       out.actions.push({
         id,

@@ -4,7 +4,8 @@ import { failpoint } from '../../failpoint.js';
 import { recordKey, type DomainRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
-import { changeDisk, defineDomain, domainExists, domainUuid, setOwnership, undefineDomain } from '../../tools/libvirt-domain.js';
+import { randomUUID } from 'node:crypto';
+import { changeDisk, defineDomain, domainExists, domainUuid, domainXml, setOwnership, undefineDomain } from '../../tools/libvirt-domain.js';
 import type { DomainOp } from './ops.js';
 
 export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect> {
@@ -12,22 +13,23 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
   const v = ctx.virsh();
   switch (op.type) {
     case 'domain.define': {
-      // Being created, recorded first: the definition carries reconcile's metadata, so a
-      // domain found under this name after a kill -9 is recognisably the one being made.
       // `virsh define` redefines a domain of the same name: one defined since the plan is not ours to overwrite.
       if (await domainExists(v, op.name)) throw new Error(`domain ${op.name} was defined by someone else since the plan; it is left as it is`);
+      // Being created, recorded first with the uuid it will have (chosen here): a domain found
+      // under this name and uuid after a kill -9 is the one being made.
       const key = recordKey({ type: 'domain', name: op.name });
       const createdAt = new Date().toISOString();
-      await ctx.inventory.set(key, { type: 'domain', name: op.name, uuid: '', status: 'building', createdAt });
+      const uuid = randomUUID();
+      await ctx.inventory.set(key, { type: 'domain', name: op.name, uuid, status: 'building', createdAt });
       try {
-        await defineDomain(v, op.xml);
+        await defineDomain(v, domainXml({ ...op.definition, uuid }));
       } catch (e) {
         // Nothing was defined: the intent goes.
         await ctx.inventory.forget(key);
         throw e;
       }
       failpoint('domain-defined');
-      const rec: DomainRecord = { type: 'domain', name: op.name, uuid: await domainUuid(v, op.name), status: 'ready', createdAt };
+      const rec: DomainRecord = { type: 'domain', name: op.name, uuid, status: 'ready', createdAt };
       return { record: [key, rec] };
     }
     case 'domain.disks': {

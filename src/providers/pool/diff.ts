@@ -91,12 +91,12 @@ export function diffPools(input: {
     }
     const obs = found;
     const rec = inventory.objects[recordKey({ type: 'pool', name: spec.name })];
-    // Recorded as being defined, never finished: a kill -9 between the define and the
-    // record. A pool has nowhere to carry a mark of its maker, so it cannot be told from one
-    // someone else defined under the name: treated as not reconcile's (never pruned).
-    if (rec?.type === 'pool' && rec.status === 'building')
+    // Recorded as being defined (a kill -9 between the define and the record): the pool is
+    // the one being made only if it has the uuid reconcile chose for it; otherwise someone
+    // else defined one under the name, and it is never reconcile's (never pruned).
+    if (rec?.type === 'pool' && rec.status === 'building' && rec.uuid !== obs.uuid)
       out.notes.push(
-        `${id}: an apply was killed while defining it; reconcile cannot tell it from a pool someone else defined, so it treats it as not its own and will never prune it`,
+        `${id}: an apply was killed while defining it, and the pool under this name is not the one it was making (another uuid); it is not reconcile's and will never be pruned`,
       );
     const rebuild = definitionChanges(want, obs.definition);
     if (rebuild.length) {
@@ -146,7 +146,7 @@ export function diffPools(input: {
     if (changes.length) {
       out.actions.push({ id, resource: 'pool', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [], op });
     } else {
-      const ours = rec?.type === 'pool' && rec.status !== 'building';
+      const ours = rec?.type === 'pool' && (rec.status !== 'building' || rec.uuid === obs.uuid);
       out.actions.push(inSync('pool', id, ours, ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)'));
     }
   }
@@ -168,7 +168,8 @@ export function diffPools(input: {
       out.notes.push(`pool ${rec.name} left the YAML; \`apply --prune\` undefines it`);
       continue;
     }
-    if (obs === null || rec.status === 'building' || (rec.uuid && obs.uuid && rec.uuid !== obs.uuid)) {
+    const unfinished = rec.status === 'building' && rec.uuid !== obs?.uuid;
+    if (obs === null || unfinished || (rec.uuid && obs.uuid && rec.uuid !== obs.uuid)) {
       out.actions.push({
         id,
         resource: 'pool',
@@ -176,8 +177,8 @@ export function diffPools(input: {
         code: obs ? 'not-ours' : 'gone',
         reason: !obs
           ? 'already gone; forgotten from the inventory'
-          : rec.status === 'building'
-            ? 'an apply was killed while defining it, so it cannot be told from a pool defined by someone else: forgotten, not deleted'
+          : unfinished
+            ? 'an apply was killed while defining it, and this pool is not the one it was making (another uuid): forgotten, not deleted'
             : 'redefined by someone else: forgotten, not deleted',
         destructive: false,
         changes: [],

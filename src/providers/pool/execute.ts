@@ -1,5 +1,6 @@
 // Carries out pool actions through virsh: define/build/start, redefine and start/stop in
 // place, and undefine (a dir pool's directory removed only if empty: libvirt's rmdir).
+import { randomUUID } from 'node:crypto';
 import { failpoint } from '../../failpoint.js';
 import { recordKey, type PoolRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
@@ -20,15 +21,15 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         await undefinePool(v, op.name);
       }
       if (op.secret) await ensureSecret(v, op.secret.usage, op.secret.type, op.secret.file);
-      // Being created, recorded before libvirt knows the pool: a kill -9 between the define
-      // and the record below leaves a pool that cannot be told from someone else's, and the
-      // next plan treats it as not ours (see the pool diff), never as something to prune.
+      // Being created, recorded before libvirt knows the pool, with the uuid it will have
+      // (chosen here): a pool found under this name and uuid after a kill -9 is the one being made.
       const key = recordKey({ type: 'pool', name: op.name });
       const createdAt = new Date().toISOString();
       const before = ctx.inventory.get(key);
-      await ctx.inventory.set(key, { type: 'pool', name: op.name, status: 'building', createdAt });
+      const uuid = randomUUID();
+      await ctx.inventory.set(key, { type: 'pool', name: op.name, uuid, status: 'building', createdAt });
       try {
-        await definePool(v, op.name, op.definition);
+        await definePool(v, op.name, op.definition, uuid);
       } catch (e) {
         // Nothing was defined (the name may be someone else's by now): the intent goes.
         if (before) await ctx.inventory.set(key, before);
@@ -36,7 +37,7 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         throw e;
       }
       failpoint('pool-defined');
-      const rec: PoolRecord = { type: 'pool', name: op.name, uuid: (await readPool(v, op.name)).uuid, status: 'ready', createdAt };
+      const rec: PoolRecord = { type: 'pool', name: op.name, uuid, status: 'ready', createdAt };
       await ctx.inventory.set(key, rec);
       if (op.active) {
         await buildPool(v, op.name, op.definition.type);
