@@ -205,7 +205,7 @@ export function diffVms(input: {
         changes,
         dependsOn,
         reason: `${reasonOf(changes) || 'record disk ownership'}${dom.running && pending.length ? ' (running: pending restart for what cannot change live)' : ''}`,
-        op: { type: 'domain.disks', name: vm.name, running: dom.running, steps, ownership, ...(finish ? { record: true } : {}) },
+        op: { type: 'domain.disks', name: vm.name, uuid: dom.uuid, running: dom.running, steps, ownership, ...(finish ? { record: true } : {}) },
       });
     } else {
       out.actions.push({
@@ -264,7 +264,7 @@ export function diffVms(input: {
       changes: [],
       dependsOn: [],
       reason: dom ? `domain ${rec.name} left the YAML (undefined; its disks are not touched by this action)` : 'already gone; forgotten from the inventory',
-      op: { type: 'domain.undefine', name: rec.name, exists: !!dom, inventoryKey: key },
+      op: { type: 'domain.undefine', name: rec.name, uuid: dom?.uuid, exists: !!dom, inventoryKey: key },
     });
   }
   return out;

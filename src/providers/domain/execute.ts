@@ -33,6 +33,8 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
       return { record: [key, rec] };
     }
     case 'domain.disks': {
+      const now = await domainUuid(v, op.name).catch(() => undefined);
+      if (now !== op.uuid) throw new Error(`domain ${op.name} is no longer the one the plan saw (${now ? 'another uuid' : 'gone'}); nothing changed`);
       const pending: string[] = [];
       for (const step of op.steps) {
         const live = await changeDisk(v, op.name, step.verb, step.disk, op.running);
@@ -46,7 +48,15 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
       return { record: [key, { type: 'domain', name: op.name, uuid: await domainUuid(v, op.name), status: 'ready', createdAt: before?.createdAt ?? new Date().toISOString() }] };
     }
     case 'domain.undefine': {
-      if (op.exists) await undefineDomain(v, op.name);
+      if (op.exists) {
+        // Defined again by someone else since the plan (while a prompt waited, say): not ours.
+        const now = await domainUuid(v, op.name).catch(() => undefined);
+        if (now !== op.uuid) {
+          ctx.log(`${a.id}: not undefined: domain ${op.name} is no longer the one the plan saw (${now ? 'another uuid' : 'gone'}); forgotten`);
+          return { forget: op.inventoryKey };
+        }
+        await undefineDomain(v, op.name);
+      }
       return { forget: op.inventoryKey };
     }
   }

@@ -117,7 +117,16 @@ export function diffPools(input: {
         destructive: vols.length > 0,
         changes: rebuild,
         dependsOn: [],
-        op: { type: 'pool.replace', name: spec.name, definition: want, active: spec.active, autostart: spec.autostart, wasActive: obs.active, secret: secretFor(spec) },
+        op: {
+          type: 'pool.replace',
+          name: spec.name,
+          definition: want,
+          active: spec.active,
+          autostart: spec.autostart,
+          wasActive: obs.active,
+          uuid: obs.uuid,
+          secret: secretFor(spec),
+        },
       });
       continue;
     }
@@ -209,7 +218,7 @@ export function diffPools(input: {
       destructive: true,
       changes: [],
       dependsOn,
-      op: { type: 'pool.delete', name: rec.name, poolType: obs.definition.type, active: obs.active, exists: true, inventoryKey: key },
+      op: { type: 'pool.delete', name: rec.name, uuid: obs.uuid, poolType: obs.definition.type, active: obs.active, exists: true, inventoryKey: key },
     });
   }
   return out;

@@ -16,6 +16,7 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
     case 'pool.create':
     case 'pool.replace': {
       if (op.type === 'pool.replace') {
+        await stillThePool(ctx, op.name, op.uuid);
         // The old definition goes; its storage (files, LVs, device contents) stays untouched.
         if (op.wasActive) await stopPool(v, op.name);
         await undefinePool(v, op.name);
@@ -60,6 +61,12 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
     }
     case 'pool.delete': {
       if (op.exists) {
+        // Defined again by someone else since the plan (while a prompt waited, say): not ours.
+        const now = (await readPool(v, op.name).catch(() => undefined))?.uuid;
+        if (now !== op.uuid) {
+          ctx.log(`${a.id}: not deleted: the pool named ${op.name} is no longer the one the plan saw (${now ? 'another uuid' : 'gone'}); forgotten`);
+          return { forget: op.inventoryKey };
+        }
         if (op.active) await stopPool(v, op.name);
         // Only a dir pool's storage is removed, and libvirt does that with rmdir: a
         // directory still holding anything stays.
@@ -71,4 +78,10 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       return { forget: op.inventoryKey };
     }
   }
+}
+
+/** Throws unless the pool named is still the one the plan saw. */
+async function stillThePool(ctx: ExecContext, name: string, uuid: string | undefined): Promise<void> {
+  const now = (await readPool(ctx.virsh(), name).catch(() => undefined))?.uuid;
+  if (now !== uuid) throw new Error(`the pool named ${name} is no longer the one the plan saw (${now ? 'another uuid' : 'gone'}); nothing changed`);
 }

@@ -9,6 +9,8 @@ export type PoolOp =
       definition: PoolDefinition;
       active: boolean;
       autostart: boolean;
+      /** replace: the pool the plan saw (its uuid), the only one that may be undefined */
+      uuid?: string;
       /** replace: the old pool is stopped and undefined first */
       wasActive?: boolean;
       secret?: { usage: string; type: 'chap' | 'ceph'; file: string };
@@ -24,4 +26,5 @@ export type PoolOp =
       /** the pool's uuid: a redefinition must name it, or libvirt refuses it as another pool */
       uuid?: string;
     }
-  | { type: 'pool.delete'; name: string; poolType: string; active: boolean; exists: boolean; inventoryKey: string };
+  /** uuid: the pool the plan saw; deleted only if it is still that one */
+  | { type: 'pool.delete'; name: string; uuid?: string; poolType: string; active: boolean; exists: boolean; inventoryKey: string };
