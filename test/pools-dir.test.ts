@@ -342,3 +342,38 @@ describe('volume identity (second adversarial pass)', () => {
     expect(statSync(p('po/vbase.qcow2')).size).toBeGreaterThan(0);
   });
 });
+
+describe('a pool reconcile did not define', () => {
+  it('is left alone unless adopted; adopted, it keeps what its declaration does not set, and is never undefined', async () => {
+    const own = await sandbox('pool-theirs', { libvirt: lv });
+    try {
+      await execa('mkdir', ['-m', '0755', path.join(own.dir, 'theirs')]);
+      await virsh(lv, 'pool-define-as', 'theirs', 'dir', '--target', path.join(own.dir, 'theirs'));
+      await virsh(lv, 'pool-start', 'theirs');
+      const xml = await virsh(lv, 'pool-dumpxml', 'theirs');
+      await own.yaml('version: 1\npools:\n  theirs: { type: dir, path: $DIR/theirs, permissions: { mode: "0700" } }\nimages:\n  v: { pool: theirs, size: 4M }\n');
+      const refused = await own.run('apply');
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/pool theirs exists and reconcile did not define it, so it is left alone\. To manage it, add adopt: true to pools\.theirs/);
+      expect(refused.stderr).toMatch(/images\.v: .*pool theirs exists and reconcile did not define it/);
+      expect(await virsh(lv, 'pool-dumpxml', 'theirs')).toBe(xml);
+      expect((statSync(path.join(own.dir, 'theirs')).mode & 0o777).toString(8)).toBe('755');
+      expect((await virsh(lv, 'vol-list', 'theirs')).trim()).toBe('');
+
+      await own.yaml('version: 1\npools:\n  theirs: { type: dir, path: $DIR/theirs, adopt: true }\nimages:\n  v: { pool: theirs, size: 4M }\n');
+      const adopted = await own.run('apply');
+      expect(adopted.code, adopted.stderr).toBe(0);
+      expect(adopted.stdout).toMatch(/1 created/);
+      expect((await virsh(lv, 'pool-info', 'theirs')).replace(/\s+/g, ' ')).toMatch(/Autostart: no/);
+      await own.yaml('version: 1\n');
+      const destroyed = await own.run('destroy');
+      expect(destroyed.code, destroyed.stderr).toBe(0);
+      expect(await virsh(lv, 'pool-list', '--all', '--name')).toMatch(/theirs/);
+      expect((await virsh(lv, 'vol-list', 'theirs')).trim()).toBe('');
+    } finally {
+      await virsh(lv, 'pool-destroy', 'theirs').catch(() => undefined);
+      await virsh(lv, 'pool-undefine', 'theirs').catch(() => undefined);
+      await own.cleanup();
+    }
+  });
+});

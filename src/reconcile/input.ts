@@ -47,6 +47,7 @@ export interface PoolInput {
   permissions?: PermissionsInput;
   /** "90%" */
   capacityAlert?: string;
+  adopt?: boolean;
 }
 
 /** Taken as written: validate.ts checks which fields each pool type takes. */

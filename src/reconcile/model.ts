@@ -80,6 +80,10 @@ export interface PoolSpec {
   path?: string;
   autostart: boolean;
   active: boolean;
+  /** manage a pool reconcile did not define */
+  adopt: boolean;
+  /** the fields its declaration sets (an adopted pool is changed in these only, never by defaults) */
+  declared: string[];
   source: {
     host?: string;
     dir?: string;

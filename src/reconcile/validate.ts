@@ -286,6 +286,8 @@ function checkPool(c: Checker, name: string, raw: PoolInput): PoolSpec | undefin
     path: raw.path === undefined || !rules.needsPath ? raw.path : normalizePath(raw.path),
     autostart: raw.autostart ?? true,
     active: raw.active ?? true,
+    adopt: raw.adopt ?? false,
+    declared: Object.keys(raw),
     source: src,
     permissions: permissions(raw.permissions),
     capacityAlert: raw.capacityAlert === undefined ? undefined : Number(String(raw.capacityAlert).slice(0, -1)),

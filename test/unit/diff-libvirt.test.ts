@@ -16,7 +16,9 @@ function check(c: Row) {
 }
 
 const P = 'version: 1\npools:\n  p: { type: dir, path: /vr-test/p }\n';
-const vol = (decl: string) => `${P}images:\n  v: ${decl}\n`;
+/** The pool declared as adopted: volume cases are about volumes, in a pool reconcile did not define. */
+const PA = 'version: 1\npools:\n  p: { type: dir, path: /vr-test/p, adopt: true }\n';
+const vol = (decl: string) => `${PA}images:\n  v: ${decl}\n`;
 const v = volume('p', 'v.qcow2');
 const listed = pool('p', { path: '/vr-test/p', vols: { 'v.qcow2': v.path } });
 const empty = pool('p', { path: '/vr-test/p' });
@@ -118,7 +120,7 @@ describe('volume diff', () => {
     },
     {
       reason: 'without --prune a volume that left the YAML is noted',
-      yaml: P,
+      yaml: PA,
       pools: [listed],
       volumes: [v],
       inventory: [volumeRecord('v', v)],
@@ -127,7 +129,7 @@ describe('volume diff', () => {
     },
     {
       reason: 'with --prune our volume is deleted',
-      yaml: P,
+      yaml: PA,
       pools: [listed],
       volumes: [v],
       inventory: [volumeRecord('v', v)],
@@ -136,7 +138,7 @@ describe('volume diff', () => {
     },
     {
       reason: 'with --prune a volume that is not ours any more is forgotten',
-      yaml: P,
+      yaml: PA,
       pools: [listed],
       volumes: [{ ...v, key: '/other' }],
       inventory: [volumeRecord('v', v)],
@@ -174,8 +176,33 @@ describe('pool diff', () => {
       yaml: P,
       pools: [empty],
       inventory: [poolRecord('p', { status: 'building', uuid: 'the-one-reconcile-chose' })],
-      want: ['no-op pools.p in-sync-adopted'],
+      want: [/^refused pools\.p: .*exists and reconcile did not define it/],
       notes: [/an apply was killed while defining it/],
+    },
+    {
+      reason: 'an existing pool reconcile did not define is refused unless adopted',
+      yaml: P,
+      pools: [empty],
+      want: [/^refused pools\.p: .*exists and reconcile did not define it, so it is left alone\. To manage it, add adopt: true to pools\.p/],
+    },
+    {
+      reason: 'its volumes are left alone too',
+      yaml: `${P}images:\n  v: { pool: p, volume: v.qcow2, size: 1G }\n`,
+      pools: [empty],
+      volumes: [['p/v.qcow2', null]],
+      want: [/^refused pools\.p: /, /^refused images\.v: .*pool p exists and reconcile did not define it/],
+    },
+    {
+      reason: 'an adopted pool keeps its autostart and activity unless its declaration sets them',
+      yaml: PA,
+      pools: [{ ...empty, autostart: false, active: false, volumes: undefined }],
+      want: ['no-op pools.p in-sync-adopted'],
+    },
+    {
+      reason: 'an adopted pool is changed in what its declaration sets',
+      yaml: 'version: 1\npools:\n  p: { type: dir, path: /vr-test/p, adopt: true, autostart: true }\n',
+      pools: [{ ...empty, autostart: false }],
+      want: ['update pools.p drift'],
     },
     {
       reason: 'with --prune an empty pool of ours is undefined',

@@ -98,6 +98,17 @@ export function diffPools(input: {
       out.notes.push(
         `${id}: an apply was killed while defining it, and the pool under this name is not the one it was making (another uuid); it is not reconcile's and will never be pruned`,
       );
+    const ours = rec?.type === 'pool' && (rec.status !== 'building' || rec.uuid === obs.uuid);
+    // A pool reconcile did not define is managed only when the YAML adopts it.
+    if (!ours && !spec.adopt) {
+      out.refusals.push({
+        id,
+        message: `${spec.origin}: pool ${spec.name} exists and reconcile did not define it, so it is left alone. To manage it, add adopt: true to pools.${spec.name} (an adopted pool is changed only in what its own declaration sets, and never undefined); otherwise declare another pool name`,
+      });
+      continue;
+    }
+    // Of an adopted pool, only what its declaration sets (autostart and active have defaults).
+    const mine = (field: string) => ours || spec.declared.includes(field);
     const rebuild = definitionChanges(want, obs.definition);
     if (rebuild.length) {
       const vols = obs.volumes ? [...obs.volumes.keys()] : [];
@@ -141,21 +152,20 @@ export function diffPools(input: {
       op.uuid = obs.uuid;
       if (spec.type === 'dir' || spec.type === 'fs' || spec.type === 'netfs') op.chmod = { path: want.path!, permissions: perm! };
     }
-    if (spec.active && !obs.active) {
+    if (mine('active') && spec.active && !obs.active) {
       changes.push({ field: 'state', from: 'inactive', to: 'active' });
       op.start = true;
-    } else if (!spec.active && obs.active) {
+    } else if (mine('active') && !spec.active && obs.active) {
       changes.push({ field: 'state', from: 'active', to: 'inactive' });
       op.stop = true;
     }
-    if (spec.autostart !== obs.autostart) {
+    if (mine('autostart') && spec.autostart !== obs.autostart) {
       changes.push({ field: 'autostart', from: String(obs.autostart), to: String(spec.autostart) });
       op.autostart = spec.autostart;
     }
     if (changes.length) {
       out.actions.push({ id, resource: 'pool', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [], op });
     } else {
-      const ours = rec?.type === 'pool' && (rec.status !== 'building' || rec.uuid === obs.uuid);
       out.actions.push(inSync('pool', id, ours, ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)'));
     }
   }

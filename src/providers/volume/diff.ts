@@ -65,6 +65,13 @@ export function diffVolumes(input: {
     const poolObs = poolFound === undefined ? undefined : poolFound.exists ? poolFound : null;
     const fileBased = FILE_POOLS.includes(poolSpec.type);
     const poolPending = poolObs === null;
+    // A pool reconcile did not define, and the YAML does not adopt, is left alone: so are its volumes.
+    const poolRec = inventory.objects[recordKey({ type: 'pool', name: pool })];
+    const poolOurs = poolRec?.type === 'pool' && (poolRec.status !== 'building' || poolRec.uuid === poolObs?.uuid);
+    if (poolObs && !poolOurs && !poolSpec.adopt) {
+      refuse(id, `${spec.origin}: pool ${pool} exists and reconcile did not define it (see pools.${pool}); add adopt: true to pools.${pool} to manage volumes in it`);
+      continue;
+    }
     if (poolObs && !poolObs.active && !poolSpec.active) {
       refuse(id, `${spec.origin}: pool ${pool} is inactive (active: false), so its volumes cannot be reconciled`);
       continue;
