@@ -182,3 +182,35 @@ describe('an adopted domain', () => {
     expect(await virsh(lv, 'domstate', 'legacy')).toBe('shut off');
   });
 });
+
+describe('an image a domain uses as a disk', () => {
+  it('is never pruned under a domain that keeps it; detached first when the declared VM lets it go', async () => {
+    const own = await sandbox('vms-in-use', { libvirt: lv });
+    extra.push(own);
+    await chmod(own.dir, 0o755);
+    // Someone's own domain, which the YAML then gives a disk.
+    await virsh(lv, 'define', await own.yaml("<domain type='qemu'><name>udom</name><memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>\n", 'udom.xml'));
+    const img = 'images:\n  data: { path: $DIR/data.qcow2, size: 8M }\n';
+    await own.yaml(`version: 1\n${img}vms:\n  udom:\n    disks: [{ image: data }]\n`);
+    expect((await own.run('apply')).code).toBe(0);
+    expect(await virsh(lv, 'domblklist', 'udom')).toContain(path.join(own.dir, 'data.qcow2'));
+
+    // The VM leaves the YAML with its image: the domain is not reconcile's, so it keeps the disk.
+    await own.yaml('version: 1\n');
+    const refused = await own.run('apply', '--prune');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/data\.qcow2 \(was images\.data\) left the YAML, but domain udom still has it as a disk; it is not deleted under a domain/);
+    expect((await qemuImg('info', path.join(own.dir, 'data.qcow2'))).length).toBeGreaterThan(0);
+    const destroy = await own.run('destroy');
+    expect(destroy.code).toBe(1);
+    expect(destroy.stderr).toMatch(/domain udom still has it as a disk/);
+
+    // The declared VM lets the disk go in the same plan: detached first, then deleted.
+    await own.yaml('version: 1\nvms:\n  udom:\n    disks: []\n');
+    const both = await own.run('apply', '--prune');
+    expect(both.code, both.stderr).toBe(0);
+    expect(both.stdout.indexOf('vms.udom: updated')).toBeLessThan(both.stdout.indexOf('data.qcow2: deleting'));
+    expect(await virsh(lv, 'domblklist', 'udom')).not.toContain('data.qcow2');
+    await virsh(lv, 'undefine', 'udom');
+  });
+});

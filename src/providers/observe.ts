@@ -8,7 +8,16 @@ import { observeImages, type ObservedImage } from './image/observe.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../tools/libvirt-volume.js';
 import { cacheable, fileSignature, type StatCache } from './common/stat-cache.js';
-import { capabilitiesCommand, domainReadCommands, parseCapabilities, parseDomainReads, type DomainCapabilities, type ObservedDomain } from '../tools/libvirt-domain.js';
+import {
+  allDomainDisks,
+  capabilitiesCommand,
+  type DiskDevice,
+  domainReadCommands,
+  parseCapabilities,
+  parseDomainReads,
+  type DomainCapabilities,
+  type ObservedDomain,
+} from '../tools/libvirt-domain.js';
 import { domcapsCacheKey, domcapsSignature } from './domain/domcaps-signature.js';
 import { kvmAccess, type KvmAccess } from './domain/kvm-access.js';
 import type { Virsh } from '../tools/virsh.js';
@@ -54,6 +63,8 @@ export interface Observation {
   connection?: string;
   /** backup schedules: when each last succeeded (from the state directory's records), if asked */
   backupSuccess?: Record<string, string>;
+  /** if asked: the domains (any, declared or not) that have each file or volume as a disk, keyed by path or "pool/volume" */
+  diskUsers?: Map<string, string[]>;
 }
 
 /** Every object observed, keyed "<what>:<name>": what a saved plan must find unchanged. */
@@ -81,6 +92,8 @@ export interface Targets {
   identities: string[];
   /** the record of backup runs */
   backupRuns?: boolean;
+  /** which domains use which files and volumes as disks (before anything is pruned) */
+  diskUsers?: boolean;
 }
 
 export function mergeTargets(parts: Partial<Targets>[]): Targets {
@@ -106,6 +119,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
     domains: [...domains].sort(),
     identities: [...identities].sort(),
     backupRuns: parts.some((t) => t.backupRuns),
+    diskUsers: parts.some((t) => t.diskUsers),
   };
 }
 
@@ -115,7 +129,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
  */
 export async function observe(targets: Targets, opts: { stateDir: string; virsh: () => Virsh; cache?: StatCache }): Promise<Observation> {
   const obs: RawObservation = { files: new Map(), pools: new Map(), volumes: new Map(), domains: new Map(), caps: new Map(), errors: new Map(), identities: new Map() };
-  const needsLibvirt = targets.pools.length || targets.volumes.length || targets.domains.length;
+  const needsLibvirt = targets.pools.length || targets.volumes.length || targets.domains.length || targets.diskUsers;
   const virsh = needsLibvirt ? opts.virsh() : undefined;
   const libvirtTargets: LibvirtTargets = { pools: targets.pools, volumes: targets.volumes, domains: targets.domains, virtTypes: [] };
   // New domains are kvm only where the QEMU user can open /dev/kvm; one virt type's
@@ -129,9 +143,10 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
   const [, , libvirt] = await Promise.all([
     observeMore(obs.files, targets.files, opts.cache, obs.errors),
     Promise.all(targets.identities.map(async (p) => obs.identities.set(p, (await lstatIdentity(p)) ?? null))),
-    virsh ? observeLibvirt(virsh, libvirtTargets, opts.cache) : undefined,
+    virsh && (targets.pools.length || targets.volumes.length || targets.domains.length) ? observeLibvirt(virsh, libvirtTargets, opts.cache) : undefined,
   ]);
   if (libvirt) Object.assign(obs, libvirt, { connection: virsh!.uri });
+  if (virsh && targets.diskUsers) obs.diskUsers = diskUsers(await allDomainDisks(virsh));
   const headers = targets.volumes
     .filter((v) => v.header)
     .map((v) => obs.volumes.get(`${v.pool}/${v.name}`))
@@ -139,6 +154,17 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     .map((v) => v.path);
   await observeMore(obs.files, headers, opts.cache, obs.errors);
   return { ...obs, files: explicit(obs.files), pools: explicit(obs.pools), volumes: explicit(obs.volumes), domains: explicit(obs.domains) };
+}
+
+function diskUsers(disks: { domain: string; disk: DiskDevice }[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const { domain, disk } of disks) {
+    const key = disk.type === 'volume' ? `${disk.source.pool}/${disk.source.volume}` : (disk.source.file ?? disk.source.dev);
+    if (!key) continue;
+    const users = out.get(key) ?? [];
+    if (!users.includes(domain)) out.set(key, [...users, domain]);
+  }
+  return out;
 }
 
 /** As the readers return it: null for absent. */

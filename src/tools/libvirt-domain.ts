@@ -204,6 +204,23 @@ export async function setOwnership(v: Virsh, domain: string, o: Ownership, runni
   if (running) await v.exec([...args.slice(0, -1), '--live']).catch(() => undefined);
 }
 
+/** Every disk of every domain, running or not, in its persistent and (if running) live definition. */
+export async function allDomainDisks(v: Virsh): Promise<{ domain: string; disk: DiskDevice }[]> {
+  const [names] = await v.batch([['list', '--all', '--name']]);
+  const all = (names ?? '')
+    .split('\n')
+    .map((n) => n.trim())
+    .filter(Boolean);
+  if (!all.length) return [];
+  const xmls = await v.batch(
+    all.flatMap((n) => [
+      ['dumpxml', '--inactive', n],
+      ['dumpxml', n],
+    ]),
+  );
+  return all.flatMap((domain, i) => [xmls[2 * i], xmls[2 * i + 1]].flatMap((xml) => (xml ? parseDisks(parseXml(xml).domain).map((disk) => ({ domain, disk })) : [])));
+}
+
 /** The disks of every running domain, declared or not: two batched virsh processes (names, then all their XML). */
 export async function runningDomainDisks(v: Virsh): Promise<DiskDevice[]> {
   const [names] = await v.batch([['list', '--name', '--state-running']]);

@@ -8,6 +8,7 @@ import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
 import type { ImageOp } from './ops.js';
+import type { DiskUse } from '../common/disk-users.js';
 import type { Observed } from '../observe.js';
 import { inSync, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
@@ -27,6 +28,8 @@ export interface ImageDiffInput {
   interrupted?: Set<string>;
   /** image records the YAML no longer declares (inventory minus desired) */
   orphans: [string, InventoryRecord][];
+  /** which domains use a file as a disk, and what a delete of it must wait for */
+  diskUse: (path: string) => DiskUse;
   /** paths that could not be observed, with why */
   errors: Map<string, string>;
 }
@@ -418,6 +421,14 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       refuse(id, `${rec.path} (was images.${rec.name}) left the YAML, but ${overlays.join(', ')} still use it as backing file; it is not pruned`);
       continue;
     }
+    const use = input.diskUse(rec.path);
+    if (use.blocking.length) {
+      refuse(
+        id,
+        `${rec.path} (was images.${rec.name}) left the YAML, but domain ${use.blocking.join(', ')} still ${use.blocking.length > 1 ? 'have' : 'has'} it as a disk; it is not deleted under a domain (detach it, or undefine the domain, first)`,
+      );
+      continue;
+    }
     out.actions.push({
       id,
       resource: 'image',
@@ -426,7 +437,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${obs.driver === 'vpc' ? 'vhd' : obs.driver})`,
       destructive: true,
       changes: [],
-      dependsOn: [],
+      dependsOn: use.after,
       // The extents recorded at creation, not those the descriptor names now (it may have been edited to name any file).
       op: {
         type: 'image.delete',

@@ -1,5 +1,6 @@
 // Image files at a path (kind "image"): registered in providers/registry.ts.
 import type { Kind } from '../../reconcile/kind.js';
+import { diskUse } from '../common/disk-users.js';
 import { imagePathResolver, overlaysResolver } from '../common/image-paths.js';
 import { diffImages } from './diff.js';
 import { interruptedPublishes, pendingExtentPaths } from './interrupted.js';
@@ -17,8 +18,15 @@ export const imageKind: Kind = {
       if (spec.source.kind === 'file') files.push(spec.source.file);
       if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
     }
-    for (const rec of Object.values(inventory.objects)) if (rec.type === 'image') files.push(rec.path);
-    return { files, identities: pendingExtentPaths(inventory) };
+    const declared = new Set(files);
+    let orphaned = false;
+    for (const rec of Object.values(inventory.objects)) {
+      if (rec.type !== 'image') continue;
+      files.push(rec.path);
+      orphaned ||= !declared.has(rec.path);
+    }
+    // An image that may be pruned: which domains use it as a disk is looked at too.
+    return { files, identities: pendingExtentPaths(inventory), diskUsers: orphaned };
   },
   declared: (state) => Object.values(state.images).flatMap((s) => (s.location.kind === 'path' ? [{ type: 'image' as const, path: s.location.path }] : [])),
   diff: (i) =>
@@ -32,6 +40,7 @@ export const imageKind: Kind = {
       overlaysOf: overlaysResolver(i.state, i.observed.files, i.observed.volumes),
       interrupted: interruptedPublishes(i.inventory, i.observed.files, i.observed.identities),
       orphans: i.orphans,
+      diskUse: (p) => diskUse(p, undefined, i),
       errors: i.observed.errors,
     }),
   execute: executeImage,

@@ -2,6 +2,7 @@
 // (grow in place, refuse shrink, replace only with --allow-replace, never touch protect:
 // true), expressed through what libvirt's volume API can do.
 import { imagePathResolver } from '../common/image-paths.js';
+import type { DiskUse } from '../common/disk-users.js';
 import { ABSENT, type Observed } from '../observe.js';
 import { sizeTolerance } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
@@ -38,6 +39,8 @@ export function diffVolumes(input: {
   overlaysOf: (path: string) => string[];
   /** volume records the YAML no longer declares (inventory minus desired) */
   orphans: [string, InventoryRecord][];
+  /** which domains use a volume (by pool/name, or its path) as a disk, and what a delete of it must wait for */
+  diskUse: (key: string, path: string | undefined) => DiskUse;
   /** paths that could not be observed, with why */
   errors: Map<string, string>;
 }): VolumeDiff {
@@ -367,6 +370,14 @@ export function diffVolumes(input: {
       refuse(id, `volume ${rec.volume} in pool ${rec.pool} (was images.${rec.name}) left the YAML, but ${overlays.join(', ')} still use it as backing file; it is not pruned`);
       continue;
     }
+    const use = forget ? { blocking: [], after: [] } : input.diskUse(volumeKey(rec.pool, rec.volume), obs?.path);
+    if (use.blocking.length) {
+      refuse(
+        id,
+        `volume ${rec.volume} in pool ${rec.pool} (was images.${rec.name}) left the YAML, but domain ${use.blocking.join(', ')} still ${use.blocking.length > 1 ? 'have' : 'has'} it as a disk; it is not deleted under a domain (detach it, or undefine the domain, first)`,
+      );
+      continue;
+    }
     out.actions.push({
       id,
       resource: 'volume',
@@ -374,7 +385,7 @@ export function diffVolumes(input: {
       code: !obs ? 'gone' : forget ? 'not-ours' : 'left-yaml',
       destructive: !forget,
       changes: [],
-      dependsOn: [],
+      dependsOn: use.after,
       reason: !obs
         ? 'already gone; forgotten from the inventory'
         : forget

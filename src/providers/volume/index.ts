@@ -1,6 +1,7 @@
 // Images declared in a libvirt pool (kind "volume"): registered in providers/registry.ts.
 import type { Kind } from '../../reconcile/kind.js';
 import { FILE_POOLS } from '../../reconcile/model.js';
+import { diskUse } from '../common/disk-users.js';
 import { overlaysResolver } from '../common/image-paths.js';
 import { diffVolumes } from './diff.js';
 import { executeVolume } from './execute.js';
@@ -26,12 +27,16 @@ export const volumeKind: Kind = {
       if (spec.source.kind === 'file') files.push(spec.source.file);
       if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
     }
+    const declared = new Set(volumes.map((v) => `${v.pool}/${v.name}`));
+    let orphaned = false;
     for (const rec of Object.values(inventory.objects)) {
       if (rec.type !== 'volume') continue;
       pools.push(rec.pool);
       volumes.push({ pool: rec.pool, name: rec.volume });
+      orphaned ||= !declared.has(`${rec.pool}/${rec.volume}`);
     }
-    return { pools, volumes, files };
+    // A volume that may be pruned: which domains use it as a disk is looked at too.
+    return { pools, volumes, files, diskUsers: orphaned };
   },
   declared: (state) =>
     Object.values(state.images).flatMap((s) => (s.location.kind === 'pool' ? [{ type: 'volume' as const, pool: s.location.pool, volume: s.location.volume }] : [])),
@@ -46,6 +51,7 @@ export const volumeKind: Kind = {
       prune: i.prune,
       overlaysOf: overlaysResolver(i.state, i.observed.files, i.observed.volumes),
       orphans: i.orphans,
+      diskUse: (key, path) => diskUse(key, path, i),
       errors: i.observed.errors,
     }),
   execute: executeVolume,
