@@ -117,6 +117,27 @@ images:
   });
 });
 
+describe('destroy after a crash in the middle of a publish', () => {
+  it('removes the extents a killed build renamed in and its build directory; a later apply builds again', async () => {
+    const sb = await sandbox('crash-destroy');
+    boxes.push(sb);
+    await sb.yaml('version: 1\nimages:\n  vm: { path: $DIR/vm.vmdk, format: vmdk, size: 8M, vmdk: { subformat: twoGbMaxExtentFlat } }\n');
+    const crashed = await execa('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], {
+      reject: false,
+      env: { VIRT_RECONCILE_FAILPOINT: 'image-extents-published' },
+    });
+    expect(crashed.signal).toBe('SIGKILL');
+    expect(existsSync(path.join(sb.dir, 'vm-f001.vmdk'))).toBe(true);
+    expect(existsSync(path.join(sb.dir, 'vm.vmdk'))).toBe(false);
+    const destroyed = await sb.run('destroy');
+    expect(destroyed.code, destroyed.stdout + destroyed.stderr).toBe(0);
+    expect((await readdir(sb.dir)).filter((n) => n.startsWith('vm') || n.includes('.reconcile-'))).toEqual([]);
+    const again = await sb.run('apply');
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(existsSync(path.join(sb.dir, 'vm.vmdk'))).toBe(true);
+  });
+});
+
 describe('Ctrl-C during apply', () => {
   it('cancels the conversion in flight (no orphaned qemu-img, no temp files), starts nothing more, releases the lock and says what was done', async () => {
     const sb = await sandbox('sigint');

@@ -397,7 +397,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         destructive: false,
         changes: [],
         dependsOn: [],
-        op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false },
+        op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], pendingExtents: stored.pending?.extents ?? [], inventoryKey: key, exists: false },
       });
       continue;
     }
@@ -412,7 +412,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         destructive: false,
         changes: [],
         dependsOn: [],
-        op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], inventoryKey: key, exists: false },
+        op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], pendingExtents: stored.pending?.extents ?? [], inventoryKey: key, exists: false },
       });
       continue;
     }
@@ -444,6 +444,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         path: rec.path,
         identity: { ino: rec.ino, dev: rec.dev, birth: rec.birth },
         extents: extentRecords(rec.extents),
+        pendingExtents: stored.pending?.extents ?? [],
         inventoryKey: key,
         exists: true,
       },

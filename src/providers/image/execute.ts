@@ -79,6 +79,9 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
         for (const f of await deleteImage(op.path, op.identity, op.extents))
           ctx.log(`${a.id}: kept ${f}: not the file reconcile made (another file took its place since the plan)`);
       }
+      // What a killed build left: its private build directory, and extents renamed in before the kill.
+      for (const stale of await removeStaleBuilds(op.path)) ctx.log(`${a.id}: removed ${stale}, left by an interrupted apply`);
+      await removeIfSame((op.pendingExtents ?? []).filter((e) => e.path !== op.path));
       return { forget: op.inventoryKey };
     }
   }

@@ -27,4 +27,13 @@ export type ImageOp =
       resize?: { size: number; preallocation?: string; encryption?: { passphraseFile: string } };
       permissions?: Permissions;
     }
-  | { type: 'image.delete'; path: string; identity: FileIdentity; extents: ExtentRecord[]; inventoryKey: string; exists: boolean };
+  | {
+      type: 'image.delete';
+      path: string;
+      identity: FileIdentity;
+      extents: ExtentRecord[];
+      /** extents of a publish a kill interrupted (renamed in, descriptor not): removed if still those files */
+      pendingExtents?: ExtentRecord[];
+      inventoryKey: string;
+      exists: boolean;
+    };
