@@ -2,7 +2,7 @@
 // pool or domain reconcile made and define their own under the same name. Deletes and changes
 // act on the object the plan saw (its uuid), never on whatever now carries the name.
 import { randomUUID } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
@@ -11,7 +11,7 @@ import { executePool } from '../src/providers/pool/execute.js';
 import type { ExecContext } from '../src/reconcile/kind.js';
 import type { Action, Operation } from '../src/reconcile/plan.js';
 import { connect } from '../src/tools/virsh.js';
-import { sandbox, virsh, type Sandbox } from './helpers.js';
+import { cli, sandbox, virsh, type Sandbox } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
@@ -89,3 +89,31 @@ describe('acting on the object the plan saw', () => {
     await virsh(lv, 'undefine', 'swapped-dom');
   });
 });
+
+describe('another libvirt connection', () => {
+  it('objects recorded under one connection are never forgotten or pruned from another', async () => {
+    const other = await startPrivateLibvirtd();
+    const own = await sandbox('recheck-uri', { libvirt: lv });
+    try {
+      await own.yaml('version: 1\npools:\n  here: { type: dir, path: $DIR/here }\nimages:\n  v: { pool: here, size: 4M }\n');
+      expect((await own.run('apply')).code).toBe(0);
+      const before = await readFile(path.join(own.stateDir, 'inventory.json'), 'utf8');
+      // The same files and state directory, but pointed at another daemon.
+      const wrong = await cli(['destroy', '-f', path.join(own.dir, 'storage.yaml'), '--state-dir', own.stateDir, '--connect', other.uri], {}, other.nsenter);
+      expect(wrong.code).toBe(1);
+      expect(wrong.stderr).toMatch(new RegExp(`inventory:pool:here: recorded as made through ${escape(lv.uri)}, but this run is connected to ${escape(other.uri)}`));
+      expect(await readFile(path.join(own.stateDir, 'inventory.json'), 'utf8')).toBe(before);
+      expect(await virsh(lv, 'pool-list', '--all', '--name')).toMatch(/here/);
+      const right = await own.run('destroy');
+      expect(right.code, right.stderr).toBe(0);
+      expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/here/);
+    } finally {
+      await other.stop();
+      await own.cleanup();
+    }
+  });
+});
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

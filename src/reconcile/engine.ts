@@ -5,10 +5,10 @@ import { observe, observedObjects, mergeTargets, type Observation } from '../pro
 import type { StatCache } from '../providers/common/stat-cache.js';
 import { KINDS } from '../providers/registry.js';
 import type { Virsh } from '../tools/virsh.js';
-import { orphans, readInventory, type Inventory } from './inventory.js';
+import { orphans, readInventory, type Inventory, type InventoryRecord } from './inventory.js';
 import type { Kind, KindDiff } from './kind.js';
 import type { DesiredState } from './model.js';
-import { observationHash, type Action, type Plan, type Resource } from './plan.js';
+import { observationHash, orphanId, type Action, type Plan, type Resource } from './plan.js';
 
 export interface PlanOptions {
   stateDir: string;
@@ -68,11 +68,21 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
  * order.
  */
 export function diffAll(state: DesiredState, obs: Observation, inventory: Inventory, flags: { allowReplace: boolean; prune: boolean }) {
-  // Prune is one set difference: the inventory minus what the YAML declares.
-  const gone = orphans(
+  // Prune is one set difference: the inventory minus what the YAML declares. An object
+  // recorded under another libvirt connection than this run's is not looked at here: it is
+  // neither forgotten as "gone" nor deleted, and a prune of it is refused.
+  const elsewhere = (r: InventoryRecord) => 'uri' in r && r.uri !== undefined && obs.connection !== undefined && r.uri !== obs.connection;
+  const all = orphans(
     inventory,
     KINDS.flatMap((k) => k.declared(state)),
   );
+  const gone = all.filter(([, r]) => !elsewhere(r));
+  const away = all
+    .filter(([, r]) => elsewhere(r))
+    .map(([k, r]) => ({
+      id: orphanId(k),
+      message: `recorded as made through ${(r as { uri: string }).uri}, but this run is connected to ${obs.connection}: pass --connect ${(r as { uri: string }).uri} (or the YAML's connection) to prune it`,
+    }));
   const diffs = new Map<Resource, KindDiff>();
   const earlier: Action[] = [];
   for (const kind of diffOrder(KINDS)) {
@@ -81,7 +91,7 @@ export function diffAll(state: DesiredState, obs: Observation, inventory: Invent
     earlier.push(...d.actions);
   }
   const listed = KINDS.map((k) => diffs.get(k.resource)!);
-  const refusals = listed.flatMap((d) => d.refusals);
+  const refusals = [...(flags.prune ? away : []), ...listed.flatMap((d) => d.refusals)];
   // A path that could not be observed refuses the objects on it (each kind says so); one no
   // kind needed is still worth a note.
   const unneeded = [...obs.errors].filter(([p]) => !refusals.some((r) => r.message.includes(p))).map(([p, why]) => (why.includes(p) ? why : `cannot observe ${p}: ${why}`));
@@ -89,7 +99,7 @@ export function diffAll(state: DesiredState, obs: Observation, inventory: Invent
   return {
     actions: keepPendingDependencies([...earlier].sort(byDisplay)),
     refusals,
-    notes: [...unneeded, ...listed.flatMap((d) => d.notes)],
+    notes: [...unneeded, ...(flags.prune ? [] : away.map((a) => `${a.id}: ${a.message}`)), ...listed.flatMap((d) => d.notes)],
     pending: Object.assign({}, ...listed.map((d) => d.pending ?? {})) as Record<string, string[]>,
   };
 }

@@ -29,6 +29,8 @@ export interface ImageRecord {
 }
 
 export interface PoolRecord {
+  /** the libvirt connection it was made through: it is looked for, and pruned, only there */
+  uri?: string;
   type: 'pool';
   name: string;
   uuid?: string;
@@ -38,6 +40,8 @@ export interface PoolRecord {
 }
 
 export interface VolumeRecord {
+  /** the libvirt connection it was made through: it is looked for, and pruned, only there */
+  uri?: string;
   type: 'volume';
   /** the image name in the YAML that declared it */
   name: string;
@@ -54,6 +58,8 @@ export interface VolumeRecord {
 }
 
 export interface DomainRecord {
+  /** the libvirt connection it was made through: it is looked for, and pruned, only there */
+  uri?: string;
   type: 'domain';
   name: string;
   /** '' while building */

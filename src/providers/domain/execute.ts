@@ -20,7 +20,7 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
       const key = recordKey({ type: 'domain', name: op.name });
       const createdAt = new Date().toISOString();
       const uuid = randomUUID();
-      await ctx.inventory.set(key, { type: 'domain', name: op.name, uuid, status: 'building', createdAt });
+      await ctx.inventory.set(key, { type: 'domain', name: op.name, uuid, status: 'building', createdAt, uri: v.uri });
       try {
         await defineDomain(v, domainXml({ ...op.definition, uuid }));
       } catch (e) {
@@ -29,7 +29,7 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
         throw e;
       }
       failpoint('domain-defined');
-      const rec: DomainRecord = { type: 'domain', name: op.name, uuid, status: 'ready', createdAt };
+      const rec: DomainRecord = { type: 'domain', name: op.name, uuid, status: 'ready', createdAt, uri: v.uri };
       return { record: [key, rec] };
     }
     case 'domain.disks': {
@@ -45,7 +45,9 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
       if (!op.record) return undefined;
       const key = recordKey({ type: 'domain', name: op.name });
       const before = ctx.inventory.get(key);
-      return { record: [key, { type: 'domain', name: op.name, uuid: await domainUuid(v, op.name), status: 'ready', createdAt: before?.createdAt ?? new Date().toISOString() }] };
+      return {
+        record: [key, { type: 'domain', name: op.name, uuid: await domainUuid(v, op.name), status: 'ready', createdAt: before?.createdAt ?? new Date().toISOString(), uri: v.uri }],
+      };
     }
     case 'domain.undefine': {
       if (op.exists) {

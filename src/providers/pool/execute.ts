@@ -28,7 +28,7 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       const createdAt = new Date().toISOString();
       const before = ctx.inventory.get(key);
       const uuid = randomUUID();
-      await ctx.inventory.set(key, { type: 'pool', name: op.name, uuid, status: 'building', createdAt });
+      await ctx.inventory.set(key, { type: 'pool', name: op.name, uuid, status: 'building', createdAt, uri: v.uri });
       try {
         await definePool(v, op.name, op.definition, uuid);
       } catch (e) {
@@ -38,7 +38,7 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         throw e;
       }
       failpoint('pool-defined');
-      const rec: PoolRecord = { type: 'pool', name: op.name, uuid, status: 'ready', createdAt };
+      const rec: PoolRecord = { type: 'pool', name: op.name, uuid, status: 'ready', createdAt, uri: v.uri };
       await ctx.inventory.set(key, rec);
       if (op.active) {
         await buildPool(v, op.name, op.definition.type);

@@ -42,6 +42,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
         status: 'building',
         createdAt: new Date().toISOString(),
         recorded: op.recorded,
+        uri: v.uri,
       };
       const before = ctx.inventory.get(key);
       await ctx.inventory.set(key, rec);
