@@ -69,7 +69,7 @@ describe('a domain reconcile defines', () => {
     expect(disk(xml, 'vdb')).toMatch(/<driver name='qemu' type='raw' cache='none' io='native' discard='ignore'\/>[\s\S]*<readonly\/>/);
     expect(xml).not.toMatch(/host-passthrough/);
     expect(xml).toMatch(
-      /<vr:storage xmlns:vr="https:\/\/virt-reconcile\.dev\/xmlns\/storage\/1">\s*<vr:created\/>\s*<vr:disk target="sda"\/>\s*<vr:disk target="vda"\/>\s*<vr:disk target="vdb"\/>/,
+      /<vr:storage xmlns:vr="https:\/\/virt-reconcile\.dev\/xmlns\/storage\/1" domain="[0-9a-f-]{36}">\s*<vr:created\/>\s*<vr:disk target="sda"\/>\s*<vr:disk target="vda"\/>\s*<vr:disk target="vdb"\/>/,
     );
   });
 

@@ -63,12 +63,21 @@ export function parseDisks(domainXml: XmlNode | undefined): DiskDevice[] {
 }
 
 /** Our record inside <metadata>, written by `virsh metadata --key vr`. */
-export function parseOwnership(xml: string): Ownership {
-  const m = /<vr:storage\b[^>]*>([\s\S]*?)<\/vr:storage>/.exec(xml);
+/**
+ * Our record inside <metadata>, written by `virsh metadata --key vr`. It names the domain it
+ * was written for (its uuid): a definition copied from one of ours (virt-clone, or dumpxml and
+ * define under a new name) carries the copy, which proves nothing about the new domain.
+ */
+export function parseOwnership(xml: string, uuid: string): Ownership {
+  const m = /<vr:storage\b([^>]*)>([\s\S]*?)<\/vr:storage>/.exec(xml);
   if (!m) return { created: false, disks: [] };
+  const owner = /\bdomain=["']([^"']+)["']/.exec(m[1]!)?.[1];
+  // Records written before the uuid was part of them are taken as they are.
+  if (owner !== undefined && owner !== uuid) return { created: false, disks: [] };
+  const body = m[2]!;
   return {
-    created: /<vr:created\s*\/>|<vr:created>true<\/vr:created>/.test(m[1]!),
-    disks: [...m[1]!.matchAll(/<vr:disk\s+target=["']([^"']+)["']/g)].map((x) => x[1]!),
+    created: /<vr:created\s*\/>|<vr:created>true<\/vr:created>/.test(body),
+    disks: [...body.matchAll(/<vr:disk\s+target=["']([^"']+)["']/g)].map((x) => x[1]!),
   };
 }
 
@@ -103,7 +112,7 @@ export function parseDomainReads(names: string[], outputs: (string | undefined)[
       state: state.trim(),
       persistent: parseDisks(def),
       live: running && live ? parseDisks(parseXml(live).domain) : undefined,
-      ownership: parseOwnership(inactive),
+      ownership: parseOwnership(inactive, text(def?.uuid) ?? ''),
     });
   });
   return out;
@@ -137,8 +146,8 @@ export function diskXml(d: DiskDevice): string {
   return buildXml({ disk: diskElement(d) });
 }
 
-export function ownershipXml(o: Ownership): string {
-  return buildXml({ storage: { created: o.created ? '' : undefined, disk: o.disks.map((t) => ({ '@target': t })) } });
+export function ownershipXml(o: Ownership, uuid: string): string {
+  return buildXml({ storage: { '@domain': uuid, created: o.created ? '' : undefined, disk: o.disks.map((t) => ({ '@target': t })) } });
 }
 
 /** A new domain as reconcile defines it (its uuid chosen by the caller, so it can be recorded first). */
@@ -163,6 +172,7 @@ export function domainXml(d: DomainDefinition & { uuid?: string }): string {
       metadata: {
         'vr:storage': {
           '@xmlns:vr': METADATA_URI,
+          '@domain': d.uuid,
           'vr:created': d.ownership.created ? '' : undefined,
           'vr:disk': d.ownership.disks.map((t) => ({ '@target': t })),
         },
@@ -198,8 +208,8 @@ export async function changeDisk(v: Virsh, domain: string, verb: 'attach-device'
   });
 }
 
-export async function setOwnership(v: Virsh, domain: string, o: Ownership, running: boolean): Promise<void> {
-  const args = ['metadata', domain, METADATA_URI, '--key', METADATA_KEY, '--set', ownershipXml(o), '--config'];
+export async function setOwnership(v: Virsh, domain: string, uuid: string, o: Ownership, running: boolean): Promise<void> {
+  const args = ['metadata', domain, METADATA_URI, '--key', METADATA_KEY, '--set', ownershipXml(o, uuid), '--config'];
   await v.exec(args);
   if (running) await v.exec([...args.slice(0, -1), '--live']).catch(() => undefined);
 }

@@ -40,7 +40,7 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
         const live = await changeDisk(v, op.name, step.verb, step.disk, op.running);
         if (!live) pending.push(`${step.verb.replace('-device', '')} ${step.disk.target}`);
       }
-      await setOwnership(v, op.name, op.ownership, op.running);
+      await setOwnership(v, op.name, op.uuid, op.ownership, op.running);
       if (pending.length) ctx.log(`${a.id}: saved in the persistent definition; the running domain takes it at its next restart (${pending.join(', ')})`);
       if (!op.record) return undefined;
       const key = recordKey({ type: 'domain', name: op.name });
