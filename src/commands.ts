@@ -193,16 +193,20 @@ async function applyDesired(
     if (!hasChanges(plan)) {
       await cache.save();
       if (a.output === 'json')
-        print(JSON.stringify({ ok: true, results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0, cancelled: 0, notStarted: 0 } }));
+        print(JSON.stringify({ ok: true, results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, forgotten: 0, failed: 0, cancelled: 0, notStarted: 0 } }));
       else print(renderPlan(plan, { colors }));
       return EXIT.ok;
     }
     // On a terminal, a plan that loses data is shown and applied only on "yes" (the lock is held
     // meanwhile, as Terraform holds it, so what is applied is exactly what was shown).
-    const ask = how.review !== 'never' && !a.autoApprove && needsConsent(plan) && canAsk(human);
-    if (ask || (how.review === 'always' && a.output === 'text')) human.write(`${renderPlan(plan, { colors })}\n\n`);
-    if (ask) {
-      const yes = await askYes(human, { signal: stop.signal, onCtrlC: () => onSignal('SIGINT') });
+    // A person at the keyboard is asked even when the output goes to a pipe (`destroy | tee log`):
+    // the plan and the question then go to the terminal on stderr.
+    const askOn = canAsk(human) ? human : canAsk(process.stderr) ? process.stderr : undefined;
+    const ask = how.review !== 'never' && !a.autoApprove && needsConsent(plan) && askOn !== undefined;
+    if (ask && askOn !== human) askOn.write(`${renderPlan(plan, { colors: colorsFor(askOn, a.color) })}\n\n`);
+    if ((ask && askOn === human) || (how.review === 'always' && a.output === 'text')) human.write(`${renderPlan(plan, { colors })}\n\n`);
+    if (ask && askOn) {
+      const yes = await askYes(askOn, { signal: stop.signal, onCtrlC: () => onSignal('SIGINT') });
       if (interrupted) throw notApplied();
       if (!yes) throw new UserError(`${how.verb} cancelled (the answer was not "yes"); nothing was changed`, EXIT.error, { reason: 'cancelled' });
     }

@@ -70,7 +70,7 @@ export function renderPlan(plan: Plan, opts: { showNoop?: boolean; colors?: Colo
 export function renderSummary(r: ApplyResult, interrupted?: string, verb: 'apply' | 'destroy' = 'apply'): string {
   const c = r.counts;
   const Verb = verb === 'apply' ? 'Apply' : 'Destroy';
-  const body = `${c.created} created, ${c.updated} updated, ${c.replaced} replaced, ${c.deleted} deleted`;
+  const body = `${c.created} created, ${c.updated} updated, ${c.replaced} replaced, ${c.deleted} deleted${c.forgotten ? ` (${c.forgotten} more only forgotten: gone, or no longer reconcile's)` : ''}`;
   const lines: string[] = [];
   if (interrupted) lines.push(`${Verb} interrupted by ${interrupted}: ${body}${c.failed ? `, ${c.failed} failed` : ''}.`);
   else lines.push(c.failed ? `${Verb} failed: ${c.failed} action(s) did not complete; ${body}.` : `${Verb} complete: ${body}.`);

@@ -44,7 +44,8 @@ export interface ActionResult {
 
 export interface ApplyResult {
   results: ActionResult[];
-  counts: Record<'created' | 'updated' | 'replaced' | 'deleted' | 'failed' | 'cancelled' | 'notStarted', number>;
+  /** forgotten: deletes that only dropped a record (the object was gone, or no longer reconcile's) */
+  counts: Record<'created' | 'updated' | 'replaced' | 'deleted' | 'forgotten' | 'failed' | 'cancelled' | 'notStarted', number>;
 }
 
 const VERB: Record<ActionKind, [string, string]> = {
@@ -150,7 +151,8 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   await save();
   await (opts.cache as { save?: () => Promise<void> } | undefined)?.save?.();
 
-  const counts = { created: 0, updated: 0, replaced: 0, deleted: 0, failed: 0, cancelled: 0, notStarted: 0 };
+  const counts = { created: 0, updated: 0, replaced: 0, deleted: 0, forgotten: 0, failed: 0, cancelled: 0, notStarted: 0 };
+  const forgets = new Set(todo.filter((a) => a.kind === 'delete' && !a.destructive).map((a) => a.id));
   for (const r of results.values()) {
     if (r.status === 'cancelled') counts.cancelled++;
     else if (r.status === 'not-started') counts.notStarted++;
@@ -158,6 +160,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
     else if (r.kind === 'create') counts.created++;
     else if (r.kind === 'update') counts.updated++;
     else if (r.kind === 'replace') counts.replaced++;
+    else if (r.kind === 'delete' && forgets.has(r.id)) counts.forgotten++;
     else if (r.kind === 'delete') counts.deleted++;
   }
   return { results: [...results.values()], counts };
