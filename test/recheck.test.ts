@@ -101,7 +101,7 @@ describe('another libvirt connection', () => {
       // The same files and state directory, but pointed at another daemon.
       const wrong = await cli(['destroy', '-f', path.join(own.dir, 'storage.yaml'), '--state-dir', own.stateDir, '--connect', other.uri], {}, other.nsenter);
       expect(wrong.code).toBe(1);
-      expect(wrong.stderr).toMatch(new RegExp(`inventory:pool:here: recorded as made through ${escape(lv.uri)}, but this run is connected to ${escape(other.uri)}`));
+      expect(wrong.stderr).toMatch(new RegExp(`inventory:pool:here: recorded as made through ${literal(lv.uri)}, but this run is connected to ${literal(other.uri)}`));
       expect(await readFile(path.join(own.stateDir, 'inventory.json'), 'utf8')).toBe(before);
       expect(await virsh(lv, 'pool-list', '--all', '--name')).toMatch(/here/);
       const right = await own.run('destroy');
@@ -114,6 +114,6 @@ describe('another libvirt connection', () => {
   });
 });
 
-function escape(s: string): string {
+function literal(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
