@@ -1,7 +1,7 @@
 // examples/storage.yaml is real: it validates, applies (into a scratch directory and a
 // private libvirtd), a second apply changes nothing, and destroy removes all of it.
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
@@ -38,6 +38,7 @@ it('the example applies, a second apply changes nothing, and destroy removes it'
   expect(await virsh(lv, 'list', '--all', '--name')).not.toMatch(/vr-demo/);
   expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/vr-demo/);
   expect(existsSync(path.join(sb.dir, 'vr-demo-pool'))).toBe(false);
-  expect((await readdir(path.join(sb.dir, 'vr-demo'), { recursive: true })).filter((f) => !f.endsWith('export'))).toEqual([]);
+  // and the directories it made for them
+  expect(existsSync(path.join(sb.dir, 'vr-demo'))).toBe(false);
   expect((await sb.run('destroy')).stdout).toMatch(/^No changes\./m);
 });

@@ -28,6 +28,7 @@ const logs: string[] = [];
 const ctx = (): ExecContext => ({
   virsh: () => connect(lv.uri),
   log: (l) => logs.push(l),
+  atEnd: () => undefined,
   inventory: { get: () => undefined, set: async () => undefined, forget: async () => undefined },
 });
 const action = (resource: Action['resource'], id: string, op: Operation & Record<string, unknown>): Action => ({

@@ -78,7 +78,9 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   const byId = new Map(todo.map((a) => [a.id, a]));
 
   // What kinds see of the inventory: every change saved before the call returns.
+  const atEnd: (() => Promise<void>)[] = [];
   const ctx: ExecContext = {
+    atEnd: (task) => void atEnd.push(task),
     virsh,
     cache: opts.cache,
     log: opts.log,
@@ -148,6 +150,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   // Register every action before awaiting, so dependsOn always finds its promise.
   for (const a of todo) start(a);
   for (const r of await Promise.all(todo.map((a) => running.get(a.id)!))) results.set(r.id, r);
+  for (const task of atEnd) await task().catch((e: Error) => opts.log(`tidying up: ${e.message}`));
   await save();
   await (opts.cache as { save?: () => Promise<void> } | undefined)?.save?.();
 

@@ -21,6 +21,8 @@ export interface ImageRecord {
   createdAt: string;
   /** creation options qemu-img cannot report back (preallocation, vhdx subformat, source) */
   recorded: Record<string, string>;
+  /** directories made for it (outermost first): removed with it, if empty by then */
+  dirs?: string[];
   /**
    * A build about to be renamed into place (recorded before the rename): if the file at the
    * path is this one, the build was published and the apply died before recording it.

@@ -36,6 +36,8 @@ export interface ExecContext {
   log: (line: string) => void;
   /** aborted: builds in private scratch stop; short actions finish (see apply.ts) */
   signal?: AbortSignal;
+  /** work to do once every action has ended (tidying that depends on other actions, e.g. empty directories) */
+  atEnd: (task: () => Promise<void>) => void;
   /**
    * The inventory, each change persisted before the call returns: intent recorded before an
    * object is made (Crossplane's "create pending") survives a kill -9 in the middle.

@@ -2,7 +2,7 @@
 // plan saw is ever changed or deleted, permissions through a descriptor that does not follow
 // symlinks, fsync, and mkdir -p that says what is in the way. Shared by every kind with files.
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Permissions } from '../../reconcile/model.js';
 
@@ -37,9 +37,14 @@ export async function fsyncPath(p: string, flags = constants.O_RDONLY): Promise<
 }
 
 /** mkdir -p, saying which part of the path is in the way instead of a bare EEXIST. */
-export async function makeParents(dir: string): Promise<void> {
+/** Returns the directories it made, outermost first (none if the directory existed). */
+export async function makeParents(dir: string): Promise<string[]> {
   try {
-    await mkdir(dir, { recursive: true });
+    const first = await mkdir(dir, { recursive: true });
+    if (first === undefined) return [];
+    const made = [dir];
+    while (made[0] !== first && made[0] !== path.dirname(made[0]!)) made.unshift(path.dirname(made[0]!));
+    return made;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== 'EEXIST' && code !== 'ENOTDIR') throw e;
@@ -116,6 +121,22 @@ export async function removeFiles(files: string[]): Promise<void> {
       await unlink(f);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+}
+
+/**
+ * Removes directories that are empty, innermost first (`dirs` outermost first); one holding
+ * anything stays, and so do its parents — unless `each`: the list is not one chain, so every
+ * directory is tried.
+ */
+export async function removeEmptyDirs(dirs: string[], opts: { each?: boolean } = {}): Promise<void> {
+  for (const d of [...dirs].reverse()) {
+    try {
+      await rmdir(d);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' || opts.each) continue;
+      return;
     }
   }
 }

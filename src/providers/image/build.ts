@@ -98,9 +98,10 @@ export async function createImage(
     /** a replace: the file (and extents) the plan saw at the path, the only ones it may replace */
     replaces?: FileIdentity & { extents: string[] };
   } = {},
-): Promise<void> {
+): Promise<string[]> {
   const sig = { signal: hooks.signal };
-  await makeParents(path.dirname(b.path));
+  // The directories made for it are recorded with it, and removed with it once empty.
+  const made = await makeParents(path.dirname(b.path));
   const tmpDir = tempDirFor(b.path);
   await mkdir(tmpDir, { mode: 0o700 });
   await writeFile(path.join(tmpDir, BUILD_MARKER), `${process.pid}\n`);
@@ -154,6 +155,7 @@ export async function createImage(
   } finally {
     await rm(tmpDir, { recursive: true, force: true });
   }
+  return made;
 }
 
 /**

@@ -232,7 +232,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
           group: spec.permissions?.group,
           mode: octal(spec.permissions?.mode ?? 0o600),
         }),
-        op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec) },
+        op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec), dirs: dirsMadeAbove(inventory, p) },
       });
       continue;
     }
@@ -397,7 +397,16 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         destructive: false,
         changes: [],
         dependsOn: [],
-        op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], pendingExtents: stored.pending?.extents ?? [], inventoryKey: key, exists: false },
+        op: {
+          type: 'image.delete',
+          path: rec.path,
+          identity: rec,
+          extents: [],
+          pendingExtents: stored.pending?.extents ?? [],
+          dirs: stored.dirs ?? [],
+          inventoryKey: key,
+          exists: false,
+        },
       });
       continue;
     }
@@ -412,7 +421,16 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         destructive: false,
         changes: [],
         dependsOn: [],
-        op: { type: 'image.delete', path: rec.path, identity: rec, extents: [], pendingExtents: stored.pending?.extents ?? [], inventoryKey: key, exists: false },
+        op: {
+          type: 'image.delete',
+          path: rec.path,
+          identity: rec,
+          extents: [],
+          pendingExtents: stored.pending?.extents ?? [],
+          dirs: stored.dirs ?? [],
+          inventoryKey: key,
+          exists: false,
+        },
       });
       continue;
     }
@@ -445,12 +463,23 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         identity: { ino: rec.ino, dev: rec.dev, birth: rec.birth },
         extents: extentRecords(rec.extents),
         pendingExtents: stored.pending?.extents ?? [],
+        dirs: stored.dirs ?? [],
         inventoryKey: key,
         exists: true,
       },
     });
   }
   return out;
+}
+
+/**
+ * Directories reconcile made (for other images) that hold `p`: recorded with the new image as
+ * well, so whichever of them is deleted last removes them once they are empty.
+ */
+function dirsMadeAbove(inventory: Inventory, p: string): string[] {
+  const dirs = new Set<string>();
+  for (const r of Object.values(inventory.objects)) if (r.type === 'image') for (const d of r.dirs ?? []) if (p.startsWith(`${d}/`)) dirs.add(d);
+  return [...dirs].sort((a, b) => a.length - b.length);
 }
 
 const sizeOf = (o: Observed<ObservedImage> | undefined) => (o?.exists ? o.virtualSize : undefined);

@@ -5,7 +5,7 @@ import { recordKey, type ImageRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { resize } from '../../tools/qemu-img.js';
-import { checkStillSame, identitiesOf, removeIfSame, setPermissions } from '../common/files.js';
+import { checkStillSame, identitiesOf, removeEmptyDirs, removeIfSame, setPermissions } from '../common/files.js';
 import { createImage, deleteImage, removeStaleBuilds, type ImageBuild } from './build.js';
 import { driverFor, sizeTolerance } from './formats.js';
 import { observeImages } from './observe.js';
@@ -28,7 +28,7 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
       const name = a.id.replace(/^images\./, '');
       // Intent first (Crossplane's "create pending"): a crash between the rename and the
       // record below still leaves the published file recognisably ours.
-      await createImage(op.build, {
+      const made = await createImage(op.build, {
         signal: ctx.signal,
         replaces,
         beforePublish: async (id) => {
@@ -61,6 +61,8 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
         extents: await identitiesOf(obs.vmdk?.extents ?? []),
         createdAt: new Date().toISOString(),
         recorded: op.recorded,
+        // A replace keeps the directories the image had.
+        dirs: op.type === 'image.create' ? [...(op.dirs ?? []), ...made] : prior?.type === 'image' ? prior.dirs : undefined,
       };
       await ctx.inventory.set(k, rec);
       verify(a.id, obs, op.build);
@@ -82,9 +84,31 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
       // What a killed build left: its private build directory, and extents renamed in before the kill.
       for (const stale of await removeStaleBuilds(op.path)) ctx.log(`${a.id}: removed ${stale}, left by an interrupted apply`);
       await removeIfSame((op.pendingExtents ?? []).filter((e) => e.path !== op.path));
+      // The directories made for it go too, if nothing else is in them: now, and again once
+      // every action has ended (the other images in them may be deleted in parallel).
+      await removeEmptyDirs(op.dirs ?? []);
+      tidyAtEnd(ctx, op.dirs ?? []);
       return { forget: op.inventoryKey };
     }
   }
+}
+
+// Directories of deleted images, per apply: removed at its end, innermost first, if empty.
+const emptied = new WeakMap<ExecContext, Set<string>>();
+function tidyAtEnd(ctx: ExecContext, dirs: string[]): void {
+  let all = emptied.get(ctx);
+  if (!all) {
+    const set = new Set<string>();
+    all = set;
+    emptied.set(ctx, set);
+    ctx.atEnd(() =>
+      removeEmptyDirs(
+        [...set].sort((a, b) => a.length - b.length),
+        { each: true },
+      ),
+    );
+  }
+  for (const d of dirs) all.add(d);
 }
 
 /** After a build, the image must be what was asked for; anything else is a bug worth stopping on. */

@@ -5,7 +5,8 @@ import type { FileIdentity } from '../common/files.js';
 import type { ImageBuild } from './build.js';
 
 export type ImageOp =
-  | { type: 'image.create'; build: ImageBuild; recorded: Record<string, string> }
+  /** dirs: directories reconcile made for other images that hold this one */
+  | { type: 'image.create'; build: ImageBuild; recorded: Record<string, string>; dirs?: string[] }
   | {
       type: 'image.replace';
       build: ImageBuild;
@@ -34,6 +35,8 @@ export type ImageOp =
       extents: ExtentRecord[];
       /** extents of a publish a kill interrupted (renamed in, descriptor not): removed if still those files */
       pendingExtents?: ExtentRecord[];
+      /** directories made for it: removed if empty */
+      dirs?: string[];
       inventoryKey: string;
       exists: boolean;
     };
