@@ -264,6 +264,20 @@ describe('kill -9 between a libvirt define and its record', () => {
     await virsh(lv, 'pool-undefine', 'killed');
   });
 
+  it('a volume: killed after vol-create made it, before its key was recorded: the file born right after the intent is the half-made volume, rebuilt and then prunable', async () => {
+    const sb = await sandbox('kill-blank', { libvirt: lv });
+    boxes.push(sb);
+    await sb.yaml('version: 1\npools:\n  kb: { type: dir, path: $DIR/pool }\nimages:\n  bv: { pool: kb, size: 10M }\n');
+    expect((await crash(sb, 'volume-made')).signal).toBe('SIGKILL');
+    expect(JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects['volume:kb/bv.qcow2']).toMatchObject({ status: 'building', key: '' });
+    const again = await sb.run('apply');
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/images\.bv: replacing \(state incomplete \(an apply was interrupted\) -> complete\)/);
+    const destroyed = await sb.run('destroy');
+    expect(destroyed.code, destroyed.stdout + destroyed.stderr).toBe(0);
+    expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/\bkb\b/);
+  });
+
   it('a domain: the uuid recorded first proves it was being made, so the next apply finishes its record and prune can undefine it', async () => {
     const sb = await sandbox('kill-dom', { libvirt: lv });
     boxes.push(sb);

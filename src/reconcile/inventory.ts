@@ -55,6 +55,8 @@ export interface VolumeRecord {
   status: 'building' | 'ready';
   /** file pools: the file's birth time, checked again before the volume is ever deleted */
   birth?: string;
+  /** building, file pools: when the intent was recorded (ns), just before vol-create */
+  since?: string;
   createdAt: string;
   recorded: Record<string, string>;
 }
@@ -89,8 +91,21 @@ export function sameFile(rec: { ino: number; dev: number; birth?: string }, file
  * under that name may be the half-made one or someone else's, so it is not taken for ours.
  */
 export function volumeIsOurs(rec: VolumeRecord, vol: { key: string; birth?: string }): boolean {
-  if (rec.key === '' || rec.key !== vol.key) return false;
+  if (rec.key === '') return bornOfIntent(rec, vol);
+  if (rec.key !== vol.key) return false;
   return !(rec.birth && rec.birth !== '0' && vol.birth && vol.birth !== rec.birth);
+}
+
+/**
+ * A kill -9 inside vol-create leaves the intent without the volume's key. In a file pool the
+ * key is the path, known beforehand: a file at that path born within moments of the intent
+ * (2 s before, for coarse filesystem clocks, to a minute after) is the one vol-create made;
+ * one born at any other time is someone else's.
+ */
+function bornOfIntent(rec: VolumeRecord, vol: { key: string; birth?: string }): boolean {
+  if (rec.status !== 'building' || !rec.since || !rec.path || vol.key !== rec.path || !vol.birth || vol.birth === '0') return false;
+  const delta = BigInt(vol.birth) - BigInt(rec.since);
+  return delta >= -2_000_000_000n && delta <= 60_000_000_000n;
 }
 
 export interface ExtentRecord {

@@ -10,6 +10,7 @@ import { withTempDir } from './scratch.js';
 import { attr, buildXml, bytes, list, parseXml, text, type XmlNode } from './xml.js';
 import { permissionsElement } from './libvirt-pool.js';
 import type { Virsh } from './virsh.js';
+import { failpoint } from '../failpoint.js';
 
 /** libvirt names volume formats as qemu's drivers do (vhd is vpc). */
 export const VOL_FORMAT: Record<Format, string> = DRIVER;
@@ -124,6 +125,7 @@ export async function createVolume(
     }
     if (src.kind === 'blank' && b.fileBased) {
       const [, xml] = await v.sequence([['vol-create', b.pool, xmlFile, ...prealloc], dump]);
+      failpoint('volume-made');
       return parseVolumeXml(b.pool, xml!);
     }
     try {

@@ -111,6 +111,22 @@ describe('volume diff', () => {
       want: ['no-op pools.p in-sync-adopted', /^refused images\.v: .*an apply was killed while creating it/],
     },
     {
+      reason: 'a kill inside vol-create: a file at the expected path born moments after the intent is the half-made volume, rebuilt',
+      yaml: vol('{ pool: p, volume: v.qcow2, size: 1G }'),
+      pools: [listed],
+      volumes: [{ ...v, birth: '1700000000500000000' }],
+      inventory: [volumeRecord('v', v, { status: 'building', key: '', birth: undefined, since: '1700000000000000000' })],
+      want: ['no-op pools.p in-sync-adopted', 'replace images.v interrupted'],
+    },
+    {
+      reason: 'the same, but the file was born long after the intent: someone else made it, left alone',
+      yaml: vol('{ pool: p, volume: v.qcow2, size: 1G }'),
+      pools: [listed],
+      volumes: [{ ...v, birth: '1700000600000000000' }],
+      inventory: [volumeRecord('v', v, { status: 'building', key: '', birth: undefined, since: '1700000000000000000' })],
+      want: ['no-op pools.p in-sync-adopted', /^refused images\.v: .*an apply was killed while creating it/],
+    },
+    {
       reason: "a file that took the volume's name (new birth time) is not ours",
       yaml: vol('{ pool: p, volume: v.qcow2, size: 1G }'),
       pools: [listed],

@@ -212,7 +212,7 @@ export function diffVolumes(input: {
         }),
         destructive: false,
         dependsOn: b.dependsOn,
-        op: { type: 'volume.create', build: b.build, recorded: recordedOptions(spec), imageName: spec.name },
+        op: { type: 'volume.create', build: b.build, recorded: recordedOptions(spec), imageName: spec.name, expectedPath: fileBased ? pathOf(spec) : undefined },
       });
       continue;
     }
@@ -324,7 +324,7 @@ export function diffVolumes(input: {
           build: b.build,
           recorded: recordedOptions(spec),
           imageName: spec.name,
-          incomplete: incomplete ? { path: obs.path, birth: record.birth } : undefined,
+          incomplete: incomplete ? { path: obs.path, birth: record.birth ?? obs.birth } : undefined,
         },
       });
       continue;

@@ -38,8 +38,11 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
         pool: b.pool,
         volume: b.name,
         key: '',
-        path: '',
+        path: op.expectedPath ?? '',
         status: 'building',
+        // Wall-clock nanoseconds, as file birth times are: a file born right after this at the
+        // expected path is the one vol-create made (see volumeIsOurs).
+        since: String(BigInt(Date.now()) * 1_000_000n),
         createdAt: new Date().toISOString(),
         recorded: op.recorded,
         uri: v.uri,

@@ -10,6 +10,8 @@ export type VolumeOp =
       imageName: string;
       /** rebuilding an interrupted build: the file it was (birth time), checked before it is deleted */
       incomplete?: { path: string; birth?: string };
+      /** file pools: the path the volume will have (its key), recorded before it exists */
+      expectedPath?: string;
     }
   | {
       type: 'volume.update';
