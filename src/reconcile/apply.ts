@@ -18,7 +18,7 @@ export interface ApplyOptions {
   stateDir: string;
   parallelism: number;
   cache?: StatCache;
-  /** the libvirt connection, opened only when the plan has pool or volume actions */
+  /** the libvirt connection, opened on the first action that needs it */
   virsh?: () => Virsh;
   log: (line: string) => void;
   /**
