@@ -1,19 +1,8 @@
 // Pool volumes, pools and VM disks: the pure diffs, case by case.
 import { describe, expect, it } from 'vitest';
-import { diff, disk, domain, GiB, pool, summary, volume, volumeRecord, type Case } from './fixtures.js';
+import { check, diff, disk, domain, GiB, pool, volume, volumeRecord, type Case } from './fixtures.js';
 
 type Row = Case & { want: (string | RegExp)[]; notes?: RegExp[] };
-
-function check(c: Row) {
-  const d = diff(c);
-  const got = summary(d);
-  expect(got.length, got.join('\n')).toBe(c.want.length);
-  for (const [i, w] of c.want.entries()) {
-    if (typeof w === 'string') expect(got[i]).toBe(w);
-    else expect(got[i]).toMatch(w);
-  }
-  for (const n of c.notes ?? []) expect(d.notes.join('\n')).toMatch(n);
-}
 
 const P = 'version: 1\npools:\n  p: { type: dir, path: /vr-test/p }\n';
 /** The pool declared as adopted: volume cases are about volumes, in a pool reconcile did not define. */

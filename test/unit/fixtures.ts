@@ -8,6 +8,7 @@ import type { DiskDevice, ObservedDomain } from '../../src/tools/libvirt-domain.
 import { desiredStateFrom } from '../../src/reconcile/config.js';
 import { diffAll } from '../../src/reconcile/engine.js';
 import type { Inventory, InventoryRecord } from '../../src/reconcile/inventory.js';
+import { expect } from 'vitest';
 import type { Action } from '../../src/reconcile/plan.js';
 
 export const MiB = 1024 ** 2;
@@ -127,4 +128,16 @@ export function diff(c: Case) {
 /** One line per action and refusal, for table expectations: "create images.a new", "refused images.a: …". */
 export function summary(d: ReturnType<typeof diff>): string[] {
   return [...d.actions.map((a: Action) => `${a.kind} ${a.id} ${a.code}${a.destructive ? ' destructive' : ''}`), ...d.refusals.map((r) => `refused ${r.id}: ${r.message}`)];
+}
+
+/** A case's expectations: its actions and refusals in order (exact lines or patterns), and notes. */
+export function check(c: Case & { want: (string | RegExp)[]; notes?: RegExp[] }): void {
+  const d = diff(c);
+  const got = summary(d);
+  expect(got.length, got.join('\n')).toBe(c.want.length);
+  for (const [i, w] of c.want.entries()) {
+    if (typeof w === 'string') expect(got[i]).toBe(w);
+    else expect(got[i]).toMatch(w);
+  }
+  for (const n of c.notes ?? []) expect(d.notes.join('\n')).toMatch(n);
 }

@@ -387,13 +387,14 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       out.notes.push(`${rec.path} (was images.${rec.name}) left the YAML; \`apply --prune\` deletes it`);
       continue;
     }
-    if (!obs.exists) {
+    // Only the record goes: the file is gone, or is no longer the one reconcile made.
+    const forget = (code: 'gone' | 'not-ours', reason: string) =>
       out.actions.push({
         id,
         resource: 'image',
         kind: 'delete',
-        code: 'gone',
-        reason: `already gone; forgotten from the inventory`,
+        code,
+        reason,
         destructive: false,
         changes: [],
         dependsOn: [],
@@ -408,30 +409,13 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
           exists: false,
         },
       });
+    if (!obs.exists) {
+      forget('gone', 'already gone; forgotten from the inventory');
       continue;
     }
     if (!sameFile(rec, obs.file) || obs.symlink !== undefined) {
       out.notes.push(`${rec.path} (was images.${rec.name}) is no longer the file reconcile created (another file took its place); not deleting it, forgetting it`);
-      out.actions.push({
-        id,
-        resource: 'image',
-        kind: 'delete',
-        code: 'not-ours',
-        reason: 'replaced by a file reconcile did not create: forgotten, not deleted',
-        destructive: false,
-        changes: [],
-        dependsOn: [],
-        op: {
-          type: 'image.delete',
-          path: rec.path,
-          identity: rec,
-          extents: [],
-          pendingExtents: stored.pending?.extents ?? [],
-          dirs: stored.dirs ?? [],
-          inventoryKey: key,
-          exists: false,
-        },
-      });
+      forget('not-ours', 'replaced by a file reconcile did not create: forgotten, not deleted');
       continue;
     }
     const overlays = overlaysOf(rec.path);
