@@ -64,8 +64,8 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
 
 /**
  * The pure half of planning: every kind's diff of desired vs observed, combined. Kinds are
- * diffed in registry order (each sees the actions of those before it) and listed in display
- * order.
+ * diffed in registry order, each after the kinds whose actions it reads (Kind.diffAfter), and
+ * listed in registry order.
  */
 export function diffAll(state: DesiredState, obs: Observation, inventory: Inventory, flags: { allowReplace: boolean; prune: boolean }) {
   // Prune is one set difference: the inventory minus what the YAML declares. An object
