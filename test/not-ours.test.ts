@@ -168,3 +168,20 @@ images:
     expect(await readFile(path.join(lookalike, 'keep.txt'), 'utf8')).toBe('user data\n');
   });
 });
+
+describe('an image that left the YAML, without libvirt to ask', () => {
+  it('plans as before, but is not deleted blind: which domains use it cannot be told', async () => {
+    const sb = await box('no-libvirt');
+    await sb.yaml('version: 1\nimages:\n  gone: { path: $DIR/gone.qcow2, size: 1M }\n');
+    expect((await sb.run('apply')).code).toBe(0);
+    await sb.yaml('version: 1\n');
+    const nowhere = ['--connect', `qemu:///system?socket=${path.join(sb.dir, 'no-such.sock')}`];
+    const plan = await sb.run('plan', ...nowhere);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(plan.stdout).toMatch(/gone\.qcow2 \(was images\.gone\) left the YAML; `apply --prune` deletes it/);
+    const prune = await sb.run('apply', '--prune', ...nowhere);
+    expect(prune.code).toBe(1);
+    expect(prune.stderr).toMatch(/gone\.qcow2 \(was images\.gone\) left the YAML, but reconcile cannot tell whether a domain uses it as a disk \(cannot connect to libvirt/);
+    expect(existsSync(path.join(sb.dir, 'gone.qcow2'))).toBe(true);
+  });
+});

@@ -65,6 +65,8 @@ export interface Observation {
   backupSuccess?: Record<string, string>;
   /** if asked: the domains (any, declared or not) that have each file or volume as a disk, keyed by path or "pool/volume" */
   diskUsers?: Map<string, string[]>;
+  /** why diskUsers could not be read (libvirt unreachable, and nothing else needed it) */
+  diskUsersError?: string;
 }
 
 /** Every object observed, keyed "<what>:<name>": what a saved plan must find unchanged. */
@@ -146,7 +148,16 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     virsh && (targets.pools.length || targets.volumes.length || targets.domains.length) ? observeLibvirt(virsh, libvirtTargets, opts.cache) : undefined,
   ]);
   if (libvirt) Object.assign(obs, libvirt, { connection: virsh!.uri });
-  if (virsh && targets.diskUsers) obs.diskUsers = diskUsers(await allDomainDisks(virsh));
+  if (virsh && targets.diskUsers) {
+    try {
+      obs.diskUsers = diskUsers(await allDomainDisks(virsh));
+    } catch (e) {
+      // Image files alone do not need libvirt: a plan still works without it, and only a
+      // delete that would need the answer is refused.
+      if (libvirt) throw e;
+      obs.diskUsersError = (e as Error).message;
+    }
+  }
   const headers = targets.volumes
     .filter((v) => v.header)
     .map((v) => obs.volumes.get(`${v.pool}/${v.name}`))

@@ -12,6 +12,8 @@ export interface DiskUse {
   blocking: string[];
   /** actions the delete must wait for (the undefine or the detach) */
   after: string[];
+  /** why it cannot be told which domains use it: the delete is refused */
+  unknown?: string;
 }
 
 /** `key`: the file's path, or "pool/volume"; `also`: the volume's path, if it has one. */
@@ -20,6 +22,7 @@ export function diskUse(
   also: string | undefined,
   i: { state: DesiredState; inventory: { objects: Record<string, InventoryRecord> }; prune: boolean; observed: Observation },
 ): DiskUse {
+  if (i.observed.diskUsersError) return { blocking: [], after: [], unknown: i.observed.diskUsersError };
   const users = [...new Set([...(i.observed.diskUsers?.get(key) ?? []), ...(also ? (i.observed.diskUsers?.get(also) ?? []) : [])])];
   const out: DiskUse = { blocking: [], after: [] };
   for (const d of users) {

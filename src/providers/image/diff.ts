@@ -424,6 +424,10 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       continue;
     }
     const use = input.diskUse(rec.path);
+    if (use.unknown) {
+      refuse(id, `${rec.path} (was images.${rec.name}) left the YAML, but reconcile cannot tell whether a domain uses it as a disk (${use.unknown}); it is not deleted blind`);
+      continue;
+    }
     if (use.blocking.length) {
       refuse(
         id,

@@ -371,6 +371,13 @@ export function diffVolumes(input: {
       continue;
     }
     const use = forget ? { blocking: [], after: [] } : input.diskUse(volumeKey(rec.pool, rec.volume), obs?.path);
+    if (use.unknown) {
+      refuse(
+        id,
+        `volume ${rec.volume} in pool ${rec.pool} (was images.${rec.name}) left the YAML, but reconcile cannot tell whether a domain uses it as a disk (${use.unknown}); it is not deleted blind`,
+      );
+      continue;
+    }
     if (use.blocking.length) {
       refuse(
         id,
