@@ -377,3 +377,51 @@ describe('a pool reconcile did not define', () => {
     }
   });
 });
+
+describe('an adopted pool', () => {
+  it('keeps what its declaration does not set; a replace keeps it adopted; a failed replace puts the old definition back', async () => {
+    const own = await sandbox('pool-adopted', { libvirt: lv });
+    const d = (f: string) => path.join(own.dir, f);
+    try {
+      for (const x of ['a', 'b', 'c']) await execa('mkdir', ['-m', '0750', d(x)]);
+      await virsh(
+        lv,
+        'pool-define',
+        await own.yaml(
+          `<pool type='dir'><name>adp</name><target><path>${d('a')}</path><permissions><mode>0750</mode><owner>107</owner><group>107</group></permissions></target></pool>\n`,
+          'adp.xml',
+        ),
+      );
+      await virsh(lv, 'pool-define-as', 'other', 'dir', '--target', d('c'));
+      const uuid = (await virsh(lv, 'pool-uuid', 'adp')).trim();
+
+      // A permission change edits libvirt's own definition: owner and group stay.
+      await own.yaml('version: 1\npools:\n  adp: { type: dir, path: $DIR/a, adopt: true, active: false, permissions: { mode: "0755" } }\n');
+      const chmod = await own.run('apply');
+      expect(chmod.code, chmod.stderr).toBe(0);
+      const xml = await virsh(lv, 'pool-dumpxml', '--inactive', 'adp');
+      expect(xml).toMatch(/<mode>0755<\/mode>\s*<owner>107<\/owner>\s*<group>107<\/group>/);
+      expect((await virsh(lv, 'pool-uuid', 'adp')).trim()).toBe(uuid);
+
+      // A replace onto a path another pool holds fails, and the old definition is put back.
+      await own.yaml('version: 1\npools:\n  adp: { type: dir, path: $DIR/c, adopt: true, active: false }\n');
+      const conflict = await own.run('apply', '--allow-replace');
+      expect(conflict.code).toBe(1);
+      expect(conflict.stdout).toMatch(/the previous definition of pool adp is back in place/);
+      expect(await virsh(lv, 'pool-dumpxml', '--inactive', 'adp')).toContain(d('a'));
+
+      // A replace that works keeps the pool adopted: not recorded, never undefined by destroy.
+      await own.yaml('version: 1\npools:\n  adp: { type: dir, path: $DIR/b, adopt: true, active: false }\n');
+      const replaced = await own.run('apply', '--allow-replace');
+      expect(replaced.code, replaced.stdout + replaced.stderr).toBe(0);
+      expect(await virsh(lv, 'pool-dumpxml', '--inactive', 'adp')).toContain(d('b'));
+      expect((await virsh(lv, 'pool-info', 'adp')).replace(/\s+/g, ' ')).toMatch(/Autostart: no/);
+      await own.yaml('version: 1\n');
+      expect((await own.run('destroy')).stdout).toMatch(/No changes\./);
+      expect(await virsh(lv, 'pool-list', '--all', '--name')).toMatch(/adp/);
+    } finally {
+      for (const pool of ['adp', 'other']) await virsh(lv, 'pool-undefine', pool).catch(() => undefined);
+      await own.cleanup();
+    }
+  });
+});

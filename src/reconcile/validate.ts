@@ -287,7 +287,7 @@ function checkPool(c: Checker, name: string, raw: PoolInput): PoolSpec | undefin
     autostart: raw.autostart ?? true,
     active: raw.active ?? true,
     adopt: raw.adopt ?? false,
-    declared: Object.keys(raw),
+    declared: [...Object.keys(raw), ...Object.keys(raw.source ?? {}).map((k) => `source.${k}`)],
     source: src,
     permissions: permissions(raw.permissions),
     capacityAlert: raw.capacityAlert === undefined ? undefined : Number(String(raw.capacityAlert).slice(0, -1)),

@@ -2,7 +2,7 @@
 // and define / build / start / autostart / stop / delete / undefine.
 import type { Permissions, PoolSpec } from '../reconcile/model.js';
 import { withTempFile } from './scratch.js';
-import { attr, buildXml, bytes, list, parseXml, text, type XmlElement, type XmlNode } from './xml.js';
+import { attr, buildXml, bytes, list, parseXml, parseXmlForEdit, text, type XmlElement, type XmlNode } from './xml.js';
 import { libvirtMessage, type Virsh } from './virsh.js';
 export { libvirtMessage };
 
@@ -198,6 +198,32 @@ export async function readPool(v: Virsh, name: string): Promise<ReturnType<typeo
 /** libvirt keeps its own list of a pool's volumes: this makes it read the storage again. */
 export async function refreshPool(v: Virsh, name: string): Promise<void> {
   await v.exec(['pool-refresh', name]);
+}
+
+/** The persistent definition exactly as libvirt holds it (what a failed replace puts back). */
+export async function poolDefinitionXml(v: Virsh, name: string): Promise<string> {
+  return v.exec(['pool-dumpxml', '--inactive', name]);
+}
+
+/**
+ * A pool definition with its target's owner, group and mode set as given (undefined: as they
+ * are); everything else in it is kept as libvirt wrote it.
+ */
+export function withTargetPermissions(xml: string, p: Permissions): string {
+  const doc = parseXmlForEdit(xml);
+  const pool = doc.pool as XmlElement;
+  const target = (pool.target ??= {}) as XmlElement;
+  const perms = (target.permissions && typeof target.permissions === 'object' ? target.permissions : {}) as XmlElement;
+  if (p.mode !== undefined) perms.mode = `0${p.mode.toString(8)}`;
+  if (p.owner !== undefined) perms.owner = p.owner;
+  if (p.group !== undefined) perms.group = p.group;
+  target.permissions = perms;
+  return buildXml(doc);
+}
+
+/** Defines a pool from XML as given (a definition read back with poolDefinitionXml). */
+export async function definePoolXml(v: Virsh, xml: string): Promise<void> {
+  await withTempFile(xml, (f) => v.exec(['pool-define', f]));
 }
 
 /** Defines (or redefines, for an existing name) the persistent pool. */

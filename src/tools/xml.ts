@@ -29,6 +29,14 @@ export interface XmlNode {
   [key: string]: XmlNode | undefined;
 }
 
+// For editing a document libvirt wrote: every attribute, text and element kept as it was.
+const editParser = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@', parseTagValue: false, parseAttributeValue: false, trimValues: true });
+
+/** A document to change a few fields of and build again with buildXml. */
+export function parseXmlForEdit(text: string): XmlElement {
+  return editParser.parse(text) as XmlElement;
+}
+
 export function parseXml(text: string): XmlNode {
   return parser.parse(text) as XmlNode;
 }

@@ -107,9 +107,11 @@ export function diffPools(input: {
       });
       continue;
     }
-    // Of an adopted pool, only what its declaration sets (autostart and active have defaults).
-    const mine = (field: string) => ours || spec.declared.includes(field);
-    const rebuild = definitionChanges(want, obs.definition);
+    // Of an adopted pool, only what its declaration sets: not the defaults of autostart and
+    // active, nor the target path or source name libvirt would default to ("source.auth.username"
+    // is declared by source.auth).
+    const mine = (field: string) => ours || spec.declared.some((d) => d !== 'source' && (field === d || field.startsWith(`${d}.`)));
+    const rebuild = definitionChanges(want, obs.definition).filter((c) => mine(c.field));
     if (rebuild.length) {
       const vols = obs.volumes ? [...obs.volumes.keys()] : [];
       if (!input.allowReplace) {
@@ -132,11 +134,12 @@ export function diffPools(input: {
           type: 'pool.replace',
           name: spec.name,
           definition: want,
-          active: spec.active,
-          autostart: spec.autostart,
+          active: mine('active') ? spec.active : obs.active,
+          autostart: mine('autostart') ? spec.autostart : obs.autostart,
           wasActive: obs.active,
           uuid: obs.uuid,
           secret: secretFor(spec),
+          ...(ours ? {} : { adopted: true }),
         },
       });
       continue;
@@ -148,7 +151,7 @@ export function diffPools(input: {
     const permCh = want.path && spec.type !== 'iscsi-direct' && spec.type !== 'rbd' ? permissionChanges(perm, { uid: have?.owner, gid: have?.group, mode: have?.mode }) : [];
     if (permCh.length) {
       changes.push(...permCh);
-      op.redefine = want;
+      op.permissions = perm;
       op.uuid = obs.uuid;
       if (spec.type === 'dir' || spec.type === 'fs' || spec.type === 'netfs') op.chmod = { path: want.path!, permissions: perm! };
     }

@@ -5,7 +5,21 @@ import { failpoint } from '../../failpoint.js';
 import { recordKey, type PoolRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
-import { buildPool, definePool, deletePoolStorage, ensureSecret, libvirtMessage, readPool, setAutostart, startPool, stopPool, undefinePool } from '../../tools/libvirt-pool.js';
+import {
+  buildPool,
+  definePool,
+  definePoolXml,
+  poolDefinitionXml,
+  withTargetPermissions,
+  deletePoolStorage,
+  ensureSecret,
+  libvirtMessage,
+  readPool,
+  setAutostart,
+  startPool,
+  stopPool,
+  undefinePool,
+} from '../../tools/libvirt-pool.js';
 import { setPermissions } from '../common/files.js';
 import type { PoolOp } from './ops.js';
 
@@ -15,13 +29,35 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
   switch (op.type) {
     case 'pool.create':
     case 'pool.replace': {
+      let old: string | undefined;
       if (op.type === 'pool.replace') {
         await stillThePool(ctx, op.name, op.uuid);
         // The old definition goes; its storage (files, LVs, device contents) stays untouched.
+        // Kept as libvirt had it: if the new one cannot be defined, the old one is put back.
+        old = await poolDefinitionXml(v, op.name);
         if (op.wasActive) await stopPool(v, op.name);
         await undefinePool(v, op.name);
       }
-      if (op.secret) await ensureSecret(v, op.secret.usage, op.secret.type, op.secret.file);
+      const putBack = async (e: unknown): Promise<never> => {
+        if (old !== undefined) {
+          await definePoolXml(v, old);
+          if (op.type === 'pool.replace' && op.wasActive) await startPool(v, op.name).catch(() => undefined);
+          throw new Error(`${(e as Error).message}; the previous definition of pool ${op.name} is back in place`);
+        }
+        throw e;
+      };
+      if (op.secret) await ensureSecret(v, op.secret.usage, op.secret.type, op.secret.file).catch(putBack);
+      if (op.adopted) {
+        // An adopted pool stays adopted: replaced as the YAML and --allow-replace say, never
+        // recorded as reconcile's (so never undefined by prune or destroy).
+        await definePool(v, op.name, op.definition).catch(putBack);
+        if (op.active) {
+          await buildPool(v, op.name, op.definition.type);
+          await startPool(v, op.name, op.definition.type);
+        }
+        await setAutostart(v, op.name, op.autostart);
+        return undefined;
+      }
       // Being created, recorded before libvirt knows the pool, with the uuid it will have
       // (chosen here): a pool found under this name and uuid after a kill -9 is the one being made.
       const key = recordKey({ type: 'pool', name: op.name });
@@ -35,7 +71,7 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         // Nothing was defined (the name may be someone else's by now): the intent goes.
         if (before) await ctx.inventory.set(key, before);
         else await ctx.inventory.forget(key);
-        throw e;
+        await putBack(e);
       }
       failpoint('pool-defined');
       const rec: PoolRecord = { type: 'pool', name: op.name, uuid, status: 'ready', createdAt, uri: v.uri };
@@ -48,10 +84,15 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       return { record: [key, rec] };
     }
     case 'pool.update': {
-      if (op.redefine) await definePool(v, op.name, op.redefine, op.uuid);
+      if (op.permissions) {
+        // Libvirt's own definition with only the declared fields changed: whatever else it holds
+        // (a security label, features reconcile does not model) stays.
+        await stillThePool(ctx, op.name, op.uuid);
+        await definePoolXml(v, withTargetPermissions(await poolDefinitionXml(v, op.name), op.permissions));
+      }
       if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
       if (op.start) {
-        const type = (op.redefine ?? (await readPool(v, op.name)).definition).type;
+        const type = (await readPool(v, op.name)).definition.type;
         await buildPool(v, op.name, type);
         await startPool(v, op.name, type);
       }

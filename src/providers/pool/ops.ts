@@ -11,6 +11,8 @@ export type PoolOp =
       autostart: boolean;
       /** replace: the pool the plan saw (its uuid), the only one that may be undefined */
       uuid?: string;
+      /** replace of a pool reconcile did not define (adopted): it is not recorded as reconcile's */
+      adopted?: boolean;
       /** replace: the old pool is stopped and undefined first */
       wasActive?: boolean;
       secret?: { usage: string; type: 'chap' | 'ceph'; file: string };
@@ -18,7 +20,8 @@ export type PoolOp =
   | {
       type: 'pool.update';
       name: string;
-      redefine?: PoolDefinition;
+      /** the target's owner/group/mode as declared: set in libvirt's own definition, nothing else in it changed */
+      permissions?: Permissions;
       start?: boolean;
       stop?: boolean;
       autostart?: boolean;
