@@ -1,7 +1,7 @@
 // VM disks on real domains (KVM where /dev/kvm works, TCG otherwise) in a private libvirtd:
 // attach, policy changes, pending restart on a running domain, the host's bus support,
 // adoption that leaves other devices alone, detach of only what reconcile attached.
-import { chmod } from 'node:fs/promises';
+import { chmod, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
@@ -212,5 +212,25 @@ describe('an image a domain uses as a disk', () => {
     expect(both.stdout.indexOf('vms.udom: updated')).toBeLessThan(both.stdout.indexOf('data.qcow2: deleting'));
     expect(await virsh(lv, 'domblklist', 'udom')).not.toContain('data.qcow2');
     await virsh(lv, 'undefine', 'udom');
+  });
+
+  it('is found under any spelling of its path, and through an overlay someone made on it', async () => {
+    const own = await sandbox('vms-in-use-2', { libvirt: lv });
+    extra.push(own);
+    await chmod(own.dir, 0o755);
+    await own.yaml('version: 1\nimages:\n  a: { path: $DIR/img/a.qcow2, size: 8M }\n  b: { path: $DIR/img/b.qcow2, size: 8M }\n');
+    expect((await own.run('apply')).code).toBe(0);
+    await symlink(path.join(own.dir, 'img'), path.join(own.dir, 'link'));
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', path.join(own.dir, 'img', 'b.qcow2'), '-F', 'qcow2', path.join(own.dir, 'theirs.qcow2'));
+    const dom = (name: string, file: string) =>
+      `<domain type='qemu'><name>${name}</name><memory unit='MiB'>64</memory><os><type>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${file}'/><target dev='vda' bus='virtio'/></disk></devices></domain>\n`;
+    await virsh(lv, 'define', await own.yaml(dom('via-link', path.join(own.dir, 'link', 'a.qcow2')), 'l.xml'));
+    await virsh(lv, 'define', await own.yaml(dom('via-overlay', path.join(own.dir, 'theirs.qcow2')), 'o.xml'));
+    const destroy = await own.run('destroy');
+    expect(destroy.code).toBe(1);
+    expect(destroy.stderr).toMatch(/a\.qcow2 \(was images\.a\) left the YAML, but domain via-link still has it as a disk/);
+    expect(destroy.stderr).toMatch(/b\.qcow2 \(was images\.b\) left the YAML, but domain via-overlay still has it as a disk/);
+    for (const f of ['a', 'b']) expect((await qemuImg('info', path.join(own.dir, 'img', `${f}.qcow2`))).length).toBeGreaterThan(0);
+    for (const d of ['via-link', 'via-overlay']) await virsh(lv, 'undefine', d);
   });
 });

@@ -2,7 +2,7 @@
 // their targets up front; see Kind.targets). Image files: one stat pass, qemu-img only for
 // files not in the stat-keyed cache. libvirt: pools, domains and capabilities in one virsh
 // batch, volumes the cache cannot answer in one more.
-import { lstat, readlink } from 'node:fs/promises';
+import { lstat, readlink, stat } from 'node:fs/promises';
 import { lstatIdentity, type FileIdentity } from './common/files.js';
 import { observeImages, type ObservedImage } from './image/observe.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
@@ -21,6 +21,7 @@ import {
 import { domcapsCacheKey, domcapsSignature } from './domain/domcaps-signature.js';
 import { kvmAccess, type KvmAccess } from './domain/kvm-access.js';
 import type { Virsh } from '../tools/virsh.js';
+import { makeResolver } from '../reconcile/paths.js';
 import { readBackupRecords } from '../backups/records.js';
 
 /**
@@ -150,7 +151,7 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
   if (libvirt) Object.assign(obs, libvirt, { connection: virsh!.uri });
   if (virsh && targets.diskUsers) {
     try {
-      obs.diskUsers = diskUsers(await allDomainDisks(virsh));
+      obs.diskUsers = await diskUsers(await allDomainDisks(virsh), opts.cache);
     } catch (e) {
       // Image files alone do not need libvirt: a plan still works without it, and only a
       // delete that would need the answer is refused.
@@ -167,14 +168,45 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
   return { ...obs, files: explicit(obs.files), pools: explicit(obs.pools), volumes: explicit(obs.volumes), domains: explicit(obs.domains) };
 }
 
-function diskUsers(disks: { domain: string; disk: DiskDevice }[]): Map<string, string[]> {
+/**
+ * Which domains use which files: each disk's source under every spelling (as written, and
+ * resolved through symlinks and `..`), and every file in its backing chain (an overlay of
+ * someone's on one of reconcile's images uses that image too). Volumes also by "pool/volume".
+ */
+async function diskUsers(disks: { domain: string; disk: DiskDevice }[], cache?: StatCache): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>();
-  for (const { domain, disk } of disks) {
-    const key = disk.type === 'volume' ? `${disk.source.pool}/${disk.source.volume}` : (disk.source.file ?? disk.source.dev);
-    if (!key) continue;
+  const resolve = makeResolver();
+  const use = (key: string, domain: string) => {
     const users = out.get(key) ?? [];
     if (!users.includes(domain)) out.set(key, [...users, domain]);
+  };
+  const files = new Map<string, Set<string>>();
+  for (const { domain, disk } of disks) {
+    if (disk.type === 'volume' && disk.source.pool && disk.source.volume) use(`${disk.source.pool}/${disk.source.volume}`, domain);
+    const f = disk.source.file ?? disk.source.dev;
+    if (f) files.set(f, (files.get(f) ?? new Set()).add(domain));
   }
+  // Backing chains, a level at a time (qemu-img info of each file, from the stat-keyed cache).
+  let level = [...files.keys()];
+  for (let depth = 0; level.length && depth < 16; depth++) {
+    const seen = await observeImages(level, cache, new Map());
+    const next: string[] = [];
+    for (const f of level) {
+      const backing = seen.get(f)?.backing;
+      if (!backing || files.has(backing)) continue;
+      files.set(backing, new Set(files.get(f)));
+      next.push(backing);
+    }
+    level = next;
+  }
+  // By path as written and resolved, and by the file's identity (device, inode): a record names
+  // the file as it was created, a domain through whatever spelling it was given.
+  await Promise.all(
+    [...files].map(async ([f, domains]) => {
+      const st = await stat(f).catch(() => undefined);
+      for (const d of domains) for (const key of new Set([f, resolve(f), ...(st ? [`id:${st.dev}:${st.ino}`] : [])])) use(key, d);
+    }),
+  );
   return out;
 }
 

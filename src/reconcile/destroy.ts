@@ -3,6 +3,7 @@
 // the state directory's inventory, with prune's guards (still the very file or volume it made;
 // never an adopted object, never a base under a declared overlay) — and nothing else. An image
 // the files still declare with protect: true is never destroyed (Terraform's prevent_destroy).
+import path from 'node:path';
 import { recordKey } from './inventory.js';
 import type { DesiredState } from './model.js';
 import { makeResolver } from './paths.js';
@@ -30,7 +31,12 @@ export function refuseProtected(plan: Plan, declared: DesiredState): void {
     const loc = spec.location;
     const hit = deletes.find((a) => {
       const key = orphanKey(a.id);
-      if (loc.kind === 'pool') return key === recordKey({ type: 'volume', pool: loc.pool, volume: loc.volume });
+      if (loc.kind === 'pool') {
+        if (key === recordKey({ type: 'volume', pool: loc.pool, volume: loc.volume })) return true;
+        // The same file, recorded as an image file before the YAML declared it as a volume.
+        const dir = declared.pools[loc.pool]?.path;
+        return dir !== undefined && key.startsWith('image:') && resolve(key.slice('image:'.length)) === resolve(path.join(dir, loc.volume));
+      }
       return key.startsWith('image:') && (key === recordKey({ type: 'image', path: loc.path }) || resolve(key.slice('image:'.length)) === resolve(loc.path));
     });
     if (hit)

@@ -1,6 +1,6 @@
 // Pool volumes, pools and VM disks: the pure diffs, case by case.
 import { describe, expect, it } from 'vitest';
-import { check, diff, disk, domain, GiB, pool, volume, volumeRecord, type Case } from './fixtures.js';
+import { check, diff, disk, domain, GiB, image, imageRecord, pool, volume, volumeRecord, type Case } from './fixtures.js';
 
 type Row = Case & { want: (string | RegExp)[]; notes?: RegExp[] };
 
@@ -122,6 +122,17 @@ describe('volume diff', () => {
       volumes: [{ ...v, birth: '43' }],
       inventory: [volumeRecord('v', v)],
       want: ['no-op pools.p in-sync-adopted', /^refused images\.v: .*reconcile did not create it/],
+    },
+    {
+      reason: 'an image file now declared as a volume of the pool holding it is the same file: not pruned',
+      yaml: vol('{ pool: p, volume: v.qcow2, adopt: true }'),
+      pools: [listed],
+      volumes: [v],
+      files: [image(v.path)],
+      inventory: [imageRecord('old', image(v.path))],
+      prune: true,
+      want: ['no-op pools.p in-sync-adopted', 'no-op images.v in-sync-adopted'],
+      notes: [/\/vr-test\/p\/v\.qcow2 \(was images\.old\) is declared as images\.v under another path; not pruned/],
     },
     {
       reason: 'without --prune a volume that left the YAML is noted',

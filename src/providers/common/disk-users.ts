@@ -20,10 +20,14 @@ export interface DiskUse {
 export function diskUse(
   key: string,
   also: string | undefined,
+  identity: { dev: number; ino: number } | undefined,
   i: { state: DesiredState; inventory: { objects: Record<string, InventoryRecord> }; prune: boolean; observed: Observation },
 ): DiskUse {
   if (i.observed.diskUsersError) return { blocking: [], after: [], unknown: i.observed.diskUsersError };
-  const users = [...new Set([...(i.observed.diskUsers?.get(key) ?? []), ...(also ? (i.observed.diskUsers?.get(also) ?? []) : [])])];
+  // By path, and by the file's identity where it is known: a domain may name the file through a
+  // symlinked directory or `//` (the observation resolved those; see observe.ts).
+  const keys = [key, ...(also ? [also] : []), ...(identity ? [`id:${identity.dev}:${identity.ino}`] : [])];
+  const users = [...new Set(keys.flatMap((k) => i.observed.diskUsers?.get(k) ?? []))];
   const out: DiskUse = { blocking: [], after: [] };
   for (const d of users) {
     const rec = i.inventory.objects[`domain:${d}`];

@@ -29,7 +29,7 @@ export interface ImageDiffInput {
   /** image records the YAML no longer declares (inventory minus desired) */
   orphans: [string, InventoryRecord][];
   /** which domains use a file as a disk, and what a delete of it must wait for */
-  diskUse: (path: string) => DiskUse;
+  diskUse: (path: string, identity?: { dev: number; ino: number }) => DiskUse;
   /** paths that could not be observed, with why */
   errors: Map<string, string>;
 }
@@ -378,7 +378,9 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     }
     const obs = observed.get(stored.path)!;
     const rec = resolveImageRecord(stored, obs.exists ? obs.file : undefined)!;
-    const alias = obs.exists && obs.symlink === undefined ? declaredFiles.get(fileKey(obs.file)) : undefined;
+    // Declared again as a volume of a file pool (the pool's directory holds the file): the same file.
+    const asVolume = Object.values(state.images).find((s) => s.location.kind === 'pool' && pathOf(s) === rec.path)?.name;
+    const alias = asVolume ?? (obs.exists && obs.symlink === undefined ? declaredFiles.get(fileKey(obs.file)) : undefined);
     if (alias) {
       out.notes.push(`${rec.path} (was images.${rec.name}) is declared as images.${alias} under another path; not pruned`);
       continue;
@@ -423,7 +425,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       refuse(id, `${rec.path} (was images.${rec.name}) left the YAML, but ${overlays.join(', ')} still use it as backing file; it is not pruned`);
       continue;
     }
-    const use = input.diskUse(rec.path);
+    const use = input.diskUse(rec.path, obs.file);
     if (use.unknown) {
       refuse(id, `${rec.path} (was images.${rec.name}) left the YAML, but reconcile cannot tell whether a domain uses it as a disk (${use.unknown}); it is not deleted blind`);
       continue;

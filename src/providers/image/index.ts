@@ -40,7 +40,7 @@ export const imageKind: Kind = {
       overlaysOf: overlaysResolver(i.state, i.observed.files, i.observed.volumes),
       interrupted: interruptedPublishes(i.inventory, i.observed.files, i.observed.identities),
       orphans: i.orphans,
-      diskUse: (p) => diskUse(p, undefined, i),
+      diskUse: (p, identity) => diskUse(p, undefined, identity, i),
       errors: i.observed.errors,
     }),
   execute: executeImage,

@@ -51,7 +51,7 @@ export const volumeKind: Kind = {
       prune: i.prune,
       overlaysOf: overlaysResolver(i.state, i.observed.files, i.observed.volumes),
       orphans: i.orphans,
-      diskUse: (key, path) => diskUse(key, path, i),
+      diskUse: (key, path) => diskUse(key, path, undefined, i),
       errors: i.observed.errors,
     }),
   execute: executeVolume,
