@@ -108,10 +108,10 @@ describe('volume diff', () => {
       want: ['no-op pools.p in-sync-adopted', 'replace images.v interrupted'],
     },
     {
-      reason: 'the same, but the file was born long after the intent: someone else made it, left alone',
+      reason: 'the same, but the file was born 3 s after the intent: someone else put it there, left alone',
       yaml: vol('{ pool: p, volume: v.qcow2, size: 1G }'),
       pools: [listed],
-      volumes: [{ ...v, birth: '1700000600000000000' }],
+      volumes: [{ ...v, birth: '1700000003000000000' }],
       inventory: [volumeRecord('v', v, { status: 'building', key: '', birth: undefined, since: '1700000000000000000' })],
       want: ['no-op pools.p in-sync-adopted', /^refused images\.v: .*an apply was killed while creating it/],
     },
