@@ -212,7 +212,8 @@ export async function poolDefinitionXml(v: Virsh, name: string): Promise<string>
 export function withTargetPermissions(xml: string, p: Permissions): string {
   const doc = parseXmlForEdit(xml);
   const pool = doc.pool as XmlElement;
-  const target = (pool.target ??= {}) as XmlElement;
+  pool.target ??= {};
+  const target = pool.target as XmlElement;
   const perms = (target.permissions && typeof target.permissions === 'object' ? target.permissions : {}) as XmlElement;
   if (p.mode !== undefined) perms.mode = `0${p.mode.toString(8)}`;
   if (p.owner !== undefined) perms.owner = p.owner;
