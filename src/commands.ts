@@ -1,29 +1,25 @@
 // What each `reconcile` command does with its parsed options; all work happens in reconcile/.
 // cli.ts parses the command line and loads this module only when a command runs.
 import { readFile, writeFile } from 'node:fs/promises';
-import { applyPlan } from './reconcile/apply.js';
-import { listBackups, restore, reverify, runBackup } from './backups/backup.js';
-import { checkFailed, checkImages, runningDiskPaths } from './checks/check.js';
-import { startHttp } from './watch/http.js';
-import { createLogger, defaultLogFormat, type LogFormat } from './watch/log.js';
-import { createMetrics } from './watch/metrics.js';
-import { WatchService } from './watch/service.js';
+import type { LogFormat } from './watch/log.js';
+import type { SavedPlan } from './reconcile/saved-plan.js';
+import type { Lock } from './reconcile/lock.js';
 import { desiredStateFrom, loadDesiredState } from './reconcile/config.js';
-import { nothingDeclared, refuseProtected } from './reconcile/destroy.js';
-import { makePlan, planWithObservations } from './reconcile/engine.js';
-import { checkSameAsFresh, checkStateDir, readSavedPlan, toSavedPlan, type SavedPlan } from './reconcile/saved-plan.js';
-import { present } from './providers/observe.js';
 import { EXIT, UserError } from './reconcile/errors.js';
-import { FileObservationCache } from './reconcile/inventory.js';
-import { acquireLock, type Lock } from './reconcile/lock.js';
 import type { DesiredState } from './reconcile/model.js';
 import { hasChanges, type Plan } from './reconcile/plan.js';
 import { colorsFor } from './colors.js';
-import { askYes, canAsk, needsConsent } from './confirm.js';
 import { printable } from './text.js';
-import { renderBackups, renderCheck, renderPlan, renderSummary } from './render.js';
-import { connect, resolveUri } from './tools/virsh.js';
-import { capacityWarnings, imageStatuses, poolStatuses, renderShow, vmStatuses } from './show.js';
+
+// Each command loads only what it uses: `validate` must not pay for libvirt, the watch
+// service, metrics or backups (see the start-up budget in `npm run bench`).
+const engine = () => import('./reconcile/engine.js');
+const inventory = () => import('./reconcile/inventory.js');
+const locking = () => import('./reconcile/lock.js');
+const savedPlans = () => import('./reconcile/saved-plan.js');
+const rendering = () => import('./render.js');
+const showing = () => import('./show.js');
+const backups = () => import('./backups/backup.js');
 
 /** Every option of every command, with its default where the command does not take it. */
 export interface Args {
@@ -65,7 +61,8 @@ function humanStream(a: Args): NodeJS.WriteStream {
 }
 
 /** The libvirt connection, opened only if something needs it (image files alone do not). */
-function virshFor(a: Args, yamlUri?: string) {
+async function virshFor(a: Args, yamlUri?: string) {
+  const { connect, resolveUri } = await import('./tools/virsh.js');
   return () => connect(resolveUri(a.connect, yamlUri));
 }
 
@@ -78,9 +75,16 @@ export async function cmdValidate(a: Args): Promise<number> {
 }
 
 export async function cmdPlan(a: Args): Promise<number> {
+  const [{ FileObservationCache }, { planWithObservations }, { capacityWarnings, poolStatuses }, { toSavedPlan }, { renderPlan }] = await Promise.all([
+    inventory(),
+    engine(),
+    showing(),
+    savedPlans(),
+    rendering(),
+  ]);
   const state = await loadDesiredState(a.files);
   const cache = await FileObservationCache.open(a.stateDir);
-  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: a.allowReplace, prune: a.prune, cache, virsh: virshFor(a, state.connection) });
+  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: a.allowReplace, prune: a.prune, cache, virsh: await virshFor(a, state.connection) });
   const plan = p.plan;
   if (a.output === 'text') for (const w of capacityWarnings(poolStatuses(state, p))) process.stderr.write(`${w}\n`);
   if (a.out) {
@@ -105,6 +109,7 @@ interface ApplyInput {
 }
 
 export async function cmdApply(a: Args): Promise<number> {
+  const { checkSameAsFresh, checkStateDir, readSavedPlan } = await savedPlans();
   const planFile = a.rest[0];
   if (planFile && a.filesGiven) throw new UserError('apply PLAN.json runs the YAML the plan embeds; -f is not taken with it', EXIT.usage);
   // A saved plan carries its own --prune / --allow-replace: flags given again would be ignored, silently.
@@ -131,6 +136,7 @@ export async function cmdApply(a: Args): Promise<number> {
 
 /** `destroy`: everything reconcile created (its inventory), as prune with nothing declared. */
 export async function cmdDestroy(a: Args): Promise<number> {
+  const { nothingDeclared, refuseProtected } = await import('./reconcile/destroy.js');
   return applyDesired(a, {
     verb: 'destroy',
     command: 'destroy',
@@ -150,6 +156,14 @@ async function applyDesired(
   a: Args,
   how: { verb: 'apply' | 'destroy'; command: string; review: 'always' | 'when-destructive' | 'never'; input: () => Promise<ApplyInput> },
 ): Promise<number> {
+  const [{ applyPlan }, { makePlan }, { FileObservationCache }, { acquireLock }, { renderPlan, renderSummary }, { askYes, canAsk, needsConsent }] = await Promise.all([
+    import('./reconcile/apply.js'),
+    engine(),
+    inventory(),
+    locking(),
+    rendering(),
+    import('./confirm.js'),
+  ]);
   const log = progressLog(a);
   // Ctrl-C or SIGTERM: no new action starts, builds in flight are cancelled (their scratch
   // files removed), other actions in flight finish, the lock is released and the summary
@@ -179,7 +193,7 @@ async function applyDesired(
   lock = await acquireLock(stateDir, { timeoutSeconds: a.lockTimeout, command: how.command, log: (m) => process.stderr.write(`${m}\n`) });
   try {
     const cache = await FileObservationCache.open(stateDir);
-    const plan = await makePlan(state, { stateDir, ...options, cache, virsh: virshFor(a, state.connection) });
+    const plan = await makePlan(state, { stateDir, ...options, cache, virsh: await virshFor(a, state.connection) });
     check?.(plan);
     if (plan.refusals.length) {
       throw new UserError(`${renderPlan(plan, { colors: colorsFor(process.stderr, a.color) })}\n\nnothing was applied`, EXIT.error, {
@@ -210,7 +224,7 @@ async function applyDesired(
       if (interrupted) throw notApplied();
       if (!yes) throw new UserError(`${how.verb} cancelled (the answer was not "yes"); nothing was changed`, EXIT.error, { reason: 'cancelled' });
     }
-    const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: virshFor(a, plan.connection), signal: stop.signal });
+    const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: await virshFor(a, plan.connection), signal: stop.signal });
     const ok = !interrupted && !result.counts.failed;
     const outcome = ok ? { ok } : { ok, reason: interrupted ? 'interrupted' : 'failed', ...(interrupted ? { interrupted } : {}) };
     print(a.output === 'json' ? JSON.stringify({ ...outcome, ...result }, null, 2) : renderSummary(result, interrupted, how.verb));
@@ -223,9 +237,10 @@ async function applyDesired(
 }
 
 export async function cmdShow(a: Args): Promise<number> {
+  const [{ FileObservationCache }, { planWithObservations }, { imageStatuses, poolStatuses, renderShow, vmStatuses }] = await Promise.all([inventory(), engine(), showing()]);
   const state = await loadDesiredState(a.files);
   const cache = await FileObservationCache.open(a.stateDir);
-  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh: virshFor(a, state.connection) });
+  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh: await virshFor(a, state.connection) });
   const images = imageStatuses(state, p);
   const pools = poolStatuses(state, p);
   const vms = vmStatuses(state, p);
@@ -234,9 +249,16 @@ export async function cmdShow(a: Args): Promise<number> {
 }
 
 export async function cmdCheck(a: Args): Promise<number> {
+  const [{ FileObservationCache }, { planWithObservations }, { checkFailed, checkImages, runningDiskPaths }, { present }, { renderCheck }] = await Promise.all([
+    inventory(),
+    engine(),
+    import('./checks/check.js'),
+    import('./providers/observe.js'),
+    rendering(),
+  ]);
   const state = await loadDesiredState(a.files);
   const cache = await FileObservationCache.open(a.stateDir);
-  const virsh = virshFor(a, state.connection);
+  const virsh = await virshFor(a, state.connection);
   const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh });
   let inUse = new Set<string>();
   try {
@@ -257,6 +279,7 @@ function backupSpec(state: DesiredState, name: string) {
 }
 
 export async function cmdBackupList(a: Args): Promise<number> {
+  const [{ listBackups }, { renderBackups }] = await Promise.all([backups(), rendering()]);
   const [name] = a.rest;
   const state = await loadDesiredState(a.files);
   if (name) backupSpec(state, name);
@@ -266,11 +289,12 @@ export async function cmdBackupList(a: Args): Promise<number> {
 }
 
 export async function cmdBackupRun(a: Args): Promise<number> {
+  const [{ runBackup }, { acquireLock }] = await Promise.all([backups(), locking()]);
   const state = await loadDesiredState(a.files);
   const spec = backupSpec(state, a.rest[0]!);
   const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `backup run ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
   try {
-    const r = await runBackup(spec, { virsh: virshFor(a, state.connection)(), stateDir: a.stateDir, log: progressLog(a) });
+    const r = await runBackup(spec, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: progressLog(a) });
     if (a.output === 'json') print(JSON.stringify(r, null, 2));
     return EXIT.ok;
   } finally {
@@ -279,6 +303,7 @@ export async function cmdBackupRun(a: Args): Promise<number> {
 }
 
 export async function cmdBackupVerify(a: Args): Promise<number> {
+  const [{ reverify }, { acquireLock }] = await Promise.all([backups(), locking()]);
   const state = await loadDesiredState(a.files);
   const spec = backupSpec(state, a.rest[0]!);
   const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `backup verify ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
@@ -293,12 +318,13 @@ export async function cmdBackupVerify(a: Args): Promise<number> {
 }
 
 export async function cmdRestore(a: Args): Promise<number> {
+  const [{ restore }, { acquireLock }] = await Promise.all([backups(), locking()]);
   if (!a.from) throw new UserError('restore needs --from ID (see `reconcile backup list`)', EXIT.usage);
   const state = await loadDesiredState(a.files);
   const spec = backupSpec(state, a.rest[0]!);
   const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `restore ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
   try {
-    await restore(spec, a.from, { virsh: virshFor(a, state.connection)(), stateDir: a.stateDir, log: print });
+    await restore(spec, a.from, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: print });
     print(`restored ${a.from}`);
     return EXIT.ok;
   } finally {
@@ -307,6 +333,13 @@ export async function cmdRestore(a: Args): Promise<number> {
 }
 
 export async function cmdWatch(a: Args): Promise<number> {
+  const [{ startHttp }, { createLogger, defaultLogFormat }, { createMetrics }, { WatchService }, { connect, resolveUri }] = await Promise.all([
+    import('./watch/http.js'),
+    import('./watch/log.js'),
+    import('./watch/metrics.js'),
+    import('./watch/service.js'),
+    import('./tools/virsh.js'),
+  ]);
   const w = a.watch;
   const [host, port] = [w.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''), Number(/:(\d+)$/.exec(w.listen)?.[1] ?? 'NaN')];
   if (!Number.isInteger(port)) throw new UserError(`--listen must be HOST:PORT (got ${w.listen})`, EXIT.usage);

@@ -1,6 +1,8 @@
 // Checks one parsed file against schemas/storage.schema.json and turns ajv's errors
 // into FILE:LINE:COL: field: message lines a person can act on.
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import Ajv2020, { type ErrorObject } from 'ajv/dist/2020.js';
 import type { ConfigError } from './errors.js';
@@ -9,11 +11,27 @@ import { SIZE_HELP, SIZE_PATTERN } from './sizes.js';
 import { fieldName, locate, type FieldPath, type SourceFile } from './source-file.js';
 
 export const SCHEMA_PATH = fileURLToPath(new URL('../../schemas/storage.schema.json', import.meta.url));
-const schema = JSON.parse(readFileSync(SCHEMA_PATH, 'utf8')) as Record<string, unknown>;
 
-// verbose: errors carry their parentSchema, so unknown-field errors can list what is allowed.
-const ajv = new Ajv2020.default({ allErrors: true, allowUnionTypes: true, strict: true, verbose: true });
-const validateFn = ajv.compile(schema);
+type Validate = ((data: unknown) => boolean) & { errors?: ErrorObject[] | null };
+
+/**
+ * The validator the build compiled (scripts/build-validator.mjs) if it was made from this very
+ * schema; otherwise (running from source) the schema compiled now, with the same options.
+ */
+function loadValidator(): Validate {
+  const text = readFileSync(SCHEMA_PATH, 'utf8');
+  try {
+    const built = createRequire(import.meta.url)('./storage-validator.cjs') as Validate & { default?: Validate; schemaDigest?: string };
+    if (built.schemaDigest === createHash('sha256').update(text).digest('hex')) return built.default ?? built;
+  } catch {
+    // not built (tests running the TypeScript sources): compile below
+  }
+  // verbose: errors carry their parentSchema, so unknown-field errors can list what is allowed.
+  const ajv = new Ajv2020.default({ allErrors: true, allowUnionTypes: true, strict: true, verbose: true });
+  return ajv.compile(JSON.parse(text) as Record<string, unknown>);
+}
+
+const validateFn = loadValidator();
 
 function pointerToPath(pointer: string): FieldPath {
   if (!pointer) return [];
