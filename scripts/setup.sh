@@ -53,6 +53,11 @@ else
   npm run build --silent
 fi
 
+# `reconcile` on the PATH, from this clone (a global symlink, as npm link makes): CI jobs and
+# the systemd unit run it by name, never through npx, which in another repository would fetch
+# an unrelated npm package that happens to be called "reconcile".
+npm link --silent --no-audit --no-fund >/dev/null
+
 # libvirt for the example and for people using the host's own daemon (tests start private ones).
 if ! pgrep -x virtlogd >/dev/null; then virtlogd -d; fi
 if ! pgrep -x libvirtd >/dev/null; then libvirtd -d; fi
