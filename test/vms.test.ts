@@ -15,12 +15,17 @@ const p = (f: string) => path.join(sb.dir, f);
 beforeAll(async () => {
   lv = await startPrivateLibvirtd();
   sb = await sandbox('vms', { libvirt: lv });
+  extra.push(sb); // a test later points sb at another sandbox: this one must still go
   await chmod(sb.dir, 0o755); // qemu runs as libvirt-qemu and must reach the images
   await qemuImg('create', '-q', '-f', 'raw', p('scratch.raw'), '16M');
 });
 afterAll(async () => {
-  await lv?.stop();
-  for (const s of [sb, ...extra]) await s?.cleanup();
+  // The sandboxes go even if stopping the daemon fails (a domain left running, say).
+  try {
+    await lv?.stop();
+  } finally {
+    for (const s of [sb, ...extra]) await s?.cleanup();
+  }
 });
 
 /** The <disk> of target `t` in a domain's XML. */
