@@ -1,4 +1,5 @@
 // Shared test plumbing: run the real CLI, read the host with real qemu-img, count spawns.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -22,6 +23,8 @@ export interface Sandbox {
   trace: string;
   /** runs `reconcile ARGS -f <dir>/storage.yaml --state-dir <dir>/state` */
   run(...args: string[]): Promise<CliResult>;
+  /** the same, started in the background (to act on the host, or send a signal, while it runs) */
+  start(...args: string[]): Started;
   /** the same, on a terminal (stdin and stdout a pty) typing `input`; stdout and stderr both arrive in stdout */
   runInTerminal(input: string, ...args: string[]): Promise<CliResult>;
   /** the process argv lines the last run(s) spawned, since the last call of resetTrace */
@@ -29,6 +32,15 @@ export interface Sandbox {
   resetTrace(): Promise<void>;
   yaml(text: string, name?: string): Promise<string>;
   cleanup(): Promise<void>;
+}
+
+export interface Started {
+  child: ChildProcess;
+  /** its exit code (null when a signal ended it) */
+  exited: Promise<number | null>;
+  /** what it has printed so far */
+  stdout(): string;
+  stderr(): string;
 }
 
 export interface SandboxOptions {
@@ -52,6 +64,15 @@ export async function sandbox(name: string, opts: SandboxOptions = {}): Promise<
     stateDir,
     trace,
     run: (...args) => cli(withSandbox(args), { VIRT_RECONCILE_TRACE: trace }, opts.libvirt?.nsenter),
+    start: (...args) => {
+      const argv = [...(opts.libvirt?.nsenter ?? []), 'node', CLI, ...withSandbox(args)];
+      const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VIRT_RECONCILE_TRACE: trace } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      return { child, exited: new Promise((r) => child.once('exit', (code) => r(code))), stdout: () => stdout, stderr: () => stderr };
+    },
     runInTerminal: (input, ...args) => cliInTerminal(withSandbox(args), input, { VIRT_RECONCILE_TRACE: trace }, opts.libvirt?.nsenter),
     spawned: async () =>
       (await readFile(trace, 'utf8').catch(() => ''))

@@ -150,18 +150,13 @@ images:
   after: { path: $DIR/after.qcow2, source: { image: big } }
   other: { path: $DIR/other.qcow2, size: 1M }
 `);
-    const child = spawn('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--parallelism', '1'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace },
-    });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const apply = sb.start('apply', '--parallelism', '1');
     await waitForSpawn(sb, 'convert');
     await new Promise((r) => setTimeout(r, 200));
-    child.kill('SIGINT'); // the node process only, as `kill -INT PID` would
-    expect(await exited, out).toBe(130);
+    apply.child.kill('SIGINT'); // the node process only, as `kill -INT PID` would
+    const code = await apply.exited;
+    const out = apply.stdout() + apply.stderr();
+    expect(code, out).toBe(130);
     expect(out).toMatch(/images\.big: cancelled/);
     expect(out).toMatch(/Apply interrupted by SIGINT/);
     expect(out).toMatch(/cancelled in flight \(built again by the next apply\): images\.big/);

@@ -1,7 +1,6 @@
 // Never touch what is not ours: an existing file is managed only when the YAML adopts it, a
 // symlink is not followed, a build never replaces a file that appeared meanwhile, prune
 // deletes only the extents it made, and leftover cleanup removes only its own directories.
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -99,17 +98,11 @@ describe('publishing a build', () => {
 images:
   big: { path: $DIR/big.qcow2, source: { file: $DIR/src.raw }, qcow2: { compressed: true } }
 `);
-    const child = spawn('node', [CLI, 'apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace },
-    });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    const apply = sb.start('apply');
     await waitForSpawn(sb, 'convert');
     await writeFile(path.join(sb.dir, 'big.qcow2'), 'written by someone else meanwhile\n');
-    expect(await exited).toBe(1);
-    expect(out).toMatch(/big\.qcow2 appeared while the image was being built \(someone else's file\); it is left as it is/);
+    expect(await apply.exited).toBe(1);
+    expect(apply.stdout()).toMatch(/big\.qcow2 appeared while the image was being built \(someone else's file\); it is left as it is/);
     expect(await readFile(path.join(sb.dir, 'big.qcow2'), 'utf8')).toBe('written by someone else meanwhile\n');
     expect((await readdir(sb.dir)).filter((n) => n.includes('.reconcile-'))).toEqual([]);
   });

@@ -1,7 +1,6 @@
 // Between plan and action, the host can change: a file swapped for a symlink or another
 // file, a same file spelled through a symlinked directory, a kill between publishing a vmdk's
 // extents and its descriptor. Each action acts only on the very file the plan saw.
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -25,19 +24,15 @@ images:
   a-big: { path: $DIR/big.qcow2, source: { file: $DIR/src.raw }, qcow2: { compressed: true } }
   p: { path: $DIR/p.img, format: raw, size: 2M, permissions: { mode: "0666" } }
 `);
-    const child = spawn('node', [CLI, 'apply', '--prune', '--parallelism', '1', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace },
-    });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    const apply = sb.start('apply', '--prune', '--parallelism', '1');
     await waitForSpawn(sb, 'convert');
     await symlink(victim, path.join(sb.dir, 'p.new'));
     await rename(path.join(sb.dir, 'p.new'), path.join(sb.dir, 'p.img'));
     await writeFile(path.join(sb.dir, 'u.tmp'), 'USER PRECIOUS\n');
     await rename(path.join(sb.dir, 'u.tmp'), path.join(sb.dir, 'old.img'));
-    expect(await exited, out).toBe(1);
+    const code = await apply.exited;
+    const out = apply.stdout();
+    expect(code, out).toBe(1);
     expect(out).toMatch(/images\.p: FAILED: .*p\.img is now a symlink; not followed, nothing changed/);
     expect(out).toMatch(/kept .*old\.img: not the file reconcile made/);
     expect(await readFile(victim, 'utf8')).toBe('precious\n');
