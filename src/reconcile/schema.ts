@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import Ajv2020, { type ErrorObject } from 'ajv/dist/2020.js';
+import type { ErrorObject } from 'ajv/dist/2020.js';
 import type { ConfigError } from './errors.js';
 import { DURATION_HELP, DURATION_PATTERN } from './durations.js';
 import { SIZE_HELP, SIZE_PATTERN } from './sizes.js';
@@ -20,14 +20,17 @@ type Validate = ((data: unknown) => boolean) & { errors?: ErrorObject[] | null }
  */
 function loadValidator(): Validate {
   const text = readFileSync(SCHEMA_PATH, 'utf8');
+  const require = createRequire(import.meta.url);
   try {
-    const built = createRequire(import.meta.url)('./storage-validator.cjs') as Validate & { default?: Validate; schemaDigest?: string };
+    const built = require('./storage-validator.cjs') as Validate & { default?: Validate; schemaDigest?: string };
     if (built.schemaDigest === createHash('sha256').update(text).digest('hex')) return built.default ?? built;
   } catch {
     // not built (tests running the TypeScript sources): compile below
   }
+  // ajv's compiler is loaded only here: a built CLI never pays for it at start-up.
+  const Ajv2020 = (require('ajv/dist/2020.js') as typeof import('ajv/dist/2020.js')).default;
   // verbose: errors carry their parentSchema, so unknown-field errors can list what is allowed.
-  const ajv = new Ajv2020.default({ allErrors: true, allowUnionTypes: true, strict: true, verbose: true });
+  const ajv = new Ajv2020({ allErrors: true, allowUnionTypes: true, strict: true, verbose: true });
   return ajv.compile(JSON.parse(text) as Record<string, unknown>);
 }
 
