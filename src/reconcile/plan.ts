@@ -49,7 +49,7 @@ export const isReplace = (a: Pick<Action, 'kind'>) => a.kind === 'replace';
  * Loses data, or deletes or replaces an object (even one only forgotten): shown in red, and
  * on a terminal apply asks before doing it.
  */
-export const isDestructive = (a: Pick<Action, 'kind' | 'destructive'>) => a.destructive || a.kind === 'delete' || a.kind === 'replace';
+export const isDestructive = (a: Pick<Action, 'kind' | 'destructive'>) => a.destructive || a.kind === 'delete' || isReplace(a);
 export const isChange = (a: Pick<Action, 'kind'>) => a.kind !== 'no-op';
 
 /** An object that matches its declaration; `ours`: reconcile made it (else it was adopted and is never deleted). */

@@ -6,6 +6,7 @@ import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { randomUUID } from 'node:crypto';
 import { changeDisk, defineDomain, domainExists, domainUuid, domainXml, setOwnership, undefineDomain } from '../../tools/libvirt-domain.js';
+import type { Virsh } from '../../tools/virsh.js';
 import type { DomainOp } from './ops.js';
 
 export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect> {
@@ -33,8 +34,8 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
       return { record: [key, rec] };
     }
     case 'domain.disks': {
-      const now = await domainUuid(v, op.name).catch(() => undefined);
-      if (now !== op.uuid) throw new Error(`domain ${op.name} is no longer the one the plan saw (${now ? 'another uuid' : 'gone'}); nothing changed`);
+      const swapped = await swappedSince(v, op.name, op.uuid);
+      if (swapped) throw new Error(`${swapped}; nothing changed`);
       const pending: string[] = [];
       for (const step of op.steps) {
         const live = await changeDisk(v, op.name, step.verb, step.disk, op.running);
@@ -46,15 +47,15 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
       const key = recordKey({ type: 'domain', name: op.name });
       const before = ctx.inventory.get(key);
       return {
-        record: [key, { type: 'domain', name: op.name, uuid: await domainUuid(v, op.name), status: 'ready', createdAt: before?.createdAt ?? new Date().toISOString(), uri: v.uri }],
+        record: [key, { type: 'domain', name: op.name, uuid: op.uuid, status: 'ready', createdAt: before?.createdAt ?? new Date().toISOString(), uri: v.uri }],
       };
     }
     case 'domain.undefine': {
       if (op.exists) {
         // Defined again by someone else since the plan (while a prompt waited, say): not ours.
-        const now = await domainUuid(v, op.name).catch(() => undefined);
-        if (now !== op.uuid) {
-          ctx.log(`${a.id}: not undefined: domain ${op.name} is no longer the one the plan saw (${now ? 'another uuid' : 'gone'}); forgotten`);
+        const swapped = await swappedSince(v, op.name, op.uuid);
+        if (swapped) {
+          ctx.log(`${a.id}: not undefined: ${swapped}; forgotten`);
           return { forget: op.inventoryKey };
         }
         await undefineDomain(v, op.name);
@@ -62,4 +63,10 @@ export async function executeDomain(a: Action, ctx: ExecContext): Promise<Effect
       return { forget: op.inventoryKey };
     }
   }
+}
+
+/** Why the domain named is no longer the one the plan saw (its uuid), or undefined if it still is. */
+async function swappedSince(v: Virsh, name: string, uuid: string | undefined): Promise<string | undefined> {
+  const now = await domainUuid(v, name).catch(() => undefined);
+  return now === uuid ? undefined : `domain ${name} is no longer the one the plan saw (${now ? 'another uuid' : 'gone'})`;
 }

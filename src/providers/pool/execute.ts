@@ -103,9 +103,9 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
     case 'pool.delete': {
       if (op.exists) {
         // Defined again by someone else since the plan (while a prompt waited, say): not ours.
-        const now = (await readPool(v, op.name).catch(() => undefined))?.uuid;
-        if (now !== op.uuid) {
-          ctx.log(`${a.id}: not deleted: the pool named ${op.name} is no longer the one the plan saw (${now ? 'another uuid' : 'gone'}); forgotten`);
+        const swapped = await swappedSince(ctx, op.name, op.uuid);
+        if (swapped) {
+          ctx.log(`${a.id}: not deleted: ${swapped}; forgotten`);
           return { forget: op.inventoryKey };
         }
         if (op.active) await stopPool(v, op.name);
@@ -121,8 +121,14 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
   }
 }
 
+/** Why the pool named is no longer the one the plan saw (its uuid), or undefined if it still is. */
+async function swappedSince(ctx: ExecContext, name: string, uuid: string | undefined): Promise<string | undefined> {
+  const now = (await readPool(ctx.virsh(), name).catch(() => undefined))?.uuid;
+  return now === uuid ? undefined : `the pool named ${name} is no longer the one the plan saw (${now ? 'another uuid' : 'gone'})`;
+}
+
 /** Throws unless the pool named is still the one the plan saw. */
 async function stillThePool(ctx: ExecContext, name: string, uuid: string | undefined): Promise<void> {
-  const now = (await readPool(ctx.virsh(), name).catch(() => undefined))?.uuid;
-  if (now !== uuid) throw new Error(`the pool named ${name} is no longer the one the plan saw (${now ? 'another uuid' : 'gone'}); nothing changed`);
+  const swapped = await swappedSince(ctx, name, uuid);
+  if (swapped) throw new Error(`${swapped}; nothing changed`);
 }
