@@ -70,6 +70,12 @@ export interface Observation {
   diskUsersError?: string;
 }
 
+/** Why a path could not be observed, as one message that names the path. */
+export function unobservable(errors: Map<string, string>, p: string): string {
+  const why = errors.get(p) ?? 'not observed';
+  return why.includes(p) ? why : `cannot observe ${p}: ${why}`;
+}
+
 /** Every object observed, keyed "<what>:<name>": what a saved plan must find unchanged. */
 export function observedObjects(obs: Observation): [string, object][] {
   const out: [string, object][] = [];

@@ -1,7 +1,7 @@
 // load → observe → diff → plan. Level-triggered: every plan starts from what the host
 // reports now, never from memory of an earlier run. Generic: the kinds (providers/registry.ts)
 // say what to observe and what to do; this file only combines them.
-import { observe, observedObjects, mergeTargets, type Observation } from '../providers/observe.js';
+import { observe, observedObjects, mergeTargets, unobservable, type Observation } from '../providers/observe.js';
 import type { StatCache } from '../providers/common/stat-cache.js';
 import { KINDS } from '../providers/registry.js';
 import type { Virsh } from '../tools/virsh.js';
@@ -94,7 +94,7 @@ export function diffAll(state: DesiredState, obs: Observation, inventory: Invent
   const refusals = [...(flags.prune ? away : []), ...listed.flatMap((d) => d.refusals)];
   // A path that could not be observed refuses the objects on it (each kind says so); one no
   // kind needed is still worth a note.
-  const unneeded = [...obs.errors].filter(([p]) => !refusals.some((r) => r.message.includes(p))).map(([p, why]) => (why.includes(p) ? why : `cannot observe ${p}: ${why}`));
+  const unneeded = [...obs.errors.keys()].filter((p) => !refusals.some((r) => r.message.includes(p))).map((p) => unobservable(obs.errors, p));
   const byDisplay = (a: Action, b: Action) => KINDS.findIndex((k) => k.resource === a.resource) - KINDS.findIndex((k) => k.resource === b.resource);
   return {
     actions: keepPendingDependencies([...earlier].sort(byDisplay)),

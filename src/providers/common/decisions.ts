@@ -109,3 +109,11 @@ export function imageOptions(spec: ImageSpec): Record<string, string | number | 
     encryption: spec.encryption ? 'luks' : undefined,
   };
 }
+
+/**
+ * The hint added when an object exists that reconcile did not make, and the inventory is
+ * empty: that is often another state directory than the one that made it.
+ */
+export function stateDirHint(inventory: { objects: Record<string, unknown> }): string {
+  return Object.keys(inventory.objects).length ? '' : '. This state directory records nothing: if reconcile made it, use the state directory that did (--state-dir)';
+}

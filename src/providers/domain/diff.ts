@@ -23,7 +23,7 @@ export interface VmDiff {
 }
 
 import type { DiskStep } from './ops.js';
-import type { Observed } from '../observe.js';
+import { unobservable, type Observed } from '../observe.js';
 export type { DiskStep };
 
 const PREFIX: Record<DiskSpec['bus'], string> = { virtio: 'vd', scsi: 'sd', sata: 'sd', ide: 'hd', nvme: 'nvme' };
@@ -309,8 +309,7 @@ function resolveDisks(
     } else {
       const p = d.path!;
       if (!files.has(p)) {
-        const why = errors.get(p) ?? 'not observed';
-        refuse(d.origin, `disk ${why.includes(p) ? why : `cannot observe ${p}: ${why}`}`);
+        refuse(d.origin, `disk ${unobservable(errors, p)}`);
         continue;
       }
       const f = files.get(p)!;

@@ -3,13 +3,13 @@
 import { canResize, driverFor, sizeTolerance } from './formats.js';
 import type { ImageBuild } from './build.js';
 import type { ObservedImage } from './observe.js';
-import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal } from '../common/decisions.js';
+import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal, stateDirHint } from '../common/decisions.js';
 import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
 import type { ImageOp } from './ops.js';
 import type { DiskUse } from '../common/disk-users.js';
-import type { Observed } from '../observe.js';
+import { unobservable, type Observed } from '../observe.js';
 import { inSync, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
 
@@ -103,12 +103,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   }
   const pending = new Set<string>(); // ids created or replaced in this plan
   const refuse = (id: string, message: string) => out.refusals.push({ id, message });
-  // An empty inventory beside existing objects is often another state directory than the one that made them.
-  const elsewhere = Object.keys(inventory.objects).length ? '' : '. This state directory records nothing: if reconcile made it, use the state directory that did (--state-dir)';
-  const unobservable = (p: string) => {
-    const why = input.errors.get(p) ?? 'not observed';
-    return why.includes(p) ? why : `cannot observe ${p}: ${why}`;
-  };
+  const elsewhere = stateDirHint(inventory);
 
   // Which declared images are overlays on which paths (to protect bases from replace/prune).
   const { overlaysOf } = input;
@@ -156,7 +151,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     let size = dep.size;
     if (!dep.id) {
       if (!observed.has(dep.path)) {
-        refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobservable(dep.path)}`);
+        refuse(id, `${spec.origins.source ?? spec.origin}: source ${unobservable(input.errors, dep.path)}`);
         return undefined;
       }
       const src = observed.get(dep.path)!;
@@ -200,7 +195,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     }
     const p = spec.location.path;
     if (!observed.has(p)) {
-      refuse(id, `${spec.origin}: ${unobservable(p)}`);
+      refuse(id, `${spec.origin}: ${unobservable(input.errors, p)}`);
       continue;
     }
     const obs = observed.get(p)!;
@@ -373,7 +368,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const id = orphanId(key);
     // An inventory object that cannot be looked at cannot be pruned safely.
     if (!observed.has(stored.path)) {
-      if (input.prune) refuse(id, unobservable(stored.path));
+      if (input.prune) refuse(id, unobservable(input.errors, stored.path));
       continue;
     }
     const obs = observed.get(stored.path)!;

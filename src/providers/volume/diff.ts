@@ -8,7 +8,7 @@ import { sizeTolerance } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
 import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
-import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal } from '../common/decisions.js';
+import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal, stateDirHint } from '../common/decisions.js';
 import { orderByDependency, recordedChanges, recordedOptions } from '../image/diff.js';
 import { recordKey, volumeIsOurs, type Inventory, type InventoryRecord, type VolumeRecord } from '../../reconcile/inventory.js';
 import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
@@ -54,8 +54,7 @@ export function diffVolumes(input: {
   const unobserved = (p: string) => input.errors.get(p) ?? `${p} was not observed`;
   const pathOf = imagePathResolver(state, volumes, pools);
   const refuse = (id: string, message: string) => out.refusals.push({ id, message });
-  // An empty inventory beside existing objects is often another state directory than the one that made them.
-  const elsewhere = Object.keys(inventory.objects).length ? '' : '. This state directory records nothing: if reconcile made it, use the state directory that did (--state-dir)';
+  const elsewhere = stateDirHint(inventory);
 
   const specs = orderByDependency(state).filter((s) => s.location.kind === 'pool');
 
