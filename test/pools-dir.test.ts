@@ -294,6 +294,61 @@ images:
   });
 });
 
+describe('blank volumes of one pool are created together', () => {
+  it('40 volumes: two virsh processes create them (32 at most each, split evenly), each recorded ready with its key and birth', async () => {
+    const decl = Array.from({ length: 40 }, (_, i) => `  b${i}: { pool: pb, size: ${1 + (i % 3)}M${i % 2 ? ', format: raw' : ''} }`).join('\n');
+    await sb.yaml(`version: 1\npools:\n  pb: { type: dir, path: $DIR/pb }\nimages:\n${decl}\n`);
+    await sb.resetTrace();
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/41 created/);
+    const creates = (await sb.spawned()).filter((a) => a.some((x) => x.startsWith('vol-create ')));
+    expect(creates.map((a) => a.at(-1)!.split('vol-create ').length - 1)).toEqual([20, 20]);
+    const inv = JSON.parse(readFileSync(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    for (let i = 0; i < 40; i++) {
+      const name = `b${i}.${i % 2 ? 'img' : 'qcow2'}`;
+      expect(inv[`volume:pb/${name}`]).toMatchObject({ status: 'ready', key: p(`pb/${name}`), birth: String(statSync(p(`pb/${name}`), { bigint: true }).birthtimeNs) });
+    }
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+    await sb.yaml('version: 1\n');
+    expect((await sb.run('apply', '--prune')).code).toBe(0);
+    expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/\bpb\b/);
+  });
+
+  it('one name taken while the group waited: that volume fails alone, the others are made, the foreign file is untouched', async () => {
+    await execa('sh', ['-c', `head -c 256M /dev/urandom > '${p('slow2.raw')}'`]);
+    await sb.yaml(`version: 1
+pools:
+  pt: { type: dir, path: $DIR/pt }
+images:
+  a-slow2: { path: $DIR/slow2.qcow2, source: { file: $DIR/slow2.raw }, qcow2: { compressed: true } }
+  t1: { pool: pt, format: raw, size: 1M }
+  t2: { pool: pt, format: raw, size: 1M }
+  t3: { pool: pt, format: raw, size: 1M }
+`);
+    await sb.resetTrace();
+    const argv = [...lv.nsenter, 'node', CLI, 'apply', '--parallelism', '1', '-f', p('storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri];
+    const run = execa(argv[0]!, argv.slice(1), { reject: false, env: { VIRT_RECONCILE_TRACE: sb.trace } });
+    await waitForSpawn(sb, 'convert');
+    await writeFile(p('pt/t2.img'), Buffer.alloc(2 * MiB, 0x63));
+    await virsh(lv, 'pool-refresh', 'pt');
+    const r = await run;
+    expect(r.exitCode, String(r.stdout)).toBe(1);
+    expect(String(r.stdout)).toMatch(/images\.t2: FAILED: .*t2\.img/);
+    expect(String(r.stdout)).toMatch(/images\.t1: created/);
+    expect(String(r.stdout)).toMatch(/images\.t3: created/);
+    expect(readFileSync(p('pt/t2.img')).subarray(0, 4).toString()).toBe('cccc');
+    expect(statSync(p('pt/t2.img')).size).toBe(2 * MiB);
+    const inv = JSON.parse(readFileSync(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    expect(inv['volume:pt/t2.img']).toBeUndefined();
+    expect(inv['volume:pt/t1.img']).toMatchObject({ status: 'ready' });
+    await execa('rm', ['-f', p('pt/t2.img'), p('slow2.raw'), p('slow2.qcow2')]);
+    await virsh(lv, 'pool-refresh', 'pt');
+    await sb.yaml('version: 1\n');
+    expect((await sb.run('apply', '--prune')).code).toBe(0);
+  });
+});
+
 describe('volume identity (second adversarial pass)', () => {
   it("a user file put at an owned volume's path is foreign: never grown, chmod'ed or replaced", async () => {
     await sb.yaml('version: 1\npools:\n  pq: { type: dir, path: $DIR/pq }\nimages:\n  data: { pool: pq, format: raw, size: 4M }\n');

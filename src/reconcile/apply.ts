@@ -11,7 +11,7 @@ import { CommandError } from '../tools/exec.js';
 import type { Virsh } from '../tools/virsh.js';
 import { UserError } from './errors.js';
 import { readInventory, writeInventory } from './inventory.js';
-import type { ExecContext } from './kind.js';
+import type { Effect, ExecContext } from './kind.js';
 import { isChange, type Action, type ActionKind, type Plan } from './plan.js';
 
 export interface ApplyOptions {
@@ -97,12 +97,83 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
       },
     },
   };
-  const execute = async (a: Action): Promise<void> => {
-    const effect = await kindOf(a.resource).execute(a, ctx);
+  const persist = async (effect: Effect): Promise<void> => {
     if (!effect) return;
     if ('forget' in effect) await ctx.inventory.forget(effect.forget);
     else await ctx.inventory.set(...effect.record);
   };
+  const execute = async (a: Action): Promise<void> => persist(await kindOf(a.resource).execute(a, ctx));
+
+  const shuttingDown = (a: Action): ActionResult => {
+    opts.log(`${a.id}: not started (shutting down)`);
+    return { id: a.id, kind: a.kind, status: 'not-started', seconds: 0, error: 'shutting down' };
+  };
+  const outcome = (a: Action, t0: number, e?: unknown): ActionResult => {
+    const seconds = (Date.now() - t0) / 1000;
+    if (e === undefined) {
+      opts.log(`${a.id}: ${VERB[a.kind][1]} in ${seconds.toFixed(1)}s`);
+      return { id: a.id, kind: a.kind, status: 'done', seconds };
+    }
+    const msg = (e as Error).message;
+    if (e instanceof CommandError && e.cancelled) {
+      opts.log(`${a.id}: cancelled (shutting down); its scratch files are removed and the next apply builds it again`);
+      return { id: a.id, kind: a.kind, status: 'cancelled', seconds, error: msg };
+    }
+    opts.log(`${a.id}: FAILED: ${msg}`);
+    return { id: a.id, kind: a.kind, status: 'failed', seconds, error: msg };
+  };
+
+  // Ready actions a kind can carry out together gather here for one turn of the event loop
+  // (all that a finished dependency released join), then go in groups, each group one slot.
+  const groups = new Map<string, { actions: Action[]; done: ((r: ActionResult) => void)[] }>();
+  const runGroup = (actions: Action[]): Promise<ActionResult[]> =>
+    limit(async () => {
+      if (opts.signal?.aborted) return actions.map(shuttingDown);
+      const t0 = Date.now();
+      for (const a of actions) opts.log(`${a.id}: ${VERB[a.kind][0]} (${a.reason})`);
+      let outs: (Effect | Error)[];
+      try {
+        outs = await kindOf(actions[0]!.resource).batch!.execute(actions, ctx);
+      } catch (e) {
+        return actions.map((a) => outcome(a, t0, e));
+      }
+      return Promise.all(
+        actions.map(async (a, i) => {
+          const out = outs[i];
+          if (out instanceof Error) return outcome(a, t0, out);
+          try {
+            await persist(out);
+            return outcome(a, t0);
+          } catch (e) {
+            return outcome(a, t0, e);
+          }
+        }),
+      );
+    });
+  const joinGroup = (key: string, a: Action): Promise<ActionResult> =>
+    new Promise((resolve) => {
+      let g = groups.get(key);
+      if (!g) {
+        const group = { actions: [] as Action[], done: [] as ((r: ActionResult) => void)[] };
+        groups.set(key, group);
+        g = group;
+        setImmediate(() => {
+          groups.delete(key);
+          // Even groups: 50 ready actions with size 32 go as 25 + 25, in parallel.
+          const size = kindOf(a.resource).batch!.size;
+          const n = Math.ceil(group.actions.length / size);
+          const per = Math.ceil(group.actions.length / n);
+          for (let i = 0; i < group.actions.length; i += per) {
+            const done = group.done.slice(i, i + per);
+            void runGroup(group.actions.slice(i, i + per)).then((rs) => {
+              for (const [k, r] of rs.entries()) done[k]!(r);
+            });
+          }
+        });
+      }
+      g.actions.push(a);
+      g.done.push(resolve);
+    });
 
   const start = (a: Action): Promise<ActionResult> => {
     const existing = running.get(a.id);
@@ -112,34 +183,23 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
       const deps = await Promise.all(a.dependsOn.map((d) => (byId.has(d) ? start(byId.get(d)!) : Promise.resolve(undefined))));
       const failed = deps.find((d) => d && d.status !== 'done');
       if (failed && (failed.status === 'cancelled' || failed.status === 'not-started')) {
-        opts.log(`${a.id}: not started (shutting down)`);
-        return { id: a.id, kind: a.kind, status: 'not-started', seconds: 0, error: 'shutting down' };
+        return shuttingDown(a);
       }
       if (failed) {
         opts.log(`${a.id}: skipped, because ${failed.id} did not complete`);
         return { id: a.id, kind: a.kind, status: 'skipped', seconds: 0, error: `${failed.id} did not complete` };
       }
+      const key = kindOf(a.resource).batch?.key(a);
+      if (key !== undefined) return joinGroup(`${a.resource}:${key}`, a);
       return limit(async () => {
-        if (opts.signal?.aborted) {
-          opts.log(`${a.id}: not started (shutting down)`);
-          return { id: a.id, kind: a.kind, status: 'not-started' as const, seconds: 0, error: 'shutting down' };
-        }
+        if (opts.signal?.aborted) return shuttingDown(a);
         const t0 = Date.now();
         opts.log(`${a.id}: ${VERB[a.kind][0]} (${a.reason})`);
         try {
           await execute(a);
-          const seconds = (Date.now() - t0) / 1000;
-          opts.log(`${a.id}: ${VERB[a.kind][1]} in ${seconds.toFixed(1)}s`);
-          return { id: a.id, kind: a.kind, status: 'done' as const, seconds };
+          return outcome(a, t0);
         } catch (e) {
-          const seconds = (Date.now() - t0) / 1000;
-          const msg = (e as Error).message;
-          if (e instanceof CommandError && e.cancelled) {
-            opts.log(`${a.id}: cancelled (shutting down); its scratch files are removed and the next apply builds it again`);
-            return { id: a.id, kind: a.kind, status: 'cancelled' as const, seconds, error: msg };
-          }
-          opts.log(`${a.id}: FAILED: ${msg}`);
-          return { id: a.id, kind: a.kind, status: 'failed' as const, seconds, error: msg };
+          return outcome(a, t0, e);
         }
       });
     })();

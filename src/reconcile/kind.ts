@@ -64,4 +64,15 @@ export interface Kind {
   diff(input: DiffInput): KindDiff;
   /** Carries out one of this kind's actions; returns its inventory effect. */
   execute(action: Action, ctx: ExecContext): Promise<Effect>;
+  /**
+   * Actions of this kind that are cheaper together (many creates in one pool: one virsh
+   * process instead of one each). Ready actions with the same key are handed over in groups
+   * of at most `size`; each still gets its own outcome, and the same crash safety as alone.
+   */
+  readonly batch?: {
+    key(action: Action): string | undefined;
+    size: number;
+    /** one outcome per action, in order: its effect, or the error that failed it */
+    execute(actions: Action[], ctx: ExecContext): Promise<(Effect | Error)[]>;
+  };
 }

@@ -19,6 +19,12 @@ export interface Virsh {
    * any failure throws (virsh reports the first error first). Returns each command's output.
    */
   sequence(commands: string[][]): Promise<string[]>;
+  /**
+   * Runs many independent steps (each a few commands) in one process, going on after a
+   * failed step: each step's output and its own error lines, told apart by markers on both
+   * streams. Throws only if the process itself failed (no connection, killed).
+   */
+  each(steps: string[][][], opts?: { signal?: AbortSignal }): Promise<{ stdout: string; errors: string[] }[]>;
 }
 
 // A single argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); stay below it.
@@ -86,6 +92,36 @@ export function connect(uri: string): Virsh {
         throw new Error(`virsh ${commands[0]?.[0] ?? ''} failed: ${errors.slice(0, 3).join(' / ') || 'incomplete output'}`);
       }
       return stdout.split(new RegExp(`@@${tag}:\\d+@@`)).slice(0, commands.length);
+    },
+    each: async function each(steps, opts): Promise<{ stdout: string; errors: string[] }[]> {
+      const tag = randomBytes(6).toString('hex');
+      const script = steps.map((cmds, i) => [...cmds.map((c) => c.map(quote).join(' ')), `echo --err @@${tag}:${i}@@`, `echo @@${tag}:${i}@@`].join(' ; ')).join(' ; ');
+      if (script.length > MAX_BATCH_CHARS && steps.length > 1) {
+        const half = Math.ceil(steps.length / 2);
+        return [...(await each(steps.slice(0, half), opts)), ...(await each(steps.slice(half), opts))];
+      }
+      let stdout = '';
+      let stderr = '';
+      try {
+        ({ stdout, stderr } = await run('virsh', [...base, `${script} ; echo @@${tag}:end@@`], { signal: opts?.signal }));
+      } catch (e) {
+        if (e instanceof CommandError && e.cancelled) throw e;
+        stderr = (e as { stderr?: string }).stderr ?? String(e);
+        stdout = (e as { stdout?: string }).stdout ?? '';
+      }
+      if (!stdout.includes(`@@${tag}:end@@`)) {
+        throw new Error(connectionHelp(uri, stderr) ?? `virsh did not complete: ${stderr.trim().split('\n').slice(0, 3).join(' / ') || 'no output'}`);
+      }
+      const outs = stdout.split(new RegExp(`@@${tag}:(?:\\d+|end)@@\n?`));
+      // virsh writes `echo --err` as an error line: "error: @@…@@".
+      const errs = stderr.split(new RegExp(`(?:error: )?@@${tag}:\\d+@@\n?`));
+      return steps.map((_, i) => ({
+        stdout: outs[i] ?? '',
+        errors: (errs[i] ?? '')
+          .split('\n')
+          .filter((l) => l.startsWith('error:'))
+          .map((l) => l.replace(/^error:\s*/, '')),
+      }));
     },
     batch: async (commands) => {
       const out: (string | undefined)[] = [];

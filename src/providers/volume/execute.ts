@@ -5,7 +5,7 @@ import { failpoint } from '../../failpoint.js';
 import { recordKey, type VolumeRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
-import { createVolume, deleteVolume, resizeVolume } from '../../tools/libvirt-volume.js';
+import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
 import { observeImages } from '../image/observe.js';
 import { setPermissions } from '../common/files.js';
 import { rememberVolume } from '../observe.js';
@@ -32,21 +32,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       // Recorded as building before anything exists (an empty key: whatever volume is found
       // under this name later was being made by us), then with its key once libvirt made it;
       // 'ready' only after its contents are complete. A volume left building is rebuilt.
-      const rec: VolumeRecord = {
-        type: 'volume',
-        name: op.imageName,
-        pool: b.pool,
-        volume: b.name,
-        key: '',
-        path: op.expectedPath ?? '',
-        status: 'building',
-        // Wall-clock nanoseconds, as file birth times are: a file born right after this at the
-        // expected path is the one vol-create made (see volumeIsOurs).
-        since: String(BigInt(Date.now()) * 1_000_000n),
-        createdAt: new Date().toISOString(),
-        recorded: op.recorded,
-        uri: v.uri,
-      };
+      const rec = buildingRecord(op, v.uri);
       const before = ctx.inventory.get(key);
       await ctx.inventory.set(key, rec);
       const birthOf = (p: string) => (b.fileBased ? fileBirth(p) : Promise.resolve(undefined));
@@ -74,10 +60,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       const ready: VolumeRecord = { ...rec, key: obs.key, path: obs.path, status: 'ready', birth: await birthOf(obs.path) };
       await ctx.inventory.set(key, ready);
       // qcow2 options live only in the file: read it once now, so later plans find it cached.
-      const q = b.qcow2;
-      if (b.fileBased && b.format === 'qcow2' && q && (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined)) {
-        await observeImages([obs.path], ctx.cache);
-      }
+      if (headerDeclared(b)) await observeImages([obs.path], ctx.cache);
       if (obs.capacity < b.capacity) throw new Error(`${a.id}: volume has ${obs.capacity} bytes, expected ${b.capacity}`);
       return { record: [key, ready] };
     }
@@ -95,6 +78,94 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       return { forget: op.inventoryKey };
     }
   }
+}
+
+type CreateOp = Extract<VolumeOp, { build: VolumeBuild }>;
+
+/**
+ * Blank volumes of a file pool, created together (one virsh process for the group, see
+ * createBlankVolumes): a create that made nothing and rebuilds nothing qualifies.
+ */
+export function batchKey(a: Action): string | undefined {
+  const op = a.op as VolumeOp;
+  return op.type === 'volume.create' && op.build.source.kind === 'blank' && op.build.fileBased && !op.incomplete ? op.build.pool : undefined;
+}
+
+/**
+ * Creates a group of blank file volumes with the crash safety of one: every intent recorded
+ * (building, with the path the volume will have) before the virsh process starts, each
+ * volume made recorded ready with its key and birth time, each failure restoring what was
+ * recorded before. Groups are small (see the kind's batch size), so a volume made in the
+ * group is born within moments of its intent, which is how a kill -9 is recovered.
+ */
+export async function createBlankMany(actions: Action[], ctx: ExecContext): Promise<(Effect | Error)[]> {
+  const v = ctx.virsh();
+  const ops = actions.map((a) => a.op as CreateOp);
+  const keys = ops.map((op) => recordKey({ type: 'volume', pool: op.build.pool, volume: op.build.name }));
+  const before = keys.map((k) => ctx.inventory.get(k));
+  const recs = ops.map((op) => buildingRecord(op, v.uri));
+  await Promise.all(keys.map((k, i) => ctx.inventory.set(k, recs[i]!)));
+  const restore = (i: number) => (before[i] ? ctx.inventory.set(keys[i]!, before[i]!) : ctx.inventory.forget(keys[i]!));
+  let outcomes: Awaited<ReturnType<typeof createBlankVolumes>>;
+  try {
+    outcomes = await createBlankVolumes(
+      v,
+      ops.map((op) => op.build),
+    );
+  } catch (e) {
+    // The process did not run to its end (no connection, killed): whatever it made before
+    // that is recorded building with its path, and is rebuilt by the next apply.
+    const made = await Promise.all(ops.map((op) => (op.expectedPath ? fileBirth(op.expectedPath) : Promise.resolve(undefined))));
+    await Promise.all(made.map((m, i) => (m === undefined ? restore(i) : Promise.resolve())));
+    throw e;
+  }
+  failpoint('volume-made');
+  const headers: string[] = [];
+  const out = await Promise.all(
+    outcomes.map(async (o, i): Promise<Effect | Error> => {
+      if (!o.ok) {
+        // Nothing of ours was made (the name may be someone else's): forget the intent.
+        await restore(i);
+        return new Error(o.error);
+      }
+      const obs = o.volume;
+      await rememberVolume(ctx.cache, obs);
+      const ready: VolumeRecord = { ...recs[i]!, key: obs.key, path: obs.path, status: 'ready', birth: await fileBirth(obs.path) };
+      const b = ops[i]!.build;
+      if (headerDeclared(b)) headers.push(obs.path);
+      if (obs.capacity < b.capacity) {
+        await ctx.inventory.set(keys[i]!, ready);
+        return new Error(`${actions[i]!.id}: volume has ${obs.capacity} bytes, expected ${b.capacity}`);
+      }
+      return { record: [keys[i]!, ready] };
+    }),
+  );
+  if (headers.length) await observeImages(headers, ctx.cache);
+  return out;
+}
+
+function buildingRecord(op: CreateOp, uri: string): VolumeRecord {
+  return {
+    type: 'volume',
+    name: op.imageName,
+    pool: op.build.pool,
+    volume: op.build.name,
+    key: '',
+    path: op.expectedPath ?? '',
+    status: 'building',
+    // Wall-clock nanoseconds, as file birth times are: a file born right after this at the
+    // expected path is the one vol-create made (see volumeIsOurs).
+    since: String(BigInt(Date.now()) * 1_000_000n),
+    createdAt: new Date().toISOString(),
+    recorded: op.recorded,
+    uri,
+  };
+}
+
+/** libvirt does not report qcow2 options: a volume that declares them has its header read. */
+function headerDeclared(b: VolumeBuild): boolean {
+  const q = b.qcow2;
+  return b.fileBased && b.format === 'qcow2' && !!q && (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined);
 }
 
 /** A file's birth time (ns), or undefined if it is gone: with the path, it names one file. */
