@@ -45,8 +45,8 @@ if [ -c /dev/kvm ] && ! pgrep -x systemd-udevd >/dev/null && ! pgrep -x udevd >/
   fi
 fi
 
-# npm ci builds too (the prepare script); otherwise build here. The build also marks
-# dist/cli.js executable: `npx reconcile` runs it directly.
+# npm ci builds too (the prepare script); otherwise build here. The build bundles the CLI
+# into dist/cli.js and its chunks (scripts/bundle.mjs) and marks it executable.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 else

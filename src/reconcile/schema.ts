@@ -22,7 +22,8 @@ function loadValidator(): Validate {
   const text = readFileSync(SCHEMA_PATH, 'utf8');
   const require = createRequire(import.meta.url);
   try {
-    const built = require('./storage-validator.cjs') as Validate & { default?: Validate; schemaDigest?: string };
+    // Found from the package root: this module runs from src/, dist/reconcile/ or a bundle chunk.
+    const built = require(fileURLToPath(new URL('../../dist/reconcile/storage-validator.cjs', import.meta.url))) as Validate & { default?: Validate; schemaDigest?: string };
     if (built.schemaDigest === createHash('sha256').update(text).digest('hex')) return built.default ?? built;
   } catch {
     // not built (tests running the TypeScript sources): compile below
