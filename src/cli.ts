@@ -3,7 +3,7 @@
 // in one line, exit codes. What each command does is in commands.ts, imported only when one
 // runs, so that --help, --version and completion answer at once.
 import path from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError, Help, Option } from 'commander';
 import type { Args } from './commands.js';
 import { completionScript, type CommandSpec, type ValueSpec } from './completion.js';
@@ -12,6 +12,16 @@ import { ConfigErrors, EXIT, UserError } from './reconcile/errors.js';
 import { DEFAULT_STATE_DIR } from './reconcile/inventory.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+// For `npm run bench`: this process's peak memory and CPU time, written as it exits
+// (Node cannot ask for a child's resource usage, so the child says it).
+const rusageFile = process.env.VIRT_RECONCILE_RUSAGE;
+if (rusageFile) {
+  process.on('exit', () => {
+    const u = process.resourceUsage();
+    writeFileSync(rusageFile, JSON.stringify({ maxRssKiB: u.maxRSS, cpuSeconds: (u.userCPUTime + u.systemCPUTime) / 1e6 }));
+  });
+}
 
 /** A usage error, said in one line, with the command whose --help explains. */
 class UsageError extends UserError {

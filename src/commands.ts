@@ -379,6 +379,11 @@ export async function cmdWatch(a: Args): Promise<number> {
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // As daemons take a reload: reconcile now, without waiting for the interval.
+    process.on('SIGHUP', () => {
+      stamp('SIGHUP: reconciling now');
+      service.trigger('SIGHUP');
+    });
   });
   stamp('stopped');
   return EXIT.ok;

@@ -15,6 +15,52 @@ afterEach(() => sb?.cleanup());
 const p = (f: string) => path.join(sb.dir, f);
 const one = (name: string, body: string) => `version: 1\nimages:\n  ${name}: ${body}\n`;
 
+describe('blank images are created together', () => {
+  it('40 blank images: their qemu-img runs go through a few shell processes, not 80 spawns; each recorded and verified', async () => {
+    sb = await sandbox('many');
+    const fmts = ['qcow2', 'raw', 'vhdx', 'vmdk', 'vhd'];
+    await sb.yaml(`version: 1\nimages:\n${Array.from({ length: 40 }, (_, i) => `  m${i}: { path: $DIR/m/${i}.${fmts[i % 5]}, format: ${fmts[i % 5]}, size: ${1 + (i % 3)}M }`).join('\n')}\n`);
+    await sb.resetTrace();
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const spawned = await sb.spawned();
+    const shells = spawned.filter((a) => a[0] === 'sh');
+    // Every qemu-img run is traced, and so is each shell that ran a group of them ("(N commands)").
+    const inShells = shells.reduce((n, a) => n + Number(/\((\d+) commands\)/.exec(a[2]!)![1]), 0);
+    expect(inShells).toBe(80);
+    // creates: two groups of 20; reads: each group's 20 files in four shells of 5, so they run in parallel
+    expect(shells.length).toBeGreaterThan(0);
+    expect(shells.length).toBeLessThanOrEqual(10);
+    expect(spawned.length - inShells - shells.length).toBe(0);
+    expect(spawned.filter((a) => a[0] === 'qemu-img' && a[1] === 'create')).toHaveLength(40);
+    const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    for (let i = 0; i < 40; i++) {
+      const f = p(`m/${i}.${fmts[i % 5]}`);
+      expect(inv[`image:${f}`]).toMatchObject({ ino: statSync(f).ino });
+      expect(statSync(f).mode & 0o777).toBe(0o600);
+    }
+    expect(await readdir(p('m'))).toHaveLength(40);
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+  });
+
+  it('one image that cannot be built fails alone; the others of its group are made', async () => {
+    sb = await sandbox('many-fail');
+    await mkdir(p('locked'));
+    await execa('chattr', ['+i', p('locked')]);
+    try {
+      await sb.yaml('version: 1\nimages:\n  a: { path: $DIR/a.qcow2, size: 1M }\n  b: { path: $DIR/locked/b.qcow2, size: 1M }\n  c: { path: $DIR/c.raw, format: raw, size: 1M }\n');
+      const r = await sb.run('apply');
+      expect(r.code).toBe(1);
+      expect(r.stdout).toMatch(/images\.b: FAILED: .*operation not permitted/);
+      expect(r.stdout).toMatch(/2 created/);
+      const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+      expect(Object.keys(inv).sort()).toEqual([`image:${p('a.qcow2')}`, `image:${p('c.raw')}`]);
+    } finally {
+      await execa('chattr', ['-i', p('locked')]);
+    }
+  });
+});
+
 describe('size', () => {
   it('grows qcow2 and raw in place, keeping inode and data', async () => {
     sb = await sandbox('grow');

@@ -1,41 +1,134 @@
-// `npm run bench` (second part): N volumes in M dir pools in a private libvirtd — time and
-// processes spawned by the first apply, a no-op plan, a no-op apply and a plan after drift.
-// Usage: node dist/bench/volumes.js [--volumes 1000] [--pools 10]
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+// `npm run bench` (volumes): pool volumes in a private libvirtd, timed side by side in one run
+// against the practical limit (one virsh process doing the same creates in sequence) and the
+// Ansible peer (../shared/bench/peer-ansible, community.libvirt + virsh), with issue 12's goals.
+// Usage: node dist/bench/volumes.js [--peer-sizes 50,500] [--volumes 1000] [--pools 10] [--peer DIR]
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
-import { startPrivateLibvirtd } from '../dev/private-libvirtd.js';
-import { measure, report, type Measurement } from './measure.js';
+import { startPrivateLibvirtd, type PrivateLibvirtd } from '../dev/private-libvirtd.js';
+import { measure, ratio, report, ROOT, table, timeCommand, type Measurement } from './measure.js';
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { volumes: { type: 'string', default: '1000' }, pools: { type: 'string', default: '10' } } });
-  const n = Number(values.volumes);
-  const m = Number(values.pools);
-  const dir = await mkdtemp(path.join(tmpdir(), 'vr-bench-vol-'));
-  const lv = await startPrivateLibvirtd();
-  try {
-    const lines = ['version: 1', 'pools:'];
-    for (let j = 0; j < m; j++) lines.push(`  pool-${j}: { type: dir, path: ${dir}/pool-${j} }`);
-    lines.push('images:');
-    for (let i = 0; i < n; i++) lines.push(`  vol-${i}: { pool: pool-${i % m}, format: ${i % 3 ? 'qcow2' : 'raw'}, size: ${1 + (i % 4)}G }`);
-    const yaml = path.join(dir, 'storage.yaml');
-    await writeFile(yaml, `${lines.join('\n')}\n`);
-    const trace = path.join(dir, 'trace');
-    const common = ['-f', yaml, '--state-dir', path.join(dir, 'state'), '--connect', lv.uri];
-    const rows: [string, Measurement][] = [];
-    rows.push([`first apply (${n} volumes, ${m} pools)`, await measure(['apply', ...common], trace)]);
-    rows.push(['no-op plan', await measure(['plan', ...common], trace)]);
-    rows.push(['no-op apply', await measure(['apply', ...common], trace)]);
-    await execa('virsh', ['-q', '-c', lv.uri, 'vol-delete', '--pool', 'pool-0', 'vol-0.img']);
-    rows.push(['plan after one volume deleted', await measure(['plan', ...common], trace)]);
-    rows.push(['apply healing it', await measure(['apply', ...common], trace)]);
-    report(`volumes: ${n} volumes in ${m} dir pools (private libvirtd)`, rows);
-  } finally {
-    await lv.stop();
-    await rm(dir, { recursive: true, force: true });
-  }
+const { values } = parseArgs({
+  options: {
+    'peer-sizes': { type: 'string', default: '50,500' },
+    volumes: { type: 'string', default: '1000' },
+    pools: { type: 'string', default: '10' },
+    peer: { type: 'string', default: path.join(ROOT, '..', 'shared', 'bench', 'peer-ansible') },
+  },
+});
+
+interface Vol {
+  pool: string;
+  name: string;
+  format: 'qcow2' | 'raw';
+  gib: number;
 }
 
-await main();
+/** The same pools and volumes made by one virsh process, in sequence: the practical limit. */
+function limitScript(pools: { name: string; dir: string }[], vols: Vol[]): string {
+  const cmds = pools.map((p) => `pool-define-as ${p.name} dir --target ${p.dir} ; pool-build ${p.name} ; pool-start ${p.name} ; pool-autostart ${p.name}`);
+  // --allocation 0: sparse, as reconcile makes a volume that declares no preallocation.
+  for (const v of vols) cmds.push(`vol-create-as ${v.pool} ${v.name} ${v.gib}G --allocation 0 --format ${v.format}`);
+  return cmds.join(' ; ');
+}
+
+function yamlFor(pools: { name: string; dir: string }[], vols: Vol[]): string {
+  const lines = ['version: 1', 'pools:', ...pools.map((p) => `  ${p.name}: { type: dir, path: ${p.dir} }`), 'images:'];
+  for (const v of vols) lines.push(`  ${v.name.replace(/\.\w+$/, '')}-${v.pool}: { pool: ${v.pool}, volume: ${v.name}, format: ${v.format}, size: ${v.gib}G }`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** The peer's own command (run.sh), pointed at the private daemon with -e uri=. */
+function ansible(peer: string, lv: PrivateLibvirtd, n: number, pool: string, dir: string): Promise<Measurement> {
+  return timeCommand(
+    ['ansible-playbook', '-i', 'localhost,', path.join(peer, 'storage.yml'), '-e', `n=${n}`, '-e', `pool_name=${pool}`, '-e', `pool_dir=${dir}`, '-e', `uri=${lv.uri}`],
+    {
+      ANSIBLE_LOCALHOST_WARNING: 'False',
+      ANSIBLE_INVENTORY_UNPARSED_WARNING: 'False',
+    },
+  );
+}
+
+async function peerMissing(peer: string): Promise<string | undefined> {
+  if (!existsSync(path.join(peer, 'storage.yml'))) return `the Ansible peer is not at ${peer} (--peer DIR)`;
+  const found = await execa('sh', ['-c', 'command -v ansible-playbook'], { reject: false });
+  if (found.exitCode !== 0) return 'ansible is not installed (apt-get install ansible python3-libvirt python3-lxml)';
+  return undefined;
+}
+
+async function peerScenario(lv: PrivateLibvirtd, dir: string, n: number, peer: string, missing: string | undefined): Promise<void> {
+  const vols = (pool: string): Vol[] => Array.from({ length: n }, (_, i) => ({ pool, name: `vol-${i}.qcow2`, format: 'qcow2', gib: 1 }));
+  const limit = await timeCommand(['virsh', '-q', '-c', lv.uri, limitScript([{ name: `lim-${n}`, dir: path.join(dir, `lim-${n}`) }], vols(`lim-${n}`))]);
+  const work = path.join(dir, `vr-${n}`);
+  await mkdir(work, { recursive: true });
+  const yaml = path.join(work, 'storage.yaml');
+  await writeFile(yaml, yamlFor([{ name: `vr-${n}`, dir: path.join(dir, `vr-${n}`, 'pool') }], vols(`vr-${n}`)));
+  const common = ['-f', yaml, '--state-dir', path.join(work, 'state'), '--connect', lv.uri];
+  const create = await measure(['apply', ...common], work);
+  const plan = await measure(['plan', ...common], work);
+  const noop = await measure(['apply', ...common], work);
+  let peerCreate: Measurement | undefined;
+  let peerNoop: Measurement | undefined;
+  if (!missing) {
+    peerCreate = await ansible(peer, lv, n, `an-${n}`, path.join(dir, `an-${n}`));
+    peerNoop = await ansible(peer, lv, n, `an-${n}`, path.join(dir, `an-${n}`));
+  }
+  const budget = n <= 50 ? 0.25 : undefined;
+  table(
+    `one dir pool, ${n} qcow2 volumes of 1 GiB (goals: create <= 1.5x the limit and >= 10x faster than Ansible; no-op >= 5x faster than Ansible${budget ? `, <= ${budget} s` : ''})`,
+    ['step', 'reconcile s', 'limit s', 'vs limit', 'ansible s', 'ansible / reconcile', 'exit'],
+    [
+      [
+        `create pool and ${n} volumes`,
+        create.seconds,
+        limit.seconds,
+        ratio(create.seconds, limit.seconds),
+        peerCreate?.seconds,
+        ratio(peerCreate?.seconds, create.seconds),
+        `${create.code}/${limit.code}/${peerCreate?.code ?? '-'}`,
+      ],
+      ['no-op plan', plan.seconds, budget, ratio(plan.seconds, budget), undefined, undefined, String(plan.code)],
+      ['no-op apply', noop.seconds, budget, ratio(noop.seconds, budget), peerNoop?.seconds, ratio(peerNoop?.seconds, noop.seconds), `${noop.code}/-/${peerNoop?.code ?? '-'}`],
+    ],
+  );
+  if (missing) console.log(`(Ansible peer skipped: ${missing})`);
+}
+
+async function scaleScenario(lv: PrivateLibvirtd, dir: string, n: number, m: number): Promise<void> {
+  const pools = (prefix: string) => Array.from({ length: m }, (_, j) => ({ name: `${prefix}-${j}`, dir: path.join(dir, prefix, String(j)) }));
+  const vols = (prefix: string): Vol[] =>
+    Array.from({ length: n }, (_, i) => ({ pool: `${prefix}-${i % m}`, name: `vol-${i}.${i % 3 ? 'qcow2' : 'img'}`, format: i % 3 ? 'qcow2' : 'raw', gib: 1 + (i % 4) }));
+  const limit = await timeCommand(['virsh', '-q', '-c', lv.uri, limitScript(pools('lim'), vols('lim'))]);
+  const work = path.join(dir, 'scale');
+  await mkdir(work, { recursive: true });
+  const yaml = path.join(work, 'storage.yaml');
+  await writeFile(yaml, yamlFor(pools('sc'), vols('sc')));
+  const common = ['-f', yaml, '--state-dir', path.join(work, 'state'), '--connect', lv.uri];
+  const rows: [string, Measurement][] = [];
+  rows.push([`limit: one virsh, same ${m} pools + ${n} volumes`, limit]);
+  const first = await measure(['apply', ...common], work);
+  rows.push([`first apply (${n} volumes, ${m} pools)`, first]);
+  rows.push(['no-op plan', await measure(['plan', ...common], work)]);
+  rows.push(['no-op apply', await measure(['apply', ...common], work)]);
+  await execa('virsh', ['-q', '-c', lv.uri, 'vol-delete', '--pool', 'sc-0', 'vol-0.img']);
+  rows.push(['plan after one volume deleted', await measure(['plan', ...common], work)]);
+  rows.push(['apply healing it', await measure(['apply', ...common], work)]);
+  report(`${n} volumes in ${m} dir pools (goals: first apply <= 1.5x the limit; no-op plan and apply <= 0.5 s)`, rows);
+  console.log(
+    `first apply vs limit: ${ratio(first.seconds, limit.seconds)}; no-op plan vs 0.5 s: ${ratio(rows[2]![1].seconds, 0.5)}; no-op apply vs 0.5 s: ${ratio(rows[3]![1].seconds, 0.5)}`,
+  );
+}
+
+const dir = await mkdtemp(path.join(tmpdir(), 'vr-bench-vol-'));
+const lv = await startPrivateLibvirtd();
+try {
+  const missing = await peerMissing(values.peer);
+  for (const n of values['peer-sizes'].split(',').filter(Boolean).map(Number)) await peerScenario(lv, dir, n, values.peer, missing);
+  await scaleScenario(lv, dir, Number(values.volumes), Number(values.pools));
+} finally {
+  await lv.stop();
+  await rm(dir, { recursive: true, force: true });
+}

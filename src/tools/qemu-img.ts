@@ -2,7 +2,7 @@
 // image of this format with these options, a conversion, a resize); this file turns it
 // into argument arrays, runs them through exec.ts, and reads back what qemu-img reports.
 import type { Format, Qcow2Options } from '../reconcile/model.js';
-import { CommandError, run } from './exec.js';
+import { CommandError, run, runEach } from './exec.js';
 import { optionValue } from './option-escape.js';
 
 /** qemu driver names of the declared formats (raw + LUKS is qemu's own "luks" driver). */
@@ -85,13 +85,42 @@ export function driverOf(format: Format, encrypted: boolean): string {
 }
 
 /** A new image: blank, or an overlay on `backing` (size: the backing file's when omitted). */
-export async function create(target: string, o: ImageOptions & { size?: number; encryption?: Secret; backing?: { path: string; driver: string } }, sig: Sig = {}): Promise<void> {
+export async function create(target: string, o: CreateSpec, sig: Sig = {}): Promise<void> {
+  await run('qemu-img', createArgs(target, o), sig);
+}
+
+type CreateSpec = ImageOptions & { size?: number; encryption?: Secret; backing?: { path: string; driver: string } };
+
+function createArgs(target: string, o: CreateSpec): string[] {
   const opts = createOptions(o, !!o.encryption);
   const args = ['create', '-q', '-f', driverOf(o.format, !!o.encryption), ...secretArgs(o.encryption, 'sec0'), ...(opts.length ? ['-o', opts.join(',')] : [])];
   if (o.backing) args.push('-b', o.backing.path, '-F', o.backing.driver);
   args.push(target);
   if (o.size !== undefined) args.push(String(o.size));
-  await run('qemu-img', args, sig);
+  return args;
+}
+
+/**
+ * Many unencrypted images created by one shell process (see runEach): each its own outcome,
+ * undefined when made. Encrypted images go through create(), which retries qemu's transient
+ * LUKS failure and keeps the passphrase file's name out of any script.
+ */
+export async function createMany(items: { target: string; spec: Omit<CreateSpec, 'encryption'> }[]): Promise<(string | undefined)[]> {
+  const results = await runEach(items.map((it) => ['qemu-img', ...createArgs(it.target, it.spec)]));
+  return results.map((r) => (r.code === 0 ? undefined : `qemu-img create failed (exit ${r.code}): ${r.output.trim().split('\n').slice(0, 3).join(' / ') || 'no error output'}`));
+}
+
+/** `info` of many files in one shell process: each file's report, or why it could not be read. */
+export async function infoMany(paths: string[]): Promise<(QemuImgInfo | Error)[]> {
+  const results = await runEach(paths.map((p) => ['qemu-img', 'info', '--force-share', '--output=json', p]));
+  return results.map((r, i) => {
+    if (r.code !== 0) return new CommandError(['qemu-img', 'info', paths[i]!], r.output, r.code);
+    try {
+      return JSON.parse(r.output) as QemuImgInfo;
+    } catch {
+      return new Error(`qemu-img info ${paths[i]}: unreadable output: ${r.output.slice(0, 200)}`);
+    }
+  });
 }
 
 /**

@@ -78,34 +78,46 @@ async function applyPermissions(files: string[], perm?: Permissions): Promise<vo
   }
 }
 
+export interface BuildHooks {
+  /**
+   * Called when the build is complete, before it is renamed into place, with the identity
+   * the published file will have (a rename keeps inode and birth time) and its extents'
+   * final paths: intent recorded here survives a crash between the rename and the caller's
+   * own record.
+   */
+  beforePublish?: (id: FileIdentity & { extents: (FileIdentity & { path: string })[] }) => Promise<void>;
+  /** aborting it stops the build (qemu-img is terminated, the private directory removed) */
+  signal?: AbortSignal;
+  /** a replace: the file (and extents) the plan saw at the path, the only ones it may replace */
+  replaces?: FileIdentity & { extents: string[] };
+}
+
+/** A build in progress: its private directory and the file qemu-img writes there. */
+export interface Scratch {
+  dir: string;
+  file: string;
+  /** directories made for the image (recorded with it, removed with it once empty) */
+  made: string[];
+}
+
+/** The private directory beside the final path, marked as a build of this process. */
+export async function prepareBuild(b: ImageBuild): Promise<Scratch> {
+  const made = await makeParents(path.dirname(b.path));
+  const dir = tempDirFor(b.path);
+  await mkdir(dir, { mode: 0o700 });
+  await writeFile(path.join(dir, BUILD_MARKER), `${process.pid}\n`);
+  return { dir, file: path.join(dir, path.basename(b.path)), made };
+}
+
 /**
  * Builds the image in a private directory beside its final path and renames it into
  * place only when complete, so a killed apply never leaves a half image under the
  * declared name. Replacing works the same way: the old file stays until the rename.
  */
-export async function createImage(
-  b: ImageBuild,
-  hooks: {
-    /**
-     * Called when the build is complete, before it is renamed into place, with the identity
-     * the published file will have (a rename keeps inode and birth time) and its extents'
-     * final paths: intent recorded here survives a crash between the rename and the caller's
-     * own record.
-     */
-    beforePublish?: (id: FileIdentity & { extents: (FileIdentity & { path: string })[] }) => Promise<void>;
-    /** aborting it stops the build (qemu-img is terminated, the private directory removed) */
-    signal?: AbortSignal;
-    /** a replace: the file (and extents) the plan saw at the path, the only ones it may replace */
-    replaces?: FileIdentity & { extents: string[] };
-  } = {},
-): Promise<string[]> {
+export async function createImage(b: ImageBuild, hooks: BuildHooks = {}): Promise<string[]> {
   const sig = { signal: hooks.signal };
-  // The directories made for it are recorded with it, and removed with it once empty.
-  const made = await makeParents(path.dirname(b.path));
-  const tmpDir = tempDirFor(b.path);
-  await mkdir(tmpDir, { mode: 0o700 });
-  await writeFile(path.join(tmpDir, BUILD_MARKER), `${process.pid}\n`);
-  const tmp = path.join(tmpDir, path.basename(b.path));
+  const scratch = await prepareBuild(b);
+  const tmp = scratch.file;
   try {
     const src = b.source;
     if (src.kind === 'backing') {
@@ -119,43 +131,52 @@ export async function createImage(
       await qemuImg.create(tmp, { ...b, size }, sig);
       await qemuImg.convertInto(src, { path: tmp, format: b.format, encryption: b.encryption, compressed: b.qcow2?.compressed }, sig);
     }
-    const built = await builtFiles(tmpDir, tmp);
-    // Private unless declared otherwise: an image holds a guest's data (libvirt's dynamic
-    // ownership gives QEMU access when a domain starts).
-    await applyPermissions(built, { ...b.permissions, mode: b.permissions?.mode ?? 0o600 });
-    for (const f of built) await fsyncPath(f);
-    if (hooks.beforePublish) {
-      const extents = await Promise.all(built.filter((f) => f !== tmp).map(async (f) => ({ path: path.join(path.dirname(b.path), path.basename(f)), ...(await identityOf(f)) })));
-      await hooks.beforePublish({ ...(await identityOf(tmp)), extents });
-    }
-    // Extents first, the descriptor/main file last: the declared name appears only complete.
-    // Nothing found at a final name is ever replaced, unless it is the very file a replace
-    // was planned against: a file someone put there meanwhile (or another apply's build) wins.
-    const published: string[] = [];
-    try {
-      for (const f of built.filter((f) => f !== tmp)) {
-        const dst = path.join(path.dirname(b.path), path.basename(f));
-        if (hooks.replaces?.extents.includes(dst)) await rename(f, dst);
-        else await publishNew(f, dst);
-        published.push(dst);
-      }
-      if (published.length) failpoint('image-extents-published');
-      if (hooks.replaces) {
-        const now = await identityOf(b.path).catch(() => undefined);
-        if (now && !sameIdentity(now, hooks.replaces)) {
-          throw new Error(`${b.path} changed since the plan (another file is there now); it is left as it is and this build is discarded`);
-        }
-        await rename(tmp, b.path);
-      } else await publishNew(tmp, b.path);
-    } catch (e) {
-      await removeFiles(published.filter((f) => !hooks.replaces?.extents.includes(f)));
-      throw e;
-    }
-    await fsyncPath(path.dirname(b.path));
+    await publishBuild(b, scratch, hooks);
   } finally {
-    await rm(tmpDir, { recursive: true, force: true });
+    await rm(scratch.dir, { recursive: true, force: true });
   }
-  return made;
+  return scratch.made;
+}
+
+/**
+ * Puts a complete build in place: permissions, fsync, the caller's intent record, then the
+ * rename. The private directory is the caller's to remove (it may hold a failed build).
+ */
+export async function publishBuild(b: ImageBuild, scratch: Scratch, hooks: BuildHooks): Promise<void> {
+  const tmp = scratch.file;
+  const built = await builtFiles(scratch.dir, tmp);
+  // Private unless declared otherwise: an image holds a guest's data (libvirt's dynamic
+  // ownership gives QEMU access when a domain starts).
+  await applyPermissions(built, { ...b.permissions, mode: b.permissions?.mode ?? 0o600 });
+  for (const f of built) await fsyncPath(f);
+  if (hooks.beforePublish) {
+    const extents = await Promise.all(built.filter((f) => f !== tmp).map(async (f) => ({ path: path.join(path.dirname(b.path), path.basename(f)), ...(await identityOf(f)) })));
+    await hooks.beforePublish({ ...(await identityOf(tmp)), extents });
+  }
+  // Extents first, the descriptor/main file last: the declared name appears only complete.
+  // Nothing found at a final name is ever replaced, unless it is the very file a replace
+  // was planned against: a file someone put there meanwhile (or another apply's build) wins.
+  const published: string[] = [];
+  try {
+    for (const f of built.filter((f) => f !== tmp)) {
+      const dst = path.join(path.dirname(b.path), path.basename(f));
+      if (hooks.replaces?.extents.includes(dst)) await rename(f, dst);
+      else await publishNew(f, dst);
+      published.push(dst);
+    }
+    if (published.length) failpoint('image-extents-published');
+    if (hooks.replaces) {
+      const now = await identityOf(b.path).catch(() => undefined);
+      if (now && !sameIdentity(now, hooks.replaces)) {
+        throw new Error(`${b.path} changed since the plan (another file is there now); it is left as it is and this build is discarded`);
+      }
+      await rename(tmp, b.path);
+    } else await publishNew(tmp, b.path);
+  } catch (e) {
+    await removeFiles(published.filter((f) => !hooks.replaces?.extents.includes(f)));
+    throw e;
+  }
+  await fsyncPath(path.dirname(b.path));
 }
 
 /**

@@ -1,14 +1,16 @@
 // Carries out image actions: build in private scratch and publish (create, replace), grow
 // and chmod in place (update), delete only the very files recorded (delete).
 import { failpoint } from '../../failpoint.js';
-import { recordKey, type ImageRecord } from '../../reconcile/inventory.js';
+import { recordKey, type ImageRecord, type InventoryRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { resize } from '../../tools/qemu-img.js';
 import { checkStillSame, identitiesOf, removeEmptyDirs, removeIfSame, setPermissions } from '../common/files.js';
-import { createImage, deleteImage, removeStaleBuilds, type ImageBuild } from './build.js';
+import { rm } from 'node:fs/promises';
+import * as qemuImg from '../../tools/qemu-img.js';
+import { createImage, deleteImage, prepareBuild, publishBuild, removeStaleBuilds, type BuildHooks, type ImageBuild, type Scratch } from './build.js';
 import { driverFor, sizeTolerance } from './formats.js';
-import { observeImages } from './observe.js';
+import { observeImages, type ObservedImage } from './observe.js';
 import type { ImageOp } from './ops.js';
 
 export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect> {
@@ -16,57 +18,11 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
   switch (op.type) {
     case 'image.create':
     case 'image.replace': {
-      for (const stale of await removeStaleBuilds(op.build.path)) ctx.log(`${a.id}: removed ${stale}, left by an interrupted apply`);
-      const k = recordKey({ type: 'image', path: op.build.path });
-      const replaces = op.type === 'image.replace' ? { ...op.oldFile, extents: op.oldExtents } : undefined;
-      // A build that was killed while publishing (extents renamed in, descriptor not yet):
-      // its extents are recorded as pending with their identity; they are ours to remove.
-      const prior = ctx.inventory.get(k);
-      if (prior?.type === 'image' && prior.pending?.extents.length) {
-        await removeIfSame(prior.pending.extents.filter((e) => e.path !== op.build.path));
-      }
-      const name = a.id.replace(/^images\./, '');
-      // Intent first (Crossplane's "create pending"): a crash between the rename and the
-      // record below still leaves the published file recognisably ours.
-      const made = await createImage(op.build, {
-        signal: ctx.signal,
-        replaces,
-        beforePublish: async (id) => {
-          const prev = ctx.inventory.get(k);
-          const pending = { ...id, recorded: op.recorded, createdAt: new Date().toISOString() };
-          await ctx.inventory.set(
-            k,
-            prev?.type === 'image'
-              ? { ...prev, name, pending }
-              : { type: 'image', name, path: op.build.path, ino: 0, dev: 0, birth: '0', extents: [], createdAt: pending.createdAt, recorded: op.recorded, pending },
-          );
-          failpoint('image-before-publish');
-        },
-      });
+      const prior = await beforeBuild(a, ctx);
+      const made = await createImage(op.build, buildHooks(a, ctx, op));
       failpoint('image-after-publish');
       const obs = (await observeImages([op.build.path], ctx.cache)).get(op.build.path);
-      if (!obs) throw new Error(`${op.build.path} is missing after it was built`);
-      if (op.type === 'image.replace') {
-        // Old extents the new image did not take over go, if reconcile made them and they are still those files.
-        const keep = new Set(obs.vmdk?.extents ?? []);
-        await removeIfSame(op.ownedExtents.filter((e) => !keep.has(e.path) && e.path !== op.build.path));
-      }
-      const rec: ImageRecord = {
-        type: 'image',
-        name,
-        path: op.build.path,
-        ino: obs.file.ino,
-        dev: obs.file.dev,
-        birth: obs.file.birth,
-        extents: await identitiesOf(obs.vmdk?.extents ?? []),
-        createdAt: new Date().toISOString(),
-        recorded: op.recorded,
-        // A replace keeps the directories the image had.
-        dirs: op.type === 'image.create' ? [...(op.dirs ?? []), ...made] : prior?.type === 'image' ? prior.dirs : undefined,
-      };
-      await ctx.inventory.set(k, rec);
-      verify(a.id, obs, op.build);
-      return { record: [k, rec] };
+      return afterPublish(a, ctx, op, prior, made, obs ?? undefined);
     }
     case 'image.update': {
       // Only the file the plan saw: one swapped in since (or a symlink) is never resized or chmod'ed.
@@ -91,6 +47,132 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
       return { forget: op.inventoryKey };
     }
   }
+}
+
+type BuildOp = Extract<ImageOp, { type: 'image.create' | 'image.replace' }>;
+
+/** What a build finds first: leftovers of an interrupted one removed; the record it had. */
+async function beforeBuild(a: Action, ctx: ExecContext): Promise<InventoryRecord | undefined> {
+  const op = a.op as BuildOp;
+  for (const stale of await removeStaleBuilds(op.build.path)) ctx.log(`${a.id}: removed ${stale}, left by an interrupted apply`);
+  // A build that was killed while publishing (extents renamed in, descriptor not yet):
+  // its extents are recorded as pending with their identity; they are ours to remove.
+  const prior = ctx.inventory.get(recordKey({ type: 'image', path: op.build.path }));
+  if (prior?.type === 'image' && prior.pending?.extents.length) {
+    await removeIfSame(prior.pending.extents.filter((e) => e.path !== op.build.path));
+  }
+  return prior;
+}
+
+function buildHooks(a: Action, ctx: ExecContext, op: BuildOp): BuildHooks {
+  const k = recordKey({ type: 'image', path: op.build.path });
+  const name = a.id.replace(/^images\./, '');
+  return {
+    signal: ctx.signal,
+    replaces: op.type === 'image.replace' ? { ...op.oldFile, extents: op.oldExtents } : undefined,
+    // Intent first (Crossplane's "create pending"): a crash between the rename and the
+    // record below still leaves the published file recognisably ours.
+    beforePublish: async (id) => {
+      const prev = ctx.inventory.get(k);
+      const pending = { ...id, recorded: op.recorded, createdAt: new Date().toISOString() };
+      await ctx.inventory.set(
+        k,
+        prev?.type === 'image'
+          ? { ...prev, name, pending }
+          : { type: 'image', name, path: op.build.path, ino: 0, dev: 0, birth: '0', extents: [], createdAt: pending.createdAt, recorded: op.recorded, pending },
+      );
+      failpoint('image-before-publish');
+    },
+  };
+}
+
+/** The published image, as observed: recorded with its identity, then checked against the build. */
+async function afterPublish(a: Action, ctx: ExecContext, op: BuildOp, prior: InventoryRecord | undefined, made: string[], obs: ObservedImage | undefined): Promise<Effect> {
+  if (!obs) throw new Error(`${op.build.path} is missing after it was built`);
+  if (op.type === 'image.replace') {
+    // Old extents the new image did not take over go, if reconcile made them and they are still those files.
+    const keep = new Set(obs.vmdk?.extents ?? []);
+    await removeIfSame(op.ownedExtents.filter((e) => !keep.has(e.path) && e.path !== op.build.path));
+  }
+  const k = recordKey({ type: 'image', path: op.build.path });
+  const rec: ImageRecord = {
+    type: 'image',
+    name: a.id.replace(/^images\./, ''),
+    path: op.build.path,
+    ino: obs.file.ino,
+    dev: obs.file.dev,
+    birth: obs.file.birth,
+    extents: await identitiesOf(obs.vmdk?.extents ?? []),
+    createdAt: new Date().toISOString(),
+    recorded: op.recorded,
+    // A replace keeps the directories the image had.
+    dirs: op.type === 'image.create' ? [...(op.dirs ?? []), ...made] : prior?.type === 'image' ? prior.dirs : undefined,
+  };
+  await ctx.inventory.set(k, rec);
+  verify(a.id, obs, op.build);
+  return { record: [k, rec] };
+}
+
+/**
+ * Blank unencrypted images that qemu-img makes in moments, in one file each: created together
+ * (qemuImg.createMany: one shell process for the group instead of one process each). Long or
+ * secret work (imports, overlays, preallocated or encrypted images) goes alone, cancellable.
+ */
+export function imageBatchKey(a: Action): string | undefined {
+  const op = a.op as ImageOp;
+  if (op.type !== 'image.create') return undefined;
+  const b = op.build;
+  if (b.source.kind !== 'blank' || b.encryption || b.qcow2?.preallocation === 'full') return undefined;
+  if (b.format === 'vmdk' && b.vmdk?.subformat && b.vmdk.subformat !== 'monolithicSparse' && b.vmdk.subformat !== 'streamOptimized') return undefined;
+  if (b.format === 'vhdx' && b.vhdx?.subformat === 'fixed') return undefined;
+  return 'blank';
+}
+
+/** A group of imageBatchKey's images: each step as for one image, each with its own outcome. */
+export async function createBlankImages(actions: Action[], ctx: ExecContext): Promise<(Effect | Error)[]> {
+  const ops = actions.map((a) => a.op as BuildOp);
+  const outcome: (Effect | Error | undefined)[] = actions.map(() => undefined);
+  const fail = (i: number) => (e: unknown) => {
+    outcome[i] = e instanceof Error ? e : new Error(String(e));
+  };
+  const prior: (InventoryRecord | undefined)[] = [];
+  const scratch: (Scratch | undefined)[] = [];
+  await Promise.all(
+    actions.map((a, i) =>
+      (async () => {
+        prior[i] = await beforeBuild(a, ctx);
+        scratch[i] = await prepareBuild(ops[i]!.build);
+      })().catch(fail(i)),
+    ),
+  );
+  const ready = ops.flatMap((_, i) => (scratch[i] && !outcome[i] ? [i] : []));
+  const made: string[][] = [];
+  try {
+    const errors = await qemuImg.createMany(ready.map((i) => ({ target: scratch[i]!.file, spec: { ...ops[i]!.build, encryption: undefined } })));
+    await Promise.all(
+      ready.map(async (i, k) => {
+        if (errors[k]) return fail(i)(new Error(errors[k]));
+        await publishBuild(ops[i]!.build, scratch[i]!, buildHooks(actions[i]!, ctx, ops[i]!)).then(() => {
+          made[i] = scratch[i]!.made;
+        }, fail(i));
+      }),
+    );
+  } finally {
+    await Promise.all(scratch.map((s) => (s ? rm(s.dir, { recursive: true, force: true }) : undefined)));
+  }
+  failpoint('image-after-publish');
+  const published = ops.flatMap((op, i) => (made[i] ? [op.build.path] : []));
+  const unreadable = new Map<string, string>();
+  const obs = await observeImages(published, ctx.cache, unreadable);
+  await Promise.all(
+    ops.map(async (op, i) => {
+      if (!made[i]) return;
+      const why = unreadable.get(op.build.path);
+      if (why) return fail(i)(new Error(why));
+      outcome[i] = await afterPublish(actions[i]!, ctx, op, prior[i], made[i]!, obs.get(op.build.path) ?? undefined).catch((e: Error) => e);
+    }),
+  );
+  return outcome.map((o) => o ?? new Error('not built'));
 }
 
 // Directories of deleted images, per apply: removed at its end, innermost first, if empty.

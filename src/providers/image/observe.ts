@@ -68,9 +68,9 @@ async function hasVhdFooter(p: string, size: number): Promise<boolean> {
   }
 }
 
-async function infoOf(p: string): Promise<ObservedImage> {
+async function infoOf(p: string, reported: qemuImg.QemuImgInfo): Promise<ObservedImage> {
   const st = await stat(p, { bigint: true });
-  let j = await qemuImg.info(p);
+  let j = reported;
   if (j.format === 'raw' && st.isFile() && (await hasVhdFooter(p, Number(st.size)))) j = await qemuImg.info(p, 'vpc');
   const fs = (j['format-specific']?.data ?? {}) as QemuFormatSpecific;
   const obs: ObservedImage = {
@@ -113,7 +113,8 @@ async function infoOf(p: string): Promise<ObservedImage> {
 /**
  * Observes many image files. qemu-img has no multi-file mode, so files whose
  * (device, inode, size, mtime, ctime) match the cache are answered from it: a no-op
- * plan spawns no process at all. The rest run at most four at a time.
+ * plan spawns no process at all. The rest are read by qemu-img info, many files per shell
+ * process (qemuImg.infoMany), a few such processes at a time.
  */
 export async function observeImages(
   paths: string[],
@@ -122,17 +123,38 @@ export async function observeImages(
   errors?: Map<string, string>,
 ): Promise<Map<string, ObservedImage | null>> {
   const out = new Map<string, ObservedImage | null>();
+  const misses: { p: string; sig: string; tag: (o: ObservedImage) => ObservedImage }[] = [];
+  const guarded = async (p: string, fn: () => Promise<void>) => {
+    if (!errors) return fn();
+    await fn().catch((e: Error) => void errors.set(p, e.message));
+  };
+  await Promise.all(paths.map((p) => limit(() => guarded(p, () => fromCache(p)))));
+  // Even groups, at most 32 files each, enough of them to keep four at work.
+  const per = Math.max(1, Math.min(32, Math.ceil(misses.length / 4)));
+  const groups: (typeof misses)[] = [];
+  for (let i = 0; i < misses.length; i += per) groups.push(misses.slice(i, i + per));
   await Promise.all(
-    paths.map((p) =>
+    groups.map((g) =>
       limit(async () => {
-        if (!errors) return observeOne(p);
-        await observeOne(p).catch((e: Error) => void errors.set(p, e.message));
+        const reports = g.length === 1 ? [await qemuImg.info(g[0]!.p).catch((e: Error) => e)] : await qemuImg.infoMany(g.map((m) => m.p));
+        await Promise.all(
+          g.map((m, k) =>
+            guarded(m.p, async () => {
+              const r = reports[k]!;
+              if (r instanceof Error) throw r;
+              const obs = await infoOf(m.p, r);
+              // Re-read the signature: an image written while qemu-img read it must not be cached.
+              if (cacheable(m.sig) && (await fileSignature(m.p)) === m.sig) cache?.set(m.p, m.sig, obs);
+              out.set(m.p, m.tag(obs));
+            }),
+          ),
+        );
       }),
     ),
   );
   return out;
 
-  async function observeOne(p: string): Promise<void> {
+  async function fromCache(p: string): Promise<void> {
     // A symlink is reported as one (its target's stat keys the cache): whether to follow it
     // is the YAML's decision, never a default.
     const link = await lstat(p).then(
@@ -145,10 +167,7 @@ export async function observeImages(
     if (sig === 'other:notfile') throw new Error(`${p} exists but is not a regular file or block device`);
     const hit = cacheable(sig) ? cache?.get<ObservedImage>(p, sig) : undefined;
     if (hit) return void out.set(p, tag(hit));
-    const obs = await infoOf(p);
-    // Re-read the signature: an image written while qemu-img read it must not be cached.
-    if (cacheable(sig) && (await fileSignature(p)) === sig) cache?.set(p, sig, obs);
-    out.set(p, tag(obs));
+    misses.push({ p, sig, tag });
   }
 }
 
