@@ -19,7 +19,9 @@ describe('blank images are created together', () => {
   it('40 blank images: their qemu-img runs go through a few shell processes, not 80 spawns; each recorded and verified', async () => {
     sb = await sandbox('many');
     const fmts = ['qcow2', 'raw', 'vhdx', 'vmdk', 'vhd'];
-    await sb.yaml(`version: 1\nimages:\n${Array.from({ length: 40 }, (_, i) => `  m${i}: { path: $DIR/m/${i}.${fmts[i % 5]}, format: ${fmts[i % 5]}, size: ${1 + (i % 3)}M }`).join('\n')}\n`);
+    await sb.yaml(
+      `version: 1\nimages:\n${Array.from({ length: 40 }, (_, i) => `  m${i}: { path: $DIR/m/${i}.${fmts[i % 5]}, format: ${fmts[i % 5]}, size: ${1 + (i % 3)}M }`).join('\n')}\n`,
+    );
     await sb.resetTrace();
     const r = await sb.run('apply');
     expect(r.code, r.stdout + r.stderr).toBe(0);

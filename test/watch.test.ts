@@ -93,6 +93,27 @@ describe('watch with local files', () => {
     expect(w.log()).toMatch(/SIGTERM: stopping: no new action starts[\s\S]*stopped/);
   });
 
+  it('SIGHUP reconciles now, without waiting for the interval; a burst of them runs at most one more', async () => {
+    const sb = await sandbox('watch-hup');
+    boxes.push(sb);
+    const conf = await sb.yaml('version: 1\nimages:\n  h: { path: $DIR/h.qcow2, size: 4M }\n');
+    const w = await startWatch(sb, ['-f', conf, '--interval', '1h']);
+    const f = path.join(sb.dir, 'h.qcow2');
+    await until(async () => existsSync(f) && (await w.status()).lastReconcile?.ok, 'the first reconcile');
+    await rm(f);
+    w.proc.kill('SIGHUP');
+    await until(async () => existsSync(f), 'the image healed after SIGHUP', 10_000);
+    expect(w.log()).toMatch(/SIGHUP: reconciling now/);
+    const runs = async () => Number(/^virt_reconcile_reconciles_total (\d+)/m.exec(await (await fetch(`${w.url}/metrics`)).text())?.[1]);
+    await until(async () => (await w.status()).lastReconcile?.ok && (await runs()) === 2, 'the SIGHUP reconcile to finish');
+    for (let i = 0; i < 5; i++) w.proc.kill('SIGHUP');
+    await until(async () => (await runs()) >= 3, 'the burst to run');
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await runs()).toBeLessThanOrEqual(4);
+    w.proc.kill('SIGTERM');
+    expect(await w.exit()).toBe(0);
+  });
+
   it('--suspend serves status but changes nothing', async () => {
     const sb = await sandbox('watch-suspend');
     boxes.push(sb);
