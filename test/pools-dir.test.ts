@@ -295,7 +295,7 @@ images:
 });
 
 describe('blank volumes of one pool are created together', () => {
-  it('40 volumes: two virsh processes create them (32 at most each, split evenly), each recorded ready with its key and birth', async () => {
+  it('40 volumes: four virsh processes create them (as many as --parallelism 4 runs at once, 32 at most each), each recorded ready with its key and birth', async () => {
     const decl = Array.from({ length: 40 }, (_, i) => `  b${i}: { pool: pb, size: ${1 + (i % 3)}M${i % 2 ? ', format: raw' : ''} }`).join('\n');
     await sb.yaml(`version: 1\npools:\n  pb: { type: dir, path: $DIR/pb }\nimages:\n${decl}\n`);
     await sb.resetTrace();
@@ -303,7 +303,7 @@ describe('blank volumes of one pool are created together', () => {
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/41 created/);
     const creates = (await sb.spawned()).filter((a) => a.some((x) => x.startsWith('vol-create ')));
-    expect(creates.map((a) => a.at(-1)!.split('vol-create ').length - 1)).toEqual([20, 20]);
+    expect(creates.map((a) => a.at(-1)!.split('vol-create ').length - 1)).toEqual([10, 10, 10, 10]);
     const inv = JSON.parse(readFileSync(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
     for (let i = 0; i < 40; i++) {
       const name = `b${i}.${i % 2 ? 'img' : 'qcow2'}`;

@@ -159,10 +159,9 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         g = group;
         setImmediate(() => {
           groups.delete(key);
-          // Even groups: 50 ready actions with size 32 go as 25 + 25, in parallel.
-          const size = kindOf(a.resource).batch!.size;
-          const n = Math.ceil(group.actions.length / size);
-          const per = Math.ceil(group.actions.length / n);
+          // Even groups, as many as may run at once (50 ready actions at --parallelism 4 go as
+          // 13 + 13 + 13 + 11, in parallel) and none larger than the kind's size.
+          const per = Math.min(kindOf(a.resource).batch!.size, Math.ceil(group.actions.length / Math.max(1, opts.parallelism)));
           for (let i = 0; i < group.actions.length; i += per) {
             const done = group.done.slice(i, i + per);
             void runGroup(group.actions.slice(i, i + per)).then((rs) => {

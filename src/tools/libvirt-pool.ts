@@ -251,6 +251,21 @@ export async function buildPool(v: Virsh, name: string, type: PoolSpec['type']):
   }
 }
 
+/**
+ * A dir pool just defined: built (a directory made), started and its autostart set by one
+ * virsh process. Only for dir pools, whose build cannot harm anything: virsh goes on after a
+ * failed step, so the first failure is the one reported.
+ */
+export async function buildStartDirPool(v: Virsh, name: string, o: { active: boolean; autostart: boolean }): Promise<void> {
+  const steps = [
+    ...(o.active ? [['build', ['pool-build', name]] as const, ['start', ['pool-start', name]] as const] : []),
+    ['set autostart of', ['pool-autostart', name, ...(o.autostart ? [] : ['--disable'])]] as const,
+  ];
+  const results = await v.each(steps.map(([, cmd]) => [[...cmd]]));
+  const failed = results.findIndex((r) => r.errors.length);
+  if (failed >= 0) throw new Error(`could not ${steps[failed]![0]} dir pool ${name}: ${results[failed]!.errors.join('; ')}`);
+}
+
 export async function startPool(v: Virsh, name: string, type?: string): Promise<void> {
   try {
     await v.exec(['pool-start', name]);

@@ -129,8 +129,8 @@ export async function observeImages(
     await fn().catch((e: Error) => void errors.set(p, e.message));
   };
   await Promise.all(paths.map((p) => limit(() => guarded(p, () => fromCache(p)))));
-  // Even groups, at most 32 files each, enough of them to keep four at work.
-  const per = Math.max(1, Math.min(32, Math.ceil(misses.length / 4)));
+  // Enough groups to keep four at work, of 8 to 32 files (a shell for fewer costs more than it saves).
+  const per = Math.min(32, Math.max(8, Math.ceil(misses.length / 4)));
   const groups: (typeof misses)[] = [];
   for (let i = 0; i < misses.length; i += per) groups.push(misses.slice(i, i + per));
   await Promise.all(

@@ -7,6 +7,7 @@ import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import {
   buildPool,
+  buildStartDirPool,
   definePool,
   definePoolXml,
   poolDefinitionXml,
@@ -76,6 +77,10 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       failpoint('pool-defined');
       const rec: PoolRecord = { type: 'pool', name: op.name, uuid, status: 'ready', createdAt, uri: v.uri };
       await ctx.inventory.set(key, rec);
+      if (op.definition.type === 'dir') {
+        await buildStartDirPool(v, op.name, op);
+        return { record: [key, rec] };
+      }
       if (op.active) {
         await buildPool(v, op.name, op.definition.type);
         await startPool(v, op.name, op.definition.type);
