@@ -294,6 +294,23 @@ images:
   });
 });
 
+describe('a dir pool that cannot be built', () => {
+  it("fails with libvirt's reason, stays defined as reconcile's, and is retried by the next apply", async () => {
+    await writeFile(p('notadir'), 'x');
+    await sb.yaml('version: 1\npools:\n  pnb: { type: dir, path: $DIR/notadir/pool }\n');
+    const r = await sb.run('apply');
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/pools\.pnb: FAILED: could not build dir pool pnb: cannot create path '.*notadir': Not a directory/);
+    const again = await sb.run('apply');
+    expect(again.stdout).toMatch(/pools\.pnb: updating \(state inactive -> active\)/);
+    await execa('rm', ['-f', p('notadir')]);
+    expect((await sb.run('apply')).code).toBe(0);
+    await sb.yaml('version: 1\n');
+    expect((await sb.run('apply', '--prune')).code).toBe(0);
+    expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/\bpnb\b/);
+  });
+});
+
 describe('blank volumes of one pool are created together', () => {
   it('40 volumes: four virsh processes create them (as many as --parallelism 4 runs at once, 32 at most each), each recorded ready with its key and birth', async () => {
     const decl = Array.from({ length: 40 }, (_, i) => `  b${i}: { pool: pb, size: ${1 + (i % 3)}M${i % 2 ? ', format: raw' : ''} }`).join('\n');

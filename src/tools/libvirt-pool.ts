@@ -263,7 +263,7 @@ export async function buildStartDirPool(v: Virsh, name: string, o: { active: boo
   ];
   const results = await v.each(steps.map(([, cmd]) => [[...cmd]]));
   const failed = results.findIndex((r) => r.errors.length);
-  if (failed >= 0) throw new Error(`could not ${steps[failed]![0]} dir pool ${name}: ${results[failed]!.errors.join('; ')}`);
+  if (failed >= 0) throw new Error(`could not ${steps[failed]![0]} dir pool ${name}: ${libvirtMessage({ stderr: results[failed]!.errors.map((l) => `error: ${l}`).join('\n') })}`);
 }
 
 export async function startPool(v: Virsh, name: string, type?: string): Promise<void> {
