@@ -10,7 +10,15 @@ import { build } from 'esbuild';
 const dist = new URL('../dist/', import.meta.url).pathname;
 await rm(`${dist}chunks`, { recursive: true, force: true });
 await build({
-  entryPoints: ['src/cli.ts', 'src/bench/startup.ts', 'src/bench/images.ts', 'src/bench/volumes.ts', 'src/bench/watch-memory.ts', 'src/dev/private-libvirtd.ts'],
+  entryPoints: [
+    'src/cli.ts',
+    'src/bench/startup.ts',
+    'src/bench/images.ts',
+    'src/bench/volumes.ts',
+    'src/bench/watch-memory.ts',
+    'src/bench/summary.ts',
+    'src/dev/private-libvirtd.ts',
+  ],
   outdir: dist,
   outbase: 'src',
   chunkNames: 'chunks/[name]-[hash]',

@@ -4,7 +4,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
 import { CLI, qemuImg, qemuInfo, sandbox, virsh, waitForSpawn, writers, type Sandbox } from './helpers.js';
 
@@ -295,46 +295,55 @@ images:
 });
 
 describe('a dir pool that cannot be built', () => {
+  let own: Sandbox;
+  afterAll(async () => own?.cleanup());
+  const q = (f: string) => path.join(own.dir, f);
   it("fails with libvirt's reason, stays defined as reconcile's, and is retried by the next apply", async () => {
-    await writeFile(p('notadir'), 'x');
-    await sb.yaml('version: 1\npools:\n  pnb: { type: dir, path: $DIR/notadir/pool }\n');
-    const r = await sb.run('apply');
+    own = await sandbox('pool-nobuild', { libvirt: lv });
+    await writeFile(q('notadir'), 'x');
+    await own.yaml('version: 1\npools:\n  pnb: { type: dir, path: $DIR/notadir/pool }\n');
+    const r = await own.run('apply');
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/pools\.pnb: FAILED: could not build dir pool pnb: cannot create path '.*notadir': Not a directory/);
-    const again = await sb.run('apply');
+    const again = await own.run('apply');
     expect(again.stdout).toMatch(/pools\.pnb: updating \(state inactive -> active\)/);
-    await execa('rm', ['-f', p('notadir')]);
-    expect((await sb.run('apply')).code).toBe(0);
-    await sb.yaml('version: 1\n');
-    expect((await sb.run('apply', '--prune')).code).toBe(0);
+    await execa('rm', ['-f', q('notadir')]);
+    expect((await own.run('apply')).code).toBe(0);
+    await own.yaml('version: 1\n');
+    expect((await own.run('apply', '--prune')).code).toBe(0);
     expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/\bpnb\b/);
   });
 });
 
 describe('blank volumes of one pool are created together', () => {
+  let own: Sandbox;
+  afterEach(async () => own?.cleanup());
+  const q = (f: string) => path.join(own.dir, f);
   it('40 volumes: four virsh processes create them (as many as --parallelism 4 runs at once, 32 at most each), each recorded ready with its key and birth', async () => {
+    own = await sandbox('vol-group', { libvirt: lv });
     const decl = Array.from({ length: 40 }, (_, i) => `  b${i}: { pool: pb, size: ${1 + (i % 3)}M${i % 2 ? ', format: raw' : ''} }`).join('\n');
-    await sb.yaml(`version: 1\npools:\n  pb: { type: dir, path: $DIR/pb }\nimages:\n${decl}\n`);
-    await sb.resetTrace();
-    const r = await sb.run('apply');
+    await own.yaml(`version: 1\npools:\n  pb: { type: dir, path: $DIR/pb }\nimages:\n${decl}\n`);
+    await own.resetTrace();
+    const r = await own.run('apply');
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/41 created/);
-    const creates = (await sb.spawned()).filter((a) => a.some((x) => x.startsWith('vol-create ')));
+    const creates = (await own.spawned()).filter((a) => a.some((x) => x.startsWith('vol-create ')));
     expect(creates.map((a) => a.at(-1)!.split('vol-create ').length - 1)).toEqual([10, 10, 10, 10]);
-    const inv = JSON.parse(readFileSync(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    const inv = JSON.parse(readFileSync(path.join(own.stateDir, 'inventory.json'), 'utf8')).objects;
     for (let i = 0; i < 40; i++) {
       const name = `b${i}.${i % 2 ? 'img' : 'qcow2'}`;
-      expect(inv[`volume:pb/${name}`]).toMatchObject({ status: 'ready', key: p(`pb/${name}`), birth: String(statSync(p(`pb/${name}`), { bigint: true }).birthtimeNs) });
+      expect(inv[`volume:pb/${name}`]).toMatchObject({ status: 'ready', key: q(`pb/${name}`), birth: String(statSync(q(`pb/${name}`), { bigint: true }).birthtimeNs) });
     }
-    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
-    await sb.yaml('version: 1\n');
-    expect((await sb.run('apply', '--prune')).code).toBe(0);
+    expect((await own.run('plan')).stdout).toMatch(/No changes/);
+    await own.yaml('version: 1\n');
+    expect((await own.run('apply', '--prune')).code).toBe(0);
     expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/\bpb\b/);
   });
 
   it('one name taken while the group waited: that volume fails alone, the others are made, the foreign file is untouched', async () => {
-    await execa('sh', ['-c', `head -c 256M /dev/urandom > '${p('slow2.raw')}'`]);
-    await sb.yaml(`version: 1
+    own = await sandbox('vol-group-taken', { libvirt: lv });
+    await execa('sh', ['-c', `head -c 256M /dev/urandom > '${q('slow2.raw')}'`]);
+    await own.yaml(`version: 1
 pools:
   pt: { type: dir, path: $DIR/pt }
 images:
@@ -343,26 +352,26 @@ images:
   t2: { pool: pt, format: raw, size: 1M }
   t3: { pool: pt, format: raw, size: 1M }
 `);
-    await sb.resetTrace();
-    const argv = [...lv.nsenter, 'node', CLI, 'apply', '--parallelism', '1', '-f', p('storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri];
-    const run = execa(argv[0]!, argv.slice(1), { reject: false, env: { VIRT_RECONCILE_TRACE: sb.trace } });
-    await waitForSpawn(sb, 'convert');
-    await writeFile(p('pt/t2.img'), Buffer.alloc(2 * MiB, 0x63));
+    await own.resetTrace();
+    const argv = [...lv.nsenter, 'node', CLI, 'apply', '--parallelism', '1', '-f', q('storage.yaml'), '--state-dir', own.stateDir, '--connect', lv.uri];
+    const run = execa(argv[0]!, argv.slice(1), { reject: false, env: { VIRT_RECONCILE_TRACE: own.trace } });
+    await waitForSpawn(own, 'convert');
+    await writeFile(q('pt/t2.img'), Buffer.alloc(2 * MiB, 0x63));
     await virsh(lv, 'pool-refresh', 'pt');
     const r = await run;
     expect(r.exitCode, String(r.stdout)).toBe(1);
     expect(String(r.stdout)).toMatch(/images\.t2: FAILED: .*t2\.img/);
     expect(String(r.stdout)).toMatch(/images\.t1: created/);
     expect(String(r.stdout)).toMatch(/images\.t3: created/);
-    expect(readFileSync(p('pt/t2.img')).subarray(0, 4).toString()).toBe('cccc');
-    expect(statSync(p('pt/t2.img')).size).toBe(2 * MiB);
-    const inv = JSON.parse(readFileSync(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    expect(readFileSync(q('pt/t2.img')).subarray(0, 4).toString()).toBe('cccc');
+    expect(statSync(q('pt/t2.img')).size).toBe(2 * MiB);
+    const inv = JSON.parse(readFileSync(path.join(own.stateDir, 'inventory.json'), 'utf8')).objects;
     expect(inv['volume:pt/t2.img']).toBeUndefined();
     expect(inv['volume:pt/t1.img']).toMatchObject({ status: 'ready' });
-    await execa('rm', ['-f', p('pt/t2.img'), p('slow2.raw'), p('slow2.qcow2')]);
+    await execa('rm', ['-f', q('pt/t2.img'), q('slow2.raw'), q('slow2.qcow2')]);
     await virsh(lv, 'pool-refresh', 'pt');
-    await sb.yaml('version: 1\n');
-    expect((await sb.run('apply', '--prune')).code).toBe(0);
+    await own.yaml('version: 1\n');
+    expect((await own.run('apply', '--prune')).code).toBe(0);
   });
 });
 

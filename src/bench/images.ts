@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { measure, ratio, report, table, timeCommand, type Measurement } from './measure.js';
+import { measure, ratio, report, summarize, table, timeCommand, type Measurement } from './measure.js';
 
 const sh = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
 
@@ -61,6 +61,20 @@ try {
   await mkdir(path.join(dir, 'loop'));
   await writeFile(path.join(dir, 'loop.sh'), script);
   const loop = await timeCommand(['sh', path.join(dir, 'loop.sh')]);
+  summarize({
+    what: `first apply, ${n} image files`,
+    value: `${first.seconds.toFixed(2)} s`,
+    against: `same ${commands} qemu-img runs in a shell loop: ${loop.seconds.toFixed(2)} s`,
+    ratio: ratio(first.seconds, loop.seconds),
+    goal: '<= 1.2x the loop',
+    met: first.code === 0 && loop.code === 0 && first.seconds <= 1.2 * loop.seconds,
+  });
+  summarize({
+    what: `no-op plan, ${n} image files`,
+    value: `${rows[1]![1].seconds.toFixed(2)} s, ${rows[1]![1].spawned} processes`,
+    goal: 'no process',
+    met: rows[1]![1].spawned === 0,
+  });
   table(
     'first apply against the same qemu-img commands in a shell loop (goal: <= 1.2x)',
     ['step', 'seconds', 'qemu-img runs', 'vs loop', 'exit'],

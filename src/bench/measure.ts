@@ -3,7 +3,7 @@
 // whole process: wall time, exit code, processes it spawned (VIRT_RECONCILE_TRACE) and its
 // peak memory (VIRT_RECONCILE_RUSAGE, written by the CLI as it exits).
 import { execFile, execFileSync } from 'node:child_process';
-import { readFileSync, realpathSync } from 'node:fs';
+import { appendFileSync, readFileSync, realpathSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -102,4 +102,24 @@ export function report(title: string, rows: [string, Measurement][]): void {
     ['step', 'seconds', 'processes', 'peak MiB', 'exit'],
     rows.map(([name, r]) => [name, r.seconds, String(r.spawned), r.rssMiB?.toFixed(0), String(r.code)]),
   );
+}
+
+/**
+ * One line of the summary `npm run bench` prints at its end (bench/summary.ts): each goal of
+ * issue 12 with what this run measured. Written to VIRT_RECONCILE_BENCH_SUMMARY when set.
+ */
+export interface SummaryRow {
+  what: string;
+  /** what reconcile measured, with its unit */
+  value: string;
+  /** what it is compared with (the limit, Ansible, a budget), with its value */
+  against?: string;
+  ratio?: string;
+  goal: string;
+  met?: boolean;
+}
+
+export function summarize(row: SummaryRow): void {
+  const file = process.env.VIRT_RECONCILE_BENCH_SUMMARY;
+  if (file) appendFileSync(file, `${JSON.stringify(row)}\n`);
 }

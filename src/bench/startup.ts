@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { reconcileCommand } from './measure.js';
+import { reconcileCommand, summarize } from './measure.js';
 
 function median(argv: string[]): number {
   const times: number[] = [];
@@ -29,7 +29,10 @@ try {
   console.log(`reconcile is run as: ${how}`);
   console.log(`start-up (median of 9; node -e 0: ${node.toFixed(3)} s)`);
   console.log(`${'step'.padEnd(33)} ${'seconds'.padStart(7)}  ${'budget'.padStart(6)}  ratio`);
-  for (const [name, s, budget] of rows) console.log(`${name.padEnd(33)} ${s.toFixed(3).padStart(7)}  ${budget.toFixed(2).padStart(6)}  ${(s / budget).toFixed(2)}`);
+  for (const [name, s, budget] of rows) {
+    console.log(`${name.padEnd(33)} ${s.toFixed(3).padStart(7)}  ${budget.toFixed(2).padStart(6)}  ${(s / budget).toFixed(2)}`);
+    summarize({ what: name, value: `${s.toFixed(3)} s`, against: `node -e 0: ${node.toFixed(3)} s`, goal: `<= ${budget} s`, met: s <= budget });
+  }
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

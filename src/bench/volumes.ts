@@ -9,7 +9,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../dev/private-libvirtd.js';
-import { measure, ratio, report, ROOT, table, timeCommand, type Measurement } from './measure.js';
+import { measure, ratio, report, ROOT, summarize, table, timeCommand, type Measurement } from './measure.js';
 
 const { values } = parseArgs({
   options: {
@@ -95,6 +95,38 @@ async function peerScenario(lv: PrivateLibvirtd, dir: string, n: number, peer: s
     ],
   );
   if (missing) console.log(`(Ansible peer skipped: ${missing})`);
+  const ok = (...ms: (Measurement | undefined)[]) => ms.every((x) => !x || x.code === 0);
+  const s = (x: Measurement) => `${x.seconds.toFixed(2)} s`;
+  summarize({
+    what: `create pool + ${n} volumes`,
+    value: s(create),
+    against: `limit (one virsh): ${s(limit)}`,
+    ratio: ratio(create.seconds, limit.seconds),
+    goal: '<= 1.5x the limit',
+    met: ok(create, limit) && create.seconds <= 1.5 * limit.seconds,
+  });
+  if (peerCreate && peerNoop) {
+    summarize({
+      what: `create pool + ${n} volumes`,
+      value: s(create),
+      against: `Ansible: ${s(peerCreate)}`,
+      ratio: `${(peerCreate.seconds / create.seconds).toFixed(1)}x faster`,
+      goal: '>= 10x faster',
+      met: ok(create, peerCreate) && peerCreate.seconds >= 10 * create.seconds,
+    });
+    summarize({
+      what: `no-op apply, ${n} volumes`,
+      value: s(noop),
+      against: `Ansible: ${s(peerNoop)}`,
+      ratio: `${(peerNoop.seconds / noop.seconds).toFixed(1)}x faster`,
+      goal: '>= 5x faster',
+      met: ok(noop, peerNoop) && peerNoop.seconds >= 5 * noop.seconds,
+    });
+  } else summarize({ what: `Ansible peer, ${n} volumes`, value: 'skipped', against: missing, goal: '>= 10x / >= 5x faster' });
+  if (budget) {
+    summarize({ what: `no-op plan, ${n} volumes`, value: s(plan), goal: `<= ${budget} s`, met: ok(plan) && plan.seconds <= budget });
+    summarize({ what: `no-op apply, ${n} volumes`, value: s(noop), goal: `<= ${budget} s`, met: ok(noop) && noop.seconds <= budget });
+  }
 }
 
 async function scaleScenario(lv: PrivateLibvirtd, dir: string, n: number, m: number): Promise<void> {
@@ -117,9 +149,19 @@ async function scaleScenario(lv: PrivateLibvirtd, dir: string, n: number, m: num
   rows.push(['plan after one volume deleted', await measure(['plan', ...common], work)]);
   rows.push(['apply healing it', await measure(['apply', ...common], work)]);
   report(`${n} volumes in ${m} dir pools (goals: first apply <= 1.5x the limit; no-op plan and apply <= 0.5 s)`, rows);
-  console.log(
-    `first apply vs limit: ${ratio(first.seconds, limit.seconds)}; no-op plan vs 0.5 s: ${ratio(rows[2]![1].seconds, 0.5)}; no-op apply vs 0.5 s: ${ratio(rows[3]![1].seconds, 0.5)}`,
-  );
+  const [plan, noop] = [rows[2]![1], rows[3]![1]];
+  const s = (x: Measurement) => `${x.seconds.toFixed(2)} s`;
+  summarize({
+    what: `first apply, ${n} volumes in ${m} pools`,
+    value: s(first),
+    against: `limit (one virsh): ${s(limit)}`,
+    ratio: ratio(first.seconds, limit.seconds),
+    goal: '<= 1.5x the limit',
+    met: first.code === 0 && limit.code === 0 && first.seconds <= 1.5 * limit.seconds,
+  });
+  summarize({ what: `no-op plan, ${n} volumes`, value: s(plan), goal: '<= 0.5 s', met: plan.code === 0 && plan.seconds <= 0.5 });
+  summarize({ what: `no-op apply, ${n} volumes`, value: s(noop), goal: '<= 0.5 s', met: noop.code === 0 && noop.seconds <= 0.5 });
+  summarize({ what: `peak RSS, ${n} volumes`, value: `first apply ${first.rssMiB?.toFixed(0)} MiB, plan ${plan.rssMiB?.toFixed(0)} MiB`, goal: 'reported' });
 }
 
 const dir = await mkdtemp(path.join(tmpdir(), 'vr-bench-vol-'));

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startPrivateLibvirtd } from '../dev/private-libvirtd.js';
-import { measure, reconcileCommand, table } from './measure.js';
+import { measure, reconcileCommand, summarize, table } from './measure.js';
 
 const { values } = parseArgs({ options: { volumes: { type: 'string', default: '1000' }, pools: { type: 'string', default: '10' }, cycles: { type: 'string', default: '500' } } });
 const [n, m, cycles] = [Number(values.volumes), Number(values.pools), Number(values.cycles)];
@@ -62,6 +62,15 @@ try {
     }
     const per = (Date.now() - t0) / 1000 / cycles;
     const [at50, atEnd] = [rows[0]?.[1] as number, rows.at(-1)?.[1] as number];
+    const growth = (atEnd - at50) / at50;
+    summarize({
+      what: `watch RSS, ${cycles} cycles over ${n} volumes`,
+      value: `${atEnd.toFixed(0)} MiB`,
+      against: `after 50 cycles: ${at50.toFixed(0)} MiB`,
+      ratio: `${(growth * 100).toFixed(1)}%`,
+      goal: 'within 10%',
+      met: Math.abs(growth) <= 0.1,
+    });
     table(
       `reconcile watch over ${n} volumes in ${m} pools, ${cycles} cycles (${per.toFixed(2)} s each; goal: no growth, within 10% of cycle 50)`,
       ['point', 'RSS MiB'],
