@@ -2,7 +2,8 @@
 // (SIGKILL, as a power cut or kill -9 would) when it reaches the point of that name, so a
 // test can stop an apply between two exact steps instead of racing a timer. Points:
 // image-before-publish, image-after-publish, image-extents-published, volume-created,
-// volume-made (a blank file volume made, its key not yet recorded), pool-defined,
+// volume-made (a blank file volume made, its path not yet recorded), volume-group-step (a
+// volume of a group of blank ones made and recorded, the next one's create under way), pool-defined,
 // domain-defined (each right after the step, before its record).
 export function failpoint(name: string): void {
   if (process.env.VIRT_RECONCILE_FAILPOINT === name) process.kill(process.pid, 'SIGKILL');

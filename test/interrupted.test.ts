@@ -246,6 +246,8 @@ describe('kill -9 between a libvirt define and its record', () => {
     // Killed again, and someone defines their own pool under the name before the next run.
     await sb.yaml('version: 1\npools:\n  killed: { type: dir, path: $DIR/pool }\n');
     expect((await crash(sb, 'pool-defined')).signal).toBe('SIGKILL');
+    // (A dir pool is defined, built and started by one process: it may be running.)
+    await virsh(lv, 'pool-destroy', 'killed').catch(() => undefined);
     await virsh(lv, 'pool-undefine', 'killed');
     await virsh(lv, 'pool-define-as', 'killed', 'dir', '--target', path.join(sb.dir, 'theirs'));
     await sb.yaml('version: 1\n');
@@ -271,6 +273,40 @@ describe('kill -9 between a libvirt define and its record', () => {
     const destroyed = await sb.run('destroy');
     expect(destroyed.code, destroyed.stdout + destroyed.stderr).toBe(0);
     expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/\bkb\b/);
+  });
+
+  it('a group of blank volumes: killed after the first was made and recorded, the next apply finishes the group; every volume ends ours and prunable', async () => {
+    const sb = await sandbox('kill-group', { libvirt: lv });
+    boxes.push(sb);
+    const vols = Array.from({ length: 6 }, (_, i) => `  g${i}: { pool: kg, format: raw, size: 1M }`).join('\n');
+    await sb.yaml(`version: 1\npools:\n  kg: { type: dir, path: $DIR/pool }\nimages:\n${vols}\n`);
+    // --parallelism 1: the six go as one group, one virsh process.
+    const killed = await execa(
+      lv.nsenter[0]!,
+      [...lv.nsenter.slice(1), 'node', CLI, 'apply', '--parallelism', '1', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri],
+      {
+        reject: false,
+        env: { VIRT_RECONCILE_FAILPOINT: 'volume-group-step' },
+      },
+    );
+    expect(killed.signal).toBe('SIGKILL');
+    const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    // The volume made first is recorded with its path while the group is still running.
+    const recorded = Object.values(inv).filter((r) => (r as { type: string; key?: string }).type === 'volume' && (r as { key: string }).key !== '');
+    expect(recorded.length).toBeGreaterThan(0);
+    for (const r of recorded) expect(r).toMatchObject({ status: 'building' });
+    // virsh may have gone on making a few more after the kill; whatever exists is ours.
+    await virsh(lv, 'pool-refresh', 'kg');
+    const again = await sb.run('apply');
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(again.stdout + again.stderr).not.toMatch(/reconcile did not create it/);
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+    const after = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    for (let i = 0; i < 6; i++) expect(after[`volume:kg/g${i}.img`]).toMatchObject({ status: 'ready', key: path.join(sb.dir, 'pool', `g${i}.img`) });
+    await sb.yaml('version: 1\n');
+    const pruned = await sb.run('apply', '--prune');
+    expect(pruned.code, pruned.stdout + pruned.stderr).toBe(0);
+    expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/\bkg\b/);
   });
 
   it('a domain: the uuid recorded first proves it was being made, so the next apply finishes its record and prune can undefine it', async () => {

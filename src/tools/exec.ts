@@ -49,12 +49,16 @@ const TRANSIENT = ['Unable to get accurate CPU usage'];
  * Runs a command. `signal`: aborting it terminates the command (SIGTERM, SIGKILL 5 s later);
  * given only for work whose interruption loses nothing (a build in private scratch space).
  */
-export async function run(cmd: string, args: string[], opts: { input?: string; retries?: number; signal?: AbortSignal } = {}): Promise<RunResult> {
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: { input?: string; retries?: number; signal?: AbortSignal /** the error stream as it arrives */; onStderr?: (chunk: string) => void } = {},
+): Promise<RunResult> {
   const argv = [cmd, ...args];
   const retries = opts.retries ?? 4;
   for (let attempt = 0; ; attempt++) {
     trace(argv);
-    const r = await execa(cmd, args, {
+    const sub = execa(cmd, args, {
       env: { LC_ALL: 'C' },
       reject: false,
       // No signal-exit handlers: on SIGTERM the watch service lets the command in flight
@@ -66,6 +70,9 @@ export async function run(cmd: string, args: string[], opts: { input?: string; r
       stripFinalNewline: false,
       ...(opts.signal ? { cancelSignal: opts.signal } : {}),
     });
+    const onStderr = opts.onStderr;
+    if (onStderr) sub.stderr?.on('data', (d: Buffer) => onStderr(d.toString()));
+    const r = await sub;
     if (r.isCanceled) throw new CommandError(argv, String(r.stderr), r.exitCode, String(r.stdout), true);
     if (r.exitCode === 0 && !r.failed) return { stdout: String(r.stdout), stderr: String(r.stderr) };
     const stderr = String(r.stderr || r.message);

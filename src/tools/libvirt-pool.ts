@@ -252,18 +252,30 @@ export async function buildPool(v: Virsh, name: string, type: PoolSpec['type']):
 }
 
 /**
- * A dir pool just defined: built (a directory made), started and its autostart set by one
- * virsh process. Only for dir pools, whose build cannot harm anything: virsh goes on after a
- * failed step, so the first failure is the one reported.
+ * A new dir pool by one virsh process: defined with the uuid reconcile chose, then built (a
+ * directory made), started and its autostart set — each by that uuid, never by name: if the
+ * define fails because another pool took the name meanwhile, the later steps find no pool and
+ * touch nothing. virsh goes on after a failed step; the first failure is the one reported.
  */
-export async function buildStartDirPool(v: Virsh, name: string, o: { active: boolean; autostart: boolean }): Promise<void> {
-  const steps = [
-    ...(o.active ? [['build', ['pool-build', name]] as const, ['start', ['pool-start', name]] as const] : []),
-    ['set autostart of', ['pool-autostart', name, ...(o.autostart ? [] : ['--disable'])]] as const,
-  ];
-  const results = await v.each(steps.map(([, cmd]) => [[...cmd]]));
-  const failed = results.findIndex((r) => r.errors.length);
-  if (failed >= 0) throw new Error(`could not ${steps[failed]![0]} dir pool ${name}: ${libvirtMessage({ stderr: results[failed]!.errors.map((l) => `error: ${l}`).join('\n') })}`);
+export async function createDirPool(
+  v: Virsh,
+  name: string,
+  d: PoolDefinition,
+  uuid: string,
+  o: { active: boolean; autostart: boolean },
+): Promise<{ defined: boolean; error?: string }> {
+  return withTempFile(poolXml(name, d, uuid), async (f) => {
+    const steps = [
+      ['define', ['pool-define', f]] as const,
+      ...(o.active ? [['build', ['pool-build', uuid]] as const, ['start', ['pool-start', uuid]] as const] : []),
+      ['set autostart of', ['pool-autostart', uuid, ...(o.autostart ? [] : ['--disable'])]] as const,
+    ];
+    const results = await v.each(steps.map(([, cmd]) => [[...cmd]]));
+    const failed = results.findIndex((r) => r.errors.length);
+    if (failed < 0) return { defined: true };
+    const why = libvirtMessage({ stderr: results[failed]!.errors.map((l) => `error: ${l}`).join('\n') });
+    return { defined: failed > 0, error: `could not ${steps[failed]![0]} dir pool ${name}: ${why}` };
+  });
 }
 
 export async function startPool(v: Virsh, name: string, type?: string): Promise<void> {

@@ -177,7 +177,12 @@ export type CreateOutcome = { ok: true; volume: ObservedVolume } | { ok: false; 
  * Each command's errors are told apart by markers written to the error stream after it
  * (`echo --err`), so every volume gets its own outcome; a failed create goes on to the next.
  */
-export async function createBlankVolumes(v: Virsh, builds: VolumeBuild[]): Promise<CreateOutcome[]> {
+export async function createBlankVolumes(
+  v: Virsh,
+  builds: VolumeBuild[],
+  /** called as each create ends, before the next starts: made or not (errors) */
+  onStep?: (index: number, errors: string[]) => void,
+): Promise<CreateOutcome[]> {
   return withTempDir(async (dir) => {
     const commands: string[][] = [];
     await Promise.all(
@@ -188,7 +193,10 @@ export async function createBlankVolumes(v: Virsh, builds: VolumeBuild[]): Promi
         commands[i] = ['vol-create', b.pool, xmlFile, ...prealloc];
       }),
     );
-    const results = await v.each(commands.map((c, i) => [c, ['vol-dumpxml', '--pool', builds[i]!.pool, builds[i]!.name]]));
+    const results = await v.each(
+      commands.map((c, i) => [c, ['vol-dumpxml', '--pool', builds[i]!.pool, builds[i]!.name]]),
+      { onStep },
+    );
     return results.map((r, i): CreateOutcome => (r.errors.length ? { ok: false, error: r.errors.join('; ') } : { ok: true, volume: parseVolumeXml(builds[i]!.pool, r.stdout) }));
   });
 }

@@ -24,7 +24,14 @@ export interface Virsh {
    * failed step: each step's output and its own error lines, told apart by markers on both
    * streams. Throws only if the process itself failed (no connection, killed).
    */
-  each(steps: string[][][], opts?: { signal?: AbortSignal }): Promise<{ stdout: string; errors: string[] }[]>;
+  each(
+    steps: string[][][],
+    opts?: {
+      signal?: AbortSignal;
+      /** called as each step ends (its marker on the unbuffered error stream), with its errors: progress a caller can record */
+      onStep?: (index: number, errors: string[]) => void;
+    },
+  ): Promise<{ stdout: string; errors: string[] }[]>;
 }
 
 // A single argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); stay below it.
@@ -98,12 +105,30 @@ export function connect(uri: string): Virsh {
       const script = steps.map((cmds, i) => [...cmds.map((c) => c.map(quote).join(' ')), `echo --err @@${tag}:${i}@@`, `echo @@${tag}:${i}@@`].join(' ; ')).join(' ; ');
       if (script.length > MAX_BATCH_CHARS && steps.length > 1) {
         const half = Math.ceil(steps.length / 2);
-        return [...(await each(steps.slice(0, half), opts)), ...(await each(steps.slice(half), opts))];
+        const onStep = opts?.onStep;
+        return [...(await each(steps.slice(0, half), opts)), ...(await each(steps.slice(half), { ...opts, onStep: onStep && ((i, e) => onStep(i + half, e)) }))];
       }
       let stdout = '';
       let stderr = '';
+      // virsh writes `echo --err` as an error line: "error: @@…@@".
+      const errMarker = new RegExp(`(?:error: )?@@${tag}:(\\d+)@@\n?`);
+      const errorLines = (text: string) =>
+        text
+          .split('\n')
+          .filter((l) => l.startsWith('error:'))
+          .map((l) => l.replace(/^error:\s*/, ''));
+      let pending = '';
+      const onStderr = opts?.onStep
+        ? (chunk: string) => {
+            pending += chunk;
+            for (let m = errMarker.exec(pending); m; m = errMarker.exec(pending)) {
+              opts.onStep!(Number(m[1]), errorLines(pending.slice(0, m.index)));
+              pending = pending.slice(m.index + m[0].length);
+            }
+          }
+        : undefined;
       try {
-        ({ stdout, stderr } = await run('virsh', [...base, `${script} ; echo @@${tag}:end@@`], { signal: opts?.signal }));
+        ({ stdout, stderr } = await run('virsh', [...base, `${script} ; echo @@${tag}:end@@`], { signal: opts?.signal, onStderr }));
       } catch (e) {
         if (e instanceof CommandError && e.cancelled) throw e;
         stderr = (e as { stderr?: string }).stderr ?? String(e);
@@ -113,15 +138,8 @@ export function connect(uri: string): Virsh {
         throw new Error(connectionHelp(uri, stderr) ?? `virsh did not complete: ${stderr.trim().split('\n').slice(0, 3).join(' / ') || 'no output'}`);
       }
       const outs = stdout.split(new RegExp(`@@${tag}:(?:\\d+|end)@@\n?`));
-      // virsh writes `echo --err` as an error line: "error: @@…@@".
       const errs = stderr.split(new RegExp(`(?:error: )?@@${tag}:\\d+@@\n?`));
-      return steps.map((_, i) => ({
-        stdout: outs[i] ?? '',
-        errors: (errs[i] ?? '')
-          .split('\n')
-          .filter((l) => l.startsWith('error:'))
-          .map((l) => l.replace(/^error:\s*/, '')),
-      }));
+      return steps.map((_, i) => ({ stdout: outs[i] ?? '', errors: errorLines(errs[i] ?? '') }));
     },
     batch: async (commands) => {
       const out: (string | undefined)[] = [];

@@ -7,7 +7,7 @@ import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import {
   buildPool,
-  buildStartDirPool,
+  createDirPool,
   definePool,
   definePoolXml,
   poolDefinitionXml,
@@ -66,6 +66,20 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       const before = ctx.inventory.get(key);
       const uuid = randomUUID();
       await ctx.inventory.set(key, { type: 'pool', name: op.name, uuid, status: 'building', createdAt, uri: v.uri });
+      const rec: PoolRecord = { type: 'pool', name: op.name, uuid, status: 'ready', createdAt, uri: v.uri };
+      if (op.definition.type === 'dir') {
+        // Defined, built, started and autostart set by one process (see createDirPool).
+        const made = await createDirPool(v, op.name, op.definition, uuid, op);
+        if (!made.defined) {
+          if (before) await ctx.inventory.set(key, before);
+          else await ctx.inventory.forget(key);
+          await putBack(new Error(made.error));
+        }
+        failpoint('pool-defined');
+        await ctx.inventory.set(key, rec);
+        if (made.error) throw new Error(made.error);
+        return { record: [key, rec] };
+      }
       try {
         await definePool(v, op.name, op.definition, uuid);
       } catch (e) {
@@ -75,12 +89,7 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         await putBack(e);
       }
       failpoint('pool-defined');
-      const rec: PoolRecord = { type: 'pool', name: op.name, uuid, status: 'ready', createdAt, uri: v.uri };
       await ctx.inventory.set(key, rec);
-      if (op.definition.type === 'dir') {
-        await buildStartDirPool(v, op.name, op);
-        return { record: [key, rec] };
-      }
       if (op.active) {
         await buildPool(v, op.name, op.definition.type);
         await startPool(v, op.name, op.definition.type);

@@ -93,10 +93,11 @@ export function batchKey(a: Action): string | undefined {
 
 /**
  * Creates a group of blank file volumes with the crash safety of one: every intent recorded
- * (building, with the path the volume will have) before the virsh process starts, each
- * volume made recorded ready with its key and birth time, each failure restoring what was
- * recorded before. Groups are small (see the kind's batch size), so a volume made in the
- * group is born within moments of its intent, which is how a kill -9 is recovered.
+ * (building, with the path the volume will have) before the virsh process starts; as each
+ * create ends (virsh's unbuffered error stream says so), the volume made is recorded with
+ * its path and birth time and the next one's intent gets the time its create starts, so a
+ * kill -9 anywhere in the group leaves each volume either recorded or born within moments of
+ * its intent, as for one; each failure restores what was recorded before.
  */
 export async function createBlankMany(actions: Action[], ctx: ExecContext): Promise<(Effect | Error)[]> {
   const v = ctx.virsh();
@@ -107,19 +108,39 @@ export async function createBlankMany(actions: Action[], ctx: ExecContext): Prom
   await Promise.all(keys.map((k, i) => ctx.inventory.set(k, recs[i]!)));
   const restore = (i: number) => (before[i] ? ctx.inventory.set(keys[i]!, before[i]!) : ctx.inventory.forget(keys[i]!));
   let outcomes: Awaited<ReturnType<typeof createBlankVolumes>>;
+  const progress: Promise<void>[] = [];
+  const stepEnded = (i: number, errors: string[]) => {
+    const next = recs[i + 1];
+    if (next) {
+      recs[i + 1] = { ...next, since: String(BigInt(Date.now()) * 1_000_000n) };
+      progress.push(ctx.inventory.set(keys[i + 1]!, recs[i + 1]!));
+    }
+    const p = ops[i]!.expectedPath;
+    if (errors.length || !p) return;
+    failpoint('volume-made');
+    progress.push(
+      (async () => {
+        const birth = await fileBirth(p);
+        if (birth !== undefined) await ctx.inventory.set(keys[i]!, { ...recs[i]!, key: p, path: p, birth });
+        failpoint('volume-group-step');
+      })(),
+    );
+  };
   try {
     outcomes = await createBlankVolumes(
       v,
       ops.map((op) => op.build),
+      stepEnded,
     );
+    await Promise.all(progress);
   } catch (e) {
+    await Promise.allSettled(progress);
     // The process did not run to its end (no connection, killed): whatever it made before
     // that is recorded building with its path, and is rebuilt by the next apply.
     const made = await Promise.all(ops.map((op) => (op.expectedPath ? fileBirth(op.expectedPath) : Promise.resolve(undefined))));
     await Promise.all(made.map((m, i) => (m === undefined ? restore(i) : Promise.resolve())));
     throw e;
   }
-  failpoint('volume-made');
   const headers: string[] = [];
   const out = await Promise.all(
     outcomes.map(async (o, i): Promise<Effect | Error> => {
