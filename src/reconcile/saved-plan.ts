@@ -7,8 +7,9 @@
 // saved as a digest only, so nothing in it depends on a kind's internal types, and nothing
 // in it is ever executed as written.
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import path from 'node:path';
-import { Ajv } from 'ajv';
+import type { Ajv } from 'ajv';
 import { UserError, EXIT } from './errors.js';
 import type { Action, Plan, Refusal } from './plan.js';
 
@@ -104,7 +105,9 @@ export function readSavedPlan(text: string, file: string): SavedPlan {
   if (typeof version === 'number' && version !== PLAN_FORMAT_VERSION) {
     throw new UserError(`${file} is a plan of format version ${version}; this version reads version ${PLAN_FORMAT_VERSION}. Run \`reconcile plan --out\` again`);
   }
-  validate ??= new Ajv({ allErrors: true }).compile(SCHEMA);
+  // ajv's compiler is loaded only when a saved plan is read: a plain plan or apply never pays for it.
+  const { Ajv: AjvClass } = createRequire(import.meta.url)('ajv') as { Ajv: typeof Ajv };
+  validate ??= new AjvClass({ allErrors: true }).compile(SCHEMA);
   if (!validate(p)) {
     const problems = (validate.errors ?? []).map((e) =>
       e.keyword === 'required'

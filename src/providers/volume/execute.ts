@@ -108,23 +108,48 @@ export async function createBlankMany(actions: Action[], ctx: ExecContext): Prom
   await Promise.all(keys.map((k, i) => ctx.inventory.set(k, recs[i]!)));
   const restore = (i: number) => (before[i] ? ctx.inventory.set(keys[i]!, before[i]!) : ctx.inventory.forget(keys[i]!));
   let outcomes: Awaited<ReturnType<typeof createBlankVolumes>>;
-  const progress: Promise<void>[] = [];
+  // Progress is saved at most every 200 ms (one inventory write for many volumes instead of
+  // back-to-back writes competing with libvirt for the CPU), well inside the 2 s a volume's
+  // birth may lie from its intent.
+  const changed = new Map<number, VolumeRecord>();
+  const stats: Promise<void>[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let saving: Promise<void> = Promise.resolve();
+  const flush = () => {
+    timer = undefined;
+    const batch = [...changed];
+    changed.clear();
+    saving = saving.then(async () => {
+      await Promise.all(batch.map(([k, r]) => ctx.inventory.set(keys[k]!, r)));
+      if (batch.some(([, r]) => r.key !== '')) failpoint('volume-group-step');
+    });
+  };
+  const soon = () => {
+    timer ??= setTimeout(flush, 200);
+  };
   const stepEnded = (i: number, errors: string[]) => {
     const next = recs[i + 1];
     if (next) {
       recs[i + 1] = { ...next, since: String(BigInt(Date.now()) * 1_000_000n) };
-      progress.push(ctx.inventory.set(keys[i + 1]!, recs[i + 1]!));
+      changed.set(i + 1, recs[i + 1]!);
+      soon();
     }
     const p = ops[i]!.expectedPath;
     if (errors.length || !p) return;
     failpoint('volume-made');
-    progress.push(
-      (async () => {
-        const birth = await fileBirth(p);
-        if (birth !== undefined) await ctx.inventory.set(keys[i]!, { ...recs[i]!, key: p, path: p, birth });
-        failpoint('volume-group-step');
-      })(),
+    stats.push(
+      fileBirth(p).then((birth) => {
+        if (birth === undefined) return;
+        changed.set(i, { ...recs[i]!, key: p, path: p, birth });
+        soon();
+      }),
     );
+  };
+  const progressSaved = async () => {
+    await Promise.allSettled(stats);
+    clearTimeout(timer);
+    flush();
+    await saving;
   };
   try {
     outcomes = await createBlankVolumes(
@@ -132,9 +157,9 @@ export async function createBlankMany(actions: Action[], ctx: ExecContext): Prom
       ops.map((op) => op.build),
       stepEnded,
     );
-    await Promise.all(progress);
+    await progressSaved();
   } catch (e) {
-    await Promise.allSettled(progress);
+    await progressSaved().catch(() => undefined);
     // The process did not run to its end (no connection, killed): whatever it made before
     // that is recorded building with its path, and is rebuilt by the next apply.
     const made = await Promise.all(ops.map((op) => (op.expectedPath ? fileBirth(op.expectedPath) : Promise.resolve(undefined))));
