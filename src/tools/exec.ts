@@ -88,20 +88,21 @@ const shellQuote = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
 
 /**
  * Runs many short, independent commands one after another in one shell process: each one's
- * exit code and output (stdout and stderr together), told apart by markers. Spawning from a
+ * exit code, output and error output, told apart by markers on both streams (a warning on
+ * stderr never mixes into a JSON report on stdout). Spawning from a
  * small shell costs a fraction of spawning from this (large) process, so hundreds of quick
  * qemu-img runs go this way. Each command is traced as a process of its own.
  * Not for secrets (the script is one argument, visible in ps) nor long work (no cancel).
  */
-export async function runEach(commands: string[][]): Promise<{ code: number; output: string }[]> {
-  const out: { code: number; output: string }[] = [];
+export async function runEach(commands: string[][]): Promise<{ code: number; stdout: string; stderr: string }[]> {
+  const out: { code: number; stdout: string; stderr: string }[] = [];
   let i = 0;
   while (i < commands.length) {
     const tag = randomBytes(6).toString('hex');
     const lines: string[] = [];
     let size = 0;
     for (; i < commands.length && (lines.length === 0 || size < MAX_SCRIPT_CHARS); i++) {
-      const line = `${commands[i]!.map(shellQuote).join(' ')} </dev/null 2>&1; echo "@@${tag}:$?@@"`;
+      const line = `${commands[i]!.map(shellQuote).join(' ')} </dev/null; echo "@@${tag}:$?@@"; echo "@@${tag}@@" >&2`;
       lines.push(line);
       size += line.length + 1;
       trace(commands[i]!);
@@ -110,9 +111,12 @@ export async function runEach(commands: string[][]): Promise<{ code: number; out
     trace(['sh', '-c', `(${lines.length} commands)`]);
     const r = await execa('sh', ['-c', lines.join('\n')], { env: { LC_ALL: 'C' }, reject: false, cleanup: false, stdin: 'ignore', stripFinalNewline: false });
     const parts = String(r.stdout).split(new RegExp(`@@${tag}:(\\d+)@@\n`));
-    // parts: output, code, output, code, ..., trailing
-    if (parts.length !== lines.length * 2 + 1) throw new CommandError(['sh', '-c', `${lines.length} commands`], String(r.stderr || r.message), r.exitCode, String(r.stdout));
-    for (let k = 0; k < lines.length; k++) out.push({ output: parts[k * 2]!, code: Number(parts[k * 2 + 1]) });
+    const errs = String(r.stderr).split(`@@${tag}@@\n`);
+    // parts: output, code, output, code, ..., trailing; errs: one per command, trailing
+    if (parts.length !== lines.length * 2 + 1 || errs.length !== lines.length + 1) {
+      throw new CommandError(['sh', '-c', `${lines.length} commands`], String(r.stderr || r.message), r.exitCode, String(r.stdout));
+    }
+    for (let k = 0; k < lines.length; k++) out.push({ stdout: parts[k * 2]!, code: Number(parts[k * 2 + 1]), stderr: errs[k]! });
   }
   return out;
 }

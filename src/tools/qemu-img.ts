@@ -107,18 +107,20 @@ function createArgs(target: string, o: CreateSpec): string[] {
  */
 export async function createMany(items: { target: string; spec: Omit<CreateSpec, 'encryption'> }[]): Promise<(string | undefined)[]> {
   const results = await runEach(items.map((it) => ['qemu-img', ...createArgs(it.target, it.spec)]));
-  return results.map((r) => (r.code === 0 ? undefined : `qemu-img create failed (exit ${r.code}): ${r.output.trim().split('\n').slice(0, 3).join(' / ') || 'no error output'}`));
+  return results.map((r) =>
+    r.code === 0 ? undefined : `qemu-img create failed (exit ${r.code}): ${(r.stderr || r.stdout).trim().split('\n').slice(0, 3).join(' / ') || 'no error output'}`,
+  );
 }
 
 /** `info` of many files in one shell process: each file's report, or why it could not be read. */
 export async function infoMany(paths: string[]): Promise<(QemuImgInfo | Error)[]> {
   const results = await runEach(paths.map((p) => ['qemu-img', 'info', '--force-share', '--output=json', p]));
   return results.map((r, i) => {
-    if (r.code !== 0) return new CommandError(['qemu-img', 'info', paths[i]!], r.output, r.code);
+    if (r.code !== 0) return new CommandError(['qemu-img', 'info', paths[i]!], r.stderr || r.stdout, r.code);
     try {
-      return JSON.parse(r.output) as QemuImgInfo;
+      return JSON.parse(r.stdout) as QemuImgInfo;
     } catch {
-      return new Error(`qemu-img info ${paths[i]}: unreadable output: ${r.output.slice(0, 200)}`);
+      return new Error(`qemu-img info ${paths[i]}: unreadable output: ${r.stdout.slice(0, 200)}`);
     }
   });
 }
