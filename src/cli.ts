@@ -13,6 +13,15 @@ import { DEFAULT_STATE_DIR } from './reconcile/inventory.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
+// A reader that stops early (`plan -o json | head`) closes the pipe: the rest of the output
+// has nowhere to go and is dropped, and the command itself goes on to its end — an apply is
+// never cut short by its output going away — and exits with its own code.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+  });
+}
+
 // For `npm run bench`: this process's peak memory and CPU time, written as it exits
 // (Node cannot ask for a child's resource usage, so the child says it).
 const rusageFile = process.env.VIRT_RECONCILE_RUSAGE;

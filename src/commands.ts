@@ -5,6 +5,7 @@ import type { LogFormat } from './watch/log.js';
 import type { SavedPlan } from './reconcile/saved-plan.js';
 import type { Lock } from './reconcile/lock.js';
 import { desiredStateFrom, loadDesiredState } from './reconcile/config.js';
+import { formatDuration } from './reconcile/durations.js';
 import { EXIT, UserError } from './reconcile/errors.js';
 import type { DesiredState } from './reconcile/model.js';
 import { hasChanges, type Plan } from './reconcile/plan.js';
@@ -361,7 +362,7 @@ export async function cmdWatch(a: Args): Promise<number> {
     logger,
   });
   const server = await startHttp({ host, port, service, metrics, webhookSecret: secret, log: stamp });
-  stamp(`watching ${service.status.source} every ${w.intervalSeconds}s; http://${w.listen}/`);
+  stamp(`watching ${service.status.source} every ${formatDuration(w.intervalSeconds)}; http://${w.listen}/`);
   await service.start();
   await new Promise<void>((resolve) => {
     let stopping = false;

@@ -67,6 +67,17 @@ describe('usage errors', () => {
   }
 });
 
+describe('a reader that stops early', () => {
+  it('`plan -o json | head -c 100`: no stack trace, the exit code of the command itself', async () => {
+    const sb = await box('epipe');
+    await sb.yaml(`version: 1\nimages:\n${Array.from({ length: 1500 }, (_, i) => `  i${i}: { path: $DIR/i${i}.qcow2, size: 1G }`).join('\n')}\n`);
+    const argv = ['node', path.join(ROOT, 'dist', 'cli.js'), 'plan', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '-o', 'json'];
+    const r = await execa('bash', ['-c', `${argv.map((a) => `'${a}'`).join(' ')} | head -c 100 >/dev/null; echo "rc=\${PIPESTATUS[0]}" >&2`], { reject: false });
+    expect(r.stderr).not.toMatch(/EPIPE|node:events|at /);
+    expect(r.stderr).toMatch(/rc=0/);
+  });
+});
+
 describe('completion', () => {
   /** What bash offers after the words typed so far (the last one being completed). */
   const bashOffers = async (...words: string[]) => {

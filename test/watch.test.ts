@@ -104,6 +104,8 @@ describe('watch with local files', () => {
     w.proc.kill('SIGHUP');
     await until(async () => existsSync(f), 'the image healed after SIGHUP', 10_000);
     expect(w.log()).toMatch(/SIGHUP: reconciling now/);
+    await until(async () => /reconciled local@sha256:\w+ in [\d.]+s \(SIGHUP\): 1 created, 0 updated, 0 replaced, 0 deleted/.test(w.log()), 'the SIGHUP run to say what it did');
+    expect(w.log()).toMatch(/watching .* every 1h;/);
     const runs = async () => Number(/^virt_reconcile_reconciles_total (\d+)/m.exec(await (await fetch(`${w.url}/metrics`)).text())?.[1]);
     await until(async () => (await w.status()).lastReconcile?.ok && (await runs()) === 2, 'the SIGHUP reconcile to finish');
     for (let i = 0; i < 5; i++) w.proc.kill('SIGHUP');

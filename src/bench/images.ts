@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { measure, ratio, report, summarize, table, timeCommand, type Measurement } from './measure.js';
+import { announce, measure, ratio, report, summarize, table, timeCommand, type Measurement } from './measure.js';
 
 const sh = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
 
@@ -35,6 +35,7 @@ function loopScript(trace: string, imgDir: string, loopDir: string): { script: s
 
 const { values } = parseArgs({ options: { images: { type: 'string', default: '500' } } });
 const n = Number(values.images);
+announce('image files');
 const dir = await mkdtemp(path.join(tmpdir(), 'vr-bench-'));
 try {
   const lines = ['version: 1', 'images:'];

@@ -22,6 +22,11 @@ export function reconcileCommand(): { argv: string[]; how: string } {
   return { argv: ['node', CLI], how: 'node dist/cli.js (`reconcile` is not installed from this checkout: run scripts/setup.sh or npm link)' };
 }
 
+/** Each part says first which command it times. */
+export function announce(part: string): void {
+  console.log(`\n== ${part}: reconcile is run as ${reconcileCommand().how}`);
+}
+
 export interface Measurement {
   seconds: number;
   spawned: number;
@@ -39,7 +44,7 @@ export async function timeCommand(argv: string[], env: Record<string, string> = 
       resolve(err ? Number(err.code ?? 1) : 0);
     });
   });
-  return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, spawned: 0, code };
+  return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, spawned: 1, code };
 }
 
 export async function measure(args: string[], scratch: string): Promise<Measurement> {

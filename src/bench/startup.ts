@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { reconcileCommand, summarize } from './measure.js';
+import { announce, reconcileCommand, summarize } from './measure.js';
 
 function median(argv: string[]): number {
   const times: number[] = [];
@@ -21,12 +21,12 @@ try {
   const yaml = path.join(dir, 'storage.yaml');
   await writeFile(yaml, `version: 1\nimages:\n${Array.from({ length: 50 }, (_, i) => `  img${i}: { path: ${dir}/img${i}.qcow2, size: 1G }\n`).join('')}`);
   const node = median(['node', '-e', '0']);
-  const { argv, how } = reconcileCommand();
+  announce('start-up');
+  const { argv } = reconcileCommand();
   const rows: [string, number, number][] = [
     ['reconcile --version', median([...argv, '--version']), 0.1],
     ['reconcile validate (50 images)', median([...argv, 'validate', '-f', yaml]), 0.15],
   ];
-  console.log(`reconcile is run as: ${how}`);
   console.log(`start-up (median of 9; node -e 0: ${node.toFixed(3)} s)`);
   console.log(`${'step'.padEnd(33)} ${'seconds'.padStart(7)}  ${'budget'.padStart(6)}  ratio`);
   for (const [name, s, budget] of rows) {

@@ -4,7 +4,10 @@ import { readFileSync } from 'node:fs';
 import type { SummaryRow } from './measure.js';
 
 const file = process.env.VIRT_RECONCILE_BENCH_SUMMARY;
-if (!file) throw new Error('VIRT_RECONCILE_BENCH_SUMMARY is not set');
+if (!file) {
+  console.error('summary.js prints the rows the other parts wrote to VIRT_RECONCILE_BENCH_SUMMARY; `npm run bench` sets it and runs them all');
+  process.exit(2);
+}
 const rows = readFileSync(file, 'utf8')
   .split('\n')
   .filter(Boolean)

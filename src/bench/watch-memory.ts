@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startPrivateLibvirtd } from '../dev/private-libvirtd.js';
-import { measure, reconcileCommand, summarize, table } from './measure.js';
+import { announce, measure, reconcileCommand, summarize, table } from './measure.js';
 
 const { values } = parseArgs({ options: { volumes: { type: 'string', default: '1000' }, pools: { type: 'string', default: '10' }, cycles: { type: 'string', default: '500' } } });
 const [n, m, cycles] = [Number(values.volumes), Number(values.pools), Number(values.cycles)];
@@ -24,6 +24,7 @@ const freePort = () =>
 
 const rssMiB = async (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
+announce('watch memory');
 const dir = await mkdtemp(path.join(tmpdir(), 'vr-bench-watch-'));
 const lv = await startPrivateLibvirtd();
 try {

@@ -197,8 +197,16 @@ export async function createBlankVolumes(
       commands.map((c, i) => [c, ['vol-dumpxml', '--pool', builds[i]!.pool, builds[i]!.name]]),
       { onStep },
     );
-    return results.map((r, i): CreateOutcome => (r.errors.length ? { ok: false, error: r.errors.join('; ') } : { ok: true, volume: parseVolumeXml(builds[i]!.pool, r.stdout) }));
+    return results.map(
+      (r, i): CreateOutcome => (r.errors.length ? { ok: false, error: createFailure(r.errors) } : { ok: true, volume: parseVolumeXml(builds[i]!.pool, r.stdout) }),
+    );
   });
+}
+
+/** Why a create failed: libvirt's cause, without virsh's framing (its scratch XML file) or the read-back that followed. */
+function createFailure(errors: string[]): string {
+  const cause = errors.filter((l) => !/^Failed to create vol from |^failed to get vol |^Storage volume not found/.test(l));
+  return (cause.length ? cause : errors).join('; ');
 }
 
 export async function resizeVolume(v: Virsh, pool: string, name: string, capacity: number, allocate: boolean): Promise<void> {

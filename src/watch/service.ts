@@ -218,6 +218,9 @@ export class WatchService {
       this.status.lastSuccessAt = new Date().toISOString();
       this.status.lastReconcile = { at: new Date(t0).toISOString(), revision, ok: true, durationSeconds: (Date.now() - t0) / 1000, summary };
       if (this.failing) this.opts.logger.info(`reconcile recovered: ${summary}`, { revision });
+      // Said when something asked for this run (start, a file change, a push, SIGHUP) or it
+      // changed something; a quiet interval that found the host in sync stays quiet.
+      else if (reason !== 'interval' || summary !== 'no changes') this.log(`reconciled ${revision} in ${((Date.now() - t0) / 1000).toFixed(1)}s (${reason}): ${summary}`);
       this.failing = undefined;
       this.schedule(this.opts.intervalSeconds);
     } catch (e) {
