@@ -2,8 +2,8 @@
 // image and its record, Ctrl-C during a conversion, and several applies racing to take over
 // the lock of a dead one. Each time the next run must find the truth and converge.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync, statSync } from 'node:fs';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -307,6 +307,82 @@ describe('kill -9 between a libvirt define and its record', () => {
     const pruned = await sb.run('apply', '--prune');
     expect(pruned.code, pruned.stdout + pruned.stderr).toBe(0);
     expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/\bkg\b/);
+  });
+
+  const crashAt = (sb: Sandbox, point: string, ...extra: string[]) =>
+    execa(lv.nsenter[0]!, [...lv.nsenter.slice(1), 'node', CLI, 'apply', ...extra, '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri], {
+      reject: false,
+      env: { VIRT_RECONCILE_FAILPOINT: point },
+    });
+
+  it('a group killed early: a volume someone else makes meanwhile under a later name of the group is never taken (adversarial pass)', async () => {
+    const sb = await sandbox('kill-group-foreign', { libvirt: lv });
+    boxes.push(sb);
+    const vols = Array.from({ length: 6 }, (_, i) => `  f${i}: { pool: kf, format: raw, size: 1M }`).join('\n');
+    await sb.yaml(`version: 1\npools:\n  kf: { type: dir, path: $DIR/pool }\nimages:\n${vols}\n`);
+    expect((await crashAt(sb, 'volume-group-step', '--parallelism', '1')).signal).toBe('SIGKILL');
+    // Only what was under way is recorded: nothing for the names the group had not reached.
+    const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    expect(inv['volume:kf/f5.img']).toBeUndefined();
+    await virsh(lv, 'vol-create-as', 'kf', 'f5.img', '1M', '--format', 'raw');
+    const theirs = path.join(sb.dir, 'pool', 'f5.img');
+    await writeFile(theirs, 'THEIRS');
+    const ino = statSync(theirs).ino;
+    const r = await sb.run('apply');
+    expect(r.code).toBe(1);
+    expect(r.stdout + r.stderr).toMatch(/volume f5\.img in pool kf exists and reconcile did not create it/);
+    expect(await readFile(theirs, 'utf8')).toBe('THEIRS');
+    expect(statSync(theirs).ino).toBe(ino);
+    await virsh(lv, 'vol-delete', '--pool', 'kf', 'f5.img');
+    expect((await sb.run('apply')).code).toBe(0);
+    await sb.yaml('version: 1\n');
+    expect((await sb.run('apply', '--prune')).code).toBe(0);
+  });
+
+  it("a file of someone's at a group volume's path (libvirt not told): that create fails, and no apply after it, even one killed right after, takes the file (adversarial pass)", async () => {
+    const sb = await sandbox('kill-group-file', { libvirt: lv });
+    boxes.push(sb);
+    await sb.yaml('version: 1\npools:\n  ku: { type: dir, path: $DIR/pool }\n');
+    expect((await sb.run('apply')).code).toBe(0);
+    const precious = path.join(sb.dir, 'pool', 'u0.img');
+    await writeFile(precious, 'PRECIOUS');
+    const ino = statSync(precious).ino;
+    const vols = Array.from({ length: 4 }, (_, i) => `  u${i}: { pool: ku, format: raw, size: 1M }`).join('\n');
+    await sb.yaml(`version: 1\npools:\n  ku: { type: dir, path: $DIR/pool }\nimages:\n${vols}\n`);
+    // Killed right after the first create (the one on the file) failed and the next intent was saved.
+    expect((await crashAt(sb, 'volume-group-step', '--parallelism', '1')).signal).toBe('SIGKILL');
+    expect(JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects['volume:ku/u0.img']).toBeUndefined();
+    for (const refresh of [false, true]) {
+      if (refresh) await virsh(lv, 'pool-refresh', 'ku');
+      const r = await sb.run('apply');
+      expect(r.code).toBe(1);
+      expect(await readFile(precious, 'utf8')).toBe('PRECIOUS');
+      expect(statSync(precious).ino).toBe(ino);
+    }
+    await rm(precious);
+    await virsh(lv, 'pool-refresh', 'ku');
+    expect((await sb.run('apply')).code).toBe(0);
+    await sb.yaml('version: 1\n');
+    expect((await sb.run('apply', '--prune')).code).toBe(0);
+  });
+
+  it('a volume whose rebuild is killed too (a second kill) is still recognised and rebuilt (adversarial pass)', async () => {
+    const sb = await sandbox('kill-twice', { libvirt: lv });
+    boxes.push(sb);
+    await sb.yaml('version: 1\npools:\n  kt: { type: dir, path: $DIR/pool }\nimages:\n  data: { pool: kt, size: 1M }\n');
+    expect((await sb.run('apply')).code).toBe(0);
+    await virsh(lv, 'vol-delete', '--pool', 'kt', 'data.qcow2');
+    expect((await crashAt(sb, 'volume-made')).signal).toBe('SIGKILL');
+    expect((await crashAt(sb, 'volume-made')).signal).toBe('SIGKILL');
+    expect(JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects['volume:kt/data.qcow2']).toMatchObject({
+      status: 'building',
+      path: path.join(sb.dir, 'pool', 'data.qcow2'),
+    });
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+    await sb.yaml('version: 1\n');
+    expect((await sb.run('apply', '--prune')).code).toBe(0);
   });
 
   it('a domain: the uuid recorded first proves it was being made, so the next apply finishes its record and prune can undefine it', async () => {

@@ -98,15 +98,16 @@ export function volumeIsOurs(rec: VolumeRecord, vol: { key: string; birth?: stri
 
 /**
  * A kill -9 inside vol-create leaves the intent without the volume's key. In a file pool the
- * key is the path, known beforehand: a file at that path born within moments of the intent
- * (2 s either side: libvirt creates the file as soon as vol-create starts; coarse filesystem
- * clocks lag) is the one vol-create made;
- * one born at any other time is someone else's.
+ * key is the path, known beforehand: a file at that path born within moments of the intent is
+ * the one vol-create made — not before it (the intent is saved before vol-create is sent;
+ * 100 ms allow for the coarse clock of file timestamps), and at most 2 s after (libvirt
+ * creates the file as soon as vol-create starts). One born at any other time is someone
+ * else's: a file that was there already, or one made after the kill.
  */
 function bornOfIntent(rec: VolumeRecord, vol: { key: string; birth?: string }): boolean {
   if (rec.status !== 'building' || !rec.since || !rec.path || vol.key !== rec.path || !vol.birth || vol.birth === '0') return false;
   const delta = BigInt(vol.birth) - BigInt(rec.since);
-  return delta >= -2_000_000_000n && delta <= 2_000_000_000n;
+  return delta >= -100_000_000n && delta <= 2_000_000_000n;
 }
 
 export interface ExtentRecord {

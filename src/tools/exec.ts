@@ -49,16 +49,12 @@ const TRANSIENT = ['Unable to get accurate CPU usage'];
  * Runs a command. `signal`: aborting it terminates the command (SIGTERM, SIGKILL 5 s later);
  * given only for work whose interruption loses nothing (a build in private scratch space).
  */
-export async function run(
-  cmd: string,
-  args: string[],
-  opts: { input?: string; retries?: number; signal?: AbortSignal /** the error stream as it arrives */; onStderr?: (chunk: string) => void } = {},
-): Promise<RunResult> {
+export async function run(cmd: string, args: string[], opts: { input?: string; retries?: number; signal?: AbortSignal } = {}): Promise<RunResult> {
   const argv = [cmd, ...args];
   const retries = opts.retries ?? 4;
   for (let attempt = 0; ; attempt++) {
     trace(argv);
-    const sub = execa(cmd, args, {
+    const r = await execa(cmd, args, {
       env: { LC_ALL: 'C' },
       reject: false,
       // No signal-exit handlers: on SIGTERM the watch service lets the command in flight
@@ -70,19 +66,20 @@ export async function run(
       stripFinalNewline: false,
       ...(opts.signal ? { cancelSignal: opts.signal } : {}),
     });
-    const onStderr = opts.onStderr;
-    if (onStderr) sub.stderr?.on('data', (d: Buffer) => onStderr(d.toString()));
-    const r = await sub;
     if (r.isCanceled) throw new CommandError(argv, String(r.stderr), r.exitCode, String(r.stdout), true);
     if (r.exitCode === 0 && !r.failed) return { stdout: String(r.stdout), stderr: String(r.stderr) };
     const stderr = String(r.stderr || r.message);
-    if (attempt < retries && TRANSIENT.some((t) => stderr.includes(t))) continue;
+    if (attempt < retries && TRANSIENT.some((t) => stderr.includes(t))) {
+      // A moment later the CPU-time reading is usually fine again (0.2 s, 0.4 s, …).
+      await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+      continue;
+    }
     throw new CommandError(argv, stderr, r.exitCode, String(r.stdout));
   }
 }
 
-// A single argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); scripts stay below it.
-const MAX_SCRIPT_CHARS = 100_000;
+// A single argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN, in bytes); scripts stay below it.
+const MAX_SCRIPT_BYTES = 100_000;
 
 const shellQuote = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
 
@@ -101,24 +98,60 @@ export async function runEach(commands: string[][]): Promise<{ code: number; std
     const tag = randomBytes(6).toString('hex');
     const lines: string[] = [];
     let size = 0;
-    for (; i < commands.length && (lines.length === 0 || size < MAX_SCRIPT_CHARS); i++) {
+    for (; i < commands.length; i++) {
       const line = `${commands[i]!.map(shellQuote).join(' ')} </dev/null; echo "@@${tag}:$?@@"; echo "@@${tag}@@" >&2`;
+      const bytes = Buffer.byteLength(line) + 1;
+      if (lines.length && size + bytes > MAX_SCRIPT_BYTES) break;
       lines.push(line);
-      size += line.length + 1;
+      size += bytes;
       trace(commands[i]!);
     }
     // The shell is a process of ours too; its script is long, so the trace names its size.
     trace(['sh', '-c', `(${lines.length} commands)`]);
-    const r = await execa('sh', ['-c', lines.join('\n')], { env: { LC_ALL: 'C' }, reject: false, cleanup: false, stdin: 'ignore', stripFinalNewline: false });
+    // In a process group of its own: a Ctrl-C at the terminal reaches only reconcile, and the
+    // group's quick commands finish.
+    const r = await execa('sh', ['-c', lines.join('\n')], { env: { LC_ALL: 'C' }, reject: false, cleanup: false, stdin: 'ignore', stripFinalNewline: false, detached: true });
     const parts = String(r.stdout).split(new RegExp(`@@${tag}:(\\d+)@@\n`));
     const errs = String(r.stderr).split(`@@${tag}@@\n`);
     // parts: output, code, output, code, ..., trailing; errs: one per command, trailing
     if (parts.length !== lines.length * 2 + 1 || errs.length !== lines.length + 1) {
-      throw new CommandError(['sh', '-c', `${lines.length} commands`], String(r.stderr || r.message), r.exitCode, String(r.stdout));
+      // Without the script itself, which can be long: its commands are in the trace.
+      throw new CommandError(
+        ['sh', '-c', `(${lines.length} commands)`],
+        r.signal ? `stopped by ${r.signal}` : String(r.stderr).split(`@@${tag}@@\n`).join('') || 'no error output',
+        r.exitCode,
+      );
     }
     for (let k = 0; k < lines.length; k++) out.push({ stdout: parts[k * 2]!, code: Number(parts[k * 2 + 1]), stderr: errs[k]! });
   }
   return out;
+}
+
+/** A command fed its input line by line while it runs (an interactive tool driven step by step). */
+export interface Session {
+  write(text: string): void;
+  /** no more input: the command ends once it has read what it was given */
+  end(): void;
+  exited: Promise<{ code: number | undefined; stderr: string }>;
+}
+
+/**
+ * Starts a command that reads its input as it comes, its error stream handed over as it
+ * arrives (its output is not kept). In a process group of its own, so a Ctrl-C at the terminal
+ * reaches only reconcile, which decides what stops; and if reconcile is killed, the command
+ * sees its input end and stops after the step it is in.
+ */
+export function session(cmd: string, args: string[], onStderr: (chunk: string) => void, /** what its input will be, for the trace */ input: string): Session {
+  trace([cmd, ...args, `(${input})`]);
+  const sub = execa(cmd, args, { env: { LC_ALL: 'C' }, reject: false, cleanup: false, stdin: 'pipe', stdout: 'ignore', detached: true, stripFinalNewline: false });
+  sub.stderr?.on('data', (d: Buffer) => onStderr(d.toString()));
+  // Writing to a command that has already exited: its exit says why, not an EPIPE.
+  sub.stdin?.on('error', () => undefined);
+  return {
+    write: (text) => void sub.stdin?.write(text),
+    end: () => void sub.stdin?.end(),
+    exited: sub.then((r) => ({ code: r.exitCode, stderr: String(r.stderr) })),
+  };
 }
 
 /** Whether a process exists (EPERM: it does, owned by someone else). */

@@ -168,38 +168,38 @@ export async function createVolume(
   });
 }
 
-/** One volume of createBlankVolumes: what libvirt made, or why it did not. */
-export type CreateOutcome = { ok: true; volume: ObservedVolume } | { ok: false; error: string };
+/** One volume of createBlankVolumes: what libvirt made, why it did not, or not tried (stopped). */
+export type CreateOutcome = { ok: true; volume: ObservedVolume } | { ok: false; error: string } | { ok: false; notRun: true };
 
 /**
- * Creates many blank file volumes of one pool in one virsh process, each read back as it is
- * made: the cost of a virsh process and its connection is paid once instead of per volume.
- * Each command's errors are told apart by markers written to the error stream after it
- * (`echo --err`), so every volume gets its own outcome; a failed create goes on to the next.
+ * Creates many blank file volumes of one pool in one virsh process, one at a time: the cost of
+ * a virsh process and its connection is paid once instead of per volume, and each create is
+ * sent only once `before(i)` has resolved (the caller records its intent there), so at any
+ * moment at most one create is under way, as when each has a process of its own. The volumes
+ * made are read back together at the end.
  */
 export async function createBlankVolumes(
   v: Virsh,
   builds: VolumeBuild[],
-  /** called as each create ends, before the next starts: made or not (errors) */
-  onStep?: (index: number, errors: string[]) => void,
+  hooks: { before: (index: number) => Promise<boolean>; after: (index: number, error: string | undefined) => Promise<void> },
 ): Promise<CreateOutcome[]> {
   return withTempDir(async (dir) => {
-    const commands: string[][] = [];
-    await Promise.all(
+    const steps = await Promise.all(
       builds.map(async (b, i) => {
         const xmlFile = path.join(dir, `vol-${i}.xml`);
         await writeFile(xmlFile, volumeXml(b), { mode: 0o600 });
         const prealloc = b.format === 'qcow2' && b.qcow2?.preallocation === 'metadata' ? ['--prealloc-metadata'] : [];
-        commands[i] = ['vol-create', b.pool, xmlFile, ...prealloc];
+        return [['vol-create', b.pool, xmlFile, ...prealloc]];
       }),
     );
-    const results = await v.each(
-      commands.map((c, i) => [c, ['vol-dumpxml', '--pool', builds[i]!.pool, builds[i]!.name]]),
-      { onStep },
-    );
-    return results.map(
-      (r, i): CreateOutcome => (r.errors.length ? { ok: false, error: createFailure(r.errors) } : { ok: true, volume: parseVolumeXml(builds[i]!.pool, r.stdout) }),
-    );
+    const errors = await v.stepwise(steps, { before: hooks.before, after: (i, e) => hooks.after(i, e.length ? createFailure(e) : undefined) });
+    const made = builds.flatMap((b, i) => (errors[i]?.length === 0 ? [{ i, pool: b.pool, name: b.name }] : []));
+    const xml = made.length ? await v.batch(volumeReadCommands(made)) : [];
+    const out: CreateOutcome[] = builds.map((_, i) => (errors[i] === undefined ? { ok: false, notRun: true } : { ok: false, error: createFailure(errors[i]!) }));
+    made.forEach((m, k) => {
+      out[m.i] = xml[k] ? { ok: true, volume: parseVolumeXml(m.pool, xml[k]!) } : { ok: false, error: `volume ${m.name} was made in pool ${m.pool}, then could not be read back` };
+    });
+    return out;
   });
 }
 

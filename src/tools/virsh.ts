@@ -2,7 +2,7 @@
 // one virsh process, their outputs told apart by echo markers. Writes are single commands
 // so that each failure is reported against the object it concerns.
 import { randomBytes } from 'node:crypto';
-import { CommandError, run } from './exec.js';
+import { CommandError, run, session } from './exec.js';
 
 export interface Virsh {
   uri: string;
@@ -24,18 +24,22 @@ export interface Virsh {
    * failed step: each step's output and its own error lines, told apart by markers on both
    * streams. Throws only if the process itself failed (no connection, killed).
    */
-  each(
+  /**
+   * Runs steps one at a time in one virsh process (its interactive mode, each step written to
+   * its input only once `before(i)` has resolved true — so what must be on disk before a step,
+   * such as an intent, is), calling `after(i, errors)` as each ends (a marker on virsh's
+   * unbuffered error stream). `before` resolving false stops there (shutting down). Returns
+   * each step's error lines; undefined for steps not run.
+   */
+  stepwise(
     steps: string[][][],
-    opts?: {
-      signal?: AbortSignal;
-      /** called as each step ends (its marker on the unbuffered error stream), with its errors: progress a caller can record */
-      onStep?: (index: number, errors: string[]) => void;
-    },
-  ): Promise<{ stdout: string; errors: string[] }[]>;
+    hooks: { before: (index: number) => Promise<boolean>; after: (index: number, errors: string[]) => Promise<void> },
+  ): Promise<(string[] | undefined)[]>;
+  each(steps: string[][][]): Promise<{ stdout: string; errors: string[] }[]>;
 }
 
-// A single argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); stay below it.
-const MAX_BATCH_CHARS = 100_000;
+// A single argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN, in bytes); stay below it.
+const MAX_BATCH_BYTES = 100_000;
 
 // Failures that mean "absent", not "broken".
 const ABSENT = [
@@ -69,6 +73,14 @@ function connectionHelp(uri: string, stderr: string): string | undefined {
   return `cannot connect to libvirt at ${uri} (${why}). Is libvirtd running (without systemd: virtlogd -d; libvirtd -d), and is the connection right (--connect, or connection: in the YAML)?`;
 }
 
+/** virsh's error lines in some error output, without their "error: " prefix. */
+function errorLines(text: string): string[] {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('error:'))
+    .map((l) => l.replace(/^error:\s*/, ''));
+}
+
 /** virsh's own command-line syntax: single quotes keep everything literal. */
 export function quote(arg: string): string {
   if (/^[A-Za-z0-9_./:=@%+,-]+$/.test(arg)) return arg;
@@ -100,45 +112,75 @@ export function connect(uri: string): Virsh {
       }
       return stdout.split(new RegExp(`@@${tag}:\\d+@@`)).slice(0, commands.length);
     },
-    each: async function each(steps, opts): Promise<{ stdout: string; errors: string[] }[]> {
+    stepwise: async (steps, hooks) => {
+      const tag = randomBytes(6).toString('hex');
+      const marker = new RegExp(`(?:error: )?@@${tag}:\\d+@@\n`);
+      let pending = '';
+      let ended: ((errors: string[]) => void) | undefined;
+      const s = session(
+        'virsh',
+        base,
+        (chunk) => {
+          pending += chunk;
+          for (let m = marker.exec(pending); m; m = marker.exec(pending)) {
+            const errors = errorLines(pending.slice(0, m.index));
+            pending = pending.slice(m.index + m[0].length);
+            ended?.(errors);
+            ended = undefined;
+          }
+        },
+        `${steps.length} steps on its input: ${[...new Set(steps.map((st) => st[0]?.[0]))].join(', ')}`,
+      );
+      const results: (string[] | undefined)[] = steps.map(() => undefined);
+      const gone = s.exited.then(({ stderr }) => {
+        throw new Error(
+          connectionHelp(uri, stderr) ??
+            `virsh stopped: ${
+              errorLines(stderr)
+                .filter((l) => !l.includes(`@@${tag}:`))
+                .slice(0, 3)
+                .join(' / ') || 'no error output'
+            }`,
+        );
+      });
+      gone.catch(() => undefined);
+      try {
+        for (let i = 0; i < steps.length; i++) {
+          if (!(await hooks.before(i))) break;
+          const done = new Promise<string[]>((resolve) => {
+            ended = resolve;
+          });
+          s.write(`${[...steps[i]!.map((c) => c.map(quote).join(' ')), `echo --err @@${tag}:${i}@@`].join(' ; ')}\n`);
+          results[i] = await Promise.race([done, gone]);
+          await hooks.after(i, results[i]!);
+        }
+      } finally {
+        s.end();
+      }
+      await s.exited;
+      return results;
+    },
+    each: async function each(steps): Promise<{ stdout: string; errors: string[] }[]> {
       const tag = randomBytes(6).toString('hex');
       const script = steps.map((cmds, i) => [...cmds.map((c) => c.map(quote).join(' ')), `echo --err @@${tag}:${i}@@`, `echo @@${tag}:${i}@@`].join(' ; ')).join(' ; ');
-      if (script.length > MAX_BATCH_CHARS && steps.length > 1) {
+      if (Buffer.byteLength(script) > MAX_BATCH_BYTES && steps.length > 1) {
         const half = Math.ceil(steps.length / 2);
-        const onStep = opts?.onStep;
-        return [...(await each(steps.slice(0, half), opts)), ...(await each(steps.slice(half), { ...opts, onStep: onStep && ((i, e) => onStep(i + half, e)) }))];
+        return [...(await each(steps.slice(0, half))), ...(await each(steps.slice(half)))];
       }
       let stdout = '';
       let stderr = '';
-      // virsh writes `echo --err` as an error line: "error: @@…@@".
-      const errMarker = new RegExp(`(?:error: )?@@${tag}:(\\d+)@@\n?`);
-      const errorLines = (text: string) =>
-        text
-          .split('\n')
-          .filter((l) => l.startsWith('error:'))
-          .map((l) => l.replace(/^error:\s*/, ''));
-      let pending = '';
-      const onStderr = opts?.onStep
-        ? (chunk: string) => {
-            pending += chunk;
-            for (let m = errMarker.exec(pending); m; m = errMarker.exec(pending)) {
-              opts.onStep!(Number(m[1]), errorLines(pending.slice(0, m.index)));
-              pending = pending.slice(m.index + m[0].length);
-            }
-          }
-        : undefined;
       try {
-        ({ stdout, stderr } = await run('virsh', [...base, `${script} ; echo @@${tag}:end@@`], { signal: opts?.signal, onStderr }));
+        ({ stdout, stderr } = await run('virsh', [...base, `${script} ; echo @@${tag}:end@@`]));
       } catch (e) {
-        if (e instanceof CommandError && e.cancelled) throw e;
         stderr = (e as { stderr?: string }).stderr ?? String(e);
         stdout = (e as { stdout?: string }).stdout ?? '';
       }
+      // virsh writes `echo --err` as an error line: "error: @@…@@".
+      const errs = stderr.split(new RegExp(`(?:error: )?@@${tag}:\\d+@@\n?`));
       if (!stdout.includes(`@@${tag}:end@@`)) {
-        throw new Error(connectionHelp(uri, stderr) ?? `virsh did not complete: ${stderr.trim().split('\n').slice(0, 3).join(' / ') || 'no output'}`);
+        throw new Error(connectionHelp(uri, stderr) ?? `virsh did not complete: ${errorLines(errs.join('')).slice(0, 3).join(' / ') || 'no output'}`);
       }
       const outs = stdout.split(new RegExp(`@@${tag}:(?:\\d+|end)@@\n?`));
-      const errs = stderr.split(new RegExp(`(?:error: )?@@${tag}:\\d+@@\n?`));
       return steps.map((_, i) => ({ stdout: outs[i] ?? '', errors: errorLines(errs[i] ?? '') }));
     },
     batch: async (commands) => {
@@ -149,10 +191,12 @@ export function connect(uri: string): Virsh {
         const parts: string[] = [];
         let size = 0;
         const start = i;
-        while (i < commands.length && (parts.length === 0 || size < MAX_BATCH_CHARS)) {
+        while (i < commands.length) {
           const line = `${commands[i]!.map(quote).join(' ')} ; echo @@${tag}:${i - start}@@`;
+          const bytes = Buffer.byteLength(line) + 3;
+          if (parts.length && size + bytes > MAX_BATCH_BYTES) break;
           parts.push(line);
-          size += line.length + 3;
+          size += bytes;
           i++;
         }
         // A final marker proves the batch ran to its end even if the last command failed.

@@ -116,6 +116,22 @@ describe('volume diff', () => {
       want: ['no-op pools.p in-sync-adopted', /^refused images\.v: .*an apply was killed while creating it/],
     },
     {
+      reason: 'a file born 1 s before the intent was there already (a create that failed on it, then a kill): left alone',
+      yaml: vol('{ pool: p, volume: v.qcow2, size: 1G }'),
+      pools: [listed],
+      volumes: [{ ...v, birth: '1699999999000000000' }],
+      inventory: [volumeRecord('v', v, { status: 'building', key: '', birth: undefined, since: '1700000000000000000' })],
+      want: ['no-op pools.p in-sync-adopted', /^refused images\.v: .*an apply was killed while creating it/],
+    },
+    {
+      reason: "a file born 50 ms 'before' the intent is the one vol-create made (file timestamps use a coarse clock)",
+      yaml: vol('{ pool: p, volume: v.qcow2, size: 1G }'),
+      pools: [listed],
+      volumes: [{ ...v, birth: '1699999999950000000' }],
+      inventory: [volumeRecord('v', v, { status: 'building', key: '', birth: undefined, since: '1700000000000000000' })],
+      want: ['no-op pools.p in-sync-adopted', 'replace images.v interrupted'],
+    },
+    {
       reason: "a file that took the volume's name (new birth time) is not ours",
       yaml: vol('{ pool: p, volume: v.qcow2, size: 1G }'),
       pools: [listed],

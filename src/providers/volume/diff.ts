@@ -324,6 +324,8 @@ export function diffVolumes(input: {
           recorded: recordedOptions(spec),
           imageName: spec.name,
           incomplete: incomplete ? { path: obs.path, birth: record.birth ?? obs.birth } : undefined,
+          // As for a create: the intent names the path, or a second kill could never be matched to its volume.
+          expectedPath: fileBased ? pathOf(spec) : undefined,
         },
       });
       continue;

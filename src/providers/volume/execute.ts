@@ -2,6 +2,7 @@
 // with a conversion and upload), resize and chmod in place, delete only the volume recorded.
 import { stat } from 'node:fs/promises';
 import { failpoint } from '../../failpoint.js';
+import { CommandError } from '../../tools/exec.js';
 import { recordKey, type VolumeRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
@@ -92,12 +93,13 @@ export function batchKey(a: Action): string | undefined {
 }
 
 /**
- * Creates a group of blank file volumes with the crash safety of one: every intent recorded
- * (building, with the path the volume will have) before the virsh process starts; as each
- * create ends (virsh's unbuffered error stream says so), the volume made is recorded with
- * its path and birth time and the next one's intent gets the time its create starts, so a
- * kill -9 anywhere in the group leaves each volume either recorded or born within moments of
- * its intent, as for one; each failure restores what was recorded before.
+ * Creates a group of blank file volumes with the crash safety of one: each volume's intent
+ * (building, with the path it will have and the time) is saved just before its create is
+ * sent, and what that create did — made (its path and birth time) or failed (the intent
+ * dropped again) — is saved with the next one's intent. So at any moment at most one volume
+ * of the group is ambiguous, born within moments of its intent, exactly as for a volume
+ * created alone; none is recorded before its create starts. Shutting down stops the group
+ * between two creates: the rest are not started.
  */
 export async function createBlankMany(actions: Action[], ctx: ExecContext): Promise<(Effect | Error)[]> {
   const v = ctx.virsh();
@@ -105,75 +107,39 @@ export async function createBlankMany(actions: Action[], ctx: ExecContext): Prom
   const keys = ops.map((op) => recordKey({ type: 'volume', pool: op.build.pool, volume: op.build.name }));
   const before = keys.map((k) => ctx.inventory.get(k));
   const recs = ops.map((op) => buildingRecord(op, v.uri));
-  await Promise.all(keys.map((k, i) => ctx.inventory.set(k, recs[i]!)));
   const restore = (i: number) => (before[i] ? ctx.inventory.set(keys[i]!, before[i]!) : ctx.inventory.forget(keys[i]!));
-  let outcomes: Awaited<ReturnType<typeof createBlankVolumes>>;
-  // Progress is saved at most every 200 ms (one inventory write for many volumes instead of
-  // back-to-back writes competing with libvirt for the CPU), well inside the 2 s a volume's
-  // birth may lie from its intent.
-  const changed = new Map<number, VolumeRecord>();
-  const stats: Promise<void>[] = [];
-  let timer: NodeJS.Timeout | undefined;
-  let saving: Promise<void> = Promise.resolve();
-  const flush = () => {
-    timer = undefined;
-    const batch = [...changed];
-    changed.clear();
-    saving = saving.then(async () => {
-      await Promise.all(batch.map(([k, r]) => ctx.inventory.set(keys[k]!, r)));
-      if (batch.some(([, r]) => r.key !== '')) failpoint('volume-group-step');
-    });
-  };
-  const soon = () => {
-    timer ??= setTimeout(flush, 200);
-  };
-  const stepEnded = (i: number, errors: string[]) => {
-    const next = recs[i + 1];
-    if (next) {
-      recs[i + 1] = { ...next, since: String(BigInt(Date.now()) * 1_000_000n) };
-      changed.set(i + 1, recs[i + 1]!);
-      soon();
-    }
-    const p = ops[i]!.expectedPath;
-    if (errors.length || !p) return;
-    failpoint('volume-made');
-    stats.push(
-      fileBirth(p).then((birth) => {
-        if (birth === undefined) return;
-        changed.set(i, { ...recs[i]!, key: p, path: p, birth });
-        soon();
-      }),
-    );
-  };
-  const progressSaved = async () => {
-    await Promise.allSettled(stats);
-    clearTimeout(timer);
-    flush();
-    await saving;
-  };
-  try {
-    outcomes = await createBlankVolumes(
-      v,
-      ops.map((op) => op.build),
-      stepEnded,
-    );
-    await progressSaved();
-  } catch (e) {
-    await progressSaved().catch(() => undefined);
-    // The process did not run to its end (no connection, killed): whatever it made before
-    // that is recorded building with its path, and is rebuilt by the next apply.
-    const made = await Promise.all(ops.map((op) => (op.expectedPath ? fileBirth(op.expectedPath) : Promise.resolve(undefined))));
-    await Promise.all(made.map((m, i) => (m === undefined ? restore(i) : Promise.resolve())));
-    throw e;
-  }
+  // Each step's result, saved with the next intent at the latest; all of them before returning.
+  const saving: Promise<void>[] = [];
+  const outcomes = await createBlankVolumes(
+    v,
+    ops.map((op) => op.build),
+    {
+      before: async (i) => {
+        if (ctx.signal?.aborted) return false;
+        recs[i] = buildingRecord(ops[i]!, v.uri);
+        await ctx.inventory.set(keys[i]!, recs[i]!);
+        if (i > 0) failpoint('volume-group-step');
+        return true;
+      },
+      after: async (i, error) => {
+        const p = ops[i]!.expectedPath;
+        if (error) saving.push(restore(i));
+        else if (p) {
+          failpoint('volume-made');
+          const birth = await fileBirth(p);
+          if (birth !== undefined) {
+            recs[i] = { ...recs[i]!, key: p, path: p, birth };
+            saving.push(ctx.inventory.set(keys[i]!, recs[i]!));
+          }
+        }
+      },
+    },
+  );
+  await Promise.all(saving);
   const headers: string[] = [];
   const out = await Promise.all(
     outcomes.map(async (o, i): Promise<Effect | Error> => {
-      if (!o.ok) {
-        // Nothing of ours was made (the name may be someone else's): forget the intent.
-        await restore(i);
-        return new Error(o.error);
-      }
+      if (!o.ok) return 'notRun' in o ? new CommandError(['virsh', 'vol-create'], 'not started (shutting down)', undefined, '', true) : new Error(o.error);
       const obs = o.volume;
       await rememberVolume(ctx.cache, obs);
       const ready: VolumeRecord = { ...recs[i]!, key: obs.key, path: obs.path, status: 'ready', birth: await fileBirth(obs.path) };
