@@ -150,10 +150,15 @@ function program(run: Run): Command {
 Exit codes: 0 success, 1 error or refused change, 2 changes present
 (plan --detailed-exitcode), 64 usage error, 130/143 apply or destroy interrupted (SIGINT/SIGTERM).`,
     );
+  const whileStarting = () => undefined;
   const action = (cmd: Command, name: CommandName) =>
     cmd.action(async (...params: unknown[]) => {
       const self = params[params.length - 1] as Command;
       run.args = toArgs(self);
+      // watch takes SIGHUP as "reconcile now". One that arrives while the service is still
+      // starting must not end it (a signal's default action): the reconcile it starts with
+      // does what was asked. cmdWatch installs the real handler.
+      if (name === 'cmdWatch') process.on('SIGHUP', whileStarting);
       const commands = await import('./commands.js');
       run.code = await commands[name](run.args);
     });

@@ -157,14 +157,8 @@ async function applyDesired(
   a: Args,
   how: { verb: 'apply' | 'destroy'; command: string; review: 'always' | 'when-destructive' | 'never'; input: () => Promise<ApplyInput> },
 ): Promise<number> {
-  const [{ applyPlan }, { makePlan }, { FileObservationCache }, { acquireLock }, { renderPlan, renderSummary }, { askYes, canAsk, needsConsent }] = await Promise.all([
-    import('./reconcile/apply.js'),
-    engine(),
-    inventory(),
-    locking(),
-    rendering(),
-    import('./confirm.js'),
-  ]);
+  const [{ applyPlan, tidyInterrupted }, { makePlan }, { FileObservationCache }, { acquireLock }, { renderPlan, renderSummary }, { askYes, canAsk, needsConsent }] =
+    await Promise.all([import('./reconcile/apply.js'), engine(), inventory(), locking(), rendering(), import('./confirm.js')]);
   const log = progressLog(a);
   // Ctrl-C or SIGTERM: no new action starts, builds in flight are cancelled (their scratch
   // files removed), other actions in flight finish, the lock is released and the summary
@@ -206,6 +200,7 @@ async function applyDesired(
     }
     if (interrupted) throw notApplied();
     if (!hasChanges(plan)) {
+      await tidyInterrupted(stateDir, log);
       await cache.save();
       if (a.output === 'json')
         print(JSON.stringify({ ok: true, results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, forgotten: 0, failed: 0, cancelled: 0, notStarted: 0 } }));
@@ -381,6 +376,7 @@ export async function cmdWatch(a: Args): Promise<number> {
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     // As daemons take a reload: reconcile now, without waiting for the interval.
+    process.removeAllListeners('SIGHUP');
     process.on('SIGHUP', () => {
       stamp('SIGHUP: reconciling now');
       service.trigger('SIGHUP');

@@ -117,6 +117,37 @@ images:
   });
 });
 
+describe('leftovers of a killed build beside an image that was made anyway', () => {
+  it('are removed by the next apply, even one with nothing to change; a look-alike holding a file of someone else stays (adversarial pass)', async () => {
+    const sb = await sandbox('tidy');
+    boxes.push(sb);
+    await sb.yaml('version: 1\nimages:\n  t: { path: $DIR/t.qcow2, size: 1M }\n');
+    expect((await sb.run('apply')).code).toBe(0);
+    const img = path.join(sb.dir, 't.qcow2');
+    // Killed after the link that published it, before its build directory went: a second link.
+    const linked = path.join(sb.dir, '.t.qcow2.reconcile-99999999-abcdef12');
+    await mkdir(linked);
+    await writeFile(path.join(linked, '.virt-reconcile-build'), '99999999\n');
+    await execa('ln', [img, path.join(linked, 't.qcow2')]);
+    // Killed between making a build directory and marking it: empty.
+    const empty = path.join(sb.dir, '.t.qcow2.reconcile-99999998-abcdef13');
+    await mkdir(empty);
+    // Named like one, but not ours: it holds a file and no marker.
+    const theirs = path.join(sb.dir, '.t.qcow2.reconcile-99999997-abcdef14');
+    await mkdir(theirs);
+    await writeFile(path.join(theirs, 'keep'), 'mine');
+    expect(statSync(img).nlink).toBe(2);
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/No changes/);
+    expect(r.stdout).toMatch(/removed .*abcdef12, left by an interrupted apply/);
+    expect(existsSync(linked)).toBe(false);
+    expect(existsSync(empty)).toBe(false);
+    expect(await readFile(path.join(theirs, 'keep'), 'utf8')).toBe('mine');
+    expect(statSync(img).nlink).toBe(1);
+  });
+});
+
 describe('destroy after a crash in the middle of a publish', () => {
   it('removes the extents a killed build renamed in and its build directory; a later apply builds again', async () => {
     const sb = await sandbox('crash-destroy');
@@ -380,6 +411,31 @@ describe('kill -9 between a libvirt define and its record', () => {
     });
     const r = await sb.run('apply');
     expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+    await sb.yaml('version: 1\n');
+    expect((await sb.run('apply', '--prune')).code).toBe(0);
+  });
+
+  it('Ctrl-C at the terminal (SIGINT to the whole process group) in the middle of a volume group: what was made is reported made, the rest not started — none FAILED — and the next apply finishes (adversarial pass)', async () => {
+    const sb = await sandbox('ctrl-c-group', { libvirt: lv });
+    boxes.push(sb);
+    const vols = Array.from({ length: 64 }, (_, i) => `  c${i}: { pool: kc, format: qcow2, size: 1G }`).join('\n');
+    await sb.yaml(`version: 1\npools:\n  kc: { type: dir, path: $DIR/pool }\nimages:\n${vols}\n`);
+    await sb.resetTrace();
+    const argv = [...lv.nsenter, 'node', CLI, 'apply', '--parallelism', '1', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri];
+    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace } });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    await waitForSpawn(sb, '(32 steps on its input: vol-create)', 30_000);
+    await new Promise((r) => setTimeout(r, 60));
+    process.kill(-child.pid!, 'SIGINT');
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    expect(code, out).toBe(130);
+    expect(out).not.toMatch(/FAILED|@@/);
+    expect(out).toMatch(/cancelled \(shutting down\)/);
+    const again = await sb.run('apply');
+    expect(again.code, again.stdout + again.stderr).toBe(0);
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
     await sb.yaml('version: 1\n');
     expect((await sb.run('apply', '--prune')).code).toBe(0);

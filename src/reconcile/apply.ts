@@ -6,11 +6,11 @@ import path from 'node:path';
 import pLimit from 'p-limit';
 import type { StatCache } from '../providers/common/stat-cache.js';
 import { removeAbandonedScratch, useScratchRoot } from '../tools/scratch.js';
-import { kindOf } from '../providers/registry.js';
+import { KINDS, kindOf } from '../providers/registry.js';
 import { CommandError } from '../tools/exec.js';
 import type { Virsh } from '../tools/virsh.js';
 import { UserError } from './errors.js';
-import { readInventory, writeInventory } from './inventory.js';
+import { readInventory, writeInventory, type Inventory } from './inventory.js';
 import type { Effect, ExecContext } from './kind.js';
 import { isChange, type Action, type ActionKind, type Plan } from './plan.js';
 
@@ -70,7 +70,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   // the same lock) finds and removes what a killed one left.
   const scratch = path.join(opts.stateDir, 'scratch');
   useScratchRoot(scratch);
-  for (const d of await removeAbandonedScratch(scratch)) opts.log(`removed ${d}, scratch space left by an interrupted apply`);
+  await tidyInterrupted(opts.stateDir, opts.log, inventory);
   const save = coalescedWriter(() => writeInventory(opts.stateDir, inventory));
   const limit = pLimit(Math.max(1, opts.parallelism));
   const results = new Map<string, ActionResult>();
@@ -226,6 +226,17 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
     else if (r.kind === 'delete') counts.deleted++;
   }
   return { results: [...results.values()], counts };
+}
+
+/**
+ * Removes what interrupted applies left: their scratch space in the state directory, and what
+ * each kind finds beside the objects it made (build directories beside images). Run under the
+ * lock by every apply, also one with nothing to change.
+ */
+export async function tidyInterrupted(stateDir: string, log: (line: string) => void, inventory?: Inventory): Promise<void> {
+  const inv = inventory ?? (await readInventory(stateDir));
+  for (const d of await removeAbandonedScratch(path.join(stateDir, 'scratch'))) log(`removed ${d}, scratch space left by an interrupted apply`);
+  for (const k of KINDS) for (const d of (await k.tidy?.(Object.values(inv.objects))) ?? []) log(`removed ${d}, left by an interrupted apply`);
 }
 
 /**

@@ -65,6 +65,12 @@ export interface Kind {
   /** Carries out one of this kind's actions; returns its inventory effect. */
   execute(action: Action, ctx: ExecContext): Promise<Effect>;
   /**
+   * At the start of every apply (under its lock), tidies what an interrupted apply may have
+   * left beside the objects this kind made (the inventory's records), whether or not any of
+   * them has an action now; returns what it removed, to be logged.
+   */
+  tidy?(records: InventoryRecord[]): Promise<string[]>;
+  /**
    * Actions of this kind that are cheaper together (many creates in one pool: one virsh
    * process instead of one each). Ready actions with the same key are handed over in groups
    * of at most `size`; each still gets its own outcome, and the same crash safety as alone.

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { watch as chokidar, type FSWatcher } from 'chokidar';
 import { Cron } from 'croner';
 import type { Virsh } from '../tools/virsh.js';
-import { applyPlan } from '../reconcile/apply.js';
+import { applyPlan, tidyInterrupted } from '../reconcile/apply.js';
 import { runBackup } from '../backups/backup.js';
 import { overdue } from '../providers/backup/diff.js';
 import { readBackupRecords } from '../backups/records.js';
@@ -294,7 +294,10 @@ export class WatchService {
         }
         p = await planWithObservations(state, planOpts);
         this.status.lastObservedAt = new Date().toISOString();
-      } else await cache.save();
+      } else {
+        await tidyInterrupted(o.stateDir, this.actionLog);
+        await cache.save();
+      }
       this.refreshStatus(state, p, failed, blocked);
       const problems = [
         ...refusals.map((r) => `refused: ${r.message}`),

@@ -36,6 +36,13 @@ describe('runEach', () => {
     ]);
   });
 
+  it('sizes its scripts in bytes: many multi-byte arguments do not make an argument too long for the kernel', async () => {
+    const many = Array.from({ length: 1500 }, (_, i) => ['printf', '%s', `${i}${'日'.repeat(40)}`]);
+    const results = await runEach(many);
+    expect(results.every((r) => r.code === 0)).toBe(true);
+    expect(results.map((r) => r.stdout)).toEqual(many.map((c) => c[2]));
+  });
+
   it('splits a long list over several shell processes without losing or reordering any', async () => {
     const many = Array.from({ length: 3000 }, (_, i) => ['printf', '%s', `${i}-${'x'.repeat(40)}`]);
     const results = await runEach(many);

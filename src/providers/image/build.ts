@@ -37,8 +37,16 @@ const BUILD_MARKER = '.virt-reconcile-build';
 
 /** Removes build directories an interrupted apply left next to `p` (their process is gone). */
 export async function removeStaleBuilds(p: string): Promise<string[]> {
-  const dir = path.dirname(p);
-  const prefix = `.${path.basename(p)}${TMP_MARK}`;
+  return removeStaleBuildsIn(path.dirname(p), new Set([path.basename(p)]));
+}
+
+/**
+ * Removes the build directories interrupted applies left in `dir` for images of these names
+ * (one listing of the directory for all of them). A leftover is named as tempDirFor names
+ * them, by a process that no longer runs, and holds the build marker — or is empty (killed
+ * between making it and marking it: removing an empty directory loses nothing).
+ */
+export async function removeStaleBuildsIn(dir: string, basenames: Set<string>): Promise<string[]> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -47,20 +55,22 @@ export async function removeStaleBuilds(p: string): Promise<string[]> {
   }
   const removed: string[] = [];
   for (const n of names) {
-    if (!n.startsWith(prefix)) continue;
-    const m = /^(\d+)-[0-9a-f]{8}$/.exec(n.slice(prefix.length));
-    if (!m || processAlive(Number(m[1]))) continue;
+    const m = /^\.(.+)\.reconcile-(\d+)-[0-9a-f]{8}$/.exec(n);
+    if (!m || !basenames.has(m[1]!) || processAlive(Number(m[2]))) continue;
     const full = path.join(dir, n);
-    const isBuild =
-      (await lstat(full).then(
-        (s) => s.isDirectory(),
-        () => false,
-      )) &&
-      (await lstat(path.join(full, BUILD_MARKER)).then(
+    const entries = await lstat(full).then(
+      (s) => (s.isDirectory() ? readdir(full) : undefined),
+      () => undefined,
+    );
+    if (!entries || (entries.length && !entries.includes(BUILD_MARKER))) continue;
+    if (
+      entries.includes(BUILD_MARKER) &&
+      !(await lstat(path.join(full, BUILD_MARKER)).then(
         (s) => s.isFile(),
         () => false,
-      ));
-    if (!isBuild) continue;
+      ))
+    )
+      continue;
     await rm(full, { recursive: true, force: true });
     removed.push(full);
   }

@@ -1,9 +1,11 @@
 // Image files at a path (kind "image"): registered in providers/registry.ts.
+import path from 'node:path';
 import type { Kind } from '../../reconcile/kind.js';
 import { diskUse } from '../common/disk-users.js';
 import { imagePathResolver, overlaysResolver } from '../common/image-paths.js';
 import { diffImages } from './diff.js';
 import { interruptedPublishes, pendingExtentPaths } from './interrupted.js';
+import { removeStaleBuildsIn } from './build.js';
 import { createBlankImages, executeImage, imageBatchKey } from './execute.js';
 
 export const imageKind: Kind = {
@@ -44,6 +46,17 @@ export const imageKind: Kind = {
       errors: i.observed.errors,
     }),
   execute: executeImage,
+  // Build directories of killed applies beside images already made (one listing per directory).
+  tidy: async (records) => {
+    const byDir = new Map<string, Set<string>>();
+    for (const r of records) {
+      if (r.type !== 'image') continue;
+      const names = byDir.get(path.dirname(r.path)) ?? new Set<string>();
+      names.add(path.basename(r.path));
+      byDir.set(path.dirname(r.path), names);
+    }
+    return (await Promise.all([...byDir].map(([dir, names]) => removeStaleBuildsIn(dir, names)))).flat();
+  },
   // 32 quick blank images per shell process (see imageBatchKey): a process spawned from a
   // small shell costs a fraction of one spawned from node.
   batch: { key: imageBatchKey, size: 32, execute: createBlankImages },
