@@ -1,5 +1,6 @@
 // Semantic checks that JSON Schema cannot express (references, exclusivity, cross-file
 // duplicates, format rules), and normalisation of all files into one DesiredState.
+import path from 'node:path';
 import { Cron } from 'croner';
 import type { ConfigError } from './errors.js';
 import { article, FILE_POOLS, LUN_POOLS, sourceImage, VOLUME_EXT } from './model.js';
@@ -121,6 +122,10 @@ function checkPoolImage(c: Checker, base: FieldPath, raw: ImageInput, pool: Pool
   if (raw.source?.backing !== undefined && !fileBased) c.err(p('source', 'backing'), `${article(pool.type)} pool holds raw block volumes; overlays need a dir, fs or netfs pool`);
 }
 
+// 255 bytes of a file name, less what a build directory adds: ".", ".reconcile-", a pid of
+// up to 7 digits, "-" and 8 hex digits.
+const MAX_IMAGE_NAME_BYTES = 255 - 1 - '.reconcile-'.length - 7 - 1 - 8;
+
 function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDefaultsInput | undefined, pools: Record<string, PoolInput>): ImageSpec | undefined {
   const base: FieldPath = ['images', name];
   const p = (...rest: FieldPath) => [...base, ...rest];
@@ -142,6 +147,10 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     location = { kind: 'path', path: normalizePath(raw.path) };
     const bad = systemPlace(location.path);
     if (bad) c.err(p('path'), `${raw.path} is refused: ${bad}; put images under a data directory such as /var/lib/libvirt/images or /srv`);
+    // Built beside its final path in ".NAME.reconcile-PID-XXXXXXXX", which must fit in a file name (255 bytes).
+    const nameBytes = Buffer.byteLength(path.basename(location.path));
+    if (nameBytes > MAX_IMAGE_NAME_BYTES)
+      c.err(p('path'), `file name is ${nameBytes} bytes long; at most ${MAX_IMAGE_NAME_BYTES} are allowed (the image is built beside it under a longer name)`);
   } else c.err(base, 'missing location: set exactly one of pool (a declared pool) or path (an absolute file path)', true);
   if (raw.volume !== undefined && raw.pool === undefined) c.err(p('volume'), 'names a volume in a pool; it needs pool', true);
 
