@@ -113,6 +113,9 @@ export function connect(uri: string): Virsh {
       return stdout.split(new RegExp(`@@${tag}:\\d+@@`)).slice(0, commands.length);
     },
     stepwise: async (steps, hooks) => {
+      // Its input is read line by line: an argument holding a line break would end a command early.
+      const broken = steps.flat(2).find((a) => /[\n\r]/.test(a));
+      if (broken !== undefined) throw new Error(`cannot pass ${JSON.stringify(broken)} to virsh's input: it holds a line break (a state directory or path with one?)`);
       const tag = randomBytes(6).toString('hex');
       const marker = new RegExp(`(?:error: )?@@${tag}:\\d+@@\n`);
       let pending = '';
