@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll } from 'vitest';
 import type { PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
+import { readInventory } from '../src/reconcile/inventory.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const CLI = path.join(ROOT, 'dist', 'cli.js');
@@ -185,4 +186,10 @@ export async function damageQcow2(file: string, kind: 'leak' | 'corrupt'): Promi
   } finally {
     await fh.close();
   }
+}
+
+/** What the inventory records now (inventory.json with its journal: also right after a kill). */
+// biome-ignore lint/suspicious/noExplicitAny: records are read field by field by the assertions
+export async function recorded(stateDir: string): Promise<Record<string, any>> {
+  return (await readInventory(stateDir)).objects;
 }

@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI, qemuImg, qemuInfo, sandbox, waitFor, waitForSpawn, writers, type Sandbox } from './helpers.js';
+import { CLI, qemuImg, qemuInfo, sandbox, waitFor, waitForSpawn, writers, type Sandbox, recorded } from './helpers.js';
 
 const MiB = 1024 * 1024;
 let sb: Sandbox;
@@ -35,7 +35,7 @@ describe('blank images are created together', () => {
     expect(shells.length).toBeLessThanOrEqual(12);
     expect(spawned.length - inShells - shells.length).toBe(0);
     expect(spawned.filter((a) => a[0] === 'qemu-img' && a[1] === 'create')).toHaveLength(40);
-    const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    const inv = await recorded(sb.stateDir);
     for (let i = 0; i < 40; i++) {
       const f = p(`m/${i}.${fmts[i % 5]}`);
       expect(inv[`image:${f}`]).toMatchObject({ ino: statSync(f).ino });
@@ -55,7 +55,7 @@ describe('blank images are created together', () => {
       expect(r.code).toBe(1);
       expect(r.stdout).toMatch(/images\.b: FAILED: .*operation not permitted/);
       expect(r.stdout).toMatch(/2 created/);
-      const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+      const inv = await recorded(sb.stateDir);
       expect(Object.keys(inv).sort()).toEqual([`image:${p('a.qcow2')}`, `image:${p('c.raw')}`]);
     } finally {
       await execa('chattr', ['-i', p('locked')]);

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { CLI, qemuImg, ROOT, sandbox, virsh, waitForSpawn, type Sandbox } from './helpers.js';
+import { CLI, qemuImg, ROOT, sandbox, virsh, waitForSpawn, type Sandbox, recorded } from './helpers.js';
 
 const boxes: Sandbox[] = [];
 afterAll(async () => {
@@ -262,9 +262,9 @@ describe('kill -9 between a libvirt define and its record', () => {
     boxes.push(sb);
     await sb.yaml('version: 1\npools:\n  killed: { type: dir, path: $DIR/pool }\n');
     expect((await crash(sb, 'pool-defined')).signal).toBe('SIGKILL');
-    const recorded = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects['pool:killed'];
-    expect(recorded).toMatchObject({ status: 'building' });
-    expect((await virsh(lv, 'pool-uuid', 'killed')).trim()).toBe(recorded.uuid);
+    const pool = (await recorded(sb.stateDir))['pool:killed'];
+    expect(pool).toMatchObject({ status: 'building' });
+    expect((await virsh(lv, 'pool-uuid', 'killed')).trim()).toBe(pool.uuid);
     const again = await sb.run('apply');
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).not.toMatch(/killed while defining/);
@@ -288,7 +288,7 @@ describe('kill -9 between a libvirt define and its record', () => {
       /inventory:pool:killed: deleting \(an apply was killed while defining it, and this pool is not the one it was making \(another uuid\): forgotten, not deleted\)/,
     );
     expect(await virsh(lv, 'pool-list', '--all', '--name')).toMatch(/killed/);
-    expect(JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects).toEqual({});
+    expect(await recorded(sb.stateDir)).toEqual({});
     await virsh(lv, 'pool-undefine', 'killed');
   });
 
@@ -297,7 +297,7 @@ describe('kill -9 between a libvirt define and its record', () => {
     boxes.push(sb);
     await sb.yaml('version: 1\npools:\n  kb: { type: dir, path: $DIR/pool }\nimages:\n  bv: { pool: kb, size: 10M }\n');
     expect((await crash(sb, 'volume-made')).signal).toBe('SIGKILL');
-    expect(JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects['volume:kb/bv.qcow2']).toMatchObject({ status: 'building', key: '' });
+    expect((await recorded(sb.stateDir))['volume:kb/bv.qcow2']).toMatchObject({ status: 'building', key: '' });
     const again = await sb.run('apply');
     expect(again.code, again.stdout + again.stderr).toBe(0);
     expect(again.stdout).toMatch(/images\.bv: replacing \(state incomplete \(an apply was interrupted\) -> complete\)/);
@@ -321,18 +321,18 @@ describe('kill -9 between a libvirt define and its record', () => {
       },
     );
     expect(killed.signal).toBe('SIGKILL');
-    const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    const inv = await recorded(sb.stateDir);
     // The volume made first is recorded with its path while the group is still running.
-    const recorded = Object.values(inv).filter((r) => (r as { type: string; key?: string }).type === 'volume' && (r as { key: string }).key !== '');
-    expect(recorded.length).toBeGreaterThan(0);
-    for (const r of recorded) expect(r).toMatchObject({ status: 'building' });
+    const made = Object.values(inv).filter((r) => (r as { type: string; key?: string }).type === 'volume' && (r as { key: string }).key !== '');
+    expect(made.length).toBeGreaterThan(0);
+    for (const r of made) expect(r).toMatchObject({ status: 'building' });
     // virsh may have gone on making a few more after the kill; whatever exists is ours.
     await virsh(lv, 'pool-refresh', 'kg');
     const again = await sb.run('apply');
     expect(again.code, again.stdout + again.stderr).toBe(0);
     expect(again.stdout + again.stderr).not.toMatch(/reconcile did not create it/);
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
-    const after = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    const after = await recorded(sb.stateDir);
     for (let i = 0; i < 6; i++) expect(after[`volume:kg/g${i}.img`]).toMatchObject({ status: 'ready', key: path.join(sb.dir, 'pool', `g${i}.img`) });
     await sb.yaml('version: 1\n');
     const pruned = await sb.run('apply', '--prune');
@@ -353,7 +353,7 @@ describe('kill -9 between a libvirt define and its record', () => {
     await sb.yaml(`version: 1\npools:\n  kf: { type: dir, path: $DIR/pool }\nimages:\n${vols}\n`);
     expect((await crashAt(sb, 'volume-group-step', '--parallelism', '1')).signal).toBe('SIGKILL');
     // Only what was under way is recorded: nothing for the names the group had not reached.
-    const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    const inv = await recorded(sb.stateDir);
     expect(inv['volume:kf/f5.img']).toBeUndefined();
     await virsh(lv, 'vol-create-as', 'kf', 'f5.img', '1M', '--format', 'raw');
     const theirs = path.join(sb.dir, 'pool', 'f5.img');
@@ -382,7 +382,7 @@ describe('kill -9 between a libvirt define and its record', () => {
     await sb.yaml(`version: 1\npools:\n  ku: { type: dir, path: $DIR/pool }\nimages:\n${vols}\n`);
     // Killed right after the first create (the one on the file) failed and the next intent was saved.
     expect((await crashAt(sb, 'volume-group-step', '--parallelism', '1')).signal).toBe('SIGKILL');
-    expect(JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects['volume:ku/u0.img']).toBeUndefined();
+    expect((await recorded(sb.stateDir))['volume:ku/u0.img']).toBeUndefined();
     for (const refresh of [false, true]) {
       if (refresh) await virsh(lv, 'pool-refresh', 'ku');
       const r = await sb.run('apply');
@@ -405,7 +405,7 @@ describe('kill -9 between a libvirt define and its record', () => {
     await virsh(lv, 'vol-delete', '--pool', 'kt', 'data.qcow2');
     expect((await crashAt(sb, 'volume-made')).signal).toBe('SIGKILL');
     expect((await crashAt(sb, 'volume-made')).signal).toBe('SIGKILL');
-    expect(JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects['volume:kt/data.qcow2']).toMatchObject({
+    expect((await recorded(sb.stateDir))['volume:kt/data.qcow2']).toMatchObject({
       status: 'building',
       path: path.join(sb.dir, 'pool', 'data.qcow2'),
     });
@@ -446,14 +446,14 @@ describe('kill -9 between a libvirt define and its record', () => {
     boxes.push(sb);
     await sb.yaml('version: 1\nimages:\n  root: { path: $DIR/root.qcow2, size: 16M }\nvms:\n  killed-dom:\n    create: { memory: 128M, vcpus: 1 }\n    disks: [{ image: root }]\n');
     expect((await crash(sb, 'domain-defined')).signal).toBe('SIGKILL');
-    const inv = JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects;
+    const inv = await recorded(sb.stateDir);
     expect(inv['domain:killed-dom']).toMatchObject({ status: 'building' });
     expect((await virsh(lv, 'domuuid', 'killed-dom')).trim()).toBe(inv['domain:killed-dom'].uuid);
     const plan = await sb.run('plan');
     expect(plan.stdout).toMatch(/~ vms\.killed-dom\s+update\s+state incomplete \(an apply was interrupted\) -> complete/);
     expect((await sb.run('apply')).code).toBe(0);
     const uuid = (await virsh(lv, 'domuuid', 'killed-dom')).trim();
-    expect(JSON.parse(await readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8')).objects['domain:killed-dom']).toMatchObject({ status: 'ready', uuid });
+    expect((await recorded(sb.stateDir))['domain:killed-dom']).toMatchObject({ status: 'ready', uuid });
     await sb.yaml('version: 1\nimages:\n  root: { path: $DIR/root.qcow2, size: 16M }\n');
     const pruned = await sb.run('apply', '--prune');
     expect(pruned.code, pruned.stderr).toBe(0);

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { CLI, qemuImg, qemuInfo, sandbox, virsh, waitForSpawn, writers, type Sandbox } from './helpers.js';
+import { CLI, qemuImg, qemuInfo, sandbox, virsh, waitForSpawn, writers, type Sandbox, recorded } from './helpers.js';
 
 const MiB = 1024 * 1024;
 let lv: PrivateLibvirtd;
@@ -330,7 +330,7 @@ describe('blank volumes of one pool are created together', () => {
     // Each group is one virsh process, its creates written to its input one at a time.
     const creates = (await own.spawned()).filter((a) => a[0] === 'virsh' && /steps on its input: vol-create/.test(a.at(-1)!));
     expect(creates.map((a) => Number(/\((\d+) steps/.exec(a.at(-1)!)![1]))).toEqual([10, 10, 10, 10]);
-    const inv = JSON.parse(readFileSync(path.join(own.stateDir, 'inventory.json'), 'utf8')).objects;
+    const inv = await recorded(own.stateDir);
     for (let i = 0; i < 40; i++) {
       const name = `b${i}.${i % 2 ? 'img' : 'qcow2'}`;
       expect(inv[`volume:pb/${name}`]).toMatchObject({ status: 'ready', key: q(`pb/${name}`), birth: String(statSync(q(`pb/${name}`), { bigint: true }).birthtimeNs) });
@@ -366,7 +366,7 @@ images:
     expect(String(r.stdout)).toMatch(/images\.t3: created/);
     expect(readFileSync(q('pt/t2.img')).subarray(0, 4).toString()).toBe('cccc');
     expect(statSync(q('pt/t2.img')).size).toBe(2 * MiB);
-    const inv = JSON.parse(readFileSync(path.join(own.stateDir, 'inventory.json'), 'utf8')).objects;
+    const inv = await recorded(own.stateDir);
     expect(inv['volume:pt/t2.img']).toBeUndefined();
     expect(inv['volume:pt/t1.img']).toMatchObject({ status: 'ready' });
     await execa('rm', ['-f', q('pt/t2.img'), q('slow2.raw'), q('slow2.qcow2')]);

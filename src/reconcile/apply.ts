@@ -10,7 +10,7 @@ import { KINDS, kindOf } from '../providers/registry.js';
 import { CommandError } from '../tools/exec.js';
 import type { Virsh } from '../tools/virsh.js';
 import { UserError } from './errors.js';
-import { readInventory, writeInventory, type Inventory } from './inventory.js';
+import { InventoryJournal, readInventory, type Inventory } from './inventory.js';
 import type { Effect, ExecContext } from './kind.js';
 import { isChange, type Action, type ActionKind, type Plan } from './plan.js';
 
@@ -71,7 +71,9 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   const scratch = path.join(opts.stateDir, 'scratch');
   useScratchRoot(scratch);
   await tidyInterrupted(opts.stateDir, opts.log, inventory);
-  const save = coalescedWriter(() => writeInventory(opts.stateDir, inventory));
+  // Each change durable before its caller goes on, as a journal line (concurrent changes share
+  // one append); the whole file is rewritten once, at the end.
+  const journal = new InventoryJournal(opts.stateDir, inventory);
   const limit = pLimit(Math.max(1, opts.parallelism));
   const results = new Map<string, ActionResult>();
   const running = new Map<string, Promise<ActionResult>>();
@@ -87,14 +89,8 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
     signal: opts.signal,
     inventory: {
       get: (k) => inventory.objects[k],
-      set: async (k, rec) => {
-        inventory.objects[k] = rec;
-        await save();
-      },
-      forget: async (k) => {
-        delete inventory.objects[k];
-        await save();
-      },
+      set: (k, rec) => journal.record(k, rec),
+      forget: (k) => journal.record(k, null),
     },
   };
   const persist = async (effect: Effect): Promise<void> => {
@@ -210,7 +206,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   for (const a of todo) start(a);
   for (const r of await Promise.all(todo.map((a) => running.get(a.id)!))) results.set(r.id, r);
   for (const task of atEnd) await task().catch((e: Error) => opts.log(`tidying up: ${e.message}`));
-  await save();
+  await journal.checkpoint();
   await (opts.cache as { save?: () => Promise<void> } | undefined)?.save?.();
 
   const counts = { created: 0, updated: 0, replaced: 0, deleted: 0, forgotten: 0, failed: 0, cancelled: 0, notStarted: 0 };
@@ -237,29 +233,4 @@ export async function tidyInterrupted(stateDir: string, log: (line: string) => v
   const inv = inventory ?? (await readInventory(stateDir));
   for (const d of await removeAbandonedScratch(path.join(stateDir, 'scratch'))) log(`removed ${d}, scratch space left by an interrupted apply`);
   for (const k of KINDS) for (const d of (await k.tidy?.(Object.values(inv.objects))) ?? []) log(`removed ${d}, left by an interrupted apply`);
-}
-
-/**
- * Saves shared by concurrent actions: one write at a time, and every caller waits for a
- * write that started after its call, so its change is on disk when it resumes. Under load
- * many changes ride on one write instead of one fsync'd rewrite of the file each.
- */
-export function coalescedWriter(write: () => Promise<void>): () => Promise<void> {
-  let running: Promise<void> | undefined;
-  let next: Promise<void> | undefined;
-  return () => {
-    if (next) return next;
-    if (!running) {
-      running = write().finally(() => (running = undefined));
-      return running;
-    }
-    next = running
-      .catch(() => undefined)
-      .then(() => {
-        next = undefined;
-        running = write().finally(() => (running = undefined));
-        return running;
-      });
-    return next;
-  };
 }

@@ -1,6 +1,6 @@
 // What reconcile created, recorded so that prune deletes only its own objects.
 // Stored as JSON in the state directory, written atomically (write-file-atomic).
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { sameIdentity } from '../providers/common/files.js';
@@ -160,6 +160,8 @@ function recordsByFile(inv: Inventory): Map<string, ImageRecord> {
 export interface Inventory {
   version: 1;
   objects: Record<string, InventoryRecord>;
+  /** the last journal entry this file already holds (see InventoryJournal) */
+  journalSeq?: number;
 }
 
 /** The one key type of every managed object: what the inventory is keyed by, and prune compares. */
@@ -189,14 +191,100 @@ export function orphans(inv: Inventory, declared: ObjectKey[]): [string, Invento
     .sort(([a], [b]) => a.localeCompare(b));
 }
 
+/** inventory.json, with the changes journaled since it was written (an apply in progress, or killed). */
 export async function readInventory(stateDir: string): Promise<Inventory> {
+  let data: Inventory;
   try {
-    const data = JSON.parse(await readFile(path.join(stateDir, 'inventory.json'), 'utf8')) as Inventory;
+    data = JSON.parse(await readFile(path.join(stateDir, 'inventory.json'), 'utf8')) as Inventory;
     if (data.version !== 1 || typeof data.objects !== 'object') throw new Error('unknown inventory version');
-    return data;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, objects: {} };
-    throw new Error(`cannot read ${path.join(stateDir, 'inventory.json')}: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot read ${path.join(stateDir, 'inventory.json')}: ${(e as Error).message}`);
+    data = { version: 1, objects: {} };
+  }
+  const journal = await readFile(path.join(stateDir, JOURNAL), 'utf8').catch(() => '');
+  for (const line of journal.split('\n')) {
+    if (!line) continue;
+    let entry: JournalEntry;
+    try {
+      entry = JSON.parse(line) as JournalEntry;
+    } catch {
+      break; // a line cut short by a crash: nothing after it was acknowledged
+    }
+    if (entry.seq <= (data.journalSeq ?? 0)) continue;
+    if (entry.record === null) delete data.objects[entry.key];
+    else data.objects[entry.key] = entry.record;
+    data.journalSeq = entry.seq;
+  }
+  return data;
+}
+
+const JOURNAL = 'inventory.journal';
+
+interface JournalEntry {
+  seq: number;
+  key: string;
+  /** null: forgotten */
+  record: InventoryRecord | null;
+}
+
+/**
+ * The inventory's changes during an apply, each durable before the caller goes on (an intent
+ * recorded before the object is made), as appended lines rather than rewrites of the whole file:
+ * concurrent changes share one append and one fdatasync. readInventory applies them on top of
+ * inventory.json; the apply's final rewrite includes them (journalSeq) and empties the journal.
+ */
+export class InventoryJournal {
+  private pending: string[] = [];
+  private writing: Promise<void> = Promise.resolve();
+  private queued: Promise<void> | undefined;
+
+  constructor(
+    private readonly stateDir: string,
+    private readonly inv: Inventory,
+  ) {}
+
+  /** Applies the change to the inventory in memory and makes it durable. */
+  record(key: string, record: InventoryRecord | null): Promise<void> {
+    if (record === null) delete this.inv.objects[key];
+    else this.inv.objects[key] = record;
+    const seq = (this.inv.journalSeq ?? 0) + 1;
+    this.inv.journalSeq = seq;
+    this.pending.push(JSON.stringify({ seq, key, record } satisfies JournalEntry));
+    if (this.queued) return this.queued;
+    const queued = this.writing.then(async () => {
+      this.queued = undefined;
+      const lines = this.pending.splice(0);
+      if (lines.length) await this.append(`${lines.join('\n')}\n`);
+    });
+    this.queued = queued;
+    this.writing = queued.catch(() => undefined);
+    return queued;
+  }
+
+  private created = false;
+
+  private async append(text: string): Promise<void> {
+    const file = path.join(this.stateDir, JOURNAL);
+    const fh = await open(file, 'a', 0o600);
+    try {
+      await fh.write(text);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    // A new journal's name must be durable too: the directory is synced once.
+    if (!this.created) {
+      this.created = true;
+      const dir = await open(this.stateDir, 'r');
+      await dir.sync().finally(() => dir.close());
+    }
+  }
+
+  /** The whole inventory written (with journalSeq), then the journal emptied. */
+  async checkpoint(): Promise<void> {
+    await this.writing;
+    await writeInventory(this.stateDir, this.inv);
+    await rm(path.join(this.stateDir, JOURNAL), { force: true });
   }
 }
 
