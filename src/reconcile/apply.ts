@@ -74,6 +74,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   // Each change durable before its caller goes on, as a journal line (concurrent changes share
   // one append); the whole file is rewritten once, at the end.
   const journal = new InventoryJournal(opts.stateDir, inventory);
+  await journal.begin();
   const limit = pLimit(Math.max(1, opts.parallelism));
   const results = new Map<string, ActionResult>();
   const running = new Map<string, Promise<ActionResult>>();

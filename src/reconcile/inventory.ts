@@ -1,6 +1,6 @@
 // What reconcile created, recorded so that prune deletes only its own objects.
 // Stored as JSON in the state directory, written atomically (write-file-atomic).
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { sameIdentity } from '../providers/common/files.js';
@@ -278,6 +278,21 @@ export class InventoryJournal {
       const dir = await open(this.stateDir, 'r');
       await dir.sync().finally(() => dir.close());
     }
+  }
+
+  /**
+   * Before the first change: a journal a killed apply left (already applied to this inventory by
+   * readInventory) is folded into inventory.json first, so that nothing is appended after a line
+   * it may have cut short.
+   */
+  async begin(): Promise<void> {
+    if (
+      await stat(path.join(this.stateDir, JOURNAL)).then(
+        () => true,
+        () => false,
+      )
+    )
+      await this.checkpoint();
   }
 
   /** The whole inventory written (with journalSeq), then the journal emptied. */
