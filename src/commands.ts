@@ -88,6 +88,9 @@ export async function cmdPlan(a: Args): Promise<number> {
   const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: a.allowReplace, prune: a.prune, cache, virsh: await virshFor(a, state.connection) });
   const plan = p.plan;
   if (a.output === 'text') for (const w of capacityWarnings(poolStatuses(state, p))) process.stderr.write(`${w}\n`);
+  // plan takes no lock: while an apply runs, what it is making may look unfinished or not ours.
+  const busy = await locking().then((m) => m.lockHolder(a.stateDir));
+  if (busy && a.output === 'text') process.stderr.write(`note: \`${busy.command}\` (pid ${busy.pid}) is running in ${a.stateDir}; this plan may show its work in progress\n`);
   if (a.out) {
     if (plan.refusals.length)
       throw new UserError(`${renderPlan(plan, { colors: colorsFor(process.stderr, a.color) })}\n\nnot saving ${a.out}: a plan with refused changes cannot be applied`);

@@ -57,6 +57,8 @@ export interface VolumeRecord {
   birth?: string;
   /** building, file pools: when the intent was recorded (ns), just before vol-create */
   since?: string;
+  /** building: what vol-create was asked for (bytes, libvirt format): a file of another shape is not the one it made */
+  making?: { capacity: number; format?: string };
   createdAt: string;
   recorded: Record<string, string>;
 }
@@ -90,7 +92,7 @@ export function sameFile(rec: { ino: number; dev: number; birth?: string }, file
  * record still building with no key (a kill -9 inside vol-create) proves nothing: the volume
  * under that name may be the half-made one or someone else's, so it is not taken for ours.
  */
-export function volumeIsOurs(rec: VolumeRecord, vol: { key: string; birth?: string }): boolean {
+export function volumeIsOurs(rec: VolumeRecord, vol: { key: string; birth?: string; capacity?: number; format?: string }): boolean {
   if (rec.key === '') return bornOfIntent(rec, vol);
   if (rec.key !== vol.key) return false;
   return !(rec.birth && rec.birth !== '0' && vol.birth && vol.birth !== rec.birth);
@@ -98,16 +100,20 @@ export function volumeIsOurs(rec: VolumeRecord, vol: { key: string; birth?: stri
 
 /**
  * A kill -9 inside vol-create leaves the intent without the volume's key. In a file pool the
- * key is the path, known beforehand: a file at that path born within moments of the intent is
- * the one vol-create made — not before it (the intent is saved before vol-create is sent;
- * 100 ms allow for the coarse clock of file timestamps), and at most 2 s after (libvirt
- * creates the file as soon as vol-create starts). One born at any other time is someone
- * else's: a file that was there already, or one made after the kill.
+ * key is the path, known beforehand: a file at that path is the one vol-create made only if
+ * it was born within moments of the intent — not before it (the intent is saved before
+ * vol-create is sent; 100 ms allow for the coarse clock of file timestamps), and at most 10 s
+ * after (libvirt creates the file as soon as it runs the create, which a busy daemon may
+ * delay) — and has the shape vol-create was asked for: its capacity (within qemu's 512-byte
+ * rounding) and its format. A file born at any other time, or of another size or format, is
+ * someone else's: one that was there already, or one made after the kill.
  */
-function bornOfIntent(rec: VolumeRecord, vol: { key: string; birth?: string }): boolean {
+function bornOfIntent(rec: VolumeRecord, vol: { key: string; birth?: string; capacity?: number; format?: string }): boolean {
   if (rec.status !== 'building' || !rec.since || !rec.path || vol.key !== rec.path || !vol.birth || vol.birth === '0') return false;
+  const m = rec.making;
+  if (m && (vol.capacity === undefined || vol.capacity < m.capacity || vol.capacity - m.capacity >= 512 || (m.format && vol.format && m.format !== vol.format))) return false;
   const delta = BigInt(vol.birth) - BigInt(rec.since);
-  return delta >= -100_000_000n && delta <= 2_000_000_000n;
+  return delta >= -100_000_000n && delta <= 10_000_000_000n;
 }
 
 export interface ExtentRecord {
@@ -201,21 +207,37 @@ export async function readInventory(stateDir: string): Promise<Inventory> {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot read ${path.join(stateDir, 'inventory.json')}: ${(e as Error).message}`);
     data = { version: 1, objects: {} };
   }
-  const journal = await readFile(path.join(stateDir, JOURNAL), 'utf8').catch(() => '');
-  for (const line of journal.split('\n')) {
+  const file = path.join(stateDir, JOURNAL);
+  const journal = await readFile(file, 'utf8').catch(() => '');
+  const lines = journal.split('\n');
+  for (const [i, line] of lines.entries()) {
     if (!line) continue;
-    let entry: JournalEntry;
-    try {
-      entry = JSON.parse(line) as JournalEntry;
-    } catch {
-      break; // a line cut short by a crash: nothing after it was acknowledged
+    const entry = journalEntry(line);
+    const expected = (data.journalSeq ?? 0) + 1;
+    if (entry && entry.seq < expected) continue; // already in inventory.json (killed before the journal was removed)
+    if (!entry || entry.seq !== expected) {
+      // Only the last line, cut short by a crash (appends end with a newline), is a write that was never acknowledged.
+      if (i === lines.length - 1) break;
+      throw new Error(
+        `${file}: line ${i + 1} is damaged (${entry ? `entry ${entry.seq} where ${expected} was expected` : 'not a journal entry'}); reconcile cannot tell what it made, so it changes nothing. Restore the state directory from a backup, or remove the line if you know what it was`,
+      );
     }
-    if (entry.seq <= (data.journalSeq ?? 0)) continue;
     if (entry.record === null) delete data.objects[entry.key];
     else data.objects[entry.key] = entry.record;
     data.journalSeq = entry.seq;
   }
   return data;
+}
+
+function journalEntry(line: string): JournalEntry | undefined {
+  try {
+    const e = JSON.parse(line) as Partial<JournalEntry> | null;
+    if (!e || typeof e !== 'object' || !Number.isSafeInteger(e.seq) || typeof e.key !== 'string') return undefined;
+    if (e.record !== null && (typeof e.record !== 'object' || typeof (e.record as { type?: unknown }).type !== 'string')) return undefined;
+    return e as JournalEntry;
+  } catch {
+    return undefined;
+  }
 }
 
 const JOURNAL = 'inventory.journal';

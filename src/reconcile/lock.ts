@@ -61,6 +61,12 @@ function dead(h: Holder): boolean {
   return h.host === hostname() && (h.boot !== bootId() || !processAlive(h.pid));
 }
 
+/** Who holds the state directory's lock now (a live process), if anyone: for a plan to say it may see work in progress. */
+export async function lockHolder(stateDir: string): Promise<{ pid: number; command: string } | undefined> {
+  const holder = await readHolder(path.join(stateDir, 'apply.lock', 'holder.json'));
+  return holder && !dead(holder) ? { pid: holder.pid, command: holder.command } : undefined;
+}
+
 /** Is the lock at lockPath abandoned (dead holder, or no holder record for a long time)? */
 async function abandoned(lockPath: string): Promise<{ holder?: Holder } | undefined> {
   const holder = await readHolder(path.join(lockPath, 'holder.json'));

@@ -13,6 +13,15 @@ const pool = (name: string, status: 'building' | 'ready' = 'ready') =>
   ({ type: 'pool', name, uuid: `u-${name}`, status, createdAt: 'now', uri: 'qemu:///system' }) as InventoryRecord;
 
 describe('inventory journal', () => {
+  it('a damaged line anywhere but at the end (garbage, null, a gap in the numbers) stops everything with the file and line named (adversarial pass)', async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'vr-journal-'));
+    const good = (seq: number, name: string) => JSON.stringify({ seq, key: `pool:${name}`, record: pool(name) });
+    for (const bad of ['garbage', 'null', '42', '{}', JSON.stringify({ seq: 1000000000, key: 'pool:z', record: pool('z') })]) {
+      await writeFile(path.join(dir, 'inventory.journal'), `${good(1, 'a')}\n${bad}\n${good(2, 'b')}\n`);
+      await expect(readInventory(dir)).rejects.toThrow(/inventory\.journal: line 2 is damaged .* changes nothing/);
+    }
+  });
+
   it('each change is readable as soon as record() resolves; checkpoint folds them into inventory.json and removes the journal', async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'vr-journal-'));
     const inv = await readInventory(dir);

@@ -6,7 +6,7 @@ import { CommandError } from '../../tools/exec.js';
 import { recordKey, type VolumeRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
-import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
+import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, VOL_FORMAT, type VolumeBuild } from '../../tools/libvirt-volume.js';
 import { observeImages } from '../image/observe.js';
 import { setPermissions } from '../common/files.js';
 import { rememberVolume } from '../observe.js';
@@ -168,6 +168,7 @@ function buildingRecord(op: CreateOp, uri: string): VolumeRecord {
     // Wall-clock nanoseconds, as file birth times are: a file born right after this at the
     // expected path is the one vol-create made (see volumeIsOurs).
     since: String(BigInt(Date.now()) * 1_000_000n),
+    making: { capacity: op.build.capacity, format: op.build.fileBased ? VOL_FORMAT[op.build.format] : undefined },
     createdAt: new Date().toISOString(),
     recorded: op.recorded,
     uri,
