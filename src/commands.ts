@@ -160,7 +160,7 @@ async function applyDesired(
   a: Args,
   how: { verb: 'apply' | 'destroy'; command: string; review: 'always' | 'when-destructive' | 'never'; input: () => Promise<ApplyInput> },
 ): Promise<number> {
-  const [{ applyPlan, tidyInterrupted }, { makePlan }, { FileObservationCache }, { acquireLock }, { renderPlan, renderSummary }, { askYes, canAsk, needsConsent }] =
+  const [{ applyPlan, tidyInterrupted }, { planWithObservations }, { FileObservationCache }, { acquireLock }, { renderPlan, renderSummary }, { askYes, canAsk, needsConsent }] =
     await Promise.all([import('./reconcile/apply.js'), engine(), inventory(), locking(), rendering(), import('./confirm.js')]);
   const log = progressLog(a);
   // Ctrl-C or SIGTERM: no new action starts, builds in flight are cancelled (their scratch
@@ -191,7 +191,7 @@ async function applyDesired(
   lock = await acquireLock(stateDir, { timeoutSeconds: a.lockTimeout, command: how.command, log: (m) => process.stderr.write(`${m}\n`) });
   try {
     const cache = await FileObservationCache.open(stateDir);
-    const plan = await makePlan(state, { stateDir, ...options, cache, virsh: await virshFor(a, state.connection) });
+    const { plan, inventory: recorded } = await planWithObservations(state, { stateDir, ...options, cache, virsh: await virshFor(a, state.connection) });
     check?.(plan);
     if (plan.refusals.length) {
       throw new UserError(`${renderPlan(plan, { colors: colorsFor(process.stderr, a.color) })}\n\nnothing was applied`, EXIT.error, {
@@ -203,7 +203,7 @@ async function applyDesired(
     }
     if (interrupted) throw notApplied();
     if (!hasChanges(plan)) {
-      await tidyInterrupted(stateDir, log);
+      await tidyInterrupted(stateDir, log, recorded);
       await cache.save();
       if (a.output === 'json')
         print(JSON.stringify({ ok: true, results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, forgotten: 0, failed: 0, cancelled: 0, notStarted: 0 } }));

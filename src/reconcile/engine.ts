@@ -27,10 +27,6 @@ export interface PlanWithObservations {
   pending: Record<string, string[]>;
 }
 
-export async function makePlan(state: DesiredState, opts: PlanOptions): Promise<Plan> {
-  return (await planWithObservations(state, opts)).plan;
-}
-
 export async function planWithObservations(state: DesiredState, opts: PlanOptions): Promise<PlanWithObservations> {
   const inventory = await readInventory(opts.stateDir);
   // Every kind declares what it must see; each tool is asked once for all of it.
