@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { announce, measure, ratio, report, summarize, table, timeCommand, type Measurement } from './measure.js';
+import { announce, measure, measureMedian, ratio, report, summarize, table, timeCommand, type Measurement } from './measure.js';
 
 const sh = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
 
@@ -50,8 +50,8 @@ try {
   const first = await measure(['apply', ...common], dir);
   const { script, commands, creates } = loopScript(await readFile(path.join(dir, 'trace'), 'utf8'), path.join(dir, 'img'), path.join(dir, 'loop'));
   rows.push([`first apply (${n} images)`, first]);
-  rows.push(['no-op plan', await measure(['plan', ...common], dir)]);
-  rows.push(['no-op apply', await measure(['apply', ...common], dir)]);
+  rows.push(['no-op plan (median of 3)', await measureMedian(['plan', ...common], dir)]);
+  rows.push(['no-op apply (median of 3)', await measureMedian(['apply', ...common], dir)]);
   await writeFile(
     yaml,
     `${lines.join('\n').replace(`img-0: { path: ${dir}/img/0.qcow2, format: qcow2, size: 1G }`, `img-0: { path: ${dir}/img/0.qcow2, format: qcow2, size: 2G }`)}\n`,

@@ -86,6 +86,17 @@ export async function measure(args: string[], scratch: string): Promise<Measurem
   return { seconds, spawned, code, rssMiB };
 }
 
+/**
+ * A step that changes nothing (a no-op plan or apply), run three times: the median, as the
+ * issue's own figures are whole-process medians (a single run on a busy 2-core host can be off
+ * by a tenth of a second either way).
+ */
+export async function measureMedian(args: string[], scratch: string): Promise<Measurement> {
+  const runs: Measurement[] = [];
+  for (let i = 0; i < 3; i++) runs.push(await measure(args, scratch));
+  return runs.sort((a, b) => a.seconds - b.seconds)[1]!;
+}
+
 /** A table: the first column left-aligned, the others right-aligned; blank cells as "-". */
 export function table(title: string, head: string[], rows: (string | number | undefined)[][]): void {
   const cells = rows.map((r) => r.map((c) => (c === undefined ? '-' : typeof c === 'number' ? c.toFixed(2) : c)));

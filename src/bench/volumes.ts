@@ -9,7 +9,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../dev/private-libvirtd.js';
-import { announce, measure, ratio, report, ROOT, summarize, table, timeCommand, type Measurement } from './measure.js';
+import { announce, measure, measureMedian, ratio, report, ROOT, summarize, table, timeCommand, type Measurement } from './measure.js';
 
 const { values } = parseArgs({
   options: {
@@ -68,13 +68,16 @@ async function peerScenario(lv: PrivateLibvirtd, dir: string, n: number, peer: s
   await writeFile(yaml, yamlFor([{ name: `vr-${n}`, dir: path.join(dir, `vr-${n}`, 'pool') }], vols(`vr-${n}`)));
   const common = ['-f', yaml, '--state-dir', path.join(work, 'state'), '--connect', lv.uri];
   const create = await measure(['apply', ...common], work);
-  const plan = await measure(['plan', ...common], work);
-  const noop = await measure(['apply', ...common], work);
+  const plan = await measureMedian(['plan', ...common], work);
+  const noop = await measureMedian(['apply', ...common], work);
   let peerCreate: Measurement | undefined;
   let peerNoop: Measurement | undefined;
   if (!missing) {
     peerCreate = await ansible(peer, lv, n, `an-${n}`, path.join(dir, `an-${n}`));
-    peerNoop = await ansible(peer, lv, n, `an-${n}`, path.join(dir, `an-${n}`));
+    // The peer's no-op too is the median of three runs, as reconcile's.
+    const noops: Measurement[] = [];
+    for (let k = 0; k < 3; k++) noops.push(await ansible(peer, lv, n, `an-${n}`, path.join(dir, `an-${n}`)));
+    peerNoop = noops.sort((x, y) => x.seconds - y.seconds)[1];
   }
   const budget = n <= 50 ? 0.25 : undefined;
   table(
@@ -144,8 +147,8 @@ async function scaleScenario(lv: PrivateLibvirtd, dir: string, n: number, m: num
   rows.push([`limit: one virsh, same ${m} pools + ${n} volumes`, limit]);
   const first = await measure(['apply', ...common], work);
   rows.push([`first apply (${n} volumes, ${m} pools)`, first]);
-  rows.push(['no-op plan', await measure(['plan', ...common], work)]);
-  rows.push(['no-op apply', await measure(['apply', ...common], work)]);
+  rows.push(['no-op plan (median of 3)', await measureMedian(['plan', ...common], work)]);
+  rows.push(['no-op apply (median of 3)', await measureMedian(['apply', ...common], work)]);
   await execa('virsh', ['-q', '-c', lv.uri, 'vol-delete', '--pool', 'sc-0', 'vol-0.img']);
   rows.push(['plan after one volume deleted', await measure(['plan', ...common], work)]);
   rows.push(['apply healing it', await measure(['apply', ...common], work)]);
