@@ -119,6 +119,14 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
     opts.log(`${a.id}: FAILED: ${msg}`);
     return { id: a.id, kind: a.kind, status: 'failed', seconds, error: msg };
   };
+  const settle = async (a: Action, t0: number, work: () => Promise<void>): Promise<ActionResult> => {
+    try {
+      await work();
+      return outcome(a, t0);
+    } catch (e) {
+      return outcome(a, t0, e);
+    }
+  };
 
   // Ready actions a kind can carry out together gather here for one turn of the event loop
   // (all that a finished dependency released join), then go in groups, each group one slot.
@@ -135,15 +143,9 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         return actions.map((a) => outcome(a, t0, e));
       }
       return Promise.all(
-        actions.map(async (a, i) => {
+        actions.map((a, i) => {
           const out = outs[i];
-          if (out instanceof Error) return outcome(a, t0, out);
-          try {
-            await persist(out);
-            return outcome(a, t0);
-          } catch (e) {
-            return outcome(a, t0, e);
-          }
+          return out instanceof Error ? outcome(a, t0, out) : settle(a, t0, () => persist(out));
         }),
       );
     });
@@ -191,12 +193,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
         if (opts.signal?.aborted) return shuttingDown(a);
         const t0 = Date.now();
         opts.log(`${a.id}: ${VERB[a.kind][0]} (${a.reason})`);
-        try {
-          await execute(a);
-          return outcome(a, t0);
-        } catch (e) {
-          return outcome(a, t0, e);
-        }
+        return settle(a, t0, () => execute(a));
       });
     })();
     running.set(a.id, p);

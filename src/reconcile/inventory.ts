@@ -1,5 +1,6 @@
 // What reconcile created, recorded so that prune deletes only its own objects.
-// Stored as JSON in the state directory, written atomically (write-file-atomic).
+// Stored as JSON in the state directory, written atomically (write-file-atomic); during an
+// apply, each change goes first to an append-only journal beside it (InventoryJournal).
 import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import writeFileAtomic from 'write-file-atomic';

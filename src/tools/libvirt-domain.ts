@@ -62,7 +62,6 @@ export function parseDisks(domainXml: XmlNode | undefined): DiskDevice[] {
   }));
 }
 
-/** Our record inside <metadata>, written by `virsh metadata --key vr`. */
 /**
  * Our record inside <metadata>, written by `virsh metadata --key vr`. It names the domain it
  * was written for (its uuid): a definition copied from one of ours (virt-clone, or dumpxml and
@@ -214,13 +213,18 @@ export async function setOwnership(v: Virsh, domain: string, uuid: string, o: Ow
   if (running) await v.exec([...args.slice(0, -1), '--live']).catch(() => undefined);
 }
 
-/** Every disk of every domain, running or not, in its persistent and (if running) live definition. */
-export async function allDomainDisks(v: Virsh): Promise<{ domain: string; disk: DiskDevice }[]> {
-  const [names] = await v.batch([['list', '--all', '--name']]);
-  const all = (names ?? '')
+/** The names `virsh list --name` gives with these filters (--all, --state-running). */
+async function domainNames(v: Virsh, ...filters: string[]): Promise<string[]> {
+  const [names] = await v.batch([['list', ...filters, '--name']]);
+  return (names ?? '')
     .split('\n')
     .map((n) => n.trim())
     .filter(Boolean);
+}
+
+/** Every disk of every domain, running or not, in its persistent and (if running) live definition. */
+export async function allDomainDisks(v: Virsh): Promise<{ domain: string; disk: DiskDevice }[]> {
+  const all = await domainNames(v, '--all');
   if (!all.length) return [];
   const xmls = await v.batch(
     all.flatMap((n) => [
@@ -233,11 +237,7 @@ export async function allDomainDisks(v: Virsh): Promise<{ domain: string; disk: 
 
 /** The disks of every running domain, declared or not: two batched virsh processes (names, then all their XML). */
 export async function runningDomainDisks(v: Virsh): Promise<DiskDevice[]> {
-  const [names] = await v.batch([['list', '--name', '--state-running']]);
-  const running = (names ?? '')
-    .split('\n')
-    .map((n) => n.trim())
-    .filter(Boolean);
+  const running = await domainNames(v, '--state-running');
   if (!running.length) return [];
   const xmls = await v.batch(running.map((n) => ['dumpxml', n]));
   return xmls.flatMap((xml) => (xml ? parseDisks(parseXml(xml).domain) : []));

@@ -20,11 +20,6 @@ export interface Virsh {
    */
   sequence(commands: string[][]): Promise<string[]>;
   /**
-   * Runs many independent steps (each a few commands) in one process, going on after a
-   * failed step: each step's output and its own error lines, told apart by markers on both
-   * streams. Throws only if the process itself failed (no connection, killed).
-   */
-  /**
    * Runs steps one at a time in one virsh process (its interactive mode, each step written to
    * its input only once `before(i)` has resolved true — so what must be on disk before a step,
    * such as an intent, is), calling `after(i, errors)` as each ends (a marker on virsh's
@@ -35,6 +30,11 @@ export interface Virsh {
     steps: string[][][],
     hooks: { before: (index: number) => Promise<boolean>; after: (index: number, errors: string[]) => Promise<void> },
   ): Promise<(string[] | undefined)[]>;
+  /**
+   * Runs many independent steps (each a few commands) in one process, going on after a
+   * failed step: each step's output and its own error lines, told apart by markers on both
+   * streams. Throws only if the process itself failed (no connection, killed).
+   */
   each(steps: string[][][]): Promise<{ stdout: string; errors: string[] }[]>;
 }
 
@@ -63,13 +63,7 @@ export function unexpectedErrors(stderr: string): string[] {
 /** A connection failure said the way a user can act on it. */
 function connectionHelp(uri: string, stderr: string): string | undefined {
   if (!/failed to connect to the hypervisor|Failed to connect socket/.test(stderr)) return undefined;
-  const why =
-    stderr
-      .split('\n')
-      .filter((l) => l.startsWith('error:'))
-      .map((l) => l.replace(/^error:\s*/, ''))
-      .slice(1, 2)
-      .join('') || 'no answer';
+  const why = errorLines(stderr).slice(1, 2).join('') || 'no answer';
   return `cannot connect to libvirt at ${uri} (${why}). Is libvirtd running (without systemd: virtlogd -d; libvirtd -d), and is the connection right (--connect, or connection: in the YAML)?`;
 }
 

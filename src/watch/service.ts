@@ -295,7 +295,7 @@ export class WatchService {
         p = await planWithObservations(state, planOpts);
         this.status.lastObservedAt = new Date().toISOString();
       } else {
-        await tidyInterrupted(o.stateDir, this.actionLog);
+        await tidyInterrupted(o.stateDir, this.actionLog, p.inventory);
         await cache.save();
       }
       this.refreshStatus(state, p, failed, blocked);

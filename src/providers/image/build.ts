@@ -46,6 +46,9 @@ export async function removeStaleBuilds(p: string): Promise<string[]> {
  * them, by a process that no longer runs, and holds the build marker — or is empty (killed
  * between making it and marking it: removing an empty directory loses nothing).
  */
+// A name as tempDirFor makes them: ".NAME" TMP_MARK "PID-XXXXXXXX".
+const LEFTOVER = new RegExp(`^\\.(.+)${TMP_MARK.replace(/\./g, '\\.')}(\\d+)-[0-9a-f]{8}$`);
+
 export async function removeStaleBuildsIn(dir: string, basenames: Set<string>): Promise<string[]> {
   let names: string[];
   try {
@@ -55,7 +58,7 @@ export async function removeStaleBuildsIn(dir: string, basenames: Set<string>): 
   }
   const removed: string[] = [];
   for (const n of names) {
-    const m = /^\.(.+)\.reconcile-(\d+)-[0-9a-f]{8}$/.exec(n);
+    const m = LEFTOVER.exec(n);
     if (!m || !basenames.has(m[1]!) || processAlive(Number(m[2]))) continue;
     const full = path.join(dir, n);
     const entries = await lstat(full).then(

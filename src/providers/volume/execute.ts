@@ -1,6 +1,5 @@
 // Carries out volume actions through libvirt's volume API: create (blank, overlay, import
 // with a conversion and upload), resize and chmod in place, delete only the volume recorded.
-import { stat } from 'node:fs/promises';
 import { failpoint } from '../../failpoint.js';
 import { CommandError } from '../../tools/exec.js';
 import { recordKey, type VolumeRecord } from '../../reconcile/inventory.js';
@@ -8,7 +7,7 @@ import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, VOL_FORMAT, type VolumeBuild } from '../../tools/libvirt-volume.js';
 import { observeImages } from '../image/observe.js';
-import { setPermissions } from '../common/files.js';
+import { identityOf, setPermissions } from '../common/files.js';
 import { rememberVolume } from '../observe.js';
 import type { VolumeOp } from './ops.js';
 
@@ -106,7 +105,8 @@ export async function createBlankMany(actions: Action[], ctx: ExecContext): Prom
   const ops = actions.map((a) => a.op as CreateOp);
   const keys = ops.map((op) => recordKey({ type: 'volume', pool: op.build.pool, volume: op.build.name }));
   const before = keys.map((k) => ctx.inventory.get(k));
-  const recs = ops.map((op) => buildingRecord(op, v.uri));
+  // Each volume's record as it goes: its intent (made just before its create), then what it made.
+  const recs: VolumeRecord[] = [];
   const restore = (i: number) => (before[i] ? ctx.inventory.set(keys[i]!, before[i]!) : ctx.inventory.forget(keys[i]!));
   // Each step's result, saved with the next intent at the latest; all of them before returning.
   const saving: Promise<void>[] = [];
@@ -142,7 +142,7 @@ export async function createBlankMany(actions: Action[], ctx: ExecContext): Prom
       if (!o.ok) return 'notRun' in o ? new CommandError(['virsh', 'vol-create'], 'not started (shutting down)', undefined, '', true) : new Error(o.error);
       const obs = o.volume;
       await rememberVolume(ctx.cache, obs);
-      const ready: VolumeRecord = { ...recs[i]!, key: obs.key, path: obs.path, status: 'ready', birth: await fileBirth(obs.path) };
+      const ready: VolumeRecord = { ...recs[i]!, key: obs.key, path: obs.path, status: 'ready', birth: recs[i]!.birth ?? (await fileBirth(obs.path)) };
       const b = ops[i]!.build;
       if (headerDeclared(b)) headers.push(obs.path);
       if (obs.capacity < b.capacity) {
@@ -175,16 +175,16 @@ function buildingRecord(op: CreateOp, uri: string): VolumeRecord {
   };
 }
 
-/** libvirt does not report qcow2 options: a volume that declares them has its header read. */
-function headerDeclared(b: VolumeBuild): boolean {
+/** libvirt does not report qcow2 options: a file volume that declares them has its header read (by qemu-img). */
+export function headerDeclared(b: Pick<VolumeBuild, 'fileBased' | 'format' | 'qcow2'>): boolean {
   const q = b.qcow2;
   return b.fileBased && b.format === 'qcow2' && !!q && (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined);
 }
 
 /** A file's birth time (ns), or undefined if it is gone: with the path, it names one file. */
 function fileBirth(p: string): Promise<string | undefined> {
-  return stat(p, { bigint: true }).then(
-    (s) => String(s.birthtimeNs),
+  return identityOf(p).then(
+    (id) => id.birth,
     () => undefined,
   );
 }

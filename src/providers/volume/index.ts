@@ -4,7 +4,7 @@ import { FILE_POOLS } from '../../reconcile/model.js';
 import { diskUse } from '../common/disk-users.js';
 import { overlaysResolver } from '../common/image-paths.js';
 import { diffVolumes } from './diff.js';
-import { batchKey, createBlankMany, executeVolume } from './execute.js';
+import { batchKey, createBlankMany, executeVolume, headerDeclared } from './execute.js';
 
 export const volumeKind: Kind = {
   resource: 'volume',
@@ -15,13 +15,7 @@ export const volumeKind: Kind = {
     for (const spec of Object.values(state.images)) {
       if (spec.location.kind !== 'pool') continue;
       const { pool, volume } = spec.location;
-      const q = spec.qcow2;
-      // libvirt does not report qcow2 options: a file volume that declares them is read by qemu-img too.
-      const header =
-        spec.format === 'qcow2' &&
-        FILE_POOLS.includes(state.pools[pool]?.type ?? 'dir') &&
-        !!q &&
-        (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined);
+      const header = headerDeclared({ format: spec.format, fileBased: FILE_POOLS.includes(state.pools[pool]?.type ?? 'dir'), qcow2: spec.qcow2 });
       pools.push(pool);
       volumes.push({ pool, name: volume, header });
       if (spec.source.kind === 'file') files.push(spec.source.file);
