@@ -9,7 +9,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { CLI, qemuImg, ROOT, sandbox, virsh, waitForSpawn, type Sandbox, recorded } from './helpers.js';
+import { CLI, qemuImg, ROOT, sandbox, virsh, waitFor, waitForSpawn, type Sandbox, recorded } from './helpers.js';
 
 const boxes: Sandbox[] = [];
 afterAll(async () => {
@@ -439,6 +439,29 @@ describe('kill -9 between a libvirt define and its record', () => {
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
     await sb.yaml('version: 1\n');
     expect((await sb.run('apply', '--prune')).code).toBe(0);
+  });
+
+  it('Ctrl-C at the terminal during a prune: the deletes in flight finish (their virsh is not hit by the signal), none FAILED, and the next prune ends it', async () => {
+    const sb = await sandbox('ctrl-c-prune', { libvirt: lv });
+    boxes.push(sb);
+    const vols = Array.from({ length: 40 }, (_, i) => `  d${i}: { pool: kd, format: raw, size: 1M }`).join('\n');
+    await sb.yaml(`version: 1\npools:\n  kd: { type: dir, path: $DIR/pool }\nimages:\n${vols}\n`);
+    expect((await sb.run('apply')).code).toBe(0);
+    await sb.yaml('version: 1\n');
+    await sb.resetTrace();
+    const argv = [...lv.nsenter, 'node', CLI, 'apply', '--prune', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri];
+    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VIRT_RECONCILE_TRACE: sb.trace } });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    await waitFor(async () => (await sb.spawned()).some((a) => a.includes('vol-delete')), 'a vol-delete', 30_000);
+    process.kill(-child.pid!, 'SIGINT');
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    expect(code, out).toBe(130);
+    expect(out).not.toMatch(/FAILED/);
+    const again = await sb.run('apply', '--prune');
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/\bkd\b/);
   });
 
   it('a domain: the uuid recorded first proves it was being made, so the next apply finishes its record and prune can undefine it', async () => {

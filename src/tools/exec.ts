@@ -51,7 +51,8 @@ const TRANSIENT = ['Unable to get accurate CPU usage'];
  */
 export async function run(cmd: string, args: string[], opts: { input?: string; retries?: number; signal?: AbortSignal } = {}): Promise<RunResult> {
   const argv = [cmd, ...args];
-  const retries = opts.retries ?? 4;
+  // Under load the failure can come several times running: up to 8 more tries, about 7 s in all.
+  const retries = opts.retries ?? 8;
   for (let attempt = 0; ; attempt++) {
     trace(argv);
     const r = await execa(cmd, args, {
@@ -61,6 +62,10 @@ export async function run(cmd: string, args: string[], opts: { input?: string; r
       // finish (a half-converted image is worse than a late exit), and signal-exit would
       // otherwise re-raise the signal and kill the process mid-action.
       cleanup: false,
+      // In a process group of its own, as every command reconcile runs: a Ctrl-C at the
+      // terminal reaches only reconcile, which decides what stops (a build in scratch is
+      // cancelled through `signal`; everything else in flight finishes).
+      detached: true,
       stdin: opts.input === undefined ? 'ignore' : 'pipe',
       input: opts.input,
       stripFinalNewline: false,
