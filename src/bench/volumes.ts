@@ -61,9 +61,10 @@ async function peerMissing(peer: string): Promise<string | undefined> {
 
 async function peerScenario(lv: PrivateLibvirtd, dir: string, n: number, peer: string, missing: string | undefined): Promise<void> {
   const vols = (pool: string): Vol[] => Array.from({ length: n }, (_, i) => ({ pool, name: `vol-${i}.qcow2`, format: 'qcow2', gib: 1 }));
-  // Small creates are over in a fraction of a second, where a busy host's noise is as large as
-  // the difference measured: each side runs three times (fresh pools each time), medians compared.
-  const repeats = n <= 50 ? 3 : 1;
+  // Small creates are over in half a second, where a busy host's noise (single runs of the limit
+  // went from 0.35 s to 0.47 s in one session) is as large as the difference measured: each side
+  // runs five times (fresh pools each time), medians compared.
+  const repeats = n <= 50 ? 5 : 1;
   const median = (ms: Measurement[]) => [...ms].sort((a, b) => a.seconds - b.seconds)[Math.floor(ms.length / 2)]!;
   const limits: Measurement[] = [];
   const creates: Measurement[] = [];
