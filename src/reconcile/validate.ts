@@ -483,10 +483,22 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
   // One file, one declaration: image paths and file-pool volume paths are compared by what
   // they resolve to, so that no two spellings of one file are built (and wiped) in turn.
   const fileOwner = new Map<string, { name: string; at: string; where: string }>();
+  // One volume, one declaration, in pools of every type (logical volumes, iSCSI LUNs, …).
+  const volumeOwner = new Map<string, { name: string; at: string }>();
   for (const [name, { c, raw }] of Object.entries(owner.images!)) {
     const s = checkImage(c, name, raw, defaults.image?.value, poolInputs);
     if (!s) continue;
     const loc = s.location;
+    if (loc.kind === 'pool') {
+      const field: FieldPath = ['images', name, raw.volume !== undefined ? 'volume' : 'pool'];
+      const key = JSON.stringify([loc.pool, loc.volume]);
+      const other = volumeOwner.get(key);
+      if (other) {
+        c.err(field, `volume ${loc.volume} in pool ${loc.pool} is also declared by images.${other.name} (${other.at}); a volume may be declared once`);
+        continue;
+      }
+      volumeOwner.set(key, { name, at: c.at(field) });
+    }
     const pool = loc.kind === 'pool' ? state.pools[loc.pool] : undefined;
     const file = loc.kind === 'path' ? loc.path : pool?.path && FILE_POOLS.includes(pool.type) ? `${pool.path}/${loc.kind === 'pool' ? loc.volume : ''}` : undefined;
     if (file !== undefined) {
