@@ -1,6 +1,6 @@
 // dir pools and their volumes in a private libvirtd: every assertion reads what virsh
 // (and qemu-img, for qcow2 details) reports afterwards.
-import { readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -158,7 +158,7 @@ images:
     expect(await virsh(lv, 'vol-dumpxml', '--pool', 'vm', 'vhd.vhd')).toMatch(/<format type='vmdk'\/>/);
   });
 
-  it('prunes only its own volumes, and the pool only once it holds nothing else', async () => {
+  it('prunes only its own volumes; the pool is undefined, its directory and what else it holds kept', async () => {
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', p('pool/someone-elses.qcow2'), '1M']);
     await virsh(lv, 'pool-refresh', 'vm');
     await sb.yaml(
@@ -174,19 +174,16 @@ images:
     await expect(virsh(lv, 'vol-info', '--pool', 'vm', 'custom-name.qcow2')).rejects.toThrow(/not found/);
     expect(statSync(p('from-volume.qcow2'), { throwIfNoEntry: false })).toBeUndefined();
 
+    // The pool goes (a definition, not data); the file reconcile did not make stays, and so does
+    // the directory (deleteStorage was not declared).
     await sb.yaml('version: 1\n');
-    const refused = await sb.run('apply', '--prune');
-    expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(/pool vm left the YAML, but it still holds 1 volume\(s\) not being pruned \(someone-elses\.qcow2\)/);
-    expect(await virsh(lv, 'vol-list', 'vm')).toContain('base.qcow2');
-
-    await execa('rm', [p('pool/someone-elses.qcow2')]);
-    await virsh(lv, 'pool-refresh', 'vm');
     const all = await sb.run('apply', '--prune');
-    expect(all.code).toBe(0);
-    expect(all.stdout).toMatch(/Apply complete: 0 created, 0 updated, 0 replaced, 9 deleted/);
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stdout).toMatch(/inventory:pool:vm: deleting \(pool vm left the YAML \(dir at [^)]*\): undefined; its storage is kept \(deleteStorage was not declared\)\)/);
+    expect(all.stdout, all.stdout).toMatch(/Apply complete: 0 created, 0 updated, 0 replaced, 9 deleted/);
     expect(await virsh(lv, 'pool-list', '--all', '--name')).not.toMatch(/\bvm\b/);
-    expect(statSync(p('pool'), { throwIfNoEntry: false })).toBeUndefined();
+    expect(readdirSync(p('pool'))).toEqual(['someone-elses.qcow2']);
+    await execa('rm', [p('pool/someone-elses.qcow2')]);
   });
 });
 
@@ -503,6 +500,104 @@ describe('an adopted pool', () => {
       expect(await virsh(lv, 'pool-list', '--all', '--name')).toMatch(/adp/);
     } finally {
       for (const pool of ['adp', 'other']) await virsh(lv, 'pool-undefine', pool).catch(() => undefined);
+      await own.cleanup();
+    }
+  });
+});
+
+describe('removing a pool, and its storage (issue 17)', () => {
+  const mode = (f: string) => (statSync(f).mode & 0o777).toString(8);
+  const pools = async () => (await virsh(lv, 'pool-list', '--all', '--name')).split('\n').map((l) => l.trim());
+
+  it("a directory of the user's is used as it is: never chmod'ed, built over or deleted; declared permissions on it need adopt", async () => {
+    const own = await sandbox('pool-userdir', { libvirt: lv });
+    try {
+      const dir = path.join(own.dir, 'mine');
+      mkdirSync(dir, { mode: 0o750 });
+      writeFileSync(path.join(dir, 'notes.txt'), 'mine\n');
+      await own.yaml('version: 1\npools:\n  userdir: { type: dir, path: $DIR/mine, permissions: { mode: "0700" } }\n');
+      const refused = await own.run('apply');
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(
+        /storage\.yaml:3:3: .*\/mine exists and reconcile did not make it; the declared permissions would change its owner and mode\. Add adopt: true to pools\.userdir/,
+      );
+      expect(await pools()).not.toContain('userdir');
+
+      await own.yaml('version: 1\npools:\n  userdir: { type: dir, path: $DIR/mine }\nimages:\n  v: { pool: userdir, size: 4M }\n');
+      const made = await own.run('apply');
+      expect(made.code, made.stderr).toBe(0);
+      expect(made.stdout).toMatch(
+        /pools\.userdir: creating \(new dir pool at [^ ]*\/mine \(a directory that is there already: used as it is, never deleted\), started, autostart\)/,
+      );
+      expect(mode(dir)).toBe('750');
+      expect((await recorded(own.stateDir))['pool:userdir']).toMatchObject({ storage: 'found', path: dir, deleteStorage: false });
+
+      // Declaring deleteStorage later changes the record only; the directory is still not reconcile's.
+      await own.yaml('version: 1\npools:\n  userdir: { type: dir, path: $DIR/mine, deleteStorage: true }\nimages:\n  v: { pool: userdir, size: 4M }\n');
+      const upd = await own.run('apply');
+      expect(upd.stdout).toMatch(/pools\.userdir: updating \(deleteStorage false -> true\)/);
+      await own.yaml('version: 1\n');
+      const pruned = await own.run('apply', '--prune');
+      expect(pruned.code, pruned.stderr).toBe(0);
+      expect(pruned.stdout).toMatch(/its storage is kept: it was there before the pool, reconcile did not make it/);
+      expect(await pools()).not.toContain('userdir');
+      expect(readdirSync(dir)).toEqual(['notes.txt']);
+      expect(mode(dir)).toBe('750');
+    } finally {
+      await own.cleanup();
+    }
+  });
+
+  it('deleteStorage: the directory reconcile made goes when empty (also when the pool is inactive), stays when it holds a file of the user', async () => {
+    const own = await sandbox('pool-delete-storage', { libvirt: lv });
+    try {
+      await own.yaml(
+        'version: 1\npools:\n  gone: { type: dir, path: $DIR/gone, deleteStorage: true }\n  kept: { type: dir, path: $DIR/kept }\n  held: { type: dir, path: $DIR/held, deleteStorage: true }\n  idle: { type: dir, path: $DIR/idle, deleteStorage: true }\nimages:\n  a: { pool: gone, size: 4M }\n  b: { pool: held, size: 4M }\n',
+      );
+      const made = await own.run('apply');
+      expect(made.code, made.stderr).toBe(0);
+      expect((await recorded(own.stateDir))['pool:gone']).toMatchObject({ storage: 'made', deleteStorage: true });
+      writeFileSync(path.join(own.dir, 'held', 'users-file.img'), 'x');
+      await virsh(lv, 'pool-refresh', 'held');
+      await virsh(lv, 'pool-destroy', 'idle');
+      await own.yaml('version: 1\n');
+      const plan = await own.run('plan', '--prune');
+      expect(plan.stdout).toMatch(/pool:gone.*undefined; its storage deleted \(deleteStorage: true, made by reconcile, empty\)/);
+      expect(plan.stdout).toMatch(/pool:held.*undefined; its storage is kept: it holds 1 thing\(s\) reconcile is not deleting \(users-file\.img\)/);
+      expect(plan.stdout).toMatch(/pool:kept.*undefined; its storage is kept \(deleteStorage was not declared\)/);
+      expect(plan.stdout).toMatch(/pool:idle.*undefined; its storage deleted/);
+      const pruned = await own.run('apply', '--prune');
+      expect(pruned.code, pruned.stderr).toBe(0);
+      for (const name of ['gone', 'kept', 'held', 'idle']) expect(await pools()).not.toContain(name);
+      expect(statSync(path.join(own.dir, 'gone'), { throwIfNoEntry: false })).toBeUndefined();
+      expect(statSync(path.join(own.dir, 'idle'), { throwIfNoEntry: false })).toBeUndefined();
+      expect(readdirSync(path.join(own.dir, 'kept'))).toEqual([]);
+      expect(readdirSync(path.join(own.dir, 'held'))).toEqual(['users-file.img']);
+      const again = await own.run('plan', '--prune', '--detailed-exitcode');
+      expect(again.code, again.stdout).toBe(0);
+    } finally {
+      await own.cleanup();
+    }
+  });
+
+  it('build: false defines a pool on storage that must exist; build: true with active: false builds and leaves it stopped', async () => {
+    const own = await sandbox('pool-build-flag', { libvirt: lv });
+    try {
+      await own.yaml('version: 1\npools:\n  nobuild: { type: dir, path: $DIR/nb, build: false }\n  stopped: { type: dir, path: $DIR/st, active: false, build: true }\n');
+      const first = await own.run('apply');
+      expect(first.code).toBe(1);
+      expect(first.stdout).toMatch(/pools\.nobuild: FAILED: could not start dir pool nobuild/);
+      expect(statSync(path.join(own.dir, 'nb'), { throwIfNoEntry: false })).toBeUndefined();
+      expect(statSync(path.join(own.dir, 'st')).isDirectory()).toBe(true);
+      expect((await virsh(lv, 'pool-info', 'stopped')).replace(/\s+/g, ' ')).toMatch(/State: inactive/);
+      mkdirSync(path.join(own.dir, 'nb'), { mode: 0o755 });
+      const second = await own.run('apply');
+      expect(second.code, second.stderr).toBe(0);
+      expect((await virsh(lv, 'pool-info', 'nobuild')).replace(/\s+/g, ' ')).toMatch(/State: running/);
+      expect(mode(path.join(own.dir, 'nb'))).toBe('755');
+      await own.yaml('version: 1\n');
+      expect((await own.run('apply', '--prune')).code).toBe(0);
+    } finally {
       await own.cleanup();
     }
   });

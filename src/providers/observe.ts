@@ -2,7 +2,7 @@
 // their targets up front; see Kind.targets). Image files: one stat pass, qemu-img only for
 // files not in the stat-keyed cache. libvirt: pools, domains and capabilities in one virsh
 // batch, volumes the cache cannot answer in one more.
-import { lstat, readlink, stat } from 'node:fs/promises';
+import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { lstatIdentity, type FileIdentity } from './common/files.js';
 import { observeImages, type ObservedImage } from './image/observe.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
@@ -58,6 +58,8 @@ export interface Observation {
   kvm?: KvmAccess;
   /** paths that could not be observed, with why: the objects on them are refused, not the whole plan */
   errors: Map<string, string>;
+  /** what is at the directories asked for (a pool's target): nothing, a directory and its entries, or something else */
+  directories: Map<string, DirectoryContent>;
   /** identity (lstat: device, inode, birth time) of the paths asked for, null if nothing is there */
   identities: Map<string, FileIdentity | null>;
   /** the libvirt URI observed, if libvirt was asked anything */
@@ -68,6 +70,19 @@ export interface Observation {
   diskUsers?: Map<string, string[]>;
   /** why diskUsers could not be read (libvirt unreachable, and nothing else needed it) */
   diskUsersError?: string;
+}
+
+export type DirectoryContent = { kind: 'missing' } | { kind: 'directory'; entries: string[] } | { kind: 'other' } | { kind: 'unreadable'; why: string };
+
+async function directoryContent(p: string): Promise<DirectoryContent> {
+  try {
+    const l = await lstat(p);
+    return l.isDirectory() ? { kind: 'directory', entries: (await readdir(p)).sort() } : { kind: 'other' };
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    // ENOTDIR: a parent is a file, so nothing can be there (making it fails, and says why).
+    return err.code === 'ENOENT' || err.code === 'ENOTDIR' ? { kind: 'missing' } : { kind: 'unreadable', why: `cannot read ${p}: ${err.code ?? err.message}` };
+  }
 }
 
 /** Why a path could not be observed, as one message that names the path. */
@@ -99,6 +114,8 @@ export interface Targets {
   domains: string[];
   /** paths whose identity alone is needed (files recorded as being published) */
   identities: string[];
+  /** directories whose content is needed (pool targets: made by reconcile, or found) */
+  directories?: string[];
   /** the record of backup runs */
   backupRuns?: boolean;
   /** which domains use which files and volumes as disks (before anything is pruned) */
@@ -110,8 +127,10 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
   const pools = new Set<string>();
   const domains = new Set<string>();
   const identities = new Set<string>();
+  const directories = new Set<string>();
   const volumes = new Map<string, { pool: string; name: string; header?: boolean }>();
   for (const t of parts) {
+    for (const d of t.directories ?? []) directories.add(d);
     for (const f of t.files ?? []) files.add(f);
     for (const p of t.pools ?? []) pools.add(p);
     for (const d of t.domains ?? []) domains.add(d);
@@ -127,6 +146,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
     volumes: [...volumes.values()].sort((a, b) => `${a.pool}/${a.name}`.localeCompare(`${b.pool}/${b.name}`)),
     domains: [...domains].sort(),
     identities: [...identities].sort(),
+    directories: [...directories].sort(),
     backupRuns: parts.some((t) => t.backupRuns),
     diskUsers: parts.some((t) => t.diskUsers),
   };
@@ -137,7 +157,16 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
  * file volumes whose qcow2 options are declared (their paths come from libvirt).
  */
 export async function observe(targets: Targets, opts: { stateDir: string; virsh: () => Virsh; cache?: StatCache }): Promise<Observation> {
-  const obs: RawObservation = { files: new Map(), pools: new Map(), volumes: new Map(), domains: new Map(), caps: new Map(), errors: new Map(), identities: new Map() };
+  const obs: RawObservation = {
+    files: new Map(),
+    pools: new Map(),
+    volumes: new Map(),
+    domains: new Map(),
+    caps: new Map(),
+    errors: new Map(),
+    identities: new Map(),
+    directories: new Map(),
+  };
   const needsLibvirt = targets.pools.length || targets.volumes.length || targets.domains.length || targets.diskUsers;
   const virsh = needsLibvirt ? opts.virsh() : undefined;
   const libvirtTargets: LibvirtTargets = { pools: targets.pools, volumes: targets.volumes, domains: targets.domains, virtTypes: [] };
@@ -151,7 +180,10 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
   if (targets.backupRuns) obs.backupSuccess = (await readBackupRecords(opts.stateDir)).lastSuccess;
   const [, , libvirt] = await Promise.all([
     observeMore(obs.files, targets.files, opts.cache, obs.errors),
-    Promise.all(targets.identities.map(async (p) => obs.identities.set(p, (await lstatIdentity(p)) ?? null))),
+    Promise.all([
+      ...targets.identities.map(async (p) => obs.identities.set(p, (await lstatIdentity(p)) ?? null)),
+      ...(targets.directories ?? []).map(async (p) => obs.directories.set(p, await directoryContent(p))),
+    ]),
     virsh && (targets.pools.length || targets.volumes.length || targets.domains.length) ? observeLibvirt(virsh, libvirtTargets, opts.cache) : undefined,
   ]);
   if (libvirt) Object.assign(obs, libvirt, { connection: virsh!.uri });

@@ -48,6 +48,8 @@ export interface PoolInput {
   /** "90%" */
   capacityAlert?: string;
   adopt?: boolean;
+  build?: boolean;
+  deleteStorage?: boolean;
 }
 
 /** Taken as written: validate.ts checks which fields each pool type takes. */

@@ -40,6 +40,15 @@ export interface PoolRecord {
   /** 'building' from just before the define until the uuid is recorded (absent: older records, ready) */
   status?: 'building' | 'ready';
   createdAt: string;
+  /** its target path when it was defined: where its storage is, looked at when it is pruned */
+  path?: string;
+  /**
+   * whether reconcile made its storage (a directory that was not there, a filesystem, VG or
+   * label it built) or found it; absent in older records: unknown, so never deleted
+   */
+  storage?: 'made' | 'found';
+  /** declared deleteStorage, kept for when the declaration is gone */
+  deleteStorage?: boolean;
 }
 
 export interface VolumeRecord {
@@ -74,6 +83,15 @@ export interface DomainRecord {
   /** 'building' from just before the define until the uuid is recorded (absent: older records, ready) */
   status?: 'building' | 'ready';
   createdAt: string;
+  /** its target path when it was defined: where its storage is, looked at when it is pruned */
+  path?: string;
+  /**
+   * whether reconcile made its storage (a directory that was not there, a filesystem, VG or
+   * label it built) or found it; absent in older records: unknown, so never deleted
+   */
+  storage?: 'made' | 'found';
+  /** declared deleteStorage, kept for when the declaration is gone */
+  deleteStorage?: boolean;
 }
 
 export type InventoryRecord = ImageRecord | PoolRecord | VolumeRecord | DomainRecord;

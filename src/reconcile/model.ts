@@ -71,6 +71,10 @@ export type PoolType = 'dir' | 'fs' | 'netfs' | 'logical' | 'disk' | 'iscsi' | '
 export const FILE_POOLS: readonly PoolType[] = ['dir', 'fs', 'netfs'];
 /** Pools whose volumes (LUNs) exist on the target and cannot be created by libvirt. */
 export const LUN_POOLS: readonly PoolType[] = ['iscsi', 'iscsi-direct'];
+/** pools whose storage is a directory on this host that pool-build makes (and chmods) */
+export const DIRECTORY_POOLS: readonly PoolType[] = ['dir', 'fs', 'netfs'];
+/** pools with storage of their own here that libvirt's pool-delete removes */
+export const STORAGE_POOLS: readonly PoolType[] = ['dir', 'fs', 'netfs', 'logical', 'disk'];
 /** File extension of a volume's default name, by format. */
 export const VOLUME_EXT: Record<Format, string> = { raw: 'img', qcow2: 'qcow2', vhd: 'vhd', vhdx: 'vhdx', vmdk: 'vmdk' };
 
@@ -82,6 +86,10 @@ export interface PoolSpec {
   active: boolean;
   /** manage a pool reconcile did not define */
   adopt: boolean;
+  /** pool-build when it is created (default: when it is started) */
+  build: boolean;
+  /** on prune, its storage goes too (if reconcile made it and it is empty) */
+  deleteStorage: boolean;
   /** the fields its declaration sets (an adopted pool is changed in these only, never by defaults) */
   declared: string[];
   source: {

@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { Cron } from 'croner';
 import type { ConfigError } from './errors.js';
-import { article, FILE_POOLS, LUN_POOLS, sourceImage, VOLUME_EXT } from './model.js';
+import { article, FILE_POOLS, LUN_POOLS, STORAGE_POOLS, sourceImage, VOLUME_EXT } from './model.js';
 import type { BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, VmSpec } from './model.js';
 import { formatDuration, parseDuration, TIMER_MAX_SECONDS } from './durations.js';
 import { formatSize, parseSize } from './sizes.js';
@@ -288,6 +288,9 @@ function checkPool(c: Checker, name: string, raw: PoolInput): PoolSpec | undefin
   if (raw.type === 'iscsi-direct' && src.initiator !== undefined && !/^iqn\.\d{4}-\d{2}\./.test(src.initiator)) {
     c.err([...base, 'source', 'initiator'], `must be an iSCSI qualified name such as iqn.2024-01.com.example:host (got ${JSON.stringify(src.initiator)})`);
   }
+  if (raw.deleteStorage && !STORAGE_POOLS.includes(raw.type)) {
+    c.err([...base, 'deleteStorage'], `${article(raw.type)} pool has no storage on this host to delete (deleteStorage applies to: ${STORAGE_POOLS.join(', ')})`);
+  }
   if (c.errors.length > before) return undefined;
   return {
     name,
@@ -296,6 +299,8 @@ function checkPool(c: Checker, name: string, raw: PoolInput): PoolSpec | undefin
     autostart: raw.autostart ?? true,
     active: raw.active ?? true,
     adopt: raw.adopt ?? false,
+    build: raw.build ?? raw.active ?? true,
+    deleteStorage: raw.deleteStorage ?? false,
     declared: [...Object.keys(raw), ...Object.keys(raw.source ?? {}).map((k) => `source.${k}`)],
     source: src,
     permissions: permissions(raw.permissions),

@@ -195,6 +195,15 @@ export async function readPool(v: Virsh, name: string): Promise<ReturnType<typeo
   return parsePoolXml(await v.exec(['pool-dumpxml', name]));
 }
 
+/** The volumes an active pool holds now (its storage read again first). */
+export async function poolVolumes(v: Virsh, name: string): Promise<string[]> {
+  const [, list] = await v.sequence([
+    ['pool-refresh', name],
+    ['vol-list', name],
+  ]);
+  return [...parseVolList(list).keys()];
+}
+
 /** libvirt keeps its own list of a pool's volumes: this makes it read the storage again. */
 export async function refreshPool(v: Virsh, name: string): Promise<void> {
   await v.exec(['pool-refresh', name]);
@@ -236,17 +245,19 @@ export async function definePool(v: Virsh, name: string, d: PoolDefinition, uuid
  * Builds a pool's storage. --no-overwrite: a device that already holds a filesystem,
  * a partition table or a volume group is never formatted.
  */
-export async function buildPool(v: Virsh, name: string, type: PoolSpec['type']): Promise<void> {
+/** Builds a pool's storage; false if there was nothing to build (already built, or on a server). */
+export async function buildPool(v: Virsh, name: string, type: PoolSpec['type']): Promise<boolean> {
   if (type === 'iscsi' || type === 'iscsi-direct' || type === 'rbd' || type === 'netfs') {
-    if (type !== 'netfs') return; // nothing to build: the storage lives on the server
+    if (type !== 'netfs') return false; // nothing to build: the storage lives on the server
     await v.exec(['pool-build', name]);
-    return;
+    return true;
   }
   try {
     await v.exec(['pool-build', name, ...(type === 'dir' ? [] : ['--no-overwrite'])]);
+    return true;
   } catch (e) {
     // A device that already holds the pool's filesystem/label is what we want: keep it.
-    if (/Storage pool already built/.test((e as Error).message)) return;
+    if (/Storage pool already built/.test((e as Error).message)) return false;
     throw new Error(`could not build ${type} pool ${name}: ${libvirtMessage(e)}`);
   }
 }
@@ -262,12 +273,13 @@ export async function createDirPool(
   name: string,
   d: PoolDefinition,
   uuid: string,
-  o: { active: boolean; autostart: boolean },
+  o: { active: boolean; autostart: boolean; build: boolean },
 ): Promise<{ defined: boolean; error?: string }> {
   return withTempFile(poolXml(name, d, uuid), async (f) => {
     const steps = [
       ['define', ['pool-define', f]] as const,
-      ...(o.active ? [['build', ['pool-build', uuid]] as const, ['start', ['pool-start', uuid]] as const] : []),
+      ...(o.build ? [['build', ['pool-build', uuid]] as const] : []),
+      ...(o.active ? [['start', ['pool-start', uuid]] as const] : []),
       ['set autostart of', ['pool-autostart', uuid, ...(o.autostart ? [] : ['--disable'])]] as const,
     ];
     const results = await v.each(steps.map(([, cmd]) => [[...cmd]]));
@@ -294,7 +306,11 @@ export async function setAutostart(v: Virsh, name: string, on: boolean): Promise
   await v.exec(['pool-autostart', name, ...(on ? [] : ['--disable'])]);
 }
 
-/** Removes the pool's empty target directory (libvirt's pool-delete is an rmdir for dir pools). */
+/**
+ * Deletes an inactive pool's storage (libvirt's pool-delete): an rmdir of the target for dir,
+ * fs and netfs pools (a directory still holding anything stays); vgremove -f and pvremove for
+ * logical pools — whatever the VG holds — so callers make sure it holds nothing first.
+ */
 export async function deletePoolStorage(v: Virsh, name: string): Promise<void> {
   await v.exec(['pool-delete', name]);
 }

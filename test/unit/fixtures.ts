@@ -1,6 +1,6 @@
 // Fixtures for the table-driven diff tests: a desired state from YAML text (as users write
 // it), observations as the tool wrappers report them, and the pure diff of every kind.
-import { ABSENT, observed, type Observation } from '../../src/providers/observe.js';
+import { ABSENT, observed, type DirectoryContent, type Observation } from '../../src/providers/observe.js';
 import type { ObservedImage } from '../../src/providers/image/observe.js';
 import type { ObservedPool } from '../../src/tools/libvirt-pool.js';
 import type { ObservedVolume } from '../../src/tools/libvirt-volume.js';
@@ -107,6 +107,8 @@ export interface Case {
   inventory?: [string, InventoryRecord][];
   prune?: boolean;
   allowReplace?: boolean;
+  /** pool targets and what is there */
+  directories?: [string, DirectoryContent][];
 }
 
 export function diff(c: Case) {
@@ -120,6 +122,7 @@ export function diff(c: Case) {
     kvm: { usable: true, virtType: 'kvm' },
     errors: new Map(),
     identities: new Map(),
+    directories: new Map(c.directories ?? []),
   };
   const inventory: Inventory = { version: 1, objects: Object.fromEntries(c.inventory ?? []) };
   return diffAll(state, obs, inventory, { allowReplace: c.allowReplace ?? false, prune: c.prune ?? false });

@@ -1,12 +1,13 @@
-// Declared pools vs what libvirt reports: define/build/start new ones, fix autostart,
-// activity and permissions in place, replace on a change of type, target or source
-// (only with --allow-replace), prune only pools reconcile defined and that hold nothing.
+// Declared pools vs what libvirt reports: define/build/start new ones (never building over a
+// directory that is already there), fix autostart, activity and permissions in place, replace
+// on a change of type, target or source (only with --allow-replace); prune undefines only
+// pools reconcile defined, and deletes their storage only if declared, made by reconcile and empty.
 import path from 'node:path';
 import { definitionFor, secretUsageFor, type ObservedPool, type PoolDefinition } from '../../tools/libvirt-pool.js';
 import { created, octal, permissionChanges, reasonOf } from '../common/decisions.js';
-import { recordKey, type Inventory, type InventoryRecord } from '../../reconcile/inventory.js';
-import type { Observed } from '../observe.js';
-import type { DesiredState, PoolSpec } from '../../reconcile/model.js';
+import { recordKey, type Inventory, type InventoryRecord, type PoolRecord } from '../../reconcile/inventory.js';
+import type { DirectoryContent, Observed } from '../observe.js';
+import { DIRECTORY_POOLS, STORAGE_POOLS, type DesiredState, type PoolSpec } from '../../reconcile/model.js';
 import type { PoolOp } from './ops.js';
 import { inSync, orphanId, orphanKey, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 
@@ -48,6 +49,8 @@ function secretFor(spec: PoolSpec) {
 export function diffPools(input: {
   state: DesiredState;
   pools: Map<string, Observed<ObservedPool>>;
+  /** what is at the targets of pools not yet reconcile's, and of pools whose storage may go */
+  directories: Map<string, DirectoryContent>;
   inventory: Inventory;
   allowReplace: boolean;
   prune: boolean;
@@ -63,7 +66,29 @@ export function diffPools(input: {
     const want = definitionFor(spec);
     const found = pools.get(spec.name);
     if (found === undefined) continue; // not observed: libvirt said why, and the plan fails with it
+    // A directory already at the target of a pool being defined is the user's: used as it is,
+    // never built over (libvirt's pool-build would chown and chmod it) and never deleted.
+    const target = (): { existing: boolean; build: boolean; refusal?: string } => {
+      const at = spec.path && DIRECTORY_POOLS.includes(spec.type) ? input.directories.get(spec.path) : undefined;
+      if (at?.kind === 'unreadable' || at?.kind === 'other') {
+        return { existing: true, build: false, refusal: `${spec.origin}: ${at.kind === 'other' ? `${spec.path} exists and is not a directory` : at.why}; the pool is not defined` };
+      }
+      const existing = at?.kind === 'directory';
+      if (existing && spec.permissions && !spec.adopt) {
+        return {
+          existing,
+          build: false,
+          refusal: `${spec.origin}: ${spec.path} exists and reconcile did not make it; the declared permissions would change its owner and mode. Add adopt: true to pools.${spec.name} to have them set on it, or leave permissions out to use it as it is`,
+        };
+      }
+      return { existing, build: spec.build && !(existing && spec.type === 'dir' && !spec.adopt) };
+    };
     if (!found.exists) {
+      const { existing, build, refusal } = target();
+      if (refusal) {
+        out.refusals.push({ id, message: refusal });
+        continue;
+      }
       out.actions.push({
         id,
         resource: 'pool',
@@ -84,8 +109,19 @@ export function diffPools(input: {
           autostart: spec.autostart,
           mode: spec.permissions?.mode !== undefined ? octal(spec.permissions.mode) : undefined,
         }),
-        reason: `new ${spec.type} pool${want.path ? ` at ${want.path}` : ''}${spec.active ? ', built and started' : ''}${spec.autostart ? ', autostart' : ''}`,
-        op: { type: 'pool.create', name: spec.name, definition: want, active: spec.active, autostart: spec.autostart, secret: secretFor(spec) },
+        reason: `new ${spec.type} pool${want.path ? ` at ${want.path}` : ''}${existing ? ` (a directory that is there already: used as it is, never deleted)` : ''}${build ? ', built' : ''}${spec.active ? ', started' : ''}${spec.autostart ? ', autostart' : ''}`,
+        op: {
+          type: 'pool.create',
+          name: spec.name,
+          definition: want,
+          active: spec.active,
+          autostart: spec.autostart,
+          secret: secretFor(spec),
+          build,
+          deleteStorage: spec.deleteStorage,
+          ...(existing ? { targetFound: true } : {}),
+          ...(spec.adopt ? { adoptTarget: true } : {}),
+        },
       });
       continue;
     }
@@ -121,6 +157,11 @@ export function diffPools(input: {
         });
         continue;
       }
+      const { existing, build, refusal } = target();
+      if (refusal) {
+        out.refusals.push({ id, message: refusal });
+        continue;
+      }
       out.actions.push({
         id,
         resource: 'pool',
@@ -139,6 +180,10 @@ export function diffPools(input: {
           wasActive: obs.active,
           uuid: obs.uuid,
           secret: secretFor(spec),
+          build,
+          deleteStorage: spec.deleteStorage,
+          ...(existing ? { targetFound: true } : {}),
+          ...(spec.adopt ? { adoptTarget: true } : {}),
           ...(ours ? {} : { adopted: true }),
         },
       });
@@ -149,6 +194,19 @@ export function diffPools(input: {
     const perm = spec.permissions;
     const have = obs.definition.permissions;
     const permCh = want.path && spec.type !== 'iscsi-direct' && spec.type !== 'rbd' ? permissionChanges(perm, { uid: have?.owner, gid: have?.group, mode: have?.mode }) : [];
+    // Storage found at the target (a directory of the user's) is not reconcile's to chmod.
+    const foundStorage = rec?.type === 'pool' && rec.storage === 'found' && !spec.adopt;
+    if (permCh.length && foundStorage) {
+      out.refusals.push({
+        id,
+        message: `${spec.origin}: ${want.path} was there before pool ${spec.name} and reconcile did not make it; changing permissions would change its owner and mode. Add adopt: true to pools.${spec.name} to have them set on it`,
+      });
+      continue;
+    }
+    if (ours && rec?.type === 'pool' && (rec.deleteStorage ?? false) !== spec.deleteStorage) {
+      changes.push({ field: 'deleteStorage', from: String(rec.deleteStorage ?? false), to: String(spec.deleteStorage) });
+      op.deleteStorage = spec.deleteStorage;
+    }
     if (permCh.length) {
       changes.push(...permCh);
       op.permissions = perm;
@@ -158,6 +216,7 @@ export function diffPools(input: {
     if (mine('active') && spec.active && !obs.active) {
       changes.push({ field: 'state', from: 'inactive', to: 'active' });
       op.start = true;
+      op.build = spec.build && !foundStorage && !(rec?.type === 'pool' && rec.storage === 'found');
     } else if (mine('active') && !spec.active && obs.active) {
       changes.push({ field: 'state', from: 'active', to: 'inactive' });
       op.stop = true;
@@ -173,12 +232,16 @@ export function diffPools(input: {
     }
   }
 
-  // Volumes this plan deletes (not those it only forgets): by pool, with their action ids.
-  const prunedVolumes = new Map<string, string>();
+  // Volume records this plan prunes (by inventory key), and the volumes it deletes (not those it
+  // only forgets) by pool.
+  const handledVolumes = new Map<string, { pool: string; actionId: string }>();
+  const prunedVolumes = new Set<string>();
   for (const a of input.earlier) {
     // A prune deletes the inventory record its id names; destructive: the volume itself goes.
-    const rec = a.resource === 'volume' && a.kind === 'delete' && a.destructive ? inventory.objects[orphanKey(a.id)] : undefined;
-    if (rec?.type === 'volume') prunedVolumes.set(`${rec.pool}/${rec.volume}`, a.id);
+    const rec = a.resource === 'volume' && a.kind === 'delete' ? inventory.objects[orphanKey(a.id)] : undefined;
+    if (rec?.type !== 'volume') continue;
+    handledVolumes.set(orphanKey(a.id), { pool: rec.pool, actionId: a.id });
+    if (a.destructive) prunedVolumes.add(`${rec.pool}/${rec.volume}`);
   }
   for (const [key, rec] of input.orphans) {
     if (rec.type !== 'pool') continue;
@@ -209,30 +272,74 @@ export function diffPools(input: {
       });
       continue;
     }
-    if (!obs.volumes) {
-      out.refusals.push({ id, message: `pool ${rec.name} left the YAML, but it is inactive, so reconcile cannot tell whether it holds volumes; start it or undefine it by hand` });
-      continue;
-    }
-    const remaining = [...obs.volumes.keys()].filter((v) => !prunedVolumes.has(`${rec.name}/${v}`));
-    if (remaining.length) {
+    // Volumes reconcile made in it that this plan neither deletes nor forgets (refused): the
+    // pool stays, or they could never be found again.
+    const stillOurs = Object.entries(inventory.objects)
+      .filter(([k, r]) => r.type === 'volume' && r.pool === rec.name && !handledVolumes.has(k))
+      .map(([, r]) => (r.type === 'volume' ? r.volume : ''));
+    if (stillOurs.length) {
       out.refusals.push({
         id,
-        message: `pool ${rec.name} left the YAML, but it still holds ${remaining.length} volume(s) not being pruned (${remaining.slice(0, 5).join(', ')}${remaining.length > 5 ? ', …' : ''}); it is not deleted`,
+        message: `pool ${rec.name} left the YAML, but ${stillOurs.length} volume(s) reconcile made in it are not being pruned (${stillOurs.slice(0, 5).join(', ')}${stillOurs.length > 5 ? ', …' : ''}); it is not undefined`,
       });
       continue;
     }
-    const dependsOn = [...prunedVolumes].filter(([v]) => v.startsWith(`${rec.name}/`)).map(([, actionId]) => actionId);
+    const storage = storageFate(rec, obs, input.directories, (v) => prunedVolumes.has(`${rec.name}/${v}`));
+    const dependsOn = [...handledVolumes].filter(([, r]) => r.pool === rec.name).map(([, r]) => r.actionId);
     out.actions.push({
       id,
       resource: 'pool',
       kind: 'delete',
       code: 'left-yaml',
-      reason: `pool ${rec.name} left the YAML (${obs.definition.type}${obs.definition.path ? ` at ${obs.definition.path}` : ''})`,
+      reason: `pool ${rec.name} left the YAML (${obs.definition.type}${obs.definition.path ? ` at ${obs.definition.path}` : ''}): undefined; ${storage.delete ? 'its storage deleted (deleteStorage: true, made by reconcile, empty)' : storage.why}`,
+      // An undefine is a delete even when the storage stays (a forget is destructive: false).
       destructive: true,
       changes: [],
       dependsOn,
-      op: { type: 'pool.delete', name: rec.name, uuid: obs.uuid, poolType: obs.definition.type, active: obs.active, exists: true, inventoryKey: key },
+      op: {
+        type: 'pool.delete',
+        name: rec.name,
+        uuid: obs.uuid,
+        poolType: obs.definition.type,
+        active: obs.active,
+        exists: true,
+        inventoryKey: key,
+        ...(storage.delete ? { deleteStorage: true } : {}),
+      },
     });
   }
   return out;
+}
+
+/**
+ * Whether a pruned pool's storage goes too: only if its declaration asked (deleteStorage,
+ * recorded), reconcile made it, and nothing but volumes this plan deletes is in it — as libvirt
+ * lists them, or, for an inactive pool, as its directory holds them. Otherwise why it stays.
+ */
+export function storageFate(
+  rec: PoolRecord,
+  obs: ObservedPool,
+  directories: Map<string, DirectoryContent>,
+  pruned: (volume: string) => boolean,
+): { delete: true } | { delete: false; why: string } {
+  if (!rec.deleteStorage) return { delete: false, why: 'its storage is kept (deleteStorage was not declared)' };
+  if (!STORAGE_POOLS.includes(obs.definition.type)) return { delete: false, why: `its storage is kept (${obs.definition.type} pools have none here)` };
+  if (rec.storage !== 'made')
+    return {
+      delete: false,
+      why:
+        rec.storage === 'found'
+          ? 'its storage is kept: it was there before the pool, reconcile did not make it'
+          : 'its storage is kept: an older version defined this pool without recording whether it made its storage',
+    };
+  const at = !obs.volumes && rec.path && DIRECTORY_POOLS.includes(obs.definition.type) ? directories.get(rec.path) : undefined;
+  const held = obs.volumes ? [...obs.volumes.keys()] : at?.kind === 'directory' ? at.entries : at?.kind === 'missing' ? [] : undefined;
+  if (held === undefined) return { delete: false, why: 'its storage is kept: the pool is inactive and what it holds cannot be read' };
+  const others = held.filter((v) => !pruned(v));
+  if (others.length)
+    return {
+      delete: false,
+      why: `its storage is kept: it holds ${others.length} thing(s) reconcile is not deleting (${others.slice(0, 5).join(', ')}${others.length > 5 ? ', …' : ''})`,
+    };
+  return { delete: true };
 }

@@ -15,12 +15,15 @@ import {
   deletePoolStorage,
   ensureSecret,
   libvirtMessage,
+  poolVolumes,
   readPool,
   setAutostart,
   startPool,
   stopPool,
   undefinePool,
 } from '../../tools/libvirt-pool.js';
+import { lstat } from 'node:fs/promises';
+import { DIRECTORY_POOLS, type PoolType } from '../../reconcile/model.js';
 import { setPermissions } from '../common/files.js';
 import type { PoolOp } from './ops.js';
 
@@ -48,14 +51,17 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         throw e;
       };
       if (op.secret) await ensureSecret(v, op.secret.usage, op.secret.type, op.secret.file).catch(putBack);
+      // What is at the target now (the plan may be minutes old): a directory that was not
+      // there then is the user's as much as one that was.
+      const here = await targetHere(op);
+      if (here.refusal) await putBack(new Error(here.refusal));
+      const build = op.build && !(here.found && op.definition.type === 'dir' && !op.adoptTarget);
       if (op.adopted) {
         // An adopted pool stays adopted: replaced as the YAML and --allow-replace say, never
         // recorded as reconcile's (so never undefined by prune or destroy).
         await definePool(v, op.name, op.definition).catch(putBack);
-        if (op.active) {
-          await buildPool(v, op.name, op.definition.type);
-          await startPool(v, op.name, op.definition.type);
-        }
+        if (build) await buildPool(v, op.name, op.definition.type);
+        if (op.active) await startPool(v, op.name, op.definition.type);
         await setAutostart(v, op.name, op.autostart);
         return undefined;
       }
@@ -65,20 +71,26 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       const createdAt = new Date().toISOString();
       const before = ctx.inventory.get(key);
       const uuid = randomUUID();
-      await ctx.inventory.set(key, { type: 'pool', name: op.name, uuid, status: 'building', createdAt, uri: v.uri });
-      const rec: PoolRecord = { type: 'pool', name: op.name, uuid, status: 'ready', createdAt, uri: v.uri };
+      const known = { path: op.definition.path, deleteStorage: op.deleteStorage };
+      // Its storage is recorded as made only once built (a kill before that: unknown, never deleted).
+      await ctx.inventory.set(key, { type: 'pool', name: op.name, uuid, status: 'building', createdAt, uri: v.uri, ...known });
+      const rec: PoolRecord = { type: 'pool', name: op.name, uuid, status: 'ready', createdAt, uri: v.uri, ...known };
+      // A directory pool's storage is its directory: made if it was not there; logical and disk
+      // pools' storage (a VG, a label) is made if pool-build built it.
+      const dirStorage = here.checked ? (here.found || !build ? 'found' : 'made') : undefined;
       if (op.definition.type === 'dir') {
         // Defined, built, started and autostart set by one process (see createDirPool).
-        const made = await createDirPool(v, op.name, op.definition, uuid, op);
+        const made = await createDirPool(v, op.name, op.definition, uuid, { ...op, build });
         if (!made.defined) {
           if (before) await ctx.inventory.set(key, before);
           else await ctx.inventory.forget(key);
           await putBack(new Error(made.error));
         }
         failpoint('pool-defined');
-        await ctx.inventory.set(key, rec);
+        const done: PoolRecord = { ...rec, ...(made.error && build ? {} : { storage: dirStorage }) };
+        await ctx.inventory.set(key, done);
         if (made.error) throw new Error(made.error);
-        return { record: [key, rec] };
+        return { record: [key, done] };
       }
       try {
         await definePool(v, op.name, op.definition, uuid);
@@ -90,12 +102,12 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       }
       failpoint('pool-defined');
       await ctx.inventory.set(key, rec);
-      if (op.active) {
-        await buildPool(v, op.name, op.definition.type);
-        await startPool(v, op.name, op.definition.type);
-      }
+      const built = build ? await buildPool(v, op.name, op.definition.type) : false;
+      const done: PoolRecord = { ...rec, storage: dirStorage ?? (built ? 'made' : 'found') };
+      await ctx.inventory.set(key, done);
+      if (op.active) await startPool(v, op.name, op.definition.type);
       await setAutostart(v, op.name, op.autostart);
-      return { record: [key, rec] };
+      return { record: [key, done] };
     }
     case 'pool.update': {
       if (op.permissions) {
@@ -107,11 +119,15 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
       if (op.start) {
         const type = (await readPool(v, op.name)).definition.type;
-        await buildPool(v, op.name, type);
+        // Plans saved by earlier versions carry no build: they always built.
+        if (op.build ?? true) await buildPool(v, op.name, type);
         await startPool(v, op.name, type);
       }
       if (op.stop) await stopPool(v, op.name);
       if (op.autostart !== undefined) await setAutostart(v, op.name, op.autostart);
+      const key = recordKey({ type: 'pool', name: op.name });
+      const rec = ctx.inventory.get(key);
+      if (op.deleteStorage !== undefined && rec?.type === 'pool') return { record: [key, { ...rec, deleteStorage: op.deleteStorage }] };
       return undefined;
     }
     case 'pool.delete': {
@@ -122,12 +138,19 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
           ctx.log(`${a.id}: not deleted: ${swapped}; forgotten`);
           return { forget: op.inventoryKey };
         }
-        if (op.active) await stopPool(v, op.name);
-        // Only a dir pool's storage is removed, and libvirt does that with rmdir: a
-        // directory still holding anything stays.
-        if (op.poolType === 'dir') {
-          await deletePoolStorage(v, op.name).catch((e: unknown) => ctx.log(`${a.id}: kept its directory (${libvirtMessage(e)})`));
+        // Its storage only as the plan said (declared, made by reconcile, empty), and only if it
+        // is still empty now: for dir, fs and netfs pools libvirt's rmdir guarantees it; logical
+        // and disk pools are listed again first (their pool-delete takes whatever is there).
+        let deleteStorage = op.deleteStorage ?? false;
+        if (deleteStorage && op.active && !DIRECTORY_POOLS.includes(op.poolType as PoolType)) {
+          const held = await poolVolumes(v, op.name);
+          if (held.length) {
+            ctx.log(`${a.id}: kept its storage: it holds ${held.join(', ')} now`);
+            deleteStorage = false;
+          }
         }
+        if (op.active) await stopPool(v, op.name);
+        if (deleteStorage) await deletePoolStorage(v, op.name).catch((e: unknown) => ctx.log(`${a.id}: kept its storage (${libvirtMessage(e)})`));
         await undefinePool(v, op.name);
       }
       return { forget: op.inventoryKey };
@@ -145,4 +168,24 @@ async function swappedSince(ctx: ExecContext, name: string, uuid: string | undef
 async function stillThePool(ctx: ExecContext, name: string, uuid: string | undefined): Promise<void> {
   const swapped = await swappedSince(ctx, name, uuid);
   if (swapped) throw new Error(`${swapped}; nothing changed`);
+}
+
+/**
+ * What is at a directory pool's target now. A directory the plan did not see is the user's all
+ * the same; if permissions were declared for it without adopt, nothing is done.
+ */
+async function targetHere(op: Extract<PoolOp, { type: 'pool.create' | 'pool.replace' }>): Promise<{ checked: boolean; found: boolean; refusal?: string }> {
+  const p = op.definition.path;
+  if (!p || !DIRECTORY_POOLS.includes(op.definition.type)) return { checked: false, found: false };
+  const found = await lstat(p).then(
+    () => true,
+    (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return false;
+      throw e;
+    },
+  );
+  if (found && !op.targetFound && op.definition.permissions && !op.adoptTarget) {
+    return { checked: true, found, refusal: `${p} appeared since the plan and reconcile did not make it; its owner and mode are not changed, and pool ${op.name} is not defined` };
+  }
+  return { checked: true, found };
 }

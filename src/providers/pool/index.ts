@@ -1,5 +1,6 @@
 // libvirt storage pools (kind "pool"): registered in providers/registry.ts.
 import type { Kind } from '../../reconcile/kind.js';
+import { DIRECTORY_POOLS } from '../../reconcile/model.js';
 import { diffPools } from './diff.js';
 import { executePool } from './execute.js';
 
@@ -9,8 +10,24 @@ export const poolKind: Kind = {
   diffAfter: ['volume'],
   targets: (state, inventory) => ({
     pools: [...Object.keys(state.pools), ...Object.values(inventory.objects).flatMap((r) => (r.type === 'pool' ? [r.name] : []))],
+    // What is at the target of a declared pool (a directory of the user's is used as it is,
+    // never built over, when the pool is defined or redefined), and of one whose storage may go.
+    directories: [
+      ...Object.values(state.pools).flatMap((s) => (s.path && DIRECTORY_POOLS.includes(s.type) ? [s.path] : [])),
+      ...Object.values(inventory.objects).flatMap((r) => (r.type === 'pool' && r.deleteStorage && r.storage === 'made' && r.path ? [r.path] : [])),
+    ],
   }),
   declared: (state) => Object.keys(state.pools).map((name) => ({ type: 'pool' as const, name })),
-  diff: (i) => diffPools({ state: i.state, pools: i.observed.pools, inventory: i.inventory, allowReplace: i.allowReplace, prune: i.prune, earlier: i.earlier, orphans: i.orphans }),
+  diff: (i) =>
+    diffPools({
+      state: i.state,
+      pools: i.observed.pools,
+      directories: i.observed.directories,
+      inventory: i.inventory,
+      allowReplace: i.allowReplace,
+      prune: i.prune,
+      earlier: i.earlier,
+      orphans: i.orphans,
+    }),
   execute: executePool,
 };

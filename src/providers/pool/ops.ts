@@ -15,6 +15,14 @@ export type PoolOp =
       adopted?: boolean;
       /** replace: the old pool is stopped and undefined first */
       wasActive?: boolean;
+      /** pool-build when defined (never over a directory that is there already: see execute) */
+      build: boolean;
+      /** recorded, for when the pool is pruned */
+      deleteStorage: boolean;
+      /** the plan saw a directory at the target already (the user's: recorded as found) */
+      targetFound?: boolean;
+      /** the YAML adopts what is at the target: declared permissions may be set on it */
+      adoptTarget?: boolean;
       secret?: { usage: string; type: 'chap' | 'ceph'; file: string };
     }
   | {
@@ -28,6 +36,13 @@ export type PoolOp =
       chmod?: { path: string; permissions: Permissions };
       /** the pool's uuid: a redefinition must name it, or libvirt refuses it as another pool */
       uuid?: string;
+      /** starting it builds it first (unless its storage was found, or build: false) */
+      build?: boolean;
+      /** the record's deleteStorage, set as declared (nothing in libvirt changes) */
+      deleteStorage?: boolean;
     }
-  /** uuid: the pool the plan saw; deleted only if it is still that one */
-  | { type: 'pool.delete'; name: string; uuid?: string; poolType: string; active: boolean; exists: boolean; inventoryKey: string };
+  /**
+   * uuid: the pool the plan saw; undefined only if it is still that one. deleteStorage: its
+   * storage goes too (libvirt's pool-delete), checked empty again first.
+   */
+  | { type: 'pool.delete'; name: string; uuid?: string; poolType: string; active: boolean; exists: boolean; inventoryKey: string; deleteStorage?: boolean };

@@ -1,0 +1,55 @@
+// When a pruned pool's storage goes with it: the pure rule (src/providers/pool/diff.ts).
+import { describe, expect, it } from 'vitest';
+import { storageFate } from '../../src/providers/pool/diff.js';
+import type { PoolRecord } from '../../src/reconcile/inventory.js';
+import type { DirectoryContent } from '../../src/providers/observe.js';
+import { pool } from './fixtures.js';
+
+const rec = (o: Partial<PoolRecord>): PoolRecord => ({ type: 'pool', name: 'p', uuid: 'u', createdAt: '2026-01-01T00:00:00Z', path: '/pools/p', ...o });
+const dirs = (c?: DirectoryContent) => new Map<string, DirectoryContent>(c ? [['/pools/p', c]] : []);
+const active = pool('p', { path: '/pools/p', vols: { 'a.qcow2': '/pools/p/a.qcow2', 'b.img': '/pools/p/b.img' } });
+const inactive = { ...pool('p', { path: '/pools/p' }), active: false, volumes: undefined };
+const none = () => false;
+const all = () => true;
+
+describe('storageFate', () => {
+  it.each([
+    ['not declared', rec({ storage: 'made' }), active, dirs(), all, /deleteStorage was not declared/],
+    ['found, not made', rec({ storage: 'found', deleteStorage: true }), active, dirs(), all, /it was there before the pool, reconcile did not make it/],
+    ['older record: unknown', rec({ deleteStorage: true }), active, dirs(), all, /an older version defined this pool/],
+    [
+      'holds something not being deleted',
+      rec({ storage: 'made', deleteStorage: true }),
+      active,
+      dirs(),
+      (v: string) => v === 'a.qcow2',
+      /holds 1 thing\(s\) reconcile is not deleting \(b\.img\)/,
+    ],
+    [
+      'inactive, content unknown',
+      rec({ storage: 'made', deleteStorage: true }),
+      inactive,
+      dirs({ kind: 'unreadable', why: 'EACCES' }),
+      all,
+      /inactive and what it holds cannot be read/,
+    ],
+    ['inactive, its directory holds a file', rec({ storage: 'made', deleteStorage: true }), inactive, dirs({ kind: 'directory', entries: ['x'] }), none, /holds 1 thing\(s\)/],
+  ])('kept: %s', (_what, r, obs, d, pruned, why) => {
+    const f = storageFate(r, obs, d, pruned);
+    expect(f.delete).toBe(false);
+    expect(f.delete ? '' : f.why).toMatch(why);
+  });
+
+  it.each([
+    ['active, everything in it pruned', active, dirs(), all],
+    ['inactive, empty directory', inactive, dirs({ kind: 'directory', entries: [] }), none],
+    ['inactive, directory already gone', inactive, dirs({ kind: 'missing' }), none],
+  ])('deleted: %s', (_what, obs, d, pruned) => {
+    expect(storageFate(rec({ storage: 'made', deleteStorage: true }), obs, d, pruned)).toEqual({ delete: true });
+  });
+
+  it('never for a pool type without storage here', () => {
+    const iscsi = { ...active, definition: { ...active.definition, type: 'iscsi' as const } };
+    expect(storageFate(rec({ storage: 'made', deleteStorage: true }), iscsi, dirs(), all)).toMatchObject({ delete: false, why: /iscsi pools have none here/ });
+  });
+});
