@@ -285,7 +285,7 @@ images:
     await virsh(lv, 'pool-refresh', 'pp');
     const r = await run;
     expect(r.exitCode, String(r.stdout)).toBe(1);
-    expect(String(r.stdout)).toMatch(/images\.took: FAILED: .*exists/);
+    expect(String(r.stdout)).toMatch(/images\.took: FAILED: .*pp\/took\.img is already taken by a file; the volume is not created over it/);
     expect(readFileSync(p('pp/took.img')).subarray(0, 4).toString()).toBe('bbbb');
     expect(statSync(p('pp/took.img')).size).toBe(8 * MiB);
   });
@@ -402,6 +402,31 @@ describe('volume identity (second adversarial pass)', () => {
     expect(statSync(victim).size).toBe(1 * MiB);
     await execa('rm', ['-f', p('pq/link.img'), p('pq/data.img')]);
     await virsh(lv, 'pool-refresh', 'pq');
+  });
+
+  it("a dangling symlink at a new volume's name is never created through (libvirt would make the file outside the pool)", async () => {
+    await sb.yaml('version: 1\npools:\n  pq: { type: dir, path: $DIR/pq }\n');
+    expect((await sb.run('apply')).code).toBe(0);
+    await execa('ln', ['-s', p('outside-one.qcow2'), p('pq/dangling.qcow2')]);
+    await execa('ln', ['-s', p('outside-two.qcow2'), p('pq/grouped.qcow2')]);
+    await virsh(lv, 'pool-refresh', 'pq');
+    // One alone (an overlay is never grouped), two with a third among blank volumes (grouped).
+    await sb.yaml(
+      'version: 1\npools:\n  pq: { type: dir, path: $DIR/pq }\nimages:\n  base: { pool: pq, size: 4M }\n  dangling: { pool: pq, source: { backing: base } }\n  grouped: { pool: pq, size: 4M }\n  fine: { pool: pq, size: 4M }\n',
+    );
+    const r = await sb.run('apply');
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(
+      /images\.dangling: FAILED: .*pq\/dangling\.qcow2 is already taken by a symlink to .*outside-one\.qcow2; the volume is not created over it \(nor through a symlink\)/,
+    );
+    expect(r.stdout).toMatch(/images\.grouped: FAILED: .*pq\/grouped\.qcow2 is already taken by a symlink to .*outside-two\.qcow2/);
+    expect(r.stdout).toMatch(/images\.fine: created/);
+    expect(statSync(p('outside-one.qcow2'), { throwIfNoEntry: false })).toBeUndefined();
+    expect(statSync(p('outside-two.qcow2'), { throwIfNoEntry: false })).toBeUndefined();
+    expect(Object.keys(await recorded(sb.stateDir)).filter((k) => /dangling|grouped/.test(k))).toEqual([]);
+    await execa('rm', ['-f', p('pq/dangling.qcow2'), p('pq/grouped.qcow2')]);
+    await sb.yaml('version: 1\npools:\n  pq: { type: dir, path: $DIR/pq }\n');
+    expect((await sb.run('apply', '--prune')).code).toBe(0);
   });
 
   it('a base used by an overlay of the other kind (volume on file, file on volume) is never pruned', async () => {

@@ -2,7 +2,7 @@
 // plan saw is ever changed or deleted, permissions through a descriptor that does not follow
 // symlinks, fsync, and mkdir -p that says what is in the way. Shared by every kind with files.
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readlink, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Permissions } from '../../reconcile/model.js';
 
@@ -25,6 +25,18 @@ export async function identityOf(p: string): Promise<FileIdentity> {
 /** The identity of what is at p itself (a symlink's own, not its target's), or undefined. */
 export async function lstatIdentity(p: string): Promise<FileIdentity | undefined> {
   return lstat(p, { bigint: true }).then(identityFrom, () => undefined);
+}
+
+/**
+ * What is at a path where a volume is about to be made, said for a refusal, or undefined if
+ * nothing is. libvirt does not list a dangling symlink as a volume, and would create the file
+ * where it points — outside the pool; a file put there meanwhile is someone else's.
+ */
+export async function occupant(p: string): Promise<string | undefined> {
+  const l = await lstat(p).catch(() => undefined);
+  if (!l) return undefined;
+  if (l.isSymbolicLink()) return `a symlink to ${await readlink(p).catch(() => '?')}`;
+  return l.isDirectory() ? 'a directory' : 'a file';
 }
 
 export async function fsyncPath(p: string, flags = constants.O_RDONLY): Promise<void> {

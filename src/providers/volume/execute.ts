@@ -7,7 +7,7 @@ import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, VOL_FORMAT, type VolumeBuild } from '../../tools/libvirt-volume.js';
 import { observeImages } from '../image/observe.js';
-import { identityOf, setPermissions } from '../common/files.js';
+import { identityOf, occupant, setPermissions } from '../common/files.js';
 import { rememberVolume } from '../observe.js';
 import type { VolumeOp } from './ops.js';
 
@@ -29,6 +29,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
         }
       }
       if (op.type === 'volume.replace') await deleteVolume(v, b.pool, b.name);
+      await refuseOccupied(op);
       // Recorded as building before anything exists (an empty key: whatever volume is found
       // under this name later was being made by us), then with its key once libvirt made it;
       // 'ready' only after its contents are complete. A volume left building is rebuilt.
@@ -100,7 +101,22 @@ export function batchKey(a: Action): string | undefined {
  * created alone; none is recorded before its create starts. Shutting down stops the group
  * between two creates: the rest are not started.
  */
-export async function createBlankMany(actions: Action[], ctx: ExecContext): Promise<(Effect | Error)[]> {
+export async function createBlankMany(all: Action[], ctx: ExecContext): Promise<(Effect | Error)[]> {
+  // Those whose path is taken (by something libvirt does not list) fail alone, untried.
+  const taken = await Promise.all(
+    all.map((a) =>
+      refuseOccupied(a.op as CreateOp).then(
+        () => undefined,
+        (e: Error) => e,
+      ),
+    ),
+  );
+  const actions = all.filter((_, i) => !taken[i]);
+  const made = actions.length ? await createFree(actions, ctx) : [];
+  return taken.map((e) => e ?? made.shift()!);
+}
+
+async function createFree(actions: Action[], ctx: ExecContext): Promise<(Effect | Error)[]> {
   const v = ctx.virsh();
   const ops = actions.map((a) => a.op as CreateOp);
   const keys = ops.map((op) => recordKey({ type: 'volume', pool: op.build.pool, volume: op.build.name }));
@@ -187,4 +203,11 @@ function fileBirth(p: string): Promise<string | undefined> {
     (id) => id.birth,
     () => undefined,
   );
+}
+
+/** Throws if something libvirt does not list is at the path a file volume is about to take. */
+async function refuseOccupied(op: CreateOp): Promise<void> {
+  const p = op.build.fileBased ? op.expectedPath : undefined;
+  const what = p ? await occupant(p) : undefined;
+  if (what) throw new Error(`${p} is already taken by ${what}; the volume is not created over it (nor through a symlink)`);
 }
