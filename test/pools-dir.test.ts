@@ -605,6 +605,42 @@ describe('removing a pool, and its storage (issue 17)', () => {
     }
   });
 
+  it('adversarial pass: a volume in a stopped pool is not forgotten (nor its pool undefined); a pool first left inactive is built when started; a directory put in place of the one reconcile made is kept', async () => {
+    const own = await sandbox('pool-adversarial', { libvirt: lv });
+    try {
+      await own.yaml(
+        'version: 1\npools:\n  stopped: { type: dir, path: $DIR/stopped, deleteStorage: true }\n  later: { type: dir, path: $DIR/later, active: false, deleteStorage: true }\n  swapped: { type: dir, path: $DIR/swapped, deleteStorage: true }\nimages:\n  v1: { pool: stopped, size: 4M }\n',
+      );
+      expect((await own.run('apply')).code).toBe(0);
+      expect(statSync(path.join(own.dir, 'later'), { throwIfNoEntry: false })).toBeUndefined();
+      expect((await recorded(own.stateDir))['pool:later'].storage).toBeUndefined();
+      await own.yaml(
+        'version: 1\npools:\n  stopped: { type: dir, path: $DIR/stopped, deleteStorage: true }\n  later: { type: dir, path: $DIR/later, deleteStorage: true }\n  swapped: { type: dir, path: $DIR/swapped, deleteStorage: true }\nimages:\n  v1: { pool: stopped, size: 4M }\n',
+      );
+      const started = await own.run('apply');
+      expect(started.code, started.stdout + started.stderr).toBe(0);
+      expect((await recorded(own.stateDir))['pool:later']).toMatchObject({ storage: 'made' });
+
+      await virsh(lv, 'pool-destroy', 'stopped');
+      await virsh(lv, 'pool-destroy', 'swapped');
+      await execa('rmdir', [path.join(own.dir, 'swapped')]);
+      mkdirSync(path.join(own.dir, 'swapped'), { mode: 0o700 });
+      await own.yaml('version: 1\n');
+      const refused = await own.run('apply', '--prune');
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/volume v1\.qcow2 in pool stopped \(was images\.v1\) left the YAML, but pool stopped is not running, so the volume cannot be seen/);
+      expect(refused.stderr).toMatch(/pool stopped left the YAML, but 1 volume\(s\) reconcile made in it are not being pruned \(v1\.qcow2\)/);
+      await virsh(lv, 'pool-start', 'stopped');
+      const pruned = await own.run('apply', '--prune');
+      expect(pruned.code, pruned.stdout + pruned.stderr).toBe(0);
+      expect(pruned.stdout).toMatch(/kept [^ ]*\/swapped: it is no longer the directory reconcile made/);
+      expect(statSync(path.join(own.dir, 'swapped')).isDirectory()).toBe(true);
+      for (const d of ['stopped', 'later']) expect(statSync(path.join(own.dir, d), { throwIfNoEntry: false })).toBeUndefined();
+    } finally {
+      await own.cleanup();
+    }
+  });
+
   it('build: false defines a pool on storage that must exist; build: true with active: false builds and leaves it stopped', async () => {
     const own = await sandbox('pool-build-flag', { libvirt: lv });
     try {

@@ -76,8 +76,13 @@ export type DirectoryContent = { kind: 'missing' } | { kind: 'directory'; entrie
 
 async function directoryContent(p: string): Promise<DirectoryContent> {
   try {
-    const l = await lstat(p);
-    return l.isDirectory() ? { kind: 'directory', entries: (await readdir(p)).sort() } : { kind: 'other' };
+    // Through a symlink (a pool's target may be one); a dangling one is something else.
+    const st = await stat(p).catch(async (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT' && (await lstat(p).catch(() => undefined))) return undefined;
+      throw e;
+    });
+    if (!st) return { kind: 'other' };
+    return st.isDirectory() ? { kind: 'directory', entries: (await readdir(p)).sort() } : { kind: 'other' };
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     // ENOTDIR: a parent is a file, so nothing can be there (making it fails, and says why).

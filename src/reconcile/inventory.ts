@@ -47,6 +47,8 @@ export interface PoolRecord {
    * label it built) or found it; absent in older records: unknown, so never deleted
    */
   storage?: 'made' | 'found';
+  /** a directory it made: its birth time (ns), so that a directory put in its place is not taken for it */
+  storageBirth?: string;
   /** declared deleteStorage, kept for when the declaration is gone */
   deleteStorage?: boolean;
 }
@@ -90,6 +92,8 @@ export interface DomainRecord {
    * label it built) or found it; absent in older records: unknown, so never deleted
    */
   storage?: 'made' | 'found';
+  /** a directory it made: its birth time (ns), so that a directory put in its place is not taken for it */
+  storageBirth?: string;
   /** declared deleteStorage, kept for when the declaration is gone */
   deleteStorage?: boolean;
 }

@@ -16,10 +16,11 @@ describe('storageFate', () => {
   it.each([
     ['not declared', rec({ storage: 'made' }), active, dirs(), all, /deleteStorage was not declared/],
     ['found, not made', rec({ storage: 'found', deleteStorage: true }), active, dirs(), all, /it was there before the pool, reconcile did not make it/],
-    ['older record: unknown', rec({ deleteStorage: true }), active, dirs(), all, /an older version defined this pool/],
+    ['older record: unknown', rec({ deleteStorage: true }), active, dirs(), all, /not recorded that reconcile made it/],
+    ['made, but the directory not recorded', rec({ storage: 'made', deleteStorage: true }), active, dirs(), all, /the directory reconcile made was not recorded/],
     [
       'holds something not being deleted',
-      rec({ storage: 'made', deleteStorage: true }),
+      rec({ storage: 'made', storageBirth: '1', deleteStorage: true }),
       active,
       dirs(),
       (v: string) => v === 'a.qcow2',
@@ -27,13 +28,20 @@ describe('storageFate', () => {
     ],
     [
       'inactive, content unknown',
-      rec({ storage: 'made', deleteStorage: true }),
+      rec({ storage: 'made', storageBirth: '1', deleteStorage: true }),
       inactive,
       dirs({ kind: 'unreadable', why: 'EACCES' }),
       all,
       /inactive and what it holds cannot be read/,
     ],
-    ['inactive, its directory holds a file', rec({ storage: 'made', deleteStorage: true }), inactive, dirs({ kind: 'directory', entries: ['x'] }), none, /holds 1 thing\(s\)/],
+    [
+      'inactive, its directory holds a file',
+      rec({ storage: 'made', storageBirth: '1', deleteStorage: true }),
+      inactive,
+      dirs({ kind: 'directory', entries: ['x'] }),
+      none,
+      /holds 1 thing\(s\)/,
+    ],
   ])('kept: %s', (_what, r, obs, d, pruned, why) => {
     const f = storageFate(r, obs, d, pruned);
     expect(f.delete).toBe(false);
@@ -45,11 +53,11 @@ describe('storageFate', () => {
     ['inactive, empty directory', inactive, dirs({ kind: 'directory', entries: [] }), none],
     ['inactive, directory already gone', inactive, dirs({ kind: 'missing' }), none],
   ])('deleted: %s', (_what, obs, d, pruned) => {
-    expect(storageFate(rec({ storage: 'made', deleteStorage: true }), obs, d, pruned)).toEqual({ delete: true });
+    expect(storageFate(rec({ storage: 'made', storageBirth: '1', deleteStorage: true }), obs, d, pruned)).toEqual({ delete: true });
   });
 
   it('never for a pool type without storage here', () => {
     const iscsi = { ...active, definition: { ...active.definition, type: 'iscsi' as const } };
-    expect(storageFate(rec({ storage: 'made', deleteStorage: true }), iscsi, dirs(), all)).toMatchObject({ delete: false, why: /iscsi pools have none here/ });
+    expect(storageFate(rec({ storage: 'made', storageBirth: '1', deleteStorage: true }), iscsi, dirs(), all)).toMatchObject({ delete: false, why: /iscsi pools have none here/ });
   });
 });

@@ -305,6 +305,7 @@ export function diffPools(input: {
         exists: true,
         inventoryKey: key,
         ...(storage.delete ? { deleteStorage: true } : {}),
+        ...(storage.delete && rec.path && rec.storageBirth ? { storage: { path: rec.path, birth: rec.storageBirth } } : {}),
       },
     });
   }
@@ -330,8 +331,9 @@ export function storageFate(
       why:
         rec.storage === 'found'
           ? 'its storage is kept: it was there before the pool, reconcile did not make it'
-          : 'its storage is kept: an older version defined this pool without recording whether it made its storage',
+          : 'its storage is kept: it is not recorded that reconcile made it (an older version defined this pool, or an apply was interrupted while making it)',
     };
+  if (DIRECTORY_POOLS.includes(obs.definition.type) && !rec.storageBirth) return { delete: false, why: 'its storage is kept: the directory reconcile made was not recorded' };
   const at = !obs.volumes && rec.path && DIRECTORY_POOLS.includes(obs.definition.type) ? directories.get(rec.path) : undefined;
   const held = obs.volumes ? [...obs.volumes.keys()] : at?.kind === 'directory' ? at.entries : at?.kind === 'missing' ? [] : undefined;
   if (held === undefined) return { delete: false, why: 'its storage is kept: the pool is inactive and what it holds cannot be read' };

@@ -22,7 +22,7 @@ import {
   stopPool,
   undefinePool,
 } from '../../tools/libvirt-pool.js';
-import { lstat } from 'node:fs/promises';
+import { lstat, stat } from 'node:fs/promises';
 import { DIRECTORY_POOLS, type PoolType } from '../../reconcile/model.js';
 import { setPermissions } from '../common/files.js';
 import type { PoolOp } from './ops.js';
@@ -77,7 +77,10 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       const rec: PoolRecord = { type: 'pool', name: op.name, uuid, status: 'ready', createdAt, uri: v.uri, ...known };
       // A directory pool's storage is its directory: made if it was not there; logical and disk
       // pools' storage (a VG, a label) is made if pool-build built it.
-      const dirStorage = here.checked ? (here.found || !build ? 'found' : 'made') : undefined;
+      // Nothing there and nothing built: not recorded yet (a later start builds and records it).
+      const dirStorage = here.checked ? (here.found ? 'found' : build ? 'made' : undefined) : undefined;
+      const storageOf = async (kind: PoolRecord['storage']): Promise<Partial<PoolRecord>> =>
+        kind === 'made' && here.checked ? { storage: kind, storageBirth: await birthOf(op.definition.path!) } : kind ? { storage: kind } : {};
       if (op.definition.type === 'dir') {
         // Defined, built, started and autostart set by one process (see createDirPool).
         const made = await createDirPool(v, op.name, op.definition, uuid, { ...op, build });
@@ -87,7 +90,7 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
           await putBack(new Error(made.error));
         }
         failpoint('pool-defined');
-        const done: PoolRecord = { ...rec, ...(made.error && build ? {} : { storage: dirStorage }) };
+        const done: PoolRecord = { ...rec, ...(made.error && build ? {} : await storageOf(dirStorage)) };
         await ctx.inventory.set(key, done);
         if (made.error) throw new Error(made.error);
         return { record: [key, done] };
@@ -103,7 +106,7 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       failpoint('pool-defined');
       await ctx.inventory.set(key, rec);
       const built = build ? await buildPool(v, op.name, op.definition.type) : false;
-      const done: PoolRecord = { ...rec, storage: dirStorage ?? (built ? 'made' : 'found') };
+      const done: PoolRecord = { ...rec, ...(await storageOf(here.checked ? dirStorage : built ? 'made' : 'found')) };
       await ctx.inventory.set(key, done);
       if (op.active) await startPool(v, op.name, op.definition.type);
       await setAutostart(v, op.name, op.autostart);
@@ -117,18 +120,27 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         await definePoolXml(v, withTargetPermissions(await poolDefinitionXml(v, op.name), op.permissions));
       }
       if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
+      const key = recordKey({ type: 'pool', name: op.name });
+      let rec = ctx.inventory.get(key);
       if (op.start) {
-        const type = (await readPool(v, op.name)).definition.type;
+        const { type, path: target } = (await readPool(v, op.name)).definition;
         // Plans saved by earlier versions carry no build: they always built.
-        if (op.build ?? true) await buildPool(v, op.name, type);
+        if (op.build ?? true) {
+          // A directory this build makes is recorded as made (a pool defined without one, say).
+          const missing = target && DIRECTORY_POOLS.includes(type) ? (await birthOf(target)) === undefined : false;
+          await buildPool(v, op.name, type);
+          const birth = missing ? await birthOf(target!) : undefined;
+          if (birth && rec?.type === 'pool' && rec.storage === undefined) {
+            rec = { ...rec, storage: 'made', storageBirth: birth, path: target };
+            await ctx.inventory.set(key, rec);
+          }
+        }
         await startPool(v, op.name, type);
       }
       if (op.stop) await stopPool(v, op.name);
       if (op.autostart !== undefined) await setAutostart(v, op.name, op.autostart);
-      const key = recordKey({ type: 'pool', name: op.name });
-      const rec = ctx.inventory.get(key);
       if (op.deleteStorage !== undefined && rec?.type === 'pool') return { record: [key, { ...rec, deleteStorage: op.deleteStorage }] };
-      return undefined;
+      return rec?.type === 'pool' ? { record: [key, rec] } : undefined;
     }
     case 'pool.delete': {
       if (op.exists) {
@@ -142,6 +154,10 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         // is still empty now: for dir, fs and netfs pools libvirt's rmdir guarantees it; logical
         // and disk pools are listed again first (their pool-delete takes whatever is there).
         let deleteStorage = op.deleteStorage ?? false;
+        if (deleteStorage && op.storage && (await birthOf(op.storage.path)) !== op.storage.birth) {
+          ctx.log(`${a.id}: kept ${op.storage.path}: it is no longer the directory reconcile made`);
+          deleteStorage = false;
+        }
         if (deleteStorage && op.active && !DIRECTORY_POOLS.includes(op.poolType as PoolType)) {
           const held = await poolVolumes(v, op.name);
           if (held.length) {
@@ -177,10 +193,12 @@ async function stillThePool(ctx: ExecContext, name: string, uuid: string | undef
 async function targetHere(op: Extract<PoolOp, { type: 'pool.create' | 'pool.replace' }>): Promise<{ checked: boolean; found: boolean; refusal?: string }> {
   const p = op.definition.path;
   if (!p || !DIRECTORY_POOLS.includes(op.definition.type)) return { checked: false, found: false };
-  const found = await lstat(p).then(
+  // Through a symlink, as libvirt follows it; a dangling one is not a directory to build over.
+  const found = await stat(p).then(
     () => true,
-    (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return false;
+    async (e: NodeJS.ErrnoException) => {
+      if ((e.code === 'ENOENT' || e.code === 'ENOTDIR') && !(await lstat(p).catch(() => undefined))) return false;
+      if (e.code === 'ENOENT') return true;
       throw e;
     },
   );
@@ -188,4 +206,12 @@ async function targetHere(op: Extract<PoolOp, { type: 'pool.create' | 'pool.repl
     return { checked: true, found, refusal: `${p} appeared since the plan and reconcile did not make it; its owner and mode are not changed, and pool ${op.name} is not defined` };
   }
   return { checked: true, found };
+}
+
+/** A directory's birth time (ns), through symlinks, or undefined if nothing is there. */
+async function birthOf(p: string): Promise<string | undefined> {
+  return stat(p, { bigint: true }).then(
+    (st) => String(st.birthtimeNs),
+    () => undefined,
+  );
 }

@@ -45,4 +45,15 @@ export type PoolOp =
    * uuid: the pool the plan saw; undefined only if it is still that one. deleteStorage: its
    * storage goes too (libvirt's pool-delete), checked empty again first.
    */
-  | { type: 'pool.delete'; name: string; uuid?: string; poolType: string; active: boolean; exists: boolean; inventoryKey: string; deleteStorage?: boolean };
+  | {
+      type: 'pool.delete';
+      name: string;
+      uuid?: string;
+      poolType: string;
+      active: boolean;
+      exists: boolean;
+      inventoryKey: string;
+      deleteStorage?: boolean;
+      /** a directory pool's directory as reconcile made it: kept if another is there now */
+      storage?: { path: string; birth: string };
+    };

@@ -365,6 +365,16 @@ export function diffVolumes(input: {
       out.notes.push(`volume ${rec.volume} in pool ${rec.pool} (was images.${rec.name}) left the YAML; \`apply --prune\` deletes it`);
       continue;
     }
+    // A pool that is not running lists no volumes: its volume is unseen, not gone (forgetting
+    // it would leave its file behind for good, and let the pool be undefined around it).
+    const poolNow = input.pools.get(rec.pool);
+    if (!obs && poolNow?.exists && !poolNow.active) {
+      refuse(
+        id,
+        `volume ${rec.volume} in pool ${rec.pool} (was images.${rec.name}) left the YAML, but pool ${rec.pool} is not running, so the volume cannot be seen; start the pool (virsh pool-start ${rec.pool}) and prune again`,
+      );
+      continue;
+    }
     const forget = !obs || !volumeIsOurs(rec, obs);
     const overlays = !forget ? input.overlaysOf(obs.path) : [];
     if (overlays.length) {
