@@ -22,6 +22,14 @@ export async function identityOf(p: string): Promise<FileIdentity> {
   return identityFrom(await stat(p, { bigint: true }));
 }
 
+/** A file's (or directory's) birth time (ns), through symlinks, or undefined if it is gone: with the path, it names one file. */
+export function birthOf(p: string): Promise<string | undefined> {
+  return identityOf(p).then(
+    (id) => id.birth,
+    () => undefined,
+  );
+}
+
 /** The identity of what is at p itself (a symlink's own, not its target's), or undefined. */
 export async function lstatIdentity(p: string): Promise<FileIdentity | undefined> {
   return lstat(p, { bigint: true }).then(identityFrom, () => undefined);

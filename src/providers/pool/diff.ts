@@ -216,7 +216,8 @@ export function diffPools(input: {
     if (mine('active') && spec.active && !obs.active) {
       changes.push({ field: 'state', from: 'inactive', to: 'active' });
       op.start = true;
-      op.build = spec.build && !foundStorage && !(rec?.type === 'pool' && rec.storage === 'found');
+      // Storage found at the target is never built over, adopted or not.
+      op.build = spec.build && !(rec?.type === 'pool' && rec.storage === 'found');
     } else if (mine('active') && !spec.active && obs.active) {
       changes.push({ field: 'state', from: 'active', to: 'inactive' });
       op.stop = true;

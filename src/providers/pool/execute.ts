@@ -24,7 +24,7 @@ import {
 } from '../../tools/libvirt-pool.js';
 import { lstat, stat } from 'node:fs/promises';
 import { DIRECTORY_POOLS, type PoolType } from '../../reconcile/model.js';
-import { setPermissions } from '../common/files.js';
+import { birthOf, setPermissions } from '../common/files.js';
 import type { PoolOp } from './ops.js';
 
 export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> {
@@ -206,12 +206,4 @@ async function targetHere(op: Extract<PoolOp, { type: 'pool.create' | 'pool.repl
     return { checked: true, found, refusal: `${p} appeared since the plan and reconcile did not make it; its owner and mode are not changed, and pool ${op.name} is not defined` };
   }
   return { checked: true, found };
-}
-
-/** A directory's birth time (ns), through symlinks, or undefined if nothing is there. */
-async function birthOf(p: string): Promise<string | undefined> {
-  return stat(p, { bigint: true }).then(
-    (st) => String(st.birthtimeNs),
-    () => undefined,
-  );
 }

@@ -7,7 +7,7 @@ import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, VOL_FORMAT, type VolumeBuild } from '../../tools/libvirt-volume.js';
 import { observeImages } from '../image/observe.js';
-import { identityOf, occupant, setPermissions } from '../common/files.js';
+import { birthOf, occupant, setPermissions } from '../common/files.js';
 import { rememberVolume } from '../observe.js';
 import type { VolumeOp } from './ops.js';
 
@@ -22,7 +22,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       if (op.incomplete && b.fileBased) {
         // An interrupted build is rebuilt only if the file is still the one it was making:
         // a volume someone made under that name since is not ours to replace.
-        const now = await fileBirth(op.incomplete.path);
+        const now = await birthOf(op.incomplete.path);
         if (now !== undefined && op.incomplete.birth !== undefined && op.incomplete.birth !== now) {
           await ctx.inventory.forget(key);
           throw new Error(`${op.incomplete.path} is no longer the volume an interrupted apply was making (another file took its name); forgotten, not replaced`);
@@ -36,7 +36,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       const rec = buildingRecord(op, v.uri);
       const before = ctx.inventory.get(key);
       await ctx.inventory.set(key, rec);
-      const birthOf = (p: string) => (b.fileBased ? fileBirth(p) : Promise.resolve(undefined));
+      const birthIfFile = (p: string) => (b.fileBased ? birthOf(p) : Promise.resolve(undefined));
       let made: { key: string; path: string } | undefined;
       let obs: Awaited<ReturnType<typeof createVolume>>;
       try {
@@ -44,7 +44,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
           signal: ctx.signal,
           created: async (vol) => {
             made = vol;
-            await ctx.inventory.set(key, { ...rec, key: vol.key, path: vol.path, birth: await birthOf(vol.path) });
+            await ctx.inventory.set(key, { ...rec, key: vol.key, path: vol.path, birth: await birthIfFile(vol.path) });
             failpoint('volume-created');
           },
         });
@@ -58,7 +58,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
         throw e;
       }
       await rememberVolume(ctx.cache, obs);
-      const ready: VolumeRecord = { ...rec, key: obs.key, path: obs.path, status: 'ready', birth: await birthOf(obs.path) };
+      const ready: VolumeRecord = { ...rec, key: obs.key, path: obs.path, status: 'ready', birth: await birthIfFile(obs.path) };
       await ctx.inventory.set(key, ready);
       // qcow2 options live only in the file: read it once now, so later plans find it cached.
       if (headerDeclared(b)) await observeImages([obs.path], ctx.cache);
@@ -72,7 +72,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
     }
     case 'volume.delete': {
       // The key of a file volume is its path, which a new file can take: check the birth time.
-      const now = op.birth && op.path ? await fileBirth(op.path) : undefined;
+      const now = op.birth && op.path ? await birthOf(op.path) : undefined;
       if (op.exists && op.birth && op.birth !== '0' && now !== undefined && now !== op.birth) {
         ctx.log(`${a.id}: not deleted: ${op.path} is no longer the file reconcile created; forgotten`);
       } else if (op.exists) await deleteVolume(ctx.virsh(), op.pool, op.name);
@@ -142,7 +142,7 @@ async function createFree(actions: Action[], ctx: ExecContext): Promise<(Effect 
         if (error) saving.push(restore(i));
         else if (p) {
           failpoint('volume-made');
-          const birth = await fileBirth(p);
+          const birth = await birthOf(p);
           if (birth !== undefined) {
             recs[i] = { ...recs[i]!, key: p, path: p, birth };
             saving.push(ctx.inventory.set(keys[i]!, recs[i]!));
@@ -158,7 +158,7 @@ async function createFree(actions: Action[], ctx: ExecContext): Promise<(Effect 
       if (!o.ok) return 'notRun' in o ? new CommandError(['virsh', 'vol-create'], 'not started (shutting down)', undefined, '', true) : new Error(o.error);
       const obs = o.volume;
       await rememberVolume(ctx.cache, obs);
-      const ready: VolumeRecord = { ...recs[i]!, key: obs.key, path: obs.path, status: 'ready', birth: recs[i]!.birth ?? (await fileBirth(obs.path)) };
+      const ready: VolumeRecord = { ...recs[i]!, key: obs.key, path: obs.path, status: 'ready', birth: recs[i]!.birth ?? (await birthOf(obs.path)) };
       const b = ops[i]!.build;
       if (headerDeclared(b)) headers.push(obs.path);
       if (obs.capacity < b.capacity) {
@@ -195,14 +195,6 @@ function buildingRecord(op: CreateOp, uri: string): VolumeRecord {
 export function headerDeclared(b: Pick<VolumeBuild, 'fileBased' | 'format' | 'qcow2'>): boolean {
   const q = b.qcow2;
   return b.fileBased && b.format === 'qcow2' && !!q && (q.clusterSize !== undefined || q.lazyRefcounts !== undefined || q.compat !== undefined);
-}
-
-/** A file's birth time (ns), or undefined if it is gone: with the path, it names one file. */
-function fileBirth(p: string): Promise<string | undefined> {
-  return identityOf(p).then(
-    (id) => id.birth,
-    () => undefined,
-  );
 }
 
 /** Throws if something libvirt does not list is at the path a file volume is about to take. */
