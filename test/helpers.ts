@@ -42,6 +42,8 @@ export interface Started {
   /** what it has printed so far */
   stdout(): string;
   stderr(): string;
+  /** SIGINT to its whole process group, as a Ctrl-C at its terminal would send */
+  interrupt(): void;
 }
 
 export interface SandboxOptions {
@@ -67,12 +69,19 @@ export async function sandbox(name: string, opts: SandboxOptions = {}): Promise<
     run: (...args) => cli(withSandbox(args), { VIRT_RECONCILE_TRACE: trace }, opts.libvirt?.nsenter),
     start: (...args) => {
       const argv = [...(opts.libvirt?.nsenter ?? []), 'node', CLI, ...withSandbox(args)];
-      const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VIRT_RECONCILE_TRACE: trace } });
+      // A process group of its own, as a command started at a terminal has.
+      const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VIRT_RECONCILE_TRACE: trace } });
       let stdout = '';
       let stderr = '';
       child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
       child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-      return { child, exited: new Promise((r) => child.once('exit', (code) => r(code))), stdout: () => stdout, stderr: () => stderr };
+      return {
+        child,
+        exited: new Promise((r) => child.once('exit', (code) => r(code))),
+        stdout: () => stdout,
+        stderr: () => stderr,
+        interrupt: () => process.kill(-child.pid!, 'SIGINT'),
+      };
     },
     runInTerminal: (input, ...args) => cliInTerminal(withSandbox(args), input, { VIRT_RECONCILE_TRACE: trace }, opts.libvirt?.nsenter),
     spawned: async () =>

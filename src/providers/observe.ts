@@ -3,7 +3,7 @@
 // files not in the stat-keyed cache. libvirt: pools, domains and capabilities in one virsh
 // batch, volumes the cache cannot answer in one more.
 import { lstat, readdir, readlink, stat } from 'node:fs/promises';
-import { lstatIdentity, type FileIdentity } from './common/files.js';
+import { lstatIdentity, whatIsAt, type FileIdentity } from './common/files.js';
 import { observeImages, type ObservedImage } from './image/observe.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../tools/libvirt-volume.js';
@@ -76,17 +76,11 @@ export type DirectoryContent = { kind: 'missing' } | { kind: 'directory'; entrie
 
 async function directoryContent(p: string): Promise<DirectoryContent> {
   try {
-    // Through a symlink (a pool's target may be one); a dangling one is something else.
-    const st = await stat(p).catch(async (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT' && (await lstat(p).catch(() => undefined))) return undefined;
-      throw e;
-    });
-    if (!st) return { kind: 'other' };
-    return st.isDirectory() ? { kind: 'directory', entries: (await readdir(p)).sort() } : { kind: 'other' };
+    const kind = await whatIsAt(p);
+    return kind === 'directory' ? { kind, entries: (await readdir(p)).sort() } : { kind };
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    // ENOTDIR: a parent is a file, so nothing can be there (making it fails, and says why).
-    return err.code === 'ENOENT' || err.code === 'ENOTDIR' ? { kind: 'missing' } : { kind: 'unreadable', why: `cannot read ${p}: ${err.code ?? err.message}` };
+    return { kind: 'unreadable', why: `cannot read ${p}: ${err.code ?? err.message}` };
   }
 }
 

@@ -36,6 +36,20 @@ export async function lstatIdentity(p: string): Promise<FileIdentity | undefined
 }
 
 /**
+ * What is at a path, through symlinks as libvirt follows them: nothing (also when a parent is
+ * a file), a directory, or something else — a file, or a symlink that leads nowhere.
+ */
+export async function whatIsAt(p: string): Promise<'missing' | 'directory' | 'other'> {
+  try {
+    return (await stat(p)).isDirectory() ? 'directory' : 'other';
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e;
+    return (await lstat(p).catch(() => undefined)) ? 'other' : 'missing';
+  }
+}
+
+/**
  * What is at a path where a volume is about to be made, said for a refusal, or undefined if
  * nothing is. libvirt does not list a dangling symlink as a volume, and would create the file
  * where it points — outside the pool; a file put there meanwhile is someone else's.

@@ -68,25 +68,30 @@ export function diffPools(input: {
     if (found === undefined) continue; // not observed: libvirt said why, and the plan fails with it
     // A directory already at the target of a pool being defined is the user's: used as it is,
     // never built over (libvirt's pool-build would chown and chmod it) and never deleted.
-    const target = (): { existing: boolean; build: boolean; refusal?: string } => {
+    // Its refusal, or whether it is there and what the op that defines the pool carries about it.
+    const target = () => {
       const at = spec.path && DIRECTORY_POOLS.includes(spec.type) ? input.directories.get(spec.path) : undefined;
       if (at?.kind === 'unreadable' || at?.kind === 'other') {
-        return { existing: true, build: false, refusal: `${spec.origin}: ${at.kind === 'other' ? `${spec.path} exists and is not a directory` : at.why}; the pool is not defined` };
+        return { refusal: `${spec.origin}: ${at.kind === 'other' ? `${spec.path} exists and is not a directory` : at.why}; the pool is not defined` };
       }
       const existing = at?.kind === 'directory';
       if (existing && spec.permissions && !spec.adopt) {
         return {
-          existing,
-          build: false,
           refusal: `${spec.origin}: ${spec.path} exists and reconcile did not make it; the declared permissions would change its owner and mode. Add adopt: true to pools.${spec.name} to have them set on it, or leave permissions out to use it as it is`,
         };
       }
-      return { existing, build: spec.build && !(existing && spec.type === 'dir' && !spec.adopt) };
+      const op = {
+        build: spec.build && !(existing && spec.type === 'dir' && !spec.adopt),
+        deleteStorage: spec.deleteStorage,
+        ...(existing ? { targetFound: true } : {}),
+        ...(spec.adopt ? { adoptTarget: true } : {}),
+      };
+      return { existing, op };
     };
     if (!found.exists) {
-      const { existing, build, refusal } = target();
-      if (refusal) {
-        out.refusals.push({ id, message: refusal });
+      const t = target();
+      if (t.refusal !== undefined) {
+        out.refusals.push({ id, message: t.refusal });
         continue;
       }
       out.actions.push({
@@ -109,19 +114,8 @@ export function diffPools(input: {
           autostart: spec.autostart,
           mode: spec.permissions?.mode !== undefined ? octal(spec.permissions.mode) : undefined,
         }),
-        reason: `new ${spec.type} pool${want.path ? ` at ${want.path}` : ''}${existing ? ` (a directory that is there already: used as it is, never deleted)` : ''}${build ? ', built' : ''}${spec.active ? ', started' : ''}${spec.autostart ? ', autostart' : ''}`,
-        op: {
-          type: 'pool.create',
-          name: spec.name,
-          definition: want,
-          active: spec.active,
-          autostart: spec.autostart,
-          secret: secretFor(spec),
-          build,
-          deleteStorage: spec.deleteStorage,
-          ...(existing ? { targetFound: true } : {}),
-          ...(spec.adopt ? { adoptTarget: true } : {}),
-        },
+        reason: `new ${spec.type} pool${want.path ? ` at ${want.path}` : ''}${t.existing ? ` (a directory that is there already: used as it is, never deleted)` : ''}${t.op.build ? ', built' : ''}${spec.active ? ', started' : ''}${spec.autostart ? ', autostart' : ''}`,
+        op: { type: 'pool.create', name: spec.name, definition: want, active: spec.active, autostart: spec.autostart, secret: secretFor(spec), ...t.op },
       });
       continue;
     }
@@ -157,9 +151,9 @@ export function diffPools(input: {
         });
         continue;
       }
-      const { existing, build, refusal } = target();
-      if (refusal) {
-        out.refusals.push({ id, message: refusal });
+      const t = target();
+      if (t.refusal !== undefined) {
+        out.refusals.push({ id, message: t.refusal });
         continue;
       }
       out.actions.push({
@@ -180,10 +174,7 @@ export function diffPools(input: {
           wasActive: obs.active,
           uuid: obs.uuid,
           secret: secretFor(spec),
-          build,
-          deleteStorage: spec.deleteStorage,
-          ...(existing ? { targetFound: true } : {}),
-          ...(spec.adopt ? { adoptTarget: true } : {}),
+          ...t.op,
           ...(ours ? {} : { adopted: true }),
         },
       });
@@ -194,9 +185,10 @@ export function diffPools(input: {
     const perm = spec.permissions;
     const have = obs.definition.permissions;
     const permCh = want.path && spec.type !== 'iscsi-direct' && spec.type !== 'rbd' ? permissionChanges(perm, { uid: have?.owner, gid: have?.group, mode: have?.mode }) : [];
-    // Storage found at the target (a directory of the user's) is not reconcile's to chmod.
-    const foundStorage = rec?.type === 'pool' && rec.storage === 'found' && !spec.adopt;
-    if (permCh.length && foundStorage) {
+    // Storage found at the target (a directory of the user's) is not reconcile's to chmod (unless
+    // adopted) nor to build over (ever).
+    const storageFound = rec?.type === 'pool' && rec.storage === 'found';
+    if (permCh.length && storageFound && !spec.adopt) {
       out.refusals.push({
         id,
         message: `${spec.origin}: ${want.path} was there before pool ${spec.name} and reconcile did not make it; changing permissions would change its owner and mode. Add adopt: true to pools.${spec.name} to have them set on it`,
@@ -216,8 +208,7 @@ export function diffPools(input: {
     if (mine('active') && spec.active && !obs.active) {
       changes.push({ field: 'state', from: 'inactive', to: 'active' });
       op.start = true;
-      // Storage found at the target is never built over, adopted or not.
-      op.build = spec.build && !(rec?.type === 'pool' && rec.storage === 'found');
+      op.build = spec.build && !storageFound;
     } else if (mine('active') && !spec.active && obs.active) {
       changes.push({ field: 'state', from: 'active', to: 'inactive' });
       op.stop = true;

@@ -22,9 +22,8 @@ import {
   stopPool,
   undefinePool,
 } from '../../tools/libvirt-pool.js';
-import { lstat, stat } from 'node:fs/promises';
 import { DIRECTORY_POOLS, type PoolType } from '../../reconcile/model.js';
-import { birthOf, setPermissions } from '../common/files.js';
+import { birthOf, setPermissions, whatIsAt } from '../common/files.js';
 import type { PoolOp } from './ops.js';
 
 export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> {
@@ -75,9 +74,9 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       // Its storage is recorded as made only once built (a kill before that: unknown, never deleted).
       await ctx.inventory.set(key, { type: 'pool', name: op.name, uuid, status: 'building', createdAt, uri: v.uri, ...known });
       const rec: PoolRecord = { type: 'pool', name: op.name, uuid, status: 'ready', createdAt, uri: v.uri, ...known };
-      // A directory pool's storage is its directory: made if it was not there; logical and disk
+      // A directory pool's storage is its directory: made if it was not there (nothing there and
+      // nothing built: not recorded yet, a later start builds and records it); logical and disk
       // pools' storage (a VG, a label) is made if pool-build built it.
-      // Nothing there and nothing built: not recorded yet (a later start builds and records it).
       const dirStorage = here.checked ? (here.found ? 'found' : build ? 'made' : undefined) : undefined;
       const storageOf = async (kind: PoolRecord['storage']): Promise<Partial<PoolRecord>> =>
         kind === 'made' && here.checked ? { storage: kind, storageBirth: await birthOf(op.definition.path!) } : kind ? { storage: kind } : {};
@@ -193,15 +192,8 @@ async function stillThePool(ctx: ExecContext, name: string, uuid: string | undef
 async function targetHere(op: Extract<PoolOp, { type: 'pool.create' | 'pool.replace' }>): Promise<{ checked: boolean; found: boolean; refusal?: string }> {
   const p = op.definition.path;
   if (!p || !DIRECTORY_POOLS.includes(op.definition.type)) return { checked: false, found: false };
-  // Through a symlink, as libvirt follows it; a dangling one is not a directory to build over.
-  const found = await stat(p).then(
-    () => true,
-    async (e: NodeJS.ErrnoException) => {
-      if ((e.code === 'ENOENT' || e.code === 'ENOTDIR') && !(await lstat(p).catch(() => undefined))) return false;
-      if (e.code === 'ENOENT') return true;
-      throw e;
-    },
-  );
+  // A dangling symlink counts as something there: not a directory to build over.
+  const found = (await whatIsAt(p)) !== 'missing';
   if (found && !op.targetFound && op.definition.permissions && !op.adoptTarget) {
     return { checked: true, found, refusal: `${p} appeared since the plan and reconcile did not make it; its owner and mode are not changed, and pool ${op.name} is not defined` };
   }
