@@ -46,6 +46,14 @@ function trace(argv: string[]): void {
 const TRANSIENT = ['Unable to get accurate CPU usage'];
 
 /**
+ * A command killed by SIGINT: reconcile never sends one (it cancels with SIGTERM). A Ctrl-C at
+ * the terminal goes to reconcile's process group, and a command being spawned at that very
+ * moment is still in it until it makes a group of its own: it holds the signal pending and dies
+ * of it just before exec, having run nothing. Such a command is run again, once.
+ */
+const spawnedDuringCtrlC = (r: { signal?: string }, attempt: number) => r.signal === 'SIGINT' && attempt === 0;
+
+/**
  * Runs a command. `signal`: aborting it terminates the command (SIGTERM, SIGKILL 5 s later);
  * given only for work whose interruption loses nothing (a build in private scratch space).
  */
@@ -73,6 +81,7 @@ export async function run(cmd: string, args: string[], opts: { input?: string; r
     });
     if (r.isCanceled) throw new CommandError(argv, String(r.stderr), r.exitCode, String(r.stdout), true);
     if (r.exitCode === 0 && !r.failed) return { stdout: String(r.stdout), stderr: String(r.stderr) };
+    if (spawnedDuringCtrlC(r, attempt)) continue;
     const stderr = String(r.stderr || r.message);
     if (attempt < retries && TRANSIENT.some((t) => stderr.includes(t))) {
       // A moment later the CPU-time reading is usually fine again (0.2 s, 0.4 s, …).
@@ -115,7 +124,9 @@ export async function runEach(commands: string[][]): Promise<{ code: number; std
     trace(['sh', '-c', `(${lines.length} commands)`]);
     // In a process group of its own: a Ctrl-C at the terminal reaches only reconcile, and the
     // group's quick commands finish.
-    const r = await execa('sh', ['-c', lines.join('\n')], { env: { LC_ALL: 'C' }, reject: false, cleanup: false, stdin: 'ignore', stripFinalNewline: false, detached: true });
+    const sh = () => execa('sh', ['-c', lines.join('\n')], { env: { LC_ALL: 'C' }, reject: false, cleanup: false, stdin: 'ignore', stripFinalNewline: false, detached: true });
+    let r = await sh();
+    if (spawnedDuringCtrlC(r, 0)) r = await sh();
     const parts = String(r.stdout).split(new RegExp(`@@${tag}:(\\d+)@@\n`));
     const errs = String(r.stderr).split(`@@${tag}@@\n`);
     // parts: output, code, output, code, ..., trailing; errs: one per command, trailing
@@ -148,14 +159,36 @@ export interface Session {
  */
 export function session(cmd: string, args: string[], onStderr: (chunk: string) => void, /** what its input will be, for the trace */ input: string): Session {
   trace([cmd, ...args, `(${input})`]);
-  const sub = execa(cmd, args, { env: { LC_ALL: 'C' }, reject: false, cleanup: false, stdin: 'pipe', stdout: 'ignore', detached: true, stripFinalNewline: false });
-  sub.stderr?.on('data', (d: Buffer) => onStderr(d.toString()));
-  // Writing to a command that has already exited: its exit says why, not an EPIPE.
-  sub.stdin?.on('error', () => undefined);
+  // What it was given so far: a command that died of a Ctrl-C during its spawn read none of
+  // it, and its second start is given all of it.
+  const given: string[] = [];
+  let ended = false;
+  const start = () => {
+    const sub = execa(cmd, args, { env: { LC_ALL: 'C' }, reject: false, cleanup: false, stdin: 'pipe', stdout: 'ignore', detached: true, stripFinalNewline: false });
+    sub.stderr?.on('data', (d: Buffer) => onStderr(d.toString()));
+    // Writing to a command that has already exited: its exit says why, not an EPIPE.
+    sub.stdin?.on('error', () => undefined);
+    return sub;
+  };
+  let sub = start();
+  const exited = sub.then(async (r) => {
+    // Had it read anything, it would have said so (every step ends with a marker on stderr).
+    if (!spawnedDuringCtrlC(r, 0) || String(r.stderr) !== '') return r;
+    sub = start();
+    for (const text of given) sub.stdin?.write(text);
+    if (ended) sub.stdin?.end();
+    return sub;
+  });
   return {
-    write: (text) => void sub.stdin?.write(text),
-    end: () => void sub.stdin?.end(),
-    exited: sub.then((r) => ({ code: r.exitCode, stderr: String(r.stderr) })),
+    write: (text) => {
+      given.push(text);
+      sub.stdin?.write(text);
+    },
+    end: () => {
+      ended = true;
+      sub.stdin?.end();
+    },
+    exited: exited.then((r) => ({ code: r.exitCode, stderr: String(r.stderr) })),
   };
 }
 
