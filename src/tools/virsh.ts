@@ -84,6 +84,22 @@ export function quote(arg: string): string {
 
 export function connect(uri: string): Virsh {
   const base = ['-q', '-c', uri];
+  /**
+   * Runs a script of commands in one virsh process, ended by a marker that proves it ran to its
+   * end even if its last command failed (virsh exits non-zero then); throws unless it did.
+   */
+  const runToEnd = async (script: string, tag: string, incomplete: (stderr: string) => string): Promise<{ stdout: string; stderr: string }> => {
+    let stdout = '';
+    let stderr = '';
+    try {
+      ({ stdout, stderr } = await run('virsh', [...base, `${script} ; echo @@${tag}:end@@`]));
+    } catch (e) {
+      stderr = (e as { stderr?: string }).stderr ?? String(e);
+      stdout = (e as { stdout?: string }).stdout ?? '';
+    }
+    if (!stdout.includes(`@@${tag}:end@@`)) throw new Error(connectionHelp(uri, stderr) ?? incomplete(stderr));
+    return { stdout, stderr };
+  };
   return {
     uri,
     exec: async (args, opts) => {
@@ -164,19 +180,10 @@ export function connect(uri: string): Virsh {
         const half = Math.ceil(steps.length / 2);
         return [...(await each(steps.slice(0, half))), ...(await each(steps.slice(half)))];
       }
-      let stdout = '';
-      let stderr = '';
-      try {
-        ({ stdout, stderr } = await run('virsh', [...base, `${script} ; echo @@${tag}:end@@`]));
-      } catch (e) {
-        stderr = (e as { stderr?: string }).stderr ?? String(e);
-        stdout = (e as { stdout?: string }).stdout ?? '';
-      }
       // virsh writes `echo --err` as an error line: "error: @@…@@".
-      const errs = stderr.split(new RegExp(`(?:error: )?@@${tag}:\\d+@@\n?`));
-      if (!stdout.includes(`@@${tag}:end@@`)) {
-        throw new Error(connectionHelp(uri, stderr) ?? `virsh did not complete: ${errorLines(errs.join('')).slice(0, 3).join(' / ') || 'no output'}`);
-      }
+      const split = (stderr: string) => stderr.split(new RegExp(`(?:error: )?@@${tag}:\\d+@@\n?`));
+      const { stdout, stderr } = await runToEnd(script, tag, (e) => `virsh did not complete: ${errorLines(split(e).join('')).slice(0, 3).join(' / ') || 'no output'}`);
+      const errs = split(stderr);
       const outs = stdout.split(new RegExp(`@@${tag}:(?:\\d+|end)@@\n?`));
       return steps.map((_, i) => ({ stdout: outs[i] ?? '', errors: errorLines(errs[i] ?? '') }));
     },
@@ -196,20 +203,7 @@ export function connect(uri: string): Virsh {
           size += bytes;
           i++;
         }
-        // A final marker proves the batch ran to its end even if the last command failed.
-        const script = `${parts.join(' ; ')} ; echo @@${tag}:end@@`;
-        let stdout = '';
-        let stderr = '';
-        try {
-          ({ stdout, stderr } = await run('virsh', [...base, script]));
-        } catch (e) {
-          const err = e as { stderr?: string };
-          stderr = err.stderr ?? String(e);
-          stdout = (e as { stdout?: string }).stdout ?? '';
-        }
-        if (!stdout.includes(`@@${tag}:end@@`)) {
-          throw new Error(connectionHelp(uri, stderr) ?? `virsh batch did not complete: ${stderr.trim().split('\n').slice(0, 3).join(' / ') || 'no output'}`);
-        }
+        const { stdout, stderr } = await runToEnd(parts.join(' ; '), tag, (e) => `virsh batch did not complete: ${e.trim().split('\n').slice(0, 3).join(' / ') || 'no output'}`);
         const unexpected = unexpectedErrors(stderr);
         if (unexpected.length) throw new Error(`virsh: ${unexpected.slice(0, 3).join(' / ')}`);
         const segments = stdout.split(new RegExp(`@@${tag}:(?:\\d+|end)@@`));
