@@ -3,6 +3,7 @@
 // files not in the stat-keyed cache. libvirt: pools, domains and capabilities in one virsh
 // batch, volumes the cache cannot answer in one more.
 import { lstat, readdir, readlink, stat } from 'node:fs/promises';
+import { digestSeedFile } from './common/cloud-init.js';
 import { lstatIdentity, whatIsAt, type FileIdentity } from './common/files.js';
 import { observeImages, type ObservedImage } from './image/observe.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
@@ -60,6 +61,8 @@ export interface Observation {
   errors: Map<string, string>;
   /** what is at the directories asked for (a pool's target): nothing, a directory and its entries, or something else */
   directories: Map<string, DirectoryContent>;
+  /** sha256 of the small files asked for (cloud-init seed files); one that cannot be read is in errors */
+  contents: Map<string, string>;
   /** identity (lstat: device, inode, birth time) of the paths asked for, null if nothing is there */
   identities: Map<string, FileIdentity | null>;
   /** the libvirt URI observed, if libvirt was asked anything */
@@ -115,6 +118,8 @@ export interface Targets {
   identities: string[];
   /** directories whose content is needed (pool targets: made by reconcile, or found) */
   directories?: string[];
+  /** small files whose content digest is needed (cloud-init seed files) */
+  contents?: string[];
   /** the record of backup runs */
   backupRuns?: boolean;
   /** which domains use which files and volumes as disks (before anything is pruned) */
@@ -127,9 +132,11 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
   const domains = new Set<string>();
   const identities = new Set<string>();
   const directories = new Set<string>();
+  const contents = new Set<string>();
   const volumes = new Map<string, { pool: string; name: string; header?: boolean }>();
   for (const t of parts) {
     for (const d of t.directories ?? []) directories.add(d);
+    for (const f of t.contents ?? []) contents.add(f);
     for (const f of t.files ?? []) files.add(f);
     for (const p of t.pools ?? []) pools.add(p);
     for (const d of t.domains ?? []) domains.add(d);
@@ -146,6 +153,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
     domains: [...domains].sort(),
     identities: [...identities].sort(),
     directories: [...directories].sort(),
+    contents: [...contents].sort(),
     backupRuns: parts.some((t) => t.backupRuns),
     diskUsers: parts.some((t) => t.diskUsers),
   };
@@ -165,6 +173,7 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     errors: new Map(),
     identities: new Map(),
     directories: new Map(),
+    contents: new Map(),
   };
   const needsLibvirt = targets.pools.length || targets.volumes.length || targets.domains.length || targets.diskUsers;
   const virsh = needsLibvirt ? opts.virsh() : undefined;
@@ -182,6 +191,12 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     Promise.all([
       ...targets.identities.map(async (p) => obs.identities.set(p, (await lstatIdentity(p)) ?? null)),
       ...(targets.directories ?? []).map(async (p) => obs.directories.set(p, await directoryContent(p))),
+      ...(targets.contents ?? []).map((p) =>
+        digestSeedFile(p).then(
+          (d) => obs.contents.set(p, d),
+          (e: NodeJS.ErrnoException) => obs.errors.set(p, e.code ? `cannot read ${p}: ${e.code}` : e.message),
+        ),
+      ),
     ]),
     virsh && (targets.pools.length || targets.volumes.length || targets.domains.length) ? observeLibvirt(virsh, libvirtTargets, opts.cache) : undefined,
   ]);

@@ -1,7 +1,7 @@
 // The YAML as it is once the JSON Schema (schemas/storage.schema.json) has accepted it: what
 // the semantic checks in validate.ts read. Kept beside the schema's shapes; a field added to
 // the schema is added here, or validate.ts cannot read it.
-import type { DiskSpec, Format, PoolSpec, PoolType, Qcow2Options } from './model.js';
+import type { CloudInitFiles, DiskSpec, Format, PoolSpec, PoolType, Qcow2Options } from './model.js';
 
 /** Sizes are checked and converted by validate.ts: numbers or strings such as "20G". */
 export type SizeInput = number | string;
@@ -23,7 +23,7 @@ export interface ImageInput {
   volume?: string;
   format?: Format;
   size?: SizeInput;
-  source?: { file?: string; image?: string; backing?: string; container?: string; directory?: string };
+  source?: { file?: string; image?: string; backing?: string; container?: string; directory?: string; cloudInit?: CloudInitFiles };
   filesystem?: string;
   qcow2?: Qcow2Input;
   vmdk?: { adapterType?: 'ide' | 'buslogic' | 'lsilogic' | 'legacyESX'; subformat?: string };
@@ -57,7 +57,7 @@ export type PoolSourceInput = PoolSpec['source'];
 
 export type DiskPolicyInput = Partial<Pick<DiskSpec, 'bus' | 'cache' | 'io' | 'discard' | 'readonly'>>;
 
-export interface DiskInput extends DiskPolicyInput {
+export interface DiskInput extends DiskPolicyInput, Partial<Pick<DiskSpec, 'device' | 'serial' | 'wwn' | 'vendor' | 'product'>> {
   image?: string;
   path?: string;
   target?: string;

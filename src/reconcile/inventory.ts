@@ -70,7 +70,7 @@ export interface VolumeRecord {
   /** building, file pools: when the intent was recorded (ns), just before vol-create */
   since?: string;
   /** building: what vol-create was asked for (bytes, libvirt format): a file of another shape is not the one it made */
-  making?: { capacity: number; format?: string };
+  making?: { capacity?: number; format?: string };
   createdAt: string;
   recorded: Record<string, string>;
 }
@@ -134,7 +134,8 @@ export function volumeIsOurs(rec: VolumeRecord, vol: { key: string; birth?: stri
 function bornOfIntent(rec: VolumeRecord, vol: { key: string; birth?: string; capacity?: number; format?: string }): boolean {
   if (rec.status !== 'building' || !rec.since || !rec.path || vol.key !== rec.path || !vol.birth || vol.birth === '0') return false;
   const m = rec.making;
-  if (m && (vol.capacity === undefined || vol.capacity < m.capacity || vol.capacity - m.capacity >= 512 || (m.format && vol.format && m.format !== vol.format))) return false;
+  if (m?.capacity !== undefined && (vol.capacity === undefined || vol.capacity < m.capacity || vol.capacity - m.capacity >= 512)) return false;
+  if (m?.format && vol.format && m.format !== vol.format) return false;
   const delta = BigInt(vol.birth) - BigInt(rec.since);
   return delta >= -100_000_000n && delta <= 10_000_000_000n;
 }
@@ -353,8 +354,8 @@ export async function writeInventory(stateDir: string, inv: Inventory): Promise<
   await writeFileAtomic(path.join(stateDir, 'inventory.json'), `${JSON.stringify(inv, null, 2)}\n`, { mode: 0o600, fsync: true });
 }
 
-/** Bump when observeImages reads anything differently, so older cached observations are dropped. */
-const CACHE_FORMAT = 'observed-v3';
+/** Bump when observeImages or parseVolumeXml reads anything differently, so older cached observations are dropped. */
+const CACHE_FORMAT = 'observed-v4';
 
 /** The stat-keyed cache of qemu-img observations (see observeImages). */
 export class FileObservationCache implements StatCache {

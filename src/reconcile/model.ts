@@ -11,7 +11,16 @@ export type ImageSource =
   | { kind: 'backing'; image: string }
   | { kind: 'backing'; path: string }
   | { kind: 'container'; ref: string }
-  | { kind: 'directory'; dir: string };
+  | { kind: 'directory'; dir: string }
+  | { kind: 'cloudInit'; files: CloudInitFiles };
+
+/** The files of a cloud-init NoCloud seed (an ISO labelled cidata), by their role. */
+export interface CloudInitFiles {
+  userData: string;
+  metaData?: string;
+  networkConfig?: string;
+  vendorData?: string;
+}
 
 /** The declared image a source copies or overlays, if it names one (not a file or path). */
 export function sourceImage(s: ImageSource): string | undefined {
@@ -107,6 +116,8 @@ export interface PoolSpec {
 }
 
 export interface DiskSpec {
+  /** a disk, or a CD-ROM drive (removable, read-only media: an ISO) */
+  device: 'disk' | 'cdrom';
   image?: string;
   path?: string;
   target?: string;
@@ -115,6 +126,11 @@ export interface DiskSpec {
   io?: 'native' | 'threads' | 'io_uring';
   discard?: 'unmap' | 'ignore';
   readonly: boolean;
+  /** what the guest reads as the disk's identity (serial for every bus; wwn on scsi/ide; vendor and product on scsi) */
+  serial?: string;
+  wwn?: string;
+  vendor?: string;
+  product?: string;
   origin: Origin;
 }
 

@@ -84,7 +84,9 @@ function describe(e: ErrorObject, value: unknown): { message: string; key: boole
         message: `must be ${String(p.type)
           .split(',')
           .map((t) => TYPE_WORD[t] ?? t)
-          .join(' or ')} (got ${typeWord(value)})`,
+          .join(
+            ' or ',
+          )} (got ${typeWord(value)})${String(p.type) === 'string' && (typeof value === 'number' || typeof value === 'boolean') ? '; YAML read it as a number or boolean: write it in quotes' : ''}`,
         key: false,
       };
     case 'pattern': {
@@ -101,6 +103,13 @@ function describe(e: ErrorObject, value: unknown): { message: string; key: boole
         return { message: `must be an s3://BUCKET/KEY, azure://ACCOUNT/CONTAINER/BLOB or gs://BUCKET/OBJECT URL (got ${JSON.stringify(value)})`, key: false };
       if (pat.startsWith('^(vd')) return { message: `must be a disk target such as vda, sdb, hdc or nvme0n1 (got ${JSON.stringify(value)})`, key: false };
       if (pat.endsWith('%$')) return { message: `must be a percentage from 0% to 100% (got ${JSON.stringify(value)})`, key: false };
+      if (pat === '^[A-Za-z0-9_.+-]([A-Za-z0-9 _.+-]{0,62}[A-Za-z0-9_.+-])?$')
+        return {
+          message: `must be 1 to 64 letters, digits or _ . + -, with spaces only inside (QEMU refuses other characters in a serial; got ${JSON.stringify(value)})`,
+          key: false,
+        };
+      if (pat === '^(0x)?[0-9a-fA-F]{16}$') return { message: `must be 16 hex digits, e.g. 5000c50015ea71ad or 0x5000c50015ea71ad (got ${JSON.stringify(value)})`, key: false };
+      if (pat.startsWith('^[ -~]{1,')) return { message: `must be 1 to ${/\{1,(\d+)\}/.exec(pat)?.[1]} printable ASCII characters (got ${JSON.stringify(value)})`, key: false };
       if (pat === DURATION_PATTERN) return { message: `must be ${DURATION_HELP} (got ${JSON.stringify(value)})`, key: false };
       return { message: `must match ${pat} (got ${JSON.stringify(value)})`, key: false };
     }

@@ -158,15 +158,16 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   const srcKeys = raw.source ? Object.keys(raw.source) : [];
   let source: ImageSource = { kind: 'blank' };
   if (raw.source !== undefined && srcKeys.length !== 1) {
-    c.err(p('source'), `set exactly one of file, image, backing, container, directory (got ${srcKeys.length ? srcKeys.join(', ') : 'none'})`);
+    c.err(p('source'), `set exactly one of file, image, backing, container, directory, cloudInit (got ${srcKeys.length ? srcKeys.join(', ') : 'none'})`);
   } else if (srcKeys.length === 1) {
     const k = srcKeys[0] as keyof NonNullable<ImageInput['source']>;
-    const v = raw.source![k]!;
-    if (k === 'file') source = { kind: 'file', file: v };
-    else if (k === 'image') source = { kind: 'image', image: v };
-    else if (k === 'backing') source = String(v).startsWith('/') ? { kind: 'backing', path: v } : { kind: 'backing', image: v };
-    else if (k === 'container') source = { kind: 'container', ref: v };
-    else source = { kind: 'directory', dir: v };
+    const s = raw.source!;
+    if (k === 'file') source = { kind: 'file', file: s.file! };
+    else if (k === 'image') source = { kind: 'image', image: s.image! };
+    else if (k === 'backing') source = s.backing!.startsWith('/') ? { kind: 'backing', path: s.backing! } : { kind: 'backing', image: s.backing! };
+    else if (k === 'container') source = { kind: 'container', ref: s.container! };
+    else if (k === 'cloudInit') source = { kind: 'cloudInit', files: s.cloudInit! };
+    else source = { kind: 'directory', dir: s.directory! };
   }
   // What this version cannot build is refused here, not first at plan time: validate accepts
   // exactly what plan can do.
@@ -175,6 +176,13 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   }
   if (Array.isArray(raw.publish) && raw.publish.length) {
     c.err(p('publish'), 'publish (copies in object storage) is not supported by this version', true);
+  }
+  // A seed is an ISO 9660 image: its size is what its files make, and it is read-only media.
+  if (source.kind === 'cloudInit') {
+    if (format !== 'raw') c.err(raw.format !== undefined ? p('format') : base, `a cloud-init seed is an ISO image; format must be raw (got ${format})`, raw.format === undefined);
+    if (raw.size !== undefined) c.err(p('size'), "a cloud-init seed's size is what its files make; remove size", true);
+    if (raw.encryption !== undefined) c.err(p('encryption'), 'cloud-init reads the seed at first boot, before anything could unlock it; it cannot be encrypted', true);
+    if (raw.adopt) c.err(p('adopt'), 'a cloud-init seed is built by reconcile from its files; there is nothing to adopt', true);
   }
   if (source.kind === 'backing' && format !== 'qcow2') {
     c.err(p('source', 'backing'), `a copy-on-write overlay must be format qcow2 (format is ${format})`);
@@ -329,12 +337,26 @@ function checkVm(c: Checker, name: string, raw: VmInput, defaults: DiskPolicyInp
     if (img?.encryption) c.err([...dp, 'image'], `images.${d.image} is LUKS-encrypted; attaching encrypted images (with a libvirt secret) is not supported by this version`);
     else if ((img?.format ?? 'qcow2') === 'vhdx' && img)
       c.err([...dp, 'image'], `images.${d.image} is vhdx, which libvirt cannot attach; use qcow2, raw, vhd or vmdk for VM disks`);
-    const bus: DiskSpec['bus'] = merged.bus ?? 'virtio';
+    const device = d.device ?? 'disk';
+    // A CD-ROM takes its bus from its own declaration (default sata): defaults.disk.bus is
+    // usually virtio, which has no removable media.
+    const bus: DiskSpec['bus'] = device === 'cdrom' ? (d.bus ?? 'sata') : (merged.bus ?? 'virtio');
+    if (device === 'cdrom') {
+      if (bus !== 'sata' && bus !== 'scsi' && bus !== 'ide')
+        c.err([...dp, d.bus !== undefined ? 'bus' : 'device'], `a cdrom needs bus sata, scsi or ide (${bus} has no removable media)`);
+      if (d.readonly === false) c.err([...dp, 'readonly'], 'a cdrom is always read-only; remove readonly: false');
+    }
     if (d.target !== undefined) {
       if (!BUS_PREFIX[bus].test(d.target)) c.err([...dp, 'target'], `target ${d.target} does not fit bus ${bus} (${bus} targets look like ${BUS_PREFIX[bus].source.slice(1)}…)`);
       const prev = targets.get(d.target);
       if (prev !== undefined) c.err([...dp, 'target'], `target ${d.target} is already used by disks[${prev}]`);
       targets.set(d.target, i);
+    }
+    // libvirt refuses these elsewhere ("Only ide and scsi disk support wwn", "Only scsi disk
+    // supports vendor and product"): said here, with the position, before anything is changed.
+    if (d.wwn !== undefined && bus !== 'scsi' && bus !== 'ide') c.err([...dp, 'wwn'], `wwn needs bus scsi or ide (libvirt gives other buses no wwn); got bus ${bus}`);
+    for (const f of ['vendor', 'product'] as const) {
+      if (d[f] !== undefined && bus !== 'scsi') c.err([...dp, f], `${f} needs bus scsi (libvirt sets SCSI inquiry data only); got bus ${bus}`);
     }
     if (merged.io === 'native' && merged.cache !== undefined && merged.cache !== 'none' && merged.cache !== 'directsync') {
       c.err(
@@ -342,7 +364,7 @@ function checkVm(c: Checker, name: string, raw: VmInput, defaults: DiskPolicyInp
         `io: native needs cache none or directsync (O_DIRECT); got cache ${merged.cache}. Use io: threads or io_uring with cache ${merged.cache}`,
       );
     }
-    return { ...merged, bus, readonly: merged.readonly ?? false, origin: c.at(dp) } as DiskSpec;
+    return { ...merged, device, bus, readonly: device === 'cdrom' || (merged.readonly ?? false), origin: c.at(dp) } as DiskSpec;
   });
   if (c.errors.length > before) return undefined;
   return { name, create, disks, origin: c.at(base, true) };
@@ -378,7 +400,8 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
     c.err([...base, 'destination'], 'mode snapshot keeps internal snapshots inside the image; destination is for external and copy modes');
   }
   if (vm && raw.disks) {
-    const declared = (vm.disks ?? []).map((d) => d.target);
+    // CD-ROMs hold read-only media: nothing to back up.
+    const declared = (vm.disks ?? []).filter((d) => d.device !== 'cdrom').map((d) => d.target);
     if (declared.length && declared.every((t: unknown) => t !== undefined)) {
       raw.disks.forEach((t, i) => {
         if (!declared.includes(t)) c.err([...base, 'disks', i], `vm ${raw.vm} declares no disk ${t} (declared: ${declared.join(', ')})`);

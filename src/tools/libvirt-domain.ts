@@ -20,7 +20,14 @@ export interface DiskDevice {
   io?: string;
   discard?: string;
   readonly: boolean;
+  serial?: string;
+  wwn?: string;
+  vendor?: string;
+  product?: string;
 }
+
+/** What the guest reads as a disk's identity: fields of their own in the disk XML. */
+export const IDENTITY_FIELDS = ['serial', 'wwn', 'vendor', 'product'] as const;
 
 export interface Ownership {
   /** reconcile defined this domain (it may undefine it on prune) */
@@ -59,6 +66,7 @@ export function parseDisks(domainXml: XmlNode | undefined): DiskDevice[] {
     io: attr(d.driver, 'io'),
     discard: attr(d.driver, 'discard'),
     readonly: d.readonly !== undefined,
+    ...Object.fromEntries(IDENTITY_FIELDS.map((f) => [f, text(d[f])]).filter(([, v]) => v !== undefined)),
   }));
 }
 
@@ -138,6 +146,10 @@ function diskElement(d: DiskDevice): XmlElement {
     source: d.type === 'volume' ? { '@pool': d.source.pool, '@volume': d.source.volume } : d.type === 'block' ? { '@dev': d.source.dev } : { '@file': d.source.file },
     target: { '@dev': d.target, '@bus': d.bus },
     readonly: d.readonly ? '' : undefined,
+    serial: d.serial,
+    wwn: d.wwn,
+    vendor: d.vendor,
+    product: d.product,
   };
 }
 

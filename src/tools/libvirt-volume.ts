@@ -1,11 +1,12 @@
 // Volumes in libvirt storage pools: vol-create from XML, vol-create-from for copies,
 // vol-upload for imports, vol-resize to grow, vol-delete. Observation is part of the
 // pools' batch (vol-dumpxml of every volume of interest in one virsh process).
-import { writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
 import { createImage } from '../providers/image/build.js';
 import { DRIVER } from '../providers/image/formats.js';
+import { buildSeed, type SeedEntry } from '../providers/common/cloud-init.js';
 import { withTempDir } from './scratch.js';
 import { attr, buildXml, bytes, list, parseXml, text, type XmlNode } from './xml.js';
 import { permissionsElement } from './libvirt-pool.js';
@@ -46,7 +47,7 @@ export interface VolumeBuild {
   qcow2?: Qcow2Options;
   permissions?: Permissions;
   backing?: { path: string; format: string };
-  source: { kind: 'blank' } | { kind: 'volume'; pool: string; name: string } | { kind: 'file'; path: string; driver?: string };
+  source: { kind: 'blank' } | { kind: 'volume'; pool: string; name: string } | { kind: 'file'; path: string; driver?: string } | { kind: 'seed'; entries: SeedEntry[] };
 }
 
 export function volumeReadCommands(vols: { pool: string; name: string }[]): string[][] {
@@ -64,7 +65,9 @@ export function parseVolumeXml(pool: string, xml: string): ObservedVolume {
     key: text(v.key) ?? '',
     path: text(t.path) ?? '',
     type: attr(v, 'type') ?? 'file',
-    format: attr(t.format, 'type'),
+    // A dir pool probes file content, and calls a raw file holding an ISO 9660 filesystem
+    // "iso": it is raw for every purpose here (qemu reads it as raw, and raw is what was made).
+    format: attr(t.format, 'type') === 'iso' ? 'raw' : attr(t.format, 'type'),
     capacity: bytes(v.capacity) ?? 0,
     allocation: bytes(v.allocation) ?? 0,
     backing: text(v.backingStore?.path),
@@ -115,6 +118,12 @@ export async function createVolume(
   const prealloc = b.format === 'qcow2' && b.qcow2?.preallocation === 'metadata' ? ['--prealloc-metadata'] : [];
   const dump = ['vol-dumpxml', '--pool', b.pool, b.name];
   return withTempDir(async (dir) => {
+    // A seed is built first: its capacity is the ISO's size, and it is imported as a raw file.
+    if (b.source.kind === 'seed') {
+      const iso = path.join(dir, 'seed.iso');
+      await buildSeed(iso, b.source.entries, hooks.signal);
+      b = { ...b, capacity: (await stat(iso)).size, source: { kind: 'file', path: iso, driver: 'raw' } };
+    }
     const xmlFile = path.join(dir, 'vol.xml');
     await writeFile(xmlFile, volumeXml(b), { mode: 0o600 });
     const src = b.source;

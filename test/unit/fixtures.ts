@@ -109,6 +109,8 @@ export interface Case {
   allowReplace?: boolean;
   /** pool targets and what is there */
   directories?: [string, DirectoryContent][];
+  /** sha256 of cloud-init seed files */
+  contents?: [string, string][];
 }
 
 export function diff(c: Case) {
@@ -123,6 +125,7 @@ export function diff(c: Case) {
     errors: new Map(),
     identities: new Map(),
     directories: new Map(c.directories ?? []),
+    contents: new Map(c.contents ?? []),
   };
   const inventory: Inventory = { version: 1, objects: Object.fromEntries(c.inventory ?? []) };
   return diffAll(state, obs, inventory, { allowReplace: c.allowReplace ?? false, prune: c.prune ?? false });

@@ -5,7 +5,7 @@
 // whatever it cannot take live.
 import { DRIVER } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
-import type { DiskDevice, DomainCapabilities, ObservedDomain, Ownership } from '../../tools/libvirt-domain.js';
+import { IDENTITY_FIELDS, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership } from '../../tools/libvirt-domain.js';
 import { VOL_FORMAT, type ObservedVolume } from '../../tools/libvirt-volume.js';
 import { created, reasonOf } from '../common/decisions.js';
 import type { KvmAccess } from './kvm-access.js';
@@ -48,7 +48,16 @@ const describeSource = (d: DiskDevice) => (d.type === 'volume' ? `${d.source.poo
 
 /** A disk as a plan line shows it: source and every policy it sets. */
 function diskSummary(d: DiskDevice): string {
-  const policy = [d.driverType, d.bus, d.cache && `cache ${d.cache}`, d.io && `io ${d.io}`, d.discard && `discard ${d.discard}`, d.readonly && 'readonly'].filter(Boolean);
+  const policy = [
+    d.device === 'cdrom' && 'cdrom',
+    d.driverType,
+    d.bus,
+    d.cache && `cache ${d.cache}`,
+    d.io && `io ${d.io}`,
+    d.discard && `discard ${d.discard}`,
+    d.readonly && 'readonly',
+    ...IDENTITY_FIELDS.map((f) => d[f] !== undefined && `${f} ${d[f]}`),
+  ].filter(Boolean);
   return `${describeSource(d)} (${policy.join(', ')})`;
 }
 
@@ -61,7 +70,15 @@ function attributeChanges(want: DiskDevice, have: DiskDevice): Change[] {
     if (w !== undefined && String(w) !== String(h ?? 'default'))
       ch.push({ field: `${want.target} ${field === 'driverType' ? 'format' : field}`, from: String(h ?? 'default'), to: String(w) });
   };
-  for (const f of ['driverType', 'bus', 'cache', 'io', 'discard', 'readonly'] as const) cmp(f);
+  for (const f of ['device', 'driverType', 'bus', 'cache', 'io', 'discard', 'readonly'] as const) cmp(f);
+  // Identity the guest reads: declared values are restored when edited away (drift healing);
+  // a wwn is compared as a number (libvirt keeps the spelling it was given).
+  for (const f of IDENTITY_FIELDS) {
+    const w = want[f];
+    const h = have[f];
+    const norm = (v: string | undefined) => (f === 'wwn' ? v?.toLowerCase().replace(/^0x/, '') : v);
+    if (w !== undefined && norm(w) !== norm(h)) ch.push({ field: `${want.target} ${f}`, from: h ?? 'none', to: w });
+  }
   return ch;
 }
 
@@ -145,14 +162,17 @@ export function diffVms(input: {
           steps.length = 0;
           break;
         }
-        steps.push({ verb: 'detach-device', disk: have }, { verb: 'attach-device', disk: want });
+        // Media in a CD-ROM drive is changed in place (the guest sees the tray eject and close,
+        // live too); a disk is detached and the new one attached.
+        if (want.device === 'cdrom' && have.device === 'cdrom' && want.bus === have.bus) steps.push({ verb: 'update-device', disk: want });
+        else steps.push({ verb: 'detach-device', disk: have }, { verb: 'attach-device', disk: want });
         changes.push({ field: `${want.target} source`, from: describeSource(have), to: describeSource(want) });
         continue;
       }
       const attrs = attributeChanges(want, have);
       if (!attrs.length) continue;
       const merged: DiskDevice = { ...have, ...Object.fromEntries(Object.entries(want).filter(([, v]) => v !== undefined)) } as DiskDevice;
-      if (want.bus !== have.bus) steps.push({ verb: 'detach-device', disk: have }, { verb: 'attach-device', disk: merged });
+      if (want.bus !== have.bus || want.device !== have.device) steps.push({ verb: 'detach-device', disk: have }, { verb: 'attach-device', disk: merged });
       else steps.push({ verb: 'update-device', disk: merged });
       changes.push(...attrs);
     }
@@ -184,7 +204,8 @@ export function diffVms(input: {
     }
     if (dom.running && dom.live) {
       for (const live of dom.live) {
-        if (!dom.persistent.some((d) => d.target === live.target) && live.device === 'disk') pending.push(`${live.target} detached (running: attached)`);
+        if (!dom.persistent.some((d) => d.target === live.target) && (live.device === 'disk' || live.device === 'cdrom'))
+          pending.push(`${live.target} detached (running: attached)`);
       }
     }
     if (pending.length) out.pending[vm.name] = pending;
@@ -304,8 +325,8 @@ function resolveDisks(
       }
       dev =
         img.location.kind === 'pool'
-          ? { type: 'volume', device: 'disk', source: { pool: img.location.pool, volume: img.location.volume }, driverType: VOL_FORMAT[img.format] }
-          : { type: 'file', device: 'disk', source: { file: img.location.path }, driverType: DRIVER[img.format] };
+          ? { type: 'volume', device: d.device, source: { pool: img.location.pool, volume: img.location.volume }, driverType: VOL_FORMAT[img.format] }
+          : { type: 'file', device: d.device, source: { file: img.location.path }, driverType: DRIVER[img.format] };
     } else {
       const p = d.path!;
       if (!files.has(p)) {
@@ -317,9 +338,21 @@ function resolveDisks(
         refuse(d.origin, `${p} does not exist`);
         continue;
       }
-      dev = f.block ? { type: 'block', device: 'disk', source: { dev: p }, driverType: f.driver } : { type: 'file', device: 'disk', source: { file: p }, driverType: f.driver };
+      dev = f.block ? { type: 'block', device: d.device, source: { dev: p }, driverType: f.driver } : { type: 'file', device: d.device, source: { file: p }, driverType: f.driver };
     }
-    disks.push({ ...dev, target: d.target ?? '', bus: d.bus, cache: d.cache, io: d.io, discard: d.discard, readonly: d.readonly });
+    disks.push({
+      ...dev,
+      target: d.target ?? '',
+      bus: d.bus,
+      cache: d.cache,
+      io: d.io,
+      discard: d.discard,
+      readonly: d.readonly,
+      serial: d.serial,
+      wwn: d.wwn,
+      vendor: d.vendor,
+      product: d.product,
+    });
   }
   if (!ok) return undefined;
   // Targets: declared, else the one the same source already has, else the next free for the bus.

@@ -8,6 +8,7 @@ import { failpoint } from '../../failpoint.js';
 import type { Format, Permissions, Qcow2Options } from '../../reconcile/model.js';
 import { processAlive } from '../../tools/exec.js';
 import * as qemuImg from '../../tools/qemu-img.js';
+import { buildSeed, type SeedEntry } from '../common/cloud-init.js';
 import { fsyncPath, identityOf, makeParents, removeFiles, removeIfSame, sameIdentity, type FileIdentity } from '../common/files.js';
 
 /** The image as this provider builds it: the model's spec with references resolved to paths. */
@@ -21,7 +22,11 @@ export interface ImageBuild {
   vhdx?: { subformat?: string };
   encryption?: { passphraseFile: string };
   permissions?: Permissions;
-  source: { kind: 'blank' } | { kind: 'convert'; path: string; driver?: string; encryption?: { passphraseFile: string } } | { kind: 'backing'; path: string; driver: string };
+  source:
+    | { kind: 'blank' }
+    | { kind: 'convert'; path: string; driver?: string; encryption?: { passphraseFile: string } }
+    | { kind: 'backing'; path: string; driver: string }
+    | { kind: 'seed'; entries: SeedEntry[] };
 }
 
 const TMP_MARK = '.reconcile-';
@@ -137,6 +142,8 @@ export async function createImage(b: ImageBuild, hooks: BuildHooks = {}): Promis
       await qemuImg.create(tmp, { ...b, backing: { path: src.path, driver: src.driver } }, sig);
     } else if (src.kind === 'blank') {
       await qemuImg.create(tmp, b, sig);
+    } else if (src.kind === 'seed') {
+      await buildSeed(tmp, src.entries, hooks.signal);
     } else {
       // Import: create the target at its final size, then convert into it. This grows an
       // import in one pass for every format, including those that cannot resize later.

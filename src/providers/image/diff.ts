@@ -7,6 +7,7 @@ import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, pe
 import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
+import { planSeed, seedContentOnly, seedIdentity, type SeedEntry } from '../common/cloud-init.js';
 import type { ImageOp } from './ops.js';
 import type { DiskUse } from '../common/disk-users.js';
 import { unobservable, type Observed } from '../observe.js';
@@ -32,6 +33,8 @@ export interface ImageDiffInput {
   diskUse: (path: string, identity?: { dev: number; ino: number }) => DiskUse;
   /** paths that could not be observed, with why */
   errors: Map<string, string>;
+  /** sha256 of the cloud-init seed files observed */
+  contents: Map<string, string>;
 }
 
 export interface ImageDiff {
@@ -49,7 +52,7 @@ function filePath(spec: ImageSpec): string {
 }
 
 /** The source as recorded in the inventory: a change of it means a rebuild. */
-export function sourceIdentity(spec: ImageSpec): string {
+export function sourceIdentity(spec: ImageSpec, seedDigest?: string): string {
   const s = spec.source;
   switch (s.kind) {
     case 'blank':
@@ -64,12 +67,14 @@ export function sourceIdentity(spec: ImageSpec): string {
       return `container:${s.ref}`;
     case 'directory':
       return `directory:${s.dir}`;
+    case 'cloudInit':
+      return seedIdentity(seedDigest ?? 'unknown');
   }
 }
 
 /** Options qemu-img cannot report back, remembered at creation. */
-export function recordedOptions(spec: ImageSpec): Record<string, string> {
-  const r: Record<string, string> = { source: sourceIdentity(spec) };
+export function recordedOptions(spec: ImageSpec, seedDigest?: string): Record<string, string> {
+  const r: Record<string, string> = { source: sourceIdentity(spec, seedDigest) };
   if (spec.qcow2?.preallocation) r.preallocation = spec.qcow2.preallocation;
   if (spec.qcow2?.compressed !== undefined) r.compressed = String(spec.qcow2.compressed);
   if (spec.vhdx?.subformat) r.vhdxSubformat = spec.vhdx.subformat;
@@ -77,9 +82,9 @@ export function recordedOptions(spec: ImageSpec): Record<string, string> {
 }
 
 /** Creation options qemu-img cannot report, as recorded vs as declared now: changes mean a rebuild. */
-export function recordedChanges(spec: ImageSpec, recorded: Record<string, string>): Change[] {
+export function recordedChanges(spec: ImageSpec, recorded: Record<string, string>, seedDigest?: string): Change[] {
   const out: Change[] = [];
-  for (const [k, v] of Object.entries(recordedOptions(spec))) {
+  for (const [k, v] of Object.entries(recordedOptions(spec, seedDigest))) {
     const had = recorded[k] ?? RECORDED_DEFAULTS[k] ?? 'unknown';
     if (had !== v) out.push({ field: RECORDED_FIELD[k] ?? k, from: had, to: v });
   }
@@ -129,7 +134,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   };
 
   /** Resolves the build; undefined (with a refusal or a need recorded) when it cannot be planned yet. */
-  const buildFor = (spec: ImageSpec, id: string): { build: ImageBuild; dependsOn: string[] } | undefined => {
+  const buildFor = (spec: ImageSpec, id: string, seed?: SeedEntry[]): { build: ImageBuild; dependsOn: string[] } | undefined => {
     const dep = dependencyPath(spec);
     const base: Omit<ImageBuild, 'source'> = {
       path: pathOf(spec),
@@ -144,6 +149,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     };
     if (!dep) {
       if (spec.source.kind === 'blank') return { build: { ...base, source: { kind: 'blank' } }, dependsOn: [] };
+      if (seed) return { build: { ...base, source: { kind: 'seed', entries: seed } }, dependsOn: [] };
       refuse(id, `${spec.origins.source ?? spec.origin}: the path of the image it is built from is not known until that image exists; apply again once it does`);
       return undefined;
     }
@@ -198,6 +204,13 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       refuse(id, `${spec.origin}: ${unobservable(input.errors, p)}`);
       continue;
     }
+    const seed = planSeed(spec, input.contents);
+    if (seed && !seed.ok) {
+      refuse(id, `${spec.origins.source ?? spec.origin}: cloud-init seed file ${unobservable(input.errors, seed.path)}`);
+      continue;
+    }
+    const seedDigest = seed?.ok ? seed.digest : undefined;
+    const seedEntries = seed?.ok ? seed.entries : undefined;
     const obs = observed.get(p)!;
     const record = obs.exists ? imageRecordFor(inventory, p, obs.file, obs.symlink !== undefined) : imageRecordFor(inventory, p, undefined);
     const ours = !!record && obs.exists && sameFile(record, obs.file);
@@ -207,10 +220,10 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         refuse(id, `${spec.origin}: ${p} does not exist; images.${spec.name} adopts it and declares no size to create it with`);
         continue;
       }
-      const b = buildFor(spec, id);
+      const b = buildFor(spec, id, seedEntries);
       if (!b) continue;
       pending.add(id);
-      const what = [spec.format, b.build.size !== undefined ? formatSize(b.build.size) : 'source size', describeSource(spec)].filter(Boolean).join(', ');
+      const what = [spec.format, b.build.size !== undefined ? formatSize(b.build.size) : seed ? undefined : 'source size', describeSource(spec)].filter(Boolean).join(', ');
       out.actions.push({
         id,
         resource: 'image',
@@ -221,13 +234,13 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         dependsOn: b.dependsOn,
         changes: created({
           ...imageOptions(spec),
-          size: b.build.size !== undefined ? formatSize(b.build.size) : 'as its source',
+          size: b.build.size !== undefined ? formatSize(b.build.size) : seed ? 'as its files make it' : 'as its source',
           source: describeSource(spec),
           owner: spec.permissions?.owner,
           group: spec.permissions?.group,
           mode: octal(spec.permissions?.mode ?? 0o600),
         }),
-        op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec), dirs: dirsMadeAbove(inventory, p) },
+        op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec, seedDigest), dirs: dirsMadeAbove(inventory, p) },
       });
       continue;
     }
@@ -267,7 +280,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       if (spec.encryption && !obs.encrypted) rebuild.push({ field: 'encryption', from: 'none', to: 'luks' });
       if (!spec.encryption && obs.encrypted) rebuild.push({ field: 'encryption', from: obs.encrypted, to: 'none' });
       rebuild.push(...optionChanges(spec, obs));
-      if (ours) rebuild.push(...recordedChanges(spec, record.recorded));
+      if (ours) rebuild.push(...recordedChanges(spec, record.recorded, seedDigest));
     }
     const wantBacking = spec.source.kind === 'backing' ? dependencyPath(spec)?.path : undefined;
     if (wantBacking !== undefined && obs.backing !== wantBacking) {
@@ -297,12 +310,13 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const permChange = mine('permissions') ? permissionChanges(perm, { uid: obs.file.uid, gid: obs.file.gid, mode: obs.file.mode }) : [];
 
     if (rebuild.length) {
+      const derived = ours && seedContentOnly(rebuild);
       const refused = replaceRefusal({
         origin: spec.origin,
         what: p,
         rebuild,
-        protect: spec.protect,
-        allowReplace: input.allowReplace,
+        protect: spec.protect && !derived,
+        allowReplace: input.allowReplace || derived,
         incomplete,
         overlays: overlaysOf(p).filter((o) => o !== id && !pending.has(o)),
       });
@@ -310,7 +324,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         refuse(id, refused);
         continue;
       }
-      const b = buildFor(spec, id);
+      const b = buildFor(spec, id, seedEntries);
       if (!b) continue;
       pending.add(id);
       out.actions.push({
@@ -318,14 +332,14 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         resource: 'image',
         kind: 'replace',
         code: incomplete ? 'interrupted' : 'rebuild',
-        reason: reasonOf(rebuild),
-        destructive: !incomplete,
+        reason: derived ? 'cloud-init seed files changed (rebuilt from them; it holds nothing else)' : reasonOf(rebuild),
+        destructive: !incomplete && !derived,
         changes: rebuild,
         dependsOn: b.dependsOn,
         op: {
           type: 'image.replace',
           build: b.build,
-          recorded: recordedOptions(spec),
+          recorded: recordedOptions(spec, seedDigest),
           oldFile: { ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth },
           oldExtents: obs.vmdk?.extents ?? [],
           ownedExtents: ours ? extentRecords(record.extents) : [],
@@ -498,6 +512,7 @@ function describeSource(spec: ImageSpec): string {
   if (s.kind === 'file') return `from ${s.file}`;
   if (s.kind === 'image') return `copy of images.${s.image}`;
   if (s.kind === 'backing') return `overlay on ${'image' in s ? `images.${s.image}` : s.path}`;
+  if (s.kind === 'cloudInit') return 'cloud-init seed';
   return 'blank';
 }
 

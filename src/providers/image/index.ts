@@ -1,6 +1,7 @@
 // Image files at a path (kind "image"): registered in providers/registry.ts.
 import path from 'node:path';
 import type { Kind } from '../../reconcile/kind.js';
+import { seedFiles } from '../common/cloud-init.js';
 import { diskUse } from '../common/disk-users.js';
 import { imagePathResolver, overlaysResolver } from '../common/image-paths.js';
 import { diffImages } from './diff.js';
@@ -12,6 +13,7 @@ export const imageKind: Kind = {
   resource: 'image',
   targets(state, inventory) {
     const files: string[] = [];
+    const contents: string[] = [];
     for (const spec of Object.values(state.images)) {
       if (spec.location.kind !== 'path') continue;
       files.push(spec.location.path);
@@ -19,6 +21,7 @@ export const imageKind: Kind = {
       // a build needs their format and size, and no decision waits for a second round.
       if (spec.source.kind === 'file') files.push(spec.source.file);
       if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
+      contents.push(...seedFiles(spec));
     }
     const declared = new Set(files);
     let orphaned = false;
@@ -28,7 +31,7 @@ export const imageKind: Kind = {
       orphaned ||= !declared.has(rec.path);
     }
     // An image that may be pruned: which domains use it as a disk is looked at too.
-    return { files, identities: pendingExtentPaths(inventory), diskUsers: orphaned };
+    return { files, contents, identities: pendingExtentPaths(inventory), diskUsers: orphaned };
   },
   declared: (state) => Object.values(state.images).flatMap((s) => (s.location.kind === 'path' ? [{ type: 'image' as const, path: s.location.path }] : [])),
   diff: (i) =>
@@ -44,6 +47,7 @@ export const imageKind: Kind = {
       orphans: i.orphans,
       diskUse: (p, identity) => diskUse(p, undefined, identity, i),
       errors: i.observed.errors,
+      contents: i.observed.contents,
     }),
   execute: executeImage,
   // Build directories of killed applies beside images already made (one listing per directory).

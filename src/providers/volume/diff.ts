@@ -3,7 +3,8 @@
 // true), expressed through what libvirt's volume API can do.
 import { imagePathResolver } from '../common/image-paths.js';
 import type { DiskUse } from '../common/disk-users.js';
-import { ABSENT, type Observed } from '../observe.js';
+import { ABSENT, unobservable, type Observed } from '../observe.js';
+import { planSeed, seedContentOnly } from '../common/cloud-init.js';
 import { sizeTolerance } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
@@ -43,6 +44,8 @@ export function diffVolumes(input: {
   diskUse: (key: string, path: string | undefined) => DiskUse;
   /** paths that could not be observed, with why */
   errors: Map<string, string>;
+  /** sha256 of the cloud-init seed files observed */
+  contents: Map<string, string>;
 }): VolumeDiff {
   const { state, pools, volumes, files, inventory } = input;
   const out: VolumeDiff = { actions: [], refusals: [], notes: [] };
@@ -96,6 +99,12 @@ export function diffVolumes(input: {
     const record = inventory.objects[recordKey({ type: 'volume', pool, volume })] as VolumeRecord | undefined;
     const ours = !!record && !!obs && volumeIsOurs(record, obs);
     const poolDeps = poolPending || (poolObs && !poolObs.active) ? [`pools.${pool}`] : [];
+    const seed = planSeed(spec, input.contents);
+    if (seed && !seed.ok) {
+      refuse(id, `${spec.origins.source ?? spec.origin}: cloud-init seed file ${unobservable(input.errors, seed.path)}`);
+      continue;
+    }
+    const seedDigest = seed?.ok ? seed.digest : undefined;
 
     const build = (): { build: VolumeBuild; dependsOn: string[] } | undefined => {
       // A build waits for its pool, and for the image it copies or overlays (whichever kind that is).
@@ -104,6 +113,8 @@ export function diffVolumes(input: {
       const deps = [...poolDeps, ...(from ? [`images.${from}`] : [])];
       const base = { pool, name: volume, format: spec.format, fileBased, qcow2: spec.qcow2, permissions: spec.permissions };
       const s = spec.source;
+      // A seed's capacity is the size of the ISO, known once the apply has built it.
+      if (seed?.ok) return { build: { ...base, capacity: 0, source: { kind: 'seed', entries: seed.entries } }, dependsOn: deps };
       if (s.kind === 'blank') {
         if (spec.size === undefined) {
           refuse(id, `${spec.origin}: volume ${volume} does not exist; images.${spec.name} adopts it and declares no size to create it with`);
@@ -194,24 +205,26 @@ export function diffVolumes(input: {
         resource: 'volume',
         kind: 'create',
         code: 'new',
-        reason: `new volume ${volume} in pool ${pool} (${spec.format}, ${formatSize(b.build.capacity)})`,
+        reason: `new volume ${volume} in pool ${pool} (${spec.format}, ${seed ? 'cloud-init seed' : formatSize(b.build.capacity)})`,
         changes: created({
           ...(fileBased ? imageOptions(spec) : { format: spec.format }),
-          capacity: formatSize(b.build.capacity),
+          capacity: seed ? 'as its files make it' : formatSize(b.build.capacity),
           source: b.build.backing
             ? `overlay on ${b.build.backing.path}`
-            : b.build.source.kind === 'blank'
-              ? 'blank'
-              : b.build.source.kind === 'volume'
-                ? `copy of ${b.build.source.pool}/${b.build.source.name}`
-                : `copy of ${b.build.source.path}`,
+            : b.build.source.kind === 'seed'
+              ? 'cloud-init seed'
+              : b.build.source.kind === 'blank'
+                ? 'blank'
+                : b.build.source.kind === 'volume'
+                  ? `copy of ${b.build.source.pool}/${b.build.source.name}`
+                  : `copy of ${b.build.source.path}`,
           ...(fileBased
             ? { owner: spec.permissions?.owner, group: spec.permissions?.group, mode: spec.permissions?.mode !== undefined ? octal(spec.permissions.mode) : undefined }
             : {}),
         }),
         destructive: false,
         dependsOn: b.dependsOn,
-        op: { type: 'volume.create', build: b.build, recorded: recordedOptions(spec), imageName: spec.name, expectedPath: fileBased ? pathOf(spec) : undefined },
+        op: { type: 'volume.create', build: b.build, recorded: recordedOptions(spec, seedDigest), imageName: spec.name, expectedPath: fileBased ? pathOf(spec) : undefined },
       });
       continue;
     }
@@ -262,7 +275,7 @@ export function diffVolumes(input: {
         if (q.compat !== undefined && f.qcow2?.compat !== q.compat) rebuild.push({ field: 'qcow2.compat', from: String(f.qcow2?.compat), to: q.compat });
       }
     }
-    if (ours && record.status === 'ready') rebuild.push(...recordedChanges(spec, record.recorded));
+    if (ours && record.status === 'ready') rebuild.push(...recordedChanges(spec, record.recorded, seedDigest));
     if (LUN_POOLS.includes(poolSpec.type) && spec.size !== undefined && obs.capacity < spec.size) {
       refuse(
         id,
@@ -294,12 +307,13 @@ export function diffVolumes(input: {
 
     if (rebuild.length) {
       const incomplete = ours && record.status === 'building';
+      const derived = ours && seedContentOnly(rebuild);
       const refused = replaceRefusal({
         origin: spec.origin,
         what: `volume ${volume} in pool ${pool}`,
         rebuild,
-        protect: spec.protect,
-        allowReplace: input.allowReplace,
+        protect: spec.protect && !derived,
+        allowReplace: input.allowReplace || derived,
         incomplete,
         overlays: input.overlaysOf(obs.path).filter((o) => o !== id),
       });
@@ -314,14 +328,14 @@ export function diffVolumes(input: {
         resource: 'volume',
         kind: 'replace',
         code: incomplete ? 'interrupted' : 'rebuild',
-        reason: reasonOf(rebuild),
-        destructive: !incomplete,
+        reason: derived ? 'cloud-init seed files changed (rebuilt from them; it holds nothing else)' : reasonOf(rebuild),
+        destructive: !incomplete && !derived,
         changes: rebuild,
         dependsOn: b.dependsOn,
         op: {
           type: 'volume.replace',
           build: b.build,
-          recorded: recordedOptions(spec),
+          recorded: recordedOptions(spec, seedDigest),
           imageName: spec.name,
           incomplete: incomplete ? { path: obs.path, birth: record.birth ?? obs.birth } : undefined,
           // As for a create: the intent names the path, or a second kill could never be matched to its volume.

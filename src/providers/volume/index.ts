@@ -1,6 +1,7 @@
 // Images declared in a libvirt pool (kind "volume"): registered in providers/registry.ts.
 import type { Kind } from '../../reconcile/kind.js';
 import { FILE_POOLS } from '../../reconcile/model.js';
+import { seedFiles } from '../common/cloud-init.js';
 import { diskUse } from '../common/disk-users.js';
 import { overlaysResolver } from '../common/image-paths.js';
 import { diffVolumes } from './diff.js';
@@ -12,6 +13,7 @@ export const volumeKind: Kind = {
     const pools: string[] = [];
     const files: string[] = [];
     const volumes: { pool: string; name: string; header?: boolean }[] = [];
+    const contents: string[] = [];
     for (const spec of Object.values(state.images)) {
       if (spec.location.kind !== 'pool') continue;
       const { pool, volume } = spec.location;
@@ -20,6 +22,7 @@ export const volumeKind: Kind = {
       volumes.push({ pool, name: volume, header });
       if (spec.source.kind === 'file') files.push(spec.source.file);
       if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
+      contents.push(...seedFiles(spec));
     }
     const declared = new Set(volumes.map((v) => `${v.pool}/${v.name}`));
     let orphaned = false;
@@ -30,7 +33,7 @@ export const volumeKind: Kind = {
       orphaned ||= !declared.has(`${rec.pool}/${rec.volume}`);
     }
     // A volume that may be pruned: which domains use it as a disk is looked at too.
-    return { pools, volumes, files, diskUsers: orphaned };
+    return { pools, volumes, files, contents, diskUsers: orphaned };
   },
   declared: (state) =>
     Object.values(state.images).flatMap((s) => (s.location.kind === 'pool' ? [{ type: 'volume' as const, pool: s.location.pool, volume: s.location.volume }] : [])),
@@ -47,6 +50,7 @@ export const volumeKind: Kind = {
       orphans: i.orphans,
       diskUse: (key, path) => diskUse(key, path, undefined, i),
       errors: i.observed.errors,
+      contents: i.observed.contents,
     }),
   execute: executeVolume,
   // 32 blank volumes per virsh process: most of a process's cost saved, and each group short
