@@ -8,7 +8,7 @@ PACKAGES=(
   qemu-utils qemu-block-extra qemu-system-x86
   libvirt-daemon-system libvirt-clients
   libvirt-daemon-driver-storage-iscsi-direct libvirt-daemon-driver-storage-rbd
-  tgt e2fsprogs xfsprogs btrfs-progs parted util-linux kmod xorriso
+  tgt e2fsprogs xfsprogs btrfs-progs parted util-linux kmod xorriso scrub
   git chromium
 )
 

@@ -1,7 +1,7 @@
 // The YAML as it is once the JSON Schema (schemas/storage.schema.json) has accepted it: what
 // the semantic checks in validate.ts read. Kept beside the schema's shapes; a field added to
 // the schema is added here, or validate.ts cannot read it.
-import type { CloudInitFiles, DiskSpec, Format, PoolSpec, PoolType, Qcow2Options } from './model.js';
+import type { CloudInitFiles, DiskSpec, Format, PoolSpec, PoolType, Qcow2Options, WipeAlgorithm } from './model.js';
 
 /** Sizes are checked and converted by validate.ts: numbers or strings such as "20G". */
 export type SizeInput = number | string;
@@ -32,6 +32,7 @@ export interface ImageInput {
   encryption?: { format: 'luks'; passphraseFile: string };
   permissions?: PermissionsInput;
   protect?: boolean;
+  wipe?: WipeAlgorithm;
   adopt?: boolean;
   decrypt?: boolean;
   followSymlink?: boolean;

@@ -6,6 +6,7 @@ import path from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { sameIdentity } from '../providers/common/files.js';
 import type { StatCache } from '../providers/common/stat-cache.js';
+import type { WipeAlgorithm } from './model.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/virt-reconcile';
 
@@ -24,6 +25,8 @@ export interface ImageRecord {
   recorded: Record<string, string>;
   /** directories made for it (outermost first): removed with it, if empty by then */
   dirs?: string[];
+  /** overwrite it before it is deleted (as declared; kept here, since a pruned image has left the YAML) */
+  wipe?: WipeAlgorithm;
   /**
    * A build about to be renamed into place (recorded before the rename): if the file at the
    * path is this one, the build was published and the apply died before recording it.
@@ -73,6 +76,8 @@ export interface VolumeRecord {
   making?: { capacity?: number; format?: string };
   createdAt: string;
   recorded: Record<string, string>;
+  /** wipe it (libvirt's vol-wipe) before it is deleted: as declared, kept for when it has left the YAML */
+  wipe?: WipeAlgorithm;
 }
 
 export interface DomainRecord {

@@ -38,6 +38,12 @@ export interface Qcow2Options {
   extendedL2?: boolean;
 }
 
+/** How an image's data is overwritten before reconcile deletes it (libvirt's vol-wipe algorithms). */
+export const WIPE_ALGORITHMS = ['zero', 'nnsa', 'dod', 'bsi', 'gutmann', 'schneier', 'pfitzner7', 'pfitzner33', 'random'] as const;
+export type WipeAlgorithm = (typeof WIPE_ALGORITHMS)[number];
+/** What reconcile itself writes over an image file (the others are scrub patterns for pool volumes). */
+export const FILE_WIPE_ALGORITHMS: readonly WipeAlgorithm[] = ['zero', 'random'];
+
 export interface Permissions {
   owner?: number;
   group?: number;
@@ -62,6 +68,8 @@ export interface ImageSpec {
   encryption?: { format: 'luks'; passphraseFile: string };
   permissions?: Permissions;
   protect: boolean;
+  /** overwrite its data before reconcile deletes it (prune, destroy, a volume's replace) */
+  wipe?: WipeAlgorithm;
   /** manage the image although reconcile did not create it (explicit, as terraform import) */
   adopt: boolean;
   /** the path is a symlink whose target is the image */

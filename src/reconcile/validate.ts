@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { Cron } from 'croner';
 import type { ConfigError } from './errors.js';
-import { article, FILE_POOLS, LUN_POOLS, STORAGE_POOLS, sourceImage, VOLUME_EXT } from './model.js';
+import { article, FILE_POOLS, FILE_WIPE_ALGORITHMS, LUN_POOLS, STORAGE_POOLS, sourceImage, VOLUME_EXT } from './model.js';
 import type { BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, VmSpec } from './model.js';
 import { formatDuration, parseDuration, TIMER_MAX_SECONDS } from './durations.js';
 import { formatSize, parseSize } from './sizes.js';
@@ -237,6 +237,14 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     if (format !== 'qcow2' && format !== 'raw') c.err(p('encryption'), `LUKS encryption is supported for qcow2 and raw images (format is ${format})`, true);
     if (raw.qcow2?.compressed) c.err(p('qcow2', 'compressed'), 'compressed clusters cannot be encrypted');
   }
+  // Wiping happens only where reconcile deletes: never to what it adopted, nor to LUNs.
+  if (raw.wipe !== undefined) {
+    if (raw.adopt) c.err(p('wipe'), 'an adopted image is never deleted by reconcile, so it is never wiped; wipe is for images reconcile creates');
+    else if (location?.kind === 'path' && !FILE_WIPE_ALGORITHMS.includes(raw.wipe))
+      c.err(p('wipe'), `an image file is wiped with zero or random (got ${raw.wipe}); the other algorithms are libvirt's, for pool volumes`);
+    else if (raw.pool !== undefined && LUN_POOLS.includes(pools[raw.pool]?.type as PoolType))
+      c.err(p('wipe'), `volumes of ${article(pools[raw.pool]!.type)} pool are LUNs of the target, never deleted by reconcile`);
+  }
   if (raw.vmdk?.subformat === 'streamOptimized' && source.kind === 'blank') {
     // A blank streamOptimized image is valid, but qemu cannot write it afterwards: worth saying at plan time.
   }
@@ -255,6 +263,7 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     encryption: raw.encryption,
     permissions: permissions(raw.permissions ?? defaults?.permissions),
     protect: raw.protect ?? defaults?.protect ?? false,
+    wipe: raw.wipe,
     adopt: raw.adopt ?? false,
     followSymlink: raw.followSymlink ?? false,
     declared: Object.keys(raw),

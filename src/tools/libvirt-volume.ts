@@ -226,6 +226,11 @@ export async function volumePath(v: Virsh, pool: string, name: string): Promise<
   return (await v.exec(['vol-path', '--pool', pool, name])).trim();
 }
 
+/** Overwrites the volume's data (libvirt's vol-wipe; the algorithms other than zero run scrub). */
+export async function wipeVolume(v: Virsh, pool: string, name: string, algorithm: string): Promise<void> {
+  await v.exec(['vol-wipe', '--pool', pool, name, '--algorithm', algorithm]);
+}
+
 export async function deleteVolume(v: Virsh, pool: string, name: string): Promise<void> {
   await v.exec(['vol-delete', '--pool', pool, name]);
 }

@@ -1,6 +1,6 @@
 // Decisions shared by every kind of storage object: size (grow / replace / refuse) and
 // ownership/mode drift, and how a list of changes reads in a plan.
-import type { ImageSpec, Permissions } from '../../reconcile/model.js';
+import type { ImageSpec, Permissions, WipeAlgorithm } from '../../reconcile/model.js';
 import type { Change } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
 
@@ -116,4 +116,13 @@ export function imageOptions(spec: ImageSpec): Record<string, string | number | 
  */
 export function stateDirHint(inventory: { objects: Record<string, unknown> }): string {
   return Object.keys(inventory.objects).length ? '' : '. This state directory records nothing: if reconcile made it, use the state directory that did (--state-dir)';
+}
+
+/**
+ * The record's wipe against the declaration: a change is only the record's (nothing on disk),
+ * shown in the plan so that what a later prune will do is never a surprise.
+ */
+export function wipeChange(recorded: WipeAlgorithm | undefined, declared: WipeAlgorithm | undefined): { change: Change; set: WipeAlgorithm | 'none' } | undefined {
+  if ((recorded ?? 'none') === (declared ?? 'none')) return undefined;
+  return { change: { field: 'wipe', from: recorded ?? 'none', to: declared ?? 'none' }, set: declared ?? 'none' };
 }

@@ -3,7 +3,7 @@
 import { canResize, driverFor, sizeTolerance } from './formats.js';
 import type { ImageBuild } from './build.js';
 import type { ObservedImage } from './observe.js';
-import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal, stateDirHint } from '../common/decisions.js';
+import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal, stateDirHint, wipeChange } from '../common/decisions.js';
 import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
@@ -236,11 +236,12 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
           ...imageOptions(spec),
           size: b.build.size !== undefined ? formatSize(b.build.size) : seed ? 'as its files make it' : 'as its source',
           source: describeSource(spec),
+          wipe: spec.wipe,
           owner: spec.permissions?.owner,
           group: spec.permissions?.group,
           mode: octal(spec.permissions?.mode ?? 0o600),
         }),
-        op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec, seedDigest), dirs: dirsMadeAbove(inventory, p) },
+        op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec, seedDigest), dirs: dirsMadeAbove(inventory, p), wipe: spec.wipe },
       });
       continue;
     }
@@ -340,6 +341,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
           type: 'image.replace',
           build: b.build,
           recorded: recordedOptions(spec, seedDigest),
+          wipe: spec.wipe,
           oldFile: { ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth },
           oldExtents: obs.vmdk?.extents ?? [],
           ownedExtents: ours ? extentRecords(record.extents) : [],
@@ -347,7 +349,8 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       });
       continue;
     }
-    const changes = [...update, ...permChange];
+    const wipe = ours ? wipeChange(record.wipe, spec.wipe) : undefined;
+    const changes = [...update, ...permChange, ...(wipe ? [wipe.change] : [])];
     if (changes.length) {
       out.actions.push({
         id,
@@ -369,6 +372,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
               ? { size: grow, preallocation: spec.qcow2?.preallocation, encryption: spec.encryption && { passphraseFile: spec.encryption.passphraseFile } }
               : undefined,
           permissions: permChange.length ? perm : undefined,
+          wipe: wipe?.set,
         },
       });
     } else {
@@ -451,7 +455,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       resource: 'image',
       kind: 'delete',
       code: 'left-yaml',
-      reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${obs.driver === 'vpc' ? 'vhd' : obs.driver})`,
+      reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${obs.driver === 'vpc' ? 'vhd' : obs.driver})${rec.wipe ? `; overwritten (${rec.wipe}) before it is deleted` : ''}`,
       destructive: true,
       changes: [],
       dependsOn: use.after,
@@ -465,6 +469,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         dirs: stored.dirs ?? [],
         inventoryKey: key,
         exists: true,
+        wipe: rec.wipe,
       },
     });
   }

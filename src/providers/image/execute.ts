@@ -6,6 +6,7 @@ import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { resize } from '../../tools/qemu-img.js';
 import { checkStillSame, identitiesOf, removeEmptyDirs, removeIfSame, setPermissions } from '../common/files.js';
+import { wipeFile } from '../common/wipe.js';
 import { rm } from 'node:fs/promises';
 import * as qemuImg from '../../tools/qemu-img.js';
 import { createImage, deleteImage, prepareBuild, publishBuild, removeStaleBuilds, type BuildHooks, type ImageBuild, type Scratch } from './build.js';
@@ -30,9 +31,24 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
       if (op.resize) await resize(op.path, op.format, op.resize.size, op.resize);
       if (op.permissions) await setPermissions(op.path, op.permissions, { expect: op.expect, followSymlink: op.followSymlink });
       await observeImages([op.path], ctx.cache);
+      if (op.wipe !== undefined) {
+        const k = recordKey({ type: 'image', path: op.path });
+        const rec = ctx.inventory.get(k);
+        if (rec?.type === 'image') return { record: [k, { ...rec, wipe: op.wipe === 'none' ? undefined : op.wipe }] };
+      }
       return undefined;
     }
     case 'image.delete': {
+      // Overwritten first, through a descriptor checked to be the file recorded; a file that is
+      // not (it took the name since) is neither wiped nor deleted below.
+      if (op.exists && op.wipe) {
+        const files = [{ path: op.path, ...op.identity }, ...op.extents];
+        for (const f of files) {
+          const done = await wipeFile(f.path, f, op.wipe === 'random' ? 'random' : 'zero');
+          if (done === 'not-ours') ctx.log(`${a.id}: not wiped: ${f.path} is not the file reconcile made`);
+          if (done === 'linked') ctx.log(`${a.id}: not wiped: ${f.path} has another hard link, which still reaches its data (only this name is removed)`);
+        }
+      }
       if (op.exists) {
         for (const f of await deleteImage(op.path, op.identity, op.extents))
           ctx.log(`${a.id}: kept ${f}: not the file reconcile made (another file took its place since the plan)`);
@@ -105,6 +121,7 @@ async function afterPublish(a: Action, ctx: ExecContext, op: BuildOp, prior: Inv
     extents: await identitiesOf(obs.vmdk?.extents ?? []),
     createdAt: new Date().toISOString(),
     recorded: op.recorded,
+    wipe: op.wipe,
     // A replace keeps the directories the image had.
     dirs: op.type === 'image.create' ? [...(op.dirs ?? []), ...made] : prior?.type === 'image' ? prior.dirs : undefined,
   };

@@ -1,16 +1,17 @@
 // What an image action carries from plan to apply.
 import type { ExtentRecord } from '../../reconcile/inventory.js';
-import type { Format, Permissions } from '../../reconcile/model.js';
+import type { Format, Permissions, WipeAlgorithm } from '../../reconcile/model.js';
 import type { FileIdentity } from '../common/files.js';
 import type { ImageBuild } from './build.js';
 
 export type ImageOp =
   /** dirs: directories reconcile made for other images that hold this one */
-  | { type: 'image.create'; build: ImageBuild; recorded: Record<string, string>; dirs?: string[] }
+  | { type: 'image.create'; build: ImageBuild; recorded: Record<string, string>; dirs?: string[]; wipe?: WipeAlgorithm }
   | {
       type: 'image.replace';
       build: ImageBuild;
       recorded: Record<string, string>;
+      wipe?: WipeAlgorithm;
       /** the file the plan saw: the only one the build may replace */
       oldFile: FileIdentity;
       /** extent names the new build may take over (the old image's, as observed) */
@@ -27,6 +28,8 @@ export type ImageOp =
       format: Format;
       resize?: { size: number; preallocation?: string; encryption?: { passphraseFile: string } };
       permissions?: Permissions;
+      /** the record's wipe, set as declared ('none': removed); nothing on disk changes */
+      wipe?: WipeAlgorithm | 'none';
     }
   | {
       type: 'image.delete';
@@ -39,4 +42,6 @@ export type ImageOp =
       dirs?: string[];
       inventoryKey: string;
       exists: boolean;
+      /** overwrite it (zero or random) before it is unlinked, as its record says */
+      wipe?: WipeAlgorithm;
     };

@@ -9,7 +9,7 @@ import { sizeTolerance } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
 import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
-import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal, stateDirHint } from '../common/decisions.js';
+import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal, stateDirHint, wipeChange } from '../common/decisions.js';
 import { orderByDependency, recordedChanges, recordedOptions } from '../image/diff.js';
 import { recordKey, volumeIsOurs, type Inventory, type InventoryRecord, type VolumeRecord } from '../../reconcile/inventory.js';
 import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
@@ -209,6 +209,7 @@ export function diffVolumes(input: {
         changes: created({
           ...(fileBased ? imageOptions(spec) : { format: spec.format }),
           capacity: seed ? 'as its files make it' : formatSize(b.build.capacity),
+          wipe: spec.wipe,
           source: b.build.backing
             ? `overlay on ${b.build.backing.path}`
             : b.build.source.kind === 'seed'
@@ -224,7 +225,14 @@ export function diffVolumes(input: {
         }),
         destructive: false,
         dependsOn: b.dependsOn,
-        op: { type: 'volume.create', build: b.build, recorded: recordedOptions(spec, seedDigest), imageName: spec.name, expectedPath: fileBased ? pathOf(spec) : undefined },
+        op: {
+          type: 'volume.create',
+          build: b.build,
+          recorded: recordedOptions(spec, seedDigest),
+          imageName: spec.name,
+          expectedPath: fileBased ? pathOf(spec) : undefined,
+          wipe: spec.wipe,
+        },
       });
       continue;
     }
@@ -340,11 +348,15 @@ export function diffVolumes(input: {
           incomplete: incomplete ? { path: obs.path, birth: record.birth ?? obs.birth } : undefined,
           // As for a create: the intent names the path, or a second kill could never be matched to its volume.
           expectedPath: fileBased ? pathOf(spec) : undefined,
+          wipe: spec.wipe,
+          // The data being replaced goes the way its record says (an interrupted build holds none yet).
+          wipeOld: ours && !incomplete ? record.wipe : undefined,
         },
       });
       continue;
     }
-    const changes = [...update, ...perm];
+    const wipe = ours ? wipeChange(record.wipe, spec.wipe) : undefined;
+    const changes = [...update, ...perm, ...(wipe ? [wipe.change] : [])];
     if (changes.length) {
       const allocate = spec.qcow2?.preallocation === 'falloc' || spec.qcow2?.preallocation === 'full';
       out.actions.push({
@@ -362,6 +374,8 @@ export function diffVolumes(input: {
           name: volume,
           resize: grow !== undefined ? { capacity: grow, allocate } : undefined,
           chmod: perm.length ? { path: obs.path, permissions: spec.permissions! } : undefined,
+          wipe: wipe?.set,
+          inventoryKey: wipe ? recordKey({ type: 'volume', pool, volume }) : undefined,
         },
       });
     } else {
@@ -422,8 +436,8 @@ export function diffVolumes(input: {
         ? 'already gone; forgotten from the inventory'
         : forget
           ? 'replaced by a volume reconcile did not create: forgotten, not deleted'
-          : `images.${rec.name} left the YAML (${formatSize(obs.capacity)} ${obs.format ?? 'volume'})`,
-      op: { type: 'volume.delete', pool: rec.pool, name: rec.volume, exists: !forget, inventoryKey: k, path: rec.path, birth: rec.birth },
+          : `images.${rec.name} left the YAML (${formatSize(obs.capacity)} ${obs.format ?? 'volume'})${rec.wipe ? `; wiped (vol-wipe ${rec.wipe}) before it is deleted` : ''}`,
+      op: { type: 'volume.delete', pool: rec.pool, name: rec.volume, exists: !forget, inventoryKey: k, path: rec.path, birth: rec.birth, wipe: forget ? undefined : rec.wipe },
     });
   }
   return out;

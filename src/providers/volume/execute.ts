@@ -1,11 +1,12 @@
 // Carries out volume actions through libvirt's volume API: create (blank, overlay, import
 // with a conversion and upload), resize and chmod in place, delete only the volume recorded.
+import { lstat } from 'node:fs/promises';
 import { failpoint } from '../../failpoint.js';
 import { CommandError } from '../../tools/exec.js';
 import { recordKey, type VolumeRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
-import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, VOL_FORMAT, type VolumeBuild } from '../../tools/libvirt-volume.js';
+import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, VOL_FORMAT, wipeVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
 import { observeImages } from '../image/observe.js';
 import { birthOf, occupant, setPermissions } from '../common/files.js';
 import { rememberVolume } from '../observe.js';
@@ -28,7 +29,11 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
           throw new Error(`${op.incomplete.path} is no longer the volume an interrupted apply was making (another file took its name); forgotten, not replaced`);
         }
       }
-      if (op.type === 'volume.replace') await deleteVolume(v, b.pool, b.name);
+      if (op.type === 'volume.replace') {
+        if (op.wipeOld && (await linkCount(op.expectedPath)) > 1) ctx.log(`${a.id}: old volume not wiped: ${op.expectedPath} has another hard link, which still reaches its data`);
+        else if (op.wipeOld) await wipeVolume(v, b.pool, b.name, op.wipeOld);
+        await deleteVolume(v, b.pool, b.name);
+      }
       await refuseOccupied(op);
       // Recorded as building before anything exists (an empty key: whatever volume is found
       // under this name later was being made by us), then with its key once libvirt made it;
@@ -68,6 +73,8 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
     case 'volume.update': {
       if (op.resize) await resizeVolume(ctx.virsh(), op.pool, op.name, op.resize.capacity, op.resize.allocate);
       if (op.chmod) await setPermissions(op.chmod.path, op.chmod.permissions);
+      const rec = op.inventoryKey ? ctx.inventory.get(op.inventoryKey) : undefined;
+      if (op.wipe !== undefined && rec?.type === 'volume') return { record: [op.inventoryKey!, { ...rec, wipe: op.wipe === 'none' ? undefined : op.wipe }] };
       return undefined;
     }
     case 'volume.delete': {
@@ -75,7 +82,11 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       const now = op.birth && op.path ? await birthOf(op.path) : undefined;
       if (op.exists && op.birth && op.birth !== '0' && now !== undefined && now !== op.birth) {
         ctx.log(`${a.id}: not deleted: ${op.path} is no longer the file reconcile created; forgotten`);
-      } else if (op.exists) await deleteVolume(ctx.virsh(), op.pool, op.name);
+      } else if (op.exists) {
+        if (op.wipe && (await linkCount(op.path)) > 1) ctx.log(`${a.id}: not wiped: ${op.path} has another hard link, which still reaches its data (only this name is removed)`);
+        else if (op.wipe) await wipeVolume(ctx.virsh(), op.pool, op.name, op.wipe);
+        await deleteVolume(ctx.virsh(), op.pool, op.name);
+      }
       return { forget: op.inventoryKey };
     }
   }
@@ -188,6 +199,7 @@ function buildingRecord(op: CreateOp, uri: string): VolumeRecord {
     making: { capacity: op.build.source.kind === 'seed' ? undefined : op.build.capacity, format: op.build.fileBased ? VOL_FORMAT[op.build.format] : undefined },
     createdAt: new Date().toISOString(),
     recorded: op.recorded,
+    wipe: op.wipe,
     uri,
   };
 }
@@ -203,4 +215,11 @@ async function refuseOccupied(op: CreateOp): Promise<void> {
   const p = op.build.fileBased ? op.expectedPath : undefined;
   const what = p ? await occupant(p) : undefined;
   if (what) throw new Error(`${p} is already taken by ${what}; the volume is not created over it (nor through a symlink)`);
+}
+
+/** How many names a file volume's data has (1 for block volumes, whose path is no file of ours). */
+async function linkCount(p: string | undefined): Promise<number> {
+  if (!p) return 1;
+  const st = await lstat(p).catch(() => undefined);
+  return st?.isFile() ? st.nlink : 1;
 }

@@ -1,5 +1,5 @@
 // What a volume action carries from plan to apply.
-import type { Permissions } from '../../reconcile/model.js';
+import type { Permissions, WipeAlgorithm } from '../../reconcile/model.js';
 import type { VolumeBuild } from '../../tools/libvirt-volume.js';
 
 export type VolumeOp =
@@ -12,6 +12,10 @@ export type VolumeOp =
       incomplete?: { path: string; birth?: string };
       /** file pools: the path the volume will have (its key), recorded before it exists */
       expectedPath?: string;
+      /** recorded with it: vol-wipe before reconcile ever deletes it */
+      wipe?: WipeAlgorithm;
+      /** a replace: the old volume is wiped so before it is deleted (its record said so) */
+      wipeOld?: WipeAlgorithm;
     }
   | {
       type: 'volume.update';
@@ -19,5 +23,8 @@ export type VolumeOp =
       name: string;
       resize?: { capacity: number; allocate: boolean };
       chmod?: { path: string; permissions: Permissions };
+      /** the record's wipe, set as declared ('none': removed) */
+      wipe?: WipeAlgorithm | 'none';
+      inventoryKey?: string;
     }
-  | { type: 'volume.delete'; pool: string; name: string; exists: boolean; inventoryKey: string; path?: string; birth?: string };
+  | { type: 'volume.delete'; pool: string; name: string; exists: boolean; inventoryKey: string; path?: string; birth?: string; wipe?: WipeAlgorithm };
