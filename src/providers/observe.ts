@@ -3,7 +3,7 @@
 // files not in the stat-keyed cache. libvirt: pools, domains and capabilities in one virsh
 // batch, volumes the cache cannot answer in one more.
 import { lstat, readdir, readlink, stat } from 'node:fs/promises';
-import { digestSeedFile } from './common/cloud-init.js';
+import { digestSmallFile } from './common/cloud-init.js';
 import { lstatIdentity, whatIsAt, type FileIdentity } from './common/files.js';
 import { observeImages, type ObservedImage } from './image/observe.js';
 import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
@@ -22,6 +22,7 @@ import {
 import { domcapsCacheKey, domcapsSignature } from './domain/domcaps-signature.js';
 import { kvmAccess, type KvmAccess } from './domain/kvm-access.js';
 import type { Virsh } from '../tools/virsh.js';
+import { readSecrets, type ObservedSecret } from '../tools/libvirt-secret.js';
 import { makeResolver } from '../reconcile/paths.js';
 import { readBackupRecords } from '../backups/records.js';
 
@@ -61,8 +62,10 @@ export interface Observation {
   errors: Map<string, string>;
   /** what is at the directories asked for (a pool's target): nothing, a directory and its entries, or something else */
   directories: Map<string, DirectoryContent>;
-  /** sha256 of the small files asked for (cloud-init seed files); one that cannot be read is in errors */
+  /** sha256 of the small files asked for (cloud-init seed files, secret values); one that cannot be read is in errors */
   contents: Map<string, string>;
+  /** if asked: every libvirt secret (their definitions; private values are never readable) */
+  secrets?: ObservedSecret[];
   /** identity (lstat: device, inode, birth time) of the paths asked for, null if nothing is there */
   identities: Map<string, FileIdentity | null>;
   /** the libvirt URI observed, if libvirt was asked anything */
@@ -118,8 +121,10 @@ export interface Targets {
   identities: string[];
   /** directories whose content is needed (pool targets: made by reconcile, or found) */
   directories?: string[];
-  /** small files whose content digest is needed (cloud-init seed files) */
+  /** small files whose content digest is needed (cloud-init seed files, secret values) */
   contents?: string[];
+  /** every libvirt secret of the connection */
+  secrets?: boolean;
   /** the record of backup runs */
   backupRuns?: boolean;
   /** which domains use which files and volumes as disks (before anything is pruned) */
@@ -155,6 +160,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
     directories: [...directories].sort(),
     contents: [...contents].sort(),
     backupRuns: parts.some((t) => t.backupRuns),
+    secrets: parts.some((t) => t.secrets),
     diskUsers: parts.some((t) => t.diskUsers),
   };
 }
@@ -175,7 +181,7 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     directories: new Map(),
     contents: new Map(),
   };
-  const needsLibvirt = targets.pools.length || targets.volumes.length || targets.domains.length || targets.diskUsers;
+  const needsLibvirt = targets.pools.length || targets.volumes.length || targets.domains.length || targets.diskUsers || targets.secrets;
   const virsh = needsLibvirt ? opts.virsh() : undefined;
   const libvirtTargets: LibvirtTargets = { pools: targets.pools, volumes: targets.volumes, domains: targets.domains, virtTypes: [] };
   // New domains are kvm only where the QEMU user can open /dev/kvm; one virt type's
@@ -192,14 +198,16 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
       ...targets.identities.map(async (p) => obs.identities.set(p, (await lstatIdentity(p)) ?? null)),
       ...(targets.directories ?? []).map(async (p) => obs.directories.set(p, await directoryContent(p))),
       ...(targets.contents ?? []).map((p) =>
-        digestSeedFile(p).then(
+        digestSmallFile(p).then(
           (d) => obs.contents.set(p, d),
           (e: NodeJS.ErrnoException) => obs.errors.set(p, e.code ? `cannot read ${p}: ${e.code}` : e.message),
         ),
       ),
     ]),
     virsh && (targets.pools.length || targets.volumes.length || targets.domains.length) ? observeLibvirt(virsh, libvirtTargets, opts.cache) : undefined,
+    virsh && targets.secrets ? readSecrets(virsh).then((s) => (obs.secrets = s)) : undefined,
   ]);
+  if (virsh && targets.secrets) obs.connection ??= virsh.uri;
   if (libvirt) Object.assign(obs, libvirt, { connection: virsh!.uri });
   if (virsh && targets.diskUsers) {
     try {

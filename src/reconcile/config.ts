@@ -26,7 +26,7 @@ export async function loadDesiredState(inputs: string[]): Promise<DesiredState> 
   return desiredStateFrom(texts, errors);
 }
 
-const KINDS = ['pools', 'images', 'vms', 'backups'];
+const KINDS = ['pools', 'images', 'vms', 'backups', 'secrets'];
 
 /** Checks the given texts (already read); throws ConfigErrors listing all problems at once. */
 export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = []): DesiredState {

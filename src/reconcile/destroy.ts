@@ -15,7 +15,7 @@ import { orphanKey, type Plan } from './plan.js';
  * DesiredState must fail to compile here, not be silently kept declared (and so not destroyed).
  */
 export function nothingDeclared(state: DesiredState): DesiredState {
-  return { connection: state.connection, files: state.files, pools: {}, images: {}, vms: {}, backups: {} };
+  return { connection: state.connection, files: state.files, pools: {}, images: {}, vms: {}, backups: {}, secrets: {} };
 }
 
 /**

@@ -1,7 +1,7 @@
 // The YAML as it is once the JSON Schema (schemas/storage.schema.json) has accepted it: what
 // the semantic checks in validate.ts read. Kept beside the schema's shapes; a field added to
 // the schema is added here, or validate.ts cannot read it.
-import type { CloudInitFiles, DiskSpec, Format, PoolSpec, PoolType, Qcow2Options, WipeAlgorithm } from './model.js';
+import type { CloudInitFiles, DiskSpec, Format, PoolSpec, PoolType, Qcow2Options, SecretUsage, WipeAlgorithm } from './model.js';
 
 /** Sizes are checked and converted by validate.ts: numbers or strings such as "20G". */
 export type SizeInput = number | string;
@@ -90,6 +90,17 @@ export interface ImageDefaultsInput {
   protect?: boolean;
 }
 
+export interface SecretInput {
+  usage: SecretUsage;
+  volume?: string;
+  target?: string;
+  name?: string;
+  description?: string;
+  valueFile?: string;
+  encoding?: 'raw' | 'base64';
+  adopt?: boolean;
+}
+
 export interface FileInput {
   version: 1;
   connection?: string;
@@ -98,4 +109,5 @@ export interface FileInput {
   images?: Record<string, ImageInput>;
   vms?: Record<string, VmInput>;
   backups?: Record<string, BackupInput>;
+  secrets?: Record<string, SecretInput>;
 }

@@ -103,7 +103,25 @@ export interface DomainRecord {
   deleteStorage?: boolean;
 }
 
-export type InventoryRecord = ImageRecord | PoolRecord | VolumeRecord | DomainRecord;
+export interface SecretRecord {
+  /** the libvirt connection it was made through: it is looked for, and pruned, only there */
+  uri?: string;
+  type: 'secret';
+  /** its name in the YAML */
+  name: string;
+  uuid: string;
+  usage: string;
+  usageId: string;
+  /** 'building' from just before the define until the value is set */
+  status: 'building' | 'ready';
+  /** "SALT:HEX": sha256 of the salt and the value's sha256, to tell a changed value (never the value, nor its plain digest) */
+  valueDigest?: string;
+  /** managed by the YAML's adopt: true, not made by reconcile: never undefined */
+  adopted?: boolean;
+  createdAt: string;
+}
+
+export type InventoryRecord = ImageRecord | PoolRecord | VolumeRecord | DomainRecord | SecretRecord;
 
 /**
  * Is the file at a recorded path still the one reconcile created? Inode numbers are reused
@@ -200,7 +218,12 @@ export interface Inventory {
 }
 
 /** The one key type of every managed object: what the inventory is keyed by, and prune compares. */
-export type ObjectKey = { type: 'image'; path: string } | { type: 'pool'; name: string } | { type: 'volume'; pool: string; volume: string } | { type: 'domain'; name: string };
+export type ObjectKey =
+  | { type: 'image'; path: string }
+  | { type: 'pool'; name: string }
+  | { type: 'volume'; pool: string; volume: string }
+  | { type: 'domain'; name: string }
+  | { type: 'secret'; name: string };
 
 export function recordKey(r: ObjectKey): string {
   switch (r.type) {
@@ -212,6 +235,8 @@ export function recordKey(r: ObjectKey): string {
       return `volume:${r.pool}/${r.volume}`;
     case 'domain':
       return `domain:${r.name}`;
+    case 'secret':
+      return `secret:${r.name}`;
   }
 }
 

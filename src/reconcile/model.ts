@@ -116,7 +116,8 @@ export interface PoolSpec {
     device?: string;
     name?: string;
     initiator?: string;
-    auth?: { type: 'chap' | 'ceph'; username: string; secretFile: string };
+    /** the password or key: a file (a libvirt secret made for the pool), or a declared secret by name */
+    auth?: { type: 'chap' | 'ceph'; username: string; secretFile?: string; secret?: string };
   };
   permissions?: Permissions;
   capacityAlert?: number;
@@ -165,6 +166,23 @@ export interface BackupSpec {
   origin: Origin;
 }
 
+export type SecretUsage = 'volume' | 'ceph' | 'iscsi' | 'tls' | 'vtpm';
+
+/** A libvirt secret (private, persistent) whose value comes from a file. */
+export interface SecretSpec {
+  name: string;
+  usage: SecretUsage;
+  /** what libvirt knows it by: a volume's path (volume), a target IQN (iscsi), a name (ceph, tls, vtpm) */
+  usageId: string;
+  description?: string;
+  /** undefined only for an adopted secret whose value is left as it is */
+  valueFile?: string;
+  /** how the file holds the value: as is, or base64 (Ceph keys, as `ceph auth get-key` prints them) */
+  encoding: 'raw' | 'base64';
+  adopt: boolean;
+  origin: Origin;
+}
+
 export interface DesiredState {
   connection?: string;
   files: string[];
@@ -174,6 +192,7 @@ export interface DesiredState {
   images: Record<string, ImageSpec>;
   vms: Record<string, VmSpec>;
   backups: Record<string, BackupSpec>;
+  secrets: Record<string, SecretSpec>;
 }
 
 /** "a dir pool", "an iscsi pool": pool types read as words in messages. */

@@ -4,12 +4,12 @@ import path from 'node:path';
 import { Cron } from 'croner';
 import type { ConfigError } from './errors.js';
 import { article, FILE_POOLS, FILE_WIPE_ALGORITHMS, LUN_POOLS, STORAGE_POOLS, sourceImage, VOLUME_EXT } from './model.js';
-import type { BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, VmSpec } from './model.js';
+import type { BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, SecretSpec, VmSpec } from './model.js';
 import { formatDuration, parseDuration, TIMER_MAX_SECONDS } from './durations.js';
 import { formatSize, parseSize } from './sizes.js';
 import { normalizePath, systemPlace, systemPoolPlace, type Resolver } from './paths.js';
 import { locate, type FieldPath, type SourceFile } from './source-file.js';
-import type { BackupInput, DiskPolicyInput, FileInput, ImageDefaultsInput, ImageInput, PermissionsInput, PoolInput, PoolSourceInput, VmInput } from './input.js';
+import type { BackupInput, DiskPolicyInput, FileInput, ImageDefaultsInput, ImageInput, PermissionsInput, PoolInput, PoolSourceInput, SecretInput, VmInput } from './input.js';
 
 export interface ParsedFile {
   source: SourceFile;
@@ -17,7 +17,7 @@ export interface ParsedFile {
   data: FileInput | undefined;
 }
 
-const KINDS = ['pools', 'images', 'vms', 'backups'] as const;
+const KINDS = ['pools', 'images', 'vms', 'backups', 'secrets'] as const;
 const GiB = 1024 ** 3;
 
 // Limits of the formats themselves (qemu block drivers).
@@ -277,7 +277,35 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   };
 }
 
-function checkPool(c: Checker, name: string, raw: PoolInput): PoolSpec | undefined {
+/** The usage type a pool's auth needs its secret to have: CHAP is libvirt's iscsi usage. */
+const AUTH_USAGE = { chap: 'iscsi', ceph: 'ceph' } as const;
+
+function checkSecret(c: Checker, name: string, raw: SecretInput): SecretSpec | undefined {
+  const base: FieldPath = ['secrets', name];
+  const before = c.errors.length;
+  // The one field that holds the usage id, by usage type (libvirt's <usage> element).
+  const idField = raw.usage === 'volume' ? 'volume' : raw.usage === 'iscsi' ? 'target' : 'name';
+  for (const f of ['volume', 'target', 'name'] as const) {
+    if (raw[f] !== undefined && f !== idField) c.err([...base, f], `not used by usage ${raw.usage} (it takes ${idField})`, true);
+  }
+  if (idField !== 'name' && raw[idField] === undefined)
+    c.err(base, `missing required field "${idField}": usage ${raw.usage} is known to libvirt by ${idField === 'volume' ? "the volume's path" : "the target's IQN"}`, true);
+  if (raw.valueFile === undefined && !raw.adopt)
+    c.err(base, 'missing required field "valueFile": the file holding the value (only an adopted secret may leave its value as it is)', true);
+  if (c.errors.length > before) return undefined;
+  return {
+    name,
+    usage: raw.usage,
+    usageId: raw[idField] ?? name,
+    description: raw.description,
+    valueFile: raw.valueFile,
+    encoding: raw.encoding ?? (raw.usage === 'ceph' ? 'base64' : 'raw'),
+    adopt: raw.adopt ?? false,
+    origin: c.at(base, true),
+  };
+}
+
+function checkPool(c: Checker, name: string, raw: PoolInput, secrets: Record<string, SecretInput>): PoolSpec | undefined {
   const base: FieldPath = ['pools', name];
   const before = c.errors.length;
   const rules = POOL_SOURCE_FIELDS[raw.type as PoolType];
@@ -299,6 +327,13 @@ function checkPool(c: Checker, name: string, raw: PoolInput): PoolSpec | undefin
     c.err([...base, 'source', 'format'], `must be one of: ${rules.formats.join(', ')} for ${article(raw.type)} pool (got ${JSON.stringify(src.format)})`);
   }
   if (src.auth) {
+    const a = src.auth;
+    const at: FieldPath = [...base, 'source', 'auth'];
+    if ((a.secret === undefined) === (a.secretFile === undefined)) c.err(at, 'set exactly one of secretFile (a file) or secret (a declared secret)', true);
+    const s = a.secret !== undefined ? secrets[a.secret] : undefined;
+    if (a.secret !== undefined && !s) c.err([...at, 'secret'], `refers to secret ${JSON.stringify(a.secret)}, which is not declared under secrets`);
+    else if (s && AUTH_USAGE[a.type] && s.usage !== AUTH_USAGE[a.type])
+      c.err([...at, 'secret'], `auth type ${a.type} needs a secret of usage ${AUTH_USAGE[a.type]}; secrets.${a.secret} has usage ${s.usage}`);
     const want = raw.type === 'rbd' ? 'ceph' : 'chap';
     if (src.auth.type !== want) c.err([...base, 'source', 'auth', 'type'], `${article(raw.type)} pool takes auth type ${want} (got ${JSON.stringify(src.auth.type)})`);
   }
@@ -473,7 +508,13 @@ function checkImageGraph(state: DesiredState, declared: Set<string>, errs: Confi
 
 export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) => p): { state?: DesiredState; errors: ConfigError[] } {
   const errors: ConfigError[] = [];
-  const owner: { [K in (typeof KINDS)[number]]: Record<string, { c: Checker; raw: NonNullable<FileInput[K]>[string] }> } = { pools: {}, images: {}, vms: {}, backups: {} };
+  const owner: { [K in (typeof KINDS)[number]]: Record<string, { c: Checker; raw: NonNullable<FileInput[K]>[string] }> } = {
+    pools: {},
+    images: {},
+    vms: {},
+    backups: {},
+    secrets: {},
+  };
   const checkers = files.map((f) => new Checker(f.source));
   let connection: { value: string; at: string } | undefined;
   const defaults: { disk?: { value: DiskPolicyInput; at: string }; image?: { value: ImageDefaultsInput; at: string } } = {};
@@ -503,14 +544,29 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
     for (const kind of KINDS) claim(kind);
   });
 
-  const state: DesiredState = { connection: connection?.value, files: files.map((f) => f.source.path), pools: {}, images: {}, vms: {}, backups: {} };
+  const state: DesiredState = { connection: connection?.value, files: files.map((f) => f.source.path), pools: {}, images: {}, vms: {}, backups: {}, secrets: {} };
   const rawOf = <K extends (typeof KINDS)[number]>(kind: K) =>
     Object.fromEntries(Object.entries(owner[kind]).map(([n, v]) => [n, v.raw])) as Record<string, NonNullable<FileInput[K]>[string]>;
   const poolInputs = rawOf('pools');
+  const secretInputs = rawOf('secrets');
+  // One usage, one secret: libvirt keeps a single secret per usage type and id.
+  const usageOwner = new Map<string, { name: string; at: string }>();
+  for (const [name, { c, raw }] of Object.entries(owner.secrets!)) {
+    const s = checkSecret(c, name, raw);
+    if (!s) continue;
+    const key = JSON.stringify([s.usage, s.usageId]);
+    const other = usageOwner.get(key);
+    if (other) {
+      c.err(['secrets', name], `usage ${s.usage} ${JSON.stringify(s.usageId)} is also the usage of secrets.${other.name} (${other.at}); libvirt keeps one secret per usage`, true);
+      continue;
+    }
+    usageOwner.set(key, { name, at: c.at(['secrets', name], true) });
+    state.secrets[name] = s;
+  }
   const imageInputs = rawOf('images');
   const vmInputs = rawOf('vms');
   for (const [name, { c, raw }] of Object.entries(owner.pools!)) {
-    const s = checkPool(c, name, raw);
+    const s = checkPool(c, name, raw, secretInputs);
     // Checked again through symlinks: libvirt's pool-build chmods and chowns the target.
     const real = s?.path && FILE_POOLS.includes(s.type) ? resolve(s.path) : undefined;
     const bad = real !== undefined && real !== s!.path ? systemPoolPlace(real) : undefined;

@@ -1,6 +1,6 @@
 // libvirt storage pools through virsh: the XML for every pool type, batched observation,
 // and define / build / start / autostart / stop / delete / undefine.
-import type { Permissions, PoolSpec } from '../reconcile/model.js';
+import type { Permissions, PoolSpec, SecretSpec } from '../reconcile/model.js';
 import { withTempFile } from './scratch.js';
 import { attr, buildXml, bytes, list, parseXml, parseXmlForEdit, text, type XmlElement, type XmlNode } from './xml.js';
 import { libvirtMessage, type Virsh } from './virsh.js';
@@ -59,7 +59,7 @@ export function secretUsageFor(poolName: string): string {
   return `virt-reconcile/pool/${poolName}`;
 }
 
-export function definitionFor(spec: PoolSpec): PoolDefinition {
+export function definitionFor(spec: PoolSpec, secrets: Record<string, SecretSpec> = {}): PoolDefinition {
   const s = spec.source;
   return {
     type: spec.type,
@@ -71,7 +71,10 @@ export function definitionFor(spec: PoolSpec): PoolDefinition {
       device: s.device,
       name: spec.type === 'logical' ? (s.name ?? spec.name) : s.name,
       initiator: s.initiator,
-      auth: s.auth ? { type: s.auth.type, username: s.auth.username, secretUsage: secretUsageFor(spec.name) } : undefined,
+      // A declared secret is referred to by its usage id; a secretFile by the one made for the pool.
+      auth: s.auth
+        ? { type: s.auth.type, username: s.auth.username, secretUsage: s.auth.secret ? (secrets[s.auth.secret]?.usageId ?? s.auth.secret) : secretUsageFor(spec.name) }
+        : undefined,
     },
     permissions: spec.permissions,
   };

@@ -49,6 +49,8 @@ const ABSENT = [
   /Domain not found/,
   /failed to get (pool|vol|domain)/,
   /Failed to list volumes/,
+  /Secret not found/,
+  /failed to get secret/,
 ];
 
 /**

@@ -19,8 +19,8 @@ const NAMES: [keyof CloudInitFiles, string][] = [
 /** The label NoCloud looks for. */
 export const SEED_LABEL = 'cidata';
 
-/** Larger files are not read into a plan: seeds hold configuration, not payloads. */
-export const MAX_SEED_FILE_BYTES = 16 * 1024 * 1024;
+/** Larger files are not read into a plan: seeds and secrets hold configuration, not payloads. */
+export const MAX_SMALL_FILE_BYTES = 16 * 1024 * 1024;
 
 /** One file of a seed: read from `path`, or (meta-data not declared) generated `text`. */
 export interface SeedEntry {
@@ -71,15 +71,15 @@ export function seedIdentity(digest: string): string {
   return `cloudInit:${digest.slice(0, 16)}`;
 }
 
-/** The digest of one seed file, as observation reads it (refusing what is too large to be a seed file). */
-export async function digestSeedFile(p: string): Promise<string> {
-  const buf = await readSeedFile(p);
+/** The sha256 of a seed or secret value file, as observation reads it (refusing what is too large to be one). */
+export async function digestSmallFile(p: string): Promise<string> {
+  const buf = await readSmallFile(p);
   return sha256(buf);
 }
 
-async function readSeedFile(p: string): Promise<Buffer> {
+async function readSmallFile(p: string): Promise<Buffer> {
   const buf = await readFile(p);
-  if (buf.length > MAX_SEED_FILE_BYTES) throw new Error(`${p} is over ${MAX_SEED_FILE_BYTES / 1024 / 1024} MiB, too large for a cloud-init seed file`);
+  if (buf.length > MAX_SMALL_FILE_BYTES) throw new Error(`${p} is over ${MAX_SMALL_FILE_BYTES / 1024 / 1024} MiB, too large for a seed or secret file`);
   return buf;
 }
 
@@ -92,7 +92,7 @@ export async function buildSeed(output: string, entries: SeedEntry[], signal?: A
   await withTempDir(async (dir) => {
     const staged = [];
     for (const e of entries) {
-      const content = e.text !== undefined ? Buffer.from(e.text) : await readSeedFile(e.path!);
+      const content = e.text !== undefined ? Buffer.from(e.text) : await readSmallFile(e.path!);
       if (sha256(content) !== e.sha256) throw new Error(`${e.path} changed since the plan; run plan again`);
       const file = path.join(dir, e.name);
       await writeFile(file, content, { mode: 0o600 });

@@ -38,13 +38,19 @@ export function definitionChanges(want: PoolDefinition, have: PoolDefinition): C
   cmp('source.name', want.source.name, have.source.name);
   cmp('source.initiator', want.source.initiator, have.source.initiator);
   cmp('source.auth.username', want.source.auth?.username, have.source.auth?.username);
+  // Which secret: by usage (a pool defined by hand may name it by uuid, which is not compared).
+  if (!/^[0-9a-f]{8}-/.test(have.source.auth?.secretUsage ?? '')) cmp('source.auth.secret', want.source.auth?.secretUsage, have.source.auth?.secretUsage);
   return ch;
 }
 
+/** The libvirt secret a pool's auth makes for itself from secretFile (one declared under secrets: is its own object). */
 function secretFor(spec: PoolSpec) {
   const a = spec.source.auth;
-  return a ? { usage: secretUsageFor(spec.name), type: a.type, file: a.secretFile } : undefined;
+  return a?.secretFile ? { usage: secretUsageFor(spec.name), type: a.type, file: a.secretFile } : undefined;
 }
+
+/** A pool is defined after the declared secret its auth names. */
+const secretDeps = (spec: PoolSpec) => (spec.source.auth?.secret ? [`secrets.${spec.source.auth.secret}`] : []);
 
 export function diffPools(input: {
   state: DesiredState;
@@ -63,7 +69,7 @@ export function diffPools(input: {
   const { state, pools, inventory } = input;
   for (const spec of Object.values(state.pools).sort((a, b) => a.name.localeCompare(b.name))) {
     const id = `pools.${spec.name}`;
-    const want = definitionFor(spec);
+    const want = definitionFor(spec, input.state.secrets);
     const found = pools.get(spec.name);
     if (found === undefined) continue; // not observed: libvirt said why, and the plan fails with it
     // A directory already at the target of a pool being defined is the user's: used as it is,
@@ -100,7 +106,7 @@ export function diffPools(input: {
         kind: 'create',
         code: 'new',
         destructive: false,
-        dependsOn: [],
+        dependsOn: secretDeps(spec),
         changes: created({
           type: spec.type,
           path: want.path,
@@ -164,7 +170,7 @@ export function diffPools(input: {
         reason: reasonOf(rebuild),
         destructive: vols.length > 0,
         changes: rebuild,
-        dependsOn: [],
+        dependsOn: secretDeps(spec),
         op: {
           type: 'pool.replace',
           name: spec.name,

@@ -1,0 +1,188 @@
+// Declared secrets vs the connection's secrets: define what is missing (private, persistent),
+// redefine a changed description, set a changed value, replace one whose usage changed, and
+// undefine on prune only what reconcile defined. A private value cannot be read back, so a
+// change is told by the value file against the salted digest recorded when it was last set.
+import { createHash } from 'node:crypto';
+import type { Inventory, InventoryRecord, SecretRecord } from '../../reconcile/inventory.js';
+import { recordKey } from '../../reconcile/inventory.js';
+import type { DesiredState } from '../../reconcile/model.js';
+import { inSync, orphanId, type Action, type Change, type NoOp, type Refusal } from '../../reconcile/plan.js';
+import { reasonOf } from '../common/decisions.js';
+import type { ObservedSecret } from '../../tools/libvirt-secret.js';
+import { unobservable } from '../observe.js';
+import type { SecretOp, SecretValue } from './ops.js';
+
+export interface SecretDiff {
+  actions: Action<SecretOp | NoOp>[];
+  refusals: Refusal[];
+  notes: string[];
+}
+
+/** "SALT:HEX" for a value whose sha256 is `sha`: what the inventory keeps. */
+export function saltedDigest(sha: string, salt: string): string {
+  return `${salt}:${createHash('sha256').update(`${salt}:${sha}`).digest('hex')}`;
+}
+
+/** Whether the value with this sha256 is the one recorded. */
+export function sameValue(recorded: string | undefined, sha: string): boolean {
+  if (!recorded) return false;
+  const salt = recorded.slice(0, recorded.indexOf(':'));
+  return saltedDigest(sha, salt) === recorded;
+}
+
+const usageOf = (s: { usage: string; usageId: string }) => `${s.usage} ${JSON.stringify(s.usageId)}`;
+
+export function diffSecrets(input: {
+  state: DesiredState;
+  secrets: ObservedSecret[] | undefined;
+  /** sha256 of the value files */
+  contents: Map<string, string>;
+  inventory: Inventory;
+  prune: boolean;
+  orphans: [string, InventoryRecord][];
+  errors: Map<string, string>;
+}): SecretDiff {
+  const out: SecretDiff = { actions: [], refusals: [], notes: [] };
+  const all = input.secrets ?? [];
+  const refuse = (id: string, message: string) => out.refusals.push({ id, message });
+
+  for (const spec of Object.values(input.state.secrets).sort((a, b) => a.name.localeCompare(b.name))) {
+    const id = `secrets.${spec.name}`;
+    const key = recordKey({ type: 'secret', name: spec.name });
+    const stored = input.inventory.objects[key];
+    const rec = stored?.type === 'secret' ? stored : undefined;
+    let value: SecretValue | undefined;
+    if (spec.valueFile !== undefined) {
+      const sha = input.contents.get(spec.valueFile);
+      if (sha === undefined) {
+        refuse(id, `${spec.origin}: valueFile ${unobservable(input.errors, spec.valueFile)}`);
+        continue;
+      }
+      value = { file: spec.valueFile, encoding: spec.encoding, sha256: sha };
+    }
+    const definition = { usage: spec.usage, usageId: spec.usageId, description: spec.description };
+    const byUsage = all.find((s) => s.usage === spec.usage && s.usageId === spec.usageId);
+    const recorded = rec ? all.find((s) => s.uuid === rec.uuid) : undefined;
+
+    // The recorded secret under another usage (the YAML changed it): libvirt cannot change a
+    // secret's usage, so it is replaced (its value comes from the file: nothing is lost).
+    if (recorded && !rec?.adopted && (recorded.usage !== spec.usage || recorded.usageId !== spec.usageId)) {
+      if (byUsage) {
+        refuse(id, `${spec.origin}: usage ${usageOf(spec)} is already the usage of secret ${byUsage.uuid}, which reconcile did not define; undefine it or declare another usage`);
+        continue;
+      }
+      out.actions.push({
+        id,
+        resource: 'secret',
+        kind: 'replace',
+        code: 'rebuild',
+        reason: `usage ${usageOf(recorded)} -> ${usageOf(spec)} (libvirt cannot change a secret's usage; its value is set again from ${spec.valueFile})`,
+        destructive: false,
+        changes: [{ field: 'usage', from: usageOf(recorded), to: usageOf(spec) }],
+        dependsOn: [],
+        op: { type: 'secret.create', name: spec.name, definition, value, replaces: recorded.uuid },
+      });
+      continue;
+    }
+    if (!byUsage) {
+      if (spec.adopt && value === undefined) {
+        refuse(id, `${spec.origin}: there is no secret of usage ${usageOf(spec)} to adopt; declare valueFile to create it`);
+        continue;
+      }
+      out.actions.push({
+        id,
+        resource: 'secret',
+        kind: 'create',
+        code: 'new',
+        reason: `new secret (usage ${usageOf(spec)}, private)`,
+        destructive: false,
+        changes: [
+          { field: 'usage', from: '', to: usageOf(spec) },
+          ...(spec.description !== undefined ? [{ field: 'description', from: '', to: spec.description }] : []),
+          ...(value ? [{ field: 'value', from: '', to: `from ${value.file}` }] : []),
+        ],
+        dependsOn: [],
+        op: { type: 'secret.create', name: spec.name, definition, value },
+      });
+      continue;
+    }
+    const ours = !!rec && rec.uuid === byUsage.uuid && !rec.adopted;
+    if (!ours && !spec.adopt) {
+      refuse(
+        id,
+        `${spec.origin}: a secret of usage ${usageOf(spec)} exists (${byUsage.uuid}) and reconcile did not define it, so it is left alone. Add adopt: true to secrets.${spec.name} to manage it (its value is then set from valueFile; it is never undefined)`,
+      );
+      continue;
+    }
+    const changes: Change[] = [];
+    const finish = ours && rec!.status === 'building';
+    if (finish) changes.push({ field: 'state', from: 'incomplete (an apply was interrupted)', to: 'complete' });
+    if (spec.description !== undefined && spec.description !== (byUsage.description ?? ''))
+      changes.push({ field: 'description', from: byUsage.description ?? 'none', to: spec.description });
+    const valueRecorded = rec?.uuid === byUsage.uuid ? rec.valueDigest : undefined;
+    const setValue = value && (finish || !sameValue(valueRecorded, value.sha256));
+    if (setValue) changes.push({ field: 'value', from: valueRecorded ? 'as set before' : 'not set by reconcile', to: `from ${value!.file}` });
+    if (!changes.length) {
+      out.actions.push(inSync('secret', id, ours));
+      continue;
+    }
+    out.actions.push({
+      id,
+      resource: 'secret',
+      kind: 'update',
+      code: finish ? 'interrupted' : 'drift',
+      reason: changes.some((c) => c.field === 'value') && changes.length === 1 ? `value file changed since the value was set (${value!.file})` : reasonOf(changes),
+      destructive: false,
+      changes,
+      dependsOn: [],
+      op: {
+        type: 'secret.update',
+        name: spec.name,
+        uuid: byUsage.uuid,
+        definition: changes.some((c) => c.field === 'description') ? { ...definition, uuid: byUsage.uuid } : undefined,
+        value: setValue ? value : undefined,
+        adopted: !ours,
+        finish,
+      },
+    });
+  }
+
+  for (const [key, stored] of input.orphans) {
+    if (stored.type !== 'secret') continue;
+    const rec = stored as SecretRecord;
+    const id = orphanId(key);
+    if (!input.prune) {
+      out.notes.push(`secret ${rec.name} left the YAML; \`apply --prune\` ${rec.adopted ? 'forgets it (it was adopted: never undefined)' : 'undefines it'}`);
+      continue;
+    }
+    const found = input.secrets === undefined ? undefined : all.find((s) => s.uuid === rec.uuid);
+    if (input.secrets === undefined) continue;
+    if (!found || rec.adopted) {
+      out.actions.push({
+        id,
+        resource: 'secret',
+        kind: 'delete',
+        code: found ? 'not-ours' : 'gone',
+        reason: found ? 'adopted: forgotten, never undefined' : 'already gone; forgotten from the inventory',
+        destructive: false,
+        changes: [],
+        dependsOn: [],
+        op: { type: 'secret.delete', name: rec.name, uuid: rec.uuid, exists: false, inventoryKey: key },
+      });
+      continue;
+    }
+    // A declared pool cannot still name it: validation requires a pool's secret to be declared.
+    out.actions.push({
+      id,
+      resource: 'secret',
+      kind: 'delete',
+      code: 'left-yaml',
+      reason: `secret ${rec.name} left the YAML (usage ${usageOf(found)}): undefined`,
+      destructive: true,
+      changes: [],
+      dependsOn: [],
+      op: { type: 'secret.delete', name: rec.name, uuid: rec.uuid, exists: true, inventoryKey: key },
+    });
+  }
+  return out;
+}

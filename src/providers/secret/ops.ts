@@ -1,0 +1,33 @@
+// What a secret action carries from plan to apply. Never the value: the file it is read from
+// and the sha256 the plan saw, which the apply checks before it sets what it read.
+import type { SecretDefinition } from '../../tools/libvirt-secret.js';
+
+/** Where the value comes from: read by the apply, checked against what the plan saw. */
+export interface SecretValue {
+  file: string;
+  encoding: 'raw' | 'base64';
+  sha256: string;
+}
+
+export type SecretOp =
+  | {
+      type: 'secret.create';
+      name: string;
+      /** the uuid is chosen by the apply and recorded before the define */
+      definition: Omit<SecretDefinition, 'uuid'>;
+      value?: SecretValue;
+      /** a replace: the secret of the old usage, undefined first (only if still that uuid) */
+      replaces?: string;
+    }
+  | {
+      type: 'secret.update';
+      name: string;
+      uuid: string;
+      /** redefined (same uuid and usage) with this description */
+      definition?: SecretDefinition;
+      value?: SecretValue;
+      adopted: boolean;
+      /** an interrupted create: its record is finished */
+      finish?: boolean;
+    }
+  | { type: 'secret.delete'; name: string; uuid: string; exists: boolean; inventoryKey: string };
