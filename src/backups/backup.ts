@@ -30,7 +30,8 @@ interface DiskSource {
 async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ running: boolean; all: string[]; disks: DiskSource[] }> {
   const state = await domainState(v, vm);
   const running = state === 'running' || state === 'paused';
-  const devices = (await readDisks(v, vm, running)).filter((d) => d.device === 'disk');
+  // Disks of this host only: a network disk's data lives on its server (backed up there).
+  const devices = (await readDisks(v, vm, running)).filter((d) => d.device === 'disk' && d.type !== 'network');
   const disks: DiskSource[] = [];
   for (const d of devices) {
     if (want && !want.includes(d.target)) continue;

@@ -1,7 +1,7 @@
 // The YAML as it is once the JSON Schema (schemas/storage.schema.json) has accepted it: what
 // the semantic checks in validate.ts read. Kept beside the schema's shapes; a field added to
 // the schema is added here, or validate.ts cannot read it.
-import type { CloudInitFiles, DiskSpec, Format, PoolSpec, PoolType, Qcow2Options, SecretUsage, WipeAlgorithm } from './model.js';
+import type { CloudInitFiles, DiskSpec, Format, NetworkSource, PoolSpec, PoolType, Qcow2Options, SecretUsage, WipeAlgorithm } from './model.js';
 
 /** Sizes are checked and converted by validate.ts: numbers or strings such as "20G". */
 export type SizeInput = number | string;
@@ -61,6 +61,7 @@ export type DiskPolicyInput = Partial<Pick<DiskSpec, 'bus' | 'cache' | 'io' | 'd
 export interface DiskInput extends DiskPolicyInput, Partial<Pick<DiskSpec, 'device' | 'serial' | 'wwn' | 'vendor' | 'product'>> {
   image?: string;
   path?: string;
+  network?: Omit<NetworkSource, 'format'> & { format?: NetworkSource['format'] };
   target?: string;
 }
 

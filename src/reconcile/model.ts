@@ -124,11 +124,25 @@ export interface PoolSpec {
   origin: Origin;
 }
 
+/** A disk served over the network (libvirt's <disk type='network'>), read by QEMU itself. */
+export interface NetworkSource {
+  protocol: 'nbd' | 'iscsi' | 'rbd' | 'http' | 'https';
+  host: string;
+  port?: number;
+  /** nbd: the export; iscsi: IQN/LUN; rbd: pool/image; http(s): the path */
+  name?: string;
+  /** what QEMU reads through it (default raw) */
+  format: 'raw' | 'qcow2';
+  /** iscsi (CHAP) and rbd (cephx): a declared secret, by name */
+  auth?: { username: string; secret: string };
+}
+
 export interface DiskSpec {
   /** a disk, or a CD-ROM drive (removable, read-only media: an ISO) */
   device: 'disk' | 'cdrom';
   image?: string;
   path?: string;
+  network?: NetworkSource;
   target?: string;
   bus: 'virtio' | 'nvme' | 'sata' | 'scsi' | 'ide';
   cache?: 'none' | 'writethrough' | 'writeback' | 'directsync' | 'unsafe' | 'default';

@@ -9,7 +9,19 @@ import { formatDuration, parseDuration, TIMER_MAX_SECONDS } from './durations.js
 import { formatSize, parseSize } from './sizes.js';
 import { normalizePath, systemPlace, systemPoolPlace, type Resolver } from './paths.js';
 import { locate, type FieldPath, type SourceFile } from './source-file.js';
-import type { BackupInput, DiskPolicyInput, FileInput, ImageDefaultsInput, ImageInput, PermissionsInput, PoolInput, PoolSourceInput, SecretInput, VmInput } from './input.js';
+import type {
+  BackupInput,
+  DiskInput,
+  DiskPolicyInput,
+  FileInput,
+  ImageDefaultsInput,
+  ImageInput,
+  PermissionsInput,
+  PoolInput,
+  PoolSourceInput,
+  SecretInput,
+  VmInput,
+} from './input.js';
 
 export interface ParsedFile {
   source: SourceFile;
@@ -277,6 +289,31 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   };
 }
 
+/** Where a network disk is, and how it authenticates: what libvirt would refuse, said first. */
+function checkNetworkDisk(c: Checker, at: FieldPath, net: NonNullable<DiskInput['network']>, secrets: Record<string, SecretInput>): void {
+  if (net.protocol !== 'nbd' && net.name === undefined) c.err(at, `missing required field "name": ${NETWORK_NAME[net.protocol]}`, true);
+  if (net.protocol === 'iscsi' && net.name !== undefined && !/^iqn\.\d{4}-\d{2}\.[^/]+\/\d+$/.test(net.name))
+    c.err([...at, 'name'], `must be the target's IQN and a LUN, such as iqn.2026-01.com.example:store/1 (got ${JSON.stringify(net.name)})`);
+  if (net.protocol === 'rbd' && net.name !== undefined && !/^[^/]+\/[^/]+$/.test(net.name)) c.err([...at, 'name'], `must be POOL/IMAGE (got ${JSON.stringify(net.name)})`);
+  if ((net.protocol === 'http' || net.protocol === 'https') && net.name !== undefined && !net.name.startsWith('/'))
+    c.err([...at, 'name'], `must be the path on the server, starting with / (got ${JSON.stringify(net.name)})`);
+  if (net.auth) {
+    const want = NETWORK_AUTH_USAGE[net.protocol];
+    const s = secrets[net.auth.secret];
+    if (!want) c.err([...at, 'auth'], `${net.protocol} disks take no auth (iscsi and rbd do)`, true);
+    else if (!s) c.err([...at, 'auth', 'secret'], `refers to secret ${JSON.stringify(net.auth.secret)}, which is not declared under secrets`);
+    else if (s.usage !== want) c.err([...at, 'auth', 'secret'], `an ${net.protocol} disk needs a secret of usage ${want}; secrets.${net.auth.secret} has usage ${s.usage}`);
+  }
+}
+
+const NETWORK_NAME: Record<string, string> = {
+  iscsi: "the target's IQN and LUN (IQN/LUN)",
+  rbd: 'the Ceph pool and image (POOL/IMAGE)',
+  http: 'the path on the server',
+  https: 'the path on the server',
+};
+const NETWORK_AUTH_USAGE: Partial<Record<string, 'iscsi' | 'ceph'>> = { iscsi: 'iscsi', rbd: 'ceph' };
+
 /** The usage type a pool's auth needs its secret to have: CHAP is libvirt's iscsi usage. */
 const AUTH_USAGE = { chap: 'iscsi', ceph: 'ceph' } as const;
 
@@ -361,7 +398,14 @@ function checkPool(c: Checker, name: string, raw: PoolInput, secrets: Record<str
   };
 }
 
-function checkVm(c: Checker, name: string, raw: VmInput, defaults: DiskPolicyInput | undefined, images: Record<string, ImageInput>): VmSpec | undefined {
+function checkVm(
+  c: Checker,
+  name: string,
+  raw: VmInput,
+  defaults: DiskPolicyInput | undefined,
+  images: Record<string, ImageInput>,
+  secrets: Record<string, SecretInput>,
+): VmSpec | undefined {
   const base: FieldPath = ['vms', name];
   const before = c.errors.length;
   let create: VmSpec['create'];
@@ -373,7 +417,13 @@ function checkVm(c: Checker, name: string, raw: VmInput, defaults: DiskPolicyInp
   const disks: DiskSpec[] = (raw.disks ?? []).map((d, i) => {
     const dp: FieldPath = [...base, 'disks', i];
     const merged = { ...(defaults ?? {}), ...d };
-    if ((d.image === undefined) === (d.path === undefined)) c.err(dp, 'set exactly one of image (a declared image) or path (a file or block device)');
+    if ([d.image, d.path, d.network].filter((x) => x !== undefined).length !== 1)
+      c.err(dp, 'set exactly one of image (a declared image), path (a file or block device) or network (a disk served over the network)');
+    const net = d.network;
+    if (net) checkNetworkDisk(c, [...dp, 'network'], net, secrets);
+    // QEMU's curl driver only reads: an http(s) disk is read-only.
+    if ((net?.protocol === 'http' || net?.protocol === 'https') && d.readonly === false)
+      c.err([...dp, 'readonly'], `an ${net.protocol} disk is read-only (QEMU reads it over ${net.protocol}); remove readonly: false`);
     if (d.image !== undefined && !(d.image in images)) {
       c.err([...dp, 'image'], `refers to image ${JSON.stringify(d.image)}, which is not declared under images`);
     }
@@ -408,7 +458,9 @@ function checkVm(c: Checker, name: string, raw: VmInput, defaults: DiskPolicyInp
         `io: native needs cache none or directsync (O_DIRECT); got cache ${merged.cache}. Use io: threads or io_uring with cache ${merged.cache}`,
       );
     }
-    return { ...merged, device, bus, readonly: device === 'cdrom' || (merged.readonly ?? false), origin: c.at(dp) } as DiskSpec;
+    const network = net ? { ...net, format: net.format ?? 'raw' } : undefined;
+    const readonly = device === 'cdrom' || net?.protocol === 'http' || net?.protocol === 'https' || (merged.readonly ?? false);
+    return { ...merged, network, device, bus, readonly, origin: c.at(dp) } as DiskSpec;
   });
   if (c.errors.length > before) return undefined;
   return { name, create, disks, origin: c.at(base, true) };
@@ -444,8 +496,8 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
     c.err([...base, 'destination'], 'mode snapshot keeps internal snapshots inside the image; destination is for external and copy modes');
   }
   if (vm && raw.disks) {
-    // CD-ROMs hold read-only media: nothing to back up.
-    const declared = (vm.disks ?? []).filter((d) => d.device !== 'cdrom').map((d) => d.target);
+    // CD-ROMs hold read-only media, network disks live on their server: nothing to back up here.
+    const declared = (vm.disks ?? []).filter((d) => d.device !== 'cdrom' && !d.network).map((d) => d.target);
     if (declared.length && declared.every((t: unknown) => t !== undefined)) {
       raw.disks.forEach((t, i) => {
         if (!declared.includes(t)) c.err([...base, 'disks', i], `vm ${raw.vm} declares no disk ${t} (declared: ${declared.join(', ')})`);
@@ -629,7 +681,7 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
     }
   }
   for (const [name, { c, raw }] of Object.entries(owner.vms!)) {
-    const s = checkVm(c, name, raw, defaults.disk?.value, imageInputs);
+    const s = checkVm(c, name, raw, defaults.disk?.value, imageInputs, secretInputs);
     if (s) state.vms[name] = s;
   }
   for (const [name, { c, raw }] of Object.entries(owner.backups!)) {

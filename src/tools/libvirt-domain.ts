@@ -14,7 +14,17 @@ export interface DiskDevice {
   device: string;
   /** file | block | volume | network */
   type: string;
-  source: { file?: string; dev?: string; pool?: string; volume?: string };
+  source: {
+    file?: string;
+    dev?: string;
+    pool?: string;
+    volume?: string;
+    /** type network: protocol, name (export, IQN/LUN, pool/image, path), hosts, auth by secret usage */
+    protocol?: string;
+    name?: string;
+    hosts?: { name: string; port?: number }[];
+    auth?: { username: string; secretType: string; secretUsage: string };
+  };
   driverType?: string;
   cache?: string;
   io?: string;
@@ -60,7 +70,13 @@ export function parseDisks(domainXml: XmlNode | undefined): DiskDevice[] {
     bus: attr(d.target, 'bus') ?? '',
     device: attr(d, 'device') ?? 'disk',
     type: attr(d, 'type') ?? 'file',
-    source: { file: attr(d.source, 'file'), dev: attr(d.source, 'dev'), pool: attr(d.source, 'pool'), volume: attr(d.source, 'volume') },
+    source: {
+      file: attr(d.source, 'file'),
+      dev: attr(d.source, 'dev'),
+      pool: attr(d.source, 'pool'),
+      volume: attr(d.source, 'volume'),
+      ...(attr(d, 'type') === 'network' ? networkSource(d.source) : {}),
+    },
     driverType: attr(d.driver, 'type'),
     cache: attr(d.driver, 'cache'),
     io: attr(d.driver, 'io'),
@@ -68,6 +84,18 @@ export function parseDisks(domainXml: XmlNode | undefined): DiskDevice[] {
     readonly: d.readonly !== undefined,
     ...Object.fromEntries(IDENTITY_FIELDS.map((f) => [f, text(d[f])]).filter(([, v]) => v !== undefined)),
   }));
+}
+
+function networkSource(s: XmlNode | undefined): DiskDevice['source'] {
+  const auth = s?.auth;
+  return {
+    protocol: attr(s, 'protocol'),
+    name: attr(s, 'name'),
+    hosts: list(s?.host).map((h) => ({ name: attr(h, 'name') ?? '', port: attr(h, 'port') !== undefined ? Number(attr(h, 'port')) : undefined })),
+    auth: auth
+      ? { username: attr(auth, 'username') ?? '', secretType: attr(auth.secret, 'type') ?? '', secretUsage: attr(auth.secret, 'usage') ?? attr(auth.secret, 'uuid') ?? '' }
+      : undefined,
+  };
 }
 
 /**
@@ -143,7 +171,19 @@ function diskElement(d: DiskDevice): XmlElement {
     '@type': d.type,
     '@device': d.device,
     driver: { '@name': 'qemu', '@type': d.driverType || undefined, '@cache': d.cache || undefined, '@io': d.io || undefined, '@discard': d.discard || undefined },
-    source: d.type === 'volume' ? { '@pool': d.source.pool, '@volume': d.source.volume } : d.type === 'block' ? { '@dev': d.source.dev } : { '@file': d.source.file },
+    source:
+      d.type === 'volume'
+        ? { '@pool': d.source.pool, '@volume': d.source.volume }
+        : d.type === 'block'
+          ? { '@dev': d.source.dev }
+          : d.type === 'network'
+            ? {
+                '@protocol': d.source.protocol,
+                '@name': d.source.name,
+                host: (d.source.hosts ?? []).map((h) => ({ '@name': h.name, '@port': h.port })),
+                auth: d.source.auth ? { '@username': d.source.auth.username, secret: { '@type': d.source.auth.secretType, '@usage': d.source.auth.secretUsage } } : undefined,
+              }
+            : { '@file': d.source.file },
     target: { '@dev': d.target, '@bus': d.bus },
     readonly: d.readonly ? '' : undefined,
     serial: d.serial,

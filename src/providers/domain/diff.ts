@@ -39,12 +39,18 @@ function targetName(bus: DiskSpec['bus'], i: number): string {
   return PREFIX[bus] + s;
 }
 
+/** Where a network disk is: protocol://host:port/name, the identity its source is compared by. */
+const networkUrl = (d: DiskDevice) =>
+  `${d.source.protocol}://${(d.source.hosts ?? []).map((h) => (h.port ? `${h.name}:${h.port}` : h.name)).join(',')}${d.source.name ? `/${d.source.name.replace(/^\//, '')}` : ''}`;
+
 function sameSource(a: DiskDevice, b: DiskDevice): boolean {
+  if (a.type === 'network' || b.type === 'network') return a.type === b.type && networkUrl(a) === networkUrl(b);
   if (a.type === 'volume' || b.type === 'volume') return a.source.pool === b.source.pool && a.source.volume === b.source.volume;
   return (a.source.file ?? a.source.dev) === (b.source.file ?? b.source.dev);
 }
 
-const describeSource = (d: DiskDevice) => (d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : (d.source.file ?? d.source.dev ?? '?'));
+const describeSource = (d: DiskDevice) =>
+  d.type === 'network' ? networkUrl(d) : d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : (d.source.file ?? d.source.dev ?? '?');
 
 /** A disk as a plan line shows it: source and every policy it sets. */
 function diskSummary(d: DiskDevice): string {
@@ -71,6 +77,9 @@ function attributeChanges(want: DiskDevice, have: DiskDevice): Change[] {
       ch.push({ field: `${want.target} ${field === 'driverType' ? 'format' : field}`, from: String(h ?? 'default'), to: String(w) });
   };
   for (const f of ['device', 'driverType', 'bus', 'cache', 'io', 'discard', 'readonly'] as const) cmp(f);
+  // A network disk's login: user and the secret it names (by usage).
+  const auth = (d: DiskDevice) => (d.source.auth ? `${d.source.auth.username} with ${d.source.auth.secretType} secret ${d.source.auth.secretUsage}` : 'none');
+  if (want.type === 'network' && have.type === 'network' && auth(want) !== auth(have)) ch.push({ field: `${want.target} auth`, from: auth(have), to: auth(want) });
   // Identity the guest reads: declared values are restored when edited away (drift healing);
   // a wwn is compared as a number (libvirt keeps the spelling it was given).
   for (const f of IDENTITY_FIELDS) {
@@ -114,7 +123,11 @@ export function diffVms(input: {
     const cap = caps.get(dom?.virtType ?? createVirtType) ?? caps.get(createVirtType);
     const resolved = resolveDisks(vm, dom, state, files, input.errors, cap, out, id);
     if (!resolved) continue;
-    const dependsOn = vm.disks.filter((d) => d.image).map((d) => `images.${d.image}`);
+    // After the images it attaches and the secrets its network disks log in with.
+    const dependsOn = [
+      ...vm.disks.filter((d) => d.image).map((d) => `images.${d.image}`),
+      ...vm.disks.flatMap((d) => (d.network?.auth ? [`secrets.${d.network.auth.secret}`] : [])),
+    ];
 
     if (dom === null) {
       const ownership: Ownership = { created: true, disks: resolved.map((d) => d.target).sort() };
@@ -313,7 +326,21 @@ function resolveDisks(
       continue;
     }
     let dev: Omit<DiskDevice, 'target' | 'bus' | 'cache' | 'io' | 'discard' | 'readonly'>;
-    if (d.image) {
+    if (d.network) {
+      const n = d.network;
+      const secret = n.auth ? state.secrets[n.auth.secret] : undefined;
+      dev = {
+        type: 'network',
+        device: d.device,
+        driverType: n.format,
+        source: {
+          protocol: n.protocol,
+          name: n.name,
+          hosts: [{ name: n.host, port: n.port }],
+          auth: n.auth && secret ? { username: n.auth.username, secretType: secret.usage, secretUsage: secret.usageId } : undefined,
+        },
+      };
+    } else if (d.image) {
       const img = state.images[d.image]!;
       if (img.encryption) {
         refuse(d.origin, `images.${img.name} is LUKS-encrypted; attaching encrypted images (with a libvirt secret) is not supported by this version`);
