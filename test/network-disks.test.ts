@@ -29,7 +29,7 @@ function serve(file: string): Promise<number> {
     const size = (await stat(file)).size;
     const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     const start = m ? Number(m[1]) : 0;
-    const end = m && m[2] ? Math.min(Number(m[2]), size - 1) : size - 1;
+    const end = m?.[2] ? Math.min(Number(m[2]), size - 1) : size - 1;
     res.writeHead(m ? 206 : 200, {
       'Accept-Ranges': 'bytes',
       'Content-Length': end - start + 1,
