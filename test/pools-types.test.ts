@@ -51,6 +51,53 @@ describe('fs pools on loop devices', () => {
   });
 });
 
+describe('storage deleted with the pool (deleteStorage: true)', () => {
+  const blank = async (dev: string) => (await execa('blkid', ['-p', dev], { reject: false })).exitCode === 2;
+
+  it('fs: the filesystem reconcile made is erased and its mount point removed, only while it holds nothing', async () => {
+    const dev = await loopDevice('fs-del.img', '64M');
+    const yaml = `version: 1\npools:\n  fsdel: { type: fs, path: $DIR/mnt-del, source: { device: ${dev}, format: ext4 }, deleteStorage: true }\n`;
+    await sb.yaml(yaml, 'fsdel.yaml');
+    expect((await sb.run('apply', '-f', p('fsdel.yaml'))).code).toBe(0);
+    expect(await blank(dev)).toBe(false);
+    // A file in the filesystem: the pool goes, the filesystem (and the file) stay.
+    await inNs(lv, 'sh', '-c', `echo mine > ${p('mnt-del/notes.txt')}`);
+    await sb.yaml('version: 1\n', 'fsdel.yaml');
+    const kept = await sb.run('apply', '-f', p('fsdel.yaml'), '--prune');
+    expect(kept.stdout).toMatch(/its storage is kept: it holds 1 thing\(s\) reconcile is not deleting \(notes\.txt\)/);
+    expect(await blank(dev)).toBe(false);
+    // Defined again on it: the filesystem was there, so it is not reconcile's to erase.
+    await sb.yaml(yaml, 'fsdel.yaml');
+    expect((await sb.run('apply', '-f', p('fsdel.yaml'))).code).toBe(0);
+    await inNs(lv, 'rm', p('mnt-del/notes.txt'));
+    await sb.yaml('version: 1\n', 'fsdel.yaml');
+    expect((await sb.run('apply', '-f', p('fsdel.yaml'), '--prune')).stdout).toMatch(/its storage is kept: it was there before the pool/);
+    expect(await blank(dev)).toBe(false);
+
+    // A filesystem reconcile makes, empty (but for lost+found): erased, its mount point removed.
+    await execa('wipefs', ['-a', dev]);
+    await execa('rmdir', [p('mnt-del')]).catch(() => undefined);
+    await sb.yaml(yaml, 'fsdel.yaml');
+    expect((await sb.run('apply', '-f', p('fsdel.yaml'))).code).toBe(0);
+    await sb.yaml('version: 1\n', 'fsdel.yaml');
+    const plan = await sb.run('plan', '-f', p('fsdel.yaml'), '--prune');
+    expect(plan.stdout).toMatch(new RegExp(`its storage deleted \\(deleteStorage: true, made by reconcile, empty: the ext4 filesystem it made on ${dev} erased\\)`));
+    expect((await sb.run('apply', '-f', p('fsdel.yaml'), '--prune')).code).toBe(0);
+    expect(await blank(dev)).toBe(true);
+    expect(await execa('test', ['-e', p('mnt-del')], { reject: false }).then((r) => r.exitCode)).toBe(1);
+  });
+
+  it('disk: the partition label reconcile wrote is removed', async () => {
+    const dev = await loopDevice('disk-del.img', '64M');
+    await sb.yaml(`version: 1\npools:\n  diskdel: { type: disk, source: { device: ${dev}, format: gpt }, deleteStorage: true }\n`, 'diskdel.yaml');
+    expect((await sb.run('apply', '-f', p('diskdel.yaml'))).code).toBe(0);
+    expect(String((await execa('blkid', ['-p', '-o', 'value', '-s', 'PTTYPE', dev])).stdout).trim()).toBe('gpt');
+    await sb.yaml('version: 1\n', 'diskdel.yaml');
+    expect((await sb.run('apply', '-f', p('diskdel.yaml'), '--prune')).stdout).toMatch(/its storage deleted/);
+    expect(await blank(dev)).toBe(true);
+  });
+});
+
 describe('disk pool on a loop device', () => {
   it('writes a partition label and creates a partition volume', async () => {
     const dev = await loopDevice('disk.img', '200M');

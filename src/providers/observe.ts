@@ -125,6 +125,8 @@ export interface Targets {
   contents?: string[];
   /** every libvirt secret of the connection */
   secrets?: boolean;
+  /** pools whose volume list must be current (libvirt keeps its own until a refresh): those whose storage a prune may delete */
+  refreshPools?: string[];
   /** the record of backup runs */
   backupRuns?: boolean;
   /** which domains use which files and volumes as disks (before anything is pruned) */
@@ -161,6 +163,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
     contents: [...contents].sort(),
     backupRuns: parts.some((t) => t.backupRuns),
     secrets: parts.some((t) => t.secrets),
+    refreshPools: [...new Set(parts.flatMap((t) => t.refreshPools ?? []))].sort(),
     diskUsers: parts.some((t) => t.diskUsers),
   };
 }
@@ -191,6 +194,8 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     libvirtTargets.virtTypes = [obs.kvm.virtType];
     libvirtTargets.capsSignature = await domcapsSignature(obs.kvm.usable);
   }
+  // Files put in a pool's storage behind libvirt's back are seen before a plan says it is empty.
+  if (virsh && targets.refreshPools?.length) await virsh.batch(targets.refreshPools.map((n) => ['pool-refresh', n]));
   if (targets.backupRuns) obs.backupSuccess = (await readBackupRecords(opts.stateDir)).lastSuccess;
   const [, , libvirt] = await Promise.all([
     observeMore(obs.files, targets.files, opts.cache, obs.errors),

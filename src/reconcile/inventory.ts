@@ -54,6 +54,8 @@ export interface PoolRecord {
   storageBirth?: string;
   /** declared deleteStorage, kept for when the declaration is gone */
   deleteStorage?: boolean;
+  /** fs pools: the filesystem pool-build made on the device (none was there), by its UUID */
+  filesystem?: { device: string; type: string; uuid: string };
 }
 
 export interface VolumeRecord {

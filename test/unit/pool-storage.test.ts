@@ -61,3 +61,36 @@ describe('storageFate', () => {
     expect(storageFate(rec({ storage: 'made', storageBirth: '1', deleteStorage: true }), iscsi, dirs(), all)).toMatchObject({ delete: false, why: /iscsi pools have none here/ });
   });
 });
+
+describe('storageFate of an fs pool', () => {
+  const fsPool = (vols: Record<string, string>) => {
+    const p = pool('p', { path: '/pools/p', vols });
+    return { ...p, definition: { ...p.definition, type: 'fs' as const } };
+  };
+  const made = { device: '/dev/loop9', type: 'ext4', uuid: 'abc' };
+
+  it('erases the filesystem it made once it holds nothing but lost+found, keeping a mount point it found', () => {
+    expect(storageFate(rec({ storage: 'found', deleteStorage: true, filesystem: made }), fsPool({ 'lost+found': '/pools/p/lost+found' }), dirs(), none)).toEqual({
+      delete: true,
+      keepDirectory: true,
+    });
+    expect(storageFate(rec({ storage: 'made', storageBirth: '1', deleteStorage: true, filesystem: made }), fsPool({ 'lost+found': '/pools/p/lost+found' }), dirs(), none)).toEqual({
+      delete: true,
+    });
+  });
+
+  it('keeps it while it holds a file, when unmounted (its content unseen), and when reconcile did not make it', () => {
+    const kept = (r: PoolRecord, obs: Parameters<typeof storageFate>[1]) => storageFate(r, obs, dirs({ kind: 'directory', entries: [] }), none);
+    expect(kept(rec({ storage: 'found', deleteStorage: true, filesystem: made }), fsPool({ 'lost+found': '', 'notes.txt': '' }))).toMatchObject({
+      delete: false,
+      why: /notes\.txt/,
+    });
+    expect(kept(rec({ storage: 'found', deleteStorage: true, filesystem: made }), { ...fsPool({}), active: false, volumes: undefined })).toMatchObject({
+      delete: false,
+      why: /inactive, so what its filesystem holds cannot be read/,
+    });
+    // lost+found counts as content when no filesystem of reconcile's is recorded.
+    expect(kept(rec({ storage: 'made', storageBirth: '1', deleteStorage: true }), fsPool({ 'lost+found': '' }))).toMatchObject({ delete: false, why: /lost\+found/ });
+    expect(kept(rec({ storage: 'found', deleteStorage: true }), fsPool({}))).toMatchObject({ delete: false, why: /there before the pool/ });
+  });
+});

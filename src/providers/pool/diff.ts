@@ -289,7 +289,7 @@ export function diffPools(input: {
       resource: 'pool',
       kind: 'delete',
       code: 'left-yaml',
-      reason: `pool ${rec.name} left the YAML (${obs.definition.type}${obs.definition.path ? ` at ${obs.definition.path}` : ''}): undefined; ${storage.delete ? 'its storage deleted (deleteStorage: true, made by reconcile, empty)' : storage.why}`,
+      reason: `pool ${rec.name} left the YAML (${obs.definition.type}${obs.definition.path ? ` at ${obs.definition.path}` : ''}): undefined; ${storage.delete ? `its storage deleted (deleteStorage: true, made by reconcile, empty${rec.filesystem && obs.definition.type === 'fs' ? `: the ${rec.filesystem.type} filesystem it made on ${rec.filesystem.device} erased${storage.keepDirectory ? ', the directory it was mounted on kept (reconcile did not make it)' : ''}` : ''})` : storage.why}`,
       // An undefine is a delete even when the storage stays (a forget is destructive: false).
       destructive: true,
       changes: [],
@@ -302,8 +302,9 @@ export function diffPools(input: {
         active: obs.active,
         exists: true,
         inventoryKey: key,
-        ...(storage.delete ? { deleteStorage: true } : {}),
-        ...(storage.delete && rec.path && rec.storageBirth ? { storage: { path: rec.path, birth: rec.storageBirth } } : {}),
+        ...(storage.delete && !storage.keepDirectory ? { deleteStorage: true } : {}),
+        ...(storage.delete && rec.path && rec.storageBirth && !storage.keepDirectory ? { storage: { path: rec.path, birth: rec.storageBirth } } : {}),
+        ...(storage.delete && rec.filesystem && obs.definition.type === 'fs' ? { filesystem: rec.filesystem, target: obs.definition.path } : {}),
       },
     });
   }
@@ -320,10 +321,13 @@ export function storageFate(
   obs: ObservedPool,
   directories: Map<string, DirectoryContent>,
   pruned: (volume: string) => boolean,
-): { delete: true } | { delete: false; why: string } {
+): { delete: true; keepDirectory?: true } | { delete: false; why: string } {
   if (!rec.deleteStorage) return { delete: false, why: 'its storage is kept (deleteStorage was not declared)' };
   if (!STORAGE_POOLS.includes(obs.definition.type)) return { delete: false, why: `its storage is kept (${obs.definition.type} pools have none here)` };
-  if (rec.storage !== 'made')
+  // An fs pool's storage is the filesystem reconcile made on the device, whoever made the
+  // directory it is mounted on (a directory found there is kept).
+  const fsMade = obs.definition.type === 'fs' && !!rec.filesystem;
+  if (rec.storage !== 'made' && !fsMade)
     return {
       delete: false,
       why:
@@ -331,15 +335,20 @@ export function storageFate(
           ? 'its storage is kept: it was there before the pool, reconcile did not make it'
           : 'its storage is kept: it is not recorded that reconcile made it (an older version defined this pool, or an apply was interrupted while making it)',
     };
-  if (DIRECTORY_POOLS.includes(obs.definition.type) && !rec.storageBirth) return { delete: false, why: 'its storage is kept: the directory reconcile made was not recorded' };
+  if (DIRECTORY_POOLS.includes(obs.definition.type) && !rec.storageBirth && !fsMade)
+    return { delete: false, why: 'its storage is kept: the directory reconcile made was not recorded' };
+  // Unmounted, the directory says nothing of what the filesystem holds.
+  if (fsMade && !obs.volumes) return { delete: false, why: 'its storage is kept: the pool is inactive, so what its filesystem holds cannot be read (start it, then prune)' };
   const at = !obs.volumes && rec.path && DIRECTORY_POOLS.includes(obs.definition.type) ? directories.get(rec.path) : undefined;
   const held = obs.volumes ? [...obs.volumes.keys()] : at?.kind === 'directory' ? at.entries : at?.kind === 'missing' ? [] : undefined;
   if (held === undefined) return { delete: false, why: 'its storage is kept: the pool is inactive and what it holds cannot be read' };
-  const others = held.filter((v) => !pruned(v));
+  // A filesystem reconcile made comes with lost+found: part of it, not something it holds (the
+  // apply checks that it is empty before the filesystem goes).
+  const others = held.filter((v) => !pruned(v) && !(v === 'lost+found' && rec.filesystem && obs.definition.type === 'fs'));
   if (others.length)
     return {
       delete: false,
       why: `its storage is kept: it holds ${others.length} thing(s) reconcile is not deleting (${others.slice(0, 5).join(', ')}${others.length > 5 ? ', …' : ''})`,
     };
-  return { delete: true };
+  return fsMade && (rec.storage !== 'made' || !rec.storageBirth) ? { delete: true, keepDirectory: true } : { delete: true };
 }

@@ -1,6 +1,10 @@
 // Carries out pool actions through virsh: define/build/start, redefine and start/stop in
 // place, and undefine (a dir pool's directory removed only if empty: libvirt's rmdir).
 import { randomUUID } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { filesystemOn, wipeSignatures } from '../../tools/blockdev.js';
+import type { Virsh } from '../../tools/virsh.js';
 import { failpoint } from '../../failpoint.js';
 import { recordKey, type PoolRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
@@ -104,8 +108,9 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       }
       failpoint('pool-defined');
       await ctx.inventory.set(key, rec);
-      const built = build ? await buildPool(v, op.name, op.definition.type) : false;
-      const done: PoolRecord = { ...rec, ...(await storageOf(here.checked ? dirStorage : built ? 'made' : 'found')) };
+      const filesystem = build && op.definition.type === 'fs' ? await buildFs(v, op.name, op.definition.source.device) : undefined;
+      const built = build && op.definition.type !== 'fs' ? await buildPool(v, op.name, op.definition.type) : false;
+      const done: PoolRecord = { ...rec, ...(await storageOf(here.checked ? dirStorage : built ? 'made' : 'found')), ...(filesystem ? { filesystem } : {}) };
       await ctx.inventory.set(key, done);
       if (op.active) await startPool(v, op.name, op.definition.type);
       await setAutostart(v, op.name, op.autostart);
@@ -127,7 +132,12 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         if (op.build ?? true) {
           // A directory this build makes is recorded as made (a pool defined without one, say).
           const missing = target && DIRECTORY_POOLS.includes(type) ? (await birthOf(target)) === undefined : false;
-          await buildPool(v, op.name, type);
+          const device = type === 'fs' ? (await readPool(v, op.name)).definition.source.device : undefined;
+          const filesystem = type === 'fs' ? await buildFs(v, op.name, device) : (await buildPool(v, op.name, type), undefined);
+          if (filesystem && rec?.type === 'pool' && !rec.filesystem) {
+            rec = { ...rec, filesystem };
+            await ctx.inventory.set(key, rec);
+          }
           const birth = missing ? await birthOf(target!) : undefined;
           if (birth && rec?.type === 'pool' && rec.storage === undefined) {
             rec = { ...rec, storage: 'made', storageBirth: birth, path: target };
@@ -153,10 +163,6 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         // is still empty now: for dir, fs and netfs pools libvirt's rmdir guarantees it; logical
         // and disk pools are listed again first (their pool-delete takes whatever is there).
         let deleteStorage = op.deleteStorage ?? false;
-        if (deleteStorage && op.storage && (await birthOf(op.storage.path)) !== op.storage.birth) {
-          ctx.log(`${a.id}: kept ${op.storage.path}: it is no longer the directory reconcile made`);
-          deleteStorage = false;
-        }
         if (deleteStorage && op.active && !DIRECTORY_POOLS.includes(op.poolType as PoolType)) {
           const held = await poolVolumes(v, op.name);
           if (held.length) {
@@ -164,13 +170,62 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
             deleteStorage = false;
           }
         }
+        // The filesystem reconcile made goes only if nothing is in it but an empty lost+found
+        // (fsck puts what it recovers there), checked while it is still mounted.
+        let filesystem = op.active ? op.filesystem : undefined;
+        if (filesystem && op.target) {
+          // What libvirt lists in it (as the plan saw it), and lost+found read directly.
+          const inside = (await poolVolumes(v, op.name)).filter((n) => n !== 'lost+found');
+          const lost = await readdir(path.join(op.target, 'lost+found')).catch(() => undefined);
+          if (inside.length || !lost || lost.length) {
+            const what = lost
+              ? [...inside, ...lost.map((n) => `lost+found/${n}`)].join(', ')
+              : `${inside.length ? `${inside.join(', ')} and ` : ''}a lost+found that cannot be read`;
+            ctx.log(`${a.id}: kept its filesystem: it holds ${what} now`);
+            filesystem = undefined;
+            deleteStorage = false;
+          }
+        }
         if (op.active) await stopPool(v, op.name);
-        if (deleteStorage) await deletePoolStorage(v, op.name).catch((e: unknown) => ctx.log(`${a.id}: kept its storage (${libvirtMessage(e)})`));
+        // Looked at once stopped: a mounted fs pool's directory shows its filesystem's root instead.
+        if (deleteStorage && op.storage && (await birthOf(op.storage.path)) !== op.storage.birth) {
+          ctx.log(`${a.id}: kept ${op.storage.path}: it is no longer the directory reconcile made`);
+          deleteStorage = false;
+        }
+        if (deleteStorage) {
+          const gone = await deletePoolStorage(v, op.name).then(
+            () => true,
+            (e: unknown) => (ctx.log(`${a.id}: kept its storage (${libvirtMessage(e)})`), false),
+          );
+          if (!gone) filesystem = undefined;
+        }
+        if (filesystem) await eraseFilesystem(a.id, filesystem, ctx);
         await undefinePool(v, op.name);
       }
       return { forget: op.inventoryKey };
     }
   }
+}
+
+/** Erases the signature of the filesystem reconcile made, if the device still holds that one (same UUID). */
+async function eraseFilesystem(id: string, fs: { device: string; type: string; uuid: string }, ctx: ExecContext): Promise<void> {
+  const now = await filesystemOn(fs.device).catch(() => undefined);
+  if (!now || now.uuid !== fs.uuid) {
+    ctx.log(`${id}: left ${fs.device} as it is: it no longer holds the ${fs.type} filesystem reconcile made`);
+    return;
+  }
+  await wipeSignatures(fs.device);
+}
+
+/**
+ * pool-build for an fs pool, telling whether it made the filesystem: there was none on the
+ * device before and there is one now (--no-overwrite keeps one that was there).
+ */
+async function buildFs(v: Virsh, name: string, device: string | undefined): Promise<PoolRecord['filesystem']> {
+  const before = device ? await filesystemOn(device) : undefined;
+  await buildPool(v, name, 'fs');
+  const after = !before && device ? await filesystemOn(device) : undefined;
+  return after?.uuid && device ? { device, type: after.type, uuid: after.uuid } : undefined;
 }
 
 /** Why the pool named is no longer the one the plan saw (its uuid), or undefined if it still is. */

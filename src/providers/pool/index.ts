@@ -16,6 +16,10 @@ export const poolKind: Kind = {
       ...Object.values(state.pools).flatMap((s) => (s.path && DIRECTORY_POOLS.includes(s.type) ? [s.path] : [])),
       ...Object.values(inventory.objects).flatMap((r) => (r.type === 'pool' && r.deleteStorage && r.storage === 'made' && r.path ? [r.path] : [])),
     ],
+    // Pools that left the YAML and whose storage may go with them: their content as it is now.
+    refreshPools: Object.values(inventory.objects).flatMap((r) =>
+      r.type === 'pool' && r.deleteStorage && (r.storage === 'made' || r.filesystem) && !state.pools[r.name] ? [r.name] : [],
+    ),
   }),
   declared: (state) => Object.keys(state.pools).map((name) => ({ type: 'pool' as const, name })),
   diff: (i) =>

@@ -56,4 +56,8 @@ export type PoolOp =
       deleteStorage?: boolean;
       /** a directory pool's directory as reconcile made it: kept if another is there now */
       storage?: { path: string; birth: string };
+      /** an fs pool's filesystem reconcile made: its signature erased (wipefs) if it is still that one */
+      filesystem?: { device: string; type: string; uuid: string };
+      /** where the pool is mounted (fs): looked at before its filesystem goes */
+      target?: string;
     };
