@@ -132,8 +132,9 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         if (op.build ?? true) {
           // A directory this build makes is recorded as made (a pool defined without one, say).
           const missing = target && DIRECTORY_POOLS.includes(type) ? (await birthOf(target)) === undefined : false;
-          const device = type === 'fs' ? (await readPool(v, op.name)).definition.source.device : undefined;
-          const filesystem = type === 'fs' ? await buildFs(v, op.name, device) : (await buildPool(v, op.name, type), undefined);
+          let filesystem: PoolRecord['filesystem'];
+          if (type === 'fs') filesystem = await buildFs(v, op.name, (await readPool(v, op.name)).definition.source.device);
+          else await buildPool(v, op.name, type);
           if (filesystem && rec?.type === 'pool' && !rec.filesystem) {
             rec = { ...rec, filesystem };
             await ctx.inventory.set(key, rec);
@@ -193,11 +194,12 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
           deleteStorage = false;
         }
         if (deleteStorage) {
-          const gone = await deletePoolStorage(v, op.name).then(
-            () => true,
-            (e: unknown) => (ctx.log(`${a.id}: kept its storage (${libvirtMessage(e)})`), false),
-          );
-          if (!gone) filesystem = undefined;
+          try {
+            await deletePoolStorage(v, op.name);
+          } catch (e) {
+            ctx.log(`${a.id}: kept its storage (${libvirtMessage(e)})`);
+            filesystem = undefined;
+          }
         }
         if (filesystem) await eraseFilesystem(a.id, filesystem, ctx);
         await undefinePool(v, op.name);
