@@ -236,14 +236,19 @@ async function applyDesired(
 }
 
 export async function cmdShow(a: Args): Promise<number> {
-  const [{ FileObservationCache }, { planWithObservations }, { imageStatuses, poolStatuses, renderShow, vmStatuses }] = await Promise.all([inventory(), engine(), showing()]);
+  const [{ FileObservationCache }, { planWithObservations }, { imageStatuses, poolStatuses, renderShow, secretStatuses, vmStatuses }] = await Promise.all([
+    inventory(),
+    engine(),
+    showing(),
+  ]);
   const state = await loadDesiredState(a.files);
   const cache = await FileObservationCache.open(a.stateDir);
   const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh: await virshFor(a, state.connection) });
   const images = imageStatuses(state, p);
   const pools = poolStatuses(state, p);
   const vms = vmStatuses(state, p);
-  print(a.output === 'json' ? JSON.stringify({ pools, images, vms, notes: p.plan.notes }, null, 2) : renderShow(pools, images, vms, p.plan.notes));
+  const secrets = secretStatuses(state, p);
+  print(a.output === 'json' ? JSON.stringify({ secrets, pools, images, vms, notes: p.plan.notes }, null, 2) : renderShow(pools, images, vms, p.plan.notes, secrets));
   return EXIT.ok;
 }
 

@@ -7,6 +7,17 @@ import { formatSize } from './reconcile/sizes.js';
 import { columns, renderTable } from './table.js';
 import { printable } from './text.js';
 import { present } from './providers/observe.js';
+import { diskSourceText } from './tools/libvirt-domain.js';
+
+export interface SecretStatus {
+  name: string;
+  usage: string;
+  uuid?: string;
+  /** foreign: a secret of its usage exists that reconcile neither defined nor was told to adopt */
+  owner: 'created' | 'adopted' | 'foreign' | 'none';
+  status: string;
+  detail: string;
+}
 
 export interface ImageStatus {
   name: string;
@@ -139,7 +150,7 @@ export function vmStatuses(state: DesiredState, p: PlanWithObservations): VmStat
         state: dom?.state ?? 'absent',
         disks: (dom?.persistent ?? []).map((d) => ({
           target: d.target,
-          source: d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : (d.source.file ?? d.source.dev ?? '-'),
+          source: diskSourceText(d),
           bus: d.bus,
           cache: d.cache,
           io: d.io,
@@ -150,6 +161,23 @@ export function vmStatuses(state: DesiredState, p: PlanWithObservations): VmStat
         pendingRestart: pending,
         status: s.status === 'in-sync' && pending.length ? 'pending-restart' : s.status,
         detail: s.detail || (pending.length ? pending.join(', ') : ''),
+      };
+    });
+}
+
+export function secretStatuses(state: DesiredState, p: PlanWithObservations): SecretStatus[] {
+  return Object.values(state.secrets)
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((spec) => {
+      const found = p.observed.secrets?.find((s) => s.usage === spec.usage && s.usageId === spec.usageId);
+      const rec = p.inventory.objects[recordKey({ type: 'secret', name: spec.name })];
+      const ours = rec?.type === 'secret' && rec.uuid === found?.uuid;
+      return {
+        name: spec.name,
+        usage: `${spec.usage} ${spec.usageId}`,
+        uuid: found?.uuid,
+        owner: !found ? 'none' : ours ? (rec.adopted ? 'adopted' : 'created') : 'foreign',
+        ...statusOf(p, `secrets.${spec.name}`),
       };
     });
 }
@@ -166,8 +194,18 @@ export function capacityWarnings(pools: PoolStatus[]): string[] {
 
 const size = (n?: number) => (n === undefined ? '-' : formatSize(n).replace(/ \(.*\)$/, ''));
 
-export function renderShow(pools: PoolStatus[], images: ImageStatus[], vms: VmStatus[], notes: string[]): string {
+export function renderShow(pools: PoolStatus[], images: ImageStatus[], vms: VmStatus[], notes: string[], secrets: SecretStatus[] = []): string {
   const lines: string[] = [];
+  if (secrets.length) {
+    const cols = columns(['SECRET', 'USAGE', 'UUID', 'OWNER', 'STATUS']);
+    lines.push(
+      ...renderTable(
+        cols,
+        secrets.map((s) => [s.name, s.usage, s.uuid ?? '-', s.owner, s.status + (s.detail ? `: ${s.detail}` : '')]),
+      ),
+      '',
+    );
+  }
   if (pools.length) {
     const cols = columns(
       ['POOL', 'TYPE', 'STATE', 'AUTOSTART', 'CAPACITY', 'ALLOCATION', 'AVAILABLE', 'USED', 'VOLUMES', 'OWNER', 'STATUS'],

@@ -74,6 +74,9 @@ describe('secrets', () => {
     for (const text of [plan.stdout, plan.stderr, r.stdout, r.stderr, await allText(sb.stateDir), JSON.stringify(await sb.spawned())]) expect(text).not.toContain(VALUE);
     expect((await recorded(sb.stateDir))['secret:chap']).toMatchObject({ uuid: chap, status: 'ready', valueDigest: expect.stringMatching(/^[0-9a-f]{16}:[0-9a-f]{64}$/) });
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+    const show = JSON.parse((await sb.run('show', '-o', 'json')).stdout);
+    expect(show.secrets).toContainEqual(expect.objectContaining({ name: 'chap', usage: 'iscsi iqn.2026-01.dev.test:store', uuid: chap, owner: 'created', status: 'in-sync' }));
+    expect((await sb.run('show')).stdout).toMatch(/SECRET\s+USAGE\s+UUID\s+OWNER\s+STATUS[\s\S]*ceph-admin\s+ceph client\.admin secret/);
   });
 
   it('a changed value file, description or usage is reconciled (usage: a new secret, libvirt cannot change it)', async () => {

@@ -36,6 +36,14 @@ export interface DiskDevice {
   product?: string;
 }
 
+/** Where a network disk is: protocol://host:port/name, the identity its source is compared by. */
+export const networkUrl = (d: DiskDevice) =>
+  `${d.source.protocol}://${(d.source.hosts ?? []).map((h) => (h.port ? `${h.name}:${h.port}` : h.name)).join(',')}${d.source.name ? `/${d.source.name.replace(/^\//, '')}` : ''}`;
+
+/** A disk's source as people read it: pool/volume, a path, or a network URL. */
+export const diskSourceText = (d: DiskDevice) =>
+  d.type === 'network' ? networkUrl(d) : d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : (d.source.file ?? d.source.dev ?? '?');
+
 /** What the guest reads as a disk's identity: fields of their own in the disk XML. */
 export const IDENTITY_FIELDS = ['serial', 'wwn', 'vendor', 'product'] as const;
 

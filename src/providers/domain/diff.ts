@@ -5,7 +5,7 @@
 // whatever it cannot take live.
 import { DRIVER } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
-import { IDENTITY_FIELDS, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership } from '../../tools/libvirt-domain.js';
+import { diskSourceText, IDENTITY_FIELDS, networkUrl, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership } from '../../tools/libvirt-domain.js';
 import { VOL_FORMAT, type ObservedVolume } from '../../tools/libvirt-volume.js';
 import { created, reasonOf } from '../common/decisions.js';
 import type { KvmAccess } from './kvm-access.js';
@@ -39,18 +39,13 @@ function targetName(bus: DiskSpec['bus'], i: number): string {
   return PREFIX[bus] + s;
 }
 
-/** Where a network disk is: protocol://host:port/name, the identity its source is compared by. */
-const networkUrl = (d: DiskDevice) =>
-  `${d.source.protocol}://${(d.source.hosts ?? []).map((h) => (h.port ? `${h.name}:${h.port}` : h.name)).join(',')}${d.source.name ? `/${d.source.name.replace(/^\//, '')}` : ''}`;
-
 function sameSource(a: DiskDevice, b: DiskDevice): boolean {
   if (a.type === 'network' || b.type === 'network') return a.type === b.type && networkUrl(a) === networkUrl(b);
   if (a.type === 'volume' || b.type === 'volume') return a.source.pool === b.source.pool && a.source.volume === b.source.volume;
   return (a.source.file ?? a.source.dev) === (b.source.file ?? b.source.dev);
 }
 
-const describeSource = (d: DiskDevice) =>
-  d.type === 'network' ? networkUrl(d) : d.type === 'volume' ? `${d.source.pool}/${d.source.volume}` : (d.source.file ?? d.source.dev ?? '?');
+const describeSource = diskSourceText;
 
 /** A disk as a plan line shows it: source and every policy it sets. */
 function diskSummary(d: DiskDevice): string {
