@@ -6,7 +6,7 @@ import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { digestSmallFile } from './common/cloud-init.js';
 import { lstatIdentity, whatIsAt, type FileIdentity } from './common/files.js';
 import { observeImages, type ObservedImage } from './image/observe.js';
-import { parsePoolReads, poolReadCommands, type ObservedPool } from '../tools/libvirt-pool.js';
+import { parsePoolReads, poolReadCommands, refreshPoolsQuietly, type ObservedPool } from '../tools/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../tools/libvirt-volume.js';
 import { cacheable, fileSignature, type StatCache } from './common/stat-cache.js';
 import {
@@ -195,7 +195,7 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     libvirtTargets.capsSignature = await domcapsSignature(obs.kvm.usable);
   }
   // Files put in a pool's storage behind libvirt's back are seen before a plan says it is empty.
-  if (virsh && targets.refreshPools?.length) await virsh.batch(targets.refreshPools.map((n) => ['pool-refresh', n]));
+  if (virsh && targets.refreshPools?.length) await refreshPoolsQuietly(virsh, targets.refreshPools);
   if (targets.backupRuns) obs.backupSuccess = (await readBackupRecords(opts.stateDir)).lastSuccess;
   const [, , libvirt] = await Promise.all([
     observeMore(obs.files, targets.files, opts.cache, obs.errors),

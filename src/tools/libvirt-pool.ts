@@ -207,6 +207,15 @@ export async function poolVolumes(v: Virsh, name: string): Promise<string[]> {
   return [...parseVolList(list).keys()];
 }
 
+/**
+ * Makes libvirt read these pools' storage again (it keeps its own list of their volumes), in
+ * one virsh process. Best effort: a pool that is not running (or not there) cannot be
+ * refreshed, and its observation says so.
+ */
+export async function refreshPoolsQuietly(v: Virsh, names: string[]): Promise<void> {
+  await v.each(names.map((n) => [['pool-refresh', n]]));
+}
+
 /** libvirt keeps its own list of a pool's volumes: this makes it read the storage again. */
 export async function refreshPool(v: Virsh, name: string): Promise<void> {
   await v.exec(['pool-refresh', name]);
