@@ -109,6 +109,37 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
   }
 }
 
+/** A user-space iSCSI target (tgtd) on 127.0.0.1, and what a test makes on it. */
+export interface Tgtd {
+  port: number;
+  /** a target `iqn` with `lunFile` as LUN 1, open to every initiator; with `chap`, only to that login */
+  target(iqn: string, lunFile: string, chap?: { user: string; password: string }): Promise<void>;
+  stop(): void;
+}
+
+/** Starts a tgtd; `slot` keeps the ports of test files that run at once apart. */
+export async function startTgtd(slot: number): Promise<Tgtd> {
+  const port = 3260 + slot + (process.pid % 200);
+  const control = slot + (process.pid % 200);
+  const tgtadm = (...a: string[]) => execa('tgtadm', ['-C', String(control), '--lld', 'iscsi', ...a]);
+  const child = spawn('tgtd', ['-f', '-C', String(control), '--iscsi', `portal=127.0.0.1:${port}`], { stdio: 'ignore' });
+  await waitFor(async () => (await tgtadm('--op', 'show', '--mode', 'target').catch(() => undefined)) !== undefined, 'tgtd');
+  let tid = 0;
+  return {
+    port,
+    async target(iqn, lunFile, chap) {
+      const t = String(++tid);
+      await tgtadm('--op', 'new', '--mode', 'target', '--tid', t, '-T', iqn);
+      await tgtadm('--op', 'new', '--mode', 'logicalunit', '--tid', t, '--lun', '1', '-b', lunFile);
+      await tgtadm('--op', 'bind', '--mode', 'target', '--tid', t, '-I', 'ALL');
+      if (!chap) return;
+      await tgtadm('--op', 'new', '--mode', 'account', '--user', chap.user, '--password', chap.password);
+      await tgtadm('--op', 'bind', '--mode', 'account', '--tid', t, '--user', chap.user);
+    },
+    stop: () => void child.kill('SIGKILL'),
+  };
+}
+
 /** Waits until a process traced into sb (VIRT_RECONCILE_TRACE) has spawned a command with `word` in its argv. */
 export function waitForSpawn(sb: Sandbox, word: string, ms?: number): Promise<void> {
   return waitFor(async () => (await sb.spawned()).some((a) => a.includes(word)), `a spawned ${word}`, ms);

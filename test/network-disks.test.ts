@@ -11,7 +11,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { sandbox, virsh, waitFor, type Sandbox } from './helpers.js';
+import { sandbox, startTgtd, virsh, waitFor, type Sandbox, type Tgtd } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
@@ -19,8 +19,8 @@ const p = (f: string) => path.join(sb.dir, f);
 const children: ChildProcess[] = [];
 let http: Server | undefined;
 const nbdPort = 10809 + 31 + (process.pid % 200);
-const iscsiPort = 3260 + 431 + (process.pid % 200);
-const control = 431 + (process.pid % 200);
+let iscsiPort = 0;
+let tgtd: Tgtd | undefined;
 let httpPort = 0;
 
 /** A static file server that answers Range requests, as QEMU's curl driver needs. */
@@ -47,19 +47,15 @@ beforeAll(async () => {
   await chmod(sb.dir, 0o755);
   for (const f of ['nbd.raw', 'lun.raw', 'web.raw']) await execa('truncate', ['-s', '16M', p(f)]);
   children.push(spawn('qemu-nbd', ['-f', 'raw', '-x', 'data', '-b', '127.0.0.1', '-p', String(nbdPort), '-t', p('nbd.raw')], { stdio: 'ignore' }));
-  children.push(spawn('tgtd', ['-f', '-C', String(control), '--iscsi', `portal=127.0.0.1:${iscsiPort}`], { stdio: 'ignore' }));
-  const tgtadm = (...a: string[]) => execa('tgtadm', ['-C', String(control), '--lld', 'iscsi', ...a]);
-  await waitFor(async () => (await tgtadm('--op', 'show', '--mode', 'target').catch(() => undefined)) !== undefined, 'tgtd');
-  await tgtadm('--op', 'new', '--mode', 'target', '--tid', '1', '-T', 'iqn.2026-01.dev.test:disks');
-  await tgtadm('--op', 'new', '--mode', 'logicalunit', '--tid', '1', '--lun', '1', '-b', p('lun.raw'));
-  await tgtadm('--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL');
-  await tgtadm('--op', 'new', '--mode', 'account', '--user', 'vm-user', '--password', 'disk-chap-pw');
-  await tgtadm('--op', 'bind', '--mode', 'account', '--tid', '1', '--user', 'vm-user');
+  tgtd = await startTgtd(431);
+  iscsiPort = tgtd.port;
+  await tgtd.target('iqn.2026-01.dev.test:disks', p('lun.raw'), { user: 'vm-user', password: 'disk-chap-pw' });
   httpPort = await serve(p('web.raw'));
   await waitFor(async () => (await execa('qemu-img', ['info', `nbd://127.0.0.1:${nbdPort}/data`], { reject: false })).exitCode === 0, 'qemu-nbd');
 });
 afterAll(async () => {
   for (const c of children) c.kill('SIGKILL');
+  tgtd?.stop();
   http?.close();
   try {
     await lv?.stop();

@@ -1,12 +1,11 @@
 // fs pools (ext4, xfs) and a disk pool on loop devices, iscsi-direct against a tgtd on
 // 127.0.0.1, and XML round trips plus clear errors for the types this host cannot start.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { inNs, sandbox, virsh, type Sandbox } from './helpers.js';
+import { inNs, sandbox, startTgtd, virsh, type Sandbox, type Tgtd } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
@@ -122,22 +121,14 @@ describe('disk pool on a loop device', () => {
 });
 
 describe('iscsi-direct pool against tgtd on 127.0.0.1', () => {
-  let tgtd: ChildProcess | undefined;
-  const port = 3260 + 17 + (process.pid % 200);
-  const control = 17 + (process.pid % 200);
-  const tgtadm = (...a: string[]) => execa('tgtadm', ['-C', String(control), '--lld', 'iscsi', ...a]);
-  afterAll(() => void tgtd?.kill('SIGKILL'));
+  let tgtd: Tgtd | undefined;
+  afterAll(() => tgtd?.stop());
 
   it('starts, lists the target LUNs as volumes, adopts a declared LUN and refuses a missing one', async () => {
     await execa('truncate', ['-s', '64M', p('lun1.img')]);
-    tgtd = spawn('tgtd', ['-f', '-C', String(control), '--iscsi', `portal=127.0.0.1:${port}`], { stdio: 'ignore' });
-    for (let i = 0; i < 50; i++) {
-      if ((await tgtadm('--op', 'show', '--mode', 'target').catch(() => undefined)) !== undefined) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    await tgtadm('--op', 'new', '--mode', 'target', '--tid', '1', '-T', 'iqn.2024-01.dev.test:store');
-    await tgtadm('--op', 'new', '--mode', 'logicalunit', '--tid', '1', '--lun', '1', '-b', p('lun1.img'));
-    await tgtadm('--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL');
+    tgtd = await startTgtd(17);
+    await tgtd.target('iqn.2024-01.dev.test:store', p('lun1.img'));
+    const port = tgtd.port;
     const yaml = `version: 1
 pools:
   san:

@@ -2,13 +2,12 @@
 // file and never printed, passed as an argument or stored; a changed file, description or
 // usage reconciled; someone else's secret left alone unless adopted (then never undefined);
 // and a secret that actually works: CHAP against a tgtd on 127.0.0.1 that requires it.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { recorded, sandbox, virsh, type Sandbox } from './helpers.js';
+import { recorded, sandbox, startTgtd, virsh, type Sandbox, type Tgtd } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
@@ -121,24 +120,14 @@ describe('secrets', () => {
 });
 
 describe('a secret that authenticates: CHAP to a tgtd on 127.0.0.1', () => {
-  let tgtd: ChildProcess | undefined;
-  const port = 3260 + 223 + (process.pid % 200);
-  const control = 223 + (process.pid % 200);
-  const tgtadm = (...a: string[]) => execa('tgtadm', ['-C', String(control), '--lld', 'iscsi', ...a]);
-  afterAll(() => void tgtd?.kill('SIGKILL'));
+  let tgtd: Tgtd | undefined;
+  afterAll(() => tgtd?.stop());
 
   it('an iscsi-direct pool logs in with the declared secret; with a wrong value it cannot', async () => {
     await execa('truncate', ['-s', '16M', p('lun1.img')]);
-    tgtd = spawn('tgtd', ['-f', '-C', String(control), '--iscsi', `portal=127.0.0.1:${port}`], { stdio: 'ignore' });
-    for (let i = 0; i < 50; i++) {
-      if ((await tgtadm('--op', 'show', '--mode', 'target').catch(() => undefined)) !== undefined) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    await tgtadm('--op', 'new', '--mode', 'target', '--tid', '1', '-T', 'iqn.2026-01.dev.test:chap');
-    await tgtadm('--op', 'new', '--mode', 'logicalunit', '--tid', '1', '--lun', '1', '-b', p('lun1.img'));
-    await tgtadm('--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL');
-    await tgtadm('--op', 'new', '--mode', 'account', '--user', 'vr-user', '--password', 'right-chap-pw');
-    await tgtadm('--op', 'bind', '--mode', 'account', '--tid', '1', '--user', 'vr-user');
+    tgtd = await startTgtd(223);
+    await tgtd.target('iqn.2026-01.dev.test:chap', p('lun1.img'), { user: 'vr-user', password: 'right-chap-pw' });
+    const port = tgtd.port;
     const yaml = `version: 1
 secrets:
   store-chap: { usage: iscsi, target: iqn.2026-01.dev.test:chap, valueFile: $DIR/store-chap }
