@@ -137,7 +137,7 @@ vms:
     try {
       const r = await sb.run('apply');
       expect(r.code).toBe(1);
-      expect(r.stderr + r.stdout).toMatch(/storage\.yaml:\d+:\d+: cloud-init seed file .*network-config.*ENOENT/);
+      expect(r.stderr + r.stdout).toMatch(/storage\.yaml:\d+:\d+: cloud-init seed: cannot read .*network-config.*ENOENT/);
       expect(await readFile(p('seed.iso'))).toEqual(before);
     } finally {
       await execa('mv', [p('network-config.away'), p('network-config')]);

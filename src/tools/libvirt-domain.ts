@@ -36,9 +36,12 @@ export interface DiskDevice {
   product?: string;
 }
 
-/** Where a network disk is: protocol://host:port/name, the identity its source is compared by. */
+/** The port each protocol's server listens on unless told otherwise (libvirt writes these in when none is given). */
+export const DEFAULT_PORT: Record<string, number> = { nbd: 10809, iscsi: 3260, rbd: 6789, http: 80, https: 443 };
+
+/** Where a network disk is: protocol://host:port/name (the default port written out), the identity its source is compared by. */
 export const networkUrl = (d: DiskDevice) =>
-  `${d.source.protocol}://${(d.source.hosts ?? []).map((h) => (h.port ? `${h.name}:${h.port}` : h.name)).join(',')}${d.source.name ? `/${d.source.name.replace(/^\//, '')}` : ''}`;
+  `${d.source.protocol}://${(d.source.hosts ?? []).map((h) => `${h.name}:${h.port ?? DEFAULT_PORT[d.source.protocol ?? ''] ?? ''}`).join(',')}${d.source.name ? `/${d.source.name.replace(/^\//, '')}` : ''}`;
 
 /** A disk's source as people read it: pool/volume, a path, or a network URL. */
 export const diskSourceText = (d: DiskDevice) =>

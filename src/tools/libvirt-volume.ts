@@ -101,6 +101,15 @@ export function volumeXml(b: VolumeBuild): string {
 }
 
 /**
+ * libvirt preallocates a qcow2 volume only when asked (--prealloc-metadata): then with falloc
+ * if the XML's allocation is its capacity (what volumeXml writes for falloc), else metadata.
+ */
+function preallocFlag(b: VolumeBuild): string[] {
+  const p = b.qcow2?.preallocation;
+  return b.format === 'qcow2' && (p === 'metadata' || p === 'falloc') ? ['--prealloc-metadata'] : [];
+}
+
+/**
  * Creates the volume. Blank and backing volumes come from vol-create; copies of another
  * volume from vol-create-from (libvirt converts); imports of a file are built as image files
  * are (at the volume's format, options and final size) in a scratch file, then streamed in
@@ -115,7 +124,7 @@ export async function createVolume(
     signal?: AbortSignal;
   } = {},
 ): Promise<ObservedVolume> {
-  const prealloc = b.format === 'qcow2' && b.qcow2?.preallocation === 'metadata' ? ['--prealloc-metadata'] : [];
+  const prealloc = preallocFlag(b);
   const dump = ['vol-dumpxml', '--pool', b.pool, b.name];
   return withTempDir(async (dir) => {
     // A seed is built first: its capacity is the ISO's size, and it is imported as a raw file.
@@ -197,7 +206,7 @@ export async function createBlankVolumes(
       builds.map(async (b, i) => {
         const xmlFile = path.join(dir, `vol-${i}.xml`);
         await writeFile(xmlFile, volumeXml(b), { mode: 0o600 });
-        const prealloc = b.format === 'qcow2' && b.qcow2?.preallocation === 'metadata' ? ['--prealloc-metadata'] : [];
+        const prealloc = preallocFlag(b);
         return [['vol-create', b.pool, xmlFile, ...prealloc]];
       }),
     );

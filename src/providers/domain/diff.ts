@@ -5,7 +5,7 @@
 // whatever it cannot take live.
 import { DRIVER } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
-import { diskSourceText, IDENTITY_FIELDS, networkUrl, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership } from '../../tools/libvirt-domain.js';
+import { DEFAULT_PORT, diskSourceText, IDENTITY_FIELDS, networkUrl, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership } from '../../tools/libvirt-domain.js';
 import { VOL_FORMAT, type ObservedVolume } from '../../tools/libvirt-volume.js';
 import { created, reasonOf } from '../common/decisions.js';
 import type { KvmAccess } from './kvm-access.js';
@@ -331,7 +331,8 @@ function resolveDisks(
         source: {
           protocol: n.protocol,
           name: n.name,
-          hosts: [{ name: n.host, port: n.port }],
+          // The default port written out: libvirt adds it itself, and the definition would differ.
+          hosts: [{ name: n.host, port: n.port ?? DEFAULT_PORT[n.protocol] }],
           auth: n.auth && secret ? { username: n.auth.username, secretType: secret.usage, secretUsage: secret.usageId } : undefined,
         },
       };

@@ -206,7 +206,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     }
     const seed = planSeed(spec, input.contents);
     if (seed && !seed.ok) {
-      refuse(id, `${spec.origins.source ?? spec.origin}: cloud-init seed file ${unobservable(input.errors, seed.path)}`);
+      refuse(id, `${spec.origins.source ?? spec.origin}: cloud-init seed: ${unobservable(input.errors, seed.path)}`);
       continue;
     }
     const seedDigest = seed?.ok ? seed.digest : undefined;

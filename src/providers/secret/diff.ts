@@ -55,7 +55,7 @@ export function diffSecrets(input: {
     if (spec.valueFile !== undefined) {
       const sha = input.contents.get(spec.valueFile);
       if (sha === undefined) {
-        refuse(id, `${spec.origin}: valueFile ${unobservable(input.errors, spec.valueFile)}`);
+        refuse(id, `${spec.origin}: valueFile: ${unobservable(input.errors, spec.valueFile)}`);
         continue;
       }
       value = { file: spec.valueFile, encoding: spec.encoding, sha256: sha };

@@ -101,7 +101,7 @@ export function diffVolumes(input: {
     const poolDeps = poolPending || (poolObs && !poolObs.active) ? [`pools.${pool}`] : [];
     const seed = planSeed(spec, input.contents);
     if (seed && !seed.ok) {
-      refuse(id, `${spec.origins.source ?? spec.origin}: cloud-init seed file ${unobservable(input.errors, seed.path)}`);
+      refuse(id, `${spec.origins.source ?? spec.origin}: cloud-init seed: ${unobservable(input.errors, seed.path)}`);
       continue;
     }
     const seedDigest = seed?.ok ? seed.digest : undefined;
