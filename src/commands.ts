@@ -71,7 +71,8 @@ export async function cmdValidate(a: Args): Promise<number> {
   const state = await loadDesiredState(a.files);
   const n = (k: keyof typeof state) => Object.keys(state[k] as object).length;
   if (a.output === 'json') print(JSON.stringify({ valid: true, files: state.files, pools: n('pools'), images: n('images'), vms: n('vms'), backups: n('backups') }));
-  else print(`valid: ${state.files.length} file(s); ${n('pools')} pool(s), ${n('images')} image(s), ${n('vms')} vm(s), ${n('backups')} backup schedule(s), ${n('secrets')} secret(s)`);
+  else
+    print(`valid: ${state.files.length} file(s); ${n('pools')} pool(s), ${n('images')} image(s), ${n('vms')} vm(s), ${n('backups')} backup schedule(s), ${n('secrets')} secret(s)`);
   return EXIT.ok;
 }
 

@@ -81,6 +81,10 @@ vms:
     create: { memory: 64M, vcpus: 1 }
     disks:
       - network: { protocol: rbd, host: mon1.example, port: 6789, name: vms/disk1, auth: { username: vms, secret: ceph } }
+      # Without a port: libvirt writes the protocol's default in, which is the same disk.
+      - network: { protocol: nbd, host: nbd.example, name: e1 }
+      - network: { protocol: https, host: images.example, name: /x.iso }
+        device: cdrom
 `;
 
 /** The <disk> of target `t` in a domain's XML. */

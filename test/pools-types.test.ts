@@ -86,6 +86,18 @@ describe('storage deleted with the pool (deleteStorage: true)', () => {
     expect(await execa('test', ['-e', p('mnt-del')], { reject: false }).then((r) => r.exitCode)).toBe(1);
   });
 
+  it('fs: a file libvirt does not list (a control character in its name) keeps the filesystem (adversarial pass)', async () => {
+    const dev = await loopDevice('fs-esc.img', '64M');
+    await sb.yaml(`version: 1\npools:\n  fsesc: { type: fs, path: $DIR/mnt-esc, source: { device: ${dev}, format: ext4 }, deleteStorage: true }\n`, 'fsesc.yaml');
+    expect((await sb.run('apply', '-f', p('fsesc.yaml'))).code).toBe(0);
+    await inNs(lv, 'sh', '-c', `printf 'IMPORTANT' > "${p('mnt-esc')}/$(printf 'q\\033report')"`);
+    await sb.yaml('version: 1\n', 'fsesc.yaml');
+    const r = await sb.run('apply', '-f', p('fsesc.yaml'), '--prune');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/kept its filesystem: it holds q\\u001breport now/);
+    expect(await blank(dev)).toBe(false);
+  });
+
   it('disk: the partition label reconcile wrote is removed', async () => {
     const dev = await loopDevice('disk-del.img', '64M');
     await sb.yaml(`version: 1\npools:\n  diskdel: { type: disk, source: { device: ${dev}, format: gpt }, deleteStorage: true }\n`, 'diskdel.yaml');

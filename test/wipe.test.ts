@@ -44,6 +44,8 @@ async function keepOpen(files: string[]) {
         }),
       );
     },
+    /** bytes the i-th file still has allocated */
+    blocks: async (i: number) => (await handles[i]!.stat()).blocks * 512,
     close: () => Promise.all(handles.map((h) => h.close())),
   };
 }
@@ -62,6 +64,7 @@ ${POOL}images:
   f2: { path: $DIR/f2.raw, format: raw, size: 8M, wipe: random }
   v1: { pool: wp, format: raw, size: 8M, wipe: dod }
   v2: { pool: wp, format: qcow2, size: 8M }
+  lz: { pool: wp, format: raw, size: 8M, wipe: zero }
   plain: { path: $DIR/plain.raw, format: raw, size: 4M }
 `);
     expect((await sb.run('plan')).stdout).toMatch(/\+ wipe: zero/);
@@ -71,6 +74,7 @@ ${POOL}images:
     await fill(p('pool/v1.img'), 'raw', 0x43, '0', '8M');
     await fill(p('pool/v2.qcow2'), 'qcow2', 0x44, '0', '1M');
     await fill(p('plain.raw'), 'raw', 0x45, '0', '1M');
+    await fill(p('pool/lz.img'), 'raw', 0x48, '1M', '1M');
 
     // Declared later: only the record changes, nothing on disk.
     await sb.yaml(`version: 1
@@ -79,6 +83,7 @@ ${POOL}images:
   f2: { path: $DIR/f2.raw, format: raw, size: 8M, wipe: random }
   v1: { pool: wp, format: raw, size: 8M, wipe: dod }
   v2: { pool: wp, format: qcow2, size: 8M, wipe: zero }
+  lz: { pool: wp, format: raw, size: 8M, wipe: zero }
   plain: { path: $DIR/plain.raw, format: raw, size: 4M }
 `);
     const upd = await sb.run('plan');
@@ -86,7 +91,7 @@ ${POOL}images:
     expect((await sb.run('apply')).code).toBe(0);
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
 
-    const files = await keepOpen([p('f1.qcow2'), p('f2.raw'), p('pool/v1.img'), p('pool/v2.qcow2'), p('plain.raw')]);
+    const files = await keepOpen([p('f1.qcow2'), p('f2.raw'), p('pool/v1.img'), p('pool/v2.qcow2'), p('plain.raw'), p('pool/lz.img')]);
     try {
       await sb.yaml(`version: 1\n${POOL}`);
       const plan = await sb.run('plan', '--prune');
@@ -95,7 +100,7 @@ ${POOL}images:
       expect(plan.stdout).not.toMatch(/plain\.raw.*overwritten/);
       const r = await sb.run('apply', '--prune');
       expect(r.code).toBe(0);
-      const [f1, f2, v1, v2, plain] = await files.read();
+      const [f1, f2, v1, v2, plain, lz] = await files.read();
       expect(holds(f1!, 0x41)).toBe(false);
       expect(f1!.every((b) => b === 0)).toBe(true);
       expect(holds(f2!, 0x42)).toBe(false);
@@ -103,6 +108,10 @@ ${POOL}images:
       expect(holds(v1!, 0x43)).toBe(false);
       expect(holds(v2!, 0x44)).toBe(false);
       expect(holds(plain!, 0x45)).toBe(true); // no wipe declared: only unlinked
+      // A sparse volume's data is written over where it lies: libvirt's own zero wipe only
+      // deallocates it (its blocks, with the data, go back to the filesystem).
+      expect(holds(lz!, 0x48)).toBe(false);
+      expect(await files.blocks(5)).toBeGreaterThanOrEqual(1024 * 1024);
     } finally {
       await files.close();
     }

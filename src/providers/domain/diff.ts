@@ -5,7 +5,16 @@
 // whatever it cannot take live.
 import { DRIVER } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
-import { DEFAULT_PORT, diskSourceText, IDENTITY_FIELDS, networkUrl, type DiskDevice, type DomainCapabilities, type ObservedDomain, type Ownership } from '../../tools/libvirt-domain.js';
+import {
+  DEFAULT_PORT,
+  diskSourceText,
+  IDENTITY_FIELDS,
+  networkUrl,
+  type DiskDevice,
+  type DomainCapabilities,
+  type ObservedDomain,
+  type Ownership,
+} from '../../tools/libvirt-domain.js';
 import { VOL_FORMAT, type ObservedVolume } from '../../tools/libvirt-volume.js';
 import { created, reasonOf } from '../common/decisions.js';
 import type { KvmAccess } from './kvm-access.js';

@@ -44,7 +44,7 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
       if (op.exists && op.wipe) {
         const files = [{ path: op.path, ...op.identity }, ...op.extents];
         for (const f of files) {
-          const done = await wipeFile(f.path, f, op.wipe === 'random' ? 'random' : 'zero');
+          const done = await wipeFile(f.path, f, op.wipe, ctx.signal);
           if (done === 'not-ours') ctx.log(`${a.id}: not wiped: ${f.path} is not the file reconcile made`);
           if (done === 'linked') ctx.log(`${a.id}: not wiped: ${f.path} has another hard link, which still reaches its data (only this name is removed)`);
         }

@@ -1,7 +1,8 @@
 // Carries out pool actions through virsh: define/build/start, redefine and start/stop in
 // place, and undefine (a dir pool's directory removed only if empty: libvirt's rmdir).
 import { randomUUID } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
+import { printable } from '../../text.js';
 import path from 'node:path';
 import { filesystemOn, wipeSignatures } from '../../tools/blockdev.js';
 import type { Virsh } from '../../tools/virsh.js';
@@ -175,14 +176,11 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         // (fsck puts what it recovers there), checked while it is still mounted.
         let filesystem = op.active ? op.filesystem : undefined;
         if (filesystem && op.target) {
-          // What libvirt lists in it (as the plan saw it), and lost+found read directly.
-          const inside = (await poolVolumes(v, op.name)).filter((n) => n !== 'lost+found');
-          const lost = await readdir(path.join(op.target, 'lost+found')).catch(() => undefined);
-          if (inside.length || !lost || lost.length) {
-            const what = lost
-              ? [...inside, ...lost.map((n) => `lost+found/${n}`)].join(', ')
-              : `${inside.length ? `${inside.join(', ')} and ` : ''}a lost+found that cannot be read`;
-            ctx.log(`${a.id}: kept its filesystem: it holds ${what} now`);
+          // Read directly, not from libvirt's list (it leaves out names it cannot put in XML, such
+          // as those with control characters), and only where the filesystem is seen mounted.
+          const held = await filesystemContent(op.target, filesystem.device);
+          if (held !== undefined) {
+            ctx.log(`${a.id}: kept its filesystem: ${held}`);
             filesystem = undefined;
             deleteStorage = false;
           }
@@ -207,6 +205,20 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       return { forget: op.inventoryKey };
     }
   }
+}
+
+/**
+ * What keeps a mounted fs pool's filesystem: anything in it but an empty lost+found, or not
+ * being able to see it mounted here (the target is not on the device). Undefined: empty.
+ */
+async function filesystemContent(target: string, device: string): Promise<string | undefined> {
+  const [t, d] = await Promise.all([stat(target, { bigint: true }).catch(() => undefined), stat(device, { bigint: true }).catch(() => undefined)]);
+  if (!t || !d || t.dev !== d.rdev) return `it is not seen mounted from ${device} at ${target}, so what it holds cannot be read`;
+  const inside = (await readdir(target)).filter((n) => n !== 'lost+found');
+  const lost = await readdir(path.join(target, 'lost+found')).catch(() => undefined);
+  if (!lost) return 'its lost+found cannot be read';
+  const all = [...inside.map(printable), ...lost.map((n) => `lost+found/${printable(n)}`)];
+  return all.length ? `it holds ${all.slice(0, 5).join(', ')}${all.length > 5 ? ', …' : ''} now` : undefined;
 }
 
 /** Erases the signature of the filesystem reconcile made, if the device still holds that one (same UUID). */

@@ -351,6 +351,7 @@ export function diffVolumes(input: {
           wipe: spec.wipe,
           // The data being replaced goes the way its record says (an interrupted build holds none yet).
           wipeOld: ours && !incomplete ? record.wipe : undefined,
+          old: ours && !incomplete && record.wipe ? { path: obs.path, birth: record.birth } : undefined,
         },
       });
       continue;

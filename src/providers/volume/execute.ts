@@ -1,6 +1,5 @@
 // Carries out volume actions through libvirt's volume API: create (blank, overlay, import
 // with a conversion and upload), resize and chmod in place, delete only the volume recorded.
-import { lstat } from 'node:fs/promises';
 import { failpoint } from '../../failpoint.js';
 import { CommandError } from '../../tools/exec.js';
 import { recordKey, type VolumeRecord } from '../../reconcile/inventory.js';
@@ -9,6 +8,8 @@ import type { Action } from '../../reconcile/plan.js';
 import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, VOL_FORMAT, wipeVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
 import { observeImages } from '../image/observe.js';
 import { birthOf, occupant, setPermissions } from '../common/files.js';
+import { wipeFile } from '../common/wipe.js';
+import type { WipeAlgorithm } from '../../reconcile/model.js';
 import { rememberVolume } from '../observe.js';
 import type { VolumeOp } from './ops.js';
 
@@ -30,8 +31,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
         }
       }
       if (op.type === 'volume.replace') {
-        if (op.wipeOld && (await linkCount(op.expectedPath)) > 1) ctx.log(`${a.id}: old volume not wiped: ${op.expectedPath} has another hard link, which still reaches its data`);
-        else if (op.wipeOld) await wipeVolume(v, b.pool, b.name, op.wipeOld);
+        if (op.wipeOld) await wipeVolumeData(a.id, ctx, { pool: b.pool, name: b.name, ...op.old }, op.wipeOld);
         await deleteVolume(v, b.pool, b.name);
       }
       await refuseOccupied(op);
@@ -83,8 +83,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       if (op.exists && op.birth && op.birth !== '0' && now !== undefined && now !== op.birth) {
         ctx.log(`${a.id}: not deleted: ${op.path} is no longer the file reconcile created; forgotten`);
       } else if (op.exists) {
-        if (op.wipe && (await linkCount(op.path)) > 1) ctx.log(`${a.id}: not wiped: ${op.path} has another hard link, which still reaches its data (only this name is removed)`);
-        else if (op.wipe) await wipeVolume(ctx.virsh(), op.pool, op.name, op.wipe);
+        if (op.wipe) await wipeVolumeData(a.id, ctx, { pool: op.pool, name: op.name, path: op.path, birth: op.birth }, op.wipe);
         await deleteVolume(ctx.virsh(), op.pool, op.name);
       }
       return { forget: op.inventoryKey };
@@ -217,9 +216,19 @@ async function refuseOccupied(op: CreateOp): Promise<void> {
   if (what) throw new Error(`${p} is already taken by ${what}; the volume is not created over it (nor through a symlink)`);
 }
 
-/** How many names a file volume's data has (1 for block volumes, whose path is no file of ours). */
-async function linkCount(p: string | undefined): Promise<number> {
-  if (!p) return 1;
-  const st = await lstat(p).catch(() => undefined);
-  return st?.isFile() ? st.nlink : 1;
+/**
+ * Overwrites a volume's data before it is deleted. A file volume (its birth time recorded) is
+ * wiped by reconcile through a descriptor (see wipeFile: never through a symlink swapped in,
+ * never data another hard link reaches, and really overwritten where libvirt's zero wipe of a
+ * sparse file only deallocates); a block volume (an LV, a partition) by libvirt's vol-wipe.
+ * Anything but a wipe (or a file that is not reconcile's) keeps the volume: it is not deleted.
+ */
+async function wipeVolumeData(id: string, ctx: ExecContext, vol: { pool: string; name: string; path?: string; birth?: string }, algorithm: WipeAlgorithm): Promise<void> {
+  if (!vol.birth || vol.birth === '0' || !vol.path) {
+    await wipeVolume(ctx.virsh(), vol.pool, vol.name, algorithm);
+    return;
+  }
+  const done = await wipeFile(vol.path, { birth: vol.birth }, algorithm, ctx.signal);
+  if (done === 'linked') ctx.log(`${id}: not wiped: ${vol.path} has another hard link, which still reaches its data (only this name is removed)`);
+  if (done === 'not-ours') throw new Error(`${vol.path} is not the file reconcile made (or is a symlink now); it is neither wiped nor deleted`);
 }

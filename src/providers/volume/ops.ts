@@ -16,6 +16,8 @@ export type VolumeOp =
       wipe?: WipeAlgorithm;
       /** a replace: the old volume is wiped so before it is deleted (its record said so) */
       wipeOld?: WipeAlgorithm;
+      /** a replace: the old volume's file (file pools) as recorded, the only one wiped */
+      old?: { path: string; birth?: string };
     }
   | {
       type: 'volume.update';
