@@ -143,7 +143,7 @@ pools:
     expect(wrong.stdout).toMatch(/pools\.chapsan: FAILED/);
     await writeFile(p('store-chap'), 'right-chap-pw');
     const right = await sb.run('apply', '-f', p('chap.yaml'));
-    expect(right.code).toBe(0);
+    expect(right.code, right.stdout + right.stderr).toBe(0);
     expect(right.stdout).toMatch(/secrets\.store-chap: updated/);
     expect(await virsh(lv, 'pool-dumpxml', 'chapsan')).toMatch(/<auth type='chap' username='vr-user'>\s*<secret usage='iqn\.2026-01\.dev\.test:chap'\/>/);
     expect(await virsh(lv, 'vol-list', 'chapsan')).toContain('unit:0:0:1');

@@ -3,7 +3,7 @@
 // files not in the stat-keyed cache. libvirt: pools, domains and capabilities in one virsh
 // batch, volumes the cache cannot answer in one more.
 import { lstat, readdir, readlink, stat } from 'node:fs/promises';
-import { digestSmallFile } from './common/cloud-init.js';
+import { readSmallFile, type SmallFileDigest } from './common/small-files.js';
 import { lstatIdentity, whatIsAt, type FileIdentity } from './common/files.js';
 import { observeImages, type ObservedImage } from './image/observe.js';
 import { parsePoolReads, poolReadCommands, refreshPoolsQuietly, type ObservedPool } from '../tools/libvirt-pool.js';
@@ -62,8 +62,8 @@ export interface Observation {
   errors: Map<string, string>;
   /** what is at the directories asked for (a pool's target): nothing, a directory and its entries, or something else */
   directories: Map<string, DirectoryContent>;
-  /** sha256 of the small files asked for (cloud-init seed files, secret values); one that cannot be read is in errors */
-  contents: Map<string, string>;
+  /** sha256, size and stat signature of the small files asked for (cloud-init seed files, secret values); one that cannot be read is in errors */
+  contents: Map<string, SmallFileDigest>;
   /** if asked: every libvirt secret (their definitions; private values are never readable) */
   secrets?: ObservedSecret[];
   /** identity (lstat: device, inode, birth time) of the paths asked for, null if nothing is there */
@@ -107,6 +107,9 @@ export function observedObjects(obs: Observation): [string, object][] {
   ] as const) {
     for (const [k, o] of map) out.push([`${prefix}:${k}`, o]);
   }
+  // Seed and secret files by their stat signature only (their hash would name their content):
+  // one written since the plan makes the plan stale.
+  for (const [k, f] of obs.contents) out.push([`file:${k}`, { signature: f.signature }]);
   return out;
 }
 
@@ -203,8 +206,8 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
       ...targets.identities.map(async (p) => obs.identities.set(p, (await lstatIdentity(p)) ?? null)),
       ...(targets.directories ?? []).map(async (p) => obs.directories.set(p, await directoryContent(p))),
       ...(targets.contents ?? []).map((p) =>
-        digestSmallFile(p).then(
-          (d) => obs.contents.set(p, d),
+        readSmallFile(p).then(
+          ({ content: _, ...d }) => obs.contents.set(p, d),
           (e: NodeJS.ErrnoException) => obs.errors.set(p, e.code ? `cannot read ${p}: ${e.code}` : e.message),
         ),
       ),

@@ -109,7 +109,13 @@ function describe(e: ErrorObject, value: unknown): { message: string; key: boole
           key: false,
         };
       if (pat === '^(0x)?[0-9a-fA-F]{16}$') return { message: `must be 16 hex digits, e.g. 5000c50015ea71ad or 0x5000c50015ea71ad (got ${JSON.stringify(value)})`, key: false };
-      if (pat.startsWith('^[ -~]{1,')) return { message: `must be 1 to ${/\{1,(\d+)\}/.exec(pat)?.[1]} printable ASCII characters (got ${JSON.stringify(value)})`, key: false };
+      if (pat.startsWith('^[!-~]([ -~]{0,'))
+        return {
+          message: `must be 1 to ${Number(/\{0,(\d+)\}/.exec(pat)?.[1]) + 2} printable ASCII characters, with spaces only inside (got ${JSON.stringify(value)})`,
+          key: false,
+        };
+      if (pat.startsWith('^[^\\u0000-\\u001f')) return { message: `must not hold control characters such as a newline or escape (got ${JSON.stringify(value)})`, key: false };
+      if (pat === '^[A-Za-z0-9._:-]+$') return { message: `must be a host name or an IP address (got ${JSON.stringify(value)})`, key: false };
       if (pat === DURATION_PATTERN) return { message: `must be ${DURATION_HELP} (got ${JSON.stringify(value)})`, key: false };
       return { message: `must match ${pat} (got ${JSON.stringify(value)})`, key: false };
     }

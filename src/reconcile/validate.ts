@@ -333,7 +333,8 @@ function checkSecret(c: Checker, name: string, raw: SecretInput): SecretSpec | u
   return {
     name,
     usage: raw.usage,
-    usageId: raw[idField] ?? name,
+    // A volume is known by its path: one file, one spelling.
+    usageId: idField === 'volume' ? normalizePath(raw.volume!) : (raw[idField] ?? name),
     description: raw.description,
     valueFile: raw.valueFile,
     encoding: raw.encoding ?? (raw.usage === 'ceph' ? 'base64' : 'raw'),

@@ -57,7 +57,7 @@ const spawnedDuringCtrlC = (r: { signal?: string }, attempt: number) => r.signal
  * Runs a command. `signal`: aborting it terminates the command (SIGTERM, SIGKILL 5 s later);
  * given only for work whose interruption loses nothing (a build in private scratch space).
  */
-export async function run(cmd: string, args: string[], opts: { input?: string; retries?: number; signal?: AbortSignal } = {}): Promise<RunResult> {
+export async function run(cmd: string, args: string[], opts: { input?: string | Uint8Array; retries?: number; signal?: AbortSignal } = {}): Promise<RunResult> {
   const argv = [cmd, ...args];
   // Under load the failure can come several times running: up to 8 more tries, about 7 s in all.
   const retries = opts.retries ?? 8;

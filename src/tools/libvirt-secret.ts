@@ -2,7 +2,11 @@
 // secret-dumpxml report, and setting a value from a file (never through argv). A private
 // secret's value cannot be read back, so it is never compared: the caller records a salted
 // digest of what it set.
-import { withTempFile } from './scratch.js';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import { run } from './exec.js';
+import { withTempDir, withTempFile } from './scratch.js';
 import { attr, buildXml, list, parseXml, text } from './xml.js';
 import type { Virsh } from './virsh.js';
 
@@ -71,9 +75,39 @@ export async function defineSecret(v: Virsh, d: SecretDefinition): Promise<void>
   await withTempFile(secretXml(d), (f) => v.exec(['secret-define', f]));
 }
 
-/** Sets the value from a file (virsh reads it; `base64`: the file holds the value base64-encoded, as Ceph keys are written). */
-export async function setSecretValue(v: Virsh, uuid: string, file: string, encoding: 'raw' | 'base64'): Promise<void> {
-  await v.exec(['secret-set-value', uuid, '--file', file, ...(encoding === 'raw' ? ['--plain'] : [])]);
+/**
+ * Sets the value (`base64`: the bytes are the value base64-encoded, as Ceph keys are written),
+ * handed to virsh through a FIFO in private scratch: never an argument, and never on disk — a
+ * FIFO holds nothing, so not even a kill -9 leaves a copy behind. (Its standard input would
+ * not do: Node gives children a socket there, which virsh cannot open by path.)
+ */
+export async function setSecretValue(v: Virsh, uuid: string, value: Uint8Array, encoding: 'raw' | 'base64'): Promise<void> {
+  await withTempDir(async (dir) => {
+    const fifo = path.join(dir, 'value');
+    await run('mkfifo', ['-m', '0600', fifo], { retries: 0 });
+    let ended = false;
+    const setting = v.exec(['secret-set-value', uuid, '--file', fifo, ...(encoding === 'raw' ? ['--plain'] : [])]).finally(() => {
+      ended = true;
+    });
+    // Written once virsh has opened it for reading (a non-blocking open fails until then).
+    for (;;) {
+      if (ended) break;
+      const fh = await open(fifo, constants.O_WRONLY | constants.O_NONBLOCK).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENXIO') return undefined;
+        throw e;
+      });
+      if (fh) {
+        try {
+          await fh.write(value);
+        } finally {
+          await fh.close();
+        }
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await setting;
+  });
 }
 
 export async function undefineSecret(v: Virsh, uuid: string): Promise<void> {

@@ -1,12 +1,12 @@
 // Volumes in libvirt storage pools: vol-create from XML, vol-create-from for copies,
 // vol-upload for imports, vol-resize to grow, vol-delete. Observation is part of the
 // pools' batch (vol-dumpxml of every volume of interest in one virsh process).
-import { stat, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Format, Permissions, Qcow2Options } from '../reconcile/model.js';
 import { createImage } from '../providers/image/build.js';
 import { DRIVER } from '../providers/image/formats.js';
-import { buildSeed, type SeedEntry } from '../providers/common/cloud-init.js';
+import type { SeedEntry } from '../providers/common/cloud-init.js';
 import { withTempDir } from './scratch.js';
 import { attr, buildXml, bytes, list, parseXml, text, type XmlNode } from './xml.js';
 import { permissionsElement } from './libvirt-pool.js';
@@ -127,12 +127,8 @@ export async function createVolume(
   const prealloc = preallocFlag(b);
   const dump = ['vol-dumpxml', '--pool', b.pool, b.name];
   return withTempDir(async (dir) => {
-    // A seed is built first: its capacity is the ISO's size, and it is imported as a raw file.
-    if (b.source.kind === 'seed') {
-      const iso = path.join(dir, 'seed.iso');
-      await buildSeed(iso, b.source.entries, hooks.signal);
-      b = { ...b, capacity: (await stat(iso)).size, source: { kind: 'file', path: iso, driver: 'raw' } };
-    }
+    // The volume provider builds a seed and hands it over as a file.
+    if (b.source.kind === 'seed') throw new Error(`volume ${b.name}: a cloud-init seed must be built before it is created`);
     const xmlFile = path.join(dir, 'vol.xml');
     await writeFile(xmlFile, volumeXml(b), { mode: 0o600 });
     const src = b.source;

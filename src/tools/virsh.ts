@@ -7,7 +7,7 @@ import { CommandError, run, session } from './exec.js';
 export interface Virsh {
   uri: string;
   /** Runs one command; throws CommandError with virsh's message on failure. */
-  exec(args: string[], opts?: { input?: string; signal?: AbortSignal }): Promise<string>;
+  exec(args: string[], opts?: { input?: string | Uint8Array; signal?: AbortSignal }): Promise<string>;
   /**
    * Runs many read-only commands in as few processes as the argument-length limit allows.
    * Returns each command's stdout; a command that failed because its object does not exist

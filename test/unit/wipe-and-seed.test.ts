@@ -1,7 +1,7 @@
 // Pure decisions behind wipe and cloud-init seeds: which byte ranges a wipe writes, when a
 // record's wipe changes, what a seed's digest covers, and which rebuilds need no flag.
 import { describe, expect, it } from 'vitest';
-import { planSeed, seedContentOnly, seedIdentity } from '../../src/providers/common/cloud-init.js';
+import { planSeed, sameSeed, SEED_AS_BUILT, SEED_CHANGED, seedContentOnly, seedIdentity } from '../../src/providers/common/cloud-init.js';
 import { wipeChange } from '../../src/providers/common/decisions.js';
 import type { ImageSpec } from '../../src/reconcile/model.js';
 import { parseSeekOutput } from '../../src/tools/extents.js';
@@ -30,10 +30,11 @@ describe('wipe in the record', () => {
 
 describe('cloud-init seeds', () => {
   const spec = (files: Record<string, string>) => ({ name: 'seed', source: { kind: 'cloudInit', files } }) as unknown as ImageSpec;
+  const file = (sha: string) => ({ sha256: sha, size: 1, signature: `sig-${sha.slice(0, 4)}` });
   const digests = new Map([
-    ['/c/user-data', 'a'.repeat(64)],
-    ['/c/meta-data', 'b'.repeat(64)],
-    ['/c/net', 'c'.repeat(64)],
+    ['/c/user-data', file('a'.repeat(64))],
+    ['/c/meta-data', file('b'.repeat(64))],
+    ['/c/net', file('c'.repeat(64))],
   ]);
 
   it('holds the declared files under their NoCloud names, and a generated meta-data naming the image', () => {
@@ -47,9 +48,15 @@ describe('cloud-init seeds', () => {
 
   it('has a digest that changes with any file and names no content', () => {
     const a = planSeed(spec({ userData: '/c/user-data', metaData: '/c/meta-data' }), digests);
-    const b = planSeed(spec({ userData: '/c/user-data', metaData: '/c/meta-data' }), new Map([...digests, ['/c/meta-data', 'd'.repeat(64)]]));
+    const b = planSeed(spec({ userData: '/c/user-data', metaData: '/c/meta-data' }), new Map([...digests, ['/c/meta-data', file('d'.repeat(64))]]));
     expect(a?.ok && b?.ok && a.digest !== b.digest).toBe(true);
-    expect(a?.ok && seedIdentity(a.digest)).toMatch(/^cloudInit:[0-9a-f]{16}$/);
+    // Recorded salted: two records of one seed differ, and each is recognised by its own salt.
+    const [one, two] = a?.ok ? [seedIdentity(a.digest), seedIdentity(a.digest)] : ['', ''];
+    expect(one).toMatch(/^cloudInit:[0-9a-f]{16}:[0-9a-f]{64}$/);
+    expect(one).not.toBe(two);
+    expect(a?.ok && sameSeed(one, a.digest) && sameSeed(two, a.digest)).toBe(true);
+    expect(b?.ok && sameSeed(one, b.digest)).toBe(false);
+    expect(JSON.stringify(a)).not.toContain('a'.repeat(64)); // no file's hash in what a plan carries
   });
 
   it('names a file that could not be read', () => {
@@ -57,14 +64,50 @@ describe('cloud-init seeds', () => {
   });
 
   it('rebuilds without --allow-replace only when nothing but the seed content changed', () => {
-    expect(seedContentOnly([{ field: 'source', from: 'cloudInit:1', to: 'cloudInit:2' }])).toBe(true);
-    expect(seedContentOnly([{ field: 'source', from: 'file:/x', to: 'cloudInit:2' }])).toBe(false);
+    expect(seedContentOnly([{ field: 'source', from: SEED_AS_BUILT, to: SEED_CHANGED }])).toBe(true);
+    expect(seedContentOnly([{ field: 'source', from: 'file:/x', to: SEED_CHANGED }])).toBe(false);
     expect(
       seedContentOnly([
-        { field: 'source', from: 'cloudInit:1', to: 'cloudInit:2' },
+        { field: 'source', from: SEED_AS_BUILT, to: SEED_CHANGED },
         { field: 'format', from: 'qcow2', to: 'raw' },
       ]),
     ).toBe(false);
     expect(seedContentOnly([])).toBe(false);
+  });
+});
+
+describe('a pool whose auth names a declared secret', () => {
+  it('is created, started or changed after that secret (whose value the same apply may set)', async () => {
+    const { diff, pool } = await import('./fixtures.js');
+    const yaml = `version: 1
+secrets:
+  chap: { usage: iscsi, target: iqn.2026-01.dev.test:t, valueFile: /vr-test/chap }
+pools:
+  san: { type: iscsi-direct, source: { host: 127.0.0.1, device: iqn.2026-01.dev.test:t, initiator: iqn.2026-01.dev.test:i, auth: { type: chap, username: u, secret: chap } } }
+`;
+    const created = diff({ reason: 'a new pool', yaml, pools: [['san', null]], contents: [['/vr-test/chap', 'a'.repeat(64)]] });
+    expect(created.actions.find((a) => a.id === 'pools.san')).toMatchObject({ kind: 'create', dependsOn: ['secrets.chap'] });
+    // Defined but stopped (a start failed with the old value, say): started after the secret.
+    const stopped = pool('san', {
+      active: false,
+      volumes: undefined,
+      definition: {
+        type: 'iscsi-direct',
+        source: {
+          hosts: [{ name: '127.0.0.1' }],
+          device: 'iqn.2026-01.dev.test:t',
+          initiator: 'iqn.2026-01.dev.test:i',
+          auth: { type: 'chap', username: 'u', secretUsage: 'iqn.2026-01.dev.test:t' },
+        },
+      },
+    });
+    const started = diff({
+      reason: 'a stopped pool',
+      yaml,
+      pools: [stopped],
+      contents: [['/vr-test/chap', 'a'.repeat(64)]],
+      inventory: [['pool:san', { type: 'pool', name: 'san', uuid: 'uuid-san', createdAt: '2026-01-01T00:00:00Z' }]],
+    });
+    expect(started.actions.find((a) => a.id === 'pools.san')).toMatchObject({ kind: 'update', dependsOn: ['secrets.chap'] });
   });
 });

@@ -1,12 +1,14 @@
 // cloud-init NoCloud seeds, for image files and pool volumes alike: which files a seed holds,
-// the digest the inventory records to tell when their content changed (never the content:
-// user-data often holds passwords), and the ISO built from exactly the content the plan saw.
-import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+// the salted digest the inventory records to tell when their content changed (never the
+// content, nor a plain hash of it: user-data often holds passwords), and the ISO built from
+// the files as the plan saw them.
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { CloudInitFiles, ImageSpec } from '../../reconcile/model.js';
 import { makeIso } from '../../tools/iso.js';
 import { withTempDir } from '../../tools/scratch.js';
+import { readUnchanged, sha256Hex, type SmallFileDigest } from './small-files.js';
 
 /** What cloud-init's NoCloud datasource reads, by the YAML's name for each file. */
 const NAMES: [keyof CloudInitFiles, string][] = [
@@ -19,86 +21,99 @@ const NAMES: [keyof CloudInitFiles, string][] = [
 /** The label NoCloud looks for. */
 export const SEED_LABEL = 'cidata';
 
-/** Larger files are not read into a plan: seeds and secrets hold configuration, not payloads. */
-export const MAX_SMALL_FILE_BYTES = 16 * 1024 * 1024;
-
-/** One file of a seed: read from `path`, or (meta-data not declared) generated `text`. */
+/** One file of a seed: read from `path` (as the plan saw it: `signature`), or (meta-data not declared) generated `text`. */
 export interface SeedEntry {
   name: string;
   path?: string;
   text?: string;
-  /** sha256 of the content the plan saw: the build uses that content or nothing */
-  sha256: string;
+  signature?: string;
 }
 
 export type SeedPlan = { ok: true; entries: SeedEntry[]; digest: string } | { ok: false; path: string };
 
-const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
-
 /** The files a seed reads, to be observed by the plan. */
 export function seedFiles(spec: ImageSpec): string[] {
-  return spec.source.kind === 'cloudInit' ? NAMES.flatMap(([k]) => (spec.source.kind === 'cloudInit' && spec.source.files[k] ? [spec.source.files[k]!] : [])) : [];
+  const s = spec.source;
+  return s.kind === 'cloudInit' ? NAMES.flatMap(([k]) => (s.files[k] ? [s.files[k]!] : [])) : [];
 }
 
+const line = (name: string, sha: string) => `${name}\0${sha}\n`;
+
 /**
- * The seed as this plan will build it, from the digests observation read; `ok: false` names a
- * file that could not be read. Without metaData, meta-data is generated with the image's name as
- * instance-id (NoCloud needs one; a constant one keeps cloud-init from running again as on a new
- * instance when the seed is rebuilt).
+ * The seed as this plan will build it, from what observation read of its files; `ok: false`
+ * names a file that could not be read. Without metaData, meta-data is generated with the
+ * image's name as instance-id (NoCloud needs one; a constant one keeps cloud-init from running
+ * again as on a new instance when the seed is rebuilt).
  */
-export function planSeed(spec: ImageSpec, digests: Map<string, string>): SeedPlan | undefined {
+export function planSeed(spec: ImageSpec, digests: Map<string, SmallFileDigest>): SeedPlan | undefined {
   if (spec.source.kind !== 'cloudInit') return undefined;
   const files = spec.source.files;
   const entries: SeedEntry[] = [];
+  const lines: string[] = [];
   for (const [k, name] of NAMES) {
     const p = files[k];
     if (p === undefined) {
       if (k === 'metaData') {
         const text = `instance-id: ${spec.name}\n`;
-        entries.push({ name, text, sha256: sha256(text) });
+        entries.push({ name, text });
+        lines.push(line(name, sha256Hex(text)));
       }
       continue;
     }
     const d = digests.get(p);
     if (d === undefined) return { ok: false, path: p };
-    entries.push({ name, path: p, sha256: d });
+    entries.push({ name, path: p, signature: d.signature });
+    lines.push(line(name, d.sha256));
   }
-  return { ok: true, entries, digest: sha256(entries.map((e) => `${e.name}\0${e.sha256}\n`).join('')) };
+  return { ok: true, entries, digest: sha256Hex(lines.join('')) };
 }
 
-/** The source identity the inventory records for a seed (a change of it is a rebuild). */
-export function seedIdentity(digest: string): string {
-  return `cloudInit:${digest.slice(0, 16)}`;
-}
-
-/** The sha256 of a seed or secret value file, as observation reads it (refusing what is too large to be one). */
-export async function digestSmallFile(p: string): Promise<string> {
-  const buf = await readSmallFile(p);
-  return sha256(buf);
-}
-
-async function readSmallFile(p: string): Promise<Buffer> {
-  const buf = await readFile(p);
-  if (buf.length > MAX_SMALL_FILE_BYTES) throw new Error(`${p} is over ${MAX_SMALL_FILE_BYTES / 1024 / 1024} MiB, too large for a seed or secret file`);
-  return buf;
+/** The seed's digest from its files as they are now, each checked to be as the plan saw it. */
+export async function currentSeedDigest(entries: SeedEntry[]): Promise<string> {
+  const lines: string[] = [];
+  for (const e of entries) lines.push(line(e.name, e.text !== undefined ? sha256Hex(e.text) : (await readUnchanged(e.path!, e.signature!)).sha256));
+  return sha256Hex(lines.join(''));
 }
 
 /**
- * Builds the seed ISO at `output` from the content the plan saw: each file is read once,
- * checked against its planned digest and copied into private scratch (0600) that the ISO is
- * made from, so a file edited after the plan fails the build instead of slipping in unseen.
+ * The source identity the inventory records for a seed: salted, so the record gives nothing to
+ * check a guess of the files' content against; a change of it is a rebuild. Chosen by the apply.
+ */
+export function seedIdentity(digest: string, salt = randomBytes(8).toString('hex')): string {
+  return `cloudInit:${salt}:${sha256Hex(`${salt}:${digest}`)}`;
+}
+
+/** Whether a recorded identity is the seed with this digest (by the record's own salt). */
+export function sameSeed(recorded: string | undefined, digest: string): boolean {
+  const m = /^cloudInit:([0-9a-f]+):[0-9a-f]{64}$/.exec(recorded ?? '');
+  return !!m && seedIdentity(digest, m[1]) === recorded;
+}
+
+/** How a seed's source change reads in a plan (no digest in it). */
+export const SEED_AS_BUILT = 'cloud-init seed as built';
+export const SEED_CHANGED = 'cloud-init seed from its changed files';
+
+/**
+ * Builds the seed ISO at `output` from the files as the plan saw them: xorriso reads them in
+ * place (no copy of a user-data that may hold passwords is ever written), each checked before
+ * and after to be unchanged, so an edit after the plan fails the build instead of slipping in
+ * unseen. Only generated meta-data is written, to private scratch.
  */
 export async function buildSeed(output: string, entries: SeedEntry[], signal?: AbortSignal): Promise<void> {
   await withTempDir(async (dir) => {
-    const staged = [];
+    const graft = [];
     for (const e of entries) {
-      const content = e.text !== undefined ? Buffer.from(e.text) : await readSmallFile(e.path!);
-      if (sha256(content) !== e.sha256) throw new Error(`${e.path} changed since the plan; run plan again`);
-      const file = path.join(dir, e.name);
-      await writeFile(file, content, { mode: 0o600 });
-      staged.push({ name: e.name, path: file });
+      if (e.text !== undefined) {
+        const file = path.join(dir, e.name);
+        await writeFile(file, e.text, { mode: 0o600 });
+        graft.push({ name: e.name, path: file });
+      } else {
+        await readUnchanged(e.path!, e.signature!);
+        graft.push({ name: e.name, path: e.path! });
+      }
     }
-    await makeIso(output, SEED_LABEL, staged, { signal });
+    await makeIso(output, SEED_LABEL, graft, { signal });
+    for (const e of entries) if (e.path) await readUnchanged(e.path, e.signature!);
   });
 }
 
@@ -107,5 +122,5 @@ export async function buildSeed(output: string, entries: SeedEntry[], signal?: A
  * declared files make, so building it again loses nothing and needs no --allow-replace.
  */
 export function seedContentOnly(rebuild: { field: string; from: string; to: string }[]): boolean {
-  return rebuild.length > 0 && rebuild.every((c) => c.field === 'source' && c.from.startsWith('cloudInit:') && c.to.startsWith('cloudInit:'));
+  return rebuild.length > 0 && rebuild.every((c) => c.field === 'source' && c.from === SEED_AS_BUILT && c.to === SEED_CHANGED);
 }

@@ -7,9 +7,10 @@ import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, pe
 import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
-import { planSeed, seedContentOnly, seedIdentity, type SeedEntry } from '../common/cloud-init.js';
+import { planSeed, sameSeed, SEED_AS_BUILT, SEED_CHANGED, seedContentOnly, type SeedEntry } from '../common/cloud-init.js';
 import type { ImageOp } from './ops.js';
 import type { DiskUse } from '../common/disk-users.js';
+import type { SmallFileDigest } from '../common/small-files.js';
 import { unobservable, type Observed } from '../observe.js';
 import { inSync, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
@@ -34,7 +35,7 @@ export interface ImageDiffInput {
   /** paths that could not be observed, with why */
   errors: Map<string, string>;
   /** sha256 of the cloud-init seed files observed */
-  contents: Map<string, string>;
+  contents: Map<string, SmallFileDigest>;
 }
 
 export interface ImageDiff {
@@ -52,7 +53,7 @@ function filePath(spec: ImageSpec): string {
 }
 
 /** The source as recorded in the inventory: a change of it means a rebuild. */
-export function sourceIdentity(spec: ImageSpec, seedDigest?: string): string {
+export function sourceIdentity(spec: ImageSpec): string {
   const s = spec.source;
   switch (s.kind) {
     case 'blank':
@@ -68,13 +69,14 @@ export function sourceIdentity(spec: ImageSpec, seedDigest?: string): string {
     case 'directory':
       return `directory:${s.dir}`;
     case 'cloudInit':
-      return seedIdentity(seedDigest ?? 'unknown');
+      // Salted by the apply that builds it (see seedIdentity); compared in recordedChanges.
+      return 'cloudInit';
   }
 }
 
 /** Options qemu-img cannot report back, remembered at creation. */
-export function recordedOptions(spec: ImageSpec, seedDigest?: string): Record<string, string> {
-  const r: Record<string, string> = { source: sourceIdentity(spec, seedDigest) };
+export function recordedOptions(spec: ImageSpec): Record<string, string> {
+  const r: Record<string, string> = { source: sourceIdentity(spec) };
   if (spec.qcow2?.preallocation) r.preallocation = spec.qcow2.preallocation;
   if (spec.qcow2?.compressed !== undefined) r.compressed = String(spec.qcow2.compressed);
   if (spec.vhdx?.subformat) r.vhdxSubformat = spec.vhdx.subformat;
@@ -84,7 +86,12 @@ export function recordedOptions(spec: ImageSpec, seedDigest?: string): Record<st
 /** Creation options qemu-img cannot report, as recorded vs as declared now: changes mean a rebuild. */
 export function recordedChanges(spec: ImageSpec, recorded: Record<string, string>, seedDigest?: string): Change[] {
   const out: Change[] = [];
-  for (const [k, v] of Object.entries(recordedOptions(spec, seedDigest))) {
+  for (const [k, v] of Object.entries(recordedOptions(spec))) {
+    if (k === 'source' && v === 'cloudInit') {
+      if (seedDigest !== undefined && !sameSeed(recorded.source, seedDigest))
+        out.push({ field: 'source', from: recorded.source?.startsWith('cloudInit:') ? SEED_AS_BUILT : (recorded.source ?? 'unknown'), to: SEED_CHANGED });
+      continue;
+    }
     const had = recorded[k] ?? RECORDED_DEFAULTS[k] ?? 'unknown';
     if (had !== v) out.push({ field: RECORDED_FIELD[k] ?? k, from: had, to: v });
   }
@@ -241,7 +248,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
           group: spec.permissions?.group,
           mode: octal(spec.permissions?.mode ?? 0o600),
         }),
-        op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec, seedDigest), dirs: dirsMadeAbove(inventory, p), wipe: spec.wipe },
+        op: { type: 'image.create', build: b.build, recorded: recordedOptions(spec), dirs: dirsMadeAbove(inventory, p), wipe: spec.wipe },
       });
       continue;
     }
@@ -340,7 +347,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         op: {
           type: 'image.replace',
           build: b.build,
-          recorded: recordedOptions(spec, seedDigest),
+          recorded: recordedOptions(spec),
           wipe: spec.wipe,
           oldFile: { ino: obs.file.ino, dev: obs.file.dev, birth: obs.file.birth },
           oldExtents: obs.vmdk?.extents ?? [],

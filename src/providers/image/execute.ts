@@ -7,6 +7,7 @@ import type { Action } from '../../reconcile/plan.js';
 import { resize } from '../../tools/qemu-img.js';
 import { checkStillSame, identitiesOf, removeEmptyDirs, removeIfSame, setPermissions } from '../common/files.js';
 import { wipeFile } from '../common/wipe.js';
+import { currentSeedDigest, seedIdentity } from '../common/cloud-init.js';
 import { rm } from 'node:fs/promises';
 import * as qemuImg from '../../tools/qemu-img.js';
 import { createImage, deleteImage, prepareBuild, publishBuild, removeStaleBuilds, type BuildHooks, type ImageBuild, type Scratch } from './build.js';
@@ -19,11 +20,13 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
   switch (op.type) {
     case 'image.create':
     case 'image.replace': {
+      // A seed is recorded by the salted digest of its files as the build reads them.
+      const build = op.build.source.kind === 'seed' ? { ...op, recorded: { ...op.recorded, source: seedIdentity(await currentSeedDigest(op.build.source.entries)) } } : op;
       const prior = await beforeBuild(a, ctx);
-      const made = await createImage(op.build, buildHooks(a, ctx, op));
+      const made = await createImage(build.build, buildHooks(a, ctx, build));
       failpoint('image-after-publish');
-      const obs = (await observeImages([op.build.path], ctx.cache)).get(op.build.path);
-      return afterPublish(a, ctx, op, prior, made, obs ?? undefined);
+      const obs = (await observeImages([build.build.path], ctx.cache)).get(build.build.path);
+      return afterPublish(a, ctx, build, prior, made, obs ?? undefined);
     }
     case 'image.update': {
       // Only the file the plan saw: one swapped in since (or a symlink) is never resized or chmod'ed.

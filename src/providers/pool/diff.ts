@@ -49,7 +49,7 @@ function secretFor(spec: PoolSpec) {
   return a?.secretFile ? { usage: secretUsageFor(spec.name), type: a.type, file: a.secretFile } : undefined;
 }
 
-/** A pool is defined after the declared secret its auth names. */
+/** A pool is defined, started or changed after the declared secret its auth names (its value may be set in the same apply). */
 const secretDeps = (spec: PoolSpec) => (spec.source.auth?.secret ? [`secrets.${spec.source.auth.secret}`] : []);
 
 export function diffPools(input: {
@@ -224,7 +224,7 @@ export function diffPools(input: {
       op.autostart = spec.autostart;
     }
     if (changes.length) {
-      out.actions.push({ id, resource: 'pool', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: [], op });
+      out.actions.push({ id, resource: 'pool', kind: 'update', code: 'drift', reason: reasonOf(changes), destructive: false, changes, dependsOn: secretDeps(spec), op });
     } else {
       out.actions.push(inSync('pool', id, ours, ours ? 'in sync' : 'in sync (adopted: reconcile did not define it and never deletes it)'));
     }

@@ -9,6 +9,7 @@ import type { DesiredState } from '../../reconcile/model.js';
 import { inSync, orphanId, type Action, type Change, type NoOp, type Refusal } from '../../reconcile/plan.js';
 import { reasonOf } from '../common/decisions.js';
 import type { ObservedSecret } from '../../tools/libvirt-secret.js';
+import type { SmallFileDigest } from '../common/small-files.js';
 import { unobservable } from '../observe.js';
 import type { SecretOp, SecretValue } from './ops.js';
 
@@ -32,11 +33,14 @@ export function sameValue(recorded: string | undefined, sha: string): boolean {
 
 const usageOf = (s: { usage: string; usageId: string }) => `${s.usage} ${JSON.stringify(s.usageId)}`;
 
+/** The most virsh secret-set-value reads from a file. */
+export const MAX_SECRET_FILE_BYTES = 1024;
+
 export function diffSecrets(input: {
   state: DesiredState;
   secrets: ObservedSecret[] | undefined;
   /** sha256 of the value files */
-  contents: Map<string, string>;
+  contents: Map<string, SmallFileDigest>;
   inventory: Inventory;
   prune: boolean;
   orphans: [string, InventoryRecord][];
@@ -52,13 +56,20 @@ export function diffSecrets(input: {
     const stored = input.inventory.objects[key];
     const rec = stored?.type === 'secret' ? stored : undefined;
     let value: SecretValue | undefined;
+    let sha: string | undefined;
     if (spec.valueFile !== undefined) {
-      const sha = input.contents.get(spec.valueFile);
-      if (sha === undefined) {
+      const file = input.contents.get(spec.valueFile);
+      if (file === undefined) {
         refuse(id, `${spec.origin}: valueFile: ${unobservable(input.errors, spec.valueFile)}`);
         continue;
       }
-      value = { file: spec.valueFile, encoding: spec.encoding, sha256: sha };
+      // virsh reads a value of at most 1024 bytes ("Value too large" beyond).
+      if (file.size > MAX_SECRET_FILE_BYTES) {
+        refuse(id, `${spec.origin}: valueFile ${spec.valueFile} is ${file.size} bytes; libvirt's virsh sets a secret of at most ${MAX_SECRET_FILE_BYTES}`);
+        continue;
+      }
+      sha = file.sha256;
+      value = { file: spec.valueFile, encoding: spec.encoding, signature: file.signature };
     }
     const definition = { usage: spec.usage, usageId: spec.usageId, description: spec.description };
     const byUsage = all.find((s) => s.usage === spec.usage && s.usageId === spec.usageId);
@@ -120,7 +131,7 @@ export function diffSecrets(input: {
     if (spec.description !== undefined && spec.description !== (byUsage.description ?? ''))
       changes.push({ field: 'description', from: byUsage.description ?? 'none', to: spec.description });
     const valueRecorded = rec?.uuid === byUsage.uuid ? rec.valueDigest : undefined;
-    const setValue = value && (finish || !sameValue(valueRecorded, value.sha256));
+    const setValue = value && sha && (finish || !sameValue(valueRecorded, sha));
     if (setValue) changes.push({ field: 'value', from: valueRecorded ? 'as set before' : 'not set by reconcile', to: `from ${value!.file}` });
     if (!changes.length) {
       out.actions.push(inSync('secret', id, ours));

@@ -1,15 +1,13 @@
-// Carries out secret actions through virsh. The value is copied from its file into private
-// scratch (0600), checked against the sha256 the plan saw, and handed to virsh as that file:
-// never an argument, never printed, never in the state (only a salted digest).
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
-import path from 'node:path';
+// Carries out secret actions through virsh. The value is read from its file (checked to be as
+// the plan saw it) and handed to virsh on its standard input: never an argument, never a
+// copy on disk, never printed, never in the state (only a salted digest).
+import { randomBytes, randomUUID } from 'node:crypto';
 import { failpoint } from '../../failpoint.js';
 import { recordKey, type SecretRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { defineSecret, readSecrets, setSecretValue, undefineSecret } from '../../tools/libvirt-secret.js';
-import { withTempDir } from '../../tools/scratch.js';
+import { readUnchanged } from '../common/small-files.js';
 import type { Virsh } from '../../tools/virsh.js';
 import { saltedDigest } from './diff.js';
 import type { SecretOp, SecretValue } from './ops.js';
@@ -24,6 +22,8 @@ export async function executeSecret(a: Action, ctx: ExecContext): Promise<Effect
         // Only the secret the plan saw goes; its usage changed, so a new one is defined.
         if ((await readSecrets(v)).some((s) => s.uuid === op.replaces)) await undefineSecret(v, op.replaces);
       }
+      // The value first: a file that changed or is not what its encoding says defines nothing.
+      const read = op.value ? await readValue(op.value) : undefined;
       const uuid = randomUUID();
       const base = { type: 'secret', name: op.name, uuid, usage: op.definition.usage, usageId: op.definition.usageId, createdAt: new Date().toISOString(), uri: v.uri } as const;
       // Intent first: a kill between the define and the record leaves a secret recognisably ours (its uuid).
@@ -35,15 +35,24 @@ export async function executeSecret(a: Action, ctx: ExecContext): Promise<Effect
         throw e;
       }
       failpoint('secret-defined');
-      const valueDigest = op.value ? await setValue(v, uuid, op.value) : undefined;
+      let valueDigest: string | undefined;
+      try {
+        valueDigest = op.value && read ? await setValue(v, uuid, op.value, read) : undefined;
+      } catch (e) {
+        // A secret without its value is worth nothing: it goes, with its record.
+        await undefineSecret(v, uuid).catch(() => undefined);
+        await ctx.inventory.forget(key);
+        throw e;
+      }
       const rec: SecretRecord = { ...base, status: 'ready', valueDigest };
       await ctx.inventory.set(key, rec);
       return { record: [key, rec] };
     }
     case 'secret.update': {
+      const read = op.value ? await readValue(op.value) : undefined;
       if (op.definition) await defineSecret(v, op.definition);
       const prev = ctx.inventory.get(key);
-      const valueDigest = op.value ? await setValue(v, op.uuid, op.value) : prev?.type === 'secret' && prev.uuid === op.uuid ? prev.valueDigest : undefined;
+      const valueDigest = op.value && read ? await setValue(v, op.uuid, op.value, read) : prev?.type === 'secret' && prev.uuid === op.uuid ? prev.valueDigest : undefined;
       const def = op.definition;
       const rec: SecretRecord = {
         type: 'secret',
@@ -67,15 +76,21 @@ export async function executeSecret(a: Action, ctx: ExecContext): Promise<Effect
   }
 }
 
-/** Sets the value read from its file (as the plan saw it); returns the salted digest to record. */
-async function setValue(v: Virsh, uuid: string, value: SecretValue): Promise<string> {
-  return withTempDir(async (dir) => {
-    const content = await readFile(value.file);
-    const sha = createHash('sha256').update(content).digest('hex');
-    if (sha !== value.sha256) throw new Error(`${value.file} changed since the plan; run plan again (the secret's value was not set)`);
-    const copy = path.join(dir, 'value');
-    await writeFile(copy, content, { mode: 0o600 });
-    await setSecretValue(v, uuid, copy, value.encoding);
-    return saltedDigest(sha, randomBytes(8).toString('hex'));
-  });
+/**
+ * The value read from its file as the plan saw it, checked before anything is defined: a
+ * base64 file must hold base64 (libvirt would otherwise store garbage as the key).
+ */
+async function readValue(value: SecretValue): Promise<{ content: Buffer; sha256: string }> {
+  const f = await readUnchanged(value.file, value.signature);
+  if (value.encoding === 'base64' && !/^[A-Za-z0-9+/]+={0,2}\s*$/.test(f.content.toString('latin1')))
+    throw new Error(
+      `${value.file} is not base64 (encoding: base64, the default for ceph: a key as \`ceph auth get-key\` prints it); if it holds the value itself, declare encoding: raw`,
+    );
+  return f;
+}
+
+/** Sets the value, handed to virsh on its standard input (never a file, never an argument); returns the salted digest to record. */
+async function setValue(v: Virsh, uuid: string, value: SecretValue, read: { content: Buffer; sha256: string }): Promise<string> {
+  await setSecretValue(v, uuid, read.content, value.encoding);
+  return saltedDigest(read.sha256, randomBytes(8).toString('hex'));
 }

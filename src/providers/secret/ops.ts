@@ -1,12 +1,13 @@
-// What a secret action carries from plan to apply. Never the value: the file it is read from
-// and the sha256 the plan saw, which the apply checks before it sets what it read.
+// What a secret action carries from plan to apply. Never the value, nor a hash of it (a plan
+// printed in a CI log would let anyone check a guess): the file it is read from, and the stat
+// signature the plan saw, which the apply checks before it sets what it read.
 import type { SecretDefinition } from '../../tools/libvirt-secret.js';
 
 /** Where the value comes from: read by the apply, checked against what the plan saw. */
 export interface SecretValue {
   file: string;
   encoding: 'raw' | 'base64';
-  sha256: string;
+  signature: string;
 }
 
 export type SecretOp =

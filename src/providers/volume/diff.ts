@@ -5,6 +5,7 @@ import { imagePathResolver } from '../common/image-paths.js';
 import type { DiskUse } from '../common/disk-users.js';
 import { ABSENT, unobservable, type Observed } from '../observe.js';
 import { planSeed, seedContentOnly } from '../common/cloud-init.js';
+import type { SmallFileDigest } from '../common/small-files.js';
 import { sizeTolerance } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
@@ -45,7 +46,7 @@ export function diffVolumes(input: {
   /** paths that could not be observed, with why */
   errors: Map<string, string>;
   /** sha256 of the cloud-init seed files observed */
-  contents: Map<string, string>;
+  contents: Map<string, SmallFileDigest>;
 }): VolumeDiff {
   const { state, pools, volumes, files, inventory } = input;
   const out: VolumeDiff = { actions: [], refusals: [], notes: [] };
@@ -228,7 +229,7 @@ export function diffVolumes(input: {
         op: {
           type: 'volume.create',
           build: b.build,
-          recorded: recordedOptions(spec, seedDigest),
+          recorded: recordedOptions(spec),
           imageName: spec.name,
           expectedPath: fileBased ? pathOf(spec) : undefined,
           wipe: spec.wipe,
@@ -343,7 +344,7 @@ export function diffVolumes(input: {
         op: {
           type: 'volume.replace',
           build: b.build,
-          recorded: recordedOptions(spec, seedDigest),
+          recorded: recordedOptions(spec),
           imageName: spec.name,
           incomplete: incomplete ? { path: obs.path, birth: record.birth ?? obs.birth } : undefined,
           // As for a create: the intent names the path, or a second kill could never be matched to its volume.

@@ -1,6 +1,10 @@
 // Carries out volume actions through libvirt's volume API: create (blank, overlay, import
 // with a conversion and upload), resize and chmod in place, delete only the volume recorded.
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import { failpoint } from '../../failpoint.js';
+import { withTempDir } from '../../tools/scratch.js';
+import { buildSeed, currentSeedDigest, seedIdentity } from '../common/cloud-init.js';
 import { CommandError } from '../../tools/exec.js';
 import { recordKey, type VolumeRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
@@ -18,6 +22,19 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
   switch (op.type) {
     case 'volume.create':
     case 'volume.replace': {
+      // A seed is built first, before anything is deleted (a build that fails replaces
+      // nothing), and recorded by its salted digest; then it is imported as any raw file.
+      if (op.build.source.kind === 'seed') {
+        const { entries } = op.build.source;
+        return withTempDir(async (dir) => {
+          const iso = path.join(dir, 'seed.iso');
+          const identity = seedIdentity(await currentSeedDigest(entries));
+          await buildSeed(iso, entries, ctx.signal);
+          const build: VolumeBuild = { ...op.build, capacity: (await stat(iso)).size, source: { kind: 'file', path: iso, driver: 'raw' } };
+          const built: VolumeOp = { ...op, build, recorded: { ...op.recorded, source: identity } };
+          return executeVolume({ ...a, op: built }, ctx);
+        });
+      }
       const v = ctx.virsh();
       const b = op.build;
       const key = recordKey({ type: 'volume', pool: b.pool, volume: b.name });

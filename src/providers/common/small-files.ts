@@ -1,0 +1,45 @@
+// Small files whose content decides a plan (cloud-init seed files, secret values): read once
+// through a descriptor, only if regular and small (a FIFO would block, /dev/zero never end),
+// and known by a stat signature that changes with any write — what a plan carries to its
+// apply instead of a hash of the content (a hash of a weak password in a plan printed by CI
+// would let anyone check a guess).
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+
+/** Larger files are not read: seeds and secrets hold configuration, not payloads. */
+export const MAX_SMALL_FILE_BYTES = 16 * 1024 * 1024;
+
+export interface SmallFile {
+  content: Buffer;
+  sha256: string;
+  size: number;
+  /** device, inode, size, mtime and ctime: any write changes it */
+  signature: string;
+}
+
+/** What observation keeps of a small file: never its content. */
+export type SmallFileDigest = Omit<SmallFile, 'content'>;
+
+export const sha256Hex = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+
+export async function readSmallFile(p: string): Promise<SmallFile> {
+  // Non-blocking: opening a FIFO for reading would wait for a writer.
+  const fh = await open(p, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const st = await fh.stat({ bigint: true });
+    if (!st.isFile()) throw new Error(`${p} is not a regular file`);
+    if (st.size > BigInt(MAX_SMALL_FILE_BYTES)) throw new Error(`${p} is over ${MAX_SMALL_FILE_BYTES / 1024 / 1024} MiB, too large for a seed or secret file`);
+    const content = await fh.readFile();
+    return { content, sha256: sha256Hex(content), size: content.length, signature: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The file as the plan saw it (its signature), or an error saying it changed since. */
+export async function readUnchanged(p: string, signature: string): Promise<SmallFile> {
+  const f = await readSmallFile(p);
+  if (f.signature !== signature) throw new Error(`${p} changed since the plan; run plan again`);
+  return f;
+}
