@@ -1,6 +1,6 @@
 // dir pools and their volumes in a private libvirtd: every assertion reads what virsh
 // (and qemu-img, for qcow2 details) reports afterwards.
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -536,6 +536,31 @@ describe('an adopted pool', () => {
 describe('removing a pool, and its storage (issue 17)', () => {
   const mode = (f: string) => (statSync(f).mode & 0o777).toString(8);
   const pools = async () => (await virsh(lv, 'pool-list', '--all', '--name')).split('\n').map((l) => l.trim());
+
+  it('a pool undefined by hand is defined again over the directory reconcile made: its volumes are found there, not created over (newcomer pass)', async () => {
+    const own = await sandbox('pool-redefined', { libvirt: lv });
+    try {
+      const yaml =
+        'version: 1\npools:\n  again: { type: dir, path: $DIR/again, deleteStorage: true }\nimages:\n  a1: { pool: again, size: 4M }\n  a2: { pool: again, format: raw, size: 4M }\n';
+      await own.yaml(yaml);
+      expect((await own.run('apply')).code).toBe(0);
+      await virsh(lv, 'pool-destroy', 'again');
+      await virsh(lv, 'pool-undefine', 'again');
+      const r = await own.run('apply');
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/pools\.again: created/);
+      expect(r.stdout).not.toMatch(/already taken/);
+      expect((await own.run('plan')).stdout).toMatch(/No changes/);
+      // The directory is still the one reconcile made: its storage goes with the pool.
+      expect((await recorded(own.stateDir))['pool:again']).toMatchObject({ storage: 'made' });
+      await own.yaml('version: 1\n');
+      const pruned = await own.run('apply', '--prune');
+      expect(pruned.stdout).toMatch(/pool again left the YAML .*its storage deleted/);
+      expect(existsSync(path.join(own.dir, 'again'))).toBe(false);
+    } finally {
+      await own.cleanup();
+    }
+  });
 
   it("a directory of the user's is used as it is: never chmod'ed, built over or deleted; declared permissions on it need adopt", async () => {
     const own = await sandbox('pool-userdir', { libvirt: lv });

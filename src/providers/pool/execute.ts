@@ -82,7 +82,15 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       // A directory pool's storage is its directory: made if it was not there (nothing there and
       // nothing built: not recorded yet, a later start builds and records it); logical and disk
       // pools' storage (a VG, a label) is made if pool-build built it.
-      const dirStorage = here.checked ? (here.found ? 'found' : build ? 'made' : undefined) : undefined;
+      // Defined again (undefined by hand) over the very directory reconcile made for it: still made.
+      const remade =
+        before?.type === 'pool' &&
+        before.storage === 'made' &&
+        !!before.storageBirth &&
+        before.path === op.definition.path &&
+        here.found &&
+        (await birthOf(op.definition.path!)) === before.storageBirth;
+      const dirStorage = here.checked ? (remade ? 'made' : here.found ? 'found' : build ? 'made' : undefined) : undefined;
       const storageOf = async (kind: PoolRecord['storage']): Promise<Partial<PoolRecord>> =>
         kind === 'made' && here.checked ? { storage: kind, storageBirth: await birthOf(op.definition.path!) } : kind ? { storage: kind } : {};
       if (op.definition.type === 'dir') {

@@ -142,7 +142,12 @@ export function diffSecrets(input: {
       resource: 'secret',
       kind: 'update',
       code: finish ? 'interrupted' : 'drift',
-      reason: changes.some((c) => c.field === 'value') && changes.length === 1 ? `value file changed since the value was set (${value!.file})` : reasonOf(changes),
+      reason:
+        changes.some((c) => c.field === 'value') && changes.length === 1
+          ? valueRecorded
+            ? `value file changed since the value was set (${value!.file})`
+            : `value set from ${value!.file} (reconcile has not set it before)`
+          : reasonOf(changes),
       destructive: false,
       changes,
       dependsOn: [],

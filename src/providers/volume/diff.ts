@@ -3,7 +3,7 @@
 // true), expressed through what libvirt's volume API can do.
 import { imagePathResolver } from '../common/image-paths.js';
 import type { DiskUse } from '../common/disk-users.js';
-import { ABSENT, unobservable, type Observed } from '../observe.js';
+import { ABSENT, unobservable, type DirectoryContent, type Observed } from '../observe.js';
 import { planSeed, seedContentOnly } from '../common/cloud-init.js';
 import type { SmallFileDigest } from '../common/small-files.js';
 import { sizeTolerance } from '../image/formats.js';
@@ -47,6 +47,8 @@ export function diffVolumes(input: {
   errors: Map<string, string>;
   /** sha256 of the cloud-init seed files observed */
   contents: Map<string, SmallFileDigest>;
+  /** what is at declared pools' target directories */
+  directories?: Map<string, DirectoryContent>;
 }): VolumeDiff {
   const { state, pools, volumes, files, inventory } = input;
   const out: VolumeDiff = { actions: [], refusals: [], notes: [] };
@@ -182,6 +184,13 @@ export function diffVolumes(input: {
       return fileAt(dep.location.path)?.virtualSize;
     };
 
+    // A pool undefined by hand and defined again: the volumes reconcile made are still in its
+    // directory, and are found there once libvirt lists them (not created over).
+    const dir = poolPending && fileBased && poolSpec.path ? input.directories?.get(poolSpec.path) : undefined;
+    if (!obs && record?.status === 'ready' && dir?.kind === 'directory' && dir.entries.includes(volume)) {
+      out.notes.push(`${id}: ${volume} is still in ${poolSpec.path} (reconcile made it; pool ${pool} is being defined again): the next apply finds it`);
+      continue;
+    }
     if (!obs) {
       if (LUN_POOLS.includes(poolSpec.type) && poolDeps.length) {
         out.notes.push(`${id}: the LUNs of pools.${pool} are known once the pool is started; the next apply checks for ${volume}`);

@@ -51,6 +51,7 @@ export const volumeKind: Kind = {
       diskUse: (key, path) => diskUse(key, path, undefined, i),
       errors: i.observed.errors,
       contents: i.observed.contents,
+      directories: i.observed.directories,
     }),
   execute: executeVolume,
   // 32 blank volumes per virsh process: most of a process's cost saved, and each group short
