@@ -103,7 +103,7 @@ describe('secrets', () => {
     const refused = await sb.run('plan');
     expect(refused.code).toBe(1);
     expect(refused.stdout + refused.stderr).toMatch(
-      /a secret of usage tls "theirs" exists \([0-9a-f-]{36}\) and reconcile did not define it, so it is left alone. Add adopt: true/,
+      /a secret of usage tls "theirs" exists \([0-9a-f-]{36}\) and reconcile did not define it, so it is left alone. To add adopt: true/,
     );
     await sb.yaml(`${SECRETS}  theirs: { usage: tls, valueFile: $DIR/chap.txt, adopt: true }\n`);
     expect((await sb.run('apply')).code).toBe(0);

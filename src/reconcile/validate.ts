@@ -289,6 +289,35 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   };
 }
 
+/** The name of the secret reconcile keeps for an encrypted image a VM uses (no YAML name has a '/'). */
+export const diskSecretName = (image: string) => `image/${image}`;
+
+/**
+ * Every encrypted image a VM uses needs a libvirt secret (usage volume, its path) holding its
+ * passphrase, for QEMU to open it: one declared under secrets: with that usage, or else one
+ * reconcile keeps itself, from the image's passphraseFile — an object like any declared secret
+ * (recorded, updated, pruned once no VM uses the image).
+ */
+function addDiskSecrets(state: DesiredState): void {
+  for (const vm of Object.values(state.vms))
+    for (const d of vm.disks) {
+      const img = d.image ? state.images[d.image] : undefined;
+      if (!img?.encryption || img.location.kind !== 'path') continue;
+      const p = img.location.path;
+      if (Object.values(state.secrets).some((s) => s.usage === 'volume' && s.usageId === p)) continue;
+      state.secrets[diskSecretName(img.name)] = {
+        name: diskSecretName(img.name),
+        usage: 'volume',
+        usageId: p,
+        description: `passphrase of images.${img.name} (virt-reconcile)`,
+        valueFile: img.encryption.passphraseFile,
+        encoding: 'raw',
+        adopt: false,
+        origin: img.origin,
+      };
+    }
+}
+
 /** Where a network disk is, and how it authenticates: what libvirt would refuse, said first. */
 function checkNetworkDisk(c: Checker, at: FieldPath, net: NonNullable<DiskInput['network']>, secrets: Record<string, SecretInput>): void {
   if (net.protocol !== 'nbd' && net.name === undefined) c.err(at, `missing required field "name": ${NETWORK_NAME[net.protocol]}`, true);
@@ -429,9 +458,7 @@ function checkVm(
       c.err([...dp, 'image'], `refers to image ${JSON.stringify(d.image)}, which is not declared under images`);
     }
     const img = d.image !== undefined ? images[d.image] : undefined;
-    if (img?.encryption) c.err([...dp, 'image'], `images.${d.image} is LUKS-encrypted; attaching encrypted images (with a libvirt secret) is not supported by this version`);
-    else if ((img?.format ?? 'qcow2') === 'vhdx' && img)
-      c.err([...dp, 'image'], `images.${d.image} is vhdx, which libvirt cannot attach; use qcow2, raw, vhd or vmdk for VM disks`);
+    if ((img?.format ?? 'qcow2') === 'vhdx' && img) c.err([...dp, 'image'], `images.${d.image} is vhdx, which libvirt cannot attach; use qcow2, raw, vhd or vmdk for VM disks`);
     const device = d.device ?? 'disk';
     // A CD-ROM takes its bus from its own declaration (default sata): defaults.disk.bus is
     // usually virtio, which has no removable media.
@@ -685,6 +712,7 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
     const s = checkVm(c, name, raw, defaults.disk?.value, imageInputs, secretInputs);
     if (s) state.vms[name] = s;
   }
+  addDiskSecrets(state);
   for (const [name, { c, raw }] of Object.entries(owner.backups!)) {
     const s = checkBackup(c, name, raw, vmInputs);
     if (s) state.backups[name] = s;

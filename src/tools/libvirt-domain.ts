@@ -30,6 +30,8 @@ export interface DiskDevice {
   io?: string;
   discard?: string;
   readonly: boolean;
+  /** a LUKS image (qcow2-embedded or raw): opened with the libvirt secret of this usage (the image's path) */
+  encryption?: { format: string; secretUsage?: string; secretUuid?: string };
   serial?: string;
   wwn?: string;
   vendor?: string;
@@ -93,8 +95,16 @@ export function parseDisks(domainXml: XmlNode | undefined): DiskDevice[] {
     io: attr(d.driver, 'io'),
     discard: attr(d.driver, 'discard'),
     readonly: d.readonly !== undefined,
+    ...encryptionOf(d),
     ...Object.fromEntries(IDENTITY_FIELDS.map((f) => [f, text(d[f])]).filter(([, v]) => v !== undefined)),
   }));
+}
+
+/** <encryption> of a disk: inside <source> (libvirt's form since 6.10), or directly under <disk> (the older one). */
+function encryptionOf(d: XmlNode): Pick<DiskDevice, 'encryption'> {
+  const e = d.source?.encryption ?? d.encryption;
+  if (!e) return {};
+  return { encryption: { format: attr(e, 'format') ?? '', secretUsage: attr(e.secret, 'usage'), secretUuid: attr(e.secret, 'uuid') } };
 }
 
 function networkSource(s: XmlNode | undefined): DiskDevice['source'] {
@@ -177,6 +187,12 @@ export function parseCapabilities(xml: string): DomainCapabilities {
   };
 }
 
+function encryptionElement(d: DiskDevice): XmlElement | undefined {
+  const e = d.encryption;
+  if (!e) return undefined;
+  return { '@format': e.format, secret: { '@type': 'passphrase', '@usage': e.secretUsage, '@uuid': e.secretUsage ? undefined : e.secretUuid } };
+}
+
 function diskElement(d: DiskDevice): XmlElement {
   return {
     '@type': d.type,
@@ -194,7 +210,7 @@ function diskElement(d: DiskDevice): XmlElement {
                 host: (d.source.hosts ?? []).map((h) => ({ '@name': h.name, '@port': h.port })),
                 auth: d.source.auth ? { '@username': d.source.auth.username, secret: { '@type': d.source.auth.secretType, '@usage': d.source.auth.secretUsage } } : undefined,
               }
-            : { '@file': d.source.file },
+            : { '@file': d.source.file, encryption: encryptionElement(d) },
     target: { '@dev': d.target, '@bus': d.bus },
     readonly: d.readonly ? '' : undefined,
     serial: d.serial,

@@ -89,6 +89,8 @@ export async function setSecretValue(v: Virsh, uuid: string, value: Uint8Array, 
     const setting = v.exec(['secret-set-value', uuid, '--file', fifo, ...(encoding === 'raw' ? ['--plain'] : [])]).finally(() => {
       ended = true;
     });
+    // Its failure is awaited below; until then it must not count as unhandled (that ends the process).
+    setting.catch(() => undefined);
     // Written once virsh has opened it for reading (a non-blocking open fails until then).
     for (;;) {
       if (ended) break;

@@ -81,6 +81,10 @@ function attributeChanges(want: DiskDevice, have: DiskDevice): Change[] {
       ch.push({ field: `${want.target} ${field === 'driverType' ? 'format' : field}`, from: String(h ?? 'default'), to: String(w) });
   };
   for (const f of ['device', 'driverType', 'bus', 'cache', 'io', 'discard', 'readonly'] as const) cmp(f);
+  // An encrypted image's secret (by usage; one named by uuid in a definition made by hand is not compared).
+  const enc = (d: DiskDevice) => (d.encryption ? `${d.encryption.format} with secret ${d.encryption.secretUsage ?? d.encryption.secretUuid}` : 'none');
+  if ((want.encryption || have.encryption) && !(have.encryption?.secretUuid && !have.encryption.secretUsage && want.encryption) && enc(want) !== enc(have))
+    ch.push({ field: `${want.target} encryption`, from: enc(have), to: enc(want) });
   // A network disk's login: user and the secret it names (by usage).
   const auth = (d: DiskDevice) => (d.source.auth ? `${d.source.auth.username} with ${d.source.auth.secretType} secret ${d.source.auth.secretUsage}` : 'none');
   if (want.type === 'network' && have.type === 'network' && auth(want) !== auth(have)) ch.push({ field: `${want.target} auth`, from: auth(have), to: auth(want) });
@@ -131,6 +135,14 @@ export function diffVms(input: {
     const dependsOn = [
       ...vm.disks.filter((d) => d.image).map((d) => `images.${d.image}`),
       ...vm.disks.flatMap((d) => (d.network?.auth ? [`secrets.${d.network.auth.secret}`] : [])),
+      // An encrypted image's secret (declared with its usage, or kept by reconcile) is set first.
+      ...vm.disks.flatMap((d) => {
+        const img = d.image ? state.images[d.image] : undefined;
+        if (!img?.encryption || img.location.kind !== 'path') return [];
+        const p = img.location.path;
+        const s = Object.values(state.secrets).find((x) => x.usage === 'volume' && x.usageId === p);
+        return s ? [`secrets.${s.name}`] : [];
+      }),
     ];
 
     if (dom === null) {
@@ -347,10 +359,6 @@ function resolveDisks(
       };
     } else if (d.image) {
       const img = state.images[d.image]!;
-      if (img.encryption) {
-        refuse(d.origin, `images.${img.name} is LUKS-encrypted; attaching encrypted images (with a libvirt secret) is not supported by this version`);
-        continue;
-      }
       if (img.format === 'vhdx') {
         refuse(d.origin, `images.${img.name} is vhdx, which libvirt cannot attach; use qcow2, raw, vhd or vmdk for VM disks`);
         continue;
@@ -358,7 +366,14 @@ function resolveDisks(
       dev =
         img.location.kind === 'pool'
           ? { type: 'volume', device: d.device, source: { pool: img.location.pool, volume: img.location.volume }, driverType: VOL_FORMAT[img.format] }
-          : { type: 'file', device: d.device, source: { file: img.location.path }, driverType: DRIVER[img.format] };
+          : {
+              type: 'file',
+              device: d.device,
+              source: { file: img.location.path },
+              driverType: DRIVER[img.format],
+              // QEMU opens it with the libvirt secret whose usage is its path (declared, or kept by reconcile).
+              ...(img.encryption ? { encryption: { format: 'luks', secretUsage: img.location.path } } : {}),
+            };
     } else {
       const p = d.path!;
       if (!files.has(p)) {

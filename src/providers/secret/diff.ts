@@ -117,22 +117,31 @@ export function diffSecrets(input: {
       });
       continue;
     }
-    const ours = !!rec && rec.uuid === byUsage.uuid && !rec.adopted;
+    // Reconcile's under this name, or under the name it had before (an image's kept secret the YAML
+    // now declares with its usage): still reconcile's, its record moved to this name.
+    const before = input.orphans.map(([, r]) => r).find((r): r is SecretRecord => r.type === 'secret' && r.uuid === byUsage.uuid && !r.adopted);
+    const ours = (!!rec && rec.uuid === byUsage.uuid && !rec.adopted) || !!before;
     if (!ours && !spec.adopt) {
+      // A disk's secret (kept by reconcile, named image/NAME) is adopted by declaring it.
+      const how = spec.name.includes('/')
+        ? `declare it under secrets: (usage: volume, volume: ${spec.usageId}, adopt: true) to manage it`
+        : `add adopt: true to secrets.${spec.name} to manage it`;
       refuse(
         id,
-        `${spec.origin}: a secret of usage ${usageOf(spec)} exists (${byUsage.uuid}) and reconcile did not define it, so it is left alone. Add adopt: true to secrets.${spec.name} to manage it (its value is then set from valueFile; it is never undefined)`,
+        `${spec.origin}: a secret of usage ${usageOf(spec)} exists (${byUsage.uuid}) and reconcile did not define it, so it is left alone. To ${how} (its value is then set from valueFile; it is never undefined)`,
       );
       continue;
     }
     const changes: Change[] = [];
-    const finish = ours && rec!.status === 'building';
+    const finish = ours && !!rec && rec.status === 'building';
     if (finish) changes.push({ field: 'state', from: 'incomplete (an apply was interrupted)', to: 'complete' });
     if (spec.description !== undefined && spec.description !== (byUsage.description ?? ''))
       changes.push({ field: 'description', from: byUsage.description ?? 'none', to: spec.description });
-    const valueRecorded = rec?.uuid === byUsage.uuid ? rec.valueDigest : undefined;
+    const valueRecorded = rec?.uuid === byUsage.uuid ? rec.valueDigest : before?.valueDigest;
     const setValue = value && sha && (finish || !sameValue(valueRecorded, sha));
     if (setValue) changes.push({ field: 'value', from: valueRecorded ? 'as set before' : 'not set by reconcile', to: `from ${value!.file}` });
+    // A record moved from the old name is written under this one (an update with nothing else).
+    if (before && !rec) changes.push({ field: 'name', from: before.name, to: spec.name });
     if (!changes.length) {
       out.actions.push(inSync('secret', id, ours));
       continue;
@@ -159,6 +168,7 @@ export function diffSecrets(input: {
         value: setValue ? value : undefined,
         adopted: !ours,
         finish,
+        movedFrom: before && !rec ? recordKey({ type: 'secret', name: before.name }) : undefined,
       },
     });
   }
@@ -173,6 +183,24 @@ export function diffSecrets(input: {
     }
     const found = input.secrets === undefined ? undefined : all.find((s) => s.uuid === rec.uuid);
     if (input.secrets === undefined) continue;
+    // The same libvirt secret, declared now under another name (an image's kept secret the YAML
+    // now declares with its usage, say): forgotten here, never undefined.
+    const now = found && Object.values(input.state.secrets).find((s) => s.usage === found.usage && s.usageId === found.usageId);
+    if (now) {
+      out.actions.push({
+        id,
+        resource: 'secret',
+        kind: 'delete',
+        code: 'not-ours',
+        reason: `declared now as secrets.${now.name}: forgotten under its old name, not undefined`,
+        destructive: false,
+        changes: [],
+        // After its record has moved to the new name (which reads the old one).
+        dependsOn: [`secrets.${now.name}`],
+        op: { type: 'secret.delete', name: rec.name, uuid: rec.uuid, exists: false, inventoryKey: key },
+      });
+      continue;
+    }
     if (!found || rec.adopted) {
       out.actions.push({
         id,

@@ -51,7 +51,7 @@ export async function executeSecret(a: Action, ctx: ExecContext): Promise<Effect
     case 'secret.update': {
       const read = op.value ? await readValue(op.value) : undefined;
       if (op.definition) await defineSecret(v, op.definition);
-      const prev = ctx.inventory.get(key);
+      const prev = ctx.inventory.get(key) ?? (op.movedFrom ? ctx.inventory.get(op.movedFrom) : undefined);
       const valueDigest = op.value && read ? await setValue(v, op.uuid, op.value, read) : prev?.type === 'secret' && prev.uuid === op.uuid ? prev.valueDigest : undefined;
       const def = op.definition;
       const rec: SecretRecord = {

@@ -30,5 +30,7 @@ export type SecretOp =
       adopted: boolean;
       /** an interrupted create: its record is finished */
       finish?: boolean;
+      /** the record it had under its old name (moved to this one) */
+      movedFrom?: string;
     }
   | { type: 'secret.delete'; name: string; uuid: string; exists: boolean; inventoryKey: string };

@@ -1,0 +1,99 @@
+// LUKS images attached to a domain reconcile defines: the libvirt secret each needs (kept by
+// reconcile from the image's passphraseFile, or a declared one), the <encryption> in the disk,
+// a domain that starts, and a passphrase in no output or state file.
+import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
+import { sandbox, virsh, type Sandbox } from './helpers.js';
+
+let lv: PrivateLibvirtd;
+let sb: Sandbox;
+const p = (f: string) => path.join(sb.dir, f);
+const PASS = 'Luks-Pass-Sweep-8841';
+
+beforeAll(async () => {
+  lv = await startPrivateLibvirtd();
+  sb = await sandbox('encdisks', { libvirt: lv });
+  await chmod(sb.dir, 0o755);
+});
+afterAll(async () => {
+  try {
+    await lv?.stop();
+  } finally {
+    await sb?.cleanup();
+  }
+});
+
+function disk(xml: string, t: string): string {
+  return xml.split('<disk').find((d) => d.includes(`<target dev='${t}'`)) ?? '';
+}
+
+async function allText(dir: string): Promise<string> {
+  const names = await readdir(dir, { recursive: true, withFileTypes: true });
+  return (await Promise.all(names.filter((d) => d.isFile()).map((d) => readFile(path.join(d.parentPath, d.name), 'utf8')))).join('\n');
+}
+
+const YAML = `version: 1
+images:
+  eroot: { path: $DIR/root.qcow2, size: 32M, encryption: { format: luks, passphraseFile: $DIR/pass } }
+  edata: { path: $DIR/data.luks, format: raw, size: 16M, encryption: { format: luks, passphraseFile: $DIR/pass } }
+vms:
+  encvm:
+    create: { memory: 64M, vcpus: 1 }
+    disks:
+      - { image: eroot }
+      - { image: edata }
+`;
+
+describe('encrypted images as VM disks', () => {
+  it('get a secret each, are attached with <encryption>, and the domain starts; the passphrase is nowhere', async () => {
+    await writeFile(p('pass'), PASS, { mode: 0o600 });
+    await sb.yaml(YAML);
+    await sb.resetTrace();
+    const plan = await sb.run('plan', '-o', 'json');
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/secrets\.image\/eroot: created/);
+    const secrets = await virsh(lv, 'secret-list');
+    expect(secrets).toContain(`volume ${p('root.qcow2')}`);
+    expect(secrets).toContain(`volume ${p('data.luks')}`);
+    const xml = await virsh(lv, 'dumpxml', '--inactive', 'encvm');
+    expect(disk(xml, 'vda')).toMatch(
+      new RegExp(
+        `<driver name='qemu' type='qcow2'/>[\\s\\S]*<source file='${p('root.qcow2')}'>\\s*<encryption format='luks'[^>]*>\\s*<secret type='passphrase' usage='${p('root.qcow2')}'/>`,
+      ),
+    );
+    expect(disk(xml, 'vdb')).toMatch(
+      new RegExp(`<driver name='qemu' type='raw'/>[\\s\\S]*<encryption format='luks'[^>]*>\\s*<secret type='passphrase' usage='${p('data.luks')}'/>`),
+    );
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+    await virsh(lv, 'start', 'encvm');
+    try {
+      const blk = await virsh(lv, 'domblklist', 'encvm');
+      expect(blk).toMatch(/vda\s+\S*root\.qcow2/);
+      expect(blk).toMatch(/vdb\s+\S*data\.luks/);
+    } finally {
+      await virsh(lv, 'destroy', 'encvm');
+    }
+    for (const text of [plan.stdout, plan.stderr, r.stdout, r.stderr, await allText(sb.stateDir), JSON.stringify(await sb.spawned())]) expect(text).not.toContain(PASS);
+  });
+
+  it('a secret declared with the image path as its usage is used instead (the kept one moves to its name); all go with --prune once no VM uses them', async () => {
+    await writeFile(p('other-pass'), PASS, { mode: 0o600 });
+    const before = (await virsh(lv, 'secret-list')).split('\n').find((l) => l.includes(p('root.qcow2')))!;
+    await sb.yaml(`${YAML}secrets:\n  root-key: { usage: volume, volume: $DIR/root.qcow2, valueFile: $DIR/other-pass }\n`);
+    const r = await sb.run('apply', '--prune');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    // The same libvirt secret, still reconcile's, recorded under its new name (not made twice, not undefined).
+    expect(r.stdout).toMatch(/secrets\.root-key: updated/);
+    expect(r.stdout).toMatch(/inventory:secret:image\/eroot: .*declared now as secrets\.root-key/);
+    expect((await virsh(lv, 'secret-list')).split('\n').filter((l) => l.includes(p('root.qcow2')))).toEqual([before]);
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+    await sb.yaml('version: 1\n');
+    expect((await sb.run('apply', '--prune')).code).toBe(0);
+    const left = await virsh(lv, 'secret-list');
+    expect(left).not.toContain(p('data.luks'));
+    expect(left).not.toContain(p('root.qcow2'));
+  });
+});
