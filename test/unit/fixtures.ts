@@ -110,7 +110,7 @@ export interface Case {
   /** pool targets and what is there */
   directories?: [string, DirectoryContent][];
   /** sha256 of cloud-init seed files (and their stat signature, here the same) */
-  contents?: [string, string][];
+  contents?: [string, string, number?][];
 }
 
 export function diff(c: Case) {
@@ -125,7 +125,7 @@ export function diff(c: Case) {
     errors: new Map(),
     identities: new Map(),
     directories: new Map(c.directories ?? []),
-    contents: new Map((c.contents ?? []).map(([p, sha]) => [p, { sha256: sha, size: 1, signature: sha }])),
+    contents: new Map((c.contents ?? []).map(([p, sha, mode]) => [p, { sha256: sha, size: 1, signature: sha, mode: mode ?? 0o600 }])),
   };
   const inventory: Inventory = { version: 1, objects: Object.fromEntries(c.inventory ?? []) };
   return diffAll(state, obs, inventory, { allowReplace: c.allowReplace ?? false, prune: c.prune ?? false });

@@ -30,7 +30,7 @@ describe('wipe in the record', () => {
 
 describe('cloud-init seeds', () => {
   const spec = (files: Record<string, string>) => ({ name: 'seed', source: { kind: 'cloudInit', files } }) as unknown as ImageSpec;
-  const file = (sha: string) => ({ sha256: sha, size: 1, signature: `sig-${sha.slice(0, 4)}` });
+  const file = (sha: string) => ({ sha256: sha, size: 1, signature: `sig-${sha.slice(0, 4)}`, mode: 0o600 });
   const digests = new Map([
     ['/c/user-data', file('a'.repeat(64))],
     ['/c/meta-data', file('b'.repeat(64))],
@@ -109,5 +109,38 @@ pools:
       inventory: [['pool:san', { type: 'pool', name: 'san', uuid: 'uuid-san', createdAt: '2026-01-01T00:00:00Z' }]],
     });
     expect(started.actions.find((a) => a.id === 'pools.san')).toMatchObject({ kind: 'update', dependsOn: ['secrets.chap'] });
+  });
+});
+
+describe('files holding secrets that others can read', () => {
+  it('are warned about in the plan (passphraseFile of an encrypted image, valueFile of a secret); 0600 is quiet', async () => {
+    const { diff } = await import('./fixtures.js');
+    const yaml = `version: 1
+images:
+  enc: { path: /vr-test/enc.qcow2, size: 1G, encryption: { format: luks, passphraseFile: /vr-test/pass } }
+secrets:
+  s: { usage: tls, valueFile: /vr-test/value }
+`;
+    const open = diff({
+      reason: 'readable',
+      yaml,
+      absent: ['/vr-test/enc.qcow2'],
+      contents: [
+        ['/vr-test/pass', 'a'.repeat(64), 0o644],
+        ['/vr-test/value', 'b'.repeat(64), 0o640],
+      ],
+    });
+    expect(open.notes).toContain('warning: images.enc: passphraseFile /vr-test/pass can be read by others than its owner (mode 0644); chmod 600 it');
+    expect(open.notes).toContain('warning: secrets.s: valueFile /vr-test/value can be read by others than its owner (mode 0640); chmod 600 it');
+    const closed = diff({
+      reason: 'private',
+      yaml,
+      absent: ['/vr-test/enc.qcow2'],
+      contents: [
+        ['/vr-test/pass', 'a'.repeat(64)],
+        ['/vr-test/value', 'b'.repeat(64)],
+      ],
+    });
+    expect(closed.notes.filter((n) => n.startsWith('warning'))).toEqual([]);
   });
 });

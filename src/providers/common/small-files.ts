@@ -16,6 +16,8 @@ export interface SmallFile {
   size: number;
   /** device, inode, size, mtime and ctime: any write changes it */
   signature: string;
+  /** permission bits (a secret readable by group or others is warned about) */
+  mode: number;
 }
 
 /** What observation keeps of a small file: never its content. */
@@ -31,7 +33,13 @@ export async function readSmallFile(p: string): Promise<SmallFile> {
     if (!st.isFile()) throw new Error(`${p} is not a regular file`);
     if (st.size > BigInt(MAX_SMALL_FILE_BYTES)) throw new Error(`${p} is over ${MAX_SMALL_FILE_BYTES / 1024 / 1024} MiB, too large for a seed or secret file`);
     const content = await fh.readFile();
-    return { content, sha256: sha256Hex(content), size: content.length, signature: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` };
+    return {
+      content,
+      sha256: sha256Hex(content),
+      size: content.length,
+      signature: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`,
+      mode: Number(st.mode & 0o7777n),
+    };
   } finally {
     await fh.close();
   }
@@ -42,4 +50,10 @@ export async function readUnchanged(p: string, signature: string): Promise<Small
   const f = await readSmallFile(p);
   if (f.signature !== signature) throw new Error(`${p} changed since the plan; run plan again`);
   return f;
+}
+
+/** The warning for a secret's file that others than its owner can read, or undefined. */
+export function exposedSecretFile(what: string, p: string, f: { mode: number } | undefined): string | undefined {
+  if (!f || (f.mode & 0o077) === 0) return undefined;
+  return `warning: ${what} ${p} can be read by others than its owner (mode ${(f.mode & 0o777).toString(8).padStart(4, '0')}); chmod 600 it`;
 }

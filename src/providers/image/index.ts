@@ -22,6 +22,8 @@ export const imageKind: Kind = {
       if (spec.source.kind === 'file') files.push(spec.source.file);
       if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
       contents.push(...seedFiles(spec));
+      // Looked at for its mode (a passphrase others can read is warned about).
+      if (spec.encryption) contents.push(spec.encryption.passphraseFile);
     }
     const declared = new Set(files);
     let orphaned = false;

@@ -9,7 +9,7 @@ import type { DesiredState } from '../../reconcile/model.js';
 import { inSync, orphanId, type Action, type Change, type NoOp, type Refusal } from '../../reconcile/plan.js';
 import { reasonOf } from '../common/decisions.js';
 import type { ObservedSecret } from '../../tools/libvirt-secret.js';
-import type { SmallFileDigest } from '../common/small-files.js';
+import { exposedSecretFile, type SmallFileDigest } from '../common/small-files.js';
 import { unobservable } from '../observe.js';
 import type { SecretOp, SecretValue } from './ops.js';
 
@@ -69,6 +69,8 @@ export function diffSecrets(input: {
         continue;
       }
       sha = file.sha256;
+      const warn = spec.name.includes('/') ? undefined : exposedSecretFile(`${id}: valueFile`, spec.valueFile, file);
+      if (warn) out.notes.push(warn);
       value = { file: spec.valueFile, encoding: spec.encoding, signature: file.signature };
     }
     const definition = { usage: spec.usage, usageId: spec.usageId, description: spec.description };
