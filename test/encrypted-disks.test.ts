@@ -96,4 +96,36 @@ describe('encrypted images as VM disks', () => {
     expect(left).not.toContain(p('data.luks'));
     expect(left).not.toContain(p('root.qcow2'));
   });
+
+  it('encrypted pool volumes (qcow2 and raw) are made with their secret, attached, and the domain starts', async () => {
+    await sb.yaml(`version: 1
+pools:
+  encp: { type: dir, path: $DIR/encpool, deleteStorage: true }
+images:
+  evq: { pool: encp, size: 16M, encryption: { format: luks, passphraseFile: $DIR/pass } }
+  evr: { pool: encp, format: raw, size: 16M, encryption: { format: luks, passphraseFile: $DIR/pass } }
+vms:
+  encvm2:
+    create: { memory: 64M, vcpus: 1 }
+    disks:
+      - { image: evq }
+      - { image: evr }
+`);
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const vol = await virsh(lv, 'vol-dumpxml', '--pool', 'encp', 'evq.qcow2');
+    expect(vol).toMatch(new RegExp(`<encryption format='luks'>\\s*<secret type='passphrase' usage='${p('encpool/evq.qcow2')}'/>`));
+    const xml = await virsh(lv, 'dumpxml', '--inactive', 'encvm2');
+    expect(disk(xml, 'vdb')).toMatch(/<source pool='encp' volume='evr\.img'>\s*<encryption format='luks'/);
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+    await virsh(lv, 'start', 'encvm2');
+    try {
+      expect(await virsh(lv, 'domblklist', 'encvm2')).toMatch(/vda\s+evq\.qcow2[\s\S]*vdb\s+evr\.img/);
+    } finally {
+      await virsh(lv, 'destroy', 'encvm2');
+    }
+    await sb.yaml('version: 1\n');
+    expect((await sb.run('apply', '--prune')).code).toBe(0);
+    expect(await virsh(lv, 'secret-list')).not.toContain(p('encpool'));
+  });
 });

@@ -209,6 +209,13 @@ export interface DesiredState {
   secrets: Record<string, SecretSpec>;
 }
 
+/** The path an image's secret is known by (usage volume): its file, or its volume's file in a file pool. */
+export function imageSecretUsage(state: Pick<DesiredState, 'pools'>, img: ImageSpec): string | undefined {
+  if (img.location.kind === 'path') return img.location.path;
+  const pool = state.pools[img.location.pool];
+  return pool?.path ? `${pool.path}/${img.location.volume}` : undefined;
+}
+
 /** "a dir pool", "an iscsi pool": pool types read as words in messages. */
 export function article(word: string): string {
   return /^[aeiou]/i.test(word) ? `an ${word}` : `a ${word}`;

@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { Cron } from 'croner';
 import type { ConfigError } from './errors.js';
-import { article, FILE_POOLS, FILE_WIPE_ALGORITHMS, LUN_POOLS, STORAGE_POOLS, sourceImage, VOLUME_EXT } from './model.js';
+import { article, FILE_POOLS, FILE_WIPE_ALGORITHMS, imageSecretUsage, LUN_POOLS, STORAGE_POOLS, sourceImage, VOLUME_EXT } from './model.js';
 import type { BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, SecretSpec, VmSpec } from './model.js';
 import { formatDuration, parseDuration, TIMER_MAX_SECONDS } from './durations.js';
 import { formatSize, parseSize } from './sizes.js';
@@ -130,7 +130,11 @@ function checkPoolImage(c: Checker, base: FieldPath, raw: ImageInput, pool: Pool
   for (const f of ['vmdk', 'vhd', 'vhdx'] as const) {
     if (raw[f] !== undefined) c.err(p(f), `libvirt volume XML has no ${f} options; declare the image with path: to set them`, true);
   }
-  if (raw.encryption !== undefined) c.err(p('encryption'), 'encrypted volumes in pools are not supported by this version; declare the image with path:', true);
+  // libvirt makes encrypted volumes with qemu-img (LUKS in qcow2, or raw LUKS) in file pools only.
+  if (raw.encryption !== undefined && !fileBased)
+    c.err(p('encryption'), `an encrypted volume needs a dir, fs or netfs pool (libvirt makes it with qemu-img there); ${pool.type} pools hold plain block volumes`, true);
+  else if (raw.encryption !== undefined && raw.source !== undefined)
+    c.err(p('source'), 'an encrypted pool volume is created blank in this version; import into an image with path:, or leave out source', true);
   if (raw.source?.backing !== undefined && !fileBased) c.err(p('source', 'backing'), `${article(pool.type)} pool holds raw block volumes; overlays need a dir, fs or netfs pool`);
 }
 
@@ -299,23 +303,32 @@ export const diskSecretName = (image: string) => `image/${image}`;
  * (recorded, updated, pruned once no VM uses the image).
  */
 function addDiskSecrets(state: DesiredState): void {
+  // Encrypted pool volumes need theirs to be created at all: libvirt passes it to qemu-img.
+  for (const img of Object.values(state.images)) {
+    if (!img.encryption || img.location.kind !== 'pool') continue;
+    if (!imageSecretUsage(state, img)) continue;
+    addImageSecret(state, img, imageSecretUsage(state, img)!);
+  }
   for (const vm of Object.values(state.vms))
     for (const d of vm.disks) {
       const img = d.image ? state.images[d.image] : undefined;
       if (!img?.encryption || img.location.kind !== 'path') continue;
-      const p = img.location.path;
-      if (Object.values(state.secrets).some((s) => s.usage === 'volume' && s.usageId === p)) continue;
-      state.secrets[diskSecretName(img.name)] = {
-        name: diskSecretName(img.name),
-        usage: 'volume',
-        usageId: p,
-        description: `passphrase of images.${img.name} (virt-reconcile)`,
-        valueFile: img.encryption.passphraseFile,
-        encoding: 'raw',
-        adopt: false,
-        origin: img.origin,
-      };
+      addImageSecret(state, img, img.location.path);
     }
+}
+
+function addImageSecret(state: DesiredState, img: ImageSpec, p: string): void {
+  if (Object.values(state.secrets).some((s) => s.usage === 'volume' && s.usageId === p)) return;
+  state.secrets[diskSecretName(img.name)] = {
+    name: diskSecretName(img.name),
+    usage: 'volume',
+    usageId: p,
+    description: `passphrase of images.${img.name} (virt-reconcile)`,
+    valueFile: img.encryption!.passphraseFile,
+    encoding: 'raw',
+    adopt: false,
+    origin: img.origin,
+  };
 }
 
 /** Where a network disk is, and how it authenticates: what libvirt would refuse, said first. */

@@ -200,7 +200,7 @@ function diskElement(d: DiskDevice): XmlElement {
     driver: { '@name': 'qemu', '@type': d.driverType || undefined, '@cache': d.cache || undefined, '@io': d.io || undefined, '@discard': d.discard || undefined },
     source:
       d.type === 'volume'
-        ? { '@pool': d.source.pool, '@volume': d.source.volume }
+        ? { '@pool': d.source.pool, '@volume': d.source.volume, encryption: encryptionElement(d) }
         : d.type === 'block'
           ? { '@dev': d.source.dev }
           : d.type === 'network'

@@ -47,6 +47,8 @@ export interface VolumeBuild {
   qcow2?: Qcow2Options;
   permissions?: Permissions;
   backing?: { path: string; format: string };
+  /** LUKS (in qcow2, or raw): libvirt's qemu-img takes the passphrase from the secret of this usage (the volume's path) */
+  encryption?: { secretUsage: string };
   source: { kind: 'blank' } | { kind: 'volume'; pool: string; name: string } | { kind: 'file'; path: string; driver?: string } | { kind: 'seed'; entries: SeedEntry[] };
 }
 
@@ -94,10 +96,27 @@ export function volumeXml(b: VolumeBuild): string {
         clusterSize: qcow2 && q.clusterSize ? { '@unit': 'B', '#text': q.clusterSize } : undefined,
         features: qcow2 && q.lazyRefcounts ? { lazy_refcounts: '' } : undefined,
         permissions: b.fileBased ? permissionsElement(b.permissions) : undefined,
+        encryption: b.encryption ? { '@format': 'luks', secret: { '@type': 'passphrase', '@usage': b.encryption.secretUsage } } : undefined,
       },
       backingStore: b.backing ? { path: b.backing.path, format: { '@type': b.backing.format } } : undefined,
     },
   });
+}
+
+/**
+ * libvirt runs qemu-img to make an encrypted volume, and qemu's LUKS key derivation sometimes
+ * fails with this message on virtual machines (a transient CPU-time reading): tried again then.
+ * A failed create made no file.
+ */
+async function withTransientRetry<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (attempt >= 8 || !/Unable to get accurate CPU usage/.test((e as Error).message)) throw e;
+      await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+    }
+  }
 }
 
 /**
@@ -136,6 +155,10 @@ export async function createVolume(
     if (src.kind === 'volume') {
       const [, xml] = await v.sequence([['vol-create-from', b.pool, xmlFile, src.name, '--inputpool', src.pool, ...prealloc], dump]);
       return parseVolumeXml(b.pool, xml!);
+    }
+    if (src.kind === 'blank' && b.fileBased && b.encryption) {
+      await withTransientRetry(() => v.exec(['vol-create', b.pool, xmlFile, ...prealloc]));
+      return parseVolumeXml(b.pool, await v.exec(dump));
     }
     if (src.kind === 'blank' && b.fileBased) {
       const [, xml] = await v.sequence([['vol-create', b.pool, xmlFile, ...prealloc], dump]);

@@ -19,7 +19,7 @@ import { VOL_FORMAT, type ObservedVolume } from '../../tools/libvirt-volume.js';
 import { created, reasonOf } from '../common/decisions.js';
 import type { KvmAccess } from './kvm-access.js';
 import { recordKey, type Inventory, type InventoryRecord } from '../../reconcile/inventory.js';
-import type { DesiredState, DiskSpec, VmSpec } from '../../reconcile/model.js';
+import { imageSecretUsage, type DesiredState, type DiskSpec, type VmSpec } from '../../reconcile/model.js';
 import type { DomainOp } from './ops.js';
 import { NO_OP, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 
@@ -138,8 +138,8 @@ export function diffVms(input: {
       // An encrypted image's secret (declared with its usage, or kept by reconcile) is set first.
       ...vm.disks.flatMap((d) => {
         const img = d.image ? state.images[d.image] : undefined;
-        if (!img?.encryption || img.location.kind !== 'path') return [];
-        const p = img.location.path;
+        const p = img?.encryption ? imageSecretUsage(state, img) : undefined;
+        if (!p) return [];
         const s = Object.values(state.secrets).find((x) => x.usage === 'volume' && x.usageId === p);
         return s ? [`secrets.${s.name}`] : [];
       }),
@@ -365,7 +365,13 @@ function resolveDisks(
       }
       dev =
         img.location.kind === 'pool'
-          ? { type: 'volume', device: d.device, source: { pool: img.location.pool, volume: img.location.volume }, driverType: VOL_FORMAT[img.format] }
+          ? {
+              type: 'volume',
+              device: d.device,
+              source: { pool: img.location.pool, volume: img.location.volume },
+              driverType: VOL_FORMAT[img.format],
+              ...(img.encryption && imageSecretUsage(state, img) ? { encryption: { format: 'luks', secretUsage: imageSecretUsage(state, img) } } : {}),
+            }
           : {
               type: 'file',
               device: d.device,

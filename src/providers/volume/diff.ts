@@ -13,7 +13,7 @@ import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../../tools/l
 import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal, stateDirHint, wipeChange } from '../common/decisions.js';
 import { orderByDependency, recordedChanges, recordedOptions } from '../image/diff.js';
 import { recordKey, volumeIsOurs, type Inventory, type InventoryRecord, type VolumeRecord } from '../../reconcile/inventory.js';
-import { article, FILE_POOLS, LUN_POOLS, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
+import { article, FILE_POOLS, imageSecretUsage, LUN_POOLS, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
 import type { VolumeOp } from './ops.js';
 import { inSync, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
@@ -113,8 +113,19 @@ export function diffVolumes(input: {
       // A build waits for its pool, and for the image it copies or overlays (whichever kind that is).
       const source = spec.source;
       const from = source.kind === 'image' ? source.image : source.kind === 'backing' && 'image' in source ? source.image : undefined;
-      const deps = [...poolDeps, ...(from ? [`images.${from}`] : [])];
-      const base = { pool, name: volume, format: spec.format, fileBased, qcow2: spec.qcow2, permissions: spec.permissions };
+      // An encrypted volume is made with its secret (libvirt hands it to qemu-img): that comes first.
+      const secretUsage = spec.encryption ? imageSecretUsage(state, spec) : undefined;
+      const secret = secretUsage ? Object.values(state.secrets).find((x) => x.usage === 'volume' && x.usageId === secretUsage) : undefined;
+      const deps = [...poolDeps, ...(from ? [`images.${from}`] : []), ...(secret ? [`secrets.${secret.name}`] : [])];
+      const base = {
+        pool,
+        name: volume,
+        format: spec.format,
+        fileBased,
+        qcow2: spec.qcow2,
+        permissions: spec.permissions,
+        ...(secretUsage ? { encryption: { secretUsage } } : {}),
+      };
       const s = spec.source;
       // A seed's capacity is the size of the ISO, known once the apply has built it.
       if (seed?.ok) return { build: { ...base, capacity: 0, source: { kind: 'seed', entries: seed.entries } }, dependsOn: deps };

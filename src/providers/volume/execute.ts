@@ -116,7 +116,7 @@ type CreateOp = Extract<VolumeOp, { build: VolumeBuild }>;
  */
 export function batchKey(a: Action): string | undefined {
   const op = a.op as VolumeOp;
-  return op.type === 'volume.create' && op.build.source.kind === 'blank' && op.build.fileBased && !op.incomplete ? op.build.pool : undefined;
+  return op.type === 'volume.create' && op.build.source.kind === 'blank' && op.build.fileBased && !op.build.encryption && !op.incomplete ? op.build.pool : undefined;
 }
 
 /**
