@@ -1,11 +1,11 @@
 // LUKS images attached to a domain reconcile defines: the libvirt secret each needs (kept by
 // reconcile from the image's passphraseFile, or a declared one), the <encryption> in the disk,
 // a domain that starts, and a passphrase in no output or state file.
-import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { sandbox, virsh, type Sandbox } from './helpers.js';
+import { allText, diskOf, sandbox, virsh, type Sandbox } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
@@ -24,15 +24,6 @@ afterAll(async () => {
     await sb?.cleanup();
   }
 });
-
-function disk(xml: string, t: string): string {
-  return xml.split('<disk').find((d) => d.includes(`<target dev='${t}'`)) ?? '';
-}
-
-async function allText(dir: string): Promise<string> {
-  const names = await readdir(dir, { recursive: true, withFileTypes: true });
-  return (await Promise.all(names.filter((d) => d.isFile()).map((d) => readFile(path.join(d.parentPath, d.name), 'utf8')))).join('\n');
-}
 
 const YAML = `version: 1
 images:
@@ -59,12 +50,12 @@ describe('encrypted images as VM disks', () => {
     expect(secrets).toContain(`volume ${p('root.qcow2')}`);
     expect(secrets).toContain(`volume ${p('data.luks')}`);
     const xml = await virsh(lv, 'dumpxml', '--inactive', 'encvm');
-    expect(disk(xml, 'vda')).toMatch(
+    expect(diskOf(xml, 'vda')).toMatch(
       new RegExp(
         `<driver name='qemu' type='qcow2'/>[\\s\\S]*<source file='${p('root.qcow2')}'>\\s*<encryption format='luks'[^>]*>\\s*<secret type='passphrase' usage='${p('root.qcow2')}'/>`,
       ),
     );
-    expect(disk(xml, 'vdb')).toMatch(
+    expect(diskOf(xml, 'vdb')).toMatch(
       new RegExp(`<driver name='qemu' type='raw'/>[\\s\\S]*<encryption format='luks'[^>]*>\\s*<secret type='passphrase' usage='${p('data.luks')}'/>`),
     );
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
@@ -116,7 +107,7 @@ vms:
     const vol = await virsh(lv, 'vol-dumpxml', '--pool', 'encp', 'evq.qcow2');
     expect(vol).toMatch(new RegExp(`<encryption format='luks'>\\s*<secret type='passphrase' usage='${p('encpool/evq.qcow2')}'/>`));
     const xml = await virsh(lv, 'dumpxml', '--inactive', 'encvm2');
-    expect(disk(xml, 'vdb')).toMatch(/<source pool='encp' volume='evr\.img'>\s*<encryption format='luks'/);
+    expect(diskOf(xml, 'vdb')).toMatch(/<source pool='encp' volume='evr\.img'>\s*<encryption format='luks'/);
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
     await virsh(lv, 'start', 'encvm2');
     try {

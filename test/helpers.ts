@@ -1,6 +1,6 @@
 // Shared test plumbing: run the real CLI, read the host with real qemu-img, count spawns.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -107,6 +107,18 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** The <disk> of target `t` in a domain's XML. */
+export function diskOf(xml: string, t: string): string {
+  return xml.split('<disk').find((d) => d.includes(`<target dev='${t}'`)) ?? '';
+}
+
+/** Every file under a directory, read as text (to look for what must never be written there). */
+export async function allText(dir: string): Promise<string> {
+  const names = await readdir(dir, { recursive: true, withFileTypes: true });
+  const texts = await Promise.all(names.filter((d) => d.isFile()).map((d) => readFile(path.join(d.parentPath, d.name), 'utf8')));
+  return texts.join('\n');
 }
 
 /** A user-space iSCSI target (tgtd) on 127.0.0.1, and what a test makes on it. */

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { sandbox, startTgtd, virsh, waitFor, type Sandbox, type Tgtd } from './helpers.js';
+import { diskOf, sandbox, startTgtd, virsh, waitFor, type Sandbox, type Tgtd } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
@@ -87,11 +87,6 @@ vms:
         device: cdrom
 `;
 
-/** The <disk> of target `t` in a domain's XML. */
-function disk(xml: string, t: string): string {
-  return xml.split('<disk').find((d) => d.includes(`<target dev='${t}'`)) ?? '';
-}
-
 describe('network disks', () => {
   it('are defined with their protocol, host, name and login secret; a second plan changes nothing', async () => {
     await writeFile(p('chap'), 'disk-chap-pw');
@@ -100,12 +95,12 @@ describe('network disks', () => {
     const r = await sb.run('apply');
     expect(r.code).toBe(0);
     const xml = await virsh(lv, 'dumpxml', '--inactive', 'netvm');
-    expect(disk(xml, 'vda')).toMatch(/type='network'[\s\S]*<source protocol='nbd' name='data'>\s*<host name='127\.0\.0\.1' port='\d+'\/>/);
-    expect(disk(xml, 'vdb')).toMatch(
+    expect(diskOf(xml, 'vda')).toMatch(/type='network'[\s\S]*<source protocol='nbd' name='data'>\s*<host name='127\.0\.0\.1' port='\d+'\/>/);
+    expect(diskOf(xml, 'vdb')).toMatch(
       /<source protocol='iscsi' name='iqn\.2026-01\.dev\.test:disks\/1'>[\s\S]*<auth username='vm-user'>\s*<secret type='iscsi' usage='iqn\.2026-01\.dev\.test:disks'\/>/,
     );
-    expect(disk(xml, 'sda')).toMatch(/device='cdrom'[\s\S]*<source protocol='http' name='\/web\.raw'>[\s\S]*<readonly\/>/);
-    expect(disk(await virsh(lv, 'dumpxml', '--inactive', 'cephvm'), 'vda')).toMatch(
+    expect(diskOf(xml, 'sda')).toMatch(/device='cdrom'[\s\S]*<source protocol='http' name='\/web\.raw'>[\s\S]*<readonly\/>/);
+    expect(diskOf(await virsh(lv, 'dumpxml', '--inactive', 'cephvm'), 'vda')).toMatch(
       /<source protocol='rbd' name='vms\/disk1'>\s*<host name='mon1\.example' port='6789'\/>\s*<auth username='vms'>\s*<secret type='ceph' usage='client\.vms secret'\/>/,
     );
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);

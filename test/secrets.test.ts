@@ -2,12 +2,12 @@
 // file and never printed, passed as an argument or stored; a changed file, description or
 // usage reconciled; someone else's secret left alone unless adopted (then never undefined);
 // and a secret that actually works: CHAP against a tgtd on 127.0.0.1 that requires it.
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { recorded, sandbox, startTgtd, virsh, type Sandbox, type Tgtd } from './helpers.js';
+import { allText, recorded, sandbox, startTgtd, virsh, type Sandbox, type Tgtd } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
@@ -35,11 +35,6 @@ async function uuidOf(usageId: string): Promise<string | undefined> {
 /** The value libvirt holds (this libvirt keeps it base64-encoded in its secrets directory, readable by root). */
 async function storedValue(uuid: string): Promise<string> {
   return Buffer.from(await readFile(path.join(lv.base, 'etc', 'secrets', `${uuid}.base64`), 'utf8'), 'base64').toString();
-}
-
-async function allText(dir: string): Promise<string> {
-  const names = await readdir(dir, { recursive: true, withFileTypes: true });
-  return (await Promise.all(names.filter((d) => d.isFile()).map((d) => readFile(path.join(d.parentPath, d.name), 'utf8')))).join('\n');
 }
 
 const SECRETS = `version: 1

@@ -1,12 +1,12 @@
 // What a guest sees of its drives beyond the image: disk identity (serial, wwn, vendor,
 // product) kept by drift healing; CD-ROM drives; cloud-init NoCloud seeds built as ISO files
 // and as pool volumes, rebuilt when their files change; ISO files imported into a pool.
-import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { qemuImg, sandbox, virsh, type Sandbox } from './helpers.js';
+import { allText, diskOf, qemuImg, sandbox, virsh, type Sandbox } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
@@ -25,11 +25,6 @@ afterAll(async () => {
   }
 });
 
-/** The <disk> of target `t` in a domain's XML. */
-function disk(xml: string, t: string): string {
-  return xml.split('<disk').find((d) => d.includes(`<target dev='${t}'`)) ?? '';
-}
-
 /** A file's content inside an ISO image, and the image's volume label. */
 async function fromIso(iso: string, name: string): Promise<{ label: string; content: string }> {
   const out = p(`extracted-${name}`);
@@ -39,13 +34,6 @@ async function fromIso(iso: string, name: string): Promise<{ label: string; cont
   const content = await readFile(out, 'utf8');
   await execa('rm', ['-f', out]);
   return { label, content };
-}
-
-/** Every file under a directory, read as text (to look for what must never be written there). */
-async function allText(dir: string): Promise<string> {
-  const names = await readdir(dir, { recursive: true, withFileTypes: true });
-  const texts = await Promise.all(names.filter((d) => d.isFile()).map((d) => readFile(path.join(d.parentPath, d.name), 'utf8')));
-  return texts.join('\n');
 }
 
 describe('disk identity', () => {
@@ -64,8 +52,8 @@ vms:
     const r = await sb.run('apply');
     expect(r.code).toBe(0);
     const xml = await virsh(lv, 'dumpxml', '--inactive', 'ident');
-    expect(disk(xml, 'vda')).toMatch(/<serial>ROOT-0001<\/serial>/);
-    expect(disk(xml, 'sda')).toMatch(/<serial>D 2<\/serial>[\s\S]*<wwn>0x5000C50015EA71AD<\/wwn>[\s\S]*<vendor>ACME<\/vendor>[\s\S]*<product>Fast Disk<\/product>/);
+    expect(diskOf(xml, 'vda')).toMatch(/<serial>ROOT-0001<\/serial>/);
+    expect(diskOf(xml, 'sda')).toMatch(/<serial>D 2<\/serial>[\s\S]*<wwn>0x5000C50015EA71AD<\/wwn>[\s\S]*<vendor>ACME<\/vendor>[\s\S]*<product>Fast Disk<\/product>/);
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
 
     // Someone redefines the domain with another serial, vendor and a wwn spelled otherwise.
@@ -78,8 +66,8 @@ vms:
     expect(plan.stdout).not.toMatch(/wwn/); // the same number
     expect((await sb.run('apply')).code).toBe(0);
     const healed = await virsh(lv, 'dumpxml', '--inactive', 'ident');
-    expect(disk(healed, 'vda')).toMatch(/<serial>ROOT-0001<\/serial>/);
-    expect(disk(healed, 'sda')).toMatch(/<vendor>ACME<\/vendor>/);
+    expect(diskOf(healed, 'vda')).toMatch(/<serial>ROOT-0001<\/serial>/);
+    expect(diskOf(healed, 'sda')).toMatch(/<vendor>ACME<\/vendor>/);
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
   });
 });
@@ -113,7 +101,7 @@ vms:
     expect(iso.content).toContain(PASSWORD);
     expect((await fromIso(p('seed.iso'), 'meta-data')).content).toBe('instance-id: seed\n');
     expect((await fromIso(p('seed.iso'), 'network-config')).content).toBe('version: 2\nethernets: {}\n');
-    const cd = disk(await virsh(lv, 'dumpxml', '--inactive', 'ci'), 'sda');
+    const cd = diskOf(await virsh(lv, 'dumpxml', '--inactive', 'ci'), 'sda');
     expect(cd).toMatch(/device='cdrom'/);
     expect(cd).toMatch(/bus='sata'/);
     expect(cd).toMatch(/<readonly\/>/);
@@ -177,8 +165,8 @@ vms:
     const vol = (await virsh(lv, 'vol-path', '--pool', 'isos', 'seed.iso')).trim();
     expect((await fromIso(vol, 'meta-data')).content).toBe('instance-id: ci2\nlocal-hostname: ci2\n');
     const xml = await virsh(lv, 'dumpxml', '--inactive', 'ci2');
-    expect(disk(xml, 'sda')).toMatch(/type='volume' device='cdrom'[\s\S]*<source pool='isos' volume='seed\.iso'\/>[\s\S]*bus='scsi'/);
-    expect(disk(xml, 'hda')).toMatch(/type='volume' device='cdrom'[\s\S]*<source pool='isos' volume='installer\.iso'\/>[\s\S]*bus='ide'/);
+    expect(diskOf(xml, 'sda')).toMatch(/type='volume' device='cdrom'[\s\S]*<source pool='isos' volume='seed\.iso'\/>[\s\S]*bus='scsi'/);
+    expect(diskOf(xml, 'hda')).toMatch(/type='volume' device='cdrom'[\s\S]*<source pool='isos' volume='installer\.iso'\/>[\s\S]*bus='ide'/);
     // libvirt calls an ISO in a dir pool format "iso": it is the raw volume that was made.
     expect((await sb.run('plan', '-f', p('pool.yaml'))).stdout).toMatch(/No changes/);
 

@@ -1,11 +1,12 @@
 // VM disks on real domains (KVM where /dev/kvm works, TCG otherwise) in a private libvirtd:
 // attach, policy changes, pending restart on a running domain, the host's bus support,
 // adoption that leaves other devices alone, detach of only what reconcile attached.
+import { existsSync } from 'node:fs';
 import { chmod, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { qemuImg, sandbox, virsh, writers, type Sandbox } from './helpers.js';
+import { diskOf, qemuImg, sandbox, virsh, writers, type Sandbox } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
@@ -27,11 +28,6 @@ afterAll(async () => {
     for (const s of [sb, ...extra]) await s?.cleanup();
   }
 });
-
-/** The <disk> of target `t` in a domain's XML. */
-function disk(xml: string, t: string): string {
-  return xml.split('<disk').find((d) => d.includes(`<target dev='${t}'`)) ?? '';
-}
 
 const BASE = `version: 1
 defaults:
@@ -67,11 +63,11 @@ describe('a domain reconcile defines', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toMatch(/vms\.web: creating \(new domain \((qemu|kvm), 128 MiB, 1 vCPU\) with 3 disk\(s\): vda .*root\.qcow2, sda vmpool\/data\.img, vdb .*scratch\.raw\)/);
     const xml = await virsh(lv, 'dumpxml', '--inactive', 'web');
-    expect(disk(xml, 'vda')).toMatch(/<driver name='qemu' type='qcow2' cache='none' io='native' discard='unmap'\/>/);
-    expect(disk(xml, 'sda')).toMatch(
+    expect(diskOf(xml, 'vda')).toMatch(/<driver name='qemu' type='qcow2' cache='none' io='native' discard='unmap'\/>/);
+    expect(diskOf(xml, 'sda')).toMatch(
       /type='volume'[\s\S]*<driver name='qemu' type='raw' cache='writethrough' io='threads' discard='unmap'\/>[\s\S]*<source pool='vmpool' volume='data\.img'\/>[\s\S]*bus='scsi'/,
     );
-    expect(disk(xml, 'vdb')).toMatch(/<driver name='qemu' type='raw' cache='none' io='native' discard='ignore'\/>[\s\S]*<readonly\/>/);
+    expect(diskOf(xml, 'vdb')).toMatch(/<driver name='qemu' type='raw' cache='none' io='native' discard='ignore'\/>[\s\S]*<readonly\/>/);
     expect(xml).not.toMatch(/host-passthrough/);
     expect(xml).toMatch(
       /<vr:storage xmlns:vr="https:\/\/virt-reconcile\.dev\/xmlns\/storage\/1" domain="[0-9a-f-]{36}">\s*<vr:created\/>\s*<vr:disk target="sda"\/>\s*<vr:disk target="vda"\/>\s*<vr:disk target="vdb"\/>/,
@@ -96,8 +92,8 @@ describe('a domain reconcile defines', () => {
     const r = await sb.run('apply');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/the running domain takes it at its next restart/);
-    expect(disk(await virsh(lv, 'dumpxml', '--inactive', 'web'), 'vda')).toMatch(/cache='writeback' io='threads'/);
-    expect(disk(await virsh(lv, 'dumpxml', 'web'), 'vda')).toMatch(/cache='none' io='native'/);
+    expect(diskOf(await virsh(lv, 'dumpxml', '--inactive', 'web'), 'vda')).toMatch(/cache='writeback' io='threads'/);
+    expect(diskOf(await virsh(lv, 'dumpxml', 'web'), 'vda')).toMatch(/cache='none' io='native'/);
     const after = await sb.run('plan', '--detailed-exitcode');
     expect(after.code).toBe(0);
     expect(after.stdout).toMatch(/vms\.web: pending restart: vda cache writeback \(running: none\), vda io threads \(running: native\)/);
@@ -109,7 +105,7 @@ describe('a domain reconcile defines', () => {
     const restarted = await sb.run('plan', '--detailed-exitcode');
     expect(restarted.code).toBe(0);
     expect(restarted.stdout).not.toMatch(/pending restart/);
-    expect(disk(await virsh(lv, 'dumpxml', 'web'), 'vda')).toMatch(/cache='writeback' io='threads'/);
+    expect(diskOf(await virsh(lv, 'dumpxml', 'web'), 'vda')).toMatch(/cache='writeback' io='threads'/);
   });
 
   it('hot-plugs a new disk into the running domain and detaches it when it leaves the YAML', async () => {
@@ -118,7 +114,7 @@ describe('a domain reconcile defines', () => {
     await sb.yaml(`${yaml}      - { path: $DIR/extra.qcow2, target: vdc }\n`);
     await sb.run('apply');
     expect(await virsh(lv, 'domblklist', 'web')).toMatch(/vdc\s+.*extra\.qcow2/);
-    expect(disk(await virsh(lv, 'dumpxml', '--inactive', 'web'), 'vdc')).toMatch(/type='qcow2'/);
+    expect(diskOf(await virsh(lv, 'dumpxml', '--inactive', 'web'), 'vdc')).toMatch(/type='qcow2'/);
     await sb.yaml(yaml);
     const r = await sb.run('apply');
     expect(r.stdout).toMatch(/vdc .*extra\.qcow2 -> detached/);
@@ -168,9 +164,9 @@ describe('an adopted domain', () => {
     const r = await sb.run('apply', '-f', p('legacy.yaml'));
     expect(r.code).toBe(0);
     const after = await virsh(lv, 'dumpxml', '--inactive', 'legacy');
-    expect(disk(after, 'vda')).toMatch(/cache='none' io='native'/);
-    expect(disk(after, 'vdc')).toMatch(/scratch\.raw/);
-    expect(disk(after, 'vdb')).toMatch(/theirs\.qcow2/);
+    expect(diskOf(after, 'vda')).toMatch(/cache='none' io='native'/);
+    expect(diskOf(after, 'vdc')).toMatch(/scratch\.raw/);
+    expect(diskOf(after, 'vdb')).toMatch(/theirs\.qcow2/);
     expect(others(after)).toBe(before);
     expect(after).toMatch(/<vr:storage[^>]*>\s*<vr:disk target="vdc"\/>\s*<\/vr:storage>/);
 
@@ -237,5 +233,31 @@ describe('an image a domain uses as a disk', () => {
     expect(destroy.stderr).toMatch(/b\.qcow2 \(was images\.b\) left the YAML, but domain via-overlay still has it as a disk/);
     for (const f of ['a', 'b']) expect((await qemuImg('info', path.join(own.dir, 'img', `${f}.qcow2`))).length).toBeGreaterThan(0);
     for (const d of ['via-link', 'via-overlay']) await virsh(lv, 'undefine', d);
+  });
+
+  it('is not deleted while the running domain still has it, though its definition no longer does (adversarial pass)', async () => {
+    const own = await sandbox('vms-live-use', { libvirt: lv });
+    extra.push(own);
+    await chmod(own.dir, 0o755);
+    const yaml = (disks: string) =>
+      `version: 1\nimages:\n  boot: { path: $DIR/boot.qcow2, size: 8M }\n  extra: { path: $DIR/extra.qcow2, size: 8M }\nvms:\n  live:\n    create: { memory: 64M, vcpus: 1 }\n    disks: [${disks}]\n`;
+    await own.yaml(yaml('{ image: boot }, { image: extra }'));
+    expect((await own.run('apply')).code).toBe(0);
+    await virsh(lv, 'start', 'live');
+    try {
+      // extra leaves the VM and the YAML: its definition drops it at once, the guest (no OS to
+      // answer the unplug) keeps it open.
+      await own.yaml(`${yaml('{ image: boot }').replace('  extra: { path: $DIR/extra.qcow2, size: 8M }\n', '')}`);
+      const r = await own.run('apply', '--prune');
+      expect(r.code).toBe(1);
+      expect(r.stdout).toMatch(/extra\.qcow2: FAILED: .*extra\.qcow2 is still a disk of running domain live/);
+      expect(existsSync(path.join(own.dir, 'extra.qcow2'))).toBe(true);
+    } finally {
+      await virsh(lv, 'destroy', 'live');
+    }
+    // Stopped, the domain no longer has it: the next prune deletes it.
+    expect((await own.run('apply', '--prune')).code).toBe(0);
+    expect(existsSync(path.join(own.dir, 'extra.qcow2'))).toBe(false);
+    await virsh(lv, 'undefine', 'live');
   });
 });

@@ -316,10 +316,15 @@ export async function allDomainDisks(v: Virsh): Promise<{ domain: string; disk: 
 
 /** The disks of every running domain, declared or not: two batched virsh processes (names, then all their XML). */
 export async function runningDomainDisks(v: Virsh): Promise<DiskDevice[]> {
+  return (await runningDomainDiskUses(v)).map((u) => u.disk);
+}
+
+/** The same, with the domain each disk is in. */
+export async function runningDomainDiskUses(v: Virsh): Promise<{ domain: string; disk: DiskDevice }[]> {
   const running = await domainNames(v, '--state-running');
   if (!running.length) return [];
   const xmls = await v.batch(running.map((n) => ['dumpxml', n]));
-  return xmls.flatMap((xml) => (xml ? parseDisks(parseXml(xml).domain) : []));
+  return running.flatMap((domain, i) => (xmls[i] ? parseDisks(parseXml(xmls[i]!).domain).map((disk) => ({ domain, disk })) : []));
 }
 
 /** The domain's disk devices: the live definition while it runs, else the persistent one. */

@@ -7,6 +7,7 @@ import type { Action } from '../../reconcile/plan.js';
 import { resize } from '../../tools/qemu-img.js';
 import { checkStillSame, identitiesOf, removeEmptyDirs, removeIfSame, setPermissions } from '../common/files.js';
 import { wipeFile } from '../common/wipe.js';
+import { refuseWhileRunning } from '../common/live-use.js';
 import { currentSeedDigest, seedIdentity } from '../common/cloud-init.js';
 import { rm } from 'node:fs/promises';
 import * as qemuImg from '../../tools/qemu-img.js';
@@ -42,6 +43,7 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
       return undefined;
     }
     case 'image.delete': {
+      if (op.exists) await refuseWhileRunning(ctx.virsh(), { path: op.path }, op.path);
       // Overwritten first, through a descriptor checked to be the file recorded; a file that is
       // not (it took the name since) is neither wiped nor deleted below.
       if (op.exists && op.wipe) {

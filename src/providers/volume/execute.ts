@@ -13,6 +13,7 @@ import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, VOL_FORMA
 import { observeImages } from '../image/observe.js';
 import { birthOf, occupant, setPermissions } from '../common/files.js';
 import { wipeFile } from '../common/wipe.js';
+import { refuseWhileRunning } from '../common/live-use.js';
 import type { WipeAlgorithm } from '../../reconcile/model.js';
 import { rememberVolume } from '../observe.js';
 import type { VolumeOp } from './ops.js';
@@ -100,6 +101,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       if (op.exists && op.birth && op.birth !== '0' && now !== undefined && now !== op.birth) {
         ctx.log(`${a.id}: not deleted: ${op.path} is no longer the file reconcile created; forgotten`);
       } else if (op.exists) {
+        await refuseWhileRunning(ctx.virsh(), { path: op.path, pool: op.pool, volume: op.name }, `volume ${op.name} in pool ${op.pool}`);
         if (op.wipe) await wipeVolumeData(a.id, ctx, { pool: op.pool, name: op.name, path: op.path, birth: op.birth }, op.wipe);
         await deleteVolume(ctx.virsh(), op.pool, op.name);
       }
