@@ -70,6 +70,20 @@ describe('encrypted images as VM disks', () => {
     for (const text of [plan.stdout, plan.stderr, r.stdout, r.stderr, await allText(sb.stateDir), JSON.stringify(await sb.spawned())]) expect(text).not.toContain(PASS);
   });
 
+  it('a changed passphraseFile is not set in the secret when it does not open the image: the VM still starts (adversarial pass)', async () => {
+    await writeFile(p('pass'), 'a-new-passphrase', { mode: 0o600 });
+    try {
+      const r = await sb.run('apply');
+      expect(r.code).toBe(1);
+      expect(r.stdout).toMatch(/secrets\.image\/eroot: FAILED: the passphrase in .*pass does not open .*root\.qcow2; the secret is left as it was/);
+      await virsh(lv, 'start', 'encvm');
+      await virsh(lv, 'destroy', 'encvm');
+    } finally {
+      await writeFile(p('pass'), PASS, { mode: 0o600 });
+    }
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+  });
+
   it('a secret declared with the image path as its usage is used instead (the kept one moves to its name); all go with --prune once no VM uses them', async () => {
     await writeFile(p('other-pass'), PASS, { mode: 0o600 });
     const before = (await virsh(lv, 'secret-list')).split('\n').find((l) => l.includes(p('root.qcow2')))!;

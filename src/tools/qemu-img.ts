@@ -218,3 +218,19 @@ export async function check(p: string, opts: { repair?: 'leaks' | 'all'; inUse: 
     checkErrors: Number(j['check-errors'] ?? 0),
   };
 }
+
+/**
+ * Whether the passphrase in `passphraseFile` opens the LUKS image at `path` (qcow2-embedded or
+ * raw): qemu-io reads its first sector, which unlocks a keyslot or fails. Shared (-U), so an
+ * image a running domain holds can be checked. The passphrase is a file qemu reads itself.
+ */
+export async function unlocks(path: string, format: 'qcow2' | 'raw', passphraseFile: string): Promise<boolean> {
+  const opts = format === 'qcow2' ? `driver=qcow2,encrypt.key-secret=k0,file.filename=${optionValue(path)}` : `driver=luks,key-secret=k0,file.filename=${optionValue(path)}`;
+  try {
+    await run('qemu-io', ['-r', '-U', '--object', `secret,id=k0,file=${optionValue(passphraseFile)}`, '--image-opts', opts, '-c', 'read 0 512']);
+    return true;
+  } catch (e) {
+    if (e instanceof CommandError && /Invalid password|cannot unlock|keyslot/i.test(e.stderr + e.stdout)) return false;
+    throw e;
+  }
+}

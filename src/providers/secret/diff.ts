@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import type { Inventory, InventoryRecord, SecretRecord } from '../../reconcile/inventory.js';
 import { recordKey } from '../../reconcile/inventory.js';
-import type { DesiredState } from '../../reconcile/model.js';
+import { imageSecretUsage, type DesiredState } from '../../reconcile/model.js';
 import { inSync, orphanId, type Action, type Change, type NoOp, type Refusal } from '../../reconcile/plan.js';
 import { reasonOf } from '../common/decisions.js';
 import type { ObservedSecret } from '../../tools/libvirt-secret.js';
@@ -57,6 +57,7 @@ export function diffSecrets(input: {
     const rec = stored?.type === 'secret' ? stored : undefined;
     let value: SecretValue | undefined;
     let sha: string | undefined;
+    const imageOf = new Map<string, string>();
     if (spec.valueFile !== undefined) {
       const file = input.contents.get(spec.valueFile);
       if (file === undefined) {
@@ -71,8 +72,20 @@ export function diffSecrets(input: {
       sha = file.sha256;
       const warn = spec.name.includes('/') ? undefined : exposedSecretFile(`${id}: valueFile`, spec.valueFile, file);
       if (warn) out.notes.push(warn);
-      value = { file: spec.valueFile, encoding: spec.encoding, signature: file.signature };
+      // The passphrase of a declared encrypted image: it must open that image (never a secret the
+      // image rejects: the VM would not start, and a changed passphraseFile is no rotation).
+      const img = spec.usage === 'volume' ? Object.values(input.state.images).find((i) => i.encryption && imageSecretUsage(input.state, i) === spec.usageId) : undefined;
+      value = {
+        file: spec.valueFile,
+        encoding: spec.encoding,
+        signature: file.signature,
+        ...(img ? { opens: { path: spec.usageId, format: img.format === 'raw' ? 'raw' : 'qcow2' } } : {}),
+      };
+      if (img) imageOf.set(spec.name, img.name);
     }
+    // A secret an image at a path opens with comes after that image (it is checked to open it).
+    const opened = imageOf.get(spec.name);
+    const deps = opened && input.state.images[opened]?.location.kind === 'path' ? [`images.${opened}`] : [];
     const definition = { usage: spec.usage, usageId: spec.usageId, description: spec.description };
     const byUsage = all.find((s) => s.usage === spec.usage && s.usageId === spec.usageId);
     const recorded = rec ? all.find((s) => s.uuid === rec.uuid) : undefined;
@@ -92,7 +105,7 @@ export function diffSecrets(input: {
         reason: `usage ${usageOf(recorded)} -> ${usageOf(spec)} (libvirt cannot change a secret's usage; its value is set again from ${spec.valueFile})`,
         destructive: false,
         changes: [{ field: 'usage', from: usageOf(recorded), to: usageOf(spec) }],
-        dependsOn: [],
+        dependsOn: deps,
         op: { type: 'secret.create', name: spec.name, definition, value, replaces: recorded.uuid },
       });
       continue;
@@ -114,7 +127,7 @@ export function diffSecrets(input: {
           ...(spec.description !== undefined ? [{ field: 'description', from: '', to: spec.description }] : []),
           ...(value ? [{ field: 'value', from: '', to: `from ${value.file}` }] : []),
         ],
-        dependsOn: [],
+        dependsOn: deps,
         op: { type: 'secret.create', name: spec.name, definition, value },
       });
       continue;
@@ -161,7 +174,7 @@ export function diffSecrets(input: {
           : reasonOf(changes),
       destructive: false,
       changes,
-      dependsOn: [],
+      dependsOn: deps,
       op: {
         type: 'secret.update',
         name: spec.name,

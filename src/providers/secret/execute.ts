@@ -2,6 +2,8 @@
 // the plan saw it) and handed to virsh on its standard input: never an argument, never a
 // copy on disk, never printed, never in the state (only a salted digest).
 import { randomBytes, randomUUID } from 'node:crypto';
+import { lstat } from 'node:fs/promises';
+import { unlocks } from '../../tools/qemu-img.js';
 import { failpoint } from '../../failpoint.js';
 import { recordKey, type SecretRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
@@ -82,6 +84,10 @@ export async function executeSecret(a: Action, ctx: ExecContext): Promise<Effect
  */
 async function readValue(value: SecretValue): Promise<{ content: Buffer; sha256: string }> {
   const f = await readUnchanged(value.file, value.signature);
+  if (value.opens && (await lstat(value.opens.path).catch(() => undefined)) && !(await unlocks(value.opens.path, value.opens.format, value.file)))
+    throw new Error(
+      `the passphrase in ${value.file} does not open ${value.opens.path}; the secret is left as it was (changing an image's passphrase is not supported by this version: put the old one back in the file)`,
+    );
   if (value.encoding === 'base64' && !/^[A-Za-z0-9+/]+={0,2}\s*$/.test(f.content.toString('latin1')))
     throw new Error(
       `${value.file} is not base64 (encoding: base64, the default for ceph: a key as \`ceph auth get-key\` prints it); if it holds the value itself, declare encoding: raw`,

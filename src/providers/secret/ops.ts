@@ -8,6 +8,8 @@ export interface SecretValue {
   file: string;
   encoding: 'raw' | 'base64';
   signature: string;
+  /** the encrypted image this passphrase opens: checked to open it before it is set (if the image is there) */
+  opens?: { path: string; format: 'qcow2' | 'raw' };
 }
 
 export type SecretOp =
