@@ -10,6 +10,7 @@ import { inSync, orphanId, type Action, type Change, type NoOp, type Refusal } f
 import { reasonOf } from '../common/decisions.js';
 import type { ObservedSecret } from '../../tools/libvirt-secret.js';
 import { exposedSecretFile, type SmallFileDigest } from '../common/small-files.js';
+import type { DiskUse } from '../common/disk-users.js';
 import { unobservable } from '../observe.js';
 import type { SecretOp, SecretValue } from './ops.js';
 
@@ -45,6 +46,8 @@ export function diffSecrets(input: {
   prune: boolean;
   orphans: [string, InventoryRecord][];
   errors: Map<string, string>;
+  /** which domains have the file at this path as a disk (a volume secret's image), and what its undefine must wait for */
+  diskUse?: (path: string) => DiskUse;
 }): SecretDiff {
   const out: SecretDiff = { actions: [], refusals: [], notes: [] };
   const all = input.secrets ?? [];
@@ -230,7 +233,18 @@ export function diffSecrets(input: {
       });
       continue;
     }
-    // A declared pool cannot still name it: validation requires a pool's secret to be declared.
+    // A declared pool cannot still name it (validation requires a pool's secret to be declared);
+    // a domain can still open a disk with it — one the YAML adopts, or one it does not know.
+    const use = found.usage === 'volume' ? input.diskUse?.(found.usageId) : undefined;
+    if (use?.unknown || use?.blocking.length) {
+      refuse(
+        id,
+        use.unknown
+          ? `secret ${rec.name} left the YAML, but reconcile cannot tell whether a domain opens ${found.usageId} with it (${use.unknown}); it is not undefined`
+          : `secret ${rec.name} left the YAML, but domain ${use.blocking.join(', ')} still ${use.blocking.length > 1 ? 'have' : 'has'} ${found.usageId} as a disk, which it opens with this secret; it is not undefined`,
+      );
+      continue;
+    }
     out.actions.push({
       id,
       resource: 'secret',
@@ -239,7 +253,7 @@ export function diffSecrets(input: {
       reason: `secret ${rec.name} left the YAML (usage ${usageOf(found)}): undefined`,
       destructive: true,
       changes: [],
-      dependsOn: [],
+      dependsOn: use?.after ?? [],
       op: { type: 'secret.delete', name: rec.name, uuid: rec.uuid, exists: true, inventoryKey: key },
     });
   }
