@@ -84,7 +84,7 @@ describe('encrypted images as VM disks', () => {
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
   });
 
-  it("a kept secret is not undefined while a domain the YAML does not declare still opens its image with it (adversarial pass)", async () => {
+  it('a kept secret is not undefined while a domain the YAML does not declare still opens its image with it (adversarial pass)', async () => {
     const hand = `<domain type='qemu'><name>hand</name><memory unit='MiB'>64</memory><os><type>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${p('root.qcow2')}'><encryption format='luks'><secret type='passphrase' usage='${p('root.qcow2')}'/></encryption></source><target dev='vda' bus='virtio'/></disk></devices></domain>`;
     await writeFile(p('hand.xml'), hand);
     await virsh(lv, 'define', p('hand.xml'));
@@ -93,7 +93,9 @@ describe('encrypted images as VM disks', () => {
       await sb.yaml(YAML.slice(0, YAML.indexOf('vms:')));
       const r = await sb.run('apply', '--prune');
       expect(r.code).toBe(1);
-      expect(r.stderr + r.stdout).toMatch(/secret image\/eroot left the YAML, but domain hand still has .*root\.qcow2 as a disk, which it opens with this secret; it is not undefined/);
+      expect(r.stderr + r.stdout).toMatch(
+        /secret image\/eroot left the YAML, but domain hand still has .*root\.qcow2 as a disk, which it opens with this secret; it is not undefined/,
+      );
       expect(await virsh(lv, 'secret-list')).toContain(p('root.qcow2'));
     } finally {
       await virsh(lv, 'undefine', 'hand');

@@ -135,6 +135,14 @@ function checkPoolImage(c: Checker, base: FieldPath, raw: ImageInput, pool: Pool
     c.err(p('encryption'), `an encrypted volume needs a dir, fs or netfs pool (libvirt makes it with qemu-img there); ${pool.type} pools hold plain block volumes`, true);
   else if (raw.encryption !== undefined && raw.source !== undefined)
     c.err(p('source'), 'an encrypted pool volume is created blank in this version; import into an image with path:, or leave out source', true);
+  // libvirt names the qemu-img secret object after the volume, and QEMU ids are restricted.
+  const volName = raw.volume ?? `${base[1]}.${VOLUME_EXT[format]}`;
+  if (raw.encryption !== undefined && fileBased && !/^[A-Za-z][A-Za-z0-9._-]*$/.test(String(volName)))
+    c.err(
+      p(raw.volume !== undefined ? 'volume' : 'encryption'),
+      `an encrypted volume's name must start with a letter and hold only letters, digits, '.', '_' or '-' (libvirt makes a QEMU object id of it); got ${JSON.stringify(volName)}`,
+      raw.volume === undefined,
+    );
   if (raw.source?.backing !== undefined && !fileBased) c.err(p('source', 'backing'), `${article(pool.type)} pool holds raw block volumes; overlays need a dir, fs or netfs pool`);
 }
 
@@ -711,6 +719,14 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
   }
   // A plain copy of an encrypted image writes its data out decrypted: only on request.
   for (const [name, s] of Object.entries(state.images)) {
+    // An overlay's backing chain would need the base's secret too, which this version does not
+    // give libvirt: a VM on it would not start.
+    const base = s.source.kind === 'backing' && 'image' in s.source ? state.images[s.source.image] : undefined;
+    if (base?.encryption) {
+      owner.images![name]!.c.err(['images', name, 'source', 'backing'], `images.${base.name} is encrypted; overlays on an encrypted image are not supported by this version`);
+      delete state.images[name];
+      continue;
+    }
     const dep = s.source.kind === 'image' ? state.images[s.source.image] : undefined;
     const { c, raw } = owner.images![name]!;
     if (dep?.encryption && !s.encryption && !raw.decrypt) {

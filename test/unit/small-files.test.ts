@@ -36,3 +36,37 @@ describe('readSmallFile', () => {
     await expect(readUnchanged(p('ud'), f.signature)).rejects.toThrow(/changed since the plan/);
   });
 });
+
+describe('passphraseRefusal', () => {
+  const spec = { origin: 'f.yaml:3:3', encryption: { passphraseFile: '/k/pass' } };
+  it('refuses an unreadable or empty passphrase file, names why, and passes a usable one', async () => {
+    const { passphraseRefusal } = await import('../../src/providers/common/small-files.js');
+    const errors = new Map([['/k/pass', 'cannot read /k/pass: ENOENT']]);
+    expect(passphraseRefusal(spec, new Map(), errors)).toBe('f.yaml:3:3: encryption.passphraseFile: cannot read /k/pass: ENOENT');
+    const empty = new Map([['/k/pass', { sha256: '', size: 0, signature: 's', mode: 0o600 }]]);
+    expect(passphraseRefusal(spec, empty, new Map())).toMatch(/is empty; a LUKS image with an empty passphrase opens for anyone/);
+    const ok = new Map([['/k/pass', { sha256: 'x', size: 9, signature: 's', mode: 0o600 }]]);
+    expect(passphraseRefusal(spec, ok, new Map())).toBeUndefined();
+  });
+});
+
+describe('adopting a secret', () => {
+  it('is refused when libvirt would give its value back (not private) or lose it (ephemeral)', async () => {
+    const { diffSecrets } = await import('../../src/providers/secret/diff.js');
+    const { desiredStateFrom } = await import('../../src/reconcile/config.js');
+    const state = desiredStateFrom([{ path: '/vr-test/s.yaml', text: 'version: 1\nsecrets:\n  k: { usage: tls, name: k, valueFile: /vr-test/v, adopt: true }\n' }]);
+    const run = (priv: boolean, eph: boolean) =>
+      diffSecrets({
+        state,
+        secrets: [{ uuid: 'u1', usage: 'tls', usageId: 'k', private: priv, ephemeral: eph }],
+        contents: new Map([['/vr-test/v', { sha256: 'a', size: 3, signature: 's', mode: 0o600 }]]),
+        inventory: { version: 1, objects: {} },
+        prune: false,
+        orphans: [],
+        errors: new Map(),
+      });
+    expect(run(false, false).refusals[0]?.message).toMatch(/is not private \(libvirt gives its value back to anyone who asks\)/);
+    expect(run(true, true).refusals[0]?.message).toMatch(/is ephemeral/);
+    expect(run(true, false).refusals).toEqual([]);
+  });
+});

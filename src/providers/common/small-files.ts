@@ -57,3 +57,21 @@ export function exposedSecretFile(what: string, p: string, f: { mode: number } |
   if (!f || (f.mode & 0o077) === 0) return undefined;
   return `warning: ${what} ${p} can be read by others than its owner (mode ${(f.mode & 0o777).toString(8).padStart(4, '0')}); chmod 600 it`;
 }
+
+/**
+ * Why an encrypted image cannot be planned with its passphraseFile: it could not be read (a FIFO,
+ * a directory, missing: qemu-img would fail on it, or block on a FIFO, holding the lock), or it
+ * is empty (LUKS with an empty passphrase opens for anyone). Undefined: usable.
+ */
+export function passphraseRefusal(
+  spec: { origin: string; encryption?: { passphraseFile: string } },
+  contents: Map<string, SmallFileDigest>,
+  errors: Map<string, string>,
+): string | undefined {
+  const f = spec.encryption?.passphraseFile;
+  if (!f) return undefined;
+  const got = contents.get(f);
+  if (!got) return `${spec.origin}: encryption.passphraseFile: ${errors.get(f) ?? `${f} was not read`}`;
+  if (got.size === 0) return `${spec.origin}: encryption.passphraseFile ${f} is empty; a LUKS image with an empty passphrase opens for anyone`;
+  return undefined;
+}

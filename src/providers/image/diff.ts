@@ -10,7 +10,7 @@ import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/
 import { planSeed, sameSeed, SEED_AS_BUILT, SEED_CHANGED, seedContentOnly, type SeedEntry } from '../common/cloud-init.js';
 import type { ImageOp } from './ops.js';
 import type { DiskUse } from '../common/disk-users.js';
-import { exposedSecretFile, type SmallFileDigest } from '../common/small-files.js';
+import { exposedSecretFile, passphraseRefusal, type SmallFileDigest } from '../common/small-files.js';
 import { unobservable, type Observed } from '../observe.js';
 import { inSync, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
@@ -212,6 +212,11 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       continue;
     }
     if (spec.encryption) {
+      const refused = passphraseRefusal(spec, input.contents, input.errors);
+      if (refused) {
+        refuse(id, refused);
+        continue;
+      }
       const warn = exposedSecretFile(`${id}: passphraseFile`, spec.encryption.passphraseFile, input.contents.get(spec.encryption.passphraseFile));
       if (warn) out.notes.push(warn);
     }

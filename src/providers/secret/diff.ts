@@ -150,6 +150,15 @@ export function diffSecrets(input: {
       );
       continue;
     }
+    // Reconcile sets values only in private, persistent secrets (one that is not private gives
+    // its value back to anyone who asks libvirt; an ephemeral one loses it at a restart).
+    if (!ours && (!byUsage.private || byUsage.ephemeral)) {
+      refuse(
+        id,
+        `${spec.origin}: the secret of usage ${usageOf(spec)} (${byUsage.uuid}) is ${!byUsage.private ? 'not private (libvirt gives its value back to anyone who asks)' : 'ephemeral (its value is lost when libvirtd restarts)'}; reconcile sets values only in private, persistent secrets: redefine it with private='yes' ephemeral='no'`,
+      );
+      continue;
+    }
     const changes: Change[] = [];
     const finish = ours && !!rec && rec.status === 'building';
     if (finish) changes.push({ field: 'state', from: 'incomplete (an apply was interrupted)', to: 'complete' });

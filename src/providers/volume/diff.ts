@@ -5,7 +5,7 @@ import { imagePathResolver } from '../common/image-paths.js';
 import type { DiskUse } from '../common/disk-users.js';
 import { ABSENT, unobservable, type DirectoryContent, type Observed } from '../observe.js';
 import { planSeed, seedContentOnly } from '../common/cloud-init.js';
-import type { SmallFileDigest } from '../common/small-files.js';
+import { exposedSecretFile, passphraseRefusal, type SmallFileDigest } from '../common/small-files.js';
 import { sizeTolerance } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
@@ -102,6 +102,15 @@ export function diffVolumes(input: {
     const record = inventory.objects[recordKey({ type: 'volume', pool, volume })] as VolumeRecord | undefined;
     const ours = !!record && !!obs && volumeIsOurs(record, obs);
     const poolDeps = poolPending || (poolObs && !poolObs.active) ? [`pools.${pool}`] : [];
+    if (spec.encryption) {
+      const refused = passphraseRefusal(spec, input.contents, input.errors);
+      if (refused) {
+        refuse(id, refused);
+        continue;
+      }
+      const warn = exposedSecretFile(`${id}: passphraseFile`, spec.encryption.passphraseFile, input.contents.get(spec.encryption.passphraseFile));
+      if (warn) out.notes.push(warn);
+    }
     const seed = planSeed(spec, input.contents);
     if (seed && !seed.ok) {
       refuse(id, `${spec.origins.source ?? spec.origin}: cloud-init seed: ${unobservable(input.errors, seed.path)}`);

@@ -23,6 +23,7 @@ export const volumeKind: Kind = {
       if (spec.source.kind === 'file') files.push(spec.source.file);
       if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
       contents.push(...seedFiles(spec));
+      if (spec.encryption) contents.push(spec.encryption.passphraseFile);
     }
     const declared = new Set(volumes.map((v) => `${v.pool}/${v.name}`));
     let orphaned = false;
