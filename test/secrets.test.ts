@@ -66,7 +66,7 @@ describe('secrets', () => {
     expect(await virsh(lv, 'secret-list')).toMatch(/volume \/var\/lib\/libvirt\/images\/enc\.qcow2[\s\S]*|tls spice|vtpm tpm/);
     expect(await virsh(lv, 'secret-get-value', chap).catch((e: Error) => e.message)).toMatch(/secret is private/);
     for (const text of [plan.stdout, plan.stderr, r.stdout, r.stderr, await allText(sb.stateDir), JSON.stringify(await sb.spawned())]) expect(text).not.toContain(VALUE);
-    expect((await recorded(sb.stateDir))['secret:chap']).toMatchObject({ uuid: chap, status: 'ready', valueDigest: expect.stringMatching(/^[0-9a-f]{16}:[0-9a-f]{64}$/) });
+    expect((await recorded(sb.stateDir))['secret:chap']).toMatchObject({ uuid: chap, status: 'ready', valueDigest: expect.stringMatching(/^scrypt:[0-9a-f]{16}:[0-9a-f]{64}$/) });
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
     const show = JSON.parse((await sb.run('show', '-o', 'json')).stdout);
     expect(show.secrets).toContainEqual(expect.objectContaining({ name: 'chap', usage: 'iscsi iqn.2026-01.dev.test:store', uuid: chap, owner: 'created', status: 'in-sync' }));
@@ -98,7 +98,7 @@ describe('secrets', () => {
     const refused = await sb.run('plan');
     expect(refused.code).toBe(1);
     expect(refused.stdout + refused.stderr).toMatch(
-      /a secret of usage tls "theirs" exists \([0-9a-f-]{36}\) and reconcile did not define it, so it is left alone. To add adopt: true/,
+      /a secret of usage tls "theirs" exists \([0-9a-f-]{36}\) and reconcile did not define it, so it is left alone. To manage it, add adopt: true/,
     );
     await sb.yaml(`${SECRETS}  theirs: { usage: tls, valueFile: $DIR/chap.txt, adopt: true }\n`);
     expect((await sb.run('apply')).code).toBe(0);

@@ -70,3 +70,17 @@ describe('adopting a secret', () => {
     expect(run(true, false).refusals).toEqual([]);
   });
 });
+
+describe('the recorded digest of a secret value', () => {
+  it('is scrypt over a salt (slow to check guesses against), recognised by its salt; older sha256 records still read', async () => {
+    const { saltedDigest, sameValue } = await import('../../src/providers/secret/diff.js');
+    const { createHash } = await import('node:crypto');
+    const sha = 'a'.repeat(64);
+    const d = saltedDigest(sha, '0011223344556677');
+    expect(d).toMatch(/^scrypt:0011223344556677:[0-9a-f]{64}$/);
+    expect(sameValue(d, sha)).toBe(true);
+    expect(sameValue(d, 'b'.repeat(64))).toBe(false);
+    const old = `0011:${createHash('sha256').update(`0011:${sha}`).digest('hex')}`;
+    expect(sameValue(old, sha)).toBe(true);
+  });
+});

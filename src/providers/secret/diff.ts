@@ -2,7 +2,7 @@
 // redefine a changed description, set a changed value, replace one whose usage changed, and
 // undefine on prune only what reconcile defined. A private value cannot be read back, so a
 // change is told by the value file against the salted digest recorded when it was last set.
-import { createHash } from 'node:crypto';
+import { createHash, scryptSync } from 'node:crypto';
 import type { Inventory, InventoryRecord, SecretRecord } from '../../reconcile/inventory.js';
 import { recordKey } from '../../reconcile/inventory.js';
 import { imageSecretUsage, type DesiredState } from '../../reconcile/model.js';
@@ -20,16 +20,24 @@ export interface SecretDiff {
   notes: string[];
 }
 
-/** "SALT:HEX" for a value whose sha256 is `sha`: what the inventory keeps. */
+/**
+ * "scrypt:SALT:HEX" for a value whose sha256 is `sha`: what the inventory keeps. scrypt, so that
+ * checking guesses of a weak passphrase against a copied state directory is slow (about 50 ms
+ * each here), not a hash computation.
+ */
 export function saltedDigest(sha: string, salt: string): string {
-  return `${salt}:${createHash('sha256').update(`${salt}:${sha}`).digest('hex')}`;
+  return `scrypt:${salt}:${scryptSync(sha, salt, 32, SCRYPT).toString('hex')}`;
 }
 
-/** Whether the value with this sha256 is the one recorded. */
+const SCRYPT = { N: 16384, r: 8, p: 1 };
+
+/** Whether the value with this sha256 is the one recorded (records of the first version: "SALT:HEX", sha256). */
 export function sameValue(recorded: string | undefined, sha: string): boolean {
   if (!recorded) return false;
+  const m = /^scrypt:([0-9a-f]+):[0-9a-f]{64}$/.exec(recorded);
+  if (m) return saltedDigest(sha, m[1]!) === recorded;
   const salt = recorded.slice(0, recorded.indexOf(':'));
-  return saltedDigest(sha, salt) === recorded;
+  return `${salt}:${createHash('sha256').update(`${salt}:${sha}`).digest('hex')}` === recorded;
 }
 
 const usageOf = (s: { usage: string; usageId: string }) => `${s.usage} ${JSON.stringify(s.usageId)}`;
@@ -141,12 +149,10 @@ export function diffSecrets(input: {
     const ours = (!!rec && rec.uuid === byUsage.uuid && !rec.adopted) || !!before;
     if (!ours && !spec.adopt) {
       // A disk's secret (kept by reconcile, named image/NAME) is adopted by declaring it.
-      const how = spec.name.includes('/')
-        ? `declare it under secrets: (usage: volume, volume: ${spec.usageId}, adopt: true) to manage it`
-        : `add adopt: true to secrets.${spec.name} to manage it`;
+      const how = spec.name.includes('/') ? `declare it under secrets: (usage: volume, volume: ${spec.usageId}, adopt: true)` : `add adopt: true to secrets.${spec.name}`;
       refuse(
         id,
-        `${spec.origin}: a secret of usage ${usageOf(spec)} exists (${byUsage.uuid}) and reconcile did not define it, so it is left alone. To ${how} (its value is then set from valueFile; it is never undefined)`,
+        `${spec.origin}: a secret of usage ${usageOf(spec)} exists (${byUsage.uuid}) and reconcile did not define it, so it is left alone. To manage it, ${how} (its value is then set from valueFile; it is never undefined)`,
       );
       continue;
     }
@@ -205,7 +211,9 @@ export function diffSecrets(input: {
     const rec = stored as SecretRecord;
     const id = orphanId(key);
     if (!input.prune) {
-      out.notes.push(`secret ${rec.name} left the YAML; \`apply --prune\` ${rec.adopted ? 'forgets it (it was adopted: never undefined)' : 'undefines it'}`);
+      out.notes.push(
+        `secret ${rec.name} left the YAML; \`apply --prune\` ${rec.adopted ? 'forgets it (it was adopted: never undefined)' : 'undefines it, unless it is declared again under another name or a domain still uses it'}`,
+      );
       continue;
     }
     const found = input.secrets === undefined ? undefined : all.find((s) => s.uuid === rec.uuid);
