@@ -75,7 +75,7 @@ export interface VolumeRecord {
   /** building, file pools: when the intent was recorded (ns), just before vol-create */
   since?: string;
   /** building: what vol-create was asked for (bytes, libvirt format): a file of another shape is not the one it made */
-  making?: { capacity?: number; format?: string };
+  making?: { capacity: number; format?: string };
   createdAt: string;
   recorded: Record<string, string>;
   /** wipe it (libvirt's vol-wipe) before it is deleted: as declared, kept for when it has left the YAML */
@@ -159,8 +159,7 @@ export function volumeIsOurs(rec: VolumeRecord, vol: { key: string; birth?: stri
 function bornOfIntent(rec: VolumeRecord, vol: { key: string; birth?: string; capacity?: number; format?: string }): boolean {
   if (rec.status !== 'building' || !rec.since || !rec.path || vol.key !== rec.path || !vol.birth || vol.birth === '0') return false;
   const m = rec.making;
-  if (m?.capacity !== undefined && (vol.capacity === undefined || vol.capacity < m.capacity || vol.capacity - m.capacity >= 512)) return false;
-  if (m?.format && vol.format && m.format !== vol.format) return false;
+  if (m && (vol.capacity === undefined || vol.capacity < m.capacity || vol.capacity - m.capacity >= 512 || (m.format && vol.format && m.format !== vol.format))) return false;
   const delta = BigInt(vol.birth) - BigInt(rec.since);
   return delta >= -100_000_000n && delta <= 10_000_000_000n;
 }

@@ -7,10 +7,11 @@ import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, pe
 import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
 import { extentRecords, imageRecordFor, resolveImageRecord, sameFile } from '../../reconcile/inventory.js';
 import { sourceImage, type DesiredState, type ImageSpec } from '../../reconcile/model.js';
-import { planSeed, sameSeed, SEED_AS_BUILT, SEED_CHANGED, seedContentOnly, type SeedEntry } from '../common/cloud-init.js';
+import { sameSeed, SEED_AS_BUILT, SEED_CHANGED, seedContentOnly, type SeedEntry } from '../common/cloud-init.js';
+import { planFileInputs } from '../common/file-inputs.js';
 import type { ImageOp } from './ops.js';
 import type { DiskUse } from '../common/disk-users.js';
-import { exposedSecretFile, passphraseRefusal, type SmallFileDigest } from '../common/small-files.js';
+import type { SmallFileDigest } from '../common/small-files.js';
 import { unobservable, type Observed } from '../observe.js';
 import { inSync, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
@@ -211,22 +212,15 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       refuse(id, `${spec.origin}: ${unobservable(input.errors, p)}`);
       continue;
     }
-    if (spec.encryption) {
-      const refused = passphraseRefusal(spec, input.contents, input.errors);
-      if (refused) {
-        refuse(id, refused);
-        continue;
-      }
-      const warn = exposedSecretFile(`${id}: passphraseFile`, spec.encryption.passphraseFile, input.contents.get(spec.encryption.passphraseFile));
-      if (warn) out.notes.push(warn);
-    }
-    const seed = planSeed(spec, input.contents);
-    if (seed && !seed.ok) {
-      refuse(id, `${spec.origins.source ?? spec.origin}: cloud-init seed: ${unobservable(input.errors, seed.path)}`);
+    const inputs = planFileInputs(spec, id, input.contents, input.errors);
+    if (!inputs.ok) {
+      refuse(id, inputs.refusal);
       continue;
     }
-    const seedDigest = seed?.ok ? seed.digest : undefined;
-    const seedEntries = seed?.ok ? seed.entries : undefined;
+    out.notes.push(...inputs.warnings);
+    const seed = inputs.seed;
+    const seedDigest = seed?.digest;
+    const seedEntries = seed?.entries;
     const obs = observed.get(p)!;
     const record = obs.exists ? imageRecordFor(inventory, p, obs.file, obs.symlink !== undefined) : imageRecordFor(inventory, p, undefined);
     const ours = !!record && obs.exists && sameFile(record, obs.file);

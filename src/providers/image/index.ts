@@ -1,7 +1,7 @@
 // Image files at a path (kind "image"): registered in providers/registry.ts.
 import path from 'node:path';
 import type { Kind } from '../../reconcile/kind.js';
-import { seedFiles } from '../common/cloud-init.js';
+import { fileInputsOf } from '../common/file-inputs.js';
 import { diskUse } from '../common/disk-users.js';
 import { imagePathResolver, overlaysResolver } from '../common/image-paths.js';
 import { diffImages } from './diff.js';
@@ -21,9 +21,7 @@ export const imageKind: Kind = {
       // a build needs their format and size, and no decision waits for a second round.
       if (spec.source.kind === 'file') files.push(spec.source.file);
       if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
-      contents.push(...seedFiles(spec));
-      // Looked at for its mode (a passphrase others can read is warned about).
-      if (spec.encryption) contents.push(spec.encryption.passphraseFile);
+      contents.push(...fileInputsOf(spec));
     }
     const declared = new Set(files);
     let orphaned = false;

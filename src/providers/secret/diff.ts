@@ -68,7 +68,9 @@ export function diffSecrets(input: {
     const rec = stored?.type === 'secret' ? stored : undefined;
     let value: SecretValue | undefined;
     let sha: string | undefined;
-    const imageOf = new Map<string, string>();
+    // The encrypted image this is the passphrase of: the value must open it (never a secret the
+    // image rejects: the VM would not start, and a changed passphraseFile is no rotation).
+    const img = spec.usage === 'volume' ? Object.values(input.state.images).find((i) => i.encryption && imageSecretUsage(input.state, i) === spec.usageId) : undefined;
     if (spec.valueFile !== undefined) {
       const file = input.contents.get(spec.valueFile);
       if (file === undefined) {
@@ -83,20 +85,15 @@ export function diffSecrets(input: {
       sha = file.sha256;
       const warn = spec.name.includes('/') ? undefined : exposedSecretFile(`${id}: valueFile`, spec.valueFile, file);
       if (warn) out.notes.push(warn);
-      // The passphrase of a declared encrypted image: it must open that image (never a secret the
-      // image rejects: the VM would not start, and a changed passphraseFile is no rotation).
-      const img = spec.usage === 'volume' ? Object.values(input.state.images).find((i) => i.encryption && imageSecretUsage(input.state, i) === spec.usageId) : undefined;
       value = {
         file: spec.valueFile,
         encoding: spec.encoding,
         signature: file.signature,
         ...(img ? { opens: { path: spec.usageId, format: img.format === 'raw' ? 'raw' : 'qcow2' } } : {}),
       };
-      if (img) imageOf.set(spec.name, img.name);
     }
     // A secret an image at a path opens with comes after that image (it is checked to open it).
-    const opened = imageOf.get(spec.name);
-    const deps = opened && input.state.images[opened]?.location.kind === 'path' ? [`images.${opened}`] : [];
+    const deps = img?.location.kind === 'path' ? [`images.${img.name}`] : [];
     const definition = { usage: spec.usage, usageId: spec.usageId, description: spec.description };
     const byUsage = all.find((s) => s.usage === spec.usage && s.usageId === spec.usageId);
     const recorded = rec ? all.find((s) => s.uuid === rec.uuid) : undefined;

@@ -3,9 +3,10 @@
 // true), expressed through what libvirt's volume API can do.
 import { imagePathResolver } from '../common/image-paths.js';
 import type { DiskUse } from '../common/disk-users.js';
-import { ABSENT, unobservable, type DirectoryContent, type Observed } from '../observe.js';
-import { planSeed, seedContentOnly } from '../common/cloud-init.js';
-import { exposedSecretFile, passphraseRefusal, type SmallFileDigest } from '../common/small-files.js';
+import { ABSENT, type DirectoryContent, type Observed } from '../observe.js';
+import { seedContentOnly } from '../common/cloud-init.js';
+import { planFileInputs } from '../common/file-inputs.js';
+import type { SmallFileDigest } from '../common/small-files.js';
 import { sizeTolerance } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
@@ -102,21 +103,14 @@ export function diffVolumes(input: {
     const record = inventory.objects[recordKey({ type: 'volume', pool, volume })] as VolumeRecord | undefined;
     const ours = !!record && !!obs && volumeIsOurs(record, obs);
     const poolDeps = poolPending || (poolObs && !poolObs.active) ? [`pools.${pool}`] : [];
-    if (spec.encryption) {
-      const refused = passphraseRefusal(spec, input.contents, input.errors);
-      if (refused) {
-        refuse(id, refused);
-        continue;
-      }
-      const warn = exposedSecretFile(`${id}: passphraseFile`, spec.encryption.passphraseFile, input.contents.get(spec.encryption.passphraseFile));
-      if (warn) out.notes.push(warn);
-    }
-    const seed = planSeed(spec, input.contents);
-    if (seed && !seed.ok) {
-      refuse(id, `${spec.origins.source ?? spec.origin}: cloud-init seed: ${unobservable(input.errors, seed.path)}`);
+    const inputs = planFileInputs(spec, id, input.contents, input.errors);
+    if (!inputs.ok) {
+      refuse(id, inputs.refusal);
       continue;
     }
-    const seedDigest = seed?.ok ? seed.digest : undefined;
+    out.notes.push(...inputs.warnings);
+    const seed = inputs.seed;
+    const seedDigest = seed?.digest;
 
     const build = (): { build: VolumeBuild; dependsOn: string[] } | undefined => {
       // A build waits for its pool, and for the image it copies or overlays (whichever kind that is).
@@ -137,7 +131,7 @@ export function diffVolumes(input: {
       };
       const s = spec.source;
       // A seed's capacity is the size of the ISO, known once the apply has built it.
-      if (seed?.ok) return { build: { ...base, capacity: 0, source: { kind: 'seed', entries: seed.entries } }, dependsOn: deps };
+      if (seed) return { build: { ...base, capacity: 0, source: { kind: 'seed', entries: seed.entries } }, dependsOn: deps };
       if (s.kind === 'blank') {
         if (spec.size === undefined) {
           refuse(id, `${spec.origin}: volume ${volume} does not exist; images.${spec.name} adopts it and declares no size to create it with`);

@@ -213,8 +213,7 @@ function buildingRecord(op: CreateOp, uri: string): VolumeRecord {
     // Wall-clock nanoseconds, as file birth times are: a file born right after this at the
     // expected path is the one vol-create made (see volumeIsOurs).
     since: String(BigInt(Date.now()) * 1_000_000n),
-    // A seed's capacity is the size of its ISO, built after this record: its birth time alone tells.
-    making: { capacity: op.build.source.kind === 'seed' ? undefined : op.build.capacity, format: op.build.fileBased ? VOL_FORMAT[op.build.format] : undefined },
+    making: { capacity: op.build.capacity, format: op.build.fileBased ? VOL_FORMAT[op.build.format] : undefined },
     createdAt: new Date().toISOString(),
     recorded: op.recorded,
     wipe: op.wipe,

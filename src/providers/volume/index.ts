@@ -1,7 +1,7 @@
 // Images declared in a libvirt pool (kind "volume"): registered in providers/registry.ts.
 import type { Kind } from '../../reconcile/kind.js';
 import { FILE_POOLS } from '../../reconcile/model.js';
-import { seedFiles } from '../common/cloud-init.js';
+import { fileInputsOf } from '../common/file-inputs.js';
 import { diskUse } from '../common/disk-users.js';
 import { overlaysResolver } from '../common/image-paths.js';
 import { diffVolumes } from './diff.js';
@@ -22,8 +22,7 @@ export const volumeKind: Kind = {
       volumes.push({ pool, name: volume, header });
       if (spec.source.kind === 'file') files.push(spec.source.file);
       if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
-      contents.push(...seedFiles(spec));
-      if (spec.encryption) contents.push(spec.encryption.passphraseFile);
+      contents.push(...fileInputsOf(spec));
     }
     const declared = new Set(volumes.map((v) => `${v.pool}/${v.name}`));
     let orphaned = false;
