@@ -103,6 +103,8 @@ describe('secrets', () => {
     await sb.yaml(`${SECRETS}  theirs: { usage: tls, valueFile: $DIR/chap.txt, adopt: true }\n`);
     expect((await sb.run('apply')).code).toBe(0);
     expect(await storedValue(theirs)).toBe(`${VALUE}-2`);
+    // Its record says what it is (an update that changes only the value used to record no usage).
+    expect((await recorded(sb.stateDir))['secret:theirs']).toMatchObject({ uuid: theirs, usage: 'tls', usageId: 'theirs', adopted: true });
     // Everything leaves the YAML: ours are undefined, the adopted one only forgotten.
     await sb.yaml('version: 1\n');
     const pruned = await sb.run('apply', '--prune');

@@ -194,6 +194,8 @@ export function diffSecrets(input: {
         type: 'secret.update',
         name: spec.name,
         uuid: byUsage.uuid,
+        usage: spec.usage,
+        usageId: spec.usageId,
         definition: changes.some((c) => c.field === 'description') ? { ...definition, uuid: byUsage.uuid } : undefined,
         value: setValue ? value : undefined,
         adopted: !ours,

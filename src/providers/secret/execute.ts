@@ -55,13 +55,12 @@ export async function executeSecret(a: Action, ctx: ExecContext): Promise<Effect
       if (op.definition) await defineSecret(v, op.definition);
       const prev = ctx.inventory.get(key) ?? (op.movedFrom ? ctx.inventory.get(op.movedFrom) : undefined);
       const valueDigest = op.value && read ? await setValue(v, op.uuid, op.value, read) : prev?.type === 'secret' && prev.uuid === op.uuid ? prev.valueDigest : undefined;
-      const def = op.definition;
       const rec: SecretRecord = {
         type: 'secret',
         name: op.name,
         uuid: op.uuid,
-        usage: def?.usage ?? (prev?.type === 'secret' ? prev.usage : ''),
-        usageId: def?.usageId ?? (prev?.type === 'secret' ? prev.usageId : ''),
+        usage: op.usage,
+        usageId: op.usageId,
         status: 'ready',
         valueDigest,
         adopted: op.adopted || undefined,

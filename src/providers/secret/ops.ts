@@ -26,6 +26,9 @@ export type SecretOp =
       type: 'secret.update';
       name: string;
       uuid: string;
+      /** what it is used for, as its record keeps it */
+      usage: string;
+      usageId: string;
       /** redefined (same uuid and usage) with this description */
       definition?: SecretDefinition;
       value?: SecretValue;
