@@ -4,7 +4,9 @@
 // image-before-publish, image-after-publish, image-extents-published, volume-created,
 // volume-made (a blank file volume made, its path not yet recorded), volume-group-step (a
 // volume of a group of blank ones made and recorded, the next one's create under way), pool-defined,
-// domain-defined (each right after the step, before its record).
+// domain-defined (each right after the step, before its record), rekey-started (a re-key
+// recorded, no keyslot changed yet), rekey-added (the new keyslot added and checked, the old
+// ones not erased), rekey-keyed (the old keyslots erased, the secret not yet set).
 export function failpoint(name: string): void {
   if (process.env.VIRT_RECONCILE_FAILPOINT === name) process.kill(process.pid, 'SIGKILL');
 }

@@ -1,16 +1,61 @@
 // LUKS images attached to a domain reconcile defines: the libvirt secret each needs (kept by
 // reconcile from the image's passphraseFile, or a declared one), the <encryption> in the disk,
 // a domain that starts, and a passphrase in no output or state file.
-import { chmod, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { allText, diskOf, sandbox, virsh, type Sandbox } from './helpers.js';
+import { allText, cli, diskOf, recorded, sandbox, virsh, type Sandbox } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
 const p = (f: string) => path.join(sb.dir, f);
 const PASS = 'Luks-Pass-Sweep-8841';
+const NEW = 'Rotated-Pass-Sweep-2207';
+
+/** qemu-io on an image, opened with a passphrase (from a file of its own); throws if it fails. */
+async function ioWith(pass: string, file: string, format: 'qcow2' | 'raw', command: string): Promise<void> {
+  const key = p(`key-${randomBytes(4).toString('hex')}`);
+  await writeFile(key, pass, { mode: 0o600 });
+  try {
+    const opts = format === 'qcow2' ? `driver=qcow2,encrypt.key-secret=k0,file.filename=${p(file)}` : `driver=luks,key-secret=k0,file.filename=${p(file)}`;
+    const r = await execa('qemu-io', [...(command.startsWith('read') ? ['-r', '-U'] : []), '--object', `secret,id=k0,file=${key}`, '--image-opts', opts, '-c', command], {
+      reject: false,
+    });
+    if (r.exitCode !== 0 || /fail|error|Pattern verification/i.test(String(r.stdout) + String(r.stderr))) throw new Error(`qemu-io ${command} on ${file}: ${r.stdout}${r.stderr}`);
+  } finally {
+    await rm(key, { force: true });
+  }
+}
+
+const opens = (pass: string, file: string, format: 'qcow2' | 'raw') =>
+  ioWith(pass, file, format, 'read 0 512').then(
+    () => true,
+    () => false,
+  );
+
+/**
+ * Every process's argv and environment, read again and again until `done` settles: the
+ * passphrases seen there (none expected).
+ */
+async function sampleProcesses(done: Promise<unknown>, words: string[]): Promise<string[]> {
+  let over = false;
+  void done.finally(() => (over = true));
+  const seen = new Set<string>();
+  while (!over) {
+    for (const pid of await readdir('/proc')) {
+      if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+      for (const f of ['cmdline', 'environ']) {
+        const t = await readFile(`/proc/${pid}/${f}`, 'latin1').catch(() => '');
+        for (const w of words) if (t.includes(w)) seen.add(`${w} in /proc/${pid}/${f}: ${t.replaceAll('\0', ' ').slice(0, 200)}`);
+      }
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return [...seen];
+}
 
 beforeAll(async () => {
   lv = await startPrivateLibvirtd();
@@ -70,18 +115,88 @@ describe('encrypted images as VM disks', () => {
     for (const text of [plan.stdout, plan.stderr, r.stdout, r.stderr, await allText(sb.stateDir), JSON.stringify(await sb.spawned())]) expect(text).not.toContain(PASS);
   });
 
-  it('a changed passphraseFile is not set in the secret when it does not open the image: the VM still starts (adversarial pass)', async () => {
-    await writeFile(p('pass'), 'a-new-passphrase', { mode: 0o600 });
+  it('a changed passphraseFile re-keys both images in place (a paused helper domain): the old passphrase no longer opens them, the data stays, the VM starts', async () => {
+    await ioWith(PASS, 'root.qcow2', 'qcow2', 'write -P 0x5a 1M 1M');
+    await ioWith(PASS, 'data.luks', 'raw', 'write -P 0xa5 2M 1M');
+    await writeFile(p('pass'), NEW, { mode: 0o600 });
+    await sb.resetTrace();
+    const plan = await sb.run('plan');
+    expect(plan.stdout).toMatch(/secrets\.image\/eroot\s+update\s+passphrase file changed \(.*pass\): .*root\.qcow2 is re-keyed in place unless it opens with it already/);
+    const applying = sb.start('apply');
+    const seen = await sampleProcesses(applying.exited, [PASS, NEW]);
+    expect(await applying.exited, applying.stdout() + applying.stderr()).toBe(0);
+    expect(applying.stdout()).toMatch(
+      /root\.qcow2: re-keyed in place through a paused helper domain \(vr-rekey-[0-9a-f]+\): a keyslot for the new passphrase added, the old passphrase's keyslots erased/,
+    );
+    expect(applying.stdout()).toMatch(/data\.luks: re-keyed in place/);
+    for (const [f, fmt] of [
+      ['root.qcow2', 'qcow2'],
+      ['data.luks', 'raw'],
+    ] as const) {
+      expect(await opens(PASS, f, fmt)).toBe(false);
+      expect(await opens(NEW, f, fmt)).toBe(true);
+    }
+    await ioWith(NEW, 'root.qcow2', 'qcow2', 'read -P 0x5a 1M 1M');
+    await ioWith(NEW, 'data.luks', 'raw', 'read -P 0xa5 2M 1M');
+    expect(await virsh(lv, 'list', '--all', '--name')).not.toMatch(/vr-rekey/);
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+    await virsh(lv, 'start', 'encvm');
+    await virsh(lv, 'destroy', 'encvm');
+    expect(seen).toEqual([]);
+    for (const text of [plan.stdout, plan.stderr, applying.stdout(), applying.stderr(), await allText(sb.stateDir), JSON.stringify(await sb.spawned())]) {
+      expect(text).not.toContain(PASS);
+      expect(text).not.toContain(NEW);
+    }
+    expect(await virsh(lv, 'secret-dumpxml', (await recorded(sb.stateDir))['secret:image/eroot'].uuid)).not.toContain(NEW);
+  });
+
+  it('while the domain runs, the re-key goes through its own QEMU: it keeps running, and starts again with the new passphrase', async () => {
+    await virsh(lv, 'start', 'encvm');
     try {
+      await writeFile(p('pass'), PASS, { mode: 0o600 });
       const r = await sb.run('apply');
-      expect(r.code).toBe(1);
-      expect(r.stdout).toMatch(/secrets\.image\/eroot: FAILED: the passphrase in .*pass does not open .*root\.qcow2; the secret is left as it was/);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/root\.qcow2: re-keyed in place through running domain encvm/);
+      expect(r.stdout).toMatch(/data\.luks: re-keyed in place through running domain encvm/);
+      expect((await virsh(lv, 'domstate', 'encvm')).trim()).toBe('running');
+      expect(await opens(NEW, 'root.qcow2', 'qcow2')).toBe(false);
+      expect(await opens(PASS, 'root.qcow2', 'qcow2')).toBe(true);
+    } finally {
+      await virsh(lv, 'destroy', 'encvm');
+    }
+    await virsh(lv, 'start', 'encvm');
+    await virsh(lv, 'destroy', 'encvm');
+    await ioWith(PASS, 'root.qcow2', 'qcow2', 'read -P 0x5a 1M 1M');
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+  });
+
+  it('a re-key killed at any step resumes on the next apply, and the VM starts with the passphrase the secret holds', async () => {
+    // (Not 'rekey-started': nothing has changed by then, an apply from scratch.)
+    for (const [point, other] of [
+      ['rekey-added', NEW],
+      ['rekey-keyed', PASS],
+    ] as const) {
+      const from = other === NEW ? PASS : NEW;
+      await writeFile(p('pass'), other, { mode: 0o600 });
+      const crashed = await cli(
+        ['apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri],
+        { VIRT_RECONCILE_FAILPOINT: point },
+        lv.nsenter,
+      );
+      expect(crashed.code, `${point}: ${crashed.stdout}${crashed.stderr}`).not.toBe(0);
+      const plan = await sb.run('plan');
+      expect(plan.stdout, point).toMatch(/re-key of .* interrupted/);
+      const r = await sb.run('apply');
+      expect(r.code, `${point}: ${r.stdout}${r.stderr}`).toBe(0);
+      expect(await opens(from, 'root.qcow2', 'qcow2'), point).toBe(false);
+      expect(await opens(other, 'root.qcow2', 'qcow2'), point).toBe(true);
+      expect((await sb.run('plan')).stdout, point).toMatch(/No changes/);
       await virsh(lv, 'start', 'encvm');
       await virsh(lv, 'destroy', 'encvm');
-    } finally {
-      await writeFile(p('pass'), PASS, { mode: 0o600 });
     }
-    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+    await writeFile(p('pass'), PASS, { mode: 0o600 });
+    expect((await sb.run('apply')).code).toBe(0);
+    await ioWith(PASS, 'root.qcow2', 'qcow2', 'read -P 0x5a 1M 1M');
   });
 
   it('a kept secret is not undefined while a domain the YAML does not declare still opens its image with it (adversarial pass)', async () => {
@@ -89,8 +204,8 @@ describe('encrypted images as VM disks', () => {
     await writeFile(p('hand.xml'), hand);
     await virsh(lv, 'define', p('hand.xml'));
     try {
-      // The VM leaves the YAML, its images stay: the secrets have no declared user any more.
-      await sb.yaml(YAML.slice(0, YAML.indexOf('vms:')));
+      // The VM and its images leave the YAML: the secrets have no declared user any more.
+      await sb.yaml('version: 1\n');
       const r = await sb.run('apply', '--prune');
       expect(r.code).toBe(1);
       expect(r.stderr + r.stdout).toMatch(
@@ -146,9 +261,23 @@ vms:
     await virsh(lv, 'start', 'encvm2');
     try {
       expect(await virsh(lv, 'domblklist', 'encvm2')).toMatch(/vda\s+evq\.qcow2[\s\S]*vdb\s+evr\.img/);
+      // A new passphrase while it runs: both volumes re-keyed through its QEMU.
+      await ioWith(PASS, 'encpool/evq.qcow2', 'qcow2', 'read 0 512');
+      await writeFile(p('pass'), NEW, { mode: 0o600 });
+      const rekey = await sb.run('apply');
+      expect(rekey.code, rekey.stdout + rekey.stderr).toBe(0);
+      expect(rekey.stdout).toMatch(/evq\.qcow2: re-keyed in place through running domain encvm2/);
+      expect(rekey.stdout).toMatch(/evr\.img: re-keyed in place through running domain encvm2/);
+      expect(await opens(PASS, 'encpool/evr.img', 'raw')).toBe(false);
+      expect(await opens(NEW, 'encpool/evr.img', 'raw')).toBe(true);
+      expect(await opens(NEW, 'encpool/evq.qcow2', 'qcow2')).toBe(true);
+      expect((await sb.run('plan')).stdout).toMatch(/No changes/);
     } finally {
       await virsh(lv, 'destroy', 'encvm2');
+      await writeFile(p('pass'), PASS, { mode: 0o600 });
     }
+    await virsh(lv, 'start', 'encvm2');
+    await virsh(lv, 'destroy', 'encvm2');
     await sb.yaml('version: 1\n');
     expect((await sb.run('apply', '--prune')).code).toBe(0);
     expect(await virsh(lv, 'secret-list')).not.toContain(p('encpool'));

@@ -5,7 +5,8 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { startPrivateLibvirtd } from '../src/dev/private-libvirtd.js';
 import { cli, qemuImg, sandboxes } from './helpers.js';
 
 const box = sandboxes();
@@ -64,7 +65,10 @@ describe('saved plans', () => {
 
 describe('escaping', () => {
   it('a comma in passphraseFile is a file name, not a qemu option', async () => {
-    const sb = await box('comma');
+    // (Its libvirt secret goes to a daemon of the test's own, not the host's.)
+    const lv = await startPrivateLibvirtd();
+    onTestFinished(() => lv.stop());
+    const sb = await box('comma', { libvirt: lv });
     const pass = path.join(sb.dir, 'p,format=base64');
     await writeFile(pass, 'correct horse battery staple');
     await writeFile(path.join(sb.dir, 'plain'), 'correct horse battery staple');

@@ -3,17 +3,22 @@ import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
 import { qemuImg, qemuInfo, sandbox, writers, type Sandbox } from './helpers.js';
 
 const MiB = 1024 * 1024;
 let sb: Sandbox;
 const p = (f: string) => path.join(sb.dir, f);
 
+let lv: PrivateLibvirtd;
+
 beforeAll(async () => {
-  sb = await sandbox('formats');
+  // The LUKS images' libvirt secrets go to a daemon of the test's own, not the host's.
+  lv = await startPrivateLibvirtd();
+  sb = await sandbox('formats', { libvirt: lv });
   await qemuImg('create', '-q', '-f', 'raw', p('seed.raw'), '3M');
   await qemuImg('create', '-q', '-f', 'qcow2', p('adopted.qcow2'), '8M');
-  await import('node:fs/promises').then((fs) => fs.writeFile(p('pass'), 'correct horse battery staple'));
+  await import('node:fs/promises').then((fs) => fs.writeFile(p('pass'), 'correct horse battery staple', { mode: 0o600 }));
   // Known data in the seed, to prove imports copy content.
   const { execa } = await import('execa');
   await execa('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 0 1M', '-c', 'write -P 0x5c 2M 512K', p('seed.raw')]);
@@ -48,7 +53,10 @@ images:
   const r = await sb.run('apply');
   if (r.code !== 0) throw new Error(`apply failed:\n${r.stdout}\n${r.stderr}`);
 });
-afterAll(() => sb.cleanup());
+afterAll(async () => {
+  await lv?.stop();
+  await sb?.cleanup();
+});
 
 describe('formats and options', () => {
   it('raw: exact size; imports copy the content and grow to the declared size', async () => {
@@ -135,17 +143,18 @@ describe('formats and options', () => {
     expect([st.uid, st.gid, st.mode & 0o777]).toEqual([107, 108, 0o640]);
   });
 
-  it('a second apply changes nothing and spawns no qemu-img writer; a no-op plan spawns nothing', async () => {
+  it('a second apply changes nothing and spawns no qemu-img writer; a no-op plan spawns only the reads of the secrets', async () => {
     const before = statSync(p('q.qcow2')).mtimeMs;
     await sb.resetTrace();
     const r = await sb.run('apply');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/No changes\. The host matches the desired state \(21 object\(s\) in sync\)/);
+    expect(r.stdout).toMatch(/No changes\. The host matches the desired state \(23 object\(s\) in sync\)/);
     expect(writers(await sb.spawned())).toEqual([]);
     await sb.resetTrace();
     const plan = await sb.run('plan', '--detailed-exitcode');
     expect(plan.code).toBe(0);
-    expect(await sb.spawned()).toEqual([]);
+    // Only the LUKS images' libvirt secrets are read (their list, then their XML): nothing else.
+    expect((await sb.spawned()).map((a) => a[0])).toEqual(['virsh', 'virsh']);
     expect(statSync(p('q.qcow2')).mtimeMs).toBe(before);
   });
 

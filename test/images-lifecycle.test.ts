@@ -6,7 +6,8 @@ import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
+import { startPrivateLibvirtd } from '../src/dev/private-libvirtd.js';
 import { CLI, qemuImg, qemuInfo, sandbox, waitFor, waitForSpawn, writers, type Sandbox, recorded } from './helpers.js';
 
 const MiB = 1024 * 1024;
@@ -279,15 +280,18 @@ describe('saved plans and exit codes', () => {
 
 describe('the apply lock', () => {
   it('a second apply waits for the first, then finds nothing to do', async () => {
-    sb = await sandbox('lock');
-    await writeFile(p('pass'), 'x'.repeat(32));
+    // (Its image's libvirt secret goes to a daemon of the test's own, not the host's.)
+    const lv = await startPrivateLibvirtd();
+    onTestFinished(() => lv.stop());
+    sb = await sandbox('lock', { libvirt: lv });
+    await writeFile(p('pass'), 'x'.repeat(32), { mode: 0o600 });
     await sb.yaml(one('slow', '{ path: $DIR/slow.qcow2, size: 4M, encryption: { format: luks, passphraseFile: $DIR/pass } }'));
     const first = sb.run('apply');
     await waitFor(() => existsSync(path.join(sb.stateDir, 'apply.lock', 'holder.json')), 'the first apply to hold the lock');
     const second = await sb.run('apply');
     expect(second.stderr).toMatch(/waiting for the lock on .*, held by pid \d+ \(apply/);
     expect(second.stdout).toMatch(/No changes/);
-    expect((await first).stdout).toMatch(/1 created/);
+    expect((await first).stdout).toMatch(/2 created/);
   });
 
   it('--lock-timeout 0 fails at once; a lock whose process is gone is taken over', async () => {

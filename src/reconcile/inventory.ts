@@ -116,6 +116,12 @@ export interface SecretRecord {
   usageId: string;
   /** 'building' from just before the define until the value is set */
   status: 'building' | 'ready';
+  /**
+   * A passphrase change re-keying its image, from before the first keyslot change ('started')
+   * and once the image opens only with the new passphrase ('keyed') until the secret holds it:
+   * an interrupted apply resumes from there (see tools/luks-rekey.ts).
+   */
+  rekey?: 'started' | 'keyed';
   /** "SALT:HEX": sha256 of the salt and the value's sha256, to tell a changed value (never the value, nor its plain digest) */
   valueDigest?: string;
   /** managed by the YAML's adopt: true, not made by reconcile: never undefined */

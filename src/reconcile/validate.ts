@@ -305,24 +305,18 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
 export const diskSecretName = (image: string) => `image/${image}`;
 
 /**
- * Every encrypted image a VM uses needs a libvirt secret (usage volume, its path) holding its
- * passphrase, for QEMU to open it: one declared under secrets: with that usage, or else one
- * reconcile keeps itself, from the image's passphraseFile — an object like any declared secret
- * (recorded, updated, pruned once no VM uses the image).
+ * Every encrypted image has a libvirt secret (usage volume, its path) holding its passphrase:
+ * QEMU opens it with that (a VM's disk), libvirt's qemu-img creates a pool volume with it, and
+ * a changed passphraseFile re-keys the image through it (the secret still holds the old
+ * passphrase: see tools/luks-rekey.ts). One declared under secrets: with that usage, or else
+ * one reconcile keeps itself, from the image's passphraseFile — an object like any declared
+ * secret (recorded, updated, pruned with the image once no domain uses it).
  */
 function addDiskSecrets(state: DesiredState): void {
-  // Encrypted pool volumes need theirs to be created at all: libvirt passes it to qemu-img.
   for (const img of Object.values(state.images)) {
-    if (!img.encryption || img.location.kind !== 'pool') continue;
-    if (!imageSecretUsage(state, img)) continue;
-    addImageSecret(state, img, imageSecretUsage(state, img)!);
+    const usage = img.encryption ? imageSecretUsage(state, img) : undefined;
+    if (usage) addImageSecret(state, img, usage);
   }
-  for (const vm of Object.values(state.vms))
-    for (const d of vm.disks) {
-      const img = d.image ? state.images[d.image] : undefined;
-      if (!img?.encryption || img.location.kind !== 'path') continue;
-      addImageSecret(state, img, img.location.path);
-    }
 }
 
 function addImageSecret(state: DesiredState, img: ImageSpec, p: string): void {

@@ -89,7 +89,7 @@ export function diffSecrets(input: {
         file: spec.valueFile,
         encoding: spec.encoding,
         signature: file.signature,
-        ...(img ? { opens: { path: spec.usageId, format: img.format === 'raw' ? 'raw' : 'qcow2' } } : {}),
+        ...(img ? { opens: { path: spec.usageId, format: img.format === 'raw' ? 'raw' : 'qcow2', rekey: !img.adopt } } : {}),
       };
     }
     // A secret an image at a path opens with comes after that image (it is checked to open it).
@@ -165,11 +165,22 @@ export function diffSecrets(input: {
     const changes: Change[] = [];
     const finish = ours && !!rec && rec.status === 'building';
     if (finish) changes.push({ field: 'state', from: 'incomplete (an apply was interrupted)', to: 'complete' });
+    // A re-key of its image an apply began and did not finish: it resumes where it stopped.
+    const rekeying = rec?.uuid === byUsage.uuid ? rec.rekey : undefined;
+    if (rekeying && !finish) changes.push({ field: 'state', from: `re-key of ${spec.usageId} interrupted (${rekeying})`, to: 'complete' });
     if (spec.description !== undefined && spec.description !== (byUsage.description ?? ''))
       changes.push({ field: 'description', from: byUsage.description ?? 'none', to: spec.description });
     const valueRecorded = rec?.uuid === byUsage.uuid ? rec.valueDigest : before?.valueDigest;
-    const setValue = value && sha && (finish || !sameValue(valueRecorded, sha));
+    const setValue = value && sha && (finish || !!rekeying || !sameValue(valueRecorded, sha));
     if (setValue) changes.push({ field: 'value', from: valueRecorded ? 'as set before' : 'not set by reconcile', to: `from ${value!.file}` });
+    // A changed passphrase of an image: the image is re-keyed to it in place first, unless it
+    // opens with it already (told by the apply: checking costs a LUKS key derivation).
+    const rekeyNote =
+      setValue && value!.opens && valueRecorded
+        ? value!.opens.rekey
+          ? `passphrase file changed (${value!.file}): ${spec.usageId} is re-keyed in place unless it opens with it already (a keyslot for it added and checked, then the old passphrase's erased; through the domain that has it open, if one runs)`
+          : `passphrase file changed (${value!.file}): images.${img!.name} is adopted, so it must open with it already (reconcile re-keys only images it made)`
+        : undefined;
     // A record moved from the old name is written under this one (an update with nothing else).
     if (before && !rec) changes.push({ field: 'name', from: before.name, to: spec.name });
     if (!changes.length) {
@@ -180,12 +191,10 @@ export function diffSecrets(input: {
       id,
       resource: 'secret',
       kind: 'update',
-      code: finish ? 'interrupted' : 'drift',
+      code: finish || rekeying ? 'interrupted' : 'drift',
       reason:
         changes.some((c) => c.field === 'value') && changes.length === 1
-          ? valueRecorded
-            ? `value file changed since the value was set (${value!.file})`
-            : `value set from ${value!.file} (reconcile has not set it before)`
+          ? (rekeyNote ?? (valueRecorded ? `value file changed since the value was set (${value!.file})` : `value set from ${value!.file} (reconcile has not set it before)`))
           : reasonOf(changes),
       destructive: false,
       changes,

@@ -4,6 +4,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { lstat } from 'node:fs/promises';
 import { unlocks } from '../../tools/qemu-img.js';
+import { rekeyImage } from '../../tools/luks-rekey.js';
 import { failpoint } from '../../failpoint.js';
 import { recordKey, type SecretRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
@@ -51,9 +52,10 @@ export async function executeSecret(a: Action, ctx: ExecContext): Promise<Effect
       return { record: [key, rec] };
     }
     case 'secret.update': {
-      const read = op.value ? await readValue(op.value) : undefined;
-      if (op.definition) await defineSecret(v, op.definition);
       const prev = ctx.inventory.get(key) ?? (op.movedFrom ? ctx.inventory.get(op.movedFrom) : undefined);
+      const read = op.value ? await readValue(op.value, { rekeying: true }) : undefined;
+      if (op.definition) await defineSecret(v, op.definition);
+      if (op.value?.opens && read && prev?.type === 'secret' && prev.uuid === op.uuid) await rekeyIfNeeded(ctx, key, prev, op.value, read.content);
       const valueDigest = op.value && read ? await setValue(v, op.uuid, op.value, read) : prev?.type === 'secret' && prev.uuid === op.uuid ? prev.valueDigest : undefined;
       const rec: SecretRecord = {
         type: 'secret',
@@ -78,14 +80,41 @@ export async function executeSecret(a: Action, ctx: ExecContext): Promise<Effect
 }
 
 /**
- * The value read from its file as the plan saw it, checked before anything is defined: a
- * base64 file must hold base64 (libvirt would otherwise store garbage as the key).
+ * An image's changed passphrase: the image is re-keyed to it first (unless it opens with it
+ * already), each step recorded so that an interrupted apply resumes rather than guesses — the
+ * secret still holds the old passphrase until the image opens only with the new one.
  */
-async function readValue(value: SecretValue): Promise<{ content: Buffer; sha256: string }> {
+async function rekeyIfNeeded(ctx: ExecContext, key: string, prev: SecretRecord, value: SecretValue, passphrase: Buffer): Promise<void> {
+  const img = value.opens!;
+  if (prev.rekey === 'keyed' || !(await lstat(img.path).catch(() => undefined))) return;
+  const opensAlready = await unlocks(img.path, img.format, value.file);
+  if (prev.rekey !== 'started' && opensAlready) return;
+  if (!img.rekey)
+    throw new Error(`the passphrase in ${value.file} does not open ${img.path}, an image reconcile did not make (adopted): it is not re-keyed; the secret is left as it was`);
+  await ctx.inventory.set(key, { ...prev, rekey: 'started' });
+  failpoint('rekey-started');
+  const r = await rekeyImage(ctx.virsh(), { path: img.path, format: img.format, secretUsage: prev.usageId, passphrase, passphraseFile: value.file, opensAlready });
+  ctx.log(
+    `${img.path}: re-keyed in place through ${r.through.helper ? `a paused helper domain (${r.through.domain})` : `running domain ${r.through.domain}`}: ${[
+      r.added ? 'a keyslot for the new passphrase added' : 'the new passphrase opened it already',
+      r.erased ? "the old passphrase's keyslots erased" : 'no keyslot of the old passphrase was left',
+    ].join(', ')}`,
+  );
+  await ctx.inventory.set(key, { ...prev, rekey: 'keyed' });
+  failpoint('rekey-keyed');
+}
+
+/**
+ * The value read from its file as the plan saw it, checked before anything is defined: a
+ * base64 file must hold base64 (libvirt would otherwise store garbage as the key). A new
+ * secret's passphrase must open its image as it is (only a secret that holds the old one can
+ * re-key it).
+ */
+async function readValue(value: SecretValue, o: { rekeying?: boolean } = {}): Promise<{ content: Buffer; sha256: string }> {
   const f = await readUnchanged(value.file, value.signature);
-  if (value.opens && (await lstat(value.opens.path).catch(() => undefined)) && !(await unlocks(value.opens.path, value.opens.format, value.file)))
+  if (!o.rekeying && value.opens && (await lstat(value.opens.path).catch(() => undefined)) && !(await unlocks(value.opens.path, value.opens.format, value.file)))
     throw new Error(
-      `the passphrase in ${value.file} does not open ${value.opens.path}; the secret is left as it was (changing an image's passphrase is not supported by this version: put the old one back in the file)`,
+      `the passphrase in ${value.file} does not open ${value.opens.path}; the secret is left as it was (a new secret cannot re-key an image: put the passphrase that opens it in the file)`,
     );
   if (value.encoding === 'base64' && !/^[A-Za-z0-9+/]+={0,2}\s*$/.test(f.content.toString('latin1')))
     throw new Error(

@@ -8,8 +8,11 @@ export interface SecretValue {
   file: string;
   encoding: 'raw' | 'base64';
   signature: string;
-  /** the encrypted image this passphrase opens: checked to open it before it is set (if the image is there) */
-  opens?: { path: string; format: 'qcow2' | 'raw' };
+  /**
+   * The encrypted image this passphrase opens: checked to open it before it is set (if the
+   * image is there); if it does not, an image reconcile made is re-keyed to it in place first.
+   */
+  opens?: { path: string; format: 'qcow2' | 'raw'; rekey: boolean };
 }
 
 export type SecretOp =

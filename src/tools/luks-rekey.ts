@@ -1,0 +1,224 @@
+// Changing the passphrase of a LUKS image (qcow2-embedded or raw) in place, without ever
+// knowing the old one: libvirt's secret holds it, and QEMU opens the image with it. The QEMU
+// is the running domain that has the image open, or else a paused, transient helper domain
+// whose only device is the image (its guest never runs a single instruction). Through that
+// QEMU's monitor a keyslot for the new passphrase is added, the image is checked to open with
+// it, and only then are the keyslots the old passphrase opens erased (QEMU's blockdev-amend).
+// The new passphrase reaches QEMU as libvirt hands it secrets: AES-256-CBC under the
+// domain's master key (a root-only file libvirt gave that QEMU), so neither the monitor
+// command nor any argv or log line carries it.
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { readFile, readdir, readlink, realpath } from 'node:fs/promises';
+import { failpoint } from '../failpoint.js';
+import { buildXml } from './xml.js';
+import { runningDomainDiskUses } from './libvirt-domain.js';
+import { unlocks } from './qemu-img.js';
+import { withTempFile } from './scratch.js';
+import type { Virsh } from './virsh.js';
+
+export interface Rekey {
+  /** the image's path (a file, or a file-pool volume's file) */
+  path: string;
+  format: 'qcow2' | 'raw';
+  /** the libvirt secret (usage volume, this path) that holds the passphrase opening it now */
+  secretUsage: string;
+  /** the new passphrase, and the file it was read from (qemu-io checks the image opens with it) */
+  passphrase: Uint8Array;
+  passphraseFile: string;
+  /** whether the new passphrase opens it already (the caller checked: each check is a key derivation) */
+  opensAlready: boolean;
+}
+
+/** How the re-key went: through which QEMU, and whether old keyslots were still there to erase. */
+export interface RekeyResult {
+  through: { domain: string; helper: boolean };
+  added: boolean;
+  erased: boolean;
+}
+
+const HELPER_PREFIX = 'vr-rekey-';
+
+/** The helper domain's name for an image: fixed per path, so a leftover one (a kill -9) is found and destroyed. */
+export const helperName = (p: string) => `${HELPER_PREFIX}${createHash('sha256').update(p).digest('hex').slice(0, 16)}`;
+
+/**
+ * Re-keys the image: new keyslot (unless the new passphrase opens it already, as after an
+ * interrupted re-key), checked to open, then the old passphrase's keyslots erased.
+ */
+export async function rekeyImage(v: Virsh, r: Rekey): Promise<RekeyResult> {
+  if (/^[a-z0-9+]+:\/\/[^/]/i.test(v.uri))
+    throw new Error(`re-keying ${r.path} needs reconcile on the host itself (the connection ${v.uri} is remote: QEMU's key for the new passphrase is a file on that host)`);
+  const real = await realpath(r.path);
+  const holder = await runningHolder(v, r.path, real);
+  const helper = holder ? undefined : helperName(real);
+  const domain = holder?.domain ?? helper!;
+  const added = !r.opensAlready;
+  if (helper) {
+    const opened = await startHelper(v, helper, real, r);
+    // The new passphrase opens it and libvirt's (old) one no longer does: an interrupted
+    // re-key erased the old keyslots already.
+    if (!opened && !added) return { through: { domain, helper: true }, added, erased: false };
+    if (!opened) throw new Error(`${r.path}: its libvirt secret does not open it (nor does the new passphrase); nothing is changed`);
+  }
+  try {
+    const qmp = new Monitor(v, domain);
+    const node = await qmp.formatNode(real);
+    if (added) {
+      const id = `vr-newkey-${randomBytes(4).toString('hex')}`;
+      await qmp.addSecret(id, r.passphrase, real);
+      try {
+        await qmp.amend(node, r.format, { state: 'active', 'new-secret': id });
+      } finally {
+        await qmp.run('object-del', { id }).catch(() => undefined);
+      }
+      if (!(await unlocks(r.path, r.format, r.passphraseFile)))
+        throw new Error(`${r.path}: the keyslot added for the new passphrase does not open it; the old passphrase still does, and the secret is left as it was`);
+      failpoint('rekey-added');
+    }
+    // Every keyslot the old passphrase (QEMU's key-secret for the image) opens; none left is
+    // fine (an interrupted re-key erased them already).
+    const erased = await qmp.amend(node, r.format, { state: 'inactive', 'old-secret': node.secret }, /No keyslots match given \(old\) password/);
+    if (!(await unlocks(r.path, r.format, r.passphraseFile))) throw new Error(`${r.path}: after erasing the old keyslots the new passphrase does not open it`);
+    return { through: { domain, helper: !!helper }, added, erased };
+  } finally {
+    if (helper) await v.exec(['destroy', helper]).catch(() => undefined);
+  }
+}
+
+/** The running domain that has the image as a disk: by its path, or as a pool volume whose path it is. */
+async function runningHolder(v: Virsh, p: string, real: string): Promise<{ domain: string } | undefined> {
+  const uses = await runningDomainDiskUses(v);
+  const byPath = uses.find((u) => u.disk.source.file === p || u.disk.source.file === real);
+  if (byPath) return byPath;
+  const vols = uses.filter((u) => u.disk.source.pool && u.disk.source.volume);
+  const paths = vols.length ? await v.batch(vols.map((u) => ['vol-path', '--pool', u.disk.source.pool!, u.disk.source.volume!])) : [];
+  return vols.find((_, i) => [p, real].includes((paths[i] ?? '').trim()));
+}
+
+/**
+ * A paused transient domain with the image as its only disk, opened by QEMU with libvirt's
+ * secret; false if that secret does not open the image.
+ */
+async function startHelper(v: Virsh, name: string, path: string, r: Rekey): Promise<boolean> {
+  // One left by a killed re-key of this image goes first (it holds the image's write lock).
+  await v.exec(['destroy', name]).catch(() => undefined);
+  const xml = buildXml({
+    domain: {
+      '@type': 'qemu',
+      name,
+      description: `virt-reconcile: re-keying ${path} (paused; destroyed when done)`,
+      memory: { '@unit': 'MiB', '#text': 32 },
+      vcpu: 1,
+      os: { type: 'hvm' },
+      on_crash: 'destroy',
+      devices: {
+        disk: {
+          '@type': 'file',
+          '@device': 'disk',
+          driver: { '@name': 'qemu', '@type': r.format },
+          source: { '@file': path, encryption: { '@format': 'luks', secret: { '@type': 'passphrase', '@usage': r.secretUsage } } },
+          target: { '@dev': 'vda', '@bus': 'virtio' },
+        },
+      },
+    },
+  });
+  try {
+    await withTempFile(xml, (f) => v.exec(['create', f, '--paused']));
+    return true;
+  } catch (e) {
+    if (WRONG_PASSPHRASE.test((e as Error).message)) return false;
+    throw new Error(`${path}: could not open it with its libvirt secret to re-key it (${(e as Error).message.trim()})`);
+  }
+}
+
+// QEMU's words when no keyslot opens with the passphrase it was given.
+const WRONG_PASSPHRASE = /Invalid password, cannot unlock any keyslot/;
+
+interface FormatNode {
+  name: string;
+  /** the id of the secret object QEMU opened it with (the old passphrase) */
+  secret: string;
+}
+
+/** One domain's QEMU monitor, through virsh qemu-monitor-command (commands carry ids and ciphertext only). */
+class Monitor {
+  private amendCommand?: string;
+  constructor(
+    private readonly v: Virsh,
+    private readonly domain: string,
+  ) {}
+
+  async run(execute: string, args?: object): Promise<unknown> {
+    const out = await this.v.exec(['qemu-monitor-command', this.domain, JSON.stringify({ execute, ...(args ? { arguments: args } : {}) })]);
+    const reply = JSON.parse(out) as { return?: unknown; error?: { desc: string } };
+    if (reply.error) throw new Error(`QEMU ${execute}: ${reply.error.desc}`);
+    return reply.return;
+  }
+
+  /** The LUKS layer's node of the image at `path` (qcow2, or raw LUKS) and its key-secret. */
+  async formatNode(path: string): Promise<FormatNode> {
+    const nodes = (await this.run('query-named-block-nodes', { flat: true })) as { 'node-name': string; drv: string; file: string }[];
+    for (const n of nodes) {
+      if (n.drv !== 'qcow2' && n.drv !== 'luks') continue;
+      if (!n.file.startsWith('json:')) continue;
+      const o = JSON.parse(n.file.slice(5)) as Record<string, unknown>;
+      const file = o.file as { filename?: string } | undefined;
+      const secret = (o['encrypt.key-secret'] ?? o['key-secret']) as string | undefined;
+      if (file?.filename === path && secret) return { name: n['node-name'], secret };
+    }
+    throw new Error(`${path} is not open as a LUKS image in domain ${this.domain}`);
+  }
+
+  /** Adds a secret object holding `value`, encrypted under the domain's master key. */
+  async addSecret(id: string, value: Uint8Array, image: string): Promise<void> {
+    const keyFile = (await this.run('qom-get', { path: '/objects/masterKey0', property: 'file' })) as string;
+    const key = await readMasterKey(keyFile, image);
+    const iv = randomBytes(16);
+    const c = createCipheriv('aes-256-cbc', key, iv);
+    const data = Buffer.concat([c.update(value), c.final()]);
+    key.fill(0);
+    await this.run('object-add', { 'qom-type': 'secret', id, data: data.toString('base64'), format: 'base64', keyid: 'masterKey0', iv: iv.toString('base64') });
+  }
+
+  /** Runs one LUKS amend job to its end; false when it failed with `tolerated` (nothing to do). */
+  async amend(node: FormatNode, format: 'qcow2' | 'raw', luks: Record<string, string>, tolerated?: RegExp): Promise<boolean> {
+    this.amendCommand ??= ((await this.run('query-commands')) as { name: string }[]).some((c) => c.name === 'blockdev-amend') ? 'blockdev-amend' : 'x-blockdev-amend';
+    const job = `vr-amend-${randomBytes(4).toString('hex')}`;
+    const options = format === 'qcow2' ? { driver: 'qcow2', encrypt: { format: 'luks', ...luks } } : { driver: 'luks', ...luks };
+    await this.run(this.amendCommand, { 'job-id': job, 'node-name': node.name, options });
+    // Adding a keyslot derives a key for about two seconds (qemu's iter-time); a minute is ample.
+    for (let i = 0; ; i++) {
+      const jobs = (await this.run('query-jobs')) as { id: string; status: string; error?: string }[];
+      const j = jobs.find((x) => x.id === job);
+      if (!j) throw new Error(`QEMU amend job ${job} disappeared`);
+      if (j.status === 'concluded') {
+        await this.run('job-dismiss', { id: job });
+        if (!j.error) return true;
+        if (tolerated?.test(j.error)) return false;
+        throw new Error(`QEMU could not change the keyslots: ${j.error}`);
+      }
+      if (i > 600) throw new Error(`QEMU amend job ${job} did not end within a minute`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+/**
+ * The master key libvirt gave this domain's QEMU: read through that QEMU process's own view of
+ * the filesystem (a libvirtd in a mount namespace of its own keeps it there). The process is
+ * the one started with this key file that has the image open.
+ */
+async function readMasterKey(keyFile: string, image: string): Promise<Buffer> {
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'latin1').catch(() => '');
+    if (!cmdline.includes(keyFile)) continue;
+    const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+    const open = await Promise.all(fds.map((fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')));
+    if (!open.includes(image)) continue;
+    const key = await readFile(`/proc/${pid}/root${keyFile}`);
+    if (key.length !== 32) throw new Error(`the QEMU master key ${keyFile} is ${key.length} bytes, not 32`);
+    return key;
+  }
+  throw new Error(`cannot find the QEMU process that has ${image} open (with master key ${keyFile}) on this host`);
+}
