@@ -121,6 +121,7 @@ function readsYaml(cmd: Command): Command {
 const option = {
   allowReplace: () => new Option('--allow-replace', 'allow rebuilding images whose format, options or source changed (their data is lost)'),
   prune: () => new Option('--prune', 'delete objects reconcile created that left the YAML'),
+  strict: () => new Option('--strict', 'treat warnings as errors (a passphraseFile or secret valueFile others can read)'),
   parallelism: () => withDefault(new Option('--parallelism <N>', 'independent actions at once'), DEFAULTS.parallelism),
   lockTimeout: () => withDefault(new Option('--lock-timeout <SECS>', 'how long to wait for another apply on the same state directory (0: fail at once)'), DEFAULTS.lockTimeout),
   autoApprove: () => new Option('--auto-approve', 'on a terminal, apply a plan that deletes or replaces without asking'),
@@ -186,6 +187,7 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
     readsYaml(cli.command('plan').description('show what apply would change'))
       .addOption(option.allowReplace())
       .addOption(option.prune())
+      .addOption(option.strict())
       .option('--detailed-exitcode', 'exit 0 when there is nothing to do, 2 when there are changes, 1 on error')
       .option('--out <FILE>', 'also save the plan as JSON, for `apply FILE`')
       .addOption(option.noColor()),
@@ -196,6 +198,7 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
       .argument('[PLAN.json]', 'a plan saved by `plan --out` (then no -f: the plan embeds its YAML)')
       .addOption(option.allowReplace())
       .addOption(option.prune())
+      .addOption(option.strict())
       .addOption(option.parallelism())
       .addOption(option.lockTimeout())
       .addOption(option.autoApprove())
@@ -242,6 +245,7 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
     readsYaml(cli.command('restore').description('revert to an internal snapshot, or write a copy back'))
       .argument(...schedule)
       .option('--from <ID>', 'the backup to restore (see `backup list`)')
+      .option('--passphrase-file <FILE>', "an encrypted backup made before its disk's passphrase changed: the passphrase it was made with")
       .addOption(option.lockTimeout()),
     'cmdRestore',
   );
@@ -290,6 +294,8 @@ interface Opts {
   out?: string;
   repair?: string | true;
   from?: string;
+  strict?: boolean;
+  passphraseFile?: string;
   interval?: string;
   git?: string;
   ref?: string;
@@ -339,6 +345,8 @@ function toArgs(cmd: Command): Args {
     out: o.out,
     repair,
     from: o.from,
+    strict: o.strict ?? false,
+    passphraseFile: o.passphraseFile && path.resolve(o.passphraseFile),
     watch: {
       intervalSeconds: interval(o.interval ?? DEFAULTS.interval),
       git: o.git,

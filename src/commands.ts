@@ -43,6 +43,10 @@ export interface Args {
   out?: string;
   repair?: 'leaks' | 'all';
   from?: string;
+  /** plan warnings are errors */
+  strict: boolean;
+  /** restore: the passphrase an encrypted backup was made with, if not the disk's current one */
+  passphraseFile?: string;
   watch: { intervalSeconds: number; git?: string; ref: string; path: string; listen: string; webhookSecretFile?: string; suspend: boolean; logFormat?: LogFormat };
 }
 
@@ -88,6 +92,7 @@ export async function cmdPlan(a: Args): Promise<number> {
   const cache = await FileObservationCache.open(a.stateDir);
   const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: a.allowReplace, prune: a.prune, cache, virsh: await virshFor(a, state.connection) });
   const plan = p.plan;
+  if (a.strict) warningsAsRefusals(plan);
   if (a.output === 'text') for (const w of capacityWarnings(poolStatuses(state, p))) process.stderr.write(`${w}\n`);
   // plan takes no lock: while an apply runs, what it is making may look unfinished or not ours.
   const busy = await locking().then((m) => m.lockHolder(a.stateDir));
@@ -103,6 +108,17 @@ export async function cmdPlan(a: Args): Promise<number> {
     process.stderr.write(`Saved the plan to ${printable(a.out)}: \`reconcile apply ${printable(a.out)}\` applies exactly it, if the host has not changed by then.\n`);
   if (plan.refusals.length) return EXIT.error;
   return a.detailedExitcode && hasChanges(plan) ? EXIT.changes : EXIT.ok;
+}
+
+/**
+ * --strict: the plan's warnings (a passphrase or secret value file others can read) are
+ * refusals — `plan` fails and `apply` changes nothing until they are dealt with.
+ */
+function warningsAsRefusals(plan: Plan): void {
+  const warnings = plan.notes.filter((n) => n.startsWith('warning: '));
+  if (!warnings.length) return;
+  plan.notes = plan.notes.filter((n) => !warnings.includes(n));
+  for (const w of warnings) plan.refusals.push({ id: 'strict', message: `${w.slice('warning: '.length)} (an error with --strict)` });
 }
 
 /** What an apply runs: the desired state, the plan options, and a check of the fresh plan. */
@@ -194,6 +210,7 @@ async function applyDesired(
     const cache = await FileObservationCache.open(stateDir);
     const { plan, inventory: recorded } = await planWithObservations(state, { stateDir, ...options, cache, virsh: await virshFor(a, state.connection) });
     check?.(plan);
+    if (a.strict) warningsAsRefusals(plan);
     if (plan.refusals.length) {
       throw new UserError(`${renderPlan(plan, { colors: colorsFor(process.stderr, a.color) })}\n\nnothing was applied`, EXIT.error, {
         error: `${plan.refusals.length} change(s) refused; nothing was applied`,
@@ -294,12 +311,12 @@ export async function cmdBackupList(a: Args): Promise<number> {
 }
 
 export async function cmdBackupRun(a: Args): Promise<number> {
-  const [{ runBackup }, { acquireLock }] = await Promise.all([backups(), locking()]);
+  const [{ runBackup, passphraseFiles }, { acquireLock }] = await Promise.all([backups(), locking()]);
   const state = await loadDesiredState(a.files);
   const spec = backupSpec(state, a.rest[0]!);
   const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `backup run ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
   try {
-    const r = await runBackup(spec, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: progressLog(a) });
+    const r = await runBackup(spec, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: progressLog(a), passphrases: passphraseFiles(state) });
     if (a.output === 'json') print(JSON.stringify(r, null, 2));
     return EXIT.ok;
   } finally {
@@ -308,12 +325,12 @@ export async function cmdBackupRun(a: Args): Promise<number> {
 }
 
 export async function cmdBackupVerify(a: Args): Promise<number> {
-  const [{ reverify }, { acquireLock }] = await Promise.all([backups(), locking()]);
+  const [{ reverify, passphraseFiles }, { acquireLock }] = await Promise.all([backups(), locking()]);
   const state = await loadDesiredState(a.files);
   const spec = backupSpec(state, a.rest[0]!);
   const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `backup verify ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
   try {
-    const runs = await reverify(a.stateDir, spec.name);
+    const runs = await reverify(a.stateDir, spec.name, passphraseFiles(state));
     if (a.output === 'json') print(JSON.stringify(runs, null, 2));
     else for (const r of runs) print(printable(`${r.id}: ${r.verified ? 'verified' : `FAILED: ${r.verifyError}`}`));
     return runs.every((r) => r.verified) ? EXIT.ok : EXIT.error;
@@ -323,13 +340,19 @@ export async function cmdBackupVerify(a: Args): Promise<number> {
 }
 
 export async function cmdRestore(a: Args): Promise<number> {
-  const [{ restore }, { acquireLock }] = await Promise.all([backups(), locking()]);
+  const [{ restore, passphraseFiles }, { acquireLock }] = await Promise.all([backups(), locking()]);
   if (!a.from) throw new UserError('restore needs --from ID (see `reconcile backup list`)', EXIT.usage);
   const state = await loadDesiredState(a.files);
   const spec = backupSpec(state, a.rest[0]!);
   const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `restore ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
   try {
-    await restore(spec, a.from, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: print });
+    await restore(spec, a.from, {
+      virsh: await (await virshFor(a, state.connection))(),
+      stateDir: a.stateDir,
+      log: print,
+      passphrases: passphraseFiles(state),
+      backupPassphraseFile: a.passphraseFile,
+    });
     print(`restored ${a.from}`);
     return EXIT.ok;
   } finally {

@@ -72,8 +72,8 @@ afterAll(async () => {
 
 const YAML = `version: 1
 images:
-  eroot: { path: $DIR/root.qcow2, size: 32M, encryption: { format: luks, passphraseFile: $DIR/pass } }
-  edata: { path: $DIR/data.luks, format: raw, size: 16M, encryption: { format: luks, passphraseFile: $DIR/pass } }
+  eroot: { path: $DIR/root.qcow2, size: 32M, encryption: { format: luks, passphraseFile: $DIR/pass, iterTime: 10 } }
+  edata: { path: $DIR/data.luks, format: raw, size: 16M, encryption: { format: luks, passphraseFile: $DIR/pass, iterTime: 10 } }
 vms:
   encvm:
     create: { memory: 64M, vcpus: 1 }

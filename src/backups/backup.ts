@@ -1,9 +1,11 @@
 // Backups of declared VMs: run one now (hooks around it, verify, retention), list, verify
 // again, restore, and which schedules are overdue. Schedules fire from `reconcile watch`.
-import { chmod, chown, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { runHook } from '../tools/hooks.js';
-import { check as checkImage, compare, convertCopy } from '../tools/qemu-img.js';
+import { check as checkImage, compare, convertCopy, convertInto as writeInto, unlocks, type Secret } from '../tools/qemu-img.js';
+import type { Format } from '../reconcile/model.js';
+import { sparseCopy } from '../tools/copy.js';
 import { createInternalSnapshot, deleteSnapshot, domainState, freeze, pushBackup, revertSnapshot, shutOff, thaw, withExternalSnapshot } from '../tools/libvirt-backup.js';
 import { readDisks } from '../tools/libvirt-domain.js';
 import { refreshPool } from '../tools/libvirt-pool.js';
@@ -11,13 +13,25 @@ import { volumePath } from '../tools/libvirt-volume.js';
 import type { Virsh } from '../tools/virsh.js';
 import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRun } from './records.js';
 import { UserError } from '../reconcile/errors.js';
-import type { BackupSpec } from '../reconcile/model.js';
+import { imageSecretUsage, type BackupSpec, type DesiredState } from '../reconcile/model.js';
 
 export interface BackupContext {
   virsh: Virsh;
   stateDir: string;
   log: (line: string) => void;
   now?: () => Date;
+  /** the passphraseFile (and iterTime) of each declared encrypted image, by its path (see passphraseFiles) */
+  passphrases?: Map<string, Secret>;
+}
+
+/** Each declared encrypted image's passphraseFile, by the path its disks and backups name it by. */
+export function passphraseFiles(state: DesiredState): Map<string, Secret> {
+  const out = new Map<string, Secret>();
+  for (const img of Object.values(state.images)) {
+    const p = img.encryption ? imageSecretUsage(state, img) : undefined;
+    if (p) out.set(p, { passphraseFile: img.encryption!.passphraseFile, iterTime: img.encryption!.iterTime });
+  }
+  return out;
 }
 
 interface DiskSource {
@@ -25,6 +39,21 @@ interface DiskSource {
   path: string;
   format: string;
   pool?: string;
+  /** a LUKS disk: the libvirt secret QEMU opens it with (usage: its path) */
+  secretUsage?: string;
+}
+
+/** The declared format of a qemu driver name (a domain's disk names VHD "vpc"). */
+const formatOfDriver = (driver: string) => (driver === 'vpc' ? 'vhd' : driver) as Format;
+
+/** How qemu-img opens a disk: raw LUKS is qemu's "luks" driver. */
+const driverOfDisk = (d: { format: string; secretUsage?: string }) => (d.format === 'raw' && d.secretUsage ? 'luks' : d.format);
+
+/** The passphrase file of an encrypted disk (its declared image's), or why a copy cannot be made. */
+function passphraseOf(ctx: Pick<BackupContext, 'passphrases'>, p: string, what: string): Secret {
+  const f = ctx.passphrases?.get(p);
+  if (!f) throw new UserError(`${what} is encrypted, and no declared image at ${p} gives its passphraseFile; declare the image (with encryption) to back it up or restore it`);
+  return f;
 }
 
 async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ running: boolean; all: string[]; disks: DiskSource[] }> {
@@ -37,17 +66,22 @@ async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ run
     if (want && !want.includes(d.target)) continue;
     const p = d.type === 'volume' ? await volumePath(v, d.source.pool!, d.source.volume!) : (d.source.file ?? d.source.dev);
     if (!p) throw new Error(`${vm}: disk ${d.target} has no local source to back up`);
-    disks.push({ target: d.target, path: p, format: d.driverType ?? 'raw', pool: d.type === 'volume' ? d.source.pool : undefined });
+    const secretUsage = d.encryption?.format === 'luks' ? (d.encryption.secretUsage ?? p) : undefined;
+    disks.push({ target: d.target, path: p, format: d.driverType ?? 'raw', pool: d.type === 'volume' ? d.source.pool : undefined, secretUsage });
   }
   const missing = (want ?? []).filter((t) => !devices.some((d) => d.target === t));
   if (missing.length) throw new UserError(`domain ${vm} has no disk ${missing.join(', ')} (it has: ${devices.map((d) => d.target).join(', ')})`);
   return { running, all: devices.map((d) => d.target), disks };
 }
 
-/** A copy made under a temporary name and renamed when complete. */
-async function convertInto(src: string, srcFormat: string, dest: string, forceShare: boolean): Promise<void> {
+/**
+ * A copy made under a temporary name and renamed when complete. An encrypted disk's copy is
+ * encrypted with the same passphrase (LUKS in qcow2): a backup never holds its data in clear.
+ */
+async function convertInto(d: DiskSource, dest: string, forceShare: boolean, ctx: BackupContext): Promise<void> {
   const partial = `${dest}.partial`;
-  await convertCopy({ path: src, driver: srcFormat, forceShare }, { path: partial, driver: 'qcow2' });
+  const encryption = d.secretUsage ? passphraseOf(ctx, d.path, `disk ${d.target} (${d.path})`) : undefined;
+  await convertCopy({ path: d.path, driver: driverOfDisk(d), forceShare, encryption }, { path: partial, driver: 'qcow2', encryption });
   await rename(partial, dest);
 }
 
@@ -80,7 +114,7 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
         await pushBackup(
           v,
           spec.vm,
-          disks.map((d) => ({ target: d.target, file: `${fileFor(d)}.partial` })),
+          disks.map((d) => ({ target: d.target, file: `${fileFor(d)}.partial`, secretUsage: d.secretUsage })),
           all,
         );
       } finally {
@@ -100,11 +134,11 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
         await freeze(v, spec.vm);
         frozen = true;
       }
-      const overlays = disks.map((d) => ({ target: d.target, overlay: path.join(spec.destination!, `.${id}-${d.target}.overlay.qcow2`) }));
+      const overlays = disks.map((d) => ({ target: d.target, overlay: path.join(spec.destination!, `.${id}-${d.target}.overlay.qcow2`), secretUsage: d.secretUsage }));
       try {
         await withExternalSnapshot(v, spec.vm, id, overlays, all, async () => {
           await unfreeze();
-          for (const d of disks) await convertInto(d.path, d.format, fileFor(d), true);
+          for (const d of disks) await convertInto(d, fileFor(d), true, ctx);
         });
       } finally {
         await unfreeze();
@@ -112,11 +146,12 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
       }
     } else {
       // Shut off: the disks are quiet; external and copy both are a plain copy.
-      for (const d of disks) await convertInto(d.path, d.format, fileFor(d), false);
+      for (const d of disks) await convertInto(d, fileFor(d), false, ctx);
     }
-    if (spec.mode !== 'snapshot') for (const d of disks) files.push({ target: d.target, file: fileFor(d), source: d.path, sourceFormat: d.format, pool: d.pool });
+    if (spec.mode !== 'snapshot')
+      for (const d of disks) files.push({ target: d.target, file: fileFor(d), source: d.path, sourceFormat: d.format, pool: d.pool, encrypted: !!d.secretUsage || undefined });
     const result: BackupRun = { id, schedule: spec.name, vm: spec.vm, mode: spec.mode, at: now.toISOString(), snapshot: spec.mode === 'snapshot' ? id : undefined, files };
-    if (spec.verify && files.length) Object.assign(result, await verifyFiles(files));
+    if (spec.verify && files.length) Object.assign(result, await verifyFiles(files, ctx));
     records.runs.push(result);
     if (result.verified !== false) records.lastSuccess[spec.name] = result.at;
     await writeBackupRecords(ctx.stateDir, records);
@@ -150,9 +185,12 @@ async function runPostHooks(spec: BackupSpec, ctx: BackupContext, backupFailed: 
   if (first && !backupFailed.value) throw first;
 }
 
-async function verifyFiles(files: BackupFile[]): Promise<{ verified: boolean; verifyError?: string }> {
+async function verifyFiles(files: BackupFile[], ctx: Pick<BackupContext, 'passphrases'>): Promise<{ verified: boolean; verifyError?: string }> {
   for (const f of files) {
-    const r = await checkImage(f.file, { inUse: false, driver: 'qcow2' });
+    // An encrypted copy's metadata is read through its passphrase (its disk's, as it is now).
+    const encryption = f.encrypted ? ctx.passphrases?.get(f.source) : undefined;
+    if (f.encrypted && !encryption) return { verified: false, verifyError: `${f.file} is encrypted, and no declared image at ${f.source} gives its passphraseFile` };
+    const r = await checkImage(f.file, { inUse: false, driver: 'qcow2', encryption });
     const bad = r.error ?? (r.corruptions || r.leaks || r.checkErrors ? `${r.corruptions} corruption(s), ${r.leaks} leak(s), ${r.checkErrors} check error(s)` : undefined);
     if (bad) return { verified: false, verifyError: `${f.file}: ${bad}` };
   }
@@ -221,10 +259,10 @@ export async function listBackups(stateDir: string, schedule?: string, now = new
 }
 
 /** Checks existing copies again and records the result. */
-export async function reverify(stateDir: string, schedule: string): Promise<BackupRun[]> {
+export async function reverify(stateDir: string, schedule: string, passphrases?: Map<string, Secret>): Promise<BackupRun[]> {
   const records = await readBackupRecords(stateDir);
   const mine = records.runs.filter((r) => r.schedule === schedule && r.files.length);
-  for (const r of mine) Object.assign(r, { verifyError: undefined }, await verifyFiles(r.files));
+  for (const r of mine) Object.assign(r, { verifyError: undefined }, await verifyFiles(r.files, { passphrases }));
   await writeBackupRecords(stateDir, records);
   return mine;
 }
@@ -234,7 +272,7 @@ export async function reverify(stateDir: string, schedule: string): Promise<Back
  * disk's image with the domain shut off; the previous image is kept aside until the
  * restored one compares equal to the backup, and put back if it does not.
  */
-export async function restore(spec: BackupSpec, id: string, ctx: BackupContext): Promise<void> {
+export async function restore(spec: BackupSpec, id: string, ctx: BackupContext & { backupPassphraseFile?: string }): Promise<void> {
   const records = await readBackupRecords(ctx.stateDir);
   const r = records.runs.find((x) => x.id === id && x.schedule === spec.name);
   if (!r) throw new UserError(`backups.${spec.name} has no backup ${id} (see \`reconcile backup list ${spec.name}\`)`);
@@ -244,22 +282,40 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext):
     await revertSnapshot(v, r.vm, r.snapshot);
     return;
   }
+  // An encrypted copy: opened with the disk's passphrase as it is now (or the one given for a
+  // copy made before a passphrase change), written back encrypted with the disk's own.
+  const keys = new Map(
+    r.files.map((f) => {
+      if (!f.encrypted) return [f.target, undefined] as const;
+      const disk = passphraseOf(ctx, f.source, `disk ${f.target} (${f.source})`);
+      return [f.target, { disk, copy: ctx.backupPassphraseFile ? { passphraseFile: ctx.backupPassphraseFile } : disk }] as const;
+    }),
+  );
+  for (const f of r.files) {
+    const k = keys.get(f.target);
+    if (k && !(await unlocks(f.file, 'qcow2', k.copy.passphraseFile)))
+      throw new UserError(
+        `${f.file} does not open with ${k.copy.passphraseFile}${ctx.backupPassphraseFile ? '' : " (the disk's passphraseFile: was the passphrase changed after this backup was made? give the one it was made with: --passphrase-file FILE)"}; nothing was restored`,
+      );
+  }
   ctx.log(`restore: shutting ${r.vm} off`);
   await shutOff(v, r.vm);
   for (const f of r.files) {
     const aside = `${f.source}.before-restore-${stamp((ctx.now ?? (() => new Date()))())}`;
-    const tmp = `${f.source}.restore-partial`;
-    const old = await stat(f.source);
-    await convertCopy({ path: f.file, driver: 'qcow2' }, { path: tmp, driver: f.sourceFormat });
-    await chown(tmp, old.uid, old.gid);
-    await chmod(tmp, old.mode & 0o7777);
-    await rename(f.source, aside);
-    await rename(tmp, f.source);
+    const k = keys.get(f.target);
+    const driver = driverOfDisk({ format: f.sourceFormat, secretUsage: k ? f.source : undefined });
+    // Written into the image itself (qemu-img convert -n): it stays the same file, with its
+    // format options, backing file and LUKS header (so its passphrase is the disk's own as it is
+    // now) — the file reconcile made and recorded. A copy of it is kept aside until the
+    // restored data compares equal to the backup, and put back in place if it does not.
+    await sparseCopy(f.source, aside);
     try {
-      await compare({ path: f.file, driver: 'qcow2' }, { path: f.source, driver: f.sourceFormat });
+      await writeInto({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: f.source, format: formatOfDriver(f.sourceFormat), encryption: k?.disk, overwrite: true });
+      await compare({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: f.source, driver, encryption: k?.disk });
     } catch (e) {
-      await rename(aside, f.source);
-      throw new Error(`restore of ${f.target} from ${f.file} did not verify; the previous image is back in place: ${(e as Error).message}`);
+      await sparseCopy(aside, f.source);
+      await rm(aside, { force: true });
+      throw new Error(`restore of ${f.target} from ${f.file} did not complete; the previous image is back in place: ${(e as Error).message}`);
     }
     await rm(aside, { force: true });
     // libvirt keeps its own view of a pool's volumes: let it read the restored file.

@@ -14,6 +14,8 @@ export interface BackupFile {
   sourceFormat: string;
   /** the libvirt pool holding the source, refreshed after a restore */
   pool?: string;
+  /** LUKS-encrypted (in qcow2) with the disk's passphrase as it was when the copy was made */
+  encrypted?: boolean;
 }
 
 export interface BackupRun {

@@ -131,6 +131,8 @@ function checkPoolImage(c: Checker, base: FieldPath, raw: ImageInput, pool: Pool
     if (raw[f] !== undefined) c.err(p(f), `libvirt volume XML has no ${f} options; declare the image with path: to set them`, true);
   }
   // libvirt makes encrypted volumes with qemu-img (LUKS in qcow2, or raw LUKS) in file pools only.
+  if (raw.encryption?.iterTime !== undefined && fileBased)
+    c.err(p('encryption', 'iterTime'), "libvirt makes an encrypted pool volume with qemu-img's own key derivation time; iterTime is for image files", true);
   if (raw.encryption !== undefined && !fileBased)
     c.err(p('encryption'), `an encrypted volume needs a dir, fs or netfs pool (libvirt makes it with qemu-img there); ${pool.type} pools hold plain block volumes`, true);
   else if (raw.encryption !== undefined && raw.source !== undefined)

@@ -1,6 +1,5 @@
 // Snapshots and backups of libvirt domains: internal snapshots, push backups (backup-begin),
 // disk-only external snapshots merged back with blockcommit, guest filesystem freeze.
-import { optionValue } from './option-escape.js';
 import { buildXml } from './xml.js';
 import { withTempFile } from './scratch.js';
 import { libvirtMessage, type Virsh } from './virsh.js';
@@ -44,16 +43,25 @@ async function waitForJob(v: Virsh, domain: string, what: string): Promise<void>
   if (/Job type:\s+Failed/.test(done)) throw new Error(`${what} of ${domain} failed: ${done.trim().split('\n').slice(0, 3).join(' / ')}`);
 }
 
-/** A push backup of a running domain: the named disks copied to qcow2 files while it runs. */
-export async function pushBackup(v: Virsh, domain: string, disks: { target: string; file: string }[], all: string[]): Promise<void> {
-  const want = new Map(disks.map((d) => [d.target, d.file]));
+/** A LUKS target made with the libvirt secret of this usage (the disk's own: the same passphrase). */
+const luks = (secretUsage: string | undefined) => (secretUsage ? { '@format': 'luks', secret: { '@type': 'passphrase', '@usage': secretUsage } } : undefined);
+
+/**
+ * A push backup of a running domain: the named disks copied to qcow2 files while it runs. An
+ * encrypted disk's copy is encrypted too (LUKS in qcow2, with the disk's own secret).
+ */
+export async function pushBackup(v: Virsh, domain: string, disks: { target: string; file: string; secretUsage?: string }[], all: string[]): Promise<void> {
+  const want = new Map(disks.map((d) => [d.target, d]));
   const xml = buildXml({
     domainbackup: {
       '@mode': 'push',
       disks: {
-        disk: all.map((t) =>
-          want.has(t) ? { '@name': t, '@backup': 'yes', '@type': 'file', target: { '@file': want.get(t) }, driver: { '@type': 'qcow2' } } : { '@name': t, '@backup': 'no' },
-        ),
+        disk: all.map((t) => {
+          const d = want.get(t);
+          return d
+            ? { '@name': t, '@backup': 'yes', '@type': 'file', target: { '@file': d.file, encryption: luks(d.secretUsage) }, driver: { '@type': 'qcow2' } }
+            : { '@name': t, '@backup': 'no' };
+        }),
       },
     },
   });
@@ -64,21 +72,29 @@ export async function pushBackup(v: Virsh, domain: string, disks: { target: stri
 /**
  * Disk-only external snapshot: the guest now writes to overlays, so its base images are
  * quiet and can be copied; `copy` runs then, and blockcommit --active --pivot merges each
- * overlay back so the domain is left with exactly the images it had.
+ * overlay back so the domain is left with exactly the images it had. The overlay of an
+ * encrypted disk is encrypted with its secret (the guest's writes never reach a disk in clear).
  */
 export async function withExternalSnapshot(
   v: Virsh,
   domain: string,
   name: string,
-  disks: { target: string; overlay: string }[],
+  disks: { target: string; overlay: string; secretUsage?: string }[],
   all: string[],
   copy: () => Promise<void>,
 ): Promise<void> {
-  const specs = all.flatMap((t) => {
-    const d = disks.find((x) => x.target === t);
-    return ['--diskspec', d ? `${t},snapshot=external,file=${optionValue(d.overlay)}` : `${t},snapshot=no`];
+  const xml = buildXml({
+    domainsnapshot: {
+      name,
+      disks: {
+        disk: all.map((t) => {
+          const d = disks.find((x) => x.target === t);
+          return d ? { '@name': t, '@snapshot': 'external', '@type': 'file', source: { '@file': d.overlay, encryption: luks(d.secretUsage) } } : { '@name': t, '@snapshot': 'no' };
+        }),
+      },
+    },
   });
-  await v.exec(['snapshot-create-as', domain, name, '--disk-only', '--atomic', '--no-metadata', ...specs]);
+  await withTempFile(xml, (f) => v.exec(['snapshot-create', domain, f, '--disk-only', '--atomic', '--no-metadata']));
   try {
     await copy();
   } finally {

@@ -25,6 +25,8 @@ export interface Rekey {
   /** the new passphrase, and the file it was read from (qemu-io checks the image opens with it) */
   passphrase: Uint8Array;
   passphraseFile: string;
+  /** ms the new keyslot's key derivation takes (qemu's iter-time; its default when undefined) */
+  iterTime?: number;
   /** whether the new passphrase opens it already (the caller checked: each check is a key derivation) */
   opensAlready: boolean;
 }
@@ -67,7 +69,7 @@ export async function rekeyImage(v: Virsh, r: Rekey): Promise<RekeyResult> {
       const id = `vr-newkey-${randomBytes(4).toString('hex')}`;
       await qmp.addSecret(id, r.passphrase, real);
       try {
-        await qmp.amend(node, r.format, { state: 'active', 'new-secret': id });
+        await qmp.amend(node, r.format, { state: 'active', 'new-secret': id, ...(r.iterTime ? { 'iter-time': r.iterTime } : {}) });
       } finally {
         await qmp.run('object-del', { id }).catch(() => undefined);
       }
@@ -93,6 +95,28 @@ async function runningHolder(v: Virsh, p: string, real: string): Promise<{ domai
   const vols = uses.filter((u) => u.disk.source.pool && u.disk.source.volume);
   const paths = vols.length ? await v.batch(vols.map((u) => ['vol-path', '--pool', u.disk.source.pool!, u.disk.source.volume!])) : [];
   return vols.find((_, i) => [p, real].includes((paths[i] ?? '').trim()));
+}
+
+/**
+ * What a killed re-key of this image can leave holding it: its paused helper domain, or in the
+ * running domain that has it, an amend job never dismissed (a concluded job keeps the image's
+ * permissions: nothing else may read it) and the new passphrase's secret object. Cleared
+ * before a re-key resumes.
+ */
+export async function clearInterruptedRekey(v: Virsh, p: string): Promise<void> {
+  const real = await realpath(p);
+  await v.exec(['destroy', helperName(real)]).catch(() => undefined);
+  const holder = await runningHolder(v, p, real);
+  if (!holder) return;
+  const qmp = new Monitor(v, holder.domain);
+  for (const j of (await qmp.run('query-jobs')) as { id: string; status: string }[]) {
+    if (!j.id.startsWith('vr-amend-')) continue;
+    // One still running is waited for (an amend is seconds), then dismissed.
+    for (let i = 0; i < 600 && (await qmp.job(j.id))?.status !== 'concluded'; i++) await new Promise((r) => setTimeout(r, 100));
+    await qmp.run('job-dismiss', { id: j.id }).catch(() => undefined);
+  }
+  const objects = (await qmp.run('qom-list', { path: '/objects' })) as { name: string }[];
+  for (const o of objects) if (o.name.startsWith('vr-newkey-')) await qmp.run('object-del', { id: o.name }).catch(() => undefined);
 }
 
 /**
@@ -169,6 +193,10 @@ class Monitor {
     throw new Error(`${path} is not open as a LUKS image in domain ${this.domain}`);
   }
 
+  async job(id: string): Promise<{ id: string; status: string; error?: string } | undefined> {
+    return ((await this.run('query-jobs')) as { id: string; status: string; error?: string }[]).find((x) => x.id === id);
+  }
+
   /** Adds a secret object holding `value`, encrypted under the domain's master key. */
   async addSecret(id: string, value: Uint8Array, image: string): Promise<void> {
     const keyFile = (await this.run('qom-get', { path: '/objects/masterKey0', property: 'file' })) as string;
@@ -181,15 +209,14 @@ class Monitor {
   }
 
   /** Runs one LUKS amend job to its end; false when it failed with `tolerated` (nothing to do). */
-  async amend(node: FormatNode, format: 'qcow2' | 'raw', luks: Record<string, string>, tolerated?: RegExp): Promise<boolean> {
+  async amend(node: FormatNode, format: 'qcow2' | 'raw', luks: Record<string, string | number>, tolerated?: RegExp): Promise<boolean> {
     this.amendCommand ??= ((await this.run('query-commands')) as { name: string }[]).some((c) => c.name === 'blockdev-amend') ? 'blockdev-amend' : 'x-blockdev-amend';
     const job = `vr-amend-${randomBytes(4).toString('hex')}`;
     const options = format === 'qcow2' ? { driver: 'qcow2', encrypt: { format: 'luks', ...luks } } : { driver: 'luks', ...luks };
     await this.run(this.amendCommand, { 'job-id': job, 'node-name': node.name, options });
     // Adding a keyslot derives a key for about two seconds (qemu's iter-time); a minute is ample.
     for (let i = 0; ; i++) {
-      const jobs = (await this.run('query-jobs')) as { id: string; status: string; error?: string }[];
-      const j = jobs.find((x) => x.id === job);
+      const j = await this.job(job);
       if (!j) throw new Error(`QEMU amend job ${job} disappeared`);
       if (j.status === 'concluded') {
         await this.run('job-dismiss', { id: job });

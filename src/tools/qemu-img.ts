@@ -38,6 +38,8 @@ export interface ImageOptions {
 /** A passphrase is handed to qemu as a file it reads itself: never on the command line. */
 export interface Secret {
   passphraseFile: string;
+  /** ms a key derivation takes, for a keyslot written now (qemu's iter-time; its default 2000) */
+  iterTime?: number;
 }
 
 type Sig = { signal?: AbortSignal };
@@ -46,7 +48,9 @@ function secretArgs(s: Secret | undefined, id: string): string[] {
   return s ? ['--object', `secret,id=${id},file=${optionValue(s.passphraseFile)}`] : [];
 }
 
-function createOptions(o: ImageOptions, encrypted: boolean): string[] {
+function createOptions(o: ImageOptions, encryption: Secret | undefined): string[] {
+  const encrypted = !!encryption;
+  const iter = encryption?.iterTime ? [`iter-time=${encryption.iterTime}`] : [];
   const out: string[] = [];
   if (o.format === 'qcow2') {
     const q = o.qcow2 ?? {};
@@ -57,9 +61,9 @@ function createOptions(o: ImageOptions, encrypted: boolean): string[] {
     if (q.lazyRefcounts !== undefined) out.push(`lazy_refcounts=${q.lazyRefcounts ? 'on' : 'off'}`);
     if (q.refcountBits) out.push(`refcount_bits=${q.refcountBits}`);
     if (q.extendedL2 !== undefined) out.push(`extended_l2=${q.extendedL2 ? 'on' : 'off'}`);
-    if (encrypted) out.push('encrypt.format=luks', 'encrypt.key-secret=sec0');
+    if (encrypted) out.push('encrypt.format=luks', 'encrypt.key-secret=sec0', ...iter.map((i) => `encrypt.${i}`));
   } else if (o.format === 'raw' && encrypted) {
-    out.push('key-secret=sec0');
+    out.push('key-secret=sec0', ...iter);
   } else if (o.format === 'vmdk') {
     if (o.vmdk?.adapterType) out.push(`adapter_type=${o.vmdk.adapterType}`);
     if (o.vmdk?.subformat) out.push(`subformat=${o.vmdk.subformat}`);
@@ -92,7 +96,7 @@ export async function create(target: string, o: CreateSpec, sig: Sig = {}): Prom
 type CreateSpec = ImageOptions & { size?: number; encryption?: Secret; backing?: { path: string; driver: string } };
 
 function createArgs(target: string, o: CreateSpec): string[] {
-  const opts = createOptions(o, !!o.encryption);
+  const opts = createOptions(o, o.encryption);
   const args = ['create', '-q', '-f', driverOf(o.format, !!o.encryption), ...secretArgs(o.encryption, 'sec0'), ...(opts.length ? ['-o', opts.join(',')] : [])];
   if (o.backing) args.push('-b', o.backing.path, '-F', o.backing.driver);
   args.push(target);
@@ -131,7 +135,8 @@ export async function infoMany(paths: string[]): Promise<(QemuImgInfo | Error)[]
  */
 export async function convertInto(
   source: { path: string; driver?: string; encryption?: Secret },
-  target: { path: string; format: Format; encryption?: Secret; compressed?: boolean },
+  /** overwrite: the target holds data already (a restore), so every block is written, zeros too */
+  target: { path: string; format: Format; encryption?: Secret; compressed?: boolean; overwrite?: boolean },
   sig: Sig = {},
 ): Promise<void> {
   const driver = driverOf(target.format, !!target.encryption);
@@ -142,7 +147,7 @@ export async function convertInto(
     [
       'convert',
       '-n',
-      '--target-is-zero',
+      ...(target.overwrite ? [] : ['--target-is-zero']),
       ...(target.compressed ? ['-c'] : []),
       ...secretArgs(source.encryption, 'src0'),
       ...secretArgs(target.encryption, 'sec0'),
@@ -153,14 +158,45 @@ export async function convertInto(
   );
 }
 
-/** A whole copy in a new file of another format (backups, restores). forceShare: the source is in use. */
-export async function convertCopy(source: { path: string; driver: string; forceShare?: boolean }, target: { path: string; driver: string }): Promise<void> {
-  await run('qemu-img', ['convert', ...(source.forceShare ? ['-U'] : []), '-f', source.driver, '-O', target.driver, source.path, target.path]);
+/**
+ * A whole copy in a new file of another format (backups, restores). forceShare: the source is
+ * in use. An encrypted source is opened with its passphrase; an encrypted target (driver
+ * qcow2: LUKS inside qcow2; luks: raw LUKS) is made with its own.
+ */
+export async function convertCopy(
+  source: { path: string; driver: string; forceShare?: boolean; encryption?: Secret },
+  target: { path: string; driver: string; encryption?: Secret },
+): Promise<void> {
+  const src = source.encryption ? ['--image-opts', imageOpts(source.path, source.driver, 'src0')] : ['-f', source.driver, source.path];
+  const iter = target.encryption?.iterTime ? `,${target.driver === 'luks' ? '' : 'encrypt.'}iter-time=${target.encryption.iterTime}` : '';
+  const dst = target.encryption ? ['-o', `${target.driver === 'luks' ? 'key-secret=sec0' : 'encrypt.format=luks,encrypt.key-secret=sec0'}${iter}`] : [];
+  await run('qemu-img', [
+    'convert',
+    ...(source.forceShare ? ['-U'] : []),
+    ...secretArgs(source.encryption, 'src0'),
+    ...secretArgs(target.encryption, 'sec0'),
+    ...src,
+    '-O',
+    target.driver,
+    ...dst,
+    target.path,
+  ]);
 }
 
-/** Throws unless the two images hold the same data. */
-export async function compare(a: { path: string; driver: string }, b: { path: string; driver: string }): Promise<void> {
-  await run('qemu-img', ['compare', '-f', a.driver, '-F', b.driver, a.path, b.path]);
+/** Throws unless the two images hold the same data (each opened with its passphrase, if encrypted). */
+export async function compare(a: { path: string; driver: string; encryption?: Secret }, b: { path: string; driver: string; encryption?: Secret }): Promise<void> {
+  if (!a.encryption && !b.encryption) {
+    await run('qemu-img', ['compare', '-f', a.driver, '-F', b.driver, a.path, b.path]);
+    return;
+  }
+  await run('qemu-img', [
+    'compare',
+    ...secretArgs(a.encryption, 'a0'),
+    ...secretArgs(b.encryption, 'b0'),
+    '--image-opts',
+    imageOpts(a.path, a.driver, a.encryption ? 'a0' : undefined),
+    imageOpts(b.path, b.driver, b.encryption ? 'b0' : undefined),
+  ]);
 }
 
 /** Grows an image in place (qcow2, raw). Shrinking is never asked of this function. */
@@ -189,14 +225,15 @@ export interface CheckResult {
  * qemu's own image locking then refuses an image that a running guest holds open, on top of
  * the caller's check of running domains.
  */
-export async function check(p: string, opts: { repair?: 'leaks' | 'all'; inUse: boolean; driver?: string }): Promise<CheckResult> {
-  const args = ['check', '--output=json', ...(opts.driver ? ['-f', opts.driver] : [])];
+export async function check(p: string, opts: { repair?: 'leaks' | 'all'; inUse: boolean; driver?: string; encryption?: Secret }): Promise<CheckResult> {
+  const args = ['check', '--output=json', ...(opts.encryption ? secretArgs(opts.encryption, 'k0') : opts.driver ? ['-f', opts.driver] : [])];
   if (opts.repair) args.push('-r', opts.repair);
   else if (opts.inUse) args.push('--force-share');
   const base: CheckResult = { path: p, checkable: true, leaks: 0, corruptions: 0, leaksFixed: 0, corruptionsFixed: 0, checkErrors: 0 };
   let stdout: string;
   try {
-    ({ stdout } = await run('qemu-img', [...args, p], { retries: 0 }));
+    const target = opts.encryption ? ['--image-opts', imageOpts(p, opts.driver ?? 'qcow2', 'k0')] : [p];
+    ({ stdout } = await run('qemu-img', [...args, ...target], { retries: opts.encryption ? undefined : 0 }));
   } catch (e) {
     if (!(e instanceof CommandError)) throw e;
     // qemu-img check exits 2 (corruptions) or 3 (leaks) with its JSON report on stdout.
@@ -204,7 +241,7 @@ export async function check(p: string, opts: { repair?: 'leaks' | 'all'; inUse: 
     else if (e.exitCode === 63 || /does not support checks/.test(e.stderr)) return { ...base, checkable: false };
     // Leak repair gives up when the refcount structures themselves are broken: report what
     // a read-only check finds (corruptions, which need --repair=all).
-    else if (opts.repair === 'leaks' && /need to rebuild refcount structures/.test(e.stderr)) return check(p, { inUse: false, driver: opts.driver });
+    else if (opts.repair === 'leaks' && /need to rebuild refcount structures/.test(e.stderr)) return check(p, { inUse: false, driver: opts.driver, encryption: opts.encryption });
     else return { ...base, error: e.message };
   }
   const j = JSON.parse(stdout) as Record<string, number | string>;

@@ -10,7 +10,7 @@ import { watch as chokidar, type FSWatcher } from 'chokidar';
 import { Cron } from 'croner';
 import type { Virsh } from '../tools/virsh.js';
 import { applyPlan, tidyInterrupted } from '../reconcile/apply.js';
-import { runBackup } from '../backups/backup.js';
+import { passphraseFiles, runBackup } from '../backups/backup.js';
 import { overdue } from '../providers/backup/diff.js';
 import { readBackupRecords } from '../backups/records.js';
 import { loadDesiredState } from '../reconcile/config.js';
@@ -399,7 +399,7 @@ export class WatchService {
     if (!spec || this.stopping || this.status.suspended) return;
     const lock = await acquireLock(this.opts.stateDir, { timeoutSeconds: 3600, command: `watch backup ${name}`, log: this.log });
     try {
-      await runBackup(spec, { virsh: this.opts.virsh(good.state.connection), stateDir: this.opts.stateDir, log: this.log });
+      await runBackup(spec, { virsh: this.opts.virsh(good.state.connection), stateDir: this.opts.stateDir, log: this.log, passphrases: passphraseFiles(good.state) });
     } catch (e) {
       this.opts.metrics.backupFailures.inc({ backup: name });
       this.log(`backups.${name} failed: ${(e as Error).message}`);

@@ -20,7 +20,7 @@ export interface ImageBuild {
   vmdk?: { adapterType?: string; subformat?: string };
   vhd?: { subformat?: string };
   vhdx?: { subformat?: string };
-  encryption?: { passphraseFile: string };
+  encryption?: { passphraseFile: string; iterTime?: number };
   permissions?: Permissions;
   source:
     | { kind: 'blank' }

@@ -152,7 +152,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       vmdk: spec.vmdk,
       vhd: spec.vhd,
       vhdx: spec.vhdx,
-      encryption: spec.encryption ? { passphraseFile: spec.encryption.passphraseFile } : undefined,
+      encryption: spec.encryption ? { passphraseFile: spec.encryption.passphraseFile, iterTime: spec.encryption.iterTime } : undefined,
       permissions: spec.permissions,
     };
     if (!dep) {

@@ -4,7 +4,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { lstat } from 'node:fs/promises';
 import { unlocks } from '../../tools/qemu-img.js';
-import { rekeyImage } from '../../tools/luks-rekey.js';
+import { clearInterruptedRekey, rekeyImage } from '../../tools/luks-rekey.js';
 import { failpoint } from '../../failpoint.js';
 import { recordKey, type SecretRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
@@ -87,13 +87,22 @@ export async function executeSecret(a: Action, ctx: ExecContext): Promise<Effect
 async function rekeyIfNeeded(ctx: ExecContext, key: string, prev: SecretRecord, value: SecretValue, passphrase: Buffer): Promise<void> {
   const img = value.opens!;
   if (prev.rekey === 'keyed' || !(await lstat(img.path).catch(() => undefined))) return;
+  if (prev.rekey === 'started') await clearInterruptedRekey(ctx.virsh(), img.path);
   const opensAlready = await unlocks(img.path, img.format, value.file);
   if (prev.rekey !== 'started' && opensAlready) return;
   if (!img.rekey)
     throw new Error(`the passphrase in ${value.file} does not open ${img.path}, an image reconcile did not make (adopted): it is not re-keyed; the secret is left as it was`);
   await ctx.inventory.set(key, { ...prev, rekey: 'started' });
   failpoint('rekey-started');
-  const r = await rekeyImage(ctx.virsh(), { path: img.path, format: img.format, secretUsage: prev.usageId, passphrase, passphraseFile: value.file, opensAlready });
+  const r = await rekeyImage(ctx.virsh(), {
+    path: img.path,
+    format: img.format,
+    secretUsage: prev.usageId,
+    passphrase,
+    passphraseFile: value.file,
+    opensAlready,
+    iterTime: img.iterTime,
+  });
   ctx.log(
     `${img.path}: re-keyed in place through ${r.through.helper ? `a paused helper domain (${r.through.domain})` : `running domain ${r.through.domain}`}: ${[
       r.added ? 'a keyslot for the new passphrase added' : 'the new passphrase opened it already',
