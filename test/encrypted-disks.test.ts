@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
 import { allText, cli, diskOf, recorded, sandbox, virsh, type Sandbox } from './helpers.js';
+import { startWatch, until } from './watch-helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
@@ -281,5 +282,37 @@ vms:
     await sb.yaml('version: 1\n');
     expect((await sb.run('apply', '--prune')).code).toBe(0);
     expect(await virsh(lv, 'secret-list')).not.toContain(p('encpool'));
+  });
+
+  it('the watch service re-keys on a changed passphraseFile, and its /status, /metrics, page and log hold no passphrase; --strict refuses a passphrase file others can read', async () => {
+    await writeFile(p('pass'), PASS, { mode: 0o600 });
+    const conf = await sb.yaml(YAML);
+    const w = await startWatch(sb, ['-f', conf, '--interval', '2s', '--connect', lv.uri], lv.nsenter);
+    await until(async () => (await fetch(`${w.url}/readyz`)).status === 200, 'ready', 60_000);
+    await writeFile(p('pass'), NEW, { mode: 0o600 });
+    await until(() => opens(NEW, 'root.qcow2', 'qcow2'), 'the watch service to re-key root.qcow2', 60_000);
+    await until(async () => /re-keyed in place[\s\S]*re-keyed in place/.test(w.log()), 'both re-keys to end', 60_000);
+    const texts = [w.log(), JSON.stringify(await w.status()), await (await fetch(`${w.url}/metrics`)).text(), await (await fetch(`${w.url}/`)).text()];
+    w.proc.kill('SIGTERM');
+    await w.exit();
+    for (const t of texts) {
+      expect(t).not.toContain(PASS);
+      expect(t).not.toContain(NEW);
+    }
+    expect(await opens(PASS, 'data.luks', 'raw')).toBe(false);
+    await chmod(p('pass'), 0o644);
+    try {
+      const plan = await sb.run('plan', '--strict');
+      expect(plan.code).toBe(1);
+      expect(plan.stdout + plan.stderr).toMatch(/images\.eroot: passphraseFile .*pass can be read by others than its owner \(mode 0644\); chmod 600 it \(an error with --strict\)/);
+      const apply = await sb.run('apply', '--strict');
+      expect(apply.code).toBe(1);
+      expect(apply.stderr).toMatch(/nothing was applied/);
+      expect((await sb.run('plan')).code).toBe(0);
+    } finally {
+      await chmod(p('pass'), 0o600);
+    }
+    await sb.yaml('version: 1\n');
+    expect((await sb.run('apply', '--prune')).code).toBe(0);
   });
 });
