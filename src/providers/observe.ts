@@ -4,6 +4,7 @@
 // batch, volumes the cache cannot answer in one more.
 import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { readSmallFile, type SmallFileDigest } from './common/small-files.js';
+import { rememberSecret } from '../tools/redact.js';
 import { lstatIdentity, whatIsAt, type FileIdentity } from './common/files.js';
 import { observeImages, type ObservedImage } from './image/observe.js';
 import { parsePoolReads, poolReadCommands, refreshPoolsQuietly, type ObservedPool } from '../tools/libvirt-pool.js';
@@ -126,6 +127,8 @@ export interface Targets {
   directories?: string[];
   /** small files whose content digest is needed (cloud-init seed files, secret values) */
   contents?: string[];
+  /** those of them that hold a secret value: blanked out of anything a tool says (tools/redact.ts) */
+  secretFiles?: string[];
   /** every libvirt secret of the connection */
   secrets?: boolean;
   /** pools whose volume list must be current (libvirt keeps its own until a refresh): those whose storage a prune may delete */
@@ -164,6 +167,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
     identities: [...identities].sort(),
     directories: [...directories].sort(),
     contents: [...contents].sort(),
+    secretFiles: [...new Set(parts.flatMap((t) => t.secretFiles ?? []))].sort(),
     backupRuns: parts.some((t) => t.backupRuns),
     secrets: parts.some((t) => t.secrets),
     refreshPools: [...new Set(parts.flatMap((t) => t.refreshPools ?? []))].sort(),
@@ -207,7 +211,10 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
       ...(targets.directories ?? []).map(async (p) => obs.directories.set(p, await directoryContent(p))),
       ...(targets.contents ?? []).map((p) =>
         readSmallFile(p).then(
-          ({ content: _, ...d }) => obs.contents.set(p, d),
+          ({ content, ...d }) => {
+            if (targets.secretFiles?.includes(p) && content.length <= 4096) rememberSecret(content);
+            obs.contents.set(p, d);
+          },
           (e: NodeJS.ErrnoException) => obs.errors.set(p, e.code ? `cannot read ${p}: ${e.code}` : e.message),
         ),
       ),

@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { execa } from 'execa';
+import { redact } from './redact.js';
 
 export interface RunResult {
   stdout: string;
@@ -10,20 +11,25 @@ export interface RunResult {
 }
 
 export class CommandError extends Error {
+  /** the tool's output, with any secret value this process read blanked out (see redact.ts) */
+  readonly stderr: string;
+  readonly stdout: string;
   constructor(
     readonly command: string[],
-    readonly stderr: string,
+    stderr: string,
     readonly exitCode: number | undefined,
-    readonly stdout = '',
+    stdout = '',
     /** stopped through its cancel signal (shutting down), not failed */
     readonly cancelled = false,
   ) {
     super(
       cancelled
         ? `${command[0]} ${command[1] ?? ''} cancelled (shutting down)`
-        : `${command[0]} ${command[1] ?? ''} failed${exitCode !== undefined ? ` (exit ${exitCode})` : ''}: ${firstLines(stderr) || 'no error output'}`,
+        : `${command[0]} ${command[1] ?? ''} failed${exitCode !== undefined ? ` (exit ${exitCode})` : ''}: ${firstLines(redact(stderr)) || 'no error output'}`,
     );
     this.name = 'CommandError';
+    this.stderr = redact(stderr);
+    this.stdout = redact(stdout);
   }
 }
 

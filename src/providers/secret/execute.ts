@@ -5,6 +5,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { lstat } from 'node:fs/promises';
 import { unlocks } from '../../tools/qemu-img.js';
 import { clearInterruptedRekey, rekeyImage } from '../../tools/luks-rekey.js';
+import { rememberSecret } from '../../tools/redact.js';
 import { failpoint } from '../../failpoint.js';
 import { recordKey, type SecretRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
@@ -121,6 +122,7 @@ async function rekeyIfNeeded(ctx: ExecContext, key: string, prev: SecretRecord, 
  */
 async function readValue(value: SecretValue, o: { rekeying?: boolean } = {}): Promise<{ content: Buffer; sha256: string }> {
   const f = await readUnchanged(value.file, value.signature);
+  rememberSecret(f.content);
   if (!o.rekeying && value.opens && (await lstat(value.opens.path).catch(() => undefined)) && !(await unlocks(value.opens.path, value.opens.format, value.file)))
     throw new Error(
       `the passphrase in ${value.file} does not open ${value.opens.path}; the secret is left as it was (a new secret cannot re-key an image: put the passphrase that opens it in the file)`,

@@ -17,6 +17,7 @@ export const secretKind: Kind = {
       diskUsers: orphaned,
       // The value files' sha256: a changed file is a value to set again.
       contents: declared.flatMap((s) => (s.valueFile ? [s.valueFile] : [])),
+      secretFiles: declared.flatMap((s) => (s.valueFile ? [s.valueFile] : [])),
     };
   },
   declared: (state) => Object.keys(state.secrets).map((name) => ({ type: 'secret' as const, name })),
