@@ -277,6 +277,12 @@ vms:
       await virsh(lv, 'destroy', 'encvm2');
       await writeFile(p('pass'), PASS, { mode: 0o600 });
     }
+    // And back while it is shut off: through the paused helper domain.
+    const back = await sb.run('apply');
+    expect(back.code, back.stdout + back.stderr).toBe(0);
+    expect(back.stdout).toMatch(/evq\.qcow2: re-keyed in place through a paused helper domain/);
+    expect(await opens(NEW, 'encpool/evq.qcow2', 'qcow2')).toBe(false);
+    expect(await opens(PASS, 'encpool/evr.img', 'raw')).toBe(true);
     await virsh(lv, 'start', 'encvm2');
     await virsh(lv, 'destroy', 'encvm2');
     await sb.yaml('version: 1\n');
