@@ -2,7 +2,7 @@
 // reconcile from the image's passphraseFile, or a declared one), the <encryption> in the disk,
 // a domain that starts, and a passphrase in no output or state file.
 import { randomBytes } from 'node:crypto';
-import { chmod, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -114,6 +114,9 @@ describe('encrypted images as VM disks', () => {
       await virsh(lv, 'destroy', 'encvm');
     }
     for (const text of [plan.stdout, plan.stderr, r.stdout, r.stderr, await allText(sb.stateDir), JSON.stringify(await sb.spawned())]) expect(text).not.toContain(PASS);
+    // The state directory is its owner's alone: nothing in it readable by group or others.
+    const open = (await readdir(sb.stateDir, { recursive: true, withFileTypes: true })).map((e) => path.join(e.parentPath, e.name));
+    for (const f of [sb.stateDir, ...open]) expect(((await stat(f)).mode & 0o077).toString(8), f).toBe('0');
   });
 
   it('a changed passphraseFile re-keys both images in place (a paused helper domain): the old passphrase no longer opens them, the data stays, the VM starts', async () => {
