@@ -209,7 +209,7 @@ class Monitor {
   }
 
   /** Runs one LUKS amend job to its end; false when it failed with `tolerated` (nothing to do). */
-  async amend(node: FormatNode, format: 'qcow2' | 'raw', luks: Record<string, string | number>, tolerated?: RegExp): Promise<boolean> {
+  async amend(node: FormatNode, format: 'qcow2' | 'raw', luks: Record<string, string | number>, tolerated?: RegExp, attempt = 0): Promise<boolean> {
     this.amendCommand ??= ((await this.run('query-commands')) as { name: string }[]).some((c) => c.name === 'blockdev-amend') ? 'blockdev-amend' : 'x-blockdev-amend';
     const job = `vr-amend-${randomBytes(4).toString('hex')}`;
     const options = format === 'qcow2' ? { driver: 'qcow2', encrypt: { format: 'luks', ...luks } } : { driver: 'luks', ...luks };
@@ -222,6 +222,11 @@ class Monitor {
         await this.run('job-dismiss', { id: job });
         if (!j.error) return true;
         if (tolerated?.test(j.error)) return false;
+        // QEMU's key derivation times itself and, on some virtual machines, cannot (as qemu-img).
+        if (j.error.includes('Unable to get accurate CPU usage') && attempt < 8) {
+          await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+          return this.amend(node, format, luks, tolerated, attempt + 1);
+        }
         throw new Error(`QEMU could not change the keyslots: ${j.error}`);
       }
       if (i > 600) throw new Error(`QEMU amend job ${job} did not end within a minute`);
