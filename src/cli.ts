@@ -121,7 +121,7 @@ function readsYaml(cmd: Command): Command {
 const option = {
   allowReplace: () => new Option('--allow-replace', 'allow rebuilding images whose format, options or source changed (their data is lost)'),
   prune: () => new Option('--prune', 'delete objects reconcile created that left the YAML'),
-  strict: () => new Option('--strict', 'treat warnings as errors (a passphraseFile or secret valueFile others can read)'),
+  strict: () => new Option('--strict', 'treat warnings as errors (a passphraseFile or secret valueFile that group or others can read)'),
   parallelism: () => withDefault(new Option('--parallelism <N>', 'independent actions at once'), DEFAULTS.parallelism),
   lockTimeout: () => withDefault(new Option('--lock-timeout <SECS>', 'how long to wait for another apply on the same state directory (0: fail at once)'), DEFAULTS.lockTimeout),
   autoApprove: () => new Option('--auto-approve', 'on a terminal, apply a plan that deletes or replaces without asking'),

@@ -3,7 +3,7 @@
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { runHook } from '../tools/hooks.js';
-import { check as checkImage, compare, convertCopy, convertInto as writeInto, unlocks, type Secret } from '../tools/qemu-img.js';
+import { check as checkImage, compare, convertCopy, convertInto as writeInto, create, info, unlocks, type Secret } from '../tools/qemu-img.js';
 import type { Format } from '../reconcile/model.js';
 import { sparseCopy } from '../tools/copy.js';
 import { createInternalSnapshot, deleteSnapshot, domainState, freeze, pushBackup, revertSnapshot, shutOff, thaw, withExternalSnapshot } from '../tools/libvirt-backup.js';
@@ -109,6 +109,14 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
       if (spec.quiesce && running) ctx.log(`backups.${spec.name}: internal snapshot of a running domain includes its memory; no freeze needed`);
       await createInternalSnapshot(v, spec.vm, id, `virt-reconcile backups.${spec.name}`);
     } else if (running && spec.mode === 'copy') {
+      // The copies are made here first, at the disks' size (libvirt then reuses them): an
+      // encrypted one with the disk's passphrase and iterTime, and qemu-img's transient LUKS
+      // failure is tried again (libvirt's own formatting of a target is neither).
+      for (const d of disks) {
+        const size = (await info(d.path))['virtual-size'];
+        const encryption = d.secretUsage ? passphraseOf(ctx, d.path, `disk ${d.target} (${d.path})`) : undefined;
+        await create(`${fileFor(d)}.partial`, { format: 'qcow2', size, encryption });
+      }
       if (spec.quiesce) await freeze(v, spec.vm);
       try {
         await pushBackup(
@@ -298,8 +306,10 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext &
         `${f.file} does not open with ${k.copy.passphraseFile}${ctx.backupPassphraseFile ? '' : " (the disk's passphraseFile: was the passphrase changed after this backup was made? give the one it was made with: --passphrase-file FILE)"}; nothing was restored`,
       );
   }
-  ctx.log(`restore: shutting ${r.vm} off`);
-  await shutOff(v, r.vm);
+  if ((await domainState(v, r.vm)) !== 'shut off') {
+    ctx.log(`restore: shutting ${r.vm} off (ACPI shutdown; destroyed if still running after 30 s); it stays off after the restore`);
+    await shutOff(v, r.vm);
+  }
   for (const f of r.files) {
     const aside = `${f.source}.before-restore-${stamp((ctx.now ?? (() => new Date()))())}`;
     const k = keys.get(f.target);

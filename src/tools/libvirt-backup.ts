@@ -47,8 +47,9 @@ async function waitForJob(v: Virsh, domain: string, what: string): Promise<void>
 const luks = (secretUsage: string | undefined) => (secretUsage ? { '@format': 'luks', secret: { '@type': 'passphrase', '@usage': secretUsage } } : undefined);
 
 /**
- * A push backup of a running domain: the named disks copied to qcow2 files while it runs. An
- * encrypted disk's copy is encrypted too (LUKS in qcow2, with the disk's own secret).
+ * A push backup of a running domain: the named disks copied into qcow2 files the caller made
+ * (at the disks' size) while it runs. An encrypted disk's copy is encrypted too (LUKS in
+ * qcow2, opened with the disk's own secret: its passphrase).
  */
 export async function pushBackup(v: Virsh, domain: string, disks: { target: string; file: string; secretUsage?: string }[], all: string[]): Promise<void> {
   const want = new Map(disks.map((d) => [d.target, d]));
@@ -65,7 +66,8 @@ export async function pushBackup(v: Virsh, domain: string, disks: { target: stri
       },
     },
   });
-  await withTempFile(xml, (f) => v.exec(['backup-begin', domain, f]));
+  // --reuse-external: the caller made the target files (see backups/backup.ts).
+  await withTempFile(xml, (f) => v.exec(['backup-begin', domain, f, '--reuse-external']));
   await waitForJob(v, domain, 'backup');
 }
 

@@ -178,7 +178,7 @@ export function diffSecrets(input: {
     const rekeyNote =
       setValue && value!.opens && valueRecorded
         ? value!.opens.rekey
-          ? `passphrase file changed (${value!.file}): ${spec.usageId} is re-keyed in place unless it opens with it already (a keyslot for it added and checked, then the old passphrase's erased; through the domain that has it open, if one runs)`
+          ? `passphrase file changed (${value!.file}): ${spec.usageId} is re-keyed in place unless it opens with it already`
           : `passphrase file changed (${value!.file}): images.${img!.name} is adopted, so it must open with it already (reconcile re-keys only images it made)`
         : undefined;
     // A record moved from the old name is written under this one (an update with nothing else).
