@@ -15,11 +15,13 @@ let sb: Sandbox;
 const p = (f: string) => path.join(sb.dir, f);
 const PASS = 'Backup-Luks-Pass-5150';
 const NEW = 'Backup-Luks-Rotated-6262';
+/** the raw disk's own passphrase: never changed here */
+const DATA = 'Backup-Luks-Data-7373';
 
 const YAML = `version: 1
 images:
   root: { path: $DIR/root.qcow2, size: 16M, encryption: { format: luks, passphraseFile: $DIR/pass, iterTime: 10 } }
-  data: { path: $DIR/data.luks, format: raw, size: 8M, encryption: { format: luks, passphraseFile: $DIR/pass, iterTime: 10 } }
+  data: { path: $DIR/data.luks, format: raw, size: 8M, encryption: { format: luks, passphraseFile: $DIR/data-pass, iterTime: 10 } }
 vms:
   edb:
     create: { memory: 64M, vcpus: 1 }
@@ -68,11 +70,12 @@ beforeAll(async () => {
   sb = await sandbox('encbackups', { libvirt: lv });
   await chmod(sb.dir, 0o755);
   await writeFile(p('pass'), PASS, { mode: 0o600 });
+  await writeFile(p('data-pass'), DATA, { mode: 0o600 });
   await sb.yaml(YAML);
   const r = await sb.run('apply');
   if (r.code !== 0) throw new Error(r.stdout + r.stderr);
   await io(PASS, p('root.qcow2'), 'qcow2', 'write -P 0x5a 1M 1M');
-  await io(PASS, p('data.luks'), 'luks', 'write -P 0x6b 1M 1M');
+  await io(DATA, p('data.luks'), 'luks', 'write -P 0x6b 1M 1M');
 });
 afterAll(async () => {
   await lv?.stop();
@@ -106,7 +109,7 @@ describe('backups of encrypted disks', () => {
         // Its keyslot derived with the disk's iterTime (10 ms), not qemu's 2 s: also the running
         // domain's copy (libvirt formats a target with its own default; reconcile makes them).
         expect(encrypt.slots[0].iters, f).toBeLessThan(2_000_000);
-        expect(await holds(PASS, f, 'qcow2', byte), f).toBe(true);
+        expect(await holds(t === 'vda' ? PASS : DATA, f, 'qcow2', byte), f).toBe(true);
         expect(await clear(f, n), f).toBe(false);
       }
     }
@@ -137,18 +140,18 @@ describe('backups of encrypted disks', () => {
   it('restore writes the copy back encrypted with the disk passphrase: the data is back, the VM starts, the plan is empty', async () => {
     const [b] = await list('copy');
     await io(PASS, p('root.qcow2'), 'qcow2', 'write -P 0x11 1M 1M');
-    await io(PASS, p('data.luks'), 'luks', 'write -P 0x22 1M 1M');
+    await io(DATA, p('data.luks'), 'luks', 'write -P 0x22 1M 1M');
     const r = await sb.run('restore', 'copy', '--from', b!.id);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(await holds(PASS, p('root.qcow2'), 'qcow2', '0x5a')).toBe(true);
-    expect(await holds(PASS, p('data.luks'), 'luks', '0x6b')).toBe(true);
+    expect(await holds(DATA, p('data.luks'), 'luks', '0x6b')).toBe(true);
     expect((await qemuInfo(p('data.luks'))).format).toBe('luks');
     await virsh(lv, 'start', 'edb');
     await virsh(lv, 'destroy', 'edb');
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
   });
 
-  it('after a passphrase change: an older copy is restored only with the passphrase it was made with, and comes back under the new one', async () => {
+  it('after a passphrase change: an older copy is restored only with the passphrase it was made with (the other disk with its own), and comes back under the new one', async () => {
     await writeFile(p('pass'), NEW, { mode: 0o600 });
     const rekey = await sb.run('apply');
     expect(rekey.code, rekey.stdout + rekey.stderr).toBe(0);
@@ -157,7 +160,7 @@ describe('backups of encrypted disks', () => {
     const refused = await sb.run('restore', 'copy', '--from', b!.id);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(
-      /does not open with .*pass \(the disk's passphraseFile: was the passphrase changed after this backup was made\? give the one it was made with: --passphrase-file FILE\); nothing was restored/,
+      /opens neither with .*pass \(the disk's passphraseFile: was the passphrase changed after this backup was made\? give the one it was made with: --passphrase-file FILE\); nothing was restored/,
     );
     expect(await holds(NEW, p('root.qcow2'), 'qcow2', '0x33')).toBe(true);
     await writeFile(p('old-pass'), PASS, { mode: 0o600 });
@@ -165,10 +168,13 @@ describe('backups of encrypted disks', () => {
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(await holds(NEW, p('root.qcow2'), 'qcow2', '0x5a')).toBe(true);
     expect(await holds(PASS, p('root.qcow2'), 'qcow2', '0x5a')).toBe(false);
+    // The raw disk's passphrase never changed: its copy opened with its own (adversarial pass:
+    // one --passphrase-file was tried on every disk, so no restore of such a VM could work).
+    expect(await holds(DATA, p('data.luks'), 'luks', '0x6b')).toBe(true);
     await virsh(lv, 'start', 'edb');
     await virsh(lv, 'destroy', 'edb');
     // Neither passphrase in the state directory (backup records included) or any output.
     const state = await allText(sb.stateDir);
-    for (const w of [PASS, NEW]) for (const t of [state, r.stdout, r.stderr, refused.stdout, refused.stderr, rekey.stdout]) expect(t).not.toContain(w);
+    for (const w of [PASS, NEW, DATA]) for (const t of [state, r.stdout, r.stderr, refused.stdout, refused.stderr, rekey.stdout]) expect(t).not.toContain(w);
   });
 });

@@ -165,6 +165,16 @@ describe('encrypted images as VM disks', () => {
       expect((await virsh(lv, 'domstate', 'encvm')).trim()).toBe('running');
       expect(await opens(NEW, 'root.qcow2', 'qcow2')).toBe(false);
       expect(await opens(PASS, 'root.qcow2', 'qcow2')).toBe(true);
+      // Again without a restart: its QEMU still holds the passphrase it started with, which the
+      // image no longer takes — said plainly, nothing changed (adversarial pass: a bare QEMU error).
+      await writeFile(p('pass'), 'Third-Pass-While-Running', { mode: 0o600 });
+      const again = await sb.run('apply');
+      expect(again.code).toBe(1);
+      expect(again.stdout).toMatch(
+        /root\.qcow2: domain encvm has had it open since before its last passphrase change, .*nothing was changed\. Restart the domain \(or shut it off\) and apply again/,
+      );
+      expect(await opens(PASS, 'root.qcow2', 'qcow2')).toBe(true);
+      await writeFile(p('pass'), PASS, { mode: 0o600 });
     } finally {
       await virsh(lv, 'destroy', 'encvm');
     }
@@ -201,6 +211,29 @@ describe('encrypted images as VM disks', () => {
     await writeFile(p('pass'), PASS, { mode: 0o600 });
     expect((await sb.run('apply')).code).toBe(0);
     await ioWith(PASS, 'root.qcow2', 'qcow2', 'read -P 0x5a 1M 1M');
+    // Killed once it opens only with the new passphrase, then the file changed again: the
+    // secret must not be set to a passphrase that opens nothing (adversarial pass: it was, and
+    // the next plan said in sync). Refused until the file holds the one it was re-keyed to.
+    await writeFile(p('pass'), NEW, { mode: 0o600 });
+    const crashed = await cli(
+      ['apply', '-f', path.join(sb.dir, 'storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri],
+      { VIRT_RECONCILE_FAILPOINT: 'rekey-keyed' },
+      lv.nsenter,
+    );
+    expect(crashed.code).not.toBe(0);
+    await writeFile(p('pass'), 'Yet-Another-Pass-3131', { mode: 0o600 });
+    const refused = await sb.run('apply');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr + refused.stdout).toMatch(
+      /an interrupted apply was re-keying .*root\.qcow2 to the passphrase .*pass held then, and the file has changed since; .*Put it back/,
+    );
+    expect(await opens(NEW, 'root.qcow2', 'qcow2')).toBe(true);
+    await writeFile(p('pass'), NEW, { mode: 0o600 });
+    expect((await sb.run('apply')).code).toBe(0);
+    await writeFile(p('pass'), PASS, { mode: 0o600 });
+    expect((await sb.run('apply')).code).toBe(0);
+    await virsh(lv, 'start', 'encvm');
+    await virsh(lv, 'destroy', 'encvm');
   });
 
   it('a kept secret is not undefined while a domain the YAML does not declare still opens its image with it (adversarial pass)', async () => {

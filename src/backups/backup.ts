@@ -290,21 +290,21 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext &
     await revertSnapshot(v, r.vm, r.snapshot);
     return;
   }
-  // An encrypted copy: opened with the disk's passphrase as it is now (or the one given for a
-  // copy made before a passphrase change), written back encrypted with the disk's own.
-  const keys = new Map(
-    r.files.map((f) => {
-      if (!f.encrypted) return [f.target, undefined] as const;
-      const disk = passphraseOf(ctx, f.source, `disk ${f.target} (${f.source})`);
-      return [f.target, { disk, copy: ctx.backupPassphraseFile ? { passphraseFile: ctx.backupPassphraseFile } : disk }] as const;
-    }),
-  );
+  // An encrypted copy: opened with its disk's passphrase as it is now, or else with the one
+  // given (a copy made before that disk's passphrase changed; a VM's disks may have different
+  // passphrases, changed at different times); written back encrypted with the disk's own.
+  const keys = new Map<string, { disk: Secret; copy: Secret }>();
   for (const f of r.files) {
-    const k = keys.get(f.target);
-    if (k && !(await unlocks(f.file, 'qcow2', k.copy.passphraseFile)))
+    if (!f.encrypted) continue;
+    const disk = passphraseOf(ctx, f.source, `disk ${f.target} (${f.source})`);
+    const copy = [disk, ...(ctx.backupPassphraseFile ? [{ passphraseFile: ctx.backupPassphraseFile }] : [])];
+    let opens: Secret | undefined;
+    for (const c of copy) if (!opens && (await unlocks(f.file, 'qcow2', c.passphraseFile))) opens = c;
+    if (!opens)
       throw new UserError(
-        `${f.file} does not open with ${k.copy.passphraseFile}${ctx.backupPassphraseFile ? '' : " (the disk's passphraseFile: was the passphrase changed after this backup was made? give the one it was made with: --passphrase-file FILE)"}; nothing was restored`,
+        `${f.file} opens neither with ${copy.map((c) => c.passphraseFile).join(' nor with ')}${ctx.backupPassphraseFile ? '' : " (the disk's passphraseFile: was the passphrase changed after this backup was made? give the one it was made with: --passphrase-file FILE)"}; nothing was restored`,
       );
+    keys.set(f.target, { disk, copy: opens });
   }
   if ((await domainState(v, r.vm)) !== 'shut off') {
     ctx.log(`restore: shutting ${r.vm} off (ACPI shutdown; destroyed if still running after 30 s); it stays off after the restore`);

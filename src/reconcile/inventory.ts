@@ -122,6 +122,8 @@ export interface SecretRecord {
    * an interrupted apply resumes from there (see tools/luks-rekey.ts).
    */
   rekey?: 'started' | 'keyed';
+  /** while `rekey` is set: the salted digest of the passphrase the image is being re-keyed to */
+  rekeyTo?: string;
   /** "SALT:HEX": sha256 of the salt and the value's sha256, to tell a changed value (never the value, nor its plain digest) */
   valueDigest?: string;
   /** managed by the YAML's adopt: true, not made by reconcile: never undefined */

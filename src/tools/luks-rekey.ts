@@ -40,6 +40,9 @@ export interface RekeyResult {
 
 const HELPER_PREFIX = 'vr-rekey-';
 
+/** A re-key that stopped before it changed any keyslot: the image opens as it did. */
+export class RekeyNotStarted extends Error {}
+
 /** The helper domain's name for an image: fixed per path, so a leftover one (a kill -9) is found and destroyed. */
 export const helperName = (p: string) => `${HELPER_PREFIX}${createHash('sha256').update(p).digest('hex').slice(0, 16)}`;
 
@@ -49,7 +52,9 @@ export const helperName = (p: string) => `${HELPER_PREFIX}${createHash('sha256')
  */
 export async function rekeyImage(v: Virsh, r: Rekey): Promise<RekeyResult> {
   if (/^[a-z0-9+]+:\/\/[^/]/i.test(v.uri))
-    throw new Error(`re-keying ${r.path} needs reconcile on the host itself (the connection ${v.uri} is remote: QEMU's key for the new passphrase is a file on that host)`);
+    throw new RekeyNotStarted(
+      `re-keying ${r.path} needs reconcile on the host itself (the connection ${v.uri} is remote: QEMU's key for the new passphrase is a file on that host)`,
+    );
   const real = await realpath(r.path);
   const holder = await runningHolder(v, r.path, real);
   const helper = holder ? undefined : helperName(real);
@@ -60,16 +65,24 @@ export async function rekeyImage(v: Virsh, r: Rekey): Promise<RekeyResult> {
     // The new passphrase opens it and libvirt's (old) one no longer does: an interrupted
     // re-key erased the old keyslots already.
     if (!opened && !added) return { through: { domain, helper: true }, added, erased: false };
-    if (!opened) throw new Error(`${r.path}: its libvirt secret does not open it (nor does the new passphrase); nothing is changed`);
+    if (!opened) throw new RekeyNotStarted(`${r.path}: its libvirt secret does not open it (nor does the new passphrase); nothing is changed`);
   }
   try {
     const qmp = new Monitor(v, domain);
-    const node = await qmp.formatNode(real);
+    const node = await qmp.formatNode([real, r.path, ...(holder?.names ?? [])]);
     if (added) {
       const id = `vr-newkey-${randomBytes(4).toString('hex')}`;
       await qmp.addSecret(id, r.passphrase, real);
       try {
         await qmp.amend(node, r.format, { state: 'active', 'new-secret': id, ...(r.iterTime ? { 'iter-time': r.iterTime } : {}) });
+      } catch (e) {
+        // QEMU unlocks the master key with the passphrase it opened the image with: a domain
+        // running since before the last passphrase change holds one the image no longer takes.
+        if (holder && /Invalid password, cannot unlock any keyslot/.test((e as Error).message))
+          throw new RekeyNotStarted(
+            `${r.path}: domain ${holder.domain} has had it open since before its last passphrase change, and QEMU can re-key it only with the passphrase it opened it with; nothing was changed. Restart the domain (or shut it off) and apply again`,
+          );
+        throw e;
       } finally {
         await qmp.run('object-del', { id }).catch(() => undefined);
       }
@@ -88,13 +101,17 @@ export async function rekeyImage(v: Virsh, r: Rekey): Promise<RekeyResult> {
 }
 
 /** The running domain that has the image as a disk: by its path, or as a pool volume whose path it is. */
-async function runningHolder(v: Virsh, p: string, real: string): Promise<{ domain: string } | undefined> {
+async function runningHolder(v: Virsh, p: string, real: string): Promise<{ domain: string; names: string[] } | undefined> {
   const uses = await runningDomainDiskUses(v);
-  const byPath = uses.find((u) => u.disk.source.file === p || u.disk.source.file === real);
-  if (byPath) return byPath;
+  // By the path it names, or one that leads to the same file (a symlink, `//`).
+  for (const u of uses) {
+    const f = u.disk.source.file;
+    if (f && (f === p || f === real || (await realpath(f).catch(() => undefined)) === real)) return { domain: u.domain, names: [f] };
+  }
   const vols = uses.filter((u) => u.disk.source.pool && u.disk.source.volume);
   const paths = vols.length ? await v.batch(vols.map((u) => ['vol-path', '--pool', u.disk.source.pool!, u.disk.source.volume!])) : [];
-  return vols.find((_, i) => [p, real].includes((paths[i] ?? '').trim()));
+  const i = vols.findIndex((_, i) => [p, real].includes((paths[i] ?? '').trim()));
+  return i < 0 ? undefined : { domain: vols[i]!.domain, names: [(paths[i] ?? '').trim()] };
 }
 
 /**
@@ -179,8 +196,8 @@ class Monitor {
     return reply.return;
   }
 
-  /** The LUKS layer's node of the image at `path` (qcow2, or raw LUKS) and its key-secret. */
-  async formatNode(path: string): Promise<FormatNode> {
+  /** The LUKS layer's node of the image (QEMU knows it by one of `paths`: qcow2, or raw LUKS) and its key-secret. */
+  async formatNode(paths: string[]): Promise<FormatNode> {
     const nodes = (await this.run('query-named-block-nodes', { flat: true })) as { 'node-name': string; drv: string; file: string }[];
     for (const n of nodes) {
       if (n.drv !== 'qcow2' && n.drv !== 'luks') continue;
@@ -188,9 +205,9 @@ class Monitor {
       const o = JSON.parse(n.file.slice(5)) as Record<string, unknown>;
       const file = o.file as { filename?: string } | undefined;
       const secret = (o['encrypt.key-secret'] ?? o['key-secret']) as string | undefined;
-      if (file?.filename === path && secret) return { name: n['node-name'], secret };
+      if (file?.filename && paths.includes(file.filename) && secret) return { name: n['node-name'], secret };
     }
-    throw new Error(`${path} is not open as a LUKS image in domain ${this.domain}`);
+    throw new Error(`${paths[0]} is not open as a LUKS image in domain ${this.domain}`);
   }
 
   async job(id: string): Promise<{ id: string; status: string; error?: string } | undefined> {
@@ -214,7 +231,7 @@ class Monitor {
     const job = `vr-amend-${randomBytes(4).toString('hex')}`;
     const options = format === 'qcow2' ? { driver: 'qcow2', encrypt: { format: 'luks', ...luks } } : { driver: 'luks', ...luks };
     await this.run(this.amendCommand, { 'job-id': job, 'node-name': node.name, options });
-    // Adding a keyslot derives a key for about two seconds (qemu's iter-time); a minute is ample.
+    // Adding a keyslot derives a key for iter-time (two seconds by default).
     for (let i = 0; ; i++) {
       const j = await this.job(job);
       if (!j) throw new Error(`QEMU amend job ${job} disappeared`);
@@ -229,7 +246,8 @@ class Monitor {
         }
         throw new Error(`QEMU could not change the keyslots: ${j.error}`);
       }
-      if (i > 600) throw new Error(`QEMU amend job ${job} did not end within a minute`);
+      // (iterTime may be up to a minute, and an erase tries every keyslot.)
+      if (i > 6000) throw new Error(`QEMU amend job ${job} did not end within ten minutes`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }

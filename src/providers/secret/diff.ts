@@ -167,6 +167,15 @@ export function diffSecrets(input: {
     if (finish) changes.push({ field: 'state', from: 'incomplete (an apply was interrupted)', to: 'complete' });
     // A re-key of its image an apply began and did not finish: it resumes where it stopped.
     const rekeying = rec?.uuid === byUsage.uuid ? rec.rekey : undefined;
+    // The passphrase it was being re-keyed to may be the only one that opens it now: a file
+    // changed again since cannot finish that re-key (nor start another).
+    if (rekeying && value && sha && rec?.rekeyTo && !sameValue(rec.rekeyTo, sha)) {
+      refuse(
+        id,
+        `${spec.origin}: an interrupted apply was re-keying ${spec.usageId} to the passphrase ${value.file} held then, and the file has changed since; the image may open only with that passphrase now. Put it back in ${value.file} and apply (the re-key finishes), then change it`,
+      );
+      continue;
+    }
     if (rekeying && !finish) changes.push({ field: 'state', from: `re-key of ${spec.usageId} interrupted (${rekeying})`, to: 'complete' });
     if (spec.description !== undefined && spec.description !== (byUsage.description ?? ''))
       changes.push({ field: 'description', from: byUsage.description ?? 'none', to: spec.description });

@@ -4,14 +4,14 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { lstat } from 'node:fs/promises';
 import { unlocks } from '../../tools/qemu-img.js';
-import { clearInterruptedRekey, rekeyImage } from '../../tools/luks-rekey.js';
+import { clearInterruptedRekey, RekeyNotStarted, rekeyImage } from '../../tools/luks-rekey.js';
 import { rememberSecret } from '../../tools/redact.js';
 import { failpoint } from '../../failpoint.js';
 import { recordKey, type SecretRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { defineSecret, readSecrets, setSecretValue, undefineSecret } from '../../tools/libvirt-secret.js';
-import { readUnchanged } from '../common/small-files.js';
+import { readUnchanged, sha256Hex } from '../common/small-files.js';
 import type { Virsh } from '../../tools/virsh.js';
 import { saltedDigest } from './diff.js';
 import type { SecretOp, SecretValue } from './ops.js';
@@ -87,30 +87,48 @@ export async function executeSecret(a: Action, ctx: ExecContext): Promise<Effect
  */
 async function rekeyIfNeeded(ctx: ExecContext, key: string, prev: SecretRecord, value: SecretValue, passphrase: Buffer): Promise<void> {
   const img = value.opens!;
-  if (prev.rekey === 'keyed' || !(await lstat(img.path).catch(() => undefined))) return;
+  if (!(await lstat(img.path).catch(() => undefined))) return;
+  if (prev.rekey === 'keyed') {
+    // The secret is set only to a passphrase that opens the image.
+    if (!(await unlocks(img.path, img.format, value.file)))
+      throw new Error(`${img.path} was re-keyed by an interrupted apply to another passphrase than ${value.file} holds now; put that one back and apply, then change it`);
+    return;
+  }
   if (prev.rekey === 'started') await clearInterruptedRekey(ctx.virsh(), img.path);
   const opensAlready = await unlocks(img.path, img.format, value.file);
   if (prev.rekey !== 'started' && opensAlready) return;
   if (!img.rekey)
     throw new Error(`the passphrase in ${value.file} does not open ${img.path}, an image reconcile did not make (adopted): it is not re-keyed; the secret is left as it was`);
-  await ctx.inventory.set(key, { ...prev, rekey: 'started' });
+  const started: SecretRecord = {
+    ...prev,
+    rekey: 'started',
+    rekeyTo: prev.rekey === 'started' && prev.rekeyTo ? prev.rekeyTo : saltedDigest(sha256Hex(passphrase), randomBytes(8).toString('hex')),
+  };
+  await ctx.inventory.set(key, started);
   failpoint('rekey-started');
-  const r = await rekeyImage(ctx.virsh(), {
-    path: img.path,
-    format: img.format,
-    secretUsage: prev.usageId,
-    passphrase,
-    passphraseFile: value.file,
-    opensAlready,
-    iterTime: img.iterTime,
-  });
+  let r: Awaited<ReturnType<typeof rekeyImage>>;
+  try {
+    r = await rekeyImage(ctx.virsh(), {
+      path: img.path,
+      format: img.format,
+      secretUsage: prev.usageId,
+      passphrase,
+      passphraseFile: value.file,
+      opensAlready,
+      iterTime: img.iterTime,
+    });
+  } catch (e) {
+    // Stopped before any keyslot changed: nothing to resume (a later file may hold another passphrase).
+    if (e instanceof RekeyNotStarted) await ctx.inventory.set(key, prev);
+    throw e;
+  }
   ctx.log(
     `${img.path}: re-keyed in place through ${r.through.helper ? `a paused helper domain (${r.through.domain})` : `running domain ${r.through.domain}`}: ${[
       r.added ? 'a keyslot for the new passphrase added' : 'the new passphrase opened it already',
       r.erased ? "the old passphrase's keyslots erased" : 'no keyslot of the old passphrase was left',
     ].join(', ')}`,
   );
-  await ctx.inventory.set(key, { ...prev, rekey: 'keyed' });
+  await ctx.inventory.set(key, { ...started, rekey: 'keyed' });
   failpoint('rekey-keyed');
 }
 
