@@ -236,6 +236,39 @@ describe('encrypted images as VM disks', () => {
     await virsh(lv, 'destroy', 'encvm');
   });
 
+  it('a secret that no longer holds the passphrase opening the image: the re-key says to declare previousPassphraseFile, and with it qemu-img re-keys the image', async () => {
+    // Its secret lost the passphrase (set by hand to another): the helper domain cannot open it.
+    const uuid = (await recorded(sb.stateDir))['secret:image/eroot'].uuid as string;
+    await writeFile(p('wrong'), 'Not-The-Passphrase-99', { mode: 0o600 });
+    await virsh(lv, 'secret-set-value', uuid, '--file', p('wrong'), '--plain');
+    await writeFile(p('pass'), NEW, { mode: 0o600 });
+    const refused = await sb.run('apply');
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toMatch(
+      /root\.qcow2: its libvirt secret does not open it \(nor does the new passphrase\); nothing is changed\. Declare encryption\.previousPassphraseFile/,
+    );
+    expect(await opens(PASS, 'root.qcow2', 'qcow2')).toBe(true);
+    await writeFile(p('old'), PASS, { mode: 0o600 });
+    await sb.yaml(
+      YAML.replace(
+        'eroot: { path: $DIR/root.qcow2, size: 32M, encryption: { format: luks, passphraseFile: $DIR/pass,',
+        'eroot: { path: $DIR/root.qcow2, size: 32M, encryption: { format: luks, passphraseFile: $DIR/pass, previousPassphraseFile: $DIR/old,',
+      ),
+    );
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(
+      /root\.qcow2: re-keyed in place through qemu-img amend with previousPassphraseFile: a keyslot for the new passphrase added, the old passphrase's keyslots erased/,
+    );
+    expect(await opens(PASS, 'root.qcow2', 'qcow2')).toBe(false);
+    expect(await opens(NEW, 'root.qcow2', 'qcow2')).toBe(true);
+    await virsh(lv, 'start', 'encvm');
+    await virsh(lv, 'destroy', 'encvm');
+    await writeFile(p('pass'), PASS, { mode: 0o600 });
+    await sb.yaml(YAML);
+    expect((await sb.run('apply')).code).toBe(0);
+  });
+
   it('a kept secret is not undefined while a domain the YAML does not declare still opens its image with it (adversarial pass)', async () => {
     const hand = `<domain type='qemu'><name>hand</name><memory unit='MiB'>64</memory><os><type>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${p('root.qcow2')}'><encryption format='luks'><secret type='passphrase' usage='${p('root.qcow2')}'/></encryption></source><target dev='vda' bus='virtio'/></disk></devices></domain>`;
     await writeFile(p('hand.xml'), hand);

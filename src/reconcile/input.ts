@@ -29,7 +29,7 @@ export interface ImageInput {
   vmdk?: { adapterType?: 'ide' | 'buslogic' | 'lsilogic' | 'legacyESX'; subformat?: string };
   vhd?: { subformat?: 'dynamic' | 'fixed' };
   vhdx?: { subformat?: 'dynamic' | 'fixed' };
-  encryption?: { format: 'luks'; passphraseFile: string; iterTime?: number };
+  encryption?: { format: 'luks'; passphraseFile: string; previousPassphraseFile?: string; iterTime?: number };
   permissions?: PermissionsInput;
   protect?: boolean;
   wipe?: WipeAlgorithm;

@@ -65,7 +65,7 @@ export interface ImageSpec {
   vmdk?: { adapterType?: 'ide' | 'buslogic' | 'lsilogic' | 'legacyESX'; subformat?: string };
   vhd?: { subformat?: 'dynamic' | 'fixed' };
   vhdx?: { subformat?: 'dynamic' | 'fixed' };
-  encryption?: { format: 'luks'; passphraseFile: string; iterTime?: number };
+  encryption?: { format: 'luks'; passphraseFile: string; previousPassphraseFile?: string; iterTime?: number };
   permissions?: Permissions;
   protect: boolean;
   /** overwrite its data before reconcile deletes it (prune, destroy, a volume's replace) */

@@ -12,7 +12,7 @@ import { readFile, readdir, readlink, realpath } from 'node:fs/promises';
 import { failpoint } from '../failpoint.js';
 import { buildXml } from './xml.js';
 import { runningDomainDiskUses } from './libvirt-domain.js';
-import { unlocks } from './qemu-img.js';
+import { rekeyWith, unlocks } from './qemu-img.js';
 import { withTempFile } from './scratch.js';
 import type { Virsh } from './virsh.js';
 
@@ -27,13 +27,16 @@ export interface Rekey {
   passphraseFile: string;
   /** ms the new keyslot's key derivation takes (qemu's iter-time; its default when undefined) */
   iterTime?: number;
+  /** the passphrase that opened it before (declared): qemu-img re-keys with it when the libvirt secret cannot */
+  previousFile?: string;
   /** whether the new passphrase opens it already (the caller checked: each check is a key derivation) */
   opensAlready: boolean;
 }
 
 /** How the re-key went: through which QEMU, and whether old keyslots were still there to erase. */
 export interface RekeyResult {
-  through: { domain: string; helper: boolean };
+  /** the QEMU it went through (a domain, or a paused helper), or qemu-img with previousPassphraseFile */
+  through: { domain: string; helper: boolean } | { qemuImg: true };
   added: boolean;
   erased: boolean;
 }
@@ -65,7 +68,15 @@ export async function rekeyImage(v: Virsh, r: Rekey): Promise<RekeyResult> {
     // The new passphrase opens it and libvirt's (old) one no longer does: an interrupted
     // re-key erased the old keyslots already.
     if (!opened && !added) return { through: { domain, helper: true }, added, erased: false };
-    if (!opened) throw new RekeyNotStarted(`${r.path}: its libvirt secret does not open it (nor does the new passphrase); nothing is changed`);
+    if (!opened && r.previousFile && (await unlocks(r.path, r.format, r.previousFile))) {
+      // The secret was lost or never held it: the declared previous passphrase does.
+      const done = await rekeyWith(r.path, r.format, { passphraseFile: r.previousFile }, { passphraseFile: r.passphraseFile, iterTime: r.iterTime });
+      return { through: { qemuImg: true }, ...done };
+    }
+    if (!opened)
+      throw new RekeyNotStarted(
+        `${r.path}: its libvirt secret does not open it (nor does the new passphrase${r.previousFile ? ', nor previousPassphraseFile' : ''}); nothing is changed${r.previousFile ? '' : '. Declare encryption.previousPassphraseFile with the passphrase that opens it'}`,
+      );
   }
   try {
     const qmp = new Monitor(v, domain);

@@ -271,3 +271,32 @@ export async function unlocks(path: string, format: 'qcow2' | 'raw', passphraseF
     throw e;
   }
 }
+
+/**
+ * Re-keys a LUKS image no process has open, knowing its old passphrase: a keyslot for `next`
+ * (unless it opens already), then every keyslot `old` opens erased, then checked.
+ */
+export async function rekeyWith(path: string, format: 'qcow2' | 'raw', old: Secret, next: Secret): Promise<{ added: boolean; erased: boolean }> {
+  const driver = format === 'raw' ? 'luks' : 'qcow2';
+  const o = driver === 'luks' ? '' : 'encrypt.';
+  const secrets = [...secretArgs(old, 'old0'), ...secretArgs(next, 'new0')];
+  const added = !(await unlocks(path, format, next.passphraseFile));
+  if (added)
+    await run('qemu-img', [
+      'amend',
+      ...secrets,
+      '--image-opts',
+      imageOpts(path, driver, 'old0'),
+      '-o',
+      `${o}state=active,${o}new-secret=new0${next.iterTime ? `,${o}iter-time=${next.iterTime}` : ''}`,
+    ]);
+  if (!(await unlocks(path, format, next.passphraseFile))) throw new Error(`${path}: the keyslot added for the new passphrase does not open it`);
+  let erased = true;
+  try {
+    await run('qemu-img', ['amend', ...secrets, '--image-opts', imageOpts(path, driver, 'new0'), '-o', `${o}state=inactive,${o}old-secret=old0`], { retries: 0 });
+  } catch (e) {
+    if (!(e instanceof CommandError && /No keyslots match given \(old\) password/.test(e.stderr))) throw e;
+    erased = false;
+  }
+  return { added, erased };
+}

@@ -89,7 +89,17 @@ export function diffSecrets(input: {
         file: spec.valueFile,
         encoding: spec.encoding,
         signature: file.signature,
-        ...(img ? { opens: { path: spec.usageId, format: img.format === 'raw' ? 'raw' : 'qcow2', rekey: !img.adopt, iterTime: img.encryption!.iterTime } } : {}),
+        ...(img
+          ? {
+              opens: {
+                path: spec.usageId,
+                format: img.format === 'raw' ? 'raw' : 'qcow2',
+                rekey: !img.adopt,
+                iterTime: img.encryption!.iterTime,
+                previousFile: img.encryption!.previousPassphraseFile,
+              },
+            }
+          : {}),
       };
     }
     // A secret an image at a path opens with comes after that image (it is checked to open it).

@@ -3,7 +3,7 @@
 // copy on disk, never printed, never in the state (only a salted digest).
 import { randomBytes, randomUUID } from 'node:crypto';
 import { lstat } from 'node:fs/promises';
-import { unlocks } from '../../tools/qemu-img.js';
+import { rekeyWith, unlocks } from '../../tools/qemu-img.js';
 import { clearInterruptedRekey, RekeyNotStarted, rekeyImage } from '../../tools/luks-rekey.js';
 import { rememberSecret } from '../../tools/redact.js';
 import { failpoint } from '../../failpoint.js';
@@ -116,14 +116,21 @@ async function rekeyIfNeeded(ctx: ExecContext, key: string, prev: SecretRecord, 
       passphraseFile: value.file,
       opensAlready,
       iterTime: img.iterTime,
+      previousFile: img.previousFile,
     });
   } catch (e) {
     // Stopped before any keyslot changed: nothing to resume (a later file may hold another passphrase).
     if (e instanceof RekeyNotStarted) await ctx.inventory.set(key, prev);
     throw e;
   }
+  const how =
+    'qemuImg' in r.through
+      ? 'qemu-img amend with previousPassphraseFile'
+      : r.through.helper
+        ? `a paused helper domain (${r.through.domain})`
+        : `running domain ${r.through.domain}`;
   ctx.log(
-    `${img.path}: re-keyed in place through ${r.through.helper ? `a paused helper domain (${r.through.domain})` : `running domain ${r.through.domain}`}: ${[
+    `${img.path}: re-keyed in place through ${how}: ${[
       r.added ? 'a keyslot for the new passphrase added' : 'the new passphrase opened it already',
       r.erased ? "the old passphrase's keyslots erased" : 'no keyslot of the old passphrase was left',
     ].join(', ')}`,
@@ -141,10 +148,17 @@ async function rekeyIfNeeded(ctx: ExecContext, key: string, prev: SecretRecord, 
 async function readValue(value: SecretValue, o: { rekeying?: boolean } = {}): Promise<{ content: Buffer; sha256: string }> {
   const f = await readUnchanged(value.file, value.signature);
   rememberSecret(f.content);
-  if (!o.rekeying && value.opens && (await lstat(value.opens.path).catch(() => undefined)) && !(await unlocks(value.opens.path, value.opens.format, value.file)))
+  const img = value.opens;
+  if (!o.rekeying && img && (await lstat(img.path).catch(() => undefined)) && !(await unlocks(img.path, img.format, value.file))) {
+    // A new secret has no old passphrase to re-key with; a declared previousPassphraseFile has.
+    if (img.rekey && img.previousFile && (await unlocks(img.path, img.format, img.previousFile))) {
+      await rekeyWith(img.path, img.format, { passphraseFile: img.previousFile }, { passphraseFile: value.file, iterTime: img.iterTime });
+      return f;
+    }
     throw new Error(
-      `the passphrase in ${value.file} does not open ${value.opens.path}; the secret is left as it was (a new secret cannot re-key an image: put the passphrase that opens it in the file)`,
+      `the passphrase in ${value.file} does not open ${img.path}; the secret is left as it was (a new secret cannot re-key an image by itself: put the passphrase that opens it in the file, or declare it as encryption.previousPassphraseFile)`,
     );
+  }
   if (value.encoding === 'base64' && !/^[A-Za-z0-9+/]+={0,2}\s*$/.test(f.content.toString('latin1')))
     throw new Error(
       `${value.file} is not base64 (encoding: base64, the default for ceph: a key as \`ceph auth get-key\` prints it); if it holds the value itself, declare encoding: raw`,

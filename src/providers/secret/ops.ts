@@ -12,7 +12,7 @@ export interface SecretValue {
    * The encrypted image this passphrase opens: checked to open it before it is set (if the
    * image is there); if it does not, an image reconcile made is re-keyed to it in place first.
    */
-  opens?: { path: string; format: 'qcow2' | 'raw'; rekey: boolean; iterTime?: number };
+  opens?: { path: string; format: 'qcow2' | 'raw'; rekey: boolean; iterTime?: number; previousFile?: string };
 }
 
 export type SecretOp =
