@@ -328,6 +328,9 @@ vms:
     const xml = await virsh(lv, 'dumpxml', '--inactive', 'encvm2');
     expect(diskOf(xml, 'vdb')).toMatch(/<source pool='encp' volume='evr\.img'>\s*<encryption format='luks'/);
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
+    // Data on both, to find intact after two passphrase changes.
+    await ioWith(PASS, 'encpool/evq.qcow2', 'qcow2', 'write -P 0x7c 1M 1M');
+    await ioWith(PASS, 'encpool/evr.img', 'raw', 'write -P 0x7d 1M 1M');
     await virsh(lv, 'start', 'encvm2');
     try {
       expect(await virsh(lv, 'domblklist', 'encvm2')).toMatch(/vda\s+evq\.qcow2[\s\S]*vdb\s+evr\.img/);
@@ -352,6 +355,8 @@ vms:
     expect(back.stdout).toMatch(/evq\.qcow2: re-keyed in place through a paused helper domain/);
     expect(await opens(NEW, 'encpool/evq.qcow2', 'qcow2')).toBe(false);
     expect(await opens(PASS, 'encpool/evr.img', 'raw')).toBe(true);
+    await ioWith(PASS, 'encpool/evq.qcow2', 'qcow2', 'read -P 0x7c 1M 1M');
+    await ioWith(PASS, 'encpool/evr.img', 'raw', 'read -P 0x7d 1M 1M');
     await virsh(lv, 'start', 'encvm2');
     await virsh(lv, 'destroy', 'encvm2');
     await sb.yaml('version: 1\n');
