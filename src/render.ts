@@ -55,7 +55,7 @@ export function renderPlan(plan: Plan, opts: { showNoop?: boolean; colors?: Colo
   if (plan.refusals.length) {
     lines.push(
       c.red(
-        `Plan refused: ${plan.refusals.length} change(s) cannot be made; ${n.create} to create, ${n.update} to update, ${n.replace} to replace, ${n.delete} to delete, none applied until the refusals are resolved.`,
+        `Plan refused: ${refusalCount(plan.refusals)}; ${n.create} to create, ${n.update} to update, ${n.replace} to replace, ${n.delete} to delete, none applied until the refusals are resolved.`,
       ),
     );
   } else if (n.create + n.update + n.replace + n.delete === 0) {
@@ -115,4 +115,11 @@ export function renderCheck(rows: CheckRow[]): string {
     columns(['IMAGE', 'RESULT']),
     rows.map((r) => [r.name, `${r.result}${r.inUse ? ' [in use by a running domain]' : ''}`]),
   ).join('\n');
+}
+
+/** "2 change(s) cannot be made", "1 warning(s) are errors with --strict", or both. */
+function refusalCount(refusals: { id: string }[]): string {
+  const strict = refusals.filter((r) => r.id === 'strict').length;
+  const changes = refusals.length - strict;
+  return [changes ? `${changes} change(s) cannot be made` : '', strict ? `${strict} warning(s) are errors with --strict` : ''].filter(Boolean).join(', ');
 }

@@ -385,6 +385,7 @@ vms:
       const plan = await sb.run('plan', '--strict');
       expect(plan.code).toBe(1);
       expect(plan.stdout + plan.stderr).toMatch(/images\.eroot: passphraseFile .*pass can be read by others than its owner \(mode 0644\); chmod 600 it \(an error with --strict\)/);
+      expect(plan.stdout + plan.stderr).toMatch(/Plan refused: 2 warning\(s\) are errors with --strict; /);
       const apply = await sb.run('apply', '--strict');
       expect(apply.code).toBe(1);
       expect(apply.stderr).toMatch(/nothing was applied/);
@@ -392,6 +393,8 @@ vms:
     } finally {
       await chmod(p('pass'), 0o600);
     }
+    // validate tells the YAML's secrets from the ones kept for its encrypted images.
+    expect((await sb.run('validate')).stdout).toMatch(/0 secret\(s\) \(and 2 kept for encrypted images\)/);
     await sb.yaml('version: 1\n');
     expect((await sb.run('apply', '--prune')).code).toBe(0);
   });
