@@ -50,6 +50,7 @@ backups:
       post: [${JSON.stringify(log('post-after-failure'))}]
   quiet: { vm: db, schedule: "0 6 * * *", mode: copy, destination: $DIR/bk-q, quiesce: true }
   aged: { vm: db, schedule: "0 7 * * *", mode: copy, destination: $DIR/bk-aged, maxAge: 1h }
+  gfs: { vm: db, schedule: "0 9 * * *", mode: copy, destination: $DIR/bk-gfs, keep: { daily: 1, weekly: 1 } }
   slow:
     vm: db
     schedule: "0 8 * * *"
@@ -147,6 +148,13 @@ describe('hooks, verify, restore, overdue', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/hook \["sleep","30"\] timed out after 1s/);
     expect(Date.now() - t0).toBeLessThan(15_000);
+  });
+
+  it("keep rules of restic's vocabulary: three copies the same day, daily 1 and weekly 1 keep the newest only", async () => {
+    for (let n = 0; n < 3; n++) expect((await sb.run('backup', 'run', 'gfs')).code).toBe(0);
+    const made = await list('gfs');
+    expect(made.length).toBe(1);
+    expect((await readdir(p('bk-gfs'))).filter((f) => f.endsWith('.qcow2'))).toEqual([`${made[0]!.id}-vda.qcow2`]);
   });
 
   it("maxAge retention deletes this schedule's backups older than the limit, never the newest", async () => {

@@ -12,6 +12,7 @@ import { refreshPool } from '../tools/libvirt-pool.js';
 import { volumePath } from '../tools/libvirt-volume.js';
 import type { Virsh } from '../tools/virsh.js';
 import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRun } from './records.js';
+import { retention } from './retention.js';
 import { UserError } from '../reconcile/errors.js';
 import { imageSecretUsage, type BackupSpec, type DesiredState } from '../reconcile/model.js';
 
@@ -205,13 +206,16 @@ async function verifyFiles(files: BackupFile[], ctx: Pick<BackupContext, 'passph
   return { verified: true };
 }
 
-/** Deletes this schedule's backups beyond `keep` or older than `maxAge`; never the newest. */
+/**
+ * Deletes this schedule's backups that no `keep` rule keeps, or older than `maxAge` (see
+ * retention.ts); never the newest, never a protected one.
+ */
 export async function applyRetention(spec: BackupSpec, ctx: BackupContext, now: Date): Promise<string[]> {
   const records = await readBackupRecords(ctx.stateDir);
-  const mine = records.runs.filter((r) => r.schedule === spec.name).sort((a, b) => b.at.localeCompare(a.at));
-  const doomed = mine.filter(
-    (r, i) => i > 0 && ((spec.keep !== undefined && i >= spec.keep) || (spec.maxAgeSeconds !== undefined && now.getTime() - Date.parse(r.at) > spec.maxAgeSeconds * 1000)),
-  );
+  const mine = records.runs.filter((r) => r.schedule === spec.name);
+  const verdict = retention(mine, spec.keep, { now, maxAgeSeconds: spec.maxAgeSeconds, timeZone: spec.timezone });
+  const gone = new Set(verdict.remove.map((x) => x.id));
+  const doomed = mine.filter((r) => gone.has(r.id));
   for (const r of doomed) {
     if (r.snapshot)
       await deleteSnapshot(ctx.virsh, r.vm, r.snapshot).catch((e: Error) => {

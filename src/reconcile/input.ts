@@ -77,7 +77,8 @@ export interface BackupInput {
   timezone?: string;
   mode?: 'snapshot' | 'external' | 'copy';
   destination?: string;
-  keep?: number;
+  /** N (the newest N), or restic's rules */
+  keep?: number | { last?: number; hourly?: number; daily?: number; weekly?: number; monthly?: number; yearly?: number; within?: string };
   maxAge?: string;
   quiesce?: boolean;
   hooks?: { pre?: string[][]; post?: string[][]; timeout?: string };

@@ -164,6 +164,9 @@ export interface VmSpec {
   origin: Origin;
 }
 
+export type { KeepPolicy } from '../backups/retention.js';
+import type { KeepPolicy } from '../backups/retention.js';
+
 export interface BackupSpec {
   name: string;
   vm: string;
@@ -172,7 +175,8 @@ export interface BackupSpec {
   timezone?: string;
   mode: 'snapshot' | 'external' | 'copy';
   destination?: string;
-  keep?: number;
+  /** which backups survive retention (`keep: N` is `{ last: N }`) */
+  keep?: KeepPolicy;
   maxAgeSeconds?: number;
   quiesce: boolean;
   hooks: { pre: string[][]; post: string[][]; timeoutSeconds: number };

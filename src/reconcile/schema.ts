@@ -126,6 +126,11 @@ function describe(e: ErrorObject, value: unknown): { message: string; key: boole
       return { message: 'must not be empty', key: false };
     case 'minItems':
       return { message: `must have at least ${String(p.limit)} item(s)`, key: false };
+    case 'minProperties': {
+      // An empty map where fields are expected: name the ones it may hold.
+      const props = Object.keys((e.parentSchema as { properties?: object } | undefined)?.properties ?? {});
+      return { message: `must name at least one of ${props.join(', ')}`, key: false };
+    }
     case 'uniqueItems':
       return { message: `must not repeat items (items ${String(p.j)} and ${String(p.i)} are equal)`, key: false };
     default:

@@ -550,6 +550,14 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
     }
   }
   const maxAgeSeconds = raw.maxAge === undefined ? undefined : c.duration([...base, 'maxAge'], raw.maxAge);
+  // keep: N is restic's --keep-last N; an object is its rules (within: a duration).
+  const k = raw.keep;
+  const keep =
+    k === undefined
+      ? undefined
+      : typeof k === 'number'
+        ? { last: k }
+        : (({ within, ...counts }) => ({ ...counts, withinSeconds: within === undefined ? undefined : c.duration([...base, 'keep', 'within'], within) }))(k);
   // A hook's timeout is a timer: one longer than a timer can wait would fire at once.
   const timeoutSeconds = raw.hooks?.timeout === undefined ? 300 : c.duration([...base, 'hooks', 'timeout'], raw.hooks.timeout, TIMER_MAX_SECONDS);
   if (c.errors.length > before) return undefined;
@@ -561,7 +569,7 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
     timezone: raw.timezone,
     mode,
     destination: raw.destination,
-    keep: raw.keep,
+    keep,
     maxAgeSeconds,
     quiesce: raw.quiesce ?? false,
     hooks: { pre: raw.hooks?.pre ?? [], post: raw.hooks?.post ?? [], timeoutSeconds: timeoutSeconds! },
