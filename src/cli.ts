@@ -236,6 +236,24 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
       .addOption(option.lockTimeout()),
     'cmdBackupVerify',
   );
+  action(
+    readsYaml(backup.command('prune').description("apply schedule NAME's retention (keep, maxAge) now; --dry-run: say what would go and what keeps the rest"))
+      .argument(...schedule)
+      .option('--dry-run', 'change nothing: list each backup as kept (by which rules) or removed (why)')
+      .addOption(option.lockTimeout()),
+    'cmdBackupPrune',
+  );
+  for (const [verb, what] of [
+    ['protect', 'retention never removes backup ID of schedule NAME'],
+    ['unprotect', 'retention may remove backup ID of schedule NAME again'],
+  ] as const)
+    action(
+      readsYaml(backup.command(verb).description(what))
+        .argument(...schedule)
+        .argument('ID', 'a backup of the schedule (see `backup list`)')
+        .addOption(option.lockTimeout()),
+      verb === 'protect' ? 'cmdBackupProtect' : 'cmdBackupUnprotect',
+    );
   backup.action(() => {
     const got = backup.args.length ? ` (got ${quoted(backup.args)})` : '';
     throw new UsageError(`\`backup\` takes ${backup.commands.map(synopsis).join(' | ')}${got}`, backup);
@@ -296,6 +314,7 @@ interface Opts {
   from?: string;
   strict?: boolean;
   passphraseFile?: string;
+  dryRun?: boolean;
   interval?: string;
   git?: string;
   ref?: string;
@@ -346,6 +365,7 @@ function toArgs(cmd: Command): Args {
     repair,
     from: o.from,
     strict: o.strict ?? false,
+    dryRun: o.dryRun ?? false,
     passphraseFile: o.passphraseFile && path.resolve(o.passphraseFile),
     watch: {
       intervalSeconds: interval(o.interval ?? DEFAULTS.interval),

@@ -45,6 +45,8 @@ export interface Args {
   from?: string;
   /** plan warnings are errors */
   strict: boolean;
+  /** backup prune: say, change nothing */
+  dryRun: boolean;
   /** restore: the passphrase an encrypted backup was made with, if not the disk's current one */
   passphraseFile?: string;
   watch: { intervalSeconds: number; git?: string; ref: string; path: string; listen: string; webhookSecretFile?: string; suspend: boolean; logFormat?: LogFormat };
@@ -343,6 +345,53 @@ export async function cmdBackupVerify(a: Args): Promise<number> {
     await lock.release();
   }
 }
+
+export async function cmdBackupPrune(a: Args): Promise<number> {
+  const [{ applyRetention, pruneVerdict }, { acquireLock }] = await Promise.all([backups(), locking()]);
+  const state = await loadDesiredState(a.files);
+  const spec = backupSpec(state, a.rest[0]!);
+  const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `backup prune ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
+  try {
+    const now = new Date();
+    if (a.dryRun) {
+      const v = await pruneVerdict(spec, a.stateDir, now);
+      if (a.output === 'json') print(JSON.stringify({ keep: Object.fromEntries(v.keep), remove: v.remove }, null, 2));
+      else {
+        for (const [id, why] of v.keep) print(printable(`keep    ${id}  (${why.join(', ')})`));
+        for (const r of v.remove) print(printable(`remove  ${r.id}  (${r.why})`));
+        print(`${v.remove.length} backup(s) would be removed, ${v.keep.size} kept (--dry-run: nothing was changed)`);
+      }
+      return EXIT.ok;
+    }
+    const gone = await applyRetention(spec, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: print }, now);
+    print(`${gone.length} backup(s) removed`);
+    return EXIT.ok;
+  } finally {
+    await lock.release();
+  }
+}
+
+async function protecting(a: Args, on: boolean): Promise<number> {
+  const [{ setProtected }, { acquireLock }] = await Promise.all([backups(), locking()]);
+  const state = await loadDesiredState(a.files);
+  const spec = backupSpec(state, a.rest[0]!);
+  const id = a.rest[1]!;
+  const lock = await acquireLock(a.stateDir, {
+    timeoutSeconds: a.lockTimeout,
+    command: `backup ${on ? 'protect' : 'unprotect'} ${spec.name}`,
+    log: (m) => process.stderr.write(`${m}\n`),
+  });
+  try {
+    await setProtected(a.stateDir, spec.name, id, on);
+    print(printable(`${id}: ${on ? 'protected (retention never removes it)' : 'no longer protected'}`));
+    return EXIT.ok;
+  } finally {
+    await lock.release();
+  }
+}
+
+export const cmdBackupProtect = (a: Args) => protecting(a, true);
+export const cmdBackupUnprotect = (a: Args) => protecting(a, false);
 
 export async function cmdRestore(a: Args): Promise<number> {
   const [{ restore, passphraseFiles }, { acquireLock }] = await Promise.all([backups(), locking()]);

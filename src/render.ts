@@ -88,7 +88,7 @@ export function renderSummary(r: ApplyResult, interrupted?: string, verb: 'apply
 
 /** `backup list`: one line per backup made. */
 export function renderBackups(rows: BackupListing[]): string {
-  const cols = columns(['ID', 'VM', 'MODE', 'AGE', 'SIZE', 'VERIFIED'], ['AGE', 'SIZE']);
+  const cols = columns(['ID', 'VM', 'MODE', 'AGE', 'SIZE', 'VERIFIED', 'PROTECTED'], ['AGE', 'SIZE']);
   return renderTable(
     cols,
     rows.map((r) => [
@@ -98,6 +98,7 @@ export function renderBackups(rows: BackupListing[]): string {
       age(r.ageSeconds),
       r.size === undefined ? '(in image)' : r.present ? formatSize(r.size) : 'MISSING',
       r.verified === undefined ? '-' : r.verified ? 'yes' : 'FAILED',
+      r.protected ? 'yes' : '-',
     ]),
   ).join('\n');
 }

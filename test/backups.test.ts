@@ -157,6 +157,29 @@ describe('hooks, verify, restore, overdue', () => {
     expect((await readdir(p('bk-gfs'))).filter((f) => f.endsWith('.qcow2'))).toEqual([`${made[0]!.id}-vda.qcow2`]);
   });
 
+  it('a protected backup survives retention; prune --dry-run says what keeps each backup and what would go; prune removes it once unprotected', async () => {
+    const [kept] = await list('gfs');
+    expect((await sb.run('backup', 'protect', 'gfs', kept!.id)).stdout).toMatch(/protected \(retention never removes it\)/);
+    expect((await sb.run('backup', 'run', 'gfs')).code).toBe(0);
+    expect((await sb.run('backup', 'run', 'gfs')).code).toBe(0);
+    const now = await list('gfs');
+    expect(now.map((b) => b.id)).toContain(kept!.id);
+    expect(now.length).toBe(2);
+    expect((await sb.run('backup', 'list', 'gfs')).stdout).toMatch(new RegExp(`${kept!.id}.*yes\\s*$`, 'm'));
+    expect((await sb.run('backup', 'unprotect', 'gfs', kept!.id)).code).toBe(0);
+    const dry = await sb.run('backup', 'prune', 'gfs', '--dry-run');
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toMatch(/keep {4}gfs-\S+ {2}\(newest, daily \d{4}-\d{2}-\d{2}, weekly \d{4}-W\d{2}\)/);
+    expect(dry.stdout).toMatch(new RegExp(`remove  ${kept!.id}  \\(no keep rule keeps it\\)`));
+    expect(dry.stdout).toMatch(/1 backup\(s\) would be removed, 1 kept \(--dry-run: nothing was changed\)/);
+    expect((await list('gfs')).length).toBe(2);
+    expect((await sb.run('backup', 'prune', 'gfs')).stdout).toMatch(/1 backup\(s\) removed/);
+    expect((await list('gfs')).map((b) => b.id)).not.toContain(kept!.id);
+    const bad = await sb.run('backup', 'protect', 'gfs', 'gfs-nosuch');
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/backups\.gfs has no backup gfs-nosuch/);
+  });
+
   it("maxAge retention deletes this schedule's backups older than the limit, never the newest", async () => {
     expect((await sb.run('backup', 'run', 'aged')).code).toBe(0);
     // Age the first backup by two hours in the records, as if it had been made then.

@@ -46,7 +46,12 @@ describe('usage errors', () => {
     [['destroy', 'x'], /^reconcile: `destroy` takes no argument \(got "x"\)/, 'reconcile destroy'],
     [['apply', 'a.json', 'b.json'], /^reconcile: `apply` takes \[PLAN\.json\] \(got "a\.json" "b\.json"\)/, 'reconcile apply'],
     [['backup', 'run'], /^reconcile: `backup run` takes NAME: a backup schedule declared under backups:/, 'reconcile backup run'],
-    [['backup', 'prune', 'x'], /^reconcile: `backup` takes run NAME \| list \[NAME\] \| verify NAME \(got "prune" "x"\)/, 'reconcile backup'],
+    [
+      ['backup', 'forget', 'x'],
+      /^reconcile: `backup` takes run NAME \| list \[NAME\] \| verify NAME \| prune NAME \| protect NAME ID \| unprotect NAME ID \(got "forget" "x"\)/,
+      'reconcile backup',
+    ],
+    [['backup', 'protect', 'x'], /^reconcile: `backup protect` takes ID: a backup of the schedule/, 'reconcile backup protect'],
     [['plan', '-f'], /^reconcile: --file needs a value \(PATH\)/, 'reconcile plan'],
     [['plan', '-o', 'yaml'], /^reconcile: --output must be text or json \(got yaml\)/, 'reconcile plan'],
     [['apply', '--lock-timeout', '-1'], /^reconcile: --lock-timeout must be a whole number >= 0 \(got -1\)/, 'reconcile apply'],
@@ -103,7 +108,7 @@ describe('completion', () => {
       '--no-color',
       '--help',
     ]);
-    expect(await bashOffers('reconcile', 'backup', '')).toEqual(['run', 'list', 'verify']);
+    expect(await bashOffers('reconcile', 'backup', '')).toEqual(['run', 'list', 'verify', 'prune', 'protect', 'unprotect']);
     expect(await bashOffers('reconcile', 'backup', 'verify', '--lo')).toEqual(['--lock-timeout']);
     expect(await bashOffers('reconcile', 'check', '--rep')).toEqual(['--repair', '--repair=all']);
     expect(await bashOffers('reconcile', 'show', '-o', '')).toEqual(['text', 'json']);

@@ -12,7 +12,7 @@ import { refreshPool } from '../tools/libvirt-pool.js';
 import { volumePath } from '../tools/libvirt-volume.js';
 import type { Virsh } from '../tools/virsh.js';
 import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRun } from './records.js';
-import { retention } from './retention.js';
+import { retention, type Verdict } from './retention.js';
 import { UserError } from '../reconcile/errors.js';
 import { imageSecretUsage, type BackupSpec, type DesiredState } from '../reconcile/model.js';
 
@@ -206,6 +206,26 @@ async function verifyFiles(files: BackupFile[], ctx: Pick<BackupContext, 'passph
   return { verified: true };
 }
 
+/** What retention would do to this schedule's backups now: each kept one with the rules that keep it, each removed one with why. */
+export async function pruneVerdict(spec: BackupSpec, stateDir: string, now: Date): Promise<Verdict> {
+  return retentionOf(
+    spec,
+    (await readBackupRecords(stateDir)).runs.filter((r) => r.schedule === spec.name),
+    now,
+  );
+}
+
+const retentionOf = (spec: BackupSpec, runs: BackupRun[], now: Date) => retention(runs, spec.keep, { now, maxAgeSeconds: spec.maxAgeSeconds, timeZone: spec.timezone });
+
+/** Protects one backup from retention (`protect: false`: unprotects it). */
+export async function setProtected(stateDir: string, schedule: string, id: string, protect: boolean): Promise<void> {
+  const records = await readBackupRecords(stateDir);
+  const r = records.runs.find((x) => x.id === id && x.schedule === schedule);
+  if (!r) throw new UserError(`backups.${schedule} has no backup ${id} (see \`reconcile backup list ${schedule}\`)`);
+  r.protected = protect || undefined;
+  await writeBackupRecords(stateDir, records);
+}
+
 /**
  * Deletes this schedule's backups that no `keep` rule keeps, or older than `maxAge` (see
  * retention.ts); never the newest, never a protected one.
@@ -213,7 +233,7 @@ async function verifyFiles(files: BackupFile[], ctx: Pick<BackupContext, 'passph
 export async function applyRetention(spec: BackupSpec, ctx: BackupContext, now: Date): Promise<string[]> {
   const records = await readBackupRecords(ctx.stateDir);
   const mine = records.runs.filter((r) => r.schedule === spec.name);
-  const verdict = retention(mine, spec.keep, { now, maxAgeSeconds: spec.maxAgeSeconds, timeZone: spec.timezone });
+  const verdict = retentionOf(spec, mine, now);
   const gone = new Set(verdict.remove.map((x) => x.id));
   const doomed = mine.filter((r) => gone.has(r.id));
   for (const r of doomed) {
@@ -241,6 +261,8 @@ export interface BackupListing {
   ageSeconds: number;
   size?: number;
   verified?: boolean;
+  /** never removed by retention (`backup protect`) */
+  protected?: boolean;
   present: boolean;
 }
 
@@ -264,6 +286,7 @@ export async function listBackups(stateDir: string, schedule?: string, now = new
       ageSeconds: Math.round((now.getTime() - Date.parse(r.at)) / 1000),
       size: r.files.length ? size : undefined,
       verified: r.verified,
+      protected: r.protected,
       present,
     });
   }

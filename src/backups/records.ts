@@ -26,6 +26,8 @@ export interface BackupRun {
   at: string;
   snapshot?: string;
   files: BackupFile[];
+  /** `backup protect`: retention never removes it */
+  protected?: boolean;
   /** undefined: not verified (verify off, or an internal snapshot) */
   verified?: boolean;
   verifyError?: string;
