@@ -229,7 +229,10 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
       .addOption(option.lockTimeout()),
     'cmdBackupRun',
   );
-  action(readsYaml(backup.command('list').description('backups made: id, vm, mode, age, size, verified')).argument(`[${schedule[0]}]`, schedule[1]), 'cmdBackupList');
+  action(
+    readsYaml(backup.command('list').description('backups made and failed runs: id, vm, mode, age, size, verified, protected, status')).argument(`[${schedule[0]}]`, schedule[1]),
+    'cmdBackupList',
+  );
   action(
     readsYaml(backup.command('verify').description('qemu-img check every copy of schedule NAME again'))
       .argument(...schedule)

@@ -88,7 +88,7 @@ export function renderSummary(r: ApplyResult, interrupted?: string, verb: 'apply
 
 /** `backup list`: one line per backup made. */
 export function renderBackups(rows: BackupListing[]): string {
-  const cols = columns(['ID', 'VM', 'MODE', 'AGE', 'SIZE', 'VERIFIED', 'PROTECTED'], ['AGE', 'SIZE']);
+  const cols = columns(['ID', 'VM', 'MODE', 'AGE', 'SIZE', 'VERIFIED', 'PROTECTED', 'STATUS'], ['AGE', 'SIZE']);
   return renderTable(
     cols,
     rows.map((r) => [
@@ -96,9 +96,11 @@ export function renderBackups(rows: BackupListing[]): string {
       r.vm,
       r.mode,
       age(r.ageSeconds),
-      r.size === undefined ? '(in image)' : r.present ? formatSize(r.size) : 'MISSING',
+      r.status === 'failed' ? '-' : r.size === undefined ? '(in image)' : r.present ? formatSize(r.size) : 'MISSING',
       r.verified === undefined ? '-' : r.verified ? 'yes' : 'FAILED',
       r.protected ? 'yes' : '-',
+      // The whole error is in `-o json`; a table line keeps to its first 80 characters.
+      r.status === 'failed' ? `FAILED: ${(r.error ?? '').split('\n')[0]!.slice(0, 80)}` : 'ok',
     ]),
   ).join('\n');
 }

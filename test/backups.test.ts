@@ -115,6 +115,8 @@ describe('copy mode', () => {
     const r = await sb.run('backup', 'run', 'quiet');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/quiesce needs the QEMU guest agent running in db/);
+    // The copies made for the push backup before the freeze failed are gone.
+    expect((await readdir(p('bk-q'))).filter((f) => f.endsWith('.partial'))).toEqual([]);
   });
 });
 
@@ -138,7 +140,11 @@ describe('hooks, verify, restore, overdue', () => {
     const r = await sb.run('backup', 'run', 'failing');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/hook \["false"\] failed/);
-    expect(await list('failing')).toEqual([]);
+    // The failed run is on record, with why (it was missing from backup list: issue 15).
+    const runs = JSON.parse((await sb.run('backup', 'list', 'failing', '-o', 'json')).stdout);
+    expect(runs).toMatchObject([{ status: 'failed', error: expect.stringMatching(/hook \["false"\] failed/) }]);
+    expect((await sb.run('backup', 'list', 'failing')).stdout).toMatch(/FAILED: .*hook \["false"\] failed/);
+    expect((await sb.run('restore', 'failing', '--from', runs[0].id)).stderr).toMatch(/failed \(.*\); it holds nothing to restore/);
     expect(await readFile(p('hooks.log'), 'utf8')).toMatch(/post-after-failure/);
   });
 
@@ -165,7 +171,7 @@ describe('hooks, verify, restore, overdue', () => {
     const now = await list('gfs');
     expect(now.map((b) => b.id)).toContain(kept!.id);
     expect(now.length).toBe(2);
-    expect((await sb.run('backup', 'list', 'gfs')).stdout).toMatch(new RegExp(`${kept!.id}.*yes\\s*$`, 'm'));
+    expect((await sb.run('backup', 'list', 'gfs')).stdout).toMatch(new RegExp(`${kept!.id}.* yes +ok$`, 'm'));
     expect((await sb.run('backup', 'unprotect', 'gfs', kept!.id)).code).toBe(0);
     const dry = await sb.run('backup', 'prune', 'gfs', '--dry-run');
     expect(dry.code).toBe(0);
@@ -216,7 +222,9 @@ describe('hooks, verify, restore, overdue', () => {
 
   it('plan reports schedules that never ran and the ones that are overdue', async () => {
     const r = await sb.run('plan');
-    expect(r.stdout).toMatch(/backups\.failing has never run/);
+    // Its run failed: said as such, not as "never run" (issue 15).
+    expect(r.stdout).toMatch(/backups\.failing: its last run failed \(\S+\): .*hook \["false"\] failed.* — it has never succeeded/);
+    expect(r.stdout).not.toMatch(/backups\.failing has never run/);
     const records = JSON.parse(await readFile(path.join(sb.stateDir, 'backups.json'), 'utf8'));
     records.lastSuccess.snap = '2020-01-01T00:00:00.000Z';
     await import('node:fs/promises').then((fs) => fs.writeFile(path.join(sb.stateDir, 'backups.json'), JSON.stringify(records)));

@@ -1,6 +1,6 @@
 // Backups of declared VMs: run one now (hooks around it, verify, retention), list, verify
 // again, restore, and which schedules are overdue. Schedules fire from `reconcile watch`.
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { runHook } from '../tools/hooks.js';
 import { check as checkImage, compare, convertCopy, convertInto as writeInto, create, info, unlocks, type Secret } from '../tools/qemu-img.js';
@@ -170,8 +170,21 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
     return result;
   } catch (e) {
     failed.value = true;
+    // Half-made copies go; the run is recorded as failed (backup list shows it, with why).
+    if (spec.destination) {
+      const names = await readdir(spec.destination).catch(() => [] as string[]);
+      for (const n of names) if (n.startsWith(`${id}-`) && n.endsWith('.partial')) await rm(path.join(spec.destination, n), { force: true });
+    }
     const r = await readBackupRecords(ctx.stateDir);
-    r.lastFailure[spec.name] = { at: now.toISOString(), error: (e as Error).message };
+    const error = (e as Error).message;
+    r.lastFailure[spec.name] = { at: now.toISOString(), error };
+    if (!r.runs.some((x) => x.id === id)) {
+      r.runs.push({ id, schedule: spec.name, vm: spec.vm, mode: spec.mode, at: now.toISOString(), files: [], status: 'failed', error });
+      // The failures kept on record are the newest few: each is also in lastFailure until a success.
+      const failures = r.runs.filter((x) => x.schedule === spec.name && x.status === 'failed').sort((a, b) => b.at.localeCompare(a.at));
+      const dropped = new Set(failures.slice(FAILED_RUNS_KEPT).map((x) => x.id));
+      r.runs = r.runs.filter((x) => !dropped.has(x.id));
+    }
     await writeBackupRecords(ctx.stateDir, r);
     throw e;
   } finally {
@@ -180,6 +193,9 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
     if (ran.length || !spec.hooks.pre.length) await runPostHooks(spec, ctx, failed);
   }
 }
+
+/** Failed runs of a schedule kept in backup list. */
+const FAILED_RUNS_KEPT = 10;
 
 async function runPostHooks(spec: BackupSpec, ctx: BackupContext, backupFailed: { value: boolean }): Promise<void> {
   let first: Error | undefined;
@@ -215,7 +231,13 @@ export async function pruneVerdict(spec: BackupSpec, stateDir: string, now: Date
   );
 }
 
-const retentionOf = (spec: BackupSpec, runs: BackupRun[], now: Date) => retention(runs, spec.keep, { now, maxAgeSeconds: spec.maxAgeSeconds, timeZone: spec.timezone });
+// Failed runs hold nothing: retention is about the backups that exist.
+const retentionOf = (spec: BackupSpec, runs: BackupRun[], now: Date) =>
+  retention(
+    runs.filter((r) => r.status !== 'failed'),
+    spec.keep,
+    { now, maxAgeSeconds: spec.maxAgeSeconds, timeZone: spec.timezone },
+  );
 
 /** Protects one backup from retention (`protect: false`: unprotects it). */
 export async function setProtected(stateDir: string, schedule: string, id: string, protect: boolean): Promise<void> {
@@ -261,6 +283,9 @@ export interface BackupListing {
   ageSeconds: number;
   size?: number;
   verified?: boolean;
+  /** 'failed' with its error: the run ended in one (nothing was kept) */
+  status: 'ok' | 'failed';
+  error?: string;
   /** never removed by retention (`backup protect`) */
   protected?: boolean;
   present: boolean;
@@ -286,6 +311,8 @@ export async function listBackups(stateDir: string, schedule?: string, now = new
       ageSeconds: Math.round((now.getTime() - Date.parse(r.at)) / 1000),
       size: r.files.length ? size : undefined,
       verified: r.verified,
+      status: r.status === 'failed' ? 'failed' : 'ok',
+      error: r.error,
       protected: r.protected,
       present,
     });
@@ -311,6 +338,7 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext &
   const records = await readBackupRecords(ctx.stateDir);
   const r = records.runs.find((x) => x.id === id && x.schedule === spec.name);
   if (!r) throw new UserError(`backups.${spec.name} has no backup ${id} (see \`reconcile backup list ${spec.name}\`)`);
+  if (r.status === 'failed') throw new UserError(`backup ${id} failed (${r.error ?? 'no reason recorded'}); it holds nothing to restore`);
   const v = ctx.virsh;
   if (r.snapshot) {
     ctx.log(`restore: reverting ${r.vm} to internal snapshot ${r.snapshot}`);

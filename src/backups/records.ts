@@ -26,6 +26,9 @@ export interface BackupRun {
   at: string;
   snapshot?: string;
   files: BackupFile[];
+  /** 'failed': the run ended in an error (its partial copies removed); its files are empty */
+  status?: 'failed';
+  error?: string;
   /** `backup protect`: retention never removes it */
   protected?: boolean;
   /** undefined: not verified (verify off, or an internal snapshot) */

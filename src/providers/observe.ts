@@ -73,6 +73,8 @@ export interface Observation {
   connection?: string;
   /** backup schedules: when each last succeeded (from the state directory's records), if asked */
   backupSuccess?: Record<string, string>;
+  /** each schedule's last failed run (when and why) */
+  backupFailure?: Record<string, { at: string; error: string }>;
   /** if asked: the domains (any, declared or not) that have each file or volume as a disk, keyed by path or "pool/volume" */
   diskUsers?: Map<string, string[]>;
   /** why diskUsers could not be read (libvirt unreachable, and nothing else needed it) */
@@ -203,7 +205,11 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
   }
   // Files put in a pool's storage behind libvirt's back are seen before a plan says it is empty.
   if (virsh && targets.refreshPools?.length) await refreshPoolsQuietly(virsh, targets.refreshPools);
-  if (targets.backupRuns) obs.backupSuccess = (await readBackupRecords(opts.stateDir)).lastSuccess;
+  if (targets.backupRuns) {
+    const records = await readBackupRecords(opts.stateDir);
+    obs.backupSuccess = records.lastSuccess;
+    obs.backupFailure = records.lastFailure;
+  }
   const [, , libvirt] = await Promise.all([
     observeMore(obs.files, targets.files, opts.cache, obs.errors),
     Promise.all([

@@ -2,14 +2,18 @@
 import { Cron } from 'croner';
 import type { BackupSpec } from '../../reconcile/model.js';
 
-/** Schedules whose last success is older than their most recent due time. */
-export function overdue(specs: BackupSpec[], lastSuccess: Record<string, string>, now = new Date()): string[] {
+/** Schedules whose last success is older than their most recent due time, and those whose last run failed. */
+export function overdue(specs: BackupSpec[], lastSuccess: Record<string, string>, now = new Date(), lastFailure: Record<string, { at: string; error: string }> = {}): string[] {
   const notes: string[] = [];
   for (const s of specs) {
     const cron = new Cron(s.schedule, { paused: true, timezone: s.timezone });
     const last = lastSuccess[s.name];
+    const failed = lastFailure[s.name];
+    // A failure after the last success (or with none) is said first: it is what needs a look.
+    if (failed && (!last || failed.at > last))
+      notes.push(`backups.${s.name}: its last run failed (${failed.at}): ${failed.error}${last ? ` — last success ${last}` : ' — it has never succeeded'}`);
     if (!last) {
-      notes.push(`backups.${s.name} has never run (next due ${cron.nextRun(now)?.toISOString()}; \`reconcile backup run ${s.name}\` runs it now)`);
+      if (!failed) notes.push(`backups.${s.name} has never run (next due ${cron.nextRun(now)?.toISOString()}; \`reconcile backup run ${s.name}\` runs it now)`);
       continue;
     }
     const due = cron.nextRun(new Date(last));

@@ -9,6 +9,10 @@ export const backupKind: Kind = {
   resource: 'backup',
   targets: (state) => ({ backupRuns: Object.keys(state.backups).length > 0 }),
   declared: () => [],
-  diff: (i) => ({ actions: [], refusals: [], notes: i.observed.backupSuccess ? overdue(Object.values(i.state.backups), i.observed.backupSuccess) : [] }),
+  diff: (i) => ({
+    actions: [],
+    refusals: [],
+    notes: i.observed.backupSuccess ? overdue(Object.values(i.state.backups), i.observed.backupSuccess, new Date(), i.observed.backupFailure) : [],
+  }),
   execute: executeBackup,
 };
