@@ -7,7 +7,7 @@ import type { Lock } from './reconcile/lock.js';
 import { desiredStateFrom, loadDesiredState } from './reconcile/config.js';
 import { formatDuration } from './reconcile/durations.js';
 import { EXIT, UserError } from './reconcile/errors.js';
-import type { DesiredState } from './reconcile/model.js';
+import type { BackupSpec, DesiredState } from './reconcile/model.js';
 import { hasChanges, type Plan } from './reconcile/plan.js';
 import { colorsFor } from './colors.js';
 import { printable } from './text.js';
@@ -317,41 +317,39 @@ export async function cmdBackupList(a: Args): Promise<number> {
   return EXIT.ok;
 }
 
-export async function cmdBackupRun(a: Args): Promise<number> {
-  const [{ runBackup, passphraseFiles }, { acquireLock }] = await Promise.all([backups(), locking()]);
+/**
+ * A command on one backup schedule (the first argument): the YAML loaded, the schedule found,
+ * and the state directory's lock held while `fn` runs (`verb` names it to a waiting command).
+ */
+async function onSchedule(a: Args, verb: string, fn: (state: DesiredState, spec: BackupSpec, b: typeof import('./backups/backup.js')) => Promise<number>): Promise<number> {
+  const [b, { acquireLock }] = await Promise.all([backups(), locking()]);
   const state = await loadDesiredState(a.files);
   const spec = backupSpec(state, a.rest[0]!);
-  const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `backup run ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
+  const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `${verb} ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
   try {
-    const r = await runBackup(spec, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: progressLog(a), passphrases: passphraseFiles(state) });
-    if (a.output === 'json') print(JSON.stringify(r, null, 2));
-    return EXIT.ok;
+    return await fn(state, spec, b);
   } finally {
     await lock.release();
   }
 }
 
-export async function cmdBackupVerify(a: Args): Promise<number> {
-  const [{ reverify, passphraseFiles }, { acquireLock }] = await Promise.all([backups(), locking()]);
-  const state = await loadDesiredState(a.files);
-  const spec = backupSpec(state, a.rest[0]!);
-  const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `backup verify ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
-  try {
+export const cmdBackupRun = (a: Args) =>
+  onSchedule(a, 'backup run', async (state, spec, { runBackup, passphraseFiles }) => {
+    const r = await runBackup(spec, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: progressLog(a), passphrases: passphraseFiles(state) });
+    if (a.output === 'json') print(JSON.stringify(r, null, 2));
+    return EXIT.ok;
+  });
+
+export const cmdBackupVerify = (a: Args) =>
+  onSchedule(a, 'backup verify', async (state, spec, { reverify, passphraseFiles }) => {
     const runs = await reverify(a.stateDir, spec.name, passphraseFiles(state));
     if (a.output === 'json') print(JSON.stringify(runs, null, 2));
     else for (const r of runs) print(printable(`${r.id}: ${r.verified ? 'verified' : `FAILED: ${r.verifyError}`}`));
     return runs.every((r) => r.verified) ? EXIT.ok : EXIT.error;
-  } finally {
-    await lock.release();
-  }
-}
+  });
 
-export async function cmdBackupPrune(a: Args): Promise<number> {
-  const [{ applyRetention, pruneVerdict }, { acquireLock }] = await Promise.all([backups(), locking()]);
-  const state = await loadDesiredState(a.files);
-  const spec = backupSpec(state, a.rest[0]!);
-  const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `backup prune ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
-  try {
+export const cmdBackupPrune = (a: Args) =>
+  onSchedule(a, 'backup prune', async (state, spec, { applyRetention, pruneVerdict }) => {
     const now = new Date();
     if (a.dryRun) {
       const v = await pruneVerdict(spec, a.stateDir, now);
@@ -366,52 +364,33 @@ export async function cmdBackupPrune(a: Args): Promise<number> {
     const gone = await applyRetention(spec, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: print }, now);
     print(`${gone.length} backup(s) removed`);
     return EXIT.ok;
-  } finally {
-    await lock.release();
-  }
-}
-
-async function protecting(a: Args, on: boolean): Promise<number> {
-  const [{ setProtected }, { acquireLock }] = await Promise.all([backups(), locking()]);
-  const state = await loadDesiredState(a.files);
-  const spec = backupSpec(state, a.rest[0]!);
-  const id = a.rest[1]!;
-  const lock = await acquireLock(a.stateDir, {
-    timeoutSeconds: a.lockTimeout,
-    command: `backup ${on ? 'protect' : 'unprotect'} ${spec.name}`,
-    log: (m) => process.stderr.write(`${m}\n`),
   });
-  try {
+
+const protecting = (a: Args, on: boolean) =>
+  onSchedule(a, on ? 'backup protect' : 'backup unprotect', async (_state, spec, { setProtected }) => {
+    const id = a.rest[1]!;
     await setProtected(a.stateDir, spec.name, id, on);
     print(printable(`${id}: ${on ? 'protected (retention never removes it)' : 'no longer protected'}`));
     return EXIT.ok;
-  } finally {
-    await lock.release();
-  }
-}
+  });
 
 export const cmdBackupProtect = (a: Args) => protecting(a, true);
 export const cmdBackupUnprotect = (a: Args) => protecting(a, false);
 
 export async function cmdRestore(a: Args): Promise<number> {
-  const [{ restore, passphraseFiles }, { acquireLock }] = await Promise.all([backups(), locking()]);
   if (!a.from) throw new UserError('restore needs --from ID (see `reconcile backup list`)', EXIT.usage);
-  const state = await loadDesiredState(a.files);
-  const spec = backupSpec(state, a.rest[0]!);
-  const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `restore ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
-  try {
-    await restore(spec, a.from, {
+  const from = a.from;
+  return onSchedule(a, 'restore', async (state, spec, { restore, passphraseFiles }) => {
+    await restore(spec, from, {
       virsh: await (await virshFor(a, state.connection))(),
       stateDir: a.stateDir,
       log: print,
       passphrases: passphraseFiles(state),
       backupPassphraseFile: a.passphraseFile,
     });
-    print(`restored ${a.from}`);
+    print(`restored ${from}`);
     return EXIT.ok;
-  } finally {
-    await lock.release();
-  }
+  });
 }
 
 export async function cmdWatch(a: Args): Promise<number> {
