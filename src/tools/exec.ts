@@ -57,6 +57,13 @@ const TRANSIENT = ['Unable to get accurate CPU usage'];
  * moment is still in it until it makes a group of its own: it holds the signal pending and dies
  * of it just before exec, having run nothing. Such a command is run again, once.
  */
+/**
+ * Under load (a full test suite on two cores, say) qemu's "Unable to get accurate CPU usage"
+ * comes many times running: up to 20 more tries, 0.2 s apart growing to 1 s, about 18 s in all.
+ */
+export const TRANSIENT_RETRIES = 20;
+export const transientDelay = (attempt: number) => Math.min(200 * (attempt + 1), 1000);
+
 const spawnedDuringCtrlC = (r: { signal?: string }, attempt: number) => r.signal === 'SIGINT' && attempt === 0;
 
 /**
@@ -65,8 +72,7 @@ const spawnedDuringCtrlC = (r: { signal?: string }, attempt: number) => r.signal
  */
 export async function run(cmd: string, args: string[], opts: { input?: string | Uint8Array; retries?: number; signal?: AbortSignal } = {}): Promise<RunResult> {
   const argv = [cmd, ...args];
-  // Under load the failure can come several times running: up to 8 more tries, about 7 s in all.
-  const retries = opts.retries ?? 8;
+  const retries = opts.retries ?? TRANSIENT_RETRIES;
   for (let attempt = 0; ; attempt++) {
     trace(argv);
     const r = await execa(cmd, args, {
@@ -91,7 +97,7 @@ export async function run(cmd: string, args: string[], opts: { input?: string | 
     const stderr = String(r.stderr || r.message);
     if (attempt < retries && TRANSIENT.some((t) => stderr.includes(t))) {
       // A moment later the CPU-time reading is usually fine again (0.2 s, 0.4 s, …).
-      await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+      await new Promise((r) => setTimeout(r, transientDelay(attempt)));
       continue;
     }
     throw new CommandError(argv, stderr, r.exitCode, String(r.stdout));

@@ -11,6 +11,7 @@ import { withTempDir } from './scratch.js';
 import { attr, buildXml, bytes, list, parseXml, text, type XmlNode } from './xml.js';
 import { permissionsElement } from './libvirt-pool.js';
 import type { Virsh } from './virsh.js';
+import { TRANSIENT_RETRIES, transientDelay } from './exec.js';
 import { failpoint } from '../failpoint.js';
 
 /** libvirt names volume formats as qemu's drivers do (vhd is vpc). */
@@ -113,8 +114,8 @@ async function withTransientRetry<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (e) {
-      if (attempt >= 8 || !/Unable to get accurate CPU usage/.test((e as Error).message)) throw e;
-      await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+      if (attempt >= TRANSIENT_RETRIES || !/Unable to get accurate CPU usage/.test((e as Error).message)) throw e;
+      await new Promise((r) => setTimeout(r, transientDelay(attempt)));
     }
   }
 }

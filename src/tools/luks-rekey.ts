@@ -11,6 +11,7 @@ import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { readFile, readdir, readlink, realpath } from 'node:fs/promises';
 import { failpoint } from '../failpoint.js';
 import { buildXml } from './xml.js';
+import { TRANSIENT_RETRIES, transientDelay } from './exec.js';
 import { runningDomainDiskUses } from './libvirt-domain.js';
 import { rekeyWith, unlocks } from './qemu-img.js';
 import { withTempFile } from './scratch.js';
@@ -251,8 +252,8 @@ class Monitor {
         if (!j.error) return true;
         if (tolerated?.test(j.error)) return false;
         // QEMU's key derivation times itself and, on some virtual machines, cannot (as qemu-img).
-        if (j.error.includes('Unable to get accurate CPU usage') && attempt < 8) {
-          await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+        if (j.error.includes('Unable to get accurate CPU usage') && attempt < TRANSIENT_RETRIES) {
+          await new Promise((r) => setTimeout(r, transientDelay(attempt)));
           return this.amend(node, format, luks, tolerated, attempt + 1);
         }
         throw new Error(`QEMU could not change the keyslots: ${j.error}`);
