@@ -8,6 +8,7 @@ import { columns, renderTable } from './table.js';
 import { printable } from './text.js';
 import { present } from './providers/observe.js';
 import { diskSourceText } from './tools/libvirt-domain.js';
+import { formatOfDriver } from './providers/image/formats.js';
 
 export interface SecretStatus {
   name: string;
@@ -70,7 +71,7 @@ export function imageStatuses(state: DesiredState, p: PlanWithObservations): Ima
           name: spec.name,
           where: path,
           exists: !!obs,
-          format: obs ? (obs.driver === 'vpc' ? 'vhd' : obs.driver) : undefined,
+          format: obs ? formatOfDriver(obs.driver) : undefined,
           virtualSize: obs?.virtualSize,
           allocated: obs?.actualSize,
           owner: obs && rec && sameFile(rec, obs.file) ? 'created' : obs ? (spec.adopt ? 'adopted' : 'foreign') : 'none',
@@ -84,7 +85,7 @@ export function imageStatuses(state: DesiredState, p: PlanWithObservations): Ima
         name: spec.name,
         where: `${pool}/${volume}`,
         exists: !!obs,
-        format: obs?.format === 'vpc' ? 'vhd' : obs?.format,
+        format: obs?.format === undefined ? undefined : formatOfDriver(obs.format),
         virtualSize: obs?.capacity,
         allocated: obs?.allocation,
         owner:

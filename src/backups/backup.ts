@@ -6,6 +6,7 @@ import { runHook } from '../tools/hooks.js';
 import { check as checkImage, compare, convertCopy, convertInto as writeInto, create, info, unlocks, type Secret } from '../tools/qemu-img.js';
 import type { Format } from '../reconcile/model.js';
 import { sparseCopy } from '../tools/copy.js';
+import { formatOfDriver } from '../providers/image/formats.js';
 import { createInternalSnapshot, deleteSnapshot, domainState, freeze, pushBackup, revertSnapshot, shutOff, thaw, withExternalSnapshot } from '../tools/libvirt-backup.js';
 import { readDisks } from '../tools/libvirt-domain.js';
 import { refreshPool } from '../tools/libvirt-pool.js';
@@ -44,11 +45,11 @@ interface DiskSource {
   secretUsage?: string;
 }
 
-/** The declared format of a qemu driver name (a domain's disk names VHD "vpc"). */
-const formatOfDriver = (driver: string) => (driver === 'vpc' ? 'vhd' : driver) as Format;
-
 /** How qemu-img opens a disk: raw LUKS is qemu's "luks" driver. */
 const driverOfDisk = (d: { format: string; secretUsage?: string }) => (d.format === 'raw' && d.secretUsage ? 'luks' : d.format);
+
+/** What an encrypted disk's copy is made with (its passphrase and iterTime); undefined for a plain disk. */
+const diskEncryption = (ctx: Pick<BackupContext, 'passphrases'>, d: DiskSource) => (d.secretUsage ? passphraseOf(ctx, d.path, `disk ${d.target} (${d.path})`) : undefined);
 
 /** The passphrase file of an encrypted disk (its declared image's), or why a copy cannot be made. */
 function passphraseOf(ctx: Pick<BackupContext, 'passphrases'>, p: string, what: string): Secret {
@@ -81,7 +82,7 @@ async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ run
  */
 async function convertInto(d: DiskSource, dest: string, forceShare: boolean, ctx: BackupContext): Promise<void> {
   const partial = `${dest}.partial`;
-  const encryption = d.secretUsage ? passphraseOf(ctx, d.path, `disk ${d.target} (${d.path})`) : undefined;
+  const encryption = diskEncryption(ctx, d);
   await convertCopy({ path: d.path, driver: driverOfDisk(d), forceShare, encryption }, { path: partial, driver: 'qcow2', encryption });
   await rename(partial, dest);
 }
@@ -115,8 +116,7 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
       // failure is tried again (libvirt's own formatting of a target is neither).
       for (const d of disks) {
         const size = (await info(d.path))['virtual-size'];
-        const encryption = d.secretUsage ? passphraseOf(ctx, d.path, `disk ${d.target} (${d.path})`) : undefined;
-        await create(`${fileFor(d)}.partial`, { format: 'qcow2', size, encryption });
+        await create(`${fileFor(d)}.partial`, { format: 'qcow2', size, encryption: diskEncryption(ctx, d) });
       }
       if (spec.quiesce) await freeze(v, spec.vm);
       try {
@@ -375,7 +375,10 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext &
     // restored data compares equal to the backup, and put back in place if it does not.
     await sparseCopy(f.source, aside);
     try {
-      await writeInto({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: f.source, format: formatOfDriver(f.sourceFormat), encryption: k?.disk, overwrite: true });
+      await writeInto(
+        { path: f.file, driver: 'qcow2', encryption: k?.copy },
+        { path: f.source, format: formatOfDriver(f.sourceFormat) as Format, encryption: k?.disk, overwrite: true },
+      );
       await compare({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: f.source, driver, encryption: k?.disk });
     } catch (e) {
       await sparseCopy(aside, f.source);

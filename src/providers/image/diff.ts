@@ -1,6 +1,6 @@
 // Desired images vs what qemu-img observed: which need creating, growing, rebuilding,
 // re-permissioning or pruning. Pure: no I/O, so plan output is reproducible.
-import { canResize, driverFor, sizeTolerance } from './formats.js';
+import { canResize, driverFor, formatOfDriver, sizeTolerance } from './formats.js';
 import type { ImageBuild } from './build.js';
 import type { ObservedImage } from './observe.js';
 import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal, stateDirHint, wipeChange } from '../common/decisions.js';
@@ -286,7 +286,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     if (obs.driver !== wantDriver) {
       if (spec.encryption && !obs.encrypted) rebuild.push({ field: 'encryption', from: 'none', to: 'luks' });
       else if (!spec.encryption && obs.encrypted) rebuild.push({ field: 'encryption', from: obs.encrypted, to: 'none' });
-      else rebuild.push({ field: 'format', from: obs.driver === 'vpc' ? 'vhd' : obs.driver, to: spec.format });
+      else rebuild.push({ field: 'format', from: formatOfDriver(obs.driver), to: spec.format });
     } else {
       if (spec.encryption && !obs.encrypted) rebuild.push({ field: 'encryption', from: 'none', to: 'luks' });
       if (!spec.encryption && obs.encrypted) rebuild.push({ field: 'encryption', from: obs.encrypted, to: 'none' });
@@ -465,7 +465,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       resource: 'image',
       kind: 'delete',
       code: 'left-yaml',
-      reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${obs.driver === 'vpc' ? 'vhd' : obs.driver})${rec.wipe ? `; overwritten (${rec.wipe}) before it is deleted` : ''}`,
+      reason: `images.${rec.name} left the YAML (${formatSize(obs.virtualSize)} ${formatOfDriver(obs.driver)})${rec.wipe ? `; overwritten (${rec.wipe}) before it is deleted` : ''}`,
       destructive: true,
       changes: [],
       dependsOn: use.after,

@@ -5,6 +5,9 @@ import { DRIVER, driverOf } from '../../tools/qemu-img.js';
 
 export { DRIVER };
 
+/** The format name of a qemu driver, as the YAML says it (qemu calls VHD "vpc"). */
+export const formatOfDriver = (driver: string): string => (driver === 'vpc' ? 'vhd' : driver);
+
 /** The qemu driver a declared format and encryption produce (raw + LUKS is qemu's "luks"). */
 export function driverFor(format: Format, encrypted: boolean): string {
   return driverOf(format, encrypted);

@@ -7,7 +7,7 @@ import { ABSENT, type DirectoryContent, type Observed } from '../observe.js';
 import { seedContentOnly } from '../common/cloud-init.js';
 import { planFileInputs } from '../common/file-inputs.js';
 import type { SmallFileDigest } from '../common/small-files.js';
-import { sizeTolerance } from '../image/formats.js';
+import { formatOfDriver, sizeTolerance } from '../image/formats.js';
 import type { ObservedImage } from '../image/observe.js';
 import type { ObservedPool } from '../../tools/libvirt-pool.js';
 import { VOL_FORMAT, type ObservedVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
@@ -284,7 +284,7 @@ export function diffVolumes(input: {
     const rebuild: Change[] = [];
     if (ours && record.status === 'building') rebuild.push({ field: 'state', from: 'incomplete (an apply was interrupted)', to: 'complete' });
     if (fileBased && obs.format && obs.format !== VOL_FORMAT[spec.format]) {
-      rebuild.push({ field: 'format', from: obs.format === 'vpc' ? 'vhd' : obs.format, to: spec.format });
+      rebuild.push({ field: 'format', from: formatOfDriver(obs.format), to: spec.format });
     }
     if (spec.source.kind === 'backing') {
       const dep = 'image' in spec.source ? state.images[spec.source.image] : undefined;
