@@ -240,6 +240,12 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
     'cmdBackupVerify',
   );
   action(
+    readsYaml(backup.command('resume').description('schedule NAME runs on its cron again after it was suspended (maxFailures)'))
+      .argument(...schedule)
+      .addOption(option.lockTimeout()),
+    'cmdBackupResume',
+  );
+  action(
     readsYaml(backup.command('prune').description("apply schedule NAME's retention (keep, maxAge) now; --dry-run: say what would go and what keeps the rest"))
       .argument(...schedule)
       .option('--dry-run', 'change nothing: list each backup as kept (by which rules) or removed (why)')
@@ -263,10 +269,13 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
   });
 
   action(
-    readsYaml(cli.command('restore').description('revert to an internal snapshot, or write a copy back'))
+    readsYaml(cli.command('restore').description('revert to an internal snapshot, or write a copy back (into the VM, or to a new path)'))
       .argument(...schedule)
       .option('--from <ID>', 'the backup to restore (see `backup list`)')
       .option('--passphrase-file <FILE>', "an encrypted backup made before its disk's passphrase changed: the passphrase it was made with")
+      .option('--vm', 'the domain is gone: define it again from the backup, then restore its disks')
+      .option('--to <PATH>', 'write the disks to a new file (a directory for several disks) for inspection; the VM is not touched')
+      .option('--start', 'start the domain once its disks are restored')
       .addOption(option.lockTimeout()),
     'cmdRestore',
   );
@@ -318,6 +327,9 @@ interface Opts {
   strict?: boolean;
   passphraseFile?: string;
   dryRun?: boolean;
+  vm?: boolean;
+  to?: string;
+  start?: boolean;
   interval?: string;
   git?: string;
   ref?: string;
@@ -370,6 +382,7 @@ function toArgs(cmd: Command): Args {
     strict: o.strict ?? false,
     dryRun: o.dryRun ?? false,
     passphraseFile: o.passphraseFile && path.resolve(o.passphraseFile),
+    restore: { vm: o.vm ?? false, to: o.to && path.resolve(o.to), start: o.start ?? false },
     watch: {
       intervalSeconds: interval(o.interval ?? DEFAULTS.interval),
       git: o.git,

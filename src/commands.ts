@@ -49,6 +49,8 @@ export interface Args {
   dryRun: boolean;
   /** restore: the passphrase an encrypted backup was made with, if not the disk's current one */
   passphraseFile?: string;
+  /** restore: define the domain again (--vm), write to a new path (--to), start it after (--start) */
+  restore: { vm: boolean; to?: string; start: boolean };
   watch: { intervalSeconds: number; git?: string; ref: string; path: string; listen: string; webhookSecretFile?: string; suspend: boolean; logFormat?: LogFormat };
 }
 
@@ -366,6 +368,12 @@ export const cmdBackupPrune = (a: Args) =>
     return EXIT.ok;
   });
 
+export const cmdBackupResume = (a: Args) =>
+  onSchedule(a, 'backup resume', async (_state, spec, { resumeSchedule }) => {
+    print((await resumeSchedule(a.stateDir, spec.name)) ? `backups.${spec.name} resumed: it runs on its schedule again` : `backups.${spec.name} was not suspended`);
+    return EXIT.ok;
+  });
+
 const protecting = (a: Args, on: boolean) =>
   onSchedule(a, on ? 'backup protect' : 'backup unprotect', async (_state, spec, { setProtected }) => {
     const id = a.rest[1]!;
@@ -380,15 +388,17 @@ export const cmdBackupUnprotect = (a: Args) => protecting(a, false);
 export async function cmdRestore(a: Args): Promise<number> {
   if (!a.from) throw new UserError('restore needs --from ID (see `reconcile backup list`)', EXIT.usage);
   const from = a.from;
-  return onSchedule(a, 'restore', async (state, spec, { restore, passphraseFiles }) => {
-    await restore(spec, from, {
-      virsh: await (await virshFor(a, state.connection))(),
-      stateDir: a.stateDir,
-      log: print,
-      passphrases: passphraseFiles(state),
-      backupPassphraseFile: a.passphraseFile,
-    });
-    print(`restored ${from}`);
+  const { vm, to, start } = a.restore;
+  if (to && (vm || start)) throw new UserError('restore --to writes new files and leaves the VM alone: it takes neither --vm nor --start', EXIT.usage);
+  return onSchedule(a, 'restore', async (state, spec, { restore, passphraseFiles, startDomain }) => {
+    const virsh = await (await virshFor(a, state.connection))();
+    const written = await restore(spec, from, { virsh, stateDir: a.stateDir, log: print, passphrases: passphraseFiles(state), backupPassphraseFile: a.passphraseFile, vm, to });
+    if (a.output === 'json') print(JSON.stringify({ restored: from, files: written }, null, 2));
+    else print(printable(to ? `restored ${from} to ${written.join(', ')}` : `restored ${from}`));
+    if (start) {
+      await startDomain(virsh, spec.vm);
+      if (a.output !== 'json') print(printable(`started ${spec.vm}`));
+    }
     return EXIT.ok;
   });
 }

@@ -6,7 +6,8 @@
 // volume of a group of blank ones made and recorded, the next one's create under way), pool-defined,
 // domain-defined (each right after the step, before its record), rekey-started (a re-key
 // recorded, no keyslot changed yet), rekey-added (the new keyslot added and checked, the old
-// ones not erased), rekey-keyed (the old keyslots erased, the secret not yet set).
+// ones not erased), rekey-keyed (the old keyslots erased, the secret not yet set), backup-copied
+// (an incremental backup's copy made, a shut-off domain still started paused, nothing recorded).
 export function failpoint(name: string): void {
   if (process.env.VIRT_RECONCILE_FAILPOINT === name) process.kill(process.pid, 'SIGKILL');
 }

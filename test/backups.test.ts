@@ -198,7 +198,7 @@ describe('hooks, verify, restore, overdue', () => {
     const left = await list('aged');
     expect(left.length).toBe(1);
     expect(left[0]!.id).not.toBe(first.id);
-    expect((await readdir(p('bk-aged'))).length).toBe(1);
+    expect((await readdir(p('bk-aged'))).filter((n) => n.endsWith('.qcow2')).length).toBe(1);
   });
 
   it('verify catches a corrupted copy', async () => {

@@ -48,7 +48,7 @@ describe('usage errors', () => {
     [['backup', 'run'], /^reconcile: `backup run` takes NAME: a backup schedule declared under backups:/, 'reconcile backup run'],
     [
       ['backup', 'forget', 'x'],
-      /^reconcile: `backup` takes run NAME \| list \[NAME\] \| verify NAME \| prune NAME \| protect NAME ID \| unprotect NAME ID \(got "forget" "x"\)/,
+      /^reconcile: `backup` takes run NAME \| list \[NAME\] \| verify NAME \| resume NAME \| prune NAME \| protect NAME ID \| unprotect NAME ID \(got "forget" "x"\)/,
       'reconcile backup',
     ],
     [['backup', 'protect', 'x'], /^reconcile: `backup protect` takes ID: a backup of the schedule/, 'reconcile backup protect'],
@@ -108,7 +108,7 @@ describe('completion', () => {
       '--no-color',
       '--help',
     ]);
-    expect(await bashOffers('reconcile', 'backup', '')).toEqual(['run', 'list', 'verify', 'prune', 'protect', 'unprotect']);
+    expect(await bashOffers('reconcile', 'backup', '')).toEqual(['run', 'list', 'verify', 'resume', 'prune', 'protect', 'unprotect']);
     expect(await bashOffers('reconcile', 'backup', 'verify', '--lo')).toEqual(['--lock-timeout']);
     expect(await bashOffers('reconcile', 'check', '--rep')).toEqual(['--repair', '--repair=all']);
     expect(await bashOffers('reconcile', 'show', '-o', '')).toEqual(['text', 'json']);

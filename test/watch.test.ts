@@ -214,6 +214,8 @@ describe('watch with a git repository', () => {
   });
 });
 
+const consecutive = (r: { stdout: string }) => (JSON.parse(r.stdout) as { status: string }[]).filter((x) => x.status === 'failed').length;
+
 describe('watch and backup schedules', () => {
   let lv: PrivateLibvirtd | undefined;
   afterAll(async () => lv?.stop());
@@ -274,6 +276,40 @@ backups:
       return s.backups?.[0]?.lastSuccess !== '2020-01-01T00:00:00.000Z' && s;
     }, 'the status to show the new backup');
     expect(st.backups[0].nextRun).toMatch(/T\d\d:30:00/);
+    w.proc.kill('SIGTERM');
+    expect(await w.exit()).toBe(0);
+  });
+
+  it('a schedule suspended after maxFailures failed runs is not run; /status and /metrics say so per schedule', async () => {
+    lv ??= await startPrivateLibvirtd();
+    const sb = await sandbox('watch-suspended', { libvirt: lv });
+    boxes.push(sb);
+    await chmod(sb.dir, 0o755);
+    const conf = await sb.yaml(`version: 1
+images:
+  d: { path: $DIR/d.qcow2, size: 8M }
+vms:
+  v: { create: { memory: 64M, vcpus: 1 }, disks: [{ image: d }] }
+backups:
+  fails: { vm: v, schedule: "* * * * *", mode: copy, destination: $DIR/bk, maxFailures: 2, hooks: { pre: [["false"]] } }
+`);
+    expect((await sb.run('apply')).code).toBe(0);
+    for (let i = 0; i < 2; i++) expect((await sb.run('backup', 'run', 'fails')).code).not.toBe(0);
+    const w = await startWatch(sb, ['-f', conf, '--interval', '1m', '--connect', lv.uri], lv.nsenter);
+    const st = await until(async () => {
+      const s = await w.status();
+      return s.backups?.[0]?.suspended && s;
+    }, 'the status to show the suspension');
+    expect(st.backups[0]).toMatchObject({ name: 'fails', consecutiveFailures: 2, suspended: { failures: 2 } });
+    expect(st.backups[0].nextRun).toBeUndefined();
+    expect(st.backups[0].lastFailure.error).toMatch(/false/);
+    const m = await (await fetch(`${w.url}/metrics`)).text();
+    expect(m).toMatch(/virt_reconcile_backup_suspended\{backup="fails"\} 1/);
+    expect(m).toMatch(/virt_reconcile_backup_consecutive_failures\{backup="fails"\} 2/);
+    expect(m).toMatch(/virt_reconcile_backup_last_failure_timestamp_seconds\{backup="fails"\} \d+/);
+    // Its every-minute cron fires, and the run is skipped, said once per firing.
+    await until(async () => /backups\.fails is suspended after failed runs in a row: not run/.test(w.log()), 'the cron to fire and skip', 70_000);
+    expect(consecutive(await sb.run('backup', 'list', 'fails', '-o', 'json'))).toBe(2);
     w.proc.kill('SIGTERM');
     expect(await w.exit()).toBe(0);
   });

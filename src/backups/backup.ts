@@ -1,20 +1,40 @@
 // Backups of declared VMs: run one now (hooks around it, verify, retention), list, verify
 // again, restore, and which schedules are overdue. Schedules fire from `reconcile watch`.
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runHook } from '../tools/hooks.js';
-import { check as checkImage, compare, convertCopy, convertInto as writeInto, create, info, unlocks, type Secret } from '../tools/qemu-img.js';
+import { bitmapsOf, check as checkImage, compare, convertCopy, convertInto as writeInto, create, info, setBacking, unlocks, type Secret } from '../tools/qemu-img.js';
 import type { Format } from '../reconcile/model.js';
 import { sparseCopy } from '../tools/copy.js';
 import { formatOfDriver } from '../providers/image/formats.js';
-import { createInternalSnapshot, deleteSnapshot, domainState, freeze, pushBackup, revertSnapshot, shutOff, thaw, withExternalSnapshot } from '../tools/libvirt-backup.js';
-import { readDisks } from '../tools/libvirt-domain.js';
+import { modeProblems } from '../providers/backup/modes.js';
+import {
+  abortBackupJob,
+  createInternalSnapshot,
+  deleteCheckpoint,
+  deleteSnapshot,
+  destroyDomain,
+  domainState,
+  freeze,
+  hasManagedSave,
+  inactiveXml,
+  listCheckpoints,
+  pushBackup,
+  revertSnapshot,
+  shutOff,
+  startPaused,
+  thaw,
+  withExternalSnapshot,
+} from '../tools/libvirt-backup.js';
+import { defineDomain, domainExists, readDisks } from '../tools/libvirt-domain.js';
 import { refreshPool } from '../tools/libvirt-pool.js';
 import { volumePath } from '../tools/libvirt-volume.js';
-import type { Virsh } from '../tools/virsh.js';
-import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRun } from './records.js';
+import { libvirtMessage, type Virsh } from '../tools/virsh.js';
+import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRecords, type BackupRun } from './records.js';
 import { retention, type Verdict } from './retention.js';
+import { consecutiveFailures, scheduleDigest } from './suspension.js';
 import { UserError } from '../reconcile/errors.js';
+import { failpoint } from '../failpoint.js';
 import { imageSecretUsage, type BackupSpec, type DesiredState } from '../reconcile/model.js';
 
 export interface BackupContext {
@@ -58,11 +78,20 @@ function passphraseOf(ctx: Pick<BackupContext, 'passphrases'>, p: string, what: 
   return f;
 }
 
-async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ running: boolean; all: string[]; disks: DiskSource[] }> {
+async function domainDisks(v: Virsh, spec: Pick<BackupSpec, 'vm' | 'disks' | 'mode'>): Promise<{ running: boolean; all: string[]; disks: DiskSource[] }> {
+  const { vm, disks: want } = spec;
   const state = await domainState(v, vm);
   const running = state === 'running' || state === 'paused';
   // Disks of this host only: a network disk's data lives on its server (backed up there).
   const devices = (await readDisks(v, vm, running)).filter((d) => d.device === 'disk' && d.type !== 'network');
+  const missing = (want ?? []).filter((t) => !devices.some((d) => d.target === t));
+  if (missing.length) throw new UserError(`domain ${vm} has no disk ${missing.join(', ')} (it has: ${devices.map((d) => d.target).join(', ')})`);
+  // The same check as plan's, on the domain as it is now: nothing is started for a mode that cannot work.
+  const problems = modeProblems(
+    spec,
+    devices.map((d) => ({ target: d.target, format: d.driverType ?? 'raw', encrypted: !!d.encryption, readonly: d.readonly })),
+  );
+  if (problems.length) throw new UserError(problems.join('\n'));
   const disks: DiskSource[] = [];
   for (const d of devices) {
     if (want && !want.includes(d.target)) continue;
@@ -71,8 +100,6 @@ async function domainDisks(v: Virsh, vm: string, want?: string[]): Promise<{ run
     const secretUsage = d.encryption?.format === 'luks' ? (d.encryption.secretUsage ?? p) : undefined;
     disks.push({ target: d.target, path: p, format: d.driverType ?? 'raw', pool: d.type === 'volume' ? d.source.pool : undefined, secretUsage });
   }
-  const missing = (want ?? []).filter((t) => !devices.some((d) => d.target === t));
-  if (missing.length) throw new UserError(`domain ${vm} has no disk ${missing.join(', ')} (it has: ${devices.map((d) => d.target).join(', ')})`);
   return { running, all: devices.map((d) => d.target), disks };
 }
 
@@ -91,11 +118,14 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
   const v = ctx.virsh;
   const now = (ctx.now ?? (() => new Date()))();
   const id = `${spec.name}-${stamp(now)}`;
+  await recoverInterrupted(spec, ctx);
   const records = await readBackupRecords(ctx.stateDir);
   const ran: string[][] = [];
   const failed = { value: false };
+  const progress = { startedPaused: false };
   try {
-    const { running, all, disks } = await domainDisks(v, spec.vm, spec.disks);
+    const { running, all, disks } = await domainDisks(v, spec);
+    await markInProgress(ctx.stateDir, spec, { id, vm: spec.vm, at: now.toISOString() });
     for (const hook of spec.hooks.pre) {
       ran.push(hook);
       await runHook(hook, spec.hooks.timeoutSeconds);
@@ -104,31 +134,30 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
     const fileFor = (d: DiskSource) => path.join(spec.destination!, `${id}-${d.target}.qcow2`);
     if (spec.destination) await mkdir(spec.destination, { recursive: true });
     ctx.log(`backups.${spec.name}: ${spec.mode} of ${spec.vm} (${disks.map((d) => d.target).join(', ')}${running ? ', running' : ''})`);
+    let chain: { parent?: BackupRun; note?: string } = {};
     if (spec.mode === 'snapshot') {
       // A running domain's internal snapshot is a full checkpoint, memory included: it is
       // consistent as it is, and a freeze would be captured too (a revert would bring back
       // a frozen guest). Quiesce serves the disk-only modes.
       if (spec.quiesce && running) ctx.log(`backups.${spec.name}: internal snapshot of a running domain includes its memory; no freeze needed`);
       await createInternalSnapshot(v, spec.vm, id, `virt-reconcile backups.${spec.name}`);
+    } else if (spec.mode === 'incremental') {
+      chain = await chainBase(spec, records, v, disks, running);
+      if (chain.note) ctx.log(`backups.${spec.name}: ${chain.note}`);
+      chain = await incrementalRun(spec, ctx, { id, running, all, disks, chain, fileFor, progress });
     } else if (running && spec.mode === 'copy') {
       // The copies are made here first, at the disks' size (libvirt then reuses them): an
       // encrypted one with the disk's passphrase and iterTime, and qemu-img's transient LUKS
       // failure is tried again (libvirt's own formatting of a target is neither).
-      for (const d of disks) {
-        const size = (await info(d.path))['virtual-size'];
-        await create(`${fileFor(d)}.partial`, { format: 'qcow2', size, encryption: diskEncryption(ctx, d) });
-      }
-      if (spec.quiesce) await freeze(v, spec.vm);
-      try {
-        await pushBackup(
+      await makeTargets(disks, fileFor, ctx);
+      await whileFrozen(spec, v, () =>
+        pushBackup(
           v,
           spec.vm,
           disks.map((d) => ({ target: d.target, file: `${fileFor(d)}.partial`, secretUsage: d.secretUsage })),
           all,
-        );
-      } finally {
-        if (spec.quiesce) await thaw(v, spec.vm);
-      }
+        ),
+      );
       for (const d of disks) await rename(`${fileFor(d)}.partial`, fileFor(d));
     } else if (running && spec.mode === 'external') {
       // Frozen only for the instant of the snapshot; thawed exactly once, whatever fails.
@@ -160,38 +189,246 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
     if (spec.mode !== 'snapshot')
       for (const d of disks) files.push({ target: d.target, file: fileFor(d), source: d.path, sourceFormat: d.format, pool: d.pool, encrypted: !!d.secretUsage || undefined });
     const result: BackupRun = { id, schedule: spec.name, vm: spec.vm, mode: spec.mode, at: now.toISOString(), snapshot: spec.mode === 'snapshot' ? id : undefined, files };
+    if (spec.mode === 'incremental') Object.assign(result, { parent: chain.parent?.id, checkpoint: id, note: chain.note });
+    // The definition goes with every copy: a domain that is gone can be defined again from it (`restore --vm`).
+    if (spec.destination) result.domainXml = await saveDefinition(v, spec.vm, path.join(spec.destination, `${id}.domain.xml`));
     if (spec.verify && files.length) Object.assign(result, await verifyFiles(files, ctx));
-    records.runs.push(result);
-    if (result.verified !== false) records.lastSuccess[spec.name] = result.at;
-    await writeBackupRecords(ctx.stateDir, records);
-    ctx.log(`backups.${spec.name}: made ${id}${result.verified === false ? ` — VERIFY FAILED: ${result.verifyError}` : result.verified ? ' (verified)' : ''}`);
+    const after = await readBackupRecords(ctx.stateDir);
+    after.runs.push(result);
+    if (result.verified !== false) {
+      after.lastSuccess[spec.name] = result.at;
+      if (spec.mode === 'incremental') delete after.chainBroken?.[spec.name];
+    }
+    delete after.inProgress?.[spec.name];
+    await writeBackupRecords(ctx.stateDir, after);
+    ctx.log(
+      `backups.${spec.name}: made ${id}${result.parent ? ` (incremental on ${result.parent})` : spec.mode === 'incremental' ? ' (full)' : ''}${result.verified === false ? ` — VERIFY FAILED: ${result.verifyError}` : result.verified ? ' (verified)' : ''}`,
+    );
     await applyRetention(spec, ctx, now);
     if (result.verified === false) throw new Error(`backup ${id} failed verification: ${result.verifyError}`);
     return result;
   } catch (e) {
     failed.value = true;
-    // Half-made copies go; the run is recorded as failed (backup list shows it, with why).
-    if (spec.destination) {
-      const names = await readdir(spec.destination).catch(() => [] as string[]);
-      for (const n of names) if (n.startsWith(`${id}-`) && n.endsWith('.partial')) await rm(path.join(spec.destination, n), { force: true });
-    }
-    const r = await readBackupRecords(ctx.stateDir);
-    const error = (e as Error).message;
-    r.lastFailure[spec.name] = { at: now.toISOString(), error };
-    if (!r.runs.some((x) => x.id === id)) {
-      r.runs.push({ id, schedule: spec.name, vm: spec.vm, mode: spec.mode, at: now.toISOString(), files: [], status: 'failed', error });
-      // The failures kept on record are the newest few: each is also in lastFailure until a success.
-      const failures = r.runs.filter((x) => x.schedule === spec.name && x.status === 'failed').sort((a, b) => b.at.localeCompare(a.at));
-      const dropped = new Set(failures.slice(FAILED_RUNS_KEPT).map((x) => x.id));
-      r.runs = r.runs.filter((x) => !dropped.has(x.id));
-    }
-    await writeBackupRecords(ctx.stateDir, r);
+    await recordFailure(spec, ctx, id, now, (e as Error).message);
     throw e;
   } finally {
     // Post hooks run whenever pre hooks ran (or there are none), even when the backup failed;
     // a post hook's failure is reported, and fails the run only if the backup itself succeeded.
     if (ran.length || !spec.hooks.pre.length) await runPostHooks(spec, ctx, failed);
   }
+}
+
+/** The backup copies of a running domain's push backup, made first at each disk's size. */
+async function makeTargets(disks: DiskSource[], fileFor: (d: DiskSource) => string, ctx: BackupContext): Promise<void> {
+  for (const d of disks) {
+    const size = (await info(d.path))['virtual-size'];
+    await create(`${fileFor(d)}.partial`, { format: 'qcow2', size, encryption: diskEncryption(ctx, d) });
+  }
+}
+
+async function whileFrozen<T>(spec: BackupSpec, v: Virsh, fn: () => Promise<T>): Promise<T> {
+  if (spec.quiesce) await freeze(v, spec.vm);
+  try {
+    return await fn();
+  } finally {
+    if (spec.quiesce) await thaw(v, spec.vm);
+  }
+}
+
+/** A run is on record as under way until it ends: one still there was interrupted (killed). */
+async function markInProgress(stateDir: string, spec: BackupSpec, mark: { id: string; vm: string; at: string; startedPaused?: boolean }): Promise<void> {
+  const r = await readBackupRecords(stateDir);
+  r.inProgress = { ...r.inProgress, [spec.name]: mark };
+  await writeBackupRecords(stateDir, r);
+}
+
+/**
+ * What an interrupted run of this schedule left is cleaned up before the next: its backup job
+ * (libvirt's goes on after its caller died) is aborted, a domain it started paused is stopped,
+ * its half-made copies are removed, and it is on record as a failed run.
+ */
+async function recoverInterrupted(spec: BackupSpec, ctx: BackupContext): Promise<void> {
+  const r = await readBackupRecords(ctx.stateDir);
+  const left = r.inProgress?.[spec.name];
+  if (!left) return;
+  const v = ctx.virsh;
+  const state = await domainState(v, left.vm).catch(() => undefined);
+  if (state === 'running' || state === 'paused') await abortBackupJob(v, left.vm);
+  if (left.startedPaused && state === 'paused') {
+    ctx.log(`backups.${spec.name}: ${left.vm} was left paused by the interrupted run ${left.id} (its guest never ran): stopping it`);
+    await destroyDomain(v, left.vm);
+  }
+  if (!r.runs.some((x) => x.id === left.id)) await removeLeftovers(spec, left.id);
+  ctx.log(`backups.${spec.name}: the run ${left.id} was interrupted; what it left is removed`);
+  await recordFailure(spec, ctx, left.id, new Date(left.at), 'interrupted (the process running it ended before it finished)');
+}
+
+/**
+ * What a run that is not on record left in the destination: its half-made copies, and (killed
+ * after they were complete but before the run was recorded) its copies and definition, which
+ * nothing refers to.
+ */
+async function removeLeftovers(spec: BackupSpec, id: string): Promise<void> {
+  if (!spec.destination) return;
+  const names = await readdir(spec.destination).catch(() => [] as string[]);
+  for (const n of names) if (n.startsWith(`${id}-`) || n.startsWith(`${id}.domain.xml`)) await rm(path.join(spec.destination, n), { force: true });
+}
+
+/** Half-made copies go; the run is recorded as failed (backup list shows it, with why). */
+async function recordFailure(spec: BackupSpec, ctx: BackupContext, id: string, at: Date, error: string): Promise<void> {
+  const r = await readBackupRecords(ctx.stateDir);
+  // A run on record (one that failed verification) keeps its files: backup list shows it, retention removes it.
+  if (!r.runs.some((x) => x.id === id)) await removeLeftovers(spec, id);
+  r.lastFailure[spec.name] = { at: at.toISOString(), error };
+  if (!r.runs.some((x) => x.id === id)) {
+    r.runs.push({ id, schedule: spec.name, vm: spec.vm, mode: spec.mode, at: at.toISOString(), files: [], status: 'failed', error });
+    // The failures kept on record are the newest few: each is also in lastFailure until a success.
+    const failures = r.runs.filter((x) => x.schedule === spec.name && x.status === 'failed').sort((a, b) => b.at.localeCompare(a.at));
+    const dropped = new Set(failures.slice(FAILED_RUNS_KEPT).map((x) => x.id));
+    r.runs = r.runs.filter((x) => !dropped.has(x.id));
+  }
+  delete r.inProgress?.[spec.name];
+  const failures = consecutiveFailures(r.runs, spec.name);
+  if (spec.maxFailures !== undefined && failures >= spec.maxFailures && !r.suspended?.[spec.name]) {
+    r.suspended = { ...r.suspended, [spec.name]: { at: new Date().toISOString(), failures, digest: scheduleDigest(spec) } };
+    ctx.log(
+      `backups.${spec.name}: suspended after ${failures} failed runs in a row (maxFailures ${spec.maxFailures}); \`reconcile backup resume ${spec.name}\` or a change to it resumes it`,
+    );
+  }
+  await writeBackupRecords(ctx.stateDir, r);
+}
+
+export { startDomain } from '../tools/libvirt-backup.js';
+
+/** `backup resume NAME`: the schedule runs again on its cron. */
+export async function resumeSchedule(stateDir: string, name: string): Promise<boolean> {
+  const r = await readBackupRecords(stateDir);
+  if (!r.suspended?.[name]) return false;
+  delete r.suspended[name];
+  await writeBackupRecords(stateDir, r);
+  return true;
+}
+
+/** Writes the domain's definition beside its copies (renamed into place when complete). */
+async function saveDefinition(v: Virsh, vm: string, file: string): Promise<string> {
+  await writeFile(`${file}.partial`, await inactiveXml(v, vm), { mode: 0o600 });
+  await rename(`${file}.partial`, file);
+  return file;
+}
+
+/** This schedule's checkpoints: named by its backups' ids, NAME-YYYYMMDDTHHMMSSmmmZ. */
+const ownCheckpoint = (schedule: string, name: string) => name.startsWith(`${schedule}-`) && /^\d{8}T\d{9}Z$/.test(name.slice(schedule.length + 1));
+
+/** A backup and the ones it depends on, newest first (up to a full one); undefined if one of them is gone. */
+export function chainOf(run: BackupRun, runs: BackupRun[]): BackupRun[] | undefined {
+  const out = [run];
+  let cur = run;
+  while (cur.parent) {
+    const p = runs.find((r) => r.id === cur.parent);
+    if (!p || out.includes(p)) return undefined;
+    out.push(p);
+    cur = p;
+  }
+  return out;
+}
+
+/**
+ * Where an incremental run starts from: the last backup of the schedule when its chain can go
+ * on (its checkpoint is still in libvirt, its bitmap in every disk, the same disks, every file
+ * of the chain present), else nothing and why — a full backup then, never a silent gap.
+ */
+async function chainBase(spec: BackupSpec, records: BackupRecords, v: Virsh, disks: DiskSource[], running: boolean): Promise<{ parent?: BackupRun; note?: string }> {
+  const prev = records.runs
+    .filter((r) => r.schedule === spec.name && r.status !== 'failed' && r.mode === 'incremental' && r.verified !== false)
+    .sort((a, b) => b.at.localeCompare(a.at))[0];
+  if (!prev) return {};
+  const full = (why: string) => ({ note: `a new full backup: ${why}` });
+  const broken = records.chainBroken?.[spec.name];
+  if (broken) return full(broken);
+  const chain = chainOf(prev, records.runs);
+  if (!chain) return full(`a backup that ${prev.id} depends on is no longer on record`);
+  if (chain.length >= spec.fullEvery) return full(`the chain holds ${chain.length} backups (fullEvery: ${spec.fullEvery})`);
+  if (!prev.checkpoint || !(await listCheckpoints(v, spec.vm)).includes(prev.checkpoint))
+    return full(`the checkpoint of ${prev.id} is gone from ${spec.vm} (was the domain defined again?)`);
+  const same = disks.length === prev.files.length && disks.every((d) => prev.files.some((f) => f.target === d.target && f.source === d.path));
+  if (!same) return full(`the disks backed up changed since ${prev.id}`);
+  for (const r of chain) for (const f of r.files) if (!(await stat(f.file).catch(() => undefined))) return full(`${f.file} (of ${r.id}) is missing`);
+  // A disk at rest holds its bitmaps in the file; a running QEMU keeps them in memory until it
+  // closes the disk, so for a running domain libvirt's own check at backup-begin decides (a
+  // refusal there is a full backup too, see incrementalRun).
+  if (!running)
+    for (const d of disks) {
+      const bitmap = bitmapsOf(await info(d.path, 'qcow2')).find((b) => b.name === prev.checkpoint);
+      if (!bitmap || bitmap.flags.includes('in-use'))
+        return full(`disk ${d.target} (${d.path}) has no usable change record since ${prev.id} (the image was replaced, or not closed cleanly)`);
+    }
+  return { parent: prev };
+}
+
+/**
+ * An incremental run: a push backup that makes a checkpoint, copying everything (full) or only
+ * what changed since the parent's checkpoint into a qcow2 file backed by the parent's (so each
+ * backup reads as the whole disk of its time). A shut-off domain is started paused for it;
+ * only the newest checkpoint of the schedule is kept (each is a bitmap every write updates).
+ * Returns the chain it continued (or why it took a full backup after all).
+ */
+async function incrementalRun(
+  spec: BackupSpec,
+  ctx: BackupContext,
+  o: {
+    id: string;
+    running: boolean;
+    all: string[];
+    disks: DiskSource[];
+    chain: { parent?: BackupRun; note?: string };
+    fileFor: (d: DiskSource) => string;
+    progress: { startedPaused: boolean };
+  },
+): Promise<{ parent?: BackupRun; note?: string }> {
+  const v = ctx.virsh;
+  let chain = o.chain;
+  await makeTargets(o.disks, o.fileFor, ctx);
+  if (!o.running) {
+    if (await hasManagedSave(v, spec.vm))
+      throw new UserError(`${spec.vm} has a saved state (managedsave): starting it for the backup would resume that guest; start it or remove the saved state, then run again`);
+    await markInProgress(ctx.stateDir, spec, { id: o.id, vm: spec.vm, at: new Date().toISOString(), startedPaused: true });
+    ctx.log(`backups.${spec.name}: ${spec.vm} is shut off: started paused for the backup (its guest does not run)`);
+    await startPaused(v, spec.vm);
+    o.progress.startedPaused = true;
+  }
+  try {
+    const targets = o.disks.map((d) => ({ target: d.target, file: `${o.fileFor(d)}.partial` }));
+    const backup = async () => {
+      try {
+        await pushBackup(v, spec.vm, targets, o.all, { checkpoint: o.id, incremental: chain.parent?.checkpoint });
+      } catch (e) {
+        // libvirt refuses a checkpoint whose bitmap the running QEMU lacks or holds broken
+        // ("missing or broken bitmap"): a full backup instead, said — never a gap.
+        if (!chain.parent || !/bitmap/i.test((e as Error).message)) throw e;
+        chain = { note: `a new full backup: libvirt cannot copy the changes since ${chain.parent.id}: ${libvirtMessage(e)}` };
+        ctx.log(`backups.${spec.name}: ${chain.note}`);
+        await makeTargets(o.disks, o.fileFor, ctx);
+        await pushBackup(v, spec.vm, targets, o.all, { checkpoint: o.id });
+      }
+    };
+    await (o.running ? whileFrozen(spec, v, backup) : backup());
+    failpoint('backup-copied');
+    if (chain.parent)
+      for (const d of o.disks) {
+        const base = chain.parent.files.find((f) => f.target === d.target)!.file;
+        await setBacking(`${o.fileFor(d)}.partial`, path.relative(path.dirname(o.fileFor(d)), base), 'qcow2');
+      }
+    for (const d of o.disks) await rename(`${o.fileFor(d)}.partial`, o.fileFor(d));
+    for (const cp of await listCheckpoints(v, spec.vm))
+      if (cp !== o.id && ownCheckpoint(spec.name, cp))
+        await deleteCheckpoint(v, spec.vm, cp).catch((e: Error) => ctx.log(`backups.${spec.name}: could not delete the older checkpoint ${cp}: ${e.message}`));
+  } finally {
+    if (o.progress.startedPaused) {
+      await destroyDomain(v, spec.vm);
+      o.progress.startedPaused = false;
+    }
+  }
+  return chain;
 }
 
 /** Failed runs of a schedule kept in backup list. */
@@ -264,6 +501,7 @@ export async function applyRetention(spec: BackupSpec, ctx: BackupContext, now: 
         if (!/not found|no domain snapshot/i.test(e.message)) throw e;
       });
     for (const f of r.files) await rm(f.file, { force: true });
+    if (r.domainXml) await rm(r.domainXml, { force: true });
     ctx.log(`backups.${spec.name}: retention deleted ${r.id}`);
   }
   if (doomed.length) {
@@ -329,22 +567,76 @@ export async function reverify(stateDir: string, schedule: string, passphrases?:
   return mine;
 }
 
+export interface RestoreOptions {
+  /** the passphrase an encrypted copy was made with, if not its disk's current one */
+  backupPassphraseFile?: string;
+  /** define the domain again from the backup's definition (it must be gone), then restore its disks */
+  vm?: boolean;
+  /** restore to this path (a directory when the backup has several disks) for inspection: the VM is not touched */
+  to?: string;
+}
+
 /**
  * Restores a backup. An internal snapshot is reverted. A copy is written back onto each
  * disk's image with the domain shut off; the previous image is kept aside until the
- * restored one compares equal to the backup, and put back if it does not.
+ * restored one compares equal to the backup, and put back if it does not. With `to`, the
+ * copies are written to new files instead; with `vm`, a domain that is gone is defined again first.
  */
-export async function restore(spec: BackupSpec, id: string, ctx: BackupContext & { backupPassphraseFile?: string }): Promise<void> {
+export async function restore(spec: BackupSpec, id: string, ctx: BackupContext & RestoreOptions): Promise<string[]> {
   const records = await readBackupRecords(ctx.stateDir);
   const r = records.runs.find((x) => x.id === id && x.schedule === spec.name);
   if (!r) throw new UserError(`backups.${spec.name} has no backup ${id} (see \`reconcile backup list ${spec.name}\`)`);
   if (r.status === 'failed') throw new UserError(`backup ${id} failed (${r.error ?? 'no reason recorded'}); it holds nothing to restore`);
   const v = ctx.virsh;
   if (r.snapshot) {
+    if (ctx.to || ctx.vm) throw new UserError(`backup ${id} is an internal snapshot inside ${r.vm}'s images: --to and --vm need a copy (modes copy, external, incremental)`);
     ctx.log(`restore: reverting ${r.vm} to internal snapshot ${r.snapshot}`);
     await revertSnapshot(v, r.vm, r.snapshot);
-    return;
+    return [];
   }
+  // Everything is checked before anything changes: each file of the backup (and of the chain it
+  // is read through) is there, and each encrypted copy opens.
+  const chain = chainOf(r, records.runs);
+  if (!chain) throw new UserError(`backup ${id} is incremental, and a backup it depends on is no longer on record; nothing was restored`);
+  for (const c of chain) for (const f of c.files) if (!(await stat(f.file).catch(() => undefined))) throw new UserError(`${f.file} (of ${c.id}) is missing; nothing was restored`);
+  const keys = await copyKeys(r, ctx);
+  if (ctx.to) return restoreTo(r, ctx.to, keys, ctx);
+  if (ctx.vm) {
+    if (!r.domainXml || !(await stat(r.domainXml).catch(() => undefined)))
+      throw new UserError(
+        `backup ${id} holds no domain definition${r.domainXml ? ` (${r.domainXml} is missing)` : ' (it was made before definitions were saved with each backup)'}; nothing was restored`,
+      );
+    if (await domainExists(v, r.vm)) throw new UserError(`domain ${r.vm} exists: --vm defines a domain that is gone. Without --vm, the disks are restored into it`);
+    await defineDomain(v, await readFile(r.domainXml, 'utf8'));
+    ctx.log(`restore: defined ${r.vm} again from ${path.basename(r.domainXml)}`);
+  }
+  if ((await domainState(v, r.vm)) !== 'shut off') {
+    ctx.log(`restore: shutting ${r.vm} off (ACPI shutdown; destroyed if still running after 30 s); it stays off after the restore`);
+    await shutOff(v, r.vm);
+  }
+  for (const f of r.files) {
+    const k = keys.get(f.target);
+    if (!(await stat(f.source).catch(() => undefined))) {
+      // Its image is gone too (a lost VM): made again from the copy, in the format it had.
+      if (k) throw new UserError(`${f.source} (disk ${f.target}) is gone and encrypted: \`reconcile apply\` makes its image again, then restore writes into it`);
+      await convertCopy({ path: f.file, driver: 'qcow2' }, { path: `${f.source}.partial`, driver: f.sourceFormat });
+      await rename(`${f.source}.partial`, f.source);
+      if (f.pool) await refreshPool(v, f.pool);
+      ctx.log(`restore: ${f.target} (${f.source}) made again from ${path.basename(f.file)}`);
+      continue;
+    }
+    await restoreInPlace(f, k, ctx);
+  }
+  // The disks were written behind the checkpoints' back: the next incremental run is a full one.
+  const after = await readBackupRecords(ctx.stateDir);
+  for (const b of records.runs.filter((x) => x.vm === r.vm && x.mode === 'incremental'))
+    after.chainBroken = { ...after.chainBroken, [b.schedule]: `${r.vm}'s disks were restored from ${id}` };
+  await writeBackupRecords(ctx.stateDir, after);
+  return r.files.map((f) => f.source);
+}
+
+/** For each encrypted copy: the passphrase that opens it and the disk's own; refused before anything is touched. */
+async function copyKeys(r: BackupRun, ctx: BackupContext & RestoreOptions): Promise<Map<string, { disk: Secret; copy: Secret }>> {
   // An encrypted copy: opened with its disk's passphrase as it is now, or else with the one
   // given (a copy made before that disk's passphrase changed; a VM's disks may have different
   // passphrases, changed at different times); written back encrypted with the disk's own.
@@ -361,33 +653,67 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext &
       );
     keys.set(f.target, { disk, copy: opens });
   }
-  if ((await domainState(v, r.vm)) !== 'shut off') {
-    ctx.log(`restore: shutting ${r.vm} off (ACPI shutdown; destroyed if still running after 30 s); it stays off after the restore`);
-    await shutOff(v, r.vm);
-  }
-  for (const f of r.files) {
-    const aside = `${f.source}.before-restore-${stamp((ctx.now ?? (() => new Date()))())}`;
+  return keys;
+}
+
+/** The file name extension of a restored image in this (qemu driver) format. */
+const extensionOf = (driver: string) => (driver === 'raw' ? 'img' : formatOfDriver(driver));
+
+/**
+ * `restore --to PATH`: each disk as it was in the backup, in a new file (never over an existing
+ * one): PATH itself for a one-disk backup, else PATH/ID-TARGET.EXT. The whole disk, even from
+ * an incremental backup (read through its chain); an encrypted one stays encrypted with its disk's passphrase.
+ */
+async function restoreTo(r: BackupRun, to: string, keys: Map<string, { disk: Secret; copy: Secret }>, ctx: BackupContext): Promise<string[]> {
+  const target = path.resolve(to);
+  const isDir = (await stat(target).catch(() => undefined))?.isDirectory() ?? false;
+  if (r.files.length > 1 && !isDir) await mkdir(target, { recursive: true });
+  const out: string[] = [];
+  const dests = r.files.map((f) => {
     const k = keys.get(f.target);
-    const driver = driverOfDisk({ format: f.sourceFormat, secretUsage: k ? f.source : undefined });
-    // Written into the image itself (qemu-img convert -n): it stays the same file, with its
-    // format options, backing file and LUKS header (so its passphrase is the disk's own as it is
-    // now) — the file reconcile made and recorded. A copy of it is kept aside until the
-    // restored data compares equal to the backup, and put back in place if it does not.
-    await sparseCopy(f.source, aside);
+    const driver = k ? 'qcow2' : f.sourceFormat;
+    return { f, k, driver, dest: r.files.length > 1 || isDir ? path.join(target, `${r.id}-${f.target}.${extensionOf(driver)}`) : target };
+  });
+  for (const d of dests) if (await stat(d.dest).catch(() => undefined)) throw new UserError(`${d.dest} exists; restore --to never writes over a file: choose a new path`);
+  for (const { f, k, driver, dest } of dests) {
+    const partial = `${dest}.partial`;
     try {
-      await writeInto(
-        { path: f.file, driver: 'qcow2', encryption: k?.copy },
-        { path: f.source, format: formatOfDriver(f.sourceFormat) as Format, encryption: k?.disk, overwrite: true },
-      );
-      await compare({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: f.source, driver, encryption: k?.disk });
+      await convertCopy({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: partial, driver, encryption: k?.disk });
+      await compare({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: partial, driver, encryption: k?.disk });
+      await rename(partial, dest);
     } catch (e) {
-      await sparseCopy(aside, f.source);
-      await rm(aside, { force: true });
-      throw new Error(`restore of ${f.target} from ${f.file} did not complete; the previous image is back in place: ${(e as Error).message}`);
+      await rm(partial, { force: true });
+      throw e;
     }
-    await rm(aside, { force: true });
-    // libvirt keeps its own view of a pool's volumes: let it read the restored file.
-    if (f.pool) await refreshPool(v, f.pool);
-    ctx.log(`restore: ${f.target} (${f.source}) restored from ${path.basename(f.file)}`);
+    ctx.log(`restore: ${f.target} of ${r.vm} as it was at ${r.at} written to ${dest}`);
+    out.push(dest);
   }
+  return out;
+}
+
+/**
+ * Written into the image itself (qemu-img convert -n): it stays the same file, with its format
+ * options, backing file and LUKS header (so its passphrase is the disk's own as it is now) —
+ * the file reconcile made and recorded. A copy of it is kept aside until the restored data
+ * compares equal to the backup, and put back in place if it does not.
+ */
+async function restoreInPlace(f: BackupFile, k: { disk: Secret; copy: Secret } | undefined, ctx: BackupContext): Promise<void> {
+  const aside = `${f.source}.before-restore-${stamp((ctx.now ?? (() => new Date()))())}`;
+  const driver = driverOfDisk({ format: f.sourceFormat, secretUsage: k ? f.source : undefined });
+  await sparseCopy(f.source, aside);
+  try {
+    await writeInto(
+      { path: f.file, driver: 'qcow2', encryption: k?.copy },
+      { path: f.source, format: formatOfDriver(f.sourceFormat) as Format, encryption: k?.disk, overwrite: true },
+    );
+    await compare({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: f.source, driver, encryption: k?.disk });
+  } catch (e) {
+    await sparseCopy(aside, f.source);
+    await rm(aside, { force: true });
+    throw new Error(`restore of ${f.target} from ${f.file} did not complete; the previous image is back in place: ${(e as Error).message}`);
+  }
+  await rm(aside, { force: true });
+  // libvirt keeps its own view of a pool's volumes: let it read the restored file.
+  if (f.pool) await refreshPool(ctx.virsh, f.pool);
+  ctx.log(`restore: ${f.target} (${f.source}) restored from ${path.basename(f.file)}`);
 }

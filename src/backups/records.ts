@@ -3,6 +3,8 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
+import type { BackupMode } from '../reconcile/model.js';
+import type { Suspensions } from './suspension.js';
 
 export interface BackupFile {
   target: string;
@@ -22,10 +24,18 @@ export interface BackupRun {
   id: string;
   schedule: string;
   vm: string;
-  mode: 'snapshot' | 'external' | 'copy';
+  mode: BackupMode;
   at: string;
   snapshot?: string;
   files: BackupFile[];
+  /** incremental: the backup this one holds the changes since (its files back these) */
+  parent?: string;
+  /** incremental: the libvirt checkpoint made at this backup's instant (the next one copies what changed since) */
+  checkpoint?: string;
+  /** the domain's definition when it was made (`restore --vm` defines it again) */
+  domainXml?: string;
+  /** why an incremental schedule took a full backup instead (the chain could not go on) */
+  note?: string;
   /** 'failed': the run ended in an error (its partial copies removed); its files are empty */
   status?: 'failed';
   error?: string;
@@ -41,6 +51,12 @@ export interface BackupRecords {
   runs: BackupRun[];
   lastSuccess: Record<string, string>;
   lastFailure: Record<string, { at: string; error: string }>;
+  /** incremental schedules whose next run must be full, with why (a restore wrote their disks) */
+  chainBroken?: Record<string, string>;
+  /** schedules suspended after maxFailures failed runs in a row; `digest`: the schedule as it was (a change resumes it) */
+  suspended?: Suspensions;
+  /** a run under way (cleared when it ends): one found here was interrupted, and is cleaned up before the next */
+  inProgress?: Record<string, { id: string; vm: string; at: string; startedPaused?: boolean }>;
 }
 
 const FILE = 'backups.json';

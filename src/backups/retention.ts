@@ -3,7 +3,8 @@
 // period (hour, day, ISO week, month, year) until it has kept its count; `last` keeps the
 // newest N; `within` keeps everything made within that long of the newest backup. Rules
 // combine (a backup any rule keeps survives); the newest backup and protected ones always
-// survive. Periods are calendar periods in the schedule's time zone.
+// survive. Periods are calendar periods in the schedule's time zone. A backup that a kept
+// incremental one depends on (its parent, and so on up to the full one) is kept with it.
 
 export interface KeepPolicy {
   last?: number;
@@ -31,7 +32,8 @@ type Period = (typeof PERIODS)[number];
  * what is older than that, whatever keeps it — never the newest nor a protected one.
  */
 export function retention(
-  runs: { id: string; at: string; protected?: boolean }[],
+  /** parent: the backup an incremental one holds the changes since (it cannot be read without it) */
+  runs: { id: string; at: string; protected?: boolean; parent?: string }[],
   policy: KeepPolicy | undefined,
   o: { now: Date; maxAgeSeconds?: number; timeZone?: string },
 ): Verdict {
@@ -75,7 +77,17 @@ export function retention(
       remove.push({ id: r.id, why: 'older than maxAge' });
     } else if (!reasons.length) remove.push({ id: r.id, why: 'no keep rule keeps it' });
   }
-  return { keep, remove };
+  // Whatever a kept backup is read through stays: newest first, so each base names the newest
+  // backup that needs it.
+  const byId = new Map(sorted.map((r) => [r.id, r]));
+  for (const r of sorted) {
+    if (!keep.has(r.id)) continue;
+    for (let p = byId.get(r.parent ?? ''), seen = 0; p && seen < sorted.length; p = byId.get(p.parent ?? ''), seen++) {
+      if (keep.get(p.id)?.some((x) => x.startsWith('base of '))) break;
+      why(p.id, `base of ${r.id}`);
+    }
+  }
+  return { keep, remove: remove.filter((x) => !keep.has(x.id)) };
 }
 
 /** The calendar period a time falls in, in a time zone (default: this host's): "2026-W48", "2026-11-27T08". */

@@ -25,6 +25,7 @@ import { kvmAccess, type KvmAccess } from './domain/kvm-access.js';
 import type { Virsh } from '../tools/virsh.js';
 import { readSecrets, type ObservedSecret } from '../tools/libvirt-secret.js';
 import { makeResolver } from '../reconcile/paths.js';
+import type { Suspensions } from '../backups/suspension.js';
 import { readBackupRecords } from '../backups/records.js';
 
 /**
@@ -75,6 +76,8 @@ export interface Observation {
   backupSuccess?: Record<string, string>;
   /** each schedule's last failed run (when and why) */
   backupFailure?: Record<string, { at: string; error: string }>;
+  /** schedules suspended after maxFailures failed runs in a row */
+  backupSuspended?: Suspensions;
   /** if asked: the domains (any, declared or not) that have each file or volume as a disk, keyed by path or "pool/volume" */
   diskUsers?: Map<string, string[]>;
   /** why diskUsers could not be read (libvirt unreachable, and nothing else needed it) */
@@ -209,6 +212,7 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     const records = await readBackupRecords(opts.stateDir);
     obs.backupSuccess = records.lastSuccess;
     obs.backupFailure = records.lastFailure;
+    obs.backupSuspended = records.suspended;
   }
   const [, , libvirt] = await Promise.all([
     observeMore(obs.files, targets.files, opts.cache, obs.errors),

@@ -75,8 +75,10 @@ export interface BackupInput {
   disks?: string[];
   schedule: string;
   timezone?: string;
-  mode?: 'snapshot' | 'external' | 'copy';
+  mode?: 'snapshot' | 'external' | 'copy' | 'incremental';
   destination?: string;
+  fullEvery?: number;
+  maxFailures?: number;
   /** N (the newest N), or restic's rules */
   keep?: number | { last?: number; hourly?: number; daily?: number; weekly?: number; monthly?: number; yearly?: number; within?: string };
   maxAge?: string;

@@ -167,14 +167,20 @@ export interface VmSpec {
 export type { KeepPolicy } from '../backups/retention.js';
 import type { KeepPolicy } from '../backups/retention.js';
 
+export type BackupMode = 'snapshot' | 'external' | 'copy' | 'incremental';
+
 export interface BackupSpec {
   name: string;
   vm: string;
   disks?: string[];
   schedule: string;
   timezone?: string;
-  mode: 'snapshot' | 'external' | 'copy';
+  mode: BackupMode;
   destination?: string;
+  /** incremental: a run starts a new full backup once its chain holds this many backups */
+  fullEvery: number;
+  /** suspended after this many failed runs in a row (undefined: never) */
+  maxFailures?: number;
   /** which backups survive retention (`keep: N` is `{ last: N }`) */
   keep?: KeepPolicy;
   maxAgeSeconds?: number;

@@ -534,12 +534,14 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
     }
   }
   const mode = raw.mode ?? 'snapshot';
-  if ((mode === 'external' || mode === 'copy') && raw.destination === undefined) {
+  if (mode !== 'snapshot' && raw.destination === undefined) {
     c.err(base, `missing required field "destination": mode ${mode} writes copies to a directory`, true);
   }
   if (mode === 'snapshot' && raw.destination !== undefined) {
-    c.err([...base, 'destination'], 'mode snapshot keeps internal snapshots inside the image; destination is for external and copy modes');
+    c.err([...base, 'destination'], 'mode snapshot keeps internal snapshots inside the image; destination is for external, copy and incremental modes');
   }
+  if (mode !== 'incremental' && raw.fullEvery !== undefined)
+    c.err([...base, 'fullEvery'], `is for mode incremental (how many backups a chain holds before a new full one); this schedule's mode is ${mode}`);
   if (vm && raw.disks) {
     // CD-ROMs hold read-only media, network disks live on their server: nothing to back up here.
     const declared = (vm.disks ?? []).filter((d) => d.device !== 'cdrom' && !d.network).map((d) => d.target);
@@ -569,6 +571,8 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
     timezone: raw.timezone,
     mode,
     destination: raw.destination,
+    fullEvery: raw.fullEvery ?? 7,
+    maxFailures: raw.maxFailures,
     keep,
     maxAgeSeconds,
     quiesce: raw.quiesce ?? false,

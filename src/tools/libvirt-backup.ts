@@ -51,11 +51,23 @@ const luks = (secretUsage: string | undefined) => (secretUsage ? { '@format': 'l
  * (at the disks' size) while it runs. An encrypted disk's copy is encrypted too (LUKS in
  * qcow2, opened with the disk's own secret: its passphrase).
  */
-export async function pushBackup(v: Virsh, domain: string, disks: { target: string; file: string; secretUsage?: string }[], all: string[]): Promise<void> {
+export async function pushBackup(
+  v: Virsh,
+  domain: string,
+  disks: { target: string; file: string; secretUsage?: string }[],
+  all: string[],
+  /**
+   * checkpoint: a libvirt checkpoint of this name is made at the instant of the backup (a dirty
+   * bitmap in each backed-up qcow2 disk); incremental: only what changed since that earlier
+   * checkpoint is copied (the target holds just those clusters).
+   */
+  o: { checkpoint?: string; incremental?: string } = {},
+): Promise<void> {
   const want = new Map(disks.map((d) => [d.target, d]));
   const xml = buildXml({
     domainbackup: {
       '@mode': 'push',
+      ...(o.incremental ? { incremental: o.incremental } : {}),
       disks: {
         disk: all.map((t) => {
           const d = want.get(t);
@@ -66,9 +78,60 @@ export async function pushBackup(v: Virsh, domain: string, disks: { target: stri
       },
     },
   });
+  const checkpoint = o.checkpoint
+    ? buildXml({ domaincheckpoint: { name: o.checkpoint, disks: { disk: all.map((t) => ({ '@name': t, '@checkpoint': want.has(t) ? 'bitmap' : 'no' })) } } })
+    : undefined;
   // --reuse-external: the caller made the target files (see backups/backup.ts).
-  await withTempFile(xml, (f) => v.exec(['backup-begin', domain, f, '--reuse-external']));
+  await withTempFile(xml, (f) =>
+    checkpoint ? withTempFile(checkpoint, (c) => v.exec(['backup-begin', domain, f, c, '--reuse-external'])) : v.exec(['backup-begin', domain, f, '--reuse-external']),
+  );
   await waitForJob(v, domain, 'backup');
+}
+
+/** The names of the domain's libvirt checkpoints. */
+export async function listCheckpoints(v: Virsh, domain: string): Promise<string[]> {
+  return (await v.exec(['checkpoint-list', domain, '--name']))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+}
+
+/** Deletes a checkpoint (libvirt merges its bitmap into its parent's); the domain must be running. */
+export async function deleteCheckpoint(v: Virsh, domain: string, name: string): Promise<void> {
+  await v.exec(['checkpoint-delete', domain, name]);
+}
+
+/** Whether the domain has a managed save image (starting it would resume that saved guest). */
+export async function hasManagedSave(v: Virsh, domain: string): Promise<boolean> {
+  return /^Managed save:\s+yes/m.test(await v.exec(['dominfo', domain]));
+}
+
+/**
+ * Starts a shut-off domain paused: QEMU opens its disks, the guest never runs an instruction
+ * (as Proxmox's vzdump does for a stopped VM), so a push backup and checkpoints can be made.
+ */
+export async function startPaused(v: Virsh, domain: string): Promise<void> {
+  await v.exec(['start', domain, '--paused']);
+}
+
+export async function startDomain(v: Virsh, domain: string): Promise<void> {
+  await v.exec(['start', domain]);
+}
+
+/** Stops a domain at once (after startPaused: nothing of its guest ran); an abandoned backup job goes with it. */
+export async function destroyDomain(v: Virsh, domain: string): Promise<void> {
+  await v.exec(['destroy', domain]);
+}
+
+/** The persistent definition, as `virsh define` takes it back (no --security-info: no passwords). */
+export async function inactiveXml(v: Virsh, domain: string): Promise<string> {
+  return v.exec(['dumpxml', '--inactive', domain]);
+}
+
+/** Aborts the domain's backup job if one is under way (one whose caller was killed goes on otherwise). */
+export async function abortBackupJob(v: Virsh, domain: string): Promise<void> {
+  const info = await v.exec(['domjobinfo', domain]).catch(() => '');
+  if (/Job type:\s+(Unbounded|Bounded)/.test(info) && /Operation:\s+Backup/.test(info)) await v.exec(['domjobabort', domain]).catch(() => undefined);
 }
 
 /**

@@ -343,5 +343,7 @@ export async function domainUuid(v: Virsh, domain: string): Promise<string> {
 }
 
 export async function undefineDomain(v: Virsh, domain: string): Promise<void> {
-  await v.exec(['undefine', domain]);
+  // Checkpoints of incremental backups are libvirt metadata of the domain: libvirt refuses to
+  // undefine a domain that has any unless told to drop them (their bitmaps stay in the images).
+  await v.exec(['undefine', domain, '--checkpoints-metadata']);
 }

@@ -26,6 +26,20 @@ export async function info(path: string, driver?: string): Promise<QemuImgInfo> 
   return JSON.parse(stdout) as QemuImgInfo;
 }
 
+/** The persistent dirty bitmaps of a qcow2 image (libvirt's checkpoints), with their flags ("auto": enabled; "in-use": not saved cleanly, so unusable). */
+export function bitmapsOf(i: QemuImgInfo): { name: string; flags: string[] }[] {
+  return ((i['format-specific']?.data?.bitmaps as { name: string; flags?: string[] }[] | undefined) ?? []).map((b) => ({ name: b.name, flags: b.flags ?? [] }));
+}
+
+/**
+ * Points a qcow2 image at a backing file without touching its data (rebase -u): an incremental
+ * backup holds only changed clusters and reads the rest through the previous backup. A
+ * relative `backing` is relative to the image's directory, so a chain can move as one.
+ */
+export async function setBacking(path: string, backing: string, backingDriver: string): Promise<void> {
+  await run('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', backing, '-F', backingDriver, path]);
+}
+
 /** Format options of a new image, as declared. */
 export interface ImageOptions {
   format: Format;

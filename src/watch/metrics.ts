@@ -28,6 +28,30 @@ export function createMetrics() {
       labelNames: ['backup'],
       registers: [registry],
     }),
+    backupLastFailure: new Gauge({
+      name: 'virt_reconcile_backup_last_failure_timestamp_seconds',
+      help: 'Unix time of the last failed backup run',
+      labelNames: ['backup'],
+      registers: [registry],
+    }),
+    backupConsecutiveFailures: new Gauge({
+      name: 'virt_reconcile_backup_consecutive_failures',
+      help: 'Failed runs in a row since the last successful backup',
+      labelNames: ['backup'],
+      registers: [registry],
+    }),
+    backupNextRun: new Gauge({
+      name: 'virt_reconcile_backup_next_run_timestamp_seconds',
+      help: 'Unix time of the next scheduled run',
+      labelNames: ['backup'],
+      registers: [registry],
+    }),
+    backupSuspended: new Gauge({
+      name: 'virt_reconcile_backup_suspended',
+      help: '1 while the schedule is suspended after maxFailures failed runs in a row',
+      labelNames: ['backup'],
+      registers: [registry],
+    }),
     backupFailures: new Counter({ name: 'virt_reconcile_backup_failures_total', help: 'Backup runs that failed', labelNames: ['backup'], registers: [registry] }),
     revision: new Gauge({ name: 'virt_reconcile_applied_revision_info', help: 'The revision in force (value 1)', labelNames: ['revision'], registers: [registry] }),
   };

@@ -13,6 +13,7 @@ import { applyPlan, tidyInterrupted } from '../reconcile/apply.js';
 import { passphraseFiles, runBackup } from '../backups/backup.js';
 import { overdue } from '../providers/backup/diff.js';
 import { readBackupRecords } from '../backups/records.js';
+import { consecutiveFailures, suspendedSchedules } from '../backups/suspension.js';
 import { loadDesiredState } from '../reconcile/config.js';
 import { planWithObservations } from '../reconcile/engine.js';
 import { withoutRefused } from '../reconcile/partial.js';
@@ -61,7 +62,18 @@ export interface WatchStatus {
   images: ImageStatus[];
   pools: PoolStatus[];
   vms: VmStatus[];
-  backups: { name: string; vm: string; schedule: string; lastSuccess?: string; lastFailure?: { at: string; error: string }; nextRun?: string }[];
+  backups: {
+    name: string;
+    vm: string;
+    schedule: string;
+    lastSuccess?: string;
+    lastFailure?: { at: string; error: string };
+    /** failed runs since the last success */
+    consecutiveFailures: number;
+    /** suspended after maxFailures failed runs in a row: since when */
+    suspended?: { at: string; failures: number };
+    nextRun?: string;
+  }[];
   notes: string[];
 }
 
@@ -381,15 +393,27 @@ export class WatchService {
 
   private async refreshBackups(state: DesiredState): Promise<void> {
     const records = await readBackupRecords(this.opts.stateDir);
+    const suspended = suspendedSchedules(Object.values(state.backups), records.suspended);
     this.status.backups = Object.values(state.backups).map((b, i) => ({
       name: b.name,
       vm: b.vm,
       schedule: b.schedule,
       lastSuccess: records.lastSuccess[b.name],
       lastFailure: records.lastFailure[b.name],
-      nextRun: this.crons[i]?.nextRun()?.toISOString(),
+      consecutiveFailures: consecutiveFailures(records.runs, b.name),
+      suspended: suspended.get(b.name),
+      nextRun: suspended.has(b.name) ? undefined : this.crons[i]?.nextRun()?.toISOString(),
     }));
-    for (const b of this.status.backups) if (b.lastSuccess) this.opts.metrics.backupLastSuccess.set({ backup: b.name }, Date.parse(b.lastSuccess) / 1000);
+    const m = this.opts.metrics;
+    for (const g of [m.backupLastSuccess, m.backupLastFailure, m.backupConsecutiveFailures, m.backupNextRun, m.backupSuspended]) g.reset();
+    for (const b of this.status.backups) {
+      const at = (t: string | undefined, g: typeof m.backupLastSuccess) => t && g.set({ backup: b.name }, Date.parse(t) / 1000);
+      at(b.lastSuccess, m.backupLastSuccess);
+      at(b.lastFailure?.at, m.backupLastFailure);
+      at(b.nextRun, m.backupNextRun);
+      m.backupConsecutiveFailures.set({ backup: b.name }, b.consecutiveFailures);
+      m.backupSuspended.set({ backup: b.name }, b.suspended ? 1 : 0);
+    }
   }
 
   /** Runs one backup of the schedule in force, under the apply lock. */
@@ -397,6 +421,10 @@ export class WatchService {
     const good = this.lastGood;
     const spec = good?.state.backups[name];
     if (!spec || this.stopping || this.status.suspended) return;
+    if (suspendedSchedules([spec], (await readBackupRecords(this.opts.stateDir)).suspended).has(name)) {
+      this.log(`backups.${name} is suspended after failed runs in a row: not run (\`reconcile backup resume ${name}\` or a change to it resumes it)`);
+      return;
+    }
     const lock = await acquireLock(this.opts.stateDir, { timeoutSeconds: 3600, command: `watch backup ${name}`, log: this.log });
     try {
       await runBackup(spec, { virsh: this.opts.virsh(good.state.connection), stateDir: this.opts.stateDir, log: this.log, passphrases: passphraseFiles(good.state) });

@@ -37,7 +37,7 @@ export function renderStatusPage(s: WatchStatus): string {
   const backups = s.backups
     .map(
       (b) =>
-        `<tr><td>${h(b.name)}</td><td>${h(b.vm)}</td><td><code>${h(b.schedule)}</code></td><td>${h(b.lastSuccess ?? 'never')}</td><td>${b.lastFailure ? `<span class="badge bad">${h(b.lastFailure.at)}</span> <small>${h(b.lastFailure.error)}</small>` : '–'}</td><td>${h(b.nextRun ?? '–')}</td></tr>`,
+        `<tr><td>${h(b.name)}</td><td>${h(b.vm)}</td><td><code>${h(b.schedule)}</code></td><td>${h(b.lastSuccess ?? 'never')}</td><td>${b.lastFailure ? `<span class="badge bad">${h(b.lastFailure.at)}</span> <small>${h(b.lastFailure.error)}</small>` : '–'}</td><td>${b.consecutiveFailures}</td><td>${b.suspended ? `<span class="badge bad">suspended</span> <small>since ${h(b.suspended.at)}</small>` : h(b.nextRun ?? '–')}</td></tr>`,
     )
     .join('');
   const section = (title: string, head: string[], rows: string) => (rows ? `<h2>${title}</h2><table><tr>${head.map((x) => `<th>${x}</th>`).join('')}</tr>${rows}</table>` : '');
@@ -69,7 +69,7 @@ ${last && !last.ok ? `<h2>Last error</h2><pre>${h(last.error)}</pre>` : ''}
 ${section('Pools', ['Pool', 'Type', 'State', 'Usage', 'Status'], pools)}
 ${section('Images', ['Image', 'Where', 'Format', 'Size', 'Allocated', 'Status'], images)}
 ${section('VMs', ['VM', 'State', 'Disks (cache/io)', 'Status'], vms)}
-${section('Backups', ['Schedule', 'VM', 'Cron', 'Last success', 'Last failure', 'Next run'], backups)}
+${section('Backups', ['Schedule', 'VM', 'Cron', 'Last success', 'Last failure', 'Failures in a row', 'Next run'], backups)}
 ${s.notes.length ? `<h2>Notes</h2><pre>${h(s.notes.join('\n'))}</pre>` : ''}
 </body></html>`;
 }

@@ -74,4 +74,34 @@ describe('retention (restic forget semantics)', () => {
     expect(periodOf(new Date('2024-12-30T12:00:00Z'), 'weekly', 'UTC')).toBe('2025-W01');
     expect(periodOf(d, 'hourly', 'America/New_York')).toBe('2026-12-31T18');
   });
+
+  it('keeps every backup a kept incremental one is read through, up to its full one, whatever else removes it', () => {
+    // Two chains: full F1 with increments I2, I3 (ISO week 47), full F4 with increment I5 (week 48).
+    const chain = [
+      { id: 'F1', at: '2026-11-20T01:00:00.000Z' },
+      { id: 'I2', at: '2026-11-21T01:00:00.000Z', parent: 'F1' },
+      { id: 'I3', at: '2026-11-22T01:00:00.000Z', parent: 'I2' },
+      { id: 'F4', at: '2026-11-27T01:00:00.000Z' },
+      { id: 'I5', at: '2026-11-28T01:00:00.000Z', parent: 'F4' },
+    ];
+    const v = (p: KeepPolicy, maxAgeSeconds?: number) => retention(chain, p, { now, timeZone: 'UTC', maxAgeSeconds });
+    // daily 1 keeps I5 only: F4 stays as its base, the old chain goes.
+    expect([...v({ daily: 1 }).keep.keys()].sort()).toEqual(['F4', 'I5']);
+    expect(v({ daily: 1 }).keep.get('F4')).toEqual(['base of I5']);
+    expect(v({ daily: 1 }).remove.map((r) => r.id)).toEqual(['F1', 'I2', 'I3']);
+    // weekly 2 keeps I3 too (last week's newest): it cannot be read without I2 and F1.
+    expect([...v({ weekly: 2 }).keep.keys()].sort()).toEqual(['F1', 'F4', 'I2', 'I3', 'I5']);
+    expect(v({ weekly: 2 }).keep.get('F1')).toEqual(['base of I3']);
+    // maxAge (3 days before 12-01) removes old backups, but not F4, the base of one that stays.
+    const aged = v({ last: 5 }, 3 * 86400);
+    expect(aged.remove.map((r) => r.id)).toEqual(['F1', 'I2', 'I3']);
+    expect(v({ last: 1 }, 3 * 86400).keep.get('F4')).toEqual(['base of I5']);
+    // A protected increment keeps its chain.
+    const prot = retention(
+      chain.map((r) => (r.id === 'I2' ? { ...r, protected: true } : r)),
+      { last: 1 },
+      { now, timeZone: 'UTC' },
+    );
+    expect([...prot.keep.keys()].sort()).toEqual(['F1', 'F4', 'I2', 'I5']);
+  });
 });

@@ -1,6 +1,7 @@
 // Backup schedules against the record of their runs. Pure: "now" is an argument.
 import { Cron } from 'croner';
 import type { BackupSpec } from '../../reconcile/model.js';
+import { suspendedSchedules, type Suspensions } from '../../backups/suspension.js';
 
 /** Schedules whose last success is older than their most recent due time, and those whose last run failed. */
 export function overdue(specs: BackupSpec[], lastSuccess: Record<string, string>, now = new Date(), lastFailure: Record<string, { at: string; error: string }> = {}): string[] {
@@ -20,4 +21,12 @@ export function overdue(specs: BackupSpec[], lastSuccess: Record<string, string>
     if (due && due.getTime() <= now.getTime()) notes.push(`backups.${s.name} is overdue: last success ${last}, a run was due ${due.toISOString()}`);
   }
   return notes;
+}
+
+/** A note for each suspended schedule: why, and how it runs again. */
+export function suspendedNotes(specs: BackupSpec[], suspended: Suspensions | undefined): string[] {
+  return [...suspendedSchedules(specs, suspended)].map(
+    ([name, s]) =>
+      `backups.${name} is SUSPENDED after ${s.failures} failed runs in a row (since ${s.at}): it does not run on its schedule until \`reconcile backup resume ${name}\` or a change to it`,
+  );
 }

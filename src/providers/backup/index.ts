@@ -1,18 +1,47 @@
 // Backup schedules (kind "backup"). Backups are taken by `backup run` and the watch service,
-// never by apply: a plan only says which schedules never ran or are overdue, from the record
-// of their runs. Registered in providers/registry.ts.
+// never by apply: a plan says which schedules never ran, are overdue or suspended (from the
+// record of their runs), and refuses a schedule whose mode cannot work for its VM's disks.
+// Registered in providers/registry.ts.
 import type { Kind } from '../../reconcile/kind.js';
-import { overdue } from './diff.js';
+import { overdue, suspendedNotes } from './diff.js';
 import { executeBackup } from './execute.js';
+import { modeProblems, type BackupDisk } from './modes.js';
+import { present } from '../observe.js';
+import type { DesiredState } from '../../reconcile/model.js';
+import type { ObservedDomain } from '../../tools/libvirt-domain.js';
+import { targetName } from '../domain/diff.js';
+
+/** The disks a schedule's VM has: as libvirt has them, or (not defined yet) as declared. */
+function vmDisks(state: DesiredState, vm: string, domain: ObservedDomain | undefined): BackupDisk[] {
+  if (domain)
+    return domain.persistent
+      .filter((d) => d.device === 'disk' && d.type !== 'network')
+      .map((d) => ({ target: d.target, format: d.driverType ?? 'raw', encrypted: !!d.encryption, readonly: d.readonly }));
+  // Targets as the domain will get them: declared, else the next free one of the bus.
+  const declared = state.vms[vm]?.disks ?? [];
+  const used = new Set(declared.map((d) => d.target).filter(Boolean));
+  return declared.flatMap((d) => {
+    let target = d.target;
+    for (let i = 0; !target; i++) {
+      const t = targetName(d.bus, i);
+      if (used.has(t)) continue;
+      target = t;
+      used.add(t);
+    }
+    const img = d.image ? state.images[d.image] : undefined;
+    return d.device === 'disk' && !d.network ? [{ target, format: img?.format, encrypted: !!img?.encryption, readonly: d.readonly }] : [];
+  });
+}
 
 export const backupKind: Kind = {
   resource: 'backup',
   targets: (state) => ({ backupRuns: Object.keys(state.backups).length > 0 }),
   declared: () => [],
-  diff: (i) => ({
-    actions: [],
-    refusals: [],
-    notes: i.observed.backupSuccess ? overdue(Object.values(i.state.backups), i.observed.backupSuccess, new Date(), i.observed.backupFailure) : [],
-  }),
+  diff: (i) => {
+    const specs = Object.values(i.state.backups);
+    const refusals = specs.flatMap((s) => modeProblems(s, vmDisks(i.state, s.vm, present(i.observed.domains.get(s.vm)))).map((message) => ({ id: `backups.${s.name}`, message })));
+    const notes = i.observed.backupSuccess ? overdue(specs, i.observed.backupSuccess, new Date(), i.observed.backupFailure) : [];
+    return { actions: [], refusals, notes: [...suspendedNotes(specs, i.observed.backupSuspended), ...notes] };
+  },
   execute: executeBackup,
 };

@@ -37,7 +37,8 @@ export type { DiskStep };
 
 const PREFIX: Record<DiskSpec['bus'], string> = { virtio: 'vd', scsi: 'sd', sata: 'sd', ide: 'hd', nvme: 'nvme' };
 
-function targetName(bus: DiskSpec['bus'], i: number): string {
+/** The i-th target name of a bus: vda, vdb… (sda, hda; nvme0n1…). */
+export function targetName(bus: DiskSpec['bus'], i: number): string {
   if (bus === 'nvme') return `nvme0n${i + 1}`;
   let s = '';
   let n = i;

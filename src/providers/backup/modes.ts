@@ -1,0 +1,39 @@
+// Which backup modes can work for which disks: checked at plan time (against the domain as it
+// is, or as declared) and again when a run starts. Pure.
+import type { BackupSpec } from '../../reconcile/model.js';
+
+export interface BackupDisk {
+  target: string;
+  /** qemu format of the disk (qcow2, raw…), if known */
+  format?: string;
+  encrypted: boolean;
+  readonly: boolean;
+}
+
+/** What stops this schedule's mode from working on these disks (the domain's disks, CD-ROMs and network disks left out). */
+export function modeProblems(spec: Pick<BackupSpec, 'mode' | 'disks' | 'vm'>, disks: BackupDisk[]): string[] {
+  const out: string[] = [];
+  const chosen = spec.disks ? disks.filter((d) => spec.disks!.includes(d.target)) : disks;
+  const other = spec.mode === 'snapshot' ? ' Use mode copy, external or incremental (with `disks:` to choose the disks).' : '';
+  if (spec.mode === 'snapshot') {
+    // libvirt takes every writable disk into an internal snapshot and refuses snapshot='no' for
+    // one ("disk 'vdb' must use snapshot mode 'internal'"): `disks:` cannot leave one out.
+    const left = disks.filter((d) => !d.readonly && !chosen.includes(d));
+    if (left.length)
+      out.push(
+        `mode snapshot takes every disk of ${spec.vm} (libvirt cannot leave a disk out of an internal snapshot); \`disks:\` leaves out ${left.map((d) => d.target).join(', ')}.${other}`,
+      );
+    for (const d of disks.filter((x) => !x.readonly && x.format !== undefined && x.format !== 'qcow2'))
+      out.push(`mode snapshot cannot include disk ${d.target} of ${spec.vm}: it is ${d.format}, and internal snapshots need qcow2.${other}`);
+  }
+  if (spec.mode === 'incremental') {
+    for (const d of chosen) {
+      if (d.format !== undefined && d.format !== 'qcow2')
+        out.push(
+          `mode incremental cannot back up disk ${d.target} of ${spec.vm}: it is ${d.format}, and changes are tracked in qcow2 dirty bitmaps. Use mode copy for it, or leave it out with \`disks:\`.`,
+        );
+      else if (d.encrypted) out.push(`mode incremental does not back up encrypted disks yet (disk ${d.target} of ${spec.vm}); mode copy makes encrypted copies of them.`);
+    }
+  }
+  return out;
+}
