@@ -234,8 +234,9 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
     'cmdBackupList',
   );
   action(
-    readsYaml(backup.command('verify').description('qemu-img check every copy of schedule NAME again'))
+    readsYaml(backup.command('verify').description('qemu-img check every copy of schedule NAME again (--restore: restore the newest to a scratch path and compare)'))
       .argument(...schedule)
+      .option('--restore', 'also restore the newest backup to a scratch path beside the copies, compare it and check it, then remove it')
       .addOption(option.lockTimeout()),
     'cmdBackupVerify',
   );
@@ -329,6 +330,7 @@ interface Opts {
   dryRun?: boolean;
   vm?: boolean;
   to?: string;
+  restore?: boolean;
   start?: boolean;
   interval?: string;
   git?: string;
@@ -383,6 +385,7 @@ function toArgs(cmd: Command): Args {
     dryRun: o.dryRun ?? false,
     passphraseFile: o.passphraseFile && path.resolve(o.passphraseFile),
     restore: { vm: o.vm ?? false, to: o.to && path.resolve(o.to), start: o.start ?? false },
+    verifyRestore: o.restore ?? false,
     watch: {
       intervalSeconds: interval(o.interval ?? DEFAULTS.interval),
       git: o.git,

@@ -51,6 +51,8 @@ export interface Args {
   passphraseFile?: string;
   /** restore: define the domain again (--vm), write to a new path (--to), start it after (--start) */
   restore: { vm: boolean; to?: string; start: boolean };
+  /** backup verify --restore */
+  verifyRestore: boolean;
   watch: { intervalSeconds: number; git?: string; ref: string; path: string; listen: string; webhookSecretFile?: string; suspend: boolean; logFormat?: LogFormat };
 }
 
@@ -343,11 +345,18 @@ export const cmdBackupRun = (a: Args) =>
   });
 
 export const cmdBackupVerify = (a: Args) =>
-  onSchedule(a, 'backup verify', async (state, spec, { reverify, passphraseFiles }) => {
+  onSchedule(a, 'backup verify', async (state, spec, { reverify, passphraseFiles, verifyByRestore }) => {
     const runs = await reverify(a.stateDir, spec.name, passphraseFiles(state));
-    if (a.output === 'json') print(JSON.stringify(runs, null, 2));
-    else for (const r of runs) print(printable(`${r.id}: ${r.verified ? 'verified' : `FAILED: ${r.verifyError}`}`));
-    return runs.every((r) => r.verified) ? EXIT.ok : EXIT.error;
+    const restored = a.verifyRestore
+      ? await verifyByRestore(spec, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: progressLog(a), passphrases: passphraseFiles(state) })
+      : undefined;
+    if (a.output === 'json') print(JSON.stringify(restored ? { runs, restored } : runs, null, 2));
+    else {
+      for (const r of runs) print(printable(`${r.id}: ${r.verified ? 'verified' : `FAILED: ${r.verifyError}`}`));
+      if (restored)
+        print(printable(`${restored.id}: restored to a scratch path and compared: ${restored.restoreVerifyError ? `FAILED: ${restored.restoreVerifyError}` : 'identical'}`));
+    }
+    return runs.every((r) => r.verified) && !restored?.restoreVerifyError ? EXIT.ok : EXIT.error;
   });
 
 export const cmdBackupPrune = (a: Args) =>

@@ -7,7 +7,8 @@
 // domain-defined (each right after the step, before its record), rekey-started (a re-key
 // recorded, no keyslot changed yet), rekey-added (the new keyslot added and checked, the old
 // ones not erased), rekey-keyed (the old keyslots erased, the secret not yet set), backup-copied
-// (an incremental backup's copy made, a shut-off domain still started paused, nothing recorded).
+// (an incremental backup's copy made, a shut-off domain still started paused, nothing recorded),
+// restore-written (a backup written into an image, not yet compared; the image's copy aside).
 export function failpoint(name: string): void {
   if (process.env.VIRT_RECONCILE_FAILPOINT === name) process.kill(process.pid, 'SIGKILL');
 }

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateLibvirtd, type PrivateLibvirtd } from '../src/dev/private-libvirtd.js';
-import { cli, qemuImg, sandbox, virsh, type Sandbox } from './helpers.js';
+import { cli, damageQcow2, qemuImg, sandbox, virsh, type Sandbox } from './helpers.js';
 
 let lv: PrivateLibvirtd;
 let sb: Sandbox;
@@ -180,6 +180,53 @@ describe('incremental backups', () => {
     expect((await readdir(p('bk'))).filter((n) => n.endsWith('.partial'))).toEqual([]);
     const list = JSON.parse((await sb.run('backup', 'list', 'inc', '-o', 'json')).stdout) as { status: string; error?: string }[];
     expect(list.some((x) => x.status === 'failed' && /interrupted/.test(x.error ?? ''))).toBe(true);
+  });
+});
+
+describe('verification', () => {
+  it('backup verify --restore restores the newest backup to a scratch path, compares it, and removes it', async () => {
+    const r = await sb.run('backup', 'verify', 'inc', '--restore');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/restored to a scratch path and compared: identical/);
+    expect((await readdir(p('bk'))).filter((n) => n.startsWith('.verify-restore'))).toEqual([]);
+  });
+
+  it('verify.every re-checks at each run the copies last checked longer ago than that; a failure is on record and in plan', async () => {
+    await sb.yaml(YAML('{ daily: 2 }').replace('verify: true', 'verify: { after: true, every: 1h }'));
+    const file = path.join(sb.stateDir, 'backups.json');
+    const records = JSON.parse(await readFile(file, 'utf8')) as { runs: { id: string; at: string; schedule: string; files: { file: string }[]; verifiedAt?: string }[] };
+    const old = records.runs.filter((x) => x.schedule === 'inc' && x.files.length).sort((a, b) => a.at.localeCompare(b.at))[0]!;
+    old.verifiedAt = new Date(Date.now() - 2 * 3600_000).toISOString();
+    await writeFile(file, JSON.stringify(records));
+    await damageQcow2(old.files[0]!.file, 'leak');
+    const r = await sb.run('backup', 'run', 'inc');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain(`re-verified ${old.id}: FAILED`);
+    expect(r.stdout.match(/re-verified/g)).toHaveLength(1);
+    expect((await sb.run('plan')).stdout).toContain(`backups.inc: backup ${old.id} FAILED verification`);
+    await sb.yaml(YAML('{ daily: 2 }'));
+  });
+});
+
+describe('an interrupted restore', () => {
+  it('killed while it wrote into the image: plan says so, and the next backup run puts the image back as it was before', async () => {
+    expect(await state()).toBe('shut off');
+    await cp(p('disk.qcow2'), p('before-restore.qcow2'));
+    const killed = await cli(
+      ['restore', 'inc', '--from', runs[0]!.id, '-f', p('storage.yaml'), '--state-dir', sb.stateDir, '--connect', lv.uri],
+      { VIRT_RECONCILE_FAILPOINT: 'restore-written' },
+      lv.nsenter,
+    );
+    expect(killed.code).not.toBe(0);
+    // Killed after writing: the image holds the backup's data, not what it had.
+    expect(await holds(p('disk.qcow2'), 2, 0)).toBe(true);
+    expect((await sb.run('plan')).stdout).toMatch(/the restore of \S+ into db was interrupted: the next `reconcile restore` or `backup run` puts \S+disk\.qcow2 back/);
+    const r = await sb.run('backup', 'run', 'inc');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/disk\.qcow2 is back as it was before it/);
+    await qemuImg('compare', '-f', 'qcow2', '-F', 'qcow2', p('disk.qcow2'), p('before-restore.qcow2'));
+    expect((await readdir(sb.dir)).filter((n) => n.includes('before-restore-'))).toEqual([]);
+    expect((await sb.run('plan')).stdout).not.toMatch(/interrupted/);
   });
 });
 

@@ -1,6 +1,6 @@
 // Backups of declared VMs: run one now (hooks around it, verify, retention), list, verify
 // again, restore, and which schedules are overdue. Schedules fire from `reconcile watch`.
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runHook } from '../tools/hooks.js';
 import { bitmapsOf, check as checkImage, compare, convertCopy, convertInto as writeInto, create, info, setBacking, unlocks, type Secret } from '../tools/qemu-img.js';
@@ -118,6 +118,7 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
   const v = ctx.virsh;
   const now = (ctx.now ?? (() => new Date()))();
   const id = `${spec.name}-${stamp(now)}`;
+  await recoverInterruptedRestore(ctx);
   await recoverInterrupted(spec, ctx);
   const records = await readBackupRecords(ctx.stateDir);
   const ran: string[][] = [];
@@ -192,7 +193,7 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
     if (spec.mode === 'incremental') Object.assign(result, { parent: chain.parent?.id, checkpoint: id, note: chain.note });
     // The definition goes with every copy: a domain that is gone can be defined again from it (`restore --vm`).
     if (spec.destination) result.domainXml = await saveDefinition(v, spec.vm, path.join(spec.destination, `${id}.domain.xml`));
-    if (spec.verify && files.length) Object.assign(result, await verifyFiles(files, ctx));
+    if (spec.verify && files.length) Object.assign(result, await verifyFiles(files, ctx), { verifiedAt: new Date().toISOString() });
     const after = await readBackupRecords(ctx.stateDir);
     after.runs.push(result);
     if (result.verified !== false) {
@@ -205,6 +206,7 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
       `backups.${spec.name}: made ${id}${result.parent ? ` (incremental on ${result.parent})` : spec.mode === 'incremental' ? ' (full)' : ''}${result.verified === false ? ` — VERIFY FAILED: ${result.verifyError}` : result.verified ? ' (verified)' : ''}`,
     );
     await applyRetention(spec, ctx, now);
+    if (spec.verifyEverySeconds !== undefined) await reverifyDue(spec, ctx, now);
     if (result.verified === false) throw new Error(`backup ${id} failed verification: ${result.verifyError}`);
     return result;
   } catch (e) {
@@ -562,9 +564,63 @@ export async function listBackups(stateDir: string, schedule?: string, now = new
 export async function reverify(stateDir: string, schedule: string, passphrases?: Map<string, Secret>): Promise<BackupRun[]> {
   const records = await readBackupRecords(stateDir);
   const mine = records.runs.filter((r) => r.schedule === schedule && r.files.length);
-  for (const r of mine) Object.assign(r, { verifyError: undefined }, await verifyFiles(r.files, { passphrases }));
+  for (const r of mine) Object.assign(r, { verifyError: undefined, verifiedAt: new Date().toISOString() }, await verifyFiles(r.files, { passphrases }));
   await writeBackupRecords(stateDir, records);
   return mine;
+}
+
+/**
+ * `verify.every`: the copies of this schedule whose last check is older than that are checked
+ * again (as Proxmox Backup Server re-verifies); a failure is recorded on the backup (backup
+ * list, plan) and logged.
+ */
+async function reverifyDue(spec: BackupSpec, ctx: BackupContext, now: Date): Promise<void> {
+  const records = await readBackupRecords(ctx.stateDir);
+  const due = records.runs.filter((r) => r.schedule === spec.name && r.files.length && now.getTime() - Date.parse(r.verifiedAt ?? r.at) > spec.verifyEverySeconds! * 1000);
+  if (!due.length) return;
+  for (const r of due) {
+    Object.assign(r, { verifyError: undefined, verifiedAt: new Date().toISOString() }, await verifyFiles(r.files, ctx));
+    ctx.log(`backups.${spec.name}: re-verified ${r.id}: ${r.verified ? 'ok' : `FAILED: ${r.verifyError}`}`);
+  }
+  await writeBackupRecords(ctx.stateDir, records);
+}
+
+/**
+ * `backup verify NAME --restore`: the newest backup restored to a scratch directory beside the
+ * copies (compared with the backup as restore --to does, then checked with qemu-img check),
+ * then removed; the result is recorded on the backup.
+ */
+export async function verifyByRestore(spec: BackupSpec, ctx: BackupContext): Promise<BackupRun> {
+  const records = await readBackupRecords(ctx.stateDir);
+  const r = records.runs.filter((x) => x.schedule === spec.name && x.status !== 'failed' && x.files.length).sort((a, b) => b.at.localeCompare(a.at))[0];
+  if (!r) throw new UserError(`backups.${spec.name} has no copy to restore (${spec.mode === 'snapshot' ? 'mode snapshot keeps internal snapshots' : 'no backup yet'})`);
+  const scratch = await mkdtemp(path.join(spec.destination!, `.verify-restore-${r.id}-`));
+  let error: string | undefined;
+  try {
+    const chain = chainOf(r, records.runs);
+    if (!chain) throw new Error('a backup it depends on is no longer on record');
+    const written = await restoreTo(r, scratch, await copyKeys(r, ctx), ctx, { dir: true });
+    for (const [i, f] of written.entries()) {
+      const source = r.files[i]!;
+      const c = await checkImage(f, {
+        inUse: false,
+        driver: source.encrypted ? 'qcow2' : source.sourceFormat,
+        encryption: source.encrypted ? ctx.passphrases?.get(source.source) : undefined,
+      });
+      const bad = c.error ?? (c.corruptions || c.checkErrors ? `${c.corruptions} corruption(s), ${c.checkErrors} check error(s)` : undefined);
+      if (bad) throw new Error(`the restored ${source.target}: ${bad}`);
+    }
+  } catch (e) {
+    error = (e as Error).message;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+  const after = await readBackupRecords(ctx.stateDir);
+  const rec = after.runs.find((x) => x.id === r.id);
+  if (rec) Object.assign(rec, { restoreVerifiedAt: new Date().toISOString(), restoreVerifyError: error });
+  await writeBackupRecords(ctx.stateDir, after);
+  ctx.log(`backups.${spec.name}: ${r.id} restored to a scratch path and compared: ${error ? `FAILED: ${error}` : 'ok'}`);
+  return { ...r, restoreVerifiedAt: rec?.restoreVerifiedAt, restoreVerifyError: error };
 }
 
 export interface RestoreOptions {
@@ -601,6 +657,7 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext &
   for (const c of chain) for (const f of c.files) if (!(await stat(f.file).catch(() => undefined))) throw new UserError(`${f.file} (of ${c.id}) is missing; nothing was restored`);
   const keys = await copyKeys(r, ctx);
   if (ctx.to) return restoreTo(r, ctx.to, keys, ctx);
+  await recoverInterruptedRestore(ctx);
   if (ctx.vm) {
     if (!r.domainXml || !(await stat(r.domainXml).catch(() => undefined)))
       throw new UserError(
@@ -614,18 +671,32 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext &
     ctx.log(`restore: shutting ${r.vm} off (ACPI shutdown; destroyed if still running after 30 s); it stays off after the restore`);
     await shutOff(v, r.vm);
   }
-  for (const f of r.files) {
-    const k = keys.get(f.target);
-    if (!(await stat(f.source).catch(() => undefined))) {
-      // Its image is gone too (a lost VM): made again from the copy, in the format it had.
-      if (k) throw new UserError(`${f.source} (disk ${f.target}) is gone and encrypted: \`reconcile apply\` makes its image again, then restore writes into it`);
-      await convertCopy({ path: f.file, driver: 'qcow2' }, { path: `${f.source}.partial`, driver: f.sourceFormat });
-      await rename(`${f.source}.partial`, f.source);
-      if (f.pool) await refreshPool(v, f.pool);
-      ctx.log(`restore: ${f.target} (${f.source}) made again from ${path.basename(f.file)}`);
-      continue;
+  await updateRecords(ctx.stateDir, (x) => {
+    x.restoring = { id, vm: r.vm, asides: [] };
+  });
+  try {
+    for (const f of r.files) {
+      const k = keys.get(f.target);
+      if (!(await stat(f.source).catch(() => undefined))) {
+        // Its image is gone too (a lost VM): made again from the copy, in the format it had.
+        if (k) throw new UserError(`${f.source} (disk ${f.target}) is gone and encrypted: \`reconcile apply\` makes its image again, then restore writes into it`);
+        await convertCopy({ path: f.file, driver: 'qcow2' }, { path: `${f.source}.partial`, driver: f.sourceFormat });
+        await rename(`${f.source}.partial`, f.source);
+        if (f.pool) await refreshPool(v, f.pool);
+        ctx.log(`restore: ${f.target} (${f.source}) made again from ${path.basename(f.file)}`);
+        continue;
+      }
+      await restoreInPlace(f, k, ctx);
     }
-    await restoreInPlace(f, k, ctx);
+  } finally {
+    // Done (or failed with every image put back): nothing to undo. Killed: the record stays.
+    const x = await readBackupRecords(ctx.stateDir);
+    const left = [];
+    for (const a of x.restoring?.asides ?? []) if (await stat(a.aside).catch(() => undefined)) left.push(a);
+    if (!left.length) {
+      delete x.restoring;
+      await writeBackupRecords(ctx.stateDir, x);
+    }
   }
   // The disks were written behind the checkpoints' back: the next incremental run is a full one.
   const after = await readBackupRecords(ctx.stateDir);
@@ -664,9 +735,9 @@ const extensionOf = (driver: string) => (driver === 'raw' ? 'img' : formatOfDriv
  * one): PATH itself for a one-disk backup, else PATH/ID-TARGET.EXT. The whole disk, even from
  * an incremental backup (read through its chain); an encrypted one stays encrypted with its disk's passphrase.
  */
-async function restoreTo(r: BackupRun, to: string, keys: Map<string, { disk: Secret; copy: Secret }>, ctx: BackupContext): Promise<string[]> {
+async function restoreTo(r: BackupRun, to: string, keys: Map<string, { disk: Secret; copy: Secret }>, ctx: BackupContext, o: { dir?: boolean } = {}): Promise<string[]> {
   const target = path.resolve(to);
-  const isDir = (await stat(target).catch(() => undefined))?.isDirectory() ?? false;
+  const isDir = o.dir || ((await stat(target).catch(() => undefined))?.isDirectory() ?? false);
   if (r.files.length > 1 && !isDir) await mkdir(target, { recursive: true });
   const out: string[] = [];
   const dests = r.files.map((f) => {
@@ -700,12 +771,17 @@ async function restoreTo(r: BackupRun, to: string, keys: Map<string, { disk: Sec
 async function restoreInPlace(f: BackupFile, k: { disk: Secret; copy: Secret } | undefined, ctx: BackupContext): Promise<void> {
   const aside = `${f.source}.before-restore-${stamp((ctx.now ?? (() => new Date()))())}`;
   const driver = driverOfDisk({ format: f.sourceFormat, secretUsage: k ? f.source : undefined });
-  await sparseCopy(f.source, aside);
+  // On record before the copy is made, and complete under its name only once made: a restore
+  // killed at any point is undone by the next (recoverInterruptedRestore), never half-done.
+  await updateRecords(ctx.stateDir, (r) => r.restoring?.asides.push({ source: f.source, aside, pool: f.pool }));
+  await sparseCopy(f.source, `${aside}.partial`);
+  await rename(`${aside}.partial`, aside);
   try {
     await writeInto(
       { path: f.file, driver: 'qcow2', encryption: k?.copy },
       { path: f.source, format: formatOfDriver(f.sourceFormat) as Format, encryption: k?.disk, overwrite: true },
     );
+    failpoint('restore-written');
     await compare({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: f.source, driver, encryption: k?.disk });
   } catch (e) {
     await sparseCopy(aside, f.source);
@@ -716,4 +792,31 @@ async function restoreInPlace(f: BackupFile, k: { disk: Secret; copy: Secret } |
   // libvirt keeps its own view of a pool's volumes: let it read the restored file.
   if (f.pool) await refreshPool(ctx.virsh, f.pool);
   ctx.log(`restore: ${f.target} (${f.source}) restored from ${path.basename(f.file)}`);
+}
+
+async function updateRecords(stateDir: string, change: (r: BackupRecords) => void): Promise<void> {
+  const r = await readBackupRecords(stateDir);
+  change(r);
+  await writeBackupRecords(stateDir, r);
+}
+
+/**
+ * A restore that was killed while it wrote into images is undone: each image whose copy as it
+ * was before is complete gets it back (it may be half-written); a half-made copy goes. Run
+ * before every restore and backup run.
+ */
+export async function recoverInterruptedRestore(ctx: Pick<BackupContext, 'stateDir' | 'log' | 'virsh'>): Promise<void> {
+  const r = await readBackupRecords(ctx.stateDir);
+  if (!r.restoring) return;
+  for (const a of r.restoring.asides) {
+    if (await stat(a.aside).catch(() => undefined)) {
+      await sparseCopy(a.aside, a.source);
+      if (a.pool) await refreshPool(ctx.virsh, a.pool).catch(() => undefined);
+      ctx.log(`restore: the restore of ${r.restoring.id} was interrupted: ${a.source} is back as it was before it (run the restore again)`);
+    }
+    await rm(a.aside, { force: true });
+    await rm(`${a.aside}.partial`, { force: true });
+  }
+  delete r.restoring;
+  await writeBackupRecords(ctx.stateDir, r);
 }

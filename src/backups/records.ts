@@ -44,6 +44,11 @@ export interface BackupRun {
   /** undefined: not verified (verify off, or an internal snapshot) */
   verified?: boolean;
   verifyError?: string;
+  /** when its copies were last checked (verify.every re-checks the ones older than that) */
+  verifiedAt?: string;
+  /** `backup verify NAME --restore`: when it was last restored to a scratch path and compared, and what failed */
+  restoreVerifiedAt?: string;
+  restoreVerifyError?: string;
 }
 
 export interface BackupRecords {
@@ -55,6 +60,12 @@ export interface BackupRecords {
   chainBroken?: Record<string, string>;
   /** schedules suspended after maxFailures failed runs in a row; `digest`: the schedule as it was (a change resumes it) */
   suspended?: Suspensions;
+  /**
+   * A restore into images under way: each image's copy as it was before (`aside`, complete once
+   * it exists under that name). One still here was interrupted: the next restore or backup run
+   * puts those images back as they were.
+   */
+  restoring?: { id: string; vm: string; asides: { source: string; aside: string; pool?: string }[] };
   /** a run under way (cleared when it ends): one found here was interrupted, and is cleaned up before the next */
   inProgress?: Record<string, { id: string; vm: string; at: string; startedPaused?: boolean }>;
 }

@@ -78,6 +78,10 @@ export interface Observation {
   backupFailure?: Record<string, { at: string; error: string }>;
   /** schedules suspended after maxFailures failed runs in a row */
   backupSuspended?: Suspensions;
+  /** backups whose copies failed their last check (verify, verify.every, backup verify) */
+  backupBadCopies?: { schedule: string; id: string; error: string }[];
+  /** a restore into images that was interrupted (see backups/records.ts) */
+  backupRestoring?: { id: string; vm: string; asides: { source: string; aside: string }[] };
   /** if asked: the domains (any, declared or not) that have each file or volume as a disk, keyed by path or "pool/volume" */
   diskUsers?: Map<string, string[]>;
   /** why diskUsers could not be read (libvirt unreachable, and nothing else needed it) */
@@ -213,6 +217,10 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     obs.backupSuccess = records.lastSuccess;
     obs.backupFailure = records.lastFailure;
     obs.backupSuspended = records.suspended;
+    obs.backupRestoring = records.restoring;
+    obs.backupBadCopies = records.runs.flatMap((r) =>
+      r.verified === false || r.restoreVerifyError ? [{ schedule: r.schedule, id: r.id, error: r.verifyError ?? `restored and compared: ${r.restoreVerifyError}` }] : [],
+    );
   }
   const [, , libvirt] = await Promise.all([
     observeMore(obs.files, targets.files, opts.cache, obs.errors),

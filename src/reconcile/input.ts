@@ -84,7 +84,7 @@ export interface BackupInput {
   maxAge?: string;
   quiesce?: boolean;
   hooks?: { pre?: string[][]; post?: string[][]; timeout?: string };
-  verify?: boolean;
+  verify?: boolean | { after?: boolean; every?: string };
 }
 
 export interface ImageDefaultsInput {

@@ -186,7 +186,10 @@ export interface BackupSpec {
   maxAgeSeconds?: number;
   quiesce: boolean;
   hooks: { pre: string[][]; post: string[][]; timeoutSeconds: number };
+  /** qemu-img check each copy once made */
   verify: boolean;
+  /** re-check (at each run) the copies whose last check is older than this */
+  verifyEverySeconds?: number;
   origin: Origin;
 }
 

@@ -560,6 +560,7 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
       : typeof k === 'number'
         ? { last: k }
         : (({ within, ...counts }) => ({ ...counts, withinSeconds: within === undefined ? undefined : c.duration([...base, 'keep', 'within'], within) }))(k);
+  const verifyEverySeconds = typeof raw.verify === 'object' && raw.verify.every !== undefined ? c.duration([...base, 'verify', 'every'], raw.verify.every) : undefined;
   // A hook's timeout is a timer: one longer than a timer can wait would fire at once.
   const timeoutSeconds = raw.hooks?.timeout === undefined ? 300 : c.duration([...base, 'hooks', 'timeout'], raw.hooks.timeout, TIMER_MAX_SECONDS);
   if (c.errors.length > before) return undefined;
@@ -577,7 +578,8 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
     maxAgeSeconds,
     quiesce: raw.quiesce ?? false,
     hooks: { pre: raw.hooks?.pre ?? [], post: raw.hooks?.post ?? [], timeoutSeconds: timeoutSeconds! },
-    verify: raw.verify ?? false,
+    verify: typeof raw.verify === 'object' ? (raw.verify.after ?? true) : (raw.verify ?? false),
+    verifyEverySeconds,
     origin: c.at(base, true),
   };
 }

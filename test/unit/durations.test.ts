@@ -53,12 +53,12 @@ describe('formatDuration', () => {
 });
 
 describe('the schema', () => {
-  it("uses the parser's pattern for every duration field (maxAge, hooks.timeout, keep.within)", () => {
+  it("uses the parser's pattern for every duration field (maxAge, hooks.timeout, keep.within, verify.every)", () => {
     const text = readFileSync(SCHEMA_PATH, 'utf8');
     const schema = JSON.parse(text) as { $defs: Record<string, { pattern?: string }> };
     expect(schema.$defs.duration?.pattern).toBe(DURATION_PATTERN);
     // No other copy of a duration grammar (the old per-field patterns) is left in the schema.
     expect(text.match(/\[wdhms\]|\(m\|h|\(s\|m/g)).toHaveLength(1);
-    expect(text.match(/"#\/\$defs\/duration"/g)).toHaveLength(3);
+    expect(text.match(/"#\/\$defs\/duration"/g)).toHaveLength(4);
   });
 });

@@ -41,7 +41,15 @@ export const backupKind: Kind = {
     const specs = Object.values(i.state.backups);
     const refusals = specs.flatMap((s) => modeProblems(s, vmDisks(i.state, s.vm, present(i.observed.domains.get(s.vm)))).map((message) => ({ id: `backups.${s.name}`, message })));
     const notes = i.observed.backupSuccess ? overdue(specs, i.observed.backupSuccess, new Date(), i.observed.backupFailure) : [];
-    return { actions: [], refusals, notes: [...suspendedNotes(specs, i.observed.backupSuspended), ...notes] };
+    const restoring = i.observed.backupRestoring;
+    const interrupted = restoring
+      ? [
+          `the restore of ${restoring.id} into ${restoring.vm} was interrupted: the next \`reconcile restore\` or \`backup run\` puts ${restoring.asides.map((a) => a.source).join(', ') || 'its images'} back as before it (kept as ${restoring.asides.map((a) => a.aside).join(', ') || '-'})`,
+        ]
+      : [];
+    const declared = new Set(specs.map((s) => s.name));
+    const bad = (i.observed.backupBadCopies ?? []).filter((b) => declared.has(b.schedule)).map((b) => `backups.${b.schedule}: backup ${b.id} FAILED verification: ${b.error}`);
+    return { actions: [], refusals, notes: [...interrupted, ...suspendedNotes(specs, i.observed.backupSuspended), ...bad, ...notes] };
   },
   execute: executeBackup,
 };
