@@ -30,7 +30,9 @@ await build({
   logLevel: 'warning',
   // Packages used only by `watch` or only when running from source stay in node_modules:
   // pino's transports and chokidar's optional fsevents must be resolved where they are.
-  external: ['ajv', 'ajv/*', 'pino', 'prom-client', 'chokidar', 'simple-git'],
+  // The object storage SDKs (loaded only for copyTo) are large and declare names of their own
+  // that clash with this banner's: they are loaded from node_modules as they are.
+  external: ['ajv', 'ajv/*', 'pino', 'prom-client', 'chokidar', 'simple-git', '@aws-sdk/*', '@azure/*'],
   // CommonJS packages bundled into ES modules still call require() for Node's built-ins, and
   // write-file-atomic names its temporary files after __filename.
   banner: {

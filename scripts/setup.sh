@@ -10,6 +10,7 @@ PACKAGES=(
   libvirt-daemon-driver-storage-iscsi-direct libvirt-daemon-driver-storage-rbd
   tgt e2fsprogs xfsprogs btrfs-progs parted util-linux kmod xorriso scrub
   git chromium
+  openssh-client openssh-server
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -33,6 +33,7 @@ import { libvirtMessage, type Virsh } from '../tools/virsh.js';
 import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRecords, type BackupRun } from './records.js';
 import { retention, type Verdict } from './retention.js';
 import { consecutiveFailures, scheduleDigest } from './suspension.js';
+import { fetchMissing, removeOffsite, sendOffsite } from './offsite.js';
 import { UserError } from '../reconcile/errors.js';
 import { failpoint } from '../failpoint.js';
 import { imageSecretUsage, type BackupSpec, type DesiredState } from '../reconcile/model.js';
@@ -208,6 +209,9 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
     await applyRetention(spec, ctx, now);
     if (spec.verifyEverySeconds !== undefined) await reverifyDue(spec, ctx, now);
     if (result.verified === false) throw new Error(`backup ${id} failed verification: ${result.verifyError}`);
+    // Off the host once verified; a failure there fails the run (it is on record, and tried again next time).
+    const offsite = await sendOffsite(spec, ctx);
+    if (offsite.length) throw new Error(`backup ${id} was made here, but ${offsite.join('; ')}`);
     return result;
   } catch (e) {
     failed.value = true;
@@ -279,9 +283,11 @@ async function removeLeftovers(spec: BackupSpec, id: string): Promise<void> {
 /** Half-made copies go; the run is recorded as failed (backup list shows it, with why). */
 async function recordFailure(spec: BackupSpec, ctx: BackupContext, id: string, at: Date, error: string): Promise<void> {
   const r = await readBackupRecords(ctx.stateDir);
-  // A run on record (one that failed verification) keeps its files: backup list shows it, retention removes it.
-  if (!r.runs.some((x) => x.id === id)) await removeLeftovers(spec, id);
-  r.lastFailure[spec.name] = { at: at.toISOString(), error };
+  // A run on record (one that failed verification, or whose off-site copy failed) keeps its
+  // files: backup list shows it, retention removes it. Its failure is later than its success.
+  const onRecord = r.runs.some((x) => x.id === id);
+  if (!onRecord) await removeLeftovers(spec, id);
+  r.lastFailure[spec.name] = { at: (onRecord ? new Date() : at).toISOString(), error };
   if (!r.runs.some((x) => x.id === id)) {
     r.runs.push({ id, schedule: spec.name, vm: spec.vm, mode: spec.mode, at: at.toISOString(), files: [], status: 'failed', error });
     // The failures kept on record are the newest few: each is also in lastFailure until a success.
@@ -506,6 +512,7 @@ export async function applyRetention(spec: BackupSpec, ctx: BackupContext, now: 
     if (r.domainXml) await rm(r.domainXml, { force: true });
     ctx.log(`backups.${spec.name}: retention deleted ${r.id}`);
   }
+  await removeOffsite(spec, doomed, ctx);
   if (doomed.length) {
     const ids = new Set(doomed.map((r) => r.id));
     records.runs = records.runs.filter((r) => !ids.has(r.id));
@@ -654,6 +661,7 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext &
   // is read through) is there, and each encrypted copy opens.
   const chain = chainOf(r, records.runs);
   if (!chain) throw new UserError(`backup ${id} is incremental, and a backup it depends on is no longer on record; nothing was restored`);
+  await fetchMissing(spec, chain, ctx);
   for (const c of chain) for (const f of c.files) if (!(await stat(f.file).catch(() => undefined))) throw new UserError(`${f.file} (of ${c.id}) is missing; nothing was restored`);
   const keys = await copyKeys(r, ctx);
   if (ctx.to) return restoreTo(r, ctx.to, keys, ctx);

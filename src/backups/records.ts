@@ -46,6 +46,8 @@ export interface BackupRun {
   verifyError?: string;
   /** when its copies were last checked (verify.every re-checks the ones older than that) */
   verifiedAt?: string;
+  /** copies off the host (`copyTo:`), by target URL: when it was complete there, or why it is not (tried again at each run) */
+  copies?: Record<string, { at?: string; error?: string }>;
   /** `backup verify NAME --restore`: when it was last restored to a scratch path and compared, and what failed */
   restoreVerifiedAt?: string;
   restoreVerifyError?: string;
@@ -60,6 +62,8 @@ export interface BackupRecords {
   chainBroken?: Record<string, string>;
   /** schedules suspended after maxFailures failed runs in a row; `digest`: the schedule as it was (a change resumes it) */
   suspended?: Suspensions;
+  /** copies off the host that retention removed here but could not remove there yet (tried again at each run) */
+  offsiteDeletes?: { url: string; names: string[] }[];
   /**
    * A restore into images under way: each image's copy as it was before (`aside`, complete once
    * it exists under that name). One still here was interrupted: the next restore or backup run

@@ -79,6 +79,7 @@ export interface BackupInput {
   destination?: string;
   fullEvery?: number;
   maxFailures?: number;
+  copyTo?: (string | { url: string; endpoint?: string; region?: string; pathStyle?: boolean; credentialsFile?: string; identityFile?: string; knownHostsFile?: string })[];
   /** N (the newest N), or restic's rules */
   keep?: number | { last?: number; hourly?: number; daily?: number; weekly?: number; monthly?: number; yearly?: number; within?: string };
   maxAge?: string;

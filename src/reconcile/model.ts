@@ -169,6 +169,12 @@ import type { KeepPolicy } from '../backups/retention.js';
 
 export type BackupMode = 'snapshot' | 'external' | 'copy' | 'incremental';
 
+/** Where a backup is copied off the host (`copyTo:`); credentials come from files, never from the URL. */
+export type OffsiteTarget =
+  | { kind: 's3'; url: string; bucket: string; prefix: string; endpoint?: string; region?: string; pathStyle: boolean; credentialsFile?: string }
+  | { kind: 'azure'; url: string; account: string; container: string; prefix: string; credentialsFile?: string }
+  | { kind: 'ssh'; url: string; user?: string; host: string; port?: number; path: string; identityFile?: string; knownHostsFile?: string };
+
 export interface BackupSpec {
   name: string;
   vm: string;
@@ -181,6 +187,8 @@ export interface BackupSpec {
   fullEvery: number;
   /** suspended after this many failed runs in a row (undefined: never) */
   maxFailures?: number;
+  /** each backup is copied to these once made and verified; retention removes it there too */
+  copyTo: OffsiteTarget[];
   /** which backups survive retention (`keep: N` is `{ last: N }`) */
   keep?: KeepPolicy;
   maxAgeSeconds?: number;

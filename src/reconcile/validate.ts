@@ -4,7 +4,21 @@ import path from 'node:path';
 import { Cron } from 'croner';
 import type { ConfigError } from './errors.js';
 import { article, FILE_POOLS, FILE_WIPE_ALGORITHMS, imageSecretUsage, LUN_POOLS, STORAGE_POOLS, sourceImage, VOLUME_EXT } from './model.js';
-import type { BackupSpec, DesiredState, DiskSpec, Format, ImageSource, ImageSpec, Permissions, PoolSpec, PoolType, Qcow2Options, SecretSpec, VmSpec } from './model.js';
+import type {
+  BackupSpec,
+  DesiredState,
+  OffsiteTarget,
+  DiskSpec,
+  Format,
+  ImageSource,
+  ImageSpec,
+  Permissions,
+  PoolSpec,
+  PoolType,
+  Qcow2Options,
+  SecretSpec,
+  VmSpec,
+} from './model.js';
 import { formatDuration, parseDuration, TIMER_MAX_SECONDS } from './durations.js';
 import { formatSize, parseSize } from './sizes.js';
 import { normalizePath, systemPlace, systemPoolPlace, type Resolver } from './paths.js';
@@ -511,6 +525,82 @@ function checkVm(
   return { name, create, disks, origin: c.at(base, true) };
 }
 
+/** A `copyTo:` entry as a target, or what is wrong with it. */
+function offsiteTarget(t: {
+  url: string;
+  endpoint?: string;
+  region?: string;
+  pathStyle?: boolean;
+  credentialsFile?: string;
+  identityFile?: string;
+  knownHostsFile?: string;
+}): OffsiteTarget | string {
+  const allowed = 's3://BUCKET/PREFIX, azure://ACCOUNT/CONTAINER/PREFIX or ssh://[USER@]HOST[:PORT]/PATH';
+  let u: URL;
+  try {
+    u = new URL(t.url);
+  } catch {
+    return `${JSON.stringify(t.url)} is not a URL: use ${allowed}`;
+  }
+  if (u.password || (u.username && u.protocol !== 'ssh:'))
+    return `${t.url}: credentials do not go in the URL (they would be in the YAML and in logs); use credentialsFile (s3, azure) or identityFile (ssh)`;
+  if (u.search || u.hash) return `${t.url}: takes no ?query or #fragment`;
+  const parts = decodeURIComponent(u.pathname).split('/').filter(Boolean);
+  if (parts.some((x) => x === '..' || x === '.')) return `${t.url}: no . or .. in the path`;
+  const only = (kind: string, fields: (keyof typeof t)[]) => {
+    const wrong = (['endpoint', 'region', 'pathStyle', 'credentialsFile', 'identityFile', 'knownHostsFile'] as const).filter((f) => t[f] !== undefined && !fields.includes(f));
+    return wrong.length ? `${t.url}: ${wrong.join(', ')} ${wrong.length > 1 ? 'are' : 'is'} not for ${kind} (it takes ${fields.join(', ') || 'nothing else'})` : undefined;
+  };
+  const url = `${u.protocol}//${u.username ? `${u.username}@` : ''}${u.host}${u.pathname.replace(/\/+$/, '')}`;
+  switch (u.protocol) {
+    case 's3:': {
+      if (!u.hostname) return `${t.url}: name the bucket: s3://BUCKET/PREFIX`;
+      if (t.endpoint !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(t.endpoint)) return `${t.url}: endpoint must be http(s)://HOST[:PORT] (got ${JSON.stringify(t.endpoint)})`;
+      return (
+        only('s3', ['endpoint', 'region', 'pathStyle', 'credentialsFile']) ?? {
+          kind: 's3',
+          url,
+          bucket: u.hostname,
+          prefix: parts.join('/'),
+          endpoint: t.endpoint,
+          region: t.region,
+          pathStyle: t.pathStyle ?? false,
+          credentialsFile: t.credentialsFile,
+        }
+      );
+    }
+    case 'azure:':
+      if (!u.hostname || !parts.length) return `${t.url}: name the account and the container: azure://ACCOUNT/CONTAINER/PREFIX`;
+      return (
+        only('azure', ['credentialsFile']) ?? {
+          kind: 'azure',
+          url,
+          account: u.hostname,
+          container: parts[0]!,
+          prefix: parts.slice(1).join('/'),
+          credentialsFile: t.credentialsFile,
+        }
+      );
+    case 'ssh:':
+      if (!u.hostname || !parts.length) return `${t.url}: name the host and an absolute directory: ssh://[USER@]HOST[:PORT]/PATH`;
+      if (/["\\\n]/.test(parts.join('/'))) return `${t.url}: the path may not hold quotes, backslashes or newlines`;
+      return (
+        only('ssh', ['identityFile', 'knownHostsFile']) ?? {
+          kind: 'ssh',
+          url,
+          user: u.username || undefined,
+          host: u.hostname,
+          port: u.port ? Number(u.port) : undefined,
+          path: `/${parts.join('/')}`,
+          identityFile: t.identityFile,
+          knownHostsFile: t.knownHostsFile,
+        }
+      );
+    default:
+      return `${t.url}: unknown kind of place ${JSON.stringify(u.protocol.replace(/:$/, ''))}; use ${allowed}`;
+  }
+}
+
 function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<string, VmInput>): BackupSpec | undefined {
   const base: FieldPath = ['backups', name];
   const before = c.errors.length;
@@ -560,6 +650,20 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
       : typeof k === 'number'
         ? { last: k }
         : (({ within, ...counts }) => ({ ...counts, withinSeconds: within === undefined ? undefined : c.duration([...base, 'keep', 'within'], within) }))(k);
+  const copyTo = (raw.copyTo ?? []).flatMap((t, i) => {
+    const target = offsiteTarget(typeof t === 'string' ? { url: t } : t);
+    if (typeof target === 'string') {
+      c.err([...base, 'copyTo', i, ...(typeof t === 'string' ? [] : ['url'])], target);
+      return [];
+    }
+    return [target];
+  });
+  if (copyTo.length && mode === 'snapshot')
+    c.err([...base, 'copyTo'], 'mode snapshot keeps internal snapshots inside the image: there is no copy to send off the host (use copy, external or incremental)');
+  const urls = copyTo.map((t) => t.url);
+  urls.forEach((u, i) => {
+    if (urls.indexOf(u) !== i) c.err([...base, 'copyTo', i], `${u} is listed twice`);
+  });
   const verifyEverySeconds = typeof raw.verify === 'object' && raw.verify.every !== undefined ? c.duration([...base, 'verify', 'every'], raw.verify.every) : undefined;
   // A hook's timeout is a timer: one longer than a timer can wait would fire at once.
   const timeoutSeconds = raw.hooks?.timeout === undefined ? 300 : c.duration([...base, 'hooks', 'timeout'], raw.hooks.timeout, TIMER_MAX_SECONDS);
@@ -574,6 +678,7 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
     destination: raw.destination,
     fullEvery: raw.fullEvery ?? 7,
     maxFailures: raw.maxFailures,
+    copyTo,
     keep,
     maxAgeSeconds,
     quiesce: raw.quiesce ?? false,
