@@ -384,7 +384,8 @@ function toArgs(cmd: Command): Args {
     strict: o.strict ?? false,
     dryRun: o.dryRun ?? false,
     passphraseFile: o.passphraseFile && path.resolve(o.passphraseFile),
-    restore: { vm: o.vm ?? false, to: o.to && path.resolve(o.to), start: o.start ?? false },
+    // A trailing slash says "a directory": kept through resolve.
+    restore: { vm: o.vm ?? false, to: o.to && `${path.resolve(o.to)}${o.to.endsWith('/') && o.to !== '/' ? '/' : ''}`, start: o.start ?? false },
     verifyRestore: o.restore ?? false,
     watch: {
       intervalSeconds: interval(o.interval ?? DEFAULTS.interval),

@@ -3,7 +3,7 @@
 // point of the chain to a new path and, with --vm, of a domain that is gone; retention that
 // keeps what a kept backup depends on; a killed run cleaned up; plan-time refusal of modes that
 // cannot work; suspension after maxFailures failed runs.
-import { chmod, cp, readFile, readdir, writeFile } from 'node:fs/promises';
+import { chmod, cp, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,7 +17,7 @@ const MiB = 1024 * 1024;
 
 /** Whether the 1 MiB at `mib` MiB of a qcow2 image (read through its backing chain) holds `byte` everywhere. */
 const holds = async (file: string, mib: number, byte: number) =>
-  !/Pattern verification failed/.test((await execa('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', `read -P ${byte} ${mib}M 1M`, file])).stdout);
+  !/Pattern verification failed/.test(String((await execa('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', `read -P ${byte} ${mib}M 1M`, file], { reject: false })).stdout));
 /** Written while the domain is shut off: straight into the image. */
 const writeOff = (mib: number, byte: number) => execa('qemu-io', ['-f', 'qcow2', '-c', `write -P ${byte} ${mib}M 1M`, p('disk.qcow2')]);
 /** Written while it runs: through its QEMU (the guest has no OS to write anything itself). */
@@ -34,7 +34,7 @@ vms:
     disks: [{ image: disk, cache: none }, { image: raw }]
 backups:
   inc: { vm: db, disks: [vda], schedule: "0 1 * * *", mode: incremental, destination: $DIR/bk, keep: ${keep}, verify: true, fullEvery: 4 }
-  fails: { vm: db, disks: [vda], schedule: "0 3 * * *", mode: copy, destination: $DIR/bk-f, maxFailures: 2, hooks: { pre: [["false"]] } }
+  fails: { vm: db, disks: [vda], schedule: "0 3 * * *", mode: copy, destination: $DIR/bk-f, maxFailures: 2, hooks: { pre: [["test", "-e", "$DIR/hook-ok"]] } }
 ${extra}`;
 
 interface Run {
@@ -75,6 +75,8 @@ describe('incremental backups', () => {
     runs.push(await run());
     expect(runs[1]!.parent).toBe(runs[0]!.id);
     expect(await state()).toBe('shut off');
+    // A backup holds a disk's data: root's alone (adversarial pass: they were 0644).
+    for (const r of runs) expect((await stat(r.files[0]!.file)).mode & 0o777).toBe(0o600);
   });
 
   it('a running domain: changes written while it runs are in the next increment, and only they', async () => {
@@ -112,6 +114,10 @@ describe('incremental backups', () => {
     const again = await sb.run('restore', 'inc', '--from', runs[1]!.id, '--to', p('point-1.qcow2'));
     expect(again.code).not.toBe(0);
     expect(again.stderr).toMatch(/exists; restore --to never writes over a file/);
+    // A path written with a trailing slash is a directory, made if need be.
+    expect((await sb.run('restore', 'inc', '--from', runs[1]!.id, '--to', `${p('into')}/`)).code).toBe(0);
+    expect(await readdir(p('into'))).toEqual([`${runs[1]!.id}-vda.qcow2`]);
+    expect((await stat(p(`into/${runs[1]!.id}-vda.qcow2`))).mode & 0o777).toBe(0o600);
     const both = await sb.run('restore', 'inc', '--from', runs[1]!.id, '--to', p('x.qcow2'), '--vm');
     expect(both.code).toBe(64);
     expect(both.stderr).toMatch(/takes neither --vm nor --start/);
@@ -137,8 +143,10 @@ describe('incremental backups', () => {
     expect(fifth.note).toMatch(/the chain holds 4 backups \(fullEvery: 4\)/);
     // daily 2 keeps the fifth (today) and the third (yesterday) with the two it is read through;
     // the fourth (today too, older than the fifth) goes.
-    const left = JSON.parse((await sb.run('backup', 'list', 'inc', '-o', 'json')).stdout) as { id: string }[];
+    const left = JSON.parse((await sb.run('backup', 'list', 'inc', '-o', 'json')).stdout) as { id: string; note?: string; parent?: string }[];
     expect(left.map((x) => x.id).sort()).toEqual([runs[0]!.id, runs[1]!.id, runs[2]!.id, fifth.id].sort());
+    expect(left.find((x) => x.id === fifth.id)!.note).toMatch(/fullEvery: 4/);
+    expect(left.find((x) => x.id === runs[2]!.id)!.parent).toBe(runs[1]!.id);
     expect((await readdir(p('bk'))).some((n) => n.startsWith(runs[3]!.id))).toBe(false);
     const to = p('after-prune.qcow2');
     expect((await sb.run('restore', 'inc', '--from', runs[2]!.id, '--to', to)).code).toBe(0);
@@ -147,7 +155,21 @@ describe('incremental backups', () => {
   });
 
   it('restore --vm defines a domain that is gone from the backup, restores its disks as they were then, and the next plan is empty', async () => {
+    // A domain with a saved state: its memory would be resumed over the restored disks.
+    await virsh(lv, 'start', 'db');
+    await virsh(lv, 'managedsave', 'db');
+    const saved = await sb.run('restore', 'inc', '--from', runs[2]!.id);
+    expect(saved.code).not.toBe(0);
+    expect(saved.stderr).toMatch(/has a saved state \(managedsave\).*nothing was restored/);
+    await virsh(lv, 'managedsave-remove', 'db');
     await virsh(lv, 'undefine', 'db', '--checkpoints-metadata');
+    // Its image gone too: apply makes it as declared, then restore writes into it.
+    await rename(p('disk.qcow2'), p('disk.away'));
+    const gone = await sb.run('restore', 'inc', '--from', runs[2]!.id, '--vm');
+    expect(gone.code).not.toBe(0);
+    expect(gone.stderr).toMatch(/disk\.qcow2 \(disk vda\) is gone: `reconcile apply` makes it again/);
+    expect(await virsh(lv, 'list', '--all', '--name')).not.toMatch(/\bdb\b/);
+    await rename(p('disk.away'), p('disk.qcow2'));
     const r = await sb.run('restore', 'inc', '--from', runs[2]!.id, '--vm', '--start');
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(await state()).toBe('running');
@@ -180,6 +202,24 @@ describe('incremental backups', () => {
     expect((await readdir(p('bk'))).filter((n) => n.endsWith('.partial'))).toEqual([]);
     const list = JSON.parse((await sb.run('backup', 'list', 'inc', '-o', 'json')).stdout) as { status: string; error?: string }[];
     expect(list.some((x) => x.status === 'failed' && /interrupted/.test(x.error ?? ''))).toBe(true);
+  });
+});
+
+describe('a damaged chain', () => {
+  it('a damaged base fails the verification of every backup read through it; restore refuses them; the next run is full', async () => {
+    const base = await run();
+    const top = await run();
+    expect(top.parent).toBe(base.id);
+    await damageQcow2(base.files[0]!.file, 'corrupt');
+    const v = await sb.run('backup', 'verify', 'inc');
+    expect(v.code, v.stdout + v.stderr).not.toBe(0);
+    expect(v.stdout).toMatch(new RegExp(`${top.id}: FAILED: .*${base.id}`));
+    const r = await sb.run('restore', 'inc', '--from', top.id, '--to', p('from-damaged.qcow2'));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/cannot be restored as it was made: .*nothing was restored/);
+    const next = await run();
+    expect(next.parent).toBeUndefined();
+    expect(next.note).toMatch(/failed verification/);
   });
 });
 
@@ -217,7 +257,7 @@ describe('an interrupted restore', () => {
       { VIRT_RECONCILE_FAILPOINT: 'restore-written' },
       lv.nsenter,
     );
-    expect(killed.code).not.toBe(0);
+    expect(killed.code, killed.stdout + killed.stderr).toBe(-1);
     // Killed after writing: the image holds the backup's data, not what it had.
     expect(await holds(p('disk.qcow2'), 2, 0)).toBe(true);
     expect((await sb.run('plan')).stdout).toMatch(/the restore of \S+ into db was interrupted: the next `reconcile restore` or `backup run` puts \S+disk\.qcow2 back/);
@@ -264,6 +304,13 @@ describe('modes that cannot work, and failing schedules', () => {
     expect((await sb.run('backup', 'run', 'fails')).code).not.toBe(0);
     expect((await sb.run('plan')).stdout).toMatch(/backups\.fails is SUSPENDED after 3 failed runs/);
     await sb.yaml(YAML('{ daily: 2 }').replace('maxFailures: 2', 'maxFailures: 5'));
+    expect((await sb.run('plan')).stdout).not.toMatch(/SUSPENDED/);
+    // Suspended again; a run by hand that succeeds ends it (adversarial pass: it outlived successes).
+    await sb.yaml(YAML('{ daily: 2 }'));
+    expect((await sb.run('backup', 'run', 'fails')).code).not.toBe(0);
+    expect((await sb.run('plan')).stdout).toMatch(/backups\.fails is SUSPENDED/);
+    await writeFile(p('hook-ok'), '');
+    expect((await sb.run('backup', 'run', 'fails')).code).toBe(0);
     expect((await sb.run('plan')).stdout).not.toMatch(/SUSPENDED/);
   });
 });

@@ -1,6 +1,6 @@
 // Backups of declared VMs: run one now (hooks around it, verify, retention), list, verify
 // again, restore, and which schedules are overdue. Schedules fire from `reconcile watch`.
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runHook } from '../tools/hooks.js';
 import { bitmapsOf, check as checkImage, compare, convertCopy, convertInto as writeInto, create, info, setBacking, unlocks, type Secret } from '../tools/qemu-img.js';
@@ -14,6 +14,7 @@ import {
   deleteCheckpoint,
   deleteSnapshot,
   destroyDomain,
+  domainId,
   domainState,
   freeze,
   hasManagedSave,
@@ -30,7 +31,7 @@ import { defineDomain, domainExists, readDisks } from '../tools/libvirt-domain.j
 import { refreshPool } from '../tools/libvirt-pool.js';
 import { volumePath } from '../tools/libvirt-volume.js';
 import { libvirtMessage, type Virsh } from '../tools/virsh.js';
-import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRecords, type BackupRun } from './records.js';
+import { readBackupRecords, stamp, writeBackupRecords, type BackupFile, type BackupRecords, type BackupRun, type InProgress } from './records.js';
 import { retention, type Verdict } from './retention.js';
 import { consecutiveFailures, scheduleDigest } from './suspension.js';
 import { fetchMissing, removeOffsite, sendOffsite } from './offsite.js';
@@ -79,7 +80,7 @@ function passphraseOf(ctx: Pick<BackupContext, 'passphrases'>, p: string, what: 
   return f;
 }
 
-async function domainDisks(v: Virsh, spec: Pick<BackupSpec, 'vm' | 'disks' | 'mode'>): Promise<{ running: boolean; all: string[]; disks: DiskSource[] }> {
+async function domainDisks(v: Virsh, spec: Pick<BackupSpec, 'vm' | 'disks' | 'mode'>): Promise<{ running: boolean; state: string; all: string[]; disks: DiskSource[] }> {
   const { vm, disks: want } = spec;
   const state = await domainState(v, vm);
   const running = state === 'running' || state === 'paused';
@@ -101,7 +102,7 @@ async function domainDisks(v: Virsh, spec: Pick<BackupSpec, 'vm' | 'disks' | 'mo
     const secretUsage = d.encryption?.format === 'luks' ? (d.encryption.secretUsage ?? p) : undefined;
     disks.push({ target: d.target, path: p, format: d.driverType ?? 'raw', pool: d.type === 'volume' ? d.source.pool : undefined, secretUsage });
   }
-  return { running, all: devices.map((d) => d.target), disks };
+  return { running, state, all: devices.map((d) => d.target), disks };
 }
 
 /**
@@ -112,6 +113,15 @@ async function convertInto(d: DiskSource, dest: string, forceShare: boolean, ctx
   const partial = `${dest}.partial`;
   const encryption = diskEncryption(ctx, d);
   await convertCopy({ path: d.path, driver: driverOfDisk(d), forceShare, encryption }, { path: partial, driver: 'qcow2', encryption });
+  await seal(partial, dest);
+}
+
+/**
+ * A complete copy put in place under its name, readable by root only: it holds a disk's data
+ * (qemu-img and libvirt make files as the umask says, usually readable by all).
+ */
+async function seal(partial: string, dest: string): Promise<void> {
+  await chmod(partial, 0o600);
   await rename(partial, dest);
 }
 
@@ -121,21 +131,24 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
   const id = `${spec.name}-${stamp(now)}`;
   await recoverInterruptedRestore(ctx);
   await recoverInterrupted(spec, ctx);
+  await forgetStaleSuspension(ctx.stateDir, spec);
   const records = await readBackupRecords(ctx.stateDir);
   const ran: string[][] = [];
   const failed = { value: false };
-  const progress = { startedPaused: false };
+  const progress: { startedPaused?: string } = {};
   try {
-    const { running, all, disks } = await domainDisks(v, spec);
-    await markInProgress(ctx.stateDir, spec, { id, vm: spec.vm, at: now.toISOString() });
+    const { running, state, all, disks } = await domainDisks(v, spec);
+    await markInProgress(ctx.stateDir, spec, { id, vm: spec.vm, at: now.toISOString(), destination: spec.destination });
     for (const hook of spec.hooks.pre) {
       ran.push(hook);
       await runHook(hook, spec.hooks.timeoutSeconds);
     }
     const files: BackupFile[] = [];
     const fileFor = (d: DiskSource) => path.join(spec.destination!, `${id}-${d.target}.qcow2`);
-    if (spec.destination) await mkdir(spec.destination, { recursive: true });
-    ctx.log(`backups.${spec.name}: ${spec.mode} of ${spec.vm} (${disks.map((d) => d.target).join(', ')}${running ? ', running' : ''})`);
+    // QEMU (another user) writes push backups into it: it may pass through (x), not list it;
+    // the copies themselves are root's alone once made (seal).
+    if (spec.destination) await mkdir(spec.destination, { recursive: true, mode: 0o711 });
+    ctx.log(`backups.${spec.name}: ${spec.mode} of ${spec.vm} (${disks.map((d) => d.target).join(', ')}${running ? `, ${state}` : ''})`);
     let chain: { parent?: BackupRun; note?: string } = {};
     if (spec.mode === 'snapshot') {
       // A running domain's internal snapshot is a full checkpoint, memory included: it is
@@ -160,7 +173,7 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
           all,
         ),
       );
-      for (const d of disks) await rename(`${fileFor(d)}.partial`, fileFor(d));
+      for (const d of disks) await seal(`${fileFor(d)}.partial`, fileFor(d));
     } else if (running && spec.mode === 'external') {
       // Frozen only for the instant of the snapshot; thawed exactly once, whatever fails.
       let frozen = false;
@@ -194,11 +207,15 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
     if (spec.mode === 'incremental') Object.assign(result, { parent: chain.parent?.id, checkpoint: id, note: chain.note });
     // The definition goes with every copy: a domain that is gone can be defined again from it (`restore --vm`).
     if (spec.destination) result.domainXml = await saveDefinition(v, spec.vm, path.join(spec.destination, `${id}.domain.xml`));
-    if (spec.verify && files.length) Object.assign(result, await verifyFiles(files, ctx), { verifiedAt: new Date().toISOString() });
+    // An increment is only as good as what it is read through: its whole chain is checked.
+    const below = chain.parent ? (chainOf(chain.parent, records.runs) ?? []).flatMap((x) => x.files) : [];
+    if (spec.verify && files.length) Object.assign(result, await verifyFiles([...files, ...below], ctx), { verifiedAt: new Date().toISOString() });
     const after = await readBackupRecords(ctx.stateDir);
     after.runs.push(result);
     if (result.verified !== false) {
       after.lastSuccess[spec.name] = result.at;
+      // A run that succeeds ends a suspension (a manual `backup run` of a suspended schedule).
+      delete after.suspended?.[spec.name];
       if (spec.mode === 'incremental') delete after.chainBroken?.[spec.name];
     }
     delete after.inProgress?.[spec.name];
@@ -242,9 +259,9 @@ async function whileFrozen<T>(spec: BackupSpec, v: Virsh, fn: () => Promise<T>):
 }
 
 /** A run is on record as under way until it ends: one still there was interrupted (killed). */
-async function markInProgress(stateDir: string, spec: BackupSpec, mark: { id: string; vm: string; at: string; startedPaused?: boolean }): Promise<void> {
+async function markInProgress(stateDir: string, spec: BackupSpec, mark: InProgress): Promise<void> {
   const r = await readBackupRecords(stateDir);
-  r.inProgress = { ...r.inProgress, [spec.name]: mark };
+  r.inProgress = { ...r.inProgress, [spec.name]: { ...mark, pid: process.pid } };
   await writeBackupRecords(stateDir, r);
 }
 
@@ -255,18 +272,21 @@ async function markInProgress(stateDir: string, spec: BackupSpec, mark: { id: st
  */
 async function recoverInterrupted(spec: BackupSpec, ctx: BackupContext): Promise<void> {
   const r = await readBackupRecords(ctx.stateDir);
-  const left = r.inProgress?.[spec.name];
-  if (!left) return;
-  const v = ctx.virsh;
-  const state = await domainState(v, left.vm).catch(() => undefined);
-  if (state === 'running' || state === 'paused') await abortBackupJob(v, left.vm);
-  if (left.startedPaused && state === 'paused') {
-    ctx.log(`backups.${spec.name}: ${left.vm} was left paused by the interrupted run ${left.id} (its guest never ran): stopping it`);
-    await destroyDomain(v, left.vm);
+  for (const [schedule, left] of Object.entries(r.inProgress ?? {})) {
+    const v = ctx.virsh;
+    const state = await domainState(v, left.vm).catch(() => undefined);
+    if (state === 'running' || state === 'paused') await abortBackupJob(v, left.vm);
+    // Only the instance that run started, still paused: a domain started since (a new id) is someone's.
+    const instance = await domainId(v, left.vm).catch(() => undefined);
+    if (left.startedPaused && state === 'paused' && (left.startedPaused === 'starting' || instance === left.startedPaused)) {
+      ctx.log(`backups.${schedule}: ${left.vm} was left paused by the interrupted run ${left.id} (its guest never ran): stopping it`);
+      await destroyDomain(v, left.vm);
+    }
+    if (!r.runs.some((x) => x.id === left.id)) await removeLeftovers(left.destination, left.id);
+    ctx.log(`backups.${schedule}: the run ${left.id} was interrupted; what it left is removed`);
+    const of = schedule === spec.name ? spec : { name: schedule, vm: left.vm, mode: r.runs.find((x) => x.schedule === schedule)?.mode ?? 'copy', destination: left.destination };
+    await recordFailure(of, ctx, left.id, new Date(left.at), 'interrupted (the process running it ended before it finished)');
   }
-  if (!r.runs.some((x) => x.id === left.id)) await removeLeftovers(spec, left.id);
-  ctx.log(`backups.${spec.name}: the run ${left.id} was interrupted; what it left is removed`);
-  await recordFailure(spec, ctx, left.id, new Date(left.at), 'interrupted (the process running it ended before it finished)');
 }
 
 /**
@@ -274,19 +294,19 @@ async function recoverInterrupted(spec: BackupSpec, ctx: BackupContext): Promise
  * after they were complete but before the run was recorded) its copies and definition, which
  * nothing refers to.
  */
-async function removeLeftovers(spec: BackupSpec, id: string): Promise<void> {
-  if (!spec.destination) return;
-  const names = await readdir(spec.destination).catch(() => [] as string[]);
-  for (const n of names) if (n.startsWith(`${id}-`) || n.startsWith(`${id}.domain.xml`)) await rm(path.join(spec.destination, n), { force: true });
+async function removeLeftovers(destination: string | undefined, id: string): Promise<void> {
+  if (!destination) return;
+  const names = await readdir(destination).catch(() => [] as string[]);
+  for (const n of names) if (n.startsWith(`${id}-`) || n.startsWith(`${id}.domain.xml`) || n === `${id}.json`) await rm(path.join(destination, n), { force: true });
 }
 
 /** Half-made copies go; the run is recorded as failed (backup list shows it, with why). */
-async function recordFailure(spec: BackupSpec, ctx: BackupContext, id: string, at: Date, error: string): Promise<void> {
+async function recordFailure(spec: BackupSpec | Pick<BackupSpec, 'name' | 'vm' | 'mode' | 'destination'>, ctx: BackupContext, id: string, at: Date, error: string): Promise<void> {
   const r = await readBackupRecords(ctx.stateDir);
   // A run on record (one that failed verification, or whose off-site copy failed) keeps its
   // files: backup list shows it, retention removes it. Its failure is later than its success.
   const onRecord = r.runs.some((x) => x.id === id);
-  if (!onRecord) await removeLeftovers(spec, id);
+  if (!onRecord) await removeLeftovers(spec.destination, id);
   r.lastFailure[spec.name] = { at: (onRecord ? new Date() : at).toISOString(), error };
   if (!r.runs.some((x) => x.id === id)) {
     r.runs.push({ id, schedule: spec.name, vm: spec.vm, mode: spec.mode, at: at.toISOString(), files: [], status: 'failed', error });
@@ -297,7 +317,8 @@ async function recordFailure(spec: BackupSpec, ctx: BackupContext, id: string, a
   }
   delete r.inProgress?.[spec.name];
   const failures = consecutiveFailures(r.runs, spec.name);
-  if (spec.maxFailures !== undefined && failures >= spec.maxFailures && !r.suspended?.[spec.name]) {
+  // (A schedule no longer declared, whose interrupted run is recorded here, has no maxFailures.)
+  if ('maxFailures' in spec && spec.maxFailures !== undefined && failures >= spec.maxFailures && !r.suspended?.[spec.name]) {
     r.suspended = { ...r.suspended, [spec.name]: { at: new Date().toISOString(), failures, digest: scheduleDigest(spec) } };
     ctx.log(
       `backups.${spec.name}: suspended after ${failures} failed runs in a row (maxFailures ${spec.maxFailures}); \`reconcile backup resume ${spec.name}\` or a change to it resumes it`,
@@ -307,6 +328,15 @@ async function recordFailure(spec: BackupSpec, ctx: BackupContext, id: string, a
 }
 
 export { startDomain } from '../tools/libvirt-backup.js';
+
+/** A suspension made under another version of the schedule is over for good (a revert does not bring it back). */
+export async function forgetStaleSuspension(stateDir: string, spec: BackupSpec): Promise<void> {
+  const r = await readBackupRecords(stateDir);
+  const sus = r.suspended?.[spec.name];
+  if (!sus || sus.digest === scheduleDigest(spec)) return;
+  delete r.suspended![spec.name];
+  await writeBackupRecords(stateDir, r);
+}
 
 /** `backup resume NAME`: the schedule runs again on its cron. */
 export async function resumeSchedule(stateDir: string, name: string): Promise<boolean> {
@@ -327,6 +357,9 @@ async function saveDefinition(v: Virsh, vm: string, file: string): Promise<strin
 /** This schedule's checkpoints: named by its backups' ids, NAME-YYYYMMDDTHHMMSSmmmZ. */
 const ownCheckpoint = (schedule: string, name: string) => name.startsWith(`${schedule}-`) && /^\d{8}T\d{9}Z$/.test(name.slice(schedule.length + 1));
 
+/** Every file a backup is read through (its own, and those of the backups it depends on). */
+const chainFiles = (r: BackupRun, runs: BackupRun[]) => (chainOf(r, runs) ?? [r]).flatMap((x) => x.files);
+
 /** A backup and the ones it depends on, newest first (up to a full one); undefined if one of them is gone. */
 export function chainOf(run: BackupRun, runs: BackupRun[]): BackupRun[] | undefined {
   const out = [run];
@@ -346,16 +379,18 @@ export function chainOf(run: BackupRun, runs: BackupRun[]): BackupRun[] | undefi
  * of the chain present), else nothing and why — a full backup then, never a silent gap.
  */
 async function chainBase(spec: BackupSpec, records: BackupRecords, v: Virsh, disks: DiskSource[], running: boolean): Promise<{ parent?: BackupRun; note?: string }> {
-  const prev = records.runs
-    .filter((r) => r.schedule === spec.name && r.status !== 'failed' && r.mode === 'incremental' && r.verified !== false)
-    .sort((a, b) => b.at.localeCompare(a.at))[0];
+  const prev = records.runs.filter((r) => r.schedule === spec.name && r.status !== 'failed' && r.mode === 'incremental').sort((a, b) => b.at.localeCompare(a.at))[0];
   if (!prev) return {};
   const full = (why: string) => ({ note: `a new full backup: ${why}` });
   const broken = records.chainBroken?.[spec.name];
   if (broken) return full(broken);
   const chain = chainOf(prev, records.runs);
   if (!chain) return full(`a backup that ${prev.id} depends on is no longer on record`);
+  const bad = chain.find((r) => r.verified === false);
+  if (bad) return full(`${bad.id}, which the chain is read through, failed verification (${bad.verifyError})`);
   if (chain.length >= spec.fullEvery) return full(`the chain holds ${chain.length} backups (fullEvery: ${spec.fullEvery})`);
+  // A chain lives in one directory (its backing names are relative): it can be moved as one.
+  if (prev.files.some((f) => path.dirname(f.file) !== path.resolve(spec.destination!))) return full(`the destination changed since ${prev.id}`);
   if (!prev.checkpoint || !(await listCheckpoints(v, spec.vm)).includes(prev.checkpoint))
     return full(`the checkpoint of ${prev.id} is gone from ${spec.vm} (was the domain defined again?)`);
   const same = disks.length === prev.files.length && disks.every((d) => prev.files.some((f) => f.target === d.target && f.source === d.path));
@@ -390,7 +425,7 @@ async function incrementalRun(
     disks: DiskSource[];
     chain: { parent?: BackupRun; note?: string };
     fileFor: (d: DiskSource) => string;
-    progress: { startedPaused: boolean };
+    progress: { startedPaused?: string };
   },
 ): Promise<{ parent?: BackupRun; note?: string }> {
   const v = ctx.virsh;
@@ -399,10 +434,12 @@ async function incrementalRun(
   if (!o.running) {
     if (await hasManagedSave(v, spec.vm))
       throw new UserError(`${spec.vm} has a saved state (managedsave): starting it for the backup would resume that guest; start it or remove the saved state, then run again`);
-    await markInProgress(ctx.stateDir, spec, { id: o.id, vm: spec.vm, at: new Date().toISOString(), startedPaused: true });
+    const mark = { id: o.id, vm: spec.vm, at: new Date().toISOString(), destination: spec.destination };
+    // 'starting' covers the instant between the start and knowing the new instance's id.
+    await markInProgress(ctx.stateDir, spec, { ...mark, startedPaused: 'starting' });
     ctx.log(`backups.${spec.name}: ${spec.vm} is shut off: started paused for the backup (its guest does not run)`);
-    await startPaused(v, spec.vm);
-    o.progress.startedPaused = true;
+    o.progress.startedPaused = await startPaused(v, spec.vm);
+    await markInProgress(ctx.stateDir, spec, { ...mark, startedPaused: o.progress.startedPaused });
   }
   try {
     const targets = o.disks.map((d) => ({ target: d.target, file: `${o.fileFor(d)}.partial` }));
@@ -426,17 +463,30 @@ async function incrementalRun(
         const base = chain.parent.files.find((f) => f.target === d.target)!.file;
         await setBacking(`${o.fileFor(d)}.partial`, path.relative(path.dirname(o.fileFor(d)), base), 'qcow2');
       }
-    for (const d of o.disks) await rename(`${o.fileFor(d)}.partial`, o.fileFor(d));
+    for (const d of o.disks) await seal(`${o.fileFor(d)}.partial`, o.fileFor(d));
     for (const cp of await listCheckpoints(v, spec.vm))
       if (cp !== o.id && ownCheckpoint(spec.name, cp))
-        await deleteCheckpoint(v, spec.vm, cp).catch((e: Error) => ctx.log(`backups.${spec.name}: could not delete the older checkpoint ${cp}: ${e.message}`));
+        await deleteCheckpoint(v, spec.vm, cp).catch(async (e: Error) => {
+          // Its bitmap is gone (the image was replaced, QEMU died): only libvirt's record of it is left.
+          if (/not found|no such|missing/i.test(e.message)) await deleteCheckpoint(v, spec.vm, cp, { metadataOnly: true }).catch(() => undefined);
+          else ctx.log(`backups.${spec.name}: could not delete the older checkpoint ${cp}: ${e.message}`);
+        });
   } finally {
-    if (o.progress.startedPaused) {
-      await destroyDomain(v, spec.vm);
-      o.progress.startedPaused = false;
-    }
+    if (o.progress.startedPaused) await stopStartedPaused(spec, ctx, o.progress.startedPaused);
+    o.progress.startedPaused = undefined;
   }
   return chain;
+}
+
+/**
+ * Stops the instance a run started paused, if it still is that instance and still paused: a
+ * guest someone resumed meanwhile is running for real and is left running (said).
+ */
+async function stopStartedPaused(spec: BackupSpec, ctx: BackupContext, instance: string): Promise<void> {
+  const v = ctx.virsh;
+  const [state, id] = await Promise.all([domainState(v, spec.vm), domainId(v, spec.vm).catch(() => undefined)]);
+  if (state === 'paused' && id === instance) await destroyDomain(v, spec.vm);
+  else if (state !== 'shut off') ctx.log(`backups.${spec.name}: ${spec.vm} was resumed during the backup (it is ${state}): left as it is`);
 }
 
 /** Failed runs of a schedule kept in backup list. */
@@ -455,13 +505,19 @@ async function runPostHooks(spec: BackupSpec, ctx: BackupContext, backupFailed: 
   if (first && !backupFailed.value) throw first;
 }
 
-async function verifyFiles(files: BackupFile[], ctx: Pick<BackupContext, 'passphrases'>): Promise<{ verified: boolean; verifyError?: string }> {
+async function verifyFiles(
+  files: BackupFile[],
+  ctx: Pick<BackupContext, 'passphrases'>,
+  /** leaked clusters only waste space: a restore may read through them */
+  o: { leaksOk?: boolean } = {},
+): Promise<{ verified: boolean; verifyError?: string }> {
   for (const f of files) {
     // An encrypted copy's metadata is read through its passphrase (its disk's, as it is now).
     const encryption = f.encrypted ? ctx.passphrases?.get(f.source) : undefined;
     if (f.encrypted && !encryption) return { verified: false, verifyError: `${f.file} is encrypted, and no declared image at ${f.source} gives its passphraseFile` };
     const r = await checkImage(f.file, { inUse: false, driver: 'qcow2', encryption });
-    const bad = r.error ?? (r.corruptions || r.leaks || r.checkErrors ? `${r.corruptions} corruption(s), ${r.leaks} leak(s), ${r.checkErrors} check error(s)` : undefined);
+    const bad =
+      r.error ?? (r.corruptions || (r.leaks && !o.leaksOk) || r.checkErrors ? `${r.corruptions} corruption(s), ${r.leaks} leak(s), ${r.checkErrors} check error(s)` : undefined);
     if (bad) return { verified: false, verifyError: `${f.file}: ${bad}` };
   }
   return { verified: true };
@@ -535,7 +591,14 @@ export interface BackupListing {
   error?: string;
   /** never removed by retention (`backup protect`) */
   protected?: boolean;
+  /** every file it is read through is here (an incremental backup's whole chain) */
   present: boolean;
+  /** incremental: the backup it holds the changes since */
+  parent?: string;
+  /** why it is a full backup of an incremental schedule, when the chain could not go on */
+  note?: string;
+  /** off-site copies (copyTo), by place: when complete there, or why not */
+  copies?: Record<string, { at?: string; error?: string }>;
 }
 
 export async function listBackups(stateDir: string, schedule?: string, now = new Date()): Promise<BackupListing[]> {
@@ -549,6 +612,10 @@ export async function listBackups(stateDir: string, schedule?: string, now = new
       if (s) size += s.size;
       else present = false;
     }
+    // An increment cannot be read without its bases.
+    const chain = chainOf(r, records.runs);
+    if (!chain) present = false;
+    else for (const c of chain.slice(1)) for (const f of c.files) if (!(await stat(f.file).catch(() => undefined))) present = false;
     out.push({
       id: r.id,
       schedule: r.schedule,
@@ -562,6 +629,9 @@ export async function listBackups(stateDir: string, schedule?: string, now = new
       error: r.error,
       protected: r.protected,
       present,
+      parent: r.parent,
+      note: r.note,
+      copies: r.copies,
     });
   }
   return out;
@@ -571,7 +641,7 @@ export async function listBackups(stateDir: string, schedule?: string, now = new
 export async function reverify(stateDir: string, schedule: string, passphrases?: Map<string, Secret>): Promise<BackupRun[]> {
   const records = await readBackupRecords(stateDir);
   const mine = records.runs.filter((r) => r.schedule === schedule && r.files.length);
-  for (const r of mine) Object.assign(r, { verifyError: undefined, verifiedAt: new Date().toISOString() }, await verifyFiles(r.files, { passphrases }));
+  for (const r of mine) Object.assign(r, { verifyError: undefined, verifiedAt: new Date().toISOString() }, await verifyFiles(chainFiles(r, records.runs), { passphrases }));
   await writeBackupRecords(stateDir, records);
   return mine;
 }
@@ -586,7 +656,7 @@ async function reverifyDue(spec: BackupSpec, ctx: BackupContext, now: Date): Pro
   const due = records.runs.filter((r) => r.schedule === spec.name && r.files.length && now.getTime() - Date.parse(r.verifiedAt ?? r.at) > spec.verifyEverySeconds! * 1000);
   if (!due.length) return;
   for (const r of due) {
-    Object.assign(r, { verifyError: undefined, verifiedAt: new Date().toISOString() }, await verifyFiles(r.files, ctx));
+    Object.assign(r, { verifyError: undefined, verifiedAt: new Date().toISOString() }, await verifyFiles(chainFiles(r, records.runs), ctx));
     ctx.log(`backups.${spec.name}: re-verified ${r.id}: ${r.verified ? 'ok' : `FAILED: ${r.verifyError}`}`);
   }
   await writeBackupRecords(ctx.stateDir, records);
@@ -663,9 +733,30 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext &
   if (!chain) throw new UserError(`backup ${id} is incremental, and a backup it depends on is no longer on record; nothing was restored`);
   await fetchMissing(spec, chain, ctx);
   for (const c of chain) for (const f of c.files) if (!(await stat(f.file).catch(() => undefined))) throw new UserError(`${f.file} (of ${c.id}) is missing; nothing was restored`);
+  // The copies are checked before they are trusted: a restore compares the result with the
+  // backup it read, which cannot see a damaged file of the chain (both read through it).
+  // (Encrypted copies are opened and checked by copyKeys and the compare.)
+  const damaged = await verifyFiles(
+    chain.flatMap((c) => c.files).filter((f) => !f.encrypted),
+    ctx,
+    { leaksOk: true },
+  );
+  if (!damaged.verified) throw new UserError(`backup ${id} cannot be restored as it was made: ${damaged.verifyError}; nothing was restored`);
   const keys = await copyKeys(r, ctx);
   if (ctx.to) return restoreTo(r, ctx.to, keys, ctx);
+  if (await hasManagedSave(v, r.vm).catch(() => false))
+    throw new UserError(
+      `${r.vm} has a saved state (managedsave): its memory would be resumed over the restored disks. Remove it first (\`virsh managedsave-remove ${r.vm}\`); nothing was restored`,
+    );
   await recoverInterruptedRestore(ctx);
+  // An image that is gone is made again by apply, as the YAML declares it (format, options,
+  // owner, inventory) — a copy made here would be one reconcile did not create, and the next
+  // plan would refuse it. Then restore writes the backup into it.
+  for (const f of r.files)
+    if (!(await stat(f.source).catch(() => undefined)))
+      throw new UserError(
+        `${f.source} (disk ${f.target}) is gone: \`reconcile apply\` makes it again as the YAML declares it${ctx.vm ? ' (and defines the domain again, if the YAML declares it)' : ''}, then \`reconcile restore ${spec.name} --from ${id}\` writes the backup into it; nothing was restored`,
+      );
   if (ctx.vm) {
     if (!r.domainXml || !(await stat(r.domainXml).catch(() => undefined)))
       throw new UserError(
@@ -685,15 +776,6 @@ export async function restore(spec: BackupSpec, id: string, ctx: BackupContext &
   try {
     for (const f of r.files) {
       const k = keys.get(f.target);
-      if (!(await stat(f.source).catch(() => undefined))) {
-        // Its image is gone too (a lost VM): made again from the copy, in the format it had.
-        if (k) throw new UserError(`${f.source} (disk ${f.target}) is gone and encrypted: \`reconcile apply\` makes its image again, then restore writes into it`);
-        await convertCopy({ path: f.file, driver: 'qcow2' }, { path: `${f.source}.partial`, driver: f.sourceFormat });
-        await rename(`${f.source}.partial`, f.source);
-        if (f.pool) await refreshPool(v, f.pool);
-        ctx.log(`restore: ${f.target} (${f.source}) made again from ${path.basename(f.file)}`);
-        continue;
-      }
       await restoreInPlace(f, k, ctx);
     }
   } finally {
@@ -745,8 +827,11 @@ const extensionOf = (driver: string) => (driver === 'raw' ? 'img' : formatOfDriv
  */
 async function restoreTo(r: BackupRun, to: string, keys: Map<string, { disk: Secret; copy: Secret }>, ctx: BackupContext, o: { dir?: boolean } = {}): Promise<string[]> {
   const target = path.resolve(to);
-  const isDir = o.dir || ((await stat(target).catch(() => undefined))?.isDirectory() ?? false);
-  if (r.files.length > 1 && !isDir) await mkdir(target, { recursive: true });
+  const existing = await stat(target).catch(() => undefined);
+  // A directory: one that is there, or a path written with a trailing slash.
+  const isDir = o.dir || existing?.isDirectory() || /\/$/.test(to);
+  if (r.files.length > 1 && existing && !existing.isDirectory()) throw new UserError(`${target} is a file: backup ${r.id} has ${r.files.length} disks, so --to names a directory`);
+  if ((r.files.length > 1 || isDir) && !existing) await mkdir(target, { recursive: true, mode: 0o700 });
   const out: string[] = [];
   const dests = r.files.map((f) => {
     const k = keys.get(f.target);
@@ -759,7 +844,7 @@ async function restoreTo(r: BackupRun, to: string, keys: Map<string, { disk: Sec
     try {
       await convertCopy({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: partial, driver, encryption: k?.disk });
       await compare({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: partial, driver, encryption: k?.disk });
-      await rename(partial, dest);
+      await seal(partial, dest);
     } catch (e) {
       await rm(partial, { force: true });
       throw e;

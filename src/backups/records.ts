@@ -53,6 +53,19 @@ export interface BackupRun {
   restoreVerifyError?: string;
 }
 
+/** A run under way: what the next run must clean up if this one is killed. */
+export interface InProgress {
+  id: string;
+  vm: string;
+  at: string;
+  /** where its copies are being written (the schedule's destination may change before the cleanup) */
+  destination?: string;
+  /** the process running it (one that no longer runs was killed) */
+  pid?: number;
+  /** the domain was shut off and started paused for it: the id of that instance (only it is ever stopped) */
+  startedPaused?: string;
+}
+
 export interface BackupRecords {
   version: 1;
   runs: BackupRun[];
@@ -71,7 +84,7 @@ export interface BackupRecords {
    */
   restoring?: { id: string; vm: string; asides: { source: string; aside: string; pool?: string }[] };
   /** a run under way (cleared when it ends): one found here was interrupted, and is cleaned up before the next */
-  inProgress?: Record<string, { id: string; vm: string; at: string; startedPaused?: boolean }>;
+  inProgress?: Record<string, InProgress>;
 }
 
 const FILE = 'backups.json';

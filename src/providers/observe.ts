@@ -26,6 +26,7 @@ import type { Virsh } from '../tools/virsh.js';
 import { readSecrets, type ObservedSecret } from '../tools/libvirt-secret.js';
 import { makeResolver } from '../reconcile/paths.js';
 import type { Suspensions } from '../backups/suspension.js';
+import { processAlive } from '../tools/exec.js';
 import { readBackupRecords } from '../backups/records.js';
 
 /**
@@ -80,6 +81,8 @@ export interface Observation {
   backupSuspended?: Suspensions;
   /** backups whose copies failed their last check (verify, verify.every, backup verify) */
   backupBadCopies?: { schedule: string; id: string; error: string }[];
+  /** backup runs that were interrupted (killed), by schedule */
+  backupInProgress?: Record<string, { id: string; vm: string }>;
   /** a restore into images that was interrupted (see backups/records.ts) */
   backupRestoring?: { id: string; vm: string; asides: { source: string; aside: string }[] };
   /** if asked: the domains (any, declared or not) that have each file or volume as a disk, keyed by path or "pool/volume" */
@@ -218,6 +221,8 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     obs.backupFailure = records.lastFailure;
     obs.backupSuspended = records.suspended;
     obs.backupRestoring = records.restoring;
+    // Only runs whose process is gone: plan takes no lock, and a run may be under way.
+    obs.backupInProgress = Object.fromEntries(Object.entries(records.inProgress ?? {}).filter(([, x]) => !x.pid || !processAlive(x.pid)));
     obs.backupBadCopies = records.runs.flatMap((r) =>
       r.verified === false || r.restoreVerifyError ? [{ schedule: r.schedule, id: r.id, error: r.verifyError ?? `restored and compared: ${r.restoreVerifyError}` }] : [],
     );

@@ -525,6 +525,9 @@ function checkVm(
   return { name, create, disks, origin: c.at(base, true) };
 }
 
+/** A URL as an error message may show it: whatever stands before an @ (a key, a password) hidden. */
+const hideUserinfo = (url: string) => url.replace(/^([a-z0-9+.-]*:\/\/)[^/]*@/i, '$1***@');
+
 /** A `copyTo:` entry as a target, or what is wrong with it. */
 function offsiteTarget(t: {
   url: string;
@@ -540,10 +543,10 @@ function offsiteTarget(t: {
   try {
     u = new URL(t.url);
   } catch {
-    return `${JSON.stringify(t.url)} is not a URL: use ${allowed}`;
+    return `${JSON.stringify(hideUserinfo(t.url))} is not a URL: use ${allowed}`;
   }
   if (u.password || (u.username && u.protocol !== 'ssh:'))
-    return `${t.url}: credentials do not go in the URL (they would be in the YAML and in logs); use credentialsFile (s3, azure) or identityFile (ssh)`;
+    return `${hideUserinfo(t.url)}: credentials do not go in the URL (they would be in the YAML and in logs); use credentialsFile (s3, azure) or identityFile (ssh)`;
   if (u.search || u.hash) return `${t.url}: takes no ?query or #fragment`;
   const parts = decodeURIComponent(u.pathname).split('/').filter(Boolean);
   if (parts.some((x) => x === '..' || x === '.')) return `${t.url}: no . or .. in the path`;

@@ -39,8 +39,25 @@ async function waitForJob(v: Virsh, domain: string, what: string): Promise<void>
     if (/Job type:\s+None/.test(info)) break;
     await new Promise((r) => setTimeout(r, 200));
   }
-  const done = await v.exec(['domjobinfo', domain, '--completed']).catch(() => '');
-  if (/Job type:\s+Failed/.test(done)) throw new Error(`${what} of ${domain} failed: ${done.trim().split('\n').slice(0, 3).join(' / ')}`);
+  const failure = jobFailure(await v.exec(['domjobinfo', domain, '--completed']).catch((e: Error) => `Job type: unknown (${e.message})`));
+  if (failure) throw new Error(`${what} of ${domain} did not complete: ${failure}`);
+}
+
+/**
+ * Why a finished job did not complete, from `domjobinfo --completed`; undefined when it did.
+ * Only "Completed" is a success: a cancelled job (domjobabort, or QEMU's own) left its copy
+ * short, and one whose outcome cannot be read is not taken as made.
+ */
+export function jobFailure(completed: string): string | undefined {
+  const type = /Job type:\s+(\S+)/.exec(completed)?.[1];
+  if (type === 'Completed') return undefined;
+  const detail = completed
+    .trim()
+    .split('\n')
+    .filter((l) => /Job type|Operation|Error/i.test(l))
+    .map((l) => l.replace(/\s+/g, ' ').trim())
+    .join(' / ');
+  return detail || `libvirt reported no outcome (${type ?? 'no job type'})`;
 }
 
 /** A LUKS target made with the libvirt secret of this usage (the disk's own: the same passphrase). */
@@ -97,8 +114,8 @@ export async function listCheckpoints(v: Virsh, domain: string): Promise<string[
 }
 
 /** Deletes a checkpoint (libvirt merges its bitmap into its parent's); the domain must be running. */
-export async function deleteCheckpoint(v: Virsh, domain: string, name: string): Promise<void> {
-  await v.exec(['checkpoint-delete', domain, name]);
+export async function deleteCheckpoint(v: Virsh, domain: string, name: string, o: { metadataOnly?: boolean } = {}): Promise<void> {
+  await v.exec(['checkpoint-delete', domain, name, ...(o.metadataOnly ? ['--metadata'] : [])]);
 }
 
 /** Whether the domain has a managed save image (starting it would resume that saved guest). */
@@ -110,8 +127,14 @@ export async function hasManagedSave(v: Virsh, domain: string): Promise<boolean>
  * Starts a shut-off domain paused: QEMU opens its disks, the guest never runs an instruction
  * (as Proxmox's vzdump does for a stopped VM), so a push backup and checkpoints can be made.
  */
-export async function startPaused(v: Virsh, domain: string): Promise<void> {
+export async function startPaused(v: Virsh, domain: string): Promise<string> {
   await v.exec(['start', domain, '--paused']);
+  return domainId(v, domain);
+}
+
+/** The id of the domain's running instance (each start gets a new one); '-' when shut off. */
+export async function domainId(v: Virsh, domain: string): Promise<string> {
+  return (await v.exec(['domid', domain])).trim();
 }
 
 export async function startDomain(v: Virsh, domain: string): Promise<void> {

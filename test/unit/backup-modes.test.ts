@@ -1,6 +1,6 @@
 // Which backup modes can work for which disks (checked by plan and again by each run).
 import { describe, expect, it } from 'vitest';
-import { modeProblems, type BackupDisk } from '../../src/providers/backup/modes.js';
+import { modeConflicts, modeProblems, type BackupDisk } from '../../src/providers/backup/modes.js';
 import { consecutiveFailures } from '../../src/backups/suspension.js';
 
 const disk = (target: string, format: string, more: Partial<BackupDisk> = {}): BackupDisk => ({ target, format, encrypted: false, readonly: false, ...more });
@@ -24,6 +24,16 @@ describe('backup modes against disks', () => {
 
   it('copy and external work for any disk', () => {
     for (const mode of ['copy', 'external'] as const) expect(modeProblems({ vm: 'db', mode }, [...mixed, disk('vdc', 'vmdk', { encrypted: true })])).toEqual([]);
+  });
+
+  it('snapshot and incremental schedules cannot share a VM (libvirt: no internal snapshot while checkpoints exist)', () => {
+    const specs = [
+      { name: 'snap', vm: 'db', mode: 'snapshot' as const },
+      { name: 'inc', vm: 'db', mode: 'incremental' as const },
+      { name: 'other', vm: 'web', mode: 'snapshot' as const },
+      { name: 'copy', vm: 'db', mode: 'copy' as const },
+    ];
+    expect(modeConflicts(specs)).toEqual([{ name: 'snap', message: expect.stringMatching(/cannot share vm db with mode incremental \(backups\.inc\)/) }]);
   });
 
   it('consecutive failures count back from the newest run to the last success', () => {

@@ -5,7 +5,7 @@
 import type { Kind } from '../../reconcile/kind.js';
 import { overdue, suspendedNotes } from './diff.js';
 import { executeBackup } from './execute.js';
-import { modeProblems, type BackupDisk } from './modes.js';
+import { modeConflicts, modeProblems, type BackupDisk } from './modes.js';
 import { present } from '../observe.js';
 import type { DesiredState } from '../../reconcile/model.js';
 import type { ObservedDomain } from '../../tools/libvirt-domain.js';
@@ -39,7 +39,10 @@ export const backupKind: Kind = {
   declared: () => [],
   diff: (i) => {
     const specs = Object.values(i.state.backups);
-    const refusals = specs.flatMap((s) => modeProblems(s, vmDisks(i.state, s.vm, present(i.observed.domains.get(s.vm)))).map((message) => ({ id: `backups.${s.name}`, message })));
+    const refusals = [
+      ...specs.flatMap((s) => modeProblems(s, vmDisks(i.state, s.vm, present(i.observed.domains.get(s.vm)))).map((message) => ({ id: `backups.${s.name}`, message }))),
+      ...modeConflicts(specs).map((c) => ({ id: `backups.${c.name}`, message: c.message })),
+    ];
     const notes = i.observed.backupSuccess ? overdue(specs, i.observed.backupSuccess, new Date(), i.observed.backupFailure) : [];
     const restoring = i.observed.backupRestoring;
     const interrupted = restoring

@@ -37,3 +37,20 @@ export function modeProblems(spec: Pick<BackupSpec, 'mode' | 'disks' | 'vm'>, di
   }
   return out;
 }
+
+/**
+ * Schedules that cannot share a VM: libvirt refuses internal snapshots (and reverting to one)
+ * while the domain has checkpoints, which incremental schedules keep.
+ */
+export function modeConflicts(specs: Pick<BackupSpec, 'name' | 'vm' | 'mode'>[]): { name: string; message: string }[] {
+  const out: { name: string; message: string }[] = [];
+  for (const s of specs.filter((x) => x.mode === 'snapshot')) {
+    const inc = specs.filter((x) => x.vm === s.vm && x.mode === 'incremental').map((x) => x.name);
+    if (inc.length)
+      out.push({
+        name: s.name,
+        message: `mode snapshot cannot share vm ${s.vm} with mode incremental (${inc.map((n) => `backups.${n}`).join(', ')}): libvirt refuses internal snapshots, and reverting to one, while the domain has checkpoints. Use mode copy or external for this schedule.`,
+      });
+  }
+  return out;
+}
