@@ -28,11 +28,15 @@ const YAML = (keep: string, extra = '') => `version: 1
 images:
   disk: { path: $DIR/disk.qcow2, size: 16M }
   raw: { path: $DIR/raw.img, size: 8M, format: raw }
+  base: { path: $DIR/base.qcow2, size: 16M }
+  top: { path: $DIR/top.qcow2, source: { backing: base } }
 vms:
   db:
     create: { memory: 64M, vcpus: 1 }
     disks: [{ image: disk, cache: none }, { image: raw }]
+  ov: { create: { memory: 64M, vcpus: 1 }, disks: [{ image: top }] }
 backups:
+  ovcopy: { vm: ov, schedule: "0 4 * * *", mode: copy, destination: $DIR/bk-ov }
   inc: { vm: db, disks: [vda], schedule: "0 1 * * *", mode: incremental, destination: $DIR/bk, keep: ${keep}, verify: true, fullEvery: 4 }
   fails: { vm: db, disks: [vda], schedule: "0 3 * * *", mode: copy, destination: $DIR/bk-f, maxFailures: 2, hooks: { pre: [["test", "-e", "$DIR/hook-ok"]] } }
 ${extra}`;
@@ -245,6 +249,30 @@ describe('verification', () => {
     expect(r.stdout.match(/re-verified/g)).toHaveLength(1);
     expect((await sb.run('plan')).stdout).toContain(`backups.inc: backup ${old.id} FAILED verification`);
     await sb.yaml(YAML('{ daily: 2 }'));
+  });
+});
+
+describe('restoring an overlay', () => {
+  it('is restored as an overlay on its base (only what differs from it), the same file, and the next plan is empty', async () => {
+    const top = p('top.qcow2');
+    await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 1M', p('base.qcow2')]);
+    await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x22 1M 1M', top]);
+    const r = await sb.run('backup', 'run', 'ovcopy', '-o', 'json');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const id = (JSON.parse(r.stdout) as { id: string }).id;
+    await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 2M 4M', top]);
+    const inode = (await stat(top)).ino;
+    const out = await sb.run('restore', 'ovcopy', '--from', id);
+    expect(out.code, out.stdout + out.stderr).toBe(0);
+    expect(out.stdout).toMatch(/as an overlay on .*base\.qcow2/);
+    expect((await stat(top)).ino).toBe(inode);
+    expect(await holds(top, 0, 0x11)).toBe(true);
+    expect(await holds(top, 1, 0x22)).toBe(true);
+    expect(await holds(top, 2, 0)).toBe(true);
+    // Only the 1 MiB that differs from the base is in the overlay (written whole it held 16 MiB of data).
+    const own = JSON.parse(await qemuImg('map', '--output=json', '-f', 'qcow2', top)) as { depth: number; data: boolean; length: number }[];
+    expect(own.filter((e) => e.depth === 0 && e.data).reduce((n, e) => n + e.length, 0)).toBe(1024 * 1024);
+    expect((await sb.run('plan')).stdout).toMatch(/No changes/);
   });
 });
 

@@ -3,7 +3,19 @@
 import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runHook } from '../tools/hooks.js';
-import { bitmapsOf, check as checkImage, compare, convertCopy, convertInto as writeInto, create, info, setBacking, unlocks, type Secret } from '../tools/qemu-img.js';
+import {
+  bitmapsOf,
+  check as checkImage,
+  compare,
+  convertCopy,
+  convertInto as writeInto,
+  create,
+  info,
+  rewriteOverlay,
+  setBacking,
+  unlocks,
+  type Secret,
+} from '../tools/qemu-img.js';
 import type { Format } from '../reconcile/model.js';
 import { sparseCopy } from '../tools/copy.js';
 import { formatOfDriver } from '../providers/image/formats.js';
@@ -869,11 +881,20 @@ async function restoreInPlace(f: BackupFile, k: { disk: Secret; copy: Secret } |
   await updateRecords(ctx.stateDir, (r) => r.restoring?.asides.push({ source: f.source, aside, pool: f.pool }));
   await sparseCopy(f.source, `${aside}.partial`);
   await rename(`${aside}.partial`, aside);
+  // An overlay (a plain qcow2 with a backing file) is restored as an overlay on its base: only
+  // what differs from the base as it is now is written into it, so it stays the small file
+  // the YAML declares (written whole, it would hold the whole disk). The data is the backup's
+  // either way, whatever the base holds now: the comparison below checks it.
+  const inf = !k && f.sourceFormat === 'qcow2' ? await info(f.source, 'qcow2') : undefined;
+  // (An image with an external data file keeps its data there: written whole, as any other.)
+  const overlay = inf?.['format-specific']?.data?.['data-file'] ? undefined : inf?.['backing-filename'];
   try {
-    await writeInto(
-      { path: f.file, driver: 'qcow2', encryption: k?.copy },
-      { path: f.source, format: formatOfDriver(f.sourceFormat) as Format, encryption: k?.disk, overwrite: true },
-    );
+    if (overlay) await rewriteOverlay(f.source, { path: f.file, driver: 'qcow2' });
+    else
+      await writeInto(
+        { path: f.file, driver: 'qcow2', encryption: k?.copy },
+        { path: f.source, format: formatOfDriver(f.sourceFormat) as Format, encryption: k?.disk, overwrite: true },
+      );
     failpoint('restore-written');
     await compare({ path: f.file, driver: 'qcow2', encryption: k?.copy }, { path: f.source, driver, encryption: k?.disk });
   } catch (e) {
@@ -884,7 +905,7 @@ async function restoreInPlace(f: BackupFile, k: { disk: Secret; copy: Secret } |
   await rm(aside, { force: true });
   // libvirt keeps its own view of a pool's volumes: let it read the restored file.
   if (f.pool) await refreshPool(ctx.virsh, f.pool);
-  ctx.log(`restore: ${f.target} (${f.source}) restored from ${path.basename(f.file)}`);
+  ctx.log(`restore: ${f.target} (${f.source}) restored from ${path.basename(f.file)}${overlay ? ` as an overlay on ${overlay} (what differs from it)` : ''}`);
 }
 
 async function updateRecords(stateDir: string, change: (r: BackupRecords) => void): Promise<void> {

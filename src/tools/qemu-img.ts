@@ -2,6 +2,7 @@
 // image of this format with these options, a conversion, a resize); this file turns it
 // into argument arrays, runs them through exec.ts, and reads back what qemu-img reports.
 import type { Format, Qcow2Options } from '../reconcile/model.js';
+import { rm } from 'node:fs/promises';
 import { CommandError, run, runEach } from './exec.js';
 import { optionValue } from './option-escape.js';
 
@@ -38,6 +39,41 @@ export function bitmapsOf(i: QemuImgInfo): { name: string; flags: string[] }[] {
  */
 export async function setBacking(path: string, backing: string, backingDriver: string): Promise<void> {
   await run('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', backing, '-F', backingDriver, path]);
+}
+
+/**
+ * Rewrites a qcow2 overlay so that it holds `data` (an image read through its own chain) as
+ * only the clusters where `data` differs from the overlay's backing file — an overlay on its
+ * base again, not a full copy with a backing reference. The same file (qemu-img create
+ * truncates it in place: its inode, owner and mode stay), with the options it had (cluster
+ * size, compat, lazy refcounts, extended L2, compression, refcount width) and the backing file
+ * named as it was. The caller keeps a copy aside: the overlay's old content is gone at once.
+ */
+export async function rewriteOverlay(overlay: string, data: { path: string; driver: string }): Promise<void> {
+  const i = await info(overlay, 'qcow2');
+  const backing = i['backing-filename'];
+  if (!backing) throw new Error(`${overlay} has no backing file`);
+  const d = (i['format-specific']?.data ?? {}) as Record<string, unknown>;
+  const opts = [
+    `compat=${d.compat ?? '1.1'}`,
+    ...(i['cluster-size'] ? [`cluster_size=${i['cluster-size']}`] : []),
+    ...(d['lazy-refcounts'] !== undefined ? [`lazy_refcounts=${d['lazy-refcounts'] ? 'on' : 'off'}`] : []),
+    ...(d['extended-l2'] !== undefined ? [`extended_l2=${d['extended-l2'] ? 'on' : 'off'}`] : []),
+    ...(d['compression-type'] ? [`compression_type=${d['compression-type']}`] : []),
+    ...(d['refcount-bits'] ? [`refcount_bits=${d['refcount-bits']}`] : []),
+  ];
+  const backingDriver = i['backing-filename-format'] ?? 'qcow2';
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', opts.join(','), '-b', backing, '-F', backingDriver, overlay, String(i['virtual-size'])]);
+  // The difference: a scratch overlay on the data, rebased (safe mode: every cluster compared)
+  // onto the emptied overlay, holds just what differs from the base; committed into it.
+  const diff = `${overlay}.restore-diff`;
+  try {
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', data.path, '-F', data.driver, diff]);
+    await run('qemu-img', ['rebase', '-f', 'qcow2', '-b', overlay, '-F', 'qcow2', diff]);
+    await run('qemu-img', ['commit', '-q', '-f', 'qcow2', diff]);
+  } finally {
+    await rm(diff, { force: true });
+  }
 }
 
 /** Format options of a new image, as declared. */
