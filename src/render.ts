@@ -94,9 +94,9 @@ export function renderBackups(rows: BackupListing[]): string {
     rows.map((r) => [
       r.id,
       r.vm,
-      r.mode,
+      r.mode === 'incremental' ? (r.parent ? 'incremental' : 'incremental (full)') : r.mode,
       age(r.ageSeconds),
-      r.status === 'failed' ? '-' : r.size === undefined ? '(in image)' : r.present ? formatSize(r.size) : 'MISSING',
+      r.status === 'failed' ? '-' : r.size === undefined ? '(in image)' : r.present ? formatSize(r.size) : r.missing === 'base' ? 'BASE MISSING' : 'MISSING',
       r.verified === undefined ? '-' : r.verified ? 'yes' : 'FAILED',
       r.protected ? 'yes' : '-',
       // The whole error is in `-o json`; a table line keeps to its first 80 characters.

@@ -52,6 +52,7 @@ const run = async (): Promise<Run> => {
   expect(r.code, r.stdout + r.stderr).toBe(0);
   return JSON.parse(r.stdout) as Run;
 };
+const qemuImgJson = async (f: string) => JSON.parse(await qemuImg('info', '-U', '--output=json', f));
 const state = async () => (await virsh(lv, 'domstate', 'db')).trim();
 const runs: Run[] = [];
 
@@ -189,6 +190,10 @@ describe('incremental backups', () => {
     const next = await run();
     expect(next.parent).toBeUndefined();
     expect(next.note).toMatch(/db's disks were restored from/);
+    // The bitmaps of checkpoints that went with the old definition are gone from the image:
+    // only the newest checkpoint's is left (adversarial and newcomer passes: they stayed).
+    const bitmaps = ((await qemuImgJson(p('disk.qcow2')))['format-specific'].data.bitmaps ?? []).map((b: { name: string }) => b.name);
+    expect(bitmaps).toEqual([next.id]);
   });
 
   it('a run killed while the domain is started paused for it is cleaned up by the next: the domain stopped, nothing left behind, the run on record as failed', async () => {
@@ -310,15 +315,34 @@ describe('modes that cannot work, and failing schedules', () => {
       ),
       'modes.yaml',
     );
+    // What the YAML shows is refused by validate already (file:line:col), so by plan too.
     const plan = await sb.run('plan', '-f', f);
     expect(plan.code).not.toBe(0);
-    expect(plan.stdout).toMatch(/backups\.snap: mode snapshot cannot include disk vdb of db: it is raw/);
-    expect(plan.stdout).toMatch(/backups\.incall: mode incremental cannot back up disk vdb of db: it is raw/);
-    expect(plan.stdout).toMatch(/backups\.snapsome: mode snapshot takes every disk of db .* leaves out vdb/);
+    const said = plan.stdout + plan.stderr;
+    expect(said).toMatch(
+      /modes\.yaml:\d+:\d+: backups\.snap\.mode: mode snapshot cannot include disk vdb of db: it is raw, and internal snapshots need qcow2\. Use mode copy or external\./,
+    );
+    expect(said).toMatch(/modes\.yaml:\d+:\d+: backups\.incall\.mode: mode incremental cannot back up disk vdb of db: it is raw/);
+    expect(said).toMatch(/modes\.yaml:\d+:\d+: backups\.snapsome\.mode: mode snapshot takes every disk of db .* leaves out vdb/);
+    expect((await sb.run('validate', '-f', f)).code).not.toBe(0);
     const before = await virsh(lv, 'checkpoint-list', 'db', '--name');
     const r = await sb.run('backup', 'run', 'incall', '-f', f);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/cannot back up disk vdb/);
+    // A disk the YAML does not declare is found by plan, on the domain as libvirt has it.
+    await virsh(lv, 'attach-disk', 'db', p('raw.img'), 'vdz', '--config', '--driver', 'qemu', '--subdriver', 'raw');
+    const f2 = await sb.yaml(
+      YAML(
+        '2',
+        '  snaponly: { vm: db, disks: [vda], schedule: "0 2 * * *", mode: incremental, destination: $DIR/bk-x }\n  snapall: { vm: ov, schedule: "0 2 * * *", mode: copy, destination: $DIR/bk-y }\n',
+      ),
+      'modes2.yaml',
+    );
+    expect((await sb.run('validate', '-f', f2)).code).toBe(0);
+    const incAll = await sb.yaml(YAML('2', '  incz: { vm: db, disks: [vda, vdz], schedule: "0 2 * * *", mode: incremental, destination: $DIR/bk-z }\n'), 'modes3.yaml');
+    const p3 = await sb.run('plan', '-f', incAll);
+    expect(p3.stdout).toMatch(/backups\.incz: mode incremental cannot back up disk vdz of db: it is raw/);
+    await virsh(lv, 'detach-disk', 'db', 'vdz', '--config');
     expect(await virsh(lv, 'checkpoint-list', 'db', '--name')).toBe(before);
     expect((await virsh(lv, 'snapshot-list', 'db', '--name')).trim()).toBe('');
   });

@@ -11,6 +11,7 @@ import {
   convertInto as writeInto,
   create,
   info,
+  removeBitmap,
   rewriteOverlay,
   setBacking,
   unlocks,
@@ -94,7 +95,10 @@ function passphraseOf(ctx: Pick<BackupContext, 'passphrases'>, p: string, what: 
 
 async function domainDisks(v: Virsh, spec: Pick<BackupSpec, 'vm' | 'disks' | 'mode'>): Promise<{ running: boolean; state: string; all: string[]; disks: DiskSource[] }> {
   const { vm, disks: want } = spec;
-  const state = await domainState(v, vm);
+  const state = await domainState(v, vm).catch((e: Error) => {
+    if (/failed to get domain|no domain with matching/i.test(e.message)) throw new UserError(`domain ${vm} is not defined: \`reconcile apply\` defines it as the YAML declares it`);
+    throw e;
+  });
   const running = state === 'running' || state === 'paused';
   // Disks of this host only: a network disk's data lives on its server (backed up there).
   const devices = (await readDisks(v, vm, running)).filter((d) => d.device === 'disk' && d.type !== 'network');
@@ -145,6 +149,7 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
   await recoverInterrupted(spec, ctx);
   await forgetStaleSuspension(ctx.stateDir, spec);
   const records = await readBackupRecords(ctx.stateDir);
+  if (records.suspended?.[spec.name]) ctx.log(`backups.${spec.name} is suspended (its schedule does not run it); this run is by hand, and ends the suspension if it succeeds`);
   const ran: string[][] = [];
   const failed = { value: false };
   const progress: { startedPaused?: string } = {};
@@ -446,6 +451,16 @@ async function incrementalRun(
   if (!o.running) {
     if (await hasManagedSave(v, spec.vm))
       throw new UserError(`${spec.vm} has a saved state (managedsave): starting it for the backup would resume that guest; start it or remove the saved state, then run again`);
+    // Bitmaps of this schedule that libvirt no longer knows as checkpoints (the domain was
+    // defined again, or its metadata dropped) would be updated by every write for nothing: at
+    // rest, before QEMU opens the disks, they go.
+    const known = new Set(await listCheckpoints(v, spec.vm));
+    for (const d of o.disks)
+      for (const b of bitmapsOf(await info(d.path, 'qcow2')))
+        if (ownCheckpoint(spec.name, b.name) && !known.has(b.name)) {
+          await removeBitmap(d.path, b.name);
+          ctx.log(`backups.${spec.name}: removed the stale change record ${b.name} from ${d.path} (libvirt no longer has its checkpoint)`);
+        }
     const mark = { id: o.id, vm: spec.vm, at: new Date().toISOString(), destination: spec.destination };
     // 'starting' covers the instant between the start and knowing the new instance's id.
     await markInProgress(ctx.stateDir, spec, { ...mark, startedPaused: 'starting' });
@@ -605,6 +620,8 @@ export interface BackupListing {
   protected?: boolean;
   /** every file it is read through is here (an incremental backup's whole chain) */
   present: boolean;
+  /** not present: its own copy is missing, or (its own copy here) a backup it is read through */
+  missing?: 'copy' | 'base';
   /** incremental: the backup it holds the changes since */
   parent?: string;
   /** why it is a full backup of an incremental schedule, when the chain could not go on */
@@ -618,16 +635,17 @@ export async function listBackups(stateDir: string, schedule?: string, now = new
   const out: BackupListing[] = [];
   for (const r of records.runs.filter((x) => !schedule || x.schedule === schedule).sort((a, b) => a.at.localeCompare(b.at))) {
     let size = 0;
-    let present = true;
+    let missing: 'copy' | 'base' | undefined;
     for (const f of r.files) {
       const s = await stat(f.file).catch(() => undefined);
       if (s) size += s.size;
-      else present = false;
+      else missing = 'copy';
     }
     // An increment cannot be read without its bases.
     const chain = chainOf(r, records.runs);
-    if (!chain) present = false;
-    else for (const c of chain.slice(1)) for (const f of c.files) if (!(await stat(f.file).catch(() => undefined))) present = false;
+    if (!missing && !chain) missing = 'base';
+    else if (!missing) for (const c of chain!.slice(1)) for (const f of c.files) if (!(await stat(f.file).catch(() => undefined))) missing = 'base';
+    const present = r.status !== 'failed' && !missing;
     out.push({
       id: r.id,
       schedule: r.schedule,
@@ -641,6 +659,7 @@ export async function listBackups(stateDir: string, schedule?: string, now = new
       error: r.error,
       protected: r.protected,
       present,
+      missing,
       parent: r.parent,
       note: r.note,
       copies: r.copies,
@@ -688,7 +707,8 @@ export async function verifyByRestore(spec: BackupSpec, ctx: BackupContext): Pro
   try {
     const chain = chainOf(r, records.runs);
     if (!chain) throw new Error('a backup it depends on is no longer on record');
-    const written = await restoreTo(r, scratch, await copyKeys(r, ctx), ctx, { dir: true });
+    // (Quiet: the files it writes are removed at once.)
+    const written = await restoreTo(r, scratch, await copyKeys(r, ctx), { ...ctx, log: () => undefined }, { dir: true });
     for (const [i, f] of written.entries()) {
       const source = r.files[i]!;
       const c = await checkImage(f, {
@@ -708,7 +728,7 @@ export async function verifyByRestore(spec: BackupSpec, ctx: BackupContext): Pro
   const rec = after.runs.find((x) => x.id === r.id);
   if (rec) Object.assign(rec, { restoreVerifiedAt: new Date().toISOString(), restoreVerifyError: error });
   await writeBackupRecords(ctx.stateDir, after);
-  ctx.log(`backups.${spec.name}: ${r.id} restored to a scratch path and compared: ${error ? `FAILED: ${error}` : 'ok'}`);
+
   return { ...r, restoreVerifiedAt: rec?.restoreVerifiedAt, restoreVerifyError: error };
 }
 

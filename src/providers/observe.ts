@@ -224,7 +224,9 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     // Only runs whose process is gone: plan takes no lock, and a run may be under way.
     obs.backupInProgress = Object.fromEntries(Object.entries(records.inProgress ?? {}).filter(([, x]) => !x.pid || !processAlive(x.pid)));
     obs.backupBadCopies = records.runs.flatMap((r) =>
-      r.verified === false || r.restoreVerifyError ? [{ schedule: r.schedule, id: r.id, error: r.verifyError ?? `restored and compared: ${r.restoreVerifyError}` }] : [],
+      r.verified === false || r.restoreVerifyError
+        ? [{ schedule: r.schedule, id: r.id, error: r.verifyError ?? `restored and compared (\`backup verify ${r.schedule} --restore\` checks it again): ${r.restoreVerifyError}` }]
+        : [],
     );
   }
   const [, , libvirt] = await Promise.all([

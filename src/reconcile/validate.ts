@@ -2,6 +2,7 @@
 // duplicates, format rules), and normalisation of all files into one DesiredState.
 import path from 'node:path';
 import { Cron } from 'croner';
+import { declaredDisks, modeConflicts, modeProblems } from '../providers/backup/modes.js';
 import type { ConfigError } from './errors.js';
 import { article, FILE_POOLS, FILE_WIPE_ALGORITHMS, imageSecretUsage, LUN_POOLS, STORAGE_POOLS, sourceImage, VOLUME_EXT } from './model.js';
 import type {
@@ -863,6 +864,17 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
   for (const [name, { c, raw }] of Object.entries(owner.backups!)) {
     const s = checkBackup(c, name, raw, vmInputs);
     if (s) state.backups[name] = s;
+  }
+  // What the YAML alone shows cannot work (plan checks again against the domain as libvirt has
+  // it: disks the YAML does not declare, formats it does not say).
+  const specs = Object.values(state.backups);
+  const conflicts = new Map(modeConflicts(specs).map((x) => [x.name, x.message]));
+  for (const spec of specs) {
+    const { c, raw } = owner.backups![spec.name]!;
+    const at: FieldPath = raw.mode !== undefined ? ['backups', spec.name, 'mode'] : ['backups', spec.name];
+    const problems = [...modeProblems(spec, declaredDisks(state, spec.vm)), ...(conflicts.has(spec.name) ? [conflicts.get(spec.name)!] : [])];
+    for (const m of problems) c.err(at, m, raw.mode === undefined);
+    if (problems.length) delete state.backups[spec.name];
   }
   for (const c of checkers) errors.push(...c.errors);
   checkImageGraph(state, new Set(Object.keys(owner.images!)), errors, (name) => {

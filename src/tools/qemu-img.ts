@@ -32,6 +32,11 @@ export function bitmapsOf(i: QemuImgInfo): { name: string; flags: string[] }[] {
   return ((i['format-specific']?.data?.bitmaps as { name: string; flags?: string[] }[] | undefined) ?? []).map((b) => ({ name: b.name, flags: b.flags ?? [] }));
 }
 
+/** Removes a persistent dirty bitmap from a qcow2 image at rest. */
+export async function removeBitmap(path: string, name: string): Promise<void> {
+  await run('qemu-img', ['bitmap', '--remove', '-f', 'qcow2', path, name]);
+}
+
 /**
  * Points a qcow2 image at a backing file without touching its data (rebase -u): an incremental
  * backup holds only changed clusters and reads the rest through the previous backup. A

@@ -5,33 +5,17 @@
 import type { Kind } from '../../reconcile/kind.js';
 import { overdue, suspendedNotes } from './diff.js';
 import { executeBackup } from './execute.js';
-import { modeConflicts, modeProblems, type BackupDisk } from './modes.js';
+import { declaredDisks, modeConflicts, modeProblems, type BackupDisk } from './modes.js';
 import { present } from '../observe.js';
-import type { DesiredState } from '../../reconcile/model.js';
 import type { ObservedDomain } from '../../tools/libvirt-domain.js';
-import { targetName } from '../domain/diff.js';
 
 /** The disks a schedule's VM has: as libvirt has them, or (not defined yet) as declared. */
-function vmDisks(state: DesiredState, vm: string, domain: ObservedDomain | undefined): BackupDisk[] {
-  if (domain)
-    return domain.persistent
-      .filter((d) => d.device === 'disk' && d.type !== 'network')
-      .map((d) => ({ target: d.target, format: d.driverType ?? 'raw', encrypted: !!d.encryption, readonly: d.readonly }));
-  // Targets as the domain will get them: declared, else the next free one of the bus.
-  const declared = state.vms[vm]?.disks ?? [];
-  const used = new Set(declared.map((d) => d.target).filter(Boolean));
-  return declared.flatMap((d) => {
-    let target = d.target;
-    for (let i = 0; !target; i++) {
-      const t = targetName(d.bus, i);
-      if (used.has(t)) continue;
-      target = t;
-      used.add(t);
-    }
-    const img = d.image ? state.images[d.image] : undefined;
-    return d.device === 'disk' && !d.network ? [{ target, format: img?.format, encrypted: !!img?.encryption, readonly: d.readonly }] : [];
-  });
-}
+const vmDisks = (state: Parameters<typeof declaredDisks>[0], vm: string, domain: ObservedDomain | undefined): BackupDisk[] =>
+  domain
+    ? domain.persistent
+        .filter((d) => d.device === 'disk' && d.type !== 'network')
+        .map((d) => ({ target: d.target, format: d.driverType ?? 'raw', encrypted: !!d.encryption, readonly: d.readonly }))
+    : declaredDisks(state, vm);
 
 export const backupKind: Kind = {
   resource: 'backup',

@@ -1,6 +1,7 @@
 // Which backup modes can work for which disks: checked at plan time (against the domain as it
 // is, or as declared) and again when a run starts. Pure.
-import type { BackupSpec } from '../../reconcile/model.js';
+import type { BackupSpec, DesiredState } from '../../reconcile/model.js';
+import { targetName } from '../domain/diff.js';
 
 export interface BackupDisk {
   target: string;
@@ -10,11 +11,30 @@ export interface BackupDisk {
   readonly: boolean;
 }
 
+/** A VM's disks as the YAML declares them (targets as the domain will get them: declared, else the next free one of the bus). */
+export function declaredDisks(state: Pick<DesiredState, 'vms' | 'images'>, vm: string): BackupDisk[] {
+  const declared = state.vms[vm]?.disks ?? [];
+  const used = new Set(declared.map((d) => d.target).filter(Boolean));
+  return declared.flatMap((d) => {
+    let target = d.target;
+    for (let i = 0; !target; i++) {
+      const t = targetName(d.bus, i);
+      if (used.has(t)) continue;
+      target = t;
+      used.add(t);
+    }
+    const img = d.image ? state.images[d.image] : undefined;
+    return d.device === 'disk' && !d.network ? [{ target, format: img?.format, encrypted: !!img?.encryption, readonly: d.readonly }] : [];
+  });
+}
+
 /** What stops this schedule's mode from working on these disks (the domain's disks, CD-ROMs and network disks left out). */
 export function modeProblems(spec: Pick<BackupSpec, 'mode' | 'disks' | 'vm'>, disks: BackupDisk[]): string[] {
   const out: string[] = [];
   const chosen = spec.disks ? disks.filter((d) => spec.disks!.includes(d.target)) : disks;
-  const other = spec.mode === 'snapshot' ? ' Use mode copy, external or incremental (with `disks:` to choose the disks).' : '';
+  // Incremental is advice only where every chosen disk is qcow2 (it tracks changes in qcow2 bitmaps).
+  const allQcow2 = chosen.every((d) => d.format === undefined || d.format === 'qcow2');
+  const other = spec.mode === 'snapshot' ? ` Use mode copy or external${allQcow2 ? ', or incremental (with `disks:` to choose the disks)' : ''}.` : '';
   if (spec.mode === 'snapshot') {
     // libvirt takes every writable disk into an internal snapshot and refuses snapshot='no' for
     // one ("disk 'vdb' must use snapshot mode 'internal'"): `disks:` cannot leave one out.
@@ -24,7 +44,7 @@ export function modeProblems(spec: Pick<BackupSpec, 'mode' | 'disks' | 'vm'>, di
         `mode snapshot takes every disk of ${spec.vm} (libvirt cannot leave a disk out of an internal snapshot); \`disks:\` leaves out ${left.map((d) => d.target).join(', ')}.${other}`,
       );
     for (const d of disks.filter((x) => !x.readonly && x.format !== undefined && x.format !== 'qcow2'))
-      out.push(`mode snapshot cannot include disk ${d.target} of ${spec.vm}: it is ${d.format}, and internal snapshots need qcow2.${other}`);
+      out.push(`mode snapshot cannot include disk ${d.target} of ${spec.vm}: it is ${d.format}, and internal snapshots need qcow2. Use mode copy or external.`);
   }
   if (spec.mode === 'incremental') {
     for (const d of chosen) {
