@@ -3,7 +3,7 @@
 // place in chain order, retention removes it there too, restore fetches what is missing here
 // (falling back from one place to the next), and a place that is down fails the run, on
 // record, and is caught up at the next run.
-import { chmod, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { BlobServiceClient } from '@azure/storage-blob';
@@ -73,6 +73,15 @@ backups:
       - { url: s3://vr-bk/hosts/h1, endpoint: "${s3.endpoint}", pathStyle: true, credentialsFile: $DIR/s3.cred }
       - { url: azure://${az.account}/vr-bk/h1, credentialsFile: $DIR/az.cs }
       - { url: "ssh://root@127.0.0.1:${ssh.port}$DIR/remote/h1", identityFile: $DIR/sshd/client_key, knownHostsFile: $DIR/sshd/known_hosts }
+  two:
+    vm: db
+    schedule: "0 2 * * *"
+    mode: copy
+    destination: $DIR/bk2
+    keep: 1
+    copyTo:
+      - { url: s3://vr-bk/two, endpoint: "${s3.endpoint}", pathStyle: true, credentialsFile: $DIR/s3.cred }
+      - { url: "ssh://root@127.0.0.1:${ssh.port}$DIR/remote/two", identityFile: $DIR/sshd/client_key, knownHostsFile: $DIR/sshd/known_hosts }
 `);
   const r = await sb.run('apply');
   if (r.code !== 0) throw new Error(r.stdout + r.stderr);
@@ -142,5 +151,42 @@ describe('copyTo', () => {
     }
     await s3.start();
     await az.start();
+  });
+
+  it('a removal that fails at a place is remembered and done at the next run (adversarial pass: it was lost)', async () => {
+    const two = async () => {
+      const r = await sb.run('backup', 'run', 'two', '-o', 'json');
+      return { code: r.code, id: r.code === 0 ? (JSON.parse(r.stdout) as Run).id : undefined, out: r.stdout + r.stderr };
+    };
+    const a = await two();
+    expect(a.code, a.out).toBe(0);
+    await ssh.stop();
+    const b = await two();
+    expect(b.code).not.toBe(0);
+    const pending = JSON.parse(await readFile(path.join(sb.stateDir, 'backups.json'), 'utf8')).offsiteDeletes as { schedule: string; url: string; names: string[] }[];
+    expect(pending).toEqual([expect.objectContaining({ schedule: 'two', url: expect.stringMatching(/^ssh:/), names: namesOf(a.id!) })]);
+    await ssh.start();
+    const c = await two();
+    expect(c.code, c.out).toBe(0);
+    expect((await readdir(p('remote/two'))).sort()).toEqual(namesOf(c.id!));
+  });
+
+  it('a copy fetched back is checked against what was sent: a damaged one is discarded and the next place is used', async () => {
+    const listed = JSON.parse((await sb.run('backup', 'list', 'two', '-o', 'json')).stdout) as { id: string }[];
+    const id = listed.at(-1)!.id;
+    // Damage the copy S3 holds (s3rver keeps each object as a file of its own).
+    const objects = (await readdir(p('s3'), { recursive: true })) as string[];
+    const object = p(`s3/${objects.find((n) => n.includes(`${id}-vda.qcow2`) && n.endsWith('._S3rver_object'))!}`);
+    const fh = await open(object, 'r+');
+    const size = (await fh.stat()).size;
+    await fh.write(Buffer.from('damage'), 0, 6, Math.floor(size / 2));
+    await fh.close();
+    await rm(p('bk2'), { recursive: true, force: true });
+    const r = await sb.run('restore', 'two', '--from', id, '--to', p('two-restored.qcow2'));
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/from s3:\/\/vr-bk\/two.* failed: what was fetched is not what was sent/);
+    expect(r.stdout).toMatch(/fetched from ssh:\/\/.*\(SHA-256 checked\)/);
+    for (const [mib, byte] of [0xa1, 0xb2, 0xc3].entries()) expect(await holds(p('two-restored.qcow2'), mib, byte)).toBe(true);
+    expect((await stat(p(`bk2/${id}-vda.qcow2`))).mode & 0o777).toBe(0o600);
   });
 });

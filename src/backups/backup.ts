@@ -235,7 +235,6 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
       delete after.suspended?.[spec.name];
       if (spec.mode === 'incremental') delete after.chainBroken?.[spec.name];
     }
-    delete after.inProgress?.[spec.name];
     await writeBackupRecords(ctx.stateDir, after);
     ctx.log(
       `backups.${spec.name}: made ${id}${result.parent ? ` (incremental on ${result.parent})` : spec.mode === 'incremental' ? ' (full)' : ''}${result.verified === false ? ` — VERIFY FAILED: ${result.verifyError}` : result.verified ? ' (verified)' : ''}`,
@@ -244,7 +243,9 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
     if (spec.verifyEverySeconds !== undefined) await reverifyDue(spec, ctx, now);
     if (result.verified === false) throw new Error(`backup ${id} failed verification: ${result.verifyError}`);
     // Off the host once verified; a failure there fails the run (it is on record, and tried again next time).
-    const offsite = await sendOffsite(spec, ctx);
+    const offsite = spec.copyTo.length ? await sendOffsite(spec, ctx) : [];
+    // Under way until sent everywhere: one killed while it sent is found by the next run.
+    await updateRecords(ctx.stateDir, (x) => delete x.inProgress?.[spec.name]);
     if (offsite.length) throw new Error(`backup ${id} was made here, but ${offsite.join('; ')}`);
     return result;
   } catch (e) {
@@ -595,7 +596,8 @@ export async function applyRetention(spec: BackupSpec, ctx: BackupContext, now: 
     if (r.domainXml) await rm(r.domainXml, { force: true });
     ctx.log(`backups.${spec.name}: retention deleted ${r.id}`);
   }
-  await removeOffsite(spec, doomed, ctx);
+  // Removed at each place too; what cannot be removed yet is remembered in these records.
+  await removeOffsite(spec, doomed, ctx, records);
   if (doomed.length) {
     const ids = new Set(doomed.map((r) => r.id));
     records.runs = records.runs.filter((r) => !ids.has(r.id));

@@ -48,6 +48,8 @@ export interface BackupRun {
   verifiedAt?: string;
   /** copies off the host (`copyTo:`), by target URL: when it was complete there, or why it is not (tried again at each run) */
   copies?: Record<string, { at?: string; error?: string }>;
+  /** SHA-256 of each file sent off the host, by name: a file fetched back is checked against it */
+  sums?: Record<string, string>;
   /** `backup verify NAME --restore`: when it was last restored to a scratch path and compared, and what failed */
   restoreVerifiedAt?: string;
   restoreVerifyError?: string;
@@ -76,7 +78,7 @@ export interface BackupRecords {
   /** schedules suspended after maxFailures failed runs in a row; `digest`: the schedule as it was (a change resumes it) */
   suspended?: Suspensions;
   /** copies off the host that retention removed here but could not remove there yet (tried again at each run) */
-  offsiteDeletes?: { url: string; names: string[] }[];
+  offsiteDeletes?: { schedule: string; url: string; names: string[] }[];
   /**
    * A restore into images under way: each image's copy as it was before (`aside`, complete once
    * it exists under that name). One still here was interrupted: the next restore or backup run

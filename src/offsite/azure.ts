@@ -13,7 +13,9 @@ export async function azureStore(t: Extract<OffsiteTarget, { kind: 'azure' }>): 
   if (account && account !== t.account) throw new Error(`${t.url}: the connection string is for account ${account}, not ${t.account}`);
   // A few quick tries: a place that is down must fail the run in seconds, not minutes (the
   // next run tries again); a single try may still take long, as large blocks do.
-  const container = BlobServiceClient.fromConnectionString(cs, { retryOptions: { maxTries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 4000 } }).getContainerClient(t.container);
+  const container = BlobServiceClient.fromConnectionString(cs, {
+    retryOptions: { maxTries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 4000, tryTimeoutInMs: 60_000 },
+  }).getContainerClient(t.container);
   await container.createIfNotExists();
   const blob = (name: string) => container.getBlockBlobClient(keyOf(t.prefix, name));
   return {

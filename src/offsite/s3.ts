@@ -39,6 +39,9 @@ export async function s3Store(t: Extract<OffsiteTarget, { kind: 's3' }>): Promis
     forcePathStyle: t.pathStyle,
     credentials,
     maxAttempts: 3,
+    // A place that takes the connection and never answers fails the run in minutes, not never:
+    // a socket idle this long is given up (a part being sent is never idle that long).
+    requestHandler: { connectionTimeout: 15_000, requestTimeout: 60_000 },
   });
   const key = (name: string) => keyOf(t.prefix, name);
   return {

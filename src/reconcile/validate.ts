@@ -540,15 +540,19 @@ function offsiteTarget(t: {
   knownHostsFile?: string;
 }): OffsiteTarget | string {
   const allowed = 's3://BUCKET/PREFIX, azure://ACCOUNT/CONTAINER/PREFIX or ssh://[USER@]HOST[:PORT]/PATH';
+  // Not echoed whole: a pasted connection string or a signed URL is a secret.
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(t.url)) return `not a URL of a place: use ${allowed}`;
+  // Before parsing: the URL parser resolves "..", and a path must say where it goes as written.
+  if (/(^|\/)(\.|%2e){1,2}(\/|$)/i.test(t.url.replace(/^[a-z0-9+.-]*:\/\/[^/]*/i, ''))) return `${hideUserinfo(t.url).split('?')[0]}: no . or .. in the path`;
   let u: URL;
   try {
     u = new URL(t.url);
   } catch {
-    return `${JSON.stringify(hideUserinfo(t.url))} is not a URL: use ${allowed}`;
+    return `${hideUserinfo(t.url).split('?')[0]} is not a URL: use ${allowed}`;
   }
   if (u.password || (u.username && u.protocol !== 'ssh:'))
     return `${hideUserinfo(t.url)}: credentials do not go in the URL (they would be in the YAML and in logs); use credentialsFile (s3, azure) or identityFile (ssh)`;
-  if (u.search || u.hash) return `${t.url}: takes no ?query or #fragment`;
+  if (u.search || u.hash) return `${u.protocol}//${u.host}${u.pathname}: takes no ?query or #fragment (a signed URL's query is a credential: use credentialsFile)`;
   const parts = decodeURIComponent(u.pathname).split('/').filter(Boolean);
   if (parts.some((x) => x === '..' || x === '.')) return `${t.url}: no . or .. in the path`;
   const only = (kind: string, fields: (keyof typeof t)[]) => {
@@ -563,7 +567,8 @@ function offsiteTarget(t: {
       return (
         only('s3', ['endpoint', 'region', 'pathStyle', 'credentialsFile']) ?? {
           kind: 's3',
-          url,
+          // A place is known by its URL and its endpoint: another server is another place.
+          url: t.endpoint ? `${url} via ${t.endpoint.replace(/\/$/, '')}` : url,
           bucket: u.hostname,
           prefix: parts.join('/'),
           endpoint: t.endpoint,
@@ -575,6 +580,8 @@ function offsiteTarget(t: {
     }
     case 'azure:':
       if (!u.hostname || !parts.length) return `${t.url}: name the account and the container: azure://ACCOUNT/CONTAINER/PREFIX`;
+      if (!/^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/.test(parts[0]!))
+        return `${t.url}: ${JSON.stringify(parts[0])} is not an Azure container name (3 to 63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit)`;
       return (
         only('azure', ['credentialsFile']) ?? {
           kind: 'azure',
@@ -664,9 +671,12 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
   });
   if (copyTo.length && mode === 'snapshot')
     c.err([...base, 'copyTo'], 'mode snapshot keeps internal snapshots inside the image: there is no copy to send off the host (use copy, external or incremental)');
-  const urls = copyTo.map((t) => t.url);
-  urls.forEach((u, i) => {
-    if (urls.indexOf(u) !== i) c.err([...base, 'copyTo', i], `${u} is listed twice`);
+  const seen = new Set<string>();
+  (raw.copyTo ?? []).forEach((t, i) => {
+    const target = offsiteTarget(typeof t === 'string' ? { url: t } : t);
+    if (typeof target === 'string') return;
+    if (seen.has(target.url)) c.err([...base, 'copyTo', i], `${target.url} is listed twice`);
+    seen.add(target.url);
   });
   const verifyEverySeconds = typeof raw.verify === 'object' && raw.verify.every !== undefined ? c.duration([...base, 'verify', 'every'], raw.verify.every) : undefined;
   // A hook's timeout is a timer: one longer than a timer can wait would fire at once.
