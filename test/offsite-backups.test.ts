@@ -21,6 +21,7 @@ let ssh: Awaited<ReturnType<typeof startSshd>>;
 const p = (f: string) => path.join(sb.dir, f);
 
 const s3Names = async () => {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true'; // as src/offsite/s3.ts does
   const c = new S3Client({ region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
   const r = await c.send(new ListObjectsV2Command({ Bucket: 'vr-bk', Prefix: 'hosts/h1/' }));
   return (r.Contents ?? []).map((o) => o.Key!.slice('hosts/h1/'.length)).sort();
