@@ -1,7 +1,7 @@
 // Which backup modes can work for which disks: checked at plan time (against the domain as it
 // is, or as declared) and again when a run starts. Pure.
 import type { BackupSpec, DesiredState } from '../../reconcile/model.js';
-import { targetName } from '../domain/diff.js';
+import { targetName } from '../domain/targets.js';
 
 export interface BackupDisk {
   target: string;

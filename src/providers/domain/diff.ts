@@ -34,20 +34,8 @@ export interface VmDiff {
 import type { DiskStep } from './ops.js';
 import { unobservable, type Observed } from '../observe.js';
 export type { DiskStep };
-
-const PREFIX: Record<DiskSpec['bus'], string> = { virtio: 'vd', scsi: 'sd', sata: 'sd', ide: 'hd', nvme: 'nvme' };
-
-/** The i-th target name of a bus: vda, vdb… (sda, hda; nvme0n1…). */
-export function targetName(bus: DiskSpec['bus'], i: number): string {
-  if (bus === 'nvme') return `nvme0n${i + 1}`;
-  let s = '';
-  let n = i;
-  do {
-    s = String.fromCharCode(97 + (n % 26)) + s;
-    n = Math.floor(n / 26) - 1;
-  } while (n >= 0);
-  return PREFIX[bus] + s;
-}
+export { targetName } from './targets.js';
+import { targetName } from './targets.js';
 
 function sameSource(a: DiskDevice, b: DiskDevice): boolean {
   if (a.type === 'network' || b.type === 'network') return a.type === b.type && networkUrl(a) === networkUrl(b);
