@@ -223,32 +223,22 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
 
   const backup = cli.command('backup').description('take, list and verify backups of the schedules under backups:');
   const schedule = ['NAME', 'a backup schedule declared under backups:'] as const;
-  action(
-    readsYaml(backup.command('run').description('take one backup of schedule NAME now (hooks, verify, retention)'))
-      .argument(...schedule)
-      .addOption(option.lockTimeout()),
-    'cmdBackupRun',
-  );
+  /** `backup VERB NAME`: a subcommand on one schedule (its own options follow, then --lock-timeout). */
+  const onSchedule = (verb: string, what: string) => readsYaml(backup.command(verb).description(what)).argument(...schedule);
+  action(onSchedule('run', 'take one backup of schedule NAME now (hooks, verify, retention)').addOption(option.lockTimeout()), 'cmdBackupRun');
   action(
     readsYaml(backup.command('list').description('backups made and failed runs: id, vm, mode, age, size, verified, protected, status')).argument(`[${schedule[0]}]`, schedule[1]),
     'cmdBackupList',
   );
   action(
-    readsYaml(backup.command('verify').description('qemu-img check every copy of schedule NAME again (--restore: restore the newest to a scratch path and compare)'))
-      .argument(...schedule)
+    onSchedule('verify', 'qemu-img check every copy of schedule NAME again (--restore: restore the newest to a scratch path and compare)')
       .option('--restore', 'also restore the newest backup to a scratch path beside the copies, compare it and check it, then remove it')
       .addOption(option.lockTimeout()),
     'cmdBackupVerify',
   );
+  action(onSchedule('resume', 'schedule NAME runs on its cron again after it was suspended (maxFailures)').addOption(option.lockTimeout()), 'cmdBackupResume');
   action(
-    readsYaml(backup.command('resume').description('schedule NAME runs on its cron again after it was suspended (maxFailures)'))
-      .argument(...schedule)
-      .addOption(option.lockTimeout()),
-    'cmdBackupResume',
-  );
-  action(
-    readsYaml(backup.command('prune').description("apply schedule NAME's retention (keep, maxAge) now; --dry-run: say what would go and what keeps the rest"))
-      .argument(...schedule)
+    onSchedule('prune', "apply schedule NAME's retention (keep, maxAge) now; --dry-run: say what would go and what keeps the rest")
       .option('--dry-run', 'change nothing: list each backup as kept (by which rules) or removed (why)')
       .addOption(option.lockTimeout()),
     'cmdBackupPrune',
@@ -258,10 +248,7 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
     ['unprotect', 'retention may remove backup ID of schedule NAME again'],
   ] as const)
     action(
-      readsYaml(backup.command(verb).description(what))
-        .argument(...schedule)
-        .argument('ID', 'a backup of the schedule (see `backup list`)')
-        .addOption(option.lockTimeout()),
+      onSchedule(verb, what).argument('ID', 'a backup of the schedule (see `backup list`)').addOption(option.lockTimeout()),
       verb === 'protect' ? 'cmdBackupProtect' : 'cmdBackupUnprotect',
     );
   backup.action(() => {

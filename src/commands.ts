@@ -321,35 +321,47 @@ export async function cmdBackupList(a: Args): Promise<number> {
   return EXIT.ok;
 }
 
+type BackupModule = typeof import('./backups/backup.js');
+
 /**
  * A command on one backup schedule (the first argument): the YAML loaded, the schedule found,
  * and the state directory's lock held while `fn` runs (`verb` names it to a waiting command).
+ * `context(log)` is what the backup functions work with: libvirt (connected on first use),
+ * the state directory, where progress goes, and the declared images' passphrase files.
  */
-async function onSchedule(a: Args, verb: string, fn: (state: DesiredState, spec: BackupSpec, b: typeof import('./backups/backup.js')) => Promise<number>): Promise<number> {
+async function onSchedule(
+  a: Args,
+  verb: string,
+  fn: (state: DesiredState, spec: BackupSpec, b: BackupModule, context: (log: (line: string) => void) => Promise<import('./backups/backup.js').BackupContext>) => Promise<number>,
+): Promise<number> {
   const [b, { acquireLock }] = await Promise.all([backups(), locking()]);
   const state = await loadDesiredState(a.files);
   const spec = backupSpec(state, a.rest[0]!);
+  const context = async (log: (line: string) => void) => ({
+    virsh: await (await virshFor(a, state.connection))(),
+    stateDir: a.stateDir,
+    log,
+    passphrases: b.passphraseFiles(state),
+  });
   const lock = await acquireLock(a.stateDir, { timeoutSeconds: a.lockTimeout, command: `${verb} ${spec.name}`, log: (m) => process.stderr.write(`${m}\n`) });
   try {
-    return await fn(state, spec, b);
+    return await fn(state, spec, b, context);
   } finally {
     await lock.release();
   }
 }
 
 export const cmdBackupRun = (a: Args) =>
-  onSchedule(a, 'backup run', async (state, spec, { runBackup, passphraseFiles }) => {
-    const r = await runBackup(spec, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: progressLog(a), passphrases: passphraseFiles(state) });
+  onSchedule(a, 'backup run', async (_state, spec, { runBackup }, context) => {
+    const r = await runBackup(spec, await context(progressLog(a)));
     if (a.output === 'json') print(JSON.stringify(r, null, 2));
     return EXIT.ok;
   });
 
 export const cmdBackupVerify = (a: Args) =>
-  onSchedule(a, 'backup verify', async (state, spec, { reverify, passphraseFiles, verifyByRestore }) => {
+  onSchedule(a, 'backup verify', async (state, spec, { reverify, passphraseFiles, verifyByRestore }, context) => {
     const runs = await reverify(a.stateDir, spec.name, passphraseFiles(state));
-    const restored = a.verifyRestore
-      ? await verifyByRestore(spec, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: progressLog(a), passphrases: passphraseFiles(state) })
-      : undefined;
+    const restored = a.verifyRestore ? await verifyByRestore(spec, await context(progressLog(a))) : undefined;
     if (a.output === 'json') print(JSON.stringify(restored ? { runs, restored } : runs, null, 2));
     else {
       for (const r of runs) print(printable(`${r.id}: ${r.verified ? 'verified' : `FAILED: ${r.verifyError}`}`));
@@ -360,7 +372,7 @@ export const cmdBackupVerify = (a: Args) =>
   });
 
 export const cmdBackupPrune = (a: Args) =>
-  onSchedule(a, 'backup prune', async (state, spec, { applyRetention, pruneVerdict }) => {
+  onSchedule(a, 'backup prune', async (_state, spec, { applyRetention, pruneVerdict }, context) => {
     const now = new Date();
     if (a.dryRun) {
       const v = await pruneVerdict(spec, a.stateDir, now);
@@ -372,7 +384,7 @@ export const cmdBackupPrune = (a: Args) =>
       }
       return EXIT.ok;
     }
-    const gone = await applyRetention(spec, { virsh: await (await virshFor(a, state.connection))(), stateDir: a.stateDir, log: print }, now);
+    const gone = await applyRetention(spec, await context(print), now);
     print(`${gone.length} backup(s) removed`);
     return EXIT.ok;
   });
@@ -399,13 +411,13 @@ export async function cmdRestore(a: Args): Promise<number> {
   const from = a.from;
   const { vm, to, start } = a.restore;
   if (to && (vm || start)) throw new UserError('restore --to writes new files and leaves the VM alone: it takes neither --vm nor --start', EXIT.usage);
-  return onSchedule(a, 'restore', async (state, spec, { restore, passphraseFiles, startDomain }) => {
-    const virsh = await (await virshFor(a, state.connection))();
-    const written = await restore(spec, from, { virsh, stateDir: a.stateDir, log: print, passphrases: passphraseFiles(state), backupPassphraseFile: a.passphraseFile, vm, to });
+  return onSchedule(a, 'restore', async (_state, spec, { restore, startDomain }, context) => {
+    const ctx = await context(print);
+    const written = await restore(spec, from, { ...ctx, backupPassphraseFile: a.passphraseFile, vm, to });
     if (a.output === 'json') print(JSON.stringify({ restored: from, files: written }, null, 2));
     else print(printable(to ? `restored ${from} to ${written.join(', ')}` : `restored ${from}`));
     if (start) {
-      await startDomain(virsh, spec.vm);
+      await startDomain(ctx.virsh, spec.vm);
       if (a.output !== 'json') print(printable(`started ${spec.vm}`));
     }
     return EXIT.ok;

@@ -20,7 +20,7 @@ import {
 import type { Format } from '../reconcile/model.js';
 import { sparseCopy } from '../tools/copy.js';
 import { formatOfDriver } from '../providers/image/formats.js';
-import { modeProblems } from '../providers/backup/modes.js';
+import { backupDisk, modeProblems } from '../providers/backup/modes.js';
 import {
   abortBackupJob,
   createInternalSnapshot,
@@ -105,10 +105,7 @@ async function domainDisks(v: Virsh, spec: Pick<BackupSpec, 'vm' | 'disks' | 'mo
   const missing = (want ?? []).filter((t) => !devices.some((d) => d.target === t));
   if (missing.length) throw new UserError(`domain ${vm} has no disk ${missing.join(', ')} (it has: ${devices.map((d) => d.target).join(', ')})`);
   // The same check as plan's, on the domain as it is now: nothing is started for a mode that cannot work.
-  const problems = modeProblems(
-    spec,
-    devices.map((d) => ({ target: d.target, format: d.driverType ?? 'raw', encrypted: !!d.encryption, readonly: d.readonly })),
-  );
+  const problems = modeProblems(spec, devices.map(backupDisk));
   if (problems.length) throw new UserError(problems.join('\n'));
   const disks: DiskSource[] = [];
   for (const d of devices) {
@@ -225,7 +222,7 @@ export async function runBackup(spec: BackupSpec, ctx: BackupContext): Promise<B
     // The definition goes with every copy: a domain that is gone can be defined again from it (`restore --vm`).
     if (spec.destination) result.domainXml = await saveDefinition(v, spec.vm, path.join(spec.destination, `${id}.domain.xml`));
     // An increment is only as good as what it is read through: its whole chain is checked.
-    const below = chain.parent ? (chainOf(chain.parent, records.runs) ?? []).flatMap((x) => x.files) : [];
+    const below = chain.parent ? chainFiles(chain.parent, records.runs) : [];
     if (spec.verify && files.length) Object.assign(result, await verifyFiles([...files, ...below], ctx), { verifiedAt: new Date().toISOString() });
     const after = await readBackupRecords(ctx.stateDir);
     after.runs.push(result);
@@ -278,9 +275,9 @@ async function whileFrozen<T>(spec: BackupSpec, v: Virsh, fn: () => Promise<T>):
 
 /** A run is on record as under way until it ends: one still there was interrupted (killed). */
 async function markInProgress(stateDir: string, spec: BackupSpec, mark: InProgress): Promise<void> {
-  const r = await readBackupRecords(stateDir);
-  r.inProgress = { ...r.inProgress, [spec.name]: { ...mark, pid: process.pid } };
-  await writeBackupRecords(stateDir, r);
+  await updateRecords(stateDir, (r) => {
+    r.inProgress = { ...r.inProgress, [spec.name]: { ...mark, pid: process.pid } };
+  });
 }
 
 /**
@@ -326,7 +323,7 @@ async function recordFailure(spec: BackupSpec | Pick<BackupSpec, 'name' | 'vm' |
   const onRecord = r.runs.some((x) => x.id === id);
   if (!onRecord) await removeLeftovers(spec.destination, id);
   r.lastFailure[spec.name] = { at: (onRecord ? new Date() : at).toISOString(), error };
-  if (!r.runs.some((x) => x.id === id)) {
+  if (!onRecord) {
     r.runs.push({ id, schedule: spec.name, vm: spec.vm, mode: spec.mode, at: at.toISOString(), files: [], status: 'failed', error });
     // The failures kept on record are the newest few: each is also in lastFailure until a success.
     const failures = r.runs.filter((x) => x.schedule === spec.name && x.status === 'failed').sort((a, b) => b.at.localeCompare(a.at));

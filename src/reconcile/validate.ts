@@ -661,23 +661,16 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
       : typeof k === 'number'
         ? { last: k }
         : (({ within, ...counts }) => ({ ...counts, withinSeconds: within === undefined ? undefined : c.duration([...base, 'keep', 'within'], within) }))(k);
-  const copyTo = (raw.copyTo ?? []).flatMap((t, i) => {
+  // Each entry parsed once: a target, or what is wrong with it (at its own index); a place named twice is refused.
+  const copyTo: OffsiteTarget[] = [];
+  (raw.copyTo ?? []).forEach((t, i) => {
     const target = offsiteTarget(typeof t === 'string' ? { url: t } : t);
-    if (typeof target === 'string') {
-      c.err([...base, 'copyTo', i, ...(typeof t === 'string' ? [] : ['url'])], target);
-      return [];
-    }
-    return [target];
+    if (typeof target === 'string') c.err([...base, 'copyTo', i, ...(typeof t === 'string' ? [] : ['url'])], target);
+    else if (copyTo.some((x) => x.url === target.url)) c.err([...base, 'copyTo', i], `${target.url} is listed twice`);
+    else copyTo.push(target);
   });
   if (copyTo.length && mode === 'snapshot')
     c.err([...base, 'copyTo'], 'mode snapshot keeps internal snapshots inside the image: there is no copy to send off the host (use copy, external or incremental)');
-  const seen = new Set<string>();
-  (raw.copyTo ?? []).forEach((t, i) => {
-    const target = offsiteTarget(typeof t === 'string' ? { url: t } : t);
-    if (typeof target === 'string') return;
-    if (seen.has(target.url)) c.err([...base, 'copyTo', i], `${target.url} is listed twice`);
-    seen.add(target.url);
-  });
   const verifyEverySeconds = typeof raw.verify === 'object' && raw.verify.every !== undefined ? c.duration([...base, 'verify', 'every'], raw.verify.every) : undefined;
   // A hook's timeout is a timer: one longer than a timer can wait would fire at once.
   const timeoutSeconds = raw.hooks?.timeout === undefined ? 300 : c.duration([...base, 'hooks', 'timeout'], raw.hooks.timeout, TIMER_MAX_SECONDS);

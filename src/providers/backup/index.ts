@@ -5,17 +5,13 @@
 import type { Kind } from '../../reconcile/kind.js';
 import { overdue, suspendedNotes } from './diff.js';
 import { executeBackup } from './execute.js';
-import { declaredDisks, modeConflicts, modeProblems, type BackupDisk } from './modes.js';
+import { backupDisk, declaredDisks, modeConflicts, modeProblems, type BackupDisk } from './modes.js';
 import { present } from '../observe.js';
 import type { ObservedDomain } from '../../tools/libvirt-domain.js';
 
 /** The disks a schedule's VM has: as libvirt has them, or (not defined yet) as declared. */
 const vmDisks = (state: Parameters<typeof declaredDisks>[0], vm: string, domain: ObservedDomain | undefined): BackupDisk[] =>
-  domain
-    ? domain.persistent
-        .filter((d) => d.device === 'disk' && d.type !== 'network')
-        .map((d) => ({ target: d.target, format: d.driverType ?? 'raw', encrypted: !!d.encryption, readonly: d.readonly }))
-    : declaredDisks(state, vm);
+  domain ? domain.persistent.filter((d) => d.device === 'disk' && d.type !== 'network').map(backupDisk) : declaredDisks(state, vm);
 
 export const backupKind: Kind = {
   resource: 'backup',

@@ -1,6 +1,7 @@
 // Which backup modes can work for which disks: checked at plan time (against the domain as it
 // is, or as declared) and again when a run starts. Pure.
 import type { BackupSpec, DesiredState } from '../../reconcile/model.js';
+import type { DiskDevice } from '../../tools/libvirt-domain.js';
 import { targetName } from '../domain/targets.js';
 
 export interface BackupDisk {
@@ -10,6 +11,9 @@ export interface BackupDisk {
   encrypted: boolean;
   readonly: boolean;
 }
+
+/** A disk as libvirt has it (a disk without a driver type is raw). */
+export const backupDisk = (d: DiskDevice): BackupDisk => ({ target: d.target, format: d.driverType ?? 'raw', encrypted: !!d.encryption, readonly: d.readonly });
 
 /** A VM's disks as the YAML declares them (targets as the domain will get them: declared, else the next free one of the bus). */
 export function declaredDisks(state: Pick<DesiredState, 'vms' | 'images'>, vm: string): BackupDisk[] {
