@@ -219,20 +219,27 @@ const consecutive = (r: { stdout: string }) => (JSON.parse(r.stdout) as { status
 describe('watch and backup schedules', () => {
   let lv: PrivateLibvirtd | undefined;
   afterAll(async () => lv?.stop());
-
-  it('heals drift on libvirt objects: a deleted volume comes back, a changed cache mode is reset', async () => {
-    lv ??= await startPrivateLibvirtd();
-    const sb = await sandbox('watch-drift', { libvirt: lv });
+  /** A sandbox on the block's private libvirtd (started once), its directory open to QEMU, and this YAML in it. */
+  const onPrivateLibvirtd = async (name: string, yaml: string) => {
+    const daemon = (lv ??= await startPrivateLibvirtd());
+    const sb = await sandbox(name, { libvirt: daemon });
     boxes.push(sb);
     await chmod(sb.dir, 0o755);
-    const conf = await sb.yaml(`version: 1
+    return { sb, conf: await sb.yaml(yaml), lv: daemon };
+  };
+
+  it('heals drift on libvirt objects: a deleted volume comes back, a changed cache mode is reset', async () => {
+    const { sb, conf, lv } = await onPrivateLibvirtd(
+      'watch-drift',
+      `version: 1
 pools:
   wp: { type: dir, path: $DIR/pool }
 images:
   vol: { pool: wp, size: 8M }
 vms:
   dv: { create: { memory: 64M, vcpus: 1 }, disks: [{ image: vol, cache: none }] }
-`);
+`,
+    );
     const w = await startWatch(sb, ['-f', conf, '--interval', '2s', '--connect', lv.uri], lv.nsenter);
     await until(async () => (await fetch(`${w.url}/readyz`)).status === 200, 'ready');
     const v = (...a: string[]) => execa('virsh', ['-q', '-c', lv!.uri, ...a]).then((r) => String(r.stdout));
@@ -254,18 +261,17 @@ vms:
   });
 
   it('reports a run missed while it was down and catches up once at start', async () => {
-    lv ??= await startPrivateLibvirtd();
-    const sb = await sandbox('watch-backup', { libvirt: lv });
-    boxes.push(sb);
-    await chmod(sb.dir, 0o755);
-    const conf = await sb.yaml(`version: 1
+    const { sb, conf, lv } = await onPrivateLibvirtd(
+      'watch-backup',
+      `version: 1
 images:
   d: { path: $DIR/d.qcow2, size: 8M }
 vms:
   v: { create: { memory: 64M, vcpus: 1 }, disks: [{ image: d }] }
 backups:
   daily: { vm: v, schedule: "30 1 * * *", mode: copy, destination: $DIR/bk, keep: 3 }
-`);
+`,
+    );
     await mkdir(sb.stateDir, { recursive: true });
     await writeFile(path.join(sb.stateDir, 'backups.json'), JSON.stringify({ version: 1, runs: [], lastSuccess: { daily: '2020-01-01T00:00:00.000Z' }, lastFailure: {} }));
     const w = await startWatch(sb, ['-f', conf, '--interval', '1m', '--connect', lv.uri], lv.nsenter);
@@ -281,18 +287,17 @@ backups:
   });
 
   it('a schedule suspended after maxFailures failed runs is not run; /status and /metrics say so per schedule', async () => {
-    lv ??= await startPrivateLibvirtd();
-    const sb = await sandbox('watch-suspended', { libvirt: lv });
-    boxes.push(sb);
-    await chmod(sb.dir, 0o755);
-    const conf = await sb.yaml(`version: 1
+    const { sb, conf, lv } = await onPrivateLibvirtd(
+      'watch-suspended',
+      `version: 1
 images:
   d: { path: $DIR/d.qcow2, size: 8M }
 vms:
   v: { create: { memory: 64M, vcpus: 1 }, disks: [{ image: d }] }
 backups:
   fails: { vm: v, schedule: "* * * * *", mode: copy, destination: $DIR/bk, maxFailures: 2, hooks: { pre: [["false"]] } }
-`);
+`,
+    );
     expect((await sb.run('apply')).code).toBe(0);
     for (let i = 0; i < 2; i++) expect((await sb.run('backup', 'run', 'fails')).code).not.toBe(0);
     const w = await startWatch(sb, ['-f', conf, '--interval', '1m', '--connect', lv.uri], lv.nsenter);
