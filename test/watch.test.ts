@@ -221,7 +221,8 @@ describe('watch and backup schedules', () => {
   afterAll(async () => lv?.stop());
   /** A sandbox on the block's private libvirtd (started once), its directory open to QEMU, and this YAML in it. */
   const onPrivateLibvirtd = async (name: string, yaml: string) => {
-    const daemon = (lv ??= await startPrivateLibvirtd());
+    lv ??= await startPrivateLibvirtd();
+    const daemon = lv;
     const sb = await sandbox(name, { libvirt: daemon });
     boxes.push(sb);
     await chmod(sb.dir, 0o755);
