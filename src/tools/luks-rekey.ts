@@ -175,14 +175,23 @@ async function startHelper(v: Virsh, name: string, path: string, r: Rekey): Prom
       },
     },
   });
-  try {
-    await withTempFile(xml, (f) => v.exec(['create', f, '--paused']));
-    return true;
-  } catch (e) {
-    if (WRONG_PASSPHRASE.test((e as Error).message)) return false;
-    throw new Error(`${path}: could not open it with its libvirt secret to re-key it (${(e as Error).message.trim()})`);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await withTempFile(xml, (f) => v.exec(['create', f, '--paused']));
+      return true;
+    } catch (e) {
+      if (WRONG_PASSPHRASE.test((e as Error).message)) return false;
+      // QEMU opens the disk (a LUKS key derivation, calibrated when the keyslot was written) before
+      // it listens on its monitor; on a loaded host without KVM that can outlast libvirt's wait.
+      // Nothing was opened for writing by then: starting it again is safe.
+      if (attempt < HELPER_START_TRIES && MONITOR_TIMEOUT.test((e as Error).message)) continue;
+      throw new Error(`${path}: could not open it with its libvirt secret to re-key it (${(e as Error).message.trim()})`);
+    }
   }
 }
+
+const HELPER_START_TRIES = 3;
+const MONITOR_TIMEOUT = /failed to connect to monitor socket|monitor socket did not show up/;
 
 // QEMU's words when no keyslot opens with the passphrase it was given.
 const WRONG_PASSPHRASE = /Invalid password, cannot unlock any keyslot/;
