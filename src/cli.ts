@@ -125,6 +125,7 @@ const option = {
   parallelism: () => withDefault(new Option('--parallelism <N>', 'independent actions at once'), DEFAULTS.parallelism),
   lockTimeout: () => withDefault(new Option('--lock-timeout <SECS>', 'how long to wait for another apply on the same state directory (0: fail at once)'), DEFAULTS.lockTimeout),
   autoApprove: () => new Option('--auto-approve', 'on a terminal, apply a plan that deletes or replaces without asking'),
+  quiet: () => new Option('--quiet', 'no progress of long work (downloads, conversions, mkfs): neither the live line on a terminal nor the lines every 10 s'),
   noColor: () => new Option('--no-color', 'no color on a terminal either (NO_COLOR=1 does the same)'),
 };
 
@@ -202,6 +203,7 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
       .addOption(option.parallelism())
       .addOption(option.lockTimeout())
       .addOption(option.autoApprove())
+      .addOption(option.quiet())
       .addOption(option.noColor()),
     'cmdApply',
   );
@@ -308,6 +310,7 @@ interface Opts {
   lockTimeout?: string;
   detailedExitcode?: boolean;
   autoApprove?: boolean;
+  quiet?: boolean;
   color?: boolean;
   out?: string;
   repair?: string | true;
@@ -364,6 +367,7 @@ function toArgs(cmd: Command): Args {
     lockTimeout: int('lock-timeout', o.lockTimeout ?? DEFAULTS.lockTimeout, 0),
     detailedExitcode: o.detailedExitcode ?? false,
     autoApprove: o.autoApprove ?? false,
+    quiet: o.quiet ?? false,
     color: o.color ?? true,
     out: o.out,
     repair,

@@ -38,6 +38,8 @@ export interface Args {
   lockTimeout: number;
   detailedExitcode: boolean;
   autoApprove: boolean;
+  /** no progress of long work */
+  quiet: boolean;
   /** false with --no-color */
   color: boolean;
   out?: string;
@@ -64,6 +66,14 @@ const print = (s: string) => process.stdout.write(`${s}\n`);
  */
 function progressLog(a: Args): (line: string) => void {
   return a.output === 'json' ? (l) => process.stderr.write(`${printable(l)}\n`) : (l) => print(printable(l));
+}
+
+/** How long work shows progress: a live line on a terminal (stderr), else a line every 10 s with the log; none with --quiet. */
+async function progressFor(a: Args, log: (line: string) => void) {
+  const m = await import('./progress/progress.js');
+  if (a.quiet) return m.quietProgress;
+  if (process.stderr.isTTY) return (await import('./progress/terminal.js')).terminalProgress(process.stderr);
+  return m.periodicProgress(log, Number(process.env.VIRT_RECONCILE_PROGRESS_EVERY_MS) || undefined);
 }
 
 /** Where text for a person goes: stdout, or stderr when stdout carries JSON. */
@@ -252,7 +262,8 @@ async function applyDesired(
       if (interrupted) throw notApplied();
       if (!yes) throw new UserError(`${how.verb} cancelled (the answer was not "yes"); nothing was changed`, EXIT.error, { reason: 'cancelled' });
     }
-    const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, virsh: await virshFor(a, plan.connection), signal: stop.signal });
+    const progress = await progressFor(a, log);
+    const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, progress, virsh: await virshFor(a, plan.connection), signal: stop.signal });
     const ok = !interrupted && !result.counts.failed;
     const outcome = ok ? { ok } : { ok, reason: interrupted ? 'interrupted' : 'failed', ...(interrupted ? { interrupted } : {}) };
     print(a.output === 'json' ? JSON.stringify({ ...outcome, ...result }, null, 2) : renderSummary(result, interrupted, how.verb));

@@ -1,6 +1,7 @@
 // Between plan and apply (a confirmation prompt can wait for minutes) someone may undefine a
 // pool or domain reconcile made and define their own under the same name. Deletes and changes
 // act on the object the plan saw (its uuid), never on whatever now carries the name.
+import { quietProgress } from '../src/progress/progress.js';
 import { randomUUID } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -28,6 +29,8 @@ const logs: string[] = [];
 const ctx = (): ExecContext => ({
   virsh: () => connect(lv.uri),
   log: (l) => logs.push(l),
+  stateDir: sb.stateDir,
+  progress: quietProgress,
   atEnd: () => undefined,
   inventory: { get: () => undefined, set: async () => undefined, forget: async () => undefined },
 });

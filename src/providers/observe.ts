@@ -28,6 +28,7 @@ import { makeResolver } from '../reconcile/paths.js';
 import type { Suspensions } from '../backups/suspension.js';
 import { processAlive } from '../tools/exec.js';
 import { readBackupRecords } from '../backups/records.js';
+import { sourceKey, type ResolvedSources, type SourceTarget } from '../sources/resolve.js';
 
 /**
  * What observation found at one target: nothing, or the object as read (Crossplane's
@@ -85,6 +86,8 @@ export interface Observation {
   backupInProgress?: Record<string, { id: string; vm: string }>;
   /** a restore into images that was interrupted (see backups/records.ts) */
   backupRestoring?: { id: string; vm: string; asides: { source: string; aside: string }[] };
+  /** image sources as resolved (see sources/resolve.ts), if asked */
+  sources?: ResolvedSources;
   /** if asked: the domains (any, declared or not) that have each file or volume as a disk, keyed by path or "pool/volume" */
   diskUsers?: Map<string, string[]>;
   /** why diskUsers could not be read (libvirt unreachable, and nothing else needed it) */
@@ -123,6 +126,8 @@ export function observedObjects(obs: Observation): [string, object][] {
   // Seed and secret files by their stat signature only (their hash would name their content):
   // one written since the plan makes the plan stale.
   for (const [k, f] of obs.contents) out.push([`file:${k}`, { signature: f.signature }]);
+  // A checksum list or directory that changed since the plan makes it stale too.
+  for (const [k, d] of obs.sources?.digests ?? []) out.push([`source:${k}`, { digest: d }]);
   return out;
 }
 
@@ -149,6 +154,8 @@ export interface Targets {
   backupRuns?: boolean;
   /** which domains use which files and volumes as disks (before anything is pruned) */
   diskUsers?: boolean;
+  /** digests of image sources: a download's from its checksum list, a directory's content */
+  sources?: SourceTarget[];
 }
 
 export function mergeTargets(parts: Partial<Targets>[]): Targets {
@@ -184,6 +191,7 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
     secrets: parts.some((t) => t.secrets),
     refreshPools: [...new Set(parts.flatMap((t) => t.refreshPools ?? []))].sort(),
     diskUsers: parts.some((t) => t.diskUsers),
+    sources: [...new Map(parts.flatMap((t) => t.sources ?? []).map((x) => [sourceKey(x), x])).values()],
   };
 }
 
@@ -246,6 +254,7 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     ]),
     virsh && (targets.pools.length || targets.volumes.length || targets.domains.length) ? observeLibvirt(virsh, libvirtTargets, opts.cache) : undefined,
     virsh && targets.secrets ? readSecrets(virsh).then((s) => (obs.secrets = s)) : undefined,
+    targets.sources?.length ? import('../sources/resolve.js').then(async (m) => (obs.sources = await m.resolveSources(targets.sources!))) : undefined,
   ]);
   if (virsh && targets.secrets) obs.connection ??= virsh.uri;
   if (libvirt) Object.assign(obs, libvirt, { connection: virsh!.uri });

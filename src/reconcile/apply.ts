@@ -5,6 +5,7 @@
 import path from 'node:path';
 import pLimit from 'p-limit';
 import type { StatCache } from '../providers/common/stat-cache.js';
+import { quietProgress, type ProgressSink } from '../progress/progress.js';
 import { removeAbandonedScratch, useScratchRoot } from '../tools/scratch.js';
 import { KINDS, kindOf } from '../providers/registry.js';
 import { CommandError } from '../tools/exec.js';
@@ -21,6 +22,8 @@ export interface ApplyOptions {
   /** the libvirt connection, opened on the first action that needs it */
   virsh?: () => Virsh;
   log: (line: string) => void;
+  /** long work's progress (default: none shown) */
+  progress?: ProgressSink;
   /**
    * Once aborted, no further action starts. Actions in flight: a build in private scratch
    * space (image create/replace, a volume import's conversion and upload) is cancelled — its
@@ -87,6 +90,8 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
     virsh,
     cache: opts.cache,
     log: opts.log,
+    stateDir: opts.stateDir,
+    progress: opts.progress ?? quietProgress,
     signal: opts.signal,
     inventory: {
       get: (k) => inventory.objects[k],

@@ -23,7 +23,19 @@ export interface ImageInput {
   volume?: string;
   format?: Format;
   size?: SizeInput;
-  source?: { file?: string; image?: string; backing?: string; container?: string; directory?: string; cloudInit?: CloudInitFiles };
+  source?: {
+    file?: string;
+    image?: string;
+    backing?: string;
+    container?: string;
+    directory?: string;
+    cloudInit?: CloudInitFiles;
+    url?: string;
+    sha256?: string;
+    checksumUrl?: string;
+    auth?: { bearerTokenFile?: string; basicAuthFile?: string };
+  };
+  rebuild?: 'onChange';
   filesystem?: string;
   qcow2?: Qcow2Input;
   vmdk?: { adapterType?: 'ide' | 'buslogic' | 'lsilogic' | 'legacyESX'; subformat?: string };

@@ -3,6 +3,7 @@
 // asks each kind what to observe, gives it the observation to diff (pure), and calls it to
 // execute its own actions; the engine itself knows no kind.
 import type { StatCache } from '../providers/common/stat-cache.js';
+import type { ProgressSink } from '../progress/progress.js';
 import type { Virsh } from '../tools/virsh.js';
 import type { Inventory, InventoryRecord, ObjectKey } from './inventory.js';
 import type { DesiredState } from './model.js';
@@ -34,6 +35,10 @@ export interface ExecContext {
   virsh: () => Virsh;
   cache?: StatCache;
   log: (line: string) => void;
+  /** the state directory (the download cache is under it) */
+  stateDir: string;
+  /** where long work shows how far it is (a terminal line, periodic lines, the watch service's status) */
+  progress: ProgressSink;
   /** aborted: builds in private scratch stop; short actions finish (see apply.ts) */
   signal?: AbortSignal;
   /** work to do once every action has ended (tidying that depends on other actions, e.g. empty directories) */

@@ -11,8 +11,19 @@ export type ImageSource =
   | { kind: 'backing'; image: string }
   | { kind: 'backing'; path: string }
   | { kind: 'container'; ref: string }
-  | { kind: 'directory'; dir: string }
-  | { kind: 'cloudInit'; files: CloudInitFiles };
+  /** digest: what the directory holds (see sources/directory-digest.ts), as observed for a plan */
+  | { kind: 'directory'; dir: string; digest?: string }
+  | { kind: 'cloudInit'; files: CloudInitFiles }
+  /** downloaded over HTTP(S), checked against sha256 (given, or read from checksumUrl) */
+  | { kind: 'url'; url: string; sha256?: string; checksumUrl?: string; auth?: DownloadAuth };
+
+/** Credentials for a download, from a file: exactly one of them. */
+export interface DownloadAuth {
+  /** a file holding a bearer token */
+  bearerTokenFile?: string;
+  /** a file holding user:password */
+  basicAuthFile?: string;
+}
 
 /** The files of a cloud-init NoCloud seed (an ISO labelled cidata), by their role. */
 export interface CloudInitFiles {
@@ -26,6 +37,10 @@ export interface CloudInitFiles {
 export function sourceImage(s: ImageSource): string | undefined {
   return s.kind === 'image' || (s.kind === 'backing' && 'image' in s) ? s.image : undefined;
 }
+
+export type Filesystem = 'ext4' | 'xfs' | 'btrfs';
+/** The smallest image each mkfs makes a filesystem in (btrfs needs about 114 MiB, xfs 300 MiB). */
+export const FILESYSTEM_MIN_SIZE: Record<Filesystem, number> = { ext4: 1024 * 1024, xfs: 300 * 1024 * 1024, btrfs: 114 * 1024 * 1024 };
 
 export interface Qcow2Options {
   clusterSize?: number;
@@ -60,7 +75,7 @@ export interface ImageSpec {
   /** bytes; undefined means "the size of the source" */
   size?: number;
   source: ImageSource;
-  filesystem?: 'ext4' | 'xfs' | 'btrfs';
+  filesystem?: Filesystem;
   qcow2?: Qcow2Options;
   vmdk?: { adapterType?: 'ide' | 'buslogic' | 'lsilogic' | 'legacyESX'; subformat?: string };
   vhd?: { subformat?: 'dynamic' | 'fixed' };
@@ -76,6 +91,12 @@ export interface ImageSpec {
   followSymlink: boolean;
   /** the fields set on this object itself (not from defaults): all an adopted image may be changed by */
   declared: string[];
+  /**
+   * onChange: the image is made from its source and nothing else (a download, a directory, a
+   * container image): a new source content rebuilds it without --allow-replace. Default: a
+   * rebuild replaces the image and its data, so it needs --allow-replace.
+   */
+  rebuild?: 'onChange';
   publish: { to: string }[];
   origin: Origin;
   /** positions of fields that plan-time checks may need to point at */

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Cron } from 'croner';
 import { declaredDisks, modeConflicts, modeProblems } from '../providers/backup/modes.js';
 import type { ConfigError } from './errors.js';
-import { article, FILE_POOLS, FILE_WIPE_ALGORITHMS, imageSecretUsage, LUN_POOLS, STORAGE_POOLS, sourceImage, VOLUME_EXT } from './model.js';
+import { article, FILESYSTEM_MIN_SIZE, type Filesystem, FILE_POOLS, FILE_WIPE_ALGORITHMS, imageSecretUsage, LUN_POOLS, STORAGE_POOLS, sourceImage, VOLUME_EXT } from './model.js';
 import type {
   BackupSpec,
   DesiredState,
@@ -196,11 +196,17 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   if (raw.volume !== undefined && raw.pool === undefined) c.err(p('volume'), 'names a volume in a pool; it needs pool', true);
 
   const format: Format = raw.format ?? defaults?.format ?? 'qcow2';
-  const srcKeys = raw.source ? Object.keys(raw.source) : [];
+  // url comes with its checksum (and maybe credentials): those are not kinds of source.
+  const companions = ['sha256', 'checksumUrl', 'auth'];
+  const srcKeys = raw.source ? Object.keys(raw.source).filter((k) => !companions.includes(k)) : [];
   let source: ImageSource = { kind: 'blank' };
   if (raw.source !== undefined && srcKeys.length !== 1) {
-    c.err(p('source'), `set exactly one of file, image, backing, container, directory, cloudInit (got ${srcKeys.length ? srcKeys.join(', ') : 'none'})`);
+    c.err(p('source'), `set exactly one of file, image, backing, container, directory, cloudInit, url (got ${srcKeys.length ? srcKeys.join(', ') : 'none'})`);
+  } else if (srcKeys[0] === 'url') {
+    const s = raw.source!;
+    source = urlSource(c, p, s);
   } else if (srcKeys.length === 1) {
+    for (const k of companions) if (raw.source![k as keyof typeof raw.source] !== undefined) c.err(p('source', k), 'goes with source.url only');
     const k = srcKeys[0] as keyof NonNullable<ImageInput['source']>;
     const s = raw.source!;
     if (k === 'file') source = { kind: 'file', file: s.file! };
@@ -208,12 +214,22 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     else if (k === 'backing') source = s.backing!.startsWith('/') ? { kind: 'backing', path: s.backing! } : { kind: 'backing', image: s.backing! };
     else if (k === 'container') source = { kind: 'container', ref: s.container! };
     else if (k === 'cloudInit') source = { kind: 'cloudInit', files: s.cloudInit! };
-    else source = { kind: 'directory', dir: s.directory! };
+    else if (k === 'directory') source = { kind: 'directory', dir: s.directory! };
   }
   // What this version cannot build is refused here, not first at plan time: validate accepts
   // exactly what plan can do.
-  if (source.kind === 'container' || source.kind === 'directory') {
+  if (source.kind === 'container') {
     c.err(p('source', source.kind), `building an image from source.${source.kind} is not supported by this version`, true);
+  }
+  if (source.kind === 'directory') {
+    if (raw.pool !== undefined)
+      c.err(
+        p('source', 'directory'),
+        'a filesystem image from a directory goes into an image with path: in this version; declare the pool volume with source.image naming it',
+        true,
+      );
+    if (raw.size === undefined) c.err(base, 'missing required field "size": the filesystem made from source.directory needs a size', true);
+    if (raw.adopt) c.err(p('adopt'), 'an image made from a directory is built by reconcile; there is nothing to adopt', true);
   }
   if (Array.isArray(raw.publish) && raw.publish.length) {
     c.err(p('publish'), 'publish (copies in object storage) is not supported by this version', true);
@@ -225,6 +241,11 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     if (raw.encryption !== undefined) c.err(p('encryption'), 'cloud-init reads the seed at first boot, before anything could unlock it; it cannot be encrypted', true);
     if (raw.adopt) c.err(p('adopt'), 'a cloud-init seed is built by reconcile from its files; there is nothing to adopt', true);
   }
+  if (raw.rebuild !== undefined && source.kind !== 'url' && source.kind !== 'directory' && source.kind !== 'container')
+    c.err(p('rebuild'), 'applies to images made from source.url, source.directory or source.container only', true);
+  if (source.kind === 'url' && raw.pool !== undefined)
+    c.err(p('source', 'url'), 'a download goes into an image with path: in this version; declare the pool volume with source.image naming it', true);
+  if (source.kind === 'url' && raw.adopt) c.err(p('adopt'), 'an image made from a download is built by reconcile; there is nothing to adopt', true);
   if (source.kind === 'backing' && format !== 'qcow2') {
     c.err(p('source', 'backing'), `a copy-on-write overlay must be format qcow2 (format is ${format})`);
   }
@@ -240,6 +261,8 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   else if (raw.source === undefined && !raw.adopt && !(raw.pool !== undefined && LUN_POOLS.includes(pools[raw.pool]?.type as PoolType))) {
     c.err(base, 'missing required field "size": a blank image needs a virtual size', true);
   }
+  const fsMin = source.kind === 'directory' && size !== undefined ? FILESYSTEM_MIN_SIZE[(raw.filesystem as Filesystem | undefined) ?? 'ext4'] : undefined;
+  if (fsMin !== undefined && size! < fsMin) c.err(p('size'), `${raw.filesystem ?? 'ext4'} needs at least ${formatSize(fsMin)} (got ${formatSize(size!)})`);
   const max = MAX_SIZE[format];
   if (size !== undefined && max !== undefined && size > max) c.err(p('size'), `${formatSize(size)} exceeds the ${format} limit of ${formatSize(max)}`);
 
@@ -296,7 +319,7 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     format,
     size,
     source,
-    filesystem: raw.filesystem as ImageSpec['filesystem'],
+    filesystem: (raw.filesystem as ImageSpec['filesystem']) ?? (source.kind === 'directory' ? 'ext4' : undefined),
     qcow2,
     vmdk: format === 'vmdk' ? (raw.vmdk ?? {}) : undefined,
     vhd: format === 'vhd' ? (raw.vhd ?? {}) : undefined,
@@ -307,6 +330,7 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     wipe: raw.wipe,
     adopt: raw.adopt ?? false,
     followSymlink: raw.followSymlink ?? false,
+    rebuild: raw.rebuild,
     declared: Object.keys(raw),
     publish: raw.publish ?? [],
     origin: c.at(base, true),
@@ -886,4 +910,33 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
     return { file: c.file.path, line: p.line, col: p.col };
   });
   return errors.length ? { errors } : { state, errors };
+}
+
+/** source.url with its checksum (exactly one of sha256, checksumUrl) and its credentials. */
+function urlSource(c: Checker, p: (...f: FieldPath) => FieldPath, s: NonNullable<ImageInput['source']>): ImageSource {
+  const url = s.url!;
+  const bad = (field: string, u: string): boolean => {
+    let parsed: URL;
+    try {
+      parsed = new URL(u);
+    } catch {
+      c.err(p('source', field), `is not a URL (got ${JSON.stringify(u)})`);
+      return true;
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+      c.err(p('source', field), `must be an http:// or https:// URL (got ${parsed.protocol})`);
+      return true;
+    }
+    if (parsed.username || parsed.password) {
+      c.err(p('source', field), 'holds credentials; put them in a file and name it under source.auth (bearerTokenFile or basicAuthFile)');
+      return true;
+    }
+    return false;
+  };
+  bad('url', url);
+  if (s.checksumUrl !== undefined) bad('checksumUrl', s.checksumUrl);
+  if ((s.sha256 === undefined) === (s.checksumUrl === undefined))
+    c.err(p('source'), 'a download is checked before it is used: set exactly one of sha256 (the digest itself) or checksumUrl (a SHA256SUMS file that lists it)');
+  if (s.auth !== undefined && Object.keys(s.auth).length !== 1) c.err(p('source', 'auth'), 'set exactly one of bearerTokenFile or basicAuthFile');
+  return { kind: 'url', url, sha256: s.sha256?.toLowerCase(), checksumUrl: s.checksumUrl, auth: s.auth };
 }

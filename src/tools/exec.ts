@@ -2,6 +2,7 @@
 // trace (VIRT_RECONCILE_TRACE=FILE) that tests and the benchmark read to count spawns.
 import { randomBytes } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { redact } from './redact.js';
 
@@ -211,5 +212,52 @@ export function processAlive(pid: number): boolean {
     return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Long work whose progress is shown while it runs: `onStdout` gets the output as it comes
+ * (qemu-img -p); with `inputFile` (read on standard input) `onInput` is told how far the
+ * command has read into it, from /proc (as `pv -d` does), once a second. `outputFile`: standard
+ * output written there. Cancelled through `signal`, like run().
+ */
+export async function runLong(
+  cmd: string,
+  args: string[],
+  o: { signal?: AbortSignal; onStdout?: (chunk: string) => void; inputFile?: string; outputFile?: string; onInput?: (offset: number) => void },
+): Promise<RunResult> {
+  const argv = [cmd, ...args];
+  trace(argv);
+  const sub = execa(cmd, args, {
+    env: { LC_ALL: 'C' },
+    reject: false,
+    cleanup: false,
+    detached: true,
+    stripFinalNewline: false,
+    ...(o.inputFile ? { inputFile: o.inputFile } : { stdin: 'ignore' as const }),
+    ...(o.outputFile ? { stdout: { file: o.outputFile } } : {}),
+    ...(o.signal ? { cancelSignal: o.signal } : {}),
+  });
+  if (o.onStdout) sub.stdout?.on('data', (d: Buffer) => o.onStdout!(d.toString()));
+  let timer: NodeJS.Timeout | undefined;
+  if (o.onInput && sub.pid) {
+    const fdinfo = `/proc/${sub.pid}/fdinfo/0`;
+    timer = setInterval(() => {
+      readFile(fdinfo, 'utf8').then(
+        (t) => {
+          const pos = /^pos:\s+(\d+)/m.exec(t)?.[1];
+          if (pos) o.onInput!(Number(pos));
+        },
+        () => undefined,
+      );
+    }, 1000);
+  }
+  try {
+    const r = await sub;
+    if (r.isCanceled) throw new CommandError(argv, String(r.stderr), r.exitCode, '', true);
+    if (r.exitCode === 0 && !r.failed) return { stdout: o.outputFile || o.onStdout ? '' : String(r.stdout), stderr: String(r.stderr) };
+    throw new CommandError(argv, String(r.stderr || r.message), r.exitCode);
+  } finally {
+    clearInterval(timer);
   }
 }

@@ -3,7 +3,7 @@
 // into argument arrays, runs them through exec.ts, and reads back what qemu-img reports.
 import type { Format, Qcow2Options } from '../reconcile/model.js';
 import { rm } from 'node:fs/promises';
-import { CommandError, run, runEach } from './exec.js';
+import { CommandError, run, runEach, runLong } from './exec.js';
 import { optionValue } from './option-escape.js';
 
 /** qemu driver names of the declared formats (raw + LUKS is qemu's own "luks" driver). */
@@ -97,7 +97,8 @@ export interface Secret {
   iterTime?: number;
 }
 
-type Sig = { signal?: AbortSignal };
+/** signal: cancels the command; progress: the percentage done (qemu-img -p), as it goes */
+type Sig = { signal?: AbortSignal; progress?: (percent: number) => void };
 
 function secretArgs(s: Secret | undefined, id: string): string[] {
   return s ? ['--object', `secret,id=${id},file=${optionValue(s.passphraseFile)}`] : [];
@@ -197,20 +198,29 @@ export async function convertInto(
   const driver = driverOf(target.format, !!target.encryption);
   const srcArgs = source.encryption ? ['--image-opts', imageOpts(source.path, source.driver ?? 'qcow2', 'src0')] : [...(source.driver ? ['-f', source.driver] : []), source.path];
   const dstArgs = target.encryption ? ['--target-image-opts', imageOpts(target.path, driver, 'sec0')] : ['-O', driver, target.path];
-  await run(
-    'qemu-img',
-    [
-      'convert',
-      '-n',
-      ...(target.overwrite ? [] : ['--target-is-zero']),
-      ...(target.compressed ? ['-c'] : []),
-      ...secretArgs(source.encryption, 'src0'),
-      ...secretArgs(target.encryption, 'sec0'),
-      ...srcArgs,
-      ...dstArgs,
-    ],
-    sig,
-  );
+  const args = [
+    'convert',
+    '-n',
+    ...(target.overwrite ? [] : ['--target-is-zero']),
+    ...(target.compressed ? ['-c'] : []),
+    ...secretArgs(source.encryption, 'src0'),
+    ...secretArgs(target.encryption, 'sec0'),
+    ...srcArgs,
+    ...dstArgs,
+  ];
+  if (!sig.progress) {
+    await run('qemu-img', args, sig);
+    return;
+  }
+  // -p prints "    (45.00/100%)" with carriage returns as it goes.
+  const report = sig.progress;
+  await runLong('qemu-img', [args[0]!, '-p', ...args.slice(1)], {
+    signal: sig.signal,
+    onStdout: (chunk) => {
+      const all = [...chunk.matchAll(/\((\d+(?:\.\d+)?)\/100%\)/g)];
+      if (all.length) report(Number(all[all.length - 1]![1]));
+    },
+  });
 }
 
 /**

@@ -63,8 +63,8 @@ export function startHttp(opts: { host: string; port: number; service: WatchServ
           return s.ready ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain', `not ready: ${s.notReadyReason ?? 'no reconcile has completed yet'}\n`);
         }
         if (method === 'GET' && url.pathname === '/metrics') return send(200, metrics.registry.contentType, await metrics.registry.metrics());
-        if (method === 'GET' && url.pathname === '/status') return send(200, 'application/json', `${JSON.stringify(service.status, null, 2)}\n`);
-        if (method === 'GET' && url.pathname === '/') return send(200, 'text/html; charset=utf-8', renderStatusPage(service.status));
+        if (method === 'GET' && url.pathname === '/status') return send(200, 'application/json', `${JSON.stringify(service.statusNow(), null, 2)}\n`);
+        if (method === 'GET' && url.pathname === '/') return send(200, 'text/html; charset=utf-8', renderStatusPage(service.statusNow()));
         if (req.method === 'POST' && url.pathname === '/hooks/git') {
           if (!opts.webhookSecret) return send(404, 'text/plain', 'webhook not configured (--webhook-secret-file)\n');
           if (!signatureValid(opts.webhookSecret, Buffer.concat(chunks), req.headers['x-hub-signature-256'] as string | undefined)) {

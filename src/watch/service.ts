@@ -10,6 +10,7 @@ import { watch as chokidar, type FSWatcher } from 'chokidar';
 import { Cron } from 'croner';
 import type { Virsh } from '../tools/virsh.js';
 import { applyPlan, tidyInterrupted } from '../reconcile/apply.js';
+import { describeProgress, periodicProgress, ProgressBoard, teeProgress } from '../progress/progress.js';
 import { passphraseFiles, runBackup } from '../backups/backup.js';
 import { overdue } from '../providers/backup/diff.js';
 import { readBackupRecords } from '../backups/records.js';
@@ -75,6 +76,8 @@ export interface WatchStatus {
     nextRun?: string;
   }[];
   notes: string[];
+  /** long work under way (downloads, conversions, mkfs), as far as it has got */
+  operations?: { id: string; what: string; progress: string; elapsedSeconds: number }[];
 }
 
 const MAX_BACKOFF_SECONDS = 600;
@@ -94,6 +97,16 @@ type Statused = { name: string; status: string; detail: string };
 
 export class WatchService {
   readonly status: WatchStatus;
+  /** long work of the apply under way, for /status and the page */
+  private readonly board = new ProgressBoard();
+  private readonly periodic = periodicProgress((l) => this.actionLog(l));
+
+  /** The status with the long work under way now. */
+  statusNow(): WatchStatus {
+    const now = Date.now();
+    const operations = this.board.snapshot().map((t) => ({ id: t.id, what: t.verb, progress: describeProgress(t, now), elapsedSeconds: Math.round((now - t.startedAt) / 1000) }));
+    return { ...this.status, operations };
+  }
   private lastGood?: { state: DesiredState; revision: string };
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
@@ -294,7 +307,15 @@ export class WatchService {
       let summary = 'no changes';
       if (hasChanges(plan)) {
         this.actionLog(`applying ${revision}: ${changes.length} change(s)${refusals.length ? ` (${refusals.length} refused, ${blocked.length} held back)` : ''}`);
-        const result = await applyPlan(plan, { stateDir: o.stateDir, parallelism: o.parallelism, cache, virsh, log: this.actionLog, signal: this.abort.signal });
+        const result = await applyPlan(plan, {
+          stateDir: o.stateDir,
+          parallelism: o.parallelism,
+          cache,
+          virsh,
+          log: this.actionLog,
+          progress: teeProgress(this.board, this.periodic),
+          signal: this.abort.signal,
+        });
         const c = result.counts;
         summary = `${c.created} created, ${c.updated} updated, ${c.replaced} replaced, ${c.deleted} deleted${c.failed ? `, ${c.failed} failed` : ''}`;
         for (const r of result.results) if (r.status === 'failed' || r.status === 'skipped') failed.set(r.id, r.error ?? 'failed');

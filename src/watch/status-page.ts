@@ -40,6 +40,7 @@ export function renderStatusPage(s: WatchStatus): string {
         `<tr><td>${h(b.name)}</td><td>${h(b.vm)}</td><td><code>${h(b.schedule)}</code></td><td>${h(b.lastSuccess ?? 'never')}</td><td>${b.lastFailure ? `<span class="badge bad">${h(b.lastFailure.at)}</span> <small>${h(b.lastFailure.error)}</small>` : '–'}</td><td>${b.consecutiveFailures}</td><td>${b.suspended ? `<span class="badge bad">suspended</span> <small>since ${h(b.suspended.at)}</small>` : h(b.nextRun ?? '–')}</td></tr>`,
     )
     .join('');
+  const operations = (s.operations ?? []).map((o) => `<tr><td>${h(o.id)}</td><td>${h(o.what)}</td><td>${h(o.progress)}</td><td>${o.elapsedSeconds}s</td></tr>`).join('');
   const section = (title: string, head: string[], rows: string) => (rows ? `<h2>${title}</h2><table><tr>${head.map((x) => `<th>${x}</th>`).join('')}</tr>${rows}</table>` : '');
   return `<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="15"><title>virt-reconcile</title>
 <style>
@@ -66,6 +67,7 @@ ${!s.ready && s.notReadyReason ? `<p class="reason">${h(s.notReadyReason)}</p>` 
 </div>
 ${s.rejectedRevision ? `<h2>Rejected revision</h2><pre>${h(s.rejectedRevision.revision)}: ${h(s.rejectedRevision.error)}</pre>` : ''}
 ${last && !last.ok ? `<h2>Last error</h2><pre>${h(last.error)}</pre>` : ''}
+${section('Under way', ['Object', 'Doing', 'Progress', 'Elapsed'], operations)}
 ${section('Pools', ['Pool', 'Type', 'State', 'Usage', 'Status'], pools)}
 ${section('Images', ['Image', 'Where', 'Format', 'Size', 'Allocated', 'Status'], images)}
 ${section('VMs', ['VM', 'State', 'Disks (cache/io)', 'Status'], vms)}

@@ -5,10 +5,11 @@ import { randomBytes } from 'node:crypto';
 import { chmod, chown, link, lstat, mkdir, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { failpoint } from '../../failpoint.js';
-import type { Format, Permissions, Qcow2Options } from '../../reconcile/model.js';
+import type { DownloadAuth, Filesystem, Format, Permissions, Qcow2Options } from '../../reconcile/model.js';
 import { processAlive } from '../../tools/exec.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import { buildSeed, type SeedEntry } from '../common/cloud-init.js';
+import { downloadedSource, filesystemSource, type SourceContext } from './made-sources.js';
 import { fsyncPath, identityOf, makeParents, removeFiles, removeIfSame, sameIdentity, type FileIdentity } from '../common/files.js';
 
 /** The image as this provider builds it: the model's spec with references resolved to paths. */
@@ -26,7 +27,11 @@ export interface ImageBuild {
     | { kind: 'blank' }
     | { kind: 'convert'; path: string; driver?: string; encryption?: { passphraseFile: string } }
     | { kind: 'backing'; path: string; driver: string }
-    | { kind: 'seed'; entries: SeedEntry[] };
+    | { kind: 'seed'; entries: SeedEntry[] }
+    /** downloaded into the state directory's cache (checked against sha256), decompressed, converted */
+    | { kind: 'download'; url: string; sha256: string; auth?: DownloadAuth; checksumFrom: string }
+    /** a filesystem made from a directory's content (its digest as the plan saw it) */
+    | { kind: 'filesystem'; dir: string; filesystem: Filesystem; digest: string };
 }
 
 const TMP_MARK = '.reconcile-';
@@ -108,6 +113,10 @@ export interface BuildHooks {
   signal?: AbortSignal;
   /** a replace: the file (and extents) the plan saw at the path, the only ones it may replace */
   replaces?: FileIdentity & { extents: string[] };
+  /** what downloads and filesystems are made with (the cache, progress) */
+  sources?: SourceContext;
+  /** the source's identity as the build read it (a directory's digest then), to record */
+  onSourceRecorded?: (identity: string) => void;
 }
 
 /** A build in progress: its private directory and the file qemu-img writes there. */
@@ -145,11 +154,33 @@ export async function createImage(b: ImageBuild, hooks: BuildHooks = {}): Promis
     } else if (src.kind === 'seed') {
       await buildSeed(tmp, src.entries, hooks.signal);
     } else {
+      // Downloads and filesystems are made first, as files in the private directory.
+      const ctx = hooks.sources;
+      if ((src.kind === 'download' || src.kind === 'filesystem') && !ctx) throw new Error(`${b.path}: a ${src.kind} build needs its source context`);
+      const from =
+        src.kind === 'download'
+          ? await downloadedSource(src, scratch.dir, ctx!)
+          : src.kind === 'filesystem'
+            ? await filesystemSource(src, b.size!, scratch.dir, ctx!)
+            : { path: src.path, driver: src.driver, encryption: src.encryption };
+      if ('recorded' in from && from.recorded) hooks.onSourceRecorded?.(from.recorded);
       // Import: create the target at its final size, then convert into it. This grows an
       // import in one pass for every format, including those that cannot resize later.
-      const size = b.size ?? (await qemuImg.info(src.path))['virtual-size'];
+      const size = b.size ?? (await qemuImg.info(from.path, from.driver))['virtual-size'];
       await qemuImg.create(tmp, { ...b, size }, sig);
-      await qemuImg.convertInto(src, { path: tmp, format: b.format, encryption: b.encryption, compressed: b.qcow2?.compressed }, sig);
+      const task = ctx?.progress.begin(ctx.id, 'converting', 'percent');
+      try {
+        await qemuImg.convertInto(
+          from,
+          { path: tmp, format: b.format, encryption: b.encryption, compressed: b.qcow2?.compressed },
+          { ...sig, ...(task ? { progress: (pct: number) => task.update(pct, 100) } : {}) },
+        );
+      } finally {
+        task?.end();
+      }
+      // The made source is not part of the image: it goes before the build is published.
+      if (from.path.startsWith(scratch.dir)) await rm(from.path, { force: true });
+      await rm(path.join(scratch.dir, '.protofile'), { force: true });
     }
     await publishBuild(b, scratch, hooks);
   } finally {

@@ -15,6 +15,7 @@ import type { SmallFileDigest } from '../common/small-files.js';
 import { unobservable, type Observed } from '../observe.js';
 import { inSync, orphanId, type NoOp, type Action, type Change, type Refusal } from '../../reconcile/plan.js';
 import { formatSize } from '../../reconcile/sizes.js';
+import { displayUrl } from '../../sources/http.js';
 
 export interface ImageDiffInput {
   state: DesiredState;
@@ -37,6 +38,8 @@ export interface ImageDiffInput {
   errors: Map<string, string>;
   /** sha256 of the cloud-init seed files observed */
   contents: Map<string, SmallFileDigest>;
+  /** images whose source could not be resolved (a checksum list out of reach, an unreadable directory), with why */
+  sourceErrors?: Map<string, string>;
 }
 
 export interface ImageDiff {
@@ -53,6 +56,9 @@ function filePath(spec: ImageSpec): string {
   return spec.location.kind === 'path' ? spec.location.path : '';
 }
 
+// A digest observation could not tell (a checksum list out of reach): not compared.
+const UNRESOLVED = '?';
+
 /** The source as recorded in the inventory: a change of it means a rebuild. */
 export function sourceIdentity(spec: ImageSpec): string {
   const s = spec.source;
@@ -68,7 +74,11 @@ export function sourceIdentity(spec: ImageSpec): string {
     case 'container':
       return `container:${s.ref}`;
     case 'directory':
-      return `directory:${s.dir}`;
+      // By content: the same files under another path build the same image.
+      return `directory:sha256:${s.digest ?? UNRESOLVED}`;
+    case 'url':
+      // By content: another mirror of the same file builds the same image.
+      return `url:sha256:${s.sha256 ?? UNRESOLVED}`;
     case 'cloudInit':
       // Salted by the apply that builds it (see seedIdentity); compared in recordedChanges.
       return 'cloudInit';
@@ -93,6 +103,7 @@ export function recordedChanges(spec: ImageSpec, recorded: Record<string, string
         out.push({ field: 'source', from: recorded.source?.startsWith('cloudInit:') ? SEED_AS_BUILT : (recorded.source ?? 'unknown'), to: SEED_CHANGED });
       continue;
     }
+    if (k === 'source' && v.endsWith(`:${UNRESOLVED}`)) continue;
     const had = recorded[k] ?? RECORDED_DEFAULTS[k] ?? 'unknown';
     if (had !== v) out.push({ field: RECORDED_FIELD[k] ?? k, from: had, to: v });
   }
@@ -155,6 +166,23 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       encryption: spec.encryption ? { passphraseFile: spec.encryption.passphraseFile, iterTime: spec.encryption.iterTime } : undefined,
       permissions: spec.permissions,
     };
+    const s = spec.source;
+    if (s.kind === 'url' || s.kind === 'directory') {
+      const err = input.sourceErrors?.get(spec.name);
+      if (err) {
+        refuse(id, `${spec.origins.source ?? spec.origin}: ${err}`);
+        return undefined;
+      }
+      if (s.kind === 'url')
+        return {
+          build: {
+            ...base,
+            source: { kind: 'download', url: s.url, sha256: s.sha256!, auth: s.auth, checksumFrom: s.checksumUrl ? `listed in ${s.checksumUrl}` : 'source.sha256' },
+          },
+          dependsOn: [],
+        };
+      return { build: { ...base, source: { kind: 'filesystem', dir: s.dir, filesystem: spec.filesystem ?? 'ext4', digest: s.digest! } }, dependsOn: [] };
+    }
     if (!dep) {
       if (spec.source.kind === 'blank') return { build: { ...base, source: { kind: 'blank' } }, dependsOn: [] };
       if (seed) return { build: { ...base, source: { kind: 'seed', entries: seed } }, dependsOn: [] };
@@ -199,10 +227,13 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   for (const spec of orderByDependency(state)) {
     const id = `images.${spec.name}`;
     if (spec.location.kind === 'pool') continue; // volumes: diff-volumes.ts
-    if (spec.source.kind === 'container' || spec.source.kind === 'directory') {
+    if (spec.source.kind === 'container') {
       refuse(id, `${spec.origins.source ?? spec.origin}: building an image from source.${spec.source.kind} is not supported by this version`);
       continue;
     }
+    // An image made already is kept as built while its source cannot be looked at.
+    const sourceError = input.sourceErrors?.get(spec.name);
+    if (sourceError && observed.get(spec.location.path)?.exists) out.notes.push(`${id}: ${sourceError}; the image is kept as it was built`);
     if (spec.publish.length) {
       refuse(id, `${spec.origin}: publish (copies in object storage) is not supported by this version; remove it or use a release that has it`);
       continue;
@@ -321,7 +352,9 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     const permChange = mine('permissions') ? permissionChanges(perm, { uid: obs.file.uid, gid: obs.file.gid, mode: obs.file.mode }) : [];
 
     if (rebuild.length) {
-      const derived = ours && seedContentOnly(rebuild);
+      // Made from its source alone (a seed; rebuild: onChange): a new source content is rebuilt
+      // without --allow-replace, as long as nothing else about it changed.
+      const derived = ours && (seedContentOnly(rebuild) || (spec.rebuild === 'onChange' && rebuild.every((c) => c.field === 'source')));
       const refused = replaceRefusal({
         origin: spec.origin,
         what: p,
@@ -343,7 +376,11 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         resource: 'image',
         kind: 'replace',
         code: incomplete ? 'interrupted' : 'rebuild',
-        reason: derived ? 'cloud-init seed files changed (rebuilt from them; it holds nothing else)' : reasonOf(rebuild),
+        reason: derived
+          ? spec.source.kind === 'cloudInit'
+            ? 'cloud-init seed files changed (rebuilt from them; it holds nothing else)'
+            : `its ${spec.source.kind === 'url' ? 'download' : spec.source.kind} changed (rebuild: onChange)`
+          : reasonOf(rebuild),
         destructive: !incomplete && !derived,
         changes: rebuild,
         dependsOn: b.dependsOn,
@@ -528,6 +565,8 @@ function describeSource(spec: ImageSpec): string {
   if (s.kind === 'image') return `copy of images.${s.image}`;
   if (s.kind === 'backing') return `overlay on ${'image' in s ? `images.${s.image}` : s.path}`;
   if (s.kind === 'cloudInit') return 'cloud-init seed';
+  if (s.kind === 'url') return `download of ${displayUrl(s.url)} (sha256 ${s.sha256?.slice(0, 12) ?? 'from its checksum list'}…)`;
+  if (s.kind === 'directory') return `${spec.filesystem ?? 'ext4'} filesystem of ${s.dir}`;
   return 'blank';
 }
 

@@ -24,7 +24,12 @@ export async function executeImage(a: Action, ctx: ExecContext): Promise<Effect>
       // A seed is recorded by the salted digest of its files as the build reads them.
       const build = op.build.source.kind === 'seed' ? { ...op, recorded: { ...op.recorded, source: seedIdentity(await currentSeedDigest(op.build.source.entries)) } } : op;
       const prior = await beforeBuild(a, ctx);
-      const made = await createImage(build.build, buildHooks(a, ctx, build));
+      const hooks = buildHooks(a, ctx, build);
+      // A directory is recorded by what mkfs read, which may differ from what the plan saw.
+      hooks.onSourceRecorded = (identity) => {
+        build.recorded = { ...build.recorded, source: identity };
+      };
+      const made = await createImage(build.build, hooks);
       failpoint('image-after-publish');
       const obs = (await observeImages([build.build.path], ctx.cache)).get(build.build.path);
       return afterPublish(a, ctx, build, prior, made, obs ?? undefined);
@@ -90,6 +95,7 @@ function buildHooks(a: Action, ctx: ExecContext, op: BuildOp): BuildHooks {
   const name = a.id.replace(/^images\./, '');
   return {
     signal: ctx.signal,
+    sources: { id: a.id, stateDir: ctx.stateDir, progress: ctx.progress, signal: ctx.signal, log: ctx.log },
     replaces: op.type === 'image.replace' ? { ...op.oldFile, extents: op.oldExtents } : undefined,
     // Intent first (Crossplane's "create pending"): a crash between the rename and the
     // record below still leaves the published file recognisably ours.

@@ -5,6 +5,8 @@ import { fileInputsOf } from '../common/file-inputs.js';
 import { diskUse } from '../common/disk-users.js';
 import { imagePathResolver, overlaysResolver } from '../common/image-paths.js';
 import { diffImages } from './diff.js';
+import { sourceTarget, withSourceDigests } from './source-digests.js';
+import type { SourceTarget } from '../../sources/resolve.js';
 import { interruptedPublishes, pendingExtentPaths } from './interrupted.js';
 import { removeStaleBuildsIn } from './build.js';
 import { createBlankImages, executeImage, imageBatchKey } from './execute.js';
@@ -14,6 +16,7 @@ export const imageKind: Kind = {
   targets(state, inventory) {
     const files: string[] = [];
     const contents: string[] = [];
+    const sources: SourceTarget[] = [];
     for (const spec of Object.values(state.images)) {
       if (spec.location.kind !== 'path') continue;
       files.push(spec.location.path);
@@ -21,6 +24,8 @@ export const imageKind: Kind = {
       // a build needs their format and size, and no decision waits for a second round.
       if (spec.source.kind === 'file') files.push(spec.source.file);
       if (spec.source.kind === 'backing' && 'path' in spec.source) files.push(spec.source.path);
+      const st = sourceTarget(spec);
+      if (st) sources.push(st);
       contents.push(...fileInputsOf(spec));
     }
     const declared = new Set(files);
@@ -31,12 +36,14 @@ export const imageKind: Kind = {
       orphaned ||= !declared.has(rec.path);
     }
     // An image that may be pruned: which domains use it as a disk is looked at too.
-    return { files, contents, identities: pendingExtentPaths(inventory), diskUsers: orphaned };
+    return { files, contents, sources, identities: pendingExtentPaths(inventory), diskUsers: orphaned };
   },
   declared: (state) => Object.values(state.images).flatMap((s) => (s.location.kind === 'path' ? [{ type: 'image' as const, path: s.location.path }] : [])),
-  diff: (i) =>
-    diffImages({
-      state: i.state,
+  diff: (i) => {
+    const { state, errors: sourceErrors } = withSourceDigests(i.state, i.observed.sources);
+    return diffImages({
+      state,
+      sourceErrors,
       observed: i.observed.files,
       inventory: i.inventory,
       allowReplace: i.allowReplace,
@@ -48,7 +55,8 @@ export const imageKind: Kind = {
       diskUse: (p, identity) => diskUse(p, undefined, identity, i),
       errors: i.observed.errors,
       contents: i.observed.contents,
-    }),
+    });
+  },
   execute: executeImage,
   // Build directories of killed applies beside images already made (one listing per directory).
   tidy: async (records) => {

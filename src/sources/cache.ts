@@ -1,0 +1,102 @@
+// The download cache: <state dir>/downloads/sha256-HEX, each file exactly the bytes whose
+// SHA-256 names it (as downloaded: still compressed). A second image from the same file,
+// and a rebuild, download nothing. A half download sits beside it as .partial (with what it
+// was fetched from) and is resumed; only a file whose digest matched is ever renamed in.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { DownloadAuth } from '../reconcile/model.js';
+import type { ProgressSink } from '../progress/progress.js';
+import { readAuth } from './auth.js';
+import { discardPartial, displayUrl, download } from './http.js';
+
+export const downloadsDir = (stateDir: string) => path.join(stateDir, 'downloads');
+export const cachedPath = (stateDir: string, sha256: string) => path.join(downloadsDir(stateDir), `sha256-${sha256}`);
+
+export async function isCached(stateDir: string, sha256: string): Promise<boolean> {
+  return stat(cachedPath(stateDir, sha256)).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+}
+
+/** The SHA-256 of a file, read once (with progress). */
+export async function sha256File(file: string, onBytes?: (done: number) => void): Promise<string> {
+  const h = createHash('sha256');
+  let done = 0;
+  await pipeline(
+    createReadStream(file),
+    new Transform({
+      transform(chunk: Buffer, _e, cb) {
+        h.update(chunk);
+        done += chunk.length;
+        onBytes?.(done);
+        cb();
+      },
+    }),
+  );
+  return h.digest('hex');
+}
+
+// Two images of one apply from the same file: one download, both wait for it.
+const inFlight = new Map<string, Promise<string>>();
+
+export interface Fetch {
+  url: string;
+  sha256: string;
+  auth?: DownloadAuth;
+  /** where the expected digest came from, for the mismatch message */
+  checksumFrom: string;
+}
+
+/** The cached file for this digest, downloaded (or resumed) first if it is not there. */
+export function ensureDownloaded(stateDir: string, f: Fetch, o: { id: string; progress: ProgressSink; signal?: AbortSignal; log: (l: string) => void }): Promise<string> {
+  const key = `${stateDir}\0${f.sha256}`;
+  const running = inFlight.get(key);
+  if (running) return running;
+  const p = fetchIntoCache(stateDir, f, o).finally(() => inFlight.delete(key));
+  inFlight.set(key, p);
+  return p;
+}
+
+async function fetchIntoCache(stateDir: string, f: Fetch, o: { id: string; progress: ProgressSink; signal?: AbortSignal; log: (l: string) => void }): Promise<string> {
+  const final = cachedPath(stateDir, f.sha256);
+  if (await isCached(stateDir, f.sha256)) return final;
+  await mkdir(downloadsDir(stateDir), { recursive: true, mode: 0o700 });
+  const partial = `${final}.partial`;
+  const auth = await readAuth(f.auth);
+  for (let whole = false; ; whole = true) {
+    const task = o.progress.begin(o.id, 'downloading');
+    let r: { resumed: boolean };
+    try {
+      r = await download(f.url, partial, { auth, signal: o.signal, log: (l) => o.log(`${o.id}: ${l}`), onProgress: (d, t) => task.update(d, t) });
+    } finally {
+      task.end();
+    }
+    const size = (await stat(partial)).size;
+    const check = o.progress.begin(o.id, 'checking the download of');
+    let got: string;
+    try {
+      got = await sha256File(partial, (d) => check.update(d, size));
+    } finally {
+      check.end();
+    }
+    if (got === f.sha256) {
+      await rename(partial, final);
+      await rm(`${partial}.json`, { force: true });
+      return final;
+    }
+    await discardPartial(partial);
+    // A resumed half of a file that changed meanwhile (no validator to tell): once more, whole.
+    if (r.resumed && !whole) {
+      o.log(`${o.id}: the resumed download of ${displayUrl(f.url)} did not match its checksum; downloading it whole`);
+      continue;
+    }
+    throw new Error(
+      `${displayUrl(f.url)}: checksum mismatch: expected sha256 ${f.sha256} (${f.checksumFrom}), downloaded ${got}; the download is discarded and nothing was created`,
+    );
+  }
+}

@@ -1,0 +1,215 @@
+// HTTP(S) downloads of image sources: redirects followed by hand (credentials never follow a
+// redirect to another origin), resumed with Range after an interruption (If-Range keeps a
+// changed file from being stitched onto an old half), servers that ignore Range or send no
+// Content-Length handled. Nothing here prints a credential or a query string.
+import { createWriteStream } from 'node:fs';
+import { rm, stat, writeFile, readFile, truncate } from 'node:fs/promises';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+/** An Authorization header value (Bearer …, Basic …), read from a file by the caller. */
+export interface HttpAuth {
+  authorization: string;
+}
+
+/** A URL as it may be shown: no user info, no query string (signed URLs carry tokens there). */
+export function displayUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname}${u.search ? '?…' : ''}`;
+  } catch {
+    return '(an invalid URL)';
+  }
+}
+
+const MAX_REDIRECTS = 10;
+// A connection that delivers nothing for this long is given up and resumed.
+const IDLE_TIMEOUT_MS = 60_000;
+
+class HttpError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** GET with redirects followed by hand: the Authorization header only ever goes to the first origin. */
+async function get(url: string, headers: Record<string, string>, auth: HttpAuth | undefined, signal: AbortSignal): Promise<Response> {
+  const origin = new URL(url).origin;
+  let at = url;
+  for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+    const h = { ...headers, ...(auth && new URL(at).origin === origin ? { authorization: auth.authorization } : {}) };
+    let res: Response;
+    try {
+      res = await fetch(at, { headers: h, redirect: 'manual', signal });
+    } catch (e) {
+      if (signal.aborted && !(signal.reason instanceof IdleTimeout)) throw e;
+      throw new HttpError(`GET ${displayUrl(at)}: ${causeOf(e)}`, true);
+    }
+    if (res.status >= 300 && res.status < 400 && res.headers.get('location')) {
+      await res.body?.cancel();
+      at = new URL(res.headers.get('location')!, at).toString();
+      if (!/^https?:$/.test(new URL(at).protocol)) throw new HttpError(`GET ${displayUrl(url)}: redirected to a URL that is not http(s)`, false);
+      continue;
+    }
+    return res;
+  }
+  throw new HttpError(`GET ${displayUrl(url)}: more than ${MAX_REDIRECTS} redirects`, false);
+}
+
+function causeOf(e: unknown): string {
+  const err = e as Error & { cause?: { code?: string; message?: string } };
+  const code = err.cause?.code;
+  if (code === 'UND_ERR_SOCKET') return 'the connection was closed (UND_ERR_SOCKET)';
+  return code ?? err.cause?.message ?? err.message;
+}
+
+function statusError(url: string, res: Response): HttpError {
+  // Timeouts, rate limits and server errors pass; anything else (404, 403) will not.
+  const retryable = res.status === 408 || res.status === 429 || res.status >= 500;
+  return new HttpError(`GET ${displayUrl(url)}: HTTP ${res.status} ${res.statusText}`.trim(), retryable);
+}
+
+/** A small text resource (a checksum list), at most `maxBytes`. */
+export async function fetchText(url: string, auth?: HttpAuth, o: { maxBytes?: number; timeoutMs?: number } = {}): Promise<string> {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(new Error('timed out')), o.timeoutMs ?? 30_000);
+  try {
+    const res = await get(url, {}, auth, ctl.signal);
+    if (!res.ok) throw statusError(res.url || url, res);
+    const text = await res.text();
+    if (text.length > (o.maxBytes ?? 4 * 1024 * 1024)) throw new Error(`GET ${displayUrl(url)}: larger than a checksum list can be`);
+    return text;
+  } catch (e) {
+    if (ctl.signal.aborted) throw new Error(`GET ${displayUrl(url)}: no answer within ${(o.timeoutMs ?? 30_000) / 1000} s`);
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+class IdleTimeout extends Error {}
+
+export type DownloadProgress = (done: number, total: number | undefined) => void;
+
+/** What a partial download was fetched from: resumed only while the server says it is the same file. */
+interface PartialMeta {
+  url: string;
+  validator?: string;
+}
+
+const metaOf = (partial: string) => `${partial}.json`;
+
+/**
+ * Downloads `url` into `partial`, resuming what an earlier (interrupted) call left there.
+ * Retries a dropped connection a few times in place; what is fetched stays for the next
+ * call if it still fails. Returns when the whole body is in the file.
+ */
+export async function download(
+  url: string,
+  partial: string,
+  o: { auth?: HttpAuth; onProgress?: DownloadProgress; signal?: AbortSignal; log?: (line: string) => void; attempts?: number } = {},
+): Promise<{ resumed: boolean }> {
+  const attempts = o.attempts ?? 6;
+  let meta = await readFile(metaOf(partial), 'utf8')
+    .then((t) => JSON.parse(t) as PartialMeta)
+    .catch(() => undefined);
+  // Another URL's half (the same digest from a new mirror) is still the same bytes: kept only
+  // if the server confirms it with the validator it gave for them.
+  if (meta && meta.url !== url) meta = { url, validator: undefined };
+  let useRange = true;
+  let resumed = false;
+  for (let attempt = 1; ; attempt++) {
+    // Without a validator (no ETag or Last-Modified) a half is resumed all the same: the
+    // caller's digest check catches a file that changed meanwhile, and fetches it whole.
+    const have = (await stat(partial).catch(() => undefined))?.size ?? 0;
+    const ctl = new AbortController();
+    const onAbort = () => ctl.abort(o.signal!.reason);
+    o.signal?.addEventListener('abort', onAbort, { once: true });
+    let idle: NodeJS.Timeout | undefined;
+    const touch = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => ctl.abort(new IdleTimeout('no data')), IDLE_TIMEOUT_MS);
+    };
+    try {
+      touch();
+      const ranged = useRange && have > 0;
+      const headers: Record<string, string> = ranged ? { range: `bytes=${have}-`, ...(meta?.validator ? { 'if-range': meta.validator } : {}) } : {};
+      if (ranged) resumed = true;
+      const res = await get(url, headers, o.auth, ctl.signal);
+      let from = 0;
+      let total: number | undefined;
+      if (res.status === 206 && ranged) {
+        const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
+        if (!m || Number(m[1]) !== have) {
+          // A range other than the one asked for: trust none of it.
+          await res.body?.cancel();
+          useRange = false;
+          throw new HttpError(`GET ${displayUrl(url)}: the server sent another range than asked for`, true);
+        }
+        from = have;
+        total = m[3] === '*' ? undefined : Number(m[3]);
+      } else if (res.status === 416 && ranged) {
+        // Asked for bytes past the end: the half may be whole already (the caller's digest check
+        // decides), else the file changed; started over without Range.
+        await res.body?.cancel();
+        const len = /\/(\d+)$/.exec(res.headers.get('content-range') ?? '')?.[1];
+        if (len !== undefined && Number(len) === have) return { resumed };
+        useRange = false;
+        await truncate(partial, 0);
+        resumed = false;
+        continue;
+      } else if (res.ok) {
+        // 200: the whole file (a server without Range support, or a changed file).
+        const len = res.headers.get('content-length');
+        total = len !== null && /^\d+$/.test(len) ? Number(len) : undefined;
+        resumed = false;
+        if (ranged) o.log?.(`${displayUrl(url)}: the server does not resume downloads (no Range support); fetching it whole again`);
+      } else {
+        await res.body?.cancel();
+        // Named as the server that answered (after redirects).
+        throw statusError(res.url || url, res);
+      }
+      const validator = res.headers.get('etag') ?? res.headers.get('last-modified') ?? undefined;
+      // A weak ETag cannot be used with If-Range; nor can nothing.
+      meta = { url, validator: validator && !validator.startsWith('W/') ? validator : undefined };
+      await writeFile(metaOf(partial), JSON.stringify(meta), { mode: 0o600 });
+      if (!res.body) throw new HttpError(`GET ${displayUrl(url)}: no body`, true);
+      let done = from;
+      o.onProgress?.(done, total);
+      const counter = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          done += chunk.length;
+          touch();
+          o.onProgress?.(done, total);
+          cb(null, chunk);
+        },
+      });
+      try {
+        await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, createWriteStream(partial, { flags: from ? 'a' : 'w', mode: 0o600 }));
+      } catch (e) {
+        if (o.signal?.aborted) throw e;
+        throw new HttpError(`GET ${displayUrl(url)}: the connection broke after ${done} bytes (${causeOf(e)})`, true);
+      }
+      if (total !== undefined && done !== total) throw new HttpError(`GET ${displayUrl(url)}: the connection ended after ${done} of ${total} bytes`, true);
+      return { resumed };
+    } catch (e) {
+      if (o.signal?.aborted) throw o.signal.reason ?? e;
+      const retry = e instanceof HttpError ? e.retryable : true;
+      if (!retry || attempt >= attempts) throw e;
+      o.log?.(`${(e as Error).message}; resuming (attempt ${attempt + 1} of ${attempts})`);
+      await new Promise((r) => setTimeout(r, Math.min(1000 * attempt, 5000)));
+    } finally {
+      clearTimeout(idle);
+      o.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+}
+
+/** Forgets a partial download (a digest mismatch: none of it can be trusted). */
+export async function discardPartial(partial: string): Promise<void> {
+  await rm(partial, { force: true });
+  await rm(metaOf(partial), { force: true });
+}

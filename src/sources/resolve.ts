@@ -1,0 +1,47 @@
+// What a plan needs to know of the sources it cannot read from the YAML alone: the digest a
+// checksum list gives for a download, and what a directory holds. Observed once per plan,
+// in parallel; each failure is kept with its key, for the image it concerns.
+import type { DownloadAuth } from '../reconcile/model.js';
+
+export type SourceTarget = { kind: 'checksum'; listUrl: string; url: string; auth?: DownloadAuth } | { kind: 'directory'; dir: string; filesystem: string };
+
+export const sourceKey = (t: SourceTarget) => (t.kind === 'checksum' ? `checksum:${t.listUrl} ${t.url}` : `directory:${t.dir}`);
+
+export interface ResolvedSources {
+  digests: Map<string, string>;
+  errors: Map<string, string>;
+  /** directories holding names a filesystem cannot take (xfs protofiles split on white space) */
+  spaced: Map<string, string[]>;
+}
+
+export async function resolveSources(targets: SourceTarget[]): Promise<ResolvedSources> {
+  const out: ResolvedSources = { digests: new Map(), errors: new Map(), spaced: new Map() };
+  if (!targets.length) return out;
+  const lists = new Map<string, Promise<string>>();
+  await Promise.all(
+    targets.map(async (t) => {
+      const key = sourceKey(t);
+      try {
+        if (t.kind === 'checksum') {
+          const [{ fetchText, displayUrl }, { readAuth }, { checksumFor }] = await Promise.all([import('./http.js'), import('./auth.js'), import('./checksums.js')]);
+          // Credentials go to the list only on the download's own origin.
+          const auth = new URL(t.listUrl).origin === new URL(t.url).origin ? await readAuth(t.auth) : undefined;
+          if (!lists.has(t.listUrl)) lists.set(t.listUrl, fetchText(t.listUrl, auth));
+          const text = await lists.get(t.listUrl)!;
+          const r = checksumFor(text, t.url);
+          if ('error' in r) throw new Error(`checksumUrl ${displayUrl(t.listUrl)} ${r.error}`);
+          out.digests.set(key, r.sha256);
+        } else {
+          const { directoryManifest } = await import('./directory-digest.js');
+          const m = await directoryManifest(t.dir);
+          out.digests.set(key, m.digest);
+          if (m.spaced.length) out.spaced.set(key, m.spaced);
+        }
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        out.errors.set(key, err.code ? `cannot read ${t.kind === 'directory' ? t.dir : t.listUrl}: ${err.code}` : err.message);
+      }
+    }),
+  );
+  return out;
+}
