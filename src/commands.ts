@@ -276,7 +276,7 @@ async function applyDesired(
 }
 
 export async function cmdShow(a: Args): Promise<number> {
-  const [{ FileObservationCache }, { planWithObservations }, { imageStatuses, poolStatuses, renderShow, secretStatuses, vmStatuses }] = await Promise.all([
+  const [{ FileObservationCache }, { planWithObservations }, { imageStatuses, poolStatuses, publishStatuses, renderShow, secretStatuses, vmStatuses }] = await Promise.all([
     inventory(),
     engine(),
     showing(),
@@ -288,7 +288,12 @@ export async function cmdShow(a: Args): Promise<number> {
   const pools = poolStatuses(state, p);
   const vms = vmStatuses(state, p);
   const secrets = secretStatuses(state, p);
-  print(a.output === 'json' ? JSON.stringify({ secrets, pools, images, vms, notes: p.plan.notes }, null, 2) : renderShow(pools, images, vms, p.plan.notes, secrets));
+  const published = publishStatuses(state, p);
+  print(
+    a.output === 'json'
+      ? JSON.stringify({ secrets, pools, images, published, vms, notes: p.plan.notes }, null, 2)
+      : renderShow(pools, images, vms, p.plan.notes, secrets, published),
+  );
   return EXIT.ok;
 }
 

@@ -33,6 +33,16 @@ export interface ImageStatus {
   detail: string;
 }
 
+/** A publish target of an image: in sync (holds this image), pending (an upload is due), failed (the last upload failed), refused. */
+export interface PublishStatus {
+  image: string;
+  to: string;
+  status: 'in-sync' | 'pending' | 'failed' | 'refused' | 'unknown';
+  detail: string;
+  /** when reconcile last uploaded it */
+  uploadedAt?: string;
+}
+
 export interface PoolStatus {
   name: string;
   type: string;
@@ -56,6 +66,23 @@ function statusOf(p: PlanWithObservations, id: string): { status: string; detail
   const refusal = p.plan.refusals.find((r) => r.id === id);
   const status = refusal ? 'refused' : !action ? 'unknown' : action.kind === 'no-op' ? 'in-sync' : action.kind === 'create' ? 'missing' : 'drifted';
   return { status, detail: refusal?.message ?? (action && action.kind !== 'no-op' ? action.reason : '') };
+}
+
+export function publishStatuses(state: DesiredState, p: PlanWithObservations): PublishStatus[] {
+  return Object.values(state.images)
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .flatMap((spec) =>
+      spec.publish.map((t): PublishStatus => {
+        const id = `publish:${t.to}`;
+        const action = p.plan.actions.find((a) => a.id === id);
+        const refusal = p.plan.refusals.find((r) => r.id === id);
+        const rec = p.inventory.objects[recordKey({ type: 'publish', to: t.to })];
+        const failed = rec?.type === 'publish' ? rec.lastError : undefined;
+        const status = refusal ? 'refused' : !action ? 'unknown' : action.kind === 'no-op' ? 'in-sync' : failed ? 'failed' : 'pending';
+        const detail = refusal?.message ?? (status === 'failed' ? `${failed!.at}: ${failed!.message}` : action && action.kind !== 'no-op' ? action.reason : '');
+        return { image: spec.name, to: t.to, status, detail, uploadedAt: rec?.type === 'publish' ? rec.uploadedAt : undefined };
+      }),
+    );
 }
 
 export function imageStatuses(state: DesiredState, p: PlanWithObservations): ImageStatus[] {
@@ -195,7 +222,7 @@ export function capacityWarnings(pools: PoolStatus[]): string[] {
 
 const size = (n?: number) => (n === undefined ? '-' : formatSize(n).replace(/ \(.*\)$/, ''));
 
-export function renderShow(pools: PoolStatus[], images: ImageStatus[], vms: VmStatus[], notes: string[], secrets: SecretStatus[] = []): string {
+export function renderShow(pools: PoolStatus[], images: ImageStatus[], vms: VmStatus[], notes: string[], secrets: SecretStatus[] = [], published: PublishStatus[] = []): string {
   const lines: string[] = [];
   if (secrets.length) {
     const cols = columns(['SECRET', 'USAGE', 'UUID', 'OWNER', 'STATUS']);
@@ -234,6 +261,11 @@ export function renderShow(pools: PoolStatus[], images: ImageStatus[], vms: VmSt
     const cols = columns(['IMAGE', 'WHERE', 'FORMAT', 'SIZE', 'ALLOCATED', 'OWNER', 'STATUS'], ['SIZE', 'ALLOCATED']);
     const rows = images.map((i) => [i.name, i.where, i.format ?? '-', size(i.virtualSize), size(i.allocated), i.owner, i.status + (i.detail ? `: ${i.detail}` : '')]);
     lines.push(...renderTable(cols, rows));
+  }
+  if (published.length) {
+    const cols = columns(['IMAGE', 'PUBLISHED TO', 'UPLOADED', 'STATUS']);
+    const rows = published.map((x) => [x.image, x.to, x.uploadedAt ?? '-', x.status + (x.detail ? `: ${x.detail}` : '')]);
+    lines.push('', ...renderTable(cols, rows));
   }
   if (vms.length) {
     const cols = columns(['VM', 'STATE', 'OWNER', 'DISK', 'SOURCE', 'BUS', 'CACHE', 'IO', 'DISCARD', 'ATTACHED', 'STATUS']);

@@ -29,6 +29,8 @@ import type { Suspensions } from '../backups/suspension.js';
 import { processAlive } from '../tools/exec.js';
 import { readBackupRecords } from '../backups/records.js';
 import { sourceKey, type ResolvedSources, type SourceTarget } from '../sources/resolve.js';
+import type { PublishTarget } from '../reconcile/model.js';
+import type { RemoteObject } from '../publish/place.js';
 
 /**
  * What observation found at one target: nothing, or the object as read (Crossplane's
@@ -86,6 +88,10 @@ export interface Observation {
   backupInProgress?: Record<string, { id: string; vm: string }>;
   /** a restore into images that was interrupted (see backups/records.ts) */
   backupRestoring?: { id: string; vm: string; asides: { source: string; aside: string }[] };
+  /** what is at each publish target asked for (null: nothing), keyed by its URL; one that could not be read is in errors as "publish:URL" */
+  remotes?: Map<string, RemoteObject | null>;
+  /** SHA-256 of the files asked for (absent: no such file, or unreadable: in errors) */
+  digests?: Map<string, string>;
   /** image sources as resolved (see sources/resolve.ts), if asked */
   sources?: ResolvedSources;
   /** if asked: the domains (any, declared or not) that have each file or volume as a disk, keyed by path or "pool/volume" */
@@ -156,6 +162,10 @@ export interface Targets {
   diskUsers?: boolean;
   /** digests of image sources: a download's from its checksum list, a directory's content */
   sources?: SourceTarget[];
+  /** objects at publish targets (HEAD: size and the digest they were uploaded with) */
+  remotes?: PublishTarget[];
+  /** files whose SHA-256 is needed (images that are published), from the stat-keyed cache when unchanged */
+  digests?: string[];
 }
 
 export function mergeTargets(parts: Partial<Targets>[]): Targets {
@@ -192,6 +202,8 @@ export function mergeTargets(parts: Partial<Targets>[]): Targets {
     refreshPools: [...new Set(parts.flatMap((t) => t.refreshPools ?? []))].sort(),
     diskUsers: parts.some((t) => t.diskUsers),
     sources: [...new Map(parts.flatMap((t) => t.sources ?? []).map((x) => [sourceKey(x), x])).values()],
+    remotes: [...new Map(parts.flatMap((t) => t.remotes ?? []).map((x) => [x.to, x])).values()],
+    digests: [...new Set(parts.flatMap((t) => t.digests ?? []))].sort(),
   };
 }
 
@@ -255,6 +267,8 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     virsh && (targets.pools.length || targets.volumes.length || targets.domains.length) ? observeLibvirt(virsh, libvirtTargets, opts.cache) : undefined,
     virsh && targets.secrets ? readSecrets(virsh).then((s) => (obs.secrets = s)) : undefined,
     targets.sources?.length ? import('../sources/resolve.js').then(async (m) => (obs.sources = await m.resolveSources(targets.sources!))) : undefined,
+    targets.remotes?.length ? import('../publish/observe.js').then(async (m) => (obs.remotes = await m.observeRemotes(targets.remotes!, obs.errors))) : undefined,
+    targets.digests?.length ? import('../publish/observe.js').then(async (m) => (obs.digests = await m.fileDigests(targets.digests!, opts.cache, obs.errors))) : undefined,
   ]);
   if (virsh && targets.secrets) obs.connection ??= virsh.uri;
   if (libvirt) Object.assign(obs, libvirt, { connection: virsh!.uri });

@@ -6,10 +6,11 @@ import { backupKind } from './backup/index.js';
 import { domainKind } from './domain/index.js';
 import { imageKind } from './image/index.js';
 import { poolKind } from './pool/index.js';
+import { publishKind } from './publish/index.js';
 import { secretKind } from './secret/index.js';
 import { volumeKind } from './volume/index.js';
 
-export const KINDS: readonly Kind[] = [secretKind, poolKind, imageKind, volumeKind, domainKind, backupKind];
+export const KINDS: readonly Kind[] = [secretKind, poolKind, imageKind, volumeKind, publishKind, domainKind, backupKind];
 
 export function kindOf(resource: Resource): Kind {
   const k = KINDS.find((x) => x.resource === resource);

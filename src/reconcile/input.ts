@@ -48,7 +48,7 @@ export interface ImageInput {
   adopt?: boolean;
   decrypt?: boolean;
   followSymlink?: boolean;
-  publish?: { to: string }[];
+  publish?: { to: string; endpoint?: string; region?: string; credentialsFile?: string; prune?: boolean }[];
 }
 
 export interface PoolInput {

@@ -131,7 +131,27 @@ export interface SecretRecord {
   createdAt: string;
 }
 
-export type InventoryRecord = ImageRecord | PoolRecord | VolumeRecord | DomainRecord | SecretRecord;
+/** An image published to object storage (`publish:`): what was uploaded, so prune deletes only that. */
+export interface PublishRecord {
+  type: 'publish';
+  /** the target URL (its key) */
+  to: string;
+  /** the image it was published from (its YAML name) and that image's path */
+  image: string;
+  path: string;
+  /** the target as declared when it was uploaded (no credentials: a file's path at most) */
+  target: import('../providers/publish/ops.js').RecordedTarget;
+  /** declared prune: true then: the object goes when the target leaves the YAML */
+  prune: boolean;
+  /** the digest of what was uploaded (undefined: no upload has completed) */
+  sha256?: string;
+  uploadedAt: string;
+  createdAt?: string;
+  /** the last upload that failed, for `show` */
+  lastError?: { at: string; message: string };
+}
+
+export type InventoryRecord = ImageRecord | PoolRecord | VolumeRecord | DomainRecord | SecretRecord | PublishRecord;
 
 /**
  * Is the file at a recorded path still the one reconcile created? Inode numbers are reused
@@ -232,7 +252,8 @@ export type ObjectKey =
   | { type: 'pool'; name: string }
   | { type: 'volume'; pool: string; volume: string }
   | { type: 'domain'; name: string }
-  | { type: 'secret'; name: string };
+  | { type: 'secret'; name: string }
+  | { type: 'publish'; to: string };
 
 export function recordKey(r: ObjectKey): string {
   switch (r.type) {
@@ -246,6 +267,8 @@ export function recordKey(r: ObjectKey): string {
       return `domain:${r.name}`;
     case 'secret':
       return `secret:${r.name}`;
+    case 'publish':
+      return `publish:${r.to}`;
   }
 }
 

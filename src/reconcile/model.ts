@@ -10,7 +10,8 @@ export type ImageSource =
   | { kind: 'image'; image: string }
   | { kind: 'backing'; image: string }
   | { kind: 'backing'; path: string }
-  | { kind: 'container'; ref: string }
+  /** digest: the image ID (config digest) as observed for a plan */
+  | { kind: 'container'; ref: string; digest?: string }
   /** digest: what the directory holds (see sources/directory-digest.ts), as observed for a plan */
   | { kind: 'directory'; dir: string; digest?: string }
   | { kind: 'cloudInit'; files: CloudInitFiles }
@@ -97,7 +98,8 @@ export interface ImageSpec {
    * rebuild replaces the image and its data, so it needs --allow-replace.
    */
   rebuild?: 'onChange';
-  publish: { to: string }[];
+  /** copies of the finished image in object storage, uploaded when it is built or changed */
+  publish: PublishTarget[];
   origin: Origin;
   /** positions of fields that plan-time checks may need to point at */
   origins: { size?: Origin; source?: Origin; format?: Origin };
@@ -195,6 +197,19 @@ export type OffsiteTarget =
   | { kind: 's3'; url: string; bucket: string; prefix: string; endpoint?: string; region?: string; pathStyle: boolean; credentialsFile?: string }
   | { kind: 'azure'; url: string; account: string; container: string; prefix: string; credentialsFile?: string }
   | { kind: 'ssh'; url: string; user?: string; host: string; port?: number; path: string; identityFile?: string; knownHostsFile?: string };
+
+/** Where a finished image is published (`publish:`): one object, known by its URL. */
+export interface PublishTarget {
+  /** as written: s3://BUCKET/KEY, azure://ACCOUNT/CONTAINER/BLOB, gs://BUCKET/OBJECT */
+  to: string;
+  /** the store, its key in `prefix` (gs: the S3-compatible XML API, path-style) */
+  place: Extract<OffsiteTarget, { kind: 's3' | 'azure' }>;
+  /** Azure: a VHD goes up as a page blob (what Azure disks are made from), anything else as a block blob */
+  pageBlob: boolean;
+  /** the object is deleted when the target leaves the YAML (apply --prune) */
+  prune: boolean;
+  origin: Origin;
+}
 
 export interface BackupSpec {
   name: string;

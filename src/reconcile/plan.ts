@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 
 export type ActionKind = 'create' | 'update' | 'replace' | 'delete' | 'no-op';
-export type Resource = 'secret' | 'image' | 'pool' | 'volume' | 'domain' | 'backup';
+export type Resource = 'secret' | 'image' | 'pool' | 'volume' | 'domain' | 'backup' | 'publish';
 
 /** Why an action is in the plan, for programs; `reason` says it for people. */
 export type ReasonCode =

@@ -4,7 +4,19 @@ import path from 'node:path';
 import { Cron } from 'croner';
 import { declaredDisks, modeConflicts, modeProblems } from '../providers/backup/modes.js';
 import type { ConfigError } from './errors.js';
-import { article, FILESYSTEM_MIN_SIZE, type Filesystem, FILE_POOLS, FILE_WIPE_ALGORITHMS, imageSecretUsage, LUN_POOLS, STORAGE_POOLS, sourceImage, VOLUME_EXT } from './model.js';
+import {
+  type PublishTarget,
+  article,
+  FILESYSTEM_MIN_SIZE,
+  type Filesystem,
+  FILE_POOLS,
+  FILE_WIPE_ALGORITHMS,
+  imageSecretUsage,
+  LUN_POOLS,
+  STORAGE_POOLS,
+  sourceImage,
+  VOLUME_EXT,
+} from './model.js';
 import type {
   BackupSpec,
   DesiredState,
@@ -218,22 +230,19 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   }
   // What this version cannot build is refused here, not first at plan time: validate accepts
   // exactly what plan can do.
-  if (source.kind === 'container') {
-    c.err(p('source', source.kind), `building an image from source.${source.kind} is not supported by this version`, true);
-  }
-  if (source.kind === 'directory') {
+  if (source.kind === 'container' && !/^(oci-archive:\/|oci:\/|[A-Za-z0-9][A-Za-z0-9._/:@-]*$)/.test(source.ref))
+    c.err(
+      p('source', 'container'),
+      `must be an image in local container storage (NAME[:TAG], an image ID), oci-archive:/PATH[:TAG] or oci:/DIR[:TAG] (got ${JSON.stringify(source.ref)})`,
+    );
+  if (source.kind === 'directory' || source.kind === 'container') {
+    const what = source.kind === 'directory' ? 'a directory' : 'a container image';
     if (raw.pool !== undefined)
-      c.err(
-        p('source', 'directory'),
-        'a filesystem image from a directory goes into an image with path: in this version; declare the pool volume with source.image naming it',
-        true,
-      );
-    if (raw.size === undefined) c.err(base, 'missing required field "size": the filesystem made from source.directory needs a size', true);
-    if (raw.adopt) c.err(p('adopt'), 'an image made from a directory is built by reconcile; there is nothing to adopt', true);
+      c.err(p('source', source.kind), `a filesystem image from ${what} goes into an image with path: in this version; declare the pool volume with source.image naming it`, true);
+    if (raw.size === undefined) c.err(base, `missing required field "size": the filesystem made from source.${source.kind} needs a size`, true);
+    if (raw.adopt) c.err(p('adopt'), `an image made from ${what} is built by reconcile; there is nothing to adopt`, true);
   }
-  if (Array.isArray(raw.publish) && raw.publish.length) {
-    c.err(p('publish'), 'publish (copies in object storage) is not supported by this version', true);
-  }
+  const publish = publishTargets(c, p, raw, format);
   // A seed is an ISO 9660 image: its size is what its files make, and it is read-only media.
   if (source.kind === 'cloudInit') {
     if (format !== 'raw') c.err(raw.format !== undefined ? p('format') : base, `a cloud-init seed is an ISO image; format must be raw (got ${format})`, raw.format === undefined);
@@ -261,7 +270,8 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   else if (raw.source === undefined && !raw.adopt && !(raw.pool !== undefined && LUN_POOLS.includes(pools[raw.pool]?.type as PoolType))) {
     c.err(base, 'missing required field "size": a blank image needs a virtual size', true);
   }
-  const fsMin = source.kind === 'directory' && size !== undefined ? FILESYSTEM_MIN_SIZE[(raw.filesystem as Filesystem | undefined) ?? 'ext4'] : undefined;
+  const fsMin =
+    (source.kind === 'directory' || source.kind === 'container') && size !== undefined ? FILESYSTEM_MIN_SIZE[(raw.filesystem as Filesystem | undefined) ?? 'ext4'] : undefined;
   if (fsMin !== undefined && size! < fsMin) c.err(p('size'), `${raw.filesystem ?? 'ext4'} needs at least ${formatSize(fsMin)} (got ${formatSize(size!)})`);
   const max = MAX_SIZE[format];
   if (size !== undefined && max !== undefined && size > max) c.err(p('size'), `${formatSize(size)} exceeds the ${format} limit of ${formatSize(max)}`);
@@ -319,7 +329,7 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     format,
     size,
     source,
-    filesystem: (raw.filesystem as ImageSpec['filesystem']) ?? (source.kind === 'directory' ? 'ext4' : undefined),
+    filesystem: (raw.filesystem as ImageSpec['filesystem']) ?? (source.kind === 'directory' || source.kind === 'container' ? 'ext4' : undefined),
     qcow2,
     vmdk: format === 'vmdk' ? (raw.vmdk ?? {}) : undefined,
     vhd: format === 'vhd' ? (raw.vhd ?? {}) : undefined,
@@ -332,7 +342,7 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     followSymlink: raw.followSymlink ?? false,
     rebuild: raw.rebuild,
     declared: Object.keys(raw),
-    publish: raw.publish ?? [],
+    publish,
     origin: c.at(base, true),
     origins: {
       size: raw.size !== undefined ? c.at(p('size')) : undefined,
@@ -939,4 +949,51 @@ function urlSource(c: Checker, p: (...f: FieldPath) => FieldPath, s: NonNullable
     c.err(p('source'), 'a download is checked before it is used: set exactly one of sha256 (the digest itself) or checksumUrl (a SHA256SUMS file that lists it)');
   if (s.auth !== undefined && Object.keys(s.auth).length !== 1) c.err(p('source', 'auth'), 'set exactly one of bearerTokenFile or basicAuthFile');
   return { kind: 'url', url, sha256: s.sha256?.toLowerCase(), checksumUrl: s.checksumUrl, auth: s.auth };
+}
+
+/**
+ * `publish:` entries as targets: s3:// and gs:// (through the S3-compatible XML API of
+ * storage.googleapis.com, or an endpoint), azure:// (a VHD as a page blob). An endpoint means
+ * an S3-compatible server, addressed path-style.
+ */
+function publishTargets(c: Checker, p: (...f: FieldPath) => FieldPath, raw: ImageInput, format: Format): PublishTarget[] {
+  const out: PublishTarget[] = [];
+  (raw.publish ?? []).forEach((t, i) => {
+    const at = p('publish', i);
+    if (raw.pool !== undefined) {
+      c.err(at, 'publish is for images with path: in this version');
+      return;
+    }
+    const gs = t.to.startsWith('gs://');
+    if (t.endpoint !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(t.endpoint)) {
+      c.err([...at, 'endpoint'], `must be http(s)://HOST[:PORT] (got ${JSON.stringify(t.endpoint)})`);
+      return;
+    }
+    const endpoint = t.endpoint ?? (gs ? 'https://storage.googleapis.com' : (process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL));
+    const place = offsiteTarget({
+      url: gs ? t.to.replace(/^gs:/, 's3:') : t.to,
+      ...(t.to.startsWith('azure://') ? {} : { endpoint, region: t.region ?? (gs ? 'auto' : undefined), pathStyle: endpoint !== undefined }),
+      credentialsFile: t.credentialsFile,
+    });
+    if (typeof place === 'string') {
+      c.err(
+        [...at, t.to.startsWith('azure://') && (t.endpoint ?? t.region) !== undefined ? (t.endpoint !== undefined ? 'endpoint' : 'region') : 'to'],
+        place.replace(/^s3:/, gs ? 'gs:' : 's3:'),
+      );
+      return;
+    }
+    if (place.kind === 'ssh') {
+      c.err([...at, 'to'], 'must be an s3://, azure:// or gs:// URL');
+      return;
+    }
+    if (!place.prefix) {
+      c.err([...at, 'to'], `name the object: ${gs ? 'gs://BUCKET/OBJECT' : place.kind === 's3' ? 's3://BUCKET/KEY' : 'azure://ACCOUNT/CONTAINER/BLOB'}`);
+      return;
+    }
+    const pageBlob = place.kind === 'azure' && format === 'vhd';
+    if (pageBlob && raw.vhd?.subformat !== 'fixed') c.err([...at, 'to'], 'Azure makes disks only from fixed VHDs (a page blob): declare vhd: { subformat: fixed }');
+    if (out.some((x) => x.to === t.to)) c.err([...at, 'to'], `${t.to} is listed twice`);
+    out.push({ to: t.to, place, pageBlob, prune: t.prune ?? false, origin: c.at(at) });
+  });
+  return out;
 }

@@ -3,9 +3,12 @@
 // in parallel; each failure is kept with its key, for the image it concerns.
 import type { DownloadAuth } from '../reconcile/model.js';
 
-export type SourceTarget = { kind: 'checksum'; listUrl: string; url: string; auth?: DownloadAuth } | { kind: 'directory'; dir: string; filesystem: string };
+export type SourceTarget =
+  | { kind: 'checksum'; listUrl: string; url: string; auth?: DownloadAuth }
+  | { kind: 'directory'; dir: string; filesystem: string }
+  | { kind: 'container'; ref: string };
 
-export const sourceKey = (t: SourceTarget) => (t.kind === 'checksum' ? `checksum:${t.listUrl} ${t.url}` : `directory:${t.dir}`);
+export const sourceKey = (t: SourceTarget) => (t.kind === 'checksum' ? `checksum:${t.listUrl} ${t.url}` : t.kind === 'directory' ? `directory:${t.dir}` : `container:${t.ref}`);
 
 export interface ResolvedSources {
   digests: Map<string, string>;
@@ -31,6 +34,10 @@ export async function resolveSources(targets: SourceTarget[]): Promise<ResolvedS
           const r = checksumFor(text, t.url);
           if ('error' in r) throw new Error(`checksumUrl ${displayUrl(t.listUrl)} ${r.error}`);
           out.digests.set(key, r.sha256);
+        } else if (t.kind === 'container') {
+          const [{ parseContainerRef, storageImageId }, { layoutImageId }] = await Promise.all([import('../tools/podman.js'), import('./oci-layout.js')]);
+          const ref = parseContainerRef(t.ref);
+          out.digests.set(key, ref.kind === 'storage' ? await storageImageId(ref.name).catch((e) => Promise.reject(containerError(t.ref, e))) : await layoutImageId(ref));
         } else {
           const { directoryManifest } = await import('./directory-digest.js');
           const m = await directoryManifest(t.dir);
@@ -39,9 +46,18 @@ export async function resolveSources(targets: SourceTarget[]): Promise<ResolvedS
         }
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
-        out.errors.set(key, err.code ? `cannot read ${t.kind === 'directory' ? t.dir : t.listUrl}: ${err.code}` : err.message);
+        const what = t.kind === 'directory' ? t.dir : t.kind === 'container' ? t.ref.replace(/^oci(-archive)?:/, '') : t.listUrl;
+        out.errors.set(key, err.code ? `cannot read ${what}: ${err.code}` : err.message);
       }
     }),
   );
   return out;
+}
+
+/** Why an image in local container storage cannot be used: podman missing, or no such image. */
+function containerError(ref: string, e: unknown): Error {
+  const err = e as NodeJS.ErrnoException & { stderr?: string };
+  if (err.code === 'ENOENT') return new Error(`source.container ${ref}: podman is not installed (images in local container storage are read through it)`);
+  const said = (err.stderr ?? err.message).trim().split('\n').pop();
+  return new Error(`source.container ${ref}: not in local container storage (${said})`);
 }

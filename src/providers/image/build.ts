@@ -31,7 +31,9 @@ export interface ImageBuild {
     /** downloaded into the state directory's cache (checked against sha256), decompressed, converted */
     | { kind: 'download'; url: string; sha256: string; auth?: DownloadAuth; checksumFrom: string }
     /** a filesystem made from a directory's content (its digest as the plan saw it) */
-    | { kind: 'filesystem'; dir: string; filesystem: Filesystem; digest: string };
+    | { kind: 'filesystem'; dir: string; filesystem: Filesystem; digest: string }
+    /** a filesystem made from a container image's root filesystem (its ID as the plan saw it) */
+    | { kind: 'container'; ref: string; filesystem: Filesystem; digest: string };
 }
 
 const TMP_MARK = '.reconcile-';
@@ -156,11 +158,11 @@ export async function createImage(b: ImageBuild, hooks: BuildHooks = {}): Promis
     } else {
       // Downloads and filesystems are made first, as files in the private directory.
       const ctx = hooks.sources;
-      if ((src.kind === 'download' || src.kind === 'filesystem') && !ctx) throw new Error(`${b.path}: a ${src.kind} build needs its source context`);
+      if (src.kind !== 'convert' && !ctx) throw new Error(`${b.path}: a ${src.kind} build needs its source context`);
       const from =
         src.kind === 'download'
           ? await downloadedSource(src, scratch.dir, ctx!)
-          : src.kind === 'filesystem'
+          : src.kind === 'filesystem' || src.kind === 'container'
             ? await filesystemSource(src, b.size!, scratch.dir, ctx!)
             : { path: src.path, driver: src.driver, encryption: src.encryption };
       if ('recorded' in from && from.recorded) hooks.onSourceRecorded?.(from.recorded);

@@ -72,7 +72,8 @@ export function sourceIdentity(spec: ImageSpec): string {
     case 'backing':
       return 'image' in s ? `backing:${s.image}` : `backing:${s.path}`;
     case 'container':
-      return `container:${s.ref}`;
+      // By image ID (its config digest): a new build of the image under the same name rebuilds.
+      return `container:sha256:${s.digest ?? UNRESOLVED}`;
     case 'directory':
       // By content: the same files under another path build the same image.
       return `directory:sha256:${s.digest ?? UNRESOLVED}`;
@@ -167,7 +168,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
       permissions: spec.permissions,
     };
     const s = spec.source;
-    if (s.kind === 'url' || s.kind === 'directory') {
+    if (s.kind === 'url' || s.kind === 'directory' || s.kind === 'container') {
       const err = input.sourceErrors?.get(spec.name);
       if (err) {
         refuse(id, `${spec.origins.source ?? spec.origin}: ${err}`);
@@ -181,6 +182,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
           },
           dependsOn: [],
         };
+      if (s.kind === 'container') return { build: { ...base, source: { kind: 'container', ref: s.ref, filesystem: spec.filesystem ?? 'ext4', digest: s.digest! } }, dependsOn: [] };
       return { build: { ...base, source: { kind: 'filesystem', dir: s.dir, filesystem: spec.filesystem ?? 'ext4', digest: s.digest! } }, dependsOn: [] };
     }
     if (!dep) {
@@ -227,17 +229,9 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
   for (const spec of orderByDependency(state)) {
     const id = `images.${spec.name}`;
     if (spec.location.kind === 'pool') continue; // volumes: diff-volumes.ts
-    if (spec.source.kind === 'container') {
-      refuse(id, `${spec.origins.source ?? spec.origin}: building an image from source.${spec.source.kind} is not supported by this version`);
-      continue;
-    }
     // An image made already is kept as built while its source cannot be looked at.
     const sourceError = input.sourceErrors?.get(spec.name);
     if (sourceError && observed.get(spec.location.path)?.exists) out.notes.push(`${id}: ${sourceError}; the image is kept as it was built`);
-    if (spec.publish.length) {
-      refuse(id, `${spec.origin}: publish (copies in object storage) is not supported by this version; remove it or use a release that has it`);
-      continue;
-    }
     const p = spec.location.path;
     if (!observed.has(p)) {
       refuse(id, `${spec.origin}: ${unobservable(input.errors, p)}`);
@@ -379,7 +373,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         reason: derived
           ? spec.source.kind === 'cloudInit'
             ? 'cloud-init seed files changed (rebuilt from them; it holds nothing else)'
-            : `its ${spec.source.kind === 'url' ? 'download' : spec.source.kind} changed (rebuild: onChange)`
+            : `its ${spec.source.kind === 'url' ? 'download' : spec.source.kind === 'container' ? 'container image' : spec.source.kind} changed (rebuild: onChange)`
           : reasonOf(rebuild),
         destructive: !incomplete && !derived,
         changes: rebuild,
@@ -567,6 +561,7 @@ function describeSource(spec: ImageSpec): string {
   if (s.kind === 'cloudInit') return 'cloud-init seed';
   if (s.kind === 'url') return `download of ${displayUrl(s.url)} (sha256 ${s.sha256?.slice(0, 12) ?? 'from its checksum list'}…)`;
   if (s.kind === 'directory') return `${spec.filesystem ?? 'ext4'} filesystem of ${s.dir}`;
+  if (s.kind === 'container') return `${spec.filesystem ?? 'ext4'} filesystem of container image ${s.ref} (${s.digest?.slice(0, 12) ?? '?'}…)`;
   return 'blank';
 }
 

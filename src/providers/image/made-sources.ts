@@ -10,6 +10,9 @@ import { directoryManifest } from '../../sources/directory-digest.js';
 import { displayUrl } from '../../sources/http.js';
 import { compressionOf, decompress } from '../../tools/decompress.js';
 import { mkfsFromDirectory } from '../../tools/mkfs.js';
+import { parseContainerRef, storageImageId, withImageRoot } from '../../tools/podman.js';
+import { layoutImageId } from '../../sources/oci-layout.js';
+import { withTempDir } from '../../tools/scratch.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import type { ImageBuild } from './build.js';
 
@@ -57,17 +60,31 @@ export async function downloadedSource(src: Extract<ImageBuild['source'], { kind
   return { path: input, driver: info.format };
 }
 
-export async function filesystemSource(src: Extract<ImageBuild['source'], { kind: 'filesystem' }>, size: number, dir: string, ctx: SourceContext): Promise<MadeSource> {
-  // What mkfs reads is recorded: the digest as the plan saw it may have moved since.
-  const before = await directoryManifest(src.dir);
+export async function filesystemSource(
+  src: Extract<ImageBuild['source'], { kind: 'filesystem' | 'container' }>,
+  size: number,
+  dir: string,
+  ctx: SourceContext,
+): Promise<MadeSource> {
   const file = path.join(dir, '.source');
   await writeFile(file, '', { mode: 0o600 });
   await truncate(file, size);
-  const task = ctx.progress.begin(ctx.id, `making ${src.filesystem} from ${src.dir}`, 'percent');
+  const what = src.kind === 'filesystem' ? src.dir : `container image ${src.ref}`;
+  const task = ctx.progress.begin(ctx.id, `making ${src.filesystem} from ${what}`, 'percent');
+  const mkfs = (root: string) => mkfsFromDirectory(src.filesystem, root, file, { signal: ctx.signal, protofile: path.join(dir, '.protofile') });
   try {
-    await mkfsFromDirectory(src.filesystem, src.dir, file, { signal: ctx.signal, protofile: path.join(dir, '.protofile') });
+    if (src.kind === 'filesystem') {
+      // What mkfs reads is recorded: the digest as the plan saw it may have moved since.
+      const before = await directoryManifest(src.dir);
+      await mkfs(src.dir);
+      return { path: file, driver: 'raw', recorded: `directory:sha256:${before.digest}` };
+    }
+    // The image as it is now (a new build under the same name since the plan is what is made and recorded).
+    const ref = parseContainerRef(src.ref);
+    const id = ref.kind === 'storage' ? await storageImageId(ref.name) : await layoutImageId(ref);
+    await withTempDir((scratch) => withImageRoot(ref, path.join(scratch, 'store'), mkfs));
+    return { path: file, driver: 'raw', recorded: `container:sha256:${id}` };
   } finally {
     task.end();
   }
-  return { path: file, driver: 'raw', recorded: `directory:sha256:${before.digest}` };
 }

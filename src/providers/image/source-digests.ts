@@ -7,6 +7,7 @@ export function sourceTarget(spec: ImageSpec): SourceTarget | undefined {
   const s = spec.source;
   if (s.kind === 'url' && !s.sha256 && s.checksumUrl) return { kind: 'checksum', listUrl: s.checksumUrl, url: s.url, auth: s.auth };
   if (s.kind === 'directory') return { kind: 'directory', dir: s.dir, filesystem: spec.filesystem ?? 'ext4' };
+  if (s.kind === 'container') return { kind: 'container', ref: s.ref };
   return undefined;
 }
 
@@ -30,7 +31,7 @@ export function withSourceDigests(state: DesiredState, sources: ResolvedSources 
     if (!digest) continue;
     images ??= { ...state.images };
     const s = spec.source;
-    images[name] = { ...spec, source: s.kind === 'url' ? { ...s, sha256: digest } : s.kind === 'directory' ? { ...s, digest } : s };
+    images[name] = { ...spec, source: s.kind === 'url' ? { ...s, sha256: digest } : s.kind === 'directory' || s.kind === 'container' ? { ...s, digest } : s };
   }
   return { state: images ? { ...state, images } : state, errors };
 }

@@ -218,10 +218,6 @@ export function diffVolumes(input: {
         );
         continue;
       }
-      if (spec.publish.length) {
-        refuse(id, `${spec.origin}: publish (copies in object storage) is not supported by this version`);
-        continue;
-      }
       const b = build();
       if (!b) continue;
       out.actions.push({

@@ -1,0 +1,119 @@
+// Published copies of images (`publish:`) vs the objects found at their targets: upload what
+// is missing or holds another version of the image, leave alone what reconcile did not put
+// there, delete on prune only what the YAML said may be pruned. Pure: no I/O.
+import type { PublishRecord, InventoryRecord } from '../../reconcile/inventory.js';
+import type { DesiredState } from '../../reconcile/model.js';
+import { inSync, orphanId, type Action, type Refusal } from '../../reconcile/plan.js';
+import type { RemoteObject } from '../../publish/place.js';
+import type { PublishOp, RecordedTarget } from './ops.js';
+
+export const publishKey = (to: string) => `publish:${to}`;
+export const publishId = (to: string) => `publish:${to}`;
+
+export interface PublishDiffInput {
+  state: DesiredState;
+  /** what HEAD found at each target (null: nothing); a target missing here could not be read (errors say why) */
+  remotes: Map<string, RemoteObject | null>;
+  /** sha256 of each declared image file with targets, as it is now */
+  digests: Map<string, string>;
+  errors: Map<string, string>;
+  /** the image actions of this plan (a build or resize changes what is published) */
+  earlier: Action[];
+  records: Record<string, InventoryRecord>;
+  orphans: [string, InventoryRecord][];
+  prune: boolean;
+}
+
+const strip = ({ origin: _o, ...t }: { origin: string } & RecordedTarget): RecordedTarget => t;
+
+export function diffPublish(i: PublishDiffInput): { actions: Action<PublishOp | { type: 'none' }>[]; refusals: Refusal[]; notes: string[] } {
+  const actions: Action<PublishOp | { type: 'none' }>[] = [];
+  const refusals: Refusal[] = [];
+  const notes: string[] = [];
+  const owners = new Map<string, string>();
+  for (const spec of Object.values(i.state.images)) {
+    if (spec.location.kind !== 'path' || !spec.publish.length) continue;
+    const path = spec.location.path;
+    const imageId = `images.${spec.name}`;
+    const built = i.earlier.find((a) => a.id === imageId && (a.kind === 'create' || a.kind === 'replace' || (a.kind === 'update' && a.changes.some((c) => c.field === 'size'))));
+    const imageRefused = !built && !i.digests.has(path);
+    for (const t of spec.publish) {
+      const id = publishId(t.to);
+      const key = publishKey(t.to);
+      const other = owners.get(t.to);
+      if (other) {
+        refusals.push({ id, message: `${t.origin}: ${t.to} is published by images.${other} too; one object holds one image` });
+        continue;
+      }
+      owners.set(t.to, spec.name);
+      const rec = i.records[key];
+      const ours = rec?.type === 'publish';
+      const upload = (kind: 'create' | 'update', reason: string, sha256?: string): void => {
+        actions.push({
+          id,
+          resource: 'publish',
+          kind,
+          code: kind === 'create' ? 'new' : 'drift',
+          reason,
+          destructive: false,
+          changes: [{ field: 'sha256', from: i.remotes.get(t.to)?.sha256 ?? (kind === 'create' ? '' : 'unknown'), to: sha256 ?? `as ${imageId} is built` }],
+          dependsOn: built ? [imageId] : [],
+          op: { type: 'publish.upload', image: spec.name, path, target: strip(t), sha256, inventoryKey: key },
+        });
+      };
+      if (built) {
+        upload(i.remotes.get(t.to) ? 'update' : 'create', `upload once ${imageId} is ${built.kind === 'create' ? 'made' : built.kind === 'replace' ? 'rebuilt' : 'grown'}`);
+        continue;
+      }
+      if (imageRefused) continue; // the image is missing or refused: its own action says why
+      const digest = i.digests.get(path)!;
+      if (!i.remotes.has(t.to)) {
+        upload('update', `${i.errors.get(key) ?? 'the object could not be read'}; apply reads it again and uploads unless it holds this image`, digest);
+        continue;
+      }
+      const remote = i.remotes.get(t.to)!;
+      if (!remote) {
+        upload('create', `upload ${path} (sha256 ${digest.slice(0, 12)}…)`, digest);
+        continue;
+      }
+      if (remote.sha256 === digest) {
+        actions.push(inSync('publish', id, true));
+        continue;
+      }
+      if (!remote.sha256 && !ours) {
+        refusals.push({
+          id,
+          message: `${t.origin}: an object reconcile did not publish is at ${t.to} (${remote.size} bytes, without its digest); it is left alone. Remove it, or publish to another key`,
+        });
+        continue;
+      }
+      upload('update', `${path} changed since it was published (sha256 ${remote.sha256?.slice(0, 12) ?? '?'}… -> ${digest.slice(0, 12)}…)`, digest);
+    }
+  }
+  for (const [key, rec] of i.orphans) {
+    if (rec.type !== 'publish') continue;
+    const id = orphanId(key);
+    if (!i.prune) {
+      notes.push(
+        `${rec.to} (published from images.${rec.image}) left the YAML; ${rec.prune ? '`apply --prune` deletes it' : 'it is left where it is (prune: false); `apply --prune` forgets it'}`,
+      );
+      continue;
+    }
+    actions.push({
+      id,
+      resource: 'publish',
+      kind: 'delete',
+      code: 'left-yaml',
+      reason: rec.prune
+        ? `published from images.${rec.image}, which no longer publishes it (prune: true): deleted if it still holds what was uploaded`
+        : `left where it is (prune: false): only forgotten`,
+      destructive: rec.prune,
+      changes: [],
+      dependsOn: [],
+      op: { type: 'publish.delete', target: rec.target, sha256: rec.prune ? rec.sha256 : undefined, inventoryKey: key },
+    });
+  }
+  return { actions, refusals, notes };
+}
+
+export type { PublishRecord };

@@ -1,0 +1,31 @@
+// Published copies of images in object storage (kind "publish"): registered in providers/registry.ts.
+import type { Kind } from '../../reconcile/kind.js';
+import { diffPublish, publishKey } from './diff.js';
+import { executePublish } from './execute.js';
+
+export const publishKind: Kind = {
+  resource: 'publish',
+  diffAfter: ['image'],
+  targets(state, inventory) {
+    const remotes = Object.values(state.images).flatMap((s) => (s.location.kind === 'path' ? s.publish : []));
+    const digests = Object.values(state.images).flatMap((s) => (s.location.kind === 'path' && s.publish.length ? [s.location.path] : []));
+    // Orphans are deleted only if they still hold what was uploaded: looked at when pruned.
+    void inventory;
+    return { remotes, digests };
+  },
+  declared: (state) => Object.values(state.images).flatMap((s) => (s.location.kind === 'path' ? s.publish.map((t) => ({ type: 'publish' as const, to: t.to })) : [])),
+  diff: (i) =>
+    diffPublish({
+      state: i.state,
+      remotes: i.observed.remotes ?? new Map(),
+      digests: i.observed.digests ?? new Map(),
+      errors: i.observed.errors,
+      earlier: i.earlier,
+      records: i.inventory.objects,
+      orphans: i.orphans,
+      prune: i.prune,
+    }),
+  execute: executePublish,
+};
+
+export { publishKey };

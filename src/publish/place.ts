@@ -1,0 +1,27 @@
+// Where a finished image is published (`publish:`): one object in S3 (or an S3-compatible
+// store, or Cloud Storage through its S3-compatible XML API) or Azure Blob Storage. An object
+// is reconcile's copy of an image when it carries the image's SHA-256 under DIGEST_KEY: that
+// makes a second apply upload nothing, and tells reconcile's objects from anyone else's.
+import type { PublishTarget } from '../reconcile/model.js';
+
+/** Metadata name of the digest (Azure allows only C# identifiers, so no dashes). */
+export const DIGEST_KEY = 'virtreconcilesha256';
+
+export interface RemoteObject {
+  size: number;
+  /** the image digest it was uploaded with; undefined: not put there by reconcile */
+  sha256?: string;
+}
+
+export interface PublishPlace {
+  /** what is at the target now (null: nothing) */
+  head(): Promise<RemoteObject | null>;
+  /** uploads the file as the object, the digest with it; the object is whole or absent, never half */
+  put(file: string, sha256: string, o: { onProgress?: (done: number, total: number) => void; signal?: AbortSignal }): Promise<void>;
+  /** deletes the object; gone already is no error */
+  remove(): Promise<void>;
+}
+
+export async function openPlace(t: PublishTarget): Promise<PublishPlace> {
+  return t.place.kind === 's3' ? (await import('./s3.js')).s3Place(t) : (await import('./azure.js')).azurePlace(t);
+}
