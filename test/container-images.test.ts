@@ -42,7 +42,7 @@ afterAll(async () => {
 });
 
 describe('source.container', () => {
-  it("an image in local storage becomes an ext4 image of its root filesystem (owners kept); the same image ID is a no-op, a new one under the tag a rebuild", async () => {
+  it('an image in local storage becomes an ext4 image of its root filesystem (owners kept); the same image ID is a no-op, a new one under the tag a rebuild', async () => {
     await sb.yaml(`version: 1
 images:
   app: { path: $DIR/img/app.qcow2, size: 32M, source: { container: localhost/vr-app:1 } }
@@ -53,7 +53,9 @@ images:
     expect(st).toMatch(/User:\s+33\s+Group:\s+33/);
     expect(await debugfs(p('img/app.qcow2'), 'cat /etc/greeting')).toBe('hello');
     const id = (await podman('image', 'inspect', '--format', '{{.Id}}', 'localhost/vr-app:1')).stdout.trim();
-    expect(JSON.stringify(JSON.parse(await import('node:fs/promises').then((fs) => fs.readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8'))))).toContain(`container:sha256:${id}`);
+    expect(JSON.stringify(JSON.parse(await import('node:fs/promises').then((fs) => fs.readFile(path.join(sb.stateDir, 'inventory.json'), 'utf8'))))).toContain(
+      `container:sha256:${id}`,
+    );
     // Nothing left mounted, no container made.
     expect((await podman('image', 'mount')).stdout.trim()).toBe('');
     expect((await podman('ps', '-a', '-q')).stdout.trim()).toBe('');
@@ -88,7 +90,7 @@ images:
     expect(xfs).toMatch(/core\.size = 12/);
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
     // The scratch stores are gone.
-    expect((await import('node:fs/promises').then((fs) => fs.readdir(path.join(sb.stateDir, 'scratch')).catch(() => [])))).toEqual([]);
+    expect(await import('node:fs/promises').then((fs) => fs.readdir(path.join(sb.stateDir, 'scratch')).catch(() => []))).toEqual([]);
     await sb.yaml(`version: 1
 images:
   gone: { path: $DIR/img/gone.qcow2, size: 32M, source: { container: localhost/no-such:1 } }

@@ -3,14 +3,13 @@
 // files alone, at plan time; the archive's members through tar.
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { run } from '../tools/exec.js';
+import { readMember } from '../tools/tar.js';
 import type { ContainerRef } from '../tools/podman.js';
 
 const blobPath = (digest: string) => `blobs/${digest.replace(':', '/')}`;
 
 export async function layoutImageId(ref: Extract<ContainerRef, { kind: 'oci' | 'oci-archive' }>): Promise<string> {
-  const read = async (member: string): Promise<string> =>
-    ref.kind === 'oci' ? readFile(path.join(ref.path, member), 'utf8') : (await run('tar', ['-xOf', ref.path, '--', member], { retries: 0 })).stdout;
+  const read = async (member: string): Promise<string> => (ref.kind === 'oci' ? readFile(path.join(ref.path, member), 'utf8') : readMember(ref.path, member));
   const index = JSON.parse(await read('index.json')) as { manifests?: { digest: string; annotations?: Record<string, string> }[] };
   const all = index.manifests ?? [];
   const tagged = ref.tag

@@ -10,6 +10,7 @@ import { diffAll } from '../../src/reconcile/engine.js';
 import type { Inventory, InventoryRecord } from '../../src/reconcile/inventory.js';
 import { expect } from 'vitest';
 import type { Action } from '../../src/reconcile/plan.js';
+import type { RemoteObject } from '../../src/publish/place.js';
 
 export const MiB = 1024 ** 2;
 export const GiB = 1024 ** 3;
@@ -111,6 +112,12 @@ export interface Case {
   directories?: [string, DirectoryContent][];
   /** sha256 of cloud-init seed files (and their stat signature, here the same) */
   contents?: [string, string, number?][];
+  /** what is at publish targets (null: nothing); a target left out could not be read */
+  remotes?: [string, RemoteObject | null][];
+  /** sha256 of published image files */
+  digests?: [string, string][];
+  /** digests of sources (checksum lists, directories, container images) by source key, and errors */
+  sources?: { digests?: [string, string][]; errors?: [string, string][] };
 }
 
 export function diff(c: Case) {
@@ -126,6 +133,9 @@ export function diff(c: Case) {
     identities: new Map(),
     directories: new Map(c.directories ?? []),
     contents: new Map((c.contents ?? []).map(([p, sha, mode]) => [p, { sha256: sha, size: 1, signature: sha, mode: mode ?? 0o600 }])),
+    remotes: new Map(c.remotes ?? []),
+    digests: new Map(c.digests ?? []),
+    sources: { digests: new Map(c.sources?.digests ?? []), errors: new Map(c.sources?.errors ?? []), spaced: new Map() },
   };
   const inventory: Inventory = { version: 1, objects: Object.fromEntries(c.inventory ?? []) };
   return diffAll(state, obs, inventory, { allowReplace: c.allowReplace ?? false, prune: c.prune ?? false });
