@@ -73,7 +73,7 @@ async function progressFor(a: Args, log: (line: string) => void) {
   const m = await import('./progress/progress.js');
   if (a.quiet) return m.quietProgress;
   if (process.stderr.isTTY) return (await import('./progress/terminal.js')).terminalProgress(process.stderr);
-  return m.periodicProgress(log, Number(process.env.VIRT_RECONCILE_PROGRESS_EVERY_MS) || undefined);
+  return m.periodicProgress(log);
 }
 
 /** Where text for a person goes: stdout, or stderr when stdout carries JSON. */

@@ -307,6 +307,8 @@ describe('encrypted images as VM disks', () => {
     expect(left).not.toContain(p('root.qcow2'));
   });
 
+  // libvirt makes pool volumes with qemu-img's default key derivation (2 s per keyslot): every
+  // open, re-key step and check here costs that, several times over on a loaded host without KVM.
   it('encrypted pool volumes (qcow2 and raw) are made with their secret, attached, and the domain starts', async () => {
     await sb.yaml(`version: 1
 pools:
@@ -362,7 +364,7 @@ vms:
     await sb.yaml('version: 1\n');
     expect((await sb.run('apply', '--prune')).code).toBe(0);
     expect(await virsh(lv, 'secret-list')).not.toContain(p('encpool'));
-  });
+  }, 300_000);
 
   it('the watch service re-keys on a changed passphraseFile, and its /status, /metrics, page and log hold no passphrase; --strict refuses a passphrase file others can read', async () => {
     await writeFile(p('pass'), PASS, { mode: 0o600 });

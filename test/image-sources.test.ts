@@ -297,3 +297,36 @@ images:
     }
   });
 });
+
+describe('progress in the watch service', () => {
+  it('a download under way is in /status (operations) and on the page, and in the log every interval', async () => {
+    const www = await serve(files, { range: true, slowMs: 40 });
+    const { startWatch, until } = await import('./watch-helpers.js');
+    try {
+      const conf = await sb.yaml(`version: 1
+images:
+  watched: { path: $DIR/out7/w.img, format: raw, source: { url: ${www.url}/big.raw, checksumUrl: ${www.url}/CHECKSUM } }
+`);
+      await rm(path.join(sb.stateDir, 'downloads'), { recursive: true, force: true });
+      process.env.VIRT_RECONCILE_PROGRESS_EVERY_MS = '1000';
+      const w = await startWatch(sb, ['-f', conf, '--interval', '1m']);
+      delete process.env.VIRT_RECONCILE_PROGRESS_EVERY_MS;
+      try {
+        const op = await until(
+          async () => ((await w.status()).operations as { id: string; what: string; progress: string }[] | undefined)?.find((o) => o.what === 'downloading'),
+          'the download in /status',
+          60_000,
+        );
+        expect(op.id).toBe('images.watched');
+        expect(op.progress).toMatch(/^\d+% \(/);
+        expect(await (await fetch(`${w.url}/`)).text()).toMatch(/Under way[\s\S]*images\.watched[\s\S]*downloading/);
+        await until(async () => /still downloading images\.watched: \d+%/.test(w.log()), 'a progress line in the log', 30_000);
+      } finally {
+        w.proc.kill('SIGTERM');
+        await w.exit();
+      }
+    } finally {
+      await www.close();
+    }
+  });
+});

@@ -174,3 +174,20 @@ images:
     expect((await sb.run('plan')).stdout).toMatch(/No changes/);
   });
 });
+
+describe('publish, interrupted', () => {
+  it('an upload killed after the pages went up but before the digest is uploaded again by the next apply (the half object is ours, not refused)', async () => {
+    await sb.yaml(`version: 1
+images:
+  half: { path: $DIR/img/half.vhd, format: vhd, size: 4M, vhd: { subformat: fixed }, publish: [{ to: "azure://${az.account}/images/half.vhd", credentialsFile: $DIR/azure }] }
+`);
+    const { cli } = await import('./helpers.js');
+    const killed = await cli(['apply', '-f', p('storage.yaml'), '--state-dir', sb.stateDir], { VIRT_RECONCILE_FAILPOINT: 'publish-pages-written' });
+    expect(killed.code).toBe(-1);
+    const blob = container().getBlobClient('half.vhd');
+    expect((await blob.getProperties()).metadata?.virtreconcilesha256).toBeUndefined();
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect((await blob.getProperties()).metadata?.virtreconcilesha256).toBe(await sha256(p('img/half.vhd')));
+  });
+});

@@ -88,9 +88,10 @@ export class ProgressBoard implements ProgressSink {
 
 /**
  * Without a terminal: a line every `everyMs` for each task under way ("still downloading
- * images.fedora: 45% (…) [30s elapsed]"), nothing for work done sooner.
+ * images.fedora: 45% (…) [30s elapsed]"), nothing for work done sooner. Tests shorten the
+ * interval with VIRT_RECONCILE_PROGRESS_EVERY_MS.
  */
-export function periodicProgress(write: (line: string) => void, everyMs = 10_000): ProgressSink {
+export function periodicProgress(write: (line: string) => void, everyMs = Number(process.env.VIRT_RECONCILE_PROGRESS_EVERY_MS) || 10_000): ProgressSink {
   const board = new ProgressBoard();
   let timer: NodeJS.Timeout | undefined;
   let active = 0;

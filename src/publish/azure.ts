@@ -6,6 +6,7 @@ import { open, stat } from 'node:fs/promises';
 import { readFile } from 'node:fs/promises';
 import { BlobServiceClient } from '@azure/storage-blob';
 import type { PublishTarget } from '../reconcile/model.js';
+import { failpoint } from '../failpoint.js';
 import { DIGEST_KEY, type PublishPlace } from './place.js';
 
 const PAGE_CHUNK = 4 * 1024 * 1024;
@@ -62,6 +63,7 @@ export async function azurePlace(t: PublishTarget): Promise<PublishPlace> {
       } finally {
         await fh.close();
       }
+      failpoint('publish-pages-written');
       await page.setMetadata({ [DIGEST_KEY]: sha256 }, { abortSignal: o.signal });
     },
     async remove() {

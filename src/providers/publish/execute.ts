@@ -48,6 +48,9 @@ export async function executePublish(a: Action, ctx: ExecContext): Promise<Effec
       return { record: [op.inventoryKey, record({})] };
     }
     if (now && !now.sha256 && prev?.type !== 'publish') throw new Error(`an object reconcile did not publish is at ${op.target.to} now; it is left alone`);
+    // Intent first: an upload killed half-way (a page blob exists from its first page on) leaves
+    // an object without the digest, which only this record tells from someone else's.
+    await ctx.inventory.set(op.inventoryKey, record({ sha256: prev?.type === 'publish' ? prev.sha256 : undefined }));
     const task = ctx.progress.begin(a.id, 'uploading');
     try {
       await place.put(op.path, sha256, { signal: ctx.signal, onProgress: (d, t) => task.update(d, t) });
