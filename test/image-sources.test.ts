@@ -7,10 +7,16 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allText, qemuImg, qemuInfo, sandbox, type Sandbox } from './helpers.js';
-import { serve } from './http-helpers.js';
+import { serve, type Served } from './http-helpers.js';
 
 const MiB = 1024 * 1024;
 const TOKEN = 'tok-3f9a1c77e2b5d04468';
+
+/** The YAML of one raw image NAME.img in $DIR/DIR downloaded from big.raw (listed in CHECKSUM), the cache emptied so that it is downloaded again. */
+async function bigDownload(www: Served, name: string, dir: string): Promise<string> {
+  await rm(path.join(sb.stateDir, 'downloads'), { recursive: true, force: true });
+  return sb.yaml(`version: 1\nimages:\n  ${name}: { path: $DIR/${dir}/${name}.img, format: raw, source: { url: ${www.url}/big.raw, checksumUrl: ${www.url}/CHECKSUM } }\n`);
+}
 
 const sha256 = async (f: string) =>
   createHash('sha256')
@@ -171,11 +177,7 @@ images:
   it('shows progress: a line every interval in a pipe, a live line on a terminal, nothing with --quiet', async () => {
     const www = await serve(files, { range: true, slowMs: 15 });
     try {
-      await sb.yaml(`version: 1
-images:
-  slow: { path: $DIR/out5/slow.img, format: raw, source: { url: ${www.url}/big.raw, checksumUrl: ${www.url}/CHECKSUM } }
-`);
-      await rm(path.join(sb.stateDir, 'downloads'), { recursive: true, force: true });
+      await bigDownload(www, 'slow', 'out5');
       const piped = await sb.run('apply', '--quiet');
       expect(piped.code, piped.stderr).toBe(0);
       expect(piped.stdout + piped.stderr).not.toMatch(/still downloading/);
@@ -268,11 +270,7 @@ describe('source.url, interrupted', () => {
   it('an apply killed (kill -9) mid-download leaves its half in the cache, and the next apply resumes it with Range', async () => {
     const www = await serve(files, { range: true, slowMs: 20 });
     try {
-      await sb.yaml(`version: 1
-images:
-  killed: { path: $DIR/out6/killed.img, format: raw, source: { url: ${www.url}/big.raw, checksumUrl: ${www.url}/CHECKSUM } }
-`);
-      await rm(path.join(sb.stateDir, 'downloads'), { recursive: true, force: true });
+      await bigDownload(www, 'killed', 'out6');
       const run = sb.start('apply');
       const digest = await sha256(path.join(files, 'big.raw'));
       const partial = path.join(sb.stateDir, 'downloads', `sha256-${digest}.partial`);
@@ -303,11 +301,7 @@ describe('progress in the watch service', () => {
     const www = await serve(files, { range: true, slowMs: 40 });
     const { startWatch, until } = await import('./watch-helpers.js');
     try {
-      const conf = await sb.yaml(`version: 1
-images:
-  watched: { path: $DIR/out7/w.img, format: raw, source: { url: ${www.url}/big.raw, checksumUrl: ${www.url}/CHECKSUM } }
-`);
-      await rm(path.join(sb.stateDir, 'downloads'), { recursive: true, force: true });
+      const conf = await bigDownload(www, 'watched', 'out7');
       process.env.VIRT_RECONCILE_PROGRESS_EVERY_MS = '1000';
       const w = await startWatch(sb, ['-f', conf, '--interval', '1m']);
       delete process.env.VIRT_RECONCILE_PROGRESS_EVERY_MS;

@@ -3,8 +3,7 @@
 // reads as zeros); anything else as a block blob. A page blob exists from its creation, so
 // the digest is set only once every page is written: a half upload never passes as done.
 import { open, stat } from 'node:fs/promises';
-import { readFile } from 'node:fs/promises';
-import { BlobServiceClient } from '@azure/storage-blob';
+import { azureContainer } from '../object-storage/azure-client.js';
 import type { PublishTarget } from '../reconcile/model.js';
 import { failpoint } from '../failpoint.js';
 import { DIGEST_KEY, type PublishPlace } from './place.js';
@@ -13,13 +12,7 @@ const PAGE_CHUNK = 4 * 1024 * 1024;
 
 export async function azurePlace(t: PublishTarget): Promise<PublishPlace> {
   const place = t.place as Extract<PublishTarget['place'], { kind: 'azure' }>;
-  const cs = place.credentialsFile ? (await readFile(place.credentialsFile, 'utf8')).trim() : process.env.AZURE_STORAGE_CONNECTION_STRING;
-  if (!cs) throw new Error(`${t.to}: no connection string: give credentialsFile (a file holding it) or set AZURE_STORAGE_CONNECTION_STRING`);
-  const account = /(?:^|;)AccountName=([^;]+)/i.exec(cs)?.[1];
-  if (account && account !== place.account) throw new Error(`${t.to}: the connection string is for account ${account}, not ${place.account}`);
-  const container = BlobServiceClient.fromConnectionString(cs, {
-    retryOptions: { maxTries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 4000, tryTimeoutInMs: 120_000 },
-  }).getContainerClient(place.container);
+  const container = await azureContainer({ ...place, url: t.to }, { tryTimeoutMs: 120_000 });
   const blob = container.getBlobClient(place.prefix);
   return {
     async head() {
