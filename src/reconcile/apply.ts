@@ -235,5 +235,5 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
 export async function tidyInterrupted(stateDir: string, log: (line: string) => void, inventory?: Inventory): Promise<void> {
   const inv = inventory ?? (await readInventory(stateDir));
   for (const d of await removeAbandonedScratch(path.join(stateDir, 'scratch'))) log(`removed ${d}, scratch space left by an interrupted apply`);
-  for (const k of KINDS) for (const d of (await k.tidy?.(Object.values(inv.objects))) ?? []) log(`removed ${d}, left by an interrupted apply`);
+  for (const k of KINDS) for (const line of (await k.tidy?.(Object.values(inv.objects), stateDir)) ?? []) log(line);
 }

@@ -72,9 +72,10 @@ export interface Kind {
   /**
    * At the start of every apply (under its lock), tidies what an interrupted apply may have
    * left beside the objects this kind made (the inventory's records), whether or not any of
-   * them has an action now; returns what it removed, to be logged.
+   * them has an action now (and what it keeps in the state directory that nothing needs any
+   * more); returns a log line for each thing it removed.
    */
-  tidy?(records: InventoryRecord[]): Promise<string[]>;
+  tidy?(records: InventoryRecord[], stateDir: string): Promise<string[]>;
   /**
    * Actions of this kind that are cheaper together (many creates in one pool: one virsh
    * process instead of one each). Ready actions with the same key are handed over in groups

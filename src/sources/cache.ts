@@ -4,7 +4,7 @@
 // was fetched from) and is resumed; only a file whose digest matched is ever renamed in.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -99,4 +99,28 @@ async function fetchIntoCache(stateDir: string, f: Fetch, o: { id: string; progr
       `${displayUrl(f.url)}: checksum mismatch: expected sha256 ${f.sha256} (${f.checksumFrom}), downloaded ${got}; the download is discarded and nothing was created`,
     );
   }
+}
+
+// A download no image records may still be about to be used (its build failed; a killed
+// apply's half): kept while it is younger than this.
+const UNUSED_KEEP_MS = 24 * 3600 * 1000;
+
+/**
+ * Removes cached downloads (and halves) that no image was built from (`used`: the digests image
+ * records hold) and that nothing touched for a day; returns their paths.
+ */
+export async function pruneCache(stateDir: string, used: Set<string>, now = Date.now()): Promise<string[]> {
+  const dir = downloadsDir(stateDir);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const removed: string[] = [];
+  for (const n of names) {
+    const m = /^sha256-([0-9a-f]{64})(\.partial(\.json)?)?$/.exec(n);
+    if (!m || used.has(m[1]!)) continue;
+    const full = path.join(dir, n);
+    const st = await stat(full).catch(() => undefined);
+    if (!st?.isFile() || now - st.mtimeMs < UNUSED_KEEP_MS) continue;
+    await rm(full, { force: true });
+    removed.push(full);
+  }
+  return removed;
 }

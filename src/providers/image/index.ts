@@ -10,6 +10,7 @@ import type { SourceTarget } from '../../sources/resolve.js';
 import { interruptedPublishes, pendingExtentPaths } from './interrupted.js';
 import { removeStaleBuildsIn } from './build.js';
 import { createBlankImages, executeImage, imageBatchKey } from './execute.js';
+import { pruneCache } from '../../sources/cache.js';
 
 export const imageKind: Kind = {
   resource: 'image',
@@ -58,16 +59,25 @@ export const imageKind: Kind = {
     });
   },
   execute: executeImage,
-  // Build directories of killed applies beside images already made (one listing per directory).
-  tidy: async (records) => {
+  // Build directories of killed applies beside images already made (one listing per directory),
+  // and downloads no image was built from (see sources/cache.ts).
+  tidy: async (records, stateDir) => {
     const byDir = new Map<string, Set<string>>();
+    const used = new Set<string>();
     for (const r of records) {
       if (r.type !== 'image') continue;
       const names = byDir.get(path.dirname(r.path)) ?? new Set<string>();
       names.add(path.basename(r.path));
       byDir.set(path.dirname(r.path), names);
+      const digest = /^url:sha256:([0-9a-f]{64})$/.exec(r.recorded?.source ?? '')?.[1];
+      if (digest) used.add(digest);
     }
-    return (await Promise.all([...byDir].map(([dir, names]) => removeStaleBuildsIn(dir, names)))).flat();
+    const builds = (await Promise.all([...byDir].map(([dir, names]) => removeStaleBuildsIn(dir, names)))).flat();
+    const downloads = await pruneCache(stateDir, used);
+    return [
+      ...builds.map((d) => `removed ${d}, left by an interrupted apply`),
+      ...downloads.map((d) => `removed ${d} from the download cache: no image is built from it, and it was untouched for a day`),
+    ];
   },
   // 32 quick blank images per shell process (see imageBatchKey): a process spawned from a
   // small shell costs a fraction of one spawned from node.
