@@ -191,3 +191,27 @@ images:
     expect((await blob.getProperties()).metadata?.virtreconcilesha256).toBe(await sha256(p('img/half.vhd')));
   });
 });
+
+describe('publish, resumed', () => {
+  it('a page-blob upload killed after a checkpoint goes on from there at the next apply, and the blob is the whole image', async () => {
+    await execa('dd', ['if=/dev/urandom', `of=${p('big.raw')}`, 'bs=1M', 'count=80', 'status=none']);
+    await sb.yaml(`version: 1
+images:
+  big: { path: $DIR/img/big.vhd, format: vhd, vhd: { subformat: fixed }, source: { file: $DIR/big.raw }, publish: [{ to: "azure://${az.account}/images/big.vhd", credentialsFile: $DIR/azure }] }
+`);
+    const { cli } = await import('./helpers.js');
+    const killed = await cli(['apply', '-f', p('storage.yaml'), '--state-dir', sb.stateDir], { VIRT_RECONCILE_FAILPOINT: 'publish-page-checkpoint' });
+    expect(killed.code).toBe(-1);
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/publish:azure:\/\/\S+\/images\/big\.vhd: resumed the upload interrupted at 67108864 bytes/);
+    const blob = container().getBlobClient('big.vhd');
+    const want = await sha256(p('img/big.vhd'));
+    expect((await blob.getProperties()).metadata?.virtreconcilesha256).toBe(want);
+    expect(
+      createHash('sha256')
+        .update(await blob.downloadToBuffer())
+        .digest('hex'),
+    ).toBe(want);
+  });
+});

@@ -9,6 +9,8 @@ import { failpoint } from '../failpoint.js';
 import { DIGEST_KEY, type PublishPlace } from './place.js';
 
 const PAGE_CHUNK = 4 * 1024 * 1024;
+// How often an upload's progress is recorded for a resume (a journal line each time).
+const CHECKPOINT = 64 * 1024 * 1024;
 
 export async function azurePlace(t: PublishTarget): Promise<PublishPlace> {
   const place = t.place as Extract<PublishTarget['place'], { kind: 'azure' }>;
@@ -39,19 +41,30 @@ export async function azurePlace(t: PublishTarget): Promise<PublishPlace> {
       }
       if (size % 512) throw new Error(`${t.to}: a page blob takes whole 512-byte pages; the file is ${size} bytes (a fixed VHD always is)`);
       const page = container.getPageBlobClient(place.prefix);
-      // Made again from nothing: an earlier half (or another image's pages) must not show through.
-      await page.deleteIfExists({ abortSignal: o.signal });
-      await page.create(size, { abortSignal: o.signal });
+      // An interrupted upload of this very image goes on where it was checkpointed, if the blob is
+      // still that half (its size, no digest yet); otherwise it is made again from nothing: an
+      // earlier half (or another image's pages) must not show through.
+      const half = o.resume?.sha256 === sha256 ? await page.getProperties({ abortSignal: o.signal }).catch(() => undefined) : undefined;
+      let start = 0;
+      if (half && half.contentLength === size && !half.metadata?.[DIGEST_KEY] && o.resume!.offset % PAGE_CHUNK === 0) start = Math.min(o.resume!.offset, size);
+      else {
+        await page.deleteIfExists({ abortSignal: o.signal });
+        await page.create(size, { abortSignal: o.signal });
+      }
       const fh = await open(file, 'r');
       try {
         const buf = Buffer.alloc(PAGE_CHUNK);
-        for (let off = 0; off < size; off += PAGE_CHUNK) {
+        for (let off = start; off < size; off += PAGE_CHUNK) {
           const n = Math.min(PAGE_CHUNK, size - off);
           const { bytesRead } = await fh.read(buf, 0, n, off);
           if (bytesRead !== n) throw new Error(`${file} changed size while it was uploaded`);
           const chunk = buf.subarray(0, n);
           if (!isZero(chunk)) await page.uploadPages(chunk, off, n, { abortSignal: o.signal });
           o.onProgress?.(off + n, size);
+          if ((off + n) % CHECKPOINT === 0 && off + n < size) {
+            await o.onCheckpoint?.(off + n);
+            failpoint('publish-page-checkpoint');
+          }
         }
       } finally {
         await fh.close();

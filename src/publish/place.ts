@@ -13,11 +13,20 @@ export interface RemoteObject {
   sha256?: string;
 }
 
+export interface PutOptions {
+  onProgress?: (done: number, total: number) => void;
+  signal?: AbortSignal;
+  /** where an interrupted upload of the same digest got to (a page blob: resumed from there) */
+  resume?: { sha256: string; offset: number };
+  /** an upload that can be resumed says how far it got, now and then (recorded by the caller) */
+  onCheckpoint?: (offset: number) => Promise<void>;
+}
+
 export interface PublishPlace {
   /** what is at the target now (null: nothing) */
   head(): Promise<RemoteObject | null>;
   /** uploads the file as the object, the digest with it; the object is whole or absent, never half */
-  put(file: string, sha256: string, o: { onProgress?: (done: number, total: number) => void; signal?: AbortSignal }): Promise<void>;
+  put(file: string, sha256: string, o: PutOptions): Promise<void>;
   /** deletes the object; gone already is no error */
   remove(): Promise<void>;
 }

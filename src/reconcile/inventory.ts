@@ -147,6 +147,8 @@ export interface PublishRecord {
   sha256?: string;
   uploadedAt: string;
   createdAt?: string;
+  /** an upload under way or interrupted: of which digest, and how far it got (a page blob resumes there) */
+  upload?: { sha256: string; offset: number };
   /** the last upload that failed, for `show` */
   lastError?: { at: string; message: string };
 }

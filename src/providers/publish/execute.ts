@@ -50,20 +50,33 @@ export async function executePublish(a: Action, ctx: ExecContext): Promise<Effec
     if (now && !now.sha256 && prev?.type !== 'publish') throw new Error(`an object reconcile did not publish is at ${op.target.to} now; it is left alone`);
     // Intent first: an upload killed half-way (a page blob exists from its first page on) leaves
     // an object without the digest, which only this record tells from someone else's.
-    await ctx.inventory.set(op.inventoryKey, record({ sha256: prev?.type === 'publish' ? prev.sha256 : undefined }));
+    await ctx.inventory.set(op.inventoryKey, record({ sha256: prev?.type === 'publish' ? prev.sha256 : undefined, upload: prev?.type === 'publish' ? prev.upload : undefined }));
     const task = ctx.progress.begin(a.id, 'uploading');
+    const resume = prev?.type === 'publish' ? prev.upload : undefined;
     try {
-      await place.put(op.path, sha256, { signal: ctx.signal, onProgress: (d, t) => task.update(d, t) });
+      await place.put(op.path, sha256, {
+        signal: ctx.signal,
+        onProgress: (d, t) => task.update(d, t),
+        resume,
+        onCheckpoint: (offset) => ctx.inventory.set(op.inventoryKey, record({ sha256: prev?.type === 'publish' ? prev.sha256 : undefined, upload: { sha256, offset } })),
+      });
     } finally {
       task.end();
     }
+    if (resume?.sha256 === sha256) ctx.log(`${a.id}: resumed the upload interrupted at ${resume.offset} bytes`);
     ctx.log(`${a.id}: uploaded ${op.path} (${size} bytes, sha256 ${sha256.slice(0, 12)}…)`);
-    return { record: [op.inventoryKey, record({ uploadedAt: new Date().toISOString(), lastError: undefined })] };
+    return { record: [op.inventoryKey, record({ uploadedAt: new Date().toISOString(), lastError: undefined, upload: undefined })] };
   } catch (e) {
-    // Remembered for `show` (failed), whatever the next plan finds.
+    // Remembered for `show` (failed), whatever the next plan finds; the upload's last checkpoint
+    // (read back: the last one written) stays for the next apply to resume from.
+    const now = ctx.inventory.get(op.inventoryKey);
     await ctx.inventory.set(
       op.inventoryKey,
-      record({ sha256: prev?.type === 'publish' ? prev.sha256 : undefined, lastError: { at: new Date().toISOString(), message: (e as Error).message } }),
+      record({
+        sha256: prev?.type === 'publish' ? prev.sha256 : undefined,
+        upload: now?.type === 'publish' ? now.upload : undefined,
+        lastError: { at: new Date().toISOString(), message: (e as Error).message },
+      }),
     );
     throw e;
   }
