@@ -80,7 +80,7 @@ export function publishStatuses(state: DesiredState, p: PlanWithObservations): P
         const failed = rec?.type === 'publish' ? rec.lastError : undefined;
         const status = refusal ? 'refused' : !action ? 'unknown' : action.kind === 'no-op' ? 'in-sync' : failed ? 'failed' : 'pending';
         const detail = refusal?.message ?? (status === 'failed' ? `${failed!.at}: ${failed!.message}` : action && action.kind !== 'no-op' ? action.reason : '');
-        return { image: spec.name, to: t.to, status, detail, uploadedAt: rec?.type === 'publish' ? rec.uploadedAt : undefined };
+        return { image: spec.name, to: t.to, status, detail, uploadedAt: rec?.type === 'publish' && rec.sha256 ? rec.uploadedAt : undefined };
       }),
     );
 }

@@ -10,7 +10,8 @@ export interface Served {
   url: string;
   /** every request: path, and its Range and Authorization headers */
   requests: { path: string; range?: string; auth?: string }[];
-  opts: { range: boolean; dropAfter?: number; lengthless?: boolean; slowMs?: number; token?: string; redirectTo?: string };
+  /** gzipEncoding: a .gz file is sent with "Content-Encoding: gzip", as many servers are set up to */
+  opts: { range: boolean; dropAfter?: number; lengthless?: boolean; slowMs?: number; token?: string; redirectTo?: string; gzipEncoding?: boolean };
   close(): Promise<void>;
 }
 
@@ -38,7 +39,7 @@ export async function serve(dir: string, opts: Served['opts']): Promise<Served> 
     const etag = `"${st.size}-${st.mtimeMs}"`;
     let start = 0;
     const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
-    const headers: Record<string, string | number> = { etag };
+    const headers: Record<string, string | number> = { etag, ...(s.opts.gzipEncoding && p.endsWith('.gz') ? { 'content-encoding': 'gzip' } : {}) };
     if (s.opts.range && m && (!req.headers['if-range'] || req.headers['if-range'] === etag)) {
       start = Number(m[1]);
       if (start >= st.size) {

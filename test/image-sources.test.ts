@@ -262,7 +262,9 @@ images:
     await writeFile(path.join(tree, 'with space'), 'x');
     const plan = await sb.run('plan');
     expect(plan.code).toBe(1);
-    expect(plan.stdout + plan.stderr).toMatch(/images\.x: .*holds names with white space \(with space\), which mkfs\.xfs cannot copy from a directory; use ext4 or btrfs/);
+    expect(plan.stdout + plan.stderr).toMatch(
+      /images\.x: .*holds names with white space \(with space\), or named "\$", which mkfs\.xfs cannot copy from a directory; use ext4 or btrfs/,
+    );
   });
 });
 
@@ -319,6 +321,52 @@ describe('progress in the watch service', () => {
         w.proc.kill('SIGTERM');
         await w.exit();
       }
+    } finally {
+      await www.close();
+    }
+  });
+});
+
+describe('source.url, hostile or awkward downloads (adversarial pass)', () => {
+  it('a vmdk whose only extent is another file of the host (/etc/shadow) is refused, and nothing is created', async () => {
+    const www = await serve(files, { range: true });
+    try {
+      await writeFile(
+        path.join(files, 'evil.vmdk'),
+        '# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 8 FLAT "/etc/shadow" 0\n',
+      );
+      await execa('xz', ['-k', '-0', '-f', path.join(files, 'evil.vmdk')]);
+      await sb.yaml(`version: 1
+images:
+  evil: { path: $DIR/out8/evil.img, format: raw, source: { url: ${www.url}/evil.vmdk.xz, sha256: ${await sha256(path.join(files, 'evil.vmdk.xz'))} } }
+`);
+      const r = await sb.run('apply');
+      expect(r.code).toBe(1);
+      expect(r.stdout + r.stderr).toMatch(/the downloaded vmdk image refers to other files \(\/etc\/shadow\); only self-contained images are used/);
+      expect((await readdir(p('out8')).catch(() => [] as string[])).filter((n) => !n.startsWith('.'))).toEqual([]);
+    } finally {
+      await www.close();
+    }
+  });
+
+  it('decompresses far more than 100 MB (nothing buffered in memory), and a .gz sent with Content-Encoding: gzip arrives as the file', async () => {
+    const www = await serve(files, { range: true, gzipEncoding: true });
+    try {
+      await execa('sh', ['-c', `head -c 160M /dev/zero | zstd -q -1 -o ${path.join(files, 'zeros.raw.zst')}`]);
+      await writeFile(
+        path.join(files, 'ENC'),
+        `${await sha256(path.join(files, 'zeros.raw.zst'))}  zeros.raw.zst\n${await sha256(path.join(files, 'disk.qcow2.gz'))}  disk.qcow2.gz\n`,
+      );
+      await sb.yaml(`version: 1
+images:
+  zeros: { path: $DIR/out9/zeros.qcow2, source: { url: ${www.url}/zeros.raw.zst, checksumUrl: ${www.url}/ENC } }
+  enc: { path: $DIR/out9/enc.qcow2, source: { url: ${www.url}/disk.qcow2.gz, checksumUrl: ${www.url}/ENC } }
+`);
+      await rm(path.join(sb.stateDir, 'downloads'), { recursive: true, force: true });
+      const r = await sb.run('apply');
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect((await qemuInfo(p('out9/zeros.qcow2')))['virtual-size']).toBe(160 * MiB);
+      await qemuImg('compare', '-f', 'raw', '-F', 'qcow2', p('data.raw'), p('out9/enc.qcow2'));
     } finally {
       await www.close();
     }

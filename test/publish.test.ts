@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -213,5 +213,50 @@ images:
         .update(await blob.downloadToBuffer())
         .digest('hex'),
     ).toBe(want);
+  });
+});
+
+describe('publish: whose object it is (adversarial pass)', () => {
+  const one = (key: string, image = 'own', file = 'own') => `version: 1
+images:
+  ${image}: { path: $DIR/img/${file}.qcow2, size: 8M, publish: [{ to: "s3://${BUCKET}/${key}", endpoint: "${s3.endpoint}", credentialsFile: $DIR/aws }] }
+`;
+  const body = async (key: string) => (await s3c.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }))).Body!.transformToString();
+
+  it("someone else's object at a new image's target is refused at every apply: a refusal or a failure never makes it reconcile's", async () => {
+    await s3c.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'colleague/a.qcow2', Body: "COLLEAGUE'S" }));
+    await sb.yaml(one('colleague/a.qcow2'));
+    for (let i = 0; i < 2; i++) {
+      const r = await sb.run('apply');
+      expect(r.code).toBe(1);
+      expect(r.stdout + r.stderr).toMatch(/an object reconcile did not publish is at s3:\/\/vr-pub\/colleague\/a\.qcow2/);
+    }
+    expect(await body('colleague/a.qcow2')).toBe("COLLEAGUE'S");
+  });
+
+  it('an object replaced by someone after reconcile uploaded it, or uploaded from another state directory, is left alone', async () => {
+    await sb.yaml(one('mine/b.qcow2', 'mine', 'mine'));
+    expect((await sb.run('apply')).code).toBe(0);
+    await s3c.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'mine/b.qcow2', Body: 'REPLACED BY SOMEONE' }));
+    await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 64k', p('img/mine.qcow2')]);
+    const plan = await sb.run('plan');
+    expect(plan.code, plan.stdout + plan.stderr).toBe(1);
+    expect(plan.stdout + plan.stderr).toMatch(/an object reconcile did not publish is at s3:\/\/vr-pub\/mine\/b\.qcow2 \(19 bytes, without its digest\)/);
+    expect(await body('mine/b.qcow2')).toBe('REPLACED BY SOMEONE');
+    // Another state directory (another host) publishing its own image to the same key.
+    const other = await sandbox('publish-other');
+    try {
+      // (another size: two blank images of one size are the same bytes, and so the same upload)
+      await other.yaml(one('mine/b.qcow2', 'theirs', 'theirs').replaceAll('$DIR/aws', p('aws')).replace('size: 8M', 'size: 16M'));
+      await s3c.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: 'mine/b.qcow2' }));
+      expect((await other.run('apply')).code).toBe(0);
+      const r = await sb.run('apply');
+      expect(r.code, r.stdout + r.stderr).toBe(1);
+      expect(r.stdout + r.stderr).toMatch(
+        /s3:\/\/vr-pub\/mine\/b\.qcow2 holds an upload this state directory did not make \(sha256 \w+…: another host's, or another state directory's\); it is left alone/,
+      );
+    } finally {
+      await other.cleanup();
+    }
   });
 });

@@ -2,6 +2,7 @@
 // their targets up front; see Kind.targets). Image files: one stat pass, qemu-img only for
 // files not in the stat-keyed cache. libvirt: pools, domains and capabilities in one virsh
 // batch, volumes the cache cannot answer in one more.
+import { createHash } from 'node:crypto';
 import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { readSmallFile, type SmallFileDigest } from './common/small-files.js';
 import { rememberSecret } from '../tools/redact.js';
@@ -133,7 +134,8 @@ export function observedObjects(obs: Observation): [string, object][] {
   // one written since the plan makes the plan stale.
   for (const [k, f] of obs.contents) out.push([`file:${k}`, { signature: f.signature }]);
   // A checksum list or directory that changed since the plan makes it stale too.
-  for (const [k, d] of obs.sources?.digests ?? []) out.push([`source:${k}`, { digest: d }]);
+  // Keyed by a hash: the key holds URLs, and a signed URL's query is a credential.
+  for (const [k, d] of obs.sources?.digests ?? []) out.push([`source:${createHash('sha256').update(k).digest('hex').slice(0, 16)}`, { digest: d }]);
   return out;
 }
 

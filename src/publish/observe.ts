@@ -4,7 +4,7 @@
 import { cacheable, fileSignature, type StatCache } from '../providers/common/stat-cache.js';
 import type { PublishTarget } from '../reconcile/model.js';
 import { sha256File } from '../sources/cache.js';
-import { openPlace, type RemoteObject } from './place.js';
+import { errorText, openPlace, type RemoteObject } from './place.js';
 
 export async function observeRemotes(targets: PublishTarget[], errors: Map<string, string>): Promise<Map<string, RemoteObject | null>> {
   const out = new Map<string, RemoteObject | null>();
@@ -13,7 +13,7 @@ export async function observeRemotes(targets: PublishTarget[], errors: Map<strin
       try {
         out.set(t.to, await (await openPlace(t)).head());
       } catch (e) {
-        errors.set(`publish:${t.to}`, `cannot read ${t.to}: ${(e as Error).message.split('\n')[0]}`);
+        errors.set(`publish:${t.to}`, `cannot read ${t.to}: ${errorText(e).split('\n')[0]!.replace(`${t.to}: `, '')}`);
       }
     }),
   );

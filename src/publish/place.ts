@@ -34,3 +34,11 @@ export interface PublishPlace {
 export async function openPlace(t: PublishTarget): Promise<PublishPlace> {
   return t.place.kind === 's3' ? (await import('./s3.js')).s3Place(t) : (await import('./azure.js')).azurePlace(t);
 }
+
+/** An SDK error as one line: some (an Azure HEAD) come without a message, only a status and a code. */
+export function errorText(e: unknown): string {
+  const err = e as Error & { statusCode?: number; code?: string; $metadata?: { httpStatusCode?: number }; name?: string };
+  if (err.message) return err.message;
+  const status = err.statusCode ?? err.$metadata?.httpStatusCode;
+  return [status ? `HTTP ${status}` : undefined, err.code ?? err.name].filter(Boolean).join(' ') || 'failed without a message';
+}

@@ -113,11 +113,13 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
   const outcome = (a: Action, t0: number, e?: unknown): ActionResult => {
     const seconds = (Date.now() - t0) / 1000;
     if (e === undefined) {
-      opts.log(`${a.id}: ${VERB[a.kind][1]} in ${seconds.toFixed(1)}s`);
+      // A delete that is not destructive only drops reconcile's record (counted as forgotten).
+      opts.log(`${a.id}: ${a.kind === 'delete' && !a.destructive ? 'forgotten' : VERB[a.kind][1]} in ${seconds.toFixed(1)}s`);
       return { id: a.id, kind: a.kind, status: 'done', seconds };
     }
     const msg = (e as Error).message;
-    if (e instanceof CommandError && e.cancelled) {
+    // Stopped in flight by the shutdown: a command terminated, or a download or upload aborted.
+    if ((e instanceof CommandError && e.cancelled) || (opts.signal?.aborted && ((e as Error).name === 'AbortError' || e === opts.signal.reason))) {
       opts.log(`${a.id}: cancelled (shutting down); its scratch files are removed and the next apply builds it again`);
       return { id: a.id, kind: a.kind, status: 'cancelled', seconds, error: msg };
     }
@@ -234,6 +236,7 @@ export async function applyPlan(plan: Plan, opts: ApplyOptions): Promise<ApplyRe
  */
 export async function tidyInterrupted(stateDir: string, log: (line: string) => void, inventory?: Inventory): Promise<void> {
   const inv = inventory ?? (await readInventory(stateDir));
-  for (const d of await removeAbandonedScratch(path.join(stateDir, 'scratch'))) log(`removed ${d}, scratch space left by an interrupted apply`);
+  // Kinds first: what they release may be recorded in the scratch space removed after.
   for (const k of KINDS) for (const line of (await k.tidy?.(Object.values(inv.objects), stateDir)) ?? []) log(line);
+  for (const d of await removeAbandonedScratch(path.join(stateDir, 'scratch'))) log(`removed ${d}, scratch space left by an interrupted apply`);
 }

@@ -145,7 +145,8 @@ export interface PublishRecord {
   prune: boolean;
   /** the digest of what was uploaded (undefined: no upload has completed) */
   sha256?: string;
-  uploadedAt: string;
+  /** when that upload completed */
+  uploadedAt?: string;
   createdAt?: string;
   /** an upload under way or interrupted: of which digest, and how far it got (a page blob resumes there) */
   upload?: { sha256: string; offset: number };

@@ -230,11 +230,18 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   }
   // What this version cannot build is refused here, not first at plan time: validate accepts
   // exactly what plan can do.
-  if (source.kind === 'container' && !/^(oci-archive:\/|oci:\/|[A-Za-z0-9][A-Za-z0-9._/:@-]*$)/.test(source.ref))
+  if (source.kind === 'container' && /^[a-z][a-z0-9+.-]*:\/\//i.test(source.ref))
+    c.err(
+      p('source', 'container'),
+      `${source.ref.split('://')[0]}:// is a registry: reconcile does not pull; \`podman pull\` it first and name it as in local storage (NAME[:TAG])`,
+    );
+  else if (source.kind === 'container' && !/^(oci-archive:\/|oci:\/|[A-Za-z0-9][A-Za-z0-9._/:@-]*$)/.test(source.ref))
     c.err(
       p('source', 'container'),
       `must be an image in local container storage (NAME[:TAG], an image ID), oci-archive:/PATH[:TAG] or oci:/DIR[:TAG] (got ${JSON.stringify(source.ref)})`,
     );
+  if (source.kind === 'directory' && location?.kind === 'path' && `${location.path}/`.startsWith(`${normalizePath(source.dir).replace(/\/$/, '')}/`))
+    c.err(p('source', 'directory'), `${location.path} is inside ${source.dir}: the image would be made from a directory that holds it`);
   if (source.kind === 'directory' || source.kind === 'container') {
     const what = source.kind === 'directory' ? 'a directory' : 'a container image';
     if (raw.pool !== undefined)
@@ -597,6 +604,7 @@ function offsiteTarget(t: {
   switch (u.protocol) {
     case 's3:': {
       if (!u.hostname) return `${t.url}: name the bucket: s3://BUCKET/PREFIX`;
+      if (t.endpoint?.includes('@')) return `${t.url}: endpoint holds credentials; put them in credentialsFile (they would be in the YAML and in logs)`;
       if (t.endpoint !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(t.endpoint)) return `${t.url}: endpoint must be http(s)://HOST[:PORT] (got ${JSON.stringify(t.endpoint)})`;
       return (
         only('s3', ['endpoint', 'region', 'pathStyle', 'credentialsFile']) ?? {
@@ -913,6 +921,16 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
     for (const m of problems) c.err(at, m, raw.mode === undefined);
     if (problems.length) delete state.backups[spec.name];
   }
+  // One object, one image: targets compared by place and key, however their URLs are spelled.
+  const publishers = new Map<string, string>();
+  for (const spec of Object.values(state.images)) {
+    spec.publish.forEach((t, i) => {
+      const other = publishers.get(t.to);
+      if (other && other !== spec.name)
+        owner.images![spec.name]!.c.err(['images', spec.name, 'publish', i, 'to'], `${t.to} is published by images.${other} too; one object holds one image`);
+      else publishers.set(t.to, spec.name);
+    });
+  }
   for (const c of checkers) errors.push(...c.errors);
   checkImageGraph(state, new Set(Object.keys(owner.images!)), errors, (name) => {
     const { c } = owner.images![name]!;
@@ -965,10 +983,19 @@ function publishTargets(c: Checker, p: (...f: FieldPath) => FieldPath, raw: Imag
       return;
     }
     const gs = t.to.startsWith('gs://');
+    if (t.to.startsWith('azure://') && (t.endpoint !== undefined || t.region !== undefined)) {
+      c.err([...at, t.endpoint !== undefined ? 'endpoint' : 'region'], 'is for s3:// and gs:// targets; an azure:// target takes its endpoint from the connection string');
+      return;
+    }
+    if (t.endpoint?.includes('@')) {
+      c.err([...at, 'endpoint'], 'holds credentials; put them in credentialsFile (they would be in the YAML and in logs)');
+      return;
+    }
     if (t.endpoint !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(t.endpoint)) {
       c.err([...at, 'endpoint'], `must be http(s)://HOST[:PORT] (got ${JSON.stringify(t.endpoint)})`);
       return;
     }
+
     const endpoint = t.endpoint ?? (gs ? 'https://storage.googleapis.com' : (process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL));
     const place = offsiteTarget({
       url: gs ? t.to.replace(/^gs:/, 's3:') : t.to,
@@ -990,10 +1017,12 @@ function publishTargets(c: Checker, p: (...f: FieldPath) => FieldPath, raw: Imag
       c.err([...at, 'to'], `name the object: ${gs ? 'gs://BUCKET/OBJECT' : place.kind === 's3' ? 's3://BUCKET/KEY' : 'azure://ACCOUNT/CONTAINER/BLOB'}`);
       return;
     }
+    // Known by where it is, however written (s3://b//k/, %2F): the canonical URL.
+    const to = place.kind === 'azure' ? `azure://${place.account}/${place.container}/${place.prefix}` : `${gs ? 'gs' : 's3'}://${place.bucket}/${place.prefix}`;
     const pageBlob = place.kind === 'azure' && format === 'vhd';
     if (pageBlob && raw.vhd?.subformat !== 'fixed') c.err([...at, 'to'], 'Azure makes disks only from fixed VHDs (a page blob): declare vhd: { subformat: fixed }');
-    if (out.some((x) => x.to === t.to)) c.err([...at, 'to'], `${t.to} is listed twice`);
-    out.push({ to: t.to, place, pageBlob, prune: t.prune ?? false, origin: c.at(at) });
+    if (out.some((x) => x.to === to)) c.err([...at, 'to'], `${to} is listed twice`);
+    out.push({ to, place, pageBlob, prune: t.prune ?? false, origin: c.at(at) });
   });
   return out;
 }

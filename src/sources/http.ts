@@ -2,9 +2,12 @@
 // redirect to another origin), resumed with Range after an interruption (If-Range keeps a
 // changed file from being stitched onto an old half), servers that ignore Range or send no
 // Content-Length handled. Nothing here prints a credential or a query string.
+import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { rm, stat, writeFile, readFile, truncate } from 'node:fs/promises';
-import { Readable, Transform } from 'node:stream';
+import { Transform } from 'node:stream';
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
 import { pipeline } from 'node:stream/promises';
 
 /** An Authorization header value (Bearer …, Basic …), read from a file by the caller. */
@@ -35,22 +38,51 @@ class HttpError extends Error {
   }
 }
 
+/** A response as this file uses it: node's own (the body's bytes exactly as sent, never decoded). */
+interface Res {
+  status: number;
+  statusText: string;
+  /** where it came from (after redirects) */
+  url: string;
+  header(name: string): string | undefined;
+  body: IncomingMessage;
+}
+
+const ok = (r: Res) => r.status >= 200 && r.status < 300;
+
+/**
+ * One GET through node's http/https: unlike fetch it never decodes a Content-Encoding, so a .gz
+ * served with "Content-Encoding: gzip" (a common server setting) arrives as the file, byte for
+ * byte; identity is asked for all the same.
+ */
+function request(url: string, headers: Record<string, string>, signal: AbortSignal): Promise<Res> {
+  const u = new URL(url);
+  const mod = u.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = mod.get(u, { headers: { 'accept-encoding': 'identity', 'user-agent': 'virt-reconcile', ...headers }, signal }, (body) =>
+      resolve({ status: body.statusCode ?? 0, statusText: body.statusMessage ?? '', url, header: (n) => [body.headers[n.toLowerCase()]].flat()[0], body }),
+    );
+    req.on('error', reject);
+  });
+}
+
 /** GET with redirects followed by hand: the Authorization header only ever goes to the first origin. */
-async function get(url: string, headers: Record<string, string>, auth: HttpAuth | undefined, signal: AbortSignal): Promise<Response> {
+async function get(url: string, headers: Record<string, string>, auth: HttpAuth | undefined, signal: AbortSignal): Promise<Res> {
   const origin = new URL(url).origin;
   let at = url;
   for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
     const h = { ...headers, ...(auth && new URL(at).origin === origin ? { authorization: auth.authorization } : {}) };
-    let res: Response;
+    let res: Res;
     try {
-      res = await fetch(at, { headers: h, redirect: 'manual', signal });
+      res = await request(at, h, signal);
     } catch (e) {
-      if (signal.aborted && !(signal.reason instanceof IdleTimeout)) throw e;
+      if (signal.aborted && !(signal.reason instanceof IdleTimeout)) throw signal.reason ?? e;
       throw new HttpError(`GET ${displayUrl(at)}: ${causeOf(e)}`, true);
     }
-    if (res.status >= 300 && res.status < 400 && res.headers.get('location')) {
-      await res.body?.cancel();
-      at = new URL(res.headers.get('location')!, at).toString();
+    const location = res.header('location');
+    if (res.status >= 300 && res.status < 400 && location) {
+      res.body.destroy();
+      at = new URL(location, at).toString();
       if (!/^https?:$/.test(new URL(at).protocol)) throw new HttpError(`GET ${displayUrl(url)}: redirected to a URL that is not http(s)`, false);
       continue;
     }
@@ -60,30 +92,41 @@ async function get(url: string, headers: Record<string, string>, auth: HttpAuth 
 }
 
 function causeOf(e: unknown): string {
-  const err = e as Error & { cause?: { code?: string; message?: string } };
-  const code = err.cause?.code;
-  if (code === 'UND_ERR_SOCKET') return 'the connection was closed (UND_ERR_SOCKET)';
-  return code ?? err.cause?.message ?? err.message;
+  const err = e as NodeJS.ErrnoException;
+  if (err.code === 'ECONNRESET' || err.code === 'ERR_STREAM_PREMATURE_CLOSE') return `the connection was closed (${err.code})`;
+  return err.code ?? err.message;
 }
 
-function statusError(url: string, res: Response): HttpError {
+function statusError(url: string, res: Res): HttpError {
   // Timeouts, rate limits and server errors pass; anything else (404, 403) will not.
   const retryable = res.status === 408 || res.status === 429 || res.status >= 500;
   return new HttpError(`GET ${displayUrl(url)}: HTTP ${res.status} ${res.statusText}`.trim(), retryable);
 }
 
-/** A small text resource (a checksum list), at most `maxBytes`. */
+/** A small text resource (a checksum list): read up to `maxBytes`, and refused past that. */
 export async function fetchText(url: string, auth?: HttpAuth, o: { maxBytes?: number; timeoutMs?: number } = {}): Promise<string> {
+  const max = o.maxBytes ?? 4 * 1024 * 1024;
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(new Error('timed out')), o.timeoutMs ?? 30_000);
   try {
     const res = await get(url, {}, auth, ctl.signal);
-    if (!res.ok) throw statusError(res.url || url, res);
-    const text = await res.text();
-    if (text.length > (o.maxBytes ?? 4 * 1024 * 1024)) throw new Error(`GET ${displayUrl(url)}: larger than a checksum list can be`);
-    return text;
+    if (!ok(res)) {
+      res.body.destroy();
+      throw statusError(res.url, res);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res.body) {
+      size += (chunk as Buffer).length;
+      if (size > max) {
+        res.body.destroy();
+        throw new Error(`GET ${displayUrl(url)}: larger than ${max / 1024 / 1024} MiB, more than a checksum list can be`);
+      }
+      chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks).toString('utf8');
   } catch (e) {
-    if (ctl.signal.aborted) throw new Error(`GET ${displayUrl(url)}: no answer within ${(o.timeoutMs ?? 30_000) / 1000} s`);
+    if (ctl.signal.aborted) throw new Error(`GET ${displayUrl(url)}: not read within ${(o.timeoutMs ?? 30_000) / 1000} s`);
     throw e;
   } finally {
     clearTimeout(timer);
@@ -96,6 +139,7 @@ export type DownloadProgress = (done: number, total: number | undefined) => void
 
 /** What a partial download was fetched from: resumed only while the server says it is the same file. */
 interface PartialMeta {
+  /** the URL's SHA-256 (the URL itself may carry a token in its query) */
   url: string;
   validator?: string;
 }
@@ -118,7 +162,8 @@ export async function download(
     .catch(() => undefined);
   // Another URL's half (the same digest from a new mirror) is still the same bytes: kept only
   // if the server confirms it with the validator it gave for them.
-  if (meta && meta.url !== url) meta = { url, validator: undefined };
+  const urlKey = createHash('sha256').update(url).digest('hex');
+  if (meta && meta.url !== urlKey) meta = { url: urlKey, validator: undefined };
   let useRange = true;
   let resumed = false;
   for (let attempt = 1; ; attempt++) {
@@ -142,10 +187,10 @@ export async function download(
       let from = 0;
       let total: number | undefined;
       if (res.status === 206 && ranged) {
-        const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
+        const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.header('content-range') ?? '');
         if (!m || Number(m[1]) !== have) {
           // A range other than the one asked for: trust none of it.
-          await res.body?.cancel();
+          res.body.destroy();
           useRange = false;
           throw new HttpError(`GET ${displayUrl(url)}: the server sent another range than asked for`, true);
         }
@@ -154,29 +199,28 @@ export async function download(
       } else if (res.status === 416 && ranged) {
         // Asked for bytes past the end: the half may be whole already (the caller's digest check
         // decides), else the file changed; started over without Range.
-        await res.body?.cancel();
-        const len = /\/(\d+)$/.exec(res.headers.get('content-range') ?? '')?.[1];
+        res.body.destroy();
+        const len = /\/(\d+)$/.exec(res.header('content-range') ?? '')?.[1];
         if (len !== undefined && Number(len) === have) return { resumed };
         useRange = false;
         await truncate(partial, 0);
         resumed = false;
         continue;
-      } else if (res.ok) {
+      } else if (ok(res)) {
         // 200: the whole file (a server without Range support, or a changed file).
-        const len = res.headers.get('content-length');
-        total = len !== null && /^\d+$/.test(len) ? Number(len) : undefined;
+        const len = res.header('content-length');
+        total = len !== undefined && /^\d+$/.test(len) ? Number(len) : undefined;
         resumed = false;
         if (ranged) o.log?.(`${displayUrl(url)}: the server does not resume downloads (no Range support); fetching it whole again`);
       } else {
-        await res.body?.cancel();
+        res.body.destroy();
         // Named as the server that answered (after redirects).
-        throw statusError(res.url || url, res);
+        throw statusError(res.url, res);
       }
-      const validator = res.headers.get('etag') ?? res.headers.get('last-modified') ?? undefined;
+      const validator = res.header('etag') ?? res.header('last-modified') ?? undefined;
       // A weak ETag cannot be used with If-Range; nor can nothing.
-      meta = { url, validator: validator && !validator.startsWith('W/') ? validator : undefined };
+      meta = { url: urlKey, validator: validator && !validator.startsWith('W/') ? validator : undefined };
       await writeFile(metaOf(partial), JSON.stringify(meta), { mode: 0o600 });
-      if (!res.body) throw new HttpError(`GET ${displayUrl(url)}: no body`, true);
       let done = from;
       o.onProgress?.(done, total);
       const counter = new Transform({
@@ -188,7 +232,7 @@ export async function download(
         },
       });
       try {
-        await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, createWriteStream(partial, { flags: from ? 'a' : 'w', mode: 0o600 }));
+        await pipeline(res.body, counter, createWriteStream(partial, { flags: from ? 'a' : 'w', mode: 0o600 }));
       } catch (e) {
         if (o.signal?.aborted) throw e;
         throw new HttpError(`GET ${displayUrl(url)}: the connection broke after ${done} bytes (${causeOf(e)})`, true);

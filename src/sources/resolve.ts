@@ -29,8 +29,10 @@ export async function resolveSources(targets: SourceTarget[]): Promise<ResolvedS
           const [{ fetchText, displayUrl }, { readAuth }, { checksumFor }] = await Promise.all([import('./http.js'), import('./auth.js'), import('./checksums.js')]);
           // Credentials go to the list only on the download's own origin.
           const auth = new URL(t.listUrl).origin === new URL(t.url).origin ? await readAuth(t.auth) : undefined;
-          if (!lists.has(t.listUrl)) lists.set(t.listUrl, fetchText(t.listUrl, auth));
-          const text = await lists.get(t.listUrl)!;
+          // Read once per list and credentials: another image's token is not this one's.
+          const listKey = `${t.listUrl}\0${auth ? JSON.stringify(t.auth) : ''}`;
+          if (!lists.has(listKey)) lists.set(listKey, fetchText(t.listUrl, auth));
+          const text = await lists.get(listKey)!;
           const r = checksumFor(text, t.url);
           if ('error' in r) throw new Error(`checksumUrl ${displayUrl(t.listUrl)} ${r.error}`);
           out.digests.set(key, r.sha256);
@@ -46,7 +48,7 @@ export async function resolveSources(targets: SourceTarget[]): Promise<ResolvedS
         }
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
-        const what = t.kind === 'directory' ? t.dir : t.kind === 'container' ? t.ref.replace(/^oci(-archive)?:/, '') : t.listUrl;
+        const what = t.kind === 'directory' ? t.dir : t.kind === 'container' ? t.ref.replace(/^oci(-archive)?:/, '') : (await import('./http.js')).displayUrl(t.listUrl);
         out.errors.set(key, err.code ? `cannot read ${what}: ${err.code}` : err.message);
       }
     }),

@@ -236,6 +236,9 @@ export async function runLong(
     stripFinalNewline: false,
     ...(o.inputFile ? { inputFile: o.inputFile } : { stdin: 'ignore' as const }),
     ...(o.outputFile ? { stdout: { file: o.outputFile } } : {}),
+    // Output that goes to a file or a callback is not kept too: a decompressed image is
+    // gigabytes, and execa would otherwise buffer it (and fail past its maxBuffer).
+    ...(o.outputFile || o.onStdout ? { buffer: { stdout: false } } : {}),
     ...(o.signal ? { cancelSignal: o.signal } : {}),
   });
   if (o.onStdout) sub.stdout?.on('data', (d: Buffer) => o.onStdout!(d.toString()));

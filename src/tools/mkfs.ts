@@ -4,6 +4,7 @@
 import { lstat, readdir, readlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runLong } from './exec.js';
+import { protofileProblem } from './protofile-names.js';
 
 import type { Filesystem } from '../reconcile/model.js';
 
@@ -39,6 +40,8 @@ function protoMode(s: {
 
 /** mkfs.xfs's protofile for a directory tree (names with white space cannot be written in one: refused before). */
 export async function xfsProtofile(dir: string): Promise<string> {
+  const unfit: string[] = [];
+  if (/\s/.test(dir)) unfit.push(dir);
   const top = await lstat(dir);
   const lines = ['/dev/null', '0 0', `${protoMode(top)} ${top.uid} ${top.gid}`];
   const walk = async (d: string, depth: number): Promise<void> => {
@@ -46,18 +49,26 @@ export async function xfsProtofile(dir: string): Promise<string> {
     for (const n of (await readdir(d)).sort()) {
       const full = path.join(d, n);
       const s = await lstat(full);
+      if (protofileProblem(n)) unfit.push(path.relative(dir, full));
       const head = `${pad}${n} ${protoMode(s)} ${s.uid} ${s.gid}`;
       if (s.isDirectory()) {
         lines.push(head);
         await walk(full, depth + 1);
         lines.push(`${pad}$`);
-      } else if (s.isSymbolicLink()) lines.push(`${head} ${await readlink(full)}`);
-      else if (s.isFile()) lines.push(`${head} ${full}`);
+      } else if (s.isSymbolicLink()) {
+        const target = await readlink(full);
+        if (/\s/.test(target)) unfit.push(`${path.relative(dir, full)} -> ${target}`);
+        lines.push(`${head} ${target}`);
+      } else if (s.isFile()) lines.push(`${head} ${full}`);
       else if (s.isBlockDevice() || s.isCharacterDevice()) lines.push(`${head} ${Math.floor(s.rdev / 256) & 0xfff} ${(s.rdev & 0xff) | ((s.rdev >> 12) & 0xfff00)}`);
       else if (s.isFIFO()) lines.push(head);
     }
   };
   await walk(dir, 1);
+  if (unfit.length)
+    throw new Error(
+      `mkfs.xfs cannot copy ${unfit.slice(0, 3).join(', ')}${unfit.length > 3 ? ', …' : ''} (names and link targets with white space, or named "$"); use ext4 or btrfs`,
+    );
   lines.push('$');
   return `${lines.join('\n')}\n`;
 }

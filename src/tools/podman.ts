@@ -3,10 +3,10 @@
 // its own in scratch space (pulled there with the vfs driver, mounted, then removed), so that
 // nothing is added to the host's container storage.
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, symlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { run } from './exec.js';
+import { processAlive, run } from './exec.js';
 
 /** A reference as the YAML gives it: oci-archive:PATH[:TAG], oci:DIR[:TAG], or a name in local storage. */
 export type ContainerRef = { kind: 'storage'; name: string } | { kind: 'oci-archive' | 'oci'; path: string; tag?: string };
@@ -34,6 +34,10 @@ export async function withImageRoot<T>(ref: ContainerRef, scratch: string, fn: (
     await symlink(ref.kind === 'storage' ? '' : ref.path, path.join(runroot, 'src'));
   }
   const store = runroot ? ['--root', path.join(scratch, 'root'), '--runroot', runroot, '--storage-driver', 'vfs'] : [];
+  // What a kill -9 would leave (a mount in the host's storage, the run root), written before it
+  // exists: the next apply releases it (releaseAbandonedMounts).
+  const marker = path.join(path.dirname(scratch), MARKER);
+  await writeFile(marker, JSON.stringify({ image: ref.kind === 'storage' ? ref.name : undefined, runroot }));
   const transport = ref.kind === 'storage' ? ref.name : `${ref.kind}:${path.join(runroot!, 'src')}${ref.tag ? `:${ref.tag}` : ''}`;
   let image = transport;
   try {
@@ -53,5 +57,33 @@ export async function withImageRoot<T>(ref: ContainerRef, scratch: string, fn: (
       await rm(scratch, { recursive: true, force: true });
       await rm(runroot, { recursive: true, force: true });
     }
+    await rm(marker, { force: true });
   }
+}
+
+const MARKER = 'podman-mount.json';
+
+/**
+ * What builds killed in the middle left (their scratch directories under `scratchRoot`, named
+ * PID-…, whose process is gone): an image of the host's storage still mounted, a run root.
+ * Released before those directories are removed; returns a log line for each.
+ */
+export async function releaseAbandonedMounts(scratchRoot: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const n of await readdir(scratchRoot).catch(() => [] as string[])) {
+    const m = /^(\d+)-/.exec(n);
+    if (!m || processAlive(Number(m[1]))) continue;
+    const marker = path.join(scratchRoot, n, MARKER);
+    const left = await readFile(marker, 'utf8')
+      .then((t) => JSON.parse(t) as { image?: string; runroot?: string })
+      .catch(() => undefined);
+    if (!left) continue;
+    if (left.image) {
+      await run('podman', ['image', 'unmount', '--', left.image], { retries: 0 }).catch(() => undefined);
+      out.push(`unmounted container image ${left.image}, left mounted by an interrupted apply`);
+    }
+    if (left.runroot?.includes('/vr-run-')) await rm(left.runroot, { recursive: true, force: true });
+    await rm(marker, { force: true });
+  }
+  return out;
 }

@@ -61,25 +61,66 @@ describe('publish', () => {
       }),
     );
 
-  it('an image made in this plan: uploaded after it, whatever the target holds', () =>
+  it("an image made in this plan: uploaded after it over reconcile's own last upload; over anything else refused", () => {
+    const built = { reason: '', yaml: PUB(), absent: ['/img/os.qcow2'], remotes: [['s3://bkt/os.qcow2', { size: 5, sha256: B }]] as [string, never][] };
+    check({ ...built, inventory: [rec(B)], want: ['create images.os new', 'update publish:s3://bkt/os.qcow2 drift'] });
+    check({ ...built, want: ['create images.os new', /^refused publish:s3:\/\/bkt\/os\.qcow2: .*holds an upload this state directory did not make/] });
+  });
+
+  it('an object without the digest where reconcile had uploaded (replaced by someone): refused, not "changed"', () =>
     check({
       reason: '',
       yaml: PUB(),
-      absent: ['/img/os.qcow2'],
-      remotes: [['s3://bkt/os.qcow2', { size: 5, sha256: B }]],
-      want: ['create images.os new', 'update publish:s3://bkt/os.qcow2 drift'],
+      files: [os],
+      inventory: [imageRecord('os', os), rec(B)],
+      digests: [['/img/os.qcow2', A]],
+      remotes: [['s3://bkt/os.qcow2', { size: 7 }]],
+      want: ['no-op images.os in-sync', /^refused publish:s3:\/\/bkt\/os\.qcow2: .*an object reconcile did not publish is at/],
     }));
 
-  it('a target that left the YAML: deleted with --prune only if it said prune: true, else forgotten; without --prune a note', () => {
+  it('prune: changed on a target in sync is recorded (an update that uploads nothing)', () =>
+    check({
+      reason: '',
+      yaml: PUB().replace('endpoint: http://127.0.0.1:9000', 'endpoint: http://127.0.0.1:9000\n        prune: true'),
+      files: [os],
+      inventory: [imageRecord('os', os), rec(A, false)],
+      digests: [['/img/os.qcow2', A]],
+      remotes: [['s3://bkt/os.qcow2', { size: 5, sha256: A }]],
+      want: ['no-op images.os in-sync', 'update publish:s3://bkt/os.qcow2 drift'],
+    }));
+
+  it('a target that left the YAML: deleted with --prune only if it said prune: true and still holds the upload; else only forgotten; without --prune a note', () => {
     const yaml = 'version: 1\nimages:\n  os: { path: /img/os.qcow2, size: 1G }\n';
     const base = { reason: '', yaml, files: [os], inventory: [imageRecord('os', os)] };
+    const held: [string, never][] = [['s3://bkt/os.qcow2', { size: 5, sha256: A } as never]];
     check({
       ...base,
       inventory: [...base.inventory, rec(A, true)],
+      remotes: held,
       prune: true,
       want: ['no-op images.os in-sync', 'delete inventory:publish:s3://bkt/os.qcow2 left-yaml destructive'],
     });
-    check({ ...base, inventory: [...base.inventory, rec(A, false)], prune: true, want: ['no-op images.os in-sync', 'delete inventory:publish:s3://bkt/os.qcow2 left-yaml'] });
+    check({
+      ...base,
+      inventory: [...base.inventory, rec(A, true)],
+      remotes: [['s3://bkt/os.qcow2', { size: 5, sha256: B }]],
+      prune: true,
+      want: ['no-op images.os in-sync', 'delete inventory:publish:s3://bkt/os.qcow2 not-ours'],
+    });
+    check({
+      ...base,
+      inventory: [...base.inventory, rec(A, true)],
+      remotes: [['s3://bkt/os.qcow2', null]],
+      prune: true,
+      want: ['no-op images.os in-sync', 'delete inventory:publish:s3://bkt/os.qcow2 gone'],
+    });
+    check({
+      ...base,
+      inventory: [...base.inventory, rec(A, false)],
+      remotes: held,
+      prune: true,
+      want: ['no-op images.os in-sync', 'delete inventory:publish:s3://bkt/os.qcow2 not-ours'],
+    });
     check({
       ...base,
       inventory: [...base.inventory, rec(A, true)],

@@ -178,7 +178,7 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
         return {
           build: {
             ...base,
-            source: { kind: 'download', url: s.url, sha256: s.sha256!, auth: s.auth, checksumFrom: s.checksumUrl ? `listed in ${s.checksumUrl}` : 'source.sha256' },
+            source: { kind: 'download', url: s.url, sha256: s.sha256!, auth: s.auth, checksumFrom: s.checksumUrl ? `listed in ${displayUrl(s.checksumUrl)}` : 'source.sha256' },
           },
           dependsOn: [],
         };
@@ -348,12 +348,15 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
     if (rebuild.length) {
       // Made from its source alone (a seed; rebuild: onChange): a new source content is rebuilt
       // without --allow-replace, as long as nothing else about it changed.
-      const derived = ours && (seedContentOnly(rebuild) || (spec.rebuild === 'onChange' && rebuild.every((c) => c.field === 'source')));
+      // A seed holds nothing but its files (protect does not apply to it); rebuild: onChange
+      // needs no --allow-replace, but protect: true still forbids it.
+      const seedOnly = ours && seedContentOnly(rebuild);
+      const derived = seedOnly || (ours && spec.rebuild === 'onChange' && rebuild.every((c) => c.field === 'source'));
       const refused = replaceRefusal({
         origin: spec.origin,
         what: p,
         rebuild,
-        protect: spec.protect && !derived,
+        protect: spec.protect && !seedOnly,
         allowReplace: input.allowReplace || derived,
         incomplete,
         overlays: overlaysOf(p).filter((o) => o !== id && !pending.has(o)),

@@ -11,6 +11,7 @@ import { interruptedPublishes, pendingExtentPaths } from './interrupted.js';
 import { removeStaleBuildsIn } from './build.js';
 import { createBlankImages, executeImage, imageBatchKey } from './execute.js';
 import { pruneCache } from '../../sources/cache.js';
+import { releaseAbandonedMounts } from '../../tools/podman.js';
 
 export const imageKind: Kind = {
   resource: 'image',
@@ -74,7 +75,10 @@ export const imageKind: Kind = {
     }
     const builds = (await Promise.all([...byDir].map(([dir, names]) => removeStaleBuildsIn(dir, names)))).flat();
     const downloads = await pruneCache(stateDir, used);
+    // Container images a killed build left mounted (only if one ever mounted any: podman is not run otherwise).
+    const mounts = await releaseAbandonedMounts(path.join(stateDir, 'scratch'));
     return [
+      ...mounts,
       ...builds.map((d) => `removed ${d}, left by an interrupted apply`),
       ...downloads.map((d) => `removed ${d} from the download cache: no image is built from it, and it was untouched for a day`),
     ];

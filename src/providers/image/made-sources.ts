@@ -2,7 +2,7 @@
 // beside the build) and a filesystem made from a directory. Each hands back a file for
 // qemu-img to convert from, made in the build's private directory and removed before the
 // build is published.
-import { stat, truncate, writeFile } from 'node:fs/promises';
+import { realpath, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ProgressSink } from '../../progress/progress.js';
 import { ensureDownloaded } from '../../sources/cache.js';
@@ -11,7 +11,7 @@ import { displayUrl } from '../../sources/http.js';
 import { compressionOf, decompress } from '../../tools/decompress.js';
 import { mkfsFromDirectory } from '../../tools/mkfs.js';
 import { parseContainerRef, storageImageId, withImageRoot } from '../../tools/podman.js';
-import { layoutImageId } from '../../sources/oci-layout.js';
+import { layoutImage } from '../../sources/oci-layout.js';
 import { withTempDir } from '../../tools/scratch.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import type { ImageBuild } from './build.js';
@@ -31,14 +31,23 @@ export interface SourceContext {
   log: (line: string) => void;
 }
 
-// Formats whose image may name other files (backing files, extents, data files): a
-// downloaded image must be whole in itself, or it could make qemu read files of this host.
-function refuseReferences(url: string, info: qemuImg.QemuImgInfo): void {
+// Formats a downloaded image may be in (qemu-img's names): others are refused outright.
+const DOWNLOAD_FORMATS = ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'qcow', 'vdi'];
+
+// A downloaded image must be whole in itself: a backing file, a data file or a vmdk extent
+// naming another file would make qemu read files of this host into the image (a one-extent
+// vmdk descriptor naming /etc/shadow is a valid image).
+async function refuseReferences(url: string, input: string, info: qemuImg.QemuImgInfo): Promise<void> {
+  if (!DOWNLOAD_FORMATS.includes(info.format))
+    throw new Error(`${displayUrl(url)}: the download is a ${info.format} image, which is not taken from a download (only ${DOWNLOAD_FORMATS.join(', ')})`);
   const data = info['format-specific']?.data ?? {};
-  const names = [info['backing-filename'], data['data-file'] as string | undefined].filter(Boolean);
-  const extents = (data.extents as { filename?: string }[] | undefined) ?? [];
-  if (names.length || extents.length > 1)
-    throw new Error(`${displayUrl(url)}: the downloaded ${info.format} image refers to other files (${names.join(', ') || 'extents'}); only self-contained images are used`);
+  const names = [info['backing-filename'], data['data-file'] as string | undefined].filter(Boolean) as string[];
+  const self = await realpath(input);
+  for (const e of (data.extents as { filename?: string }[] | undefined) ?? []) {
+    const f = e.filename ?? '';
+    if ((await realpath(f).catch(() => f)) !== self) names.push(f);
+  }
+  if (names.length) throw new Error(`${displayUrl(url)}: the downloaded ${info.format} image refers to other files (${names.join(', ')}); only self-contained images are used`);
 }
 
 export async function downloadedSource(src: Extract<ImageBuild['source'], { kind: 'download' }>, dir: string, ctx: SourceContext): Promise<MadeSource> {
@@ -56,7 +65,7 @@ export async function downloadedSource(src: Extract<ImageBuild['source'], { kind
     }
   }
   const info = await qemuImg.info(input);
-  refuseReferences(src.url, info);
+  await refuseReferences(src.url, input, info);
   return { path: input, driver: info.format };
 }
 
@@ -81,8 +90,12 @@ export async function filesystemSource(
     }
     // The image as it is now (a new build under the same name since the plan is what is made and recorded).
     const ref = parseContainerRef(src.ref);
-    const id = ref.kind === 'storage' ? await storageImageId(ref.name) : await layoutImageId(ref);
-    await withTempDir((scratch) => withImageRoot(ref, path.join(scratch, 'store'), mkfs));
+    // A layout's image is pulled by the name its index gives it (a bare :TAG matched it above).
+    const image = ref.kind === 'storage' ? { id: await storageImageId(ref.name) } : await layoutImage(ref);
+    // Local storage: mounted by the ID read (and recorded), whatever the name points at by then.
+    const named = ref.kind === 'storage' ? { kind: 'storage' as const, name: image.id } : 'name' in image && image.name ? { ...ref, tag: image.name } : ref;
+    await withTempDir((scratch) => withImageRoot(named, path.join(scratch, 'store'), mkfs));
+    const id = image.id;
     return { path: file, driver: 'raw', recorded: `container:sha256:${id}` };
   } finally {
     task.end();

@@ -26,7 +26,7 @@ export function withSourceDigests(state: DesiredState, sources: ResolvedSources 
     if (t.kind === 'directory' && spec.filesystem === 'xfs' && spaced?.length)
       errors.set(
         name,
-        `${t.dir} holds names with white space (${spaced.slice(0, 3).join(', ')}${spaced.length > 3 ? ', …' : ''}), which mkfs.xfs cannot copy from a directory; use ext4 or btrfs`,
+        `${t.dir} holds names with white space (${spaced.slice(0, 3).join(', ')}${spaced.length > 3 ? ', …' : ''}), or named "$", which mkfs.xfs cannot copy from a directory; use ext4 or btrfs`,
       );
     if (!digest) continue;
     images ??= { ...state.images };

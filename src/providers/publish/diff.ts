@@ -6,6 +6,7 @@ import type { DesiredState } from '../../reconcile/model.js';
 import { inSync, orphanId, type Action, type Refusal } from '../../reconcile/plan.js';
 import type { RemoteObject } from '../../publish/place.js';
 import type { PublishOp, RecordedTarget } from './ops.js';
+import { whose } from './ownership.js';
 
 export const publishKey = (to: string) => `publish:${to}`;
 export const publishId = (to: string) => `publish:${to}`;
@@ -46,8 +47,9 @@ export function diffPublish(i: PublishDiffInput): { actions: Action<PublishOp | 
         continue;
       }
       owners.set(t.to, spec.name);
-      const rec = i.records[key];
-      const ours = rec?.type === 'publish';
+      const stored = i.records[key];
+      const rec = stored?.type === 'publish' ? stored : undefined;
+      const remote = i.remotes.get(t.to);
       const upload = (kind: 'create' | 'update', reason: string, sha256?: string): void => {
         actions.push({
           id,
@@ -56,38 +58,37 @@ export function diffPublish(i: PublishDiffInput): { actions: Action<PublishOp | 
           code: kind === 'create' ? 'new' : 'drift',
           reason,
           destructive: false,
-          changes: [{ field: 'sha256', from: i.remotes.get(t.to)?.sha256 ?? (kind === 'create' ? '' : 'unknown'), to: sha256 ?? `as ${imageId} is built` }],
+          changes: [{ field: 'sha256', from: remote?.sha256 ?? (kind === 'create' ? '' : 'unknown'), to: sha256 ?? `as ${imageId} is built` }],
           dependsOn: built ? [imageId] : [],
           op: { type: 'publish.upload', image: spec.name, path, target: strip(t), sha256, inventoryKey: key },
         });
       };
-      if (built) {
-        upload(i.remotes.get(t.to) ? 'update' : 'create', `upload once ${imageId} is ${built.kind === 'create' ? 'made' : built.kind === 'replace' ? 'rebuilt' : 'grown'}`);
-        continue;
-      }
-      if (imageRefused) continue; // the image is missing or refused: its own action says why
-      const digest = i.digests.get(path)!;
+      const refuse = (why: string) => refusals.push({ id, message: `${t.origin}: ${why}` });
+      if (!i.remotes.has(t.to) && !built && imageRefused) continue; // the image is missing or refused: its own action says why
       if (!i.remotes.has(t.to)) {
-        upload('update', `${i.errors.get(key) ?? 'the object could not be read'}; apply reads it again and uploads unless it holds this image`, digest);
+        upload('update', `${i.errors.get(key) ?? 'the object could not be read'}; apply reads it again and uploads unless it holds this image`, i.digests.get(path));
         continue;
       }
-      const remote = i.remotes.get(t.to)!;
-      if (!remote) {
-        upload('create', `upload ${path} (sha256 ${digest.slice(0, 12)}…)`, digest);
+      const digest = i.digests.get(path);
+      if (remote && !built && remote.sha256 === digest) {
+        // The same image: in sync, whoever put it there; a changed prune: is recorded.
+        if (rec && rec.prune !== t.prune) upload('update', `prune: ${rec.prune} -> ${t.prune} (recorded; nothing is uploaded)`, digest);
+        else actions.push(inSync('publish', id, true));
         continue;
       }
-      if (remote.sha256 === digest) {
-        actions.push(inSync('publish', id, true));
+      const owner = remote ? whose(remote, rec, t) : 'ours';
+      if (typeof owner === 'object') {
+        refuse(owner.notOurs);
         continue;
       }
-      if (!remote.sha256 && !ours) {
-        refusals.push({
-          id,
-          message: `${t.origin}: an object reconcile did not publish is at ${t.to} (${remote.size} bytes, without its digest); it is left alone. Remove it, or publish to another key`,
-        });
+      if (built) {
+        upload(remote ? 'update' : 'create', `upload once ${imageId} is ${built.kind === 'create' ? 'made' : built.kind === 'replace' ? 'rebuilt' : 'grown'}`);
         continue;
       }
-      upload('update', `${path} changed since it was published (sha256 ${remote.sha256?.slice(0, 12) ?? '?'}… -> ${digest.slice(0, 12)}…)`, digest);
+      if (imageRefused) continue;
+      if (!remote) upload('create', `upload ${path} (sha256 ${digest!.slice(0, 12)}…)`, digest);
+      else if (owner === 'our-half') upload('update', 'an interrupted upload of it is finished', digest);
+      else upload('update', `${path} changed since it was published (sha256 ${remote.sha256!.slice(0, 12)}… -> ${digest!.slice(0, 12)}…)`, digest);
     }
   }
   for (const [key, rec] of i.orphans) {
@@ -99,15 +100,25 @@ export function diffPublish(i: PublishDiffInput): { actions: Action<PublishOp | 
       );
       continue;
     }
+    const remote = i.remotes.get(rec.to);
+    // Deleted only if it still holds what reconcile uploaded; anything else is only forgotten.
+    const deletes = rec.prune && !!rec.sha256 && remote?.sha256 === rec.sha256;
+    const why = !rec.prune
+      ? 'left where it is (prune: false): only forgotten'
+      : !i.remotes.has(rec.to)
+        ? `${i.errors.get(key) ?? 'the object could not be read'}: only forgotten (apply looks again, and deletes it if it still holds reconcile's upload)`
+        : !remote
+          ? 'already gone: only forgotten'
+          : deletes
+            ? `published from images.${rec.image}, which no longer publishes it (prune: true)`
+            : "holds another upload than reconcile's last: left where it is, only forgotten";
     actions.push({
       id,
       resource: 'publish',
       kind: 'delete',
-      code: 'left-yaml',
-      reason: rec.prune
-        ? `published from images.${rec.image}, which no longer publishes it (prune: true): deleted if it still holds what was uploaded`
-        : `left where it is (prune: false): only forgotten`,
-      destructive: rec.prune,
+      code: deletes ? 'left-yaml' : !remote && i.remotes.has(rec.to) ? 'gone' : 'not-ours',
+      reason: why,
+      destructive: deletes || (rec.prune && !i.remotes.has(rec.to)),
       changes: [],
       dependsOn: [],
       op: { type: 'publish.delete', target: rec.target, sha256: rec.prune ? rec.sha256 : undefined, inventoryKey: key },

@@ -7,10 +7,11 @@ export const publishKind: Kind = {
   resource: 'publish',
   diffAfter: ['image'],
   targets(state, inventory) {
-    const remotes = Object.values(state.images).flatMap((s) => (s.location.kind === 'path' ? s.publish : []));
+    const declared = Object.values(state.images).flatMap((s) => (s.location.kind === 'path' ? s.publish : []));
+    // Targets that left the YAML too: a prune deletes only what still holds reconcile's upload.
+    const left = Object.values(inventory.objects).flatMap((r) => (r.type === 'publish' && !declared.some((t) => t.to === r.to) ? [{ ...r.target, origin: '' }] : []));
+    const remotes = [...declared, ...left];
     const digests = Object.values(state.images).flatMap((s) => (s.location.kind === 'path' && s.publish.length ? [s.location.path] : []));
-    // Orphans are deleted only if they still hold what was uploaded: looked at when pruned.
-    void inventory;
     return { remotes, digests };
   },
   declared: (state) => Object.values(state.images).flatMap((s) => (s.location.kind === 'path' ? s.publish.map((t) => ({ type: 'publish' as const, to: t.to })) : [])),
