@@ -100,3 +100,20 @@ images:
     expect(plan.stdout + plan.stderr).toMatch(/images\.gone: .*source\.container localhost\/no-such:1: not in local container storage/);
   });
 });
+
+describe('source.container, interrupted', () => {
+  it('a build killed while the image of local storage is mounted: the next apply unmounts it, says so, and builds', async () => {
+    await sb.yaml(`version: 1
+images:
+  killed: { path: $DIR/img/killed.qcow2, size: 32M, source: { container: localhost/vr-app:1 } }
+`);
+    const { cli } = await import('./helpers.js');
+    const killed = await cli(['apply', '-f', p('storage.yaml'), '--state-dir', sb.stateDir], { VIRT_RECONCILE_FAILPOINT: 'container-mounted' });
+    expect(killed.code).toBe(-1);
+    expect((await podman('image', 'mount')).stdout).toMatch(/vr-app/);
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/unmounted container image \w+, left mounted by an interrupted apply/);
+    expect((await podman('image', 'mount')).stdout.trim()).toBe('');
+  });
+});

@@ -372,3 +372,27 @@ images:
     }
   });
 });
+
+describe('source.url, Ctrl-C', () => {
+  it('a Ctrl-C during a download cancels it (not a failure), keeps the half for the next apply', async () => {
+    const www = await serve(files, { range: true, slowMs: 30 });
+    try {
+      await bigDownload(www, 'ctrlc', 'out10');
+      const run = sb.start('apply');
+      const digest = await sha256(path.join(files, 'big.raw'));
+      const { waitFor } = await import('./helpers.js');
+      await waitFor(
+        async () => ((await stat(path.join(sb.stateDir, 'downloads', `sha256-${digest}.partial`)).catch(() => undefined))?.size ?? 0) > MiB,
+        'a part of the download',
+        60_000,
+      );
+      run.interrupt();
+      expect(await run.exited).toBe(130);
+      expect(run.stdout()).toMatch(/images\.ctrlc: cancelled \(shutting down\)/);
+      expect(run.stdout()).not.toMatch(/FAILED/);
+      expect((await stat(path.join(sb.stateDir, 'downloads', `sha256-${digest}.partial`))).size).toBeGreaterThan(MiB);
+    } finally {
+      await www.close();
+    }
+  });
+});

@@ -21,6 +21,8 @@ export interface ProgressState {
   done: number;
   total?: number;
   startedAt: number;
+  /** what was done before this run began (a resumed download): not counted in the rate */
+  base?: number;
 }
 
 export const quietProgress: ProgressSink = { begin: () => ({ update() {}, end() {} }) };
@@ -61,7 +63,7 @@ export function describeProgress(p: ProgressState, now = Date.now()): string {
   const pct = p.total ? `${Math.min(100, Math.floor((p.done / p.total) * 100))}%` : undefined;
   if (p.unit === 'percent') return pct ?? 'under way';
   const secs = (now - p.startedAt) / 1000;
-  const rate = secs >= 1 ? `, ${humanBytes(Math.round(p.done / secs))}/s` : '';
+  const rate = secs >= 1 ? `, ${humanBytes(Math.round((p.done - (p.base ?? 0)) / secs))}/s` : '';
   return p.total ? `${pct} (${humanBytes(p.done)} of ${humanBytes(p.total)}${rate})` : `${humanBytes(p.done)}${rate ? ` (${rate.slice(2)})` : ''}`;
 }
 
@@ -73,6 +75,7 @@ export class ProgressBoard implements ProgressSink {
     this.tasks.add(s);
     return {
       update: (d, t) => {
+        s.base ??= d;
         s.done = d;
         if (t !== undefined) s.total = t;
       },

@@ -19,7 +19,7 @@ export function terminalProgress(stream: NodeJS.WriteStream = process.stderr): P
         etaBuffer: 50,
         format: (_o, params, payload: { state: ProgressState }) => {
           const s = payload.state;
-          const filled = s.total ? Math.min(WIDTH, Math.round((s.done / s.total) * WIDTH)) : 0;
+          const filled = s.total ? Math.min(WIDTH, Math.floor((s.done / s.total) * WIDTH)) : 0;
           const bar = s.total ? `[${'#'.repeat(filled)}${'-'.repeat(WIDTH - filled)}] ` : '';
           return `${s.verb} ${s.id} ${bar}${describeProgress(s)} [${humanDuration((Date.now() - params.startTime) / 1000)}]`;
         },
@@ -28,6 +28,7 @@ export function terminalProgress(stream: NodeJS.WriteStream = process.stderr): P
       const bar = multi.create(100, 0, { state });
       return {
         update(d, t) {
+          state.base ??= d;
           state.done = d;
           if (t !== undefined) state.total = t;
           bar.update(state.total ? Math.min(100, (d / state.total) * 100) : 0, { state });

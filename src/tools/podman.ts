@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { failpoint } from '../failpoint.js';
 import { processAlive, run } from './exec.js';
 
 /** A reference as the YAML gives it: oci-archive:PATH[:TAG], oci:DIR[:TAG], or a name in local storage. */
@@ -46,6 +47,7 @@ export async function withImageRoot<T>(ref: ContainerRef, scratch: string, fn: (
       image = stdout.trim().split('\n').pop()!;
     }
     const { stdout } = await run('podman', [...store, 'image', 'mount', '--', image], { retries: 0 });
+    failpoint('container-mounted');
     try {
       return await fn(stdout.trim());
     } finally {
