@@ -204,7 +204,7 @@ images:
     expect(killed.code).toBe(-1);
     const r = await sb.run('apply');
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/publish:azure:\/\/\S+\/images\/big\.vhd: resumed the upload interrupted at 67108864 bytes/);
+    expect(r.stdout).toMatch(/publish:azure:\/\/\S+\/images\/big\.vhd: resumed the interrupted upload \(at 67108864 bytes\)/);
     const blob = container().getBlobClient('big.vhd');
     const want = await sha256(p('img/big.vhd'));
     expect((await blob.getProperties()).metadata?.virtreconcilesha256).toBe(want);
@@ -258,5 +258,28 @@ images:
     } finally {
       await other.cleanup();
     }
+  });
+});
+
+describe('publish, resumed on S3', () => {
+  it('a multipart upload killed after a part goes on with the other parts at the next apply (the parts done are recorded)', async () => {
+    await execa('dd', ['if=/dev/urandom', `of=${p('s3big.raw')}`, 'bs=1M', 'count=40', 'status=none']);
+    await sb.yaml(`version: 1
+images:
+  s3big: { path: $DIR/img/s3big.img, format: raw, source: { file: $DIR/s3big.raw }, publish: [{ to: "s3://${BUCKET}/big/s3big.img", endpoint: "${s3.endpoint}", credentialsFile: $DIR/aws }] }
+`);
+    const { cli } = await import('./helpers.js');
+    const killed = await cli(['apply', '-f', p('storage.yaml'), '--state-dir', sb.stateDir], { VIRT_RECONCILE_FAILPOINT: 'publish-part-uploaded' });
+    expect(killed.code).toBe(-1);
+    await expect(s3c.send(new HeadObjectCommand({ Bucket: BUCKET, Key: 'big/s3big.img' }))).rejects.toThrow();
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/publish:s3:\/\/vr-pub\/big\/s3big\.img: resumed the interrupted upload \([1-3] part\(s\) were sent\)/);
+    const obj = await s3c.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'big/s3big.img' }));
+    const got = createHash('sha256')
+      .update(Buffer.from(await obj.Body!.transformToByteArray()))
+      .digest('hex');
+    expect(got).toBe(await sha256(p('img/s3big.img')));
+    expect(obj.Metadata?.virtreconcilesha256).toBe(got);
   });
 });

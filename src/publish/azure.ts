@@ -44,9 +44,10 @@ export async function azurePlace(t: PublishTarget): Promise<PublishPlace> {
       // An interrupted upload of this very image goes on where it was checkpointed, if the blob is
       // still that half (its size, no digest yet); otherwise it is made again from nothing: an
       // earlier half (or another image's pages) must not show through.
-      const half = o.resume?.sha256 === sha256 ? await page.getProperties({ abortSignal: o.signal }).catch(() => undefined) : undefined;
+      const from = o.resume?.offset;
+      const half = from !== undefined ? await page.getProperties({ abortSignal: o.signal }).catch(() => undefined) : undefined;
       let start = 0;
-      if (half && half.contentLength === size && !half.metadata?.[DIGEST_KEY] && o.resume!.offset % PAGE_CHUNK === 0) start = Math.min(o.resume!.offset, size);
+      if (half && from !== undefined && half.contentLength === size && !half.metadata?.[DIGEST_KEY] && from % PAGE_CHUNK === 0) start = Math.min(from, size);
       else {
         await page.deleteIfExists({ abortSignal: o.signal });
         await page.create(size, { abortSignal: o.signal });
@@ -62,7 +63,7 @@ export async function azurePlace(t: PublishTarget): Promise<PublishPlace> {
           if (!isZero(chunk)) await page.uploadPages(chunk, off, n, { abortSignal: o.signal });
           o.onProgress?.(off + n, size);
           if ((off + n) % CHECKPOINT === 0 && off + n < size) {
-            await o.onCheckpoint?.(off + n);
+            await o.onCheckpoint?.({ offset: off + n });
             failpoint('publish-page-checkpoint');
           }
         }

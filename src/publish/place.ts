@@ -16,10 +16,22 @@ export interface RemoteObject {
 export interface PutOptions {
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
-  /** where an interrupted upload of the same digest got to (a page blob: resumed from there) */
-  resume?: { sha256: string; offset: number };
+  /** where an interrupted upload of the same digest got to: resumed from there */
+  resume?: UploadState;
   /** an upload that can be resumed says how far it got, now and then (recorded by the caller) */
-  onCheckpoint?: (offset: number) => Promise<void>;
+  onCheckpoint?: (state: UploadState) => Promise<void>;
+}
+
+/**
+ * How far an upload got, as the place needs it to go on: a page blob's offset; an S3 multipart
+ * upload's id, part size and the parts done (their ETags, which completing it needs: S3's
+ * ListParts is not relied on).
+ */
+export interface UploadState {
+  offset?: number;
+  uploadId?: string;
+  partSize?: number;
+  parts?: { n: number; etag: string }[];
 }
 
 export interface PublishPlace {

@@ -149,7 +149,7 @@ export interface PublishRecord {
   uploadedAt?: string;
   createdAt?: string;
   /** an upload under way or interrupted: of which digest, and how far it got (a page blob resumes there) */
-  upload?: { sha256: string; offset: number };
+  upload?: { sha256: string } & import('../publish/place.js').UploadState;
   /** the last upload that failed, for `show` */
   lastError?: { at: string; message: string };
 }

@@ -60,22 +60,24 @@ export async function executePublish(a: Action, ctx: ExecContext): Promise<Effec
     }
     const owner = now ? whose(now, prev, op.target) : 'ours';
     if (typeof owner === 'object') throw new Error(owner.notOurs);
-    const resume = owner === 'our-half' ? prev?.upload : undefined;
+    // An interrupted upload of this very image goes on (the place checks that its half is still there).
+    const resume = prev?.upload?.sha256 === sha256 && (owner === 'our-half' || !target.pageBlob) ? prev.upload : undefined;
     // Intent first: an upload killed half-way (a page blob exists from its first page on) leaves
     // an object without the digest, which only this record tells from someone else's.
-    await ctx.inventory.set(op.inventoryKey, record({ upload: { sha256, offset: resume?.sha256 === sha256 ? resume.offset : 0 } }));
+    await ctx.inventory.set(op.inventoryKey, record({ upload: resume ?? { sha256 } }));
     const task = ctx.progress.begin(a.id, 'uploading');
     try {
       await place.put(op.path, sha256, {
         signal: ctx.signal,
         onProgress: (d, t) => task.update(d, t),
         resume,
-        onCheckpoint: (offset) => ctx.inventory.set(op.inventoryKey, record({ upload: { sha256, offset } })),
+        onCheckpoint: (state) => ctx.inventory.set(op.inventoryKey, record({ upload: { sha256, ...state } })),
       });
     } finally {
       task.end();
     }
-    if (resume?.sha256 === sha256) ctx.log(`${a.id}: resumed the upload interrupted at ${resume.offset} bytes`);
+    if (resume?.offset || resume?.parts?.length)
+      ctx.log(`${a.id}: resumed the interrupted upload (${resume.offset !== undefined ? `at ${resume.offset} bytes` : `${resume.parts!.length} part(s) were sent`})`);
     ctx.log(`${a.id}: uploaded ${op.path} (${size} bytes, sha256 ${sha256.slice(0, 12)}…)`);
     return { record: [op.inventoryKey, record({ sha256, uploadedAt: new Date().toISOString(), upload: undefined, lastError: undefined })] };
   } catch (e) {
