@@ -1,7 +1,7 @@
 // Clients of the object stores, made one way for off-site backups and published images: the
 // official SDKs, credentials from a file named in the YAML or the platforms' own chains, and
 // bounded retries and timeouts (a place that is down fails in seconds to minutes, not never).
-import { readFile } from 'node:fs/promises';
+import { readCredentials } from './credentials.js';
 import { S3Client } from '@aws-sdk/client-s3';
 
 /** The default profile of an AWS credentials file (INI: aws_access_key_id, aws_secret_access_key, aws_session_token). */
@@ -35,7 +35,7 @@ export async function s3Client(t: S3Place, o: { requestTimeoutMs: number; gs?: b
   // this project pins its version, so the warning would only be noise in every log.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   // Without credentialsFile: the SDK's own chain (environment, ~/.aws, instance role).
-  const credentials = t.credentialsFile ? parseCredentials(await readFile(t.credentialsFile, 'utf8'), t.credentialsFile) : undefined;
+  const credentials = t.credentialsFile ? parseCredentials(await readCredentials(t.credentialsFile), t.credentialsFile) : undefined;
   return new S3Client({
     region: t.region ?? process.env.AWS_REGION ?? 'us-east-1',
     endpoint: t.endpoint,

@@ -168,7 +168,11 @@ export async function createImage(b: ImageBuild, hooks: BuildHooks = {}): Promis
       if ('recorded' in from && from.recorded) hooks.onSourceRecorded?.(from.recorded);
       // Import: create the target at its final size, then convert into it. This grows an
       // import in one pass for every format, including those that cannot resize later.
-      const size = b.size ?? (await qemuImg.info(from.path, from.driver))['virtual-size'];
+      const sourceSize = (await qemuImg.info(from.path, from.driver))['virtual-size'];
+      // A declared size the plan could not check (the source is made by this build) must hold it.
+      if (b.size !== undefined && b.size < sourceSize && src.kind === 'download')
+        throw new Error(`${b.path}: size ${b.size} bytes is smaller than the download (${sourceSize} bytes); the image would lose data. Declare at least that, or no size`);
+      const size = b.size ?? sourceSize;
       await qemuImg.create(tmp, { ...b, size }, sig);
       const task = ctx?.progress.begin(ctx.id, 'converting', 'percent');
       try {

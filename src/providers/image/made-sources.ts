@@ -85,7 +85,9 @@ export async function filesystemSource(
     if (src.kind === 'filesystem') {
       // What mkfs reads is recorded: the digest as the plan saw it may have moved since.
       const before = await directoryManifest(src.dir);
-      await mkfs(src.dir);
+      await mkfs(src.dir).catch((e: Error) => {
+        throw new Error(`${e.message} (the directory holds ${before.files} entries, ${before.bytes} bytes of files in a ${size}-byte filesystem: is size large enough?)`);
+      });
       return { path: file, driver: 'raw', recorded: `directory:sha256:${before.digest}` };
     }
     // The image as it is now (a new build under the same name since the plan is what is made and recorded).
