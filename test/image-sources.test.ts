@@ -309,8 +309,9 @@ describe('progress in the watch service', () => {
       delete process.env.VIRT_RECONCILE_PROGRESS_EVERY_MS;
       try {
         const op = await until(
-          async () => ((await w.status()).operations as { id: string; what: string; progress: string }[] | undefined)?.find((o) => o.what === 'downloading'),
-          'the download in /status',
+          async () =>
+            ((await w.status()).operations as { id: string; what: string; progress: string }[] | undefined)?.find((o) => o.what === 'downloading' && /^\d+% \(/.test(o.progress)),
+          'the download (its size known: read before its first bytes it has none) in /status',
           60_000,
         );
         expect(op.id).toBe('images.watched');
