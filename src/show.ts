@@ -1,5 +1,6 @@
 // `reconcile show`: what exists on the host for each declared object, whether it is in
 // sync, and how full each pool is.
+import { publishId } from './providers/publish/diff.js';
 import type { PlanWithObservations } from './reconcile/engine.js';
 import { imageRecordFor, recordKey, sameFile, volumeIsOurs } from './reconcile/inventory.js';
 import { LUN_POOLS, type DesiredState } from './reconcile/model.js';
@@ -73,7 +74,7 @@ export function publishStatuses(state: DesiredState, p: PlanWithObservations): P
     .sort((a, b) => a.name.localeCompare(b.name))
     .flatMap((spec) =>
       spec.publish.map((t): PublishStatus => {
-        const id = `publish:${t.to}`;
+        const id = publishId(t.to);
         const action = p.plan.actions.find((a) => a.id === id);
         const refusal = p.plan.refusals.find((r) => r.id === id);
         const rec = p.inventory.objects[recordKey({ type: 'publish', to: t.to })];

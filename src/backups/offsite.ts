@@ -4,8 +4,7 @@
 // backup's base is there before it. What failed is tried again at the next run; retention
 // removes a backup there too; restore fetches what is missing here from a place that has it,
 // checked against the SHA-256 recorded when it was sent.
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { sha256File } from '../file-sha256.js';
 import { chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { BackupSpec, OffsiteTarget } from '../reconcile/model.js';
@@ -22,12 +21,6 @@ export const offsiteNames = (r: BackupRun) => [...r.files.map((f) => path.basena
 
 /** The local files of a backup that are sent (its record, ID.json, is written beside them when sent). */
 const localFiles = (r: BackupRun) => [...r.files.map((x) => x.file), ...(r.domainXml ? [r.domainXml] : [])];
-
-async function sha256(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
 
 const exists = async (f: string) => !!(await stat(f).catch(() => undefined));
 
@@ -88,7 +81,7 @@ export async function sendOffsite(spec: BackupSpec, ctx: Ctx): Promise<string[]>
         const s = await store(t.url)!;
         const manifest = path.join(path.dirname(r.files[0]!.file), `${r.id}.json`);
         // What each file holds, recorded before it leaves: a fetch is checked against it.
-        for (const f of localFiles(r)) r.sums = { ...r.sums, [path.basename(f)]: r.sums?.[path.basename(f)] ?? (await sha256(f)) };
+        for (const f of localFiles(r)) r.sums = { ...r.sums, [path.basename(f)]: r.sums?.[path.basename(f)] ?? (await sha256File(f)) };
         await writeFile(manifest, `${JSON.stringify({ ...r, copies: undefined }, null, 2)}\n`, { mode: 0o600 });
         for (const f of [...localFiles(r), manifest]) await s.put(f, path.basename(f));
         r.copies = { ...r.copies, [t.url]: { at: new Date().toISOString() } };
@@ -147,7 +140,7 @@ export async function fetchMissing(spec: BackupSpec, chain: BackupRun[], ctx: Ct
         try {
           await (await store(url)!).get(path.basename(f), f);
           await chmod(f, 0o600);
-          const got = want ? await sha256(f) : undefined;
+          const got = want ? await sha256File(f) : undefined;
           if (got !== want) {
             await rm(f, { force: true });
             throw new Error(`what was fetched is not what was sent (SHA-256 ${got?.slice(0, 12)}…, sent ${want?.slice(0, 12)}…)`);

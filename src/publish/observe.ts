@@ -3,8 +3,8 @@
 // the stat-keyed cache, whose entry goes stale with any write to it).
 import { cacheable, fileSignature, type StatCache } from '../providers/common/stat-cache.js';
 import type { PublishTarget } from '../reconcile/model.js';
-import { sha256File } from '../sources/cache.js';
-import { errorText, openPlace, type RemoteObject } from './place.js';
+import { sha256File } from '../file-sha256.js';
+import { errorText, openPlace, remoteErrorKey, type RemoteObject } from './place.js';
 
 export async function observeRemotes(targets: PublishTarget[], errors: Map<string, string>): Promise<Map<string, RemoteObject | null>> {
   const out = new Map<string, RemoteObject | null>();
@@ -13,7 +13,7 @@ export async function observeRemotes(targets: PublishTarget[], errors: Map<strin
       try {
         out.set(t.to, await (await openPlace(t)).head());
       } catch (e) {
-        errors.set(`publish:${t.to}`, `cannot read ${t.to}: ${errorText(e).split('\n')[0]!.replace(`${t.to}: `, '')}`);
+        errors.set(remoteErrorKey(t.to), `cannot read ${t.to}: ${errorText(e).split('\n')[0]!.replace(`${t.to}: `, '')}`);
       }
     }),
   );

@@ -7,6 +7,9 @@ import type { PublishTarget } from '../reconcile/model.js';
 /** Metadata name of the digest (Azure allows only C# identifiers, so no dashes). */
 export const DIGEST_KEY = 'virtreconcilesha256';
 
+/** Where observation keeps why a target could not be read (Observation.errors). */
+export const remoteErrorKey = (to: string) => `publish:${to}`;
+
 export interface RemoteObject {
   size: number;
   /** the image digest it was uploaded with; undefined: not put there by reconcile */

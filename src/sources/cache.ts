@@ -2,14 +2,11 @@
 // SHA-256 names it (as downloaded: still compressed). A second image from the same file,
 // and a rebuild, download nothing. A half download sits beside it as .partial (with what it
 // was fetched from) and is resumed; only a file whose digest matched is ever renamed in.
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { DownloadAuth } from '../reconcile/model.js';
 import type { ProgressSink } from '../progress/progress.js';
+import { sha256File } from '../file-sha256.js';
 import { readAuth } from './auth.js';
 import { discardPartial, displayUrl, download } from './http.js';
 
@@ -23,26 +20,16 @@ export async function isCached(stateDir: string, sha256: string): Promise<boolea
   );
 }
 
-/** The SHA-256 of a file, read once (with progress). */
-export async function sha256File(file: string, onBytes?: (done: number) => void): Promise<string> {
-  const h = createHash('sha256');
-  let done = 0;
-  await pipeline(
-    createReadStream(file),
-    new Transform({
-      transform(chunk: Buffer, _e, cb) {
-        h.update(chunk);
-        done += chunk.length;
-        onBytes?.(done);
-        cb();
-      },
-    }),
-  );
-  return h.digest('hex');
-}
-
 // Two images of one apply from the same file: one download, both wait for it.
 const inFlight = new Map<string, Promise<string>>();
+
+/** Who is downloading (the object's id, for progress and log lines), and how it is stopped. */
+export interface FetchContext {
+  id: string;
+  progress: ProgressSink;
+  signal?: AbortSignal;
+  log: (l: string) => void;
+}
 
 export interface Fetch {
   url: string;
@@ -53,7 +40,7 @@ export interface Fetch {
 }
 
 /** The cached file for this digest, downloaded (or resumed) first if it is not there. */
-export function ensureDownloaded(stateDir: string, f: Fetch, o: { id: string; progress: ProgressSink; signal?: AbortSignal; log: (l: string) => void }): Promise<string> {
+export function ensureDownloaded(stateDir: string, f: Fetch, o: FetchContext): Promise<string> {
   const key = `${stateDir}\0${f.sha256}`;
   const running = inFlight.get(key);
   if (running) return running;
@@ -62,7 +49,7 @@ export function ensureDownloaded(stateDir: string, f: Fetch, o: { id: string; pr
   return p;
 }
 
-async function fetchIntoCache(stateDir: string, f: Fetch, o: { id: string; progress: ProgressSink; signal?: AbortSignal; log: (l: string) => void }): Promise<string> {
+async function fetchIntoCache(stateDir: string, f: Fetch, o: FetchContext): Promise<string> {
   const final = cachedPath(stateDir, f.sha256);
   if (await isCached(stateDir, f.sha256)) return final;
   await mkdir(downloadsDir(stateDir), { recursive: true, mode: 0o700 });
@@ -86,7 +73,7 @@ async function fetchIntoCache(stateDir: string, f: Fetch, o: { id: string; progr
     }
     if (got === f.sha256) {
       await rename(partial, final);
-      await rm(`${partial}.json`, { force: true });
+      await discardPartial(partial); // what is left of it: what it was fetched from
       return final;
     }
     await discardPartial(partial);

@@ -4,11 +4,11 @@
 // changed does not rebuild an image. A file's digest is reused while its stat says it is the
 // same file unchanged (device, inode, size, mtime and ctime), so a large tree is read once.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import path from 'node:path';
 import { protofileProblem } from '../tools/protofile-names.js';
+import { sha256File } from '../file-sha256.js';
 
 export interface DirectoryManifest {
   digest: string;
@@ -31,9 +31,7 @@ async function fileDigest(p: string, size: bigint): Promise<string> {
     return createHash('sha256')
       .update(await readFile(p))
       .digest('hex');
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
-  return h.digest('hex');
+  return sha256File(p);
 }
 
 export async function directoryManifest(dir: string, cache: FileDigestCache = new Map()): Promise<DirectoryManifest> {

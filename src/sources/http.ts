@@ -160,8 +160,8 @@ export async function download(
   let meta = await readFile(metaOf(partial), 'utf8')
     .then((t) => JSON.parse(t) as PartialMeta)
     .catch(() => undefined);
-  // Another URL's half (the same digest from a new mirror) is still the same bytes: kept only
-  // if the server confirms it with the validator it gave for them.
+  // Another URL's half (the same digest from a new mirror) is kept, but resumed without the old
+  // server's validator: the caller's digest check decides, and fetches it whole if it fails.
   const urlKey = createHash('sha256').update(url).digest('hex');
   if (meta && meta.url !== urlKey) meta = { url: urlKey, validator: undefined };
   let useRange = true;

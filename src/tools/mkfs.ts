@@ -1,7 +1,7 @@
 // Making a filesystem image from a directory's content: mkfs.ext4 -d, mkfs.btrfs --rootdir,
 // and mkfs.xfs -p with a protofile written from the directory (xfsprogs 6.1 reads no
 // directory itself). Ownership and modes come across; each tool into a file made beforehand.
-import { lstat, readdir, readlink, writeFile } from 'node:fs/promises';
+import { lstat, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runLong } from './exec.js';
 import { protofileProblem } from './protofile-names.js';
@@ -19,7 +19,11 @@ export async function mkfsFromDirectory(fs: Filesystem, dir: string, file: strin
       return;
     case 'xfs':
       await writeFile(o.protofile, await xfsProtofile(dir), { mode: 0o600 });
-      await runLong('mkfs.xfs', ['-q', '-f', '-p', o.protofile, file], { signal: o.signal });
+      try {
+        await runLong('mkfs.xfs', ['-q', '-f', '-p', o.protofile, file], { signal: o.signal });
+      } finally {
+        await rm(o.protofile, { force: true });
+      }
       return;
   }
 }

@@ -186,7 +186,6 @@ export async function createImage(b: ImageBuild, hooks: BuildHooks = {}): Promis
       }
       // The made source is not part of the image: it goes before the build is published.
       if (from.path.startsWith(scratch.dir)) await rm(from.path, { force: true });
-      await rm(path.join(scratch.dir, '.protofile'), { force: true });
     }
     await publishBuild(b, scratch, hooks);
   } finally {

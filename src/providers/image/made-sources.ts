@@ -4,8 +4,7 @@
 // build is published.
 import { realpath, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ProgressSink } from '../../progress/progress.js';
-import { ensureDownloaded } from '../../sources/cache.js';
+import { ensureDownloaded, type FetchContext } from '../../sources/cache.js';
 import { directoryManifest } from '../../sources/directory-digest.js';
 import { displayUrl } from '../../sources/http.js';
 import { compressionOf, decompress } from '../../tools/decompress.js';
@@ -23,12 +22,8 @@ export interface MadeSource {
   recorded?: string;
 }
 
-export interface SourceContext {
-  id: string;
+export interface SourceContext extends FetchContext {
   stateDir: string;
-  progress: ProgressSink;
-  signal?: AbortSignal;
-  log: (line: string) => void;
 }
 
 // Formats a downloaded image may be in (qemu-img's names): others are refused outright.

@@ -1,14 +1,14 @@
 // Published copies of images (`publish:`) vs the objects found at their targets: upload what
 // is missing or holds another version of the image, leave alone what reconcile did not put
 // there, delete on prune only what the YAML said may be pruned. Pure: no I/O.
-import type { PublishRecord, InventoryRecord } from '../../reconcile/inventory.js';
+import { recordKey, type PublishRecord, type InventoryRecord } from '../../reconcile/inventory.js';
 import type { DesiredState } from '../../reconcile/model.js';
 import { inSync, orphanId, type Action, type Refusal } from '../../reconcile/plan.js';
-import type { RemoteObject } from '../../publish/place.js';
+import { remoteErrorKey, type RemoteObject } from '../../publish/place.js';
 import type { PublishOp, RecordedTarget } from './ops.js';
 import { whose } from './ownership.js';
 
-export const publishKey = (to: string) => `publish:${to}`;
+/** A target's id in a plan (its inventory key is recordKey's, the same text). */
 export const publishId = (to: string) => `publish:${to}`;
 
 export interface PublishDiffInput {
@@ -40,7 +40,7 @@ export function diffPublish(i: PublishDiffInput): { actions: Action<PublishOp | 
     const imageRefused = !built && !i.digests.has(path);
     for (const t of spec.publish) {
       const id = publishId(t.to);
-      const key = publishKey(t.to);
+      const key = recordKey({ type: 'publish', to: t.to });
       const other = owners.get(t.to);
       if (other) {
         refusals.push({ id, message: `${t.origin}: ${t.to} is published by images.${other} too; one object holds one image` });
@@ -66,7 +66,11 @@ export function diffPublish(i: PublishDiffInput): { actions: Action<PublishOp | 
       const refuse = (why: string) => refusals.push({ id, message: `${t.origin}: ${why}` });
       if (!i.remotes.has(t.to) && !built && imageRefused) continue; // the image is missing or refused: its own action says why
       if (!i.remotes.has(t.to)) {
-        upload('update', `${i.errors.get(key) ?? 'the object could not be read'}; apply reads it again and uploads unless it holds this image`, i.digests.get(path));
+        upload(
+          'update',
+          `${i.errors.get(remoteErrorKey(t.to)) ?? 'the object could not be read'}; apply reads it again and uploads unless it holds this image`,
+          i.digests.get(path),
+        );
         continue;
       }
       const digest = i.digests.get(path);
@@ -106,7 +110,7 @@ export function diffPublish(i: PublishDiffInput): { actions: Action<PublishOp | 
     const why = !rec.prune
       ? 'left where it is (prune: false): only forgotten'
       : !i.remotes.has(rec.to)
-        ? `${i.errors.get(key) ?? 'the object could not be read'}: only forgotten (apply looks again, and deletes it if it still holds reconcile's upload)`
+        ? `${i.errors.get(remoteErrorKey(rec.to)) ?? 'the object could not be read'}: only forgotten (apply looks again, and deletes it if it still holds reconcile's upload)`
         : !remote
           ? 'already gone: only forgotten'
           : deletes

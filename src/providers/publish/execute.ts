@@ -7,7 +7,7 @@ import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { PublishRecord } from '../../reconcile/inventory.js';
 import type { Action } from '../../reconcile/plan.js';
 import { errorText, openPlace } from '../../publish/place.js';
-import { sha256File } from '../../sources/cache.js';
+import { sha256File } from '../../file-sha256.js';
 import type { PublishOp } from './ops.js';
 import { whose } from './ownership.js';
 

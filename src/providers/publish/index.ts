@@ -1,6 +1,6 @@
 // Published copies of images in object storage (kind "publish"): registered in providers/registry.ts.
 import type { Kind } from '../../reconcile/kind.js';
-import { diffPublish, publishKey } from './diff.js';
+import { diffPublish } from './diff.js';
 import { executePublish } from './execute.js';
 
 export const publishKind: Kind = {
@@ -28,5 +28,3 @@ export const publishKind: Kind = {
     }),
   execute: executePublish,
 };
-
-export { publishKey };
