@@ -216,6 +216,34 @@ images:
   });
 });
 
+describe('publish: block blobs', () => {
+  it('a block-blob upload killed after a block was staged sends only the other blocks at the next apply, and nothing is at the target before the commit', async () => {
+    await execa('dd', ['if=/dev/urandom', `of=${p('azbig.raw')}`, 'bs=1M', 'count=36', 'status=none']);
+    await sb.yaml(`version: 1
+images:
+  azbig: { path: $DIR/img/azbig.img, format: raw, source: { file: $DIR/azbig.raw }, publish: [{ to: "azure://${az.account}/images/blocks/azbig.img", credentialsFile: $DIR/azure }] }
+`);
+    const { cli } = await import('./helpers.js');
+    const killed = await cli(['apply', '-f', p('storage.yaml'), '--state-dir', sb.stateDir], { VIRT_RECONCILE_FAILPOINT: 'publish-block-staged' });
+    expect(killed.code).toBe(-1);
+    const blob = container().getBlockBlobClient('blocks/azbig.img');
+    expect(await blob.exists()).toBe(false);
+    const staged = (await blob.getBlockList('uncommitted')).uncommittedBlocks ?? [];
+    expect(staged.length).toBeGreaterThan(0);
+    const r = await sb.run('apply');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/publish:azure:\/\/\S+\/images\/blocks\/azbig\.img: resumed the interrupted upload \([1-4] of 5 block\(s\) were staged\)/);
+    const want = await sha256(p('img/azbig.img'));
+    expect((await blob.getProperties()).metadata?.virtreconcilesha256).toBe(want);
+    expect(
+      createHash('sha256')
+        .update(await blob.downloadToBuffer())
+        .digest('hex'),
+    ).toBe(want);
+    expect((await blob.getBlockList('committed')).committedBlocks?.length).toBe(5);
+  });
+});
+
 describe('publish: whose object it is (adversarial pass)', () => {
   const one = (key: string, image = 'own', file = 'own') => `version: 1
 images:

@@ -40,8 +40,11 @@ export interface UploadState {
 export interface PublishPlace {
   /** what is at the target now (null: nothing) */
   head(): Promise<RemoteObject | null>;
-  /** uploads the file as the object, the digest with it; the object is whole or absent, never half */
-  put(file: string, sha256: string, o: PutOptions): Promise<void>;
+  /**
+   * uploads the file as the object, the digest with it; the object is whole or absent, never
+   * half. `resumed`: what an interrupted upload had sent already, when the place found it itself.
+   */
+  put(file: string, sha256: string, o: PutOptions): Promise<{ resumed?: string }>;
   /** deletes the object; gone already is no error */
   remove(): Promise<void>;
 }

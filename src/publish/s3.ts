@@ -31,7 +31,7 @@ export async function s3Place(t: PublishTarget): Promise<PublishPlace> {
       if (size <= PART) {
         await client.send(new PutObjectCommand({ ...at, Body: await readFile(file), Metadata: { [DIGEST_KEY]: sha256 } }), { abortSignal: o.signal });
         o.onProgress?.(size, size);
-        return;
+        return {};
       }
       // At most 10,000 parts: a larger image takes larger parts.
       const partSize = Math.max(PART, Math.ceil(size / 9_000 / MiB) * MiB);
@@ -89,6 +89,7 @@ export async function s3Place(t: PublishTarget): Promise<PublishPlace> {
         if (!o.resume?.uploadId || (e as { name?: string }).name !== 'NoSuchUpload') throw e;
         await multipart(undefined);
       }
+      return {};
     },
     async remove() {
       await client.send(new DeleteObjectCommand(at));

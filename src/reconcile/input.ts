@@ -34,6 +34,7 @@ export interface ImageInput {
     sha256?: string;
     checksumUrl?: string;
     auth?: { bearerTokenFile?: string; basicAuthFile?: string };
+    bootc?: boolean | { kargs?: string[]; rootSize?: SizeInput };
   };
   rebuild?: 'onChange';
   filesystem?: string;

@@ -10,13 +10,24 @@ export type ImageSource =
   | { kind: 'image'; image: string }
   | { kind: 'backing'; image: string }
   | { kind: 'backing'; path: string }
-  /** digest: the image ID (config digest) as observed for a plan */
-  | { kind: 'container'; ref: string; digest?: string }
+  /**
+   * digest: the image ID (config digest) as observed for a plan; bootc: installed as a bootable
+   * disk through bcvk instead of copied into a filesystem
+   */
+  | { kind: 'container'; ref: string; digest?: string; bootc?: BootcInstall }
   /** digest: what the directory holds (see sources/directory-digest.ts), as observed for a plan */
   | { kind: 'directory'; dir: string; digest?: string }
   | { kind: 'cloudInit'; files: CloudInitFiles }
   /** downloaded over HTTP(S), checked against sha256 (given, or read from checksumUrl) */
   | { kind: 'url'; url: string; sha256?: string; checksumUrl?: string; auth?: DownloadAuth };
+
+/** How a bootc image is installed to a disk (bcvk to-disk's options). */
+export interface BootcInstall {
+  /** kernel arguments added at install (--karg, in order) */
+  kargs: string[];
+  /** the root filesystem's size in bytes (--root-size); default: the rest of the disk */
+  rootSize?: number;
+}
 
 /** Credentials for a download, from a file: exactly one of them. */
 export interface DownloadAuth {

@@ -19,6 +19,7 @@ import {
 } from './model.js';
 import type {
   BackupSpec,
+  BootcInstall,
   DesiredState,
   OffsiteTarget,
   DiskSpec,
@@ -210,7 +211,7 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   const format: Format = raw.format ?? defaults?.format ?? 'qcow2';
   // url comes with its checksum (and maybe credentials): those are not kinds of source.
   const companions = ['sha256', 'checksumUrl', 'auth'];
-  const srcKeys = raw.source ? Object.keys(raw.source).filter((k) => !companions.includes(k)) : [];
+  const srcKeys = raw.source ? Object.keys(raw.source).filter((k) => !companions.includes(k) && k !== 'bootc') : [];
   let source: ImageSource = { kind: 'blank' };
   if (raw.source !== undefined && srcKeys.length !== 1) {
     c.err(p('source'), `set exactly one of file, image, backing, container, directory, cloudInit, url (got ${srcKeys.length ? srcKeys.join(', ') : 'none'})`);
@@ -219,12 +220,13 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     source = urlSource(c, p, s);
   } else if (srcKeys.length === 1) {
     for (const k of companions) if (raw.source![k as keyof typeof raw.source] !== undefined) c.err(p('source', k), 'goes with source.url only');
+    if (raw.source!.bootc !== undefined && srcKeys[0] !== 'container') c.err(p('source', 'bootc'), 'goes with source.container only');
     const k = srcKeys[0] as keyof NonNullable<ImageInput['source']>;
     const s = raw.source!;
     if (k === 'file') source = { kind: 'file', file: s.file! };
     else if (k === 'image') source = { kind: 'image', image: s.image! };
     else if (k === 'backing') source = s.backing!.startsWith('/') ? { kind: 'backing', path: s.backing! } : { kind: 'backing', image: s.backing! };
-    else if (k === 'container') source = { kind: 'container', ref: s.container! };
+    else if (k === 'container') source = { kind: 'container', ref: s.container!, bootc: bootcInstall(c, p, s.bootc) };
     else if (k === 'cloudInit') source = { kind: 'cloudInit', files: s.cloudInit! };
     else if (k === 'directory') source = { kind: 'directory', dir: s.directory! };
   }
@@ -240,13 +242,23 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
       p('source', 'container'),
       `must be an image in local container storage (NAME[:TAG], an image ID), oci-archive:/PATH[:TAG] or oci:/DIR[:TAG] (got ${JSON.stringify(source.ref)})`,
     );
+  if (source.kind === 'container' && source.bootc && /^oci(-archive)?:/.test(source.ref))
+    c.err(
+      p('source', 'bootc'),
+      `bcvk installs an image from local container storage; \`podman load\` (an archive) or \`podman pull oci:DIR\` it first and name it (got ${JSON.stringify(source.ref)})`,
+    );
   if (source.kind === 'directory' && location?.kind === 'path' && `${location.path}/`.startsWith(`${normalizePath(source.dir).replace(/\/$/, '')}/`))
     c.err(p('source', 'directory'), `${location.path} is inside ${source.dir}: the image would be made from a directory that holds it`);
   if (source.kind === 'directory' || source.kind === 'container') {
     const what = source.kind === 'directory' ? 'a directory' : 'a container image';
     if (raw.pool !== undefined)
       c.err(p('source', source.kind), `a filesystem image from ${what} goes into an image with path: in this version; declare the pool volume with source.image naming it`, true);
-    if (raw.size === undefined) c.err(base, `missing required field "size": the filesystem made from source.${source.kind} needs a size`, true);
+    if (raw.size === undefined)
+      c.err(
+        base,
+        `missing required field "size": ${source.kind === 'container' && source.bootc ? 'the disk bcvk installs the bootc image to' : `the filesystem made from source.${source.kind}`} needs a size`,
+        true,
+      );
     if (raw.adopt) c.err(p('adopt'), `an image made from ${what} is built by reconcile; there is nothing to adopt`, true);
   }
   const publish = publishTargets(c, p, raw, format);
@@ -278,7 +290,15 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     c.err(base, 'missing required field "size": a blank image needs a virtual size', true);
   }
   const fsMin =
-    (source.kind === 'directory' || source.kind === 'container') && size !== undefined ? FILESYSTEM_MIN_SIZE[(raw.filesystem as Filesystem | undefined) ?? 'ext4'] : undefined;
+    (source.kind === 'directory' || (source.kind === 'container' && !source.bootc)) && size !== undefined
+      ? FILESYSTEM_MIN_SIZE[(raw.filesystem as Filesystem | undefined) ?? 'ext4']
+      : undefined;
+  // The root filesystem is one partition of the disk, beside the boot partitions.
+  if (source.kind === 'container' && source.bootc?.rootSize !== undefined && size !== undefined && source.bootc.rootSize >= size)
+    c.err(
+      p('source', 'bootc', 'rootSize'),
+      `must be less than the disk's size ${formatSize(size)}, which also holds the boot partitions (got ${formatSize(source.bootc.rootSize)})`,
+    );
   if (fsMin !== undefined && size! < fsMin) c.err(p('size'), `${raw.filesystem ?? 'ext4'} needs at least ${formatSize(fsMin)} (got ${formatSize(size!)})`);
   const max = MAX_SIZE[format];
   if (size !== undefined && max !== undefined && size > max) c.err(p('size'), `${formatSize(size)} exceeds the ${format} limit of ${formatSize(max)}`);
@@ -336,7 +356,8 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
     format,
     size,
     source,
-    filesystem: (raw.filesystem as ImageSpec['filesystem']) ?? (source.kind === 'directory' || source.kind === 'container' ? 'ext4' : undefined),
+    // A bootc image names its own root filesystem (its install configuration) unless one is declared.
+    filesystem: (raw.filesystem as ImageSpec['filesystem']) ?? (source.kind === 'directory' || (source.kind === 'container' && !source.bootc) ? 'ext4' : undefined),
     qcow2,
     vmdk: format === 'vmdk' ? (raw.vmdk ?? {}) : undefined,
     vhd: format === 'vhd' ? (raw.vhd ?? {}) : undefined,
@@ -1025,4 +1046,15 @@ function publishTargets(c: Checker, p: (...f: FieldPath) => FieldPath, raw: Imag
     out.push({ to, place, pageBlob, prune: t.prune ?? false, origin: c.at(at) });
   });
   return out;
+}
+
+/** source.bootc: true, or its options; undefined when absent or false. */
+function bootcInstall(c: Checker, p: (...f: FieldPath) => FieldPath, raw: NonNullable<ImageInput['source']>['bootc']): BootcInstall | undefined {
+  if (!raw) return undefined;
+  if (raw === true) return { kargs: [] };
+  (raw.kargs ?? []).forEach((k, i) => {
+    if (/\s/.test(k)) c.err(p('source', 'bootc', 'kargs', i), `one kernel argument per item, without white space (got ${JSON.stringify(k)})`);
+  });
+  const rootSize = raw.rootSize === undefined ? undefined : c.size(p('source', 'bootc', 'rootSize'), raw.rootSize);
+  return { kargs: raw.kargs ?? [], rootSize };
 }

@@ -6,9 +6,11 @@ import type { DownloadAuth } from '../reconcile/model.js';
 export type SourceTarget =
   | { kind: 'checksum'; listUrl: string; url: string; auth?: DownloadAuth }
   | { kind: 'directory'; dir: string; filesystem: string }
-  | { kind: 'container'; ref: string };
+  /** bootc: installed through bcvk, which must be there */
+  | { kind: 'container'; ref: string; bootc: boolean };
 
-export const sourceKey = (t: SourceTarget) => (t.kind === 'checksum' ? `checksum:${t.listUrl} ${t.url}` : t.kind === 'directory' ? `directory:${t.dir}` : `container:${t.ref}`);
+export const sourceKey = (t: SourceTarget) =>
+  t.kind === 'checksum' ? `checksum:${t.listUrl} ${t.url}` : t.kind === 'directory' ? `directory:${t.dir}` : `container:${t.ref}${t.bootc ? ' bootc' : ''}`;
 
 export interface ResolvedSources {
   digests: Map<string, string>;
@@ -21,6 +23,9 @@ export async function resolveSources(targets: SourceTarget[]): Promise<ResolvedS
   const out: ResolvedSources = { digests: new Map(), errors: new Map(), spaced: new Map() };
   if (!targets.length) return out;
   const lists = new Map<string, Promise<string>>();
+  // Whether bcvk can be run: asked once per plan, which may name many bootc images.
+  let bcvk: Promise<boolean> | undefined;
+  const bcvkPresent = () => (bcvk ??= import('../tools/bcvk.js').then(({ bcvkVersion }) => bcvkVersion().then((v) => v !== undefined)));
   await Promise.all(
     targets.map(async (t) => {
       const key = sourceKey(t);
@@ -39,6 +44,10 @@ export async function resolveSources(targets: SourceTarget[]): Promise<ResolvedS
         } else if (t.kind === 'container') {
           const [{ parseContainerRef, storageImageId }, { layoutImageId }] = await Promise.all([import('../tools/podman.js'), import('./oci-layout.js')]);
           const ref = parseContainerRef(t.ref);
+          if (t.bootc && !(await bcvkPresent()))
+            throw new Error(
+              `source.container ${t.ref}: bcvk is not installed (bootc: true installs the image through \`bcvk to-disk\`); install bcvk, or remove bootc to make a filesystem of the image's root instead`,
+            );
           out.digests.set(key, ref.kind === 'storage' ? await storageImageId(ref.name).catch((e) => Promise.reject(containerError(t.ref, e))) : await layoutImageId(ref));
         } else {
           const { directoryManifest } = await import('./directory-digest.js');

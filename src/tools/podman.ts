@@ -24,6 +24,13 @@ export async function storageImageId(name: string): Promise<string> {
   return stdout.trim().replace(/^sha256:/, '');
 }
 
+/** The image's ID and its manifest digest (sha256:HEX; empty for an image built here), for a check of what was installed. */
+export async function storageImageDigests(name: string): Promise<{ id: string; digest: string }> {
+  const { stdout } = await run('podman', ['image', 'inspect', '--format', '{{.Id}} {{.Digest}}', '--', name], { retries: 0 });
+  const [id = '', digest = ''] = stdout.trim().split(' ');
+  return { id: id.replace(/^sha256:/, ''), digest };
+}
+
 /** Runs fn with the image's root filesystem mounted read-only somewhere; unmounted after. */
 export async function withImageRoot<T>(ref: ContainerRef, scratch: string, fn: (root: string) => Promise<T>): Promise<T> {
   // A private store for layouts: the host's storage is neither read nor written.

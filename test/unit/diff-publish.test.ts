@@ -1,6 +1,6 @@
 // Publish targets and image sources, decided from observations alone: each case with its reason.
 import { describe, it } from 'vitest';
-import { check, image, imageRecord } from './fixtures.js';
+import { check, GiB, image, imageRecord } from './fixtures.js';
 
 const A = 'a'.repeat(64);
 const B = 'b'.repeat(64);
@@ -156,5 +156,30 @@ images:
       notes: [/images\.os: GET https:\/\/h\/SUMS: HTTP 503; the image is kept as it was built/],
     });
     check({ reason: '', yaml: URLY(), absent: ['/img/os.qcow2'], sources: { errors }, want: [/^refused images\.os: .*GET https:\/\/h\/SUMS: HTTP 503/] });
+  });
+  it('a bootc install is identified by the image ID and its install options: new kernel arguments or bootc turned off is a rebuild', () => {
+    const BOOTC = (opts: string) => `version: 1
+images:
+  os: { path: /img/os.qcow2, size: 20G, source: { container: "localhost/os:1"${opts} } }
+`;
+    const f = image('/img/os.qcow2', { virtualSize: 20 * GiB });
+    const base = {
+      reason: '',
+      files: [f],
+      inventory: [imageRecord('os', f, { source: `bootc:sha256:${A}` })],
+      sources: {
+        digests: [
+          ['container:localhost/os:1 bootc', A],
+          ['container:localhost/os:1', A],
+        ] as [string, string][],
+      },
+    };
+    check({ ...base, yaml: BOOTC(', bootc: true'), want: ['no-op images.os in-sync'] });
+    check({
+      ...base,
+      yaml: BOOTC(', bootc: { kargs: [console=ttyS0] }'),
+      want: [/^refused images\.os: .*must be rebuilt \(source bootc:sha256:a+ -> bootc:sha256:a+ \["karg=console=ttyS0"\]\).*--allow-replace/],
+    });
+    check({ ...base, yaml: BOOTC(''), want: [/^refused images\.os: .*must be rebuilt \(source bootc:sha256:a+ -> container:sha256:a+\)/] });
   });
 });

@@ -5,11 +5,11 @@ import { randomBytes } from 'node:crypto';
 import { chmod, chown, link, lstat, mkdir, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { failpoint } from '../../failpoint.js';
-import type { DownloadAuth, Filesystem, Format, Permissions, Qcow2Options } from '../../reconcile/model.js';
+import type { BootcInstall, DownloadAuth, Filesystem, Format, Permissions, Qcow2Options } from '../../reconcile/model.js';
 import { processAlive } from '../../tools/exec.js';
 import * as qemuImg from '../../tools/qemu-img.js';
 import { buildSeed, type SeedEntry } from '../common/cloud-init.js';
-import { downloadedSource, filesystemSource, type SourceContext } from './made-sources.js';
+import { bootcSource, downloadedSource, filesystemSource, type SourceContext } from './made-sources.js';
 import { fsyncPath, identityOf, makeParents, removeFiles, removeIfSame, sameIdentity, type FileIdentity } from '../common/files.js';
 
 /** The image as this provider builds it: the model's spec with references resolved to paths. */
@@ -33,7 +33,18 @@ export interface ImageBuild {
     /** a filesystem made from a directory's content (its digest as the plan saw it) */
     | { kind: 'filesystem'; dir: string; filesystem: Filesystem; digest: string }
     /** a filesystem made from a container image's root filesystem (its ID as the plan saw it) */
-    | { kind: 'container'; ref: string; filesystem: Filesystem; digest: string };
+    | { kind: 'container'; ref: string; filesystem: Filesystem; digest: string }
+    /** a bootc image installed as a bootable disk through bcvk (its ID as the plan saw it) */
+    | { kind: 'bootc'; ref: string; filesystem?: Filesystem; install: BootcInstall; digest: string };
+}
+
+/**
+ * What a bootc install is recorded as: the image ID, and the options that make a different
+ * disk of it (a change of any is a rebuild).
+ */
+export function bootcIdentity(id: string, install: BootcInstall, filesystem: Filesystem | undefined): string {
+  const opts = [filesystem && `fs=${filesystem}`, install.rootSize !== undefined && `root=${install.rootSize}`, ...install.kargs.map((k) => `karg=${k}`)].filter(Boolean);
+  return `bootc:sha256:${id}${opts.length ? ` ${JSON.stringify(opts)}` : ''}`;
 }
 
 const TMP_MARK = '.reconcile-';
@@ -164,7 +175,9 @@ export async function createImage(b: ImageBuild, hooks: BuildHooks = {}): Promis
           ? await downloadedSource(src, scratch.dir, ctx!)
           : src.kind === 'filesystem' || src.kind === 'container'
             ? await filesystemSource(src, b.size!, scratch.dir, ctx!)
-            : { path: src.path, driver: src.driver, encryption: src.encryption };
+            : src.kind === 'bootc'
+              ? await bootcSource(src, b.size!, scratch.dir, ctx!)
+              : { path: src.path, driver: src.driver, encryption: src.encryption };
       if ('recorded' in from && from.recorded) hooks.onSourceRecorded?.(from.recorded);
       // Import: create the target at its final size, then convert into it. This grows an
       // import in one pass for every format, including those that cannot resize later.

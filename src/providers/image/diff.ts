@@ -1,7 +1,7 @@
 // Desired images vs what qemu-img observed: which need creating, growing, rebuilding,
 // re-permissioning or pruning. Pure: no I/O, so plan output is reproducible.
 import { canResize, driverFor, formatOfDriver, sizeTolerance } from './formats.js';
-import type { ImageBuild } from './build.js';
+import { bootcIdentity, type ImageBuild } from './build.js';
 import type { ObservedImage } from './observe.js';
 import { changeableBy, created, decideSize, imageOptions, keepAdopted, octal, permissionChanges, reasonOf, replaceRefusal, stateDirHint, wipeChange } from '../common/decisions.js';
 import type { Inventory, InventoryRecord } from '../../reconcile/inventory.js';
@@ -73,7 +73,7 @@ export function sourceIdentity(spec: ImageSpec): string {
       return 'image' in s ? `backing:${s.image}` : `backing:${s.path}`;
     case 'container':
       // By image ID (its config digest): a new build of the image under the same name rebuilds.
-      return `container:sha256:${s.digest ?? UNRESOLVED}`;
+      return s.bootc ? bootcIdentity(s.digest ?? UNRESOLVED, s.bootc, spec.filesystem) : `container:sha256:${s.digest ?? UNRESOLVED}`;
     case 'directory':
       // By content: the same files under another path build the same image.
       return `directory:sha256:${s.digest ?? UNRESOLVED}`;
@@ -182,6 +182,8 @@ export function diffImages(input: ImageDiffInput): ImageDiff {
           },
           dependsOn: [],
         };
+      if (s.kind === 'container' && s.bootc)
+        return { build: { ...base, source: { kind: 'bootc', ref: s.ref, filesystem: spec.filesystem, install: s.bootc, digest: s.digest! } }, dependsOn: [] };
       if (s.kind === 'container') return { build: { ...base, source: { kind: 'container', ref: s.ref, filesystem: spec.filesystem ?? 'ext4', digest: s.digest! } }, dependsOn: [] };
       return { build: { ...base, source: { kind: 'filesystem', dir: s.dir, filesystem: spec.filesystem ?? 'ext4', digest: s.digest! } }, dependsOn: [] };
     }
@@ -564,6 +566,7 @@ function describeSource(spec: ImageSpec): string {
   if (s.kind === 'cloudInit') return 'cloud-init seed';
   if (s.kind === 'url') return `download of ${displayUrl(s.url)} (sha256 ${s.sha256?.slice(0, 12) ?? 'from its checksum list'}…)`;
   if (s.kind === 'directory') return `${spec.filesystem ?? 'ext4'} filesystem of ${s.dir}`;
+  if (s.kind === 'container' && s.bootc) return `bootable disk of bootc image ${s.ref} (${s.digest?.slice(0, 12) ?? '?'}…, bcvk)`;
   if (s.kind === 'container') return `${spec.filesystem ?? 'ext4'} filesystem of container image ${s.ref} (${s.digest?.slice(0, 12) ?? '?'}…)`;
   return 'blank';
 }

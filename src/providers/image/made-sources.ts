@@ -9,11 +9,12 @@ import { directoryManifest } from '../../sources/directory-digest.js';
 import { displayUrl } from '../../sources/http.js';
 import { compressionOf, decompress } from '../../tools/decompress.js';
 import { mkfsFromDirectory } from '../../tools/mkfs.js';
-import { parseContainerRef, storageImageId, withImageRoot } from '../../tools/podman.js';
+import { parseContainerRef, storageImageDigests, storageImageId, withImageRoot } from '../../tools/podman.js';
+import { installedImageDigest, toDisk } from '../../tools/bcvk.js';
 import { layoutImage } from '../../sources/oci-layout.js';
 import { withTempDir } from '../../tools/scratch.js';
 import * as qemuImg from '../../tools/qemu-img.js';
-import type { ImageBuild } from './build.js';
+import { bootcIdentity, type ImageBuild } from './build.js';
 
 export interface MadeSource {
   path: string;
@@ -97,4 +98,24 @@ export async function filesystemSource(
   } finally {
     task.end();
   }
+}
+
+/**
+ * A bootc image installed by bcvk to a qcow2 disk of the declared size. bcvk is given the name
+ * (the installed system follows it for updates); the digest bcvk records on the disk must be
+ * the image read just before, or the name moved during the install and the disk is discarded.
+ */
+export async function bootcSource(src: Extract<ImageBuild['source'], { kind: 'bootc' }>, size: number, dir: string, ctx: SourceContext): Promise<MadeSource> {
+  const file = path.join(dir, '.source');
+  const before = await storageImageDigests(src.ref);
+  const task = ctx.progress.begin(ctx.id, `installing bootc image ${src.ref} (bcvk to-disk)`);
+  try {
+    await toDisk(src.ref, file, { size, filesystem: src.filesystem, rootSize: src.install.rootSize, kargs: src.install.kargs, signal: ctx.signal });
+  } finally {
+    task.end();
+  }
+  const installed = await installedImageDigest(file);
+  if (installed && installed !== `sha256:${before.id}` && installed !== before.digest)
+    throw new Error(`container image ${src.ref} changed during the install (bcvk installed ${installed}; ${before.id.slice(0, 12)}… was read before it); apply again`);
+  return { path: file, driver: 'qcow2', recorded: bootcIdentity(before.id, src.install, src.filesystem) };
 }

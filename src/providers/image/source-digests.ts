@@ -7,7 +7,7 @@ export function sourceTarget(spec: ImageSpec): SourceTarget | undefined {
   const s = spec.source;
   if (s.kind === 'url' && !s.sha256 && s.checksumUrl) return { kind: 'checksum', listUrl: s.checksumUrl, url: s.url, auth: s.auth };
   if (s.kind === 'directory') return { kind: 'directory', dir: s.dir, filesystem: spec.filesystem ?? 'ext4' };
-  if (s.kind === 'container') return { kind: 'container', ref: s.ref };
+  if (s.kind === 'container') return { kind: 'container', ref: s.ref, bootc: !!s.bootc };
   return undefined;
 }
 

@@ -66,8 +66,9 @@ export async function executePublish(a: Action, ctx: ExecContext): Promise<Effec
     // an object without the digest, which only this record tells from someone else's.
     await ctx.inventory.set(op.inventoryKey, record({ upload: resume ?? { sha256 } }));
     const task = ctx.progress.begin(a.id, 'uploading');
+    let put: { resumed?: string } | undefined;
     try {
-      await place.put(op.path, sha256, {
+      put = await place.put(op.path, sha256, {
         signal: ctx.signal,
         onProgress: (d, t) => task.update(d, t),
         resume,
@@ -76,7 +77,8 @@ export async function executePublish(a: Action, ctx: ExecContext): Promise<Effec
     } finally {
       task.end();
     }
-    if (resume?.offset || resume?.parts?.length)
+    if (put?.resumed) ctx.log(`${a.id}: resumed the interrupted upload (${put.resumed})`);
+    else if (resume?.offset || resume?.parts?.length)
       ctx.log(`${a.id}: resumed the interrupted upload (${resume.offset !== undefined ? `at ${resume.offset} bytes` : `${resume.parts!.length} part(s) were sent`})`);
     ctx.log(`${a.id}: uploaded ${op.path} (${size} bytes, sha256 ${sha256.slice(0, 12)}…)`);
     return { record: [op.inventoryKey, record({ sha256, uploadedAt: new Date().toISOString(), upload: undefined, lastError: undefined })] };
