@@ -10,6 +10,7 @@ import { completionScript, type CommandSpec, type ValueSpec } from './completion
 import { DURATION_HELP, formatDuration, parseDuration, TIMER_MAX_SECONDS } from './reconcile/durations.js';
 import { ConfigErrors, EXIT, UserError } from './reconcile/errors.js';
 import { DEFAULT_STATE_DIR } from './reconcile/inventory.js';
+import { hostTarget } from './reconcile/hosts.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -115,7 +116,9 @@ function readsYaml(cmd: Command): Command {
     .option('-f, --file <PATH>', 'YAML file or directory; repeatable (default: ./storage.yaml)', collect)
     .addOption(withDefault(new Option('-o, --output <FORMAT>', 'text or json'), DEFAULTS.output))
     .option('--connect <URI>', "libvirt URI (default: the YAML's connection, LIBVIRT_DEFAULT_URI, qemu:///system)")
-    .addOption(new Option('--state-dir <DIR>', 'where the inventory, observation cache and lock live').env('VIRT_RECONCILE_STATE_DIR').default(DEFAULT_STATE_DIR));
+    .addOption(new Option('--state-dir <DIR>', 'where the inventory, observation cache and lock live').env('VIRT_RECONCILE_STATE_DIR').default(DEFAULT_STATE_DIR))
+    .option('--host <NAME>', "the host this run is for: files whose hosts: selects another are left out (default: this machine's name)")
+    .option('--label <KEY=VALUE>', "a label of the host, for files' hosts: [{ label: KEY=VALUE }]; repeatable", collect);
 }
 
 const option = {
@@ -183,7 +186,12 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
     throw new UsageError(cli.args.length ? `unknown command ${JSON.stringify(cli.args[0])} (commands: ${names})` : `missing command (${names})`, cli);
   });
 
-  action(readsYaml(cli.command('validate').description('check the YAML (schema, references, units); touches nothing')), 'cmdValidate');
+  action(
+    readsYaml(cli.command('validate').description('check the YAML (schema, references, units); touches nothing'))
+      .option('--all-hosts <HOSTS_FILE>', "check every host's desired state: HOSTS_FILE lists the hosts (a name, or { name, labels: { KEY: VALUE } })")
+      .addOption(option.strict()),
+    'cmdValidate',
+  );
   action(
     readsYaml(cli.command('plan').description('show what apply would change'))
       .addOption(option.allowReplace())
@@ -301,6 +309,9 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
 
 interface Opts {
   file?: string[];
+  allHosts?: string;
+  host?: string;
+  label?: string[];
   output: string;
   connect?: string;
   stateDir: string;
@@ -353,10 +364,16 @@ function toArgs(cmd: Command): Args {
   };
   const repair = o.repair === undefined ? undefined : o.repair === 'leaks' || o.repair === 'all' ? o.repair : undefined;
   if (o.repair !== undefined && !repair) throw bad(`--repair takes no value (leaks) or =all (got ${o.repair})`);
+  const target = hostTarget(o.host, o.label);
+  if ('error' in target) throw bad(target.error);
+  if (o.allHosts !== undefined && (o.host !== undefined || o.label?.length)) throw bad('--all-hosts checks the hosts its file lists; --host and --label are for one host');
   return {
     rest: cmd.args,
     files: o.file?.length ? o.file : ['./storage.yaml'],
     filesGiven: !!o.file?.length,
+    target,
+    targetGiven: o.host !== undefined || !!o.label?.length,
+    allHosts: o.allHosts,
     output: oneOf('output', o.output ?? DEFAULTS.output, ['text', 'json'] as const),
     connect: o.connect,
     // Absolute: a saved plan names the state directory it was made for, wherever apply runs from.

@@ -8,6 +8,7 @@ import { desiredStateFrom, loadDesiredState } from './reconcile/config.js';
 import { formatDuration } from './reconcile/durations.js';
 import { EXIT, UserError } from './reconcile/errors.js';
 import type { BackupSpec, DesiredState } from './reconcile/model.js';
+import type { HostTarget } from './reconcile/hosts.js';
 import { hasChanges, type Plan } from './reconcile/plan.js';
 import { colorsFor } from './colors.js';
 import { printable } from './text.js';
@@ -29,6 +30,12 @@ export interface Args {
   files: string[];
   /** -f was given (not the default ./storage.yaml) */
   filesGiven: boolean;
+  /** the host this run is for (--host, --label; default this machine) */
+  target: HostTarget;
+  /** --host or --label was given */
+  targetGiven: boolean;
+  /** validate --all-hosts: the hosts file */
+  allHosts?: string;
   output: 'text' | 'json';
   connect?: string;
   stateDir: string;
@@ -88,17 +95,49 @@ async function virshFor(a: Args, yamlUri?: string) {
 }
 
 export async function cmdValidate(a: Args): Promise<number> {
-  const state = await loadDesiredState(a.files);
-  const n = (k: keyof typeof state) => Object.keys(state[k] as object).length;
-  if (a.output === 'json') print(JSON.stringify({ valid: true, files: state.files, pools: n('pools'), images: n('images'), vms: n('vms'), backups: n('backups') }));
-  else {
-    // The secrets reconcile keeps for encrypted images (named image/NAME) are not the YAML's own.
-    const kept = Object.keys(state.secrets).filter((k) => k.includes('/')).length;
-    print(
-      `valid: ${state.files.length} file(s); ${n('pools')} pool(s), ${n('images')} image(s), ${n('vms')} vm(s), ${n('backups')} backup schedule(s), ${n('secrets') - kept} secret(s)${kept ? ` (and ${kept} kept for encrypted images)` : ''}`,
-    );
-  }
+  if (a.allHosts) return validateFleet(a, a.allHosts);
+  const state = await loadDesiredState(a.files, a.target);
+  const counts = declaredCounts(state);
+  const others = state.otherHostsFiles ?? [];
+  if (a.output === 'json') print(JSON.stringify({ valid: true, host: state.target, files: state.files, otherHostsFiles: others, ...counts }));
+  else print(`valid: ${summary(state)}${others.length ? `; ${others.length} file(s) for other hosts left out` : ''}`);
   return EXIT.ok;
+}
+
+function declaredCounts(state: DesiredState) {
+  const n = (k: keyof DesiredState) => Object.keys(state[k] as object).length;
+  return { pools: n('pools'), images: n('images'), vms: n('vms'), backups: n('backups') };
+}
+
+function summary(state: DesiredState): string {
+  const c = declaredCounts(state);
+  // The secrets reconcile keeps for encrypted images (named image/NAME) are not the YAML's own.
+  const kept = Object.keys(state.secrets).filter((k) => k.includes('/')).length;
+  const secrets = Object.keys(state.secrets).length - kept;
+  return `${state.files.length} file(s); ${c.pools} pool(s), ${c.images} image(s), ${c.vms} vm(s), ${c.backups} backup schedule(s), ${secrets} secret(s)${kept ? ` (and ${kept} kept for encrypted images)` : ''}`;
+}
+
+async function validateFleet(a: Args, hostsFile: string): Promise<number> {
+  const { validateAllHosts } = await import('./reconcile/all-hosts.js');
+  const { ConfigErrors, formatConfigError } = await import('./reconcile/errors.js');
+  const r = await validateAllHosts(a.files, hostsFile);
+  if (r.errors.length) {
+    if (a.output !== 'json') for (const w of r.warnings) process.stderr.write(`warning: ${formatConfigError(w)}\n`);
+    throw new ConfigErrors(r.errors);
+  }
+  if (a.output === 'json')
+    print(
+      JSON.stringify({
+        valid: !(a.strict && r.warnings.length),
+        hosts: Object.fromEntries(r.hosts.map((h) => [h.target.host, { labels: h.target.labels, files: h.state.files, ...declaredCounts(h.state) }])),
+        warnings: r.warnings,
+      }),
+    );
+  else {
+    for (const w of r.warnings) process.stderr.write(`warning: ${formatConfigError(w)}\n`);
+    for (const h of r.hosts) print(`valid for ${h.target.host}: ${summary(h.state)}`);
+  }
+  return a.strict && r.warnings.length ? EXIT.error : EXIT.ok;
 }
 
 export async function cmdPlan(a: Args): Promise<number> {
@@ -109,7 +148,7 @@ export async function cmdPlan(a: Args): Promise<number> {
     savedPlans(),
     rendering(),
   ]);
-  const state = await loadDesiredState(a.files);
+  const state = await loadDesiredState(a.files, a.target);
   const cache = await FileObservationCache.open(a.stateDir);
   const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: a.allowReplace, prune: a.prune, cache, virsh: await virshFor(a, state.connection) });
   const plan = p.plan;
@@ -122,9 +161,11 @@ export async function cmdPlan(a: Args): Promise<number> {
     if (plan.refusals.length)
       throw new UserError(`${renderPlan(plan, { colors: colorsFor(process.stderr, a.color) })}\n\nnot saving ${a.out}: a plan with refused changes cannot be applied`);
     // The YAML texts go with the plan: apply recomputes the plan from them and runs it only if identical.
-    await writeFile(a.out, `${JSON.stringify(toSavedPlan(plan, state.inputs ?? []), null, 2)}\n`, { mode: 0o600 });
+    await writeFile(a.out, `${JSON.stringify(toSavedPlan(plan, state.inputs ?? [], state.target), null, 2)}\n`, { mode: 0o600 });
   }
-  print(a.output === 'json' ? JSON.stringify({ ...toSavedPlan(plan, []), inputs: undefined }, null, 2) : renderPlan(plan, { colors: colorsFor(process.stdout, a.color) }));
+  print(
+    a.output === 'json' ? JSON.stringify({ ...toSavedPlan(plan, [], state.target), inputs: undefined }, null, 2) : renderPlan(plan, { colors: colorsFor(process.stdout, a.color) }),
+  );
   if (a.out && a.output === 'text')
     process.stderr.write(`Saved the plan to ${printable(a.out)}: \`reconcile apply ${printable(a.out)}\` applies exactly it, if the host has not changed by then.\n`);
   if (plan.refusals.length) return EXIT.error;
@@ -163,15 +204,20 @@ export async function cmdApply(a: Args): Promise<number> {
     // A saved plan was reviewed when it was made: it is not shown or asked about again.
     review: planFile ? 'never' : 'when-destructive',
     input: async (): Promise<ApplyInput> => {
-      if (!planFile) return { state: await loadDesiredState(a.files), options: { allowReplace: a.allowReplace, prune: a.prune } };
+      if (!planFile) return { state: await loadDesiredState(a.files, a.target), options: { allowReplace: a.allowReplace, prune: a.prune } };
       const text = await readFile(planFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
         throw new UserError(`cannot read ${planFile}: ${e.code === 'ENOENT' ? 'no such file (make one with `reconcile plan --out FILE`)' : e.message}`);
       });
       const saved: SavedPlan = readSavedPlan(text, planFile);
       checkStateDir(saved, a.stateDir, planFile);
+      // A plan made for another host (plan --host h2, in CI) is that host's to apply.
+      if (saved.host && saved.host.host.toLowerCase() !== a.target.host.toLowerCase())
+        throw new UserError(
+          `${planFile} was made for host ${saved.host.host}, and this is ${a.target.host}${a.targetGiven ? '' : ' (--host says otherwise if this machine is known by another name)'}; nothing was applied`,
+        );
       // Recomputed from the inputs it embeds, with its own options, and executed only if it is
       // the same: never the operations as written in the file.
-      return { state: desiredStateFrom(saved.inputs), options: saved.options, check: (plan) => checkSameAsFresh(saved, plan, planFile) };
+      return { state: desiredStateFrom(saved.inputs, [], saved.host), options: saved.options, check: (plan) => checkSameAsFresh(saved, plan, planFile) };
     },
   });
 }
@@ -184,7 +230,7 @@ export async function cmdDestroy(a: Args): Promise<number> {
     command: 'destroy',
     review: 'always',
     input: async () => {
-      const declared = await loadDesiredState(a.files);
+      const declared = await loadDesiredState(a.files, a.target);
       return { state: nothingDeclared(declared), options: { allowReplace: false, prune: true }, check: (plan) => refuseProtected(plan, declared) };
     },
   });
@@ -281,7 +327,7 @@ export async function cmdShow(a: Args): Promise<number> {
     engine(),
     showing(),
   ]);
-  const state = await loadDesiredState(a.files);
+  const state = await loadDesiredState(a.files, a.target);
   const cache = await FileObservationCache.open(a.stateDir);
   const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh: await virshFor(a, state.connection) });
   const images = imageStatuses(state, p);
@@ -305,7 +351,7 @@ export async function cmdCheck(a: Args): Promise<number> {
     import('./providers/observe.js'),
     rendering(),
   ]);
-  const state = await loadDesiredState(a.files);
+  const state = await loadDesiredState(a.files, a.target);
   const cache = await FileObservationCache.open(a.stateDir);
   const virsh = await virshFor(a, state.connection);
   const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh });
@@ -330,7 +376,7 @@ function backupSpec(state: DesiredState, name: string) {
 export async function cmdBackupList(a: Args): Promise<number> {
   const [{ listBackups }, { renderBackups }] = await Promise.all([backups(), rendering()]);
   const [name] = a.rest;
-  const state = await loadDesiredState(a.files);
+  const state = await loadDesiredState(a.files, a.target);
   if (name) backupSpec(state, name);
   const rows = await listBackups(a.stateDir, name);
   print(a.output === 'json' ? JSON.stringify(rows, null, 2) : renderBackups(rows));
@@ -351,7 +397,7 @@ async function onSchedule(
   fn: (state: DesiredState, spec: BackupSpec, b: BackupModule, context: (log: (line: string) => void) => Promise<import('./backups/backup.js').BackupContext>) => Promise<number>,
 ): Promise<number> {
   const [b, { acquireLock }] = await Promise.all([backups(), locking()]);
-  const state = await loadDesiredState(a.files);
+  const state = await loadDesiredState(a.files, a.target);
   const spec = backupSpec(state, a.rest[0]!);
   const context = async (log: (line: string) => void) => ({
     virsh: await (await virshFor(a, state.connection))(),
@@ -454,9 +500,11 @@ export async function cmdWatch(a: Args): Promise<number> {
   const secret = w.webhookSecretFile ? (await readFile(w.webhookSecretFile, 'utf8')).trim() : undefined;
   const logger = createLogger(w.logFormat ?? defaultLogFormat());
   const stamp = (l: string) => logger.info(l);
-  const metrics = createMetrics();
+  // Every series carries the host: a fleet's agents are told apart in one Prometheus.
+  const metrics = createMetrics({ host: a.target.host });
   const service = new WatchService({
     files: a.files,
+    target: a.target,
     git: w.git ? { url: w.git, ref: w.ref, subdir: w.path } : undefined,
     stateDir: a.stateDir,
     intervalSeconds: w.intervalSeconds,

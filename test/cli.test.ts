@@ -102,6 +102,8 @@ describe('completion', () => {
       '--output',
       '--connect',
       '--state-dir',
+      '--host',
+      '--label',
       '--parallelism',
       '--lock-timeout',
       '--auto-approve',

@@ -51,9 +51,9 @@ images:
     expect(ready.status).toBe(503);
     expect(await ready.text()).toMatch(/not ready: .*1 object\(s\)|not ready: .*not reconciled/);
     const metrics = await (await fetch(`${w.url}/metrics`)).text();
-    expect(metrics).toMatch(/virt_reconcile_resources\{kind="image",state="in-sync"\} 1\n/);
-    expect(metrics).toMatch(/virt_reconcile_resources\{kind="image",state="refused"\} 1\n/);
-    expect(metrics).toMatch(/virt_reconcile_resources\{kind="image",state="failed"\} 1\n/);
+    expect(metrics).toMatch(/virt_reconcile_resources\{kind="image",state="in-sync",host="[^"]+"\} 1\n/);
+    expect(metrics).toMatch(/virt_reconcile_resources\{kind="image",state="refused",host="[^"]+"\} 1\n/);
+    expect(metrics).toMatch(/virt_reconcile_resources\{kind="image",state="failed",host="[^"]+"\} 1\n/);
 
     // Healing goes on for everything else: a deleted image comes back while one is refused.
     await rm(path.join(sb.dir, 'good.qcow2'));
@@ -103,8 +103,8 @@ images:
     expect(st.ready).toBe(false);
     expect((await fetch(`${w.url}/readyz`)).status).toBe(503);
     const metrics = await (await fetch(`${w.url}/metrics`)).text();
-    expect(metrics).not.toMatch(/state="in-sync"\} 1/);
-    expect(metrics).toMatch(/virt_reconcile_resources\{kind="image",state="unknown"\} 1/);
+    expect(metrics).not.toMatch(/state="in-sync",host="[^"]+"\} 1/);
+    expect(metrics).toMatch(/virt_reconcile_resources\{kind="image",state="unknown",host="[^"]+"\} 1/);
     // Text logs on request; the failure once.
     expect(w.log().match(/ERROR reconcile failing/g)).toHaveLength(1);
     await writeFile(inventory, good);

@@ -56,15 +56,15 @@ describe('watch with local files', () => {
     // Counters move once the apply has returned, a moment after the file reappears.
     const metrics = await until(async () => {
       const m = await (await fetch(`${w.url}/metrics`)).text();
-      return /^virt_reconcile_drift_corrections_total\{kind="image"\} [1-9]/m.test(m) && m;
+      return /^virt_reconcile_drift_corrections_total\{kind="image",host="[^"]+"\} [1-9]/m.test(m) && m;
     }, 'the drift correction to be counted');
     const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(metrics)?.[1]);
     expect(value('virt_reconcile_reconciles_total')).toBeGreaterThanOrEqual(3);
     expect(value('virt_reconcile_reconcile_errors_total')).toBeGreaterThanOrEqual(1);
     expect(value('virt_reconcile_drift_corrections_total')).toBeGreaterThanOrEqual(1);
     expect(value('virt_reconcile_reconcile_duration_seconds_count')).toBeGreaterThanOrEqual(3);
-    expect(metrics).toMatch(new RegExp(`virt_reconcile_applied_revision_info\\{revision="${good.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"\\} 1`));
-    expect(metrics).toMatch(/virt_reconcile_resources\{kind="image",state="in-sync"\} 1/);
+    expect(metrics).toMatch(new RegExp(`virt_reconcile_applied_revision_info\\{revision="${good.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}",host="[^"]+"\\} 1`));
+    expect(metrics).toMatch(/virt_reconcile_resources\{kind="image",state="in-sync",host="[^"]+"\} 1/);
 
     // The status page, rendered by a real headless Chromium.
     const profile = path.join(sb.dir, 'chromium');
@@ -106,7 +106,7 @@ describe('watch with local files', () => {
     expect(w.log()).toMatch(/SIGHUP: reconciling now/);
     await until(async () => /reconciled local@sha256:\w+ in [\d.]+s \(SIGHUP\): 1 created, 0 updated, 0 replaced, 0 deleted/.test(w.log()), 'the SIGHUP run to say what it did');
     expect(w.log()).toMatch(/watching .* every 1h;/);
-    const runs = async () => Number(/^virt_reconcile_reconciles_total (\d+)/m.exec(await (await fetch(`${w.url}/metrics`)).text())?.[1]);
+    const runs = async () => Number(/^virt_reconcile_reconciles_total\{host="[^"]+"\} (\d+)/m.exec(await (await fetch(`${w.url}/metrics`)).text())?.[1]);
     await until(async () => (await w.status()).lastReconcile?.ok && (await runs()) === 2, 'the SIGHUP reconcile to finish');
     for (let i = 0; i < 5; i++) w.proc.kill('SIGHUP');
     await until(async () => (await runs()) >= 3, 'the burst to run');
@@ -254,9 +254,9 @@ vms:
     // Counted once each apply has returned.
     const metrics = await until(async () => {
       const m = await (await fetch(`${w.url}/metrics`)).text();
-      return /drift_corrections_total\{kind="volume"\} [1-9]/.test(m) && /drift_corrections_total\{kind="domain"\} [1-9]/.test(m) && m;
+      return /drift_corrections_total\{kind="volume",host="[^"]+"\} [1-9]/.test(m) && /drift_corrections_total\{kind="domain",host="[^"]+"\} [1-9]/.test(m) && m;
     }, 'both drift corrections to be counted');
-    expect(metrics).toMatch(/virt_reconcile_pool_capacity_bytes\{pool="wp"\} \d+/);
+    expect(metrics).toMatch(/virt_reconcile_pool_capacity_bytes\{pool="wp",host="[^"]+"\} \d+/);
     w.proc.kill('SIGTERM');
     expect(await w.exit()).toBe(0);
   });
@@ -310,9 +310,9 @@ backups:
     expect(st.backups[0].nextRun).toBeUndefined();
     expect(st.backups[0].lastFailure.error).toMatch(/false/);
     const m = await (await fetch(`${w.url}/metrics`)).text();
-    expect(m).toMatch(/virt_reconcile_backup_suspended\{backup="fails"\} 1/);
-    expect(m).toMatch(/virt_reconcile_backup_consecutive_failures\{backup="fails"\} 2/);
-    expect(m).toMatch(/virt_reconcile_backup_last_failure_timestamp_seconds\{backup="fails"\} \d+/);
+    expect(m).toMatch(/virt_reconcile_backup_suspended\{backup="fails",host="[^"]+"\} 1/);
+    expect(m).toMatch(/virt_reconcile_backup_consecutive_failures\{backup="fails",host="[^"]+"\} 2/);
+    expect(m).toMatch(/virt_reconcile_backup_last_failure_timestamp_seconds\{backup="fails",host="[^"]+"\} \d+/);
     // Its every-minute cron fires, and the run is skipped, said once per firing.
     await until(async () => /backups\.fails is suspended after failed runs in a row: not run/.test(w.log()), 'the cron to fire and skip', 70_000);
     expect(consecutive(await sb.run('backup', 'list', 'fails', '-o', 'json'))).toBe(2);

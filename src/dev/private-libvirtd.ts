@@ -32,6 +32,11 @@ export interface PrivateLibvirtdOptions {
    * udev, whatever the host's own node is (only where the host has /dev/kvm to cover).
    */
   kvm?: 'host' | 'root-only';
+  /**
+   * Directories of the host given a private, empty copy inside the namespace (a simulated
+   * host's own /srv, say): what runs through `nsenter` sees that copy, under base/private/N.
+   */
+  privateDirs?: string[];
 }
 
 export async function startPrivateLibvirtd(opts: PrivateLibvirtdOptions = {}): Promise<PrivateLibvirtd> {
@@ -43,6 +48,11 @@ export async function startPrivateLibvirtd(opts: PrivateLibvirtdOptions = {}): P
     await mkdir(path.join(base, d), { recursive: true });
     await mkdir(target, { recursive: true }); // mount points must exist on the host
   }
+  const privateDirs = opts.privateDirs ?? [];
+  for (const [i, target] of privateDirs.entries()) {
+    await mkdir(path.join(base, 'private', String(i)), { recursive: true });
+    await mkdir(target, { recursive: true });
+  }
   // Daemon settings only: no copied pool, network or domain definitions, which would autostart.
   for (const f of await readdir('/etc/libvirt').catch(() => [] as string[])) {
     if (f.endsWith('.conf')) await copyFile(path.join('/etc/libvirt', f), path.join(base, 'etc', f));
@@ -51,6 +61,7 @@ export async function startPrivateLibvirtd(opts: PrivateLibvirtdOptions = {}): P
   const script = [
     'set -e',
     ...Object.entries(DIRS).map(([d, target]) => `mount --bind ${q(path.join(base, d))} ${q(target)}`),
+    ...privateDirs.map((target, i) => `mount --bind ${q(path.join(base, 'private', String(i)))} ${q(target)}`),
     ...(coverKvm ? [`mount --bind ${q(kvmNode)} /dev/kvm`] : []),
     `virtlogd -d -p ${q(path.join(base, 'run', 'virtlogd.pid'))}`,
     `exec libvirtd -p ${q(path.join(base, 'run', 'libvirtd.pid'))}`,

@@ -1,5 +1,6 @@
 // load → schema → semantics: the one entry point from -f paths (or the texts a saved plan
 // embeds) to a DesiredState.
+import { hostname } from 'node:os';
 import { visit, type Node } from 'yaml';
 import { ConfigErrors, type ConfigError } from './errors.js';
 import { expandPaths, parseFile, readInput } from './load.js';
@@ -9,28 +10,50 @@ import { makeResolver } from './paths.js';
 import { checkSchema } from './schema.js';
 import { locate, type FieldPath, type SourceFile } from './source-file.js';
 import { buildDesiredState, type ParsedFile } from './validate.js';
+import { appliesTo, hostTarget, type HostSelector, type HostTarget } from './hosts.js';
+
+/** This machine by its name, without labels: the target when none is given. */
+function thisHost(): HostTarget {
+  const t = hostTarget(undefined);
+  // A machine name that is not a host name (rare): compared as it is.
+  return 'error' in t ? { host: hostname(), labels: {} } : t;
+}
 
 export interface InputFile {
   path: string;
   text: string;
 }
 
-/** Reads and checks every file; throws ConfigErrors listing all problems at once. */
-export async function loadDesiredState(inputs: string[]): Promise<DesiredState> {
+/**
+ * Reads and checks every file that applies to the target (default: this machine, no labels);
+ * throws ConfigErrors listing all problems at once.
+ */
+export async function loadDesiredState(inputs: string[], target?: HostTarget): Promise<DesiredState> {
+  const { texts, errors } = await readTexts(inputs);
+  return desiredStateFrom(texts, errors, target);
+}
+
+/** The texts of the -f paths (directories expanded), and why any could not be read. */
+export async function readTexts(inputs: string[]): Promise<{ texts: InputFile[]; errors: ConfigError[] }> {
   const { files, errors } = await expandPaths(inputs);
   const texts: InputFile[] = [];
   for (const r of await Promise.all(files.map(async (f) => ({ f, ...(await readInput(f)) })))) {
     if (r.error) errors.push(r.error);
     else texts.push({ path: r.f, text: r.text! });
   }
-  return desiredStateFrom(texts, errors);
+  return { texts, errors };
 }
 
 const KINDS = ['pools', 'images', 'vms', 'backups', 'secrets'];
 
-/** Checks the given texts (already read); throws ConfigErrors listing all problems at once. */
-export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = []): DesiredState {
+/**
+ * Checks the given texts (already read) that apply to the target; throws ConfigErrors listing
+ * all problems at once. A file whose `hosts:` selects another host is left out, its errors with
+ * it (they are that host's to report); one whose `hosts:` cannot be read is everyone's.
+ */
+export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = [], target: HostTarget = thisHost()): DesiredState {
   const parsed: ParsedFile[] = [];
+  const otherHostsFiles: string[] = [];
   // Objects with schema errors are left out of the semantic checks (their data cannot be
   // trusted), but their names still count as declared: no reference to them is reported
   // missing merely because they are malformed. Everything else is checked in the same run.
@@ -44,6 +67,11 @@ export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = [])
     // Non-finite numbers count as schema errors of their objects (reported once, by toData).
     const badFields = new Set(bad.map((e) => e.field));
     const schemaErrors = [...bad, ...checkSchema(r.source, data).filter((e) => !badFields.has(e.field))];
+    const hosts = isObject(data) && Array.isArray(data.hosts) ? (data.hosts as HostSelector[]) : undefined;
+    if (hosts && !schemaErrors.some((e) => e.field === 'hosts' || e.field.startsWith('hosts[')) && !appliesTo(hosts, target)) {
+      otherHostsFiles.push(path);
+      continue;
+    }
     errors.push(...schemaErrors);
     if (!schemaErrors.length) {
       parsed.push({ source: r.source, data: (data ?? undefined) as FileInput | undefined });
@@ -68,7 +96,7 @@ export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = [])
   });
   errors.push(...semantic);
   if (errors.length || !built.state) throw new ConfigErrors(sortErrors(errors));
-  return { ...built.state, inputs: texts };
+  return { ...built.state, inputs: texts, target, otherHostsFiles };
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

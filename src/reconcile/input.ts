@@ -4,6 +4,8 @@
 import type { CloudInitFiles, DiskSpec, Format, NetworkSource, PoolSpec, PoolType, Qcow2Options, SecretUsage, WipeAlgorithm } from './model.js';
 
 /** Sizes are checked and converted by validate.ts: numbers or strings such as "20G". */
+import type { HostSelector } from './hosts.js';
+
 export type SizeInput = number | string;
 
 export interface PermissionsInput {
@@ -121,6 +123,7 @@ export interface SecretInput {
 
 export interface FileInput {
   version: 1;
+  hosts?: HostSelector[];
   connection?: string;
   defaults?: { disk?: DiskPolicyInput; image?: ImageDefaultsInput };
   pools?: Record<string, PoolInput>;

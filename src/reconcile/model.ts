@@ -1,4 +1,6 @@
 // The desired state after loading and validation: plain data, no YAML nodes.
+import type { HostTarget } from './hosts.js';
+
 export type Format = 'raw' | 'qcow2' | 'vhd' | 'vhdx' | 'vmdk';
 
 /** Where a declaration stands, "file:line:col", for errors found after loading. */
@@ -270,6 +272,9 @@ export interface DesiredState {
   files: string[];
   /** the texts it was read from (a saved plan embeds them, as Terraform's plan embeds its configuration) */
   inputs?: { path: string; text: string }[];
+  /** the host it is the state of (--host, --label), and the files left out as other hosts' (their hosts: selects none of ours) */
+  target?: HostTarget;
+  otherHostsFiles?: string[];
   pools: Record<string, PoolSpec>;
   images: Record<string, ImageSpec>;
   vms: Record<string, VmSpec>;

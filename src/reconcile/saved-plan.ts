@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { Ajv } from 'ajv';
 import { UserError, EXIT } from './errors.js';
+import type { HostTarget } from './hosts.js';
 import type { Action, Plan, Refusal } from './plan.js';
 
 export const PLAN_FORMAT = 'virt-reconcile-plan';
@@ -32,12 +33,14 @@ export interface SavedPlan {
   notes: string[];
   /** the YAML files the plan was made from */
   inputs: { path: string; text: string }[];
+  /** the host it was made for (--host, --label): the files of other hosts in inputs stay out */
+  host?: HostTarget;
 }
 
 const digest = (op: unknown) => createHash('sha256').update(JSON.stringify(op)).digest('hex');
 
 /** The plan as saved by `plan --out` (and printed by `plan -o json`, without inputs). */
-export function toSavedPlan(plan: Plan, inputs: { path: string; text: string }[]): SavedPlan {
+export function toSavedPlan(plan: Plan, inputs: { path: string; text: string }[], host?: HostTarget): SavedPlan {
   return {
     format: PLAN_FORMAT,
     formatVersion: PLAN_FORMAT_VERSION,
@@ -50,6 +53,7 @@ export function toSavedPlan(plan: Plan, inputs: { path: string; text: string }[]
     refusals: plan.refusals,
     notes: plan.notes,
     inputs,
+    ...(host ? { host } : {}),
   };
 }
 
@@ -87,6 +91,12 @@ const SCHEMA = {
     },
     refusals: { type: 'array', items: { type: 'object', required: ['id', 'message'], additionalProperties: false, properties: { id: str, message: str } } },
     notes: { type: 'array', items: str },
+    host: {
+      type: 'object',
+      required: ['host', 'labels'],
+      additionalProperties: false,
+      properties: { host: str, labels: { type: 'object', additionalProperties: str } },
+    },
     inputs: { type: 'array', items: { type: 'object', required: ['path', 'text'], additionalProperties: false, properties: { path: str, text: str } } },
   },
 };

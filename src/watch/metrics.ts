@@ -1,8 +1,10 @@
 // Prometheus metrics of the watch service (prom-client), served at /metrics.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
-export function createMetrics() {
+/** `labels`: put on every series (the host, so that a fleet's agents are told apart). */
+export function createMetrics(labels: Record<string, string> = {}) {
   const registry = new Registry();
+  registry.setDefaultLabels(labels);
   const m = {
     registry,
     duration: new Histogram({

@@ -16,6 +16,7 @@ import { overdue } from '../providers/backup/diff.js';
 import { readBackupRecords } from '../backups/records.js';
 import { consecutiveFailures, suspendedSchedules } from '../backups/suspension.js';
 import { loadDesiredState } from '../reconcile/config.js';
+import type { HostTarget } from '../reconcile/hosts.js';
 import { planWithObservations } from '../reconcile/engine.js';
 import { withoutRefused } from '../reconcile/partial.js';
 import { ConfigErrors } from '../reconcile/errors.js';
@@ -30,6 +31,8 @@ import type { Metrics } from './metrics.js';
 
 export interface WatchOptions {
   files: string[];
+  /** the host this agent is (files for other hosts are left out) */
+  target: HostTarget;
   git?: Omit<GitSource, 'dir'>;
   stateDir: string;
   intervalSeconds: number;
@@ -208,7 +211,7 @@ export class WatchService {
       revision = src.revision;
       let state: DesiredState;
       try {
-        state = await loadDesiredState(src.files);
+        state = await loadDesiredState(src.files, this.opts.target);
         // A revision that loads supersedes any rejected one (fixed, reverted or replaced).
         this.status.rejectedRevision = undefined;
       } catch (e) {
