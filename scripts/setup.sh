@@ -10,7 +10,7 @@ PACKAGES=(
   libvirt-daemon-driver-storage-iscsi-direct libvirt-daemon-driver-storage-rbd
   tgt e2fsprogs xfsprogs btrfs-progs parted util-linux kmod xorriso scrub
   xz-utils gzip zstd bzip2 podman attr
-  git chromium
+  git gnupg openssl chromium
   openssh-client openssh-server
 )
 

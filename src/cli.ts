@@ -11,6 +11,7 @@ import { DURATION_HELP, formatDuration, parseDuration, TIMER_MAX_SECONDS } from 
 import { ConfigErrors, EXIT, UserError } from './reconcile/errors.js';
 import { DEFAULT_STATE_DIR } from './reconcile/inventory.js';
 import { hostTarget } from './reconcile/hosts.js';
+import { displayGitUrl, gitUrlProblem } from './tools/git.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -289,6 +290,13 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
       .addOption(withDefault(new Option('--ref <REF>', 'git branch, tag or commit'), DEFAULTS.ref))
       .addOption(withDefault(new Option('--path <SUBDIR>', 'directory of the git repository holding the YAML'), DEFAULTS.path))
       .addOption(withDefault(new Option('--listen <HOST:PORT>', 'HTTP address'), DEFAULTS.listen))
+      .option('--git-ssh-key <FILE>', 'a private key (a deploy key) for an SSH repository URL; only it is offered')
+      .option('--known-hosts <FILE>', "the SSH host keys accepted (default: ssh's known_hosts); an unknown or changed host key is refused")
+      .option('--git-token-file <FILE>', "a file holding an HTTPS token, sent as basic auth's password to the repository's origin only")
+      .option('--git-username <NAME>', 'the user name sent with --git-token-file (default: x-access-token)')
+      .option('--verify-commits <KEYS_FILE>', 'apply only commits signed by one of these keys (OpenSSH public keys or GPG public keys); others are rejected')
+      .option('--notify <URL>', 'POST events (applied, rejected, failed, recovered, drift, backups) to this webhook; slack+URL for Slack; repeatable', collect)
+      .option('--notify-secret-file <FILE>', 'sign --notify posts: X-Virt-Reconcile-Signature-256, HMAC-SHA256 with this secret')
       .option('--webhook-secret-file <FILE>', 'enables POST /hooks/git, HMAC-SHA256 signed with this secret')
       .option('--suspend', 'start suspended (serve status, change nothing)')
       .option('--log-format <FORMAT>', 'text or json (default: json when stdout is not a terminal)'),
@@ -339,6 +347,13 @@ interface Opts {
   path?: string;
   listen?: string;
   webhookSecretFile?: string;
+  gitSshKey?: string;
+  knownHosts?: string;
+  gitTokenFile?: string;
+  gitUsername?: string;
+  verifyCommits?: string;
+  notify?: string[];
+  notifySecretFile?: string;
   suspend?: boolean;
   logFormat?: string;
 }
@@ -366,6 +381,12 @@ function toArgs(cmd: Command): Args {
   if (o.repair !== undefined && !repair) throw bad(`--repair takes no value (leaks) or =all (got ${o.repair})`);
   const target = hostTarget(o.host, o.label);
   if ('error' in target) throw bad(target.error);
+  const gitOnly = (['gitSshKey', 'knownHosts', 'gitTokenFile', 'gitUsername', 'verifyCommits'] as const).filter((k) => o[k] !== undefined);
+  if (!o.git && gitOnly.length) throw bad(`--${gitOnly[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with --git`);
+  if (o.git) {
+    const problem = gitUrlProblem(o.git);
+    if (problem) throw bad(`--git ${displayGitUrl(o.git)} ${problem}`);
+  }
   if (o.allHosts !== undefined && (o.host !== undefined || o.label?.length)) throw bad('--all-hosts checks the hosts its file lists; --host and --label are for one host');
   return {
     rest: cmd.args,
@@ -402,6 +423,13 @@ function toArgs(cmd: Command): Args {
       path: o.path ?? DEFAULTS.path,
       listen: o.listen ?? DEFAULTS.listen,
       webhookSecretFile: o.webhookSecretFile,
+      sshKeyFile: o.gitSshKey,
+      knownHostsFile: o.knownHosts,
+      tokenFile: o.gitTokenFile,
+      username: o.gitUsername,
+      verifyCommits: o.verifyCommits,
+      notify: o.notify ?? [],
+      notifySecretFile: o.notifySecretFile,
       suspend: o.suspend ?? false,
       logFormat: o.logFormat === undefined ? undefined : oneOf('log-format', o.logFormat, ['text', 'json'] as const),
     },

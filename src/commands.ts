@@ -1,6 +1,7 @@
 // What each `reconcile` command does with its parsed options; all work happens in reconcile/.
 // cli.ts parses the command line and loads this module only when a command runs.
 import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { LogFormat } from './watch/log.js';
 import type { SavedPlan } from './reconcile/saved-plan.js';
 import type { Lock } from './reconcile/lock.js';
@@ -62,7 +63,25 @@ export interface Args {
   restore: { vm: boolean; to?: string; start: boolean };
   /** backup verify --restore */
   verifyRestore: boolean;
-  watch: { intervalSeconds: number; git?: string; ref: string; path: string; listen: string; webhookSecretFile?: string; suspend: boolean; logFormat?: LogFormat };
+  watch: {
+    intervalSeconds: number;
+    git?: string;
+    ref: string;
+    path: string;
+    listen: string;
+    webhookSecretFile?: string;
+    /** git access and trust (see tools/git.ts) */
+    sshKeyFile?: string;
+    knownHostsFile?: string;
+    tokenFile?: string;
+    username?: string;
+    verifyCommits?: string;
+    /** notification webhooks (see watch/notify.ts) and the secret their posts are signed with */
+    notify: string[];
+    notifySecretFile?: string;
+    suspend: boolean;
+    logFormat?: LogFormat;
+  };
 }
 
 const print = (s: string) => process.stdout.write(`${s}\n`);
@@ -505,7 +524,16 @@ export async function cmdWatch(a: Args): Promise<number> {
   const service = new WatchService({
     files: a.files,
     target: a.target,
-    git: w.git ? { url: w.git, ref: w.ref, subdir: w.path } : undefined,
+    git: w.git
+      ? {
+          url: w.git,
+          ref: w.ref,
+          subdir: w.path,
+          access: { sshKeyFile: w.sshKeyFile, knownHostsFile: w.knownHostsFile, tokenFile: w.tokenFile, username: w.username },
+          // Made anew at each start: a key removed from the file is no longer trusted.
+          trust: w.verifyCommits ? await (await import('./tools/git.js')).trustKeys(w.verifyCommits, path.join(a.stateDir, 'git-trust')) : undefined,
+        }
+      : undefined,
     stateDir: a.stateDir,
     intervalSeconds: w.intervalSeconds,
     allowReplace: a.allowReplace,

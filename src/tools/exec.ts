@@ -71,13 +71,17 @@ const spawnedDuringCtrlC = (r: { signal?: string }, attempt: number) => r.signal
  * Runs a command. `signal`: aborting it terminates the command (SIGTERM, SIGKILL 5 s later);
  * given only for work whose interruption loses nothing (a build in private scratch space).
  */
-export async function run(cmd: string, args: string[], opts: { input?: string | Uint8Array; retries?: number; signal?: AbortSignal } = {}): Promise<RunResult> {
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: { input?: string | Uint8Array; retries?: number; signal?: AbortSignal; env?: Record<string, string> } = {},
+): Promise<RunResult> {
   const argv = [cmd, ...args];
   const retries = opts.retries ?? TRANSIENT_RETRIES;
   for (let attempt = 0; ; attempt++) {
     trace(argv);
     const r = await execa(cmd, args, {
-      env: { LC_ALL: 'C' },
+      env: { ...opts.env, LC_ALL: 'C' },
       reject: false,
       // No signal-exit handlers: on SIGTERM the watch service lets the command in flight
       // finish (a half-converted image is worse than a late exit), and signal-exit would

@@ -56,6 +56,28 @@ export function createMetrics(labels: Record<string, string> = {}) {
     }),
     backupFailures: new Counter({ name: 'virt_reconcile_backup_failures_total', help: 'Backup runs that failed', labelNames: ['backup'], registers: [registry] }),
     revision: new Gauge({ name: 'virt_reconcile_applied_revision_info', help: 'The revision in force (value 1)', labelNames: ['revision'], registers: [registry] }),
+    head: new Gauge({
+      name: 'virt_reconcile_source_revision_info',
+      help: 'The newest revision of the source (the branch head; value 1)',
+      labelNames: ['revision'],
+      registers: [registry],
+    }),
+    behind: new Gauge({
+      name: 'virt_reconcile_revision_behind_seconds',
+      help: 'How long the revision in force has been behind the newest revision of the source (0 when it is the newest)',
+      registers: [registry],
+    }),
+    rejected: new Gauge({
+      name: 'virt_reconcile_revision_rejected',
+      help: '1 while the newest revision is rejected, by reason: invalid (the YAML) or signature (not signed by a trusted key)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    signatureRejections: new Counter({
+      name: 'virt_reconcile_signature_rejections_total',
+      help: 'Revisions refused because their commit is not signed by a trusted key',
+      registers: [registry],
+    }),
   };
   return m;
 }

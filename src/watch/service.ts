@@ -4,7 +4,7 @@
 // validation is not applied: the last good one stays in force and keeps being enforced.
 import { hasChanges, isChange } from '../reconcile/plan.js';
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { watch as chokidar, type FSWatcher } from 'chokidar';
 import { Cron } from 'croner';
@@ -25,7 +25,7 @@ import { FileObservationCache } from '../reconcile/inventory.js';
 import { acquireLock } from '../reconcile/lock.js';
 import type { DesiredState } from '../reconcile/model.js';
 import { imageStatuses, poolStatuses, vmStatuses, type ImageStatus, type PoolStatus, type VmStatus } from '../show.js';
-import { syncGit, type GitSource } from '../tools/git.js';
+import { checkout, displayGitUrl, fetchRef, UnverifiedRevision, verifyCommit, type GitSource } from '../tools/git.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 
@@ -43,6 +43,18 @@ export interface WatchOptions {
   virsh: (yamlUri?: string) => Virsh;
   metrics: Metrics;
   logger: Logger;
+  /** tells webhooks what happened (--notify); never blocks */
+  notify?: (e: WatchEvent) => void;
+}
+
+/** What the service tells notification webhooks of (see notify.ts). */
+export interface WatchEvent {
+  kind: 'revision-applied' | 'revision-rejected' | 'reconcile-failed' | 'reconcile-recovered' | 'drift-corrected' | 'backup-failed' | 'backup-suspended';
+  message: string;
+  revision?: string;
+  /** what it concerns: a backup schedule, an object */
+  subject?: string;
+  details?: Record<string, unknown>;
 }
 
 export interface WatchStatus {
@@ -54,8 +66,11 @@ export interface WatchStatus {
   source: string;
   /** the revision in force (last one that validated and applied) */
   appliedRevision?: string;
-  /** the newest revision seen, when it differs (rejected) */
-  rejectedRevision?: { revision: string; at: string; error: string };
+  /** the newest revision seen, when it differs (rejected): invalid YAML, or a commit not signed by a trusted key */
+  rejectedRevision?: { revision: string; at: string; error: string; reason: 'invalid' | 'signature' };
+  /** the newest revision of the source (a branch's head), and since when the one in force is behind it */
+  sourceRevision?: string;
+  behindSince?: string;
   lastReconcile?: { at: string; revision?: string; ok: boolean; durationSeconds: number; summary: string; error?: string };
   lastSuccessAt?: string;
   /** the last time the host was observed; object statuses are 'unknown' when this is stale */
@@ -135,7 +150,7 @@ export class WatchService {
       suspended: opts.suspended,
       consecutiveFailures: 0,
       driftCorrections: 0,
-      source: opts.git ? `${opts.git.url} (${opts.git.ref}${opts.git.subdir ? `, ${opts.git.subdir}` : ''})` : opts.files.join(', '),
+      source: opts.git ? `${displayGitUrl(opts.git.url)} (${opts.git.ref}${opts.git.subdir ? `, ${opts.git.subdir}` : ''})` : opts.files.join(', '),
       images: [],
       pools: [],
       vms: [],
@@ -189,9 +204,17 @@ export class WatchService {
     this.timer = setTimeout(() => this.trigger('interval'), seconds * 1000);
   }
 
+  private gitSource(): GitSource {
+    return { ...this.opts.git!, dir: path.join(this.opts.stateDir, 'git') };
+  }
+
   private async readSource(): Promise<{ files: string[]; revision: string }> {
     if (this.opts.git) {
-      const rev = await syncGit({ ...this.opts.git, dir: path.join(this.opts.stateDir, 'git') });
+      const src = this.gitSource();
+      const head = await fetchRef(src);
+      this.sawSource(head.revision);
+      if (src.trust) await verifyCommit(src, head);
+      const rev = await checkout(src, head.sha);
       return { files: [rev.path], revision: rev.revision };
     }
     // Local files: the revision is the hash of their contents.
@@ -201,30 +224,87 @@ export class WatchService {
     return { files: this.opts.files, revision: `local@sha256:${h.digest('hex').slice(0, 12)}` };
   }
 
+  /** The newest revision of the source, as just fetched: how long the one in force is behind it. */
+  private sawSource(revision: string): void {
+    if (this.status.sourceRevision !== revision) {
+      this.status.sourceRevision = revision;
+      this.opts.metrics.head.reset();
+      this.opts.metrics.head.set({ revision }, 1);
+      if (!this.status.behindSince) this.status.behindSince = new Date().toISOString();
+    }
+    this.updateBehind();
+  }
+
+  private updateBehind(): void {
+    const s = this.status;
+    if (!s.sourceRevision || s.sourceRevision === s.appliedRevision) s.behindSince = undefined;
+    else s.behindSince ??= new Date().toISOString();
+    this.opts.metrics.behind.set(s.behindSince ? (Date.now() - Date.parse(s.behindSince)) / 1000 : 0);
+  }
+
+  private lastGoodFile = () => path.join(this.opts.stateDir, 'watch-last-good.json');
+
+  /** The revision in force, kept for a restart that finds the newest one rejected. */
+  private async rememberLastGood(revision: string): Promise<void> {
+    if (!this.opts.git) return;
+    const sha = /@sha1:([0-9a-f]+)$/.exec(revision)?.[1];
+    if (sha) await writeFile(this.lastGoodFile(), `${JSON.stringify({ revision, sha, url: displayGitUrl(this.opts.git.url) })}\n`, { mode: 0o600 });
+  }
+
+  /**
+   * After a restart: the revision the service last applied, checked out again (and verified
+   * again, with trusted keys) and loaded, or undefined.
+   */
+  private async restoreLastGood(): Promise<{ state: DesiredState; revision: string } | undefined> {
+    if (!this.opts.git) return undefined;
+    try {
+      const saved = JSON.parse(await readFile(this.lastGoodFile(), 'utf8')) as { revision: string; sha: string };
+      const src = this.gitSource();
+      if (src.trust) await verifyCommit(src, saved);
+      const rev = await checkout(src, saved.sha);
+      return { state: await loadDesiredState([rev.path], this.opts.target), revision: saved.revision };
+    } catch {
+      return undefined;
+    }
+  }
+
   private async reconcile(reason: string): Promise<void> {
     const t0 = Date.now();
     const m = this.opts.metrics;
     let revision: string | undefined;
     this.attemptLines = new Set();
     try {
-      const src = await this.readSource();
-      revision = src.revision;
       let state: DesiredState;
       try {
+        const src = await this.readSource();
+        revision = src.revision;
         state = await loadDesiredState(src.files, this.opts.target);
         // A revision that loads supersedes any rejected one (fixed, reverted or replaced).
         this.status.rejectedRevision = undefined;
+        m.rejected.reset();
       } catch (e) {
-        if (!(e instanceof ConfigErrors)) throw e;
+        const reason = e instanceof ConfigErrors ? 'invalid' : e instanceof UnverifiedRevision ? 'signature' : undefined;
+        if (!reason) throw e;
+        if (e instanceof UnverifiedRevision) revision = e.revision;
         const known = this.status.rejectedRevision?.revision === revision;
-        this.status.rejectedRevision = { revision, at: known ? this.status.rejectedRevision!.at : new Date().toISOString(), error: e.message };
+        this.status.rejectedRevision = { revision: revision!, at: known ? this.status.rejectedRevision!.at : new Date().toISOString(), error: (e as Error).message, reason };
+        m.rejected.reset();
+        m.rejected.set({ reason }, 1);
+        // The last good revision: this run's, or the one a previous run of the service applied.
+        this.lastGood ??= await this.restoreLastGood();
         // Once per rejected revision, not at every interval.
-        if (!known)
-          this.opts.logger.error(`revision ${revision} is invalid and not applied${this.lastGood ? `; ${this.lastGood.revision} stays in force` : ''}:\n${e.message}`, {
-            revision,
-            errors: e.errors.length,
-          });
-        if (!this.lastGood) throw new Error(`revision ${revision} is invalid and no earlier revision is known`);
+        if (!known) {
+          if (reason === 'signature') m.signatureRejections.inc();
+          const what = reason === 'invalid' ? 'is invalid and not applied' : 'is not applied';
+          this.opts.logger.error(
+            reason === 'invalid'
+              ? `revision ${revision} ${what}${this.lastGood ? `; ${this.lastGood.revision} stays in force` : ''}:\n${(e as Error).message}`
+              : `${(e as Error).message}; it ${what}${this.lastGood ? `, ${this.lastGood.revision} stays in force` : ''}`,
+            { revision, reason, ...(e instanceof ConfigErrors ? { errors: e.errors.length } : {}) },
+          );
+          this.opts.notify?.({ kind: 'revision-rejected', revision, message: (e as Error).message.split('\n')[0]!, details: { reason } });
+        }
+        if (!this.lastGood) throw new Error(`revision ${revision} ${reason === 'invalid' ? 'is invalid' : 'is not signed by a trusted key'} and no earlier revision is known`);
         state = this.lastGood.state;
         revision = this.lastGood.revision;
         m.errors.inc();
@@ -236,9 +316,14 @@ export class WatchService {
       }
       this.lastGood = { state, revision };
       const summary = await this.applyState(state, revision);
+      if (this.status.appliedRevision !== revision) {
+        await this.rememberLastGood(revision);
+        if (this.status.appliedRevision) this.opts.notify?.({ kind: 'revision-applied', revision, message: `${revision} applied: ${summary}` });
+      }
       this.status.appliedRevision = revision;
       m.revision.reset();
       m.revision.set({ revision }, 1);
+      this.updateBehind();
       this.startSchedules(state);
       this.status.ready = !this.status.rejectedRevision;
       this.status.notReadyReason = this.status.rejectedRevision ? `revision ${this.status.rejectedRevision.revision} is invalid; ${revision} stays in force` : undefined;
