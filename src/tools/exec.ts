@@ -209,6 +209,24 @@ export function session(cmd: string, args: string[], onStderr: (chunk: string) =
   };
 }
 
+/**
+ * A long-lived command whose output is read line by line as it comes (an event stream), in a
+ * process group of its own; stopped through `signal`. Resolves when it exits, with its code
+ * and the end of its error output.
+ */
+export async function streamLines(cmd: string, args: string[], onLine: (line: string) => void, o: { signal: AbortSignal }): Promise<{ code?: number; stderr: string }> {
+  trace([cmd, ...args]);
+  const sub = execa(cmd, args, { env: { LC_ALL: 'C' }, reject: false, cleanup: false, detached: true, stdin: 'ignore', cancelSignal: o.signal, buffer: { stdout: false } });
+  let rest = '';
+  sub.stdout?.on('data', (d: Buffer) => {
+    const lines = (rest + d.toString()).split('\n');
+    rest = lines.pop()!;
+    for (const l of lines) if (l.trim()) onLine(l);
+  });
+  const r = await sub;
+  return { code: r.exitCode, stderr: String(r.stderr ?? '').slice(-500) };
+}
+
 /** Whether a process exists (EPERM: it does, owned by someone else). */
 export function processAlive(pid: number): boolean {
   try {

@@ -17,6 +17,7 @@ import { readBackupRecords } from '../backups/records.js';
 import { consecutiveFailures, suspendedSchedules } from '../backups/suspension.js';
 import { loadDesiredState } from '../reconcile/config.js';
 import type { HostTarget } from '../reconcile/hosts.js';
+import { declaredOf, DriftEvents } from './drift-events.js';
 import { planWithObservations } from '../reconcile/engine.js';
 import { withoutRefused } from '../reconcile/partial.js';
 import { ConfigErrors } from '../reconcile/errors.js';
@@ -143,6 +144,7 @@ export class WatchService {
   private lastAttemptLines = new Set<string>();
   private attemptLines = new Set<string>();
   private readonly log: (line: string) => void;
+  private readonly drift: DriftEvents;
 
   constructor(private readonly opts: WatchOptions) {
     this.status = {
@@ -158,6 +160,7 @@ export class WatchService {
       notes: [],
     };
     this.log = (line) => opts.logger.info(line);
+    this.drift = new DriftEvents((reason) => this.trigger(reason), this.log, this.abort.signal);
   }
 
   /** Action lines of a retry that repeats the failed attempt before it word for word are dropped. */
@@ -324,6 +327,8 @@ export class WatchService {
       m.revision.reset();
       m.revision.set({ revision }, 1);
       this.updateBehind();
+      // From now on a change to what this revision declares is noticed as it happens.
+      this.drift.follow(this.opts.virsh(state.connection).uri, declaredOf(state));
       this.startSchedules(state);
       this.status.ready = !this.status.rejectedRevision;
       this.status.notReadyReason = this.status.rejectedRevision ? `revision ${this.status.rejectedRevision.revision} is invalid; ${revision} stays in force` : undefined;
@@ -559,6 +564,7 @@ export class WatchService {
     clearTimeout(this.debounce);
     for (const c of this.crons) c.stop();
     await this.watcher?.close();
+    await this.drift.stop();
     await this.running;
   }
 }
