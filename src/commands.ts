@@ -506,7 +506,7 @@ export async function cmdRestore(a: Args): Promise<number> {
 }
 
 export async function cmdWatch(a: Args): Promise<number> {
-  const [{ startHttp }, { createLogger, defaultLogFormat }, { createMetrics }, { WatchService }, { connect, resolveUri }] = await Promise.all([
+  const [{ startHttp }, { createLogger, defaultLogFormat }, { addDiskMetrics, createMetrics }, { WatchService }, { connect, resolveUri }] = await Promise.all([
     import('./watch/http.js'),
     import('./watch/log.js'),
     import('./watch/metrics.js'),
@@ -544,6 +544,7 @@ export async function cmdWatch(a: Args): Promise<number> {
     metrics,
     logger,
   });
+  addDiskMetrics(metrics.registry, () => service.diskStats());
   const server = await startHttp({ host, port, service, metrics, webhookSecret: secret, log: stamp });
   stamp(`watching ${service.status.source} every ${formatDuration(w.intervalSeconds)}; http://${w.listen}/`);
   await service.start();

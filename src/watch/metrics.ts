@@ -1,5 +1,6 @@
 // Prometheus metrics of the watch service (prom-client), served at /metrics.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { DiskStats } from '../tools/domstats.js';
 
 /** `labels`: put on every series (the host, so that a fleet's agents are told apart). */
 export function createMetrics(labels: Record<string, string> = {}) {
@@ -24,6 +25,13 @@ export function createMetrics(labels: Record<string, string> = {}) {
     resources: new Gauge({ name: 'virt_reconcile_resources', help: 'Declared objects by kind and state', labelNames: ['kind', 'state'], registers: [registry] }),
     poolCapacity: new Gauge({ name: 'virt_reconcile_pool_capacity_bytes', help: 'Pool capacity', labelNames: ['pool'], registers: [registry] }),
     poolAllocation: new Gauge({ name: 'virt_reconcile_pool_allocation_bytes', help: 'Pool allocation', labelNames: ['pool'], registers: [registry] }),
+    poolAlert: new Gauge({
+      name: 'virt_reconcile_pool_alert_ratio',
+      help: "A pool's capacityAlert as a fraction of its capacity (declared pools that set one)",
+      labelNames: ['pool'],
+      registers: [registry],
+    }),
+    ready: new Gauge({ name: 'virt_reconcile_ready', help: '1 when the last reconcile applied everything with nothing refused or failed, else 0', registers: [registry] }),
     backupLastSuccess: new Gauge({
       name: 'virt_reconcile_backup_last_success_timestamp_seconds',
       help: 'Unix time of the last successful backup',
@@ -78,8 +86,55 @@ export function createMetrics(labels: Record<string, string> = {}) {
       help: 'Revisions refused because their commit is not signed by a trusted key',
       registers: [registry],
     }),
+    imageAllocation: new Gauge({ name: 'virt_reconcile_image_allocation_bytes', help: 'Bytes an image takes on its storage', labelNames: ['image'], registers: [registry] }),
+    imageCapacity: new Gauge({ name: 'virt_reconcile_image_capacity_bytes', help: 'Virtual size of an image', labelNames: ['image'], registers: [registry] }),
   };
   return m;
+}
+
+/**
+ * Per-disk I/O of the declared VMs, read at each scrape (one `virsh domstats` for all
+ * domains): counters as the hypervisor counts them, and allocation against capacity.
+ */
+export function addDiskMetrics(registry: Registry, read: () => Promise<DiskStats[]>): void {
+  const labelNames = ['vm', 'disk'];
+  let last: Promise<DiskStats[]> | undefined;
+  // One read per scrape, shared by every series below.
+  const stats = () => {
+    last ??= read()
+      .catch(() => [])
+      .finally(() => setTimeout(() => (last = undefined), 500));
+    return last;
+  };
+  const counter = (name: string, help: string, field: keyof DiskStats) =>
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const d of await stats()) this.inc({ vm: d.vm, disk: d.disk }, d[field] as number);
+      },
+    });
+  const gauge = (name: string, help: string, field: 'allocation' | 'capacity') =>
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const d of await stats()) if (d[field] !== undefined) this.set({ vm: d.vm, disk: d.disk }, d[field]!);
+      },
+    });
+  counter('virt_reconcile_disk_read_bytes_total', 'Bytes read from a VM disk (running domains)', 'readBytes');
+  counter('virt_reconcile_disk_write_bytes_total', 'Bytes written to a VM disk', 'writeBytes');
+  counter('virt_reconcile_disk_read_requests_total', 'Read requests to a VM disk', 'readRequests');
+  counter('virt_reconcile_disk_write_requests_total', 'Write requests to a VM disk', 'writeRequests');
+  counter('virt_reconcile_disk_flush_requests_total', 'Flush requests to a VM disk', 'flushRequests');
+  gauge('virt_reconcile_disk_allocation_bytes', 'Bytes a VM disk takes on its storage (a qcow2 growing)', 'allocation');
+  gauge('virt_reconcile_disk_capacity_bytes', 'Virtual size of a VM disk', 'capacity');
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -18,6 +18,7 @@ import { consecutiveFailures, suspendedSchedules } from '../backups/suspension.j
 import { loadDesiredState } from '../reconcile/config.js';
 import type { HostTarget } from '../reconcile/hosts.js';
 import { declaredOf, DriftEvents } from './drift-events.js';
+import { diskStats, type DiskStats } from '../tools/domstats.js';
 import { planWithObservations } from '../reconcile/engine.js';
 import { withoutRefused } from '../reconcile/partial.js';
 import { ConfigErrors } from '../reconcile/errors.js';
@@ -331,6 +332,7 @@ export class WatchService {
       this.drift.follow(this.opts.virsh(state.connection).uri, declaredOf(state));
       this.startSchedules(state);
       this.status.ready = !this.status.rejectedRevision;
+      this.opts.metrics.ready.set(this.status.ready ? 1 : 0);
       this.status.notReadyReason = this.status.rejectedRevision ? `revision ${this.status.rejectedRevision.revision} is invalid; ${revision} stays in force` : undefined;
       this.status.consecutiveFailures = 0;
       this.status.lastSuccessAt = new Date().toISOString();
@@ -351,6 +353,7 @@ export class WatchService {
       this.status.consecutiveFailures++;
       const backoff = Math.min(MAX_BACKOFF_SECONDS, this.opts.intervalSeconds, 2 ** this.status.consecutiveFailures);
       this.status.ready = false;
+      this.opts.metrics.ready.set(this.status.ready ? 1 : 0);
       this.status.notReadyReason = msg.split('\n')[0];
       this.status.lastReconcile = {
         at: new Date(t0).toISOString(),
@@ -455,8 +458,16 @@ export class WatchService {
     this.status.pools = mark(poolStatuses(state, p), 'pools');
     this.status.vms = mark(vmStatuses(state, p), 'vms');
     this.status.notes = p.plan.notes;
+    const m = this.opts.metrics;
+    m.imageAllocation.reset();
+    m.imageCapacity.reset();
+    for (const img of this.status.images) {
+      if (img.allocated !== undefined) m.imageAllocation.set({ image: img.name }, img.allocated);
+      if (img.virtualSize !== undefined) m.imageCapacity.set({ image: img.name }, img.virtualSize);
+    }
     for (const pool of this.status.pools) {
       if (pool.capacity !== undefined) this.opts.metrics.poolCapacity.set({ pool: pool.name }, pool.capacity);
+      if (pool.capacityAlert !== undefined) m.poolAlert.set({ pool: pool.name }, pool.capacityAlert / 100);
       if (pool.allocation !== undefined) this.opts.metrics.poolAllocation.set({ pool: pool.name }, pool.allocation);
     }
     this.countResources();
@@ -557,6 +568,14 @@ export class WatchService {
   }
 
   /** Stops taking work; the action in flight finishes, no further action starts. */
+  /** Disk I/O of the declared VMs (for /metrics): one domstats call, nothing when none is declared. */
+  async diskStats(): Promise<DiskStats[]> {
+    const state = this.lastGood?.state;
+    const names = new Set(Object.values(state?.vms ?? {}).map((v) => v.name));
+    if (!state || !names.size) return [];
+    return (await diskStats(this.opts.virsh(state.connection))).filter((d) => names.has(d.vm));
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
     this.abort.abort();
