@@ -275,6 +275,7 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
       .option('--vm', 'the domain is gone: define it again from the backup, then restore its disks')
       .option('--to <PATH>', 'write the disks to a new file (a directory for several disks) for inspection; the VM is not touched')
       .option('--start', 'start the domain once its disks are restored')
+      .option('--outside-window', 'restore even though no maintenance window (windows: in the YAML) is open')
       .addOption(option.lockTimeout()),
     'cmdRestore',
   );
@@ -341,6 +342,7 @@ interface Opts {
   to?: string;
   restore?: boolean;
   start?: boolean;
+  outsideWindow?: boolean;
   interval?: string;
   git?: string;
   ref?: string;
@@ -382,6 +384,7 @@ function toArgs(cmd: Command): Args {
   const target = hostTarget(o.host, o.label);
   if ('error' in target) throw bad(target.error);
   const gitOnly = (['gitSshKey', 'knownHosts', 'gitTokenFile', 'gitUsername', 'verifyCommits'] as const).filter((k) => o[k] !== undefined);
+  if (o.notifySecretFile !== undefined && !o.notify?.length) throw bad('--notify-secret-file goes with --notify');
   if (!o.git && gitOnly.length) throw bad(`--${gitOnly[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with --git`);
   if (o.git) {
     const problem = gitUrlProblem(o.git);
@@ -414,7 +417,12 @@ function toArgs(cmd: Command): Args {
     dryRun: o.dryRun ?? false,
     passphraseFile: o.passphraseFile && path.resolve(o.passphraseFile),
     // A trailing slash says "a directory": kept through resolve.
-    restore: { vm: o.vm ?? false, to: o.to && `${path.resolve(o.to)}${o.to.endsWith('/') && o.to !== '/' ? '/' : ''}`, start: o.start ?? false },
+    restore: {
+      outsideWindow: o.outsideWindow ?? false,
+      vm: o.vm ?? false,
+      to: o.to && `${path.resolve(o.to)}${o.to.endsWith('/') && o.to !== '/' ? '/' : ''}`,
+      start: o.start ?? false,
+    },
     verifyRestore: o.restore ?? false,
     watch: {
       intervalSeconds: interval(o.interval ?? DEFAULTS.interval),

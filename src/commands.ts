@@ -10,7 +10,7 @@ import { formatDuration } from './reconcile/durations.js';
 import { EXIT, UserError } from './reconcile/errors.js';
 import type { BackupSpec, DesiredState } from './reconcile/model.js';
 import type { HostTarget } from './reconcile/hosts.js';
-import { hasChanges, type Plan } from './reconcile/plan.js';
+import { hasChanges, hasPendingChanges, type Plan } from './reconcile/plan.js';
 import { colorsFor } from './colors.js';
 import { printable } from './text.js';
 
@@ -60,7 +60,7 @@ export interface Args {
   /** restore: the passphrase an encrypted backup was made with, if not the disk's current one */
   passphraseFile?: string;
   /** restore: define the domain again (--vm), write to a new path (--to), start it after (--start) */
-  restore: { vm: boolean; to?: string; start: boolean };
+  restore: { vm: boolean; to?: string; start: boolean; outsideWindow: boolean };
   /** backup verify --restore */
   verifyRestore: boolean;
   watch: {
@@ -188,7 +188,7 @@ export async function cmdPlan(a: Args): Promise<number> {
   if (a.out && a.output === 'text')
     process.stderr.write(`Saved the plan to ${printable(a.out)}: \`reconcile apply ${printable(a.out)}\` applies exactly it, if the host has not changed by then.\n`);
   if (plan.refusals.length) return EXIT.error;
-  return a.detailedExitcode && hasChanges(plan) ? EXIT.changes : EXIT.ok;
+  return a.detailedExitcode && hasPendingChanges(plan) ? EXIT.changes : EXIT.ok;
 }
 
 /**
@@ -333,6 +333,10 @@ async function applyDesired(
     const outcome = ok ? { ok } : { ok, reason: interrupted ? 'interrupted' : 'failed', ...(interrupted ? { interrupted } : {}) };
     print(a.output === 'json' ? JSON.stringify({ ...outcome, ...result }, null, 2) : renderSummary(result, interrupted, how.verb));
     if (a.output === 'text' && plan.notes.length) print(['', 'Notes:', ...plan.notes.map((n) => `  ${printable(n)}`)].join('\n'));
+    if (a.output === 'text' && plan.waiting?.length)
+      print(
+        `\n${plan.waiting.length} change(s) wait for a maintenance window${plan.waiting[0]!.opensAt ? ` (the next opens at ${plan.waiting[0]!.opensAt})` : ''}: ${plan.waiting.map((w) => w.id).join(', ')}`,
+      );
     if (interrupted) return interruptedCode();
     return result.counts.failed ? EXIT.error : EXIT.ok;
   } finally {
@@ -492,7 +496,17 @@ export async function cmdRestore(a: Args): Promise<number> {
   const from = a.from;
   const { vm, to, start } = a.restore;
   if (to && (vm || start)) throw new UserError('restore --to writes new files and leaves the VM alone: it takes neither --vm nor --start', EXIT.usage);
-  return onSchedule(a, 'restore', async (_state, spec, { restore, startDomain }, context) => {
+  return onSchedule(a, 'restore', async (state, spec, { restore, startDomain }, context) => {
+    // Writing into a VM's disks is disruptive: only in a maintenance window, if the YAML has any
+    // (a restore to new files touches nothing of the VM's).
+    if (state.windows?.length && !to && !a.restore.outsideWindow) {
+      const { windowState } = await import('./reconcile/windows.js');
+      const w = windowState(state.windows, new Date());
+      if (!w.open)
+        throw new UserError(
+          `no maintenance window is open${w.opensAt ? ` (the next opens at ${w.opensAt.toISOString()})` : ''}; a restore writes into ${spec.vm}'s disks. Wait for it, restore --to a new path, or give --outside-window`,
+        );
+    }
     const ctx = await context(print);
     const written = await restore(spec, from, { ...ctx, backupPassphraseFile: a.passphraseFile, vm, to });
     if (a.output === 'json') print(JSON.stringify({ restored: from, files: written }, null, 2));
@@ -503,6 +517,20 @@ export async function cmdRestore(a: Args): Promise<number> {
     }
     return EXIT.ok;
   });
+}
+
+/** The --notify webhooks: each checked (a bad one is a usage error, never echoed whole), the secret read. */
+async function notifierFor(specs: string[], secretFile: string | undefined, logger: import('./watch/log.js').Logger) {
+  const { createNotifier, parseNotifyTarget } = await import('./watch/notify.js');
+  const targets = specs.map((spec) => {
+    const t = parseNotifyTarget(spec);
+    if ('error' in t) throw new UserError(`--notify: ${t.error}`, EXIT.usage);
+    return t;
+  });
+  const secret = secretFile
+    ? (await readFile(secretFile, 'utf8').catch((e: NodeJS.ErrnoException) => Promise.reject(new UserError(`--notify-secret-file ${secretFile}: ${e.code ?? e.message}`)))).trim()
+    : undefined;
+  return createNotifier({ targets, secret, logger });
 }
 
 export async function cmdWatch(a: Args): Promise<number> {
@@ -521,6 +549,7 @@ export async function cmdWatch(a: Args): Promise<number> {
   const stamp = (l: string) => logger.info(l);
   // Every series carries the host: a fleet's agents are told apart in one Prometheus.
   const metrics = createMetrics({ host: a.target.host });
+  const notifier = w.notify.length ? await notifierFor(w.notify, w.notifySecretFile, logger) : undefined;
   const service = new WatchService({
     files: a.files,
     target: a.target,
@@ -543,6 +572,7 @@ export async function cmdWatch(a: Args): Promise<number> {
     virsh: (yamlUri) => connect(resolveUri(a.connect, yamlUri)),
     metrics,
     logger,
+    notify: notifier ? (e) => notifier.notify({ ...e, host: a.target.host }) : undefined,
   });
   addDiskMetrics(metrics.registry, () => service.diskStats());
   const server = await startHttp({ host, port, service, metrics, webhookSecret: secret, log: stamp });
@@ -559,7 +589,10 @@ export async function cmdWatch(a: Args): Promise<number> {
       }
       stopping = true;
       stamp(`${sig}: stopping: no new action starts; builds in flight are cancelled, other actions in flight finish`);
-      void service.stop().then(() => server.close(() => resolve()));
+      void service
+        .stop()
+        .then(() => notifier?.stop())
+        .then(() => server.close(() => resolve()));
       server.closeAllConnections();
     };
     process.on('SIGTERM', () => stop('SIGTERM'));

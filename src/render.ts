@@ -46,11 +46,19 @@ export function renderPlan(plan: Plan, opts: { showNoop?: boolean; colors?: Colo
     lines.push('', c.red('Refused (nothing will be applied until these are resolved):'));
     for (const r of plan.refusals) lines.push(`  ${c.red(printable(r.id))}: ${printable(r.message)}`);
   }
+  const waiting = plan.waiting ?? [];
+  if (waiting.length) {
+    const opens = waiting[0]!.opensAt;
+    lines.push('', c.yellow(`Waiting for a maintenance window${opens ? ` (the next opens at ${opens})` : ' (none opens again)'}:`));
+    for (const w of waiting)
+      lines.push(`  ${c.yellow(`${SIGN[w.kind].padStart(3)} ${printable(w.id)}`)}  ${w.kind}  ${printable(w.because ? `depends on ${w.because.join(', ')}` : w.reason)}`);
+  }
   if (plan.notes.length) {
     lines.push('', 'Notes:');
     for (const n of plan.notes) lines.push(`  ${printable(n)}`);
   }
   const n = countByKind(plan.actions);
+  const held = waiting.length ? `; ${waiting.length} waiting for a maintenance window` : '';
   lines.push('');
   if (plan.refusals.length) {
     lines.push(
@@ -59,9 +67,9 @@ export function renderPlan(plan: Plan, opts: { showNoop?: boolean; colors?: Colo
       ),
     );
   } else if (n.create + n.update + n.replace + n.delete === 0) {
-    lines.push(`No changes. The host matches the desired state (${n['no-op']} object(s) in sync).`);
+    lines.push(held ? `No changes now${held}; ${n['no-op']} object(s) in sync.` : `No changes. The host matches the desired state (${n['no-op']} object(s) in sync).`);
   } else {
-    lines.push(`Plan: ${n.create} to create, ${n.update} to update, ${n.replace} to replace, ${n.delete} to delete; ${n['no-op']} in sync.`);
+    lines.push(`Plan: ${n.create} to create, ${n.update} to update, ${n.replace} to replace, ${n.delete} to delete; ${n['no-op']} in sync${held}.`);
   }
   return lines.join('\n').replace(/^\n/, '');
 }

@@ -9,6 +9,7 @@ import { orphans, readInventory, type Inventory, type InventoryRecord } from './
 import type { Kind, KindDiff } from './kind.js';
 import type { DesiredState } from './model.js';
 import { observationHash, orphanId, type Action, type Plan, type Resource } from './plan.js';
+import { holdForWindows } from './windows.js';
 
 export interface PlanOptions {
   stateDir: string;
@@ -17,6 +18,8 @@ export interface PlanOptions {
   cache?: StatCache;
   /** the libvirt connection; opened only when the state involves libvirt objects */
   virsh?: () => Virsh;
+  /** the time maintenance windows are judged at (default: now) */
+  now?: Date;
 }
 
 export interface PlanWithObservations {
@@ -55,7 +58,7 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     refusals: d.refusals,
     notes: d.notes,
   };
-  return { plan, observed: obs, inventory, pending: d.pending };
+  return { plan: holdForWindows(plan, state.windows, opts.now ?? new Date()), observed: obs, inventory, pending: d.pending };
 }
 
 /**

@@ -124,6 +124,7 @@ export interface SecretInput {
 export interface FileInput {
   version: 1;
   hosts?: HostSelector[];
+  windows?: { schedule: string; duration: string; timezone?: string }[];
   connection?: string;
   defaults?: { disk?: DiskPolicyInput; image?: ImageDefaultsInput };
   pools?: Record<string, PoolInput>;

@@ -267,6 +267,14 @@ export interface SecretSpec {
   origin: Origin;
 }
 
+/** When disruptive changes may be made: from each time the schedule fires, for durationSeconds. */
+export interface MaintenanceWindow {
+  schedule: string;
+  durationSeconds: number;
+  timezone?: string;
+  origin: Origin;
+}
+
 export interface DesiredState {
   connection?: string;
   files: string[];
@@ -275,6 +283,8 @@ export interface DesiredState {
   /** the host it is the state of (--host, --label), and the files left out as other hosts' (their hosts: selects none of ours) */
   target?: HostTarget;
   otherHostsFiles?: string[];
+  /** maintenance windows (any file's): disruptive actions wait for one to be open */
+  windows?: MaintenanceWindow[];
   pools: Record<string, PoolSpec>;
   images: Record<string, ImageSpec>;
   vms: Record<string, VmSpec>;

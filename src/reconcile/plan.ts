@@ -38,6 +38,8 @@ export interface Action<Op extends Operation = Operation> {
   /** one line a person reads: "size 20 GiB -> 30 GiB" */
   reason: string;
   destructive: boolean;
+  /** waits for a maintenance window though it destroys nothing (a running VM's change that takes effect at its restart) */
+  disruptive?: boolean;
   /** per field: for a create the options it applies, for an update or replace what changes */
   changes: Change[];
   dependsOn: string[];
@@ -84,6 +86,18 @@ export interface Plan {
   actions: Action[];
   refusals: Refusal[];
   notes: string[];
+  /** disruptive actions (and what depends on them) held back until a maintenance window opens */
+  waiting?: Waiting[];
+}
+
+export interface Waiting {
+  id: string;
+  kind: ActionKind;
+  reason: string;
+  /** held only because it depends on these */
+  because?: string[];
+  /** when the next window opens (ISO time) */
+  opensAt?: string;
 }
 
 /**
@@ -105,6 +119,11 @@ export function countByKind(actions: Action[]): Record<ActionKind, number> {
 /** The one answer to "would apply change anything?" (CLI exit codes, apply, watch). */
 export function hasChanges(plan: Pick<Plan, 'actions'>): boolean {
   return plan.actions.some(isChange);
+}
+
+/** Changes now, or held back for a maintenance window: what `plan --detailed-exitcode` reports. */
+export function hasPendingChanges(plan: Pick<Plan, 'actions' | 'waiting'>): boolean {
+  return hasChanges(plan) || !!plan.waiting?.length;
 }
 
 export type NoOp = { type: 'none' };

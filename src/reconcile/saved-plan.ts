@@ -12,7 +12,7 @@ import path from 'node:path';
 import type { Ajv } from 'ajv';
 import { UserError, EXIT } from './errors.js';
 import type { HostTarget } from './hosts.js';
-import type { Action, Plan, Refusal } from './plan.js';
+import type { Action, Plan, Refusal, Waiting } from './plan.js';
 
 export const PLAN_FORMAT = 'virt-reconcile-plan';
 export const PLAN_FORMAT_VERSION = 2;
@@ -31,6 +31,8 @@ export interface SavedPlan {
   actions: SavedAction[];
   refusals: Refusal[];
   notes: string[];
+  /** held back until a maintenance window opens */
+  waiting?: Waiting[];
   /** the YAML files the plan was made from */
   inputs: { path: string; text: string }[];
   /** the host it was made for (--host, --label): the files of other hosts in inputs stay out */
@@ -52,6 +54,7 @@ export function toSavedPlan(plan: Plan, inputs: { path: string; text: string }[]
     actions: plan.actions.map(({ op, ...a }) => ({ ...a, digest: digest(op) })),
     refusals: plan.refusals,
     notes: plan.notes,
+    ...(plan.waiting?.length ? { waiting: plan.waiting } : {}),
     inputs,
     ...(host ? { host } : {}),
   };
@@ -83,6 +86,7 @@ const SCHEMA = {
           code: str,
           reason: str,
           destructive: { type: 'boolean' },
+          disruptive: { type: 'boolean' },
           changes: { type: 'array', items: { type: 'object', required: ['field', 'from', 'to'], additionalProperties: false, properties: { field: str, from: str, to: str } } },
           dependsOn: { type: 'array', items: str },
           digest: { type: 'string', pattern: '^[0-9a-f]{64}$' },
@@ -91,6 +95,15 @@ const SCHEMA = {
     },
     refusals: { type: 'array', items: { type: 'object', required: ['id', 'message'], additionalProperties: false, properties: { id: str, message: str } } },
     notes: { type: 'array', items: str },
+    waiting: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['id', 'kind', 'reason'],
+        additionalProperties: false,
+        properties: { id: str, kind: str, reason: str, because: { type: 'array', items: str }, opensAt: str },
+      },
+    },
     host: {
       type: 'object',
       required: ['host', 'labels'],

@@ -20,6 +20,7 @@ import {
 import type {
   BackupSpec,
   BootcInstall,
+  MaintenanceWindow,
   DesiredState,
   OffsiteTarget,
   DiskSpec,
@@ -680,23 +681,8 @@ function checkBackup(c: Checker, name: string, raw: BackupInput, vms: Record<str
   const before = c.errors.length;
   const vm = vms[raw.vm];
   if (!vm) c.err([...base, 'vm'], `refers to vm ${JSON.stringify(raw.vm)}, which is not declared under vms`);
-  const fields = String(raw.schedule).trim().split(/\s+/);
-  if (fields.length !== 5) {
-    c.err([...base, 'schedule'], `must be a five-field cron expression "minute hour day-of-month month day-of-week" (got ${fields.length} fields)`);
-  } else {
-    try {
-      new Cron(raw.schedule, { paused: true, timezone: raw.timezone });
-    } catch (e) {
-      c.err([...base, 'schedule'], `invalid cron expression: ${(e as Error).message}`);
-    }
-  }
-  if (raw.timezone !== undefined) {
-    try {
-      new Intl.DateTimeFormat('en', { timeZone: raw.timezone });
-    } catch {
-      c.err([...base, 'timezone'], `unknown time zone ${JSON.stringify(raw.timezone)} (use an IANA name such as Europe/Berlin or UTC)`);
-    }
-  }
+  cronField(c, [...base, 'schedule'], raw.schedule, raw.timezone);
+  timezoneField(c, [...base, 'timezone'], raw.timezone);
   const mode = raw.mode ?? 'snapshot';
   if (mode !== 'snapshot' && raw.destination === undefined) {
     c.err(base, `missing required field "destination": mode ${mode} writes copies to a directory`, true);
@@ -803,6 +789,7 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
   };
   const checkers = files.map((f) => new Checker(f.source));
   let connection: { value: string; at: string } | undefined;
+  const windows: MaintenanceWindow[] = [];
   const defaults: { disk?: { value: DiskPolicyInput; at: string }; image?: { value: ImageDefaultsInput; at: string } } = {};
 
   files.forEach((f, i) => {
@@ -828,9 +815,26 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
       }
     };
     for (const kind of KINDS) claim(kind);
+    (d.windows ?? []).forEach((w, j) => {
+      const at: FieldPath = ['windows', j];
+      const before = c.errors.length;
+      cronField(c, [...at, 'schedule'], w.schedule, w.timezone);
+      timezoneField(c, [...at, 'timezone'], w.timezone);
+      const seconds = c.duration([...at, 'duration'], w.duration, 31 * 86400);
+      if (c.errors.length === before && seconds !== undefined) windows.push({ schedule: w.schedule, durationSeconds: seconds, timezone: w.timezone, origin: c.at(at) });
+    });
   });
 
-  const state: DesiredState = { connection: connection?.value, files: files.map((f) => f.source.path), pools: {}, images: {}, vms: {}, backups: {}, secrets: {} };
+  const state: DesiredState = {
+    connection: connection?.value,
+    files: files.map((f) => f.source.path),
+    pools: {},
+    images: {},
+    vms: {},
+    backups: {},
+    secrets: {},
+    ...(windows.length ? { windows } : {}),
+  };
   const rawOf = <K extends (typeof KINDS)[number]>(kind: K) =>
     Object.fromEntries(Object.entries(owner[kind]).map(([n, v]) => [n, v.raw])) as Record<string, NonNullable<FileInput[K]>[string]>;
   const poolInputs = rawOf('pools');
@@ -1057,4 +1061,26 @@ function bootcInstall(c: Checker, p: (...f: FieldPath) => FieldPath, raw: NonNul
   });
   const rootSize = raw.rootSize === undefined ? undefined : c.size(p('source', 'bootc', 'rootSize'), raw.rootSize);
   return { kargs: raw.kargs ?? [], rootSize };
+}
+
+function cronField(c: Checker, at: FieldPath, schedule: string, timezone: string | undefined): void {
+  const fields = String(schedule).trim().split(/\s+/);
+  if (fields.length !== 5) {
+    c.err(at, `must be a five-field cron expression "minute hour day-of-month month day-of-week" (got ${fields.length} fields)`);
+    return;
+  }
+  try {
+    new Cron(schedule, { paused: true, timezone });
+  } catch (e) {
+    c.err(at, `invalid cron expression: ${(e as Error).message}`);
+  }
+}
+
+function timezoneField(c: Checker, at: FieldPath, timezone: string | undefined): void {
+  if (timezone === undefined) return;
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: timezone });
+  } catch {
+    c.err(at, `unknown time zone ${JSON.stringify(timezone)} (use an IANA name such as Europe/Berlin or UTC)`);
+  }
 }

@@ -31,6 +31,7 @@ export function createMetrics(labels: Record<string, string> = {}) {
       labelNames: ['pool'],
       registers: [registry],
     }),
+    waiting: new Gauge({ name: 'virt_reconcile_waiting_actions', help: 'Disruptive changes held back until a maintenance window opens', registers: [registry] }),
     ready: new Gauge({ name: 'virt_reconcile_ready', help: '1 when the last reconcile applied everything with nothing refused or failed, else 0', registers: [registry] }),
     backupLastSuccess: new Gauge({
       name: 'virt_reconcile_backup_last_success_timestamp_seconds',

@@ -2,7 +2,7 @@
 // change, a git webhook, or a schedule) it reads the desired state, observes, plans and
 // applies — one reconcile at a time, under the same lock as `apply`. A revision that fails
 // validation is not applied: the last good one stays in force and keeps being enforced.
-import { hasChanges, isChange } from '../reconcile/plan.js';
+import { hasChanges, isChange, type Waiting } from '../reconcile/plan.js';
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -17,6 +17,7 @@ import { readBackupRecords } from '../backups/records.js';
 import { consecutiveFailures, suspendedSchedules } from '../backups/suspension.js';
 import { loadDesiredState } from '../reconcile/config.js';
 import type { HostTarget } from '../reconcile/hosts.js';
+import type { NotifyEvent } from './notify.js';
 import { declaredOf, DriftEvents } from './drift-events.js';
 import { diskStats, type DiskStats } from '../tools/domstats.js';
 import { planWithObservations } from '../reconcile/engine.js';
@@ -49,15 +50,8 @@ export interface WatchOptions {
   notify?: (e: WatchEvent) => void;
 }
 
-/** What the service tells notification webhooks of (see notify.ts). */
-export interface WatchEvent {
-  kind: 'revision-applied' | 'revision-rejected' | 'reconcile-failed' | 'reconcile-recovered' | 'drift-corrected' | 'backup-failed' | 'backup-suspended';
-  message: string;
-  revision?: string;
-  /** what it concerns: a backup schedule, an object */
-  subject?: string;
-  details?: Record<string, unknown>;
-}
+/** What the service tells notification webhooks of (notify.ts; the host is added there). */
+export type WatchEvent = Omit<NotifyEvent, 'host'>;
 
 export interface WatchStatus {
   /** the last reconcile applied everything, with nothing refused or failed (Flux's Ready) */
@@ -96,6 +90,8 @@ export interface WatchStatus {
     nextRun?: string;
   }[];
   notes: string[];
+  /** disruptive changes held back until a maintenance window opens */
+  waiting?: Waiting[];
   /** long work under way (downloads, conversions, mkfs), as far as it has got */
   operations?: { id: string; what: string; progress: string; elapsedSeconds: number }[];
 }
@@ -146,6 +142,7 @@ export class WatchService {
   private attemptLines = new Set<string>();
   private readonly log: (line: string) => void;
   private readonly drift: DriftEvents;
+  private windowTimer?: NodeJS.Timeout;
 
   constructor(private readonly opts: WatchOptions) {
     this.status = {
@@ -337,7 +334,10 @@ export class WatchService {
       this.status.consecutiveFailures = 0;
       this.status.lastSuccessAt = new Date().toISOString();
       this.status.lastReconcile = { at: new Date(t0).toISOString(), revision, ok: true, durationSeconds: (Date.now() - t0) / 1000, summary };
-      if (this.failing) this.opts.logger.info(`reconcile recovered: ${summary}`, { revision });
+      if (this.failing) {
+        this.opts.logger.info(`reconcile recovered: ${summary}`, { revision });
+        this.opts.notify?.({ kind: 'reconcile-recovered', revision, message: `reconcile recovered: ${summary}` });
+      }
       // Said when something asked for this run (start, a file change, a push, SIGHUP) or it
       // changed something; a quiet interval that found the host in sync stays quiet.
       else if (reason !== 'interval' || summary !== 'no changes') this.log(`reconciled ${revision} in ${((Date.now() - t0) / 1000).toFixed(1)}s (${reason}): ${summary}`);
@@ -371,6 +371,7 @@ export class WatchService {
           `reconcile ${this.failing ? 'now failing differently' : 'failing'} (${reason}); retrying with backoff, logged again when it changes or clears: ${msg}`,
           { revision, retryInSeconds: backoff },
         );
+        this.opts.notify?.({ kind: 'reconcile-failed', revision, message: msg.split('\n')[0]!, details: { retryInSeconds: backoff } });
         this.failing = key;
       }
       this.lastAttemptLines = this.attemptLines;
@@ -420,6 +421,13 @@ export class WatchService {
           const healed = result.results.filter((r) => r.status === 'done');
           for (const r of healed) o.metrics.drift.inc({ kind: changes.find((a) => a.id === r.id)?.resource ?? 'unknown' });
           this.status.driftCorrections += healed.length;
+          if (healed.length)
+            this.opts.notify?.({
+              kind: 'drift-corrected',
+              revision,
+              subject: healed.map((r) => r.id).join(','),
+              message: `drift corrected: ${healed.map((r) => r.id).join(', ')}`,
+            });
         }
         p = await planWithObservations(state, planOpts);
         this.status.lastObservedAt = new Date().toISOString();
@@ -428,6 +436,8 @@ export class WatchService {
         await cache.save();
       }
       this.refreshStatus(state, p, failed, blocked);
+      this.holdForWindow(p.plan.waiting ?? []);
+      if (p.plan.waiting?.length) summary += `; ${p.plan.waiting.length} waiting for a maintenance window`;
       const problems = [
         ...refusals.map((r) => `refused: ${r.message}`),
         ...blocked.map((b) => `held back: ${b.id} depends on ${b.because}, which is refused`),
@@ -556,10 +566,14 @@ export class WatchService {
     } catch (e) {
       this.opts.metrics.backupFailures.inc({ backup: name });
       this.log(`backups.${name} failed: ${(e as Error).message}`);
+      this.opts.notify?.({ kind: 'backup-failed', subject: name, message: `backups.${name} failed: ${(e as Error).message.split('\n')[0]}` });
     } finally {
       await lock.release();
       await this.refreshBackups(good.state);
     }
+    const now = this.status.backups.find((b) => b.name === name);
+    if (now?.suspended)
+      this.opts.notify?.({ kind: 'backup-suspended', subject: name, message: `backups.${name} is suspended after ${now.suspended.failures} failed runs in a row` });
   }
 
   setSuspended(on: boolean): void {
@@ -567,7 +581,18 @@ export class WatchService {
     if (!on) this.trigger('resumed');
   }
 
-  /** Stops taking work; the action in flight finishes, no further action starts. */
+  /** What waits for a maintenance window: shown, counted, and reconciled the moment the next one opens. */
+  private holdForWindow(waiting: Waiting[]): void {
+    this.status.waiting = waiting;
+    this.opts.metrics.waiting.set(waiting.length);
+    clearTimeout(this.windowTimer);
+    const opensAt = waiting[0]?.opensAt;
+    if (!opensAt) return;
+    // A timer fires at most ~24.8 days ahead; the interval catches a window further off.
+    const ms = Date.parse(opensAt) - Date.now() + 200;
+    if (ms > 0 && ms < 2 ** 31 - 1) this.windowTimer = setTimeout(() => this.trigger(`maintenance window opened (${opensAt})`), ms);
+  }
+
   /** Disk I/O of the declared VMs (for /metrics): one domstats call, nothing when none is declared. */
   async diskStats(): Promise<DiskStats[]> {
     const state = this.lastGood?.state;
@@ -576,11 +601,13 @@ export class WatchService {
     return (await diskStats(this.opts.virsh(state.connection))).filter((d) => names.has(d.vm));
   }
 
+  /** Stops taking work; the action in flight finishes, no further action starts. */
   async stop(): Promise<void> {
     this.stopping = true;
     this.abort.abort();
     clearTimeout(this.timer);
     clearTimeout(this.debounce);
+    clearTimeout(this.windowTimer);
     for (const c of this.crons) c.stop();
     await this.watcher?.close();
     await this.drift.stop();

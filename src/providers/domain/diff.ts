@@ -241,6 +241,8 @@ export function diffVms(input: {
         kind: 'update',
         code: finish ? 'interrupted' : 'drift',
         destructive: false,
+        // A change the running guest takes only at its next restart: a maintenance window's business.
+        ...(dom.running && pending.length ? { disruptive: true } : {}),
         changes,
         dependsOn,
         reason: `${reasonOf(changes) || 'record disk ownership'}${dom.running && pending.length ? ' (running: pending restart for what cannot change live)' : ''}`,
