@@ -109,7 +109,8 @@ export async function startAzurite(dir: string): Promise<Server & { connectionSt
 }
 
 /** An sshd of our own on 127.0.0.1 (root by key only, sftp), its host key in a known_hosts file, a client key. */
-export async function startSshd(dir: string): Promise<Server & { identityFile: string; knownHostsFile: string }> {
+/** `prefix`: runs sshd through it (nsenter into a private libvirtd's namespace: a "remote" host). */
+export async function startSshd(dir: string, prefix: string[] = []): Promise<Server & { identityFile: string; knownHostsFile: string }> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await mkdir('/run/sshd', { recursive: true }); // its privilege separation directory
   const port = await freePort();
@@ -136,7 +137,7 @@ export async function startSshd(dir: string): Promise<Server & { identityFile: s
       '',
     ].join('\n'),
   );
-  const s = server('sshd', port, () => ['/usr/sbin/sshd', '-D', '-e', '-f', conf]);
+  const s = server('sshd', port, () => [...prefix, '/usr/sbin/sshd', '-D', '-e', '-f', conf]);
   await s.start();
   return Object.assign(s, { identityFile: path.join(dir, 'client_key'), knownHostsFile: path.join(dir, 'known_hosts') });
 }

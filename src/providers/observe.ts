@@ -8,7 +8,7 @@ import { readSmallFile, type SmallFileDigest } from './common/small-files.js';
 import { rememberSecret } from '../tools/redact.js';
 import { lstatIdentity, whatIsAt, type FileIdentity } from './common/files.js';
 import { observeImages, type ObservedImage } from './image/observe.js';
-import { parsePoolReads, poolReadCommands, refreshPoolsQuietly, type ObservedPool } from '../tools/libvirt-pool.js';
+import { parsePoolReads, poolReadCommands, probeDirectory, refreshPoolsQuietly, type ObservedPool } from '../tools/libvirt-pool.js';
 import { parseVolumeXml, volumeReadCommands, type ObservedVolume } from '../tools/libvirt-volume.js';
 import { cacheable, fileSignature, type StatCache } from './common/stat-cache.js';
 import {
@@ -23,7 +23,7 @@ import {
 } from '../tools/libvirt-domain.js';
 import { domcapsCacheKey, domcapsSignature } from './domain/domcaps-signature.js';
 import { kvmAccess, type KvmAccess } from './domain/kvm-access.js';
-import type { Virsh } from '../tools/virsh.js';
+import { isRemoteUri, type Virsh } from '../tools/virsh.js';
 import { readSecrets, type ObservedSecret } from '../tools/libvirt-secret.js';
 import { makeResolver } from '../reconcile/paths.js';
 import type { Suspensions } from '../backups/suspension.js';
@@ -255,7 +255,8 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
     observeMore(obs.files, targets.files, opts.cache, obs.errors),
     Promise.all([
       ...targets.identities.map(async (p) => obs.identities.set(p, (await lstatIdentity(p)) ?? null)),
-      ...(targets.directories ?? []).map(async (p) => obs.directories.set(p, await directoryContent(p))),
+      // A pool's target on another host is asked of libvirt there (this host's file system says nothing of it).
+      ...(targets.directories ?? []).map(async (p) => obs.directories.set(p, virsh && isRemoteUri(virsh.uri) ? await probeDirectory(virsh, p) : await directoryContent(p))),
       ...(targets.contents ?? []).map((p) =>
         readSmallFile(p).then(
           ({ content, ...d }) => {

@@ -4,12 +4,13 @@
 import { observe, observedObjects, mergeTargets, unobservable, type Observation } from '../providers/observe.js';
 import type { StatCache } from '../providers/common/stat-cache.js';
 import { KINDS } from '../providers/registry.js';
-import type { Virsh } from '../tools/virsh.js';
 import { orphans, readInventory, type Inventory, type InventoryRecord } from './inventory.js';
 import type { Kind, KindDiff } from './kind.js';
 import type { DesiredState } from './model.js';
 import { observationHash, orphanId, type Action, type Plan, type Resource } from './plan.js';
 import { holdForWindows } from './windows.js';
+import { remoteRefusals } from './remote.js';
+import { isRemoteUri, type Virsh } from '../tools/virsh.js';
 
 export interface PlanOptions {
   stateDir: string;
@@ -44,6 +45,14 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
   });
   const flags = { allowReplace: opts.allowReplace, prune: opts.prune };
   const d = diffAll(state, obs, inventory, flags);
+  // On a connection to another host, what reconcile would do with files here is refused.
+  const uri = opts.virsh?.().uri;
+  const remote = uri && isRemoteUri(uri) ? remoteRefusals(state, uri) : [];
+  if (remote.length) {
+    const refused = new Set(remote.map((r) => r.id));
+    d.actions = d.actions.filter((a) => !refused.has(a.id));
+    d.refusals = [...remote, ...d.refusals.filter((r) => !refused.has(r.id))];
+  }
   // What a saved plan was made against: every object observed, whatever its kind.
   const observedHashes: Record<string, string> = {};
   for (const [key, o] of observedObjects(obs)) observedHashes[key] = observationHash(o);

@@ -1,5 +1,6 @@
 // libvirt storage pools through virsh: the XML for every pool type, batched observation,
 // and define / build / start / autostart / stop / delete / undefine.
+import { randomBytes } from 'node:crypto';
 import type { Permissions, PoolSpec, SecretSpec } from '../reconcile/model.js';
 import { withTempFile } from './scratch.js';
 import { attr, buildXml, bytes, list, parseXml, parseXmlForEdit, text, type XmlElement, type XmlNode } from './xml.js';
@@ -348,4 +349,30 @@ export async function ensureSecret(v: Virsh, usage: string, type: 'chap' | 'ceph
     .find((cols) => cols.slice(1).join(' ').includes(usage))?.[0];
   if (!uuid) throw new Error(`libvirt secret for ${usage} was defined but is not listed`);
   await v.exec(['secret-set-value', uuid, '--file', secretFile, '--plain']);
+}
+
+/**
+ * What is at a directory on the daemon's host, asked of libvirt itself (for a remote
+ * connection, where this host's file system says nothing): a transient dir pool is started
+ * on it, never built, its entries listed, and destroyed again (which leaves the directory as
+ * it was). A missing directory, or something else, is told by libvirt's refusal to start it.
+ */
+export async function probeDirectory(
+  v: Virsh,
+  p: string,
+): Promise<{ kind: 'missing' } | { kind: 'directory'; entries: string[] } | { kind: 'other' } | { kind: 'unreadable'; why: string }> {
+  const name = `vr-probe-${randomBytes(6).toString('hex')}`;
+  try {
+    await v.exec(['pool-create-as', name, 'dir', '--target', p]);
+  } catch (e) {
+    const msg = libvirtMessage(e);
+    if (/No such file or directory/i.test(msg)) return { kind: 'missing' };
+    if (/Not a directory/i.test(msg)) return { kind: 'other' };
+    return { kind: 'unreadable', why: `cannot read ${p} on the libvirt host: ${msg}` };
+  }
+  try {
+    return { kind: 'directory', entries: (await poolVolumes(v, name)).sort() };
+  } finally {
+    await v.exec(['pool-destroy', name]).catch(() => undefined);
+  }
 }

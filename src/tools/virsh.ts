@@ -220,6 +220,14 @@ export function connect(uri: string): Virsh {
 }
 
 /** The connection in force: --connect, then the YAML, then LIBVIRT_DEFAULT_URI, then the system daemon. */
+/**
+ * Whether a URI names a daemon on another host (a host in it: qemu+ssh://h/system,
+ * qemu+tls://h/system): files it names are there, not here.
+ */
+export function isRemoteUri(uri: string): boolean {
+  return /^[a-z0-9+]+:\/\/[^/?]/i.test(uri);
+}
+
 export function resolveUri(flag?: string, yaml?: string): string {
   return flag ?? yaml ?? process.env.LIBVIRT_DEFAULT_URI ?? 'qemu:///system';
 }

@@ -4,6 +4,7 @@
 // yet a kvm domain cannot start there, and libvirt re-probes QEMU at every capabilities
 // call. New domains are defined as kvm only when that user can open the device read-write.
 import { readFile, stat } from 'node:fs/promises';
+import { isRemoteUri } from '../../tools/virsh.js';
 
 export const KVM_DEVICE = '/dev/kvm';
 const QEMU_CONF = '/etc/libvirt/qemu.conf';
@@ -104,8 +105,7 @@ export function decideKvm(dev: DeviceNode | undefined, who: RunAs | undefined, n
  * daemon cannot be inspected from here, so KVM is assumed, as libvirt itself would.
  */
 export async function kvmAccess(uri: string): Promise<KvmAccess> {
-  const remote = /^[a-z0-9+]+:\/\/[^/]/i.test(uri);
-  if (remote) return { usable: true, virtType: 'kvm' };
+  if (isRemoteUri(uri)) return { usable: true, virtType: 'kvm' };
   const dev = await stat(KVM_DEVICE).then(
     (s) => ({ mode: s.mode, uid: s.uid, gid: s.gid }),
     () => undefined,

@@ -5,7 +5,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { printable } from '../../text.js';
 import path from 'node:path';
 import { filesystemOn, wipeSignatures } from '../../tools/blockdev.js';
-import type { Virsh } from '../../tools/virsh.js';
+import { isRemoteUri, type Virsh } from '../../tools/virsh.js';
 import { failpoint } from '../../failpoint.js';
 import { recordKey, type PoolRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
@@ -21,6 +21,7 @@ import {
   ensureSecret,
   libvirtMessage,
   poolVolumes,
+  probeDirectory,
   readPool,
   setAutostart,
   startPool,
@@ -57,7 +58,7 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
       if (op.secret) await ensureSecret(v, op.secret.usage, op.secret.type, op.secret.file).catch(putBack);
       // What is at the target now (the plan may be minutes old): a directory that was not
       // there then is the user's as much as one that was.
-      const here = await targetHere(op);
+      const here = await targetHere(op, v);
       if (here.refusal) await putBack(new Error(here.refusal));
       const build = op.build && !(here.found && op.definition.type === 'dir' && !op.adoptTarget);
       if (op.adopted) {
@@ -89,10 +90,10 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         !!before.storageBirth &&
         before.path === op.definition.path &&
         here.found &&
-        (await birthOf(op.definition.path!)) === before.storageBirth;
+        (await localBirth(v, op.definition.path!)) === before.storageBirth;
       const dirStorage = here.checked ? (remade ? 'made' : here.found ? 'found' : build ? 'made' : undefined) : undefined;
       const storageOf = async (kind: PoolRecord['storage']): Promise<Partial<PoolRecord>> =>
-        kind === 'made' && here.checked ? { storage: kind, storageBirth: await birthOf(op.definition.path!) } : kind ? { storage: kind } : {};
+        kind === 'made' && here.checked ? { storage: kind, storageBirth: await localBirth(v, op.definition.path!) } : kind ? { storage: kind } : {};
       if (op.definition.type === 'dir') {
         // Defined, built, started and autostart set by one process (see createDirPool).
         const made = await createDirPool(v, op.name, op.definition, uuid, { ...op, build });
@@ -140,7 +141,9 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         // Plans saved by earlier versions carry no build: they always built.
         if (op.build ?? true) {
           // A directory this build makes is recorded as made (a pool defined without one, say).
-          const missing = target && DIRECTORY_POOLS.includes(type) ? (await birthOf(target)) === undefined : false;
+          const remote = isRemoteUri(v.uri);
+          const missing =
+            target && DIRECTORY_POOLS.includes(type) ? (remote ? (await probeDirectory(v, target)).kind === 'missing' : (await birthOf(target)) === undefined) : false;
           let filesystem: PoolRecord['filesystem'];
           if (type === 'fs') filesystem = await buildFs(v, op.name, (await readPool(v, op.name)).definition.source.device);
           else await buildPool(v, op.name, type);
@@ -148,9 +151,10 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
             rec = { ...rec, filesystem };
             await ctx.inventory.set(key, rec);
           }
-          const birth = missing ? await birthOf(target!) : undefined;
-          if (birth && rec?.type === 'pool' && rec.storage === undefined) {
-            rec = { ...rec, storage: 'made', storageBirth: birth, path: target };
+          // (On another host there is no birth time to read: made, without one.)
+          const birth = missing ? await localBirth(v, target!) : undefined;
+          if ((birth || (missing && remote)) && rec?.type === 'pool' && rec.storage === undefined) {
+            rec = { ...rec, storage: 'made', ...(birth ? { storageBirth: birth } : {}), path: target };
             await ctx.inventory.set(key, rec);
           }
         }
@@ -195,7 +199,7 @@ export async function executePool(a: Action, ctx: ExecContext): Promise<Effect> 
         }
         if (op.active) await stopPool(v, op.name);
         // Looked at once stopped: a mounted fs pool's directory shows its filesystem's root instead.
-        if (deleteStorage && op.storage && (await birthOf(op.storage.path)) !== op.storage.birth) {
+        if (deleteStorage && op.storage && (await localBirth(v, op.storage.path)) !== op.storage.birth) {
           ctx.log(`${a.id}: kept ${op.storage.path}: it is no longer the directory reconcile made`);
           deleteStorage = false;
         }
@@ -266,13 +270,19 @@ async function stillThePool(ctx: ExecContext, name: string, uuid: string | undef
  * What is at a directory pool's target now. A directory the plan did not see is the user's all
  * the same; if permissions were declared for it without adopt, nothing is done.
  */
-async function targetHere(op: Extract<PoolOp, { type: 'pool.create' | 'pool.replace' }>): Promise<{ checked: boolean; found: boolean; refusal?: string }> {
+async function targetHere(op: Extract<PoolOp, { type: 'pool.create' | 'pool.replace' }>, v: Virsh): Promise<{ checked: boolean; found: boolean; refusal?: string }> {
   const p = op.definition.path;
   if (!p || !DIRECTORY_POOLS.includes(op.definition.type)) return { checked: false, found: false };
-  // A dangling symlink counts as something there: not a directory to build over.
-  const found = (await whatIsAt(p)) !== 'missing';
+  // A dangling symlink counts as something there: not a directory to build over. On another
+  // host, libvirt there is asked.
+  const found = isRemoteUri(v.uri) ? (await probeDirectory(v, p)).kind !== 'missing' : (await whatIsAt(p)) !== 'missing';
   if (found && !op.targetFound && op.definition.permissions && !op.adoptTarget) {
     return { checked: true, found, refusal: `${p} appeared since the plan and reconcile did not make it; its owner and mode are not changed, and pool ${op.name} is not defined` };
   }
   return { checked: true, found };
+}
+
+/** A pool directory's birth time, for telling the one reconcile made from another later; none on another host. */
+function localBirth(v: Virsh, p: string): Promise<string | undefined> {
+  return isRemoteUri(v.uri) ? Promise.resolve(undefined) : birthOf(p);
 }

@@ -12,6 +12,7 @@ import type { Action } from '../../reconcile/plan.js';
 import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, VOL_FORMAT, wipeVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
 import { observeImages } from '../image/observe.js';
 import { birthOf, occupant, setPermissions } from '../common/files.js';
+import { isRemoteUri } from '../../tools/virsh.js';
 import { wipeFile } from '../common/wipe.js';
 import { refuseWhileRunning } from '../common/live-use.js';
 import type { WipeAlgorithm } from '../../reconcile/model.js';
@@ -42,7 +43,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       if (op.incomplete && b.fileBased) {
         // An interrupted build is rebuilt only if the file is still the one it was making:
         // a volume someone made under that name since is not ours to replace.
-        const now = await birthOf(op.incomplete.path);
+        const now = await localBirth(ctx, op.incomplete.path);
         if (now !== undefined && op.incomplete.birth !== undefined && op.incomplete.birth !== now) {
           await ctx.inventory.forget(key);
           throw new Error(`${op.incomplete.path} is no longer the volume an interrupted apply was making (another file took its name); forgotten, not replaced`);
@@ -52,14 +53,14 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
         if (op.wipeOld) await wipeVolumeData(a.id, ctx, { pool: b.pool, name: b.name, ...op.old }, op.wipeOld);
         await deleteVolume(v, b.pool, b.name);
       }
-      await refuseOccupied(op);
+      await refuseOccupied(op, ctx);
       // Recorded as building before anything exists (an empty key: whatever volume is found
       // under this name later was being made by us), then with its key once libvirt made it;
       // 'ready' only after its contents are complete. A volume left building is rebuilt.
       const rec = buildingRecord(op, v.uri);
       const before = ctx.inventory.get(key);
       await ctx.inventory.set(key, rec);
-      const birthIfFile = (p: string) => (b.fileBased ? birthOf(p) : Promise.resolve(undefined));
+      const birthIfFile = (p: string) => (b.fileBased ? localBirth(ctx, p) : Promise.resolve(undefined));
       let made: { key: string; path: string } | undefined;
       let obs: Awaited<ReturnType<typeof createVolume>>;
       try {
@@ -97,7 +98,7 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
     }
     case 'volume.delete': {
       // The key of a file volume is its path, which a new file can take: check the birth time.
-      const now = op.birth && op.path ? await birthOf(op.path) : undefined;
+      const now = op.birth && op.path ? await localBirth(ctx, op.path) : undefined;
       if (op.exists && op.birth && op.birth !== '0' && now !== undefined && now !== op.birth) {
         ctx.log(`${a.id}: not deleted: ${op.path} is no longer the file reconcile created; forgotten`);
       } else if (op.exists) {
@@ -134,7 +135,7 @@ export async function createBlankMany(all: Action[], ctx: ExecContext): Promise<
   // Those whose path is taken (by something libvirt does not list) fail alone, untried.
   const taken = await Promise.all(
     all.map((a) =>
-      refuseOccupied(a.op as CreateOp).then(
+      refuseOccupied(a.op as CreateOp, ctx).then(
         () => undefined,
         (e: Error) => e,
       ),
@@ -171,7 +172,7 @@ async function createFree(actions: Action[], ctx: ExecContext): Promise<(Effect 
         if (error) saving.push(restore(i));
         else if (p) {
           failpoint('volume-made');
-          const birth = await birthOf(p);
+          const birth = await localBirth(ctx, p);
           if (birth !== undefined) {
             recs[i] = { ...recs[i]!, key: p, path: p, birth };
             saving.push(ctx.inventory.set(keys[i]!, recs[i]!));
@@ -187,7 +188,7 @@ async function createFree(actions: Action[], ctx: ExecContext): Promise<(Effect 
       if (!o.ok) return 'notRun' in o ? new CommandError(['virsh', 'vol-create'], 'not started (shutting down)', undefined, '', true) : new Error(o.error);
       const obs = o.volume;
       await rememberVolume(ctx.cache, obs);
-      const ready: VolumeRecord = { ...recs[i]!, key: obs.key, path: obs.path, status: 'ready', birth: recs[i]!.birth ?? (await birthOf(obs.path)) };
+      const ready: VolumeRecord = { ...recs[i]!, key: obs.key, path: obs.path, status: 'ready', birth: recs[i]!.birth ?? (await localBirth(ctx, obs.path)) };
       const b = ops[i]!.build;
       if (headerDeclared(b)) headers.push(obs.path);
       if (obs.capacity < b.capacity) {
@@ -228,8 +229,9 @@ export function headerDeclared(b: Pick<VolumeBuild, 'fileBased' | 'format' | 'qc
 }
 
 /** Throws if something libvirt does not list is at the path a file volume is about to take. */
-async function refuseOccupied(op: CreateOp): Promise<void> {
-  const p = op.build.fileBased ? op.expectedPath : undefined;
+async function refuseOccupied(op: CreateOp, ctx: ExecContext): Promise<void> {
+  // On another host, libvirt says so itself: a file there under that name is a volume of the refreshed pool.
+  const p = op.build.fileBased && !isRemoteUri(ctx.virsh().uri) ? op.expectedPath : undefined;
   const what = p ? await occupant(p) : undefined;
   if (what) throw new Error(`${p} is already taken by ${what}; the volume is not created over it (nor through a symlink)`);
 }
@@ -249,4 +251,12 @@ async function wipeVolumeData(id: string, ctx: ExecContext, vol: { pool: string;
   const done = await wipeFile(vol.path, { birth: vol.birth }, algorithm, ctx.signal);
   if (done === 'linked') ctx.log(`${id}: not wiped: ${vol.path} has another hard link, which still reaches its data (only this name is removed)`);
   if (done === 'not-ours') throw new Error(`${vol.path} is not the file reconcile made (or is a symlink now); it is neither wiped nor deleted`);
+}
+
+/**
+ * A file volume's birth time, which tells the file reconcile made from one that took its name;
+ * none for a volume on another host (the file of that name here is not it).
+ */
+function localBirth(ctx: ExecContext, p: string): Promise<string | undefined> {
+  return isRemoteUri(ctx.virsh().uri) ? Promise.resolve(undefined) : birthOf(p);
 }
