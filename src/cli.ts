@@ -131,6 +131,7 @@ const option = {
   autoApprove: () => new Option('--auto-approve', 'on a terminal, apply a plan that deletes or replaces without asking'),
   quiet: () => new Option('--quiet', 'no progress of long work (downloads, conversions, mkfs): neither the live line on a terminal nor the lines every 10 s'),
   noColor: () => new Option('--no-color', 'no color on a terminal either (NO_COLOR=1 does the same)'),
+  outsideWindow: () => new Option('--outside-window', 'make now what waits for a maintenance window (windows: in the YAML): replaces, prunes, changes needing a restart'),
 };
 
 type CommandName = Exclude<keyof typeof import('./commands.js'), 'Args'>;
@@ -199,6 +200,7 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
       .addOption(option.prune())
       .addOption(option.strict())
       .option('--detailed-exitcode', 'exit 0 when there is nothing to do, 2 when there are changes, 1 on error')
+      .addOption(option.outsideWindow())
       .option('--out <FILE>', 'also save the plan as JSON, for `apply FILE`')
       .addOption(option.noColor()),
     'cmdPlan',
@@ -211,6 +213,7 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
       .addOption(option.strict())
       .addOption(option.parallelism())
       .addOption(option.lockTimeout())
+      .addOption(option.outsideWindow())
       .addOption(option.autoApprove())
       .addOption(option.quiet())
       .addOption(option.noColor()),
@@ -275,7 +278,7 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
       .option('--vm', 'the domain is gone: define it again from the backup, then restore its disks')
       .option('--to <PATH>', 'write the disks to a new file (a directory for several disks) for inspection; the VM is not touched')
       .option('--start', 'start the domain once its disks are restored')
-      .option('--outside-window', 'restore even though no maintenance window (windows: in the YAML) is open')
+      .addOption(option.outsideWindow())
       .addOption(option.lockTimeout()),
     'cmdRestore',
   );
@@ -398,6 +401,7 @@ function toArgs(cmd: Command): Args {
     target,
     targetGiven: o.host !== undefined || !!o.label?.length,
     allHosts: o.allHosts,
+    outsideWindow: o.outsideWindow ?? false,
     output: oneOf('output', o.output ?? DEFAULTS.output, ['text', 'json'] as const),
     connect: o.connect,
     // Absolute: a saved plan names the state directory it was made for, wherever apply runs from.
@@ -418,7 +422,6 @@ function toArgs(cmd: Command): Args {
     passphraseFile: o.passphraseFile && path.resolve(o.passphraseFile),
     // A trailing slash says "a directory": kept through resolve.
     restore: {
-      outsideWindow: o.outsideWindow ?? false,
       vm: o.vm ?? false,
       to: o.to && `${path.resolve(o.to)}${o.to.endsWith('/') && o.to !== '/' ? '/' : ''}`,
       start: o.start ?? false,

@@ -1,6 +1,7 @@
 // What each `reconcile` command does with its parsed options; all work happens in reconcile/.
 // cli.ts parses the command line and loads this module only when a command runs.
-import { readFile, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { LogFormat } from './watch/log.js';
 import type { SavedPlan } from './reconcile/saved-plan.js';
@@ -37,6 +38,8 @@ export interface Args {
   targetGiven: boolean;
   /** validate --all-hosts: the hosts file */
   allHosts?: string;
+  /** plan, apply: do now what waits for a maintenance window */
+  outsideWindow: boolean;
   output: 'text' | 'json';
   connect?: string;
   stateDir: string;
@@ -60,7 +63,7 @@ export interface Args {
   /** restore: the passphrase an encrypted backup was made with, if not the disk's current one */
   passphraseFile?: string;
   /** restore: define the domain again (--vm), write to a new path (--to), start it after (--start) */
-  restore: { vm: boolean; to?: string; start: boolean; outsideWindow: boolean };
+  restore: { vm: boolean; to?: string; start: boolean };
   /** backup verify --restore */
   verifyRestore: boolean;
   watch: {
@@ -153,8 +156,9 @@ async function validateFleet(a: Args, hostsFile: string): Promise<number> {
       }),
     );
   else {
-    for (const w of r.warnings) process.stderr.write(`warning: ${formatConfigError(w)}\n`);
+    for (const w of r.warnings) process.stderr.write(`${a.strict ? 'error' : 'warning'}: ${formatConfigError(w)}\n`);
     for (const h of r.hosts) print(`valid for ${h.target.host}: ${summary(h.state)}`);
+    if (a.strict && r.warnings.length) process.stderr.write(`${r.warnings.length} file(s) select no listed host: an error with --strict\n`);
   }
   return a.strict && r.warnings.length ? EXIT.error : EXIT.ok;
 }
@@ -168,8 +172,16 @@ export async function cmdPlan(a: Args): Promise<number> {
     rendering(),
   ]);
   const state = await loadDesiredState(a.files, a.target);
+  await (await import('./reconcile/state-host.js')).checkStateHost(a.stateDir, state, a.targetGiven);
   const cache = await FileObservationCache.open(a.stateDir);
-  const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: a.allowReplace, prune: a.prune, cache, virsh: await virshFor(a, state.connection) });
+  const p = await planWithObservations(state, {
+    stateDir: a.stateDir,
+    allowReplace: a.allowReplace,
+    prune: a.prune,
+    outsideWindow: a.outsideWindow,
+    cache,
+    virsh: await virshFor(a, state.connection),
+  });
   const plan = p.plan;
   if (a.strict) warningsAsRefusals(plan);
   if (a.output === 'text') for (const w of capacityWarnings(poolStatuses(state, p))) process.stderr.write(`${w}\n`);
@@ -205,7 +217,7 @@ function warningsAsRefusals(plan: Plan): void {
 /** What an apply runs: the desired state, the plan options, and a check of the fresh plan. */
 interface ApplyInput {
   state: DesiredState;
-  options: { allowReplace: boolean; prune: boolean };
+  options: Plan['options'];
   /** a saved plan is run only if the fresh plan is the same */
   check?: (plan: Plan) => void;
 }
@@ -215,7 +227,7 @@ export async function cmdApply(a: Args): Promise<number> {
   const planFile = a.rest[0];
   if (planFile && a.filesGiven) throw new UserError('apply PLAN.json runs the YAML the plan embeds; -f is not taken with it', EXIT.usage);
   // A saved plan carries its own --prune / --allow-replace: flags given again would be ignored, silently.
-  if (planFile && (a.prune || a.allowReplace))
+  if (planFile && (a.prune || a.allowReplace || a.outsideWindow))
     throw new UserError('apply PLAN.json runs with the options the plan was made with; --prune and --allow-replace belong to `reconcile plan --out`', EXIT.usage);
   return applyDesired(a, {
     verb: 'apply',
@@ -223,7 +235,7 @@ export async function cmdApply(a: Args): Promise<number> {
     // A saved plan was reviewed when it was made: it is not shown or asked about again.
     review: planFile ? 'never' : 'when-destructive',
     input: async (): Promise<ApplyInput> => {
-      if (!planFile) return { state: await loadDesiredState(a.files, a.target), options: { allowReplace: a.allowReplace, prune: a.prune } };
+      if (!planFile) return { state: await loadDesiredState(a.files, a.target), options: { allowReplace: a.allowReplace, prune: a.prune, outsideWindow: a.outsideWindow } };
       const text = await readFile(planFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
         throw new UserError(`cannot read ${planFile}: ${e.code === 'ENOENT' ? 'no such file (make one with `reconcile plan --out FILE`)' : e.message}`);
       });
@@ -233,6 +245,8 @@ export async function cmdApply(a: Args): Promise<number> {
       if (saved.host && saved.host.host.toLowerCase() !== a.target.host.toLowerCase())
         throw new UserError(
           `${planFile} was made for host ${saved.host.host}, and this is ${a.target.host}${a.targetGiven ? '' : ' (--host says otherwise if this machine is known by another name)'}; nothing was applied`,
+          EXIT.error,
+          { reason: 'other-host' },
         );
       // Recomputed from the inputs it embeds, with its own options, and executed only if it is
       // the same: never the operations as written in the file.
@@ -291,8 +305,11 @@ async function applyDesired(
   const stateDir = a.stateDir;
   const human = humanStream(a);
   const colors = colorsFor(human, a.color);
+  const { checkStateHost, bindStateHost } = await import('./reconcile/state-host.js');
+  await checkStateHost(stateDir, state, a.targetGiven);
   lock = await acquireLock(stateDir, { timeoutSeconds: a.lockTimeout, command: how.command, log: (m) => process.stderr.write(`${m}\n`) });
   try {
+    await bindStateHost(stateDir, state);
     const cache = await FileObservationCache.open(stateDir);
     const { plan, inventory: recorded } = await planWithObservations(state, { stateDir, ...options, cache, virsh: await virshFor(a, state.connection) });
     check?.(plan);
@@ -310,7 +327,14 @@ async function applyDesired(
       await tidyInterrupted(stateDir, log, recorded);
       await cache.save();
       if (a.output === 'json')
-        print(JSON.stringify({ ok: true, results: [], counts: { created: 0, updated: 0, replaced: 0, deleted: 0, forgotten: 0, failed: 0, cancelled: 0, notStarted: 0 } }));
+        print(
+          JSON.stringify({
+            ok: true,
+            results: [],
+            counts: { created: 0, updated: 0, replaced: 0, deleted: 0, forgotten: 0, failed: 0, cancelled: 0, notStarted: 0 },
+            ...(plan.waiting?.length ? { waiting: plan.waiting } : {}),
+          }),
+        );
       else print(renderPlan(plan, { colors }));
       return EXIT.ok;
     }
@@ -331,7 +355,11 @@ async function applyDesired(
     const result = await applyPlan(plan, { stateDir, parallelism: a.parallelism, cache, log, progress, virsh: await virshFor(a, plan.connection), signal: stop.signal });
     const ok = !interrupted && !result.counts.failed;
     const outcome = ok ? { ok } : { ok, reason: interrupted ? 'interrupted' : 'failed', ...(interrupted ? { interrupted } : {}) };
-    print(a.output === 'json' ? JSON.stringify({ ...outcome, ...result }, null, 2) : renderSummary(result, interrupted, how.verb));
+    print(
+      a.output === 'json'
+        ? JSON.stringify({ ...outcome, ...result, ...(plan.waiting?.length ? { waiting: plan.waiting } : {}) }, null, 2)
+        : renderSummary(result, interrupted, how.verb),
+    );
     if (a.output === 'text' && plan.notes.length) print(['', 'Notes:', ...plan.notes.map((n) => `  ${printable(n)}`)].join('\n'));
     if (a.output === 'text' && plan.waiting?.length)
       print(
@@ -351,6 +379,7 @@ export async function cmdShow(a: Args): Promise<number> {
     showing(),
   ]);
   const state = await loadDesiredState(a.files, a.target);
+  await (await import('./reconcile/state-host.js')).checkStateHost(a.stateDir, state, a.targetGiven);
   const cache = await FileObservationCache.open(a.stateDir);
   const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh: await virshFor(a, state.connection) });
   const images = imageStatuses(state, p);
@@ -375,6 +404,7 @@ export async function cmdCheck(a: Args): Promise<number> {
     rendering(),
   ]);
   const state = await loadDesiredState(a.files, a.target);
+  await (await import('./reconcile/state-host.js')).checkStateHost(a.stateDir, state, a.targetGiven);
   const cache = await FileObservationCache.open(a.stateDir);
   const virsh = await virshFor(a, state.connection);
   const p = await planWithObservations(state, { stateDir: a.stateDir, allowReplace: false, prune: false, cache, virsh });
@@ -422,6 +452,7 @@ async function onSchedule(
   const [b, { acquireLock }] = await Promise.all([backups(), locking()]);
   const state = await loadDesiredState(a.files, a.target);
   const spec = backupSpec(state, a.rest[0]!);
+  await (await import('./reconcile/state-host.js')).checkStateHost(a.stateDir, state, a.targetGiven);
   const context = async (log: (line: string) => void) => ({
     virsh: await (await virshFor(a, state.connection))(),
     stateDir: a.stateDir,
@@ -499,7 +530,7 @@ export async function cmdRestore(a: Args): Promise<number> {
   return onSchedule(a, 'restore', async (state, spec, { restore, startDomain }, context) => {
     // Writing into a VM's disks is disruptive: only in a maintenance window, if the YAML has any
     // (a restore to new files touches nothing of the VM's).
-    if (state.windows?.length && !to && !a.restore.outsideWindow) {
+    if (state.windows?.length && !to && !a.outsideWindow) {
       const { windowState } = await import('./reconcile/windows.js');
       const w = windowState(state.windows, new Date());
       if (!w.open)
@@ -544,6 +575,19 @@ export async function cmdWatch(a: Args): Promise<number> {
   const w = a.watch;
   const [host, port] = [w.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''), Number(/:(\d+)$/.exec(w.listen)?.[1] ?? 'NaN')];
   if (!Number.isInteger(port)) throw new UserError(`--listen must be HOST:PORT (got ${w.listen})`, EXIT.usage);
+  // Files the service will read later are checked now: a typo is a usage error, not a retry loop.
+  for (const [option, file] of [
+    ['--webhook-secret-file', w.webhookSecretFile],
+    ['--git-token-file', w.tokenFile],
+    ['--git-ssh-key', w.sshKeyFile],
+    ['--known-hosts', w.knownHostsFile],
+    ['--verify-commits', w.verifyCommits],
+    ['--notify-secret-file', w.notifySecretFile],
+  ] as const)
+    if (file)
+      await access(file, constants.R_OK).catch((e: NodeJS.ErrnoException) => {
+        throw new UserError(`${option} ${file}: ${e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'not readable' : e.message}`, EXIT.usage);
+      });
   const secret = w.webhookSecretFile ? (await readFile(w.webhookSecretFile, 'utf8')).trim() : undefined;
   const logger = createLogger(w.logFormat ?? defaultLogFormat());
   const stamp = (l: string) => logger.info(l);

@@ -51,7 +51,9 @@ export function renderPlan(plan: Plan, opts: { showNoop?: boolean; colors?: Colo
     const opens = waiting[0]!.opensAt;
     lines.push('', c.yellow(`Waiting for a maintenance window${opens ? ` (the next opens at ${opens})` : ' (none opens again)'}:`));
     for (const w of waiting)
-      lines.push(`  ${c.yellow(`${SIGN[w.kind].padStart(3)} ${printable(w.id)}`)}  ${w.kind}  ${printable(w.because ? `depends on ${w.because.join(', ')}` : w.reason)}`);
+      lines.push(
+        `  ${c.yellow(`${SIGN[w.kind].padStart(3)} ${printable(w.id)}`)}  ${w.kind}  ${printable(w.because ? `depends on ${w.because.join(', ')}` : w.reason)}${w.destructive ? `   ${c.bold(c.red('[destructive]'))}` : ''}`,
+      );
   }
   if (plan.notes.length) {
     lines.push('', 'Notes:');

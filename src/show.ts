@@ -65,6 +65,9 @@ export interface PoolStatus {
 function statusOf(p: PlanWithObservations, id: string): { status: string; detail: string } {
   const action = p.plan.actions.find((a) => a.id === id);
   const refusal = p.plan.refusals.find((r) => r.id === id);
+  const waiting = p.plan.waiting?.find((w) => w.id === id);
+  if (!refusal && waiting)
+    return { status: 'waiting', detail: `${waiting.kind} waits for a maintenance window${waiting.opensAt ? ` (opens at ${waiting.opensAt})` : ''}: ${waiting.reason}` };
   const status = refusal ? 'refused' : !action ? 'unknown' : action.kind === 'no-op' ? 'in-sync' : action.kind === 'create' ? 'missing' : 'drifted';
   return { status, detail: refusal?.message ?? (action && action.kind !== 'no-op' ? action.reason : '') };
 }

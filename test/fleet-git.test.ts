@@ -184,6 +184,16 @@ describe('git over HTTPS with a token', () => {
     expect(await w.exit()).toBe(0);
   });
 
+  it('an option file that is not there is a usage error at start, naming the option', async () => {
+    const sb = await sandbox('git-missing-files');
+    boxes.push(sb);
+    for (const opt of ['--git-token-file', '--git-ssh-key', '--known-hosts', '--verify-commits']) {
+      const r = await sb.run('watch', '--git', 'https://git.example/fleet.git', opt, path.join(sb.dir, 'nope'));
+      expect(r.code, opt).toBe(64);
+      expect(r.stderr).toMatch(new RegExp(`${opt} \\S+nope: no such file`));
+    }
+  });
+
   it('a URL with credentials in it is refused before anything runs, without echoing them', async () => {
     const sb = await sandbox('git-url-creds');
     boxes.push(sb);
@@ -230,6 +240,7 @@ describe('signed commits (--verify-commits)', () => {
       return s.rejectedRevision?.revision === forged && s;
     }, 'the commit signed by another key to be rejected');
     expect(st.appliedRevision).toBe(good);
+    expect(st.rejectedRevision.error).toMatch(/signed with a key that is not one of the trusted keys \(SHA256:\S+\)/);
     const behind = Number(/^virt_reconcile_revision_behind_seconds\{host="[^"]+"\} ([0-9.e+-]+)$/m.exec(await (await fetch(`${w.url}/metrics`)).text())?.[1]);
     expect(behind).toBeGreaterThan(0);
 

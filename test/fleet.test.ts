@@ -202,4 +202,22 @@ describe('a fleet of three hosts pulling one repository', () => {
     // One host's view is its own: hv-special validates, hv-web-1 does not.
     expect((await cli(['validate', '-f', dir, '--host', 'hv-special'])).code).toBe(0);
   });
+
+  it("a state directory stays its host's: a mistyped or missing --host is refused before it could prune the host's objects", async () => {
+    const dir = path.join(repo.dir, 'bound');
+    const img = path.join(repo.dir, 'bound-img');
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, 'db.yaml'), `version: 1\nhosts: [hv-db-1]\nimages:\n  data: { path: ${img}/data.qcow2, size: 1M }\n`);
+    const state = path.join(repo.dir, 'bound-state');
+    const run = (...a: string[]) => cli([...a, '-f', dir, '--state-dir', state]);
+    expect((await run('apply', '--host', 'hv-db-1')).code).toBe(0);
+    for (const args of [['--host', 'hv-db-l'], []]) {
+      const r = await run('apply', '--prune', '--auto-approve', ...args);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/holds the state of host hv-db-1, and this run is for \S+ .*Give --host hv-db-1, or another --state-dir/);
+      expect((await run('plan', '--prune', ...args)).code).toBe(1);
+    }
+    expect(existsSync(path.join(img, 'data.qcow2'))).toBe(true);
+    expect((await run('plan', '--host', 'HV-DB-1', '--prune', '--detailed-exitcode')).code).toBe(0);
+  });
 });

@@ -26,6 +26,11 @@ const sha256 = async (f: string) =>
     .digest('hex');
 let s3c: S3Client;
 const container = () => BlobServiceClient.fromConnectionString(az.connectionString).getContainerClient('images');
+/** The SHA-256 of a blob's content as Azurite serves it. */
+const blobSha256 = async (blob: { downloadToBuffer(): Promise<Buffer> }) =>
+  createHash('sha256')
+    .update(await blob.downloadToBuffer())
+    .digest('hex');
 
 beforeAll(async () => {
   sb = await sandbox('publish');
@@ -208,11 +213,7 @@ images:
     const blob = container().getBlobClient('big.vhd');
     const want = await sha256(p('img/big.vhd'));
     expect((await blob.getProperties()).metadata?.virtreconcilesha256).toBe(want);
-    expect(
-      createHash('sha256')
-        .update(await blob.downloadToBuffer())
-        .digest('hex'),
-    ).toBe(want);
+    expect(await blobSha256(blob)).toBe(want);
   });
 });
 
@@ -235,11 +236,7 @@ images:
     expect(r.stdout).toMatch(/publish:azure:\/\/\S+\/images\/blocks\/azbig\.img: resumed the interrupted upload \([1-4] of 5 block\(s\) were staged\)/);
     const want = await sha256(p('img/azbig.img'));
     expect((await blob.getProperties()).metadata?.virtreconcilesha256).toBe(want);
-    expect(
-      createHash('sha256')
-        .update(await blob.downloadToBuffer())
-        .digest('hex'),
-    ).toBe(want);
+    expect(await blobSha256(blob)).toBe(want);
     expect((await blob.getBlockList('committed')).committedBlocks?.length).toBe(5);
   });
 });

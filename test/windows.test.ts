@@ -37,9 +37,12 @@ describe('maintenance windows', () => {
     const json = JSON.parse((await sb.run('plan', '--allow-replace', '--prune', '-o', 'json')).stdout) as { waiting: { id: string }[] };
     expect(json.waiting.map((x) => x.id)).toEqual(expect.arrayContaining(['images.a', expect.stringMatching(/^inventory:image:.*old\.qcow2$/)]));
     expect(json.waiting).toHaveLength(2);
+    expect(plan.stdout).toMatch(/images\.a\s+replace .*\[destructive\]/);
     const apply = await sb.run('apply', '--allow-replace', '--prune', '--auto-approve');
     expect(apply.code, apply.stderr).toBe(0);
     expect(apply.stdout).toMatch(/2 change\(s\) wait for a maintenance window/);
+    const again = JSON.parse((await sb.run('apply', '--allow-replace', '--prune', '--auto-approve', '-o', 'json')).stdout) as { waiting: { id: string; destructive: boolean }[] };
+    expect(again.waiting.map((w) => w.destructive)).toEqual([true, true]);
     expect(existsSync(path.join(sb.dir, 'b.qcow2'))).toBe(true);
     expect(await format('a.img')).toBe('qcow2');
     expect(existsSync(path.join(sb.dir, 'old.qcow2'))).toBe(true);
@@ -52,11 +55,16 @@ describe('maintenance windows', () => {
     expect(bad.stderr).toMatch(/windows\[0\]\.timezone: unknown time zone "Mars\/Olympus"/);
     expect(bad.stderr).toMatch(/windows\[0\]\.duration: /);
 
-    // Always open: the waiting changes are made.
+    // --outside-window: the replace now, whatever the windows say.
+    await sb.yaml(yaml('windows: [{ schedule: "0 0 1 1 *", duration: 1m, timezone: UTC }]', true));
+    const now = await sb.run('apply', '--allow-replace', '--outside-window', '--auto-approve');
+    expect(now.code, now.stderr).toBe(0);
+    expect(await format('a.img')).toBe('raw');
+    expect(existsSync(path.join(sb.dir, 'old.qcow2'))).toBe(true);
+    // Always open: the waiting prune is made.
     await sb.yaml(yaml('windows: [{ schedule: "* * * * *", duration: 2m }]', true));
     const open = await sb.run('apply', '--allow-replace', '--prune', '--auto-approve');
     expect(open.code, open.stderr).toBe(0);
-    expect(await format('a.img')).toBe('raw');
     expect(existsSync(path.join(sb.dir, 'old.qcow2'))).toBe(false);
   });
 
@@ -74,6 +82,7 @@ describe('maintenance windows', () => {
       return s.waiting?.length === 2 && s;
     }, 'the disruptive changes to wait');
     expect(st.waiting.map((x: { id: string }) => x.id)).toContain('images.a');
+    expect(st.images.find((i: { name: string }) => i.name === 'a')).toMatchObject({ status: 'waiting' });
     expect(existsSync(path.join(box.dir, 'b.qcow2'))).toBe(true);
     expect(await (await fetch(`${w.url}/metrics`)).text()).toMatch(/^virt_reconcile_waiting_actions\{host="[^"]+"\} 2$/m);
     await until(async () => (await w.status()).waiting?.length === 0, 'the window to open and the waiting changes to be made', 75_000);

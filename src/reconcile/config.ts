@@ -54,6 +54,7 @@ const KINDS = ['pools', 'images', 'vms', 'backups', 'secrets'];
 export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = [], target: HostTarget = thisHost()): DesiredState {
   const parsed: ParsedFile[] = [];
   const otherHostsFiles: string[] = [];
+  let targeted = false;
   // Objects with schema errors are left out of the semantic checks (their data cannot be
   // trusted), but their names still count as declared: no reference to them is reported
   // missing merely because they are malformed. Everything else is checked in the same run.
@@ -68,6 +69,7 @@ export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = [],
     const badFields = new Set(bad.map((e) => e.field));
     const schemaErrors = [...bad, ...checkSchema(r.source, data).filter((e) => !badFields.has(e.field))];
     const hosts = isObject(data) && Array.isArray(data.hosts) ? (data.hosts as HostSelector[]) : undefined;
+    if (hosts) targeted = true;
     if (hosts && !schemaErrors.some((e) => e.field === 'hosts' || e.field.startsWith('hosts[')) && !appliesTo(hosts, target)) {
       otherHostsFiles.push(path);
       continue;
@@ -96,7 +98,7 @@ export function desiredStateFrom(texts: InputFile[], errors: ConfigError[] = [],
   });
   errors.push(...semantic);
   if (errors.length || !built.state) throw new ConfigErrors(sortErrors(errors));
-  return { ...built.state, inputs: texts, target, otherHostsFiles };
+  return { ...built.state, inputs: texts, target, otherHostsFiles, targeted };
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

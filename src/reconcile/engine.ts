@@ -21,6 +21,8 @@ export interface PlanOptions {
   virsh?: () => Virsh;
   /** the time maintenance windows are judged at (default: now) */
   now?: Date;
+  /** make what waits for a maintenance window now (plan/apply --outside-window) */
+  outsideWindow?: boolean;
 }
 
 export interface PlanWithObservations {
@@ -61,13 +63,13 @@ export async function planWithObservations(state: DesiredState, opts: PlanOption
     createdAt: new Date().toISOString(),
     stateDir: opts.stateDir,
     connection: obs.connection,
-    options: flags,
+    options: opts.outsideWindow ? { ...flags, outsideWindow: true } : flags,
     observed: Object.fromEntries(Object.entries(observedHashes).sort(([a], [b]) => a.localeCompare(b))),
     actions: d.actions,
     refusals: d.refusals,
     notes: d.notes,
   };
-  return { plan: holdForWindows(plan, state.windows, opts.now ?? new Date()), observed: obs, inventory, pending: d.pending };
+  return { plan: opts.outsideWindow ? plan : holdForWindows(plan, state.windows, opts.now ?? new Date()), observed: obs, inventory, pending: d.pending };
 }
 
 /**

@@ -47,7 +47,7 @@ function globMatch(glob: string, name: string): boolean {
 }
 
 export function selects(sel: HostSelector, t: HostTarget): boolean {
-  if (typeof sel === 'string') return /[*?[]/.test(sel) ? globMatch(sel, t.host) : sel.toLowerCase() === t.host.toLowerCase();
+  if (typeof sel === 'string') return /[*?[\]!{}]/.test(sel) ? globMatch(sel, t.host) : sel.toLowerCase() === t.host.toLowerCase();
   const kv = parseLabel(sel.label);
   return !!kv && t.labels[kv[0]] === kv[1];
 }

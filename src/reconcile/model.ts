@@ -283,6 +283,8 @@ export interface DesiredState {
   /** the host it is the state of (--host, --label), and the files left out as other hosts' (their hosts: selects none of ours) */
   target?: HostTarget;
   otherHostsFiles?: string[];
+  /** some file selects hosts (hosts:): the state directory is then bound to its host (see state-host.ts) */
+  targeted?: boolean;
   /** maintenance windows (any file's): disruptive actions wait for one to be open */
   windows?: MaintenanceWindow[];
   pools: Record<string, PoolSpec>;

@@ -80,7 +80,8 @@ export interface Plan {
   stateDir: string;
   /** libvirt URI the plan was made against (when it involves libvirt) */
   connection?: string;
-  options: { allowReplace: boolean; prune: boolean };
+  /** outsideWindow: made without waiting for a maintenance window */
+  options: { allowReplace: boolean; prune: boolean; outsideWindow?: boolean };
   /** hash of each observed object when the plan was made; apply refuses if any moved */
   observed: Record<string, string>;
   actions: Action[];
@@ -94,6 +95,7 @@ export interface Waiting {
   id: string;
   kind: ActionKind;
   reason: string;
+  destructive: boolean;
   /** held only because it depends on these */
   because?: string[];
   /** when the next window opens (ISO time) */

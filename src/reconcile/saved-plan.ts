@@ -26,7 +26,8 @@ export interface SavedPlan {
   createdAt: string;
   stateDir: string;
   connection?: string;
-  options: { allowReplace: boolean; prune: boolean };
+  /** outsideWindow: made without waiting for a maintenance window */
+  options: { allowReplace: boolean; prune: boolean; outsideWindow?: boolean };
   observed: Record<string, string>;
   actions: SavedAction[];
   refusals: Refusal[];
@@ -71,7 +72,12 @@ const SCHEMA = {
     createdAt: str,
     stateDir: str,
     connection: str,
-    options: { type: 'object', required: ['allowReplace', 'prune'], additionalProperties: false, properties: { allowReplace: { type: 'boolean' }, prune: { type: 'boolean' } } },
+    options: {
+      type: 'object',
+      required: ['allowReplace', 'prune'],
+      additionalProperties: false,
+      properties: { allowReplace: { type: 'boolean' }, prune: { type: 'boolean' }, outsideWindow: { type: 'boolean' } },
+    },
     observed: { type: 'object', additionalProperties: str },
     actions: {
       type: 'array',
@@ -99,9 +105,9 @@ const SCHEMA = {
       type: 'array',
       items: {
         type: 'object',
-        required: ['id', 'kind', 'reason'],
+        required: ['id', 'kind', 'reason', 'destructive'],
         additionalProperties: false,
-        properties: { id: str, kind: str, reason: str, because: { type: 'array', items: str }, opensAt: str },
+        properties: { id: str, kind: str, reason: str, destructive: { type: 'boolean' }, because: { type: 'array', items: str }, opensAt: str },
       },
     },
     host: {

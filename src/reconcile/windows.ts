@@ -59,6 +59,13 @@ export function holdForWindows(plan: Plan, windows: MaintenanceWindow[] | undefi
     actions: plan.actions.filter((a) => !held.has(a.id)),
     waiting: plan.actions
       .filter((a) => held.has(a.id))
-      .map((a) => ({ id: a.id, kind: a.kind, reason: a.reason, ...(isDisruptive(a) ? {} : { because: a.dependsOn.filter((d) => held.has(d)) }), ...(opensAt ? { opensAt } : {}) })),
+      .map((a) => ({
+        id: a.id,
+        kind: a.kind,
+        reason: a.reason,
+        destructive: isDestructive(a),
+        ...(isDisruptive(a) ? {} : { because: a.dependsOn.filter((d) => held.has(d)) }),
+        ...(opensAt ? { opensAt } : {}),
+      })),
   };
 }

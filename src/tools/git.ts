@@ -175,7 +175,12 @@ export async function verifyCommit(src: GitSource, head: { revision: string; sha
     // git says nothing for a commit without a signature; gpg and ssh-keygen say why one fails.
     // (run() puts execa's own "Command failed" line where the command said nothing.)
     const said = e.stderr.startsWith('Command failed with exit code') ? '' : e.stderr.trim();
-    const reason = !said || /no signature found/i.test(said) ? 'the commit is not signed' : said.split('\n').slice(-2).join(' ').slice(0, 300);
+    const reason =
+      !said || /no signature found/i.test(said)
+        ? 'the commit is not signed'
+        : /No principal matched|No public key|public key not found/i.test(said)
+          ? `it is signed with a key that is not one of the trusted keys (${/(SHA256:\S+|key ID \S+|using \S+ key \S+)/.exec(said)?.[1] ?? 'unknown key'})`
+          : `its signature does not verify: ${said.split('\n').slice(-2).join(' ').slice(0, 300)}`;
     throw new UnverifiedRevision(head.revision, head.sha, reason);
   }
 }

@@ -19,6 +19,7 @@ import { loadDesiredState } from '../reconcile/config.js';
 import type { HostTarget } from '../reconcile/hosts.js';
 import type { NotifyEvent } from './notify.js';
 import { declaredOf, DriftEvents } from './drift-events.js';
+import { bindStateHost, checkStateHost } from '../reconcile/state-host.js';
 import { diskStats, type DiskStats } from '../tools/domstats.js';
 import { planWithObservations } from '../reconcile/engine.js';
 import { withoutRefused } from '../reconcile/partial.js';
@@ -54,6 +55,9 @@ export interface WatchOptions {
 export type WatchEvent = Omit<NotifyEvent, 'host'>;
 
 export interface WatchStatus {
+  /** who this agent is (--host, --label) */
+  host: string;
+  labels: Record<string, string>;
   /** the last reconcile applied everything, with nothing refused or failed (Flux's Ready) */
   ready: boolean;
   /** why not ready, when it is not */
@@ -143,9 +147,12 @@ export class WatchService {
   private readonly log: (line: string) => void;
   private readonly drift: DriftEvents;
   private windowTimer?: NodeJS.Timeout;
+  private lastSummary?: string;
 
   constructor(private readonly opts: WatchOptions) {
     this.status = {
+      host: opts.target.host,
+      labels: opts.target.labels,
       ready: false,
       suspended: opts.suspended,
       consecutiveFailures: 0,
@@ -340,8 +347,11 @@ export class WatchService {
       }
       // Said when something asked for this run (start, a file change, a push, SIGHUP) or it
       // changed something; a quiet interval that found the host in sync stays quiet.
-      else if (reason !== 'interval' || summary !== 'no changes') this.log(`reconciled ${revision} in ${((Date.now() - t0) / 1000).toFixed(1)}s (${reason}): ${summary}`);
+      // (Something waiting for a maintenance window is said once, not at every interval.)
+      else if (reason !== 'interval' || (summary !== 'no changes' && !(summary.startsWith('no changes;') && summary === this.lastSummary)))
+        this.log(`reconciled ${revision} in ${((Date.now() - t0) / 1000).toFixed(1)}s (${reason}): ${summary}`);
       this.failing = undefined;
+      this.lastSummary = summary;
       this.schedule(this.opts.intervalSeconds);
     } catch (e) {
       if (this.stopping) {
@@ -390,8 +400,11 @@ export class WatchService {
    */
   private async applyState(state: DesiredState, revision: string): Promise<string> {
     const o = this.opts;
+    // Checked every time: the state directory may have been bound by an apply since.
+    await checkStateHost(o.stateDir, state, true);
     const lock = await acquireLock(o.stateDir, { timeoutSeconds: o.intervalSeconds, command: `watch ${revision}`, log: this.log });
     try {
+      await bindStateHost(o.stateDir, state);
       const cache = await FileObservationCache.open(o.stateDir);
       const virsh = () => o.virsh(state.connection);
       const planOpts = { stateDir: o.stateDir, allowReplace: o.allowReplace, prune: o.prune, cache, virsh };
