@@ -117,6 +117,13 @@ function describe(e: ErrorObject, value: unknown): { message: string; key: boole
       if (pat.startsWith('^[^\\u0000-\\u001f')) return { message: `must not hold control characters such as a newline or escape (got ${JSON.stringify(value)})`, key: false };
       if (pat === '^[A-Za-z0-9._:-]+$') return { message: `must be a host name or an IP address (got ${JSON.stringify(value)})`, key: false };
       if (pat === DURATION_PATTERN) return { message: `must be ${DURATION_HELP} (got ${JSON.stringify(value)})`, key: false };
+      if (pat.startsWith('^[A-Za-z0-9._/-]+='))
+        return {
+          message: `must be KEY=VALUE, as --label takes it (letters, digits, . _ / - in the key; no white space or = in the value; got ${JSON.stringify(value)})`,
+          key: false,
+        };
+      if (pat.startsWith('^[A-Za-z0-9._*?'))
+        return { message: `must be a host name or a glob of names (letters, digits, . _ - and * ? [ ] ! { } , ; got ${JSON.stringify(value)})`, key: false };
       return { message: `must match ${pat} (got ${JSON.stringify(value)})`, key: false };
     }
     case 'minimum':
