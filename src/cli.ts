@@ -110,6 +110,7 @@ const DEFAULTS = { output: 'text', parallelism: '4', lockTimeout: '300', interva
 const withDefault = (o: Option, value: string) => o.default(value, value);
 
 const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
+const abs = (p: string | undefined) => (p === undefined ? undefined : path.resolve(p));
 
 /** -f, -o, --connect, --state-dir: every command that reads the YAML takes them. */
 function readsYaml(cmd: Command): Command {
@@ -386,6 +387,8 @@ function toArgs(cmd: Command): Args {
   if (o.repair !== undefined && !repair) throw bad(`--repair takes no value (leaks) or =all (got ${o.repair})`);
   const target = hostTarget(o.host, o.label);
   if ('error' in target) throw bad(target.error);
+  if (o.path !== undefined && (path.isAbsolute(o.path) || o.path.split(/[\\/]/).includes('..')))
+    throw bad(`--path must be a directory inside the repository, without .. (got ${JSON.stringify(o.path)})`);
   const gitOnly = (['gitSshKey', 'knownHosts', 'gitTokenFile', 'gitUsername', 'verifyCommits'] as const).filter((k) => o[k] !== undefined);
   if (o.notifySecretFile !== undefined && !o.notify?.length) throw bad('--notify-secret-file goes with --notify');
   if (!o.git && gitOnly.length) throw bad(`--${gitOnly[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with --git`);
@@ -434,13 +437,14 @@ function toArgs(cmd: Command): Args {
       path: o.path ?? DEFAULTS.path,
       listen: o.listen ?? DEFAULTS.listen,
       webhookSecretFile: o.webhookSecretFile,
-      sshKeyFile: o.gitSshKey,
-      knownHostsFile: o.knownHosts,
-      tokenFile: o.gitTokenFile,
+      // Absolute: git runs ssh in the clone, not where the service was started.
+      sshKeyFile: abs(o.gitSshKey),
+      knownHostsFile: abs(o.knownHosts),
+      tokenFile: abs(o.gitTokenFile),
       username: o.gitUsername,
-      verifyCommits: o.verifyCommits,
+      verifyCommits: abs(o.verifyCommits),
       notify: o.notify ?? [],
-      notifySecretFile: o.notifySecretFile,
+      notifySecretFile: abs(o.notifySecretFile),
       suspend: o.suspend ?? false,
       logFormat: o.logFormat === undefined ? undefined : oneOf('log-format', o.logFormat, ['text', 'json'] as const),
     },

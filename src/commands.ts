@@ -561,6 +561,7 @@ async function notifierFor(specs: string[], secretFile: string | undefined, logg
   const secret = secretFile
     ? (await readFile(secretFile, 'utf8').catch((e: NodeJS.ErrnoException) => Promise.reject(new UserError(`--notify-secret-file ${secretFile}: ${e.code ?? e.message}`)))).trim()
     : undefined;
+  if (secret === '') throw new UserError(`--notify-secret-file ${secretFile} is empty`, EXIT.usage);
   return createNotifier({ targets, secret, logger });
 }
 
@@ -589,6 +590,9 @@ export async function cmdWatch(a: Args): Promise<number> {
         throw new UserError(`${option} ${file}: ${e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'not readable' : e.message}`, EXIT.usage);
       });
   const secret = w.webhookSecretFile ? (await readFile(w.webhookSecretFile, 'utf8')).trim() : undefined;
+  // An empty key signs nothing anyone could not forge.
+  if (secret === '') throw new UserError(`--webhook-secret-file ${w.webhookSecretFile} is empty`, EXIT.usage);
+  const releaseAgent = await (await import('./watch/agent-lock.js')).holdAgentLock(a.stateDir);
   const logger = createLogger(w.logFormat ?? defaultLogFormat());
   const stamp = (l: string) => logger.info(l);
   // Every series carries the host: a fleet's agents are told apart in one Prometheus.
@@ -636,6 +640,7 @@ export async function cmdWatch(a: Args): Promise<number> {
       void service
         .stop()
         .then(() => notifier?.stop())
+        .then(releaseAgent)
         .then(() => server.close(() => resolve()));
       server.closeAllConnections();
     };

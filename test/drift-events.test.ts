@@ -35,7 +35,7 @@ describe('libvirt event lines', () => {
 });
 
 describe('drift healed within seconds (interval 5m)', () => {
-  it('a deleted volume, a deleted image file, an undefined domain and a stopped pool are each back in under 5 s', { timeout: 180_000 }, async () => {
+  it('a deleted volume (through libvirt or not), a deleted image file, an undefined domain and a stopped pool are each back in under 5 s', { timeout: 180_000 }, async () => {
     lv = await startPrivateLibvirtd();
     sb = await sandbox('drift-events', { libvirt: lv });
     await chmod(sb.dir, 0o755);
@@ -59,6 +59,17 @@ vms:
 
     await v('vol-delete', '--pool', 'ep', 'vol.qcow2');
     expect(await healed('the deleted volume to come back', async () => (await v('vol-list', 'ep')).includes('vol.qcow2'))).toBeLessThan(5_000);
+
+    // Removed behind libvirt's back (libvirt still lists it until the pool is read again).
+    await rm(path.join(sb.dir, 'pool', 'vol.qcow2'));
+    expect(
+      await healed('the volume whose file was removed to come back', async () =>
+        execa('qemu-img', ['info', path.join(sb!.dir, 'pool', 'vol.qcow2')]).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    ).toBeLessThan(5_000);
 
     await rm(path.join(sb.dir, 'img', 'file.qcow2'));
     expect(

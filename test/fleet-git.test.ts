@@ -5,7 +5,9 @@
 // stays in force (across a restart too), and /status and /metrics say why. Secrets are looked
 // for everywhere they must not be: the log, /status, the clone's configuration, argv.
 import { spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -194,6 +196,37 @@ describe('git over HTTPS with a token', () => {
     }
   });
 
+  it('a redirect elsewhere is not followed with the token: the other host never sees it (adversarial pass)', { timeout: 60_000 }, async () => {
+    const sb = await sandbox('git-redirect');
+    boxes.push(sb);
+    const seen: (string | undefined)[] = [];
+    const other = http.createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+    const to = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+    const redirector = http.createServer((req, res) => res.writeHead(302, { location: `${to}${req.url}` }).end());
+    await new Promise<void>((r) => redirector.listen(0, '127.0.0.1', r));
+    cleanups.push(
+      () => new Promise((r) => other.close(r)),
+      () => new Promise((r) => redirector.close(r)),
+    );
+    await writeFile(path.join(sb.dir, 'token'), 'tok-redirected\n', { mode: 0o600 });
+    const w = await startWatch(sb, [
+      '--git',
+      `http://127.0.0.1:${(redirector.address() as AddressInfo).port}/repo.git`,
+      '--git-token-file',
+      path.join(sb.dir, 'token'),
+      '--interval',
+      '1m',
+    ]);
+    await until(async () => (await w.status()).lastReconcile?.ok === false, 'the fetch to fail');
+    expect(seen.filter((a) => a !== undefined)).toEqual([]);
+    w.proc.kill('SIGTERM');
+    await w.exit();
+  });
+
   it('a URL with credentials in it is refused before anything runs, without echoing them', async () => {
     const sb = await sandbox('git-url-creds');
     boxes.push(sb);
@@ -201,6 +234,35 @@ describe('git over HTTPS with a token', () => {
     expect(r.code).toBe(64);
     expect(r.stderr).toMatch(/--git https:\/\/git\.example\/fleet\.git has credentials in it .* --git-token-file/);
     expect(r.stderr).not.toMatch(/s3cr3t-token/);
+  });
+});
+
+describe('the repository out of reach (adversarial pass)', () => {
+  it('the revision in force is still enforced (drift healed), the agent is not ready and says why; back when the repository is', { timeout: 90_000 }, async () => {
+    const sb = await sandbox('git-unreachable');
+    boxes.push(sb);
+    const repo = await repository(sb);
+    const first = await repo.commit('8M');
+    const w = await startWatch(sb, ['--git', `file://${repo.bare}`, '--interval', '2s']);
+    await until(async () => (await w.status()).appliedRevision === first, 'the first commit');
+    await rename(repo.bare, `${repo.bare}.away`);
+    await rm(path.join(sb.dir, 'g.qcow2'));
+    await until(async () => existsSync(path.join(sb.dir, 'g.qcow2')), 'the deleted image to come back with the repository away', 20_000);
+    const st = await until(async () => {
+      const s = await w.status();
+      return s.sourceError && s;
+    }, 'the source error to show');
+    expect(st.ready).toBe(false);
+    expect(st.notReadyReason).toMatch(/cannot read the repository: .*; main@sha1:\w+ stays in force/);
+    expect(w.log()).toMatch(/cannot read the repository/);
+    await rename(`${repo.bare}.away`, repo.bare);
+    await until(async () => (await w.status()).ready === true, 'ready again once the repository is back');
+    // Two agents on one state directory: the second is refused.
+    const second = await sb.run('watch', '--git', `file://${repo.bare}`, '--listen', '127.0.0.1:0');
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/another reconcile watch \(pid \d+\) runs on/);
+    w.proc.kill('SIGTERM');
+    expect(await w.exit()).toBe(0);
   });
 });
 

@@ -435,3 +435,41 @@ describe('parseNotifyTarget', () => {
     });
   }
 });
+
+describe('hostile receivers (adversarial pass)', () => {
+  const ev = { kind: 'revision-applied' as const, host: 'h', message: 'm', revision: 'r1' };
+  it('a redirect is not followed: the event does not reach another host, and the refusal is logged', async () => {
+    const other = await receiver();
+    const rec = await receiver(() => ({ status: 307, headers: { location: other.url } }));
+    const { lines, logger } = capture();
+    const n = createNotifier({ targets: [{ url: rec.url, format: 'json' }], secret: 'k', logger, backoffMs: 5 });
+    n.notify(ev);
+    await n.flush();
+    expect(rec.requests).toHaveLength(1);
+    expect(other.requests).toHaveLength(0);
+    expect(lines.map((l) => l.msg).join('\n')).toMatch(/a redirect, not followed/);
+  });
+  it('an endless answer is read only as far as a few KB: delivery ends', async () => {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(200);
+      const chunk = Buffer.alloc(64 * 1024, 120);
+      const pump = () => {
+        while (res.write(chunk)) {
+          /* until the socket is full */
+        }
+      };
+      res.on('drain', pump);
+      pump();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/x`;
+    const n = createNotifier({ targets: [{ url, format: 'json' }], logger: capture().logger, backoffMs: 5 });
+    const t0 = Date.now();
+    n.notify(ev);
+    await n.flush();
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+});

@@ -241,6 +241,30 @@ images:
   });
 });
 
+describe('publish: block blobs under foreign uncommitted blocks (adversarial pass)', () => {
+  it('clearing blocks staged under IDs of another length leaves the published blob as it was if the upload stops', async () => {
+    const { azurePlace } = await import('../src/publish/azure.js');
+    const blob = container().getBlockBlobClient('keep/x.img');
+    await container().createIfNotExists();
+    // The previous image as reconcile commits one: staged blocks.
+    await blob.stageBlock(Buffer.from('prev-block-0000').toString('base64'), Buffer.from('previous image'), 14);
+    await blob.commitBlockList([Buffer.from('prev-block-0000').toString('base64')], { metadata: { virtreconcilesha256: 'a'.repeat(64) } });
+    await blob.stageBlock(Buffer.from('abcd').toString('base64'), Buffer.from('foreign'), 7);
+    await writeFile(p('x.img'), Buffer.alloc(1024 * 1024, 1));
+    const t = {
+      to: `azure://${az.account}/images/keep/x.img`,
+      place: { kind: 'azure' as const, url: `azure://${az.account}/images/keep`, account: az.account, container: 'images', prefix: 'keep/x.img', credentialsFile: p('azure') },
+      pageBlob: false,
+      prune: false,
+      origin: 'x:1:1',
+    };
+    const ac = new AbortController();
+    await expect((await azurePlace(t)).put(p('x.img'), 'b'.repeat(64), { signal: ac.signal, onProgress: () => ac.abort() })).rejects.toThrow();
+    expect((await blob.downloadToBuffer()).toString()).toBe('previous image');
+    expect((await blob.getProperties()).metadata?.virtreconcilesha256).toBe('a'.repeat(64));
+  });
+});
+
 describe('publish: whose object it is (adversarial pass)', () => {
   const one = (key: string, image = 'own', file = 'own') => `version: 1
 images:

@@ -97,10 +97,13 @@ async function putBlocks(blob: BlockBlobClient, file: string, size: number, sha2
   } catch (e) {
     if ((e as { statusCode?: number }).statusCode !== 404) throw e;
   }
-  // Blocks under IDs of another length (an older version's upload) would refuse ours: an empty
-  // commit clears them (the target is ours to write: decided before this call).
+  // Blocks under IDs of another length (an older version's upload) would refuse ours.
   if ([...staged.keys()].some((k) => k.length !== id(0).length)) {
-    await blob.commitBlockList([], { abortSignal: o.signal });
+    // Committing the blob's own blocks again (with its metadata) clears the others and leaves
+    // what is there as it was, until this upload commits.
+    const committed = await blob.getBlockList('committed', { abortSignal: o.signal }).catch(() => undefined);
+    const props = committed?.committedBlocks?.length ? await blob.getProperties({ abortSignal: o.signal }) : undefined;
+    await blob.commitBlockList(committed?.committedBlocks?.map((b) => b.name) ?? [], { metadata: props?.metadata, abortSignal: o.signal });
     staged.clear();
   }
   const all = [...Array(count).keys()];

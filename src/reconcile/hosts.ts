@@ -40,7 +40,8 @@ const matchers = new Map<string, (s: string) => boolean>();
 function globMatch(glob: string, name: string): boolean {
   let m = matchers.get(glob);
   if (!m) {
-    m = picomatch(glob, { nocase: true, dot: true });
+    // "[!a]" is a negated class in shell globs; picomatch reads it as the class {!, a}.
+    m = picomatch(glob.replace(/\[!/g, '[^'), { nocase: true, dot: true });
     matchers.set(glob, m);
   }
   return m(name);

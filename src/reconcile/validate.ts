@@ -1059,7 +1059,8 @@ function bootcInstall(c: Checker, p: (...f: FieldPath) => FieldPath, raw: NonNul
   (raw.kargs ?? []).forEach((k, i) => {
     if (/\s/.test(k)) c.err(p('source', 'bootc', 'kargs', i), `one kernel argument per item, without white space (got ${JSON.stringify(k)})`);
   });
-  const rootSize = raw.rootSize === undefined ? undefined : c.size(p('source', 'bootc', 'rootSize'), raw.rootSize);
+  // bootc takes sizes in MiB at the finest.
+  const rootSize = raw.rootSize === undefined ? undefined : c.size(p('source', 'bootc', 'rootSize'), raw.rootSize, 1024 * 1024);
   return { kargs: raw.kargs ?? [], rootSize };
 }
 

@@ -4,7 +4,7 @@
 // origin only), both handed to git through its environment: never in an argument, a URL or
 // the clone's configuration. With trusted keys, a commit is checked out only once its
 // signature (GPG or SSH) verifies against them and nothing else on the machine.
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { simpleGit, type SimpleGit } from 'simple-git';
 import { CommandError, run } from './exec.js';
@@ -76,23 +76,28 @@ export function displayGitUrl(url: string): string {
 
 /** Why a URL is refused as given (credentials in it), or undefined. */
 export function gitUrlProblem(url: string): string | undefined {
+  const advice = 'put the token in a file and give --git-token-file (HTTPS), or a key with --git-ssh-key (SSH)';
   try {
     const u = new URL(url);
     if ((u.protocol === 'http:' || u.protocol === 'https:') && (u.password || u.username))
-      return 'has credentials in it (they would be stored in the clone and shown in messages); put the token in a file and give --git-token-file';
+      return `has credentials in it (they would be stored in the clone and shown in messages); ${advice}`;
+    if (u.password) return `has a password in it (it would be shown in messages); ${advice}`;
+    if (u.search || u.hash) return `has a query or fragment (a token there would be stored in the clone and shown in messages); ${advice}`;
   } catch {
-    /* not a URL object: scp-like SSH, or a path */
+    // scp-like SSH (user@host:path): a "user:password@" is a password all the same.
+    if (/^[^/@]*:[^/@]*@[^/:]+:/.test(url)) return `has a password in it (it would be shown in messages); ${advice}`;
   }
   return undefined;
 }
 
 /** git's environment for this source: how SSH connects, the token header, and never a prompt. */
 async function gitEnv(src: GitSource): Promise<Record<string, string>> {
-  const env: Record<string, string> = { GIT_TERMINAL_PROMPT: '0', GIT_SSH_VARIANT: 'ssh' };
+  // A server that stalls is given up on (under 1 KB/s for a minute), never waited for forever.
+  const env: Record<string, string> = { GIT_TERMINAL_PROMPT: '0', GIT_SSH_VARIANT: 'ssh', GIT_HTTP_LOW_SPEED_LIMIT: '1000', GIT_HTTP_LOW_SPEED_TIME: '60' };
   const a = src.access ?? {};
   if (isSshUrl(src.url)) {
-    // Strict always: an unknown or changed host key is refused, never learned.
-    const ssh = ['ssh', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes'];
+    // Strict always: an unknown or changed host key is refused, never learned; a dead peer is noticed.
+    const ssh = ['ssh', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', 'ConnectTimeout=30', '-o', 'ServerAliveInterval=15', '-o', 'ServerAliveCountMax=4'];
     if (a.sshKeyFile) ssh.push('-i', a.sshKeyFile, '-o', 'IdentitiesOnly=yes');
     if (a.knownHostsFile) ssh.push('-o', `UserKnownHostsFile=${a.knownHostsFile}`, '-o', 'GlobalKnownHostsFile=/dev/null');
     env.GIT_SSH_COMMAND = ssh.map(shellQuote).join(' ');
@@ -103,10 +108,14 @@ async function gitEnv(src: GitSource): Promise<Record<string, string>> {
     ).trim();
     if (!token) throw new Error(`--git-token-file ${a.tokenFile} is empty`);
     // Scoped to the repository's origin: a redirect elsewhere does not carry it.
+    // git matches http.<url>.* against the URL given, not where a redirect leads: with a token,
+    // redirects are not followed (the header would go to the other host).
     const origin = new URL(src.url).origin;
-    env.GIT_CONFIG_COUNT = '1';
+    env.GIT_CONFIG_COUNT = '2';
     env.GIT_CONFIG_KEY_0 = `http.${origin}/.extraHeader`;
     env.GIT_CONFIG_VALUE_0 = `Authorization: Basic ${Buffer.from(`${a.username ?? 'x-access-token'}:${token}`).toString('base64')}`;
+    env.GIT_CONFIG_KEY_1 = 'http.followRedirects';
+    env.GIT_CONFIG_VALUE_1 = 'false';
   }
   return env;
 }
@@ -117,10 +126,18 @@ async function gitEnv(src: GitSource): Promise<Record<string, string>> {
 const INHERITED_UNSAFE =
   /^(EDITOR|VISUAL|PAGER|PREFIX|SSH_ASKPASS|GIT_(ASKPASS|CONFIG(_.*)?|EDITOR|EXEC_PATH|EXTERNAL_DIFF|PAGER|PROXY_COMMAND|TEMPLATE_DIR|SEQUENCE_EDITOR|SSH|SSH_COMMAND))$/i;
 
-function gitAt(dir: string | undefined, env: Record<string, string>, config: string[] = []): SimpleGit {
+// A git command that says nothing for this long is killed (a stalled server, a hung ssh).
+const SILENT_MS = 5 * 60_000;
+
+function gitAt(dir: string | undefined, env: Record<string, string>, signal?: AbortSignal): SimpleGit {
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k, v]) => v !== undefined && !INHERITED_UNSAFE.test(k))) as Record<string, string>;
   // The environment and configuration given here are reconcile's own, not a repository's.
-  return simpleGit({ ...(dir ? { baseDir: dir } : {}), config, unsafe: { allowUnsafeSshCommand: true, allowUnsafeConfigEnvCount: true } }).env({ ...inherited, ...env });
+  return simpleGit({
+    ...(dir ? { baseDir: dir } : {}),
+    timeout: { block: SILENT_MS },
+    ...(signal ? { abort: signal } : {}),
+    unsafe: { allowUnsafeSshCommand: true, allowUnsafeConfigEnvCount: true },
+  }).env({ ...inherited, ...env });
 }
 
 /**
@@ -135,22 +152,31 @@ export async function syncGit(src: GitSource): Promise<Revision> {
 }
 
 /** Fetches, and resolves the ref to the commit it names now (nothing checked out). */
-export async function fetchRef(src: GitSource): Promise<{ revision: string; sha: string }> {
+export async function fetchRef(src: GitSource, signal?: AbortSignal): Promise<{ revision: string; sha: string }> {
   await mkdir(path.dirname(src.dir), { recursive: true });
   const env = await gitEnv(src);
   const exists = await stat(path.join(src.dir, '.git')).then(
     () => true,
     () => false,
   );
-  if (!exists) await gitAt(undefined, env).clone(src.url, src.dir, ['--no-checkout']);
-  const git = gitAt(src.dir, env);
+  if (!exists) {
+    // Cloned beside and renamed into place: a clone killed half-way is never taken for one.
+    const tmp = `${src.dir}.cloning-${process.pid}`;
+    await rm(tmp, { recursive: true, force: true });
+    await gitAt(undefined, env, signal).clone(src.url, tmp, ['--no-checkout']);
+    await rename(tmp, src.dir);
+  }
+  const git = gitAt(src.dir, env, signal);
+  // A lock a killed git left (nothing else writes here: one agent per state directory).
+  await rm(path.join(src.dir, '.git', 'index.lock'), { force: true });
   // The URL may have changed since the clone (a moved repository, --git given anew).
   await git.remote(['set-url', 'origin', src.url]);
   await git.fetch(['--prune', '--tags', '--force', 'origin']);
-  // A branch follows origin; a tag or commit is taken as it is.
+  // A branch follows origin; a tag or commit is taken as it is (never read as an option).
   const remoteBranch = (await git.branch(['-r'])).all.includes(`origin/${src.ref}`);
   const target = remoteBranch ? `origin/${src.ref}` : src.ref;
-  const sha = (await git.revparse([`${target}^{commit}`])).trim();
+  const sha = (await git.raw(['rev-parse', '--verify', '--quiet', '--end-of-options', `${target}^{commit}`])).trim();
+  if (!/^[0-9a-f]{40,64}$/.test(sha)) throw new Error(`--ref ${src.ref}: no such branch, tag or commit in ${displayGitUrl(src.url)}`);
   return { revision: `${src.ref}@sha1:${sha}`, sha };
 }
 
@@ -201,12 +227,16 @@ export async function trustKeys(keysFile: string, dir: string): Promise<GitTrust
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l && !l.startsWith('#'));
+  if (!lines.length) throw new Error(`--verify-commits ${keysFile} is empty: it must hold the public keys (OpenSSH or GPG) that sign commits`);
+  if (/PRIVATE KEY/.test(text)) throw new Error(`--verify-commits ${keysFile} holds a private key: give the public one (the .pub file, or gpg --armor --export)`);
   const sshKey = /^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-\S+|sk-\S+)\s+[A-Za-z0-9+/=]+/;
   if (lines.length && lines.every((l) => sshKey.test(l) || sshKey.test(l.replace(/^\S+\s+(\S*namespaces=\S+\s+)?/, '')))) {
     // A bare public key signs for anyone (principal "*"), for git only.
     await writeFile(allowedSigners, `${lines.map((l) => (sshKey.test(l) ? `* namespaces="git" ${l}` : l)).join('\n')}\n`, { mode: 0o600 });
     return { gnupgHome, allowedSigners, kind: 'ssh' };
   }
+  if (lines.some((l) => sshKey.test(l)))
+    throw new Error(`--verify-commits ${keysFile} mixes OpenSSH and GPG keys: give one kind (a file of OpenSSH public keys, or GPG public keys)`);
   await writeFile(allowedSigners, '', { mode: 0o600 });
   try {
     await run('gpg', ['--batch', '--quiet', '--no-autostart', '--homedir', gnupgHome, '--import', keysFile], { retries: 0 });

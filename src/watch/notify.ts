@@ -173,10 +173,22 @@ export function createNotifier(opts: NotifierOptions): Notifier {
       for (const p of [pathname + search, pathname]) if (p.length > 1) out = out.split(p).join('/…');
       return printable(out).slice(0, 200);
     };
+    // A timer of its own, not AbortSignal.timeout inside AbortSignal.any: on Node 20 the combined
+    // signal can be collected and its timeout then never fires (a hanging receiver held forever).
+    const ac = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, fetchTimeoutMs);
+    const onHalt = () => ac.abort();
+    halt.signal.addEventListener('abort', onHalt);
     try {
-      const res = await fetch(url, { method: 'POST', body, headers, signal: AbortSignal.any([AbortSignal.timeout(fetchTimeoutMs), halt.signal]) });
-      // Read to the end so the connection goes back to the pool; the text helps with a refusal.
-      const text = await res.text().catch(() => '');
+      // A redirect is not followed: the event (and its signature) goes to the URL given or nowhere.
+      const res = await fetch(url, { method: 'POST', body, headers, signal: ac.signal, redirect: 'manual' });
+      // At most a few KB of the answer are read (the text helps with a refusal), then the rest is dropped.
+      const text = await readSome(res, 4096);
+      if (res.status >= 300 && res.status < 400) return { ok: false, retry: false, reason: `HTTP ${res.status}: a redirect, not followed (give the URL it points at)` };
       if (res.ok) return { ok: true };
       const reason = `HTTP ${res.status}${text ? ` ${scrub(text.trim())}` : ''}`;
       const retry = res.status === 429 || res.status >= 500;
@@ -185,8 +197,11 @@ export function createNotifier(opts: NotifierOptions): Notifier {
       return { ok: false, retry, reason, waitMs };
     } catch (err) {
       const e = err as Error & { cause?: { code?: string; message?: string } };
-      const reason = e.name === 'TimeoutError' ? `no answer within ${fetchTimeoutMs} ms` : (e.cause?.code ?? e.cause?.message ?? e.message);
+      const reason = timedOut || e.name === 'TimeoutError' ? `no answer within ${fetchTimeoutMs} ms` : (e.cause?.code ?? e.cause?.message ?? e.message);
       return { ok: false, retry: true, reason: scrub(reason) };
+    } finally {
+      clearTimeout(timer);
+      halt.signal.removeEventListener('abort', onHalt);
     }
   }
 
@@ -272,4 +287,25 @@ export function createNotifier(opts: NotifierOptions): Notifier {
       await flush();
     },
   };
+}
+
+/** The start of a response's body (at most `max` bytes, as text); the rest is cancelled, never read. */
+async function readSome(res: Response, max: number): Promise<string> {
+  const reader = res.body?.getReader();
+  if (!reader) return '';
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  try {
+    while (n < max) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      n += value.length;
+    }
+  } catch {
+    /* a body cut short says nothing more */
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+  return Buffer.concat(chunks).subarray(0, max).toString('utf8');
 }

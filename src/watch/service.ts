@@ -68,6 +68,8 @@ export interface WatchStatus {
   appliedRevision?: string;
   /** the newest revision seen, when it differs (rejected): invalid YAML, or a commit not signed by a trusted key */
   rejectedRevision?: { revision: string; at: string; error: string; reason: 'invalid' | 'signature' };
+  /** why the repository could not be read at the last try (the revision in force stays) */
+  sourceError?: string;
   /** the newest revision of the source (a branch's head), and since when the one in force is behind it */
   sourceRevision?: string;
   behindSince?: string;
@@ -101,6 +103,20 @@ export interface WatchStatus {
 }
 
 const MAX_BACKOFF_SECONDS = 600;
+
+/** The git repository could not be read (fetched, cloned): the revision in force stays. */
+class SourceUnavailable extends Error {
+  constructor(why: string) {
+    super(
+      `cannot read the repository: ${why
+        .trim()
+        .split('\n')
+        .filter((l) => !/^Cloning into /.test(l))
+        .join(' ')
+        .slice(0, 500)}`,
+    );
+  }
+}
 
 /** A reconcile that observed and applied what it could, with objects refused or failed. */
 class Incomplete extends Error {
@@ -219,7 +235,9 @@ export class WatchService {
   private async readSource(): Promise<{ files: string[]; revision: string }> {
     if (this.opts.git) {
       const src = this.gitSource();
-      const head = await fetchRef(src);
+      const head = await fetchRef(src, this.abort.signal).catch((e: Error) => {
+        throw new SourceUnavailable(e.message);
+      });
       this.sawSource(head.revision);
       if (src.trust) await verifyCommit(src, head);
       const rev = await checkout(src, head.sha);
@@ -283,6 +301,7 @@ export class WatchService {
     this.attemptLines = new Set();
     try {
       let state: DesiredState;
+      let sourceError: string | undefined;
       try {
         const src = await this.readSource();
         revision = src.revision;
@@ -291,32 +310,44 @@ export class WatchService {
         this.status.rejectedRevision = undefined;
         m.rejected.reset();
       } catch (e) {
-        const reason = e instanceof ConfigErrors ? 'invalid' : e instanceof UnverifiedRevision ? 'signature' : undefined;
-        if (!reason) throw e;
-        if (e instanceof UnverifiedRevision) revision = e.revision;
-        const known = this.status.rejectedRevision?.revision === revision;
-        this.status.rejectedRevision = { revision: revision!, at: known ? this.status.rejectedRevision!.at : new Date().toISOString(), error: (e as Error).message, reason };
-        m.rejected.reset();
-        m.rejected.set({ reason }, 1);
-        // The last good revision: this run's, or the one a previous run of the service applied.
-        this.lastGood ??= await this.restoreLastGood();
-        // Once per rejected revision, not at every interval.
-        if (!known) {
-          if (reason === 'signature') m.signatureRejections.inc();
-          const what = reason === 'invalid' ? 'is invalid and not applied' : 'is not applied';
-          this.opts.logger.error(
-            reason === 'invalid'
-              ? `revision ${revision} ${what}${this.lastGood ? `; ${this.lastGood.revision} stays in force` : ''}:\n${(e as Error).message}`
-              : `${(e as Error).message}; it ${what}${this.lastGood ? `, ${this.lastGood.revision} stays in force` : ''}`,
-            { revision, reason, ...(e instanceof ConfigErrors ? { errors: e.errors.length } : {}) },
-          );
-          this.opts.notify?.({ kind: 'revision-rejected', revision, message: (e as Error).message.split('\n')[0]!, details: { reason } });
+        // The repository out of reach (the network, the server, a key): the revision in force is
+        // still enforced (drift healed, backups run), and the agent is not ready until it is back.
+        if (e instanceof SourceUnavailable && !this.stopping) {
+          this.lastGood ??= await this.restoreLastGood();
+          if (!this.lastGood) throw e;
+          if (this.status.sourceError !== e.message) this.opts.logger.error(`${e.message}; ${this.lastGood.revision} stays in force`);
+          sourceError = e.message;
+          state = this.lastGood.state;
+          revision = this.lastGood.revision;
+        } else {
+          const reason = e instanceof ConfigErrors ? 'invalid' : e instanceof UnverifiedRevision ? 'signature' : undefined;
+          if (!reason) throw e;
+          if (e instanceof UnverifiedRevision) revision = e.revision;
+          const known = this.status.rejectedRevision?.revision === revision;
+          this.status.rejectedRevision = { revision: revision!, at: known ? this.status.rejectedRevision!.at : new Date().toISOString(), error: (e as Error).message, reason };
+          m.rejected.reset();
+          m.rejected.set({ reason }, 1);
+          // The last good revision: this run's, or the one a previous run of the service applied.
+          this.lastGood ??= await this.restoreLastGood();
+          // Once per rejected revision, not at every interval.
+          if (!known) {
+            if (reason === 'signature') m.signatureRejections.inc();
+            const what = reason === 'invalid' ? 'is invalid and not applied' : 'is not applied';
+            this.opts.logger.error(
+              reason === 'invalid'
+                ? `revision ${revision} ${what}${this.lastGood ? `; ${this.lastGood.revision} stays in force` : ''}:\n${(e as Error).message}`
+                : `${(e as Error).message}; it ${what}${this.lastGood ? `, ${this.lastGood.revision} stays in force` : ''}`,
+              { revision, reason, ...(e instanceof ConfigErrors ? { errors: e.errors.length } : {}) },
+            );
+            this.opts.notify?.({ kind: 'revision-rejected', revision, message: (e as Error).message.split('\n')[0]!, details: { reason } });
+          }
+          if (!this.lastGood) throw new Error(`revision ${revision} ${reason === 'invalid' ? 'is invalid' : 'is not signed by a trusted key'} and no earlier revision is known`);
+          state = this.lastGood.state;
+          revision = this.lastGood.revision;
+          m.errors.inc();
         }
-        if (!this.lastGood) throw new Error(`revision ${revision} ${reason === 'invalid' ? 'is invalid' : 'is not signed by a trusted key'} and no earlier revision is known`);
-        state = this.lastGood.state;
-        revision = this.lastGood.revision;
-        m.errors.inc();
       }
+      this.status.sourceError = sourceError;
       if (this.status.suspended) {
         this.log(`suspended: not reconciling ${revision} (${reason})`);
         this.schedule(this.opts.intervalSeconds);
@@ -335,9 +366,14 @@ export class WatchService {
       // From now on a change to what this revision declares is noticed as it happens.
       this.drift.follow(this.opts.virsh(state.connection).uri, declaredOf(state));
       this.startSchedules(state);
-      this.status.ready = !this.status.rejectedRevision;
+      this.status.ready = !this.status.rejectedRevision && !sourceError;
       this.opts.metrics.ready.set(this.status.ready ? 1 : 0);
-      this.status.notReadyReason = this.status.rejectedRevision ? `revision ${this.status.rejectedRevision.revision} is invalid; ${revision} stays in force` : undefined;
+      const rejected = this.status.rejectedRevision;
+      this.status.notReadyReason = rejected
+        ? `revision ${rejected.revision} ${rejected.reason === 'invalid' ? 'is invalid' : 'is not signed by a trusted key'}; ${revision} stays in force`
+        : sourceError
+          ? `${sourceError.split('\n')[0]}; ${revision} stays in force`
+          : undefined;
       this.status.consecutiveFailures = 0;
       this.status.lastSuccessAt = new Date().toISOString();
       this.status.lastReconcile = { at: new Date(t0).toISOString(), revision, ok: true, durationSeconds: (Date.now() - t0) / 1000, summary };

@@ -14,6 +14,9 @@ describe('host selectors', () => {
     expect(selects('!hv-web-1', t('hv-db-1'))).toBe(true);
     expect(selects('!hv-web-1', t('hv-web-1'))).toBe(false);
     expect(selects('hv-{web,db}-1', t('hv-db-1'))).toBe(true);
+    // A shell's negated class, not picomatch's class of "!" and "a".
+    expect(selects('hv-[!a]*', t('hv-b1'))).toBe(true);
+    expect(selects('hv-[!a]*', t('hv-a1'))).toBe(false);
     expect(selects({ label: 'role=db' }, t('x', { role: 'db' }))).toBe(true);
     expect(selects({ label: 'role=db' }, t('x', { role: 'dbx' }))).toBe(false);
   });

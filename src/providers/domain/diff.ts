@@ -242,7 +242,9 @@ export function diffVms(input: {
         code: finish ? 'interrupted' : 'drift',
         destructive: false,
         // A change the running guest takes only at its next restart: a maintenance window's business.
-        ...(dom.running && pending.length ? { disruptive: true } : {}),
+        // A change the running guest takes only at its next restart, or a disk pulled out of it
+        // live (hot-unplug): a maintenance window's business.
+        ...(dom.running && (pending.length || steps.some((st) => st.verb === 'detach-device')) ? { disruptive: true } : {}),
         changes,
         dependsOn,
         reason: `${reasonOf(changes) || 'record disk ownership'}${dom.running && pending.length ? ' (running: pending restart for what cannot change live)' : ''}`,

@@ -10,6 +10,7 @@ import { recordKey, type VolumeRecord } from '../../reconcile/inventory.js';
 import type { Effect, ExecContext } from '../../reconcile/kind.js';
 import type { Action } from '../../reconcile/plan.js';
 import { createBlankVolumes, createVolume, deleteVolume, resizeVolume, VOL_FORMAT, wipeVolume, type VolumeBuild } from '../../tools/libvirt-volume.js';
+import { refreshPool } from '../../tools/libvirt-pool.js';
 import { observeImages } from '../image/observe.js';
 import { birthOf, occupant, setPermissions } from '../common/files.js';
 import { isRemoteUri } from '../../tools/virsh.js';
@@ -63,14 +64,21 @@ export async function executeVolume(a: Action, ctx: ExecContext): Promise<Effect
       const birthIfFile = (p: string) => (b.fileBased ? localBirth(ctx, p) : Promise.resolve(undefined));
       let made: { key: string; path: string } | undefined;
       let obs: Awaited<ReturnType<typeof createVolume>>;
-      try {
-        obs = await createVolume(v, b, {
+      const create = () =>
+        createVolume(v, b, {
           signal: ctx.signal,
           created: async (vol) => {
             made = vol;
             await ctx.inventory.set(key, { ...rec, key: vol.key, path: vol.path, birth: await birthIfFile(vol.path) });
             failpoint('volume-created');
           },
+        });
+      try {
+        // libvirt still lists a volume whose file was deleted behind its back: read the pool again, once.
+        obs = await create().catch(async (e: Error) => {
+          if (made || !isStale(e)) throw e;
+          await refreshPool(v, b.pool);
+          return create();
         });
       } catch (e) {
         // createVolume leaves no volume of ours behind when it fails (creation failed — the
@@ -142,9 +150,20 @@ export async function createBlankMany(all: Action[], ctx: ExecContext): Promise<
     ),
   );
   const actions = all.filter((_, i) => !taken[i]);
-  const made = actions.length ? await createFree(actions, ctx) : [];
+  const first = actions.length ? await createFree(actions, ctx) : [];
+  // A volume whose file was deleted behind libvirt's back is still in its list until the pool is
+  // read again: read it, and those are made one by one.
+  const stale = actions.filter((_, i) => isStale(first[i]));
+  if (stale.length) {
+    for (const pool of new Set(stale.map((a) => (a.op as CreateOp).build.pool))) await refreshPool(ctx.virsh(), pool).catch(() => undefined);
+    for (const [i, a] of actions.entries()) if (isStale(first[i])) first[i] = await executeVolume(a, ctx).catch((e: Error) => e);
+  }
+  const made = first;
   return taken.map((e) => e ?? made.shift()!);
 }
+
+/** libvirt's refusal of a volume it still lists though its file is gone. */
+const isStale = (r: Effect | Error | undefined) => r instanceof Error && /exists already/.test(r.message);
 
 async function createFree(actions: Action[], ctx: ExecContext): Promise<(Effect | Error)[]> {
   const v = ctx.virsh();
