@@ -301,6 +301,7 @@ Exit codes: 0 success, 1 error or refused change, 2 changes present
       .option('--git-username <NAME>', 'the user name sent with --git-token-file (default: x-access-token)')
       .option('--verify-commits <KEYS_FILE>', 'apply only commits signed by one of these keys (OpenSSH public keys or GPG public keys); others are rejected')
       .option('--notify <URL>', 'POST events (applied, rejected, failed, recovered, drift, backups) to this webhook; slack+URL for Slack; repeatable', collect)
+      .option('--notify-file <FILE>', 'webhooks to post to, one URL per line (as --notify), kept out of the process arguments (a Slack webhook URL is a secret)')
       .option('--notify-secret-file <FILE>', 'sign --notify posts: X-Virt-Reconcile-Signature-256, HMAC-SHA256 with this secret')
       .option('--webhook-secret-file <FILE>', 'enables POST /hooks/git, HMAC-SHA256 signed with this secret')
       .option('--suspend', 'start suspended (serve status, change nothing)')
@@ -359,6 +360,7 @@ interface Opts {
   gitUsername?: string;
   verifyCommits?: string;
   notify?: string[];
+  notifyFile?: string;
   notifySecretFile?: string;
   suspend?: boolean;
   logFormat?: string;
@@ -390,7 +392,7 @@ function toArgs(cmd: Command): Args {
   if (o.path !== undefined && (path.isAbsolute(o.path) || o.path.split(/[\\/]/).includes('..')))
     throw bad(`--path must be a directory inside the repository, without .. (got ${JSON.stringify(o.path)})`);
   const gitOnly = (['gitSshKey', 'knownHosts', 'gitTokenFile', 'gitUsername', 'verifyCommits'] as const).filter((k) => o[k] !== undefined);
-  if (o.notifySecretFile !== undefined && !o.notify?.length) throw bad('--notify-secret-file goes with --notify');
+  if (o.notifySecretFile !== undefined && !o.notify?.length && o.notifyFile === undefined) throw bad('--notify-secret-file goes with --notify or --notify-file');
   if (!o.git && gitOnly.length) throw bad(`--${gitOnly[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} goes with --git`);
   if (o.git) {
     const problem = gitUrlProblem(o.git);
@@ -444,6 +446,7 @@ function toArgs(cmd: Command): Args {
       username: o.gitUsername,
       verifyCommits: abs(o.verifyCommits),
       notify: o.notify ?? [],
+      notifyFile: abs(o.notifyFile),
       notifySecretFile: abs(o.notifySecretFile),
       suspend: o.suspend ?? false,
       logFormat: o.logFormat === undefined ? undefined : oneOf('log-format', o.logFormat, ['text', 'json'] as const),

@@ -81,6 +81,8 @@ export interface Args {
     verifyCommits?: string;
     /** notification webhooks (see watch/notify.ts) and the secret their posts are signed with */
     notify: string[];
+    /** more webhooks, one per line, from a file (kept out of argv) */
+    notifyFile?: string;
     notifySecretFile?: string;
     suspend: boolean;
     logFormat?: LogFormat;
@@ -584,6 +586,7 @@ export async function cmdWatch(a: Args): Promise<number> {
     ['--known-hosts', w.knownHostsFile],
     ['--verify-commits', w.verifyCommits],
     ['--notify-secret-file', w.notifySecretFile],
+    ['--notify-file', w.notifyFile],
   ] as const)
     if (file)
       await access(file, constants.R_OK).catch((e: NodeJS.ErrnoException) => {
@@ -597,7 +600,14 @@ export async function cmdWatch(a: Args): Promise<number> {
   const stamp = (l: string) => logger.info(l);
   // Every series carries the host: a fleet's agents are told apart in one Prometheus.
   const metrics = createMetrics({ host: a.target.host });
-  const notifier = w.notify.length ? await notifierFor(w.notify, w.notifySecretFile, logger) : undefined;
+  const fromFile = w.notifyFile
+    ? (await readFile(w.notifyFile, 'utf8'))
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith('#'))
+    : [];
+  const hooks = [...w.notify, ...fromFile];
+  const notifier = hooks.length ? await notifierFor(hooks, w.notifySecretFile, logger) : undefined;
   const service = new WatchService({
     files: a.files,
     target: a.target,

@@ -41,7 +41,21 @@ describe('watch --notify', () => {
     await writeFile(path.join(sb.dir, 'notify-secret'), `${secret}\n`, { mode: 0o600 });
     const yaml = (size: string) => `version: 1\nimages:\n  n: { path: $DIR/n.qcow2, size: ${size} }\n`;
     const conf = await sb.yaml(yaml('8M'));
-    const w = await startWatch(sb, ['-f', conf, '--interval', '2s', '--host', 'hv-notify', '--notify', url, '--notify-secret-file', path.join(sb.dir, 'notify-secret')]);
+    // The webhook from a file: its URL stays out of the process arguments.
+    await writeFile(path.join(sb.dir, 'hooks'), `# the fleet's receiver\n${url}\n`, { mode: 0o600 });
+    const w = await startWatch(sb, [
+      '-f',
+      conf,
+      '--interval',
+      '2s',
+      '--host',
+      'hv-notify',
+      '--notify-file',
+      path.join(sb.dir, 'hooks'),
+      '--notify-secret-file',
+      path.join(sb.dir, 'notify-secret'),
+    ]);
+    expect(await import('node:fs/promises').then((fs) => fs.readFile(`/proc/${w.proc.pid}/cmdline`, 'utf8'))).not.toMatch(/T0KEN-PATH/);
     await until(async () => (await w.status()).appliedRevision, 'the first revision');
     await sb.yaml(yaml('16M'));
     await until(async () => got.some((e) => e.kind === 'revision-applied'), 'a revision-applied event');

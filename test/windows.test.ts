@@ -48,12 +48,13 @@ describe('maintenance windows', () => {
     expect(existsSync(path.join(sb.dir, 'old.qcow2'))).toBe(true);
 
     // An invalid window is a validation error, positioned.
-    await sb.yaml(yaml('windows: [{ schedule: "0 2 * *", duration: 4 hours, timezone: Mars/Olympus }]', true));
+    await sb.yaml(yaml('windows: [{ schedule: "0 2 * *", duration: 4 hours, timezone: Mars/Olympus }, { schedule: "0 2 30 2 *", duration: 1h }]', true));
     const bad = await sb.run('validate');
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/storage\.yaml:2:\d+: windows\[0\]\.schedule: must be a five-field cron expression/);
     expect(bad.stderr).toMatch(/windows\[0\]\.timezone: unknown time zone "Mars\/Olympus"/);
     expect(bad.stderr).toMatch(/windows\[0\]\.duration: /);
+    expect(bad.stderr).toMatch(/windows\[1\]\.schedule: never fires/);
 
     // --outside-window: the replace now, whatever the windows say.
     await sb.yaml(yaml('windows: [{ schedule: "0 0 1 1 *", duration: 1m, timezone: UTC }]', true));

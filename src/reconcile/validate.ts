@@ -215,7 +215,10 @@ function checkImage(c: Checker, name: string, raw: ImageInput, defaults: ImageDe
   const srcKeys = raw.source ? Object.keys(raw.source).filter((k) => !companions.includes(k) && k !== 'bootc') : [];
   let source: ImageSource = { kind: 'blank' };
   if (raw.source !== undefined && srcKeys.length !== 1) {
-    c.err(p('source'), `set exactly one of file, image, backing, container, directory, cloudInit, url (got ${srcKeys.length ? srcKeys.join(', ') : 'none'})`);
+    c.err(
+      p('source'),
+      `set exactly one of file, image, backing, container, directory, cloudInit, url (got ${srcKeys.length ? srcKeys.join(', ') : raw.source.bootc !== undefined ? 'only bootc, which goes with container' : 'none'})`,
+    );
   } else if (srcKeys[0] === 'url') {
     const s = raw.source!;
     source = urlSource(c, p, s);
@@ -821,6 +824,9 @@ export function buildDesiredState(files: ParsedFile[], resolve: Resolver = (p) =
       cronField(c, [...at, 'schedule'], w.schedule, w.timezone);
       timezoneField(c, [...at, 'timezone'], w.timezone);
       const seconds = c.duration([...at, 'duration'], w.duration, 31 * 86400);
+      // A schedule that never fires (30 February) would hold every disruptive change for ever.
+      if (c.errors.length === before && !new Cron(w.schedule, { paused: true, timezone: w.timezone }).nextRun())
+        c.err([...at, 'schedule'], `never fires (${JSON.stringify(w.schedule)} names no date that exists): disruptive changes would wait for ever`);
       if (c.errors.length === before && seconds !== undefined) windows.push({ schedule: w.schedule, durationSeconds: seconds, timezone: w.timezone, origin: c.at(at) });
     });
   });

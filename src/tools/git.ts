@@ -4,7 +4,7 @@
 // origin only), both handed to git through its environment: never in an argument, a URL or
 // the clone's configuration. With trusted keys, a commit is checked out only once its
 // signature (GPG or SSH) verifies against them and nothing else on the machine.
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { simpleGit, type SimpleGit } from 'simple-git';
 import { CommandError, run } from './exec.js';
@@ -104,11 +104,11 @@ async function gitEnv(src: GitSource): Promise<Record<string, string>> {
   }
   if (a.tokenFile) {
     const token = (
-      await readFile(a.tokenFile, 'utf8').catch((e: NodeJS.ErrnoException) => Promise.reject(new Error(`--git-token-file ${a.tokenFile}: ${e.code ?? e.message}`)))
+      await readHead(a.tokenFile, 16 * 1024).catch((e: NodeJS.ErrnoException) => Promise.reject(new Error(`--git-token-file ${a.tokenFile}: ${e.code ?? e.message}`)))
     ).trim();
     if (!token) throw new Error(`--git-token-file ${a.tokenFile} is empty`);
-    // Scoped to the repository's origin: a redirect elsewhere does not carry it.
-    // git matches http.<url>.* against the URL given, not where a redirect leads: with a token,
+    if (/\s/.test(token)) throw new Error(`--git-token-file ${a.tokenFile} holds more than one token (white space inside)`);
+    // Scoped to the repository's origin; git matches http.<url>.* against the URL given, not where a redirect leads: with a token,
     // redirects are not followed (the header would go to the other host).
     const origin = new URL(src.url).origin;
     env.GIT_CONFIG_COUNT = '2';
@@ -246,4 +246,16 @@ export async function trustKeys(keysFile: string, dir: string): Promise<GitTrust
     throw new Error(`--verify-commits ${keysFile}: neither OpenSSH public keys nor GPG public keys (${(e as Error).message.split('\n')[0]})`);
   }
   return { gnupgHome, allowedSigners, kind: 'gpg' };
+}
+
+/** The first `max` bytes of a file, as text: a token file that is a device or huge is not read whole. */
+async function readHead(file: string, max: number): Promise<string> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(max);
+    const { bytesRead } = await fh.read(buf, 0, max, 0);
+    return buf.subarray(0, bytesRead).toString('utf8');
+  } finally {
+    await fh.close();
+  }
 }

@@ -65,7 +65,14 @@ export class DriftEvents {
         const streams = new AbortController();
         this.signal.addEventListener('abort', () => streams.abort(), { once: true });
         this.streams = streams;
-        followEvents(wanted, (e) => this.onEvent(e), { signal: streams.signal, onGap: (why) => this.log(`libvirt events: ${why}`) });
+        followEvents(wanted, (e) => this.onEvent(e), {
+          signal: streams.signal,
+          // Events may have been missed (libvirtd restarted): a reconcile looks at everything.
+          onGap: (why) => {
+            this.log(`libvirt events: ${why}`);
+            this.soon('libvirt events were interrupted');
+          },
+        });
       }
     }
     // A remote connection's files are not on this host: nothing here to watch.

@@ -107,14 +107,16 @@ const MAX_BACKOFF_SECONDS = 600;
 /** The git repository could not be read (fetched, cloned): the revision in force stays. */
 class SourceUnavailable extends Error {
   constructor(why: string) {
-    super(
-      `cannot read the repository: ${why
-        .trim()
-        .split('\n')
-        .filter((l) => !/^Cloning into /.test(l))
-        .join(' ')
-        .slice(0, 500)}`,
-    );
+    const said = why
+      .trim()
+      .split('\n')
+      .filter((l) => !/^Cloning into /.test(l))
+      .join(' ')
+      .slice(0, 500);
+    const hint = /Host key verification failed|host key is known|HOST IDENTIFICATION HAS CHANGED/.test(said)
+      ? " (the server's host key is not in --known-hosts: add it, checked, with ssh-keyscan -p PORT HOST >> KNOWN_HOSTS)"
+      : '';
+    super(`cannot read the repository: ${said}${hint}`);
   }
 }
 
@@ -324,6 +326,8 @@ export class WatchService {
           if (!reason) throw e;
           if (e instanceof UnverifiedRevision) revision = e.revision;
           const known = this.status.rejectedRevision?.revision === revision;
+          // Files named as the repository has them, not by the clone's place in the state directory.
+          if (this.opts.git) (e as Error).message = (e as Error).message.split(`${path.join(this.opts.stateDir, 'git')}/`).join('');
           this.status.rejectedRevision = { revision: revision!, at: known ? this.status.rejectedRevision!.at : new Date().toISOString(), error: (e as Error).message, reason };
           m.rejected.reset();
           m.rejected.set({ reason }, 1);
@@ -467,7 +471,9 @@ export class WatchService {
         for (const r of result.results) if (r.status === 'failed' || r.status === 'skipped') failed.set(r.id, r.error ?? 'failed');
         // Drift: the host moved away from a revision already applied (not a new revision).
         if (this.firstSuccess && this.status.appliedRevision === revision) {
-          const healed = result.results.filter((r) => r.status === 'done');
+          // What waited for a maintenance window is the revision being applied, not drift.
+          const waited = new Set((this.status.waiting ?? []).map((w) => w.id));
+          const healed = result.results.filter((r) => r.status === 'done' && !waited.has(r.id));
           for (const r of healed) o.metrics.drift.inc({ kind: changes.find((a) => a.id === r.id)?.resource ?? 'unknown' });
           this.status.driftCorrections += healed.length;
           if (healed.length)
