@@ -250,7 +250,7 @@ describe('the repository out of reach (adversarial pass)', () => {
     await until(async () => existsSync(path.join(sb.dir, 'g.qcow2')), 'the deleted image to come back with the repository away', 20_000);
     const st = await until(async () => {
       const s = await w.status();
-      return s.sourceError && s;
+      return s.sourceError && s.ready === false && s;
     }, 'the source error to show');
     expect(st.ready).toBe(false);
     expect(st.notReadyReason).toMatch(/cannot read the repository: .*; main@sha1:\w+ stays in force/);

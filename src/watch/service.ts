@@ -352,6 +352,12 @@ export class WatchService {
         }
       }
       this.status.sourceError = sourceError;
+      // Said at once, not only once this run's apply is done.
+      if (sourceError) {
+        this.status.ready = false;
+        this.opts.metrics.ready.set(0);
+        this.status.notReadyReason = `${sourceError.split('\n')[0]}; ${revision} stays in force`;
+      }
       if (this.status.suspended) {
         this.log(`suspended: not reconciling ${revision} (${reason})`);
         this.schedule(this.opts.intervalSeconds);
