@@ -51,6 +51,11 @@ vms:
     const w = await startWatch(sb, ['-f', conf, '--interval', '5m', '--connect', lv.uri], lv.nsenter);
     await until(async () => (await fetch(`${w.url}/readyz`)).status === 200, 'ready');
     const v = (...a: string[]) => execa('virsh', ['-q', '-c', lv!.uri, ...a]).then((r) => String(r.stdout));
+    const isImage = (f: string) =>
+      execa('qemu-img', ['info', f]).then(
+        () => true,
+        () => false,
+      );
     const healed = async (what: string, check: () => Promise<boolean>) => {
       const t0 = Date.now();
       await until(async () => (await check()) || undefined, what, 5_000);
@@ -62,24 +67,10 @@ vms:
 
     // Removed behind libvirt's back (libvirt still lists it until the pool is read again).
     await rm(path.join(sb.dir, 'pool', 'vol.qcow2'));
-    expect(
-      await healed('the volume whose file was removed to come back', async () =>
-        execa('qemu-img', ['info', path.join(sb!.dir, 'pool', 'vol.qcow2')]).then(
-          () => true,
-          () => false,
-        ),
-      ),
-    ).toBeLessThan(5_000);
+    expect(await healed('the volume whose file was removed to come back', () => isImage(path.join(sb!.dir, 'pool', 'vol.qcow2')))).toBeLessThan(5_000);
 
     await rm(path.join(sb.dir, 'img', 'file.qcow2'));
-    expect(
-      await healed('the deleted image file to come back', async () =>
-        execa('qemu-img', ['info', path.join(sb!.dir, 'img', 'file.qcow2')]).then(
-          () => true,
-          () => false,
-        ),
-      ),
-    ).toBeLessThan(5_000);
+    expect(await healed('the deleted image file to come back', () => isImage(path.join(sb!.dir, 'img', 'file.qcow2')))).toBeLessThan(5_000);
 
     await v('undefine', 'ev');
     expect(await healed('the undefined domain to be defined again', async () => (await v('list', '--all', '--name')).includes('ev'))).toBeLessThan(5_000);
