@@ -231,7 +231,7 @@ export async function observe(targets: Targets, opts: { stateDir: string; virsh:
   // New domains are kvm only where the QEMU user can open /dev/kvm; one virt type's
   // capabilities (bus support) serve every declared domain.
   if (virsh && targets.domains.length) {
-    obs.kvm = await kvmAccess(virsh.uri);
+    obs.kvm = await kvmAccess(virsh.uri, virsh);
     libvirtTargets.virtTypes = [obs.kvm.virtType];
     libvirtTargets.capsSignature = await domcapsSignature(obs.kvm.usable);
   }

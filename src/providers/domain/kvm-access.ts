@@ -4,7 +4,7 @@
 // yet a kvm domain cannot start there, and libvirt re-probes QEMU at every capabilities
 // call. New domains are defined as kvm only when that user can open the device read-write.
 import { readFile, stat } from 'node:fs/promises';
-import { isRemoteUri } from '../../tools/virsh.js';
+import { isRemoteUri, libvirtMessage, type Virsh } from '../../tools/virsh.js';
 
 export const KVM_DEVICE = '/dev/kvm';
 const QEMU_CONF = '/etc/libvirt/qemu.conf';
@@ -104,8 +104,15 @@ export function decideKvm(dev: DeviceNode | undefined, who: RunAs | undefined, n
  * this host's qemu.conf and /dev/kvm; a session daemon runs QEMU as the caller; a remote
  * daemon cannot be inspected from here, so KVM is assumed, as libvirt itself would.
  */
-export async function kvmAccess(uri: string): Promise<KvmAccess> {
-  if (isRemoteUri(uri)) return { usable: true, virtType: 'kvm' };
+export async function kvmAccess(uri: string, virsh?: Virsh): Promise<KvmAccess> {
+  // A daemon on another host is asked whether it offers KVM (its /dev/kvm is not here to look at).
+  if (isRemoteUri(uri)) {
+    if (!virsh) return { usable: true, virtType: 'kvm' };
+    return virsh.exec(['domcapabilities', '--virttype', 'kvm']).then(
+      () => ({ usable: true, virtType: 'kvm' as const }),
+      (e: Error) => ({ usable: false, virtType: 'qemu' as const, reason: `the libvirt host offers no KVM (${libvirtMessage(e)})` }),
+    );
+  }
   const dev = await stat(KVM_DEVICE).then(
     (s) => ({ mode: s.mode, uid: s.uid, gid: s.gid }),
     () => undefined,
