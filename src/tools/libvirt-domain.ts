@@ -3,7 +3,7 @@
 // the domain's own <metadata>. Other devices of a domain are never touched.
 import { withTempFile } from './scratch.js';
 import { attr, buildXml, list, parseXml, text, type XmlElement, type XmlNode } from './xml.js';
-import type { Virsh } from './virsh.js';
+import { libvirtMessage, type Virsh } from './virsh.js';
 
 export const METADATA_URI = 'https://virt-reconcile.dev/xmlns/storage/1';
 const METADATA_KEY = 'vr';
@@ -346,4 +346,12 @@ export async function undefineDomain(v: Virsh, domain: string): Promise<void> {
   // Checkpoints of incremental backups are libvirt metadata of the domain: libvirt refuses to
   // undefine a domain that has any unless told to drop them (their bitmaps stay in the images).
   await v.exec(['undefine', domain, '--checkpoints-metadata']);
+}
+
+/** Whether the daemon offers KVM domains: undefined if it does, else libvirt's reason. */
+export async function kvmRefusal(v: Virsh): Promise<string | undefined> {
+  return v.exec(['domcapabilities', '--virttype', 'kvm']).then(
+    () => undefined,
+    (e: Error) => libvirtMessage(e),
+  );
 }

@@ -4,7 +4,8 @@
 // yet a kvm domain cannot start there, and libvirt re-probes QEMU at every capabilities
 // call. New domains are defined as kvm only when that user can open the device read-write.
 import { readFile, stat } from 'node:fs/promises';
-import { isRemoteUri, libvirtMessage, type Virsh } from '../../tools/virsh.js';
+import { isRemoteUri, type Virsh } from '../../tools/virsh.js';
+import { kvmRefusal } from '../../tools/libvirt-domain.js';
 
 export const KVM_DEVICE = '/dev/kvm';
 const QEMU_CONF = '/etc/libvirt/qemu.conf';
@@ -108,10 +109,8 @@ export async function kvmAccess(uri: string, virsh?: Virsh): Promise<KvmAccess> 
   // A daemon on another host is asked whether it offers KVM (its /dev/kvm is not here to look at).
   if (isRemoteUri(uri)) {
     if (!virsh) return { usable: true, virtType: 'kvm' };
-    return virsh.exec(['domcapabilities', '--virttype', 'kvm']).then(
-      () => ({ usable: true, virtType: 'kvm' as const }),
-      (e: Error) => ({ usable: false, virtType: 'qemu' as const, reason: `the libvirt host offers no KVM (${libvirtMessage(e)})` }),
-    );
+    const refused = await kvmRefusal(virsh);
+    return refused === undefined ? { usable: true, virtType: 'kvm' } : { usable: false, virtType: 'qemu', reason: `the libvirt host offers no KVM (${refused})` };
   }
   const dev = await stat(KVM_DEVICE).then(
     (s) => ({ mode: s.mode, uid: s.uid, gid: s.gid }),
