@@ -17,16 +17,22 @@ export interface WindowState {
 export function windowState(windows: MaintenanceWindow[], now: Date): WindowState {
   let closesAt: Date | undefined;
   let opensAt: Date | undefined;
+  const t = now.getTime();
   for (const w of windows) {
     const cron = new Cron(w.schedule, { paused: true, timezone: w.timezone });
-    // Open now if it fired within the last `duration`: its next run after (now - duration) is not later than now.
-    const since = cron.nextRun(new Date(now.getTime() - w.durationSeconds * 1000));
-    if (since && since.getTime() <= now.getTime()) {
-      const end = new Date(since.getTime() + w.durationSeconds * 1000);
-      if (!closesAt || end > closesAt) closesAt = end;
+    const d = w.durationSeconds * 1000;
+    // Firings around now: the next after (now - duration) and after now, and, because croner
+    // started inside a day whose clocks change skips that day's firing, those of a walk begun
+    // a day earlier.
+    const runs = [cron.nextRun(new Date(t - d)), cron.nextRun(now), ...cron.nextRuns(64, new Date(t - d - 86_400_000))].filter((r): r is Date => !!r);
+    for (const r of runs) {
+      // Open now if it fired within the last `duration`.
+      if (r.getTime() <= t && r.getTime() + d > t) {
+        const end = new Date(r.getTime() + d);
+        if (!closesAt || end > closesAt) closesAt = end;
+      }
+      if (r.getTime() > t && (!opensAt || r < opensAt)) opensAt = r;
     }
-    const next = cron.nextRun(now);
-    if (next && (!opensAt || next < opensAt)) opensAt = next;
   }
   return closesAt ? { open: true, closesAt } : { open: false, opensAt };
 }

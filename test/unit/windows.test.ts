@@ -15,6 +15,14 @@ describe('windowState', () => {
     expect(windowState([sat], at('2026-11-28T06:00:00Z'))).toEqual({ open: false, opensAt: at('2026-12-05T02:00:00Z') });
     expect(windowState([sat], at('2026-11-27T23:00:00Z'))).toEqual({ open: false, opensAt: at('2026-11-28T02:00:00Z') });
   });
+  it('on the days clocks change (Europe/Berlin), a 02:30 window is open when it fired and opens when it will (adversarial pass)', () => {
+    const w230 = w('30 2 * * *', 3600, 'Europe/Berlin');
+    // 25 October 2026, clocks go back: croner's firing that day is 01:30Z.
+    expect(windowState([w230], at('2026-10-25T01:45:00Z')).open).toBe(true);
+    expect(windowState([w230], at('2026-10-25T00:50:00Z')).opensAt).toEqual(at('2026-10-25T01:30:00Z'));
+    // 28 March 2027, clocks go forward: it fires at 01:30Z that day, not first on the 29th.
+    expect(windowState([w230], at('2027-03-28T01:10:00Z')).opensAt).toEqual(at('2027-03-28T01:30:00Z'));
+  });
   it('takes the time zone of the schedule, and the earliest of several windows', () => {
     const berlin = w('0 2 * * *', 3600, 'Europe/Berlin'); // 02:00 in Berlin is 01:00 UTC in winter
     expect(windowState([berlin], at('2026-11-28T01:30:00Z')).open).toBe(true);
