@@ -6,7 +6,7 @@ import { realpath } from 'node:fs/promises';
 import { isMap, isScalar, isSeq, type Node } from 'yaml';
 import { desiredStateFrom, readTexts, type InputFile } from './config.js';
 import { ConfigErrors, type ConfigError } from './errors.js';
-import { appliesTo, parseLabel, type HostSelector, type HostTarget } from './hosts.js';
+import { appliesTo, isHostName, parseLabel, type HostSelector, type HostTarget } from './hosts.js';
 import { parseFile, readInput } from './load.js';
 import type { DesiredState } from './model.js';
 
@@ -59,7 +59,7 @@ export async function readHostsFile(file: string): Promise<HostTarget[]> {
           else labels[parsed[0]] = parsed[1];
         }
     }
-    if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/.test(name)) {
+    if (typeof name !== 'string' || !isHostName(name)) {
       bad.push(at(item as Node, field, `a host is a host name (letters, digits, . _ -) or { name: NAME, labels: {...} } (got ${JSON.stringify(name ?? null)})`));
       return;
     }

@@ -15,6 +15,9 @@ export type HostSelector = string | { label: string };
 
 const LABEL = /^([A-Za-z0-9._/-]+)=([^=\s]*)$/;
 
+/** A host's name as --host and a hosts file take it: letters, digits, . _ -. */
+export const isHostName = (name: string) => /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/.test(name);
+
 /** KEY=VALUE split, or undefined when it is not one. */
 export function parseLabel(s: string): [string, string] | undefined {
   const m = LABEL.exec(s);
@@ -31,7 +34,7 @@ export function hostTarget(host: string | undefined, labels: string[] = []): Hos
     out[kv[0]] = kv[1];
   }
   const name = host ?? hostname();
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/.test(name)) return { error: `--host must be a host name (letters, digits, . _ -) (got ${JSON.stringify(name)})` };
+  if (!isHostName(name)) return { error: `--host must be a host name (letters, digits, . _ -) (got ${JSON.stringify(name)})` };
   return { host: name, labels: out };
 }
 

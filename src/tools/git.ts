@@ -140,17 +140,6 @@ function gitAt(dir: string | undefined, env: Record<string, string>, signal?: Ab
   }).env({ ...inherited, ...env });
 }
 
-/**
- * Fetches `ref` and resolves it to a commit; with trust, verifies its signature; then checks
- * it out. Returns the revision now on disk. An unverified commit throws UnverifiedRevision
- * and the checkout stays where it was.
- */
-export async function syncGit(src: GitSource): Promise<Revision> {
-  const head = await fetchRef(src);
-  if (src.trust) await verifyCommit(src, head);
-  return checkout(src, head.sha);
-}
-
 /** Fetches, and resolves the ref to the commit it names now (nothing checked out). */
 export async function fetchRef(src: GitSource, signal?: AbortSignal): Promise<{ revision: string; sha: string }> {
   await mkdir(path.dirname(src.dir), { recursive: true });

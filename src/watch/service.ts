@@ -327,7 +327,7 @@ export class WatchService {
           if (e instanceof UnverifiedRevision) revision = e.revision;
           const known = this.status.rejectedRevision?.revision === revision;
           // Files named as the repository has them, not by the clone's place in the state directory.
-          if (this.opts.git) (e as Error).message = (e as Error).message.split(`${path.join(this.opts.stateDir, 'git')}/`).join('');
+          if (this.opts.git) (e as Error).message = (e as Error).message.split(`${this.gitSource().dir}/`).join('');
           this.status.rejectedRevision = { revision: revision!, at: known ? this.status.rejectedRevision!.at : new Date().toISOString(), error: (e as Error).message, reason };
           m.rejected.reset();
           m.rejected.set({ reason }, 1);
